@@ -1,0 +1,5 @@
+"""``python -m ticketmail``: the console script."""
+
+from ticketmail.cli import main
+
+raise SystemExit(main())
