@@ -1,4 +1,4 @@
-"""The source contract: fetch raw items, acknowledge them only after the pipeline committed.
+r"""The source contract: fetch raw items, acknowledge them only after the pipeline committed.
 
 OWNER: the sources work (issue 6). A source is a thin adapter: it knows its mailbox protocol and nothing of
 tickets. The poller drives it::
@@ -13,11 +13,25 @@ tickets. The poller drives it::
 
 Provenance keys never use sequence numbers: IMAP uses ``"<uidvalidity>:<uid>"``, POP3 the UIDL, local
 folders the file name / mailbox key.
+
+Why acknowledge is separate from fetch: exactly-once delivery needs the mailbox change (delete, move, flag
+``\\Seen``) to happen strictly *after* the backend committed the effect and recorded the provenance in its
+ledger. A crash in between means a redelivery, which the ledger turns into a ``duplicate`` outcome that is
+acknowledged in turn; a crash before the commit means nothing happened and the item is fetched again.
+
+The optional ``skip`` callable a source accepts (:data:`SkipCallback`, typically
+``pipeline.is_processed``) answers "is this provenance already committed?" *before* the bytes are
+downloaded. Sources treat a true answer as "committed but not yet acknowledged" and apply the post-fetch
+action to such items without yielding them, so a kept mailbox (``after = "seen"`` with ``fetch = "all"``, or
+POP3 leaving mail on the server) is never re-downloaded and a lost acknowledgement heals itself.
+
+Sessions that can wait for new mail (IMAP) also implement :class:`WaitableSession`; the poller checks with
+``isinstance(session, WaitableSession)``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from typing import Protocol, runtime_checkable
 
@@ -25,7 +39,10 @@ import attrs
 
 from ticketmail.model import Provenance
 
-__all__ = ["RawItem", "Source", "SourceSession"]
+__all__ = ["OversizeNotice", "RawItem", "SkipCallback", "Source", "SourceSession", "WaitableSession"]
+
+SkipCallback = Callable[[Provenance], bool]
+"""``skip(provenance) -> True`` when the item is already committed (e.g. ``Pipeline.is_processed``)."""
 
 
 @attrs.frozen
@@ -33,7 +50,8 @@ class RawItem:
     """One message as fetched: its raw bytes and where it came from.
 
     ``truncated`` is true when only the headers were fetched because the message exceeded the
-    mailbox's size limit (``size`` then holds the full size the server reported).
+    mailbox's size limit (``size`` then holds the full size the server reported, and ``note`` says why).
+    ``flags`` are the server flags/keywords at fetch time (IMAP only; used for retry counting).
     """
 
     data: bytes = attrs.field(repr=lambda d: f"<{len(d)} bytes>")
@@ -41,6 +59,20 @@ class RawItem:
     size: int = 0
     truncated: bool = False
     flags: tuple[str, ...] = ()
+    note: str | None = None
+
+
+@attrs.frozen
+class OversizeNotice:
+    """A message left on the server because it exceeds ``max_message_size`` (policy ``skip``).
+
+    Sessions collect these in their ``oversized`` list during :meth:`SourceSession.fetch` so the poller
+    and health reporting can tell the operator, without the message ever being downloaded.
+    """
+
+    provenance: Provenance
+    size: int
+    limit: int
 
 
 @runtime_checkable
@@ -55,6 +87,14 @@ class SourceSession(Protocol):
 
     def release(self, item: RawItem, *, failed: bool) -> None:
         """Leave the item in place; ``failed`` counts a processing failure against it."""
+
+
+@runtime_checkable
+class WaitableSession(SourceSession, Protocol):
+    """A session that can block until the mailbox changes (IMAP IDLE, or a polling fallback)."""
+
+    def wait_for_changes(self, timeout: float) -> bool:
+        """Block up to ``timeout`` seconds; true when new mail may have arrived (fetch again)."""
 
 
 @runtime_checkable
