@@ -1,11 +1,11 @@
 """The storage contract: what a backend must do so that every message has exactly one effect.
 
-OWNER: the backends work (issue 5). This first version fixes the shape; it may grow (new methods with
-default implementations in :class:`BaseBackend`), but existing names keep their meaning.
+OWNER: the backends work (issue 5). The protocol may grow (new methods get default implementations in
+:class:`BaseBackend`, new record fields get defaults), but existing names keep their meaning.
 
 The pipeline opens one unit of work per message::
 
-    with backend.unit_of_work() as uow:        # BEGIN
+    with backend.unit_of_work() as uow:        # BEGIN (SQLite: BEGIN IMMEDIATE, so writers serialize)
         if uow.processed(key): ...             # ledger check (redelivery / duplicate)
         ticket = uow.ticket_by_message_id(...) # threading lookups
         uow.create_ticket(...) / uow.append_entry(...)
@@ -13,8 +13,25 @@ The pipeline opens one unit of work per message::
         uow.record_audit(...)
     # COMMIT on normal exit, ROLLBACK on any exception; only now may a source acknowledge the mail.
 
-Every method of a unit of work runs inside that one transaction. Backend failures surface as
-:class:`ticketmail.errors.BackendError` (retry later), never as a driver exception.
+Every method of a unit of work runs inside that one transaction, and reads see the unit's own earlier
+writes. The exception that ended a unit is re-raised unchanged after the rollback. Backend failures surface
+as :class:`ticketmail.errors.BackendError` (retry later), never as a driver exception; misuse by the caller
+(appending to a ticket that does not exist, an impossible merge) raises the specific errors defined here,
+which also roll the unit back.
+
+Semantics every backend shares (the conformance suite, :mod:`ticketmail.testing.conformance`, checks them):
+
+* Message ids are stored normalized (:func:`normalize_message_id`: surrounding white space and one pair of
+  angle brackets removed; case kept, RFC 5322 section 3.6.4 gives the left part no case rules). A message
+  id belongs to the first ticket that recorded it; recording it again is a no-op.
+* :meth:`UnitOfWork.append_entry` records the entry's ``message_id`` as ``inbound`` unless the id is known
+  already, so every threaded message is findable by ``In-Reply-To``/``References`` without a second call.
+  Record the ids of mail the application *sends* with ``record_message_id(..., "outbound")``.
+* Attachments are content addressed: one copy per sha256, however many entries carry it.
+* Datetimes are returned timezone-aware in UTC (a naive datetime is taken to be UTC, see :func:`as_utc`).
+* Ticket numbers are unique; ``merged_into`` names the surviving ticket. Lookups return the ticket that owns
+  a number or message id, merged or not: following ``merged_into`` is the caller's job
+  (:func:`follow_merges`).
 """
 
 from __future__ import annotations
@@ -22,27 +39,162 @@ from __future__ import annotations
 import datetime as _dt
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
-from typing import Literal, Protocol, runtime_checkable
+from types import TracebackType
+from typing import Literal, Protocol, TypeVar, runtime_checkable
 
 import attrs
 
+from ticketmail.errors import BackendError, InvalidValueError, NotFoundError
 from ticketmail.model import Address, Attachment, Provenance
 
 __all__ = [
+    "AttachmentRef",
     "AuditRecord",
     "Backend",
+    "BaseBackend",
+    "Direction",
     "Entry",
+    "EntryKind",
+    "InvalidMergeError",
+    "LedgerConflictError",
     "NewEntry",
     "NewTicket",
     "ProcessedRecord",
     "QuarantineRecord",
     "Ticket",
+    "TicketNotFoundError",
+    "TicketNumberTakenError",
+    "TicketStatus",
     "UnitOfWork",
+    "as_utc",
+    "follow_merges",
+    "normalize_message_id",
 ]
 
 TicketStatus = Literal["open", "closed", "merged"]
 EntryKind = Literal["message", "reply", "note"]
 Direction = Literal["inbound", "outbound"]
+
+TICKET_STATUSES: tuple[TicketStatus, ...] = ("open", "closed", "merged")
+ENTRY_KINDS: tuple[EntryKind, ...] = ("message", "reply", "note")
+DIRECTIONS: tuple[Direction, ...] = ("inbound", "outbound")
+
+MAX_MERGE_HOPS = 32
+"""How many ``merged_into`` links :func:`follow_merges` follows before it calls the chain broken."""
+
+
+# --- errors ------------------------------------------------------------------------------------------------
+
+
+class TicketNotFoundError(NotFoundError):
+    """A unit-of-work write named a ticket number that does not exist (the unit is rolled back)."""
+
+    code = "ticket_not_found"
+
+
+class TicketNumberTakenError(BackendError):
+    """``create_ticket`` was given a number that is already in use. Draw a new number and retry."""
+
+    code = "ticket_number_taken"
+    status = 409
+
+
+class LedgerConflictError(BackendError):
+    """``record_processed`` was given a key already recorded with a different effect.
+
+    Recording the identical record again is a no-op; a different one means the caller skipped the
+    ``processed()`` check, which would break exactly-once, so the unit is refused and rolled back.
+    """
+
+    code = "ledger_conflict"
+    status = 409
+
+
+class InvalidMergeError(InvalidValueError):
+    """An impossible status change: merging into itself, into a missing ticket, or making a cycle."""
+
+    code = "invalid_merge"
+
+
+# --- helpers -----------------------------------------------------------------------------------------------
+
+
+def normalize_message_id(message_id: str) -> str:
+    """A message id as backends store and compare it: trimmed, without one pair of angle brackets.
+
+    >>> normalize_message_id(" <abc@example.org> ")
+    'abc@example.org'
+    """
+    text = message_id.strip()
+    if len(text) >= 2 and text[0] == "<" and text[-1] == ">":
+        text = text[1:-1].strip()
+    return text
+
+
+def as_utc(value: _dt.datetime) -> _dt.datetime:
+    """``value`` as an aware UTC datetime; a naive value is taken to be UTC already."""
+    if value.tzinfo is None:
+        return value.replace(tzinfo=_dt.timezone.utc)
+    return value.astimezone(_dt.timezone.utc)
+
+
+def _utc_converter(value: _dt.datetime) -> _dt.datetime:
+    return as_utc(value)
+
+
+def _optional_utc(value: _dt.datetime | None) -> _dt.datetime | None:
+    return None if value is None else as_utc(value)
+
+
+def _check_number(instance: object, attribute: attrs.Attribute[str], value: str) -> None:
+    if not isinstance(value, str) or not value or value != value.strip():
+        raise InvalidValueError(
+            f"{type(instance).__name__}.{attribute.name} must be a non-empty string without surrounding spaces,"
+            f" got {value!r}",
+            field=attribute.name,
+        )
+
+
+def _check_custom_fields(
+    instance: object, attribute: attrs.Attribute[tuple[tuple[str, str], ...]], value: tuple[tuple[str, str], ...]
+) -> None:
+    names = [name for name, _ in value]
+    if len(set(names)) != len(names):
+        raise InvalidValueError(
+            f"{type(instance).__name__}.{attribute.name} must have unique names, got {names!r}", field=attribute.name
+        )
+
+
+# --- records -----------------------------------------------------------------------------------------------
+
+
+@attrs.frozen
+class AttachmentRef:
+    """How one entry refers to a stored attachment: the digest plus the per-entry file metadata.
+
+    The bytes are stored once per ``sha256``; the name and type belong to the entry that carried them (the
+    same bytes may arrive as ``report.pdf`` and ``scan.pdf``). Fetch the bytes with
+    :meth:`Backend.attachment`.
+    """
+
+    sha256: str
+    filename: str
+    content_type: str
+    size: int
+    disposition: Literal["attachment", "inline"] = "attachment"
+    content_id: str | None = None
+
+    @classmethod
+    def from_attachment(cls, attachment: Attachment) -> AttachmentRef:
+        """The reference a backend stores for a model :class:`~ticketmail.model.Attachment`."""
+        return cls(
+            sha256=attachment.sha256,
+            filename=attachment.filename,
+            content_type=attachment.content_type,
+            size=attachment.size,
+            disposition=attachment.disposition,
+            content_id=attachment.content_id,
+        )
 
 
 @attrs.frozen
@@ -50,7 +202,9 @@ class Ticket:
     """A stored ticket.
 
     ``number`` is the external id shown to people (random, unguessable). ``merged_into`` names the
-    surviving ticket when this one was merged.
+    surviving ticket when this one was merged. ``participants`` are addresses (besides the requester) that
+    take part in the thread, in the order they were added. ``custom_fields`` are (name, value) pairs in the
+    order given at creation. ``entry_count`` is the length of the thread.
     """
 
     number: str
@@ -71,11 +225,16 @@ class Ticket:
     participants: tuple[str, ...] = ()
     merged_into: str | None = None
     entry_count: int = 0
+    custom_fields: tuple[tuple[str, str], ...] = ()
 
 
 @attrs.frozen
 class Entry:
-    """One entry of a ticket's thread (the first message, a reply, an internal note)."""
+    """One entry of a ticket's thread (the first message, a reply, an internal note).
+
+    ``attachments`` lists the sha256 digests in the order given; ``files`` carries the same attachments
+    with their per-entry names and types.
+    """
 
     id: int
     ticket: str
@@ -86,13 +245,17 @@ class Entry:
     html: str | None = None
     message_id: str | None = None
     attachments: tuple[str, ...] = ()  # sha256 digests, content-addressed
+    files: tuple[AttachmentRef, ...] = ()
 
 
 @attrs.frozen
 class NewTicket:
-    """What the pipeline asks a backend to create. The backend fills ``created``/``updated``."""
+    """What the pipeline asks a backend to create. ``updated`` starts equal to ``created``.
 
-    number: str
+    Duplicate tags are dropped (first kept); custom field names must be unique.
+    """
+
+    number: str = attrs.field(validator=_check_number)
     subject: str
     requester: Address
     created: _dt.datetime
@@ -105,7 +268,7 @@ class NewTicket:
     topic_id: int | None = None
     assignee: str | None = None
     tags: tuple[str, ...] = ()
-    custom_fields: tuple[tuple[str, str], ...] = ()
+    custom_fields: tuple[tuple[str, str], ...] = attrs.field(default=(), validator=_check_custom_fields)
 
 
 @attrs.frozen
@@ -127,11 +290,12 @@ class ProcessedRecord:
 
     ``key`` is what makes a redelivery recognisable: the provenance key for mailbox items
     (``"<mailbox>/<kind>/<key>"``), and separately each duplicate key (scoped message id or fingerprint).
+    ``at`` is converted to UTC.
     """
 
     key: str
     action: str
-    at: _dt.datetime
+    at: _dt.datetime = attrs.field(converter=_utc_converter)
     ticket: str | None = None
     entry_id: int | None = None
     message_id: str | None = None
@@ -139,69 +303,110 @@ class ProcessedRecord:
 
 @attrs.frozen
 class AuditRecord:
-    """One decision, as an operator will want to read it later."""
+    """One decision, as an operator will want to read it later. ``at`` is converted to UTC."""
 
-    at: _dt.datetime
+    at: _dt.datetime = attrs.field(converter=_utc_converter)
     action: str
     message_id: str | None
     provenance: Provenance | None
     ticket: str | None
     reasons: tuple[tuple[str, str, str | None], ...]  # (code, message, value)
+    entry_id: int | None = None
 
 
 @attrs.frozen
 class QuarantineRecord:
-    """A message that could not be processed, kept with its raw bytes and the reason."""
+    """A message that could not be processed, kept with its raw bytes and the reason.
 
-    at: _dt.datetime
+    ``id`` is ``None`` on a record passed to :meth:`UnitOfWork.quarantine` and set on stored ones.
+    Quarantining the same bytes from the same provenance again does not add a row: the stored one gets
+    the new reason and time and its ``attempts`` count goes up (a source retries a failing item a bounded
+    number of times; the operator sees one row with the count).
+    """
+
+    at: _dt.datetime = attrs.field(converter=_utc_converter)
     raw: bytes = attrs.field(repr=lambda d: f"<{len(d)} bytes>")
     reason_code: str
     reason: str
     provenance: Provenance | None = None
+    id: int | None = None
+    attempts: int = 1
+
+
+# --- protocols ---------------------------------------------------------------------------------------------
 
 
 @runtime_checkable
 class UnitOfWork(Protocol):
-    """One transaction. All reads see the writes made earlier in the same unit."""
+    """One transaction. All reads see the writes made earlier in the same unit.
+
+    A unit of work object is only valid inside its ``with`` block; using it afterwards raises
+    :class:`~ticketmail.errors.BackendError`.
+    """
 
     def processed(self, key: str) -> ProcessedRecord | None:
         """The ledger row for ``key``, if that key was recorded before."""
 
     def record_processed(self, record: ProcessedRecord) -> None:
-        """Add a ledger row (idempotent for an identical record)."""
+        """Add a ledger row. Identical again: no-op. Same key, other content: :class:`LedgerConflictError`."""
 
     def ticket_by_number(self, number: str) -> Ticket | None:
-        """The ticket with this external number, or ``None``."""
+        """The ticket with this external number, or ``None`` (merged tickets are returned as they are)."""
 
     def ticket_by_message_id(self, message_id: str) -> Ticket | None:
-        """The ticket whose thread contains this message id (inbound or outbound), or ``None``."""
+        """The ticket whose thread contains this message id (inbound or outbound), or ``None``.
+
+        The id is normalized first (:func:`normalize_message_id`), so ``<a@b>`` and ``a@b`` match.
+        """
 
     def number_exists(self, number: str) -> bool:
         """Whether a ticket number is taken (the number generator's collision check)."""
 
     def count_tickets_by_requester(self, email: str, since: _dt.datetime) -> int:
-        """How many tickets this requester opened at or after ``since`` (rate limiting)."""
+        """How many tickets this requester opened at or after ``since`` (rate limiting).
+
+        Addresses compare case-insensitively (``str.casefold``), although RFC 5321 allows case-sensitive
+        local parts: no real mailbox relies on it, and a limit that ``Bob@`` evades is no limit.
+        """
 
     def create_ticket(self, ticket: NewTicket) -> Ticket:
-        """Store a new ticket (without entries)."""
+        """Store a new, ``open`` ticket without entries. A taken number: :class:`TicketNumberTakenError`."""
 
     def append_entry(self, number: str, entry: NewEntry) -> Entry:
-        """Append an entry to a ticket's thread, storing its attachments, and return it with its id."""
+        """Append an entry to a ticket's thread and return it with its id.
 
-    def set_status(self, number: str, status: TicketStatus, *, merged_into: str | None = None) -> None:
-        """Change a ticket's status (reopen, close, merge)."""
+        Stores each attachment once by sha256, records ``entry.message_id`` as an inbound message id of the
+        ticket unless the id is already known, bumps ``entry_count`` and moves ``updated`` forward to
+        ``entry.created`` (never backwards). Unknown ticket: :class:`TicketNotFoundError`.
+        """
+
+    def set_status(
+        self, number: str, status: TicketStatus, *, merged_into: str | None = None, at: _dt.datetime | None = None
+    ) -> None:
+        """Change a ticket's status (reopen, close, merge).
+
+        ``merged_into`` is required for ``merged`` and forbidden otherwise; the target must exist and the
+        merge must not form a cycle (:class:`InvalidMergeError`). Leaving ``merged`` clears
+        ``merged_into``. ``at``, when given, moves ``updated`` forward.
+        """
 
     def add_participant(self, number: str, email: str) -> None:
-        """Record an address as a participant of the ticket."""
+        """Record an address as a participant of the ticket (idempotent, case-insensitive)."""
 
     def record_message_id(self, number: str, message_id: str, direction: Direction) -> None:
-        """Remember a message id as part of a ticket's thread (inbound ones and those we sent)."""
+        """Remember a message id as part of a ticket's thread (inbound ones and those we sent).
+
+        The first ticket to record an id owns it; recording a known id again is a no-op.
+        """
 
     def record_audit(self, record: AuditRecord) -> None:
         """Append a decision to the audit log."""
 
     def quarantine(self, record: QuarantineRecord) -> int:
-        """Keep an unprocessable message with its raw bytes; return its quarantine id."""
+        """Keep an unprocessable message with its raw bytes; return its quarantine id.
+
+        The same bytes from the same provenance are kept once (see :class:`QuarantineRecord`).
+        """
 
 
 @runtime_checkable
@@ -215,10 +420,10 @@ class Backend(Protocol):
         """Read one ticket outside any unit of work."""
 
     def list_tickets(self, *, limit: int | None = None) -> Sequence[Ticket]:
-        """All tickets, oldest first."""
+        """All tickets, oldest first (creation order)."""
 
     def entries(self, number: str) -> Sequence[Entry]:
-        """A ticket's thread, oldest first."""
+        """A ticket's thread, oldest first (``[]`` for an unknown ticket)."""
 
     def attachment(self, sha256: str) -> bytes | None:
         """An attachment's bytes by digest."""
@@ -227,7 +432,66 @@ class Backend(Protocol):
         """Every recorded decision, oldest first."""
 
     def quarantined(self) -> Sequence[QuarantineRecord]:
-        """Every quarantined message."""
+        """Every quarantined message, oldest first, with ``id`` set."""
 
     def close(self) -> None:
         """Release connections and files."""
+
+
+_B = TypeVar("_B", bound="BaseBackend")
+
+
+class BaseBackend:
+    """Optional base class for backends: context-manager support and conveniences built on the protocol.
+
+    A subclass implements the :class:`Backend` methods (at least :meth:`unit_of_work` and the readers);
+    it inherits ``with backend: ...`` (closes on exit), :meth:`is_processed` and :meth:`find_ticket`.
+    """
+
+    def unit_of_work(self) -> AbstractContextManager[UnitOfWork]:
+        """Begin a transaction (subclasses implement this)."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release resources (default: nothing to release)."""
+
+    def __enter__(self: _B) -> _B:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def is_processed(self, key: str) -> bool:
+        """Whether ``key`` is in the ledger (a short read-only unit of work)."""
+        with self.unit_of_work() as uow:
+            return uow.processed(key) is not None
+
+    def find_ticket(self, number: str, *, follow: bool = True) -> Ticket | None:
+        """The ticket with ``number``; with ``follow``, the surviving ticket of a merge chain."""
+        with self.unit_of_work() as uow:
+            ticket = uow.ticket_by_number(number)
+            return follow_merges(uow, ticket) if follow and ticket is not None else ticket
+
+
+class _NumberLookup(Protocol):
+    def ticket_by_number(self, number: str) -> Ticket | None: ...
+
+
+def follow_merges(lookup: _NumberLookup, ticket: Ticket) -> Ticket:
+    """Follow ``merged_into`` from ``ticket`` to the surviving ticket (``ticket`` itself if not merged).
+
+    ``lookup`` is a unit of work (or anything with ``ticket_by_number``). A dangling link or a chain longer
+    than :data:`MAX_MERGE_HOPS` raises :class:`~ticketmail.errors.BackendError`: backends refuse to store
+    cycles, so either means the store was edited behind the library's back.
+    """
+    current = ticket
+    for _ in range(MAX_MERGE_HOPS):
+        if current.merged_into is None:
+            return current
+        target = lookup.ticket_by_number(current.merged_into)
+        if target is None:
+            raise BackendError(f"ticket {current.number} is merged into missing ticket {current.merged_into}")
+        current = target
+    raise BackendError(f"merge chain from ticket {ticket.number} is longer than {MAX_MERGE_HOPS} links")
