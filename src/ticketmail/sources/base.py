@@ -15,7 +15,7 @@ Provenance keys never use sequence numbers: IMAP uses ``"<uidvalidity>:<uid>"``,
 folders the file name / mailbox key.
 
 Why acknowledge is separate from fetch: exactly-once delivery needs the mailbox change (delete, move, flag
-``\\Seen``) to happen strictly *after* the backend committed the effect and recorded the provenance in its
+``\Seen``) to happen strictly *after* the backend committed the effect and recorded the provenance in its
 ledger. A crash in between means a redelivery, which the ledger turns into a ``duplicate`` outcome that is
 acknowledged in turn; a crash before the commit means nothing happened and the item is fetched again.
 
