@@ -1,23 +1,95 @@
 """The ingestion pipeline: parse -> decide -> thread -> store, exactly once.
 
-OWNER: the pipeline work (issue 5). Sources (issue 6) and the HTTP API (issue 7) call
-:meth:`Pipeline.process_email` / :meth:`Pipeline.process_request` and act on the returned
-:class:`Outcome`: a source acknowledges a mailbox item only when ``outcome.acknowledge`` is true.
+Sources (IMAP, POP3, local files) call :meth:`Pipeline.process_email`; the HTTP API calls
+:meth:`Pipeline.process_request`. Both return an :class:`Outcome`; a source acknowledges a mailbox item only
+when ``outcome.acknowledge`` is true.
+
+Exactly once, spelled out (see ``docs/pipeline.md``). For each message the pipeline opens ONE unit of work
+(transaction) in which it
+
+1. checks the ledger for the item's provenance key (``"<mailbox>/<kind>/<key>"``): a hit means the item was
+   committed before and this is a redelivery (say, after a crash between commit and acknowledgement); the
+   outcome is ``duplicate`` with ``already_processed=True`` and the original ticket, and nothing is written;
+2. checks the ledger for the message's duplicate keys (scoped Message-ID, fingerprint; from
+   :func:`ticketmail.rules.duplicate_keys`): the same message arriving by another route is a ``duplicate``;
+3. evaluates the rules (the unit of work serves their lookups, e.g. the per-sender rate limit);
+4. threads the message (:func:`ticketmail.threading.resolve_thread`, lookups again through the unit);
+5. creates the ticket or appends the entry (the backend stores attachments content-addressed), records the
+   message's id on the thread, writes ledger rows for the provenance key and every duplicate key, and one
+   audit record;
+
+and commits. Only then do hooks run and may the caller acknowledge. Parsing happens before the transaction
+(it is pure and the slowest step; holding a write lock during it would serialize workers for nothing).
+
+Failure handling: a :class:`~ticketmail.errors.BackendError` propagates (storage is down: the caller must
+not acknowledge and retries later). Any other exception while processing one message rolls that unit back,
+then a separate unit quarantines the raw bytes with the reason and writes an audit record, and the outcome
+is ``failed`` (``acknowledge`` false: the source leaves the item). A message is quarantined at most once per
+provenance and content, however often it is redelivered. Nothing but ``BackendError`` ever escapes.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import datetime as _dt
+import logging
+import secrets
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, Literal
 
 import attrs
 
-from ticketmail.decision import Reason
-from ticketmail.errors import TicketmailError
-from ticketmail.model import MailboxContext, Provenance, TicketRequest
+from ticketmail.backends.base import (
+    AuditRecord,
+    Backend,
+    Entry,
+    NewEntry,
+    NewTicket,
+    ProcessedRecord,
+    QuarantineRecord,
+    Ticket,
+    UnitOfWork,
+)
+from ticketmail.decision import Decision, Reason
+from ticketmail.errors import BackendError, ConfigError, PolicyRejectedError, TicketmailError
+from ticketmail.hooks import HookEvent, HookKind, Hooks
+from ticketmail.model import Address, InboundEmail, MailboxContext, Provenance, TicketRequest
+from ticketmail.threading import ThreadingOptions, resolve_thread
 
-__all__ = ["Outcome", "OutcomeAction", "Pipeline"]
+if TYPE_CHECKING:
+    from ticketmail.rules import RuleSet
+
+__all__ = [
+    "DuplicateScope",
+    "NumberGenerator",
+    "Outcome",
+    "OutcomeAction",
+    "Pipeline",
+    "ProcessingError",
+    "TicketNumberError",
+    "ledger_key",
+]
 
 OutcomeAction = Literal["created", "appended", "ignored", "duplicate", "rejected", "failed"]
+DuplicateScope = Literal["global", "mailbox"]
+NumberGenerator = Callable[[], str]
+"""Returns a fresh candidate ticket number; the pipeline checks it against the backend and retries."""
+
+_NUMBER_ATTEMPTS = 32
+_log = logging.getLogger("ticketmail.pipeline")
+
+
+class ProcessingError(TicketmailError):
+    """An unexpected error while processing one message; the message was quarantined."""
+
+    code = "processing_failed"
+    status = 500
+
+
+class TicketNumberError(TicketmailError):
+    """No free ticket number was found (the generator keeps returning numbers that are taken)."""
+
+    code = "ticket_number_exhausted"
+    status = 500
 
 
 @attrs.frozen
@@ -70,31 +142,567 @@ class Outcome:
         }
 
 
+def ledger_key(provenance: Provenance) -> str:
+    """The ledger key of a mailbox item: ``"<mailbox>/<kind>/<key>"``."""
+    return f"{provenance.mailbox}/{provenance.kind}/{provenance.key}"
+
+
+def _system_clock() -> _dt.datetime:
+    # The only wall-clock read in the pipeline, used when the application injects no clock.
+    return _dt.datetime.now(_dt.timezone.utc)
+
+
+def _random_number() -> str:
+    """Fallback generator: 8 characters of an unambiguous alphabet (no 0/O, 1/I/L), about 40 bits."""
+    alphabet = "23456789ABCDEFGHJKMNPQRSTUVWXYZ"
+    return "".join(secrets.choice(alphabet) for _ in range(8))
+
+
+def _default_number_generator() -> NumberGenerator:
+    try:
+        from ticketmail import numbers
+    except ImportError:  # pragma: no cover - the numbers module ships with the package
+        return _random_number
+    factory = getattr(numbers, "generate_number", None)
+    return factory if callable(factory) else _random_number
+
+
+def _opt_str(value: object) -> str | None:
+    return None if value is None else str(value)
+
+
+def _opt_int(value: object) -> int | None:
+    if value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    try:
+        return int(str(value))
+    except ValueError:
+        return None
+
+
+def _tags(value: object) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        return (value,)
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return tuple(str(v) for v in value)
+    return (str(value),)
+
+
+def _audit_reasons(reasons: tuple[Reason, ...]) -> tuple[tuple[str, str, str | None], ...]:
+    return tuple((r.code, r.message, r.value) for r in reasons)
+
+
+@attrs.frozen
+class _Result:
+    """An outcome plus what the hooks need, produced inside the unit of work."""
+
+    outcome: Outcome
+    hook: HookKind | None = None
+    entry: Entry | None = None
+
+
 class Pipeline:
-    """Ties parsing, rules, threading and a backend together. STUB: replaced by the pipeline work.
+    """Ties parsing, rules, threading and a backend together; one unit of work per message.
 
-    Intended signature::
-
-        Pipeline(backend, *, rules=None, threading=None, clock=..., hooks=None, parse_options=None)
-        process_email(raw: bytes, *, provenance: Provenance, context: MailboxContext | None = None) -> Outcome
-        process_request(request: TicketRequest, *, context=None, idempotency_key: str | None = None) -> Outcome
-        is_processed(provenance: Provenance) -> bool
-
-    ``process_email`` never raises for a bad message (it returns a ``failed`` outcome after
-    quarantining the raw bytes); it raises :class:`~ticketmail.errors.BackendError` when the backend
-    itself is unavailable, so the caller must not acknowledge and should retry later.
+    Args:
+        backend: Where tickets are stored.
+        rules: The rule set (:func:`ticketmail.rules.load_rules`); ``None`` means the built-in defaults
+            (automatic-mail detection, loop protection, no filters).
+        threading: Threading options (tag format, policies).
+        clock: Returns the current time as an aware datetime. Inject one in tests; the default reads
+            the system clock in UTC.
+        hooks: Callables to run after each commit.
+        email_options: Keyword options passed to :func:`ticketmail.parsing.mime.parse_email` (limits...).
+        duplicate_scope: ``global`` (the same Message-ID is a duplicate whichever mailbox it arrives at) or
+            ``mailbox`` (only within one mailbox).
+        number_generator: Returns candidate ticket numbers; collisions are checked and retried.
+        token_keys: Secrets for signed outbound Message-IDs (newest first; older ones still verify, so a
+            key can be rotated). Without keys the token route of threading is off.
+        context: The default mailbox context when a call passes none.
+        parser: Replaces the email parser (bytes -> :class:`~ticketmail.model.InboundEmail`).
+        logger: Where failures and hook errors are logged.
     """
 
+    def __init__(
+        self,
+        backend: Backend,
+        *,
+        rules: RuleSet | None = None,
+        threading: ThreadingOptions | None = None,
+        clock: Callable[[], _dt.datetime] | None = None,
+        hooks: Hooks | None = None,
+        email_options: Mapping[str, Any] | None = None,
+        duplicate_scope: DuplicateScope = "global",
+        number_generator: NumberGenerator | None = None,
+        token_keys: tuple[bytes, ...] | list[bytes] | None = None,
+        context: MailboxContext | None = None,
+        parser: Callable[[bytes], InboundEmail] | None = None,
+        logger: logging.Logger | None = None,
+    ) -> None:
+        if duplicate_scope not in ("global", "mailbox"):
+            raise ConfigError(
+                f"duplicate_scope must be 'global' or 'mailbox', got {duplicate_scope!r}", field="duplicate_scope"
+            )
+        self._backend = backend
+        self._rules = rules
+        self._threading = threading or ThreadingOptions()
+        self._clock = clock or _system_clock
+        if self._clock().tzinfo is None:
+            raise ConfigError("clock must return an aware datetime (with tzinfo), got a naive one", field="clock")
+        self._hooks = hooks or Hooks()
+        self._email_options = dict(email_options or {})
+        self._duplicate_scope: DuplicateScope = duplicate_scope
+        self._numbers = number_generator or _default_number_generator()
+        self._token_keys = tuple(token_keys or ())
+        self._context = context or MailboxContext()
+        self._parser = parser
+        self._log = logger or _log
+
+    # -- public entry points -------------------------------------------------------------------------
+
+    @property
+    def backend(self) -> Backend:
+        """The backend this pipeline stores into."""
+        return self._backend
+
     def process_email(self, raw: bytes, *, provenance: Provenance, context: MailboxContext | None = None) -> Outcome:
-        """Process one raw message."""
-        raise NotImplementedError
+        """Process one raw message; never raises for a bad message, only :class:`BackendError`."""
+        ctx = context or self._context
+        key = ledger_key(provenance)
+        try:
+            email = self._parse(raw)
+        except BackendError:
+            raise
+        except TicketmailError as exc:
+            return self._fail(raw, provenance, key, exc, None)
+        except Exception as exc:
+            self._log.exception("parsing %s failed unexpectedly", key)
+            return self._fail(raw, provenance, key, _unexpected(exc, "parsing"), None)
+        try:
+            with self._backend.unit_of_work() as uow:
+                result = self._email_effect(uow, email, provenance, key, ctx)
+        except BackendError:
+            raise
+        except TicketmailError as exc:
+            return self._fail(raw, provenance, key, exc, email.message_id)
+        except Exception as exc:
+            self._log.exception("processing %s failed unexpectedly; rolled back", key)
+            return self._fail(raw, provenance, key, _unexpected(exc, "processing"), email.message_id)
+        self._fire(result)
+        return result.outcome
 
     def process_request(
         self, request: TicketRequest, *, context: MailboxContext | None = None, idempotency_key: str | None = None
     ) -> Outcome:
-        """Process one API ticket request."""
-        raise NotImplementedError
+        """Process one API ticket request.
+
+        With an ``idempotency_key``, a retried request (same key, same context name) returns the first
+        outcome as ``duplicate`` with ``already_processed`` instead of opening a second ticket.
+        """
+        ctx = context or self._context
+        provenance = Provenance(ctx.name, "api", idempotency_key) if idempotency_key else None
+        key = ledger_key(provenance) if provenance else None
+        try:
+            with self._backend.unit_of_work() as uow:
+                result = self._request_effect(uow, request, provenance, key, ctx)
+        except BackendError:
+            raise
+        except TicketmailError as exc:
+            return self._fail_request(request, provenance, key, exc)
+        except Exception as exc:
+            self._log.exception("processing API request failed unexpectedly; rolled back")
+            return self._fail_request(request, provenance, key, _unexpected(exc, "processing"))
+        self._fire(result)
+        return result.outcome
 
     def is_processed(self, provenance: Provenance) -> bool:
         """Whether this mailbox item was already committed (a source may then just acknowledge it)."""
-        raise NotImplementedError
+        with self._backend.unit_of_work() as uow:
+            return uow.processed(ledger_key(provenance)) is not None
+
+    def verify_token(self, message_id: str) -> str | None:
+        """The ticket number a signed Message-ID of ours was made for, or ``None``."""
+        if not self._token_keys:
+            return None
+        from ticketmail import tokens
+
+        return _verify(tokens, message_id, self._token_keys)
+
+    # -- steps ---------------------------------------------------------------------------------------
+
+    def _parse(self, raw: bytes) -> InboundEmail:
+        if self._parser is not None:
+            return self._parser(raw)
+        from ticketmail.parsing.mime import parse_email
+
+        return parse_email(raw, **self._email_options)
+
+    def _now(self) -> _dt.datetime:
+        return self._clock()
+
+    def _rule_set(self) -> RuleSet:
+        if self._rules is None:
+            from ticketmail.rules import load_rules
+
+            self._rules = load_rules({}, source="<defaults>")
+        return self._rules
+
+    def _duplicate_keys(self, message: InboundEmail | TicketRequest, ctx: MailboxContext) -> tuple[str, ...]:
+        from ticketmail.rules import duplicate_keys
+
+        keys = duplicate_keys(message, scope=self._duplicate_scope, context=ctx)
+        return tuple(dict.fromkeys(keys))
+
+    def _evaluate(
+        self, message: InboundEmail | TicketRequest, ctx: MailboxContext, uow: UnitOfWork, now: _dt.datetime
+    ) -> Decision:
+        from ticketmail.rules import evaluate
+
+        return evaluate(message, self._rule_set(), context=ctx, now=now, lookups=uow)
+
+    def _new_number(self, uow: UnitOfWork) -> str:
+        for _ in range(_NUMBER_ATTEMPTS):
+            number = self._numbers()
+            if not uow.number_exists(number):
+                return number
+        raise TicketNumberError(f"no free ticket number after {_NUMBER_ATTEMPTS} attempts; widen the generator")
+
+    def _redelivery(self, record: ProcessedRecord, provenance: Provenance | None) -> _Result:
+        outcome = Outcome(
+            "duplicate",
+            ticket=record.ticket,
+            entry_id=record.entry_id,
+            message_id=record.message_id,
+            reasons=(
+                Reason(
+                    "duplicate.redelivery",
+                    f"this item was already processed (first outcome: {record.action})",
+                    value=record.action,
+                ),
+            ),
+            already_processed=True,
+            provenance=provenance,
+        )
+        return _Result(outcome)
+
+    def _finish(
+        self,
+        uow: UnitOfWork,
+        outcome: Outcome,
+        key: str | None,
+        dup_keys: tuple[str, ...],
+        now: _dt.datetime,
+    ) -> None:
+        """Ledger rows and the audit record, the last writes of every committed message."""
+        if key is not None:
+            uow.record_processed(
+                ProcessedRecord(key, outcome.action, now, outcome.ticket, outcome.entry_id, outcome.message_id)
+            )
+        if outcome.action in ("created", "appended"):
+            for dup in dup_keys:
+                uow.record_processed(
+                    ProcessedRecord(dup, outcome.action, now, outcome.ticket, outcome.entry_id, outcome.message_id)
+                )
+        uow.record_audit(
+            AuditRecord(
+                now,
+                outcome.action,
+                outcome.message_id,
+                outcome.provenance,
+                outcome.ticket,
+                _audit_reasons(outcome.reasons),
+                outcome.entry_id,
+            )
+        )
+
+    def _duplicate_of(
+        self, uow: UnitOfWork, dup_keys: tuple[str, ...], provenance: Provenance | None, message_id: str | None
+    ) -> Outcome | None:
+        for dup in dup_keys:
+            record = uow.processed(dup)
+            if record is not None:
+                return Outcome(
+                    "duplicate",
+                    ticket=record.ticket,
+                    entry_id=record.entry_id,
+                    message_id=message_id,
+                    reasons=(Reason("duplicate.key", "the same message was processed before", value=dup),),
+                    provenance=provenance,
+                )
+        return None
+
+    def _verdict(self, decision: Decision, base: Outcome) -> Outcome | None:
+        """An ``ignored``/``rejected`` outcome when the rules say so, else ``None``."""
+        reasons = base.reasons + decision.reasons
+        if decision.action == "ignore":
+            return attrs.evolve(base, action="ignored", reasons=reasons)
+        if decision.action == "reject":
+            why = decision.reasons[-1].message if decision.reasons else "refused by a rule"
+            return attrs.evolve(base, action="rejected", reasons=reasons, error=PolicyRejectedError(why))
+        return None
+
+    def _email_effect(
+        self, uow: UnitOfWork, email: InboundEmail, provenance: Provenance, key: str, ctx: MailboxContext
+    ) -> _Result:
+        now = self._now()
+        previous = uow.processed(key)
+        if previous is not None:
+            return self._redelivery(previous, provenance)
+        base = Outcome("ignored", message_id=email.message_id, provenance=provenance)
+        dup_keys = self._duplicate_keys(email, ctx)
+        duplicate = self._duplicate_of(uow, dup_keys, provenance, email.message_id)
+        if duplicate is not None:
+            self._finish(uow, duplicate, key, (), now)
+            return _Result(duplicate)
+
+        if self.verify_token(email.message_id) is not None:
+            outcome = attrs.evolve(
+                base, reasons=(Reason("loop.own_message_id", "this is a message we sent", value=email.message_id),)
+            )
+            self._finish(uow, outcome, key, (), now)
+            return _Result(outcome, "message_ignored")
+
+        decision = self._evaluate(email, ctx, uow, now)
+        verdict = self._verdict(decision, base)
+        if verdict is not None:
+            self._finish(uow, verdict, key, (), now)
+            return _Result(verdict, "message_ignored" if verdict.action == "ignored" else "message_rejected")
+
+        automatic = decision.automatic is not None
+        thread = resolve_thread(
+            email,
+            uow,
+            options=self._threading,
+            verify_token=self.verify_token if self._token_keys else None,
+            own_addresses=ctx.addresses,
+            automatic=automatic,
+            may_open_ticket=decision.may_open_ticket and not automatic,
+        )
+        reasons = decision.reasons + thread.reasons
+        if thread.action in ("ignore", "reject"):
+            outcome = attrs.evolve(
+                base,
+                action="ignored" if thread.action == "ignore" else "rejected",
+                ticket=thread.ticket.number if thread.ticket else None,
+                reasons=reasons,
+                error=PolicyRejectedError(thread.reasons[-1].message) if thread.action == "reject" else None,
+            )
+            self._finish(uow, outcome, key, (), now)
+            return _Result(outcome, "message_ignored" if thread.action == "ignore" else "message_rejected")
+
+        requester = thread.requester
+        if requester is None:
+            outcome = attrs.evolve(
+                base,
+                action="rejected",
+                reasons=reasons,
+                error=PolicyRejectedError("the message names no sender, so it cannot be threaded or open a ticket"),
+            )
+            self._finish(uow, outcome, key, (), now)
+            return _Result(outcome, "message_rejected")
+        alert = not automatic
+        autorespond = decision.autorespond and not automatic
+        if thread.action in ("new", "new_linked"):
+            linked = thread.ticket.number if thread.action == "new_linked" and thread.ticket else None
+            ticket = self._create(uow, email, requester, decision, ctx, now, linked)
+            entry = uow.append_entry(ticket.number, self._email_entry(email, requester, "message", now))
+            action: OutcomeAction = "created"
+        else:
+            if thread.ticket is None:  # pragma: no cover - append/reopen always carry the matched ticket
+                raise ProcessingError("threading chose to append without naming a ticket")
+            ticket = thread.ticket
+            if thread.action == "reopen":
+                uow.set_status(ticket.number, "open", at=now)
+            if thread.add_participant:
+                uow.add_participant(ticket.number, requester.email)
+            entry = uow.append_entry(ticket.number, self._email_entry(email, requester, "reply", now))
+            action = "appended"
+        outcome = Outcome(
+            action,
+            ticket=ticket.number,
+            entry_id=entry.id,
+            message_id=email.message_id,
+            reasons=reasons,
+            alert=alert,
+            autorespond=autorespond,
+            provenance=provenance,
+        )
+        self._finish(uow, outcome, key, dup_keys, now)
+        return _Result(outcome, "ticket_created" if action == "created" else "entry_appended", entry)
+
+    def _email_entry(
+        self, email: InboundEmail, author: Address | None, kind: Literal["message", "reply"], now: _dt.datetime
+    ) -> NewEntry:
+        # A reply stores what the writer added (quoted history removed); the first message keeps all of it.
+        body = (email.new_text or email.text) if kind == "reply" else email.text
+        return NewEntry(
+            kind=kind,
+            author=author,
+            body=body,
+            created=now,
+            html=email.html,
+            message_id=email.message_id,
+            attachments=email.attachments,
+        )
+
+    def _create(
+        self,
+        uow: UnitOfWork,
+        message: InboundEmail | TicketRequest,
+        requester: Address,
+        decision: Decision,
+        ctx: MailboxContext,
+        now: _dt.datetime,
+        linked: str | None = None,
+    ) -> Ticket:
+        attributes = decision.attributes
+        custom: dict[str, str] = {}
+        if isinstance(message, TicketRequest):
+            subject = message.subject
+            source = message.source
+            priority = _opt_int(attributes.get("priority")) or message.priority or ctx.priority
+            topic_id = _opt_int(attributes.get("topic_id")) or message.topic_id
+            custom.update((name, str(value)) for name, value in message.custom_fields.items() if value is not None)
+            if message.phone is not None:
+                custom.setdefault("phone", str(message.phone))
+            if message.ip is not None:
+                custom.setdefault("ip", message.ip)
+        else:
+            subject = message.subject
+            source = "email"
+            priority = _opt_int(attributes.get("priority")) or ctx.priority
+            topic_id = _opt_int(attributes.get("topic_id"))
+        # Values set by rules win over the caller's.
+        custom.update(
+            (name[len("custom.") :], str(value))
+            for name, value in attributes.items()
+            if name.startswith("custom.") and value is not None
+        )
+        if linked is not None:
+            custom["linked_ticket"] = linked
+        return uow.create_ticket(
+            NewTicket(
+                number=self._new_number(uow),
+                subject=subject.strip() or "(no subject)",
+                requester=requester,
+                created=now,
+                source=source,
+                mailbox=ctx.name,
+                department=_opt_str(attributes.get("department")) or ctx.department,
+                team=_opt_str(attributes.get("team")),
+                category=_opt_str(attributes.get("category")) or ctx.category,
+                priority=priority,
+                topic_id=topic_id,
+                assignee=_opt_str(attributes.get("assignee")),
+                tags=_tags(attributes.get("tags")),
+                custom_fields=tuple(custom.items()),
+            )
+        )
+
+    def _request_effect(
+        self,
+        uow: UnitOfWork,
+        request: TicketRequest,
+        provenance: Provenance | None,
+        key: str | None,
+        ctx: MailboxContext,
+    ) -> _Result:
+        now = self._now()
+        if key is not None:
+            previous = uow.processed(key)
+            if previous is not None:
+                return self._redelivery(previous, provenance)
+        base = Outcome("ignored", provenance=provenance)
+        decision = self._evaluate(request, ctx, uow, now)
+        verdict = self._verdict(decision, base)
+        if verdict is not None:
+            self._finish(uow, verdict, key, (), now)
+            return _Result(verdict, "message_ignored" if verdict.action == "ignored" else "message_rejected")
+        ticket = self._create(uow, request, request.email, decision, ctx, now)
+        entry = uow.append_entry(
+            ticket.number,
+            NewEntry(
+                kind="message",
+                author=request.email,
+                body=request.message.text,
+                created=now,
+                html=request.message.text if request.message.content_type == "text/html" else None,
+                attachments=request.attachments,
+            ),
+        )
+        outcome = Outcome(
+            "created",
+            ticket=ticket.number,
+            entry_id=entry.id,
+            reasons=decision.reasons,
+            alert=request.alert,
+            autorespond=request.autorespond and decision.autorespond,
+            provenance=provenance,
+        )
+        self._finish(uow, outcome, key, (), now)
+        return _Result(outcome, "ticket_created", entry)
+
+    # -- failures and hooks --------------------------------------------------------------------------
+
+    def _fail(
+        self, raw: bytes, provenance: Provenance, key: str, error: TicketmailError, message_id: str | None
+    ) -> Outcome:
+        """Quarantine ``raw`` in its own unit of work and report ``failed``."""
+        now = self._now()
+        reasons = (Reason(f"failed.{error.code}", error.message),)
+        outcome = Outcome("failed", message_id=message_id, reasons=reasons, provenance=provenance, error=error)
+        with self._backend.unit_of_work() as uow:
+            previous = uow.processed(key)
+            if previous is not None:  # committed by an earlier attempt: acknowledge, do not quarantine
+                return self._redelivery(previous, provenance).outcome
+            # The backend keeps one row per provenance and content and counts attempts.
+            uow.quarantine(QuarantineRecord(now, raw, error.code, error.message, provenance))
+            uow.record_audit(AuditRecord(now, "failed", message_id, provenance, None, _audit_reasons(reasons)))
+        self._fire(_Result(outcome, "message_failed"))
+        return outcome
+
+    def _fail_request(
+        self, request: TicketRequest, provenance: Provenance | None, key: str | None, error: TicketmailError
+    ) -> Outcome:
+        """An API request has no raw bytes worth keeping; record the failure in the audit log only."""
+        now = self._now()
+        reasons = (Reason(f"failed.{error.code}", error.message),)
+        outcome = Outcome("failed", reasons=reasons, provenance=provenance, error=error)
+        with self._backend.unit_of_work() as uow:
+            if key is not None:
+                previous = uow.processed(key)
+                if previous is not None:
+                    return self._redelivery(previous, provenance).outcome
+            uow.record_audit(AuditRecord(now, "failed", None, provenance, None, _audit_reasons(reasons)))
+        self._fire(_Result(outcome, "message_failed"))
+        return outcome
+
+    def _fire(self, result: _Result) -> None:
+        if result.hook is None:
+            return
+        hooks: tuple[object, ...] = getattr(self._hooks, result.hook)
+        if not hooks:
+            return
+        ticket: Ticket | None = None
+        if result.outcome.ticket is not None and result.hook in ("ticket_created", "entry_appended"):
+            try:
+                ticket = self._backend.get_ticket(result.outcome.ticket)
+            except TicketmailError:
+                self._log.exception("could not re-read ticket %s for hooks", result.outcome.ticket)
+        self._hooks.dispatch(HookEvent(result.hook, result.outcome, ticket, result.entry), logger=self._log)
+
+
+def _unexpected(exc: BaseException, stage: str) -> ProcessingError:
+    # The message names the exception type only: its text may quote the input (or worse, a secret).
+    error = ProcessingError(f"unexpected {type(exc).__name__} while {stage} the message; see the log")
+    error.__cause__ = exc
+    return error
+
+
+def _verify(tokens: Any, message_id: str, keys: tuple[bytes, ...]) -> str | None:
+    number = tokens.verify_message_id(message_id, keys)
+    return None if number is None else str(number)

@@ -1,0 +1,173 @@
+"""Read-only local inputs for ``ticketmail ingest``: .eml files, Maildir folders, mbox files, JSON/XML payloads.
+
+Nothing here writes to the inputs: a Maildir message is not moved to ``cur/``, an mbox is not rewritten. Being
+read-only is what makes re-running ``ingest`` safe: exactly-once rests on each item's :class:`Provenance`
+being stable across runs, so the pipeline's ledger recognises what it already committed.
+
+Provenance per input:
+
+* a single file (``.eml``, ``.json``, ``.xml``): ``kind="file"``, ``mailbox="file"``, ``key`` = the sha256 of
+  its bytes. The same message copied under another name is the same item; an edited file is a new one.
+* a Maildir (a directory holding ``cur/``, ``new/`` and ``tmp/``): ``kind="maildir"``, ``mailbox`` = its
+  resolved path, ``key`` = the Maildir unique name (the file name without the ``:2,FLAGS`` info part, which
+  changes when a mail client sets flags).
+* an mbox: ``kind="mbox"``, ``mailbox`` = its resolved path, ``key`` = the sha256 of the message bytes. mbox
+  keys are positions, which shift when messages are removed, so they cannot identify a message.
+
+A directory that is not a Maildir is walked (sorted by name, so numbered example files are read in order):
+``*.eml`` are messages, ``*.json``/``*.xml`` payloads, ``*.mbox`` and files named ``mbox`` are
+mboxes, and nested Maildirs are read as such. Hidden files are skipped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import mailbox
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Literal
+
+import attrs
+
+from ticketmail.errors import SourceError
+from ticketmail.model import Provenance
+from ticketmail.sources.base import RawItem
+
+__all__ = ["LocalItem", "LocalItemKind", "iter_local", "local_kind"]
+
+LocalItemKind = Literal["email", "json", "xml"]
+
+_EMAIL_SUFFIXES = (".eml",)
+_PAYLOAD_SUFFIXES = {".json": "json", ".xml": "xml"}
+
+
+@attrs.frozen
+class LocalItem:
+    """One input item: its bytes, what it is, where it came from.
+
+    Attributes:
+        data: The raw bytes (an RFC 5322 message or an API payload).
+        kind: ``email`` (for :meth:`Pipeline.process_email`) or ``json``/``xml`` (an API payload).
+        provenance: Stable identity of the item (see the module docstring).
+        source: A human-readable location: ``path`` or ``path#key`` for folder/mbox members.
+    """
+
+    data: bytes = attrs.field(repr=lambda d: f"<{len(d)} bytes>")
+    kind: LocalItemKind
+    provenance: Provenance
+    source: str
+
+    def raw_item(self) -> RawItem:
+        """The item as a source's :class:`~ticketmail.sources.base.RawItem`."""
+        return RawItem(self.data, self.provenance, size=len(self.data))
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _is_maildir(path: Path) -> bool:
+    return all((path / sub).is_dir() for sub in ("cur", "new", "tmp"))
+
+
+def local_kind(path: Path) -> Literal["maildir", "mbox", "email", "json", "xml", "directory"] | None:
+    """What ``path`` looks like to ``ingest``, or ``None`` when it is not an input."""
+    if path.is_dir():
+        return "maildir" if _is_maildir(path) else "directory"
+    name = path.name.lower()
+    if name.endswith(".mbox") or name == "mbox":
+        return "mbox"
+    for suffix, kind in _PAYLOAD_SUFFIXES.items():
+        if name.endswith(suffix):
+            return "json" if kind == "json" else "xml"
+    if name.endswith(_EMAIL_SUFFIXES):
+        return "email"
+    return None
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise SourceError(f"cannot read {path}: {exc.strerror or exc}", stage="fetch", mailbox=str(path)) from exc
+
+
+def _file_item(path: Path, kind: LocalItemKind) -> LocalItem:
+    data = _read(path)
+    return LocalItem(data, kind, Provenance("file", "file", _sha256(data)), str(path))
+
+
+def _maildir_items(path: Path) -> Iterator[LocalItem]:
+    mailbox_name = str(path.resolve())
+    names: list[tuple[str, Path]] = []
+    for sub in ("new", "cur"):
+        try:
+            entries = os.listdir(path / sub)
+        except OSError as exc:
+            raise SourceError(
+                f"cannot list {path / sub}: {exc.strerror or exc}", stage="folder", mailbox=mailbox_name
+            ) from exc
+        for name in entries:
+            if not name.startswith("."):
+                names.append((name.split(":", 1)[0], path / sub / name))
+    # Maildir unique names start with the delivery time, so name order is arrival order.
+    for key, file in sorted(names):
+        try:
+            data = file.read_bytes()
+        except FileNotFoundError:  # moved by a mail client between listing and reading
+            continue
+        except OSError as exc:
+            raise SourceError(
+                f"cannot read {file}: {exc.strerror or exc}", stage="fetch", mailbox=mailbox_name
+            ) from exc
+        yield LocalItem(data, "email", Provenance(mailbox_name, "maildir", key), f"{path}#{key}")
+
+
+def _mbox_items(path: Path) -> Iterator[LocalItem]:
+    mailbox_name = str(path.resolve())
+    try:
+        box = mailbox.mbox(str(path), create=False)
+        try:
+            keys = list(box.iterkeys())
+            for index, key in enumerate(keys):
+                data = box.get_bytes(key)
+                yield LocalItem(data, "email", Provenance(mailbox_name, "mbox", _sha256(data)), f"{path}#{index + 1}")
+        finally:
+            box.close()
+    except (OSError, mailbox.Error) as exc:
+        raise SourceError(f"cannot read mbox {path}: {exc}", stage="fetch", mailbox=mailbox_name) from exc
+
+
+def _walk(path: Path) -> Iterator[LocalItem]:
+    kind = local_kind(path)
+    if kind == "maildir":
+        yield from _maildir_items(path)
+    elif kind == "directory":
+        try:
+            children = sorted(path.iterdir(), key=lambda p: p.name)
+        except OSError as exc:
+            raise SourceError(f"cannot list {path}: {exc.strerror or exc}", stage="folder", mailbox=str(path)) from exc
+        for child in children:
+            if not child.name.startswith(".") and local_kind(child) is not None:
+                yield from _walk(child)
+    elif kind == "mbox":
+        yield from _mbox_items(path)
+    elif kind in ("email", "json", "xml"):
+        yield _file_item(path, kind)
+
+
+def iter_local(paths: Sequence[str | os.PathLike[str]]) -> Iterator[LocalItem]:
+    """Yield every item under ``paths``, in the order given (directories sorted by name).
+
+    A path given explicitly is read even when its name has no known suffix (as an email). Raises
+    :class:`~ticketmail.errors.SourceError` (stage ``folder``/``fetch``) for a missing or unreadable path.
+    """
+    for raw_path in paths:
+        path = Path(raw_path)
+        if not path.exists():
+            raise SourceError(f"no such file or directory: {path}", stage="folder", mailbox=str(path))
+        if path.is_file() and local_kind(path) is None:
+            yield _file_item(path, "email")
+        else:
+            yield from _walk(path)

@@ -1,0 +1,385 @@
+"""Reply threading: which existing ticket, if any, an inbound message belongs to.
+
+Pure: given a parsed :class:`~ticketmail.model.InboundEmail` and read-only lookups (the pipeline passes its
+unit of work), :func:`resolve_thread` answers with a :class:`ThreadDecision`. It never writes; the pipeline
+applies the decision inside the same transaction that made the lookups, so the answer cannot go stale.
+
+Routes, tried in this order (the first one that names an existing ticket wins):
+
+1. ``token``: a signed Message-ID of ours (see :mod:`ticketmail.tokens`) in ``In-Reply-To`` or
+   ``References``. RFC 5322 section 3.6.4 says a reply's ``In-Reply-To`` holds the parent's ``Message-ID``
+   and ``References`` the parent's references plus the parent, so a reply to a notification we sent carries
+   our token even when the subject was edited. The HMAC makes the token unforgeable, so this is the most
+   trustworthy route.
+2. ``references``: the same headers naming any message id recorded on a ticket's thread (inbound or
+   outbound), ``In-Reply-To`` first, then ``References`` newest first, at most ``max_references`` ids (a
+   hostile message may carry thousands; each one is a lookup).
+3. ``subject``: the ticket tag in the subject (default format ``[#{number}]``). The tag may sit anywhere,
+   so ``Re:``/``AW:``/``Fwd:``/``SV:``/``RE[2]:`` prefixes never matter, and blanks inside the tag are
+   tolerated (``[ #ABC123 ]``).
+4. ``plus_address``: a recipient (``To``, ``Cc`` or an envelope recipient) of the form
+   ``support+ABC123@example.com`` (RFC 5233 subaddressing). When the mailbox context lists the desk's
+   addresses, only subaddresses of those count.
+
+A ticket merged into another redirects to the survivor (chains followed, cycles broken).
+
+Then policies, each recorded as a reason:
+
+* Sender identity: the requester is ``From`` by default, the first ``Reply-To`` by option.
+* Sender not on the matched ticket (neither requester nor participant): ``participant`` (append and add the
+  sender as a participant), ``new_ticket`` (open a new ticket instead) or ``reject``.
+* Matched ticket closed: ``reopen`` it, or ``new_linked`` (open a new ticket linked to the closed one).
+* Automatic mail (auto-replies, out-of-office, bounces) never opens a ticket, never reopens a closed ticket
+  and never adds a participant: it is appended to an open thread or ignored with a reason.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Iterator
+from typing import Literal, Protocol
+
+import attrs
+
+from ticketmail.backends.base import Ticket
+from ticketmail.decision import Reason
+from ticketmail.errors import ConfigError
+from ticketmail.model import Address, InboundEmail
+
+__all__ = [
+    "ThreadAction",
+    "ThreadDecision",
+    "ThreadLookups",
+    "ThreadRoute",
+    "ThreadingOptions",
+    "find_subject_tags",
+    "requester_of",
+    "resolve_thread",
+    "subject_tag",
+]
+
+ThreadRoute = Literal["token", "references", "subject", "plus_address"]
+ThreadAction = Literal["new", "append", "reopen", "new_linked", "ignore", "reject"]
+RequesterHeader = Literal["from", "reply_to"]
+UnknownSenderPolicy = Literal["participant", "new_ticket", "reject"]
+ClosedTicketPolicy = Literal["reopen", "new_linked"]
+
+_MAX_MERGE_HOPS = 16
+
+
+def _check_choice(allowed: tuple[str, ...]) -> Callable[[object, attrs.Attribute[str], str], None]:
+    def check(instance: object, attribute: attrs.Attribute[str], value: str) -> None:
+        if value not in allowed:
+            raise ConfigError(
+                f"threading.{attribute.name} must be one of {', '.join(allowed)}, got {value!r}",
+                field=f"threading.{attribute.name}",
+            )
+
+    return check
+
+
+def _check_tag_format(instance: object, attribute: attrs.Attribute[str], value: str) -> None:
+    if value.count("{number}") != 1:
+        raise ConfigError(
+            f"threading.subject_tag must contain '{{number}}' exactly once, got {value!r}",
+            field="threading.subject_tag",
+        )
+
+
+def _check_positive(instance: object, attribute: attrs.Attribute[int], value: int) -> None:
+    if value < 0:
+        raise ConfigError(
+            f"threading.{attribute.name} must be zero or more, got {value!r}", field=f"threading.{attribute.name}"
+        )
+
+
+@attrs.frozen
+class ThreadingOptions:
+    """How replies find their ticket, and what happens when the match is awkward.
+
+    Attributes:
+        subject_tag: The tag put in subjects of mail about a ticket; ``{number}`` marks the number.
+        number_pattern: A regular expression a ticket number matches (used to find tags and plus tokens).
+        plus_addressing: Whether the ``support+NUMBER@`` route is used.
+        plus_separator: The subaddress separator (``+``; some servers use ``-``).
+        requester: Which header names the sender: ``from`` (default) or ``reply_to``.
+        unknown_sender: A reply from an address not on the ticket: ``participant``, ``new_ticket`` or
+            ``reject``.
+        closed_ticket: A reply to a closed ticket: ``reopen`` or ``new_linked``.
+        max_references: At most this many ids of ``In-Reply-To``/``References`` are looked up.
+    """
+
+    subject_tag: str = attrs.field(default="[#{number}]", validator=_check_tag_format)
+    number_pattern: str = r"[A-Za-z0-9]{4,32}"
+    plus_addressing: bool = True
+    plus_separator: str = "+"
+    requester: RequesterHeader = attrs.field(default="from", validator=_check_choice(("from", "reply_to")))
+    unknown_sender: UnknownSenderPolicy = attrs.field(
+        default="participant", validator=_check_choice(("participant", "new_ticket", "reject"))
+    )
+    closed_ticket: ClosedTicketPolicy = attrs.field(default="reopen", validator=_check_choice(("reopen", "new_linked")))
+    max_references: int = attrs.field(default=32, validator=_check_positive)
+    _tag_re: re.Pattern[str] = attrs.field(init=False, repr=False, eq=False)
+
+    def __attrs_post_init__(self) -> None:
+        try:
+            re.compile(self.number_pattern)
+        except re.error as exc:
+            raise ConfigError(
+                f"threading.number_pattern is not a valid regular expression: {exc}", field="threading.number_pattern"
+            ) from exc
+        before, _, after = self.subject_tag.partition("{number}")
+        object.__setattr__(
+            self,
+            "_tag_re",
+            re.compile(_loose(before) + r"\s*(" + self.number_pattern + r")\s*" + _loose(after), re.IGNORECASE),
+        )
+
+    @property
+    def tag_regex(self) -> re.Pattern[str]:
+        """The compiled pattern that finds tags in a subject (group 1 is the number)."""
+        return self._tag_re
+
+
+def _loose(literal: str) -> str:
+    """A regex for ``literal`` with optional blanks between its characters (``[#`` also matches ``[ #``)."""
+    parts = [re.escape(ch) for ch in literal if not ch.isspace()]
+    return r"\s*".join(parts)
+
+
+def subject_tag(number: str, options: ThreadingOptions | None = None) -> str:
+    """The tag to put in the subject of mail about ticket ``number`` (``[#ABC123]`` by default)."""
+    return (options or ThreadingOptions()).subject_tag.replace("{number}", number)
+
+
+def find_subject_tags(subject: str, options: ThreadingOptions | None = None) -> tuple[str, ...]:
+    """Ticket numbers tagged in ``subject``, in order of appearance, without repeats."""
+    opts = options or ThreadingOptions()
+    found: list[str] = []
+    for match in opts.tag_regex.finditer(subject):
+        if match.group(1) not in found:
+            found.append(match.group(1))
+    return tuple(found)
+
+
+class ThreadLookups(Protocol):
+    """What threading reads. A backend's unit of work satisfies it."""
+
+    def ticket_by_number(self, number: str) -> Ticket | None:
+        """The ticket with this number, or ``None``."""
+
+    def ticket_by_message_id(self, message_id: str) -> Ticket | None:
+        """The ticket whose thread holds this message id, or ``None``."""
+
+
+@attrs.frozen
+class ThreadDecision:
+    """Where a message goes.
+
+    Attributes:
+        action: ``new`` ticket, ``append`` to ``ticket``, ``reopen`` ``ticket`` then append, ``new_linked``
+            (a new ticket linked to the closed ``ticket``), ``ignore`` or ``reject``.
+        ticket: The matched ticket after merge redirects (for ``new`` with no match: ``None``).
+        route: The route that matched, or ``None``.
+        requester: The sender identity (``From`` or ``Reply-To`` per the options); ``None`` when neither.
+        add_participant: Whether the sender should be added to the ticket's participants.
+        reasons: What was found and which policy applied, in order.
+    """
+
+    action: ThreadAction
+    ticket: Ticket | None = None
+    route: ThreadRoute | None = None
+    requester: Address | None = None
+    add_participant: bool = False
+    reasons: tuple[Reason, ...] = ()
+
+
+def _candidate_ids(message: InboundEmail, limit: int) -> list[str]:
+    """In-Reply-To first, then References newest first; deduplicated; at most ``limit``."""
+    seen: list[str] = []
+    for mid in (*message.in_reply_to, *reversed(message.references)):
+        if mid and mid not in seen:
+            seen.append(mid)
+            if len(seen) >= limit:
+                break
+    return seen
+
+
+def _follow_merges(ticket: Ticket, lookups: ThreadLookups, reasons: list[Reason]) -> Ticket:
+    seen = {ticket.number}
+    current = ticket
+    for _ in range(_MAX_MERGE_HOPS):
+        if current.merged_into is None:
+            return current
+        survivor = lookups.ticket_by_number(current.merged_into)
+        if survivor is None or survivor.number in seen:
+            return current
+        reasons.append(
+            Reason(
+                "thread.merged",
+                f"ticket {current.number} was merged into {survivor.number}",
+                value=survivor.number,
+            )
+        )
+        seen.add(survivor.number)
+        current = survivor
+    return current
+
+
+def _number_variants(number: str) -> Iterator[str]:
+    yield number
+    if number.upper() != number:
+        yield number.upper()
+
+
+def _by_number(lookups: ThreadLookups, number: str) -> Ticket | None:
+    for variant in _number_variants(number):
+        ticket = lookups.ticket_by_number(variant)
+        if ticket is not None:
+            return ticket
+    return None
+
+
+def _plus_tokens(message: InboundEmail, options: ThreadingOptions, own: Iterable[str]) -> list[str]:
+    own_addresses = {addr.lower() for addr in own}
+    full = re.compile(options.number_pattern)
+    tokens: list[str] = []
+    recipients = [a.email for a in (*message.to, *message.cc)] + list(message.delivered_to)
+    for email in recipients:
+        local, at, domain = email.rpartition("@")
+        if not at or options.plus_separator not in local:
+            continue
+        base, _, token = local.partition(options.plus_separator)
+        if own_addresses and f"{base}@{domain}".lower() not in own_addresses:
+            continue
+        if full.fullmatch(token) and token not in tokens:
+            tokens.append(token)
+    return tokens
+
+
+def _match(
+    message: InboundEmail,
+    lookups: ThreadLookups,
+    options: ThreadingOptions,
+    verify_token: Callable[[str], str | None] | None,
+    own_addresses: Iterable[str],
+) -> tuple[Ticket, ThreadRoute, Reason] | None:
+    ids = _candidate_ids(message, options.max_references)
+    if verify_token is not None:
+        for mid in ids:
+            number = verify_token(mid)
+            if number is None:
+                continue
+            ticket = lookups.ticket_by_number(number)
+            if ticket is not None:
+                return ticket, "token", Reason("thread.token", "replies to a message we sent (signed id)", value=mid)
+    for mid in ids:
+        ticket = lookups.ticket_by_message_id(mid)
+        if ticket is not None:
+            return ticket, "references", Reason("thread.references", "refers to a message of the thread", value=mid)
+    for number in find_subject_tags(message.subject, options):
+        ticket = _by_number(lookups, number)
+        if ticket is not None:
+            return ticket, "subject", Reason("thread.subject", "the subject carries the ticket tag", value=number)
+    if options.plus_addressing:
+        for token in _plus_tokens(message, options, own_addresses):
+            ticket = _by_number(lookups, token)
+            if ticket is not None:
+                return (
+                    ticket,
+                    "plus_address",
+                    Reason("thread.plus_address", "a recipient address carries the ticket number", value=token),
+                )
+    return None
+
+
+def requester_of(message: InboundEmail, options: ThreadingOptions | None = None) -> tuple[Address | None, Reason]:
+    """The sender identity per ``options.requester``, and a reason saying which header gave it."""
+    opts = options or ThreadingOptions()
+    if opts.requester == "reply_to" and message.reply_to:
+        addr = message.reply_to[0]
+        return addr, Reason("identity.reply_to", "the requester is taken from Reply-To", value=addr.email)
+    if message.from_ is not None:
+        return message.from_, Reason("identity.from", "the requester is taken from From", value=message.from_.email)
+    return None, Reason("identity.missing", "the message names no sender")
+
+
+def _on_ticket(ticket: Ticket, email: str) -> bool:
+    wanted = email.lower()
+    return ticket.requester.email.lower() == wanted or any(p.lower() == wanted for p in ticket.participants)
+
+
+def resolve_thread(
+    message: InboundEmail,
+    lookups: ThreadLookups,
+    *,
+    options: ThreadingOptions | None = None,
+    verify_token: Callable[[str], str | None] | None = None,
+    own_addresses: Iterable[str] = (),
+    automatic: bool = False,
+    may_open_ticket: bool = True,
+) -> ThreadDecision:
+    """Decide where ``message`` goes.
+
+    Args:
+        message: The parsed message.
+        lookups: Read access to tickets (a unit of work).
+        options: Threading configuration.
+        verify_token: Maps a Message-ID to the ticket number it was signed for, or ``None`` when it is not
+            a valid token of ours (see :func:`ticketmail.tokens.verify_message_id`).
+        own_addresses: The desk's addresses at the mailbox (restricts the plus-address route).
+        automatic: The message is machine-generated (auto-reply, out-of-office, bounce): it may be appended
+            to an open ticket but changes nothing else.
+        may_open_ticket: Whether a new ticket may be opened (false for automatic mail).
+    """
+    opts = options or ThreadingOptions()
+    requester, identity = requester_of(message, opts)
+    reasons: list[Reason] = [identity]
+    found = _match(message, lookups, opts, verify_token, own_addresses)
+    if found is None:
+        if not may_open_ticket:
+            reasons.append(Reason("thread.no_ticket", "automatic mail that threads onto no ticket opens none"))
+            return ThreadDecision("ignore", requester=requester, reasons=tuple(reasons))
+        reasons.append(Reason("thread.new", "no existing ticket matched: opening a new one"))
+        return ThreadDecision("new", requester=requester, reasons=tuple(reasons))
+
+    matched, route, why = found
+    reasons.append(why)
+    ticket = _follow_merges(matched, lookups, reasons)
+
+    if ticket.status == "closed":
+        if automatic:
+            reasons.append(
+                Reason("thread.closed_automatic", "automatic mail never changes a closed ticket", value=ticket.number)
+            )
+            return ThreadDecision("ignore", ticket, route, requester, reasons=tuple(reasons))
+        if opts.closed_ticket == "new_linked":
+            reasons.append(
+                Reason("thread.closed_new_linked", "the ticket is closed: opening a new linked one", ticket.number)
+            )
+            return ThreadDecision("new_linked", ticket, route, requester, reasons=tuple(reasons))
+
+    action: ThreadAction = "reopen" if ticket.status == "closed" else "append"
+    add_participant = False
+    if automatic:
+        reasons.append(Reason("thread.automatic", "automatic mail is appended without other changes"))
+    elif requester is not None and not _on_ticket(ticket, requester.email):
+        if opts.unknown_sender == "reject":
+            reasons.append(
+                Reason("thread.unknown_sender_reject", "the sender is not on the ticket", value=requester.email)
+            )
+            return ThreadDecision("reject", ticket, route, requester, reasons=tuple(reasons))
+        if opts.unknown_sender == "new_ticket":
+            reasons.append(
+                Reason(
+                    "thread.unknown_sender_new", "the sender is not on the ticket: opening a new one", requester.email
+                )
+            )
+            return ThreadDecision("new", None, route, requester, reasons=tuple(reasons))
+        reasons.append(
+            Reason("thread.participant_added", "the sender joins the ticket as a participant", value=requester.email)
+        )
+        add_participant = True
+    if action == "reopen":
+        reasons.append(Reason("thread.reopen", "a reply reopens the closed ticket", value=ticket.number))
+    return ThreadDecision(action, ticket, route, requester, add_participant, tuple(reasons))
