@@ -1,5 +1,47 @@
 """Storage backends: the :class:`~ticketmail.backends.base.Backend` protocol, in-memory and SQLite."""
 
-from ticketmail.backends.base import Backend, UnitOfWork
+from ticketmail.backends.base import (
+    AttachmentRef,
+    AuditRecord,
+    Backend,
+    BaseBackend,
+    Entry,
+    InvalidMergeError,
+    LedgerConflictError,
+    NewEntry,
+    NewTicket,
+    ProcessedRecord,
+    QuarantineRecord,
+    Ticket,
+    TicketNotFoundError,
+    TicketNumberTakenError,
+    UnitOfWork,
+    follow_merges,
+    normalize_message_id,
+)
+from ticketmail.backends.memory import InMemoryBackend
+from ticketmail.backends.sqlite import BackendLockedError, SchemaVersionError, SQLiteBackend
 
-__all__ = ["Backend", "UnitOfWork"]
+__all__ = [
+    "AttachmentRef",
+    "AuditRecord",
+    "Backend",
+    "BackendLockedError",
+    "BaseBackend",
+    "Entry",
+    "InMemoryBackend",
+    "InvalidMergeError",
+    "LedgerConflictError",
+    "NewEntry",
+    "NewTicket",
+    "ProcessedRecord",
+    "QuarantineRecord",
+    "SQLiteBackend",
+    "SchemaVersionError",
+    "Ticket",
+    "TicketNotFoundError",
+    "TicketNumberTakenError",
+    "UnitOfWork",
+    "follow_merges",
+    "normalize_message_id",
+]

@@ -1,0 +1,55 @@
+"""Validation and helpers shared by the shipped backends, so they accept and refuse exactly the same things."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+
+from ticketmail.backends.base import InvalidMergeError, QuarantineRecord, Ticket
+from ticketmail.errors import InvalidValueError
+
+QuarantineKey = tuple[str | None, str | None, str | None, str]
+
+
+def quarantine_key(record: QuarantineRecord) -> QuarantineKey:
+    """What makes two quarantine records "the same item": provenance and the sha256 of the bytes."""
+    prov = record.provenance
+    digest = hashlib.sha256(record.raw).hexdigest()
+    if prov is None:
+        return (None, None, None, digest)
+    return (prov.mailbox, prov.kind, prov.key, digest)
+
+
+def check_direction(direction: str) -> None:
+    """Refuse a direction other than ``inbound``/``outbound``."""
+    if direction not in ("inbound", "outbound"):
+        raise InvalidValueError(f"direction must be 'inbound' or 'outbound', got {direction!r}", field="direction")
+
+
+def check_status_change(
+    number: str, status: str, merged_into: str | None, lookup: Callable[[str], Ticket | None]
+) -> None:
+    """Validate a status change; shared by the shipped backends so they refuse the same things."""
+    if status not in ("open", "closed", "merged"):
+        raise InvalidValueError(f"status must be open, closed or merged, got {status!r}", field="status")
+    if status != "merged":
+        if merged_into is not None:
+            raise InvalidMergeError(f"merged_into is only allowed with status 'merged', got {status!r}", field="status")
+        return
+    if merged_into is None:
+        raise InvalidMergeError("status 'merged' needs merged_into", field="merged_into")
+    seen = {number}
+    target = merged_into
+    for _ in range(64):
+        if target in seen:
+            raise InvalidMergeError(
+                f"merging ticket {number} into {merged_into} would make a merge cycle", field="merged_into"
+            )
+        seen.add(target)
+        found = lookup(target)
+        if found is None:
+            raise InvalidMergeError(f"cannot merge ticket {number} into missing ticket {target}", field="merged_into")
+        if found.merged_into is None:
+            return
+        target = found.merged_into
+    raise InvalidMergeError(f"merge chain from ticket {merged_into} is too long", field="merged_into")

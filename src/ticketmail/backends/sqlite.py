@@ -1,0 +1,922 @@
+"""The SQLite backend: the embedded default, on the standard library's ``sqlite3`` only.
+
+Why it is built this way:
+
+* **One transaction per message.** A unit of work is ``BEGIN IMMEDIATE`` ... ``COMMIT``: the write lock is
+  taken *before* the ledger check, so two processes ingesting the same mailbox serialize cleanly and can
+  never both see "not processed yet" for one message (a deferred ``BEGIN`` would let both read, then one
+  fail to upgrade its lock with ``SQLITE_BUSY``).
+* **WAL journal, ``synchronous=NORMAL``.** Readers never block the writer and the writer never blocks
+  readers. In WAL mode ``NORMAL`` syncs the log only at checkpoints, not at every commit: a power loss may
+  lose the last few committed units, but never corrupts the file and never keeps half a unit. Losing a
+  committed unit is safe for exactly-once as long as the mailbox item was not yet acknowledged; with
+  ``synchronous="FULL"`` every commit is durable before the source acknowledges (about 2-10x slower on
+  spinning disks, little difference on SSDs). See ``docs/backends.md``.
+* **Foreign keys on, parameterized SQL only.** Every value travels as a ``?`` parameter; the only text
+  formatted into SQL is the ``synchronous`` pragma, after checking it against a fixed set.
+* **Forward migrations.** :data:`MIGRATIONS` is an append-only list; ``schema_version`` records each
+  applied step. Opening an older file migrates it inside one ``BEGIN IMMEDIATE`` transaction; a file from
+  newer code raises :class:`SchemaVersionError` instead of guessing.
+* **Errors at the boundary.** ``sqlite3`` exceptions become :class:`~ticketmail.errors.BackendError`
+  (``raise ... from exc``); "database is locked" after ``timeout`` seconds becomes
+  :class:`BackendLockedError`.
+
+Threads: a backend object owns one connection, guarded by a re-entrant lock, so it may be shared by threads
+(their units of work then run one after another). For parallel writers, open one backend per process (or per
+thread) on the same file: SQLite serializes their transactions.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import hashlib
+import json
+import os
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, Literal
+
+import attrs
+
+from ticketmail.backends._common import check_direction, check_status_change, quarantine_key
+from ticketmail.backends.base import (
+    AttachmentRef,
+    AuditRecord,
+    BaseBackend,
+    Direction,
+    Entry,
+    LedgerConflictError,
+    NewEntry,
+    NewTicket,
+    ProcessedRecord,
+    QuarantineRecord,
+    Ticket,
+    TicketNotFoundError,
+    TicketNumberTakenError,
+    TicketStatus,
+    as_utc,
+    normalize_message_id,
+)
+from ticketmail.errors import BackendError, InvalidValueError
+from ticketmail.model import Address, Provenance
+
+__all__ = [
+    "MIGRATIONS",
+    "SCHEMA_VERSION",
+    "BackendLockedError",
+    "Migration",
+    "SQLiteBackend",
+    "SchemaVersionError",
+    "migrate",
+]
+
+Synchronous = Literal["OFF", "NORMAL", "FULL", "EXTRA"]
+
+
+class BackendLockedError(BackendError):
+    """The database stayed locked by another connection for longer than the backend's ``timeout``."""
+
+    code = "backend_locked"
+
+
+class SchemaVersionError(BackendError):
+    """The database file was written by a newer ticketmail whose schema this code does not know."""
+
+    code = "schema_too_new"
+    status = 500
+
+
+@attrs.frozen
+class Migration:
+    """One forward step of the schema: SQL statements run in order, then an optional Python step.
+
+    Steps are never edited once released; a change to the schema is a new step at the end of
+    :data:`MIGRATIONS`. ``python`` receives the connection inside the migration transaction (for backfills
+    SQL cannot express).
+    """
+
+    version: int
+    description: str
+    statements: tuple[str, ...]
+    python: Callable[[sqlite3.Connection], None] | None = None
+
+
+def _sha256(data: bytes | None) -> str | None:
+    return None if data is None else hashlib.sha256(data).hexdigest()
+
+
+def _backfill_quarantine(conn: sqlite3.Connection) -> None:
+    rows = conn.execute("SELECT id, raw FROM quarantine WHERE sha256 IS NULL").fetchall()
+    conn.executemany("UPDATE quarantine SET sha256 = ? WHERE id = ?", [(_sha256(raw), qid) for qid, raw in rows])
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        1,
+        "tickets, entries, content-addressed attachments, message ids, ledger, audit log, quarantine",
+        (
+            """CREATE TABLE tickets (
+                id INTEGER PRIMARY KEY,
+                number TEXT NOT NULL UNIQUE,
+                subject TEXT NOT NULL,
+                requester_email TEXT NOT NULL,
+                requester_name TEXT,
+                requester_key TEXT NOT NULL,
+                status TEXT NOT NULL CHECK (status IN ('open', 'closed', 'merged')),
+                created TEXT NOT NULL,
+                updated TEXT NOT NULL,
+                source TEXT NOT NULL,
+                mailbox TEXT,
+                department TEXT,
+                team TEXT,
+                category TEXT,
+                priority INTEGER,
+                topic_id INTEGER,
+                assignee TEXT,
+                merged_into TEXT REFERENCES tickets (number),
+                entry_count INTEGER NOT NULL DEFAULT 0,
+                CHECK ((status = 'merged') = (merged_into IS NOT NULL))
+            )""",
+            "CREATE INDEX tickets_requester_created ON tickets (requester_key, created)",
+            """CREATE TABLE entries (
+                id INTEGER PRIMARY KEY,
+                ticket_id INTEGER NOT NULL REFERENCES tickets (id),
+                kind TEXT NOT NULL CHECK (kind IN ('message', 'reply', 'note')),
+                author_email TEXT,
+                author_name TEXT,
+                body TEXT NOT NULL,
+                html TEXT,
+                created TEXT NOT NULL,
+                message_id TEXT
+            )""",
+            "CREATE INDEX entries_ticket ON entries (ticket_id, id)",
+            """CREATE TABLE attachments (
+                sha256 TEXT PRIMARY KEY,
+                size INTEGER NOT NULL,
+                data BLOB NOT NULL
+            )""",
+            """CREATE TABLE entry_attachments (
+                entry_id INTEGER NOT NULL REFERENCES entries (id),
+                position INTEGER NOT NULL,
+                sha256 TEXT NOT NULL REFERENCES attachments (sha256),
+                filename TEXT NOT NULL,
+                content_type TEXT NOT NULL,
+                size INTEGER NOT NULL,
+                disposition TEXT NOT NULL,
+                content_id TEXT,
+                PRIMARY KEY (entry_id, position)
+            ) WITHOUT ROWID""",
+            "CREATE INDEX entry_attachments_sha256 ON entry_attachments (sha256)",
+            """CREATE TABLE message_ids (
+                message_id TEXT PRIMARY KEY,
+                ticket_id INTEGER NOT NULL REFERENCES tickets (id),
+                direction TEXT NOT NULL CHECK (direction IN ('inbound', 'outbound'))
+            ) WITHOUT ROWID""",
+            "CREATE INDEX message_ids_ticket ON message_ids (ticket_id)",
+            """CREATE TABLE participants (
+                ticket_id INTEGER NOT NULL REFERENCES tickets (id),
+                email_key TEXT NOT NULL,
+                position INTEGER NOT NULL,
+                email TEXT NOT NULL,
+                PRIMARY KEY (ticket_id, email_key)
+            ) WITHOUT ROWID""",
+            """CREATE TABLE tags (
+                ticket_id INTEGER NOT NULL REFERENCES tickets (id),
+                tag TEXT NOT NULL,
+                position INTEGER NOT NULL,
+                PRIMARY KEY (ticket_id, tag)
+            ) WITHOUT ROWID""",
+            """CREATE TABLE custom_fields (
+                ticket_id INTEGER NOT NULL REFERENCES tickets (id),
+                name TEXT NOT NULL,
+                position INTEGER NOT NULL,
+                value TEXT NOT NULL,
+                PRIMARY KEY (ticket_id, name)
+            ) WITHOUT ROWID""",
+            """CREATE TABLE ledger (
+                key TEXT PRIMARY KEY,
+                action TEXT NOT NULL,
+                at TEXT NOT NULL,
+                ticket TEXT,
+                entry_id INTEGER,
+                message_id TEXT
+            ) WITHOUT ROWID""",
+            """CREATE TABLE audit (
+                id INTEGER PRIMARY KEY,
+                at TEXT NOT NULL,
+                action TEXT NOT NULL,
+                message_id TEXT,
+                prov_mailbox TEXT,
+                prov_kind TEXT,
+                prov_key TEXT,
+                ticket TEXT,
+                entry_id INTEGER,
+                reasons TEXT NOT NULL
+            )""",
+            """CREATE TABLE quarantine (
+                id INTEGER PRIMARY KEY,
+                at TEXT NOT NULL,
+                raw BLOB NOT NULL,
+                reason_code TEXT NOT NULL,
+                reason TEXT NOT NULL,
+                prov_mailbox TEXT,
+                prov_kind TEXT,
+                prov_key TEXT
+            )""",
+        ),
+    ),
+    Migration(
+        2,
+        "quarantine keeps one row per (provenance, bytes) with an attempt count",
+        (
+            "ALTER TABLE quarantine ADD COLUMN sha256 TEXT",
+            "ALTER TABLE quarantine ADD COLUMN attempts INTEGER NOT NULL DEFAULT 1",
+            "CREATE INDEX quarantine_item ON quarantine (sha256, prov_mailbox, prov_kind, prov_key)",
+        ),
+        python=_backfill_quarantine,
+    ),
+)
+"""Every schema step, oldest first. ``MIGRATIONS[-1].version`` is the version this code writes."""
+
+SCHEMA_VERSION = MIGRATIONS[-1].version
+
+
+# --- value conversion ---------------------------------------------------------------------------------------
+
+
+def _ts(value: _dt.datetime) -> str:
+    # Fixed-width UTC ISO 8601 sorts as text, so range queries (rate limits) compare strings.
+    return as_utc(value).isoformat(timespec="microseconds")
+
+
+def _dt_from(text: str) -> _dt.datetime:
+    return _dt.datetime.fromisoformat(text)
+
+
+def _address(email: str | None, name: str | None) -> Address | None:
+    return None if email is None else Address(email, name)
+
+
+@contextmanager
+def _translate(action: str) -> Iterator[None]:
+    """Map ``sqlite3`` exceptions raised while doing ``action`` onto ticketmail errors."""
+    try:
+        yield
+    except sqlite3.OperationalError as exc:
+        text = str(exc).lower()
+        if "locked" in text or "busy" in text:
+            raise BackendLockedError(f"SQLite database stayed locked while trying to {action}: {exc}") from exc
+        raise BackendError(f"SQLite failed to {action}: {exc}") from exc
+    except sqlite3.Error as exc:
+        raise BackendError(f"SQLite failed to {action}: {exc}") from exc
+
+
+_TICKET_COLUMNS = (
+    "id, number, subject, requester_email, requester_name, status, created, updated, source, mailbox, "
+    "department, team, category, priority, topic_id, assignee, merged_into, entry_count"
+)
+
+_Extras = tuple[tuple[str, ...], tuple[str, ...], tuple[tuple[str, str], ...]]
+
+
+def _ticket_from_row(row: Sequence[Any], extras: _Extras) -> Ticket:
+    tags, participants, custom = extras
+    return Ticket(
+        number=row[1],
+        subject=row[2],
+        requester=Address(row[3], row[4]),
+        status=row[5],
+        created=_dt_from(row[6]),
+        updated=_dt_from(row[7]),
+        source=row[8],
+        mailbox=row[9],
+        department=row[10],
+        team=row[11],
+        category=row[12],
+        priority=row[13],
+        topic_id=row[14],
+        assignee=row[15],
+        merged_into=row[16],
+        entry_count=row[17],
+        tags=tags,
+        participants=participants,
+        custom_fields=custom,
+    )
+
+
+def _load_ticket(conn: sqlite3.Connection, where: str, param: object) -> tuple[int, Ticket] | None:
+    # ``where`` is one of the fixed strings below, never caller input.
+    row = conn.execute(f"SELECT {_TICKET_COLUMNS} FROM tickets WHERE {where}", (param,)).fetchone()  # noqa: S608
+    if row is None:
+        return None
+    tid = row[0]
+    tags = tuple(r[0] for r in conn.execute("SELECT tag FROM tags WHERE ticket_id = ? ORDER BY position", (tid,)))
+    parts = tuple(
+        r[0] for r in conn.execute("SELECT email FROM participants WHERE ticket_id = ? ORDER BY position", (tid,))
+    )
+    custom = tuple(
+        (r[0], r[1])
+        for r in conn.execute("SELECT name, value FROM custom_fields WHERE ticket_id = ? ORDER BY position", (tid,))
+    )
+    return tid, _ticket_from_row(row, (tags, parts, custom))
+
+
+_BY_NUMBER = "number = ?"
+_BY_ID = "id = ?"
+
+
+class _SQLiteUnitOfWork:
+    """One ``BEGIN IMMEDIATE`` transaction on a :class:`SQLiteBackend`'s connection."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+        self.open = True
+
+    def _c(self) -> sqlite3.Connection:
+        if not self.open:
+            raise BackendError("this unit of work has ended; open a new one with backend.unit_of_work()")
+        return self._conn
+
+    def _ticket_id(self, number: str) -> tuple[int, Ticket]:
+        with _translate("read a ticket"):
+            found = _load_ticket(self._c(), _BY_NUMBER, number)
+        if found is None:
+            raise TicketNotFoundError(f"no ticket with number {number!r}", field="number")
+        return found
+
+    # -- reads --
+
+    def processed(self, key: str) -> ProcessedRecord | None:
+        """The ledger row for ``key``, if any."""
+        with _translate("read the ledger"):
+            row = (
+                self._c()
+                .execute("SELECT action, at, ticket, entry_id, message_id FROM ledger WHERE key = ?", (key,))
+                .fetchone()
+            )
+        if row is None:
+            return None
+        return ProcessedRecord(
+            key=key, action=row[0], at=_dt_from(row[1]), ticket=row[2], entry_id=row[3], message_id=row[4]
+        )
+
+    def ticket_by_number(self, number: str) -> Ticket | None:
+        """The ticket with this number, or ``None``."""
+        with _translate("read a ticket"):
+            found = _load_ticket(self._c(), _BY_NUMBER, number)
+        return None if found is None else found[1]
+
+    def ticket_by_message_id(self, message_id: str) -> Ticket | None:
+        """The ticket whose thread holds this message id, or ``None``."""
+        with _translate("look up a message id"):
+            conn = self._c()
+            row = conn.execute(
+                "SELECT ticket_id FROM message_ids WHERE message_id = ?", (normalize_message_id(message_id),)
+            ).fetchone()
+            if row is None:
+                return None
+            found = _load_ticket(conn, _BY_ID, row[0])
+        return None if found is None else found[1]
+
+    def number_exists(self, number: str) -> bool:
+        """Whether the number is taken."""
+        with _translate("check a ticket number"):
+            return self._c().execute("SELECT 1 FROM tickets WHERE number = ?", (number,)).fetchone() is not None
+
+    def count_tickets_by_requester(self, email: str, since: _dt.datetime) -> int:
+        """Tickets opened by ``email`` (case-insensitive) at or after ``since``."""
+        with _translate("count tickets"):
+            row = (
+                self._c()
+                .execute(
+                    "SELECT COUNT(*) FROM tickets WHERE requester_key = ? AND created >= ?",
+                    (email.casefold(), _ts(since)),
+                )
+                .fetchone()
+            )
+        return int(row[0])
+
+    # -- writes --
+
+    def record_processed(self, record: ProcessedRecord) -> None:
+        """Add a ledger row (identical again: no-op; conflicting: error)."""
+        existing = self.processed(record.key)
+        if existing is not None:
+            if existing == record:
+                return
+            raise LedgerConflictError(f"ledger key {record.key!r} is already recorded with another effect")
+        with _translate("write the ledger"):
+            self._c().execute(
+                "INSERT INTO ledger (key, action, at, ticket, entry_id, message_id) VALUES (?, ?, ?, ?, ?, ?)",
+                (record.key, record.action, _ts(record.at), record.ticket, record.entry_id, record.message_id),
+            )
+
+    def create_ticket(self, ticket: NewTicket) -> Ticket:
+        """Store a new open ticket."""
+        conn = self._c()
+        if self.number_exists(ticket.number):
+            raise TicketNumberTakenError(f"ticket number {ticket.number!r} is already taken", field="number")
+        created = _ts(ticket.created)
+        tags = tuple(dict.fromkeys(ticket.tags))
+        with _translate("create a ticket"):
+            cur = conn.execute(
+                "INSERT INTO tickets (number, subject, requester_email, requester_name, requester_key, status,"
+                " created, updated, source, mailbox, department, team, category, priority, topic_id, assignee)"
+                " VALUES (?, ?, ?, ?, ?, 'open', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    ticket.number,
+                    ticket.subject,
+                    ticket.requester.email,
+                    ticket.requester.name,
+                    ticket.requester.email.casefold(),
+                    created,
+                    created,
+                    ticket.source,
+                    ticket.mailbox,
+                    ticket.department,
+                    ticket.team,
+                    ticket.category,
+                    ticket.priority,
+                    ticket.topic_id,
+                    ticket.assignee,
+                ),
+            )
+            tid = cur.lastrowid
+            if tags:
+                conn.executemany(
+                    "INSERT INTO tags (ticket_id, tag, position) VALUES (?, ?, ?)",
+                    [(tid, tag, i) for i, tag in enumerate(tags)],
+                )
+            if ticket.custom_fields:
+                conn.executemany(
+                    "INSERT INTO custom_fields (ticket_id, name, position, value) VALUES (?, ?, ?, ?)",
+                    [(tid, name, i, value) for i, (name, value) in enumerate(ticket.custom_fields)],
+                )
+        created_dt = _dt_from(created)
+        return Ticket(
+            number=ticket.number,
+            subject=ticket.subject,
+            requester=ticket.requester,
+            status="open",
+            created=created_dt,
+            updated=created_dt,
+            source=ticket.source,
+            mailbox=ticket.mailbox,
+            department=ticket.department,
+            team=ticket.team,
+            category=ticket.category,
+            priority=ticket.priority,
+            topic_id=ticket.topic_id,
+            assignee=ticket.assignee,
+            tags=tags,
+            custom_fields=tuple(ticket.custom_fields),
+        )
+
+    def append_entry(self, number: str, entry: NewEntry) -> Entry:
+        """Append an entry, storing attachments once and recording its message id."""
+        conn = self._c()
+        tid, ticket = self._ticket_id(number)
+        message_id = normalize_message_id(entry.message_id) if entry.message_id is not None else None
+        created = _ts(entry.created)
+        author = entry.author
+        with _translate("append an entry"):
+            for attachment in entry.attachments:
+                conn.execute(
+                    "INSERT INTO attachments (sha256, size, data) VALUES (?, ?, ?) ON CONFLICT (sha256) DO NOTHING",
+                    (attachment.sha256, attachment.size, attachment.data),
+                )
+            cur = conn.execute(
+                "INSERT INTO entries (ticket_id, kind, author_email, author_name, body, html, created, message_id)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    tid,
+                    entry.kind,
+                    None if author is None else author.email,
+                    None if author is None else author.name,
+                    entry.body,
+                    entry.html,
+                    created,
+                    message_id,
+                ),
+            )
+            entry_id = cur.lastrowid
+            assert entry_id is not None  # noqa: S101  (an INSERT always sets it)
+            refs = tuple(AttachmentRef.from_attachment(a) for a in entry.attachments)
+            if refs:
+                conn.executemany(
+                    "INSERT INTO entry_attachments (entry_id, position, sha256, filename, content_type, size,"
+                    " disposition, content_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    [
+                        (entry_id, i, r.sha256, r.filename, r.content_type, r.size, r.disposition, r.content_id)
+                        for i, r in enumerate(refs)
+                    ],
+                )
+            # max() on fixed-width ISO text is chronological.
+            conn.execute(
+                "UPDATE tickets SET entry_count = entry_count + 1, updated = max(updated, ?) WHERE id = ?",
+                (created, tid),
+            )
+            if message_id:
+                self._record_mid(tid, message_id, "inbound")
+        return Entry(
+            id=entry_id,
+            ticket=ticket.number,
+            kind=entry.kind,
+            author=author,
+            body=entry.body,
+            created=_dt_from(created),
+            html=entry.html,
+            message_id=message_id,
+            attachments=tuple(r.sha256 for r in refs),
+            files=refs,
+        )
+
+    def set_status(
+        self, number: str, status: TicketStatus, *, merged_into: str | None = None, at: _dt.datetime | None = None
+    ) -> None:
+        """Reopen, close or merge a ticket."""
+        tid, _ = self._ticket_id(number)
+        with _translate("change a ticket's status"):
+            check_status_change(number, status, merged_into, self.ticket_by_number)
+            self._c().execute(
+                "UPDATE tickets SET status = ?, merged_into = ?, updated = max(updated, coalesce(?, updated))"
+                " WHERE id = ?",
+                (status, merged_into, None if at is None else _ts(at), tid),
+            )
+
+    def add_participant(self, number: str, email: str) -> None:
+        """Add a participant (idempotent, case-insensitive)."""
+        tid, _ = self._ticket_id(number)
+        with _translate("add a participant"):
+            self._c().execute(
+                "INSERT INTO participants (ticket_id, email_key, position, email)"
+                " SELECT ?, ?, coalesce(max(position) + 1, 0), ? FROM participants WHERE ticket_id = ?"
+                " ON CONFLICT (ticket_id, email_key) DO NOTHING",
+                (tid, email.casefold(), email, tid),
+            )
+
+    def record_message_id(self, number: str, message_id: str, direction: Direction) -> None:
+        """Remember a message id of the ticket's thread (first ticket wins)."""
+        tid, _ = self._ticket_id(number)
+        check_direction(direction)
+        with _translate("record a message id"):
+            self._record_mid(tid, normalize_message_id(message_id), direction)
+
+    def _record_mid(self, tid: int, message_id: str, direction: Direction) -> None:
+        if not message_id:
+            raise InvalidValueError("message_id must not be empty", field="message_id")
+        self._c().execute(
+            "INSERT INTO message_ids (message_id, ticket_id, direction) VALUES (?, ?, ?)"
+            " ON CONFLICT (message_id) DO NOTHING",
+            (message_id, tid, direction),
+        )
+
+    def record_audit(self, record: AuditRecord) -> None:
+        """Append to the audit log."""
+        prov = record.provenance
+        with _translate("write the audit log"):
+            self._c().execute(
+                "INSERT INTO audit (at, action, message_id, prov_mailbox, prov_kind, prov_key, ticket, entry_id,"
+                " reasons) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    _ts(record.at),
+                    record.action,
+                    record.message_id,
+                    None if prov is None else prov.mailbox,
+                    None if prov is None else prov.kind,
+                    None if prov is None else prov.key,
+                    record.ticket,
+                    record.entry_id,
+                    json.dumps([list(r) for r in record.reasons], ensure_ascii=False),
+                ),
+            )
+
+    def quarantine(self, record: QuarantineRecord) -> int:
+        """Keep a failed message once per (provenance, bytes); return its id."""
+        conn = self._c()
+        mailbox, kind, key, digest = quarantine_key(record)
+        with _translate("quarantine a message"):
+            row = conn.execute(
+                "SELECT id FROM quarantine WHERE sha256 = ? AND prov_mailbox IS ? AND prov_kind IS ? AND prov_key IS ?",
+                (digest, mailbox, kind, key),
+            ).fetchone()
+            if row is not None:
+                conn.execute(
+                    "UPDATE quarantine SET at = ?, reason_code = ?, reason = ?, attempts = attempts + 1 WHERE id = ?",
+                    (_ts(record.at), record.reason_code, record.reason, row[0]),
+                )
+                return int(row[0])
+            cur = conn.execute(
+                "INSERT INTO quarantine (at, raw, reason_code, reason, prov_mailbox, prov_kind, prov_key, sha256,"
+                " attempts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1)",
+                (_ts(record.at), record.raw, record.reason_code, record.reason, mailbox, kind, key, digest),
+            )
+        assert cur.lastrowid is not None  # noqa: S101
+        return cur.lastrowid
+
+
+_SYNCHRONOUS: frozenset[str] = frozenset({"OFF", "NORMAL", "FULL", "EXTRA"})
+_PAGE = 500
+
+
+class SQLiteBackend(BaseBackend):
+    """A :class:`~ticketmail.backends.base.Backend` in one SQLite file (or ``":memory:"``).
+
+    Args:
+        path: The database file (created if missing) or ``":memory:"``.
+        timeout: Seconds to wait for another connection's lock (SQLite's busy timeout) before raising
+            :class:`BackendLockedError`.
+        synchronous: The ``synchronous`` pragma. ``NORMAL`` (default) with WAL is crash-safe and fast;
+            ``FULL`` makes every commit durable against power loss too.
+
+    Use as a context manager or call :meth:`close`. Safe to share between threads (one lock serializes
+    use of the connection) and between processes (one backend per process on the same file).
+    """
+
+    def __init__(
+        self, path: str | os.PathLike[str], *, timeout: float = 10.0, synchronous: Synchronous = "NORMAL"
+    ) -> None:
+        if synchronous not in _SYNCHRONOUS:
+            raise InvalidValueError(
+                f"synchronous must be one of {sorted(_SYNCHRONOUS)}, got {synchronous!r}", field="synchronous"
+            )
+        if timeout < 0:
+            raise InvalidValueError(f"timeout must be >= 0 seconds, got {timeout!r}", field="timeout")
+        self._path = os.fspath(path)
+        self._lock = threading.RLock()
+        self._in_unit = False
+        self._closed = False
+        with _translate(f"open {self._path!r}"):
+            conn = sqlite3.connect(
+                self._path, timeout=timeout, isolation_level=None, check_same_thread=False, cached_statements=256
+            )
+        self._conn = conn
+        try:
+            with _translate("configure the connection"):
+                conn.execute("PRAGMA foreign_keys = ON")
+                if self._path != ":memory:":
+                    conn.execute("PRAGMA journal_mode = WAL").fetchone()
+                conn.execute(f"PRAGMA synchronous = {synchronous}")  # checked against _SYNCHRONOUS above
+            migrate(conn)
+        except BaseException:
+            conn.close()
+            raise
+
+    def __repr__(self) -> str:
+        return f"SQLiteBackend({self._path!r})"
+
+    @property
+    def path(self) -> str:
+        """The database path as given."""
+        return self._path
+
+    @property
+    def schema_version(self) -> int:
+        """The schema version of the open database."""
+        with self._lock, _translate("read the schema version"):
+            return _current_version(self._connection())
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._closed:
+            raise BackendError(f"the SQLite backend for {self._path!r} is closed")
+        return self._conn
+
+    @contextmanager
+    def unit_of_work(self) -> Iterator[_SQLiteUnitOfWork]:
+        """``BEGIN IMMEDIATE``; ``COMMIT`` on normal exit, ``ROLLBACK`` when the block raises."""
+        with self._lock:
+            if self._in_unit:
+                raise BackendError("a unit of work is already open on this backend; nested units are not supported")
+            conn = self._connection()
+            with _translate("begin a transaction"):
+                conn.execute("BEGIN IMMEDIATE")
+            uow = _SQLiteUnitOfWork(conn)
+            self._in_unit = True
+            try:
+                yield uow
+            except BaseException:
+                uow.open = False
+                self._rollback(conn)
+                raise
+            else:
+                uow.open = False
+                try:
+                    conn.execute("COMMIT")
+                except sqlite3.Error as exc:
+                    self._rollback(conn)
+                    if "locked" in str(exc).lower() or "busy" in str(exc).lower():
+                        raise BackendLockedError(f"SQLite could not commit: {exc}") from exc
+                    raise BackendError(f"SQLite could not commit: {exc}") from exc
+            finally:
+                self._in_unit = False
+
+    @staticmethod
+    def _rollback(conn: sqlite3.Connection) -> None:
+        if conn.in_transaction:
+            with contextlib.suppress(sqlite3.Error):  # the original exception is the one worth reporting
+                conn.execute("ROLLBACK")
+
+    @contextmanager
+    def _read(self, action: str) -> Iterator[sqlite3.Connection]:
+        """A consistent snapshot for a multi-statement read (a deferred transaction in WAL is cheap)."""
+        with self._lock, _translate(action):
+            conn = self._connection()
+            if self._in_unit:  # a read from inside this thread's own unit sees its writes
+                yield conn
+                return
+            conn.execute("BEGIN")
+            try:
+                yield conn
+            finally:
+                conn.execute("COMMIT")
+
+    def get_ticket(self, number: str) -> Ticket | None:
+        """One ticket by number."""
+        with self._read("read a ticket") as conn:
+            found = _load_ticket(conn, _BY_NUMBER, number)
+        return None if found is None else found[1]
+
+    def list_tickets(self, *, limit: int | None = None, offset: int = 0) -> Sequence[Ticket]:
+        """Tickets oldest first; ``offset``/``limit`` page through them."""
+        with self._read("list tickets") as conn:
+            rows = conn.execute(
+                f"SELECT {_TICKET_COLUMNS} FROM tickets ORDER BY id LIMIT ? OFFSET ?",  # noqa: S608
+                (-1 if limit is None else max(limit, 0), max(offset, 0)),
+            ).fetchall()
+            if not rows:
+                return []
+            low, high = rows[0][0], rows[-1][0]
+            tags: dict[int, list[str]] = {}
+            for tid, tag in conn.execute(
+                "SELECT ticket_id, tag FROM tags WHERE ticket_id BETWEEN ? AND ? ORDER BY ticket_id, position",
+                (low, high),
+            ):
+                tags.setdefault(tid, []).append(tag)
+            parts: dict[int, list[str]] = {}
+            for tid, email in conn.execute(
+                "SELECT ticket_id, email FROM participants WHERE ticket_id BETWEEN ? AND ?"
+                " ORDER BY ticket_id, position",
+                (low, high),
+            ):
+                parts.setdefault(tid, []).append(email)
+            custom: dict[int, list[tuple[str, str]]] = {}
+            for tid, name, value in conn.execute(
+                "SELECT ticket_id, name, value FROM custom_fields WHERE ticket_id BETWEEN ? AND ?"
+                " ORDER BY ticket_id, position",
+                (low, high),
+            ):
+                custom.setdefault(tid, []).append((name, value))
+        return [
+            _ticket_from_row(
+                row, (tuple(tags.get(row[0], ())), tuple(parts.get(row[0], ())), tuple(custom.get(row[0], ())))
+            )
+            for row in rows
+        ]
+
+    def entries(self, number: str) -> Sequence[Entry]:
+        """A ticket's thread, oldest first."""
+        with self._read("read a thread") as conn:
+            rows = conn.execute(
+                "SELECT e.id, e.kind, e.author_email, e.author_name, e.body, e.created, e.html, e.message_id"
+                " FROM entries e JOIN tickets t ON t.id = e.ticket_id WHERE t.number = ? ORDER BY e.id",
+                (number,),
+            ).fetchall()
+            refs: dict[int, list[AttachmentRef]] = {}
+            if rows:
+                for eid, sha, filename, ctype, size, disp, cid in conn.execute(
+                    "SELECT ea.entry_id, ea.sha256, ea.filename, ea.content_type, ea.size, ea.disposition,"
+                    " ea.content_id FROM entry_attachments ea JOIN entries e ON e.id = ea.entry_id"
+                    " JOIN tickets t ON t.id = e.ticket_id WHERE t.number = ? ORDER BY ea.entry_id, ea.position",
+                    (number,),
+                ):
+                    refs.setdefault(eid, []).append(AttachmentRef(sha, filename, ctype, size, disp, cid))
+        return [
+            Entry(
+                id=row[0],
+                ticket=number,
+                kind=row[1],
+                author=_address(row[2], row[3]),
+                body=row[4],
+                created=_dt_from(row[5]),
+                html=row[6],
+                message_id=row[7],
+                attachments=tuple(r.sha256 for r in refs.get(row[0], ())),
+                files=tuple(refs.get(row[0], ())),
+            )
+            for row in rows
+        ]
+
+    def attachment(self, sha256: str) -> bytes | None:
+        """An attachment's bytes by digest."""
+        with self._lock, _translate("read an attachment"):
+            row = self._connection().execute("SELECT data FROM attachments WHERE sha256 = ?", (sha256,)).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def audit_log(self) -> Iterator[AuditRecord]:
+        """Every decision, oldest first, read lazily in pages (the lock is not held between pages)."""
+        last = 0
+        while True:
+            with self._lock, _translate("read the audit log"):
+                rows = (
+                    self._connection()
+                    .execute(
+                        "SELECT id, at, action, message_id, prov_mailbox, prov_kind, prov_key, ticket, entry_id,"
+                        " reasons FROM audit WHERE id > ? ORDER BY id LIMIT ?",
+                        (last, _PAGE),
+                    )
+                    .fetchall()
+                )
+            for row in rows:
+                yield AuditRecord(
+                    at=_dt_from(row[1]),
+                    action=row[2],
+                    message_id=row[3],
+                    provenance=None if row[4] is None else Provenance(row[4], row[5], row[6]),
+                    ticket=row[7],
+                    reasons=tuple((r[0], r[1], r[2]) for r in json.loads(row[9])),
+                    entry_id=row[8],
+                )
+            if len(rows) < _PAGE:
+                return
+            last = rows[-1][0]
+
+    def quarantined(self) -> Sequence[QuarantineRecord]:
+        """Every quarantined message, oldest first."""
+        with self._lock, _translate("read the quarantine"):
+            rows = (
+                self._connection()
+                .execute(
+                    "SELECT id, at, raw, reason_code, reason, prov_mailbox, prov_kind, prov_key, attempts"
+                    " FROM quarantine ORDER BY id"
+                )
+                .fetchall()
+            )
+        return [
+            QuarantineRecord(
+                at=_dt_from(row[1]),
+                raw=bytes(row[2]),
+                reason_code=row[3],
+                reason=row[4],
+                provenance=None if row[5] is None else Provenance(row[5], row[6], row[7]),
+                id=row[0],
+                attempts=row[8],
+            )
+            for row in rows
+        ]
+
+    def close(self) -> None:
+        """Close the connection (idempotent). Later calls raise :class:`~ticketmail.errors.BackendError`."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            with _translate("close the database"):
+                self._conn.close()
+
+
+def _current_version(conn: sqlite3.Connection) -> int:
+    row = conn.execute("SELECT max(version) FROM schema_version").fetchone()
+    return int(row[0] or 0)
+
+
+def migrate(conn: sqlite3.Connection, *, target: int | None = None) -> int:
+    """Bring the schema of ``conn`` forward to ``target`` (default: the newest); return the version reached.
+
+    Runs in one ``BEGIN IMMEDIATE`` transaction, so concurrent openers serialize and a failed step leaves
+    the file as it was. A database newer than this code raises :class:`SchemaVersionError`.
+    """
+    goal = SCHEMA_VERSION if target is None else target
+    with _translate("migrate the schema"):
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_version ("
+                " version INTEGER PRIMARY KEY, description TEXT NOT NULL, applied TEXT NOT NULL)"
+            )
+            current = _current_version(conn)
+            if current > SCHEMA_VERSION:
+                raise SchemaVersionError(
+                    f"the database has schema version {current}, newer than {SCHEMA_VERSION} that this ticketmail"
+                    " knows; upgrade ticketmail (downgrading the file is not supported)"
+                )
+            for step in MIGRATIONS:
+                if current < step.version <= goal:
+                    for statement in step.statements:
+                        conn.execute(statement)
+                    if step.python is not None:
+                        step.python(conn)
+                    conn.execute(
+                        "INSERT INTO schema_version (version, description, applied)"
+                        " VALUES (?, ?, strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))",
+                        (step.version, step.description),
+                    )
+                    current = step.version
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+    return current
