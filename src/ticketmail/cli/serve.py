@@ -1,0 +1,176 @@
+"""``ticketmail serve`` and ``ticketmail apikey add/list/revoke``.
+
+``serve`` runs osTicket's ticket API (:mod:`ticketmail.api`) on the embedded threaded server, storing into
+a SQLite file; API keys live in their own table of that same file. With ``--config`` the mailboxes of that
+file can be fetched through ``POST /api/tasks/cron`` by a key with the ``run_cron`` permission.
+
+``apikey add`` prints the new key alone on the last line of its output, so scripts can take it with
+``tail -n 1``; it is shown only this once (only its SHA-256 digest is stored).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+from types import FrameType
+from typing import Any
+
+from ticketmail.api.handler import DEFAULT_MAX_BODY, ApiHandler
+from ticketmail.api.keys import PERMISSIONS, SQLiteKeyStore, issue_key
+from ticketmail.api.server import ApiServer, serve
+from ticketmail.errors import TicketmailError
+
+__all__ = ["register"]
+
+
+def _fail(error: TicketmailError) -> int:
+    print(f"ticketmail: error: {error}", file=sys.stderr)
+    return 1
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    logging.basicConfig(
+        level=getattr(logging, str(args.log_level).upper()), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        from ticketmail.backends.sqlite import SQLiteBackend  # type: ignore[import-not-found,unused-ignore]
+        from ticketmail.pipeline import Pipeline
+
+        backend: Any = SQLiteBackend(args.db)
+        pipeline: Any = Pipeline(backend)  # type: ignore[call-arg,unused-ignore]
+        keys = SQLiteKeyStore(args.db)
+        cron = None
+        if args.config:
+            from ticketmail.sources.config import load_config
+            from ticketmail.sources.poller import Poller, default_state_dir
+
+            config = load_config(args.config)
+            poller = Poller(config.mailboxes, pipeline, state=default_state_dir(args.db))
+            cron = poller.poll_once
+        handler = ApiHandler(pipeline, keys, cron=cron, max_body=args.max_body)
+    except TicketmailError as exc:
+        return _fail(exc)
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+
+    def ready(server: ApiServer) -> None:
+        host, port = str(server.server_address[0]), int(server.server_address[1])
+        print(f"ticketmail: serving the ticket API on http://{host}:{port}/api/ (Ctrl-C to stop)", flush=True)
+
+    try:
+        serve(handler, args.host, args.port, ready=ready)
+    except KeyboardInterrupt:
+        pass
+    except OSError as exc:
+        print(f"ticketmail: error: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    finally:
+        keys.close()
+        backend.close()
+    return 0
+
+
+def _cmd_add(args: argparse.Namespace) -> int:
+    try:
+        store = SQLiteKeyStore(args.db)
+        issued = issue_key(
+            store, networks=args.ip, permissions=args.permission or ("create_tickets", "submit_email"), name=args.name
+        )
+        store.close()
+    except TicketmailError as exc:
+        return _fail(exc)
+    key = issued.key
+    print(f"API key {key.key_id}{f' ({key.name})' if key.name else ''} added")
+    print(f"  allowed from: {', '.join(str(n) for n in key.networks)}")
+    print(f"  permissions:  {', '.join(sorted(key.permissions))}")
+    print("  The key is shown only this once; store it now (only its digest is kept):")
+    print(issued.secret, flush=True)
+    return 0
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    try:
+        store = SQLiteKeyStore(args.db)
+        keys = store.list()
+        store.close()
+    except TicketmailError as exc:
+        return _fail(exc)
+    if args.json:
+        print(json.dumps([k.to_dict() for k in keys], indent=2))
+        return 0
+    if not keys:
+        print("no API keys")
+        return 0
+    print(f"{'ID':<12}  {'ACTIVE':<6}  {'PERMISSIONS':<40}  {'NETWORKS':<30}  NAME")
+    for k in keys:
+        print(
+            f"{k.key_id:<12}  {'yes' if k.active else 'no':<6}  {','.join(sorted(k.permissions)):<40}  "
+            f"{','.join(str(n) for n in k.networks):<30}  {k.name}"
+        )
+    return 0
+
+
+def _cmd_revoke(args: argparse.Namespace) -> int:
+    try:
+        store = SQLiteKeyStore(args.db)
+        key = store.revoke(args.key_id)
+        store.close()
+    except TicketmailError as exc:
+        return _fail(exc)
+    print(f"API key {key.key_id} revoked")
+    return 0
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number of bytes, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive number of bytes, got {value}")
+    return value
+
+
+def register(subparsers: Any) -> None:
+    """Add ``serve`` and ``apikey`` to the ``ticketmail`` command."""
+    p = subparsers.add_parser("serve", help="serve osTicket's HTTP ticket API", description=__doc__.split("\n")[0])
+    p.add_argument("--db", required=True, help="SQLite tickets database (created if missing)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8080, help="port to listen on (default 8080)")
+    p.add_argument("--config", help="TOML configuration with [[mailboxes]]: enables POST /api/tasks/cron")
+    p.add_argument(
+        "--max-body", type=_positive_int, default=DEFAULT_MAX_BODY, help="request body limit in bytes (default 10 MiB)"
+    )
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.set_defaults(func=_cmd_serve)
+
+    k = subparsers.add_parser("apikey", help="manage API keys (add, list, revoke)")
+    ksub = k.add_subparsers(dest="apikey_command", metavar="ACTION", required=True)
+
+    add = ksub.add_parser("add", help="issue a new key; prints it alone on the last line, only this once")
+    add.add_argument("--db", required=True, help="SQLite tickets database")
+    add.add_argument("--ip", action="append", required=True, help="allowed client address or CIDR network (repeatable)")
+    add.add_argument(
+        "--permission",
+        action="append",
+        choices=PERMISSIONS,
+        help="what the key may do (repeatable; default: create_tickets and submit_email)",
+    )
+    add.add_argument("--name", default="", help="a label for people")
+    add.set_defaults(func=_cmd_add)
+
+    lst = ksub.add_parser("list", help="list keys (never the secrets)")
+    lst.add_argument("--db", required=True, help="SQLite tickets database")
+    lst.add_argument("--json", action="store_true", help="print JSON")
+    lst.set_defaults(func=_cmd_list)
+
+    rev = ksub.add_parser("revoke", help="deactivate a key by its id")
+    rev.add_argument("--db", required=True, help="SQLite tickets database")
+    rev.add_argument("key_id", metavar="KEY_ID", help="the key's id, as `apikey list` shows it")
+    rev.set_defaults(func=_cmd_revoke)
