@@ -70,7 +70,7 @@ __all__ = [
 ]
 
 OutcomeAction = Literal["created", "appended", "ignored", "duplicate", "rejected", "failed"]
-DuplicateScope = Literal["global", "mailbox"]
+DuplicateScope = Literal["global", "mailbox", "destination"]
 NumberGenerator = Callable[[], str]
 """Returns a fresh candidate ticket number; the pipeline checks it against the backend and retries."""
 
@@ -218,7 +218,8 @@ class Pipeline:
         hooks: Callables to run after each commit.
         email_options: Keyword options passed to :func:`ticketmail.parsing.mime.parse_email` (limits...).
         duplicate_scope: ``global`` (the same Message-ID is a duplicate whichever mailbox it arrives at) or
-            ``mailbox`` (only within one mailbox).
+            ``mailbox`` (only within one mailbox) or ``destination`` (per envelope recipient; see
+            :mod:`ticketmail.rules.duplicates`).
         number_generator: Returns candidate ticket numbers; collisions are checked and retried.
         token_keys: Secrets for signed outbound Message-IDs (newest first; older ones still verify, so a
             key can be rotated). Without keys the token route of threading is off.
@@ -243,9 +244,10 @@ class Pipeline:
         parser: Callable[[bytes], InboundEmail] | None = None,
         logger: logging.Logger | None = None,
     ) -> None:
-        if duplicate_scope not in ("global", "mailbox"):
+        if duplicate_scope not in ("global", "mailbox", "destination"):
             raise ConfigError(
-                f"duplicate_scope must be 'global' or 'mailbox', got {duplicate_scope!r}", field="duplicate_scope"
+                f"duplicate_scope must be global, mailbox or destination, got {duplicate_scope!r}",
+                field="duplicate_scope",
             )
         self._backend = backend
         self._rules = rules

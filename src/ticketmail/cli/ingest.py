@@ -1,0 +1,355 @@
+"""``ticketmail ingest``, ``ticketmail tickets`` and ``ticketmail show``: the main job on the embedded default.
+
+``ingest`` reads local inputs (.eml files, Maildir folders, mbox files, JSON/XML payload files; see
+:mod:`ticketmail.sources.local`) into a SQLite database through the pipeline and prints one JSON line per
+message on stdout. Because every item has a stable provenance, running the same command twice changes
+nothing the second time: each line then says ``"action": "duplicate", "already_processed": true``.
+
+Standard output carries data only (JSON lines, or the tables of ``tickets``/``show``); progress and the
+summary go to standard error, and the progress bar is drawn only when standard error is a terminal, so
+pipes and log files stay clean.
+
+Exit codes: 0 all messages committed; 1 some messages failed (quarantined) or a ticket was not found;
+2 bad usage, configuration or unreadable input; 3 the database failed (nothing after that point was
+acknowledged; rerun later).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import IO, Any
+
+from ticketmail.backends.base import Backend, Entry, Ticket
+from ticketmail.errors import BackendError, ConfigError, InputError, SourceError, TicketmailError
+from ticketmail.jsonify import to_jsonable
+from ticketmail.model import MailboxContext
+from ticketmail.pipeline import Outcome, Pipeline
+from ticketmail.sources.local import LocalItem, iter_local
+from ticketmail.threading import ThreadingOptions
+
+__all__ = ["register", "ticket_summary"]
+
+DEFAULT_DB = "tickets.sqlite3"
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_BACKEND = 0, 1, 2, 3
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``ingest``, ``tickets`` and ``show`` sub-commands."""
+    ingest = subparsers.add_parser(
+        "ingest",
+        help="ingest .eml files, Maildir folders, mbox files and JSON/XML payloads into a ticket database",
+        description="Ingest local mail and payload files into SQLite, exactly once; one JSON line per message.",
+    )
+    ingest.add_argument("paths", nargs="+", metavar="PATH", help="files or directories to ingest")
+    _db_argument(ingest)
+    ingest.add_argument("--rules", metavar="FILE", help="a rules TOML file (default: built-in rules only)")
+    ingest.add_argument("--mailbox", default="local", help="the mailbox name recorded on tickets (default: local)")
+    ingest.add_argument(
+        "--address",
+        action="append",
+        default=[],
+        metavar="EMAIL",
+        help="the desk's own address at this mailbox (repeatable; mail from it is a loop)",
+    )
+    ingest.add_argument(
+        "--requester-header",
+        choices=("from", "reply_to"),
+        default="from",
+        help="which header names the requester (default: from)",
+    )
+    ingest.add_argument("--no-progress", action="store_true", help="never draw a progress bar")
+    ingest.set_defaults(func=run_ingest)
+
+    tickets = subparsers.add_parser("tickets", help="list the tickets in a database")
+    _db_argument(tickets)
+    tickets.add_argument("--json", action="store_true", help="one JSON object per ticket per line")
+    tickets.add_argument("--limit", type=int, default=None, help="at most this many tickets")
+    tickets.set_defaults(func=run_tickets)
+
+    show = subparsers.add_parser("show", help="show one ticket with its thread")
+    show.add_argument("number", metavar="NUMBER", help="the ticket number")
+    _db_argument(show)
+    show.add_argument("--json", action="store_true", help="the whole ticket with its entries as JSON")
+    show.set_defaults(func=run_show)
+
+
+def _db_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--db", default=DEFAULT_DB, metavar="FILE", help=f"the SQLite database file (default: {DEFAULT_DB})"
+    )
+
+
+def _open_backend(path: str, *, create: bool) -> Backend:
+    from ticketmail.backends.sqlite import SQLiteBackend
+
+    if not create and not Path(path).exists():
+        raise ConfigError(f"no ticket database at {path}; run 'ticketmail ingest' first", field="db")
+    return SQLiteBackend(path)
+
+
+def _error(stream: IO[str], exc: TicketmailError) -> None:
+    print(f"ticketmail: error: {exc.message} [{exc.code}]", file=stream)
+
+
+# -- ingest ----------------------------------------------------------------------------------------------
+
+
+class _Progress:
+    """A one-line progress bar on a terminal; silent otherwise."""
+
+    def __init__(self, stream: IO[str], total: int | None, enabled: bool) -> None:
+        self._stream = stream
+        self._total = total
+        self._enabled = enabled
+        self._last = 0.0
+        self._start = time.monotonic()
+
+    def update(self, done: int, counts: Counter[str]) -> None:
+        if not self._enabled:
+            return
+        now = time.monotonic()
+        if now - self._last < 0.1 and done != self._total:
+            return
+        self._last = now
+        rate = done / max(now - self._start, 1e-6)
+        if self._total:
+            width = 30
+            filled = int(width * done / self._total)
+            bar = "#" * filled + "-" * (width - filled)
+            head = f"[{bar}] {done}/{self._total}"
+        else:
+            head = f"{done} messages"
+        detail = " ".join(f"{k}={v}" for k, v in sorted(counts.items()))
+        self._stream.write(f"\r{head} {rate:,.0f}/s {detail}\x1b[K")
+        self._stream.flush()
+
+    def close(self) -> None:
+        if self._enabled:
+            self._stream.write("\r\x1b[K")
+            self._stream.flush()
+
+
+def _process(pipeline: Pipeline, item: LocalItem, context: MailboxContext) -> Outcome:
+    if item.kind == "email":
+        return pipeline.process_email(item.data, provenance=item.provenance, context=context)
+    from ticketmail.parsing import parse
+
+    try:
+        request = parse(item.data, format=item.kind)
+    except InputError as exc:
+        return Outcome("failed", provenance=item.provenance, error=exc)
+    return pipeline.process_request(request, context=context, idempotency_key=hashlib.sha256(item.data).hexdigest())
+
+
+def _line(item: LocalItem, outcome: Outcome) -> str:
+    data = outcome.to_dict()
+    line = {"source": item.source, "action": data.pop("action"), "ticket": data.pop("ticket")}
+    line["reasons"] = data.pop("reasons")
+    line["kind"] = item.kind
+    line.update(data)
+    return json.dumps(line, ensure_ascii=False)
+
+
+def run_ingest(args: argparse.Namespace) -> int:
+    """Ingest every item under ``args.paths``; return the exit code."""
+    out, err = sys.stdout, sys.stderr
+    try:
+        rules = None
+        if args.rules:
+            from ticketmail.rules import load_rules_file
+
+            rules = load_rules_file(args.rules)
+        context = MailboxContext(name=args.mailbox, addresses=tuple(args.address))
+        threading = ThreadingOptions(requester=args.requester_header)
+        backend = _open_backend(args.db, create=True)
+    except TicketmailError as exc:
+        _error(err, exc)
+        return EXIT_BACKEND if isinstance(exc, BackendError) else EXIT_USAGE
+    pipeline = Pipeline(backend, rules=rules, threading=threading, context=context)
+    show_progress = not args.no_progress and err.isatty()
+    items: Iterable[LocalItem] = iter_local(args.paths)
+    total: int | None = None
+    counts: Counter[str] = Counter()
+    started = time.monotonic()
+    code = EXIT_OK
+    try:
+        if show_progress:  # a bar needs the total: read the inputs first
+            items = list(items)
+            total = len(items)
+        progress = _Progress(err, total, show_progress)
+        for done, item in enumerate(items, start=1):
+            outcome = _process(pipeline, item, context)
+            counts[outcome.action] += 1
+            out.write(_line(item, outcome) + "\n")
+            progress.update(done, counts)
+        progress.close()
+    except SourceError as exc:
+        _error(err, exc)
+        code = EXIT_USAGE
+    except BackendError as exc:
+        _error(err, exc)
+        code = EXIT_BACKEND
+    finally:
+        out.flush()
+        backend.close()
+    elapsed = time.monotonic() - started
+    processed = sum(counts.values())
+    summary = ", ".join(f"{counts[k]} {k}" for k in sorted(counts)) or "nothing"
+    rate = f" ({processed / elapsed:,.0f}/s)" if elapsed > 0 and processed else ""
+    print(f"ingested {processed} item(s) into {args.db} in {elapsed:.2f}s{rate}: {summary}", file=err)
+    if code == EXIT_OK and counts["failed"]:
+        code = EXIT_FAILED
+    return code
+
+
+# -- tickets / show --------------------------------------------------------------------------------------
+
+
+def ticket_summary(ticket: Ticket) -> dict[str, Any]:
+    """A ticket as the JSON object ``tickets --json`` prints (``requester`` is the email address)."""
+    return {
+        "number": ticket.number,
+        "subject": ticket.subject,
+        "requester": ticket.requester.email,
+        "requester_name": ticket.requester.name,
+        "status": ticket.status,
+        "entries": ticket.entry_count,
+        "created": ticket.created.isoformat(),
+        "updated": ticket.updated.isoformat(),
+        "source": ticket.source,
+        "mailbox": ticket.mailbox,
+        "department": ticket.department,
+        "team": ticket.team,
+        "category": ticket.category,
+        "priority": ticket.priority,
+        "topic_id": ticket.topic_id,
+        "assignee": ticket.assignee,
+        "tags": list(ticket.tags),
+        "participants": list(ticket.participants),
+        "merged_into": ticket.merged_into,
+        "custom_fields": dict(ticket.custom_fields),
+    }
+
+
+def _entry_json(entry: Entry) -> dict[str, Any]:
+    data: dict[str, Any] = to_jsonable(entry)
+    data["author"] = entry.author.email if entry.author else None
+    data["author_name"] = entry.author.name if entry.author else None
+    return data
+
+
+def _table(rows: list[list[str]], stream: IO[str]) -> None:
+    if not rows:
+        return
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=True)]
+        stream.write("  ".join(cells).rstrip() + "\n")
+
+
+def _short(text: str, width: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "\u2026"
+
+
+def run_tickets(args: argparse.Namespace) -> int:
+    """List tickets; return the exit code."""
+    try:
+        backend = _open_backend(args.db, create=False)
+    except TicketmailError as exc:
+        _error(sys.stderr, exc)
+        return EXIT_USAGE
+    try:
+        tickets = list(backend.list_tickets(limit=args.limit))
+    except BackendError as exc:
+        _error(sys.stderr, exc)
+        return EXIT_BACKEND
+    finally:
+        backend.close()
+    out = sys.stdout
+    if args.json:
+        for ticket in tickets:
+            out.write(json.dumps(ticket_summary(ticket), ensure_ascii=False) + "\n")
+        return EXIT_OK
+    rows = [["NUMBER", "STATUS", "ENTRIES", "UPDATED", "REQUESTER", "SUBJECT"]]
+    rows.extend(
+        [
+            t.number,
+            t.status if t.merged_into is None else f"merged>{t.merged_into}",
+            str(t.entry_count),
+            t.updated.strftime("%Y-%m-%d %H:%M"),
+            t.requester.email,
+            _short(t.subject, 60),
+        ]
+        for t in tickets
+    )
+    _table(rows, out)
+    out.write(f"{len(tickets)} ticket(s)\n")
+    return EXIT_OK
+
+
+def _text_lines(ticket: Ticket, entries: Iterable[Entry]) -> Iterator[str]:
+    yield f"Ticket {ticket.number}: {ticket.subject}"
+    yield f"  status:     {ticket.status}" + (f" (merged into {ticket.merged_into})" if ticket.merged_into else "")
+    yield f"  requester:  {ticket.requester}"
+    if ticket.participants:
+        yield f"  also:       {', '.join(ticket.participants)}"
+    yield f"  created:    {ticket.created.isoformat()}    updated: {ticket.updated.isoformat()}"
+    for label, value in (
+        ("mailbox", ticket.mailbox),
+        ("department", ticket.department),
+        ("category", ticket.category),
+        ("priority", ticket.priority),
+        ("assignee", ticket.assignee),
+    ):
+        if value is not None:
+            yield f"  {label + ':':<11} {value}"
+    if ticket.tags:
+        yield f"  tags:       {', '.join(ticket.tags)}"
+    for entry in entries:
+        yield ""
+        author = str(entry.author) if entry.author else "(unknown)"
+        yield f"--- #{entry.id} {entry.kind} from {author} at {entry.created.isoformat()}"
+        if entry.message_id:
+            yield f"    Message-ID: <{entry.message_id}>"
+        for ref in entry.files:
+            yield f"    attachment: {ref.filename} ({ref.content_type}, {ref.size} bytes)"
+        yield ""
+        yield from (entry.body.rstrip() or "(empty)").splitlines()
+
+
+def run_show(args: argparse.Namespace) -> int:
+    """Show one ticket; return the exit code."""
+    try:
+        backend = _open_backend(args.db, create=False)
+    except TicketmailError as exc:
+        _error(sys.stderr, exc)
+        return EXIT_USAGE
+    try:
+        ticket = backend.get_ticket(args.number)
+        entries = list(backend.entries(args.number)) if ticket is not None else []
+    except BackendError as exc:
+        _error(sys.stderr, exc)
+        return EXIT_BACKEND
+    finally:
+        backend.close()
+    if ticket is None:
+        print(f"ticketmail: error: no ticket {args.number} in {args.db} [not_found]", file=sys.stderr)
+        return EXIT_FAILED
+    out = sys.stdout
+    if args.json:
+        data = ticket_summary(ticket)
+        data["entry_count"] = data["entries"]
+        data["entries"] = [_entry_json(e) for e in entries]
+        out.write(json.dumps(data, ensure_ascii=False) + "\n")
+    else:
+        for line in _text_lines(ticket, entries):
+            out.write(line + "\n")
+    return EXIT_OK
