@@ -1,0 +1,320 @@
+"""An mbox file as a mailbox source (stdlib :mod:`mailbox`), acknowledging after commit.
+
+An mbox is one file that an MTA (or procmail) appends to. Removing or changing a message means rewriting
+the file, so the session holds the mailbox lock for its whole duration, as mail clients do: ``lockf`` plus a
+``.lock`` dot file (the stdlib's :meth:`mailbox.mbox.lock`, the convention of Debian's ``/var/mail``). An MTA
+delivering meanwhile waits or retries; the poller's per-visit cap and time budget keep that short. A dot
+lock older than ``stale_lock_after`` seconds (default 300, as procmail/mutt assume) is left by a killed
+process and is removed.
+
+Semantics (``after``):
+
+``delete``
+    the message is removed from the file.
+``seen``
+    the message keeps its place and gets ``Status: RO`` (the mbox status header of mutt/Thunderbird/
+    Dovecot); unseen fetching (the default for ``seen``) skips messages whose ``Status`` has ``R``.
+``move:NAME``
+    the message is appended to the sibling mbox ``<file>.<NAME>`` (created if missing), then removed.
+
+All changes are written by one :meth:`mailbox.mbox.flush` when the session ends (also when it ends by an
+error: every change recorded belongs to a committed item). The stdlib writes a new file and renames it over
+the old one, so a crash (even ``SIGKILL``) leaves either the old or the new file, never a torn one. A crash
+before the flush means the session's acknowledgements are lost: the items are fetched again and the
+pipeline's ledger answers ``duplicate``, so each still has exactly one effect.
+
+Provenance: mbox keys are positions and change on rewrite, so the key is a content hash: the SHA-256 of the
+message without its ``Status``/``X-Status`` headers (which ``seen`` changes), plus ``#n`` for the n-th
+byte-identical copy in the file.
+
+Failures are counted in the same retry file as Maildir's; after ``max_retries`` the item is moved to the
+sibling mbox ``<file>.<quarantine_folder>``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import mailbox
+import os
+import re
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Literal
+
+from ticketmail.errors import ConfigError, SourceError
+from ticketmail.model import Provenance
+from ticketmail.sources.base import OversizeNotice, RawItem, SkipCallback
+from ticketmail.sources.maildir import RetryCounter
+
+__all__ = ["MboxSession", "MboxSource", "mbox_key"]
+
+_STATUS_LINE = re.compile(rb"^(?:X-)?Status:[^\n]*\n", re.IGNORECASE | re.MULTILINE)
+
+
+def mbox_key(data: bytes) -> str:
+    """The content key of a message: SHA-256 (32 hex digits) of its header block without status headers."""
+    head, sep, body = data.partition(b"\n\n")
+    head = _STATUS_LINE.sub(b"", head + b"\n")
+    return hashlib.sha256(head + sep + body).hexdigest()[:32]
+
+
+def _status(data: bytes) -> str:
+    head = data.partition(b"\n\n")[0]
+    for match in re.finditer(rb"^Status:([^\n]*)", head, re.IGNORECASE | re.MULTILINE):
+        return match.group(1).decode("ascii", "replace").strip()
+    return ""
+
+
+class MboxSource:
+    """An mbox file read as a mailbox (see the module docstring for the semantics).
+
+    Args mirror :class:`~ticketmail.sources.maildir.MaildirSource`, plus ``stale_lock_after`` and
+    ``lock_timeout`` (seconds to keep retrying a lock held by a delivering MTA).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        path: str | os.PathLike[str],
+        *,
+        after: str = "seen",
+        fetch: str = "auto",
+        skip: SkipCallback | None = None,
+        max_retries: int = 5,
+        quarantine_folder: str = "Quarantine",
+        retries: RetryCounter | None = None,
+        max_message_size: int | None = None,
+        oversize: str = "skip",
+        lock_timeout: float = 10.0,
+        stale_lock_after: float = 300.0,
+    ) -> None:
+        self.name = name
+        self.path = Path(path)
+        self.after: Literal["delete", "seen", "move"]
+        self.move_folder: str | None
+        if after.startswith("move:"):
+            folder = after[5:].strip()
+            if not folder or "/" in folder:
+                raise ConfigError(f"after: expected move:NAME with a plain name, got {after!r}", field="after")
+            self.after, self.move_folder = "move", folder
+        elif after in ("seen", "delete"):
+            self.after, self.move_folder = ("seen" if after == "seen" else "delete"), None
+        else:
+            raise ConfigError(f"after: expected delete, seen or move:NAME, got {after!r}", field="after")
+        if fetch not in ("auto", "unseen", "all"):
+            raise ConfigError(f"fetch: expected auto, unseen or all, got {fetch!r}", field="fetch")
+        if oversize not in ("skip", "headers"):
+            raise ConfigError(f"oversize: expected skip or headers, got {oversize!r}", field="oversize")
+        self.fetch_mode = ("unseen" if self.after == "seen" else "all") if fetch == "auto" else fetch
+        self.skip = skip
+        self.max_retries = max_retries
+        self.quarantine_folder = quarantine_folder
+        self.retries = retries if retries is not None else RetryCounter()
+        self.max_message_size = max_message_size
+        self.oversize = oversize
+        self.lock_timeout = lock_timeout
+        self.stale_lock_after = stale_lock_after
+
+    @classmethod
+    def from_config(
+        cls, config: Any, *, skip: SkipCallback | None = None, state_dir: str | os.PathLike[str] | None = None
+    ) -> MboxSource:
+        """Build from a :class:`~ticketmail.sources.config.MailboxConfig` (``protocol = "mbox"``)."""
+        retries = RetryCounter(Path(state_dir) / f"retries-{config.name}.json" if state_dir is not None else None)
+        return cls(
+            config.name,
+            config.path,
+            after=config.after,
+            fetch=config.fetch,
+            skip=skip,
+            max_retries=config.max_retries,
+            quarantine_folder=config.quarantine_folder,
+            retries=retries,
+            max_message_size=config.max_message_size,
+            oversize=config.oversize,
+        )
+
+    def sibling(self, folder: str) -> Path:
+        """The mbox file that ``move:folder`` / quarantine append to."""
+        return self.path.with_name(f"{self.path.name}.{folder}")
+
+    def _lock(self, box: mailbox.mbox, path: Path) -> None:
+        deadline = time.monotonic() + self.lock_timeout
+        while True:
+            try:
+                box.lock()
+                return
+            except mailbox.ExternalClashError as exc:
+                dot = Path(f"{path}.lock")
+                with contextlib.suppress(OSError):
+                    if time.time() - dot.stat().st_mtime > self.stale_lock_after:
+                        dot.unlink()  # left by a killed process
+                        continue
+                if time.monotonic() >= deadline:
+                    raise SourceError(
+                        f"{path} is locked by another program (an MTA delivering?); try again later",
+                        stage="lock",
+                        mailbox=self.name,
+                    ) from exc
+                time.sleep(0.1)
+            except OSError as exc:
+                raise SourceError(f"cannot lock {path}: {exc.strerror}", stage="lock", mailbox=self.name) from exc
+
+    @contextlib.contextmanager
+    def session(self) -> Iterator[MboxSession]:
+        """Open and lock the mbox; flush the acknowledgements and unlock at the end."""
+        if not self.path.is_file():
+            raise SourceError(f"{self.path} does not exist or is not a file", stage="folder", mailbox=self.name)
+        try:
+            box = mailbox.mbox(self.path, create=False)
+        except OSError as exc:
+            raise SourceError(f"cannot open {self.path}: {exc.strerror}", stage="folder", mailbox=self.name) from exc
+        try:
+            self._lock(box, self.path)
+            session = MboxSession(self, box)
+            try:
+                yield session
+            finally:
+                session.flush()
+        finally:
+            with contextlib.suppress(OSError):
+                box.unlock()
+            box.close()
+
+    def __repr__(self) -> str:
+        return f"MboxSource(name={self.name!r}, path={str(self.path)!r}, after={self.after!r})"
+
+
+class MboxSession:
+    """A locked mbox: yields waiting messages, records acknowledgements, flushes them at the end."""
+
+    def __init__(self, source: MboxSource, box: mailbox.mbox) -> None:
+        self.source = source
+        self.box = box
+        self.oversized: list[OversizeNotice] = []
+        self._keys: dict[str, str] = {}  # provenance key -> mailbox key
+        self._moves: dict[str, list[bytes]] = {}  # sibling folder -> messages (with From_ lines) to append
+        self._dirty = False
+
+    def _listing(self) -> Iterator[tuple[str, str, bytes]]:
+        """(mailbox key, provenance key, bytes) of every message not yet acknowledged, in file order."""
+        src = self.source
+        seen_keys: dict[str, int] = {}
+        try:
+            keys = list(self.box.iterkeys())
+        except (OSError, mailbox.Error) as exc:
+            raise SourceError(f"cannot read {src.path}: {exc}", stage="fetch", mailbox=src.name) from exc
+        for key in keys:
+            try:
+                data = self.box.get_bytes(key)
+            except KeyError:
+                continue  # discarded in this session
+            base = mbox_key(data)
+            n = seen_keys.get(base, 0)
+            seen_keys[base] = n + 1
+            pkey = base if n == 0 else f"{base}#{n}"
+            status = _status(data)
+            if src.after == "seen" and "R" in status:
+                continue
+            if src.fetch_mode == "unseen" and "R" in status:
+                continue
+            yield str(key), pkey, data
+
+    def pending(self) -> int:
+        """Messages still waiting."""
+        return sum(1 for _ in self._listing())
+
+    def fetch(self, *, limit: int | None = None) -> Iterator[RawItem]:
+        """Yield waiting messages in file order; already committed ones are acknowledged silently."""
+        src = self.source
+        count = 0
+        for key, pkey, data in list(self._listing()):
+            if limit is not None and count >= limit:
+                return
+            provenance = Provenance(mailbox=src.name, kind="mbox", key=pkey)
+            self._keys[pkey] = key
+            if src.skip is not None and src.skip(provenance):
+                self._ack_key(pkey)
+                continue
+            size = len(data)
+            if src.max_message_size is not None and size > src.max_message_size:
+                if src.oversize == "skip":
+                    self.oversized.append(OversizeNotice(provenance=provenance, size=size, limit=src.max_message_size))
+                    continue
+                head = data.partition(b"\n\n")[0] + b"\n\n"
+                note = f"message of {size} bytes exceeds the {src.max_message_size}-byte limit; headers only"
+                count += 1
+                yield RawItem(data=head, provenance=provenance, size=size, truncated=True, note=note)
+                continue
+            count += 1
+            yield RawItem(data=data, provenance=provenance, size=size)
+
+    def _ack_key(self, pkey: str) -> None:
+        src = self.source
+        key = self._keys.get(pkey)
+        if key is None:
+            return
+        try:
+            if src.after == "seen":
+                msg = self.box.get_message(key)
+                msg.set_flags("RO")
+                self.box[key] = msg
+            else:
+                if src.after == "move":
+                    self._moves.setdefault(src.move_folder or "Processed", []).append(
+                        self.box.get_bytes(key, from_=True)
+                    )
+                self.box.discard(key)
+        except (OSError, mailbox.Error) as exc:
+            raise SourceError(f"cannot acknowledge a message in {src.path}: {exc}", stage="ack") from exc
+        self._dirty = True
+        src.retries.clear(pkey)
+
+    def acknowledge(self, item: RawItem) -> None:
+        """Record ``after`` for a committed item (written at the end of the session)."""
+        self._ack_key(item.provenance.key)
+
+    def release(self, item: RawItem, *, failed: bool) -> None:
+        """Leave the item; count a failure, and quarantine it after ``max_retries``."""
+        if not failed:
+            return
+        src = self.source
+        pkey = item.provenance.key
+        if src.retries.increment(pkey) < src.max_retries:
+            return
+        key = self._keys.get(pkey)
+        if key is None:
+            return
+        try:
+            self._moves.setdefault(src.quarantine_folder, []).append(self.box.get_bytes(key, from_=True))
+            self.box.discard(key)
+        except (OSError, mailbox.Error) as exc:
+            raise SourceError(f"cannot quarantine a message in {src.path}: {exc}", stage="ack") from exc
+        self._dirty = True
+        src.retries.clear(pkey)
+
+    def flush(self) -> None:
+        """Append moved messages to their sibling files, then rewrite this mbox (under its lock)."""
+        src = self.source
+        try:
+            # Copies first: a crash after them but before the rewrite duplicates a moved message in the
+            # sibling file (harmless) instead of losing it.
+            for folder, messages in self._moves.items():
+                target = mailbox.mbox(src.sibling(folder), create=True)
+                try:
+                    src._lock(target, src.sibling(folder))
+                    for raw in messages:
+                        target.add(raw)
+                    target.flush()
+                finally:
+                    with contextlib.suppress(OSError):
+                        target.unlock()
+                    target.close()
+            self._moves.clear()
+            if self._dirty:
+                self.box.flush()
+                self._dirty = False
+        except (OSError, mailbox.Error) as exc:
+            raise SourceError(f"cannot write {src.path}: {exc}", stage="ack", mailbox=src.name) from exc

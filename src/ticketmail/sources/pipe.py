@@ -1,0 +1,120 @@
+"""MTA delivery through a pipe: one message on stdin, an exit status the MTA understands.
+
+Postfix (``local(8)``/``pipe(8)``) and Exim (``pipe`` transport) run the command per message and decide from
+its exit status what to do with the mail, using the BSD ``sysexits.h`` codes:
+
+======  ==============  ==================================================  ==============================
+status  name            when ticketmail returns it                          what the MTA does
+======  ==============  ==================================================  ==============================
+0       EX_OK           stored (new ticket or reply), or deliberately       delivered, done
+                        ignored (filter, auto-reply, duplicate/redelivery)
+65      EX_DATAERR      unusable input: empty, not a message, too large,    bounces it to the sender
+                        malformed beyond recovery
+77      EX_NOPERM       refused by policy (a rule rejected it)              bounces it to the sender
+75      EX_TEMPFAIL     backend unavailable, or any unexpected failure      keeps it queued, retries later
+======  ==============  ==================================================  ==============================
+
+Why 75 for anything unexpected: a bounce loses the message for the helpdesk, a deferral never does (the
+MTA retries for days, typically 5). Redelivery after a crash that happened *after* the commit is harmless:
+the provenance key of a piped message is the SHA-256 of its bytes, so the pipeline's ledger answers
+``duplicate`` and we exit 0.
+
+:func:`deliver` never raises; the CLI prints :attr:`PipeResult.message` as one line on standard error.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from typing import IO, Final
+
+import attrs
+
+from ticketmail.errors import BackendError, InputError, PolicyRejectedError, TicketmailError
+from ticketmail.model import MailboxContext, Provenance
+from ticketmail.pipeline import Outcome
+from ticketmail.sources.poller import ProcessesEmail
+
+__all__ = [
+    "DEFAULT_MAX_SIZE",
+    "EX_DATAERR",
+    "EX_NOPERM",
+    "EX_OK",
+    "EX_TEMPFAIL",
+    "PipeResult",
+    "deliver",
+    "exit_code_for",
+    "read_message",
+]
+
+log = logging.getLogger(__name__)
+
+EX_OK: Final = 0
+EX_DATAERR: Final = 65
+EX_TEMPFAIL: Final = 75
+EX_NOPERM: Final = 77
+DEFAULT_MAX_SIZE: Final = 50 * 1024 * 1024
+
+
+@attrs.frozen
+class PipeResult:
+    """The result of one piped delivery: the exit ``code``, a one-line ``message`` and the ``outcome``."""
+
+    code: int
+    message: str
+    outcome: Outcome | None = None
+
+
+def exit_code_for(outcome: Outcome) -> int:
+    """The sysexits status for a pipeline outcome (see the module table)."""
+    if outcome.action in ("created", "appended", "ignored", "duplicate"):
+        return EX_OK
+    if outcome.action == "rejected" or isinstance(outcome.error, PolicyRejectedError):
+        return EX_NOPERM
+    if isinstance(outcome.error, InputError):
+        return EX_DATAERR
+    return EX_TEMPFAIL
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def read_message(stream: IO[bytes], max_size: int = DEFAULT_MAX_SIZE) -> bytes:
+    """Read all of ``stream`` but at most ``max_size`` bytes (raises an internal error beyond)."""
+    data = stream.read(max_size + 1)
+    if len(data) > max_size:
+        raise _TooLarge(len(data))
+    return data
+
+
+def deliver(
+    raw: bytes,
+    pipeline: ProcessesEmail,
+    *,
+    mailbox: str = "pipe",
+    context: MailboxContext | None = None,
+) -> PipeResult:
+    """Process one piped message and map the result to a sysexits status; never raises."""
+    if not raw.strip():
+        return PipeResult(EX_DATAERR, "no message on standard input")
+    if b"\n" not in raw and b":" not in raw:
+        return PipeResult(EX_DATAERR, "standard input is not an email message (no header lines)")
+    provenance = Provenance(mailbox=mailbox, kind="pipe", key=hashlib.sha256(raw).hexdigest())
+    try:
+        outcome = pipeline.process_email(raw, provenance=provenance, context=context)
+    except BackendError as exc:
+        return PipeResult(EX_TEMPFAIL, f"storage unavailable, the MTA should retry: {exc.message} [{exc.code}]")
+    except TicketmailError as exc:
+        return PipeResult(EX_TEMPFAIL, f"delivery failed, the MTA should retry: {exc.message} [{exc.code}]")
+    except Exception as exc:
+        log.exception("unexpected error delivering a piped message")
+        return PipeResult(EX_TEMPFAIL, f"unexpected {type(exc).__name__}; the MTA should retry")
+    code = exit_code_for(outcome)
+    ticket = f" ticket {outcome.ticket}" if outcome.ticket else ""
+    if code == EX_OK:
+        message = f"{outcome.action}{ticket}"
+    else:
+        why = f": {outcome.error.message} [{outcome.error.code}]" if outcome.error else ""
+        message = f"{outcome.action}{why}"
+    return PipeResult(code, message, outcome)
