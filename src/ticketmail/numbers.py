@@ -181,8 +181,9 @@ class RandomTicketNumbers:
     def next_number(self, uow: NumberCheck) -> str:
         """A number that ``uow`` does not know yet, drawn at most ``max_attempts`` times.
 
-        Raises :class:`TicketNumbersExhaustedError` when every draw collided. Call it inside the unit of work that creates the ticket, so no other writer can take the number
-        between the check and the insert.
+        Raises :class:`TicketNumbersExhaustedError` when every draw collided. Call it inside the unit of
+        work that creates the ticket, so no other writer can take the number between the check and the
+        insert.
         """
         for _ in range(self.max_attempts):
             candidate = self()
