@@ -1,0 +1,322 @@
+"""ImapSource against the real private Dovecot (see conftest.py): fetch, acknowledge, retries, oversize, IDLE."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import pytest
+
+from ticketmail.errors import SourceError
+from ticketmail.sources.base import RawItem, SourceSession, WaitableSession
+from ticketmail.sources.imap import ImapSession, ImapSource, fail_count, headers_only_message, uid_set
+from ticketmail.sources.oauth import static_token
+
+pytestmark = pytest.mark.integration
+
+
+def _fetch_all(source: ImapSource, **kw: Any) -> list[RawItem]:
+    with source.session() as s:
+        return list(s.fetch(**kw))
+
+
+@pytest.mark.parametrize("security", ["ssl", "starttls", "none"])
+def test_fetch_exact_bytes_without_setting_seen(dovecot, mail_user, make_message, security):
+    raws = [make_message(i) for i in range(5)]
+    uids = dovecot.append_many(mail_user, raws)
+    source = ImapSource(dovecot.config(mail_user, security=security))
+    items = _fetch_all(source)
+    assert [i.data for i in items] == raws
+    validity = dovecot.uidvalidity(mail_user)
+    assert [i.provenance.key for i in items] == [f"{validity}:{u}" for u in uids]
+    assert {i.provenance.kind for i in items} == {"imap"}
+    assert all(i.size == len(i.data) for i in items)
+    # fetching alone changes nothing on the server
+    assert all("\\Seen" not in m.flags for m in dovecot.state(mail_user))
+    assert len(dovecot.state(mail_user)) == 5
+
+
+def test_session_satisfies_the_seam(dovecot, mail_user):
+    source = ImapSource(dovecot.config(mail_user))
+    with source.session() as s:
+        assert isinstance(s, SourceSession)
+        assert isinstance(s, WaitableSession)
+        assert {"IDLE", "MOVE", "UIDPLUS"} <= s.capabilities
+        assert s.uidvalidity == dovecot.uidvalidity(mail_user)
+
+
+def test_bodies_come_in_batches_not_one_round_trip_each(dovecot, mail_user, make_message):
+    dovecot.append_many(mail_user, [make_message(i) for i in range(23)])
+    source = ImapSource(dovecot.config(mail_user), batch_size=10)
+    commands: list[str] = []
+    with source.session() as s:
+        real = s.client.uid
+
+        def counting(*args: Any) -> Any:
+            commands.append(" ".join(str(a) for a in args))
+            return real(*args)
+
+        s.client.uid = counting  # type: ignore[method-assign]
+        items = list(s.fetch())
+    assert len(items) == 23
+    body_fetches = [c for c in commands if "BODY.PEEK[]" in c]
+    assert len(body_fetches) == 3  # 10 + 10 + 3
+    assert len([c for c in commands if c.startswith("SEARCH")]) == 1
+
+
+def test_limit_caps_a_run_and_oldest_come_first(dovecot, mail_user, make_message):
+    uids = dovecot.append_many(mail_user, [make_message(i) for i in range(8)])
+    source = ImapSource(dovecot.config(mail_user, after="delete"))
+    with source.session() as s:
+        items = list(s.fetch(limit=3))
+        for item in items:
+            s.acknowledge(item)
+    assert [int(i.provenance.key.split(":")[1]) for i in items] == uids[:3]
+    assert [m.uid for m in dovecot.state(mail_user)] == uids[3:]
+    # default limit: max_per_run
+    source = ImapSource(dovecot.config(mail_user, max_per_run=2))
+    assert len(_fetch_all(source)) == 2
+
+
+def test_ack_delete_expunges_only_acknowledged(dovecot, mail_user, make_message):
+    uids = dovecot.append_many(mail_user, [make_message(i) for i in range(4)])
+    source = ImapSource(dovecot.config(mail_user, after="delete"))
+    with source.session() as s:
+        items = list(s.fetch())
+        s.acknowledge(items[0])
+        s.acknowledge(items[2])
+        s.release(items[1], failed=False)
+    state = dovecot.state(mail_user)
+    assert [m.uid for m in state] == [uids[1], uids[3]]
+    assert all("\\Deleted" not in m.flags and "\\Seen" not in m.flags for m in state)
+
+
+def test_ack_seen_keeps_and_flags_and_unseen_mode_skips_them(dovecot, mail_user, make_message):
+    dovecot.append_many(mail_user, [make_message(i) for i in range(3)])
+    source = ImapSource(dovecot.config(mail_user, after="seen"))
+    with source.session() as s:
+        for item in s.fetch():
+            s.acknowledge(item)
+    state = dovecot.state(mail_user)
+    assert len(state) == 3
+    assert all("\\Seen" in m.flags for m in state)
+    assert _fetch_all(source) == []  # fetch = auto -> unseen
+    # fetch = "all" sees them again (the skip callable is what keeps them from being reprocessed)
+    assert len(_fetch_all(ImapSource(dovecot.config(mail_user, after="seen", fetch="all")))) == 3
+
+
+def test_ack_move_to_folder(dovecot, mail_user, make_message):
+    raws = [make_message(i) for i in range(3)]
+    dovecot.append_many(mail_user, raws)
+    source = ImapSource(dovecot.config(mail_user, after="move:Processed/Done"))
+    with source.session() as s:
+        for item in s.fetch():
+            s.acknowledge(item)
+    assert dovecot.state(mail_user) == []
+    assert [m.data for m in dovecot.state(mail_user, "Processed/Done")] == raws
+    assert "Processed/Done" in dovecot.folders(mail_user)
+
+
+def test_move_without_move_capability_uses_copy_and_expunge(dovecot, mail_user, make_message):
+    raws = [make_message(i) for i in range(2)]
+    dovecot.append_many(mail_user, raws)
+    source = ImapSource(dovecot.config(mail_user, after="move:Done"))
+    with source.session() as s:
+        s.capabilities = s.capabilities - {"MOVE", "UIDPLUS"}
+        for item in s.fetch():
+            s.acknowledge(item)
+    assert dovecot.state(mail_user) == []
+    assert [m.data for m in dovecot.state(mail_user, "Done")] == raws
+
+
+def test_skip_callable_acknowledges_committed_items_without_download(dovecot, mail_user, make_message):
+    uids = dovecot.append_many(mail_user, [make_message(i) for i in range(4)])
+    validity = dovecot.uidvalidity(mail_user)
+    committed = {f"{validity}:{uids[0]}", f"{validity}:{uids[2]}"}
+    source = ImapSource(dovecot.config(mail_user, after="delete"), skip=lambda p: p.key in committed)
+    with source.session() as s:
+        items = list(s.fetch())
+        assert s.acknowledged_skipped == 2
+    assert [i.provenance.key for i in items] == [f"{validity}:{uids[1]}", f"{validity}:{uids[3]}"]
+    assert [m.uid for m in dovecot.state(mail_user)] == [uids[1], uids[3]]
+
+
+def test_failures_are_counted_then_quarantined_never_deleted(dovecot, mail_user, make_message):
+    raw = make_message(1)
+    dovecot.append(mail_user, raw)
+    source = ImapSource(dovecot.config(mail_user, after="delete", max_retries=3))
+    for expected in (1, 2):
+        with source.session() as s:
+            (item,) = list(s.fetch())
+            assert fail_count(item.flags) == expected - 1
+            s.release(item, failed=True)
+        (state,) = dovecot.state(mail_user)
+        assert f"$TmFail{expected}" in state.flags
+        assert fail_count(state.flags) == expected
+    with source.session() as s:
+        (item,) = list(s.fetch())
+        s.release(item, failed=True)
+    assert dovecot.state(mail_user) == []
+    (quarantined,) = dovecot.state(mail_user, "Quarantine")
+    assert quarantined.data == raw
+    assert "$TmFail3" in quarantined.flags
+    assert _fetch_all(source) == []
+
+
+def test_quarantine_flag_when_folder_cannot_be_created(dovecot, mail_user, make_message):
+    dovecot.append(mail_user, make_message(1))
+    # an invalid mailbox name (Dovecot refuses names with these characters) forces the flag fallback
+    source = ImapSource(dovecot.config(mail_user, max_retries=1, quarantine_folder="bad/../name"))
+    with source.session() as s:
+        (item,) = list(s.fetch())
+        s.release(item, failed=True)
+    (state,) = dovecot.state(mail_user)
+    assert "$TmQuarantined" in state.flags
+    assert _fetch_all(source) == []
+
+
+def test_oversize_skip_leaves_message_and_reports(dovecot, mail_user, make_message):
+    small, big = make_message(1), make_message(2, size=50_000)
+    uids = dovecot.append_many(mail_user, [small, big, make_message(3)])
+    source = ImapSource(dovecot.config(mail_user, after="delete", max_message_size=10_000, oversize="skip"))
+    with source.session() as s:
+        items = list(s.fetch())
+        for item in items:
+            s.acknowledge(item)
+        (notice,) = s.oversized
+    assert len(items) == 2
+    assert notice.size == len(big)
+    assert notice.limit == 10_000
+    assert notice.provenance.key.endswith(f":{uids[1]}")
+    assert [m.data for m in dovecot.state(mail_user)] == [big]
+
+
+def test_oversize_headers_only_with_note(dovecot, mail_user, make_message):
+    big = make_message(2, subject="Huge attachment", size=80_000)
+    dovecot.append(mail_user, big)
+    source = ImapSource(dovecot.config(mail_user, after="delete", max_message_size=10_000, oversize="headers"))
+    with source.session() as s:
+        (item,) = list(s.fetch())
+        s.acknowledge(item)
+    assert item.truncated
+    assert item.size == len(big)
+    assert len(item.data) < 2_000
+    assert b"Subject: Huge attachment" in item.data
+    assert b"X-Ticketmail-Truncated: original-size=" in item.data
+    assert item.note
+    assert str(len(big)) in item.note
+    assert item.note.encode() in item.data
+    assert dovecot.state(mail_user) == []
+
+
+def test_headers_only_message_drops_mime_structure_headers():
+    header = (
+        b"From: a@b.c\r\nContent-Type: multipart/mixed;\r\n boundary=xyz\r\nSubject: hi\r\n"
+        b"Content-Transfer-Encoding: base64\r\n\r\n"
+    )
+    out = headers_only_message(header, "note", 123)
+    assert b"boundary" not in out
+    assert b"base64" not in out
+    assert out.endswith(b"\r\n\r\nnote\r\n")
+    assert b"Subject: hi" in out
+
+
+@pytest.mark.parametrize(
+    ("uids", "expected"),
+    [([1], "1"), ([1, 2, 3], "1:3"), ([5, 1, 2, 9, 10, 7], "1:2,5,7,9:10"), ([3, 3], "3")],
+)
+def test_uid_set(uids, expected):
+    assert uid_set(uids) == expected
+
+
+def test_bad_password_is_auth_stage_and_never_shows_password(dovecot, mail_user):
+    wrong = "Wr0ng-Pa55-word"
+    source = ImapSource(dovecot.config(mail_user, password=wrong))
+    with pytest.raises(SourceError) as info, source.session():
+        pass
+    assert info.value.stage == "auth"
+    assert wrong not in str(info.value)
+    assert wrong not in repr(info.value)
+    assert "AUTHENTICATIONFAILED" in str(info.value) or "Authentication failed" in str(info.value)
+    assert wrong not in repr(source.config)
+
+
+def test_missing_folder_is_folder_stage(dovecot, mail_user):
+    source = ImapSource(dovecot.config(mail_user, folder="NoSuchFolder"))
+    with pytest.raises(SourceError) as info, source.session():
+        pass
+    assert info.value.stage == "folder"
+    assert "NoSuchFolder" in info.value.message
+    assert "INBOX" in info.value.message
+
+
+def test_non_ascii_folder_round_trips(dovecot, mail_user, make_message):
+    dovecot.append(mail_user, make_message(1), folder="&AMk-quipe")  # "Équipe" in modified UTF-7
+    source = ImapSource(dovecot.config(mail_user, folder="Équipe", after="move:Traité"))
+    with source.session() as s:
+        (item,) = list(s.fetch())
+        s.acknowledge(item)
+    assert len(dovecot.state(mail_user, "Trait&AOk-")) == 1
+
+
+def test_xoauth2_login(dovecot, mail_user, make_message):
+    dovecot.append(mail_user, make_message(1))
+    token = dovecot.issue_token(mail_user)
+    source = ImapSource(dovecot.config(mail_user, auth="oauth2", token_provider=static_token(token)))
+    assert len(_fetch_all(source)) == 1
+    dovecot.revoke_token(token)
+    with pytest.raises(SourceError) as info, source.session():
+        pass
+    assert info.value.stage == "auth"
+    assert token not in str(info.value)
+
+
+def test_uidvalidity_change_refuses_stale_acknowledgement(dovecot, mail_user, make_message):
+    dovecot.append(mail_user, make_message(1))
+    source = ImapSource(dovecot.config(mail_user, after="delete"))
+    with source.session() as s:
+        (item,) = list(s.fetch())
+        s.uidvalidity += 1  # as if the server had renumbered the folder
+        with pytest.raises(SourceError) as info:
+            s.acknowledge(item)
+    assert info.value.stage == "ack"
+    assert len(dovecot.state(mail_user)) == 1
+
+
+def test_idle_wakes_on_new_mail_and_times_out_quietly(dovecot, mail_user, make_message):
+    source = ImapSource(dovecot.config(mail_user))
+    with source.session() as s:
+        started = time.monotonic()
+        assert s.wait_for_changes(0.5) is False
+        assert time.monotonic() - started < 3
+        timer = threading.Timer(0.3, lambda: dovecot.append(mail_user, make_message(7)))
+        timer.start()
+        started = time.monotonic()
+        assert s.wait_for_changes(10) is True
+        assert time.monotonic() - started < 5
+        timer.join()
+        assert len(list(s.fetch())) == 1
+
+
+def test_polling_fallback_without_idle(dovecot, mail_user, make_message):
+    source = ImapSource(dovecot.config(mail_user))
+    with source.session() as s:
+        s.capabilities = s.capabilities - {"IDLE"}
+        assert s._poll_noop(time.monotonic() + 0.2, step=0.1) is False
+        dovecot.append(mail_user, make_message(1))
+        assert s._poll_noop(time.monotonic() + 5, step=0.1) is True
+
+
+def test_wrong_protocol_config_rejected(dovecot, mail_user):
+    with pytest.raises(ValueError, match="imap"):
+        ImapSource(dovecot.config(mail_user, protocol="pop3"))
+
+
+def test_session_object_is_not_open_after_exit(dovecot, mail_user):
+    source = ImapSource(dovecot.config(mail_user))
+    with source.session() as s:
+        pass
+    assert isinstance(s, ImapSession)
+    with pytest.raises(SourceError):
+        _ = s.client
