@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -185,6 +186,56 @@ def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+class LiveServer:
+    """A real threaded server on a loopback port, serving ``handler`` until stopped."""
+
+    def __init__(self, handler: Any) -> None:
+        from ticketmail.api.server import make_api_server
+
+        self.server = make_api_server(handler, "127.0.0.1", 0)
+        self.port = self.server.server_port
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(5)
+
+
+@pytest.fixture
+def real_stack(tmp_path: Any) -> Iterator[Any]:
+    """The real thing: SQLiteBackend + Pipeline + real parsers + SQLiteKeyStore in one SQLite file."""
+    from types import SimpleNamespace
+
+    from ticketmail.api.keys import SQLiteKeyStore
+    from ticketmail.backends.sqlite import SQLiteBackend
+    from ticketmail.pipeline import Pipeline
+
+    db = tmp_path / "tickets.sqlite3"
+    backend = SQLiteBackend(db)
+    keys = SQLiteKeyStore(db)
+    secret = issue_key(
+        keys, networks=["127.0.0.1", "::1"], permissions=["create_tickets", "submit_email", "run_cron"]
+    ).secret
+    pipeline = Pipeline(backend)
+    cron_calls: list[int] = []
+    handler = ApiHandler(pipeline, keys, cron=lambda: cron_calls.append(1))
+    yield SimpleNamespace(db=db, backend=backend, keys=keys, secret=secret, handler=handler, cron_calls=cron_calls)
+    keys.close()
+    backend.close()
+
+
+@pytest.fixture
+def live(real_stack: Any) -> Iterator[Any]:
+    """``real_stack`` served over HTTP on loopback; ``live.url``, ``live.port``, ``live.stack``."""
+    server = LiveServer(real_stack.handler)
+    server.stack = real_stack  # type: ignore[attr-defined]
+    yield server
+    server.stop()
+
+
 class Kit:
     """Samples and helpers, handed to tests through the ``kit`` fixture (test modules cannot import each other)."""
 
@@ -196,6 +247,7 @@ class Kit:
     fake_parse = staticmethod(fake_parse)
     post = staticmethod(post)
     sha256 = staticmethod(sha256)
+    LiveServer = LiveServer
 
 
 @pytest.fixture

@@ -36,7 +36,9 @@ def test_xml_ticket_created(handler, full_key, kit):
     assert (r.status, r.text) == (201, "100001")
 
 
-@pytest.mark.parametrize("ctype", ["", "text/plain", "application/x-www-form-urlencoded", "application/json; charset=utf-8"])
+@pytest.mark.parametrize(
+    "ctype", ["", "text/plain", "application/x-www-form-urlencoded", "application/json; charset=utf-8"]
+)
 def test_json_lenient_content_types(handler, full_key, kit, ctype):
     headers = {"content_type": ctype} if ctype else {}
     r = handler(kit.post("/api/tickets.json", kit.OSTICKET_JSON_VALID, full_key, **headers))
@@ -212,7 +214,11 @@ def test_json_401_does_not_leak(handler, kit):
 
 @pytest.mark.parametrize(
     ("permission", "path"),
-    [("submit_email", "/api/tickets.json"), ("create_tickets", "/api/tickets.email"), ("create_tickets", "/api/tasks/cron")],
+    [
+        ("submit_email", "/api/tickets.json"),
+        ("create_tickets", "/api/tickets.email"),
+        ("create_tickets", "/api/tasks/cron"),
+    ],
 )
 def test_missing_permission_403(handler, keys, kit, permission, path):
     secret = issue_key(keys, networks=["127.0.0.1"], permissions=[permission]).secret
@@ -360,7 +366,9 @@ def test_backend_down_503_with_retry_after(keys, full_key, kit):
 def test_pipeline_bug_500_generic_and_logged(keys, full_key, kit, caplog):
     pipe = _Scripted(exc=RuntimeError("secret internals"))
     with caplog.at_level(logging.ERROR, logger="ticketmail.api"):
-        r = ApiHandler(pipe, keys, parse=kit.fake_parse)(kit.post("/api/tickets.json", kit.OSTICKET_JSON_VALID, full_key))
+        r = ApiHandler(pipe, keys, parse=kit.fake_parse)(
+            kit.post("/api/tickets.json", kit.OSTICKET_JSON_VALID, full_key)
+        )
     assert r.status == 500
     assert b"secret internals" not in r.body
     assert "secret internals" in caplog.text

@@ -44,6 +44,7 @@ from ticketmail.errors import (
     InvalidValueError,
     NotFoundError,
     PayloadTooLargeError,
+    SourceError,
     TicketmailError,
     UnsupportedContentTypeError,
 )
@@ -216,14 +217,13 @@ def _wants_json(accept: str | None) -> bool:
 
 
 def _default_parse(body: bytes, fmt: PayloadFormat) -> TicketRequest:
-    if fmt == "json":
-        from ticketmail.parsing import parse_json  # type: ignore[attr-defined,unused-ignore]
+    try:
+        from ticketmail import parsing
 
-        result: TicketRequest = parse_json(body)
-    else:
-        from ticketmail.parsing import parse_xml  # type: ignore[attr-defined,unused-ignore]
-
-        result = parse_xml(body)
+        func = parsing.parse_json if fmt == "json" else parsing.parse_xml  # type: ignore[attr-defined,unused-ignore]
+    except (ImportError, AttributeError) as exc:  # an installation problem, not the client's
+        raise TicketmailError(f"the {fmt.upper()} parser is not available: {exc}") from exc
+    result: TicketRequest = func(body)
     return result
 
 
@@ -291,14 +291,12 @@ class ApiHandler:
         try:
             return self._handle(request)
         except TicketmailError as exc:
-            if exc.status >= 500 and not isinstance(exc, BackendError):
+            if exc.status >= 500 and not isinstance(exc, (BackendError, SourceError)):
                 self.log.error("api: server-side error %s: %s", exc.code, exc.message)
             return self.error_response(exc, json_body=wants_json)
         except Exception:
             self.log.exception("api: unexpected error handling %s %s", request.method, _safe_path(request.path))
-            return self.error_response(
-                TicketmailError("internal server error; the failure has been logged"), json_body=wants_json
-            )
+            return self.error_response(TicketmailError("unexpected error"), json_body=wants_json)
 
     def _handle(self, request: Request) -> Response:
         path = request.path.split("?", 1)[0]
@@ -436,6 +434,10 @@ class ApiHandler:
             extra.append(("WWW-Authenticate", 'APIKey header="X-API-Key"'))
         if isinstance(error, BackendError):
             extra.append(("Retry-After", "30"))
+        if status >= 500 and not isinstance(error, (BackendError, SourceError)):
+            # A server-side failure: the details are in the log, not for the client.
+            error = TicketmailError("internal server error; the failure has been logged")
+            status = 500
         if json_body:
             data = error.to_dict()
             data["status"] = status

@@ -9,6 +9,8 @@ traffic, mount :func:`~ticketmail.api.wsgi.make_wsgi_app` in gunicorn or uWSGI i
 from __future__ import annotations
 
 import logging
+import select
+import socket
 import socketserver
 import time
 from collections.abc import Callable, Iterable
@@ -32,9 +34,37 @@ class ApiServer(socketserver.ThreadingMixIn, WSGIServer):
 
 
 class _QuietHandler(WSGIRequestHandler):
-    """wsgiref's request handler with a socket timeout and without its own stderr access log."""
+    """wsgiref's request handler with a socket timeout, a lingering close, and no stderr access log."""
 
     timeout = 30
+    linger_seconds = 2.0
+    linger_bytes = 64 * 1024 * 1024
+
+    def finish(self) -> None:
+        """Send the response, then drain a body the app refused to read before closing.
+
+        When the app answers early (413, 401) without reading the body, closing a socket with unread data
+        makes the kernel send a TCP reset, which can destroy the response before the client reads it.
+        Like Apache's lingering close, half-close our side and discard what the client still sends, for
+        a bounded time and amount, so the client sees the response.
+        """
+        super().finish()
+        sock = self.connection
+        try:
+            readable, _, _ = select.select([sock], [], [], 0)
+            if not readable:
+                return
+            sock.shutdown(socket.SHUT_WR)
+            sock.settimeout(0.5)
+            deadline = time.monotonic() + self.linger_seconds
+            drained = 0
+            while time.monotonic() < deadline and drained < self.linger_bytes:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                drained += len(chunk)
+        except OSError:
+            pass
 
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
         """Access lines come from the app wrapper (with timing); wsgiref's are dropped."""
