@@ -240,8 +240,13 @@ class InboundEmail:
             ``Precedence``, ``X-Autoreply``, ``List-Id``, ...), by lower-case header name.
         headers: Every header as (name, decoded value), in order.
         charsets: Charsets finally used to decode the text parts, in part order.
-        defects: Recoverable problems found while parsing.
+        defects: Recoverable problems found while parsing (``code``, ``message``, dotted MIME ``part``).
+        message_id_generated: True when ``message_id`` was derived from the raw bytes (no usable
+            ``Message-ID``): the same bytes always give the same id.
         size: Size of the raw message in bytes.
+        unwrapped: True when the message was a forwarded wrapper (its whole body one ``message/rfc822``
+            part): body and files come from the inner message, header members from the outer envelope,
+            and the inner message is also in ``attached_messages``.
     """
 
     message_id: str
@@ -270,6 +275,7 @@ class InboundEmail:
     defects: tuple[Defect, ...] = ()
     message_id_generated: bool = False
     size: int = 0
+    unwrapped: bool = False
 
     def header(self, name: str) -> list[str]:
         """All decoded values of header ``name`` (case-insensitive), in order."""

@@ -1,0 +1,180 @@
+"""HTML bodies: sanitizing for display, and conversion to readable plain text.
+
+Sanitizing uses nh3 (Python bindings to the Rust *ammonia* crate, an allow-list sanitizer built on html5ever's
+spec-compliant parser): hand-written sanitizers lose to parser differentials. ammonia already drops scripts,
+``<style>`` content, event handlers (``on*``), ``style`` attributes and unknown URL schemes such as
+``javascript:``. On top of its defaults we
+
+* allow ``cid:`` URLs (inline images of ``multipart/related``, RFC 2392) and keep ``img`` ``src``;
+* drop every remote resource (``img src=http...``, which is also a read-receipt tracking pixel) unless the
+  caller allows remote images; links (``a href``) stay, with ``rel="noopener noreferrer"``.
+
+:func:`html_to_text` is a small :class:`html.parser.HTMLParser` subclass: block elements become line
+breaks, paragraphs blank lines, list items "- " or "1. ", table cells are separated, ``<a href>`` becomes
+"text (url)" when the URL adds information, and ``<blockquote>`` lines get "> " so that the quote stripper
+recognises them. It is linear in the input.
+"""
+
+from __future__ import annotations
+
+import re
+from html.parser import HTMLParser
+
+import nh3
+
+__all__ = ["html_to_text", "sanitize_html"]
+
+_TAGS = frozenset(nh3.ALLOWED_TAGS) - {"img"} | {"img", "font", "center", "span", "div"}
+_ATTRIBUTES: dict[str, set[str]] = {tag: set(attrs) for tag, attrs in nh3.ALLOWED_ATTRIBUTES.items()}
+_ATTRIBUTES.setdefault("img", set()).update({"src", "alt", "width", "height", "title"})
+_ATTRIBUTES.setdefault("font", set()).update({"color", "face", "size"})
+_ATTRIBUTES.setdefault("td", set()).update({"colspan", "rowspan", "align", "valign"})
+_ATTRIBUTES.setdefault("th", set()).update({"colspan", "rowspan", "align", "valign"})
+_ATTRIBUTES.setdefault("*", set()).update({"dir", "lang"})
+_SCHEMES = frozenset(nh3.ALLOWED_URL_SCHEMES) | {"cid"}
+
+
+def _keep_local_images(tag: str, attr: str, value: str) -> str | None:
+    if tag == "img" and attr == "src" and not value.strip().lower().startswith("cid:"):
+        return None
+    return value
+
+
+def sanitize_html(html: str, *, allow_remote_images: bool = False) -> str:
+    """Sanitize an HTML body for display (see the module docstring for what is kept)."""
+    return nh3.clean(
+        html,
+        tags=set(_TAGS),
+        attributes=_ATTRIBUTES,
+        url_schemes=set(_SCHEMES),
+        attribute_filter=None if allow_remote_images else _keep_local_images,
+        link_rel="noopener noreferrer",
+        strip_comments=True,
+    )
+
+
+_BLOCK = frozenset(
+    {
+        "address", "article", "aside", "blockquote", "center", "dd", "div", "dl", "dt", "fieldset",
+        "figcaption", "figure", "footer", "form", "h1", "h2", "h3", "h4", "h5", "h6", "header", "hr",
+        "li", "main", "nav", "ol", "p", "pre", "section", "table", "tbody", "thead", "tfoot", "tr", "ul",
+    }
+)  # fmt: skip
+_PARAGRAPH = frozenset({"p", "h1", "h2", "h3", "h4", "h5", "h6", "table", "ul", "ol", "pre", "hr", "dl"})
+_SKIP = frozenset({"script", "style", "head", "title", "template", "noscript", "object", "iframe"})
+_SPACES = re.compile(r"[ \t\r\n\f\u200b]+")
+_BLANKS = re.compile(r"\n{3,}")
+
+
+class _TextBuilder(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.lines: list[str] = []  # finished lines
+        self.current: list[str] = []  # pieces of the current line
+        self.quote = 0
+        self.pre = 0
+        self.skip = 0
+        self.lists: list[list[int]] = []  # per open list: [is_ordered, counter]
+        self.links: list[tuple[str, int]] = []  # open <a>: href, length of text at start
+
+    def _text_len(self) -> int:
+        return sum(len(piece) for piece in self.current)
+
+    def newline(self, blank: bool = False) -> None:
+        line = "".join(self.current).rstrip()
+        if line or (self.lines and self.lines[-1] != ""):
+            prefix = "> " * self.quote if line else (">" * self.quote)
+            self.lines.append(prefix + line if self.quote else line)
+        self.current = []
+        if blank and self.lines and self.lines[-1] != "":
+            self.lines.append("")
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in _SKIP:
+            self.skip += 1
+            return
+        if tag == "br":
+            self.newline()
+            return
+        if tag in _BLOCK and (self.current and "".join(self.current).strip()):
+            self.newline(blank=tag in _PARAGRAPH)
+        elif tag in _PARAGRAPH and self.lines and self.lines[-1] != "":
+            self.lines.append("")
+        if tag == "blockquote":
+            self.quote += 1
+        elif tag == "pre":
+            self.pre += 1
+        elif tag in ("ul", "ol"):
+            self.lists.append([tag == "ol", 0])
+        elif tag == "li":
+            if self.lists and self.lists[-1][0]:
+                self.lists[-1][1] += 1
+                marker = f"{self.lists[-1][1]}. "
+            else:
+                marker = "- "
+            self.current.append("  " * max(len(self.lists) - 1, 0) + marker)
+        elif tag == "a":
+            href = dict(attrs).get("href") or ""
+            self.links.append((href, self._text_len()))
+        elif tag == "img":
+            alt = (dict(attrs).get("alt") or "").strip()
+            if alt:
+                self.current.append(f"[{alt}]")
+        elif tag in ("td", "th") and self.current:
+            self.current.append("  ")
+        elif tag == "hr":
+            self.lines.append("-" * 20)
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in _SKIP:
+            self.skip = max(self.skip - 1, 0)
+            return
+        if tag == "a" and self.links:
+            href, start = self.links.pop()
+            text = "".join(self.current)[start:].strip()
+            target = href[7:] if href.lower().startswith("mailto:") else href
+            if target and not target.startswith(("#", "cid:")) and target not in text and text not in target:
+                self.current.append(f" ({target})")
+            elif target and not text:
+                self.current.append(target)
+            return
+        if tag in _BLOCK:
+            self.newline(blank=tag in _PARAGRAPH)
+        if tag == "blockquote":
+            self.quote = max(self.quote - 1, 0)
+        elif tag == "pre":
+            self.pre = max(self.pre - 1, 0)
+        elif tag in ("ul", "ol") and self.lists:
+            self.lists.pop()
+
+    def handle_data(self, data: str) -> None:
+        if self.skip:
+            return
+        if self.pre:
+            first, *rest = data.split("\n")
+            self.current.append(first)
+            for line in rest:
+                self.newline()
+                self.current.append(line)
+            return
+        text = _SPACES.sub(" ", data)
+        if not self.current or not "".join(self.current).strip() or self.current[-1].endswith(" "):
+            text = text.lstrip(" ")
+        if text:
+            self.current.append(text)
+
+    def result(self) -> str:
+        self.newline()
+        text = "\n".join(line.replace("\u00a0", " ").rstrip() for line in self.lines)
+        return _BLANKS.sub("\n\n", text).strip("\n")
+
+
+def html_to_text(html: str) -> str:
+    """Readable plain text of an HTML document: paragraphs, line breaks, lists, links and quotes kept."""
+    builder = _TextBuilder()
+    try:
+        builder.feed(html)
+        builder.close()
+    except (AssertionError, ValueError):  # html.parser on pathological markup; keep what was built
+        pass
+    return builder.result()
