@@ -1,0 +1,258 @@
+"""Routing rules: ordered conditions and actions, regexes guarded at load time.
+
+A rule has conditions (combined with ``all`` or ``any``; no condition means "always") and actions.
+Rules run in order; each matching rule applies its actions, later rules overwrite scalar attributes set
+by earlier ones and add to ``tags``; ``stop`` ends the run; ``reject`` rejects and ends the run.
+
+Condition fields: ``mailbox`` (the mailbox name), ``recipient`` (envelope recipients, To and Cc),
+``from`` (sender address), ``from_domain``, ``from_name``, ``to``, ``cc``, ``subject``, ``body``,
+``header:<Name>`` (every value of that header). Multi-valued fields match when ANY value matches; a
+``not_*`` operator matches when NO value matches the positive operator (so ``to not_contains "sales"``
+means "no To address contains sales"). Comparisons are case-insensitive unless ``case_sensitive``.
+
+Regular expressions (``regex``/``not_regex``) use :func:`re.search`. Python's backtracking engine can
+take exponential time on patterns such as ``(a+)+$``; since messages are attacker-controlled, patterns are
+checked when the rules are loaded (:func:`regex_problem`): at most :data:`MAX_PATTERN` characters; no
+repeated group that itself contains a repetition or an alternation (``(a+)+``, ``(a|aa)*``); no
+backreferences; at most :data:`MAX_UNBOUNDED` unbounded quantifiers. At match time the subject is cut to
+:data:`SUBJECT_CHARS` and any other value to :data:`REGEX_CHARS` characters, which bounds the remaining
+(polynomial) cases.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from typing import Literal
+
+import attrs
+
+__all__ = [
+    "FIELDS",
+    "MAX_PATTERN",
+    "MAX_UNBOUNDED",
+    "OPERATORS",
+    "REGEX_CHARS",
+    "SUBJECT_CHARS",
+    "Actions",
+    "Condition",
+    "Rule",
+    "regex_problem",
+]
+
+MAX_PATTERN = 500
+"""Longest accepted regular expression."""
+MAX_UNBOUNDED = 3
+"""Most unbounded quantifiers (``*``, ``+``, ``{n,}``, ``{n,m}`` with m > 100) in one pattern."""
+SUBJECT_CHARS = 1000
+"""Regexes see at most this many characters of the subject."""
+REGEX_CHARS = 8192
+"""Regexes see at most this many characters of the body or of a header value."""
+
+FIELDS: tuple[str, ...] = ("mailbox", "recipient", "from", "from_domain", "from_name", "to", "cc", "subject", "body")
+"""Condition fields; plus ``header:<Name>``."""
+
+_POSITIVE = ("equals", "contains", "starts_with", "ends_with", "regex")
+OPERATORS: tuple[str, ...] = (*_POSITIVE, *(f"not_{op}" for op in _POSITIVE))
+"""Condition operators."""
+
+Match = Literal["all", "any"]
+
+
+def _quantifier(pattern: str, index: int) -> tuple[str | None, int]:
+    """Read a quantifier at ``index``: returns (``"repeat"``, ``"unbounded"``, ``"optional"`` or None, next index)."""
+    if index >= len(pattern):
+        return None, index
+    char = pattern[index]
+    kind: str | None = None
+    if char in "*+":
+        kind, index = "unbounded", index + 1
+    elif char == "?":
+        kind, index = "optional", index + 1
+    elif char == "{":
+        close = pattern.find("}", index)
+        body = pattern[index + 1 : close] if close != -1 else ""
+        low, comma, high = body.partition(",")
+        if close != -1 and low.strip().isdigit() and (not comma or not high.strip() or high.strip().isdigit()):
+            if comma and not high.strip():
+                kind = "unbounded"
+            else:
+                top = int(high) if comma else int(low)
+                kind = "unbounded" if top > 100 else ("repeat" if top > 1 else "optional")
+            index = close + 1
+    if kind is not None and index < len(pattern) and pattern[index] in "?+":
+        index += 1  # lazy or possessive modifier
+    return kind, index
+
+
+def _group_prefix_end(pattern: str, index: int) -> int:
+    """Skip ``?:``, ``?=``, ``?!``, ``?<=``, ``?<!``, ``?P<name>``, ``?i:`` after an opening parenthesis."""
+    if index >= len(pattern) or pattern[index] != "?":
+        return index
+    index += 1
+    if pattern.startswith(("<=", "<!"), index):
+        return index + 2
+    if pattern.startswith("P<", index) or pattern.startswith("<", index):
+        close = pattern.find(">", index)
+        return close + 1 if close != -1 else len(pattern)
+    while index < len(pattern) and (pattern[index].isalpha() or pattern[index] == "-"):
+        index += 1
+    if index < len(pattern) and pattern[index] in ":=!":
+        index += 1
+    return index
+
+
+def regex_problem(pattern: str) -> str | None:
+    """Why ``pattern`` is refused (a sentence), or ``None`` when it is accepted. See the module docstring."""
+    if len(pattern) > MAX_PATTERN:
+        return f"is {len(pattern)} characters long; at most {MAX_PATTERN} are allowed"
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        return f"is not a valid regular expression ({exc})"
+    # Per open group: [contains a repetition, contains an alternation].
+    stack: list[list[bool]] = [[False, False]]
+    unbounded = 0
+    index = 0
+    while index < len(pattern):
+        char = pattern[index]
+        if char == "\\":
+            following = pattern[index + 1 : index + 2]
+            if (following.isdigit() and following != "0") or pattern.startswith("g<", index + 1):
+                return "uses a backreference, which is not allowed"
+            index += 2
+            kind, index = _quantifier(pattern, index)
+        elif char == "[":
+            index += 1
+            if pattern.startswith("^", index):
+                index += 1
+            if pattern.startswith("]", index):
+                index += 1
+            while index < len(pattern) and pattern[index] != "]":
+                index += 2 if pattern[index] == "\\" else 1
+            kind, index = _quantifier(pattern, index + 1)
+        elif char == "(":
+            if pattern.startswith("(?P=", index):
+                return "uses a backreference, which is not allowed"
+            stack.append([False, False])
+            index = _group_prefix_end(pattern, index + 1)
+            continue
+        elif char == ")":
+            inner_repeat, inner_alt = stack.pop() if len(stack) > 1 else [False, False]
+            kind, index = _quantifier(pattern, index + 1)
+            if kind in ("repeat", "unbounded") and (inner_repeat or inner_alt):
+                what = "a repetition" if inner_repeat else "an alternation"
+                return f"repeats a group that contains {what} (catastrophic backtracking risk)"
+            stack[-1][0] = stack[-1][0] or inner_repeat
+        elif char == "|":
+            stack[-1][1] = True
+            index += 1
+            continue
+        else:
+            kind, index = _quantifier(pattern, index + 1)
+        if kind in ("repeat", "unbounded"):
+            stack[-1][0] = True
+        if kind == "unbounded":
+            unbounded += 1
+            if unbounded > MAX_UNBOUNDED:
+                return f"has more than {MAX_UNBOUNDED} unbounded quantifiers"
+    return None
+
+
+def _fold(value: str) -> str:
+    return value.casefold()
+
+
+def _identity(value: str) -> str:
+    return value
+
+
+@attrs.frozen
+class Condition:
+    """One test on a message field.
+
+    Build through :func:`ticketmail.rules.load_rules` (which reports errors with file and rule names) or
+    directly; the constructor validates and compiles the pattern, raising ``ValueError``.
+    """
+
+    field: str
+    op: str
+    value: str
+    case_sensitive: bool = False
+    pattern: re.Pattern[str] | None = attrs.field(init=False, eq=False, repr=False)
+    _needle: str = attrs.field(init=False, eq=False, repr=False)
+
+    def __attrs_post_init__(self) -> None:
+        if self.field not in FIELDS and not (self.field.startswith("header:") and len(self.field) > 7):
+            raise ValueError(f"unknown field {self.field!r}; expected one of {', '.join(FIELDS)} or header:<Name>")
+        if self.op not in OPERATORS:
+            raise ValueError(f"unknown operator {self.op!r}; expected one of {', '.join(OPERATORS)}")
+        pattern = None
+        if self.op.endswith("regex"):
+            problem = regex_problem(self.value)
+            if problem:
+                raise ValueError(f"pattern {self.value[:60]!r} {problem}")
+            pattern = re.compile(self.value, 0 if self.case_sensitive else re.IGNORECASE)
+        object.__setattr__(self, "pattern", pattern)
+        object.__setattr__(self, "_needle", self.value if self.case_sensitive else self.value.casefold())
+
+    @property
+    def negated(self) -> bool:
+        """True for the ``not_*`` operators."""
+        return self.op.startswith("not_")
+
+    def test(self, values: tuple[str, ...]) -> tuple[bool, str | None]:
+        """Apply the condition to a field's values: (matched, the value that decided it)."""
+        positive = self.op.removeprefix("not_")
+        limit = SUBJECT_CHARS if self.field == "subject" else REGEX_CHARS
+        fold: Callable[[str], str] = _identity if self.case_sensitive else _fold
+        hit: str | None = None
+        for value in values:
+            if positive == "regex":
+                assert self.pattern is not None  # noqa: S101  (compiled in __attrs_post_init__)
+                ok = self.pattern.search(value[:limit]) is not None
+            else:
+                candidate = fold(value)
+                if positive == "equals":
+                    ok = candidate.strip() == self._needle.strip()
+                elif positive == "contains":
+                    ok = self._needle in candidate
+                elif positive == "starts_with":
+                    ok = candidate.lstrip().startswith(self._needle)
+                else:
+                    ok = candidate.rstrip().endswith(self._needle)
+            if ok:
+                hit = value
+                break
+        if self.negated:
+            return hit is None, (hit if hit is not None else (values[0] if values else None))
+        return hit is not None, hit
+
+
+@attrs.frozen
+class Actions:
+    """What a matching rule does. ``None``/empty means "leave unchanged"."""
+
+    department: str | None = None
+    team: str | None = None
+    category: str | None = None
+    priority: int | None = None
+    topic_id: int | None = None
+    assignee: str | None = None
+    tags: tuple[str, ...] = ()
+    custom: Mapping[str, str | int | float | bool] = attrs.field(factory=dict, hash=False)
+    reject: bool = False
+    reject_reason: str | None = None
+    skip_autorespond: bool = False
+    stop: bool = False
+
+
+@attrs.frozen
+class Rule:
+    """A named, ordered routing rule."""
+
+    name: str
+    conditions: tuple[Condition, ...] = ()
+    match: Match = "all"
+    actions: Actions = attrs.field(factory=Actions)
+    enabled: bool = True
