@@ -79,7 +79,7 @@ def test_wsgi_latin1_path_is_decoded():
 
 
 def test_wsgi_head_has_no_body(handler):
-    status, headers, body = call_wsgi(make_wsgi_app(handler), environ(method="HEAD"))
+    status, _headers, body = call_wsgi(make_wsgi_app(handler), environ(method="HEAD"))
     assert status.startswith("405")
     assert body == b""
 
@@ -202,7 +202,7 @@ def test_asgi_creates_ticket_from_chunks(handler, full_key, kit):
     app = make_asgi_app(handler)
     data = kit.OSTICKET_JSON_VALID
     chunks = [data[:10], data[10:100], data[100:]]
-    status, headers, body, _ = asgi_call(
+    status, _headers, body, _ = asgi_call(
         app,
         "POST",
         "/api/tickets.json",
@@ -222,7 +222,7 @@ def test_asgi_root_path_mount(handler, full_key, kit):
 
 def test_asgi_declared_too_large_is_refused_before_reading(handler, full_key):
     app = make_asgi_app(handler)
-    status, headers, body, received = asgi_call(
+    status, _headers, _body, received = asgi_call(
         app,
         "POST",
         "/api/tickets.email",
@@ -252,7 +252,7 @@ def test_asgi_errors_and_json(handler, full_key):
     app = make_asgi_app(handler)
     assert asgi_call(app, "GET", "/api/tickets.json")[0] == 405
     assert asgi_call(app, "POST", "/elsewhere")[0] == 404
-    status, headers, body, _ = asgi_call(
+    status, headers, _body, _ = asgi_call(
         app, "POST", "/api/tickets.json", b"[", [("X-API-Key", full_key), ("Accept", "application/json")]
     )
     assert status == 400

@@ -40,7 +40,7 @@ def test_issue_and_authenticate(store):
     for addr in ("127.0.0.1", "10.200.3.4", "2001:db8::42", "[2001:db8::1]", "::ffff:10.1.1.1"):
         assert authenticate(store, issued.secret, addr).key_id == issued.key.key_id
     for addr in ("127.0.0.2", "11.0.0.1", "2001:db9::1", "", "garbage"):
-        with pytest.raises(ApiKeyError, match="^Unknown remote host or invalid API key$"):
+        with pytest.raises(ApiKeyError, match=r"^Unknown remote host or invalid API key$"):
             authenticate(store, issued.secret, addr)
 
 

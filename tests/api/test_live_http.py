@@ -108,7 +108,7 @@ def test_raw_email_with_curl_is_idempotent(live, kit, tmp_path):
 
 
 def test_raw_email_with_http_client(live, kit):
-    status, headers, body = request(live, "POST", "/api/tickets.email", kit.RAW_EMAIL, key=live.stack.secret)
+    status, headers, _body = request(live, "POST", "/api/tickets.email", kit.RAW_EMAIL, key=live.stack.secret)
     assert status == 201
     assert headers["X-Ticketmail-Action"] == "created"
 
@@ -141,7 +141,7 @@ def test_over_limit_body_413_is_received_by_both_clients(real_stack, kit, tmp_pa
     server = kit.LiveServer(small)
     try:
         big = b"x" * (2 * 1024 * 1024)
-        status, headers, body = request(server, "POST", "/api/tickets.email", big, key=real_stack.secret)
+        status, _headers, body = request(server, "POST", "/api/tickets.email", big, key=real_stack.secret)
         assert status == 413
         assert b"1024" in body
         path = tmp_path / "big.eml"

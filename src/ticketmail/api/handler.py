@@ -33,7 +33,7 @@ import json
 import logging
 import re
 from collections.abc import Callable, Iterable, Mapping
-from typing import Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import attrs
 
@@ -216,15 +216,20 @@ def _wants_json(accept: str | None) -> bool:
     return best_json > 0 and best_json >= best_text
 
 
-def _default_parse(body: bytes, fmt: PayloadFormat) -> TicketRequest:
-    try:
-        from ticketmail import parsing
+def _default_parser(options: Mapping[str, Any]) -> Callable[[bytes, PayloadFormat], TicketRequest]:
+    """``ticketmail.parsing``'s JSON and XML parsers, with ``options`` (form, limits, ...) passed on."""
 
-        func = parsing.parse_json if fmt == "json" else parsing.parse_xml  # type: ignore[attr-defined,unused-ignore]
-    except (ImportError, AttributeError) as exc:  # an installation problem, not the client's
-        raise TicketmailError(f"the {fmt.upper()} parser is not available: {exc}") from exc
-    result: TicketRequest = func(body)
-    return result
+    def parse(body: bytes, fmt: PayloadFormat) -> TicketRequest:
+        try:
+            if fmt == "json":
+                from ticketmail.parsing.json import parse_json as func
+            else:
+                from ticketmail.parsing.xml import parse_xml as func
+        except ImportError as exc:  # an installation problem, not the client's
+            raise TicketmailError(f"the {fmt.upper()} parser is not available: {exc}") from exc
+        return func(body, **options)
+
+    return parse
 
 
 _Route = Literal["json", "xml", "email", "cron"]
@@ -248,7 +253,10 @@ class ApiHandler:
         context: The :class:`~ticketmail.model.MailboxContext` API messages are processed in (its name is
             the provenance mailbox of raw emails; default ``"api"``).
         prefix: Where the routes live, relative to the mount point (default ``"/api"``).
-        parse: ``parse(body, "json" | "xml") -> TicketRequest``; default :mod:`ticketmail.parsing`.
+        parse: ``parse(body, "json" | "xml") -> TicketRequest``; default :mod:`ticketmail.parsing`'s
+            ``parse_json``/``parse_xml``.
+        parse_options: Keyword options for the default parsers (``form``, ``limits``,
+            ``ignore_unknown_fields``, ...).
         logger: Where parser bugs and server errors are logged.
     """
 
@@ -262,6 +270,7 @@ class ApiHandler:
         context: MailboxContext | None = None,
         prefix: str = "/api",
         parse: Callable[[bytes, PayloadFormat], TicketRequest] | None = None,
+        parse_options: Mapping[str, Any] | None = None,
         logger: logging.Logger | None = None,
     ) -> None:
         if max_body < 0:
@@ -271,7 +280,7 @@ class ApiHandler:
         self.cron = cron
         self.max_body = max_body
         self.context = context or MailboxContext(name="api")
-        self.parse = parse or _default_parse
+        self.parse = parse or _default_parser(dict(parse_options or {}))
         self.log = logger or log
         base = prefix.rstrip("/")
         self._routes: dict[str, _Route] = {
