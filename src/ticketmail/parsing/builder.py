@@ -1,0 +1,323 @@
+"""The one validation path from a raw mapping to a :class:`~ticketmail.model.TicketRequest`.
+
+Both wire formats reduce to the same raw shape first (``parsing/json.py`` by ``json.loads``,
+``parsing/xml.py`` by mapping osTicket's lax XML onto it) and then come here, so a rule is written once and
+JSON and XML cannot drift apart. The raw shape:
+
+* simple members: JSON scalars, or strings from XML;
+* ``message``: a string (JSON: plain text or an RFC 2397 data URL) or an :class:`XmlMessage`;
+* ``attachments``: a list of objects, either ``{"file.txt": "data:..."}`` (osTicket's JSON form: exactly one
+  member, file name -> data URL) or ``{"name", "data", "type", "encoding", "size"}`` (the long form, which
+  XML ``<file>`` elements become);
+* custom fields named by the caller's :class:`~ticketmail.parsing.fields.Form`.
+
+Work is ordered cheap-first: unknown members, scalars, then attachments (count before any decoding, type
+before decoding, decoded size computed before decoding).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import posixpath
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import attrs
+import email_validator
+
+from ticketmail.errors import (
+    AttachmentTooLargeError,
+    InvalidEmailError,
+    InvalidValueError,
+    MissingFieldError,
+    TooManyAttachmentsError,
+    TypeMismatchError,
+    UnsupportedFieldError,
+)
+from ticketmail.model import Address, Attachment, CustomValue, MessageBody, Phone, TicketRequest
+from ticketmail.parsing.dataurl import decode_base64, decode_text, parse_data_url, parse_media_type
+from ticketmail.parsing.fields import (
+    Form,
+    clean_text,
+    is_empty,
+    parse_phone,
+    to_bool,
+    to_id,
+    to_one_line,
+)
+from ticketmail.parsing.limits import Limits
+
+__all__ = ["CORE_FIELDS", "XmlMessage", "build_request", "validate_address"]
+
+CORE_FIELDS: tuple[str, ...] = (
+    "email", "name", "subject", "message", "alert", "autorespond", "ip", "priority", "priorityId", "source",
+    "topicId", "attachments",
+)  # fmt: skip
+_LONG_FORM_KEYS = frozenset({"name", "data", "type", "encoding", "size"})
+_MAX_FILENAME = 255
+_MAX_SOURCE = 64
+
+
+@attrs.frozen
+class XmlMessage:
+    """An XML ``<message>`` element: its text and the ``type``/``encoding``/``charset`` attributes."""
+
+    body: str
+    type: str | None = None
+    encoding: str | None = None
+    charset: str | None = None
+
+
+def validate_address(value: object, *, field: str, name: str | None, check_deliverability: bool) -> Address:
+    """Validate an email address with email-validator and normalize it.
+
+    The domain is lower-cased and IDNA-decoded to Unicode; the local part is kept as written (RFC 5321
+    section 2.4: it may be case-sensitive). Deliverability (DNS) is checked only when asked.
+    """
+    if not isinstance(value, str):
+        raise TypeMismatchError(f"expected an email address string, got {type(value).__name__}", field=field)
+    text = clean_text(value, field=field, multiline=False)
+    try:
+        result = email_validator.validate_email(text, check_deliverability=check_deliverability)
+    except email_validator.EmailNotValidError as exc:
+        raise InvalidEmailError(f"not a valid email address: {exc}", field=field) from exc
+    return Address(email=result.normalized, name=name)
+
+
+class _Budget:
+    """What is left of the total attachment budget; checks one attachment's decoded size."""
+
+    def __init__(self, limits: Limits) -> None:
+        self.limits = limits
+        self.used = 0
+
+    def checker(self, field: str) -> Callable[[int], None]:
+        def check(size: int) -> None:
+            if size > self.limits.max_attachment_bytes:
+                raise AttachmentTooLargeError(
+                    f"attachment decodes to at least {size} bytes; the limit is {self.limits.max_attachment_bytes}",
+                    field=field,
+                )
+            if self.used + size > self.limits.max_total_attachment_bytes:
+                raise AttachmentTooLargeError(
+                    f"attachments decode to more than the total limit of {self.limits.max_total_attachment_bytes} "
+                    "bytes",
+                    field=field,
+                )
+
+        return check
+
+
+def _required_text(raw: Mapping[str, Any], key: str) -> str:
+    value = to_one_line(raw.get(key), field=key, required=True)
+    assert value is not None  # noqa: S101 - required=True never returns None
+    return value
+
+
+def _filename(value: object, *, field: str) -> str:
+    if not isinstance(value, str):
+        raise TypeMismatchError(f"expected a file name string, got {type(value).__name__}", field=field)
+    name = clean_text(value, field=field, multiline=False)
+    # Keep the last path component only: a client-side path is never part of the name.
+    name = posixpath.basename(name.replace("\\", "/")).strip()
+    if not name or name in (".", ".."):
+        raise InvalidValueError("expected a file name, got an empty name", field=field)
+    if len(name) > _MAX_FILENAME:
+        raise InvalidValueError(f"file name longer than {_MAX_FILENAME} characters", field=field)
+    return name
+
+
+def _message(value: object) -> MessageBody:
+    field = "message"
+    if is_empty(value if not isinstance(value, XmlMessage) else value.body):
+        raise MissingFieldError("message is required", field=field)
+    content_type = "text/plain"
+    if isinstance(value, XmlMessage):
+        text = value.body
+        if value.type:
+            content_type, _ = parse_media_type(value.type, field=f"{field}.type")
+        encoding = (value.encoding or "").strip().lower()
+        if encoding == "base64":
+            text = decode_text(decode_base64(text, field=field), value.charset, field=field)
+        elif encoding not in ("", "7bit", "8bit", "binary"):
+            # osTicket treats ``encoding`` as the body's charset; the XML parser already decoded the
+            # document with its declared encoding, so only the name is checked.
+            decode_text(b"", encoding, field=f"{field}.encoding")
+    elif isinstance(value, str):
+        text = value
+        if value[:5].lower() == "data:":
+            url = parse_data_url(value, field=field)
+            content_type = url.media_type
+            text = url.text(field=field)
+    else:
+        raise TypeMismatchError(f"expected a string, got {type(value).__name__}", field=field)
+    if content_type not in ("text/plain", "text/html"):
+        raise InvalidValueError(f"message must be text/plain or text/html, got {content_type}", field=field)
+    text = clean_text(text, field=field, multiline=True)
+    if not text:
+        raise MissingFieldError("message is required", field=field)
+    return MessageBody(text=text, content_type=content_type)
+
+
+def _attachment(item: object, index: int, limits: Limits, budget: _Budget) -> Attachment:
+    base = f"attachments[{index}]"
+    if not isinstance(item, Mapping):
+        raise TypeMismatchError(f"expected an object, got {type(item).__name__}", field=base)
+    if len(item) == 0:
+        raise MissingFieldError("an attachment needs a name and data", field=base)
+    data_field = f"{base}.data"
+    check_type = _type_checker(limits, f"{base}.type")
+    if len(item) == 1:
+        # osTicket's JSON form: {"file.txt": "data:text/plain;charset=utf-8,content"}.
+        ((raw_name, raw_data),) = item.items()
+        name = _filename(raw_name, field=f"{base}.name")
+        if not isinstance(raw_data, str):
+            raise TypeMismatchError(f"expected a data: URL string, got {type(raw_data).__name__}", field=data_field)
+        url = parse_data_url(raw_data, field=data_field, check_size=budget.checker(data_field), check_type=check_type)
+        budget.used += len(url.data)
+        return Attachment(filename=name, content_type=url.media_type, data=url.data, charset=url.charset)
+    for key in item:
+        if key not in _LONG_FORM_KEYS:
+            raise UnsupportedFieldError(f"unknown attachment member {str(key)[:40]!r}", field=f"{base}.{key}")
+    if is_empty(item.get("name")):
+        raise MissingFieldError("an attachment needs a name", field=f"{base}.name")
+    name = _filename(item["name"], field=f"{base}.name")
+    raw_data = item.get("data")
+    if raw_data is None:
+        raise MissingFieldError("an attachment needs data", field=data_field)
+    if not isinstance(raw_data, str):
+        raise TypeMismatchError(f"expected a string, got {type(raw_data).__name__}", field=data_field)
+    content_type, charset = "text/plain", None
+    if not is_empty(item.get("type")):
+        if not isinstance(item["type"], str):
+            raise TypeMismatchError("expected a media type string", field=f"{base}.type")
+        content_type, charset = parse_media_type(item["type"], field=f"{base}.type")
+    check_type(content_type)
+    encoding = item.get("encoding")
+    if encoding is not None and not isinstance(encoding, str):
+        raise TypeMismatchError("expected a string such as 'base64'", field=f"{base}.encoding")
+    encoding = (encoding or "").strip().lower()
+    check = budget.checker(data_field)
+    if encoding == "base64":
+        data = decode_base64(raw_data, field=data_field, check_size=check)
+    elif encoding in ("", "7bit", "8bit", "binary"):
+        check(len(raw_data))
+        try:
+            data = raw_data.encode(charset or "utf-8")
+        except LookupError as exc:
+            raise InvalidValueError(f"unknown charset {charset!r}", field=f"{base}.type") from exc
+        except UnicodeEncodeError as exc:
+            raise InvalidValueError(f"text cannot be encoded as {charset}", field=data_field) from exc
+        check(len(data))
+    else:
+        raise InvalidValueError(f"unknown encoding {encoding[:20]!r} (expected 'base64')", field=f"{base}.encoding")
+    size = item.get("size")
+    if size is not None and to_id(size, field=f"{base}.size") != len(data):
+        raise InvalidValueError(f"declared size {size} but the data has {len(data)} bytes", field=f"{base}.size")
+    budget.used += len(data)
+    return Attachment(filename=name, content_type=content_type, data=data, charset=charset)
+
+
+def _type_checker(limits: Limits, field: str) -> Callable[[str], None]:
+    def check(media_type: str) -> None:
+        limits.check_type(media_type, field=field)
+
+    return check
+
+
+def _attachments(value: object, limits: Limits) -> tuple[Attachment, ...]:
+    if is_empty(value):
+        return ()
+    if not isinstance(value, list):
+        raise TypeMismatchError(f"expected a list of attachments, got {type(value).__name__}", field="attachments")
+    if len(value) > limits.max_attachments:
+        raise TooManyAttachmentsError(
+            f"{len(value)} attachments; the limit is {limits.max_attachments}", field="attachments"
+        )
+    budget = _Budget(limits)
+    return tuple(_attachment(item, index, limits, budget) for index, item in enumerate(value))
+
+
+def build_request(
+    raw: Mapping[str, Any],
+    *,
+    form: Form | None = None,
+    limits: Limits | None = None,
+    ignore_unknown_fields: bool = False,
+    check_deliverability: bool = False,
+) -> TicketRequest:
+    """Validate a raw payload mapping and build the normalized :class:`TicketRequest`.
+
+    Raises:
+        InputError: a subclass naming the offending field (see ``docs/errors.md``).
+    """
+    form = Form.default() if form is None else form
+    limits = Limits() if limits is None else limits
+    phone_field = form.get("phone")
+    known = set(CORE_FIELDS) | {f.name for f in form.fields}
+    if phone_field is not None:
+        known.add("phone_ext")
+    for key in raw:
+        if key not in known and not ignore_unknown_fields:
+            raise UnsupportedFieldError(f"unsupported field {str(key)[:60]!r}", field=str(key)[:60])
+
+    name = _required_text(raw, "name")
+    if is_empty(raw.get("email")):
+        raise MissingFieldError("email is required", field="email")
+    address = validate_address(raw["email"], field="email", name=name, check_deliverability=check_deliverability)
+    subject = _required_text(raw, "subject")
+    message = _message(raw.get("message"))
+
+    alert = True if raw.get("alert") is None else to_bool(raw["alert"], field="alert")
+    autorespond = True if raw.get("autorespond") is None else to_bool(raw["autorespond"], field="autorespond")
+
+    ip: str | None = None
+    if not is_empty(raw.get("ip")):
+        if not isinstance(raw["ip"], str):
+            raise TypeMismatchError(f"expected an IP address string, got {type(raw['ip']).__name__}", field="ip")
+        try:
+            ip = str(ipaddress.ip_address(raw["ip"].strip()))
+        except ValueError as exc:
+            raise InvalidValueError(f"not an IPv4 or IPv6 address: {raw['ip'][:60]!r}", field="ip") from exc
+
+    priority: int | None = None
+    for key in ("priority", "priorityId"):
+        if not is_empty(raw.get(key)):
+            value = to_id(raw[key], field=key)
+            if priority is not None and value != priority:
+                raise InvalidValueError(f"priorityId {value} conflicts with priority {priority}", field=key)
+            priority = value
+    topic_id = None if is_empty(raw.get("topicId")) else to_id(raw["topicId"], field="topicId")
+    source = to_one_line(raw.get("source"), field="source") or "API"
+    if len(source) > _MAX_SOURCE:
+        raise InvalidValueError(f"at most {_MAX_SOURCE} characters", field="source")
+
+    phone: Phone | None = None
+    custom: dict[str, CustomValue] = {}
+    for spec in form.fields:
+        if spec.name == "phone":
+            if not is_empty(raw.get("phone")):
+                phone = parse_phone(raw["phone"], field="phone", ext=raw.get("phone_ext"))
+            elif not is_empty(raw.get("phone_ext")):
+                raise MissingFieldError("phone_ext given without phone", field="phone")
+            elif spec.required:
+                raise MissingFieldError("phone is required", field="phone")
+            continue
+        converted = spec.convert(raw.get(spec.name), field=spec.name)
+        if converted is not None:
+            custom[spec.name] = converted
+
+    return TicketRequest(
+        email=address,
+        subject=subject,
+        message=message,
+        phone=phone,
+        ip=ip,
+        alert=alert,
+        autorespond=autorespond,
+        priority=priority,
+        source=source,
+        topic_id=topic_id,
+        attachments=_attachments(raw.get("attachments"), limits),
+        custom_fields=custom,
+    )

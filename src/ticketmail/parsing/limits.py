@@ -1,0 +1,106 @@
+"""Caller-configurable limits on ticket payloads, with safe defaults.
+
+A public ticket endpoint takes bytes from anyone who has (or steals) an API key, so every dimension a client
+controls is bounded *before* work proportional to it is done:
+
+* the payload size is checked before the JSON/XML parser sees a byte,
+* the nesting depth is checked before (JSON) or while (XML) the document is built,
+* the attachment count is checked before any attachment is decoded,
+* each attachment's decoded size is computed from its encoded length before decoding it, against both the
+  per-attachment limit and what is left of the total budget,
+* the declared media type is matched against an allow-list before decoding.
+
+Exceeding a size or count limit raises a :class:`~ticketmail.errors.LimitExceededError` subclass (HTTP 413);
+too deep nesting raises :class:`~ticketmail.errors.NestingTooDeepError` (HTTP 400); a type outside the
+allow-list raises :class:`~ticketmail.errors.AttachmentTypeError` (HTTP 415).
+"""
+
+from __future__ import annotations
+
+import re
+
+import attrs
+
+from ticketmail.errors import AttachmentTypeError
+
+__all__ = ["MEBIBYTE", "Limits", "media_type_matches"]
+
+MEBIBYTE = 1024 * 1024
+
+_RFC2045_CHARS = r"[!#$%&'+\-.^_`|~0-9A-Za-z]+"
+_PATTERN_RE = re.compile(rf"(?:\*/\*|{_RFC2045_CHARS}/\*|{_RFC2045_CHARS}/{_RFC2045_CHARS})")
+
+
+def _positive(instance: object, attribute: attrs.Attribute[int], value: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"Limits.{attribute.name} must be a positive int, got {value!r}")
+
+
+def _non_negative(instance: object, attribute: attrs.Attribute[int], value: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"Limits.{attribute.name} must be an int >= 0, got {value!r}")
+
+
+def _to_patterns(value: object) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = (value,)
+    if not isinstance(value, (list, tuple, frozenset, set)):
+        raise TypeError(f"Limits.allowed_types must be a sequence of media type patterns, got {value!r}")
+    return tuple(str(item).strip().lower() for item in value)
+
+
+def _check_patterns(instance: object, attribute: attrs.Attribute[tuple[str, ...]], value: tuple[str, ...]) -> None:
+    for pattern in value:
+        if not _PATTERN_RE.fullmatch(pattern):
+            raise ValueError(
+                f"Limits.allowed_types: {pattern!r} is not a media type pattern (expected type/subtype, type/* or */*)"
+            )
+
+
+def media_type_matches(media_type: str, pattern: str) -> bool:
+    """Whether ``media_type`` (``type/subtype``, no parameters) matches ``pattern`` (``*/*``, ``image/*``, ...).
+
+    Matching is case-insensitive (RFC 2045 section 5.1: type and subtype names are case-insensitive).
+    """
+    media_type = media_type.lower()
+    pattern = pattern.lower()
+    if pattern == "*/*":
+        return True
+    if pattern.endswith("/*"):
+        return media_type.partition("/")[0] == pattern[:-2]
+    return media_type == pattern
+
+
+@attrs.frozen
+class Limits:
+    """Bounds on one ticket payload. All sizes are in bytes.
+
+    Attributes:
+        max_payload_bytes: Size of the whole request body (default 25 MiB).
+        max_attachments: Number of attachments (default 20).
+        max_attachment_bytes: Decoded size of one attachment (default 10 MiB).
+        max_total_attachment_bytes: Decoded size of all attachments together (default 20 MiB).
+        allowed_types: Media type patterns an attachment's declared type must match (``image/*``,
+            ``application/pdf``, ``*/*``); default everything, as osTicket does when no type list is set.
+        max_depth: Nesting depth of the JSON or XML document (default 16; the contract needs 4).
+    """
+
+    max_payload_bytes: int = attrs.field(default=25 * MEBIBYTE, validator=_positive)
+    max_attachments: int = attrs.field(default=20, validator=_non_negative)
+    max_attachment_bytes: int = attrs.field(default=10 * MEBIBYTE, validator=_non_negative)
+    max_total_attachment_bytes: int = attrs.field(default=20 * MEBIBYTE, validator=_non_negative)
+    allowed_types: tuple[str, ...] = attrs.field(default=("*/*",), converter=_to_patterns, validator=_check_patterns)
+    max_depth: int = attrs.field(default=16, validator=_positive)
+
+    def type_allowed(self, media_type: str) -> bool:
+        """Whether an attachment of ``media_type`` is allowed."""
+        return any(media_type_matches(media_type, pattern) for pattern in self.allowed_types)
+
+    def check_type(self, media_type: str, *, field: str) -> None:
+        """Raise :class:`AttachmentTypeError` naming ``field`` unless ``media_type`` is allowed."""
+        if not self.type_allowed(media_type):
+            allowed = ", ".join(self.allowed_types) or "none"
+            raise AttachmentTypeError(
+                f"attachment type {media_type!r} is not allowed (allowed: {allowed})",
+                field=field,
+            )

@@ -1,0 +1,237 @@
+"""``POST /api/tickets.xml``: osTicket's lax XML ticket payload to a :class:`TicketRequest`.
+
+osTicket's format (``setup/doc/api/tickets.md``): the root is ``<ticket>``; "content can be either sent as
+an attribute or a named element if it has no sub-content"; ``<phone ext="123">``; ``<message
+type="text/html">`` usually with CDATA; ``<attachments><file name=".." type=".." encoding="base64">``
+where file content "is automatically trimmed". This module maps that onto the raw shape of
+:mod:`ticketmail.parsing.builder`, so JSON and XML share every validation rule.
+
+Security (why defusedxml, and how it is used):
+
+* The document is parsed by :class:`defusedxml.ElementTree.DefusedXMLParser` with ``forbid_dtd``,
+  ``forbid_entities`` and ``forbid_external`` all on. Any ``<!DOCTYPE`` is refused at the start of the
+  declaration, i.e. before an entity could be declared, let alone expanded ("billion laughs", XXE,
+  external DTD fetches). These surface as :class:`~ticketmail.errors.ForbiddenXMLError`.
+* A depth-counting tree builder refuses nesting beyond ``Limits.max_depth`` and more elements than a
+  ticket can use, while parsing (expat does not recurse, so nothing else can blow the stack).
+* The declared encoding is honoured: encodings expat knows (UTF-8, UTF-16, ISO-8859-1, US-ASCII) are
+  left to it; any other label Python knows (``windows-1252``, ``iso-8859-15``, ``koi8-r``...) is decoded
+  here first (XML 1.0 section 4.3.3), so a legacy client is not refused.
+
+Strictness where osTicket is vague: unknown attributes on known elements, child elements inside simple
+values, text directly inside ``<ticket>``, and a value given twice (attribute and element, or two
+elements, except for ``multiple`` choice fields) are errors naming the field.
+"""
+
+from __future__ import annotations
+
+import codecs
+import re
+from typing import Any
+from xml.etree.ElementTree import Element, ParseError, TreeBuilder
+
+import defusedxml
+from defusedxml.ElementTree import DefusedXMLParser
+
+from ticketmail.errors import (
+    ForbiddenXMLError,
+    InvalidValueError,
+    MalformedXMLError,
+    NestingTooDeepError,
+    PayloadTooLargeError,
+    TypeMismatchError,
+    UnsupportedFieldError,
+)
+from ticketmail.model import TicketRequest
+from ticketmail.parsing.builder import XmlMessage, build_request
+from ticketmail.parsing.fields import Form
+from ticketmail.parsing.limits import Limits
+
+__all__ = ["load_xml_ticket", "parse_xml"]
+
+_DECL_ENCODING_RE = re.compile(rb"<\?xml[^>?]{0,200}?encoding\s*=\s*[\"']([A-Za-z][A-Za-z0-9._\-]{0,40})[\"']")
+_EXPAT_NATIVE = frozenset({"utf_8", "utf_16", "latin_1", "ascii"})
+_BOMS = (b"\xef\xbb\xbf", b"\xff\xfe", b"\xfe\xff")
+_FILE_ATTRS = frozenset({"name", "type", "encoding", "size"})
+_MESSAGE_ATTRS = frozenset({"type", "encoding", "charset"})
+_ELEMENT_ALLOWANCE = 256
+
+
+class _LimitedTreeBuilder(TreeBuilder):
+    """A TreeBuilder that refuses too deep nesting and too many elements as they are parsed."""
+
+    def __init__(self, max_depth: int, max_elements: int) -> None:
+        super().__init__()
+        self._max_depth = max_depth
+        self._max_elements = max_elements
+        self._depth = 0
+        self._count = 0
+
+    def start(self, tag: str, attrs: dict[str, str]) -> Element:
+        self._depth += 1
+        self._count += 1
+        if self._depth > self._max_depth:
+            raise NestingTooDeepError(f"XML nests deeper than {self._max_depth} levels")
+        if self._count > self._max_elements:
+            raise PayloadTooLargeError(f"XML has more than {self._max_elements} elements")
+        return super().start(tag, attrs)
+
+    def end(self, tag: str) -> Element:
+        self._depth -= 1
+        return super().end(tag)
+
+
+def _prepare(data: bytes) -> bytes | str:
+    """Return bytes for expat, or text decoded here when the declared encoding is one expat lacks."""
+    if data.startswith(_BOMS):
+        return data
+    match = _DECL_ENCODING_RE.match(data)
+    if not match:
+        return data
+    label = match.group(1).decode("ascii")
+    try:
+        codec = codecs.lookup(label)
+    except LookupError as exc:
+        raise MalformedXMLError(f"unknown XML encoding {label!r}") from exc
+    if codec.name.replace("-", "_") in _EXPAT_NATIVE or codec.name in ("iso8859-1",):
+        return data
+    try:
+        return codec.decode(data)[0]
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise MalformedXMLError(f"XML is not valid {label}") from exc
+
+
+def _parse_tree(data: bytes, limits: Limits) -> Element:
+    builder = _LimitedTreeBuilder(limits.max_depth, limits.max_attachments + _ELEMENT_ALLOWANCE)
+    parser = DefusedXMLParser(target=builder, forbid_dtd=True, forbid_entities=True, forbid_external=True)
+    try:
+        parser.feed(_prepare(data))
+        root: Element = parser.close()
+    except defusedxml.DTDForbidden as exc:
+        raise ForbiddenXMLError("XML with a DTD (<!DOCTYPE ...>) is not accepted") from exc
+    except defusedxml.EntitiesForbidden as exc:
+        raise ForbiddenXMLError("XML entity declarations are not accepted") from exc
+    except defusedxml.ExternalReferenceForbidden as exc:
+        raise ForbiddenXMLError("XML external references are not accepted") from exc
+    except defusedxml.DefusedXmlException as exc:  # pragma: no cover - any future defusedxml refusal
+        raise ForbiddenXMLError("XML uses a forbidden construct") from exc
+    except ParseError as exc:
+        line, column = getattr(exc, "position", (0, 0))
+        raise MalformedXMLError(f"malformed XML at line {line} column {column}: {_expat_reason(exc)}") from exc
+    except (ValueError, UnicodeError) as exc:
+        raise MalformedXMLError(f"malformed XML: {type(exc).__name__}") from exc
+    return root
+
+
+def _expat_reason(exc: ParseError) -> str:
+    return str(exc).split(":")[0][:80]
+
+
+def _no_children(element: Element, field: str) -> str:
+    if len(element):
+        raise TypeMismatchError(f"expected a simple value, got child element <{element[0].tag}>", field=field)
+    return element.text or ""
+
+
+def _check_attrs(element: Element, allowed: frozenset[str], field: str) -> None:
+    for name in element.attrib:
+        if name not in allowed:
+            raise UnsupportedFieldError(
+                f"unexpected attribute {name[:40]!r} on <{element.tag}>", field=f"{field}.{name}"
+            )
+
+
+def _attachments(element: Element) -> list[dict[str, Any]]:
+    _check_attrs(element, frozenset(), "attachments")
+    if (element.text or "").strip():
+        raise TypeMismatchError("expected <file> elements, got text", field="attachments")
+    files: list[dict[str, Any]] = []
+    for index, child in enumerate(element):
+        field = f"attachments[{index}]"
+        if child.tag != "file":
+            raise UnsupportedFieldError(f"expected <file>, got <{child.tag}>", field=field)
+        _check_attrs(child, _FILE_ATTRS, field)
+        if (child.tail or "").strip():
+            raise TypeMismatchError("unexpected text between <file> elements", field="attachments")
+        item: dict[str, Any] = dict(child.attrib)
+        # osTicket: "File content is here and is automatically trimmed".
+        item["data"] = _no_children(child, f"{field}.data").strip()
+        files.append(item)
+    return files
+
+
+def load_xml_ticket(body: bytes | bytearray | memoryview | str, limits: Limits, form: Form) -> dict[str, Any]:
+    """Parse ``body`` and map the ``<ticket>`` document onto the builder's raw mapping."""
+    data = body.encode("utf-8") if isinstance(body, str) else bytes(body)
+    if len(data) > limits.max_payload_bytes:
+        raise PayloadTooLargeError(f"payload is {len(data)} bytes; the limit is {limits.max_payload_bytes}")
+    root = _parse_tree(data, limits)
+    if root.tag != "ticket":
+        raise MalformedXMLError(f"expected a <ticket> root element, got <{str(root.tag)[:40]}>")
+    if (root.text or "").strip():
+        raise TypeMismatchError("unexpected text directly inside <ticket>", field="ticket")
+    multiple = {f.name for f in form.fields if f.multiple}
+    raw: dict[str, Any] = dict(root.attrib)
+
+    def put(key: str, value: Any) -> None:
+        if key in raw:
+            if key not in multiple:
+                raise InvalidValueError(f"{key} is given more than once", field=key)
+            previous = raw[key]
+            raw[key] = [*previous, value] if isinstance(previous, list) else [previous, value]
+        else:
+            raw[key] = value
+
+    for child in root:
+        tag = str(child.tag)
+        if (child.tail or "").strip():
+            raise TypeMismatchError(f"unexpected text after <{tag}>", field="ticket")
+        if tag == "message":
+            _check_attrs(child, _MESSAGE_ATTRS, "message")
+            attrs = child.attrib
+            text = _no_children(child, "message")
+            put(
+                "message",
+                XmlMessage(
+                    body=text, type=attrs.get("type"), encoding=attrs.get("encoding"), charset=attrs.get("charset")
+                ),
+            )
+        elif tag == "attachments":
+            put("attachments", _attachments(child))
+        elif tag == "phone":
+            _check_attrs(child, frozenset({"ext"}), "phone")
+            put("phone", _no_children(child, "phone"))
+            if "ext" in child.attrib:
+                put("phone_ext", child.attrib["ext"])
+        else:
+            _check_attrs(child, frozenset(), tag)
+            put(tag, _no_children(child, tag))
+    return raw
+
+
+def parse_xml(
+    body: bytes,
+    *,
+    form: Form | None = None,
+    limits: Limits | None = None,
+    ignore_unknown_fields: bool = False,
+    check_deliverability: bool = False,
+) -> TicketRequest:
+    """Parse an osTicket XML ticket payload into a validated :class:`~ticketmail.model.TicketRequest`.
+
+    Takes the same options as :func:`ticketmail.parsing.parse_json`.
+
+    Raises:
+        TicketmailError: an :class:`~ticketmail.errors.InputError` subclass naming the field at fault;
+            :class:`~ticketmail.errors.ForbiddenXMLError` for a DTD, entity or external reference.
+    """
+    limits = Limits() if limits is None else limits
+    form = Form.default() if form is None else form
+    raw = load_xml_ticket(body, limits, form)
+    return build_request(
+        raw,
+        form=form,
+        limits=limits,
+        ignore_unknown_fields=ignore_unknown_fields,
+        check_deliverability=check_deliverability,
+    )
