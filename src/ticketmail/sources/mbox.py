@@ -194,7 +194,9 @@ class MboxSession:
         self.source = source
         self.box = box
         self.oversized: list[OversizeNotice] = []
-        self._keys: dict[str, str] = {}  # provenance key -> mailbox key
+        # provenance key -> mailbox key. typeshed types mbox keys as str; at run time they are ints, and they must
+        # be passed back unchanged (never str()-ed): the stdlib looks them up in a dict.
+        self._keys: dict[str, str] = {}
         self._moves: dict[str, list[bytes]] = {}  # sibling folder -> messages (with From_ lines) to append
         self._dirty = False
 
@@ -220,7 +222,7 @@ class MboxSession:
                 continue
             if src.fetch_mode == "unseen" and "R" in status:
                 continue
-            yield str(key), pkey, data
+            yield key, pkey, data
 
     def pending(self) -> int:
         """Messages still waiting."""
