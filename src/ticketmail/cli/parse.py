@@ -1,0 +1,153 @@
+"""``ticketmail parse``: parse one payload or message and print the normalized result as JSON.
+
+Usage::
+
+    ticketmail parse [--as auto|json|xml|email] [--include-bytes] [--rules FILE] FILE|-
+
+Output: exactly one JSON document on stdout (schema in ``docs/cli.md``)::
+
+    {"format": "json", "kind": "ticket_request", "result": {...}}            # + "decision" with --rules
+    {"format": "email", "kind": "email", "result": {...}, "automatic": ...}  # + "decision" with --rules
+
+Exit status (sysexits-style, so a script can tell whose fault a failure is):
+
+* ``0``: parsed; the document above.
+* ``1``: the input was rejected (any :class:`~ticketmail.errors.TicketmailError`, including a rules file
+  that does not load): ``{"error": {"code", "status", "message", "field"}}``.
+* ``2``: usage error: bad arguments (argparse, message on stderr) or an unreadable FILE (error document
+  with code ``unreadable_input``).
+* ``70`` (``EX_SOFTWARE``): a bug, i.e. an unexpected exception: ``{"error": {"code": "internal_error",
+  "status": 500, ...}}`` naming only the exception type; no traceback unless ``TICKETMAIL_DEBUG=1``.
+
+The email format, the automatic-mail classification and ``--rules`` use :mod:`ticketmail.parsing.mime` and
+:mod:`ticketmail.rules` when those are installed; without them the command still works and says what is
+unavailable. The clock for rule evaluation is read here, at the edge, never inside the pure core.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import importlib
+import json
+import os
+import sys
+import traceback
+from typing import Any
+
+from ticketmail.errors import ConfigError, InputError, TicketmailError
+from ticketmail.jsonify import to_jsonable
+from ticketmail.model import InboundEmail, MailboxContext, TicketRequest
+
+__all__ = ["EXIT_INTERNAL", "EXIT_OK", "EXIT_REJECTED", "EXIT_USAGE", "UnreadableInputError", "register", "run"]
+
+EXIT_OK = 0
+EXIT_REJECTED = 1
+EXIT_USAGE = 2
+EXIT_INTERNAL = 70
+
+
+class UnreadableInputError(InputError):
+    """The FILE given to ``ticketmail parse`` cannot be read (missing, a directory, no permission)."""
+
+    code = "unreadable_input"
+    status = 400
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``parse`` sub-command."""
+    parser = subparsers.add_parser(
+        "parse",
+        help="parse a JSON/XML ticket payload or a raw email and print it as JSON",
+        description="Parse FILE (or stdin with '-') and print the normalized result as one JSON document.",
+    )
+    parser.add_argument(
+        "--as",
+        dest="format",
+        choices=("auto", "json", "xml", "email"),
+        default="auto",
+        help="input format (default: auto, sniffed from the first bytes)",
+    )
+    parser.add_argument("--include-bytes", action="store_true", help="include attachment bytes (base64) in the output")
+    parser.add_argument("--rules", metavar="FILE", help="evaluate this TOML rules file and add a 'decision' member")
+    parser.add_argument("file", metavar="FILE", help="the file to parse, or '-' for stdin")
+    parser.set_defaults(func=run)
+
+
+def _emit(document: object) -> None:
+    sys.stdout.write(json.dumps(document, ensure_ascii=False, indent=2) + "\n")
+    sys.stdout.flush()
+
+
+def _error(error: TicketmailError) -> dict[str, Any]:
+    return {"error": error.to_dict()}
+
+
+def _read(path: str) -> bytes:
+    if path == "-":
+        return sys.stdin.buffer.read()
+    try:
+        with open(path, "rb") as handle:
+            return handle.read()
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise UnreadableInputError(f"cannot read {path}: {reason}", field="FILE") from exc
+
+
+def _rules_module() -> Any:
+    try:
+        return importlib.import_module("ticketmail.rules")
+    except ModuleNotFoundError as exc:  # pragma: no cover - the package ships it
+        if exc.name != "ticketmail.rules":
+            raise
+        return None
+
+
+def _document(args: argparse.Namespace, body: bytes) -> dict[str, Any]:
+    from ticketmail.parsing import parse, sniff_format
+
+    rules = _rules_module()
+    ruleset = None
+    if args.rules:
+        loader = getattr(rules, "load_rules_file", None)
+        if loader is None or getattr(rules, "evaluate", None) is None:
+            raise ConfigError("rule evaluation is not available in this installation", field="--rules")
+        ruleset = loader(args.rules)
+    model = parse(body, format=args.format)
+    include = bool(args.include_bytes)
+    document: dict[str, Any]
+    if isinstance(model, TicketRequest):
+        fmt = args.format if args.format != "auto" else sniff_format(body)
+        document = {"format": fmt, "kind": "ticket_request", "result": to_jsonable(model, include_bytes=include)}
+    else:
+        assert isinstance(model, InboundEmail)  # noqa: S101 - parse returns one of the two models
+        document = {"format": "email", "kind": "email", "result": to_jsonable(model, include_bytes=include)}
+        classify = getattr(rules, "classify_automatic", None)
+        if classify is not None:
+            document["automatic"] = to_jsonable(classify(model))
+    if ruleset is not None:
+        now = _dt.datetime.now(_dt.timezone.utc)
+        decision = rules.evaluate(model, ruleset, context=MailboxContext(), now=now)
+        document["decision"] = to_jsonable(decision)
+    return document
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``ticketmail parse`` with parsed arguments; returns the exit status."""
+    try:
+        body = _read(args.file)
+        document = _document(args, body)
+    except UnreadableInputError as exc:
+        _emit(_error(exc))
+        return EXIT_USAGE
+    except TicketmailError as exc:
+        _emit(_error(exc))
+        return EXIT_REJECTED
+    except Exception as exc:  # the CLI boundary: report a bug without a traceback
+        if os.environ.get("TICKETMAIL_DEBUG") == "1":
+            traceback.print_exc()
+        message = f"internal error ({type(exc).__name__}); please report it (TICKETMAIL_DEBUG=1 shows details)"
+        _emit({"error": {"code": "internal_error", "status": 500, "message": message, "field": None}})
+        return EXIT_INTERNAL
+    _emit(document)
+    return EXIT_OK
