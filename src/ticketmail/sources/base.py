@@ -39,7 +39,15 @@ import attrs
 
 from ticketmail.model import Provenance
 
-__all__ = ["OversizeNotice", "RawItem", "SkipCallback", "Source", "SourceSession", "WaitableSession"]
+__all__ = [
+    "OversizeNotice",
+    "RawItem",
+    "SkipCallback",
+    "Source",
+    "SourceSession",
+    "WaitableSession",
+    "headers_only_message",
+]
 
 SkipCallback = Callable[[Provenance], bool]
 """``skip(provenance) -> True`` when the item is already committed (e.g. ``Pipeline.is_processed``)."""
@@ -105,3 +113,30 @@ class Source(Protocol):
 
     def session(self) -> AbstractContextManager[SourceSession]:
         """Connect and authenticate; raises :class:`~ticketmail.errors.SourceError` naming the stage."""
+
+
+def headers_only_message(header: bytes, note: str, size: int) -> bytes:
+    """A small message: the original header block (MIME structure headers dropped) and ``note`` as body.
+
+    Used by the ``oversize = "headers"`` policy: the result parses as a ``text/plain`` message whose body
+    explains what was left out; ``X-Ticketmail-Truncated: original-size=N`` marks it for rules and UIs.
+    """
+    lines = header.rstrip(b"\r\n").split(b"\r\n") if b"\r\n" in header else header.rstrip(b"\n").split(b"\n")
+    kept: list[bytes] = []
+    skipping = False
+    for line in lines:
+        if line[:1] in (b" ", b"\t"):
+            if not skipping:
+                kept.append(line)
+            continue
+        name = line.split(b":", 1)[0].strip().lower()
+        skipping = name in (b"content-type", b"content-transfer-encoding", b"mime-version")
+        if not skipping:
+            kept.append(line)
+    kept += [
+        b"MIME-Version: 1.0",
+        b"Content-Type: text/plain; charset=utf-8",
+        b"Content-Transfer-Encoding: 8bit",
+        f"X-Ticketmail-Truncated: original-size={size}".encode(),
+    ]
+    return b"\r\n".join(kept) + b"\r\n\r\n" + note.encode() + b"\r\n"

@@ -49,11 +49,19 @@ from imap_tools.mailbox import BaseMailBox
 from ticketmail.errors import SourceError
 from ticketmail.model import Provenance
 from ticketmail.sources._net import classify_tls_error, make_ssl_context, open_socket, scrub, translate
-from ticketmail.sources.base import OversizeNotice, RawItem, SkipCallback
+from ticketmail.sources.base import OversizeNotice, RawItem, SkipCallback, headers_only_message
 from ticketmail.sources.config import MailboxConfig
 from ticketmail.sources.oauth import xoauth2_responder
 
-__all__ = ["FAIL_KEYWORD_PREFIX", "QUARANTINE_KEYWORD", "ImapSession", "ImapSource", "uid_set"]
+__all__ = [
+    "FAIL_KEYWORD_PREFIX",
+    "QUARANTINE_KEYWORD",
+    "ImapSession",
+    "ImapSource",
+    "fail_count",
+    "headers_only_message",
+    "uid_set",
+]
 
 log = logging.getLogger("ticketmail.sources.imap")
 
@@ -580,26 +588,3 @@ class ImapSession:
             if remaining <= 0:
                 return False
             sleep(min(step, remaining))
-
-
-def headers_only_message(header: bytes, note: str, size: int) -> bytes:
-    """A small message: the original header block (MIME structure headers dropped) and ``note`` as body."""
-    lines = header.rstrip(b"\r\n").split(b"\r\n") if b"\r\n" in header else header.rstrip(b"\n").split(b"\n")
-    kept: list[bytes] = []
-    skipping = False
-    for line in lines:
-        if line[:1] in (b" ", b"\t"):
-            if not skipping:
-                kept.append(line)
-            continue
-        name = line.split(b":", 1)[0].strip().lower()
-        skipping = name in (b"content-type", b"content-transfer-encoding", b"mime-version")
-        if not skipping:
-            kept.append(line)
-    kept += [
-        b"MIME-Version: 1.0",
-        b"Content-Type: text/plain; charset=utf-8",
-        b"Content-Transfer-Encoding: 8bit",
-        f"X-Ticketmail-Truncated: original-size={size}".encode(),
-    ]
-    return b"\r\n".join(kept) + b"\r\n\r\n" + note.encode() + b"\r\n"
