@@ -30,14 +30,15 @@ provenance and content, however often it is redelivered. Nothing but ``BackendEr
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import logging
-import secrets
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, Literal
 
 import attrs
 
+from ticketmail import tokens
 from ticketmail.backends.base import (
     AuditRecord,
     Backend,
@@ -53,6 +54,8 @@ from ticketmail.decision import Decision, Reason
 from ticketmail.errors import BackendError, ConfigError, PolicyRejectedError, TicketmailError
 from ticketmail.hooks import HookEvent, HookKind, Hooks
 from ticketmail.model import Address, InboundEmail, MailboxContext, Provenance, TicketRequest
+from ticketmail.numbers import generate_number
+from ticketmail.parsing.mime import EmailOptions, parse_email
 from ticketmail.threading import ThreadingOptions, resolve_thread
 
 if TYPE_CHECKING:
@@ -152,21 +155,6 @@ def _system_clock() -> _dt.datetime:
     return _dt.datetime.now(_dt.timezone.utc)
 
 
-def _random_number() -> str:
-    """Fallback generator: 8 characters of an unambiguous alphabet (no 0/O, 1/I/L), about 40 bits."""
-    alphabet = "23456789ABCDEFGHJKMNPQRSTUVWXYZ"
-    return "".join(secrets.choice(alphabet) for _ in range(8))
-
-
-def _default_number_generator() -> NumberGenerator:
-    try:
-        from ticketmail import numbers
-    except ImportError:  # pragma: no cover - the numbers module ships with the package
-        return _random_number
-    factory = getattr(numbers, "generate_number", None)
-    return factory if callable(factory) else _random_number
-
-
 def _opt_str(value: object) -> str | None:
     return None if value is None else str(value)
 
@@ -216,13 +204,17 @@ class Pipeline:
         clock: Returns the current time as an aware datetime. Inject one in tests; the default reads
             the system clock in UTC.
         hooks: Callables to run after each commit.
-        email_options: Keyword options passed to :func:`ticketmail.parsing.mime.parse_email` (limits...).
-        duplicate_scope: ``global`` (the same Message-ID is a duplicate whichever mailbox it arrives at) or
+        email_options: Options and limits for :func:`ticketmail.parsing.mime.parse_email`.
+        duplicate_scope: Default: the rules' ``settings.duplicate_scope``, else ``global``.
+            ``global`` (the same Message-ID is a duplicate whichever mailbox it arrives at) or
             ``mailbox`` (only within one mailbox) or ``destination`` (per envelope recipient; see
             :mod:`ticketmail.rules.duplicates`).
-        number_generator: Returns candidate ticket numbers; collisions are checked and retried.
-        token_keys: Secrets for signed outbound Message-IDs (newest first; older ones still verify, so a
-            key can be rotated). Without keys the token route of threading is off.
+        number_generator: Returns candidate ticket numbers (e.g. a
+            :class:`~ticketmail.numbers.RandomTicketNumbers`); collisions are checked and retried.
+            Default: :func:`ticketmail.numbers.generate_number`.
+        token_keys: Keys for signed outbound Message-IDs (:mod:`ticketmail.tokens`; the first one signs,
+            all of them verify, so a secret can be rotated). Without keys the token route of threading and
+            the own-message loop check are off, and :meth:`outbound_message_id` refuses.
         context: The default mailbox context when a call passes none.
         parser: Replaces the email parser (bytes -> :class:`~ticketmail.model.InboundEmail`).
         logger: Where failures and hook errors are logged.
@@ -236,14 +228,16 @@ class Pipeline:
         threading: ThreadingOptions | None = None,
         clock: Callable[[], _dt.datetime] | None = None,
         hooks: Hooks | None = None,
-        email_options: Mapping[str, Any] | None = None,
-        duplicate_scope: DuplicateScope = "global",
+        email_options: EmailOptions | None = None,
+        duplicate_scope: DuplicateScope | None = None,
         number_generator: NumberGenerator | None = None,
-        token_keys: tuple[bytes, ...] | list[bytes] | None = None,
+        token_keys: tokens.Keys | None = None,
         context: MailboxContext | None = None,
         parser: Callable[[bytes], InboundEmail] | None = None,
         logger: logging.Logger | None = None,
     ) -> None:
+        if duplicate_scope is None:
+            duplicate_scope = getattr(rules, "duplicate_scope", "global")
         if duplicate_scope not in ("global", "mailbox", "destination"):
             raise ConfigError(
                 f"duplicate_scope must be global, mailbox or destination, got {duplicate_scope!r}",
@@ -256,10 +250,10 @@ class Pipeline:
         if self._clock().tzinfo is None:
             raise ConfigError("clock must return an aware datetime (with tzinfo), got a naive one", field="clock")
         self._hooks = hooks or Hooks()
-        self._email_options = dict(email_options or {})
+        self._email_options = email_options
         self._duplicate_scope: DuplicateScope = duplicate_scope
-        self._numbers = number_generator or _default_number_generator()
-        self._token_keys = tuple(token_keys or ())
+        self._numbers = number_generator or generate_number
+        self._token_keys = tokens.signing_keys(token_keys) if token_keys is not None else ()
         self._context = context or MailboxContext()
         self._parser = parser
         self._log = logger or _log
@@ -330,18 +324,29 @@ class Pipeline:
         """The ticket number a signed Message-ID of ours was made for, or ``None``."""
         if not self._token_keys:
             return None
-        from ticketmail import tokens
+        info = tokens.verify_message_id(message_id, self._token_keys)
+        return None if info is None else info.ticket
 
-        return _verify(tokens, message_id, self._token_keys)
+    def outbound_message_id(self, ticket: str, entry: int, *, domain: str) -> str:
+        """A signed Message-ID (with angle brackets) for a mail the application sends about ``entry``.
+
+        The id is recorded on the ticket's thread (``outbound``) in its own unit of work, so replies thread
+        by ``References`` even without the keys. Raises :class:`~ticketmail.errors.ConfigError` when the
+        pipeline has no ``token_keys``.
+        """
+        if not self._token_keys:
+            raise ConfigError("outbound Message-IDs need token_keys on the pipeline", field="token_keys")
+        message_id = tokens.make_message_id(ticket, entry, keys=self._token_keys, domain=domain)
+        with self._backend.unit_of_work() as uow:
+            uow.record_message_id(ticket, message_id, "outbound")
+        return message_id
 
     # -- steps ---------------------------------------------------------------------------------------
 
     def _parse(self, raw: bytes) -> InboundEmail:
         if self._parser is not None:
             return self._parser(raw)
-        from ticketmail.parsing.mime import parse_email
-
-        return parse_email(raw, **self._email_options)
+        return parse_email(raw, options=self._email_options)
 
     def _now(self) -> _dt.datetime:
         return self._clock()
@@ -482,7 +487,7 @@ class Pipeline:
             verify_token=self.verify_token if self._token_keys else None,
             own_addresses=ctx.addresses,
             automatic=automatic,
-            may_open_ticket=decision.may_open_ticket and not automatic,
+            may_open_ticket=decision.may_open_ticket,
         )
         reasons = decision.reasons + thread.reasons
         if thread.action in ("ignore", "reject"):
@@ -506,13 +511,13 @@ class Pipeline:
             )
             self._finish(uow, outcome, key, (), now)
             return _Result(outcome, "message_rejected")
-        alert = not automatic
         autorespond = decision.autorespond and not automatic
         if thread.action in ("new", "new_linked"):
             linked = thread.ticket.number if thread.action == "new_linked" and thread.ticket else None
             ticket = self._create(uow, email, requester, decision, ctx, now, linked)
             entry = uow.append_entry(ticket.number, self._email_entry(email, requester, "message", now))
             action: OutcomeAction = "created"
+            alert = True  # a new ticket always concerns staff
         else:
             if thread.ticket is None:  # pragma: no cover - append/reopen always carry the matched ticket
                 raise ProcessingError("threading chose to append without naming a ticket")
@@ -523,6 +528,7 @@ class Pipeline:
                 uow.add_participant(ticket.number, requester.email)
             entry = uow.append_entry(ticket.number, self._email_entry(email, requester, "reply", now))
             action = "appended"
+            alert = not automatic  # staff need no alert for an auto-reply on a thread
         outcome = Outcome(
             action,
             ticket=ticket.number,
@@ -657,7 +663,7 @@ class Pipeline:
         now = self._now()
         reasons = (Reason(f"failed.{error.code}", error.message),)
         outcome = Outcome("failed", message_id=message_id, reasons=reasons, provenance=provenance, error=error)
-        with self._backend.unit_of_work() as uow:
+        with _quarantine_errors(), self._backend.unit_of_work() as uow:
             previous = uow.processed(key)
             if previous is not None:  # committed by an earlier attempt: acknowledge, do not quarantine
                 return self._redelivery(previous, provenance).outcome
@@ -674,7 +680,7 @@ class Pipeline:
         now = self._now()
         reasons = (Reason(f"failed.{error.code}", error.message),)
         outcome = Outcome("failed", reasons=reasons, provenance=provenance, error=error)
-        with self._backend.unit_of_work() as uow:
+        with _quarantine_errors(), self._backend.unit_of_work() as uow:
             if key is not None:
                 previous = uow.processed(key)
                 if previous is not None:
@@ -698,13 +704,19 @@ class Pipeline:
         self._hooks.dispatch(HookEvent(result.hook, result.outcome, ticket, result.entry), logger=self._log)
 
 
+@contextlib.contextmanager
+def _quarantine_errors() -> Iterator[None]:
+    """Recording a failure must not fail quietly: anything but a BackendError becomes one (do not ack)."""
+    try:
+        yield
+    except BackendError:
+        raise
+    except Exception as exc:
+        raise BackendError(f"could not record a failed message ({type(exc).__name__}); retry later") from exc
+
+
 def _unexpected(exc: BaseException, stage: str) -> ProcessingError:
     # The message names the exception type only: its text may quote the input (or worse, a secret).
     error = ProcessingError(f"unexpected {type(exc).__name__} while {stage} the message; see the log")
     error.__cause__ = exc
     return error
-
-
-def _verify(tokens: Any, message_id: str, keys: tuple[bytes, ...]) -> str | None:
-    number = tokens.verify_message_id(message_id, keys)
-    return None if number is None else str(number)

@@ -99,7 +99,9 @@ class ThreadingOptions:
 
     Attributes:
         subject_tag: The tag put in subjects of mail about a ticket; ``{number}`` marks the number.
-        number_pattern: A regular expression a ticket number matches (used to find tags and plus tokens).
+        number_pattern: A regular expression a ticket number matches (used to find tags and plus tokens);
+            the default accepts 4-32 letters, digits, ``-`` and ``_``. ``RandomTicketNumbers.regex`` gives
+            the exact pattern of a configured generator.
         plus_addressing: Whether the ``support+NUMBER@`` route is used.
         plus_separator: The subaddress separator (``+``; some servers use ``-``).
         requester: Which header names the sender: ``from`` (default) or ``reply_to``.
@@ -110,7 +112,7 @@ class ThreadingOptions:
     """
 
     subject_tag: str = attrs.field(default="[#{number}]", validator=_check_tag_format)
-    number_pattern: str = r"[A-Za-z0-9]{4,32}"
+    number_pattern: str = r"[A-Za-z0-9](?:[A-Za-z0-9_-]{2,30})[A-Za-z0-9]"
     plus_addressing: bool = True
     plus_separator: str = "+"
     requester: RequesterHeader = attrs.field(default="from", validator=_check_choice(("from", "reply_to")))
@@ -330,7 +332,8 @@ def resolve_thread(
         own_addresses: The desk's addresses at the mailbox (restricts the plus-address route).
         automatic: The message is machine-generated (auto-reply, out-of-office, bounce): it may be appended
             to an open ticket but changes nothing else.
-        may_open_ticket: Whether a new ticket may be opened (false for automatic mail).
+        may_open_ticket: Whether a new ticket may be opened (the rules say no for automatic mail and for a
+            sender over the rate limit); when not, an unthreaded message is ignored.
     """
     opts = options or ThreadingOptions()
     requester, identity = requester_of(message, opts)
@@ -338,7 +341,7 @@ def resolve_thread(
     found = _match(message, lookups, opts, verify_token, own_addresses)
     if found is None:
         if not may_open_ticket:
-            reasons.append(Reason("thread.no_ticket", "automatic mail that threads onto no ticket opens none"))
+            reasons.append(Reason("thread.no_ticket", "threads onto no ticket and may not open one"))
             return ThreadDecision("ignore", requester=requester, reasons=tuple(reasons))
         reasons.append(Reason("thread.new", "no existing ticket matched: opening a new one"))
         return ThreadDecision("new", requester=requester, reasons=tuple(reasons))

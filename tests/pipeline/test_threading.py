@@ -27,7 +27,7 @@ ALICE = Address("alice@example.org", "Alice")
 def backend() -> InMemoryBackend:
     b = InMemoryBackend()
     with b.unit_of_work() as uow:
-        for number, requester, status in (
+        for number, requester, _status in (
             ("ABC123", ALICE, "open"),
             ("CLOSED1", ALICE, "closed"),
             ("OLD999", ALICE, "open"),

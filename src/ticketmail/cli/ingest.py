@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import sys
 import time
 from collections import Counter
@@ -94,6 +95,12 @@ def _open_backend(path: str, *, create: bool) -> Backend:
     return SQLiteBackend(path)
 
 
+def _quiet_broken_pipe() -> None:
+    """The reader went away (``| head``): send further output to /dev/null so exit is quiet."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+
+
 def _error(stream: IO[str], exc: TicketmailError) -> None:
     print(f"ticketmail: error: {exc.message} [{exc.code}]", file=stream)
 
@@ -139,10 +146,10 @@ class _Progress:
 def _process(pipeline: Pipeline, item: LocalItem, context: MailboxContext) -> Outcome:
     if item.kind == "email":
         return pipeline.process_email(item.data, provenance=item.provenance, context=context)
-    from ticketmail.parsing import parse
+    from ticketmail.parsing import parse_json, parse_xml
 
     try:
-        request = parse(item.data, format=item.kind)
+        request = parse_json(item.data) if item.kind == "json" else parse_xml(item.data)
     except InputError as exc:
         return Outcome("failed", provenance=item.provenance, error=exc)
     return pipeline.process_request(request, context=context, idempotency_key=hashlib.sha256(item.data).hexdigest())
@@ -190,6 +197,8 @@ def run_ingest(args: argparse.Namespace) -> int:
             out.write(_line(item, outcome) + "\n")
             progress.update(done, counts)
         progress.close()
+    except BrokenPipeError:  # stop reading inputs; everything printed so far was committed
+        _quiet_broken_pipe()
     except SourceError as exc:
         _error(err, exc)
         code = EXIT_USAGE
@@ -273,11 +282,19 @@ def run_tickets(args: argparse.Namespace) -> int:
         return EXIT_BACKEND
     finally:
         backend.close()
-    out = sys.stdout
-    if args.json:
+    try:
+        _print_tickets(tickets, as_json=args.json, out=sys.stdout)
+    except BrokenPipeError:
+        _quiet_broken_pipe()
+    return EXIT_OK
+
+
+def _print_tickets(tickets: list[Ticket], *, as_json: bool, out: IO[str]) -> None:
+    if as_json:
         for ticket in tickets:
             out.write(json.dumps(ticket_summary(ticket), ensure_ascii=False) + "\n")
-        return EXIT_OK
+        out.flush()
+        return
     rows = [["NUMBER", "STATUS", "ENTRIES", "UPDATED", "REQUESTER", "SUBJECT"]]
     rows.extend(
         [
@@ -292,7 +309,7 @@ def run_tickets(args: argparse.Namespace) -> int:
     )
     _table(rows, out)
     out.write(f"{len(tickets)} ticket(s)\n")
-    return EXIT_OK
+    out.flush()
 
 
 def _text_lines(ticket: Ticket, entries: Iterable[Entry]) -> Iterator[str]:
@@ -344,12 +361,16 @@ def run_show(args: argparse.Namespace) -> int:
         print(f"ticketmail: error: no ticket {args.number} in {args.db} [not_found]", file=sys.stderr)
         return EXIT_FAILED
     out = sys.stdout
-    if args.json:
-        data = ticket_summary(ticket)
-        data["entry_count"] = data["entries"]
-        data["entries"] = [_entry_json(e) for e in entries]
-        out.write(json.dumps(data, ensure_ascii=False) + "\n")
-    else:
-        for line in _text_lines(ticket, entries):
-            out.write(line + "\n")
+    try:
+        if args.json:
+            data = ticket_summary(ticket)
+            data["entry_count"] = data["entries"]
+            data["entries"] = [_entry_json(e) for e in entries]
+            out.write(json.dumps(data, ensure_ascii=False) + "\n")
+        else:
+            for line in _text_lines(ticket, entries):
+                out.write(line + "\n")
+        out.flush()
+    except BrokenPipeError:
+        _quiet_broken_pipe()
     return EXIT_OK
