@@ -321,6 +321,7 @@ class HealthStore:
         payload = {"version": _FORMAT_VERSION, "mailboxes": {k: v.to_dict() for k, v in sorted(records.items())}}
         fd, tmp = tempfile.mkstemp(prefix=".health-", dir=path.parent)
         try:
+            os.fchmod(fd, 0o644)  # ``ticketmail status`` may run as another user; no secrets inside
             with os.fdopen(fd, "w", encoding="utf-8") as fh:
                 json.dump(payload, fh, indent=1, sort_keys=True)
                 fh.flush()

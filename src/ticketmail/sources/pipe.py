@@ -30,7 +30,7 @@ from typing import IO, Final
 
 import attrs
 
-from ticketmail.errors import BackendError, InputError, PolicyRejectedError, TicketmailError
+from ticketmail.errors import BackendError, InputError, PayloadTooLargeError, PolicyRejectedError, TicketmailError
 from ticketmail.model import MailboxContext, Provenance
 from ticketmail.pipeline import Outcome
 from ticketmail.sources.poller import ProcessesEmail
@@ -76,15 +76,16 @@ def exit_code_for(outcome: Outcome) -> int:
     return EX_TEMPFAIL
 
 
-class _TooLarge(Exception):
-    pass
-
-
 def read_message(stream: IO[bytes], max_size: int = DEFAULT_MAX_SIZE) -> bytes:
-    """Read all of ``stream`` but at most ``max_size`` bytes (raises an internal error beyond)."""
+    """Read all of ``stream``, refusing more than ``max_size`` bytes.
+
+    Raises:
+        PayloadTooLargeError: the message is larger than ``max_size`` (the rest is not read).
+        OSError: reading failed (the caller answers EX_TEMPFAIL).
+    """
     data = stream.read(max_size + 1)
     if len(data) > max_size:
-        raise _TooLarge(len(data))
+        raise PayloadTooLargeError(f"message larger than the {max_size}-byte limit", field="stdin")
     return data
 
 

@@ -1,0 +1,390 @@
+"""``ticketmail fetch``, ``check``, ``status`` and ``pipe``: mailboxes from the command line.
+
+* ``fetch --config FILE [--once | --watch]`` polls the configured mailboxes into the SQLite database named by
+  ``[storage] sqlite`` and prints one JSON line per message on stdout (like ``ingest``). ``--once`` (the
+  default) suits cron; ``--watch`` serves every mailbox until SIGTERM/SIGINT (IDLE where ``idle = true``).
+* ``check --config FILE [--json]`` tests each mailbox's connection and names the failing stage.
+* ``status --config FILE [--json]`` prints the health table written by fetch runs (another process).
+* ``pipe [--db PATH | --config FILE] [--mailbox NAME]`` reads ONE message from stdin for MTA delivery and
+  exits with a sysexits status (see :mod:`ticketmail.sources.pipe`); never a traceback, one line on stderr.
+
+State (locks, ``health.json``, retry counters) lives in ``[storage] state_dir`` or, by default, in
+``<database>.state/`` next to the database (:func:`ticketmail.sources.poller.default_state_dir`).
+
+Exit codes of fetch: 0 every mailbox polled and every message committed; 1 some message failed (left in
+place, retried later) or some mailbox failed (see stderr and ``status``); 2 bad usage or configuration;
+3 the database failed. ``check``: 0 all ok, 1 some mailbox failed. ``status``: 0 all ok (or never polled),
+1 some mailbox is failing or unreachable, 2 bad configuration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import IO, Any
+
+from ticketmail.errors import BackendError, ConfigError, PayloadTooLargeError, TicketmailError
+from ticketmail.model import MailboxContext
+from ticketmail.pipeline import Outcome, Pipeline
+from ticketmail.sources.base import RawItem
+from ticketmail.sources.config import MailboxConfig, SourcesConfig, load_config
+from ticketmail.sources.health import MailboxHealth, read_health
+from ticketmail.sources.pipe import DEFAULT_MAX_SIZE, EX_DATAERR, EX_TEMPFAIL, deliver, read_message
+from ticketmail.sources.poller import MailboxRun, Poller, default_state_dir
+
+__all__ = ["register"]
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_BACKEND = 0, 1, 2, 3
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``fetch``, ``check``, ``status`` and ``pipe`` sub-commands."""
+    fetch = subparsers.add_parser(
+        "fetch",
+        help="fetch mail from the configured mailboxes into the ticket database",
+        description="Poll IMAP/POP3/Maildir/mbox mailboxes; one JSON line per message on stdout.",
+    )
+    _config_argument(fetch)
+    mode = fetch.add_mutually_exclusive_group()
+    mode.add_argument("--once", action="store_true", help="visit each mailbox once and exit (default; for cron)")
+    mode.add_argument("--watch", action="store_true", help="keep serving the mailboxes until SIGTERM/SIGINT")
+    fetch.add_argument("--mailbox", action="append", default=[], metavar="NAME", help="only this mailbox (repeatable)")
+    fetch.add_argument("--rules", metavar="FILE", help="a rules TOML file (default: built-in rules only)")
+    fetch.add_argument(
+        "--time-budget", type=float, default=120.0, metavar="SECONDS", help="time limit per mailbox visit (120)"
+    )
+    _common(fetch)
+    fetch.set_defaults(func=run_fetch)
+
+    check = subparsers.add_parser(
+        "check", help="test each mailbox's connection", description="Connect, authenticate and open each mailbox."
+    )
+    _config_argument(check)
+    check.add_argument("--mailbox", action="append", default=[], metavar="NAME", help="only this mailbox (repeatable)")
+    check.add_argument("--json", action="store_true", help="one JSON object per mailbox per line")
+    _common(check)
+    check.set_defaults(func=run_check)
+
+    status = subparsers.add_parser(
+        "status", help="show mailbox health", description="Health of each mailbox as recorded by fetch runs."
+    )
+    _config_argument(status)
+    status.add_argument("--json", action="store_true", help="one JSON object per mailbox per line")
+    _common(status)
+    status.set_defaults(func=run_status)
+
+    pipe = subparsers.add_parser(
+        "pipe",
+        help="deliver ONE message from stdin (MTA pipe/alias); exits with sysexits codes",
+        description="Read one message on stdin and store it. Exit 0 stored/ignored, 65 unusable, 77 refused, "
+        "75 temporary failure (the MTA retries).",
+    )
+    where = pipe.add_mutually_exclusive_group()
+    where.add_argument("--db", metavar="FILE", help="the SQLite database file (default: tickets.sqlite3)")
+    where.add_argument("--config", metavar="FILE", help="a ticketmail TOML file ([storage] and [[mailboxes]])")
+    pipe.add_argument("--mailbox", default="pipe", metavar="NAME", help="the mailbox name recorded (default: pipe)")
+    pipe.add_argument("--rules", metavar="FILE", help="a rules TOML file")
+    pipe.add_argument(
+        "--max-size", type=int, default=DEFAULT_MAX_SIZE, metavar="BYTES", help="refuse larger messages (65)"
+    )
+    _common(pipe)
+    pipe.set_defaults(func=run_pipe)
+
+
+def _config_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", required=True, metavar="FILE", help="the ticketmail TOML file")
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--state-dir", metavar="DIR", help="locks and health state (default: <database>.state)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log details (with tracebacks) on stderr")
+
+
+class _OneLine(logging.Formatter):
+    """``ticketmail: warning: message``; tracebacks only with ``--verbose``."""
+
+    def __init__(self, verbose: bool) -> None:
+        super().__init__()
+        self.verbose = verbose
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = f"ticketmail: {record.levelname.lower()}: {record.getMessage()}"
+        if self.verbose and record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        return line
+
+
+def _setup_logging(verbose: bool, *, quiet: bool = False) -> None:
+    logger = logging.getLogger("ticketmail")
+    for old in list(logger.handlers):
+        if getattr(old, "_ticketmail_cli", False):
+            logger.removeHandler(old)
+    handler: logging.Handler = logging.StreamHandler(sys.stderr) if not quiet or verbose else logging.NullHandler()
+    handler.setFormatter(_OneLine(verbose))
+    handler._ticketmail_cli = True  # type: ignore[attr-defined]
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG if verbose else logging.WARNING)
+    logger.propagate = False
+
+
+def _error(stream: IO[str], exc: TicketmailError) -> None:
+    print(f"ticketmail: error: {exc.message} [{exc.code}]", file=stream)
+
+
+def _state_dir(args: argparse.Namespace, config: SourcesConfig | None, db: str) -> Path:
+    if getattr(args, "state_dir", None):
+        return Path(args.state_dir)
+    if config is not None:
+        configured = config.storage.get("state_dir")
+        if isinstance(configured, str) and configured:
+            base = Path(config.path).resolve().parent if config.path else Path.cwd()
+            return base / configured
+    return default_state_dir(db)
+
+
+def _db_path(config: SourcesConfig) -> str:
+    if not config.sqlite:
+        raise ConfigError(f"{config.path}: [storage] sqlite is not set; name the database file", field="sqlite")
+    return config.sqlite
+
+
+def _pipeline(db: str, rules_file: str | None) -> Pipeline:
+    from ticketmail.backends.sqlite import SQLiteBackend
+
+    rules = None
+    if rules_file:
+        from ticketmail.rules import load_rules_file
+
+        rules = load_rules_file(rules_file)
+    return Pipeline(SQLiteBackend(db), rules=rules)
+
+
+def _close(pipeline: Pipeline) -> None:
+    close = getattr(pipeline.backend, "close", None)
+    if callable(close):
+        with contextlib.suppress(TicketmailError):
+            close()
+
+
+def _select(config: SourcesConfig, names: Sequence[str]) -> list[MailboxConfig]:
+    if not names:
+        return list(config.mailboxes)
+    return [config.mailbox(name) for name in names]
+
+
+# -- fetch -----------------------------------------------------------------------------------------------
+
+
+def _line(name: str, item: RawItem, outcome: Outcome) -> str:
+    data = outcome.to_dict()
+    p = item.provenance
+    line: dict[str, Any] = {
+        "source": f"{p.kind}:{p.mailbox}/{p.key}",
+        "action": data.pop("action"),
+        "ticket": data.pop("ticket"),
+        "reasons": data.pop("reasons"),
+        "mailbox": name,
+    }
+    if item.truncated:
+        line["truncated"] = True
+        line["note"] = item.note
+    line.update(data)
+    return json.dumps(line, ensure_ascii=False)
+
+
+def _summary(run: MailboxRun) -> str:
+    counts = ", ".join(f"{n} {k}" for k, n in run.actions) or "nothing new"
+    extra = ""
+    if run.stopped in ("cap", "budget"):
+        extra += f"; stopped at the {run.stopped}, more waiting"
+    if run.waiting:
+        extra += f"; {run.waiting} waiting"
+    if run.oversized:
+        extra += f"; {run.oversized} oversized left on the server"
+    if run.status == "error" and run.error is not None:
+        stage = getattr(run.error, "stage", "backend")
+        return f"{run.name}: FAILED at {stage}: {run.error.message} ({counts} before that)"
+    if run.status == "busy":
+        return f"{run.name}: skipped, another fetch is running"
+    if run.status == "disabled":
+        return f"{run.name}: disabled"
+    return f"{run.name}: {counts}{extra}"
+
+
+def run_fetch(args: argparse.Namespace) -> int:
+    """Fetch once or watch; return the exit code."""
+    _setup_logging(args.verbose)
+    if not args.watch and not args.verbose:
+        # --once prints a summary per mailbox at the end; the poller's warnings would only repeat it.
+        logging.getLogger("ticketmail.sources.poller").setLevel(logging.ERROR)
+    out, err = sys.stdout, sys.stderr
+    try:
+        config = load_config(args.config)
+        mailboxes = _select(config, args.mailbox)
+        db = _db_path(config)
+        pipeline = _pipeline(db, args.rules)
+    except BackendError as exc:
+        _error(err, exc)
+        return EXIT_BACKEND
+    except TicketmailError as exc:
+        _error(err, exc)
+        return EXIT_USAGE
+    if not mailboxes:
+        print(f"ticketmail: error: {args.config} defines no [[mailboxes]]", file=err)
+        _close(pipeline)
+        return EXIT_USAGE
+    write_lock = threading.Lock()
+
+    def on_outcome(name: str, item: RawItem, outcome: Outcome) -> None:
+        with write_lock:
+            out.write(_line(name, item, outcome) + "\n")
+            out.flush()
+
+    try:
+        from ticketmail.sources.poller import target_for
+
+        state = _state_dir(args, config, db)
+        targets = [
+            target_for(m, skip=pipeline.is_processed, state_dir=state, time_budget=args.time_budget) for m in mailboxes
+        ]
+        poller = Poller(targets, pipeline, state=state, on_outcome=on_outcome)
+        if args.watch:
+            print(f"ticketmail: watching {len(targets)} mailbox(es); SIGTERM or Ctrl-C stops", file=err)
+            poller.run(handle_signals=True)
+            return EXIT_OK
+        report = poller.poll_once()
+    except TicketmailError as exc:
+        _error(err, exc)
+        return EXIT_BACKEND if isinstance(exc, BackendError) else EXIT_USAGE
+    finally:
+        out.flush()
+        _close(pipeline)
+    for run in report.runs:
+        print(f"ticketmail: {_summary(run)}", file=err)
+    if any(isinstance(run.error, BackendError) for run in report.runs):
+        return EXIT_BACKEND
+    if not report.ok or any(run.failed for run in report.runs):
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+# -- check -----------------------------------------------------------------------------------------------
+
+
+def run_check(args: argparse.Namespace) -> int:
+    """Test each mailbox's connection; return the exit code."""
+    _setup_logging(args.verbose)
+    try:
+        config = load_config(args.config)
+        mailboxes = _select(config, args.mailbox)
+    except TicketmailError as exc:
+        _error(sys.stderr, exc)
+        return EXIT_USAGE
+    from ticketmail.sources.check import check
+
+    code = EXIT_OK
+    for mailbox in mailboxes:
+        try:
+            result = check(mailbox)
+            data: dict[str, Any] = dict(result.to_dict())
+        except TicketmailError as exc:  # check() should report, not raise; be safe anyway
+            data = {"mailbox": mailbox.name, "ok": False, "stage": getattr(exc, "stage", None), "message": exc.message}
+        data.setdefault("mailbox", mailbox.name)
+        if not data.get("ok"):
+            code = EXIT_FAILED
+        if args.json:
+            sys.stdout.write(json.dumps(data, ensure_ascii=False) + "\n")
+        elif data.get("ok"):
+            caps = data.get("capabilities") or []
+            extra = f" (capabilities: {' '.join(caps)})" if caps else ""
+            sys.stdout.write(f"{mailbox.name}: ok{extra}\n")
+        else:
+            sys.stdout.write(f"{mailbox.name}: FAILED at {data.get('stage')}: {data.get('message')}\n")
+    return code
+
+
+# -- status ----------------------------------------------------------------------------------------------
+
+
+def _ago(health: MailboxHealth) -> str:
+    return health.last_success.strftime("%Y-%m-%d %H:%M:%S%z") if health.last_success else "never"
+
+
+def run_status(args: argparse.Namespace) -> int:
+    """Print the health table; return the exit code."""
+    _setup_logging(args.verbose)
+    try:
+        config = load_config(args.config)
+        db = _db_path(config)
+        records = read_health(_state_dir(args, config, db) / "health.json")
+    except TicketmailError as exc:
+        _error(sys.stderr, exc)
+        return EXIT_USAGE
+    rows: list[MailboxHealth] = [records.get(m.name) or MailboxHealth(name=m.name) for m in config.mailboxes]
+    rows += [h for name, h in sorted(records.items()) if name not in {m.name for m in config.mailboxes}]
+    out = sys.stdout
+    if args.json:
+        for health in rows:
+            out.write(json.dumps(health.to_dict(), ensure_ascii=False) + "\n")
+    else:
+        table = [["MAILBOX", "STATE", "LAST SUCCESS", "WAITING", "FAILURES", "LAST ERROR"]]
+        for h in rows:
+            error = f"{h.last_error.stage}: {h.last_error.message}" if h.last_error else ""
+            waiting = "?" if h.waiting is None else str(h.waiting)
+            table.append([h.name, h.state, _ago(h), waiting, str(h.consecutive_failures), error])
+        widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+        for row in table:
+            out.write("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() + "\n")
+    return EXIT_FAILED if any(h.state in ("failing", "unreachable") for h in rows) else EXIT_OK
+
+
+# -- pipe ------------------------------------------------------------------------------------------------
+
+
+def run_pipe(args: argparse.Namespace) -> int:
+    """Deliver one message from stdin; return a sysexits status. Never raises, never prints a traceback."""
+    _setup_logging(args.verbose, quiet=True)
+    err = sys.stderr
+    try:
+        return _pipe(args, err)
+    except BaseException as exc:  # the MTA must get 75 (retry later), never a traceback
+        print(f"ticketmail: temporary failure: unexpected {type(exc).__name__}; the MTA should retry", file=err)
+        return EX_TEMPFAIL
+
+
+def _pipe(args: argparse.Namespace, err: IO[str]) -> int:
+    context = MailboxContext(name=args.mailbox)
+    try:
+        if args.config:
+            config = load_config(args.config)
+            db = _db_path(config)
+            with contextlib.suppress(ConfigError):  # a pipe-only mailbox need not be configured for polling
+                context = config.mailbox(args.mailbox).context()
+        else:
+            db = args.db or "tickets.sqlite3"
+        pipeline = _pipeline(db, args.rules)
+    except TicketmailError as exc:
+        # Configuration or database problems are the operator's to fix: defer, the MTA keeps the mail.
+        print(f"ticketmail: temporary failure: {exc.message} [{exc.code}]", file=err)
+        return EX_TEMPFAIL
+    try:
+        try:
+            raw = read_message(sys.stdin.buffer, args.max_size)
+        except OSError as exc:
+            print(f"ticketmail: temporary failure: cannot read standard input: {exc.strerror}", file=err)
+            return EX_TEMPFAIL
+        except PayloadTooLargeError as exc:
+            print(f"ticketmail: data error: {exc.message}", file=err)
+            return EX_DATAERR
+        result = deliver(raw, pipeline, mailbox=args.mailbox, context=context)
+    finally:
+        _close(pipeline)
+    label = {0: "ok", 65: "data error", 77: "refused", 75: "temporary failure"}.get(result.code, "error")
+    print(f"ticketmail: {label}: {result.message}", file=err)
+    return result.code
