@@ -37,7 +37,7 @@ from typing import Any, Literal
 
 import attrs
 
-from ticketmail.errors import ConfigError
+from ticketmail.errors import ConfigError, SourceError
 from ticketmail.model import MailboxContext
 
 if sys.version_info >= (3, 11):
@@ -315,7 +315,15 @@ class MailboxConfig:
         """A current OAuth2 access token from ``token_provider``, wrapped as a :class:`Secret`."""
         if self.token_provider is None:
             raise ConfigError(f"mailbox {self.name!r}: no token_provider configured", field="token_provider")
-        token = self.token_provider()
+        try:
+            token = self.token_provider()
+        except Exception as exc:  # the app's provider (MSAL, google-auth): anything may go wrong in there
+            raise SourceError(
+                f"mailbox {self.name!r}: the OAuth2 token provider failed: {type(exc).__name__}; check the app "
+                "registration, its secret and the granted scopes",
+                stage="auth",
+                mailbox=self.name,
+            ) from exc
         if not isinstance(token, str) or not token:
             raise ConfigError(
                 f"mailbox {self.name!r}: token_provider returned {type(token).__name__}, expected a non-empty str",
@@ -452,6 +460,8 @@ def mailbox_from_dict(
     for key, value in data.items():
         if key not in _TYPES:
             raise ConfigError(f"{where}.{key}: unknown key (known: {', '.join(sorted(_TYPES))})", field=key)
+        if value is None:  # from Python dicts: None means "not set" (TOML has no null)
+            continue
         if key == "token_provider" and callable(value):
             kwargs[key] = value
             continue

@@ -1,0 +1,162 @@
+"""``check(mailbox)``: a connection test that says which stage failed and what to do about it.
+
+Why: "connection failed" is the most common support question of the seed products. A check walks the same
+path a fetch does, one stage at a time, and stops at the first failure:
+
+========  =======================================================================================
+stage     fails when
+========  =======================================================================================
+config    the password variable/file or token provider is unusable (``password_env`` unset ...)
+dns       the host name does not resolve
+connect   TCP connect refused (nothing listens: wrong port, server down) or timed out (firewall)
+tls       certificate verification failed; or the port speaks another security than configured
+          (``ssl`` on a plaintext port, plaintext/STARTTLS on an implicit-TLS port); STARTTLS missing
+protocol  the server does not greet like IMAP/POP3 (wrong service on that port)
+auth      the server refused the credentials (or the OAuth2 token)
+folder    the IMAP folder does not exist (the message lists the folders there are); for Maildir/mbox:
+          the path is missing or not a mailbox
+========  =======================================================================================
+
+On success the result carries the server's capabilities (``IDLE``, ``MOVE``, ``UIDPLUS`` ...) and the number
+of messages in the folder. Nothing on the server is changed: the folder is opened with ``EXAMINE``-equivalent
+care (no fetch, no store), a POP3 session ends with ``QUIT`` without ``DELE``.
+"""
+
+from __future__ import annotations
+
+import mailbox as stdlib_mailbox
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+
+from ticketmail.errors import ConfigError, SourceError
+from ticketmail.sources.config import MailboxConfig
+
+__all__ = ["CheckResult", "check"]
+
+
+@attrs.frozen
+class CheckResult:
+    """The outcome of :func:`check`.
+
+    Attributes:
+        mailbox: The mailbox name.
+        ok: True when every stage passed.
+        stage: The failing stage (``config``, ``dns``, ``connect``, ``tls``, ``protocol``, ``auth``, ``folder``),
+            or ``None`` on success.
+        message: A sentence for the operator: what failed and what to try.
+        capabilities: Server capabilities (upper case, sorted), on success.
+        message_count: Messages in the folder / maildrop, on success.
+        elapsed: Seconds the check took.
+    """
+
+    mailbox: str
+    ok: bool
+    stage: str | None = None
+    message: str = ""
+    capabilities: tuple[str, ...] = ()
+    message_count: int | None = None
+    elapsed: float = 0.0
+
+    @property
+    def idle(self) -> bool:
+        """Whether the server offers IMAP IDLE (real-time delivery)."""
+        return "IDLE" in self.capabilities
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready mapping (used by ``ticketmail check --json``)."""
+        return {
+            "mailbox": self.mailbox,
+            "ok": self.ok,
+            "stage": self.stage,
+            "message": self.message,
+            "capabilities": list(self.capabilities),
+            "idle": self.idle,
+            "move": "MOVE" in self.capabilities,
+            "uidplus": "UIDPLUS" in self.capabilities,
+            "message_count": self.message_count,
+            "elapsed": round(self.elapsed, 3),
+        }
+
+
+def _check_imap(config: MailboxConfig) -> tuple[tuple[str, ...], int]:
+    from ticketmail.sources.imap import ImapSession
+
+    session = ImapSession(config)
+    try:
+        session.open()
+        return tuple(sorted(session.capabilities)), session.exists
+    finally:
+        session.close()
+
+
+def _check_pop3(config: MailboxConfig) -> tuple[tuple[str, ...], int]:
+    from ticketmail.sources.pop3 import Pop3Source
+
+    with Pop3Source(config).session() as session:
+        return tuple(sorted(session.capabilities)), session.count
+
+
+def _check_local(config: MailboxConfig) -> tuple[tuple[str, ...], int]:
+    path = config.path or ""
+    if config.protocol == "maildir":
+        if not all(os.path.isdir(os.path.join(path, sub)) for sub in ("cur", "new", "tmp")):
+            raise SourceError(
+                f"{path} is not a Maildir (it needs cur/, new/ and tmp/ subdirectories)",
+                stage="folder",
+                mailbox=config.name,
+            )
+        box: stdlib_mailbox.Mailbox[Any] = stdlib_mailbox.Maildir(path, create=False)
+    else:
+        if not os.path.isfile(path):
+            raise SourceError(f"mbox file {path} does not exist", stage="folder", mailbox=config.name)
+        box = stdlib_mailbox.mbox(path, create=False)
+    try:
+        count = len(box)
+    except (OSError, stdlib_mailbox.Error) as exc:
+        raise SourceError(
+            f"cannot read {path}: {type(exc).__name__}: {exc}", stage="folder", mailbox=config.name
+        ) from exc
+    finally:
+        box.close()
+    return (), count
+
+
+_CHECKERS: dict[str, Callable[[MailboxConfig], tuple[tuple[str, ...], int]]] = {
+    "imap": _check_imap,
+    "pop3": _check_pop3,
+    "maildir": _check_local,
+    "mbox": _check_local,
+}
+
+
+def check(mailbox: MailboxConfig, *, clock: Callable[[], float] = time.monotonic) -> CheckResult:
+    """Test the connection to ``mailbox`` stage by stage; never raises for a failing mailbox.
+
+    Returns:
+        A :class:`CheckResult`: ``ok`` with capabilities and message count, or the failing ``stage`` with an
+        actionable ``message`` (credentials never appear in it).
+    """
+    started = clock()
+    try:
+        capabilities, count = _CHECKERS[mailbox.protocol](mailbox)
+    except SourceError as exc:
+        return CheckResult(mailbox.name, False, exc.stage, exc.message, elapsed=clock() - started)
+    except ConfigError as exc:
+        return CheckResult(mailbox.name, False, "config", exc.message, elapsed=clock() - started)
+    summary = f"ok: {count} message(s)"
+    if capabilities:
+        wanted = [c for c in ("IDLE", "MOVE", "UIDPLUS") if c in capabilities]
+        summary += f"; supports {', '.join(wanted) or 'none of IDLE, MOVE, UIDPLUS'}"
+    return CheckResult(
+        mailbox.name,
+        True,
+        None,
+        summary,
+        capabilities=capabilities,
+        message_count=count,
+        elapsed=clock() - started,
+    )
