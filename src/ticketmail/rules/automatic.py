@@ -173,6 +173,7 @@ _DELAY_SUBJECTS = (
     "warning: message",
     "mail delivery delayed",
     "delivery delay notification",
+    "delivery warning",
 )
 _REPORTER_LOCALS = frozenset(
     {"mailer-daemon", "mailer_daemon", "maildaemon", "mail-daemon", "mailerdaemon", "mdaemon", "postmaster"}

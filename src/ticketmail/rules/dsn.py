@@ -350,7 +350,15 @@ def scan_bounce_text(text: str, *, exclude: Iterable[str] = ()) -> tuple[BounceR
                 found[key] = attrs.evolve(previous, recipient=address)
                 last_key = key
                 continue
-            if key in found or key in excluded or _is_reporter(address, excluded):
+            if key in found:
+                # A later mention (Exchange repeats the address under "Diagnostic information") may carry the code.
+                if found[key].status is None:
+                    detail = _detail(lines, index, line)
+                    status = _status_code(detail)
+                    if status is not None:
+                        found[key] = attrs.evolve(found[key], status=status, diagnostic=detail)
+                continue
+            if key in excluded or _is_reporter(address, excluded):
                 continue
             before = line[: match.start()].strip().lstrip("<\"'").strip()
             starts_line = before == "" or before.lower().endswith(("smtp=", "rfc822;", "recipient:", "error-for:"))
@@ -372,19 +380,51 @@ def scan_bounce_text(text: str, *, exclude: Iterable[str] = ()) -> tuple[BounceR
                 permanent=not is_temp,
             )
             last_key = key
+    if len(found) == 1:
+        # One recipient: a status code anywhere in the diagnostic text is about it (Gmail puts it paragraphs below).
+        ((key, only),) = found.items()
+        if only.status is None:
+            status = _status_code(blob)
+            if status is not None:
+                found[key] = attrs.evolve(only, status=status)
     return tuple(found.values())
 
 
 def _detail(lines: list[str], index: int, line: str) -> str | None:
-    """The diagnostic text for the address on ``lines[index]``: the rest of its line, else the next line."""
+    """The diagnostic text for the address on ``lines[index]``: the rest of its line and the lines that follow.
+
+    Following lines are taken up to a blank line, a line that starts another address, or four lines.
+    """
+    parts = []
     rest = _ADDRESS.sub("", line).strip(" \t<>:;,.()[]\"'")
     if len(rest) >= 8:
-        return rest[:300]
-    for follow in lines[index + 1 : index + 3]:
+        parts.append(rest)
+    for follow in lines[index + 1 : index + 5]:
         text = follow.strip()
-        if text and not _ADDRESS.fullmatch(text.strip("<>: ")):
-            return text[:300]
-    return None
+        if not text or _ADDRESS.match(text.lstrip("<\"' *")):
+            break
+        parts.append(text)
+    detail = " ".join(parts)
+    return detail[:300] or None
+
+
+_REPORT_TYPES = frozenset(
+    {"message/delivery-status", "message/global-delivery-status", "text/rfc822-headers", "message/feedback-report"}
+)
+
+
+def _report_texts(email: InboundEmail) -> Iterator[tuple[str, str]]:
+    """(content type, text) of the report parts, then of report-typed attachments.
+
+    Some relays (disclaimer appenders, broken MIME writers) leave the machine-readable parts as plain
+    attachments outside a ``multipart/report``; they are read the same way.
+    """
+    for part in email.report_parts:
+        yield part.content_type.lower(), part.text
+    for attachment in email.attachments:
+        ctype = attachment.content_type.lower()
+        if ctype in _REPORT_TYPES:
+            yield ctype, attachment.data[:MAX_CHARS].decode("utf-8", "replace")
 
 
 def read_delivery_report(email: InboundEmail, *, scan_text: bool) -> DeliveryReport:
@@ -395,17 +435,24 @@ def read_delivery_report(email: InboundEmail, *, scan_text: bool) -> DeliveryRep
     recipients: tuple[BounceRecipient, ...] = ()
     standard = False
     original: str | None = None
-    for part in email.report_parts:
-        ctype = part.content_type.lower()
+    for ctype, text in _report_texts(email):
         if ctype in ("message/delivery-status", "message/global-delivery-status") and not recipients:
-            recipients = parse_delivery_status(part.text)
+            recipients = parse_delivery_status(text)
             standard = bool(recipients)
         elif ctype in ("text/rfc822-headers", "message/rfc822", "text/rfc822") and original is None:
-            original = header_block_message_id(part.text)
+            original = header_block_message_id(text)
     if original is None:
         for attached in email.attached_messages:
             if not attached.message_id_generated and attached.message_id:
                 original = attached.message_id
+                break
+    if not recipients and scan_text:
+        # A DSN wrapped by a relay (disclaimer appenders forward the report as message/rfc822).
+        for attached in email.attached_messages[:3]:
+            if (attached.report_type or "").lower() in ("delivery-status", "global-delivery-status"):
+                inner = read_delivery_report(attached, scan_text=False)
+                recipients, standard = inner.recipients, inner.standard
+                original = inner.original_message_id or original
                 break
     if not recipients and scan_text:
         exclude = [a.email for a in (email.from_, *email.to) if a is not None]
