@@ -28,6 +28,7 @@ The TOML file shape (every key is documented in ``docs/sources.md``)::
 
 from __future__ import annotations
 
+import hmac
 import importlib
 import os
 import sys
@@ -77,14 +78,25 @@ _FETCH = ("auto", "unseen", "all")
 _AUTH = ("password", "oauth2")
 
 
-@attrs.frozen(repr=False)
 class Secret:
-    """A secret string that never shows itself in ``repr``, ``str`` or f-strings.
+    """A secret string that never shows itself in ``repr``, ``str``, f-strings or ``attrs.asdict``.
 
-    Use :meth:`reveal` at the one place that needs the value (the login command).
+    Deliberately not an attrs class, so ``attrs.asdict(config)`` keeps the wrapper (masked) instead of
+    recursing into it. Use :meth:`reveal` at the one place that needs the value (the login command).
     """
 
-    _value: str = attrs.field(alias="value")
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        if not isinstance(value, str):
+            raise TypeError(f"password: expected a string, got {type(value).__name__}")
+        self._value = value
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and hmac.compare_digest(self._value.encode(), other._value.encode())
+
+    def __hash__(self) -> int:
+        return hash((Secret, self._value))
 
     def reveal(self) -> str:
         """The secret value. Never log it."""
