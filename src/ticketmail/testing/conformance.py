@@ -558,6 +558,8 @@ _op_kinds = st.sampled_from(
         "reopen",
         "participant",
         "quarantine",
+        "reply_mid",
+        "reply_number",
         "missing",
     ]
 )
