@@ -25,7 +25,7 @@ import json
 import logging
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -120,17 +120,26 @@ class _OneLine(logging.Formatter):
         return line
 
 
-def _setup_logging(verbose: bool, *, quiet: bool = False) -> None:
+@contextlib.contextmanager
+def _cli_logging(verbose: bool, *, quiet: bool = False, poller_level: int | None = None) -> Iterator[None]:
+    """Route ``ticketmail`` logs to stderr as one-liners for the command's duration, then restore."""
     logger = logging.getLogger("ticketmail")
-    for old in list(logger.handlers):
-        if getattr(old, "_ticketmail_cli", False):
-            logger.removeHandler(old)
+    poller = logging.getLogger("ticketmail.sources.poller")
+    saved = (logger.level, logger.propagate, poller.level)
     handler: logging.Handler = logging.StreamHandler(sys.stderr) if not quiet or verbose else logging.NullHandler()
     handler.setFormatter(_OneLine(verbose))
-    handler._ticketmail_cli = True  # type: ignore[attr-defined]
     logger.addHandler(handler)
     logger.setLevel(logging.DEBUG if verbose else logging.WARNING)
     logger.propagate = False
+    if poller_level is not None and not verbose:
+        poller.setLevel(poller_level)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(saved[0])
+        logger.propagate = saved[1]
+        poller.setLevel(saved[2])
 
 
 def _error(stream: IO[str], exc: TicketmailError) -> None:
@@ -219,10 +228,12 @@ def _summary(run: MailboxRun) -> str:
 
 def run_fetch(args: argparse.Namespace) -> int:
     """Fetch once or watch; return the exit code."""
-    _setup_logging(args.verbose)
-    if not args.watch and not args.verbose:
-        # --once prints a summary per mailbox at the end; the poller's warnings would only repeat it.
-        logging.getLogger("ticketmail.sources.poller").setLevel(logging.ERROR)
+    # --once prints a summary per mailbox at the end; the poller's warnings would only repeat it.
+    with _cli_logging(args.verbose, poller_level=None if args.watch else logging.ERROR):
+        return _fetch(args)
+
+
+def _fetch(args: argparse.Namespace) -> int:
     out, err = sys.stdout, sys.stderr
     try:
         config = load_config(args.config)
@@ -279,7 +290,11 @@ def run_fetch(args: argparse.Namespace) -> int:
 
 def run_check(args: argparse.Namespace) -> int:
     """Test each mailbox's connection; return the exit code."""
-    _setup_logging(args.verbose)
+    with _cli_logging(args.verbose):
+        return _check(args)
+
+
+def _check(args: argparse.Namespace) -> int:
     try:
         config = load_config(args.config)
         mailboxes = _select(config, args.mailbox)
@@ -318,7 +333,11 @@ def _ago(health: MailboxHealth) -> str:
 
 def run_status(args: argparse.Namespace) -> int:
     """Print the health table; return the exit code."""
-    _setup_logging(args.verbose)
+    with _cli_logging(args.verbose):
+        return _status(args)
+
+
+def _status(args: argparse.Namespace) -> int:
     try:
         config = load_config(args.config)
         db = _db_path(config)
@@ -349,10 +368,10 @@ def run_status(args: argparse.Namespace) -> int:
 
 def run_pipe(args: argparse.Namespace) -> int:
     """Deliver one message from stdin; return a sysexits status. Never raises, never prints a traceback."""
-    _setup_logging(args.verbose, quiet=True)
     err = sys.stderr
     try:
-        return _pipe(args, err)
+        with _cli_logging(args.verbose, quiet=True):
+            return _pipe(args, err)
     except BaseException as exc:  # the MTA must get 75 (retry later), never a traceback
         print(f"ticketmail: temporary failure: unexpected {type(exc).__name__}; the MTA should retry", file=err)
         return EX_TEMPFAIL

@@ -9,7 +9,7 @@ status  name            when ticketmail returns it                          what
 0       EX_OK           stored (new ticket or reply), or deliberately       delivered, done
                         ignored (filter, auto-reply, duplicate/redelivery)
 65      EX_DATAERR      unusable input: empty, not a message, too large,    bounces it to the sender
-                        malformed beyond recovery
+                        malformed beyond recovery, no sender at all
 77      EX_NOPERM       refused by policy (a rule rejected it)              bounces it to the sender
 75      EX_TEMPFAIL     backend unavailable, or any unexpected failure      keeps it queued, retries later
 ======  ==============  ==================================================  ==============================
@@ -69,6 +69,10 @@ def exit_code_for(outcome: Outcome) -> int:
     """The sysexits status for a pipeline outcome (see the module table)."""
     if outcome.action in ("created", "appended", "ignored", "duplicate"):
         return EX_OK
+    if any(reason.code == "identity.missing" for reason in outcome.reasons):
+        # Refused because nothing in it names a sender: the bytes are not a usable message (random data,
+        # a truncated header block), which is a data error for the MTA rather than a policy decision.
+        return EX_DATAERR
     if outcome.action == "rejected" or isinstance(outcome.error, PolicyRejectedError):
         return EX_NOPERM
     if isinstance(outcome.error, InputError):
