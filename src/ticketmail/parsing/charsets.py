@@ -90,6 +90,13 @@ _SUPERSETS: dict[str, str] = {
 }
 _LATIN_LIKE = frozenset({"cp1252", "cp1254", "cp874"})
 # Python codecs that are not character encodings of mail text, or are unsafe to run on labels from strangers.
+_LATIN_CODEPAGES = frozenset(
+    {
+        "cp1250", "cp1252", "cp1254", "cp1257", "latin_1", "iso8859_2", "iso8859_3", "iso8859_4", "iso8859_9",
+        "iso8859_10", "iso8859_13", "iso8859_14", "iso8859_15", "iso8859_16", "mac_roman", "mac_latin2", "cp850",
+        "cp437",
+    }
+)  # fmt: skip
 _REFUSED = frozenset(
     {"unicode_escape", "raw_unicode_escape", "idna", "punycode", "undefined", "mbcs", "oem", "charmap"}
 )
@@ -259,6 +266,9 @@ def _sniff(data: bytes) -> tuple[str, str]:
     best = charset_normalizer.from_bytes(data[:_SNIFF_SAMPLE]).best()
     if best is not None:
         encoding = normalize_charset(best.encoding)
+        if encoding is not None and encoding.replace("-", "_") in _LATIN_CODEPAGES:
+            # Telling Latin code pages apart on a short text is guesswork; Western mail is cp1252 by far.
+            return _cp1252_or_latin1(data)
         if encoding is not None and encoding != "iso-2022-jp":
             try:
                 return data.decode(encoding), encoding

@@ -163,6 +163,7 @@ def parse_date(value: str) -> _dt.datetime | None:
 def _collapse(value: str | tuple[str, str, str]) -> str:
     if isinstance(value, tuple):
         charset, _lang, text = value
+        text = email.utils.unquote(text)
         raw = urllib.parse.unquote_to_bytes(text.encode("latin-1", "replace")) if "%" in text else None
         if raw is None:
             raw = text.encode("latin-1", "replace")

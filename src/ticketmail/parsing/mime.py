@@ -135,7 +135,7 @@ def looks_like_email(body: bytes) -> bool:
     head = body[:1024].lstrip(b"\r\n")
     if head.startswith(b"From "):
         return True
-    return _HEADER_START.match(head) is not None and b"\n" in head
+    return _HEADER_START.match(head) is not None and (b"\n" in head or b"\r" in head)
 
 
 # -- body collection -------------------------------------------------------------------------------------

@@ -80,6 +80,9 @@ def _is_attribution(line: str) -> bool:
         return False
     if not (text.endswith(":") or text.endswith("：")):  # noqa: RUF001
         return False
+    if text.endswith((">:", ">\uff1a")) and "@" in text and any(ch.isdigit() for ch in text):
+        # "Am 04.06.2024 um 09:00 schrieb Name <a@b>:", "2024年6月3日(月) 10:15 山田 <a@b>:"
+        return True
     if not text.endswith(_ATTRIBUTION_VERBS):
         return False
     # "Here is what the customer wrote:" is prose; an attribution names a date or an address.
