@@ -7,8 +7,8 @@ JSON and XML cannot drift apart. The raw shape:
 * simple members: JSON scalars, or strings from XML;
 * ``message``: a string (JSON: plain text or an RFC 2397 data URL) or an :class:`XmlMessage`;
 * ``attachments``: a list of objects, either ``{"file.txt": "data:..."}`` (osTicket's JSON form: exactly one
-  member, file name -> data URL) or ``{"name", "data", "type", "encoding", "size"}`` (the long form, which
-  XML ``<file>`` elements become);
+  member, file name -> data URL, the name not being one of the long form's member names) or
+  ``{"name", "data", "type", "encoding", "size"}`` (the long form, which XML ``<file>`` elements become);
 * custom fields named by the caller's :class:`~ticketmail.parsing.fields.Form`.
 
 Work is ordered cheap-first: unknown members, scalars, then attachments (count before any decoding, type
@@ -47,13 +47,13 @@ from ticketmail.parsing.fields import (
 )
 from ticketmail.parsing.limits import Limits
 
-__all__ = ["CORE_FIELDS", "XmlMessage", "build_request", "validate_address"]
+__all__ = ["CORE_FIELDS", "LONG_FORM_KEYS", "XmlMessage", "build_request", "validate_address"]
 
 CORE_FIELDS: tuple[str, ...] = (
     "email", "name", "subject", "message", "alert", "autorespond", "ip", "priority", "priorityId", "source",
     "topicId", "attachments",
 )  # fmt: skip
-_LONG_FORM_KEYS = frozenset({"name", "data", "type", "encoding", "size"})
+LONG_FORM_KEYS = frozenset({"name", "data", "type", "encoding", "size"})
 _MAX_FILENAME = 255
 _MAX_SOURCE = 64
 
@@ -167,7 +167,7 @@ def _attachment(item: object, index: int, limits: Limits, budget: _Budget) -> At
         raise MissingFieldError("an attachment needs a name and data", field=base)
     data_field = f"{base}.data"
     check_type = _type_checker(limits, f"{base}.type")
-    if len(item) == 1:
+    if len(item) == 1 and next(iter(item)) not in LONG_FORM_KEYS:
         # osTicket's JSON form: {"file.txt": "data:text/plain;charset=utf-8,content"}.
         ((raw_name, raw_data),) = item.items()
         name = _filename(raw_name, field=f"{base}.name")
@@ -177,7 +177,7 @@ def _attachment(item: object, index: int, limits: Limits, budget: _Budget) -> At
         budget.used += len(url.data)
         return Attachment(filename=name, content_type=url.media_type, data=url.data, charset=url.charset)
     for key in item:
-        if key not in _LONG_FORM_KEYS:
+        if key not in LONG_FORM_KEYS:
             raise UnsupportedFieldError(f"unknown attachment member {str(key)[:40]!r}", field=f"{base}.{key}")
     if is_empty(item.get("name")):
         raise MissingFieldError("an attachment needs a name", field=f"{base}.name")

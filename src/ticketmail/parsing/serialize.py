@@ -26,6 +26,7 @@ from urllib.parse import quote
 from xml.etree import ElementTree as ET
 
 from ticketmail.model import Attachment, Choice, CustomValue, Phone, TicketRequest
+from ticketmail.parsing.builder import LONG_FORM_KEYS as _LONG_FORM_KEYS
 from ticketmail.parsing.dataurl import format_data_url
 
 __all__ = ["to_json", "to_xml"]
@@ -57,6 +58,18 @@ def _attachment_type(attachment: Attachment) -> str:
     return f"{attachment.content_type};charset={attachment.charset}" if attachment.charset else attachment.content_type
 
 
+def _attachment_json(attachment: Attachment) -> dict[str, Any]:
+    if attachment.filename in _LONG_FORM_KEYS:
+        # A file literally called "name", "data", ... would read as the long form: write the long form.
+        return {
+            "name": attachment.filename,
+            "type": _attachment_type(attachment),
+            "encoding": "base64",
+            "data": base64.b64encode(attachment.data).decode("ascii"),
+        }
+    return {attachment.filename: format_data_url(attachment.data, attachment.content_type, charset=attachment.charset)}
+
+
 def to_json(request: TicketRequest, *, indent: int | None = None) -> bytes:
     """The request as an osTicket JSON payload (UTF-8 bytes)."""
     payload: dict[str, Any] = {
@@ -79,10 +92,7 @@ def to_json(request: TicketRequest, *, indent: int | None = None) -> bytes:
     for name, value in request.custom_fields.items():
         payload[name] = _custom_value(value)
     if request.attachments:
-        payload["attachments"] = [
-            {item.filename: format_data_url(item.data, item.content_type, charset=item.charset)}
-            for item in request.attachments
-        ]
+        payload["attachments"] = [_attachment_json(item) for item in request.attachments]
     return _json.dumps(payload, ensure_ascii=False, indent=indent).encode("utf-8")
 
 
