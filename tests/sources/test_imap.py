@@ -320,3 +320,28 @@ def test_session_object_is_not_open_after_exit(dovecot, mail_user):
     assert isinstance(s, ImapSession)
     with pytest.raises(SourceError):
         _ = s.client
+
+
+def test_queued_acknowledgements_are_sent_even_when_the_worker_fails(dovecot, mail_user, make_message):
+    dovecot.append_many(mail_user, [make_message(i) for i in range(3)])
+    source = ImapSource(dovecot.config(mail_user, after="delete"))
+
+    def worker() -> None:
+        with source.session() as s:
+            items = list(s.fetch())
+            s.acknowledge(items[0])
+            s.acknowledge(items[1])
+            raise RuntimeError("backend went away")
+
+    with pytest.raises(RuntimeError):
+        worker()
+    assert len(dovecot.state(mail_user)) == 1
+
+
+def test_ack_batch_one_applies_immediately(dovecot, mail_user, make_message):
+    dovecot.append_many(mail_user, [make_message(i) for i in range(2)])
+    source = ImapSource(dovecot.config(mail_user, after="seen"), ack_batch=1)
+    with source.session() as s:
+        items = list(s.fetch())
+        s.acknowledge(items[0])
+        assert ["\\Seen" in m.flags for m in dovecot.state(mail_user)] == [True, False]

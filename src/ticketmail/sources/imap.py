@@ -139,6 +139,7 @@ class ImapSource:
             are acknowledged without being downloaded.
         batch_size: Messages per ``UID FETCH`` round trip.
         batch_bytes: Upper bound of message bytes per round trip.
+        ack_batch: Acknowledgements sent together (1: each at once); see :meth:`ImapSession.acknowledge`.
     """
 
     def __init__(
@@ -148,6 +149,7 @@ class ImapSource:
         skip: SkipCallback | None = None,
         batch_size: int = 100,
         batch_bytes: int = 16 * 1024 * 1024,
+        ack_batch: int = 100,
     ) -> None:
         if config.protocol != "imap":
             raise ValueError(f"ImapSource needs protocol 'imap', got {config.protocol!r}")
@@ -156,6 +158,7 @@ class ImapSource:
         self.skip = skip
         self.batch_size = batch_size
         self.batch_bytes = batch_bytes
+        self.ack_batch = ack_batch
 
     def __repr__(self) -> str:
         return f"ImapSource(name={self.name!r}, host={self.config.host!r}, folder={self.config.folder!r})"
@@ -163,10 +166,21 @@ class ImapSource:
     @contextlib.contextmanager
     def session(self) -> Iterator[ImapSession]:
         """Connect, authenticate and select; logs out (after a final expunge) on exit."""
-        session = ImapSession(self.config, skip=self.skip, batch_size=self.batch_size, batch_bytes=self.batch_bytes)
+        session = ImapSession(
+            self.config,
+            skip=self.skip,
+            batch_size=self.batch_size,
+            batch_bytes=self.batch_bytes,
+            ack_batch=self.ack_batch,
+        )
         try:
             session.open()
-            yield session
+            try:
+                yield session
+            except BaseException:
+                with contextlib.suppress(Exception):  # committed items: still worth acknowledging
+                    session.flush()
+                raise
             session.flush()
         finally:
             session.close()
@@ -190,9 +204,11 @@ class ImapSession:
         skip: SkipCallback | None = None,
         batch_size: int = 100,
         batch_bytes: int = 16 * 1024 * 1024,
+        ack_batch: int = 100,
     ) -> None:
         self.config = config
         self.skip = skip
+        self.ack_batch = max(1, ack_batch)
         self.batch_size = max(1, batch_size)
         self.batch_bytes = max(1, batch_bytes)
         self.capabilities: frozenset[str] = frozenset()
@@ -203,6 +219,7 @@ class ImapSession:
         self._client: _IMAP4 | None = None
         self._keywords_ok = True
         self._pending_expunge: list[int] = []
+        self._pending_ack: list[int] = []
         self._created: set[str] = set()
         self._secrets: tuple[str, ...] = ()
 
@@ -456,8 +473,22 @@ class ImapSession:
     # --- acknowledgement ------------------------------------------------------------------------------
 
     def acknowledge(self, item: RawItem) -> None:
-        """Apply ``after`` (delete / move / seen) to a committed item."""
-        self._acknowledge_uids([self._uid_of(item)])
+        """Apply ``after`` (delete / move / seen) to a committed item.
+
+        Acknowledgements are queued and sent as one ``UID STORE``/``UID MOVE`` with a UID set every
+        ``ack_batch`` items, before IDLE and when the session ends (also when it ends with an exception).
+        Deferring is safe because the item is already committed: a crash loses at most the pending
+        acknowledgements, and the ledger turns their redelivery into ``duplicate`` outcomes that are
+        acknowledged then. Errors of a deferred batch surface from the call that sends it (stage ``ack``).
+        """
+        self._pending_ack.append(self._uid_of(item))
+        if len(self._pending_ack) >= self.ack_batch:
+            self._send_acks()
+
+    def _send_acks(self) -> None:
+        uids, self._pending_ack = self._pending_ack, []
+        if uids:
+            self._acknowledge_uids(uids)
 
     def _uid_of(self, item: RawItem) -> int:
         validity, _, uid = item.provenance.key.partition(":")
@@ -513,8 +544,11 @@ class ImapSession:
                 raise imaplib.IMAP4.error(f"EXPUNGE answered {typ}: {data!r}")
 
     def flush(self) -> None:
-        """Expunge messages acknowledged with ``delete`` that are still pending."""
-        if self._client is not None and self._pending_expunge:
+        """Send queued acknowledgements and expunge messages acknowledged with ``delete``."""
+        if self._client is None:
+            return
+        self._send_acks()
+        if self._pending_expunge:
             with self._guard("ack", "UID EXPUNGE"):
                 self._expunge()
 

@@ -1,0 +1,214 @@
+"""Fetch benchmark: ImapSource over IMAPS from a private local Dovecot vs a bare imaplib fetch, same run.
+
+Starts its own Dovecot (the fixture class from tests/sources/conftest.py), seeds N messages of about 5 KB by
+APPEND into one fresh mailbox per measurement, and reports, each against the baseline measured in this run:
+
+1. baseline   bare ``imaplib.IMAP4_SSL`` ``UID FETCH 1:* (BODY.PEEK[])`` of the same messages (no parsing).
+2. fetch      ``ImapSource`` session: SEARCH, one size/flags FETCH, bodies in batches (target <= 1.5x).
+3. fetch+ack  the same plus ``acknowledge`` (after = "seen": a STORE per message).
+4. ingest     fetch + ``Pipeline.process_email`` on SQLite + acknowledge, against the same pipeline fed the
+              bytes of the bare fetch (so the ratio is the overhead of the source, target <= 1.5x).
+5. IDLE       latency from APPEND (another connection) to committed ticket + acknowledge, p50/p95
+              (target p95 < 1 s; Dovecot's ``mailbox_idle_check_interval`` is 1 s in the fixture).
+
+    .venv/bin/python benchmarks/bench_fetch.py            # 1,000 messages, 20 IDLE samples
+    .venv/bin/python benchmarks/bench_fetch.py --quick    # 200 messages, 5 IDLE samples
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import imaplib
+import ssl
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from ticketmail.sources.imap import ImapSource  # noqa: E402
+
+
+def load_fixture() -> Any:
+    spec = importlib.util.spec_from_file_location("tm_sources_conftest", ROOT / "tests" / "sources" / "conftest.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def message(i: int, size: int = 5_000) -> bytes:
+    head = (
+        f"From: Customer {i} <customer{i % 97}@example.org>\r\nTo: support@example.test\r\n"
+        f"Subject: Printer on floor {i % 7} is broken ({i})\r\nDate: Mon, 02 Nov 2026 10:00:00 +0000\r\n"
+        f"Message-ID: <bench{i}.{time.time_ns()}@example.org>\r\nMIME-Version: 1.0\r\n"
+        "Content-Type: text/plain; charset=utf-8\r\n\r\n"
+    ).encode()
+    line = f"Hello support, message {i}: the printer shows error E{i % 50}. Please help soon.\r\n".encode()
+    return head + (line * (size // len(line) + 1))[: size - len(head)]
+
+
+def make_pipeline(tmpdir: str, name: str) -> Any:
+    try:
+        from ticketmail.backends.sqlite import SQLiteBackend
+        from ticketmail.pipeline import Pipeline
+
+        backend = SQLiteBackend(str(Path(tmpdir) / f"{name}.sqlite3"))
+        return Pipeline(backend)
+    except Exception as exc:  # the pipeline is another developer's work; say so instead of failing
+        print(f"pipeline unavailable ({type(exc).__name__}: {exc}); ingest rows skipped")
+        return None
+
+
+def bare_fetch(dc: Any, user: str) -> list[bytes]:
+    ctx = ssl.create_default_context(cafile=dc.ca_file)
+    client = imaplib.IMAP4_SSL(dc.host, dc.ports["imaps"], ssl_context=ctx)
+    client.login(user, dc.password)
+    client.select("INBOX")
+    typ, data = client.uid("FETCH", "1:*", "(BODY.PEEK[])")
+    assert typ == "OK"
+    out = [part[1] for part in data if isinstance(part, tuple)]
+    client.logout()
+    return out
+
+
+def timed(fn: Any) -> tuple[float, Any]:
+    started = time.perf_counter()
+    result = fn()
+    return time.perf_counter() - started, result
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="200 messages, 5 IDLE samples")
+    parser.add_argument("-n", type=int, default=None, help="messages per run (default 1000)")
+    args = parser.parse_args()
+    n = args.n or (200 if args.quick else 1000)
+    samples = 5 if args.quick else 20
+
+    fixture = load_fixture()
+    dc = fixture.Dovecot()
+    tmp = tempfile.mkdtemp(prefix="tmbench")
+    rows: list[tuple[str, float, float | None]] = []
+    try:
+        raws = [message(i) for i in range(n)]
+        print(f"{n} messages of {len(raws[0])} bytes over IMAPS, local Dovecot")
+
+        def seeded() -> str:
+            user = dc.new_user("bench")
+            dc.append_many(user, raws)
+            return user
+
+        # 1. baseline (best of 3, fresh connection each)
+        user = seeded()
+        base_t = min(timed(lambda: bare_fetch(dc, user))[0] for _ in range(3))
+        assert len(bare_fetch(dc, user)) == n
+        rows.append(("baseline bare imaplib UID FETCH 1:*", base_t, None))
+
+        # 2. ImapSource fetch only
+        def source_fetch() -> int:
+            with ImapSource(dc.config(user, max_per_run=n + 1, after="seen")).session() as s:
+                return sum(1 for _ in s.fetch())
+
+        fetch_t = min(timed(source_fetch)[0] for _ in range(3))
+        rows.append(("ImapSource fetch", fetch_t, fetch_t / base_t))
+
+        # 3. fetch + acknowledge (seen)
+        def fetch_ack() -> int:
+            count = 0
+            with ImapSource(dc.config(user, max_per_run=n + 1, after="seen")).session() as s:
+                for item in s.fetch():
+                    s.acknowledge(item)
+                    count += 1
+            return count
+
+        t, count = timed(fetch_ack)
+        assert count == n
+        rows.append(("ImapSource fetch + acknowledge(seen)", t, t / base_t))
+
+        # 4. ingest through the pipeline
+        pipe_a = make_pipeline(tmp, "a")
+        if pipe_a is not None:
+            user_a = seeded()
+
+            def baseline_ingest() -> None:
+                data = bare_fetch(dc, user_a)
+                for i, raw in enumerate(data):
+                    from ticketmail.model import Provenance
+
+                    pipe_a.process_email(raw, provenance=Provenance(mailbox="a", kind="imap", key=f"1:{i}"))
+
+            ingest_base, _ = timed(baseline_ingest)
+            rows.append(("bare fetch + pipeline (SQLite)", ingest_base, None))
+
+            pipe_b = make_pipeline(tmp, "b")
+            user_b = seeded()
+            cfg = dc.config(user_b, max_per_run=n + 1, after="delete")
+
+            def source_ingest() -> int:
+                done = 0
+                source = ImapSource(cfg, skip=pipe_b.is_processed)
+                with source.session() as s:
+                    for item in s.fetch():
+                        outcome = pipe_b.process_email(item.data, provenance=item.provenance, context=cfg.context())
+                        if outcome.acknowledge:
+                            s.acknowledge(item)
+                            done += 1
+                        else:
+                            s.release(item, failed=True)
+                return done
+
+            t, done = timed(source_ingest)
+            rows.append(("ImapSource fetch + pipeline + ack(delete)", t, t / ingest_base))
+            remaining = len(dc.state(user_b))
+            print(f"ingested {done}/{n}, left in mailbox: {remaining}")
+
+            # 5. IDLE latency
+            user_c = dc.new_user("idle")
+            cfg_c = dc.config(user_c, after="delete", idle=True)
+            latencies: list[float] = []
+            with ImapSource(cfg_c, skip=pipe_b.is_processed).session() as s:
+                for i in range(samples):
+                    sent: list[float] = []
+
+                    def deliver(i: int = i, sent: list[float] = sent) -> None:
+                        sent.append(time.perf_counter())
+                        dc.append(user_c, message(100_000 + i))
+
+                    timer = threading.Timer(0.2, deliver)
+                    timer.start()
+                    got = 0
+                    while got == 0:
+                        if not s.wait_for_changes(10):
+                            raise SystemExit("IDLE did not wake within 10 s")
+                        for item in s.fetch():
+                            outcome = pipe_b.process_email(item.data, provenance=item.provenance)
+                            if outcome.acknowledge:
+                                s.acknowledge(item)
+                            got += 1
+                    latencies.append(time.perf_counter() - sent[0])
+                    timer.join()
+            latencies.sort()
+            p95 = latencies[max(0, int(round(0.95 * len(latencies))) - 1)]
+            print(
+                f"IDLE APPEND -> committed ticket: p50 {statistics.median(latencies) * 1000:.0f} ms, "
+                f"p95 {p95 * 1000:.0f} ms, max {latencies[-1] * 1000:.0f} ms over {len(latencies)} (target p95 < 1 s)"
+            )
+    finally:
+        dc.stop()
+
+    print(f"{'measurement':45} {'seconds':>8} {'msg/s':>9} {'ratio':>7}")
+    for label, seconds, ratio in rows:
+        ratio_s = f"{ratio:.2f}x" if ratio is not None else "base"
+        print(f"{label:45} {seconds:8.3f} {n / seconds:9.0f} {ratio_s:>7}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
