@@ -111,3 +111,49 @@ def test_serve_port_in_use_fails_cleanly(tmp_path):
     assert result.returncode == 1
     assert "cannot listen" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_serve_cron_fetches_a_maildir(tmp_path):
+    """POST /api/tasks/cron on `serve --config` runs the real poller over a real Maildir."""
+    maildir = tmp_path / "Maildir"
+    for sub in ("new", "cur", "tmp"):
+        (maildir / sub).mkdir(parents=True)
+    (maildir / "new" / "1700000000.1.host").write_bytes(
+        b"From: carol@example.com\r\nTo: help@example.net\r\nSubject: From the maildir\r\n"
+        b"Message-ID: <maildir-1@example.com>\r\n\r\nPlease help.\r\n"
+    )
+    db = tmp_path / "tickets.sqlite3"
+    config = tmp_path / "ticketmail.toml"
+    config.write_text(
+        f'[storage]\nsqlite = "{db}"\n\n[[mailboxes]]\nname = "local"\nprotocol = "maildir"\n'
+        f'path = "{maildir}"\nafter = "delete"\n'
+    )
+    cron_key = tm("apikey", "add", "--db", str(db), "--ip", "127.0.0.1", "--permission", "run_cron").stdout
+    cron_key = cron_key.splitlines()[-1]
+    ticket_key = tm("apikey", "add", "--db", str(db), "--ip", "127.0.0.1").stdout.splitlines()[-1]
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ticketmail", "serve", "--db", str(db), "--port", str(port), "--config", str(config)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        proc.stdout.readline()
+        url = f"http://127.0.0.1:{port}/api/tasks/cron"
+        with pytest.raises(urllib.error.HTTPError) as info:
+            urllib.request.urlopen(urllib.request.Request(url, data=b"", headers={"X-API-Key": ticket_key}), timeout=30)
+        assert info.value.code == 403
+        req = urllib.request.Request(url, data=b"", headers={"X-API-Key": cron_key}, method="POST")
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            assert (resp.status, resp.read()) == (200, b"Completed")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=10)
+    from ticketmail.backends.sqlite import SQLiteBackend
+
+    backend = SQLiteBackend(db)
+    (ticket,) = backend.list_tickets()
+    backend.close()
+    assert ticket.subject == "From the maildir"
+    assert list((maildir / "new").iterdir()) == []

@@ -55,6 +55,7 @@ __all__ = [
     "DEFAULT_MAX_BODY",
     "ApiHandler",
     "BodyReader",
+    "LengthRequiredError",
     "MethodNotAllowedError",
     "Request",
     "Response",
@@ -77,6 +78,7 @@ _REASONS = {
     403: "Forbidden",
     404: "Not Found",
     405: "Method Not Allowed",
+    411: "Length Required",
     413: "Content Too Large",
     415: "Unsupported Media Type",
     422: "Unprocessable Content",
@@ -99,6 +101,13 @@ class MethodNotAllowedError(TicketmailError):
 
     code = "method_not_allowed"
     status = 405
+
+
+class LengthRequiredError(InputError):
+    """The body is chunked but the server cannot decode it, so its length is unknown (HTTP 411)."""
+
+    code = "length_required"
+    status = 411
 
 
 class _ReadError(InputError):

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import IO, Any
 
-from ticketmail.api.handler import Request, Response
+from ticketmail.api.handler import ApiHandler, LengthRequiredError, Request, Response
 
 __all__ = ["make_wsgi_app", "request_from_environ"]
 
@@ -89,7 +89,17 @@ def make_wsgi_app(handler: Callable[[Request], Response]) -> WSGIApp:
     """
 
     def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
-        response = handler(request_from_environ(environ))
+        request = request_from_environ(environ)
+        chunked = "chunked" in str(environ.get("HTTP_TRANSFER_ENCODING", "")).lower()
+        if chunked and not environ.get("CONTENT_LENGTH") and not environ.get("wsgi.input_terminated"):
+            # The server hands us a chunked body it did not decode (wsgiref does that): refuse rather than
+            # read an unbounded, undelimited stream (RFC 9110 section 15.5.12).
+            wants_json = "json" in str(environ.get("HTTP_ACCEPT", ""))
+            response = ApiHandler.error_response(
+                LengthRequiredError("this server needs a Content-Length; send the body unchunked"), json_body=wants_json
+            )
+        else:
+            response = handler(request)
         headers = [*response.headers, ("Content-Length", str(len(response.body)))]
         start_response(response.status_line, headers)
         if environ.get("REQUEST_METHOD", "").upper() == "HEAD":

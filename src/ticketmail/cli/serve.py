@@ -15,6 +15,8 @@ import json
 import logging
 import signal
 import sys
+from collections.abc import Callable
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -23,7 +25,10 @@ from ticketmail.api.keys import PERMISSIONS, SQLiteKeyStore, issue_key
 from ticketmail.api.server import ApiServer, serve
 from ticketmail.errors import TicketmailError
 
-__all__ = ["register"]
+__all__ = ["CRON_TIME_BUDGET", "register"]
+
+CRON_TIME_BUDGET = 20.0
+"""Seconds one mailbox may take in a ``POST /api/tasks/cron`` request: URL probers rarely wait long."""
 
 
 def _fail(error: TicketmailError) -> int:
@@ -31,25 +36,44 @@ def _fail(error: TicketmailError) -> int:
     return 1
 
 
+def _cron(args: argparse.Namespace, pipeline: Any) -> Callable[[], object]:
+    """``poll_once`` over the configured mailboxes, sharing ``fetch``'s state directory (and so its locks)."""
+    from ticketmail.sources.config import load_config
+    from ticketmail.sources.poller import Poller, default_state_dir, target_for
+
+    config = load_config(args.config)
+    state = default_state_dir(args.db)
+    configured = config.storage.get("state_dir")
+    if isinstance(configured, str) and configured:
+        base = Path(config.path).resolve().parent if config.path else Path.cwd()
+        state = base / configured
+    targets = [
+        target_for(m, skip=pipeline.is_processed, state_dir=state, time_budget=CRON_TIME_BUDGET)
+        for m in config.mailboxes
+    ]
+    poller = Poller(targets, pipeline, state=state)
+    return poller.poll_once
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=getattr(logging, str(args.log_level).upper()), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     try:
-        from ticketmail.backends.sqlite import SQLiteBackend  # type: ignore[import-not-found,unused-ignore]
+        from ticketmail.backends.sqlite import SQLiteBackend
         from ticketmail.pipeline import Pipeline
 
-        backend: Any = SQLiteBackend(args.db)
-        pipeline: Any = Pipeline(backend)  # type: ignore[call-arg,unused-ignore]
+        rules = None
+        if args.rules:
+            from ticketmail.rules import load_rules_file
+
+            rules = load_rules_file(args.rules)
+        backend = SQLiteBackend(args.db)
+        pipeline = Pipeline(backend, rules=rules)
         keys = SQLiteKeyStore(args.db)
         cron = None
         if args.config:
-            from ticketmail.sources.config import load_config
-            from ticketmail.sources.poller import Poller, default_state_dir
-
-            config = load_config(args.config)
-            poller = Poller(config.mailboxes, pipeline, state=default_state_dir(args.db))
-            cron = poller.poll_once
+            cron = _cron(args, pipeline)
         handler = ApiHandler(pipeline, keys, cron=cron, max_body=args.max_body)
     except TicketmailError as exc:
         return _fail(exc)
@@ -144,6 +168,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8080, help="port to listen on (default 8080)")
     p.add_argument("--config", help="TOML configuration with [[mailboxes]]: enables POST /api/tasks/cron")
+    p.add_argument("--rules", metavar="FILE", help="a rules TOML file (default: built-in rules only)")
     p.add_argument(
         "--max-body", type=_positive_int, default=DEFAULT_MAX_BODY, help="request body limit in bytes (default 10 MiB)"
     )
