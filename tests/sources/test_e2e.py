@@ -88,7 +88,7 @@ def _special(kind: str, n: int, rng: random.Random, originals: list[Seeded], see
                 f"Re: Request {i}",
                 mid,
                 f"In-Reply-To: <{parent.message_id}>\r\nReferences: <{parent.message_id}>\r\n",
-            )  # fmt: skip
+            )
             + "Content-Type: text/plain\r\n\r\nAny news?\r\n\r\n> Hello\r\n"
         ).encode()
         return Seeded("reply", raw, mid)
@@ -109,7 +109,7 @@ def _special(kind: str, n: int, rng: random.Random, originals: list[Seeded], see
                 mid,
                 "Auto-Submitted: auto-replied\r\nContent-Type: multipart/report; report-type=delivery-status; "
                 'boundary="BB"\r\n',
-            )  # fmt: skip
+            )
             + "\r\n--BB\r\nContent-Type: text/plain\r\n\r\nDelivery failed.\r\n--BB\r\n"
             "Content-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; mx.example.org\r\n\r\n"
             "Final-Recipient: rfc822; nobody@example.net\r\nAction: failed\r\nStatus: 5.1.1\r\n--BB--\r\n"
@@ -228,7 +228,7 @@ def test_pop3_and_imap_mailboxes_in_one_poller_with_one_dead(tmp_path: Path, dov
     assert dovecot.state(imap_user) == []
     with dovecot.imap(pop_user) as client:
         client.select("INBOX")
-        typ, data = client.search(None, "ALL")
+        _typ, data = client.search(None, "ALL")
         assert data[0] == b""
     assert count(db, "SELECT count(*) FROM tickets") == 70
     assert count(db, "SELECT count(*) FROM tickets WHERE mailbox = 'pop'") == 30
