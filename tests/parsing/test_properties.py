@@ -1,0 +1,85 @@
+"""Properties: round trips through the serializers, and "any bytes -> a request or a TicketmailError"."""
+
+from __future__ import annotations
+
+import json
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from ticketmail.errors import TicketmailError
+from ticketmail.model import TicketRequest
+from ticketmail.parsing import Limits, parse, parse_json, parse_xml, to_json, to_xml
+from ticketmail.testing.strategies import EXAMPLE_FORM, byte_mutations, json_mutations, ticket_requests
+
+SMALL = Limits(max_attachments=3, max_attachment_bytes=200, max_total_attachment_bytes=400, max_depth=6)
+MUTATION_SETTINGS = settings(suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+
+
+@given(ticket_requests())
+def test_json_round_trip(request: TicketRequest) -> None:
+    assert parse_json(to_json(request), form=EXAMPLE_FORM) == request
+
+
+@given(ticket_requests())
+def test_xml_round_trip(request: TicketRequest) -> None:
+    assert parse_xml(to_xml(request), form=EXAMPLE_FORM) == request
+
+
+@given(ticket_requests())
+def test_json_indent_and_xml_agree(request: TicketRequest) -> None:
+    from_json = parse_json(to_json(request, indent=2), form=EXAMPLE_FORM)
+    assert from_json == parse_xml(to_xml(request), form=EXAMPLE_FORM)
+    assert json.loads(to_json(request))["email"] == request.email.email
+
+
+def _answers(body: bytes, parser: object, **options: object) -> None:
+    try:
+        result = parser(body, **options)  # type: ignore[operator]
+    except TicketmailError as exc:
+        assert exc.code and 400 <= exc.status <= 599
+        assert exc.to_dict()["message"]
+    else:
+        assert isinstance(result, TicketRequest)
+
+
+@given(st.binary(max_size=2000))
+def test_arbitrary_bytes_json(body: bytes) -> None:
+    _answers(body, parse_json, limits=SMALL)
+
+
+@given(st.binary(max_size=2000))
+def test_arbitrary_bytes_xml(body: bytes) -> None:
+    _answers(body, parse_xml, limits=SMALL)
+
+
+@given(st.binary(max_size=2000), st.sampled_from(["json", "xml"]))
+def test_arbitrary_bytes_dispatch(body: bytes, fmt: str) -> None:
+    _answers(body, parse, format=fmt, limits=SMALL)
+
+
+@given(st.text(max_size=300).map(lambda t: ("<ticket>" + t + "</ticket>").encode()))
+def test_arbitrary_xml_like_text(body: bytes) -> None:
+    _answers(body, parse_xml, limits=SMALL)
+
+
+@MUTATION_SETTINGS
+@given(st.data(), ticket_requests(max_attachments=2, max_attachment_size=64))
+def test_byte_mutations_of_valid_json(data: st.DataObject, request: TicketRequest) -> None:
+    body = data.draw(byte_mutations(to_json(request)))
+    _answers(body, parse_json, form=EXAMPLE_FORM, limits=SMALL)
+
+
+@MUTATION_SETTINGS
+@given(st.data(), ticket_requests(max_attachments=2, max_attachment_size=64))
+def test_byte_mutations_of_valid_xml(data: st.DataObject, request: TicketRequest) -> None:
+    body = data.draw(byte_mutations(to_xml(request)))
+    _answers(body, parse_xml, form=EXAMPLE_FORM, limits=SMALL)
+
+
+@MUTATION_SETTINGS
+@given(st.data(), ticket_requests(max_attachments=2, max_attachment_size=64))
+def test_structural_mutations_of_valid_json(data: st.DataObject, request: TicketRequest) -> None:
+    body = data.draw(json_mutations(to_json(request)))
+    _answers(body, parse_json, form=EXAMPLE_FORM, limits=SMALL)
+    _answers(body, parse_json, form=EXAMPLE_FORM, limits=SMALL, ignore_unknown_fields=True)
