@@ -126,7 +126,7 @@ def normalize_charset(label: str | None) -> str | None:
     except (LookupError, ValueError):
         return None
     canonical = info.name
-    if canonical in _REFUSED or not getattr(info, "_is_text_encoding", True):
+    if canonical.replace("-", "_") in _REFUSED or not getattr(info, "_is_text_encoding", True):
         return None
     mapped = _SUPERSETS.get(canonical.replace("_", "-"))
     return mapped or canonical

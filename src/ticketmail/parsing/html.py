@@ -96,9 +96,10 @@ class _TextBuilder(HTMLParser):
         if tag == "br":
             self.newline()
             return
+        paragraph = tag in _PARAGRAPH and not (tag in ("ul", "ol") and self.lists)  # nested lists stay tight
         if tag in _BLOCK and (self.current and "".join(self.current).strip()):
-            self.newline(blank=tag in _PARAGRAPH)
-        elif tag in _PARAGRAPH and self.lines and self.lines[-1] != "":
+            self.newline(blank=paragraph)
+        elif paragraph and self.lines and self.lines[-1] != "":
             self.lines.append("")
         if tag == "blockquote":
             self.quote += 1
@@ -139,7 +140,7 @@ class _TextBuilder(HTMLParser):
                 self.current.append(target)
             return
         if tag in _BLOCK:
-            self.newline(blank=tag in _PARAGRAPH)
+            self.newline(blank=tag in _PARAGRAPH and not (tag in ("ul", "ol") and len(self.lists) > 1))
         if tag == "blockquote":
             self.quote = max(self.quote - 1, 0)
         elif tag == "pre":
