@@ -32,7 +32,12 @@ def test_osticket_documented_example(osticket_json: bytes, gif_bytes: bytes) -> 
     assert request.ip == "123.211.233.122"
     assert (request.alert, request.autorespond, request.source) == (True, True, "API")
     text, image = request.attachments
-    assert (text.filename, text.content_type, text.charset, text.data) == ("file.txt", "text/plain", "utf-8", b"content")
+    assert (text.filename, text.content_type, text.charset, text.data) == (
+        "file.txt",
+        "text/plain",
+        "utf-8",
+        b"content",
+    )
     assert (image.filename, image.content_type, image.data) == ("image.png", "image/png", gif_bytes)
     assert image.size == len(gif_bytes)
     assert image.sha256 == hashlib.sha256(gif_bytes).hexdigest()
@@ -150,7 +155,7 @@ def test_attachment_forms(make_payload: Any) -> None:
     request = parse_json(make_payload(attachments=attachments))
     names = [a.filename for a in request.attachments]
     assert names == ["a.txt", "a.txt", "b.bin", "c.txt", "d.txt", "e.txt"]
-    a1, a2, b, c, d, e = request.attachments
+    a1, a2, b, c, d, _e = request.attachments
     assert (a1.content_type, a1.charset, a1.data) == ("text/plain", "us-ascii", b"one")
     assert a2.charset == "utf-8"
     assert (b.content_type, b.data) == ("application/octet-stream", b"\x00\x01")

@@ -42,7 +42,9 @@ def test_osticket_documented_example(osticket_xml: bytes, gif_bytes: bytes) -> N
 
 
 def test_simple_values_as_root_attributes() -> None:
-    body = b'<ticket name="A" email="a@example.com" subject="S" alert="false" priority="2"><message>m</message></ticket>'
+    body = (
+        b'<ticket name="A" email="a@example.com" subject="S" alert="false" priority="2"><message>m</message></ticket>'
+    )
     request = parse_xml(body)
     assert (request.name, request.subject, request.alert, request.priority) == ("A", "S", False, 2)
 
@@ -90,7 +92,9 @@ BILLION_LAUGHS = b"""<?xml version="1.0"?>
 <!DOCTYPE lolz [<!ENTITY lol "lol"><!ENTITY lol2 "&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;">
 <!ENTITY lol3 "&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;">]>
 <ticket><name>&lol3;</name></ticket>"""
-XXE = b"""<?xml version="1.0"?><!DOCTYPE t [<!ENTITY x SYSTEM "file:///etc/passwd">]><ticket><name>&x;</name></ticket>"""
+XXE = (
+    b"""<?xml version="1.0"?><!DOCTYPE t [<!ENTITY x SYSTEM "file:///etc/passwd">]><ticket><name>&x;</name></ticket>"""
+)
 EXTERNAL_DTD = b'<?xml version="1.0"?><!DOCTYPE ticket SYSTEM "http://example.invalid/t.dtd"><ticket/>'
 PARAMETER_ENTITY = b'<!DOCTYPE t [<!ENTITY % p SYSTEM "http://example.invalid/p">%p;]><ticket/>'
 

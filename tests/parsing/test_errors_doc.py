@@ -1,0 +1,77 @@
+"""docs/errors.md is generated from the error classes; this test keeps it in sync.
+
+Regenerate after adding an error class anywhere in the package::
+
+    .venv/bin/python tests/parsing/test_errors_doc.py --write
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+import sys
+from pathlib import Path
+
+import ticketmail
+from ticketmail.errors import TicketmailError
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "errors.md"
+
+HEADER = """# Error codes
+
+Every error ticketmail raises on purpose is a `ticketmail.TicketmailError`. Each carries a stable
+machine-readable `code` (never renamed), the HTTP `status` an API should answer with, the offending input
+`field` when there is one (`email`, `attachments[1].data`, `tags[0]`), and a human `message` that never
+contains secrets. `error.to_dict()` gives `{"code", "status", "message", "field"}`, the shape the HTTP API
+and `ticketmail parse` print.
+
+Catch a branch of the tree rather than a list of leaves: `InputError` (400-415: the caller's bytes are
+wrong), `LimitExceededError` (413), `ConfigError` (the operator's configuration), `BackendError` and
+`SourceError` (infrastructure; retry later).
+
+This table is generated from the classes themselves (`tests/parsing/test_errors_doc.py --write`); a test
+fails when it is out of date. Indentation shows the class hierarchy.
+
+| Code | HTTP | Class | Meaning |
+|------|------|-------|---------|
+"""
+
+
+def _load_all_modules() -> None:
+    for info in pkgutil.walk_packages(ticketmail.__path__, "ticketmail."):
+        if info.name.startswith("ticketmail.__main__"):
+            continue
+        importlib.import_module(info.name)
+
+
+def render() -> str:
+    """The Markdown page for every loaded TicketmailError subclass, depth first, siblings by name."""
+    _load_all_modules()
+    rows: list[str] = []
+
+    def walk(cls: type[TicketmailError], depth: int) -> None:
+        doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
+        name = "&nbsp;&nbsp;" * depth + f"`{cls.__name__}`"
+        where = cls.__module__
+        rows.append(f"| `{cls.code}` | {cls.status} | {name} <small>({where})</small> | {doc.replace('|', '/')} |")
+        for sub in sorted(cls.__subclasses__(), key=lambda c: (c.__name__, c.__module__)):
+            # Only the package's own classes: test modules may define subclasses of their own.
+            if sub.__module__.startswith("ticketmail.") and not sub.__module__.startswith("ticketmail.testing"):
+                walk(sub, depth + 1)
+
+    walk(TicketmailError, 0)
+    return HEADER + "\n".join(rows) + "\n"
+
+
+def test_errors_doc_is_current() -> None:
+    expected = render()
+    assert DOC.read_text(encoding="utf-8") == expected, (
+        "docs/errors.md is out of date: run .venv/bin/python tests/parsing/test_errors_doc.py --write"
+    )
+
+
+if __name__ == "__main__":
+    if "--write" in sys.argv:
+        DOC.write_text(render(), encoding="utf-8")
+    else:
+        sys.stdout.write(render())
