@@ -9,7 +9,6 @@ traffic, mount :func:`~ticketmail.api.wsgi.make_wsgi_app` in gunicorn or uWSGI i
 from __future__ import annotations
 
 import logging
-import select
 import socket
 import socketserver
 import time
@@ -51,9 +50,8 @@ class _QuietHandler(WSGIRequestHandler):
         super().finish()
         sock = self.connection
         try:
-            readable, _, _ = select.select([sock], [], [], 0)
-            if not readable:
-                return
+            # Not conditional on data being readable now: the rest of the body may still be in flight.
+            # A client that read its response closes at once, so this usually ends with an immediate EOF.
             sock.shutdown(socket.SHUT_WR)
             sock.settimeout(0.5)
             deadline = time.monotonic() + self.linger_seconds
