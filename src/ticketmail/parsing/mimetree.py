@@ -126,7 +126,7 @@ def _is_field_name(line: bytes) -> int:
 
 
 def _read_headers(
-    data: bytes, start: int, end: int, ctx: ParseContext, path: str
+    data: bytes, start: int, end: int, ctx: ParseContext, path: str, is_message: bool
 ) -> tuple[list[tuple[str, bytes]], int]:
     headers: list[tuple[str, bytes]] = []
     pieces: list[bytes] = []
@@ -157,8 +157,8 @@ def _read_headers(
                 pieces.append(line)
             elif first:
                 ctx.defect("leading_whitespace", "header block starts with a continuation line", path)
-        elif first and line.startswith(b"From ") and not path:
-            pass  # mbox "From " envelope line
+        elif first and is_message and line.startswith(b"From "):
+            pass  # mbox "From " envelope line, also seen at the start of attached messages
         else:
             colon = _is_field_name(line)
             if colon < 0:
@@ -275,10 +275,15 @@ def parse_entity(
     depth: int = 0,
     path: str = "",
     default_type: str = "text/plain",
+    is_message: bool = True,
 ) -> Part:
-    """Parse the entity ``data[start:end]`` (header block and body) into a :class:`Part` tree."""
+    """Parse the entity ``data[start:end]`` (header block and body) into a :class:`Part` tree.
+
+    ``is_message`` is true for a whole message (top level or embedded), where an mbox ``From `` line may
+    precede the header block.
+    """
     ctx.parts += 1
-    headers, body_start = _read_headers(data, start, end, ctx, path)
+    headers, body_start = _read_headers(data, start, end, ctx, path, is_message)
     raw_type = next((value for key, value in headers if key.lower() == "content-type"), None)
     content_type = default_type
     params: dict[str, str] = {}
@@ -319,7 +324,16 @@ def parse_entity(
                         break
                     child_path = f"{path}.{index}" if path else str(index)
                     kids.append(
-                        parse_entity(data, s, e, ctx, depth=depth + 1, path=child_path, default_type=child_default)
+                        parse_entity(
+                            data,
+                            s,
+                            e,
+                            ctx,
+                            depth=depth + 1,
+                            path=child_path,
+                            default_type=child_default,
+                            is_message=child_default == "message/rfc822",
+                        )
                     )
                 children = tuple(kids)
                 body = view[0:0]
