@@ -34,7 +34,7 @@ import contextlib
 import datetime as _dt
 import logging
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import attrs
 
@@ -56,10 +56,8 @@ from ticketmail.hooks import HookEvent, HookKind, Hooks
 from ticketmail.model import Address, InboundEmail, MailboxContext, Provenance, TicketRequest
 from ticketmail.numbers import generate_number
 from ticketmail.parsing.mime import EmailOptions, parse_email
+from ticketmail.rules import RuleSet, duplicate_keys, evaluate, load_rules
 from ticketmail.threading import ThreadingOptions, resolve_thread
-
-if TYPE_CHECKING:
-    from ticketmail.rules import RuleSet
 
 __all__ = [
     "DuplicateScope",
@@ -353,22 +351,16 @@ class Pipeline:
 
     def _rule_set(self) -> RuleSet:
         if self._rules is None:
-            from ticketmail.rules import load_rules
-
             self._rules = load_rules({}, source="<defaults>")
         return self._rules
 
     def _duplicate_keys(self, message: InboundEmail | TicketRequest, ctx: MailboxContext) -> tuple[str, ...]:
-        from ticketmail.rules import duplicate_keys
-
         keys = duplicate_keys(message, scope=self._duplicate_scope, context=ctx)
         return tuple(dict.fromkeys(keys))
 
     def _evaluate(
         self, message: InboundEmail | TicketRequest, ctx: MailboxContext, uow: UnitOfWork, now: _dt.datetime
     ) -> Decision:
-        from ticketmail.rules import evaluate
-
         return evaluate(message, self._rule_set(), context=ctx, now=now, lookups=uow)
 
     def _new_number(self, uow: UnitOfWork) -> str:
