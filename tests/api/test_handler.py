@@ -361,6 +361,7 @@ def test_backend_down_503_with_retry_after(keys, full_key, kit):
     r = ApiHandler(pipe, keys, parse=kit.fake_parse)(kit.post("/api/tickets.json", kit.OSTICKET_JSON_VALID, full_key))
     assert r.status == 503
     assert r.header("Retry-After") == "30"
+    assert b"locked" not in r.body
 
 
 def test_pipeline_bug_500_generic_and_logged(keys, full_key, kit, caplog):
@@ -372,6 +373,15 @@ def test_pipeline_bug_500_generic_and_logged(keys, full_key, kit, caplog):
     assert r.status == 500
     assert b"secret internals" not in r.body
     assert "secret internals" in caplog.text
+
+
+def test_cron_report_with_errors_is_said(pipeline, keys, full_key, kit):
+    class Report:
+        ok = False
+
+    r = ApiHandler(pipeline, keys, cron=Report)(kit.post("/api/tasks/cron", b"", full_key))
+    assert r.status == 200
+    assert r.text.startswith("Completed with errors")
 
 
 def test_cron_failure_maps_to_its_status(pipeline, keys, full_key, kit):

@@ -309,7 +309,7 @@ class ApiHandler:
         try:
             return self._handle(request)
         except TicketmailError as exc:
-            if exc.status >= 500 and not isinstance(exc, (BackendError, SourceError)):
+            if exc.status >= 500 and not isinstance(exc, SourceError):
                 self.log.error("api: server-side error %s: %s", exc.code, exc.message)
             return self.error_response(exc, json_body=wants_json)
         except Exception:
@@ -424,7 +424,10 @@ class ApiHandler:
 
     def _cron(self) -> Response:
         assert self.cron is not None  # noqa: S101 - checked by the router
-        self.cron()
+        result = self.cron()
+        if getattr(result, "ok", True) is False:
+            # osTicket answers 200 either way; say more, without details that belong in the health state.
+            return _text(200, "Completed with errors; see `ticketmail status`")
         return _text(200, "Completed")
 
     def _outcome_response(self, outcome: Outcome) -> Response:
@@ -452,7 +455,10 @@ class ApiHandler:
             extra.append(("WWW-Authenticate", 'APIKey header="X-API-Key"'))
         if isinstance(error, BackendError):
             extra.append(("Retry-After", "30"))
-        if status >= 500 and not isinstance(error, (BackendError, SourceError)):
+        if isinstance(error, BackendError):
+            # Storage details (paths, driver messages) are for the log; the client only needs to retry.
+            error = BackendError("the ticket store is unavailable; retry later")
+        elif status >= 500 and not isinstance(error, SourceError):
             # A server-side failure: the details are in the log, not for the client.
             error = TicketmailError("internal server error; the failure has been logged")
             status = 500
