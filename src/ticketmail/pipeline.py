@@ -51,7 +51,7 @@ from ticketmail.backends.base import (
     UnitOfWork,
 )
 from ticketmail.decision import Decision, Reason
-from ticketmail.errors import BackendError, ConfigError, PolicyRejectedError, TicketmailError
+from ticketmail.errors import BackendError, ConfigError, PolicyRejectedError, TicketmailError, TypeMismatchError
 from ticketmail.hooks import HookEvent, HookKind, Hooks
 from ticketmail.model import Address, InboundEmail, MailboxContext, Provenance, TicketRequest
 from ticketmail.numbers import generate_number
@@ -264,7 +264,17 @@ class Pipeline:
         return self._backend
 
     def process_email(self, raw: bytes, *, provenance: Provenance, context: MailboxContext | None = None) -> Outcome:
-        """Process one raw message; never raises for a bad message, only :class:`BackendError`."""
+        """Process one raw message; never raises for a bad message, only :class:`BackendError`.
+
+        Raises :class:`~ticketmail.errors.TypeMismatchError` when ``raw`` is not bytes (a programming
+        error, not a bad message).
+        """
+        data: object = raw
+        if isinstance(data, (bytearray, memoryview)):
+            data = bytes(data)
+        if not isinstance(data, bytes):
+            raise TypeMismatchError(f"raw must be bytes, got {type(data).__name__}", field="raw")
+        raw = data
         ctx = context or self._context
         key = ledger_key(provenance)
         try:
@@ -622,6 +632,13 @@ class Pipeline:
         if verdict is not None:
             self._finish(uow, verdict, key, (), now)
             return _Result(verdict, "message_ignored" if verdict.action == "ignored" else "message_rejected")
+        if not decision.may_open_ticket:  # e.g. the sender is over the rate limit
+            outcome = attrs.evolve(
+                base,
+                reasons=(*decision.reasons, Reason("request.no_ticket", "the rules allow no new ticket for it")),
+            )
+            self._finish(uow, outcome, key, (), now)
+            return _Result(outcome, "message_ignored")
         ticket = self._create(uow, request, request.email, decision, ctx, now)
         entry = uow.append_entry(
             ticket.number,
