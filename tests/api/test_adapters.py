@@ -259,19 +259,32 @@ def test_asgi_errors_and_json(handler, full_key):
     assert headers["content-type"] == "application/json"
 
 
-def test_asgi_disconnect_sends_nothing(handler, full_key):
+def test_asgi_disconnect_mid_body_sends_nothing(handler, full_key):
     app = make_asgi_app(handler)
-    scope = {"type": "http", "method": "POST", "path": "/api/tickets.email", "headers": [], "client": None}
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/api/tickets.email",
+        "headers": [(b"x-api-key", full_key.encode())],
+        "client": ("127.0.0.1", 1),
+    }
+    events = [{"type": "http.request", "body": b"From: a@b.c\r\n", "more_body": True}, {"type": "http.disconnect"}]
     sent = []
 
     async def receive():
-        return {"type": "http.disconnect"}
+        return events.pop(0)
 
     async def send(message):
         sent.append(message)
 
     asyncio.run(app(scope, receive, send))
     assert sent == []
+
+
+def test_asgi_unauthenticated_body_is_never_received(handler):
+    status, _, _, received = asgi_call(make_asgi_app(handler), "POST", "/api/tickets.email", b"x" * 1000)
+    assert status == 401
+    assert received == 0
 
 
 def test_asgi_lifespan():
@@ -299,9 +312,10 @@ def test_asgi_passes_remote_address():
     seen: list[Request] = []
 
     def record(request):
-        seen.append(request)
+        seen.append((request, request.body.read(100)))
         return Response(204)
 
     asgi_call(make_asgi_app(record), "POST", "/x", b"abc", client=("::1", 1))
-    assert seen[0].remote_addr == "::1"
-    assert seen[0].body == b"abc"
+    request, body = seen[0]
+    assert request.remote_addr == "::1"
+    assert body == b"abc"

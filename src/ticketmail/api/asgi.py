@@ -1,13 +1,15 @@
 """An ASGI 3 application around :class:`~ticketmail.api.handler.ApiHandler`. No framework.
 
-The app receives the body in ``http.request`` events and stops at the handler's limit: a declared
-``content-length`` over the limit is answered 413 before any body event is awaited, and an undeclared
-(chunked) body is accumulated only up to one byte past the limit. The handler itself is synchronous (it
-talks to SQLite), so it runs in a worker thread (:func:`asyncio.to_thread`) and never blocks the event
-loop. ``lifespan`` events are acknowledged, so servers such as uvicorn start cleanly with the app alone.
+The handler is synchronous (it talks to SQLite), so it runs in a worker thread
+(:func:`asyncio.to_thread`) and never blocks the event loop. The body is not collected up front: the
+handler gets a reader whose ``read(n)`` pulls ``http.request`` events from the loop on demand
+(:func:`asyncio.run_coroutine_threadsafe`). So the handler's order of checks holds under ASGI exactly as under
+WSGI: route, method, API key and a declared ``content-length`` are checked before a single body byte is
+received, and an undeclared (chunked) body is pulled only up to one byte past the limit.
 
-Routing uses ``path`` minus ``root_path``: the same app works mounted under a prefix (Starlette's
-``Mount``, FastAPI's ``app.mount``).
+Routing uses ``path`` minus ``root_path``, so the same app works mounted under a prefix (Starlette's
+``Mount``, FastAPI's ``app.mount``). ``lifespan`` events are acknowledged, so servers such as uvicorn start
+cleanly with the app alone. A client that disconnects mid-body gets nothing sent.
 """
 
 from __future__ import annotations
@@ -16,8 +18,7 @@ import asyncio
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from ticketmail.api.handler import DEFAULT_MAX_BODY, ApiHandler, Request, Response
-from ticketmail.errors import PayloadTooLargeError
+from ticketmail.api.handler import Request, Response
 
 __all__ = ["make_asgi_app"]
 
@@ -28,18 +29,39 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
-def make_asgi_app(handler: Callable[[Request], Response], *, max_body: int | None = None) -> ASGIApp:
-    """An ASGI 3 application calling ``handler`` in a worker thread.
+class ClientDisconnected(OSError):
+    """The client went away while its body was being read."""
 
-    ``max_body`` defaults to the handler's own limit (``ApiHandler.max_body``), else 10 MiB.
-    """
-    limit = max_body if max_body is not None else getattr(handler, "max_body", DEFAULT_MAX_BODY)
 
-    async def send_response(send: Send, response: Response, *, head: bool = False) -> None:
-        headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in response.headers]
-        headers.append((b"content-length", str(len(response.body)).encode("ascii")))
-        await send({"type": "http.response.start", "status": response.status, "headers": headers})
-        await send({"type": "http.response.body", "body": b"" if head else response.body, "more_body": False})
+class _BodyReader:
+    """``read(n)`` for the worker thread, pulling ``http.request`` events from the event loop."""
+
+    def __init__(self, receive: Receive, loop: asyncio.AbstractEventLoop) -> None:
+        self._receive = receive
+        self._loop = loop
+        self._buffer = bytearray()
+        self._more = True
+        self.disconnected = False
+
+    async def _next(self) -> Message:
+        return await self._receive()
+
+    def read(self, size: int, /) -> bytes:
+        while len(self._buffer) < size and self._more:
+            message: Message = asyncio.run_coroutine_threadsafe(self._next(), self._loop).result()
+            if message["type"] == "http.disconnect":
+                self.disconnected = True
+                self._more = False
+                raise ClientDisconnected("the client disconnected before sending the whole body")
+            self._buffer += bytes(message.get("body", b""))
+            self._more = bool(message.get("more_body", False))
+        data = bytes(self._buffer[:size])
+        del self._buffer[:size]
+        return data
+
+
+def make_asgi_app(handler: Callable[[Request], Response]) -> ASGIApp:
+    """An ASGI 3 application calling ``handler`` (usually an :class:`~ticketmail.api.handler.ApiHandler`)."""
 
     async def lifespan(receive: Receive, send: Send) -> None:
         while True:
@@ -65,42 +87,25 @@ def make_asgi_app(handler: Callable[[Request], Response], *, max_body: int | Non
         if root and path.startswith(root):
             path = path[len(root) :] or "/"
         client = scope.get("client")
-        remote = str(client[0]) if client else ""
-        body = b""
-        declared = next((v for k, v in headers if k == "content-length"), None)
-        too_large = declared is not None and declared.strip().isdigit() and int(declared) > limit
-        if method.upper() == "POST" and not too_large:
-            chunks: list[bytes] = []
-            size = 0
-            while True:
-                message = await receive()
-                if message["type"] == "http.disconnect":
-                    return
-                chunk = bytes(message.get("body", b""))
-                size += len(chunk)
-                if size > limit:
-                    too_large = True
-                    break
-                chunks.append(chunk)
-                if not message.get("more_body", False):
-                    break
-            body = b"".join(chunks)
-        request = Request(method=method, path=path, headers=headers, body=body, remote_addr=remote)
-        if too_large:
-            # Still let the handler check route, method and key first, then answer 413 without the body.
-            probe = Request(
-                method=method,
-                path=path,
-                headers=[(k, v) for k, v in headers if k != "content-length"] + [("content-length", str(limit + 1))],
-                body=b"",
-                remote_addr=remote,
+        body = _BodyReader(receive, asyncio.get_running_loop())
+        request = Request(
+            method=method, path=path, headers=headers, body=body, remote_addr=str(client[0]) if client else ""
+        )
+        response = await asyncio.to_thread(handler, request)
+        if body.disconnected:
+            return
+        out_headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in response.headers]
+        out_headers.append((b"content-length", str(len(response.body)).encode("ascii")))
+        try:
+            await send({"type": "http.response.start", "status": response.status, "headers": out_headers})
+            await send(
+                {
+                    "type": "http.response.body",
+                    "body": b"" if method.upper() == "HEAD" else response.body,
+                    "more_body": False,
+                }
             )
-            response = await asyncio.to_thread(handler, probe)
-            if response.status < 400:  # pragma: no cover - defensive: the handler always refuses the probe
-                error = PayloadTooLargeError(f"request body is larger than the limit of {limit} bytes", field="body")
-                response = ApiHandler.error_response(error)
-        else:
-            response = await asyncio.to_thread(handler, request)
-        await send_response(send, response, head=method.upper() == "HEAD")
+        except OSError:  # the server reports a client gone meanwhile (ASGI spec: an OSError subclass)
+            return
 
     return app
