@@ -55,6 +55,7 @@ __all__ = [
     "DEFAULT_MAX_BODY",
     "ApiHandler",
     "BodyReader",
+    "IncompleteBodyError",
     "LengthRequiredError",
     "MethodNotAllowedError",
     "Request",
@@ -110,7 +111,7 @@ class LengthRequiredError(InputError):
     status = 411
 
 
-class _ReadError(InputError):
+class IncompleteBodyError(InputError):
     """The body ended before the declared ``Content-Length`` or could not be read."""
 
     code = "incomplete_body"
@@ -379,7 +380,7 @@ class ApiHandler:
             try:
                 chunk = body.read(min(65536, want - got))
             except (OSError, ValueError) as exc:
-                raise _ReadError(f"could not read the request body: {exc}", field="body") from exc
+                raise IncompleteBodyError(f"could not read the request body: {exc}", field="body") from exc
             if not chunk:
                 break
             chunks.append(chunk)
@@ -387,7 +388,7 @@ class ApiHandler:
         if got > limit:
             raise PayloadTooLargeError(too_large, field="body")
         if declared is not None and got < declared:
-            raise _ReadError(
+            raise IncompleteBodyError(
                 f"request body ended after {got} of the {declared} bytes Content-Length announced", field="body"
             )
         return b"".join(chunks)
