@@ -9,7 +9,17 @@
 from __future__ import annotations
 
 from ticketmail.api.asgi import make_asgi_app
-from ticketmail.api.handler import DEFAULT_MAX_BODY, ApiHandler, BodyReader, Request, Response, TicketPipeline
+from ticketmail.api.handler import (
+    DEFAULT_MAX_BODY,
+    ApiHandler,
+    BodyReader,
+    IncompleteBodyError,
+    LengthRequiredError,
+    MethodNotAllowedError,
+    Request,
+    Response,
+    TicketPipeline,
+)
 from ticketmail.api.keys import (
     PERMISSIONS,
     ApiKey,
@@ -19,6 +29,7 @@ from ticketmail.api.keys import (
     IssuedKey,
     PermissionDeniedError,
     SQLiteKeyStore,
+    UnknownKeyError,
     authenticate,
     issue_key,
 )
@@ -34,12 +45,16 @@ __all__ = [
     "ApiKeyStore",
     "BodyReader",
     "InMemoryKeyStore",
+    "IncompleteBodyError",
     "IssuedKey",
+    "LengthRequiredError",
+    "MethodNotAllowedError",
     "PermissionDeniedError",
     "Request",
     "Response",
     "SQLiteKeyStore",
     "TicketPipeline",
+    "UnknownKeyError",
     "authenticate",
     "issue_key",
     "make_api_server",
