@@ -3,20 +3,24 @@
 from __future__ import annotations
 
 import base64
+import json
 import time
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from ticketmail.errors import (
     AttachmentTooLargeError,
     AttachmentTypeError,
+    MalformedJSONError,
     NestingTooDeepError,
     PayloadTooLargeError,
     TooManyAttachmentsError,
 )
 from ticketmail.parsing import Limits, parse_json, parse_xml
-from ticketmail.parsing.json import check_json_depth
+from ticketmail.parsing.json import check_json_depth, load_json_object
 from ticketmail.parsing.limits import media_type_matches
 
 
@@ -130,3 +134,69 @@ def test_json_depth_checked_before_parsing() -> None:
 def test_unbalanced_brackets_are_malformed_or_too_deep_never_recursion() -> None:
     with pytest.raises((NestingTooDeepError,)):
         parse_json(b"[" * 100_000)
+
+
+def _reference_depth(brackets: str) -> int:
+    depth = best = 0
+    for ch in brackets:
+        depth += 1 if ch in "[{" else -1
+        best = max(best, depth)
+    return best
+
+
+def _never_negative(brackets: str) -> bool:
+    depth = 0
+    for ch in brackets:
+        depth += 1 if ch in "[{" else -1
+        if depth < 0:
+            return False
+    return True
+
+
+@given(st.text(alphabet="[]{}", max_size=80).filter(_never_negative), st.integers(1, 6))
+def test_depth_check_matches_a_reference_count(brackets: str, limit: int) -> None:
+    # Prefixes of JSON never close more than they opened; input that does is malformed, and may be
+    # reported as either malformed or too deep.
+    body = brackets.encode()
+    too_deep = _reference_depth(brackets) > limit
+    if too_deep:
+        with pytest.raises(NestingTooDeepError):
+            check_json_depth(body, limit)
+    else:
+        check_json_depth(body, limit)
+
+
+@given(
+    st.recursive(
+        st.integers() | st.text(alphabet='[]{}"\\\\ab', max_size=5),
+        lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=3), c, max_size=3),
+        max_leaves=30,
+    ),
+    st.integers(1, 6),
+)
+def test_depth_of_real_json(value: object, limit: int) -> None:
+    def depth(v: object) -> int:
+        if isinstance(v, list):
+            return 1 + max((depth(x) for x in v), default=0)
+        if isinstance(v, dict):
+            return 1 + max((depth(x) for x in v.values()), default=0)
+        return 0
+
+    body = json.dumps({"v": value}).encode()
+    if depth({"v": value}) > limit:
+        with pytest.raises(NestingTooDeepError):
+            load_json_object(body, Limits(max_depth=limit))
+    else:
+        assert load_json_object(body, Limits(max_depth=limit)) == {"v": value}
+
+
+def test_deep_without_long_runs_is_caught() -> None:
+    # "[[],[[],[[],..." grows one level every few bytes without a long run of "[".
+    depth = 2000
+    body = b"".join(b"[[]," for _ in range(depth)) + b"1" + b"]" * depth
+    with pytest.raises(NestingTooDeepError):
+        parse_json(body)
+    with pytest.raises(NestingTooDeepError):
+        check_json_depth(body, 16)
+    with pytest.raises(MalformedJSONError):
+        parse_json(b'{"a": [' + b"[1]," * 40 + b"}")

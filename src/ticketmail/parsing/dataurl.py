@@ -56,8 +56,11 @@ SizeCheck = Callable[[int], None]
 _TOKEN_RE = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _BAD_PERCENT_RE = re.compile(r"%(?![0-9A-Fa-f]{2})")
 _B64_ALPHABET_RE = re.compile(rb"[A-Za-z0-9+/]*={0,2}")
+_B64_ALPHABET_STR_RE = re.compile(r"[A-Za-z0-9+/]*={0,2}")
 _WHITESPACE = b" \t\r\n\f"
 _WHITESPACE_STR = " \t\r\n\f"
+_WHITESPACE_BYTES = (b" ", b"\t", b"\r", b"\n", b"\f")
+_WHITESPACE_MAP = dict.fromkeys(map(ord, _WHITESPACE_STR))
 _DEFAULT_TYPE = "text/plain"
 _DEFAULT_CHARSET = "us-ascii"
 
@@ -142,28 +145,37 @@ def decode_base64(data: str | bytes, *, field: str, check_size: SizeCheck | None
     Raises:
         InvalidBase64Error: characters outside the alphabet, misplaced padding, or a truncated quantum.
     """
+    compact: str | bytes
     if isinstance(data, str):
         if check_size is not None:
             spaces = sum(data.count(ch) for ch in _WHITESPACE_STR)
             check_size(max(0, (len(data) - spaces) * 3 // 4 - 2))
-        try:
-            raw = data.encode("ascii")
-        except UnicodeEncodeError as exc:
-            raise InvalidBase64Error("base64 data contains non-ASCII characters", field=field) from exc
+        if not data.isascii():
+            raise InvalidBase64Error("base64 data contains non-ASCII characters", field=field)
+        # ASCII text is decoded as is: no bytes copy of a possibly large string.
+        text = data.translate(_WHITESPACE_MAP) if any(ch in data for ch in _WHITESPACE_STR) else data
+        valid = _B64_ALPHABET_STR_RE.fullmatch(text) is not None
+        padding = len(text) - len(text.rstrip("="))
+        compact = text
     else:
         raw = bytes(data)
-    compact = raw.translate(None, _WHITESPACE)
-    if not _B64_ALPHABET_RE.fullmatch(compact):
+        raw = raw.translate(None, _WHITESPACE) if any(ch in raw for ch in _WHITESPACE_BYTES) else raw
+        valid = _B64_ALPHABET_RE.fullmatch(raw) is not None
+        padding = len(raw) - len(raw.rstrip(b"="))
+        compact = raw
+    if not valid:
         raise InvalidBase64Error("base64 data contains characters outside the base64 alphabet", field=field)
-    body = compact.rstrip(b"=")
-    padding = len(compact) - len(body)
-    if len(body) % 4 == 1 or (padding and len(compact) % 4 != 0):
+    significant = len(compact) - padding
+    if significant % 4 == 1 or (padding and len(compact) % 4 != 0):
         raise InvalidBase64Error("base64 data is truncated or wrongly padded", field=field)
-    size = len(body) * 3 // 4
     if check_size is not None:
-        check_size(size)
+        check_size(significant * 3 // 4)
+    missing = -significant % 4 if not padding else 0
     try:
-        return base64.b64decode(body + b"=" * (-len(body) % 4), validate=True)
+        # Alphabet and padding were checked above, so the non-validating C decoder is safe here.
+        if missing:
+            compact = compact + "=" * missing if isinstance(compact, str) else compact + b"=" * missing
+        return binascii.a2b_base64(compact)
     except (binascii.Error, ValueError) as exc:  # pragma: no cover - the checks above make this unreachable
         raise InvalidBase64Error("base64 data does not decode", field=field) from exc
 
@@ -229,7 +241,8 @@ def parse_data_url(
     if is_base64:
         if check_size is not None:
             check_size(max(0, (len(payload) - 2 * payload.count("%")) * 3 // 4 - 2) if payload else 0)
-        data = decode_base64(percent_decode(payload, field=field), field=field, check_size=check_size)
+        encoded: str | bytes = percent_decode(payload, field=field) if "%" in payload else payload
+        data = decode_base64(encoded, field=field, check_size=check_size)
     else:
         if check_size is not None:
             check_size(len(payload) - 2 * payload.count("%"))

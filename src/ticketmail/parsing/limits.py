@@ -82,7 +82,7 @@ class Limits:
         max_total_attachment_bytes: Decoded size of all attachments together (default 20 MiB).
         allowed_types: Media type patterns an attachment's declared type must match (``image/*``,
             ``application/pdf``, ``*/*``); default everything, as osTicket does when no type list is set.
-        max_depth: Nesting depth of the JSON or XML document (default 16; the contract needs 4).
+        max_depth: Nesting depth of the JSON or XML document (default 16; the contract itself needs 3).
     """
 
     max_payload_bytes: int = attrs.field(default=25 * MEBIBYTE, validator=_positive)
