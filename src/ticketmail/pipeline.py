@@ -54,7 +54,7 @@ from ticketmail.decision import Decision, Reason
 from ticketmail.errors import BackendError, ConfigError, PolicyRejectedError, TicketmailError, TypeMismatchError
 from ticketmail.hooks import HookEvent, HookKind, Hooks
 from ticketmail.model import Address, InboundEmail, MailboxContext, Provenance, TicketRequest
-from ticketmail.numbers import generate_number
+from ticketmail.numbers import TicketNumberGenerator, TicketNumbersExhaustedError, generate_number
 from ticketmail.parsing.mime import EmailOptions, parse_email
 from ticketmail.rules import RuleSet, duplicate_keys, evaluate, load_rules
 from ticketmail.threading import ThreadingOptions, resolve_thread
@@ -66,13 +66,12 @@ __all__ = [
     "OutcomeAction",
     "Pipeline",
     "ProcessingError",
-    "TicketNumberError",
     "ledger_key",
 ]
 
 OutcomeAction = Literal["created", "appended", "ignored", "duplicate", "rejected", "failed"]
 DuplicateScope = Literal["global", "mailbox", "destination"]
-NumberGenerator = Callable[[], str]
+NumberGenerator = TicketNumberGenerator
 """Returns a fresh candidate ticket number; the pipeline checks it against the backend and retries."""
 
 _NUMBER_ATTEMPTS = 32
@@ -83,13 +82,6 @@ class ProcessingError(TicketmailError):
     """An unexpected error while processing one message; the message was quarantined."""
 
     code = "processing_failed"
-    status = 500
-
-
-class TicketNumberError(TicketmailError):
-    """No free ticket number was found (the generator keeps returning numbers that are taken)."""
-
-    code = "ticket_number_exhausted"
     status = 500
 
 
@@ -378,7 +370,10 @@ class Pipeline:
             number = self._numbers()
             if not uow.number_exists(number):
                 return number
-        raise TicketNumberError(f"no free ticket number after {_NUMBER_ATTEMPTS} attempts; widen the generator")
+        raise TicketNumbersExhaustedError(
+            f"no free ticket number in {_NUMBER_ATTEMPTS} draws from the number generator; widen its format",
+            field="number_generator",
+        )
 
     def _redelivery(self, record: ProcessedRecord, provenance: Provenance | None) -> _Result:
         outcome = Outcome(

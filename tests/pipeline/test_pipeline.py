@@ -429,3 +429,35 @@ def test_any_bytes_give_an_outcome(raw: bytes) -> None:
     assert out.error is None or isinstance(out.error, TicketmailError)
     if out.action == "failed":
         assert backend.quarantined()[0].raw == raw
+
+
+def test_ticket_number_collisions_are_redrawn(memory: InMemoryBackend, clock: Clock) -> None:
+    numbers = iter(["AAAA1111", "AAAA1111", "AAAA1111", "BBBB2222"])
+    pipe = make(memory, clock, number_generator=lambda: next(numbers))
+    assert pipe.process_email(make_mail(), provenance=prov("1:1")).ticket == "AAAA1111"
+    assert pipe.process_email(make_mail(message_id="m2@x"), provenance=prov("1:2")).ticket == "BBBB2222"
+    stuck = make(memory, clock, number_generator=lambda: "AAAA1111")
+    out = stuck.process_email(make_mail(message_id="m3@x"), provenance=prov("1:3"))
+    assert out.action == "failed"
+    assert out.error is not None
+    assert out.error.code == "ticket_numbers_exhausted"
+    assert len(memory.list_tickets()) == 2
+
+
+def test_reply_to_identity_opens_ticket_for_reply_to(memory: InMemoryBackend, clock: Clock) -> None:
+    pipe = make(memory, clock, threading=ThreadingOptions(requester="reply_to"))
+    raw = make_mail(sender="noreply@forms.example", headers={"Reply-To": "Real Person <real@example.org>"})
+    out = pipe.process_email(raw, provenance=prov("1:1"))
+    assert memory.get_ticket(out.ticket).requester.email == "real@example.org"
+    assert "identity.reply_to" in [r.code for r in out.reasons]
+
+
+def test_merged_ticket_receives_replies_on_survivor(memory: InMemoryBackend, clock: Clock) -> None:
+    pipe = make(memory, clock)
+    a = pipe.process_email(make_mail(), provenance=prov("1:1"))
+    b = pipe.process_email(make_mail(message_id="m2@x", subject="other"), provenance=prov("1:2"))
+    with memory.unit_of_work() as uow:
+        uow.set_status(a.ticket, "merged", merged_into=b.ticket)
+    out = pipe.process_email(make_mail(message_id="m3@x", in_reply_to="<m1@example.org>"), provenance=prov("1:3"))
+    assert (out.action, out.ticket) == ("appended", b.ticket)
+    assert "thread.merged" in [r.code for r in out.reasons]
