@@ -146,3 +146,34 @@ def test_result_is_a_value():
     r = CheckResult("x", False, "dns", "cannot resolve")
     assert r.to_dict()["stage"] == "dns"
     assert not r.idle
+
+
+@pytest.fixture
+def silent_server():
+    """A TCP listener that accepts connections (kernel backlog) but never says anything."""
+    import socket
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    yield server.getsockname()[1]
+    server.close()
+
+
+def test_silent_server_with_tls_times_out_in_tls_stage(dovecot, mail_user, silent_server):
+    result = check(dovecot.config(mail_user, port=silent_server, timeout=1))
+    assert result.stage == "tls"
+    assert "timed out" in result.message
+
+
+def test_silent_server_plaintext_is_protocol_stage(dovecot, mail_user, silent_server):
+    result = check(dovecot.config(mail_user, security="none", port=silent_server, timeout=1))
+    assert result.stage == "protocol"
+    assert "no IMAP greeting" in result.message
+
+
+def test_wrong_service_on_port(dovecot, mail_user):
+    # a POP3 server where IMAP is expected: the greeting gives it away
+    result = check(dovecot.config(mail_user, security="none", port=dovecot.ports["pop3"]))
+    assert result.stage == "protocol"
+    assert "+OK" in result.message

@@ -7,6 +7,8 @@ import time
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from ticketmail.errors import SourceError
 from ticketmail.sources.base import RawItem, SourceSession, WaitableSession
@@ -345,3 +347,57 @@ def test_ack_batch_one_applies_immediately(dovecot, mail_user, make_message):
         items = list(s.fetch())
         s.acknowledge(items[0])
         assert ["\\Seen" in m.flags for m in dovecot.state(mail_user)] == [True, False]
+
+
+def test_backlog_makes_wait_return_at_once(dovecot, mail_user, make_message):
+    dovecot.append_many(mail_user, [make_message(i) for i in range(3)])
+    source = ImapSource(dovecot.config(mail_user, after="delete"))
+    with source.session() as s:
+        first = list(s.fetch(limit=2))
+        for item in first:
+            s.acknowledge(item)
+        started = time.monotonic()
+        assert s.wait_for_changes(5) is True
+        assert time.monotonic() - started < 1
+        (last,) = list(s.fetch(limit=2))
+        s.acknowledge(last)
+        assert s.wait_for_changes(0.3) is False
+    assert dovecot.state(mail_user) == []
+
+
+def test_readonly_session_changes_nothing(dovecot, mail_user, make_message):
+    dovecot.append(mail_user, make_message(1))
+    session = ImapSession(dovecot.config(mail_user), readonly=True)
+    session.open()
+    try:
+        assert len(list(session.fetch())) == 1
+    finally:
+        session.close()
+    (state,) = dovecot.state(mail_user)
+    assert "\\Recent" in state.flags
+
+
+@given(st.sets(st.integers(1, 10_000), min_size=1, max_size=200))
+def test_uid_set_round_trips(uids):
+    expanded: set[int] = set()
+    for part in uid_set(uids).split(","):
+        lo, _, hi = part.partition(":")
+        expanded.update(range(int(lo), int(hi or lo) + 1))
+    assert expanded == uids
+
+
+@given(st.lists(st.sampled_from(["\\Seen", "$TmFail1", "$TmFail3", "$tmfail2", "$TmFailX", "$Junk"]), max_size=6))
+def test_fail_count_is_highest_keyword(flags):
+    nums = [int(f[7:]) for f in flags if f.lower().startswith("$tmfail") and f[7:].isdigit()]
+    assert fail_count(flags) == max(nums, default=0)
+
+
+@given(st.binary(max_size=2_000), st.text(max_size=50), st.integers(0, 10**9))
+def test_headers_only_message_always_parses(header, note, size):
+    import email
+    import email.policy
+
+    out = headers_only_message(header, note, size)
+    msg = email.message_from_bytes(out, policy=email.policy.default)
+    assert msg.get_content_type() == "text/plain"
+    assert f"original-size={size}".encode() in out

@@ -125,6 +125,8 @@ def headers_only_message(header: bytes, note: str, size: int) -> bytes:
     kept: list[bytes] = []
     skipping = False
     for line in lines:
+        if not line.strip():  # a blank line would end the header block early; the server's block has none
+            continue
         if line[:1] in (b" ", b"\t"):
             if not skipping:
                 kept.append(line)

@@ -18,8 +18,8 @@ folder    the IMAP folder does not exist (the message lists the folders there ar
 ========  =======================================================================================
 
 On success the result carries the server's capabilities (``IDLE``, ``MOVE``, ``UIDPLUS`` ...) and the number
-of messages in the folder. Nothing on the server is changed: the folder is opened with ``EXAMINE``-equivalent
-care (no fetch, no store), a POP3 session ends with ``QUIT`` without ``DELE``.
+of messages in the folder. Nothing on the server is changed: the IMAP folder is opened with ``EXAMINE`` (read-only,
+no fetch, no store), a POP3 session ends with ``QUIT`` without ``DELE``.
 """
 
 from __future__ import annotations
@@ -85,7 +85,7 @@ class CheckResult:
 def _check_imap(config: MailboxConfig) -> tuple[tuple[str, ...], int]:
     from ticketmail.sources.imap import ImapSession
 
-    session = ImapSession(config)
+    session = ImapSession(config, readonly=True)
     try:
         session.open()
         return tuple(sorted(session.capabilities)), session.exists

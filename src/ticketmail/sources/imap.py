@@ -187,7 +187,10 @@ class ImapSource:
 
 
 class ImapSession:
-    """One authenticated IMAP connection with the folder selected. Obtain through :meth:`ImapSource.session`.
+    r"""One authenticated IMAP connection with the folder selected. Obtain through :meth:`ImapSource.session`.
+
+    ``readonly=True`` opens the folder with ``EXAMINE`` (used by ``check``): nothing, not even ``\Recent``,
+    changes; acknowledging is then refused by the server.
 
     Attributes:
         capabilities: Server capabilities after login (upper case), e.g. ``{"IDLE", "MOVE", "UIDPLUS"}``.
@@ -205,6 +208,7 @@ class ImapSession:
         batch_size: int = 100,
         batch_bytes: int = 16 * 1024 * 1024,
         ack_batch: int = 100,
+        readonly: bool = False,
     ) -> None:
         self.config = config
         self.skip = skip
@@ -220,6 +224,8 @@ class ImapSession:
         self._keywords_ok = True
         self._pending_expunge: list[int] = []
         self._pending_ack: list[int] = []
+        self._backlog = False
+        self.readonly = readonly
         self._created: set[str] = set()
         self._secrets: tuple[str, ...] = ()
 
@@ -303,7 +309,7 @@ class ImapSession:
     def _select(self, folder: str) -> None:
         client = self.client
         with self._guard("folder", f"SELECT {folder!r}"):
-            typ, data = client.select(_quote(folder))
+            typ, data = client.select(_quote(folder), readonly=self.readonly)
             if typ != "OK":
                 names = self.list_folders()
                 raise SourceError(
@@ -366,12 +372,15 @@ class ImapSession:
             return
         selected: list[int] = []
         already: list[int] = []
-        for uid in self.search():
+        candidates = self.search()
+        self._backlog = False
+        for index, uid in enumerate(candidates):
             if self.skip is not None and self.skip(self._provenance(uid)):
                 already.append(uid)
                 continue
             selected.append(uid)
             if len(selected) >= cap:
+                self._backlog = index + 1 < len(candidates)
                 break
         if already:
             self._acknowledge_uids(already)
@@ -586,8 +595,15 @@ class ImapSession:
     # --- waiting --------------------------------------------------------------------------------------
 
     def wait_for_changes(self, timeout: float) -> bool:
-        """Block up to ``timeout`` s until new mail arrives: IDLE when offered, else NOOP polling."""
+        """Block up to ``timeout`` s until new mail arrives: IDLE when offered, else NOOP polling.
+
+        Returns true at once when the last :meth:`fetch` stopped at its limit with more messages waiting
+        (a backlog is not "no changes").
+        """
         self.flush()
+        if self._backlog:
+            self._backlog = False
+            return True
         deadline = time.monotonic() + max(0.0, timeout)
         if "IDLE" in self.capabilities:
             mailbox = _MailBox(self.client)
