@@ -157,3 +157,37 @@ def test_over_limit_body_413_is_received_by_both_clients(real_stack, kit, tmp_pa
     finally:
         server.stop()
     assert real_stack.backend.list_tickets() == []
+
+
+def test_idempotency_key_over_http(live, kit):
+    headers = {"Content-Type": "application/json", "Idempotency-Key": "crm-case-4711"}
+    first = request(live, "POST", "/api/tickets.json", kit.OSTICKET_JSON_VALID, headers, live.stack.secret)
+    again = request(live, "POST", "/api/tickets.json", kit.OSTICKET_JSON_VALID, headers, live.stack.secret)
+    assert first[0] == again[0] == 201
+    assert first[2] == again[2]
+    assert again[1]["X-Ticketmail-Action"] == "duplicate"
+    assert len(live.stack.backend.list_tickets()) == 1
+
+
+def test_concurrent_retries_of_one_email_make_one_ticket(live, kit):
+    """Twelve clients post the same message at once: one ticket, every client told its number."""
+    import threading
+
+    raw = kit.RAW_EMAIL.replace(b"abc123@", b"concurrent@")
+    results = []
+    barrier = threading.Barrier(12)
+
+    def client():
+        barrier.wait()
+        results.append(request(live, "POST", "/api/tickets.email", raw, key=live.stack.secret))
+
+    threads = [threading.Thread(target=client) for _ in range(12)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert len(results) == 12
+    assert {status for status, _, _ in results} == {201}
+    assert len({body for _, _, body in results}) == 1
+    assert sorted(h["X-Ticketmail-Action"] for _, h, _ in results).count("created") == 1
+    assert len(live.stack.backend.list_tickets()) == 1
