@@ -75,10 +75,13 @@ class _TextBuilder(HTMLParser):
         self.pre = 0
         self.skip = 0
         self.lists: list[list[int]] = []  # per open list: [is_ordered, counter]
-        self.links: list[tuple[str, int]] = []  # open <a>: href, length of text at start
+        self.links: list[tuple[str, int]] = []  # open <a>: href, index of its first piece in `current`
+        self.has_text = False  # the current line holds non-blank text (kept so that work stays linear)
 
-    def _text_len(self) -> int:
-        return sum(len(piece) for piece in self.current)
+    def add(self, piece: str) -> None:
+        self.current.append(piece)
+        if not self.has_text and piece.strip():
+            self.has_text = True
 
     def newline(self, blank: bool = False) -> None:
         line = "".join(self.current).rstrip()
@@ -86,6 +89,7 @@ class _TextBuilder(HTMLParser):
             prefix = "> " * self.quote if line else (">" * self.quote)
             self.lines.append(prefix + line if self.quote else line)
         self.current = []
+        self.has_text = False
         if blank and self.lines and self.lines[-1] != "":
             self.lines.append("")
 
@@ -97,7 +101,7 @@ class _TextBuilder(HTMLParser):
             self.newline()
             return
         paragraph = tag in _PARAGRAPH and not (tag in ("ul", "ol") and self.lists)  # nested lists stay tight
-        if tag in _BLOCK and (self.current and "".join(self.current).strip()):
+        if tag in _BLOCK and self.has_text:
             self.newline(blank=paragraph)
         elif paragraph and self.lines and self.lines[-1] != "":
             self.lines.append("")
@@ -113,16 +117,16 @@ class _TextBuilder(HTMLParser):
                 marker = f"{self.lists[-1][1]}. "
             else:
                 marker = "- "
-            self.current.append("  " * max(len(self.lists) - 1, 0) + marker)
+            self.add("  " * max(len(self.lists) - 1, 0) + marker)
         elif tag == "a":
             href = dict(attrs).get("href") or ""
-            self.links.append((href, self._text_len()))
+            self.links.append((href, len(self.current)))
         elif tag == "img":
             alt = (dict(attrs).get("alt") or "").strip()
             if alt:
-                self.current.append(f"[{alt}]")
+                self.add(f"[{alt}]")
         elif tag in ("td", "th") and self.current:
-            self.current.append("  ")
+            self.add("  ")
         elif tag == "hr":
             self.lines.append("-" * 20)
 
@@ -132,12 +136,12 @@ class _TextBuilder(HTMLParser):
             return
         if tag == "a" and self.links:
             href, start = self.links.pop()
-            text = "".join(self.current)[start:].strip()
+            text = "".join(self.current[start:]).strip()
             target = href[7:] if href.lower().startswith("mailto:") else href
             if target and not target.startswith(("#", "cid:")) and target not in text and text not in target:
-                self.current.append(f" ({target})")
+                self.add(f" ({target})")
             elif target and not text:
-                self.current.append(target)
+                self.add(target)
             return
         if tag in _BLOCK:
             self.newline(blank=tag in _PARAGRAPH and not (tag in ("ul", "ol") and len(self.lists) > 1))
@@ -153,16 +157,16 @@ class _TextBuilder(HTMLParser):
             return
         if self.pre:
             first, *rest = data.split("\n")
-            self.current.append(first)
+            self.add(first)
             for line in rest:
                 self.newline()
-                self.current.append(line)
+                self.add(line)
             return
         text = _SPACES.sub(" ", data)
-        if not self.current or not "".join(self.current).strip() or self.current[-1].endswith(" "):
+        if not self.has_text or self.current[-1].endswith(" "):
             text = text.lstrip(" ")
         if text:
-            self.current.append(text)
+            self.add(text)
 
     def result(self) -> str:
         self.newline()

@@ -40,6 +40,9 @@ __all__ = [
 _ENCODED_WORD = re.compile(r"=\?([^?\s]{1,75})\?([BbQq])\?([^?]*)\?=")
 _MSGID = re.compile(r"<([^<>\s]{1,998})>")
 _WS_ONLY = re.compile(r"\s*")
+_BARE_ADDRESS = re.compile(r"[^\s<>,;:\"()]{1,64}@[^\s<>,;:\"()]{1,255}")
+_MAX_ADDRESS_HEADER = 64 * 1024  # characters of one address field parsed; beyond is a defect, not a hang
+_MAX_ADDRESSES = 1000
 
 
 def decode_8bit(raw: bytes) -> tuple[str, bool]:
@@ -71,32 +74,30 @@ def decode_rfc2047(value: str) -> str:
     """Decode every RFC 2047 encoded word in ``value`` (lenient, see the module docstring)."""
     if "=?" not in value:
         return value
-    # Segments: (text, None) for literal text, (bytes, charset) for encoded words.
-    segments: list[tuple[str | bytes, str | None]] = []
+    # Segments: [text] with charset None for literal text, [bytes, ...] with a charset for encoded words;
+    # adjacent words of one charset collect their bytes in one list (joined once: linear, not quadratic).
+    segments: list[tuple[list[str] | list[bytes], str | None]] = []
     pos = 0
     for match in _ENCODED_WORD.finditer(value):
         between = value[pos : match.start()]
         charset = match.group(1).lower().split("*", 1)[0]
         data = _word_bytes(match.group(2), match.group(3))
-        if segments and segments[-1][1] is not None and _WS_ONLY.fullmatch(between):
-            previous, prev_charset = segments[-1]
-            if prev_charset == charset and isinstance(previous, bytes):
-                segments[-1] = (previous + data, charset)
-            else:
-                segments.append((data, charset))
+        last = segments[-1] if segments else None
+        if last is not None and last[1] == charset and _WS_ONLY.fullmatch(between):
+            last[0].append(data)  # type: ignore[arg-type]
         else:
-            if between:
-                segments.append((between, None))
-            segments.append((data, charset))
+            if between and not (last is not None and last[1] is not None and _WS_ONLY.fullmatch(between)):
+                segments.append(([between], None))
+            segments.append(([data], charset))
         pos = match.end()
     if pos < len(value):
-        segments.append((value[pos:], None))
+        segments.append(([value[pos:]], None))
     out: list[str] = []
-    for item, charset in segments:
-        if isinstance(item, bytes):
-            out.append(decode_text(item, charset)[0])
+    for items, charset in segments:
+        if charset is None:
+            out.append("".join(items))  # type: ignore[arg-type]
         else:
-            out.append(item)
+            out.append(decode_text(b"".join(items), charset)[0])  # type: ignore[arg-type]
     return "".join(out)
 
 
@@ -123,10 +124,18 @@ def parse_addresses(values: list[str]) -> tuple[Address, ...]:
 
     The list is split first and display names decoded afterwards, so that a decoded name containing a comma
     or angle brackets cannot break the list. Entries without an address (groups, ``undisclosed-recipients:;``)
-    are dropped.
+    are dropped. At most 64 KiB of one field and 1000 addresses are read (bounded work on hostile input).
     """
     out: list[Address] = []
-    for name, addr in email.utils.getaddresses(values):
+    joined = ", ".join(values)
+    if len(joined) > _MAX_ADDRESS_HEADER:
+        joined = joined[:_MAX_ADDRESS_HEADER].rpartition(",")[0]
+    try:
+        pairs = email.utils.getaddresses([joined])
+    except (RecursionError, ValueError, IndexError, TypeError):
+        # The stdlib parser recurses on nested quotes and comments; fall back to bare addresses.
+        pairs = [("", found) for found in _BARE_ADDRESS.findall(joined)]
+    for name, addr in pairs[:_MAX_ADDRESSES]:
         if not addr:
             continue
         decoded_name = " ".join(decode_rfc2047(name).split()) if name else ""

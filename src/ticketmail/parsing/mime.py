@@ -473,7 +473,7 @@ def _build_email(part: Part, raw: bytes, options: EmailOptions, ctx: ParseContex
 
     ids = parse_msgids(first("message-id"))
     message_id = ids[0] if ids else first("message-id").strip().strip("<>").strip()
-    generated = not message_id or any(ch.isspace() for ch in message_id)
+    generated = not message_id or len(message_id.split()) != 1
     if generated:
         message_id = _generated_id(raw)
     date = None

@@ -22,6 +22,7 @@ Robustness (RFC 2046 section 5.1.1 and what mail servers actually deliver):
 from __future__ import annotations
 
 import binascii
+import re
 from collections.abc import Mapping
 
 import attrs
@@ -31,6 +32,8 @@ from ticketmail.parsing.mailheaders import decode_8bit, parse_params
 
 __all__ = ["Limits", "Part", "ParseContext", "decode_transfer", "parse_entity"]
 
+_EOL = re.compile(rb"\r\n?|\n")
+_FIELD_NAME = re.compile(rb"[\x21-\x39\x3b-\x7e]+")  # RFC 5322 ftext: printable ASCII except ":"
 _B64_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
 _NOT_B64 = bytes(b for b in range(256) if b not in _B64_ALPHABET)
 
@@ -102,16 +105,15 @@ class Part:
 
 
 def _eol(data: bytes, pos: int, end: int) -> tuple[int, int]:
-    """(end of the line starting at pos, start of the next line), for CRLF, LF or bare CR."""
-    lf = data.find(b"\n", pos, end)
-    cr = data.find(b"\r", pos, lf if lf >= 0 else end)
-    if cr >= 0:
-        if cr + 1 < end and data[cr + 1] == 0x0A:
-            return cr, cr + 2
-        return cr, cr + 1
-    if lf >= 0:
-        return lf, lf + 1
-    return end, end
+    """(end of the line starting at pos, start of the next line), for CRLF, LF or bare CR.
+
+    One regex search stops at the first line end, so reading a header block is linear even when the
+    input uses bare CRs only (two ``find`` calls would rescan to the next LF for every line).
+    """
+    match = _EOL.search(data, pos, end)
+    if match is None:
+        return end, end
+    return match.start(), match.end()
 
 
 def _is_field_name(line: bytes) -> int:
@@ -120,9 +122,7 @@ def _is_field_name(line: bytes) -> int:
     if colon <= 0 or colon > 200:
         return -1
     name = line[:colon].rstrip(b" \t")  # "Subject :" is obsolete syntax (RFC 5322 section 4.5) but seen
-    if not name or any(b <= 0x20 or b >= 0x7F for b in name):
-        return -1
-    return colon
+    return colon if _FIELD_NAME.fullmatch(name) else -1
 
 
 def _read_headers(

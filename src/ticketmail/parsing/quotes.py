@@ -120,15 +120,28 @@ def _is_rule(line: str) -> bool:
 
 
 def _cut_index(lines: list[str]) -> int | None:
-    """Index of the first line of quoted history, or None."""
+    """Index of the first line of quoted history, or None.
+
+    Cheap tests on the last character and length run first, so that ordinary lines cost almost nothing.
+    """
+    count = len(lines)
     for index, line in enumerate(lines):
-        if _is_attribution(line):
+        stripped = line.strip()
+        if not stripped or stripped[0] == ">":
+            continue
+        if stripped[-1] in ":\uff1a":
+            if _is_attribution(stripped):
+                return index
+        elif (
+            index + 1 < count
+            and lines[index + 1].rstrip().endswith((":", "\uff1a"))
+            and _starts_attribution(stripped)
+            and _is_attribution(stripped + " " + lines[index + 1])
+        ):
             return index
-        if index + 1 < len(lines) and _starts_attribution(line) and _is_attribution(line + " " + lines[index + 1]):
+        if len(stripped) < 80 and _is_original_marker(stripped):
             return index
-        if _is_original_marker(line):
-            return index
-        if _is_outlook_block(lines, index):
+        if ":" in stripped and _is_outlook_block(lines, index):
             if index > 0 and _is_rule(lines[index - 1]):
                 return index - 1
             if index > 1 and not lines[index - 1].strip() and _is_rule(lines[index - 2]):
