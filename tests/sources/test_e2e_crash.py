@@ -131,3 +131,64 @@ def test_sigkill_at_random_points_then_rerun(tmp_path: Path, dovecot: Any, after
     else:
         assert len(state) == len(seeded)
         assert all("\\Seen" in m.flags for m in state)
+
+
+def _local_config(tmp_path: Path, protocol: str, after: str) -> Path:
+    cfg = tmp_path / "ticketmail.toml"
+    cfg.write_text(
+        '[storage]\nsqlite = "tickets.sqlite3"\n\n[[mailboxes]]\n'
+        f'name = "local"\nprotocol = "{protocol}"\npath = "box"\nafter = "{after}"\nmax_per_run = 30\n'
+    )
+    return cfg
+
+
+@pytest.mark.parametrize(("protocol", "after"), [("maildir", "seen"), ("maildir", "delete"), ("mbox", "delete")])
+def test_sigkill_local_sources(tmp_path: Path, protocol: str, after: str) -> None:
+    import mailbox
+
+    rng = random.Random(f"{protocol}-{after}")
+    seeded = seed(120, 30, 15, rng)
+    if protocol == "maildir":
+        for sub in ("cur", "new", "tmp"):
+            (tmp_path / "box" / sub).mkdir(parents=True)
+        for n, (_, raw, _) in enumerate(seeded):
+            name = f"{1700000000 + n}.M{n}P1.crash"
+            (tmp_path / "box" / "tmp" / name).write_bytes(raw)
+            os.rename(tmp_path / "box" / "tmp" / name, tmp_path / "box" / "new" / name)
+            os.utime(tmp_path / "box" / "new" / name, (1700000000 + n, 1700000000 + n))
+    else:
+        box = mailbox.mbox(tmp_path / "box", create=True)
+        for _, raw, _ in seeded:
+            box.add(raw)
+        box.flush()
+        box.close()
+    cfg = _local_config(tmp_path, protocol, after)
+    kills = 0
+    for _ in range(10):
+        proc = fetch(cfg)
+        time.sleep(rng.uniform(0.1, 1.0))
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+            kills += 1
+        proc.communicate(timeout=60)
+    assert kills >= 2
+    for _ in range(20):
+        proc = fetch(cfg)
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err.decode()
+        if not out.strip():
+            break
+    kinds = Counter(k for k, _, _ in seeded)
+    with sqlite3.connect(tmp_path / "tickets.sqlite3") as conn:
+        tickets = conn.execute("SELECT count(*) FROM tickets").fetchone()[0]
+        entries = conn.execute("SELECT message_id, count(*) FROM entries GROUP BY message_id").fetchall()
+    assert tickets == kinds["new"]
+    assert len(entries) == kinds["new"] + kinds["reply"]
+    assert all(n == 1 for _, n in entries)
+    if protocol == "maildir":
+        assert os.listdir(tmp_path / "box" / "new") == []
+        left = os.listdir(tmp_path / "box" / "cur")
+        assert len(left) == (len(seeded) if after == "seen" else 0)
+        assert all(name.endswith(":2,S") for name in left)
+    else:
+        assert (tmp_path / "box").read_bytes() == b""

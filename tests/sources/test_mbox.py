@@ -178,3 +178,27 @@ def test_crash_before_flush_keeps_the_file_intact(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError):
         crash()
     assert len(contents(path)) == 2
+
+
+@pytest.mark.integration
+def test_dot_lock_of_a_killed_run_does_not_block(tmp_path: Path) -> None:
+    import os
+    import signal
+
+    path = tmp_path / "support"
+    write_mbox(path, [msg(1)])
+    holder = (
+        "import sys, time; from ticketmail.sources.mbox import MboxSource\n"
+        "with MboxSource('box', sys.argv[1]).session():\n"
+        "    print('locked', flush=True); time.sleep(60)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", holder, str(path)], stdout=subprocess.PIPE)
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == b"locked"
+    assert Path(f"{path}.lock").read_text().strip() == str(proc.pid)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert Path(f"{path}.lock").exists()  # left behind by the killed run
+    started = time.monotonic()
+    assert drain(MboxSource("box", path, after="delete", lock_timeout=0.5)) != []
+    assert time.monotonic() - started < 2

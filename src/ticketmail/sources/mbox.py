@@ -3,9 +3,9 @@
 An mbox is one file that an MTA (or procmail) appends to. Removing or changing a message means rewriting
 the file, so the session holds the mailbox lock for its whole duration, as mail clients do: ``lockf`` plus a
 ``.lock`` dot file (the stdlib's :meth:`mailbox.mbox.lock`, the convention of Debian's ``/var/mail``). An MTA
-delivering meanwhile waits or retries; the poller's per-visit cap and time budget keep that short. A dot
-lock older than ``stale_lock_after`` seconds (default 300, as procmail/mutt assume) is left by a killed
-process and is removed.
+delivering meanwhile waits or retries; the poller's per-visit cap and time budget keep that short. We write
+our pid into the dot lock; a dot lock whose pid is dead (a run killed by ``SIGKILL``), or older than
+``stale_lock_after`` seconds (default 300, as procmail/mutt assume), is stale and removed.
 
 Semantics (``after``):
 
@@ -142,16 +142,15 @@ class MboxSource:
 
     def _lock(self, box: mailbox.mbox, path: Path) -> None:
         deadline = time.monotonic() + self.lock_timeout
+        dot = Path(f"{path}.lock")
         while True:
             try:
                 box.lock()
-                return
             except mailbox.ExternalClashError as exc:
-                dot = Path(f"{path}.lock")
-                with contextlib.suppress(OSError):
-                    if time.time() - dot.stat().st_mtime > self.stale_lock_after:
-                        dot.unlink()  # left by a killed process
-                        continue
+                if self._stale(dot):
+                    with contextlib.suppress(FileNotFoundError):
+                        dot.unlink()
+                    continue
                 if time.monotonic() >= deadline:
                     raise SourceError(
                         f"{path} is locked by another program (an MTA delivering?); try again later",
@@ -161,6 +160,30 @@ class MboxSource:
                 time.sleep(0.1)
             except OSError as exc:
                 raise SourceError(f"cannot lock {path}: {exc.strerror}", stage="lock", mailbox=self.name) from exc
+            else:
+                # Record our pid in the dot lock (as liblockfile does) so that a run killed with SIGKILL,
+                # whose kernel lock vanished with it, does not block the mailbox for stale_lock_after.
+                with contextlib.suppress(OSError):
+                    dot.write_text(f"{os.getpid()}\n", encoding="ascii")
+                return
+
+    def _stale(self, dot: Path) -> bool:
+        """A dot lock left by a dead process (its pid inside) or older than ``stale_lock_after``."""
+        try:
+            age = time.time() - dot.stat().st_mtime
+            text = dot.read_text(encoding="ascii", errors="replace").strip()
+        except OSError:
+            return False
+        if age > self.stale_lock_after:
+            return True
+        if text.isdigit():
+            try:
+                os.kill(int(text), 0)
+            except ProcessLookupError:
+                return True  # its owner is gone
+            except OSError:
+                return False  # alive (another user's process)
+        return False
 
     @contextlib.contextmanager
     def session(self) -> Iterator[MboxSession]:
