@@ -73,6 +73,15 @@ def test_wsgi_without_content_length_reads_nothing_unless_terminated(handler, fu
     assert call_wsgi(make_wsgi_app(handler), env)[0].startswith("201")
 
 
+@pytest.mark.parametrize("length", ["9" * 5000, "\u0665", "-3"])
+def test_wsgi_odd_content_length_is_a_400(handler, full_key, length):
+    env = environ(path="/api/tickets.email", body=b"From: a@b.c\r\n\r\nhi", HTTP_X_API_KEY=full_key)
+    env["CONTENT_LENGTH"] = length
+    status, _, body = call_wsgi(make_wsgi_app(handler), env)
+    assert status.startswith("400")
+    assert b"Content-Length" in body
+
+
 def test_wsgi_latin1_path_is_decoded():
     env = environ(path="/api/caf\xc3\xa9")
     assert request_from_environ(env).path == "/api/café"

@@ -129,7 +129,7 @@ def test_accept_negotiation(handler, full_key, kit, accept, wants_json):
     assert (r.header("content-type") == "application/json") is wants_json
 
 
-@pytest.mark.parametrize("length", ["abc", "-1", "1e3", " "])
+@pytest.mark.parametrize("length", ["abc", "-1", "1e3", " ", "+5", "\u0665", "9" * 5000])
 def test_bad_content_length_400(handler, full_key, kit, length):
     r = handler(kit.post("/api/tickets.json", b"{}", full_key, content_length=length))
     assert r.status == 400

@@ -12,12 +12,15 @@ app serves ``/api/tickets.json`` at the root or ``/helpdesk/api/tickets.json`` u
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable
 from typing import IO, Any
 
 from ticketmail.api.handler import ApiHandler, LengthRequiredError, Request, Response
 
 __all__ = ["make_wsgi_app", "request_from_environ"]
+
+_LENGTH_RE = re.compile(r"[0-9]{1,18}")
 
 StartResponse = Callable[..., Any]
 WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
@@ -63,7 +66,7 @@ def request_from_environ(environ: dict[str, Any]) -> Request:
         headers.append(("content-length", length_text))
     stream = environ.get("wsgi.input")
     remaining: int | None
-    if length_text.isdigit():
+    if _LENGTH_RE.fullmatch(length_text):
         remaining = int(length_text)
     elif environ.get("wsgi.input_terminated"):
         remaining = None
