@@ -401,3 +401,42 @@ def test_headers_only_message_always_parses(header, note, size):
     msg = email.message_from_bytes(out, policy=email.policy.default)
     assert msg.get_content_type() == "text/plain"
     assert f"original-size={size}".encode() in out
+
+
+def test_idle_after_own_deletions_still_sees_new_mail(dovecot, mail_user, make_message):
+    dovecot.append_many(mail_user, [make_message(i) for i in range(3)])
+    source = ImapSource(dovecot.config(mail_user, after="delete"))
+    with source.session() as s:
+        for item in s.fetch():
+            s.acknowledge(item)
+        assert s.wait_for_changes(0.3) is False  # own expunges are not "new mail"
+        timer = threading.Timer(0.2, lambda: dovecot.append(mail_user, make_message(9)))
+        timer.start()
+        assert s.wait_for_changes(10) is True
+        timer.join()
+        assert len(list(s.fetch())) == 1
+
+
+def test_mail_arriving_between_fetch_and_wait_is_not_lost(dovecot, mail_user, make_message):
+    source = ImapSource(dovecot.config(mail_user, after="delete"))
+    with source.session() as s:
+        assert list(s.fetch()) == []
+        dovecot.append(mail_user, make_message(1))  # arrives while we "process"
+        s.client.noop()  # any command answer may carry the EXISTS notification
+        started = time.monotonic()
+        assert s.wait_for_changes(10) is True
+        assert time.monotonic() - started < 2
+        assert len(list(s.fetch())) == 1
+
+
+def test_idle_slices_reissue_idle(dovecot, mail_user, make_message, monkeypatch):
+    from ticketmail.sources import imap as imap_module
+
+    monkeypatch.setattr(imap_module, "_IDLE_MAX", 0.2)  # re-IDLE every 0.2 s instead of every 25 min
+    source = ImapSource(dovecot.config(mail_user))
+    with source.session() as s:
+        timer = threading.Timer(0.9, lambda: dovecot.append(mail_user, make_message(1)))
+        timer.start()
+        assert s.wait_for_changes(10) is True
+        timer.join()
+        assert len(list(s.fetch())) == 1

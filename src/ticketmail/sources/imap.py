@@ -43,6 +43,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
+from imap_tools.errors import UnexpectedCommandStatusError
 from imap_tools.imap_utf7 import utf7_encode
 from imap_tools.mailbox import BaseMailBox
 
@@ -225,6 +226,7 @@ class ImapSession:
         self._pending_expunge: list[int] = []
         self._pending_ack: list[int] = []
         self._backlog = False
+        self._idle_tag: bytes = b""
         self.readonly = readonly
         self._created: set[str] = set()
         self._secrets: tuple[str, ...] = ()
@@ -318,6 +320,8 @@ class ImapSession:
                     mailbox=self.config.name,
                 )
             self.exists = int(data[0] or b"0")
+            for name in ("EXISTS", "RECENT"):  # imaplib's select() reads them without popping
+                client.untagged_responses.pop(name, None)
             _, uv = client.response("UIDVALIDITY")
             self.uidvalidity = int(uv[0]) if uv and uv[0] else 0
             _, perm = client.response("PERMANENTFLAGS")
@@ -607,19 +611,60 @@ class ImapSession:
         deadline = time.monotonic() + max(0.0, timeout)
         if "IDLE" in self.capabilities:
             mailbox = _MailBox(self.client)
+            if self._take_new_mail():  # news that arrived with the answers to earlier commands
+                return True
             while True:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return False
                 with self._guard("fetch", "IDLE"):
-                    mailbox.idle.start()  # type: ignore[no-untyped-call]
                     try:
-                        lines = mailbox.idle.poll(timeout=min(remaining, _IDLE_MAX))
-                    finally:
-                        _, stop_lines = mailbox.idle.stop()  # type: ignore[no-untyped-call]
-                if any(b"EXISTS" in x or b"RECENT" in x for x in [*lines, *(stop_lines or [])]):
+                        if self._idle_start():
+                            lines = mailbox.idle.poll(timeout=min(remaining, _IDLE_MAX))
+                            self.client.send(b"DONE\r\n")
+                            mailbox.consume_until_tagged_response(self._idle_tag)
+                        else:  # news arrived before the server confirmed IDLE: leave IDLE at once
+                            self.client.send(b"DONE\r\n")
+                            mailbox.consume_until_tagged_response(self._idle_tag)
+                            lines = []
+                    except UnexpectedCommandStatusError as exc:
+                        raise imaplib.IMAP4.error(f"IDLE failed: {exc}") from exc
+                changed = any(b"EXISTS" in x for x in lines)
+                if self._take_new_mail() or changed:
                     return True
         return self._poll_noop(deadline)
+
+    def _idle_start(self) -> bool:
+        """Send IDLE; read until the continuation. False when new-mail notifications came first."""
+        client: Any = self.client  # imaplib's command plumbing is private but stable (imap-tools uses it too)
+        self._idle_tag = client._command("IDLE")
+        news = False
+        while True:
+            resp = client._get_response()
+            if resp is None:  # "+ idling": IDLE is active
+                return not news
+            if client.tagged_commands.get(self._idle_tag):
+                typ, data = client.tagged_commands.pop(self._idle_tag)
+                raise imaplib.IMAP4.error(f"IDLE refused: {typ} {data!r}")
+            if b"EXISTS" in resp:
+                news = True
+
+    def _take_new_mail(self) -> bool:
+        """Pop the EXISTS/RECENT/EXPUNGE notifications imaplib stored; true when an EXISTS came.
+
+        In the selected folder only new mail produces ``EXISTS`` (our own expunges and moves produce
+        ``EXPUNGE``), so any ``EXISTS`` means "fetch again"; a false alarm costs one cheap SEARCH.
+        """
+        responses = self.client.untagged_responses
+        responses.pop("RECENT", None)
+        expunged = responses.pop("EXPUNGE", None) or []
+        values = responses.pop("EXISTS", None) or []
+        counts = [int(v) for v in values if isinstance(v, bytes) and v.isdigit()]
+        if counts:
+            self.exists = counts[-1]
+        else:
+            self.exists = max(0, self.exists - len(expunged))
+        return bool(counts)
 
     def _poll_noop(
         self, deadline: float, step: float = _POLL_STEP, sleep: Callable[[float], None] = time.sleep
@@ -627,13 +672,8 @@ class ImapSession:
         while True:
             with self._guard("fetch", "NOOP"):
                 self.client.noop()
-                _, data = self.client.response("EXISTS")
-            counts = [int(x) for x in data if x]
-            if counts and max(counts) > self.exists:
-                self.exists = max(counts)
+            if self._take_new_mail():
                 return True
-            if counts:
-                self.exists = counts[-1]
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return False
