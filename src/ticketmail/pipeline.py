@@ -315,6 +315,17 @@ class Pipeline:
         self._fire(result)
         return result.outcome
 
+    def quarantine(
+        self, raw: bytes, *, provenance: Provenance, error: TicketmailError, message_id: str | None = None
+    ) -> Outcome:
+        """Keep ``raw`` in the backend's quarantine with ``error`` as the reason; return a ``failed`` outcome.
+
+        For callers that found an item unprocessable before it reached the pipeline (an API payload that
+        does not parse, a message a source could not fetch whole). Like every failure it is audited and
+        fires the ``message_failed`` hook; an item already committed is reported as ``duplicate`` instead.
+        """
+        return self._fail(bytes(raw), provenance, ledger_key(provenance), error, message_id)
+
     def is_processed(self, provenance: Provenance) -> bool:
         """Whether this mailbox item was already committed (a source may then just acknowledge it)."""
         with self._backend.unit_of_work() as uow:

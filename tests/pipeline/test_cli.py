@@ -114,6 +114,10 @@ def test_errors_and_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert [line["action"] for line in lines] == ["failed", "failed"]
     assert lines[0]["error"]["code"] == "malformed_json"
     assert lines[1]["error"]["code"] == "malformed_email"
+    from ticketmail.backends.sqlite import SQLiteBackend
+
+    with SQLiteBackend(db) as backend:
+        assert sorted(q.reason_code for q in backend.quarantined()) == ["malformed_email", "malformed_json"]
     code, _, err = run(capsys, "show", "NOPE1234", "--db", db)
     assert code == 1
     assert "NOPE1234" in err

@@ -52,6 +52,7 @@ def test_maildir_key_ignores_flags_and_nothing_is_moved(tmp_path: Path) -> None:
     items = list(iter_local([box]))
     assert [i.provenance.key for i in items] == ["1700000000.M0P0.host", "1700000001.M1P1.host"]
     assert {i.provenance.mailbox for i in items} == {str(box.resolve())}
+    assert {i.provenance.mailbox for i in iter_local([box], mailbox="support")} == {"support"}
     assert sorted(p.relative_to(box) for p in box.rglob("*")) == before
     # a mail client sets a flag: the key stays
     os.rename(box / "cur" / "1700000000.M0P0.host:2,S", box / "cur" / "1700000000.M0P0.host:2,RS")
@@ -60,11 +61,17 @@ def test_maildir_key_ignores_flags_and_nothing_is_moved(tmp_path: Path) -> None:
 
 def test_mbox_items(tmp_path: Path) -> None:
     mbox = tmp_path / "archive.mbox"
-    mbox.write_bytes(b"From a@example.org Mon Mar  2 09:00:00 2026\n" + MAIL.replace(b"\r\n", b"\n") + b"\n")
-    [item] = iter_local([mbox])
-    assert item.provenance.kind == "mbox"
-    assert item.data.startswith(b"From: a@example.org")
-    assert item.source.endswith("#1")
+    one = b"From a@example.org Mon Mar  2 09:00:00 2026\n" + MAIL.replace(b"\r\n", b"\n") + b"\n"
+    mbox.write_bytes(one + one.replace(b"Subject: hi\n", b"Subject: hi\nStatus: RO\n"))
+    first, second = iter_local([mbox])
+    assert first.provenance.kind == "mbox"
+    assert first.data.startswith(b"From: a@example.org")
+    assert first.source.endswith("#1")
+    # the same message again (a client added Status): a separate item of the same content key
+    assert second.provenance.key == first.provenance.key + "#1"
+    mbox.write_bytes(one.replace(b"Subject: hi\n", b"Subject: hi\nStatus: RO\n"))
+    [again] = iter_local([mbox])
+    assert again.provenance.key == first.provenance.key
     assert local_kind(mbox) == "mbox"
 
 

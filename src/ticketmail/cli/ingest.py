@@ -151,7 +151,7 @@ def _process(pipeline: Pipeline, item: LocalItem, context: MailboxContext) -> Ou
     try:
         request = parse_json(item.data) if item.kind == "json" else parse_xml(item.data)
     except InputError as exc:
-        return Outcome("failed", provenance=item.provenance, error=exc)
+        return pipeline.quarantine(item.data, provenance=item.provenance, error=exc)
     return pipeline.process_request(request, context=context, idempotency_key=hashlib.sha256(item.data).hexdigest())
 
 
@@ -181,7 +181,7 @@ def run_ingest(args: argparse.Namespace) -> int:
         return EXIT_BACKEND if isinstance(exc, BackendError) else EXIT_USAGE
     pipeline = Pipeline(backend, rules=rules, threading=threading, context=context)
     show_progress = not args.no_progress and err.isatty()
-    items: Iterable[LocalItem] = iter_local(args.paths)
+    items: Iterable[LocalItem] = iter_local(args.paths, mailbox=args.mailbox)
     total: int | None = None
     counts: Counter[str] = Counter()
     started = time.monotonic()

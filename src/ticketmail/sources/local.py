@@ -8,11 +8,18 @@ Provenance per input:
 
 * a single file (``.eml``, ``.json``, ``.xml``): ``kind="file"``, ``mailbox="file"``, ``key`` = the sha256 of
   its bytes. The same message copied under another name is the same item; an edited file is a new one.
-* a Maildir (a directory holding ``cur/``, ``new/`` and ``tmp/``): ``kind="maildir"``, ``mailbox`` = its
-  resolved path, ``key`` = the Maildir unique name (the file name without the ``:2,FLAGS`` info part, which
-  changes when a mail client sets flags).
-* an mbox: ``kind="mbox"``, ``mailbox`` = its resolved path, ``key`` = the sha256 of the message bytes. mbox
-  keys are positions, which shift when messages are removed, so they cannot identify a message.
+* a Maildir (a directory holding ``cur/``, ``new/`` and ``tmp/``): ``kind="maildir"``, ``key`` = the Maildir
+  unique name (the file name without the ``:2,FLAGS`` info part, which changes when a mail client sets
+  flags).
+* an mbox: ``kind="mbox"``, ``key`` = :func:`ticketmail.sources.mbox.mbox_key` of the message (a hash of
+  the message without its ``Status``/``X-Status`` headers, which mail clients rewrite), with ``#1``,
+  ``#2``... appended for further identical copies in the same file. Python's mbox keys are positions,
+  which shift when messages are removed, so they cannot identify a message.
+
+For Maildir and mbox, ``mailbox`` is the ``mailbox`` argument when given (the CLI passes its ``--mailbox``
+name), else the resolved path. These keys are the ones the Maildir and mbox sources of the poller use, so a
+folder ingested once with ``ticketmail ingest --mailbox NAME`` and later polled as mailbox ``NAME`` is not
+processed twice.
 
 A directory that is not a Maildir is walked (sorted by name, so numbered example files are read in order):
 ``*.eml`` are messages, ``*.json``/``*.xml`` payloads, ``*.mbox`` and files named ``mbox`` are
@@ -33,6 +40,7 @@ import attrs
 from ticketmail.errors import SourceError
 from ticketmail.model import Provenance
 from ticketmail.sources.base import RawItem
+from ticketmail.sources.mbox import mbox_key
 
 __all__ = ["LocalItem", "LocalItemKind", "iter_local", "local_kind"]
 
@@ -98,8 +106,7 @@ def _file_item(path: Path, kind: LocalItemKind) -> LocalItem:
     return LocalItem(data, kind, Provenance("file", "file", _sha256(data)), str(path))
 
 
-def _maildir_items(path: Path) -> Iterator[LocalItem]:
-    mailbox_name = str(path.resolve())
+def _maildir_items(path: Path, mailbox_name: str) -> Iterator[LocalItem]:
     names: list[tuple[str, Path]] = []
     for sub in ("new", "cur"):
         try:
@@ -124,25 +131,29 @@ def _maildir_items(path: Path) -> Iterator[LocalItem]:
         yield LocalItem(data, "email", Provenance(mailbox_name, "maildir", key), f"{path}#{key}")
 
 
-def _mbox_items(path: Path) -> Iterator[LocalItem]:
-    mailbox_name = str(path.resolve())
+def _mbox_items(path: Path, mailbox_name: str) -> Iterator[LocalItem]:
+    seen: dict[str, int] = {}
     try:
         box = mailbox.mbox(str(path), create=False)
         try:
             keys = list(box.iterkeys())
             for index, key in enumerate(keys):
                 data = box.get_bytes(key)
-                yield LocalItem(data, "email", Provenance(mailbox_name, "mbox", _sha256(data)), f"{path}#{index + 1}")
+                base = mbox_key(data)
+                copies = seen.get(base, 0)
+                seen[base] = copies + 1
+                pkey = base if copies == 0 else f"{base}#{copies}"
+                yield LocalItem(data, "email", Provenance(mailbox_name, "mbox", pkey), f"{path}#{index + 1}")
         finally:
             box.close()
     except (OSError, mailbox.Error) as exc:
         raise SourceError(f"cannot read mbox {path}: {exc}", stage="fetch", mailbox=mailbox_name) from exc
 
 
-def _walk(path: Path) -> Iterator[LocalItem]:
+def _walk(path: Path, mailbox_name: str | None) -> Iterator[LocalItem]:
     kind = local_kind(path)
     if kind == "maildir":
-        yield from _maildir_items(path)
+        yield from _maildir_items(path, mailbox_name or str(path.resolve()))
     elif kind == "directory":
         try:
             children = sorted(path.iterdir(), key=lambda p: p.name)
@@ -150,15 +161,17 @@ def _walk(path: Path) -> Iterator[LocalItem]:
             raise SourceError(f"cannot list {path}: {exc.strerror or exc}", stage="folder", mailbox=str(path)) from exc
         for child in children:
             if not child.name.startswith(".") and local_kind(child) is not None:
-                yield from _walk(child)
+                yield from _walk(child, mailbox_name)
     elif kind == "mbox":
-        yield from _mbox_items(path)
+        yield from _mbox_items(path, mailbox_name or str(path.resolve()))
     elif kind in ("email", "json", "xml"):
         yield _file_item(path, kind)
 
 
-def iter_local(paths: Sequence[str | os.PathLike[str]]) -> Iterator[LocalItem]:
+def iter_local(paths: Sequence[str | os.PathLike[str]], *, mailbox: str | None = None) -> Iterator[LocalItem]:
     """Yield every item under ``paths``, in the order given (directories sorted by name).
+
+    ``mailbox`` names the mailbox in the provenance of Maildir and mbox items (default: their path).
 
     A path given explicitly is read even when its name has no known suffix (as an email). Raises
     :class:`~ticketmail.errors.SourceError` (stage ``folder``/``fetch``) for a missing or unreadable path.
@@ -170,4 +183,4 @@ def iter_local(paths: Sequence[str | os.PathLike[str]]) -> Iterator[LocalItem]:
         if path.is_file() and local_kind(path) is None:
             yield _file_item(path, "email")
         else:
-            yield from _walk(path)
+            yield from _walk(path, mailbox)
