@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import tempfile
 from pathlib import Path
 
@@ -81,9 +82,13 @@ class KeyStores(RuleBasedStateMachine):
         assert messages <= {"Unknown remote host or invalid API key"}
         assert answers[0] == answers[1]
         if answers[0] is not None:
-            _, active, _ = self.model[answers[0]]
+            _, active, nets = self.model[answers[0]]
             assert active
             assert not tamper
+            addr = ipaddress.ip_address(address)
+            if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped:
+                addr = addr.ipv4_mapped
+            assert any(addr.version == n.version and addr in n for n in map(ipaddress.ip_network, nets))
 
     @invariant()
     def listings_agree(self):
