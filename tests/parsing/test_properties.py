@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ticketmail.errors import TicketmailError
-from ticketmail.model import TicketRequest
+from ticketmail.model import InboundEmail, TicketRequest
 from ticketmail.parsing import Limits, parse, parse_json, parse_xml, to_json, to_xml
 from ticketmail.testing.strategies import EXAMPLE_FORM, byte_mutations, json_mutations, ticket_requests
 
@@ -60,6 +60,20 @@ def test_arbitrary_bytes_xml(body: bytes) -> None:
 @given(st.binary(max_size=2000), st.sampled_from(["json", "xml"]))
 def test_arbitrary_bytes_dispatch(body: bytes, fmt: str) -> None:
     _answers(body, parse, format=fmt, limits=SMALL)
+
+
+@given(st.one_of(st.binary(max_size=1000), st.binary(max_size=500).map(lambda b: b"From: a@example.com\n" + b)))
+def test_arbitrary_bytes_sniffed(body: bytes) -> None:
+    """``auto`` may route to the email parser: the answer is still a model or a TicketmailError."""
+    error: TicketmailError | None = None
+    try:
+        result = parse(body, limits=SMALL)
+    except TicketmailError as exc:
+        error = exc
+    if error is None:
+        assert isinstance(result, (TicketRequest, InboundEmail))
+    else:
+        assert 400 <= error.status <= 599
 
 
 @given(st.text(max_size=300).map(lambda t: ("<ticket>" + t + "</ticket>").encode()))

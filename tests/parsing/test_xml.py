@@ -196,3 +196,8 @@ def test_json_and_xml_share_validation() -> None:
 def test_invalid_email_in_xml() -> None:
     with pytest.raises(InvalidEmailError):
         parse_xml(ticket(b"<name>A</name><email>x</email><subject>S</subject><message>m</message>"))
+
+
+def test_message_as_root_attribute_is_plain_text() -> None:
+    body = b'<ticket name="A" email="a@example.com" subject="S" message="data:text/html,&lt;b&gt;x&lt;/b&gt;"/>'
+    assert parse_xml(body).message == MessageBody("data:text/html,<b>x</b>", "text/plain")

@@ -172,6 +172,9 @@ def load_xml_ticket(body: bytes | bytearray | memoryview | str, limits: Limits, 
         raise TypeMismatchError("unexpected text directly inside <ticket>", field="ticket")
     multiple = {f.name for f in form.fields if f.multiple}
     raw: dict[str, Any] = dict(root.attrib)
+    if "message" in raw:
+        # An attribute message is plain text, like an element's: no data-URL interpretation in XML.
+        raw["message"] = XmlMessage(body=raw["message"])
 
     def put(key: str, value: Any) -> None:
         if key in raw:
