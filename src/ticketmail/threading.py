@@ -306,6 +306,13 @@ def requester_of(message: InboundEmail, options: ThreadingOptions | None = None)
     return None, Reason("identity.missing", "the message names no sender")
 
 
+def _cannot_open(
+    ticket: Ticket, route: ThreadRoute, requester: Address | None, reasons: list[Reason]
+) -> ThreadDecision:
+    reasons.append(Reason("thread.no_ticket", "a new ticket would be needed, but the rules allow none"))
+    return ThreadDecision("ignore", ticket, route, requester, reasons=tuple(reasons))
+
+
 def _on_ticket(ticket: Ticket, email: str) -> bool:
     wanted = email.lower()
     return ticket.requester.email.lower() == wanted or any(p.lower() == wanted for p in ticket.participants)
@@ -360,6 +367,8 @@ def resolve_thread(
             reasons.append(
                 Reason("thread.closed_new_linked", "the ticket is closed: opening a new linked one", ticket.number)
             )
+            if not may_open_ticket:
+                return _cannot_open(ticket, route, requester, reasons)
             return ThreadDecision("new_linked", ticket, route, requester, reasons=tuple(reasons))
 
     action: ThreadAction = "reopen" if ticket.status == "closed" else "append"
@@ -378,6 +387,8 @@ def resolve_thread(
                     "thread.unknown_sender_new", "the sender is not on the ticket: opening a new one", requester.email
                 )
             )
+            if not may_open_ticket:
+                return _cannot_open(ticket, route, requester, reasons)
             return ThreadDecision("new", None, route, requester, reasons=tuple(reasons))
         reasons.append(
             Reason("thread.participant_added", "the sender joins the ticket as a participant", value=requester.email)

@@ -222,3 +222,33 @@ def test_bad_options_raise_config_error(kwargs: dict[str, object]) -> None:
 def test_tag_round_trip(number: str, prefix: str, text: str) -> None:
     subject = f"{prefix}{subject_tag(number)} {text}"
     assert find_subject_tags(subject)[0] == number
+
+
+def test_policies_that_need_a_new_ticket_respect_may_open_ticket(backend: InMemoryBackend) -> None:
+    stranger = mail(subject="Re: [#ABC123]", from_=Address("mallory@example.net"))
+    opts = ThreadingOptions(unknown_sender="new_ticket")
+    assert resolve(backend, stranger, options=opts, may_open_ticket=False).action == "ignore"
+    closed = mail(subject="Re: [#CLOSED1]")
+    opts = ThreadingOptions(closed_ticket="new_linked")
+    decision = resolve(backend, closed, options=opts, may_open_ticket=False)
+    assert decision.action == "ignore"
+    assert decision.reasons[-1].code == "thread.no_ticket"
+
+
+class _Lookups:
+    def ticket_by_number(self, number: str) -> None:
+        return None
+
+    def ticket_by_message_id(self, message_id: str) -> None:
+        return None
+
+
+@given(
+    subject=st.text(max_size=80),
+    refs=st.lists(st.text(max_size=40), max_size=50),
+    to=st.lists(st.emails().map(Address), max_size=3),
+)
+def test_threading_never_raises(subject: str, refs: list[str], to: list[Address]) -> None:
+    message = InboundEmail(message_id="x@y", subject=subject, references=tuple(refs), to=tuple(to))
+    decision = resolve_thread(message, _Lookups(), verify_token=lambda mid: None)
+    assert decision.action == "new"
