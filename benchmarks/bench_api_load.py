@@ -4,7 +4,8 @@ Reports requests/s and latency percentiles for ticket creation (POST /api/ticket
 pipeline and SQLite commit), against a baseline measured in the same run on the same server: requests
 refused at authentication (401: HTTP, routing and the key check, no parsing, no storage). Then checks
 that no request was lost or duplicated: every 201 has a distinct ticket number, the database holds exactly
-that many tickets, and replayed requests (same Idempotency-Key) returned the original number.
+that many tickets, and replayed requests (same Idempotency-Key, or the same raw email bytes) returned the
+original number. A third workload posts N distinct raw emails to /api/tickets.email.
 
     .venv/bin/python benchmarks/bench_api_load.py            # 10,000 requests, 8 threads
     .venv/bin/python benchmarks/bench_api_load.py --quick    # 600 requests
@@ -22,6 +23,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 
 
@@ -40,6 +42,14 @@ def payload(i: int) -> bytes:
             "message": f"Request number {i} of the load run.",
             "ip": "127.0.0.1",
         }
+    ).encode()
+
+
+def email(i: int) -> bytes:
+    return (
+        f"From: Load Tester {i} <mail{i}@example.com>\r\nTo: help@example.net\r\nSubject: Load mail {i}\r\n"
+        f"Message-ID: <load-{i}@bench.example>\r\nDate: Sat, 21 Nov 2026 10:00:00 +0000\r\n"
+        f"Content-Type: text/plain; charset=utf-8\r\n\r\nMail number {i} of the load run.\r\n"
     ).encode()
 
 
@@ -133,14 +143,18 @@ def main() -> int:
         lat, res, wall = run(port, jobs, args.threads)
         replay_jobs = jobs[:replays]
         _, replay_res, _ = run(port, replay_jobs, args.threads)
+        mail_jobs = [
+            ("/api/tickets.email", email(i), {"X-API-Key": key, "Content-Type": "message/rfc822"}) for i in range(n)
+        ]
+        m_lat, m_res, m_wall = run(port, mail_jobs, args.threads)
+        mail_replays = run(port, mail_jobs[:replays], args.threads)[1]
     finally:
         server.terminate()
         server.wait(timeout=30)
 
-    statuses: dict[int, int] = {}
-    for status, _ in res:
-        statuses[status] = statuses.get(status, 0) + 1
-    numbers = [body.decode() for status, body in res if status == 201]
+    json_statuses = Counter(status for status, _ in res)
+    mail_statuses = Counter(status for status, _ in m_res)
+    numbers = [body.decode() for status, body in [*res, *m_res] if status == 201]
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
     from ticketmail.backends.sqlite import SQLiteBackend
 
@@ -148,16 +162,22 @@ def main() -> int:
     stored = len(backend.list_tickets())
     backend.close()
     replay_ok = all(r == (201, res[i][1]) for i, r in enumerate(replay_res))
+    replay_ok = replay_ok and all(r == (201, m_res[i][1]) for i, r in enumerate(mail_replays))
 
-    rps, b_rps = n / wall, n / b_wall
-    print(f"bench_api_load: {n} requests, {args.threads} client threads, ticketmail serve + SQLite on loopback")
-    print(f"{'':22}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'max ms':>10}")
-    print(f"{'baseline (401)':22}{b_rps:10.0f}{pct(b_lat, 50):10.2f}{pct(b_lat, 99):10.2f}{max(b_lat) * 1000:10.2f}")
-    print(f"{'create ticket (201)':22}{rps:10.0f}{pct(lat, 50):10.2f}{pct(lat, 99):10.2f}{max(lat) * 1000:10.2f}")
-    print(f"ratio create/baseline throughput: {rps / b_rps:.2f}; p99 ratio: {pct(lat, 99) / pct(b_lat, 99):.2f}")
-    print(f"statuses: {statuses}; distinct ticket numbers: {len(set(numbers))}; tickets stored: {stored}")
-    print(f"replays ({replays}, same Idempotency-Key): {'same numbers, 201' if replay_ok else 'MISMATCH'}")
-    ok = statuses == {201: n} and len(set(numbers)) == n and stored == n and replay_ok
+    b_rps, rps, m_rps = n / b_wall, n / wall, n / m_wall
+    print(f"bench_api_load: {n} requests per workload, {args.threads} client threads, serve + SQLite on loopback")
+    print(f"{'':24}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'max ms':>10}{'req/s ratio':>13}")
+    for label, r, lats in (
+        ("baseline: 401", b_rps, b_lat),
+        ("tickets.json: 201", rps, lat),
+        ("tickets.email: 201", m_rps, m_lat),
+    ):
+        print(f"{label:24}{r:10.0f}{pct(lats, 50):10.2f}{pct(lats, 99):10.2f}{max(lats) * 1000:10.2f}{r / b_rps:13.2f}")
+    print(f"statuses json: {dict(json_statuses)}, email: {dict(mail_statuses)}")
+    print(f"distinct ticket numbers: {len(set(numbers))}; tickets stored: {stored} (expected {2 * n})")
+    print(f"replays ({replays} per workload): {'original numbers, 201' if replay_ok else 'MISMATCH'}")
+    ok = json_statuses == {201: n} and mail_statuses == {201: n}
+    ok = ok and len(set(numbers)) == 2 * n and stored == 2 * n and replay_ok
     print("no request lost or duplicated" if ok else "FAILED: requests lost or duplicated")
     shutil.rmtree(tmp, ignore_errors=True)
     return 0 if ok else 1
