@@ -714,7 +714,7 @@ class Pipeline:
         if result.outcome.ticket is not None and result.hook in ("ticket_created", "entry_appended"):
             try:
                 ticket = self._backend.get_ticket(result.outcome.ticket)
-            except TicketmailError:
+            except Exception:  # the commit stands; hooks then get the outcome without the ticket
                 self._log.exception("could not re-read ticket %s for hooks", result.outcome.ticket)
         self._hooks.dispatch(HookEvent(result.hook, result.outcome, ticket, result.entry), logger=self._log)
 
