@@ -129,6 +129,10 @@ def test_sigkill_at_random_points_gives_exactly_one_effect(tmp_path: Path) -> No
     assert {line["action"] for line in lines} == {"duplicate"}
     assert all(line["already_processed"] for line in lines)
 
+    _check_exactly_once(db, threads, total)
+
+
+def _check_exactly_once(db: Path, threads: dict[str, list[str]], total: int) -> None:
     backend = SQLiteBackend(db)
     try:
         tickets = backend.list_tickets()
@@ -148,3 +152,22 @@ def test_sigkill_at_random_points_gives_exactly_one_effect(tmp_path: Path) -> No
         assert actions["appended"] == sum(len(t) - 1 for t in threads.values())
     finally:
         backend.close()
+
+
+def test_concurrent_ingests_of_one_folder_give_exactly_one_effect(tmp_path: Path) -> None:
+    """Three processes ingest the same Maildir into the same database at once (overlapping cron runs)."""
+    rng = random.Random(7)
+    maildir = tmp_path / "Maildir"
+    threads, total = _build(maildir, rng)
+    db = tmp_path / "tickets.sqlite3"
+    args = [sys.executable, "-m", "ticketmail", "ingest", "--db", str(db), "--no-progress", str(maildir)]
+    procs = [subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL) for _ in range(3)]
+    outputs = [proc.communicate(timeout=300)[0] for proc in procs]
+    assert [proc.returncode for proc in procs] == [0, 0, 0]
+    created = Counter()
+    for output in outputs:
+        for line in output.decode().splitlines():
+            created[json.loads(line)["action"]] += 1
+    # each item was committed by exactly one process; the others saw it as already processed
+    assert created["created"] == CONVERSATIONS
+    _check_exactly_once(db, threads, total)
