@@ -212,3 +212,22 @@ def test_real_subprocess(tmp_path: Path) -> None:
     assert bad.returncode == 1
     assert json.loads(bad.stdout)["error"]["code"] == "type_mismatch"
     assert b"Traceback" not in bad.stderr
+
+
+def test_form_file_and_ignore_unknown(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    body = write(tmp_path, "t.json", json.dumps({**PAYLOAD, "product": "Printer", "colour": "red"}).encode())
+    form = write(
+        tmp_path,
+        "form.toml",
+        b'[[fields]]\nname = "product"\ntype = "choice"\nchoices = { p1 = "Printer" }\n',
+    )
+    status, doc = run(capsys, "--form", form, body)
+    assert (status, doc["error"]["code"], doc["error"]["field"]) == (1, "unsupported_field", "colour")
+    status, doc = run(capsys, "--form", form, "--ignore-unknown-fields", body)
+    assert status == 0
+    assert doc["result"]["custom_fields"] == {"product": {"key": "p1", "label": "Printer"}}
+    json_form = write(tmp_path, "form.json", b'{"fields": [{"name": "product", "type": "colour"}]}')
+    status, doc = run(capsys, "--form", json_form, body)
+    assert (status, doc["error"]["code"]) == (1, "invalid_config")
+    status, doc = run(capsys, "--form", str(tmp_path / "missing.toml"), body)
+    assert (status, doc["error"]["code"]) == (1, "invalid_config")

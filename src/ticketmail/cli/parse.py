@@ -2,7 +2,8 @@
 
 Usage::
 
-    ticketmail parse [--as auto|json|xml|email] [--include-bytes] [--rules FILE] FILE|-
+    ticketmail parse [--as auto|json|xml|email] [--include-bytes] [--rules FILE] [--form FILE]
+                     [--ignore-unknown-fields] FILE|-
 
 Output: exactly one JSON document on stdout (schema in ``docs/cli.md``)::
 
@@ -12,8 +13,8 @@ Output: exactly one JSON document on stdout (schema in ``docs/cli.md``)::
 Exit status (sysexits-style, so a script can tell whose fault a failure is):
 
 * ``0``: parsed; the document above.
-* ``1``: the input was rejected (any :class:`~ticketmail.errors.TicketmailError`, including a rules file
-  that does not load): ``{"error": {"code", "status", "message", "field"}}``.
+* ``1``: the input was rejected (any :class:`~ticketmail.errors.TicketmailError`, including a rules or
+  form file that does not load): ``{"error": {"code", "status", "message", "field"}}``.
 * ``2``: usage error: bad arguments (argparse, message on stderr) or an unreadable FILE (error document
   with code ``unreadable_input``).
 * ``70`` (``EX_SOFTWARE``): a bug, i.e. an unexpected exception: ``{"error": {"code": "internal_error",
@@ -38,6 +39,12 @@ from typing import Any
 from ticketmail.errors import ConfigError, InputError, TicketmailError
 from ticketmail.jsonify import to_jsonable
 from ticketmail.model import InboundEmail, MailboxContext, TicketRequest
+from ticketmail.parsing.fields import Form
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib  # type: ignore[import-not-found, no-redef, unused-ignore]
 
 __all__ = ["EXIT_INTERNAL", "EXIT_OK", "EXIT_REJECTED", "EXIT_USAGE", "UnreadableInputError", "register", "run"]
 
@@ -70,6 +77,15 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("--include-bytes", action="store_true", help="include attachment bytes (base64) in the output")
     parser.add_argument("--rules", metavar="FILE", help="evaluate this TOML rules file and add a 'decision' member")
+    parser.add_argument(
+        "--form",
+        metavar="FILE",
+        help="custom fields accepted in JSON/XML payloads: a TOML or JSON file with a 'fields' list "
+        "(default: phone and notes)",
+    )
+    parser.add_argument(
+        "--ignore-unknown-fields", action="store_true", help="drop unknown payload members instead of rejecting"
+    )
     parser.add_argument("file", metavar="FILE", help="the file to parse, or '-' for stdin")
     parser.set_defaults(func=run)
 
@@ -94,6 +110,24 @@ def _read(path: str) -> bytes:
         raise UnreadableInputError(f"cannot read {path}: {reason}", field="FILE") from exc
 
 
+def _load_form(path: str) -> Form:
+    """Read a form definition (``{"fields": [...]}``) from a TOML or JSON file."""
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read()
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot read form file {path}: {exc.strerror or type(exc).__name__}", field="--form"
+        ) from exc
+    try:
+        loaded = json.loads(data) if path.endswith(".json") else tomllib.loads(data.decode("utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid {'JSON' if path.endswith('.json') else 'TOML'}: {exc}") from exc
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{path}: expected a table with a 'fields' list", field="--form")
+    return Form.from_mapping(loaded, source=path)
+
+
 def _rules_module() -> Any:
     try:
         return importlib.import_module("ticketmail.rules")
@@ -113,7 +147,8 @@ def _document(args: argparse.Namespace, body: bytes) -> dict[str, Any]:
         if loader is None or getattr(rules, "evaluate", None) is None:
             raise ConfigError("rule evaluation is not available in this installation", field="--rules")
         ruleset = loader(args.rules)
-    model = parse(body, format=args.format)
+    form = _load_form(args.form) if args.form else None
+    model = parse(body, format=args.format, form=form, ignore_unknown_fields=bool(args.ignore_unknown_fields))
     include = bool(args.include_bytes)
     document: dict[str, Any]
     if isinstance(model, TicketRequest):

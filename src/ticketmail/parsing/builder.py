@@ -39,6 +39,7 @@ from ticketmail.parsing.dataurl import decode_base64, decode_text, parse_data_ur
 from ticketmail.parsing.fields import (
     Form,
     clean_text,
+    describe,
     is_empty,
     parse_phone,
     to_bool,
@@ -75,7 +76,7 @@ def validate_address(value: object, *, field: str, name: str | None, check_deliv
     section 2.4: it may be case-sensitive). Deliverability (DNS) is checked only when asked.
     """
     if not isinstance(value, str):
-        raise TypeMismatchError(f"expected an email address string, got {type(value).__name__}", field=field)
+        raise TypeMismatchError(f"expected an email address string, got {describe(value)}", field=field)
     text = clean_text(value, field=field, multiline=False)
     try:
         result = email_validator.validate_email(text, check_deliverability=check_deliverability)
@@ -116,7 +117,7 @@ def _required_text(raw: Mapping[str, Any], key: str) -> str:
 
 def _filename(value: object, *, field: str) -> str:
     if not isinstance(value, str):
-        raise TypeMismatchError(f"expected a file name string, got {type(value).__name__}", field=field)
+        raise TypeMismatchError(f"expected a file name string, got {describe(value)}", field=field)
     name = clean_text(value, field=field, multiline=False)
     # Keep the last path component only: a client-side path is never part of the name.
     name = posixpath.basename(name.replace("\\", "/")).strip()
@@ -150,7 +151,7 @@ def _message(value: object) -> MessageBody:
             content_type = url.media_type
             text = url.text(field=field)
     else:
-        raise TypeMismatchError(f"expected a string, got {type(value).__name__}", field=field)
+        raise TypeMismatchError(f"expected a string, got {describe(value)}", field=field)
     if content_type not in ("text/plain", "text/html"):
         raise InvalidValueError(f"message must be text/plain or text/html, got {content_type}", field=field)
     text = clean_text(text, field=field, multiline=True)
@@ -162,7 +163,7 @@ def _message(value: object) -> MessageBody:
 def _attachment(item: object, index: int, limits: Limits, budget: _Budget) -> Attachment:
     base = f"attachments[{index}]"
     if not isinstance(item, Mapping):
-        raise TypeMismatchError(f"expected an object, got {type(item).__name__}", field=base)
+        raise TypeMismatchError(f"expected an object, got {describe(item)}", field=base)
     if len(item) == 0:
         raise MissingFieldError("an attachment needs a name and data", field=base)
     data_field = f"{base}.data"
@@ -172,7 +173,7 @@ def _attachment(item: object, index: int, limits: Limits, budget: _Budget) -> At
         ((raw_name, raw_data),) = item.items()
         name = _filename(raw_name, field=f"{base}.name")
         if not isinstance(raw_data, str):
-            raise TypeMismatchError(f"expected a data: URL string, got {type(raw_data).__name__}", field=data_field)
+            raise TypeMismatchError(f"expected a data: URL string, got {describe(raw_data)}", field=data_field)
         url = parse_data_url(raw_data, field=data_field, check_size=budget.checker(data_field), check_type=check_type)
         budget.used += len(url.data)
         return Attachment(filename=name, content_type=url.media_type, data=url.data, charset=url.charset)
@@ -186,7 +187,7 @@ def _attachment(item: object, index: int, limits: Limits, budget: _Budget) -> At
     if raw_data is None:
         raise MissingFieldError("an attachment needs data", field=data_field)
     if not isinstance(raw_data, str):
-        raise TypeMismatchError(f"expected a string, got {type(raw_data).__name__}", field=data_field)
+        raise TypeMismatchError(f"expected a string, got {describe(raw_data)}", field=data_field)
     content_type, charset = "text/plain", None
     if not is_empty(item.get("type")):
         if not isinstance(item["type"], str):
@@ -229,7 +230,7 @@ def _attachments(value: object, limits: Limits) -> tuple[Attachment, ...]:
     if is_empty(value):
         return ()
     if not isinstance(value, list):
-        raise TypeMismatchError(f"expected a list of attachments, got {type(value).__name__}", field="attachments")
+        raise TypeMismatchError(f"expected a list of attachments, got {describe(value)}", field="attachments")
     if len(value) > limits.max_attachments:
         raise TooManyAttachmentsError(
             f"{len(value)} attachments; the limit is {limits.max_attachments}", field="attachments"
@@ -274,7 +275,7 @@ def build_request(
     ip: str | None = None
     if not is_empty(raw.get("ip")):
         if not isinstance(raw["ip"], str):
-            raise TypeMismatchError(f"expected an IP address string, got {type(raw['ip']).__name__}", field="ip")
+            raise TypeMismatchError(f"expected an IP address string, got {describe(raw['ip'])}", field="ip")
         try:
             ip = str(ipaddress.ip_address(raw["ip"].strip()))
         except ValueError as exc:

@@ -49,6 +49,7 @@ __all__ = [
     "Form",
     "FormField",
     "clean_text",
+    "describe",
     "is_empty",
     "parse_iso8601",
     "parse_phone",
@@ -87,7 +88,8 @@ _FALSE = frozenset({"false", "0"})
 _MAX_ID = 2**31 - 1
 
 
-def _describe(value: object) -> str:
+def describe(value: object) -> str:
+    """A short, safe description of a raw value's type for error messages (``a list``, ``null``)."""
     if value is None:
         return "null"
     if isinstance(value, bool):
@@ -137,7 +139,7 @@ def to_one_line(value: object, *, field: str, required: bool = False) -> str | N
             raise MissingFieldError(f"{field} is required", field=field)
         return None
     if not isinstance(value, str):
-        raise TypeMismatchError(f"expected a string, got {_describe(value)}", field=field)
+        raise TypeMismatchError(f"expected a string, got {describe(value)}", field=field)
     return clean_text(value, field=field, multiline=False)
 
 
@@ -154,13 +156,13 @@ def to_bool(value: object, *, field: str) -> bool:
         if word in _FALSE:
             return False
         raise TypeMismatchError(f"expected a boolean (true/false/1/0), got {value[:40]!r}", field=field)
-    raise TypeMismatchError(f"expected a boolean, got {_describe(value)}", field=field)
+    raise TypeMismatchError(f"expected a boolean, got {describe(value)}", field=field)
 
 
 def to_id(value: object, *, field: str) -> int:
     """A non-negative integer id (a JSON integer or a string of digits)."""
     if isinstance(value, bool) or not isinstance(value, (int, str)):
-        raise TypeMismatchError(f"expected an integer id, got {_describe(value)}", field=field)
+        raise TypeMismatchError(f"expected an integer id, got {describe(value)}", field=field)
     if isinstance(value, str):
         text = value.strip()
         if not text.isascii() or not text.isdigit() or len(text) > 10:
@@ -176,7 +178,7 @@ def parse_phone(value: object, *, field: str, ext: object = None) -> Phone:
     if isinstance(value, int) and not isinstance(value, bool):
         value = str(value)
     if not isinstance(value, str):
-        raise TypeMismatchError(f"expected a phone number string, got {_describe(value)}", field=field)
+        raise TypeMismatchError(f"expected a phone number string, got {describe(value)}", field=field)
     text = clean_text(value, field=field, multiline=False).upper()
     number, sep, embedded = text.partition("X")
     number = number.strip()
@@ -188,7 +190,7 @@ def parse_phone(value: object, *, field: str, ext: object = None) -> Phone:
         if isinstance(ext, int) and not isinstance(ext, bool):
             ext = str(ext)
         if not isinstance(ext, str):
-            raise TypeMismatchError(f"expected an extension string, got {_describe(ext)}", field=f"{field}_ext")
+            raise TypeMismatchError(f"expected an extension string, got {describe(ext)}", field=f"{field}_ext")
         separate = ext.strip()
         if not _EXT_RE.fullmatch(separate):
             raise InvalidValueError(f"expected digits for the extension, got {ext[:20]!r}", field=f"{field}_ext")
@@ -242,7 +244,7 @@ def _epoch(value: int | float | str, *, field: str) -> _dt.datetime:
 
 def _to_number(value: object, *, field: str) -> int | float:
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        raise TypeMismatchError(f"expected a number, got {_describe(value)}", field=field)
+        raise TypeMismatchError(f"expected a number, got {describe(value)}", field=field)
     if isinstance(value, str):
         text = value.strip()
         if _INT_RE.fullmatch(text):
@@ -322,7 +324,7 @@ class FormField:
         kind = self.type
         if kind in ("text", "memo"):
             if not isinstance(value, str):
-                raise TypeMismatchError(f"expected a string, got {_describe(value)}", field=where)
+                raise TypeMismatchError(f"expected a string, got {describe(value)}", field=where)
             text = clean_text(value, field=where, multiline=kind == "memo")
             if self.max_length is not None and len(text) > self.max_length:
                 raise InvalidValueError(f"at most {self.max_length} characters, got {len(text)}", field=where)
@@ -340,7 +342,7 @@ class FormField:
     def _convert_date(self, value: object, where: str) -> _dt.date | _dt.datetime:
         if isinstance(value, bool) or not isinstance(value, (int, float, str)):
             expected = "an ISO 8601 string or epoch seconds"
-            raise TypeMismatchError(f"expected {expected}, got {_describe(value)}", field=where)
+            raise TypeMismatchError(f"expected {expected}, got {describe(value)}", field=where)
         if isinstance(value, str) and not _FLOAT_RE.fullmatch(value.strip()):
             parsed = parse_iso8601(value, field=where)
         else:
@@ -366,7 +368,7 @@ class FormField:
         if isinstance(value, int) and not isinstance(value, bool):
             value = str(value)
         if not isinstance(value, str):
-            raise TypeMismatchError(f"expected a choice key or label, got {_describe(value)}", field=where)
+            raise TypeMismatchError(f"expected a choice key or label, got {describe(value)}", field=where)
         wanted = value.strip()
         for choice in self.choices:
             if choice.key == wanted:
