@@ -266,6 +266,7 @@ def test_malformed_bare_cr_nul_boundaries_truncation() -> None:
 def test_winmail_dat_is_unpacked() -> None:
     m = load("outlook_winmail_dat.eml")
     assert [a.filename for a in m.attachments] == ["report.txt"]
+    assert m.attachments[0].content_type == "text/plain"
     assert m.attachments[0].data == b"quarterly numbers\n"
     assert m.text == "Please see the attachment."
 
@@ -365,3 +366,29 @@ def test_only_ticketmail_errors_escape() -> None:
     for raw in (b"Content-Type: multipart/mixed; boundary=\r\n\r\n--\r\n", b"\xff\xfe" * 100, b":\r\n:\r\n\r\n"):
         with contextlib.suppress(TicketmailError):
             parse_email(raw)
+
+
+def test_outlook_mobile_reply() -> None:
+    m = load("outlook_ios_mobile.eml")
+    assert m.new_text == "It works now, thank you!"
+    assert m.signal_headers["x-microsoft-original-message-id"] == (
+        "<SN6PR01MB0001@SN6PR01MB0001.namprd01.prod.outlook.com>",
+    )
+    assert m.to[0].email == "support@desk.example"
+
+
+def test_meeting_request_calendar_alternative_is_a_file() -> None:
+    m = load("outlook_meeting_request.eml")
+    assert m.text == "Let us meet on Wednesday."
+    assert m.html == "<p>Let us meet on <b>Wednesday</b>.</p>"
+    (ics,) = m.attachments
+    assert ics.filename == "attachment-1.ics"
+    assert ics.content_type == "text/calendar"
+    assert ics.charset == "utf-8"
+    assert ics.data.startswith(b"BEGIN:VCALENDAR")
+
+
+def test_japanese_gmail_reply_attribution_without_verb() -> None:
+    m = load("japanese_gmail_reply.eml")
+    assert m.subject == "Re: 請求書について"
+    assert m.new_text == "ご連絡ありがとうございます。\n承知しました。"

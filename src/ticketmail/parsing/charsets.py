@@ -14,7 +14,8 @@ The strategy, per declared label (see ``docs/email.md``):
 * A latin-1/ASCII label on bytes that are valid UTF-8 with multi-byte sequences is UTF-8 (valid UTF-8
   by accident is vanishingly rare for Western text).
 * Missing or unknown labels are sniffed: ISO-2022 escape sequences, then ASCII, then UTF-8, then
-  charset-normalizer on a bounded sample, then ``cp1252`` (which with the latin-1 fallback never fails).
+  charset-normalizer on a bounded sample when at least a tenth of it is 8-bit (Cyrillic, Greek, CJK
+  legacy encodings), then ``cp1252`` (which with the latin-1 fallback never fails).
 
 Every function here returns valid ``str`` (no lone surrogates) and the name of the codec finally used; none
 raises on any input. The work is linear in the input size.
@@ -23,6 +24,7 @@ raises on any input. The work is linear in the input size.
 from __future__ import annotations
 
 import codecs
+import re
 
 import charset_normalizer
 
@@ -101,6 +103,8 @@ _REFUSED = frozenset(
     {"unicode_escape", "raw_unicode_escape", "idna", "punycode", "undefined", "mbcs", "oem", "charmap"}
 )
 _SNIFF_SAMPLE = 64 * 1024
+_ASCII_BYTES = bytes(range(128))
+_DECODED_NON_ASCII = re.compile("[^\x00-\x7f\ufffd]")
 _ESC = 0x1B
 
 
@@ -263,7 +267,13 @@ def _sniff(data: bytes) -> tuple[str, str]:
         return data.decode("utf-8"), "utf-8"
     except UnicodeDecodeError:
         pass
-    best = charset_normalizer.from_bytes(data[:_SNIFF_SAMPLE]).best()
+    sample = data[:_SNIFF_SAMPLE]
+    high = len(sample.translate(None, _ASCII_BYTES))
+    if high < 8 or high * 10 < len(sample):
+        # Mostly ASCII with a few 8-bit bytes: detectors guess wildly (cp1006, mac_cyrillic) on so little
+        # evidence, while Western text with a few accents is by far the common case.
+        return _cp1252_or_latin1(data)
+    best = charset_normalizer.from_bytes(sample).best()
     if best is not None:
         encoding = normalize_charset(best.encoding)
         if encoding is not None and encoding.replace("-", "_") in _LATIN_CODEPAGES:
@@ -312,7 +322,7 @@ def decode_text(data: bytes, declared: str | None) -> tuple[str, str, bool]:
     if codec == "utf-8":
         # Mostly UTF-8 with a few broken sequences (a truncated line, a bad copy/paste): keep UTF-8.
         text = data.decode("utf-8", "replace")
-        if any(ch > "\x7f" and ch != "\ufffd" for ch in text):
+        if _DECODED_NON_ASCII.search(text):
             return _valid(text), "utf-8", False
     if codec in _LATIN_LIKE:
         text, used = _cp1252_or_latin1(data)

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import html as _html
+import mimetypes
 import re
 from typing import Literal
 
@@ -354,7 +355,8 @@ class _Builder:
             content = unpack_tnef(data)
             if content is not None:
                 for file_name, payload in content.files:
-                    out.attachments.append(self._attachment(file_name, "application/octet-stream", payload, None))
+                    guessed = mimetypes.guess_type(file_name, strict=False)[0] or "application/octet-stream"
+                    out.attachments.append(self._attachment(file_name, guessed, payload, None))
                 out.tnef_text = out.tnef_text or content.text
                 out.tnef_html = out.tnef_html or content.html
                 return
@@ -374,8 +376,6 @@ class _Builder:
         inline: bool = False,
     ) -> Attachment:
         sniffed = sniff_type(data)
-        if content_type == "application/octet-stream" and sniffed is None and name:
-            sniffed = None
         return Attachment(
             filename=safe_filename(name, content_type, self._next_index()),
             content_type=content_type,
