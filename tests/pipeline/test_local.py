@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from ticketmail.errors import SourceError
-from ticketmail.sources.local import iter_local, local_kind
+from ticketmail.sources.local import count_local, iter_local, local_kind
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 MAIL = b"From: a@example.org\r\nSubject: hi\r\nMessage-ID: <x@y>\r\n\r\nbody\r\n"
@@ -25,6 +25,7 @@ def test_examples_are_all_found_in_order() -> None:
     assert sum(1 for i in items if i.provenance.kind == "file") == 14
     files = [i.source for i in items if i.source.endswith(".eml")]
     assert files == sorted(files)
+    assert count_local([EXAMPLES]) == len(items) == 19
     # stable: a second walk yields the same provenance
     assert [i.provenance for i in iter_local([EXAMPLES])] == [i.provenance for i in items]
 

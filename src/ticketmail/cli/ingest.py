@@ -32,7 +32,7 @@ from ticketmail.errors import BackendError, ConfigError, InputError, SourceError
 from ticketmail.jsonify import to_jsonable
 from ticketmail.model import MailboxContext
 from ticketmail.pipeline import Outcome, Pipeline
-from ticketmail.sources.local import LocalItem, iter_local
+from ticketmail.sources.local import LocalItem, count_local, iter_local
 from ticketmail.threading import ThreadingOptions
 
 __all__ = ["register", "ticket_summary"]
@@ -187,9 +187,8 @@ def run_ingest(args: argparse.Namespace) -> int:
     started = time.monotonic()
     code = EXIT_OK
     try:
-        if show_progress:  # a bar needs the total: read the inputs first
-            items = list(items)
-            total = len(items)
+        if show_progress:  # a bar needs the total: count the inputs first (cheap: no contents read)
+            total = count_local(args.paths)
         progress = _Progress(err, total, show_progress)
         for done, item in enumerate(items, start=1):
             outcome = _process(pipeline, item, context)

@@ -42,7 +42,7 @@ from ticketmail.model import Provenance
 from ticketmail.sources.base import RawItem
 from ticketmail.sources.mbox import mbox_key
 
-__all__ = ["LocalItem", "LocalItemKind", "iter_local", "local_kind"]
+__all__ = ["LocalItem", "LocalItemKind", "count_local", "iter_local", "local_kind"]
 
 LocalItemKind = Literal["email", "json", "xml"]
 
@@ -184,3 +184,39 @@ def iter_local(paths: Sequence[str | os.PathLike[str]], *, mailbox: str | None =
             yield _file_item(path, "email")
         else:
             yield from _walk(path, mailbox)
+
+
+def _count(path: Path) -> int:
+    kind = local_kind(path)
+    if kind == "maildir":
+        return sum(1 for sub in ("new", "cur") for name in os.listdir(path / sub) if not name.startswith("."))
+    if kind == "directory":
+        return sum(
+            _count(child)
+            for child in path.iterdir()
+            if not child.name.startswith(".") and local_kind(child) is not None
+        )
+    if kind == "mbox":
+        box = mailbox.mbox(str(path), create=False)
+        try:
+            return len(box)
+        finally:
+            box.close()
+    return 1 if kind is not None else 0
+
+
+def count_local(paths: Sequence[str | os.PathLike[str]]) -> int:
+    """How many items :func:`iter_local` will yield, without reading message contents (for progress bars).
+
+    Raises :class:`~ticketmail.errors.SourceError` like :func:`iter_local`.
+    """
+    total = 0
+    for raw_path in paths:
+        path = Path(raw_path)
+        if not path.exists():
+            raise SourceError(f"no such file or directory: {path}", stage="folder", mailbox=str(path))
+        try:
+            total += 1 if path.is_file() and local_kind(path) is None else _count(path)
+        except (OSError, mailbox.Error) as exc:
+            raise SourceError(f"cannot read {path}: {exc}", stage="folder", mailbox=str(path)) from exc
+    return total
