@@ -114,10 +114,18 @@ def test_addresses_ids_dates_params() -> None:
         ("Here is what the customer wrote:\n\nHelp me", "Here is what the customer wrote:\n\nHelp me"),
         ("-----Original Message-----\nFrom: Bob\nonly history", "-----Original Message-----\nFrom: Bob\nonly history"),
         ("", ""),
+        ("Hi,\nOn Tue, 2011-03-01 at 18:02 +0530, Bob wrote:\n> question\n\nMy answer below.", None),
+        ("Java?\n\n---- On Wed, 24 Feb 2021 14:02:50 +0530 john@gmail.com wrote ----\n\nold", "Java?"),
+        ("When?\n\nOn Wed, 14 Nov 2018 08:14:43 -0200 John Doe <john@doe.com> wrote\n\nold", "When?"),
+        ("Ok\n\nSent from my Wiko RIDGE FAB 4G\n\nunquoted history", "Ok"),
+        (
+            "Merci\n\n De : A <a@b.fr>\n \u00c0\u00a0: desk <d@e.fr>\n Envoy\u00e9 le : lundi\n Objet : x\n\nold",
+            "Merci",
+        ),
     ],
 )
-def test_extract_new_text(text: str, expected: str) -> None:
-    assert extract_new_text(text) == expected
+def test_extract_new_text(text: str, expected: str | None) -> None:
+    assert extract_new_text(text) == (text if expected is None else expected)
 
 
 def test_extract_new_text_separator_and_linear_time() -> None:

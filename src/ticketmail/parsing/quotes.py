@@ -8,18 +8,20 @@ The order follows what helpdesks learned the hard way (osTicket, Zammad, talon):
 2. Attribution lines in common languages ("On <date>, <name> wrote:", "Am ... schrieb ...:",
    "Le ... a écrit :", "El ... escribió:", "Il ... ha scritto:", "Op ... schreef ...:", "Em ... escreveu:",
    "... skrev:", "W dniu ... napisał:", "... написал:", "...のメッセージ:", "...写道:"), with ASCII or
-   full-width colons, also when a client
-   wrapped them over two lines.
+   full-width colons, also when a client wrapped them over two lines, without the colon, or framed in
+   dashes (Zoho). An attribution followed by a ``>`` quote and then more unquoted text introduces an inline
+   or bottom-posted reply: it is not cut there.
 3. "-----Original Message-----" lines and their translations; Outlook header blocks (a ``From:`` line
    followed within a few lines by two of ``Sent:``/``Date:``, ``To:``, ``Subject:``, in several languages),
    with the "______" rule Outlook draws above them.
-4. A trailing block of ``>``-quoted lines (interleaved answers between quotes are kept).
-5. A signature after the RFC 3676 section 4.3 delimiter "-- " (also "--", which many clients trim), and
-   trailing "Sent from my iPhone" style lines.
+4. "Sent from my iPhone" style lines: mobile clients put the (unquoted) history below them.
+5. A trailing block of ``>``-quoted lines (interleaved answers between quotes are kept).
+6. A signature after the RFC 3676 section 4.3 delimiter "-- " (also "--", which many clients trim).
 
 When cutting would leave nothing (a forward whose header block starts the message), the full text is
-returned: a helpdesk must never show an empty message for a non-empty mail. Every step is a single pass
-over the lines with plain string tests, so the work is linear.
+returned: a helpdesk must never show an empty message for a non-empty mail. Every step is a pass over the
+lines with plain string tests (no backtracking regular expressions); the look-ahead after an attribution
+stops at the first unquoted line, so the work stays linear.
 """
 
 from __future__ import annotations
@@ -61,7 +63,7 @@ _FROM = (
 _DATE = (
     "sent:", "date:", "gesendet:", "datum:", "envoyé :", "envoyé:", "date :", "enviado:", "fecha:", "inviato:",
     "data:", "verzonden:", "skickat:", "sendt:", "wysłano:", "отправлено:", "送信日時:", "发送时间:", "日期:",
-    "enviada em:",
+    "enviada em:", "envoyé le :", "envoyé le:",
 )  # fmt: skip
 _TO = ("to:", "an:", "à :", "à:", "para:", "a:", "aan:", "till:", "til:", "do:", "кому:", "宛先:", "收件人:")
 _SUBJECT = ("subject:", "betreff:", "objet :", "objet:", "asunto:", "oggetto:", "onderwerp:", "assunto:",
@@ -69,7 +71,8 @@ _SUBJECT = ("subject:", "betreff:", "objet :", "objet:", "asunto:", "oggetto:", 
 _MOBILE = (
     "sent from my ", "sent from mail for windows", "get outlook for ", "von meinem iphone gesendet",
     "von meinem ipad gesendet", "envoyé de mon ", "enviado desde mi ", "inviato da ", "verzonden vanaf mijn ",
-    "sent from yahoo mail", "sent with protonmail", "sent from samsung",
+    "sent from yahoo mail", "sent with protonmail", "sent from samsung", "gesendet von outlook für",
+    "gesendet von meinem", "envoyé depuis ",
 )  # fmt: skip
 _MAX_ATTRIBUTION = 400
 
@@ -78,15 +81,37 @@ def _is_attribution(line: str) -> bool:
     text = line.strip().lower()
     if not text or len(text) > _MAX_ATTRIBUTION or text.startswith(">"):
         return False
-    if not (text.endswith(":") or text.endswith("：")):  # noqa: RUF001
-        return False
-    if text.endswith((">:", ">\uff1a")) and "@" in text and any(ch.isdigit() for ch in text):
+    core = text.strip("-\u2013 ").strip()  # Zoho: "---- On <date> <address> wrote ----"
+    has_digit = any(ch.isdigit() for ch in core)
+    if core.endswith((">:", ">\uff1a")) and "@" in core and has_digit:
         # "Am 04.06.2024 um 09:00 schrieb Name <a@b>:", "2024年6月3日(月) 10:15 山田 <a@b>:"
         return True
-    if not text.endswith(_ATTRIBUTION_VERBS):
+    if not core.endswith((":", "\uff1a")):
+        if core == text and not core.startswith("on "):
+            return False
+        core += ":"  # "On Wed, 14 Nov 2018 ... <a@b> wrote" (no colon) and the dashed Zoho form
+    if not core.endswith(_ATTRIBUTION_VERBS):
         return False
     # "Here is what the customer wrote:" is prose; an attribution names a date or an address.
-    return text.startswith(_ATTRIBUTION_STARTS) or "@" in text or any(ch.isdigit() for ch in text)
+    return core.startswith(_ATTRIBUTION_STARTS) or "@" in core or has_digit
+
+
+def _is_mobile_line(stripped: str) -> bool:
+    return len(stripped) < 80 and not stripped.endswith(".") and stripped.lower().startswith(_MOBILE)
+
+
+def _quote_then_answer(lines: list[str], start: int) -> bool:
+    """True when lines from ``start`` are a ``>`` quote followed by more unquoted text (inline/bottom reply)."""
+    saw_quote = False
+    for index in range(start, len(lines)):
+        stripped = lines[index].strip()
+        if not stripped:
+            continue
+        if stripped.startswith(">"):
+            saw_quote = True
+            continue
+        return saw_quote and lines[index].rstrip() not in ("--", "-- ") and not _is_mobile_line(stripped)
+    return False
 
 
 def _starts_attribution(line: str) -> bool:
@@ -100,7 +125,7 @@ def _is_original_marker(line: str) -> bool:
 
 
 def _header_line(line: str, names: tuple[str, ...]) -> bool:
-    text = line.strip().lstrip("*").lower()
+    text = line.replace("\u00a0", " ").strip().lstrip("*").lower()
     return text.startswith(names)
 
 
@@ -129,16 +154,19 @@ def _cut_index(lines: list[str]) -> int | None:
         stripped = line.strip()
         if not stripped or stripped[0] == ">":
             continue
-        if stripped[-1] in ":\uff1a":
-            if _is_attribution(stripped):
+        if stripped[-1] in ":\uff1a-" or stripped.endswith("wrote"):
+            if _is_attribution(stripped) and not _quote_then_answer(lines, index + 1):
                 return index
         elif (
             index + 1 < count
             and lines[index + 1].rstrip().endswith((":", "\uff1a"))
             and _starts_attribution(stripped)
             and _is_attribution(stripped + " " + lines[index + 1])
+            and not _quote_then_answer(lines, index + 2)
         ):
             return index
+        if _is_mobile_line(stripped):
+            return index  # "Sent from my iPhone": mobile clients put the unquoted history below it
         if len(stripped) < 80 and _is_original_marker(stripped):
             return index
         if ":" in stripped and _is_outlook_block(lines, index):
