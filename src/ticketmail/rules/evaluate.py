@@ -29,7 +29,7 @@ from ticketmail.rules.automatic import classify_automatic
 from ticketmail.rules.config import RuleSet
 from ticketmail.rules.filters import BODY_CHARS
 from ticketmail.rules.loops import LOOP_HEADER, never_autorespond
-from ticketmail.rules.routing import Rule
+from ticketmail.rules.routing import RegexTimeout, Rule
 
 __all__ = ["Lookups", "evaluate"]
 
@@ -86,13 +86,17 @@ class _Facts:
         return result
 
 
-def _rule_matches(rule: Rule, facts: _Facts) -> tuple[bool, str | None]:
+def _rule_matches(rule: Rule, facts: _Facts, out: _Builder) -> tuple[bool, str | None]:
     """Whether ``rule`` matches, with the value that decided it (for the reason)."""
     if not rule.conditions:
         return True, None
     decisive: str | None = None
     for condition in rule.conditions:
-        ok, value = condition.test(facts.values(condition.field))
+        try:
+            ok, value = condition.test(facts.values(condition.field))
+        except RegexTimeout as exc:
+            out.reason("rule.regex_timeout", f"{exc}; condition treated as not matching", source=rule.name)
+            ok, value = False, None
         if ok and rule.match == "any":
             return True, value
         if not ok and rule.match == "all":
@@ -223,7 +227,7 @@ def evaluate(
     for rule in rules.rules:
         if not rule.enabled:
             continue
-        matched, value = _rule_matches(rule, facts)
+        matched, value = _rule_matches(rule, facts, out)
         if not matched:
             continue
         out.reason("rule.match", f"Rule {rule.name!r} matched", value, source=rule.name)

@@ -10,22 +10,35 @@ Condition fields: ``mailbox`` (the mailbox name), ``recipient`` (envelope recipi
 ``not_*`` operator matches when NO value matches the positive operator (so ``to not_contains "sales"``
 means "no To address contains sales"). Comparisons are case-insensitive unless ``case_sensitive``.
 
-Regular expressions (``regex``/``not_regex``) use :func:`re.search`. Python's backtracking engine can
-take exponential time on patterns such as ``(a+)+$``; since messages are attacker-controlled, patterns are
-checked when the rules are loaded (:func:`regex_problem`): at most :data:`MAX_PATTERN` characters; no
-repeated group that itself contains a repetition or an alternation (``(a+)+``, ``(a|aa)*``); no
-backreferences; at most :data:`MAX_UNBOUNDED` unbounded quantifiers. At match time the subject is cut to
-:data:`SUBJECT_CHARS` and any other value to :data:`REGEX_CHARS` characters, which bounds the remaining
-(polynomial) cases.
+Regular expressions (``regex``/``not_regex``) search the value. Backtracking engines can take exponential
+time on patterns such as ``(a+)+$`` and polynomial time on ``.*a.*a.*b``; messages are attacker-controlled,
+so three layers guard them:
+
+1. At load time (:func:`regex_problem`): at most :data:`MAX_PATTERN` characters; no repeated group that
+   itself contains a repetition or an alternation (``(a+)+``, ``(a|aa)*``); no backreferences; at most
+   :data:`MAX_UNBOUNDED` unbounded quantifiers. This removes the exponential cases.
+2. At match time the subject is cut to :data:`SUBJECT_CHARS` and any other value to :data:`REGEX_CHARS`
+   characters.
+3. When the third-party ``regex`` package is installed, patterns are compiled with it and every search has
+   a :data:`REGEX_TIMEOUT` budget; a search that runs out raises :class:`RegexTimeout`, and evaluation
+   then treats the condition as not matching (whatever its polarity) and records a
+   ``rule.regex_timeout`` reason. Without the package, the stdlib :mod:`re` is used and only layers 1 and
+   2 apply: a polynomial pattern (``.*a.*a.*b``) can still cost seconds on a crafted message.
 """
 
 from __future__ import annotations
 
+import importlib
 import re
 from collections.abc import Callable, Mapping
-from typing import Literal
+from typing import Any, Literal
 
 import attrs
+
+try:  # optional timeout-capable engine (see the module docstring)
+    _ENGINE: Any = importlib.import_module("regex")
+except ImportError:  # pragma: no cover - depends on the environment
+    _ENGINE = None
 
 __all__ = [
     "FIELDS",
@@ -36,6 +49,7 @@ __all__ = [
     "SUBJECT_CHARS",
     "Actions",
     "Condition",
+    "RegexTimeout",
     "Rule",
     "regex_problem",
 ]
@@ -48,6 +62,13 @@ SUBJECT_CHARS = 1000
 """Regexes see at most this many characters of the subject."""
 REGEX_CHARS = 8192
 """Regexes see at most this many characters of the body or of a header value."""
+REGEX_TIMEOUT = 0.05
+"""Seconds one regex search may take when the ``regex`` package is available."""
+
+
+class RegexTimeout(Exception):
+    """A regex search ran out of its time budget (only with the ``regex`` package)."""
+
 
 FIELDS: tuple[str, ...] = ("mailbox", "recipient", "from", "from_domain", "from_name", "to", "cc", "subject", "body")
 """Condition fields; plus ``header:<Name>``."""
@@ -179,7 +200,7 @@ class Condition:
     op: str
     value: str
     case_sensitive: bool = False
-    pattern: re.Pattern[str] | None = attrs.field(init=False, eq=False, repr=False)
+    pattern: Any = attrs.field(init=False, eq=False, repr=False)
     _needle: str = attrs.field(init=False, eq=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
@@ -192,9 +213,21 @@ class Condition:
             problem = regex_problem(self.value)
             if problem:
                 raise ValueError(f"pattern {self.value[:60]!r} {problem}")
-            pattern = re.compile(self.value, 0 if self.case_sensitive else re.IGNORECASE)
+            if _ENGINE is not None:
+                flags = _ENGINE.V0 | (0 if self.case_sensitive else _ENGINE.IGNORECASE)
+                pattern = _ENGINE.compile(self.value, flags)
+            else:
+                pattern = re.compile(self.value, 0 if self.case_sensitive else re.IGNORECASE)
         object.__setattr__(self, "pattern", pattern)
         object.__setattr__(self, "_needle", self.value if self.case_sensitive else self.value.casefold())
+
+    def _search(self, text: str) -> bool:
+        if _ENGINE is None:
+            return self.pattern.search(text) is not None
+        try:
+            return self.pattern.search(text, timeout=REGEX_TIMEOUT) is not None
+        except TimeoutError as exc:
+            raise RegexTimeout(f"regex {self.value[:60]!r} on {self.field} exceeded {REGEX_TIMEOUT}s") from exc
 
     @property
     def negated(self) -> bool:
@@ -202,15 +235,18 @@ class Condition:
         return self.op.startswith("not_")
 
     def test(self, values: tuple[str, ...]) -> tuple[bool, str | None]:
-        """Apply the condition to a field's values: (matched, the value that decided it)."""
+        """Apply the condition to a field's values: (matched, the value that decided it).
+
+        Raises:
+            RegexTimeout: a regex search ran out of time (see the module docstring).
+        """
         positive = self.op.removeprefix("not_")
         limit = SUBJECT_CHARS if self.field == "subject" else REGEX_CHARS
         fold: Callable[[str], str] = _identity if self.case_sensitive else _fold
         hit: str | None = None
         for value in values:
             if positive == "regex":
-                assert self.pattern is not None  # noqa: S101  (compiled in __attrs_post_init__)
-                ok = self.pattern.search(value[:limit]) is not None
+                ok = self._search(value[:limit])
             else:
                 candidate = fold(value)
                 if positive == "equals":
