@@ -36,8 +36,8 @@ Then policies, each recorded as a reason:
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Iterator
-from typing import Literal, Protocol
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any, Literal, Protocol
 
 import attrs
 
@@ -53,6 +53,7 @@ __all__ = [
     "ThreadRoute",
     "ThreadingOptions",
     "find_subject_tags",
+    "load_threading",
     "requester_of",
     "resolve_thread",
     "subject_tag",
@@ -141,6 +142,48 @@ class ThreadingOptions:
     def tag_regex(self) -> re.Pattern[str]:
         """The compiled pattern that finds tags in a subject (group 1 is the number)."""
         return self._tag_re
+
+
+_OPTION_TYPES: dict[str, type] = {
+    "subject_tag": str,
+    "number_pattern": str,
+    "plus_addressing": bool,
+    "plus_separator": str,
+    "requester": str,
+    "unknown_sender": str,
+    "closed_ticket": str,
+    "max_references": int,
+}
+
+
+def load_threading(data: Mapping[str, Any], *, source: str = "<dict>") -> ThreadingOptions:
+    """Threading options from plain data (e.g. the ``[threading]`` table of a TOML file).
+
+    Every key is optional; an unknown key, a wrong type or a bad value raises
+    :class:`~ticketmail.errors.ConfigError` naming ``source`` and the key::
+
+        [threading]
+        subject_tag = "[Ticket #{number}]"
+        requester = "reply_to"
+        unknown_sender = "new_ticket"
+        closed_ticket = "new_linked"
+    """
+    for key, value in data.items():
+        expected = _OPTION_TYPES.get(key)
+        if expected is None:
+            raise ConfigError(
+                f"{source}: threading: unknown key {key!r}; expected one of {', '.join(sorted(_OPTION_TYPES))}",
+                field=f"threading.{key}",
+            )
+        if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+            raise ConfigError(
+                f"{source}: threading.{key} must be {expected.__name__}, got {type(value).__name__} {value!r}",
+                field=f"threading.{key}",
+            )
+    try:
+        return ThreadingOptions(**dict(data))
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc.message}", field=exc.field) from exc
 
 
 def _loose(literal: str) -> str:

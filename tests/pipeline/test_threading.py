@@ -15,6 +15,7 @@ from ticketmail.model import Address, InboundEmail
 from ticketmail.threading import (
     ThreadingOptions,
     find_subject_tags,
+    load_threading,
     resolve_thread,
     subject_tag,
 )
@@ -252,3 +253,20 @@ def test_threading_never_raises(subject: str, refs: list[str], to: list[Address]
     message = InboundEmail(message_id="x@y", subject=subject, references=tuple(refs), to=tuple(to))
     decision = resolve_thread(message, _Lookups(), verify_token=lambda mid: None)
     assert decision.action == "new"
+
+
+def test_load_threading() -> None:
+    opts = load_threading({"requester": "reply_to", "max_references": 8}, source="app.toml")
+    assert (opts.requester, opts.max_references) == ("reply_to", 8)
+    assert load_threading({}) == ThreadingOptions()
+    for data, field in (
+        ({"colour": "blue"}, "threading.colour"),
+        ({"max_references": "8"}, "threading.max_references"),
+        ({"plus_addressing": 1}, "threading.plus_addressing"),
+        ({"max_references": True}, "threading.max_references"),
+        ({"closed_ticket": "ignore"}, "threading.closed_ticket"),
+    ):
+        with pytest.raises(ConfigError) as info:
+            load_threading(data, source="app.toml")
+        assert info.value.field == field
+        assert "app.toml" in info.value.message
