@@ -440,3 +440,23 @@ def test_idle_slices_reissue_idle(dovecot, mail_user, make_message, monkeypatch)
         assert s.wait_for_changes(10) is True
         timer.join()
         assert len(list(s.fetch())) == 1
+
+
+def test_connect_errors_keep_their_cause(dovecot, mail_user):
+    source = ImapSource(dovecot.config(mail_user, port=dovecot.closed_port))
+    with pytest.raises(SourceError) as info, source.session():
+        pass
+    assert info.value.stage == "connect"
+    assert isinstance(info.value.__cause__, ConnectionRefusedError)
+    assert info.value.mailbox == source.name
+
+
+def test_connection_lost_mid_session_is_a_source_error(dovecot, mail_user, make_message):
+    dovecot.append(mail_user, make_message(1))
+    source = ImapSource(dovecot.config(mail_user))
+    with source.session() as s:
+        s.client.sock.shutdown(2)  # the network goes away
+        with pytest.raises(SourceError) as info:
+            list(s.fetch())
+    assert info.value.stage == "fetch"
+    assert info.value.__cause__ is not None

@@ -172,3 +172,13 @@ def test_ack_of_foreign_item_is_refused(dovecot, mail_user, make_message):
     with source.session() as s, pytest.raises(SourceError) as info:
         s.acknowledge(item)  # not fetched in this session: message numbers may differ
     assert info.value.stage == "ack"
+
+
+def test_connection_lost_mid_session_is_a_source_error(dovecot, mail_user, make_message):
+    dovecot.append(mail_user, make_message(1))
+    source = Pop3Source(dovecot.config(mail_user, protocol="pop3"))
+    with source.session() as s:
+        s.client.sock.shutdown(2)
+        with pytest.raises(SourceError) as info:
+            list(s.fetch())
+    assert info.value.stage == "fetch"
