@@ -80,6 +80,15 @@ def test_main_job_on_the_examples(
     assert all(line["already_processed"] for line in again)
 
 
+def test_threading_options(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    db = str(tmp_path / "t.sqlite3")
+    code, out, _ = run(capsys, "ingest", "--db", db, "--unknown-sender", "reject", str(EXAMPLES / "mail"))
+    assert code == 0
+    dana = next(json.loads(line) for line in out.splitlines() if "07-re-vpn-from-dana" in line)
+    assert dana["action"] == "rejected"
+    assert dana["reasons"][-1]["code"] == "thread.unknown_sender_reject"
+
+
 def test_rules_option(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     db = str(tmp_path / "t.sqlite3")
     code, out, _ = run(capsys, "ingest", "--db", db, "--rules", str(EXAMPLES / "rules.toml"), str(EXAMPLES / "mail"))
@@ -104,6 +113,9 @@ def test_errors_and_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert "rules.toml" in err
     code, _, err = run(capsys, "ingest", "--db", db, str(tmp_path / "missing"))
     assert code == 2
+    code, _, err = run(capsys, "ingest", "--db", db, "--subject-tag", "no placeholder", str(EXAMPLES / "mail"))
+    assert code == 2
+    assert "subject_tag" in err
     bad = tmp_path / "broken.json"
     bad.write_text("{not json")
     empty = tmp_path / "empty.eml"

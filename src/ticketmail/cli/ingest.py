@@ -65,6 +65,22 @@ def register(subparsers: Any) -> None:
         default="from",
         help="which header names the requester (default: from)",
     )
+    ingest.add_argument(
+        "--unknown-sender",
+        choices=("participant", "new_ticket", "reject"),
+        default="participant",
+        help="a reply from an address not on the ticket: add it as a participant (default), open a new "
+        "ticket, or reject it",
+    )
+    ingest.add_argument(
+        "--closed-ticket",
+        choices=("reopen", "new_linked"),
+        default="reopen",
+        help="a reply to a closed ticket: reopen it (default) or open a new linked ticket",
+    )
+    ingest.add_argument(
+        "--subject-tag", default="[#{number}]", help="the ticket tag format in subjects (default: '[#{number}]')"
+    )
     ingest.add_argument("--no-progress", action="store_true", help="never draw a progress bar")
     ingest.set_defaults(func=run_ingest)
 
@@ -174,7 +190,12 @@ def run_ingest(args: argparse.Namespace) -> int:
 
             rules = load_rules_file(args.rules)
         context = MailboxContext(name=args.mailbox, addresses=tuple(args.address))
-        threading = ThreadingOptions(requester=args.requester_header)
+        threading = ThreadingOptions(
+            requester=args.requester_header,
+            unknown_sender=args.unknown_sender,
+            closed_ticket=args.closed_ticket,
+            subject_tag=args.subject_tag,
+        )
         backend = _open_backend(args.db, create=True)
     except TicketmailError as exc:
         _error(err, exc)
