@@ -177,8 +177,19 @@ def test_ack_of_foreign_item_is_refused(dovecot, mail_user, make_message):
 def test_connection_lost_mid_session_is_a_source_error(dovecot, mail_user, make_message):
     dovecot.append(mail_user, make_message(1))
     source = Pop3Source(dovecot.config(mail_user, protocol="pop3"))
-    with source.session() as s:
-        s.client.sock.shutdown(2)
-        with pytest.raises(SourceError) as info:
-            list(s.fetch())
-    assert info.value.stage == "fetch"
+    errors: list[SourceError] = []
+
+    def run() -> None:
+        with source.session() as s:
+            s.client.sock.shutdown(2)
+            try:
+                list(s.fetch())
+            except SourceError as exc:
+                errors.append(exc)
+
+    # the session then cannot QUIT either: that is reported too, since pending DELEs were not applied
+    with pytest.raises(SourceError) as info:
+        run()
+    assert errors[0].stage == "fetch"
+    assert info.value.stage == "ack"
+    assert "QUIT" in info.value.message
