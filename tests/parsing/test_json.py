@@ -40,6 +40,8 @@ def test_osticket_documented_example(osticket_json: bytes, gif_bytes: bytes) -> 
     )
     assert (image.filename, image.content_type, image.data) == ("image.png", "image/png", gif_bytes)
     assert image.size == len(gif_bytes)
+    assert image.sniffed_type == "image/gif"  # declared image/png: the bytes say otherwise
+    assert text.sniffed_type is None
     assert image.sha256 == hashlib.sha256(gif_bytes).hexdigest()
 
 

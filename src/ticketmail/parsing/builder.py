@@ -46,6 +46,7 @@ from ticketmail.parsing.fields import (
     to_id,
     to_one_line,
 )
+from ticketmail.parsing.filenames import sniff_type
 from ticketmail.parsing.limits import Limits
 
 __all__ = ["CORE_FIELDS", "LONG_FORM_KEYS", "XmlMessage", "build_request", "validate_address"]
@@ -176,7 +177,13 @@ def _attachment(item: object, index: int, limits: Limits, budget: _Budget) -> At
             raise TypeMismatchError(f"expected a data: URL string, got {describe(raw_data)}", field=data_field)
         url = parse_data_url(raw_data, field=data_field, check_size=budget.checker(data_field), check_type=check_type)
         budget.used += len(url.data)
-        return Attachment(filename=name, content_type=url.media_type, data=url.data, charset=url.charset)
+        return Attachment(
+            filename=name,
+            content_type=url.media_type,
+            data=url.data,
+            charset=url.charset,
+            sniffed_type=sniff_type(url.data),
+        )
     for key in item:
         if key not in LONG_FORM_KEYS:
             raise UnsupportedFieldError(f"unknown attachment member {str(key)[:40]!r}", field=f"{base}.{key}")
@@ -216,7 +223,9 @@ def _attachment(item: object, index: int, limits: Limits, budget: _Budget) -> At
     if size is not None and to_id(size, field=f"{base}.size") != len(data):
         raise InvalidValueError(f"declared size {size} but the data has {len(data)} bytes", field=f"{base}.size")
     budget.used += len(data)
-    return Attachment(filename=name, content_type=content_type, data=data, charset=charset)
+    return Attachment(
+        filename=name, content_type=content_type, data=data, charset=charset, sniffed_type=sniff_type(data)
+    )
 
 
 def _type_checker(limits: Limits, field: str) -> Callable[[str], None]:

@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 
 from ticketmail.model import Address, Attachment, CustomValue, MessageBody, Phone, TicketRequest
 from ticketmail.parsing.fields import Form, FormField
+from ticketmail.parsing.filenames import sniff_type
 
 __all__ = [
     "EXAMPLE_FORM",
@@ -109,14 +110,20 @@ def message_bodies() -> st.SearchStrategy[MessageBody]:
 
 
 def attachments(*, max_size: int = 256) -> st.SearchStrategy[Attachment]:
-    """Attachments as the payload parsers produce them (declared type and charset, no sniffing)."""
+    """Attachments as the payload parsers produce them (declared type and charset, sniffed type)."""
     filename = one_line_text(max_size=30).filter(lambda s: "/" not in s and "\\" not in s and s not in (".", ".."))
     content_type = st.sampled_from(
         ["text/plain", "text/html", "image/png", "image/gif", "application/pdf", "application/octet-stream"]
     )
     charset = st.none() | st.sampled_from(["utf-8", "iso-8859-1", "us-ascii"])
+    magic = st.sampled_from([b"%PDF-1.7\n", b"\x89PNG\r\n\x1a\n", b"GIF89a", b"MZ"])
+    data = st.binary(max_size=max_size) | st.tuples(magic, st.binary(max_size=max_size)).map(b"".join)
     return st.builds(
-        Attachment, filename=filename, content_type=content_type, data=st.binary(max_size=max_size), charset=charset
+        lambda name, media, payload, cs: Attachment(name, media, payload, cs, sniffed_type=sniff_type(payload)),
+        filename,
+        content_type,
+        data,
+        charset,
     )
 
 
