@@ -127,6 +127,7 @@ def test_error_names_file_index_and_key(tmp_path):
         ({"password_env": "X"}, "password"),
         ({"auth": "oauth2"}, "token_provider"),
         ({"verify": False, "ca_file": "x.pem"}, "verify"),
+        ({"protocol": "pop3", "folder": "Archive"}, "folder"),
     ],
 )
 def test_invalid_values_name_the_key(patch, key):

@@ -245,6 +245,8 @@ class MailboxConfig:
             raise ValueError(f"path: required for protocol {self.protocol!r}")
         if self.protocol == "pop3" and self.after.startswith("move:"):
             raise ValueError(f"after: POP3 has no folders; expected delete or seen (keep), got {self.after!r}")
+        if self.protocol == "pop3" and self.folder.upper() != "INBOX":
+            raise ValueError(f"folder: POP3 only serves the INBOX, got {self.folder!r} (use IMAP for other folders)")
         if remote and not self.verify and self.ca_file:
             raise ValueError("verify: ca_file is set but verify is false; choose one")
         sources = [n for n in ("password", "password_env", "password_file") if getattr(self, n)]
