@@ -6,6 +6,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from ticketmail.jsonify import to_jsonable
 from ticketmail.model import Address, InboundEmail, ReportPart
@@ -357,3 +359,48 @@ def test_json_shape_for_cli(parse: Callable[[bytes], InboundEmail]) -> None:
     assert data["recipients"][0]["recipient"] == "nobody@customer.example"
     assert set(data["recipients"][0]) >= {"recipient", "status", "action", "diagnostic"}
     assert to_jsonable(classify_automatic(load(parse, "person.eml"))) is None
+
+
+# --- Robustness ----------------------------------------------------------------------------------------
+
+_NAMES = st.sampled_from(
+    ["Auto-Submitted", "X-Auto-Response-Suppress", "Precedence", "List-Id", "X-Loop", "X-Mailer", "Subject", "X-Other"]
+)
+_REPORT_TYPES = st.sampled_from(
+    ["message/delivery-status", "text/rfc822-headers", "message/rfc822", "message/feedback-report"]
+)
+
+
+@given(
+    headers=st.lists(st.tuples(_NAMES, st.text(max_size=40)), max_size=6),
+    subject=st.text(max_size=60),
+    text=st.text(max_size=400),
+    sender=st.sampled_from(["MAILER-DAEMON@x.example", "alice@x.example", "postmaster@y.example"]),
+    report_type=st.sampled_from([None, "delivery-status", "feedback-report", "disposition-notification", "weird"]),
+    parts=st.lists(st.builds(ReportPart, _REPORT_TYPES, st.text(max_size=300)), max_size=3),
+    return_path=st.sampled_from([None, "", "x@y.example"]),
+)
+def test_never_raises_and_is_deterministic(
+    headers: list[tuple[str, str]],
+    subject: str,
+    text: str,
+    sender: str,
+    report_type: str | None,
+    parts: list[ReportPart],
+    return_path: str | None,
+) -> None:
+    email = mail(
+        *headers,
+        subject=subject,
+        text=text,
+        from_=Address(sender),
+        report_type=report_type,
+        report_parts=tuple(parts),
+        return_path=return_path,
+    )
+    first = classify_automatic(email)
+    assert first == classify_automatic(email)
+    if first is not None:
+        assert first.reasons
+        if first.kind not in ("bounce", "delivery_report"):
+            assert first.recipients == ()

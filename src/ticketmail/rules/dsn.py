@@ -226,6 +226,9 @@ def _status_code(value: str | None) -> str | None:
     return match.group(0) if match else None
 
 
+_ACTION_ALIASES = {"failure": "failed", "fail": "failed", "delay": "delayed", "deliver": "delivered"}
+
+
 def _recipient_of(block: dict[str, str]) -> str | None:
     """The address the sender used: ``Original-Recipient`` when it is an RFC 822 address, else ``Final-Recipient``.
 
@@ -262,7 +265,12 @@ def parse_delivery_status(text: str) -> tuple[BounceRecipient, ...]:
             continue
         seen.add(key)
         status = _status_code(block.get("status"))
-        action = block.get("action", "").split()[0].lower() if block.get("action", "").split() else None
+        if status is None and block.get("status"):
+            # Non-standard "Status: 553 Exceeded ..." (an SMTP reply code): keep its class.
+            smtp = _SMTP_CODE.match(block["status"].strip())
+            status = f"{smtp.group(1)}.0.0" if smtp else None
+        words = block.get("action", "").split()
+        action = _ACTION_ALIASES.get(words[0].lower(), words[0].lower()) if words else None
         if action is None and status:
             action = {"5": "failed", "4": "delayed", "2": "delivered"}[status[0]]
         diagnostic = block.get("diagnostic-code")
