@@ -16,11 +16,16 @@ from ticketmail.hooks import HookEvent, Hooks
 from ticketmail.model import Address, MailboxContext, MessageBody, Provenance, TicketRequest
 from ticketmail.pipeline import Outcome, Pipeline, ledger_key
 from ticketmail.rules import load_rules
+from ticketmail.testing.pipeline_suite import StepClock as Clock
+from ticketmail.testing.pipeline_suite import build_mail
 from ticketmail.threading import ThreadingOptions, subject_tag
 
-from .conftest import Clock, make_mail  # type: ignore[import-not-found]
-
 KEY = b"k" * 32
+
+
+def mail(**kw: Any) -> bytes:
+    kw.setdefault("body", "The printer prints blank pages.\n")
+    return build_mail(**kw)
 
 
 def prov(key: str, mailbox: str = "INBOX") -> Provenance:
@@ -37,7 +42,7 @@ def audit_actions(backend: InMemoryBackend) -> list[str]:
 
 def test_new_mail_creates_ticket(memory: InMemoryBackend, clock: Clock) -> None:
     pipe = make(memory, clock)
-    out = pipe.process_email(make_mail(attachment=("a.bin", b"\x00\x01")), provenance=prov("1:1"))
+    out = pipe.process_email(mail(attachment=("a.bin", b"\x00\x01")), provenance=prov("1:1"))
     assert out.action == "created"
     assert out.acknowledge
     assert out.alert
@@ -61,8 +66,8 @@ def test_new_mail_creates_ticket(memory: InMemoryBackend, clock: Clock) -> None:
 
 def test_redelivery_has_no_second_effect(memory: InMemoryBackend, clock: Clock) -> None:
     pipe = make(memory, clock)
-    first = pipe.process_email(make_mail(), provenance=prov("1:1"))
-    again = pipe.process_email(make_mail(), provenance=prov("1:1"))
+    first = pipe.process_email(mail(), provenance=prov("1:1"))
+    again = pipe.process_email(mail(), provenance=prov("1:1"))
     assert again.action == "duplicate"
     assert again.already_processed
     assert again.acknowledge
@@ -73,21 +78,21 @@ def test_redelivery_has_no_second_effect(memory: InMemoryBackend, clock: Clock) 
 
 def test_same_message_other_mailbox_is_duplicate(memory: InMemoryBackend, clock: Clock) -> None:
     pipe = make(memory, clock)
-    first = pipe.process_email(make_mail(), provenance=prov("1:1"))
-    copy = pipe.process_email(make_mail(), provenance=prov("7:9", mailbox="Archive"))
+    first = pipe.process_email(mail(), provenance=prov("1:1"))
+    copy = pipe.process_email(mail(), provenance=prov("7:9", mailbox="Archive"))
     assert copy.action == "duplicate"
     assert not copy.already_processed
     assert copy.ticket == first.ticket
     assert copy.reasons[0].code == "duplicate.key"
     # and that copy's own redelivery is recognised as such
-    assert pipe.process_email(make_mail(), provenance=prov("7:9", mailbox="Archive")).already_processed
+    assert pipe.process_email(mail(), provenance=prov("7:9", mailbox="Archive")).already_processed
     assert audit_actions(memory) == ["created", "duplicate"]
 
 
 def test_mailbox_duplicate_scope(memory: InMemoryBackend, clock: Clock) -> None:
     pipe = make(memory, clock, duplicate_scope="mailbox")
-    a = pipe.process_email(make_mail(), provenance=prov("1:1"), context=MailboxContext("sales"))
-    b = pipe.process_email(make_mail(), provenance=prov("1:1", "other"), context=MailboxContext("billing"))
+    a = pipe.process_email(mail(), provenance=prov("1:1"), context=MailboxContext("sales"))
+    b = pipe.process_email(mail(), provenance=prov("1:1", "other"), context=MailboxContext("billing"))
     assert (a.action, b.action) == ("created", "created")
     with pytest.raises(ConfigError):
         Pipeline(memory, duplicate_scope="everywhere")  # type: ignore[arg-type]
@@ -95,8 +100,8 @@ def test_mailbox_duplicate_scope(memory: InMemoryBackend, clock: Clock) -> None:
 
 def test_reply_by_references(memory: InMemoryBackend, clock: Clock) -> None:
     pipe = make(memory, clock)
-    first = pipe.process_email(make_mail(), provenance=prov("1:1"))
-    reply = make_mail(
+    first = pipe.process_email(mail(), provenance=prov("1:1"))
+    reply = mail(
         subject="Different subject entirely",
         message_id="m2@example.org",
         in_reply_to="<m1@example.org>",
@@ -109,17 +114,17 @@ def test_reply_by_references(memory: InMemoryBackend, clock: Clock) -> None:
     entries = memory.entries(first.ticket)
     assert [e.kind for e in entries] == ["message", "reply"]
     # a reply to the reply threads too (its id was recorded)
-    third = make_mail(message_id="m3@example.org", in_reply_to="<m2@example.org>")
+    third = mail(message_id="m3@example.org", in_reply_to="<m2@example.org>")
     assert pipe.process_email(third, provenance=prov("1:3")).ticket == first.ticket
 
 
 def test_reply_by_subject_tag_and_plus_address(memory: InMemoryBackend, clock: Clock) -> None:
     pipe = make(memory, clock)
-    first = pipe.process_email(make_mail(), provenance=prov("1:1"))
-    tagged = make_mail(subject=f"AW: {subject_tag(first.ticket)} Printer", message_id="m2@example.org")
+    first = pipe.process_email(mail(), provenance=prov("1:1"))
+    tagged = mail(subject=f"AW: {subject_tag(first.ticket)} Printer", message_id="m2@example.org")
     out = pipe.process_email(tagged, provenance=prov("1:2"))
     assert (out.action, out.ticket) == ("appended", first.ticket)
-    plus = make_mail(subject="hello", message_id="m3@example.org", to=f"support+{first.ticket}@desk.example")
+    plus = mail(subject="hello", message_id="m3@example.org", to=f"support+{first.ticket}@desk.example")
     out = pipe.process_email(plus, provenance=prov("1:3"))
     assert (out.action, out.ticket) == ("appended", first.ticket)
     assert "thread.plus_address" in [r.code for r in out.reasons]
@@ -127,15 +132,15 @@ def test_reply_by_subject_tag_and_plus_address(memory: InMemoryBackend, clock: C
 
 def test_reply_by_signed_token(memory: InMemoryBackend, clock: Clock) -> None:
     pipe = make(memory, clock, token_keys=[KEY])
-    first = pipe.process_email(make_mail(), provenance=prov("1:1"))
+    first = pipe.process_email(mail(), provenance=prov("1:1"))
     mid = pipe.outbound_message_id(first.ticket, first.entry_id, domain="desk.example")
-    reply = make_mail(subject="edited", message_id="m2@example.org", in_reply_to=mid)
+    reply = mail(subject="edited", message_id="m2@example.org", in_reply_to=mid)
     out = pipe.process_email(reply, provenance=prov("1:2"))
     assert (out.action, out.ticket) == ("appended", first.ticket)
     assert "thread.token" in [r.code for r in out.reasons]
     # without the keys, the outbound id still threads by References (it was recorded)
     other = make(memory, clock)
-    reply2 = make_mail(subject="edited", message_id="m3@example.org", in_reply_to=mid)
+    reply2 = mail(subject="edited", message_id="m3@example.org", in_reply_to=mid)
     out2 = other.process_email(reply2, provenance=prov("1:3"))
     assert (out2.ticket, out2.reasons[-1].code) == (first.ticket, "thread.references")
     with pytest.raises(ConfigError):
@@ -144,9 +149,9 @@ def test_reply_by_signed_token(memory: InMemoryBackend, clock: Clock) -> None:
 
 def test_own_message_coming_back_is_a_loop(memory: InMemoryBackend, clock: Clock) -> None:
     pipe = make(memory, clock, token_keys=[KEY])
-    first = pipe.process_email(make_mail(), provenance=prov("1:1"))
+    first = pipe.process_email(mail(), provenance=prov("1:1"))
     mid = pipe.outbound_message_id(first.ticket, first.entry_id, domain="desk.example")
-    out = pipe.process_email(make_mail(message_id=mid.strip("<>")), provenance=prov("1:2"))
+    out = pipe.process_email(mail(message_id=mid.strip("<>")), provenance=prov("1:2"))
     assert out.action == "ignored"
     assert out.reasons[0].code == "loop.own_message_id"
     assert len(memory.entries(first.ticket)) == 1
@@ -157,13 +162,13 @@ AUTO = {"Auto-Submitted": "auto-replied"}
 
 def test_auto_reply_appends_but_never_opens(memory: InMemoryBackend, clock: Clock) -> None:
     pipe = make(memory, clock)
-    first = pipe.process_email(make_mail(), provenance=prov("1:1"))
-    ooo = make_mail(subject="Out of office", message_id="ooo@x", in_reply_to="<m1@example.org>", headers=AUTO)
+    first = pipe.process_email(mail(), provenance=prov("1:1"))
+    ooo = mail(subject="Out of office", message_id="ooo@x", in_reply_to="<m1@example.org>", headers=AUTO)
     out = pipe.process_email(ooo, provenance=prov("1:2"))
     assert (out.action, out.ticket) == ("appended", first.ticket)
     assert not out.alert
     assert not out.autorespond
-    stray = make_mail(subject="Out of office", message_id="ooo2@x", headers=AUTO)
+    stray = mail(subject="Out of office", message_id="ooo2@x", headers=AUTO)
     out = pipe.process_email(stray, provenance=prov("1:3"))
     assert out.action == "ignored"
     assert out.acknowledge
@@ -173,13 +178,13 @@ def test_auto_reply_appends_but_never_opens(memory: InMemoryBackend, clock: Cloc
 
 def test_auto_reply_never_reopens(memory: InMemoryBackend, clock: Clock) -> None:
     pipe = make(memory, clock)
-    first = pipe.process_email(make_mail(), provenance=prov("1:1"))
+    first = pipe.process_email(mail(), provenance=prov("1:1"))
     with memory.unit_of_work() as uow:
         uow.set_status(first.ticket, "closed")
-    ooo = make_mail(subject="Auto", message_id="ooo@x", in_reply_to="<m1@example.org>", headers=AUTO)
+    ooo = mail(subject="Auto", message_id="ooo@x", in_reply_to="<m1@example.org>", headers=AUTO)
     assert pipe.process_email(ooo, provenance=prov("1:2")).action == "ignored"
     assert memory.get_ticket(first.ticket).status == "closed"
-    human = make_mail(subject="Re: x", message_id="m2@x", in_reply_to="<m1@example.org>")
+    human = mail(subject="Re: x", message_id="m2@x", in_reply_to="<m1@example.org>")
     out = pipe.process_email(human, provenance=prov("1:3"))
     assert (out.action, out.ticket) == ("appended", first.ticket)
     assert memory.get_ticket(first.ticket).status == "open"
@@ -187,10 +192,10 @@ def test_auto_reply_never_reopens(memory: InMemoryBackend, clock: Clock) -> None
 
 def test_closed_ticket_new_linked(memory: InMemoryBackend, clock: Clock) -> None:
     pipe = make(memory, clock, threading=ThreadingOptions(closed_ticket="new_linked"))
-    first = pipe.process_email(make_mail(), provenance=prov("1:1"))
+    first = pipe.process_email(mail(), provenance=prov("1:1"))
     with memory.unit_of_work() as uow:
         uow.set_status(first.ticket, "closed")
-    out = pipe.process_email(make_mail(message_id="m2@x", in_reply_to="<m1@example.org>"), provenance=prov("1:2"))
+    out = pipe.process_email(mail(message_id="m2@x", in_reply_to="<m1@example.org>"), provenance=prov("1:2"))
     assert out.action == "created"
     assert out.ticket != first.ticket
     assert dict(memory.get_ticket(out.ticket).custom_fields)["linked_ticket"] == first.ticket
@@ -198,13 +203,13 @@ def test_closed_ticket_new_linked(memory: InMemoryBackend, clock: Clock) -> None
 
 def test_unknown_sender_becomes_participant(memory: InMemoryBackend, clock: Clock) -> None:
     pipe = make(memory, clock)
-    first = pipe.process_email(make_mail(), provenance=prov("1:1"))
-    bob = make_mail(sender="bob@example.org", message_id="m2@x", in_reply_to="<m1@example.org>")
+    first = pipe.process_email(mail(), provenance=prov("1:1"))
+    bob = mail(sender="bob@example.org", message_id="m2@x", in_reply_to="<m1@example.org>")
     out = pipe.process_email(bob, provenance=prov("1:2"))
     assert out.action == "appended"
     assert memory.get_ticket(first.ticket).participants == ("bob@example.org",)
     strict = make(memory, clock, threading=ThreadingOptions(unknown_sender="reject"))
-    carol = make_mail(sender="carol@example.org", message_id="m3@x", in_reply_to="<m1@example.org>")
+    carol = mail(sender="carol@example.org", message_id="m3@x", in_reply_to="<m1@example.org>")
     out = strict.process_email(carol, provenance=prov("1:3"))
     assert out.action == "rejected"
     assert out.acknowledge
@@ -226,16 +231,14 @@ def test_rules_ignore_and_reject(memory: InMemoryBackend, clock: Clock) -> None:
         }
     )
     pipe = make(memory, clock, rules=rules)
-    spam = pipe.process_email(make_mail(subject="cheap viagra", message_id="s@x"), provenance=prov("1:1"))
+    spam = pipe.process_email(mail(subject="cheap viagra", message_id="s@x"), provenance=prov("1:1"))
     assert spam.action == "ignored"
-    lawyer = pipe.process_email(make_mail(sender="x@law.example", message_id="l@x"), provenance=prov("1:2"))
+    lawyer = pipe.process_email(mail(sender="x@law.example", message_id="l@x"), provenance=prov("1:2"))
     assert lawyer.action == "rejected"
     assert memory.list_tickets() == []
     assert audit_actions(memory) == ["ignored", "rejected"]
     # both are committed: redelivery is recognised
-    assert pipe.process_email(
-        make_mail(subject="cheap viagra", message_id="s@x"), provenance=prov("1:1")
-    ).already_processed
+    assert pipe.process_email(mail(subject="cheap viagra", message_id="s@x"), provenance=prov("1:1")).already_processed
 
 
 def test_unparseable_mail_is_quarantined(memory: InMemoryBackend, clock: Clock) -> None:
@@ -298,7 +301,7 @@ def test_unexpected_error_rolls_back_and_quarantines(
 ) -> None:
     pipe = make(FailingBackend(memory, "record_audit", Boom("secret detail")), clock)  # type: ignore[arg-type]
     with caplog.at_level(logging.ERROR):
-        out = pipe.process_email(make_mail(), provenance=prov("1:1"))
+        out = pipe.process_email(mail(), provenance=prov("1:1"))
     assert out.action == "failed"
     assert out.error is not None
     assert out.error.code == "processing_failed"
@@ -314,7 +317,7 @@ def test_unexpected_error_rolls_back_and_quarantines(
 def test_quarantine_failure_is_a_backend_error(memory: InMemoryBackend, clock: Clock) -> None:
     pipe = make(FailingBackend(memory, "record_audit", Boom(), times=2), clock)  # type: ignore[arg-type]
     with pytest.raises(BackendError):
-        pipe.process_email(make_mail(), provenance=prov("1:1"))
+        pipe.process_email(mail(), provenance=prov("1:1"))
     assert memory.list_tickets() == []
     assert memory.quarantined() == []
 
@@ -322,7 +325,7 @@ def test_quarantine_failure_is_a_backend_error(memory: InMemoryBackend, clock: C
 def test_backend_error_propagates(memory: InMemoryBackend, clock: Clock) -> None:
     pipe = make(FailingBackend(memory, "append_entry", BackendError("disk full")), clock)  # type: ignore[arg-type]
     with pytest.raises(BackendError):
-        pipe.process_email(make_mail(), provenance=prov("1:1"))
+        pipe.process_email(mail(), provenance=prov("1:1"))
     assert memory.list_tickets() == []
     assert memory.quarantined() == []
 
@@ -358,13 +361,13 @@ def test_hooks_fire_after_commit_and_failures_are_contained(
     )
     pipe = make(memory, clock, hooks=hooks)
     with caplog.at_level(logging.ERROR):
-        created = pipe.process_email(make_mail(), provenance=prov("1:1"))
+        created = pipe.process_email(mail(), provenance=prov("1:1"))
     assert created.action == "created"
     assert memory.get_ticket(created.ticket) is not None
-    pipe.process_email(make_mail(message_id="m2@x", in_reply_to="<m1@example.org>"), provenance=prov("1:2"))
-    pipe.process_email(make_mail(message_id="m3@x", headers=AUTO), provenance=prov("1:3"))
+    pipe.process_email(mail(message_id="m2@x", in_reply_to="<m1@example.org>"), provenance=prov("1:2"))
+    pipe.process_email(mail(message_id="m3@x", headers=AUTO), provenance=prov("1:3"))
     pipe.process_email(b"", provenance=prov("1:4"))
-    pipe.process_email(make_mail(), provenance=prov("1:1"))  # redelivery: no hook
+    pipe.process_email(mail(), provenance=prov("1:1"))  # redelivery: no hook
     assert seen == [
         ("ticket_created", "created", 1),
         ("entry_appended", "appended", 2),
@@ -434,10 +437,10 @@ def test_any_bytes_give_an_outcome(raw: bytes) -> None:
 def test_ticket_number_collisions_are_redrawn(memory: InMemoryBackend, clock: Clock) -> None:
     numbers = iter(["AAAA1111", "AAAA1111", "AAAA1111", "BBBB2222"])
     pipe = make(memory, clock, number_generator=lambda: next(numbers))
-    assert pipe.process_email(make_mail(), provenance=prov("1:1")).ticket == "AAAA1111"
-    assert pipe.process_email(make_mail(message_id="m2@x"), provenance=prov("1:2")).ticket == "BBBB2222"
+    assert pipe.process_email(mail(), provenance=prov("1:1")).ticket == "AAAA1111"
+    assert pipe.process_email(mail(message_id="m2@x"), provenance=prov("1:2")).ticket == "BBBB2222"
     stuck = make(memory, clock, number_generator=lambda: "AAAA1111")
-    out = stuck.process_email(make_mail(message_id="m3@x"), provenance=prov("1:3"))
+    out = stuck.process_email(mail(message_id="m3@x"), provenance=prov("1:3"))
     assert out.action == "failed"
     assert out.error is not None
     assert out.error.code == "ticket_numbers_exhausted"
@@ -446,7 +449,7 @@ def test_ticket_number_collisions_are_redrawn(memory: InMemoryBackend, clock: Cl
 
 def test_reply_to_identity_opens_ticket_for_reply_to(memory: InMemoryBackend, clock: Clock) -> None:
     pipe = make(memory, clock, threading=ThreadingOptions(requester="reply_to"))
-    raw = make_mail(sender="noreply@forms.example", headers={"Reply-To": "Real Person <real@example.org>"})
+    raw = mail(sender="noreply@forms.example", headers={"Reply-To": "Real Person <real@example.org>"})
     out = pipe.process_email(raw, provenance=prov("1:1"))
     assert memory.get_ticket(out.ticket).requester.email == "real@example.org"
     assert "identity.reply_to" in [r.code for r in out.reasons]
@@ -454,10 +457,10 @@ def test_reply_to_identity_opens_ticket_for_reply_to(memory: InMemoryBackend, cl
 
 def test_merged_ticket_receives_replies_on_survivor(memory: InMemoryBackend, clock: Clock) -> None:
     pipe = make(memory, clock)
-    a = pipe.process_email(make_mail(), provenance=prov("1:1"))
-    b = pipe.process_email(make_mail(message_id="m2@x", subject="other"), provenance=prov("1:2"))
+    a = pipe.process_email(mail(), provenance=prov("1:1"))
+    b = pipe.process_email(mail(message_id="m2@x", subject="other"), provenance=prov("1:2"))
     with memory.unit_of_work() as uow:
         uow.set_status(a.ticket, "merged", merged_into=b.ticket)
-    out = pipe.process_email(make_mail(message_id="m3@x", in_reply_to="<m1@example.org>"), provenance=prov("1:3"))
+    out = pipe.process_email(mail(message_id="m3@x", in_reply_to="<m1@example.org>"), provenance=prov("1:3"))
     assert (out.action, out.ticket) == ("appended", b.ticket)
     assert "thread.merged" in [r.code for r in out.reasons]

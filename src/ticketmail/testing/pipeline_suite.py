@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import itertools
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from email.message import EmailMessage
 from email.utils import format_datetime
@@ -47,7 +47,7 @@ from ticketmail.model import Provenance
 from ticketmail.pipeline import Outcome, Pipeline
 from ticketmail.threading import subject_tag
 
-__all__ = ["FaultyBackend", "InjectedFault", "pipeline_machine"]
+__all__ = ["FaultyBackend", "InjectedFault", "StepClock", "build_mail", "pipeline_machine"]
 
 WRITE_METHODS = frozenset(
     {
@@ -188,6 +188,58 @@ class _Pending:
     message_id: str
 
 
+def build_mail(
+    *,
+    subject: str = "Printer broken",
+    sender: str = "Alice <alice@example.org>",
+    to: str = f"support@{_DOMAIN}",
+    message_id: str | None = "m1@example.org",
+    in_reply_to: str | None = None,
+    references: str | Sequence[str] | None = None,
+    body: str | None = None,
+    headers: Mapping[str, str] | None = None,
+    attachment: tuple[str, bytes] | None = None,
+    date: _dt.datetime = _START,
+) -> bytes:
+    """The raw bytes of a simple test message (stdlib ``email``, CRLF-free, UTF-8).
+
+    ``message_id`` is given without angle brackets (``None``: no Message-ID header). ``references`` is a
+    header value or a sequence of ids (written oldest first, in brackets). ``headers`` are added as given
+    (``{"Auto-Submitted": "auto-replied"}``); ``attachment`` is ``(filename, bytes)``.
+    """
+    msg = EmailMessage()
+    msg["From"] = sender
+    msg["To"] = to
+    msg["Subject"] = subject
+    msg["Date"] = format_datetime(date)
+    if message_id:
+        msg["Message-ID"] = f"<{message_id}>"
+    if in_reply_to:
+        msg["In-Reply-To"] = in_reply_to
+    if references:
+        msg["References"] = references if isinstance(references, str) else " ".join(f"<{r}>" for r in references)
+    for name, value in (headers or {}).items():
+        msg[name] = value
+    msg.set_content(body if body is not None else f"Body of {message_id}\n")
+    if attachment:
+        msg.add_attachment(attachment[1], maintype="application", subtype="octet-stream", filename=attachment[0])
+    return bytes(msg)
+
+
+class StepClock:
+    """A deterministic clock for tests: ``start``, then ``step`` later at every call."""
+
+    def __init__(self, start: _dt.datetime = _START, step: _dt.timedelta = _dt.timedelta(seconds=1)) -> None:
+        self._next = start
+        self._step = step
+
+    def __call__(self) -> _dt.datetime:
+        """The current (fake) time; advances by one step."""
+        now = self._next
+        self._next = now + self._step
+        return now
+
+
 def _mail(
     *,
     sender: str,
@@ -198,20 +250,15 @@ def _mail(
     references: tuple[str, ...] = (),
     auto: bool = False,
 ) -> bytes:
-    msg = EmailMessage()
-    msg["From"] = sender
-    msg["To"] = to
-    msg["Subject"] = subject
-    msg["Date"] = format_datetime(_START)
-    msg["Message-ID"] = f"<{message_id}>"
-    if in_reply_to:
-        msg["In-Reply-To"] = in_reply_to
-    if references:
-        msg["References"] = " ".join(f"<{r}>" for r in references)
-    if auto:
-        msg["Auto-Submitted"] = "auto-replied"
-    msg.set_content(f"Body of {message_id}\n")
-    return bytes(msg)
+    return build_mail(
+        sender=sender,
+        subject=subject,
+        message_id=message_id,
+        to=to,
+        in_reply_to=in_reply_to,
+        references=references or None,
+        headers={"Auto-Submitted": "auto-replied"} if auto else None,
+    )
 
 
 Route = Literal["in_reply_to", "references", "subject", "plus_address", "token"]
@@ -230,10 +277,9 @@ def pipeline_machine(backend_factory: Callable[[], Backend], *, steps: int = 40)
             super().__init__()
             self.inner = backend_factory()
             self.backend = FaultyBackend(self.inner)
-            ticks = itertools.count()
             self.pipeline = Pipeline(
                 self.backend,
-                clock=lambda: _START + _dt.timedelta(seconds=next(ticks)),
+                clock=StepClock(),
                 token_keys=[_KEY],
             )
             self.ids = itertools.count(1)
