@@ -41,7 +41,7 @@ from typing import Any, Literal, Protocol
 
 import attrs
 
-from ticketmail.backends.base import Ticket
+from ticketmail.backends.base import MAX_MERGE_HOPS, Ticket
 from ticketmail.decision import Reason
 from ticketmail.errors import ConfigError
 from ticketmail.model import Address, InboundEmail
@@ -65,8 +65,6 @@ RequesterHeader = Literal["from", "reply_to"]
 UnknownSenderPolicy = Literal["participant", "new_ticket", "reject"]
 ClosedTicketPolicy = Literal["reopen", "new_linked"]
 
-_MAX_MERGE_HOPS = 16
-
 
 def _check_choice(allowed: tuple[str, ...]) -> Callable[[object, attrs.Attribute[str], str], None]:
     def check(instance: object, attribute: attrs.Attribute[str], value: str) -> None:
@@ -80,10 +78,18 @@ def _check_choice(allowed: tuple[str, ...]) -> Callable[[object, attrs.Attribute
 
 
 def _check_tag_format(instance: object, attribute: attrs.Attribute[str], value: str) -> None:
-    if value.count("{number}") != 1:
+    if value.count("{number}") != 1 or not value.replace("{number}", "").strip():
         raise ConfigError(
-            f"threading.subject_tag must contain '{{number}}' exactly once, got {value!r}",
+            f"threading.subject_tag must contain '{{number}}' exactly once, with text around it, got {value!r}",
             field="threading.subject_tag",
+        )
+
+
+def _check_separator(instance: object, attribute: attrs.Attribute[str], value: str) -> None:
+    if len(value) != 1 or value in '@ \t"':
+        raise ConfigError(
+            f"threading.plus_separator must be one character (not '@', a blank or a quote), got {value!r}",
+            field="threading.plus_separator",
         )
 
 
@@ -115,7 +121,7 @@ class ThreadingOptions:
     subject_tag: str = attrs.field(default="[#{number}]", validator=_check_tag_format)
     number_pattern: str = r"[A-Za-z0-9](?:[A-Za-z0-9_-]{2,30})[A-Za-z0-9]"
     plus_addressing: bool = True
-    plus_separator: str = "+"
+    plus_separator: str = attrs.field(default="+", validator=_check_separator)
     requester: RequesterHeader = attrs.field(default="from", validator=_check_choice(("from", "reply_to")))
     unknown_sender: UnknownSenderPolicy = attrs.field(
         default="participant", validator=_check_choice(("participant", "new_ticket", "reject"))
@@ -253,7 +259,7 @@ def _candidate_ids(message: InboundEmail, limit: int) -> list[str]:
 def _follow_merges(ticket: Ticket, lookups: ThreadLookups, reasons: list[Reason]) -> Ticket:
     seen = {ticket.number}
     current = ticket
-    for _ in range(_MAX_MERGE_HOPS):
+    for _ in range(MAX_MERGE_HOPS):
         if current.merged_into is None:
             return current
         survivor = lookups.ticket_by_number(current.merged_into)

@@ -201,6 +201,9 @@ def test_no_sender_still_threads(backend: InMemoryBackend) -> None:
     "kwargs",
     [
         {"subject_tag": "no placeholder"},
+        {"subject_tag": " {number} "},
+        {"plus_separator": ""},
+        {"plus_separator": "@"},
         {"unknown_sender": "maybe"},
         {"closed_ticket": "ignore"},
         {"requester": "sender"},
