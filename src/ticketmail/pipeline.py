@@ -258,8 +258,8 @@ class Pipeline:
     def process_email(self, raw: bytes, *, provenance: Provenance, context: MailboxContext | None = None) -> Outcome:
         """Process one raw message; never raises for a bad message, only :class:`BackendError`.
 
-        Raises :class:`~ticketmail.errors.TypeMismatchError` when ``raw`` is not bytes (a programming
-        error, not a bad message).
+        Raises :class:`~ticketmail.errors.TypeMismatchError` when ``raw`` is not bytes or ``provenance`` not
+        a :class:`~ticketmail.model.Provenance` (a programming error, not a bad message).
         """
         data: object = raw
         if isinstance(data, (bytearray, memoryview)):
@@ -267,6 +267,10 @@ class Pipeline:
         if not isinstance(data, bytes):
             raise TypeMismatchError(f"raw must be bytes, got {type(data).__name__}", field="raw")
         raw = data
+        if not isinstance(provenance, Provenance):
+            raise TypeMismatchError(
+                f"provenance must be a Provenance, got {type(provenance).__name__}", field="provenance"
+            )
         ctx = context or self._context
         key = ledger_key(provenance)
         try:

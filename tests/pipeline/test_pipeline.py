@@ -464,3 +464,14 @@ def test_merged_ticket_receives_replies_on_survivor(memory: InMemoryBackend, clo
     out = pipe.process_email(mail(message_id="m3@x", in_reply_to="<m1@example.org>"), provenance=prov("1:3"))
     assert (out.action, out.ticket) == ("appended", b.ticket)
     assert "thread.merged" in [r.code for r in out.reasons]
+
+
+def test_programming_errors_are_type_mismatch(memory: InMemoryBackend, clock: Clock) -> None:
+    from ticketmail.errors import TypeMismatchError
+
+    pipe = make(memory, clock)
+    with pytest.raises(TypeMismatchError):
+        pipe.process_email("text, not bytes", provenance=prov("1:1"))  # type: ignore[arg-type]
+    with pytest.raises(TypeMismatchError):
+        pipe.process_email(b"x", provenance="INBOX/1")  # type: ignore[arg-type]
+    assert pipe.process_email(bytearray(mail()), provenance=prov("1:1")).action == "created"  # type: ignore[arg-type]
