@@ -28,6 +28,7 @@ import tracemalloc
 from collections.abc import Callable
 from email import policy
 from email.message import EmailMessage
+from pathlib import Path
 
 from imap_tools import MailMessage
 
@@ -172,6 +173,12 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="small run (400 messages, one round)")
     parser.add_argument("--count", type=int, default=None, help="number of generated messages")
     parser.add_argument("--seed", type=int, default=20240603)
+    parser.add_argument(
+        "--eml-dir",
+        type=Path,
+        default=None,
+        help="also time the three parsers on the *.eml files under this folder (e.g. ../shared/corpus)",
+    )
     args = parser.parse_args()
     count = args.count or (400 if args.quick else 4000)
     rounds = 1 if args.quick else 5
@@ -187,6 +194,16 @@ def main() -> int:
     print(f"  ticketmail parse_email:       {ours:7.3f} s  {1e3 * ours / count:6.3f} ms/msg  {ours / floor:.2f}x")
     speed_ok = ours <= imap
     print(f"  ticketmail / imap-tools = {ours / imap:.2f}  (target <= 1.00): {'PASS' if speed_ok else 'FAIL'}")
+
+    if args.eml_dir is not None:
+        real = [path.read_bytes() for path in sorted(args.eml_dir.rglob("*.eml"))]
+        real_times = timed_interleaved(
+            {"floor": run_floor, "imap": run_imap_tools, "ours": run_ticketmail}, real, max(rounds, 3)
+        )
+        base = real_times["floor"]
+        print(f"real mail: {len(real)} files from {args.eml_dir}, {sum(map(len, real)) / 1e6:.1f} MB")
+        for label, key in (("stdlib compat32 walk", "floor"), ("imap-tools", "imap"), ("ticketmail", "ours")):
+            print(f"  {label:21s} {real_times[key]:7.3f} s  {real_times[key] / base:.2f}x")
 
     big = big_message(25 * 1024 * 1024)
     ratio = peak_ratio(run_ticketmail, big)

@@ -40,6 +40,9 @@ __all__ = [
 _ENCODED_WORD = re.compile(r"=\?([^?\s]{1,75})\?([BbQq])\?([^?]*)\?=")
 _MSGID = re.compile(r"<([^<>\s]{1,998})>")
 _WS_ONLY = re.compile(r"\s*")
+_SIMPLE_ANGLE = re.compile(r"([^<>\"(),;:\\]*)<\s*([^<>\s\"(),;:\\@]+@[^<>\s\"(),;:\\@]+)\s*>\s*")
+_SIMPLE_BARE = re.compile(r"\s*([^<>\s\"(),;:\\@]+@[^<>\s\"(),;:\\@]+)\s*")
+_SIMPLE_PARAM = re.compile(r";[ \t]*([^\s=;\"]+)[ \t]*=[ \t]*(\"[^\"]*\"|[^;\"\s]*)[ \t]*")
 _BARE_ADDRESS = re.compile(r"[^\s<>,;:\"()]{1,64}@[^\s<>,;:\"()]{1,255}")
 _MAX_ADDRESS_HEADER = 64 * 1024  # characters of one address field parsed; beyond is a defect, not a hang
 _MAX_ADDRESSES = 1000
@@ -119,6 +122,29 @@ def _normalize_email(addr: str) -> str:
     return f"{local}@{_idna_domain(domain)}"
 
 
+def _simple_pairs(value: str) -> list[tuple[str, str]] | None:
+    """Fast path for the common ``Name <a@b>, c@d`` lists (no quotes, comments, groups or escapes).
+
+    Without those constructs a comma can only separate addresses, so splitting on it is exact; anything
+    else returns ``None`` and the stdlib parser (about ten times slower) takes over.
+    """
+    if any(ch in value for ch in '"(\\;:'):
+        return None
+    pairs: list[tuple[str, str]] = []
+    for piece in value.split(","):
+        if not piece.strip():
+            continue
+        match = _SIMPLE_ANGLE.fullmatch(piece)
+        if match is not None:
+            pairs.append((" ".join(match.group(1).split()), match.group(2)))
+            continue
+        match = _SIMPLE_BARE.fullmatch(piece)
+        if match is None:
+            return None
+        pairs.append(("", match.group(1)))
+    return pairs
+
+
 def parse_addresses(values: list[str]) -> tuple[Address, ...]:
     """Parse address-list header values (undecoded text) into :class:`Address` values, in order.
 
@@ -131,7 +157,9 @@ def parse_addresses(values: list[str]) -> tuple[Address, ...]:
     if len(joined) > _MAX_ADDRESS_HEADER:
         joined = joined[:_MAX_ADDRESS_HEADER].rpartition(",")[0]
     try:
-        pairs = email.utils.getaddresses([joined])
+        pairs = _simple_pairs(joined)
+        if pairs is None:
+            pairs = email.utils.getaddresses([joined])
     except (RecursionError, ValueError, IndexError, TypeError):
         # The stdlib parser recurses on nested quotes and comments; fall back to bare addresses.
         pairs = [("", found) for found in _BARE_ADDRESS.findall(joined)]
@@ -180,12 +208,36 @@ def _collapse(value: str | tuple[str, str, str]) -> str:
     return decode_rfc2047(email.utils.unquote(value))
 
 
+def _simple_params(value: str) -> tuple[str, dict[str, str]] | None:
+    """Fast path for ``type/sub; a=b; c="d"`` values; ``None`` sends anything unusual to the stdlib parser."""
+    main, sep, rest = value.partition(";")
+    params: dict[str, str] = {}
+    rest = rest.rstrip(" \t;")
+    if sep and rest:
+        rest = ";" + rest
+        pos = 0
+        for match in _SIMPLE_PARAM.finditer(rest):
+            if match.start() != pos:
+                return None
+            pos = match.end()
+            key = match.group(1).lower()
+            if key not in params:
+                params[key] = decode_rfc2047(match.group(2).strip('"'))
+        if pos != len(rest):
+            return None
+    return main.strip().lower(), params
+
+
 def parse_params(header_name: str, value: str) -> tuple[str, dict[str, str]]:
     """Split a ``Content-Type``/``Content-Disposition`` value into its lower-case main value and parameters.
 
     Parameters are decoded: RFC 2231 (charset'lang'%XX, continuations) with charset fallbacks, and RFC 2047
     words inside quoted values (not allowed by the RFC, written by Outlook and others). Names are lower case.
     """
+    if not any(ch in value for ch in "*\\(\r\n"):
+        simple = _simple_params(value)
+        if simple is not None:
+            return simple
     msg = Message()
     msg[header_name] = value
     params: dict[str, str] = {}
