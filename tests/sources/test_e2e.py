@@ -201,6 +201,7 @@ def test_hundreds_of_varied_messages(tmp_path: Path, dovecot: Any, after: str) -
     health = poller.health.get("support")
     assert health.state == "ok"
     assert health.last_success is not None
+    assert health.last_oversized == kinds["oversize"]  # reported on every visit, never downloaded
     assert events == []
     assert health.last_success <= dt.datetime.now(dt.timezone.utc)
     pipeline.backend.close()  # type: ignore[attr-defined]

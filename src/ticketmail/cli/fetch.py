@@ -356,6 +356,8 @@ def _status(args: argparse.Namespace) -> int:
         for h in rows:
             error = f"{h.last_error.stage}: {h.last_error.message}" if h.last_error else ""
             waiting = "?" if h.waiting is None else str(h.waiting)
+            if h.last_oversized:
+                waiting += f" (+{h.last_oversized} oversize)"
             table.append([h.name, h.state, _ago(h), waiting, str(h.consecutive_failures), error])
         widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
         for row in table:

@@ -99,6 +99,7 @@ class MailboxHealth:
         consecutive_failures: Failed polls in a row (0 after a success).
         last_processed: Messages processed (acknowledged) by the last poll.
         last_failed: Messages the last poll left in place because processing failed.
+        last_oversized: Messages the last poll left on the server for exceeding ``max_message_size``.
     """
 
     name: str
@@ -110,6 +111,7 @@ class MailboxHealth:
     consecutive_failures: int = 0
     last_processed: int = 0
     last_failed: int = 0
+    last_oversized: int = 0
 
     @property
     def state(self) -> str:
@@ -133,6 +135,7 @@ class MailboxHealth:
             "consecutive_failures": self.consecutive_failures,
             "last_processed": self.last_processed,
             "last_failed": self.last_failed,
+            "last_oversized": self.last_oversized,
         }
 
     @classmethod
@@ -161,6 +164,7 @@ class MailboxHealth:
             consecutive_failures=_int("consecutive_failures"),
             last_processed=_int("last_processed"),
             last_failed=_int("last_failed"),
+            last_oversized=_int("last_oversized"),
         )
 
 
@@ -231,7 +235,14 @@ class HealthStore:
         return self._update(name, lambda h: attrs.evolve(h, last_attempt=at))[1]
 
     def record_success(
-        self, name: str, *, at: _dt.datetime, waiting: int | None = None, processed: int = 0, failed: int = 0
+        self,
+        name: str,
+        *,
+        at: _dt.datetime,
+        waiting: int | None = None,
+        processed: int = 0,
+        failed: int = 0,
+        oversized: int = 0,
     ) -> MailboxHealth:
         """Record a completed poll; fires ``recovered`` if the mailbox was unreachable."""
 
@@ -245,6 +256,7 @@ class HealthStore:
                 consecutive_failures=0,
                 last_processed=processed,
                 last_failed=failed,
+                last_oversized=oversized,
             )
 
         before, after = self._update(name, change)

@@ -435,7 +435,12 @@ class Poller:
 
     def _record_ok(self, target: PollTarget, tally: _Tally) -> None:
         self.health.record_success(
-            target.name, at=self._clock(), waiting=tally.waiting, processed=tally.acknowledged, failed=tally.failed
+            target.name,
+            at=self._clock(),
+            waiting=tally.waiting,
+            processed=tally.acknowledged,
+            failed=tally.failed,
+            oversized=tally.oversized,
         )
 
     def _record_error(self, target: PollTarget, tally: _Tally, exc: TicketmailError) -> MailboxRun:
