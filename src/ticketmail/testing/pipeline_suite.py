@@ -314,6 +314,7 @@ def pipeline_machine(backend_factory: Callable[[], Backend], *, steps: int = 40)
                 self.backend.disarm()
                 _expect(self.backend.fired is not None, "a BackendError escaped without an injected fault")
                 _expect(self._snapshot() == before, "a rolled-back message left an effect")
+                _expect(not self.pipeline.is_processed(pending.provenance), "a rolled-back message is in the ledger")
                 self.pending.append(pending)
                 return None
             self.backend.disarm()
@@ -325,6 +326,7 @@ def pipeline_machine(backend_factory: Callable[[], Backend], *, steps: int = 40)
                 tickets, entries, audit = self._snapshot()
                 _expect((tickets, entries) == before[:2], "a failed message changed tickets")
                 _expect(audit == before[2] + 1, "a failed message must leave exactly one audit record")
+                _expect(not self.pipeline.is_processed(pending.provenance), "a failed message is in the ledger")
                 self.audit_expected += 1
                 self.pending.append(pending)
                 return None
