@@ -10,7 +10,13 @@ from hypothesis import strategies as st
 from ticketmail.errors import TicketmailError
 from ticketmail.model import InboundEmail, TicketRequest
 from ticketmail.parsing import Limits, parse, parse_json, parse_xml, to_json, to_xml
-from ticketmail.testing.strategies import EXAMPLE_FORM, byte_mutations, json_mutations, ticket_requests
+from ticketmail.testing.strategies import (
+    EXAMPLE_FORM,
+    byte_mutations,
+    json_mutations,
+    ticket_requests,
+    xml_mutations,
+)
 
 SMALL = Limits(max_attachments=3, max_attachment_bytes=200, max_total_attachment_bytes=400, max_depth=6)
 MUTATION_SETTINGS = settings(suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
@@ -101,3 +107,11 @@ def test_structural_mutations_of_valid_json(data: st.DataObject, request: Ticket
     body = data.draw(json_mutations(to_json(request)))
     _answers(body, parse_json, form=EXAMPLE_FORM, limits=SMALL)
     _answers(body, parse_json, form=EXAMPLE_FORM, limits=SMALL, ignore_unknown_fields=True)
+
+
+@MUTATION_SETTINGS
+@given(st.data(), ticket_requests(max_attachments=2, max_attachment_size=64))
+def test_structural_mutations_of_valid_xml(data: st.DataObject, request: TicketRequest) -> None:
+    body = data.draw(xml_mutations(to_xml(request)))
+    _answers(body, parse_xml, form=EXAMPLE_FORM, limits=SMALL)
+    _answers(body, parse_xml, form=EXAMPLE_FORM, limits=SMALL, ignore_unknown_fields=True)

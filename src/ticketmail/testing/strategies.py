@@ -12,9 +12,11 @@ Requires hypothesis (a test dependency, not a runtime one).
 
 from __future__ import annotations
 
+import copy
 import datetime as _dt
 import json
 from typing import Any
+from xml.etree import ElementTree
 
 from hypothesis import strategies as st
 
@@ -31,6 +33,7 @@ __all__ = [
     "email_addresses",
     "json_mutations",
     "json_values",
+    "xml_mutations",
     "message_bodies",
     "multi_line_text",
     "one_line_text",
@@ -235,3 +238,36 @@ def json_mutations(draw: st.DrawFn, payload: bytes) -> bytes:
         else:
             document[key] = draw(json_values())
     return json.dumps(document).encode("utf-8")
+
+
+@st.composite
+def xml_mutations(draw: st.DrawFn, payload: bytes) -> bytes:
+    """An XML ``payload`` with elements or attributes changed, duplicated, nested, added or removed."""
+    root = ElementTree.fromstring(payload)  # noqa: S314 - our own serializer's output, not untrusted input
+    names = ["name", "email", "subject", "message", "phone", "ip", "priority", "topicId", "alert", "attachments",
+             "file", "notes", "tags", "x"]  # fmt: skip
+    text = st.text(max_size=20) | json_values(max_leaves=1).map(str)
+    for _ in range(draw(st.integers(1, 3))):
+        elements = list(root.iter())
+        target = draw(st.sampled_from(elements))
+        action = draw(st.sampled_from(["text", "attribute", "child", "duplicate", "remove"]))
+        if action == "text":
+            target.text = draw(text)
+        elif action == "attribute":
+            target.set(draw(st.sampled_from([*names, "type", "encoding", "ext", "size"])), draw(text))
+        elif action == "child":
+            ElementTree.SubElement(target, draw(st.sampled_from(names))).text = draw(text)
+        elif action == "duplicate" and target is not root:
+            root.append(copy.deepcopy(target))
+        elif action == "remove" and target is not root:
+            for parent in root.iter():
+                if target in list(parent):
+                    parent.remove(target)
+                    break
+    clean = "".join(ch for ch in ElementTree.tostring(root, encoding="unicode") if _xml_char(ch))
+    return clean.encode("utf-8")
+
+
+def _xml_char(ch: str) -> bool:
+    code = ord(ch)
+    return code in (0x9, 0xA, 0xD) or 0x20 <= code <= 0xD7FF or 0xE000 <= code <= 0xFFFD or code >= 0x10000
