@@ -209,3 +209,36 @@ def test_maildir_and_mbox_mailboxes_through_the_cli(tmp_path: Path, make_message
     assert os.listdir(md / "new") == []
     assert len(os.listdir(md / ".Done" / "cur")) == 3
     assert (tmp_path / "spool").read_bytes() == b""
+
+
+def test_poller_table_is_validated(tmp_path: Path) -> None:
+    (tmp_path / "md" / "new").mkdir(parents=True)
+    (tmp_path / "md" / "cur").mkdir()
+    (tmp_path / "md" / "tmp").mkdir()
+    base = '[storage]\nsqlite = "t.sqlite3"\n[[mailboxes]]\nname = "md"\nprotocol = "maildir"\npath = "md"\n'
+    cfg = tmp_path / "t.toml"
+    cfg.write_text(base + "[poller]\ntime_budgte = 5\n")
+    proc = cli("fetch", "--config", str(cfg))
+    assert proc.returncode == 2
+    assert "poller.time_budgte: unknown key" in proc.stderr
+    cfg.write_text(base + '[poller]\ntime_budget = "soon"\n')
+    proc = cli("fetch", "--config", str(cfg))
+    assert proc.returncode == 2
+    assert "poller.time_budget: expected a non-negative number" in proc.stderr
+    cfg.write_text(base + "[poller]\ntime_budget = 30\nbackoff_cap = 60\n")
+    assert cli("fetch", "--config", str(cfg)).returncode == 0
+
+
+def test_state_dir_from_storage_table(tmp_path: Path) -> None:
+    for sub in ("new", "cur", "tmp"):
+        (tmp_path / "md" / sub).mkdir(parents=True)
+    cfg = tmp_path / "t.toml"
+    cfg.write_text(
+        '[storage]\nsqlite = "t.sqlite3"\nstate_dir = "var/state"\n'
+        '[[mailboxes]]\nname = "md"\nprotocol = "maildir"\npath = "md"\n'
+    )
+    assert cli("fetch", "--config", str(cfg)).returncode == 0
+    assert (tmp_path / "var" / "state" / "health.json").exists()
+    status = cli("status", "--config", str(cfg), "--json")
+    assert status.returncode == 0
+    assert lines(status.stdout)[0]["state"] == "ok"

@@ -36,7 +36,7 @@ from ticketmail.sources.base import RawItem
 from ticketmail.sources.config import MailboxConfig, SourcesConfig, load_config
 from ticketmail.sources.health import MailboxHealth, read_health
 from ticketmail.sources.pipe import DEFAULT_MAX_SIZE, EX_DATAERR, EX_TEMPFAIL, deliver, read_message
-from ticketmail.sources.poller import MailboxRun, Poller, default_state_dir
+from ticketmail.sources.poller import Backoff, MailboxRun, Poller, default_state_dir
 
 __all__ = ["register"]
 
@@ -57,7 +57,11 @@ def register(subparsers: Any) -> None:
     fetch.add_argument("--mailbox", action="append", default=[], metavar="NAME", help="only this mailbox (repeatable)")
     fetch.add_argument("--rules", metavar="FILE", help="a rules TOML file (default: built-in rules only)")
     fetch.add_argument(
-        "--time-budget", type=float, default=120.0, metavar="SECONDS", help="time limit per mailbox visit (120)"
+        "--time-budget",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="time limit per mailbox visit (default: [poller] time_budget, else 120)",
     )
     _common(fetch)
     fetch.set_defaults(func=run_fetch)
@@ -189,6 +193,31 @@ def _select(config: SourcesConfig, names: Sequence[str]) -> list[MailboxConfig]:
 
 # -- fetch -----------------------------------------------------------------------------------------------
 
+_POLLER_DEFAULTS: dict[str, float] = {
+    "time_budget": 120.0,
+    "idle_slice": 5.0,
+    "backoff_base": 5.0,
+    "backoff_cap": 900.0,
+    "backoff_jitter": 0.5,
+}
+
+
+def _poller_settings(config: SourcesConfig) -> dict[str, float]:
+    """The optional ``[poller]`` table: numbers only, every key known; errors name file, table and key."""
+    table = config.raw.get("poller", {})
+    where = f"{config.path}: poller"
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where}: expected a table ([poller]), got {type(table).__name__}", field="poller")
+    settings = dict(_POLLER_DEFAULTS)
+    for key, value in table.items():
+        if key not in settings:
+            known = ", ".join(sorted(settings))
+            raise ConfigError(f"{where}.{key}: unknown key (known: {known})", field=key)
+        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+            raise ConfigError(f"{where}.{key}: expected a non-negative number, got {value!r}", field=key)
+        settings[key] = float(value)
+    return settings
+
 
 def _line(name: str, item: RawItem, outcome: Outcome) -> str:
     data = outcome.to_dict()
@@ -261,13 +290,14 @@ def _fetch(args: argparse.Namespace) -> int:
         from ticketmail.sources.poller import target_for
 
         state = _state_dir(args, config, db)
-        targets = [
-            target_for(m, skip=pipeline.is_processed, state_dir=state, time_budget=args.time_budget) for m in mailboxes
-        ]
-        poller = Poller(targets, pipeline, state=state, on_outcome=on_outcome)
+        settings = _poller_settings(config)
+        budget = args.time_budget if args.time_budget is not None else settings["time_budget"]
+        targets = [target_for(m, skip=pipeline.is_processed, state_dir=state, time_budget=budget) for m in mailboxes]
+        backoff = Backoff(base=settings["backoff_base"], cap=settings["backoff_cap"], jitter=settings["backoff_jitter"])
+        poller = Poller(targets, pipeline, state=state, on_outcome=on_outcome, backoff=backoff)
         if args.watch:
             print(f"ticketmail: watching {len(targets)} mailbox(es); SIGTERM or Ctrl-C stops", file=err)
-            poller.run(handle_signals=True)
+            poller.run(handle_signals=True, idle_slice=settings["idle_slice"])
             return EXIT_OK
         report = poller.poll_once()
     except TicketmailError as exc:
