@@ -327,6 +327,10 @@ def pipeline_machine(backend_factory: Callable[[], Backend], *, steps: int = 40)
                 _expect((tickets, entries) == before[:2], "a failed message changed tickets")
                 _expect(audit == before[2] + 1, "a failed message must leave exactly one audit record")
                 _expect(not self.pipeline.is_processed(pending.provenance), "a failed message is in the ledger")
+                _expect(
+                    any(q.provenance == pending.provenance and q.raw == pending.raw for q in self.inner.quarantined()),
+                    "a failed message was not quarantined with its raw bytes",
+                )
                 self.audit_expected += 1
                 self.pending.append(pending)
                 return None
