@@ -55,7 +55,7 @@ CHARSET_ALPHABETS: dict[str, str] = {
 }
 """Per charset, characters a generated body in that charset may use (all encodable in it)."""
 
-_NAME_ALPHABET = _ASCII_WORD + " .-'äöüéñ日本王Ωй"
+_NAME_ALPHABET = _ASCII_WORD + " .,-'()\\\"äöüéñ日本王Ωй"
 _FILE_ALPHABET = _ASCII_WORD + "-_äöüéñ日本王Ωй"
 _SUBJECT_ALPHABET = _ASCII_WORD + _PUNCT + "[]äöüßé€日本語中文한국😀Ωπ"
 _MEDIA_TYPES = (
