@@ -239,3 +239,28 @@ def test_unicode_and_lone_surrogates(make_payload: Any) -> None:
     with pytest.raises(InvalidValueError) as info:
         parse_json(body)
     assert info.value.field == "subject"
+
+
+def test_deliverability_is_opt_in(make_payload: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    import email_validator
+
+    calls: list[bool] = []
+    real = email_validator.validate_email
+
+    def spy(address: str, **kwargs: Any) -> Any:
+        calls.append(kwargs["check_deliverability"])
+        if kwargs["check_deliverability"]:
+            raise email_validator.EmailUndeliverableError("The domain name example.invalid does not exist.")
+        return real(address, **kwargs)
+
+    monkeypatch.setattr(email_validator, "validate_email", spy)
+    assert parse_json(make_payload()).email.email == "api@osticket.com"
+    with pytest.raises(InvalidEmailError, match="does not exist") as info:
+        parse_json(make_payload(), check_deliverability=True)
+    assert info.value.field == "email"
+    assert calls == [False, True]
+
+
+def test_bytes_like_bodies(make_payload: Any) -> None:
+    body = make_payload()
+    assert parse_json(bytearray(body)) == parse_json(memoryview(body)) == parse_json(body)  # type: ignore[arg-type]
