@@ -117,3 +117,16 @@ def test_from_dict_never_raises_on_odd_records(data: dict[str, object]) -> None:
     h = MailboxHealth.from_dict({"name": "x", **data})
     assert h.state in ("ok", "failing", "unreachable", "unknown")
     assert MailboxHealth.from_dict(h.to_dict()) == h
+
+
+@given(st.binary(max_size=500))
+def test_read_health_any_bytes_gives_records_or_a_ticketmail_error(data: bytes) -> None:
+    import tempfile
+
+    path = Path(tempfile.mkdtemp()) / "health.json"
+    path.write_bytes(data)
+    try:
+        records = read_health(path)
+    except TicketmailError:
+        return
+    assert all(isinstance(h, MailboxHealth) for h in records.values())

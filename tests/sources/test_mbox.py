@@ -9,6 +9,8 @@ import time
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ticketmail.errors import SourceError
 from ticketmail.model import MailboxContext, Provenance
@@ -202,3 +204,22 @@ def test_dot_lock_of_a_killed_run_does_not_block(tmp_path: Path) -> None:
     started = time.monotonic()
     assert drain(MboxSource("box", path, after="delete", lock_timeout=0.5)) != []
     assert time.monotonic() - started < 2
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.binary(max_size=3000), after=st.sampled_from(["delete", "seen", "move:Done"]))
+def test_any_file_content_gives_items_or_a_source_error(data: bytes, after: str) -> None:
+    import tempfile
+
+    path = Path(tempfile.mkdtemp()) / "spool"
+    path.write_bytes(data)
+    try:
+        with MboxSource("box", path, after=after).session() as session:
+            for item in session.fetch():
+                assert isinstance(item.data, bytes)
+                session.acknowledge(item)
+    except SourceError:
+        pass
+    if after != "seen":
+        with MboxSource("box", path, after=after).session() as session:
+            assert list(session.fetch()) == []

@@ -487,3 +487,21 @@ def test_every_item_is_either_acknowledged_once_or_left(script: list[str], cap: 
             assert b"ok" in body
         else:
             assert key in src.messages
+
+
+def test_unusable_state_dir_is_reported_not_raised(tmp_path: Any) -> None:
+    state = tmp_path / "state"
+    state.write_text("a file where the state directory should be")
+    a, b = FakeSource("a", 1), FakeSource("b", 1)
+    report = make_poller([PollTarget("a", a), PollTarget("b", b)], FakePipeline(), state=state).poll_once()
+    assert [run.status for run in report.runs] == ["error", "error"]
+    assert all(isinstance(run.error, SourceError) and run.error.stage == "lock" for run in report.runs)
+
+
+def test_unwritable_health_file_does_not_stop_fetching(tmp_path: Any) -> None:
+    (tmp_path / "health.json").mkdir()  # os.replace onto a directory fails
+    src = FakeSource("a", 2)
+    poller = make_poller([PollTarget("a", src)], FakePipeline(), state=tmp_path)
+    run = poller.poll_once().run("a")
+    assert run.acknowledged == 2
+    assert poller.health.get("a").state == "ok"  # kept in memory

@@ -193,9 +193,11 @@ def read_health(path: str | os.PathLike[str]) -> dict[str, MailboxHealth]:
         return {}
     except OSError as exc:
         raise TicketmailError(f"cannot read health state {path}: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise TicketmailError(f"health state {path} is not UTF-8 text") from exc
     try:
         data = json.loads(text)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise TicketmailError(f"health state {path} is not valid JSON: {exc}") from exc
     boxes = data.get("mailboxes") if isinstance(data, dict) else None
     if not isinstance(boxes, dict):
@@ -224,11 +226,14 @@ class HealthStore:
         return self.all().get(name) or MailboxHealth(name=name)
 
     def all(self) -> dict[str, MailboxHealth]:
-        """Every known record, by mailbox name."""
-        if self.path is None:
-            with self._mutex:
-                return dict(self._memory)
-        return read_health(self.path)
+        """Every known record, by mailbox name (from the state file when there is one and it is readable)."""
+        if self.path is not None:
+            try:
+                return {**self._memory, **read_health(self.path)}
+            except TicketmailError:
+                log.warning("health state %s is unreadable; showing this process's records", self.path)
+        with self._mutex:
+            return dict(self._memory)
 
     def record_attempt(self, name: str, *, at: _dt.datetime) -> MailboxHealth:
         """Note that a poll of ``name`` started."""
@@ -302,22 +307,32 @@ class HealthStore:
         self, name: str, change: Callable[[MailboxHealth], MailboxHealth]
     ) -> tuple[MailboxHealth, MailboxHealth]:
         with self._mutex:
-            if self.path is None:
-                before = self._memory.get(name) or MailboxHealth(name=name)
-                after = change(before)
-                self._memory[name] = after
-                return before, after
-            with self._file_lock(self.path):
+            if self.path is not None:
                 try:
-                    records = read_health(self.path)
-                except TicketmailError:
-                    log.warning("health state %s was unreadable; starting it afresh", self.path)
-                    records = {}
-                before = records.get(name) or MailboxHealth(name=name)
-                after = change(before)
-                records[name] = after
-                self._write(self.path, records)
-                return before, after
+                    return self._update_file(self.path, name, change)
+                except OSError as exc:
+                    # Health is for humans; failing to record it must never stop mail from being fetched.
+                    log.warning("cannot write health state %s (%s); keeping it in memory", self.path, exc.strerror)
+            before = self._memory.get(name) or MailboxHealth(name=name)
+            after = change(before)
+            self._memory[name] = after
+            return before, after
+
+    def _update_file(
+        self, path: Path, name: str, change: Callable[[MailboxHealth], MailboxHealth]
+    ) -> tuple[MailboxHealth, MailboxHealth]:
+        with self._file_lock(path):
+            try:
+                records = read_health(path)
+            except TicketmailError:
+                log.warning("health state %s was unreadable; starting it afresh", path)
+                records = {}
+            before = records.get(name) or self._memory.get(name) or MailboxHealth(name=name)
+            after = change(before)
+            records[name] = after
+            self._write(path, records)
+            self._memory[name] = after
+            return before, after
 
     @contextlib.contextmanager
     def _file_lock(self, path: Path) -> Iterator[None]:

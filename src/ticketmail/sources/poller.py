@@ -329,7 +329,11 @@ class Poller:
         if not target.enabled:
             return MailboxRun(name=name, status="disabled")
         lock = self._locks[name]
-        if not lock.acquire():
+        try:
+            acquired = lock.acquire()
+        except TicketmailError as exc:  # the state directory is unusable: report, do not stop the others
+            return self._record_error(target, _Tally(), exc)
+        if not acquired:
             log.info("mailbox %s is already being fetched elsewhere; skipping", name)
             return MailboxRun(name=name, status="busy")
         try:
@@ -513,7 +517,15 @@ class Poller:
         failures = 0
         lock = self._locks[target.name]
         while not self._stop.is_set():
-            if not lock.acquire():
+            try:
+                acquired = lock.acquire()
+            except TicketmailError as exc:
+                failures += 1
+                self._record_error(target, _Tally(), exc)
+                if self._wait(self.backoff.delay(failures, self._rng)):
+                    return
+                continue
+            if not acquired:
                 log.info("mailbox %s is busy in another process; retrying in %ss", target.name, target.interval)
                 if self._wait(target.interval):
                     return
