@@ -541,6 +541,8 @@ class Pipeline:
             entry = uow.append_entry(ticket.number, self._email_entry(email, requester, "reply", now))
             action = "appended"
             alert = not automatic  # staff need no alert for an auto-reply on a thread
+        if self._threading.recipients_as_participants and not automatic:
+            reasons += self._add_recipients(uow, email, ticket, requester, ctx)
         outcome = Outcome(
             action,
             ticket=ticket.number,
@@ -553,6 +555,24 @@ class Pipeline:
         )
         self._finish(uow, outcome, key, dup_keys, now)
         return _Result(outcome, "ticket_created" if action == "created" else "entry_appended", entry)
+
+    def _add_recipients(
+        self, uow: UnitOfWork, email: InboundEmail, ticket: Ticket, requester: Address, ctx: MailboxContext
+    ) -> tuple[Reason, ...]:
+        """Add the message's To/Cc people (not the desk, not the requester) as participants."""
+        own = {a.lower() for a in ctx.addresses} | {a.lower() for a in getattr(self._rules, "own_addresses", ())}
+        sep = self._threading.plus_separator
+        skip = {requester.email.lower(), ticket.requester.email.lower(), *(p.lower() for p in ticket.participants)}
+        added: list[Reason] = []
+        for address in (*email.to, *email.cc):
+            lowered = address.email.lower()
+            local, _, domain = lowered.rpartition("@")
+            if lowered in skip or lowered in own or f"{local.partition(sep)[0]}@{domain}" in own:
+                continue
+            skip.add(lowered)
+            uow.add_participant(ticket.number, address.email)
+            added.append(Reason("thread.recipient_participant", "a recipient joins the ticket", value=address.email))
+        return tuple(added)
 
     def _email_entry(
         self, email: InboundEmail, author: Address | None, kind: Literal["message", "reply"], now: _dt.datetime

@@ -116,6 +116,10 @@ class ThreadingOptions:
             ``reject``.
         closed_ticket: A reply to a closed ticket: ``reopen`` or ``new_linked``.
         max_references: At most this many ids of ``In-Reply-To``/``References`` are looked up.
+        recipients_as_participants: Add the people in ``To``/``Cc`` of mail written by a person (not the
+            desk's own addresses, see ``MailboxContext.addresses`` and the rules' ``own_addresses``) as
+            participants, as osTicket does with collaborators. Off by default: with the desk's addresses
+            unknown, the desk itself could become a participant and receive its own notifications.
     """
 
     subject_tag: str = attrs.field(default="[#{number}]", validator=_check_tag_format)
@@ -128,6 +132,7 @@ class ThreadingOptions:
     )
     closed_ticket: ClosedTicketPolicy = attrs.field(default="reopen", validator=_check_choice(("reopen", "new_linked")))
     max_references: int = attrs.field(default=32, validator=_check_positive)
+    recipients_as_participants: bool = False
     _tag_re: re.Pattern[str] = attrs.field(init=False, repr=False, eq=False)
 
     def __attrs_post_init__(self) -> None:
@@ -159,6 +164,7 @@ _OPTION_TYPES: dict[str, type] = {
     "unknown_sender": str,
     "closed_ticket": str,
     "max_references": int,
+    "recipients_as_participants": bool,
 }
 
 

@@ -475,3 +475,25 @@ def test_programming_errors_are_type_mismatch(memory: InMemoryBackend, clock: Cl
     with pytest.raises(TypeMismatchError):
         pipe.process_email(b"x", provenance="INBOX/1")  # type: ignore[arg-type]
     assert pipe.process_email(bytearray(mail()), provenance=prov("1:1")).action == "created"  # type: ignore[arg-type]
+
+
+def test_recipients_as_participants(memory: InMemoryBackend, clock: Clock) -> None:
+    pipe = make(
+        memory,
+        clock,
+        threading=ThreadingOptions(recipients_as_participants=True, unknown_sender="reject"),
+        context=MailboxContext("support", addresses=("support@desk.example",)),
+    )
+    raw = mail(
+        to="Support <support@desk.example>, boss@example.org",
+        headers={"Cc": "Dana <dana@example.org>, support+x1y2@desk.example, alice@example.org"},
+    )
+    out = pipe.process_email(raw, provenance=prov("1:1"))
+    assert memory.get_ticket(out.ticket).participants == ("boss@example.org", "dana@example.org")
+    # so Dana's reply is accepted even with the strict unknown-sender policy
+    reply = mail(sender="dana@example.org", message_id="m2@x", in_reply_to="<m1@example.org>")
+    assert pipe.process_email(reply, provenance=prov("1:2")).action == "appended"
+    # off by default
+    other = make(memory, clock)
+    out = other.process_email(mail(message_id="m3@x", headers={"Cc": "eve@example.org"}), provenance=prov("1:3"))
+    assert memory.get_ticket(out.ticket).participants == ()

@@ -81,6 +81,11 @@ def register(subparsers: Any) -> None:
     ingest.add_argument(
         "--subject-tag", default="[#{number}]", help="the ticket tag format in subjects (default: '[#{number}]')"
     )
+    ingest.add_argument(
+        "--recipients-as-participants",
+        action="store_true",
+        help="add the people in To/Cc (not the desk's --address) as participants of the ticket",
+    )
     ingest.add_argument("--no-progress", action="store_true", help="never draw a progress bar")
     ingest.set_defaults(func=run_ingest)
 
@@ -195,6 +200,7 @@ def run_ingest(args: argparse.Namespace) -> int:
             unknown_sender=args.unknown_sender,
             closed_ticket=args.closed_ticket,
             subject_tag=args.subject_tag,
+            recipients_as_participants=args.recipients_as_participants,
         )
         backend = _open_backend(args.db, create=True)
     except TicketmailError as exc:
