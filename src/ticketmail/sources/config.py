@@ -397,7 +397,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "verify": (bool,),
     "username": (str,),
     "auth": (str,),
-    "password": (str,),
+    "password": (str, Secret),
     "password_env": (str,),
     "password_file": (str,),
     "token_provider": (str,),
