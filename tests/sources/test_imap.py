@@ -460,3 +460,19 @@ def test_connection_lost_mid_session_is_a_source_error(dovecot, mail_user, make_
             list(s.fetch())
     assert info.value.stage == "fetch"
     assert info.value.__cause__ is not None
+
+
+def test_large_scattered_uid_sets_are_split(dovecot, mail_user, make_message, monkeypatch):
+    from ticketmail.sources import imap as imap_module
+
+    monkeypatch.setattr(imap_module, "_MAX_UIDS_PER_COMMAND", 3)
+    uids = dovecot.append_many(mail_user, [make_message(i) for i in range(12)])
+    validity = dovecot.uidvalidity(mail_user)
+    committed = {f"{validity}:{u}" for u in uids[::2]}  # every other one: no contiguous ranges
+    source = ImapSource(dovecot.config(mail_user, after="delete"), skip=lambda p: p.key in committed)
+    with source.session() as s:
+        items = list(s.fetch())
+        for item in items:
+            s.acknowledge(item)
+    assert len(items) == 6
+    assert dovecot.state(mail_user) == []

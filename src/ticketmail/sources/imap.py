@@ -74,6 +74,7 @@ QUARANTINE_KEYWORD = "$TmQuarantined"
 _IDLE_MAX = 25 * 60.0  # RFC 2177: servers may log out an idle client after 29 minutes; re-IDLE well before
 _POLL_STEP = 5.0  # polling fallback: NOOP interval
 _EXPUNGE_EVERY = 50
+_MAX_UIDS_PER_COMMAND = 500  # worst case "nnnnnnn," x 500 = 4 KB, under the strictest common line limits
 _UID_RE = re.compile(rb"UID (\d+)")
 _SIZE_RE = re.compile(rb"RFC822\.SIZE (\d+)")
 _FLAGS_RE = re.compile(rb"FLAGS \(([^)]*)\)")
@@ -92,6 +93,12 @@ def uid_set(uids: Iterable[int]) -> str:
         parts.append(str(ordered[i]) if i == j else f"{ordered[i]}:{ordered[j]}")
         i = j + 1
     return ",".join(parts)
+
+
+def _chunks(uids: list[int], size: int = _MAX_UIDS_PER_COMMAND) -> Iterator[list[int]]:
+    """Slices of ``uids``, so no command line outgrows server limits (Dovecot: 64 KiB, others 8 KiB)."""
+    for start in range(0, len(uids), size):
+        yield uids[start : start + size]
 
 
 def _quote(folder: str) -> str:
@@ -414,8 +421,10 @@ class ImapSession:
         yield from self._flush_batch(batch, meta)
 
     def _fetch_meta(self, uids: list[int]) -> dict[int, tuple[int, tuple[str, ...]]]:
+        data: list[Any] = []
         with self._guard("fetch", "UID FETCH (RFC822.SIZE FLAGS)"):
-            data = self._uid("FETCH", uid_set(uids), "(UID RFC822.SIZE FLAGS)")
+            for chunk in _chunks(uids):
+                data += self._uid("FETCH", uid_set(chunk), "(UID RFC822.SIZE FLAGS)")
         meta: dict[int, tuple[int, tuple[str, ...]]] = {}
         for line in data:
             head = line[0] if isinstance(line, tuple) else line
@@ -517,15 +526,16 @@ class ImapSession:
     def _acknowledge_uids(self, uids: list[int]) -> None:
         action = self.config.after_action
         with self._guard("ack", f"acknowledge ({self.config.after})"):
-            if action == "seen":
-                self._uid("STORE", uid_set(uids), "+FLAGS.SILENT", "(\\Seen)")
-            elif action == "move":
-                self._move(uids, self.config.move_folder or "")
-            else:
-                self._uid("STORE", uid_set(uids), "+FLAGS.SILENT", "(\\Deleted)")
-                self._pending_expunge.extend(uids)
-                if len(self._pending_expunge) >= _EXPUNGE_EVERY:
-                    self._expunge()
+            for chunk in _chunks(uids):
+                if action == "seen":
+                    self._uid("STORE", uid_set(chunk), "+FLAGS.SILENT", "(\\Seen)")
+                elif action == "move":
+                    self._move(chunk, self.config.move_folder or "")
+                else:
+                    self._uid("STORE", uid_set(chunk), "+FLAGS.SILENT", "(\\Deleted)")
+                    self._pending_expunge.extend(chunk)
+                    if len(self._pending_expunge) >= _EXPUNGE_EVERY:
+                        self._expunge()
 
     def _ensure_folder(self, folder: str) -> None:
         if folder in self._created:
@@ -550,7 +560,8 @@ class ImapSession:
         if not uids:
             return
         if "UIDPLUS" in self.capabilities:
-            self._uid("EXPUNGE", uid_set(uids))
+            for chunk in _chunks(uids):
+                self._uid("EXPUNGE", uid_set(chunk))
         else:  # RFC 3501 EXPUNGE also removes other \Deleted messages of the folder
             typ, data = self.client.expunge()
             if typ != "OK":
