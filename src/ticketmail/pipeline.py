@@ -283,8 +283,10 @@ class Pipeline:
             self._log.exception("parsing %s failed unexpectedly", key)
             return self._fail(raw, provenance, key, _unexpected(exc, "parsing"), None)
         try:
+            # Pure work stays outside the transaction, so the write lock is held only for lookups and writes.
+            dup_keys = self._duplicate_keys(email, ctx)
             with self._backend.unit_of_work() as uow:
-                result = self._email_effect(uow, email, provenance, key, ctx)
+                result = self._email_effect(uow, email, provenance, key, ctx, dup_keys)
         except BackendError:
             raise
         except TicketmailError as exc:
@@ -465,14 +467,19 @@ class Pipeline:
         return None
 
     def _email_effect(
-        self, uow: UnitOfWork, email: InboundEmail, provenance: Provenance, key: str, ctx: MailboxContext
+        self,
+        uow: UnitOfWork,
+        email: InboundEmail,
+        provenance: Provenance,
+        key: str,
+        ctx: MailboxContext,
+        dup_keys: tuple[str, ...],
     ) -> _Result:
         now = self._now()
         previous = uow.processed(key)
         if previous is not None:
             return self._redelivery(previous, provenance)
         base = Outcome("ignored", message_id=email.message_id, provenance=provenance)
-        dup_keys = self._duplicate_keys(email, ctx)
         duplicate = self._duplicate_of(uow, dup_keys, provenance, email.message_id)
         if duplicate is not None:
             self._finish(uow, duplicate, key, (), now)
