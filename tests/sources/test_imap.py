@@ -470,9 +470,20 @@ def test_large_scattered_uid_sets_are_split(dovecot, mail_user, make_message, mo
     validity = dovecot.uidvalidity(mail_user)
     committed = {f"{validity}:{u}" for u in uids[::2]}  # every other one: no contiguous ranges
     source = ImapSource(dovecot.config(mail_user, after="delete"), skip=lambda p: p.key in committed)
+    commands: list[str] = []
     with source.session() as s:
+        real = s.client.uid
+
+        def counting(*args: Any) -> Any:
+            commands.append(" ".join(str(a) for a in args))
+            return real(*args)
+
+        s.client.uid = counting  # type: ignore[method-assign]
         items = list(s.fetch())
         for item in items:
             s.acknowledge(item)
     assert len(items) == 6
     assert dovecot.state(mail_user) == []
+    stores = [c for c in commands if c.startswith("STORE")]
+    assert len(stores) == 4  # 6 skipped-and-acknowledged + 6 acknowledged, 3 UIDs per command
+    assert all(c.split()[1].count(",") <= 2 for c in stores)

@@ -95,8 +95,9 @@ def uid_set(uids: Iterable[int]) -> str:
     return ",".join(parts)
 
 
-def _chunks(uids: list[int], size: int = _MAX_UIDS_PER_COMMAND) -> Iterator[list[int]]:
+def _chunks(uids: list[int], size: int | None = None) -> Iterator[list[int]]:
     """Slices of ``uids``, so no command line outgrows server limits (Dovecot: 64 KiB, others 8 KiB)."""
+    size = size or _MAX_UIDS_PER_COMMAND
     for start in range(0, len(uids), size):
         yield uids[start : start + size]
 
