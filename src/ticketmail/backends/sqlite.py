@@ -272,6 +272,12 @@ def _translate(action: str) -> Iterator[None]:
         raise BackendError(f"SQLite failed to {action}: {exc}") from exc
     except sqlite3.Error as exc:
         raise BackendError(f"SQLite failed to {action}: {exc}") from exc
+    except UnicodeEncodeError as exc:  # a lone surrogate (e.g. from surrogateescape) has no UTF-8 form
+        raise InvalidValueError(
+            f"SQLite cannot store text with a lone surrogate (position {exc.start}) while trying to {action}"
+        ) from exc
+    except OverflowError as exc:  # integers beyond 64 bits
+        raise InvalidValueError(f"SQLite cannot store an integer this large while trying to {action}") from exc
 
 
 _TICKET_COLUMNS = (
