@@ -51,12 +51,19 @@ from ticketmail.backends.base import (
     UnitOfWork,
 )
 from ticketmail.decision import Decision, Reason
-from ticketmail.errors import BackendError, ConfigError, PolicyRejectedError, TicketmailError, TypeMismatchError
+from ticketmail.errors import (
+    BackendError,
+    ConfigError,
+    NotFoundError,
+    PolicyRejectedError,
+    TicketmailError,
+    TypeMismatchError,
+)
 from ticketmail.hooks import HookEvent, HookKind, Hooks
 from ticketmail.model import Address, InboundEmail, MailboxContext, Provenance, TicketRequest
 from ticketmail.numbers import TicketNumberGenerator, TicketNumbersExhaustedError, generate_number
 from ticketmail.parsing.mime import EmailOptions, parse_email
-from ticketmail.rules import RuleSet, duplicate_keys, evaluate, load_rules
+from ticketmail.rules import RuleSet, duplicate_keys, evaluate, load_rules, outgoing_headers
 from ticketmail.threading import ThreadingOptions, resolve_thread
 
 __all__ = [
@@ -357,6 +364,41 @@ class Pipeline:
         with self._backend.unit_of_work() as uow:
             uow.record_message_id(ticket, message_id, "outbound")
         return message_id
+
+    def notification_headers(
+        self,
+        ticket: str,
+        entry: int,
+        *,
+        domain: str,
+        kind: Literal["auto-replied", "auto-generated"] | None = "auto-generated",
+    ) -> dict[str, str]:
+        """The threading headers for a mail the application sends about ``entry`` of ``ticket``.
+
+        ``Message-ID`` (signed and recorded, see :meth:`outbound_message_id`), ``In-Reply-To`` (the
+        entry's own Message-ID, when it has one) and ``References`` (the thread's message ids, oldest
+        first, the last ten: RFC 5322 section 3.6.4 lets a writer trim them). With ``kind``, also the
+        headers that stop auto-responders and loops (:func:`ticketmail.rules.outgoing_headers`):
+        ``auto-replied`` for an auto-response to the requester, ``auto-generated`` (default) for other
+        notifications; ``None`` for a reply written by staff. Put the subject tag
+        (:func:`ticketmail.threading.subject_tag`) in the subject yourself.
+
+        Raises :class:`~ticketmail.errors.NotFoundError` for an unknown ticket and
+        :class:`~ticketmail.errors.ConfigError` without ``token_keys``.
+        """
+        thread = self._backend.entries(ticket)
+        if not thread and self._backend.get_ticket(ticket) is None:
+            raise NotFoundError(f"no ticket {ticket!r}", field="ticket")
+        headers: dict[str, str] = {"Message-ID": self.outbound_message_id(ticket, entry, domain=domain)}
+        ids = [f"<{e.message_id}>" for e in thread if e.message_id]
+        parent = next((e.message_id for e in thread if e.id == entry and e.message_id), None)
+        if parent is not None:
+            headers["In-Reply-To"] = f"<{parent}>"
+        if ids:
+            headers["References"] = " ".join(ids[-10:])
+        if kind is not None:
+            headers.update(outgoing_headers(kind))
+        return headers
 
     # -- steps ---------------------------------------------------------------------------------------
 

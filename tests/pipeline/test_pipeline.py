@@ -497,3 +497,25 @@ def test_recipients_as_participants(memory: InMemoryBackend, clock: Clock) -> No
     other = make(memory, clock)
     out = other.process_email(mail(message_id="m3@x", headers={"Cc": "eve@example.org"}), provenance=prov("1:3"))
     assert memory.get_ticket(out.ticket).participants == ()
+
+
+def test_notification_headers_thread_replies(memory: InMemoryBackend, clock: Clock) -> None:
+    pipe = make(memory, clock, token_keys=[KEY])
+    first = pipe.process_email(mail(), provenance=prov("1:1"))
+    second = pipe.process_email(mail(message_id="m2@x", in_reply_to="<m1@example.org>"), provenance=prov("1:2"))
+    headers = pipe.notification_headers(first.ticket, second.entry_id, domain="desk.example")
+    assert headers["In-Reply-To"] == "<m2@x>"
+    assert headers["References"] == "<m1@example.org> <m2@x>"
+    assert headers["Auto-Submitted"] == "auto-generated"
+    assert pipe.verify_token(headers["Message-ID"]) == first.ticket
+    staff = pipe.notification_headers(first.ticket, second.entry_id, domain="desk.example", kind=None)
+    assert "Auto-Submitted" not in staff
+    assert staff["Message-ID"] != headers["Message-ID"]
+    # a requester replying to the notification threads by the token, whatever the subject says
+    reply = mail(subject="new subject", message_id="m3@x", in_reply_to=headers["Message-ID"])
+    out = pipe.process_email(reply, provenance=prov("1:3"))
+    assert (out.action, out.ticket) == ("appended", first.ticket)
+    from ticketmail.errors import NotFoundError
+
+    with pytest.raises(NotFoundError):
+        pipe.notification_headers("NOPE1234", 1, domain="desk.example")
