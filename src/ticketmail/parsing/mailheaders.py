@@ -40,6 +40,8 @@ __all__ = [
 _ENCODED_WORD = re.compile(r"=\?([^?\s]{1,75})\?([BbQq])\?([^?]*)\?=")
 _MSGID = re.compile(r"<([^<>\s]{1,998})>")
 _WS_ONLY = re.compile(r"\s*")
+_NOT_SIMPLE_LIST = re.compile(r'["(\\;:]')
+_NOT_SIMPLE_PARAMS = re.compile(r"[*\\(\r\n]")
 _SIMPLE_ANGLE = re.compile(r"([^<>\"(),;:\\]*)<\s*([^<>\s\"(),;:\\@]+@[^<>\s\"(),;:\\@]+)\s*>\s*")
 _SIMPLE_BARE = re.compile(r"\s*([^<>\s\"(),;:\\@]+@[^<>\s\"(),;:\\@]+)\s*")
 _SIMPLE_PARAM = re.compile(r";[ \t]*([^\s=;\"]+)[ \t]*=[ \t]*(\"[^\"]*\"|[^;\"\s]*)[ \t]*")
@@ -128,7 +130,7 @@ def _simple_pairs(value: str) -> list[tuple[str, str]] | None:
     Without those constructs a comma can only separate addresses, so splitting on it is exact; anything
     else returns ``None`` and the stdlib parser (about ten times slower) takes over.
     """
-    if any(ch in value for ch in '"(\\;:'):
+    if _NOT_SIMPLE_LIST.search(value):
         return None
     pairs: list[tuple[str, str]] = []
     for piece in value.split(","):
@@ -234,7 +236,7 @@ def parse_params(header_name: str, value: str) -> tuple[str, dict[str, str]]:
     Parameters are decoded: RFC 2231 (charset'lang'%XX, continuations) with charset fallbacks, and RFC 2047
     words inside quoted values (not allowed by the RFC, written by Outlook and others). Names are lower case.
     """
-    if not any(ch in value for ch in "*\\(\r\n"):
+    if not _NOT_SIMPLE_PARAMS.search(value):
         simple = _simple_params(value)
         if simple is not None:
             return simple

@@ -234,8 +234,9 @@ class _Builder:
 
     def walk(self, part: Part, out: _Collector, *, inline_resource: bool = False) -> None:
         ctype = part.content_type
-        if ctype.startswith("multipart/") and part.children:
-            self._multipart(part, out)
+        if ctype.startswith("multipart/"):
+            if part.children:  # none when the part limit was reached before its first child
+                self._multipart(part, out)
         elif ctype in ("message/rfc822", "message/global"):
             self._message(part, out)
         else:

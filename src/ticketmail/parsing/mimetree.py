@@ -33,6 +33,9 @@ from ticketmail.parsing.mailheaders import decode_8bit, parse_params
 __all__ = ["Limits", "Part", "ParseContext", "decode_transfer", "parse_entity"]
 
 _EOL = re.compile(rb"\r\n?|\n")
+# Two line ends in a row; a CR directly followed by LF is one line end, never two.
+_BLANK_LINE = re.compile(rb"(?:\r\n|\n|\r(?!\n))(?:\r\n|\n|\r(?!\n))")
+_HEADER_WINDOW = 512 * 1024
 _FIELD_NAME = re.compile(rb"[\x21-\x39\x3b-\x7e]+")  # RFC 5322 ftext: printable ASCII except ":"
 _B64_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
 _NOT_B64 = bytes(b for b in range(256) if b not in _B64_ALPHABET)
@@ -125,57 +128,82 @@ def _is_field_name(line: bytes) -> int:
     return colon if _FIELD_NAME.fullmatch(name) else -1
 
 
+def _header_lines(data: bytes, start: int, end: int) -> tuple[list[tuple[bytes, int]], int]:
+    """The lines of the header block (without line ends) with their offsets, and where the body starts.
+
+    Fast path: find the blank line that ends the block with one regex search in the first 512 KiB, then
+    split the block with ``bytes.splitlines`` (CRLF, LF and bare CR, like :func:`_eol`). Otherwise walk line
+    by line and stop after the first line that cannot belong to a header block.
+    """
+    first = _EOL.match(data, start, end)
+    if first is not None:
+        return [], first.end()
+    blank = _BLANK_LINE.search(data, start, min(end, start + _HEADER_WINDOW))
+    lines: list[tuple[bytes, int]] = []
+    pos = start
+    if blank is not None:
+        for raw in data[start : blank.start()].splitlines(keepends=True):
+            lines.append((raw.rstrip(b"\r\n"), pos))
+            pos += len(raw)
+        return lines, blank.end()
+    while pos < end:
+        line_end, nxt = _eol(data, pos, end)
+        if line_end == pos:
+            return lines, nxt
+        line = data[pos:line_end]
+        lines.append((line, pos))
+        if line[0] not in b" \t" and _is_field_name(line) < 0 and len(lines) > 1:
+            return lines, end  # the body starts here; the caller stops at this line
+        pos = nxt
+    return lines, end
+
+
 def _read_headers(
     data: bytes, start: int, end: int, ctx: ParseContext, path: str, is_message: bool
 ) -> tuple[list[tuple[str, bytes]], int]:
     headers: list[tuple[str, bytes]] = []
     pieces: list[bytes] = []
     name: str | None = None
-    pos = start
     capped = False
-    first = True
+    max_headers = ctx.limits.max_headers
 
     def finish() -> None:
         nonlocal name, capped
         if name is not None:
-            if len(headers) < ctx.limits.max_headers:
+            if len(headers) < max_headers:
                 headers.append((name, b"".join(pieces).strip(b" \t")))
             elif not capped:
                 capped = True
-                ctx.defect("too_many_headers", f"more than {ctx.limits.max_headers} header fields; rest ignored", path)
+                ctx.defect("too_many_headers", f"more than {max_headers} header fields; rest ignored", path)
         name = None
         pieces.clear()
 
-    while pos < end:
-        line_end, nxt = _eol(data, pos, end)
-        line = data[pos:line_end]
-        if not line:
-            finish()
-            return headers, nxt
+    lines, body_start = _header_lines(data, start, end)
+    for index, (line, offset) in enumerate(lines):
+        if not line:  # pragma: no cover - blank lines end the block in _header_lines
+            break
         if line[0] in b" \t":
             if name is not None:
                 pieces.append(line)
-            elif first:
+            elif index == 0:
                 ctx.defect("leading_whitespace", "header block starts with a continuation line", path)
-        elif first and is_message and line.startswith(b"From "):
-            pass  # mbox "From " envelope line, also seen at the start of attached messages
-        else:
-            colon = _is_field_name(line)
-            if colon < 0:
-                finish()
-                if headers or not first:
-                    ctx.defect("missing_header_body_separator", "no blank line between header and body", path)
-                return headers, pos
+            continue
+        if index == 0 and is_message and line.startswith(b"From "):
+            continue  # mbox "From " envelope line, also seen at the start of attached messages
+        colon = _is_field_name(line)
+        if colon < 0:
             finish()
-            name = line[:colon].rstrip(b" \t").decode("ascii")
-            if b"\x00" in line:
-                line = line.replace(b"\x00", b"")
-                ctx.defect("nul_in_header", f"NUL bytes removed from header {name}", path)
-            pieces.append(line[colon + 1 :])
-        first = False
-        pos = nxt
+            if headers or index:
+                ctx.defect("missing_header_body_separator", "no blank line between header and body", path)
+            return headers, offset
+        finish()
+        name = line[:colon].rstrip(b" \t").decode("ascii")
+        if b"\x00" in line:
+            line = line.replace(b"\x00", b"")
+            ctx.defect("nul_in_header", f"NUL bytes removed from header {name}", path)
+        pieces.append(line[colon + 1 :])
     finish()
-    return headers, end
+    return headers, body_start
 
 
 def _find_boundaries(data: bytes, start: int, end: int, boundary: bytes) -> tuple[list[tuple[int, int]], bool, bool]:

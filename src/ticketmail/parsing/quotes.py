@@ -26,6 +26,8 @@ stops at the first unquoted line, so the work stays linear.
 
 from __future__ import annotations
 
+import re
+
 __all__ = ["extract_new_text"]
 
 _ATTRIBUTION_VERBS = (
@@ -75,6 +77,7 @@ _MOBILE = (
     "gesendet von meinem", "envoyé depuis ",
 )  # fmt: skip
 _MAX_ATTRIBUTION = 400
+_DIGIT = re.compile(r"\d")
 
 
 def _is_attribution(line: str) -> bool:
@@ -82,7 +85,7 @@ def _is_attribution(line: str) -> bool:
     if not text or len(text) > _MAX_ATTRIBUTION or text.startswith(">"):
         return False
     core = text.strip("-\u2013 ").strip()  # Zoho: "---- On <date> <address> wrote ----"
-    has_digit = any(ch.isdigit() for ch in core)
+    has_digit = _DIGIT.search(core) is not None
     if core.endswith((">:", ">\uff1a")) and "@" in core and has_digit:
         # "Am 04.06.2024 um 09:00 schrieb Name <a@b>:", "2024年6月3日(月) 10:15 山田 <a@b>:"
         return True
