@@ -264,3 +264,17 @@ def test_deliverability_is_opt_in(make_payload: Any, monkeypatch: pytest.MonkeyP
 def test_bytes_like_bodies(make_payload: Any) -> None:
     body = make_payload()
     assert parse_json(bytearray(body)) == parse_json(memoryview(body)) == parse_json(body)  # type: ignore[arg-type]
+
+
+def test_file_names_are_made_safe_like_email_attachment_names(make_payload: Any) -> None:
+    names = ["invoice\u202egpj.exe", "a:b*?.txt", "CON.txt", "  many   spaces .txt", "../../etc/passwd", ".bashrc"]
+    attachments = [{name: "data:,x"} for name in names]
+    request = parse_json(make_payload(attachments=attachments))
+    assert [a.filename for a in request.attachments] == [
+        "invoicegpj.exe",
+        "a_b__.txt",
+        "_CON.txt",
+        "many spaces .txt",
+        "passwd",
+        "bashrc",
+    ]

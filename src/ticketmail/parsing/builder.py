@@ -46,7 +46,7 @@ from ticketmail.parsing.fields import (
     to_id,
     to_one_line,
 )
-from ticketmail.parsing.filenames import sniff_type
+from ticketmail.parsing.filenames import safe_filename, sniff_type
 from ticketmail.parsing.limits import Limits
 
 __all__ = ["CORE_FIELDS", "LONG_FORM_KEYS", "XmlMessage", "build_request", "validate_address"]
@@ -56,7 +56,6 @@ CORE_FIELDS: tuple[str, ...] = (
     "topicId", "attachments",
 )  # fmt: skip
 LONG_FORM_KEYS = frozenset({"name", "data", "type", "encoding", "size"})
-_MAX_FILENAME = 255
 _MAX_SOURCE = 64
 
 
@@ -116,17 +115,19 @@ def _required_text(raw: Mapping[str, Any], key: str) -> str:
     return value
 
 
-def _filename(value: object, *, field: str) -> str:
+def _filename(value: object, *, field: str, content_type: str, index: int) -> str:
+    """Validate a file name, then make it safe exactly as email attachment names are.
+
+    :func:`ticketmail.parsing.filenames.safe_filename` drops path components, bidi and other format
+    characters, replaces reserved characters, prefixes Windows device names and caps the length, so a
+    name means the same whichever way the file arrived.
+    """
     if not isinstance(value, str):
         raise TypeMismatchError(f"expected a file name string, got {describe(value)}", field=field)
     name = clean_text(value, field=field, multiline=False)
-    # Keep the last path component only: a client-side path is never part of the name.
-    name = posixpath.basename(name.replace("\\", "/")).strip()
-    if not name or name in (".", ".."):
-        raise InvalidValueError("expected a file name, got an empty name", field=field)
-    if len(name) > _MAX_FILENAME:
-        raise InvalidValueError(f"file name longer than {_MAX_FILENAME} characters", field=field)
-    return name
+    if not posixpath.basename(name.replace("\\", "/")).strip(" ."):
+        raise InvalidValueError(f"expected a file name, got {value[:40]!r}", field=field)
+    return safe_filename(name, content_type, index + 1)
 
 
 def _message(value: object) -> MessageBody:
@@ -172,13 +173,12 @@ def _attachment(item: object, index: int, limits: Limits, budget: _Budget) -> At
     if len(item) == 1 and next(iter(item)) not in LONG_FORM_KEYS:
         # osTicket's JSON form: {"file.txt": "data:text/plain;charset=utf-8,content"}.
         ((raw_name, raw_data),) = item.items()
-        name = _filename(raw_name, field=f"{base}.name")
         if not isinstance(raw_data, str):
             raise TypeMismatchError(f"expected a data: URL string, got {describe(raw_data)}", field=data_field)
         url = parse_data_url(raw_data, field=data_field, check_size=budget.checker(data_field), check_type=check_type)
         budget.used += len(url.data)
         return Attachment(
-            filename=name,
+            filename=_filename(raw_name, field=f"{base}.name", content_type=url.media_type, index=index),
             content_type=url.media_type,
             data=url.data,
             charset=url.charset,
@@ -189,7 +189,6 @@ def _attachment(item: object, index: int, limits: Limits, budget: _Budget) -> At
             raise UnsupportedFieldError(f"unknown attachment member {str(key)[:40]!r}", field=f"{base}.{key}")
     if is_empty(item.get("name")):
         raise MissingFieldError("an attachment needs a name", field=f"{base}.name")
-    name = _filename(item["name"], field=f"{base}.name")
     raw_data = item.get("data")
     if raw_data is None:
         raise MissingFieldError("an attachment needs data", field=data_field)
@@ -201,6 +200,7 @@ def _attachment(item: object, index: int, limits: Limits, budget: _Budget) -> At
             raise TypeMismatchError("expected a media type string", field=f"{base}.type")
         content_type, charset = parse_media_type(item["type"], field=f"{base}.type")
     check_type(content_type)
+    name = _filename(item["name"], field=f"{base}.name", content_type=content_type, index=index)
     encoding = item.get("encoding")
     if encoding is not None and not isinstance(encoding, str):
         raise TypeMismatchError("expected a string such as 'base64'", field=f"{base}.encoding")

@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from ticketmail.model import Address, Attachment, CustomValue, MessageBody, Phone, TicketRequest
 from ticketmail.parsing.fields import Form, FormField
-from ticketmail.parsing.filenames import sniff_type
+from ticketmail.parsing.filenames import safe_filename, sniff_type
 
 __all__ = [
     "EXAMPLE_FORM",
@@ -114,7 +114,12 @@ def message_bodies() -> st.SearchStrategy[MessageBody]:
 
 def attachments(*, max_size: int = 256) -> st.SearchStrategy[Attachment]:
     """Attachments as the payload parsers produce them (declared type and charset, sniffed type)."""
-    filename = one_line_text(max_size=30).filter(lambda s: "/" not in s and "\\" not in s and s not in (".", ".."))
+    # Names as safe_filename leaves them (the parsers apply it, as the email parser does).
+    filename = (
+        one_line_text(max_size=30)
+        .filter(lambda s: s.strip(" ."))
+        .map(lambda s: safe_filename(s, "application/octet-stream", 1))
+    )
     content_type = st.sampled_from(
         ["text/plain", "text/html", "image/png", "image/gif", "application/pdf", "application/octet-stream"]
     )
