@@ -93,6 +93,7 @@ def test_one_dead_mailbox_does_not_stop_the_others_and_status_shows_it(
     assert proc.returncode == 1
     assert len(lines(proc.stdout)) == 3
     assert "dead: FAILED at connect" in proc.stderr
+    assert "dead: unreachable (connect)" in proc.stderr  # the health event, once per transition
     assert "badpw: FAILED at auth" in proc.stderr
     assert "wrong" not in proc.stderr  # never the password
     status = cli("status", "--config", str(cfg), "--json")

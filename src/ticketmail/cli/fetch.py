@@ -11,10 +11,10 @@
 State (locks, ``health.json``, retry counters) lives in ``[storage] state_dir`` or, by default, in
 ``<database>.state/`` next to the database (:func:`ticketmail.sources.poller.default_state_dir`).
 
-Exit codes of fetch: 0 every mailbox polled and every message committed; 1 some message failed (left in
-place, retried later) or some mailbox failed (see stderr and ``status``); 2 bad usage or configuration;
-3 the database failed. ``check``: 0 all ok, 1 some mailbox failed. ``status``: 0 all ok (or never polled),
-1 some mailbox is failing or unreachable, 2 bad configuration.
+Exit codes of fetch: 0 every mailbox polled (or skipped because another fetch holds it) and every message
+committed; 1 some message failed (left in place, retried later) or some mailbox failed (see stderr and
+``status``); 2 bad usage or configuration; 3 the database failed. ``check``: 0 all ok, 1 some mailbox
+failed. ``status``: 0 all ok (or never polled), 1 some mailbox is failing or unreachable, 2 bad configuration.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import json
 import logging
 import sys
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -34,7 +34,7 @@ from ticketmail.model import MailboxContext
 from ticketmail.pipeline import Outcome, Pipeline
 from ticketmail.sources.base import RawItem
 from ticketmail.sources.config import MailboxConfig, SourcesConfig, load_config
-from ticketmail.sources.health import MailboxHealth, read_health
+from ticketmail.sources.health import HealthEvent, MailboxHealth, read_health
 from ticketmail.sources.pipe import DEFAULT_MAX_SIZE, EX_DATAERR, EX_TEMPFAIL, deliver, read_message
 from ticketmail.sources.poller import Backoff, MailboxRun, Poller, default_state_dir
 
@@ -236,6 +236,19 @@ def _line(name: str, item: RawItem, outcome: Outcome) -> str:
     return json.dumps(line, ensure_ascii=False)
 
 
+def _report_event(err: IO[str]) -> Callable[[HealthEvent], None]:
+    """A health listener printing reachability changes on stderr (what a worker's log should show)."""
+
+    def report(event: HealthEvent) -> None:
+        if event.kind == "recovered":
+            print(f"ticketmail: {event.mailbox}: recovered", file=err, flush=True)
+        elif event.health.last_error is not None:
+            error = event.health.last_error
+            print(f"ticketmail: {event.mailbox}: unreachable ({error.stage}): {error.message}", file=err, flush=True)
+
+    return report
+
+
 def _summary(run: MailboxRun) -> str:
     counts = ", ".join(f"{n} {k}" for k, n in run.actions) or "nothing new"
     extra = ""
@@ -294,7 +307,9 @@ def _fetch(args: argparse.Namespace) -> int:
         budget = args.time_budget if args.time_budget is not None else settings["time_budget"]
         targets = [target_for(m, skip=pipeline.is_processed, state_dir=state, time_budget=budget) for m in mailboxes]
         backoff = Backoff(base=settings["backoff_base"], cap=settings["backoff_cap"], jitter=settings["backoff_jitter"])
-        poller = Poller(targets, pipeline, state=state, on_outcome=on_outcome, backoff=backoff)
+        poller = Poller(
+            targets, pipeline, state=state, on_outcome=on_outcome, backoff=backoff, events=[_report_event(err)]
+        )
         if args.watch:
             print(f"ticketmail: watching {len(targets)} mailbox(es); SIGTERM or Ctrl-C stops", file=err)
             poller.run(handle_signals=True, idle_slice=settings["idle_slice"])
