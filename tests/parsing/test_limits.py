@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from ticketmail.errors import (
     AttachmentTooLargeError,
     AttachmentTypeError,
+    ConfigError,
     MalformedJSONError,
     NestingTooDeepError,
     PayloadTooLargeError,
@@ -46,8 +47,17 @@ def test_safe_defaults() -> None:
     [{"max_payload_bytes": 0}, {"max_depth": -1}, {"max_attachments": True}, {"allowed_types": ["image"]}],
 )
 def test_invalid_limits(kwargs: dict[str, Any]) -> None:
-    with pytest.raises((ValueError, TypeError)):
+    with pytest.raises(ConfigError):
         Limits(**kwargs)
+
+
+def test_limits_from_mapping() -> None:
+    limits = Limits.from_mapping({"max_attachments": 3, "allowed_types": ["image/*", "Application/PDF"]})
+    assert limits == Limits(max_attachments=3, allowed_types=("image/*", "application/pdf"))
+    with pytest.raises(ConfigError, match=r"ticketmail\.toml: unknown limit"):
+        Limits.from_mapping({"max_attachment": 3}, source="ticketmail.toml")
+    with pytest.raises(ConfigError, match=r"ticketmail\.toml: Limits\.max_depth"):
+        Limits.from_mapping({"max_depth": 0}, source="ticketmail.toml")
 
 
 def test_payload_size_is_checked_first(make_payload: Any) -> None:

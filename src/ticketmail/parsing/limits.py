@@ -10,7 +10,8 @@ controls is bounded *before* work proportional to it is done:
   per-attachment limit and what is left of the total budget,
 * the declared media type is matched against an allow-list before decoding.
 
-Exceeding a size or count limit raises a :class:`~ticketmail.errors.LimitExceededError` subclass (HTTP 413);
+Misconfigured limits raise :class:`~ticketmail.errors.ConfigError` at construction. Exceeding a size or
+count limit raises a :class:`~ticketmail.errors.LimitExceededError` subclass (HTTP 413);
 too deep nesting raises :class:`~ticketmail.errors.NestingTooDeepError` (HTTP 400); a type outside the
 allow-list raises :class:`~ticketmail.errors.AttachmentTypeError` (HTTP 415).
 """
@@ -18,10 +19,12 @@ allow-list raises :class:`~ticketmail.errors.AttachmentTypeError` (HTTP 415).
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
+from typing import Any
 
 import attrs
 
-from ticketmail.errors import AttachmentTypeError
+from ticketmail.errors import AttachmentTypeError, ConfigError
 
 __all__ = ["MEBIBYTE", "Limits", "media_type_matches"]
 
@@ -33,26 +36,26 @@ _PATTERN_RE = re.compile(rf"(?:\*/\*|{_RFC2045_CHARS}/\*|{_RFC2045_CHARS}/{_RFC2
 
 def _positive(instance: object, attribute: attrs.Attribute[int], value: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"Limits.{attribute.name} must be a positive int, got {value!r}")
+        raise ConfigError(f"Limits.{attribute.name} must be a positive int, got {value!r}")
 
 
 def _non_negative(instance: object, attribute: attrs.Attribute[int], value: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"Limits.{attribute.name} must be an int >= 0, got {value!r}")
+        raise ConfigError(f"Limits.{attribute.name} must be an int >= 0, got {value!r}")
 
 
 def _to_patterns(value: object) -> tuple[str, ...]:
     if isinstance(value, str):
         value = (value,)
     if not isinstance(value, (list, tuple, frozenset, set)):
-        raise TypeError(f"Limits.allowed_types must be a sequence of media type patterns, got {value!r}")
+        raise ConfigError(f"Limits.allowed_types must be a list of media type patterns, got {value!r}")
     return tuple(str(item).strip().lower() for item in value)
 
 
 def _check_patterns(instance: object, attribute: attrs.Attribute[tuple[str, ...]], value: tuple[str, ...]) -> None:
     for pattern in value:
         if not _PATTERN_RE.fullmatch(pattern):
-            raise ValueError(
+            raise ConfigError(
                 f"Limits.allowed_types: {pattern!r} is not a media type pattern (expected type/subtype, type/* or */*)"
             )
 
@@ -91,6 +94,22 @@ class Limits:
     max_total_attachment_bytes: int = attrs.field(default=20 * MEBIBYTE, validator=_non_negative)
     allowed_types: tuple[str, ...] = attrs.field(default=("*/*",), converter=_to_patterns, validator=_check_patterns)
     max_depth: int = attrs.field(default=16, validator=_positive)
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any], *, source: str = "<dict>") -> Limits:
+        """Build limits from configuration data (a TOML table): keys are the attribute names.
+
+        Raises:
+            ConfigError: an unknown key or a bad value, naming ``source`` and the key.
+        """
+        known = {field.name for field in attrs.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"{source}: unknown limit(s) {unknown} (expected some of {sorted(known)})")
+        try:
+            return cls(**data)
+        except ConfigError as exc:
+            raise ConfigError(f"{source}: {exc.message}") from exc
 
     def type_allowed(self, media_type: str) -> bool:
         """Whether an attachment of ``media_type`` is allowed."""
