@@ -39,6 +39,7 @@ from ticketmail.errors import ConfigError
 from ticketmail.rules._text import normalize_address
 from ticketmail.rules.duplicates import DUPLICATE_SCOPES
 from ticketmail.rules.filters import Filter, FilterType
+from ticketmail.rules.plan import RulePlan, compile_rules
 from ticketmail.rules.routing import Actions, Condition, Rule
 
 if sys.version_info >= (3, 11):
@@ -110,6 +111,10 @@ class RuleSet:
     duplicate_scope: str = "global"
     automatic: Mapping[str, AutomaticPolicy] = attrs.field(factory=dict, converter=_freeze_policy, hash=False)
     source: str = "<dict>"
+    plan: RulePlan = attrs.field(init=False, eq=False, repr=False)
+
+    def __attrs_post_init__(self) -> None:
+        object.__setattr__(self, "plan", compile_rules(self.rules))
 
 
 class _Path:
@@ -229,7 +234,7 @@ def _load_actions(path: _Path, where: str, data: object, rule: str) -> Actions:
     return Actions(**values)
 
 
-def _load_rule(path: _Path, index: int, data: object) -> Rule:
+def _load_rule(path: _Path, index: int, data: object, shared: dict[Condition, Condition]) -> Rule:
     where = f"rules[{index}]"
     table = _expect_map(path, where, data)
     name = str(table.get("name") or f"rule {index + 1}")
@@ -247,10 +252,19 @@ def _load_rule(path: _Path, index: int, data: object) -> Rule:
         value = _expect_str(path, f"{cwhere}.value", cond.get("value"), name, empty=True)
         case = _expect_bool(path, f"{cwhere}.case_sensitive", cond.get("case_sensitive", False), name)
         try:
-            conditions.append(Condition(field=field, op=op, value=value, case_sensitive=case))
+            condition = Condition(field=field, op=op, value=value, case_sensitive=case)
         except ValueError as exc:
-            target = "op" if "operator" in str(exc) else ("field" if "field" in str(exc) else "value")
+            text = str(exc)
+            target = (
+                "op"
+                if text.startswith("unknown operator")
+                else "field"
+                if text.startswith("unknown field")
+                else "value"
+            )
             raise path.fail(f"{cwhere}.{target}", str(exc), rule=name) from exc
+        # Equal conditions in several rules share one object, so evaluation tests each once per message.
+        conditions.append(shared.setdefault(condition, condition))
     actions = _load_actions(path, f"{where}.actions", table.get("actions", {}), name)
     enabled = _expect_bool(path, f"{where}.enabled", table.get("enabled", True), name)
     return Rule(name=name, conditions=tuple(conditions), match=match, actions=actions, enabled=enabled)
@@ -301,8 +315,9 @@ def load_rules(data: Mapping[str, Any], *, source: str = "<dict>") -> RuleSet:
     filters = tuple(
         _load_filter(path, i, item) for i, item in enumerate(_expect_list(path, "filters", table.get("filters", [])))
     )
+    shared: dict[Condition, Condition] = {}
     rules = tuple(
-        _load_rule(path, i, item) for i, item in enumerate(_expect_list(path, "rules", table.get("rules", [])))
+        _load_rule(path, i, item, shared) for i, item in enumerate(_expect_list(path, "rules", table.get("rules", [])))
     )
     names = [r.name for r in rules]
     for index, name in enumerate(names):

@@ -86,24 +86,16 @@ class _Facts:
         return result
 
 
-def _rule_matches(rule: Rule, facts: _Facts, out: _Builder) -> tuple[bool, str | None]:
-    """Whether ``rule`` matches, with the value that decided it (for the reason)."""
-    if not rule.conditions:
-        return True, None
-    decisive: str | None = None
+def _deciding_value(rule: Rule, facts: _Facts) -> str | None:
+    """The value that made a matched rule match (for its reason): the first true condition's value."""
     for condition in rule.conditions:
         try:
             ok, value = condition.test(facts.values(condition.field))
-        except RegexTimeout as exc:
-            out.reason("rule.regex_timeout", f"{exc}; condition treated as not matching", source=rule.name)
-            ok, value = False, None
-        if ok and rule.match == "any":
-            return True, value
-        if not ok and rule.match == "all":
-            return False, None
-        if ok and decisive is None:
-            decisive = value
-    return rule.match == "all", decisive
+        except RegexTimeout:
+            continue
+        if ok:
+            return value
+    return None
 
 
 class _Builder:
@@ -224,12 +216,12 @@ def evaluate(
 
     # 7. Routing.
     facts = _Facts(view, message, context)
-    for rule in rules.rules:
-        if not rule.enabled:
-            continue
-        matched, value = _rule_matches(rule, facts, out)
-        if not matched:
-            continue
+
+    def on_timeout(exc: RegexTimeout, rule_name: str) -> None:
+        out.reason("rule.regex_timeout", f"{exc}; condition treated as not matching", source=rule_name)
+
+    for rule in rules.plan.matching(facts.values, on_timeout):
+        value = _deciding_value(rule, facts)
         out.reason("rule.match", f"Rule {rule.name!r} matched", value, source=rule.name)
         actions = rule.actions
         for key in ("department", "team", "category", "priority", "topic_id", "assignee"):

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import importlib
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any, Literal
 
 import attrs
@@ -180,14 +180,6 @@ def regex_problem(pattern: str) -> str | None:
     return None
 
 
-def _fold(value: str) -> str:
-    return value.casefold()
-
-
-def _identity(value: str) -> str:
-    return value
-
-
 @attrs.frozen
 class Condition:
     """One test on a message field.
@@ -201,6 +193,8 @@ class Condition:
     value: str
     case_sensitive: bool = False
     pattern: Any = attrs.field(init=False, eq=False, repr=False)
+    _kind: int = attrs.field(init=False, eq=False, repr=False)
+    _negated: bool = attrs.field(init=False, eq=False, repr=False)
     _needle: str = attrs.field(init=False, eq=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
@@ -208,6 +202,8 @@ class Condition:
             raise ValueError(f"unknown field {self.field!r}; expected one of {', '.join(FIELDS)} or header:<Name>")
         if self.op not in OPERATORS:
             raise ValueError(f"unknown operator {self.op!r}; expected one of {', '.join(OPERATORS)}")
+        if "\0" in self.value:
+            raise ValueError("a condition value may not contain NUL characters")
         pattern = None
         if self.op.endswith("regex"):
             problem = regex_problem(self.value)
@@ -219,7 +215,10 @@ class Condition:
             else:
                 pattern = re.compile(self.value, 0 if self.case_sensitive else re.IGNORECASE)
         object.__setattr__(self, "pattern", pattern)
-        object.__setattr__(self, "_needle", self.value if self.case_sensitive else self.value.casefold())
+        object.__setattr__(self, "_kind", _POSITIVE.index(self.op.removeprefix("not_")))
+        object.__setattr__(self, "_negated", self.op.startswith("not_"))
+        needle = self.value.strip() if self.case_sensitive else self.value.casefold().strip()
+        object.__setattr__(self, "_needle", needle)
 
     def _search(self, text: str) -> bool:
         if _ENGINE is None:
@@ -232,37 +231,50 @@ class Condition:
     @property
     def negated(self) -> bool:
         """True for the ``not_*`` operators."""
-        return self.op.startswith("not_")
+        return self._negated
 
-    def test(self, values: tuple[str, ...]) -> tuple[bool, str | None]:
+    def prepare(self, values: tuple[str, ...]) -> tuple[str, ...]:
+        """The values as this condition compares them: trimmed, and case-folded unless case-sensitive."""
+        if self.case_sensitive:
+            return tuple(v.strip() for v in values)
+        return tuple(v.casefold().strip() for v in values)
+
+    def test(self, values: tuple[str, ...], prepared: tuple[str, ...] | None = None) -> tuple[bool, str | None]:
         """Apply the condition to a field's values: (matched, the value that decided it).
+
+        Values are compared after trimming surrounding whitespace and, unless ``case_sensitive``, after
+        case folding; ``prepared`` may pass them already in that form (see :meth:`prepare`).
 
         Raises:
             RegexTimeout: a regex search ran out of time (see the module docstring).
         """
-        positive = self.op.removeprefix("not_")
-        limit = SUBJECT_CHARS if self.field == "subject" else REGEX_CHARS
-        fold: Callable[[str], str] = _identity if self.case_sensitive else _fold
-        hit: str | None = None
-        for value in values:
-            if positive == "regex":
-                ok = self._search(value[:limit])
-            else:
-                candidate = fold(value)
-                if positive == "equals":
-                    ok = candidate.strip() == self._needle.strip()
-                elif positive == "contains":
-                    ok = self._needle in candidate
-                elif positive == "starts_with":
-                    ok = candidate.lstrip().startswith(self._needle)
+        kind = self._kind
+        hit = -1
+        if kind == 4:
+            limit = SUBJECT_CHARS if self.field == "subject" else REGEX_CHARS
+            for index, value in enumerate(values):
+                if self._search(value[:limit]):
+                    hit = index
+                    break
+        else:
+            if prepared is None:
+                prepared = self.prepare(values)
+            needle = self._needle
+            for index, candidate in enumerate(prepared):
+                if kind == 1:
+                    ok = needle in candidate
+                elif kind == 0:
+                    ok = candidate == needle
+                elif kind == 2:
+                    ok = candidate.startswith(needle)
                 else:
-                    ok = candidate.rstrip().endswith(self._needle)
-            if ok:
-                hit = value
-                break
-        if self.negated:
-            return hit is None, (hit if hit is not None else (values[0] if values else None))
-        return hit is not None, hit
+                    ok = candidate.endswith(needle)
+                if ok:
+                    hit = index
+                    break
+        if self._negated:
+            return hit < 0, (values[hit] if hit >= 0 else (values[0] if values else None))
+        return hit >= 0, (values[hit] if hit >= 0 else None)
 
 
 @attrs.frozen
