@@ -88,3 +88,10 @@ def test_missing_path_is_a_source_error(tmp_path: Path) -> None:
     with pytest.raises(SourceError) as info:
         list(iter_local([tmp_path / "nope"]))
     assert info.value.stage == "folder"
+
+
+def test_symlinked_folders_are_not_followed(tmp_path: Path) -> None:
+    (tmp_path / "a.eml").write_bytes(MAIL)
+    (tmp_path / "loop").symlink_to(tmp_path, target_is_directory=True)
+    assert len(list(iter_local([tmp_path]))) == 1
+    assert count_local([tmp_path]) == 1

@@ -23,7 +23,7 @@ processed twice.
 
 A directory that is not a Maildir is walked (sorted by name, so numbered example files are read in order):
 ``*.eml`` are messages, ``*.json``/``*.xml`` payloads, ``*.mbox`` and files named ``mbox`` are
-mboxes, and nested Maildirs are read as such. Hidden files are skipped.
+mboxes, and nested Maildirs are read as such. Hidden files and symlinked folders (cycles) are skipped.
 """
 
 from __future__ import annotations
@@ -150,6 +150,13 @@ def _mbox_items(path: Path, mailbox_name: str) -> Iterator[LocalItem]:
         raise SourceError(f"cannot read mbox {path}: {exc}", stage="fetch", mailbox=mailbox_name) from exc
 
 
+def _walkable(child: Path) -> bool:
+    """Whether a directory entry is read: not hidden, a known input, not a symlinked folder (no cycles)."""
+    if child.name.startswith(".") or local_kind(child) is None:
+        return False
+    return not (child.is_symlink() and child.is_dir())
+
+
 def _walk(path: Path, mailbox_name: str | None) -> Iterator[LocalItem]:
     kind = local_kind(path)
     if kind == "maildir":
@@ -160,7 +167,7 @@ def _walk(path: Path, mailbox_name: str | None) -> Iterator[LocalItem]:
         except OSError as exc:
             raise SourceError(f"cannot list {path}: {exc.strerror or exc}", stage="folder", mailbox=str(path)) from exc
         for child in children:
-            if not child.name.startswith(".") and local_kind(child) is not None:
+            if _walkable(child):
                 yield from _walk(child, mailbox_name)
     elif kind == "mbox":
         yield from _mbox_items(path, mailbox_name or str(path.resolve()))
@@ -191,11 +198,7 @@ def _count(path: Path) -> int:
     if kind == "maildir":
         return sum(1 for sub in ("new", "cur") for name in os.listdir(path / sub) if not name.startswith("."))
     if kind == "directory":
-        return sum(
-            _count(child)
-            for child in path.iterdir()
-            if not child.name.startswith(".") and local_kind(child) is not None
-        )
+        return sum(_count(child) for child in path.iterdir() if _walkable(child))
     if kind == "mbox":
         box = mailbox.mbox(str(path), create=False)
         try:
