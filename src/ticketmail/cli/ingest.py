@@ -51,7 +51,12 @@ def register(subparsers: Any) -> None:
     ingest.add_argument("paths", nargs="+", metavar="PATH", help="files or directories to ingest")
     _db_argument(ingest)
     ingest.add_argument("--rules", metavar="FILE", help="a rules TOML file (default: built-in rules only)")
-    ingest.add_argument("--mailbox", default="local", help="the mailbox name recorded on tickets (default: local)")
+    ingest.add_argument(
+        "--mailbox",
+        default="local",
+        metavar="NAME",
+        help="the mailbox name recorded on tickets and in Maildir/mbox provenance (default: local)",
+    )
     ingest.add_argument(
         "--address",
         action="append",
@@ -79,7 +84,10 @@ def register(subparsers: Any) -> None:
         help="a reply to a closed ticket: reopen it (default) or open a new linked ticket",
     )
     ingest.add_argument(
-        "--subject-tag", default="[#{number}]", help="the ticket tag format in subjects (default: '[#{number}]')"
+        "--subject-tag",
+        default="[#{number}]",
+        metavar="FORMAT",
+        help="the ticket tag format in subjects (default: '[#{number}]')",
     )
     ingest.add_argument(
         "--recipients-as-participants",
