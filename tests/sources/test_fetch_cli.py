@@ -243,3 +243,30 @@ def test_state_dir_from_storage_table(tmp_path: Path) -> None:
     status = cli("status", "--config", str(cfg), "--json")
     assert status.returncode == 0
     assert lines(status.stdout)[0]["state"] == "ok"
+
+
+def test_sigterm_during_fetch_once_finishes_the_message_in_hand(tmp_path: Path) -> None:
+    md = tmp_path / "md"
+    for sub in ("new", "cur", "tmp"):
+        (md / sub).mkdir(parents=True)
+    for i in range(600):
+        (md / "new" / f"{1700000000 + i}.x{i}").write_bytes(
+            f"From: c{i}@example.org\r\nSubject: s{i}\r\nMessage-ID: <t{i}@x>\r\n\r\nbody\r\n".encode()
+        )
+    cfg = write_config(tmp_path, '[[mailboxes]]\nname = "md"\nprotocol = "maildir"\npath = "md"\nmax_per_run = 1000\n')
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ticketmail", "fetch", "--config", str(cfg)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    proc.stdout.readline()  # it is processing
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "interrupted by a signal" in err
+    done = 1 + len(out.splitlines())
+    assert 0 < done < 600
+    assert len(os.listdir(md / "cur")) == done  # exactly the processed ones were acknowledged
+    assert len(os.listdir(md / "new")) == 600 - done

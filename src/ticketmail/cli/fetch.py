@@ -254,6 +254,8 @@ def _summary(run: MailboxRun) -> str:
     extra = ""
     if run.stopped in ("cap", "budget"):
         extra += f"; stopped at the {run.stopped}, more waiting"
+    elif run.stopped == "stop":
+        extra += "; interrupted by a signal, the rest waits for the next run"
     if run.waiting:
         extra += f"; {run.waiting} waiting"
     if run.oversized:
@@ -314,7 +316,11 @@ def _fetch(args: argparse.Namespace) -> int:
             print(f"ticketmail: watching {len(targets)} mailbox(es); SIGTERM or Ctrl-C stops", file=err)
             poller.run(handle_signals=True, idle_slice=settings["idle_slice"])
             return EXIT_OK
-        report = poller.poll_once()
+        restore = poller.install_signal_handlers()  # SIGTERM: finish the message in hand, then stop
+        try:
+            report = poller.poll_once()
+        finally:
+            restore()
     except TicketmailError as exc:
         _error(err, exc)
         return EXIT_BACKEND if isinstance(exc, BackendError) else EXIT_USAGE

@@ -344,7 +344,10 @@ class Poller:
     # -- long-running -----------------------------------------------------------------------------------
 
     def stop(self) -> None:
-        """Ask :meth:`run` (and a running :meth:`poll_once`) to finish the current item and return."""
+        """Ask :meth:`run` (and a running :meth:`poll_once`) to finish the current item and return.
+
+        A stopped poller stays stopped (a later :meth:`poll_once` visits nothing); make a new one to resume.
+        """
         self._stop.set()
 
     @property
@@ -360,7 +363,7 @@ class Poller:
                 previous handlers are restored on return.
             idle_slice: Longest single ``wait_for_changes`` call, so a stop is noticed within this time.
         """
-        restore = self._install_signals() if handle_signals else None
+        restore = self.install_signal_handlers() if handle_signals else None
         try:
             threads = [
                 threading.Thread(
@@ -386,7 +389,11 @@ class Poller:
                 return target
         raise KeyError(name)
 
-    def _install_signals(self) -> Callable[[], None]:
+    def install_signal_handlers(self) -> Callable[[], None]:
+        """Make SIGTERM/SIGINT call :meth:`stop`; returns a function restoring the previous handlers.
+
+        Only the main thread may install signal handlers; elsewhere this does nothing.
+        """
         if threading.current_thread() is not threading.main_thread():
             return lambda: None
 
