@@ -69,3 +69,13 @@ def test_email_is_dispatched_to_the_mime_parser() -> None:
     assert isinstance(result, InboundEmail)
     assert result.subject == "Printer"
     assert isinstance(parse(EMAIL, content_type="message/rfc822"), InboundEmail)
+
+
+def test_body_types(osticket_json: bytes) -> None:
+    from ticketmail.errors import TypeMismatchError
+
+    assert isinstance(parse(osticket_json.decode()), TicketRequest)  # type: ignore[arg-type]
+    assert isinstance(parse(bytearray(osticket_json)), TicketRequest)  # type: ignore[arg-type]
+    with pytest.raises(TypeMismatchError) as info:
+        parse(None)  # type: ignore[arg-type]
+    assert info.value.field == "body"

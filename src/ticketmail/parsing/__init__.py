@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from ticketmail.errors import PayloadTooLargeError, UnsupportedContentTypeError
 from ticketmail.model import InboundEmail, TicketRequest
+from ticketmail.parsing.builder import body_bytes
 from ticketmail.parsing.dataurl import DataURL, parse_data_url
 from ticketmail.parsing.fields import Form, FormField
 from ticketmail.parsing.json import parse_json
@@ -143,7 +144,7 @@ def parse(
         raise UnsupportedContentTypeError(
             f"unknown format {str(format)[:20]!r} (expected one of {', '.join(FORMATS)})", field="format"
         )
-    data = bytes(body)
+    data = body_bytes(body)
     chosen = format
     if chosen == "auto":
         if content_type is not None:

@@ -49,7 +49,7 @@ from ticketmail.parsing.fields import (
 from ticketmail.parsing.filenames import safe_filename, sniff_type
 from ticketmail.parsing.limits import Limits
 
-__all__ = ["CORE_FIELDS", "LONG_FORM_KEYS", "XmlMessage", "build_request", "validate_address"]
+__all__ = ["CORE_FIELDS", "LONG_FORM_KEYS", "XmlMessage", "body_bytes", "build_request", "validate_address"]
 
 CORE_FIELDS: tuple[str, ...] = (
     "email", "name", "subject", "message", "alert", "autorespond", "ip", "priority", "priorityId", "source",
@@ -67,6 +67,19 @@ class XmlMessage:
     type: str | None = None
     encoding: str | None = None
     charset: str | None = None
+
+
+def body_bytes(body: object) -> bytes:
+    """The request body as ``bytes``: bytes-like values as they are, ``str`` as UTF-8.
+
+    Raises:
+        TypeMismatchError: anything else (``None``, a dict), with field ``body``.
+    """
+    if isinstance(body, (bytes, bytearray, memoryview)):
+        return bytes(body)
+    if isinstance(body, str):
+        return body.encode("utf-8", "surrogatepass")
+    raise TypeMismatchError(f"the body must be bytes, got {type(body).__name__}", field="body")
 
 
 def validate_address(value: object, *, field: str, name: str | None, check_deliverability: bool) -> Address:

@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 from ticketmail.errors import InvalidValueError, MalformedJSONError, NestingTooDeepError, PayloadTooLargeError
 from ticketmail.model import TicketRequest
-from ticketmail.parsing.builder import build_request
+from ticketmail.parsing.builder import body_bytes, build_request
 from ticketmail.parsing.fields import Form
 from ticketmail.parsing.limits import Limits
 
@@ -98,7 +98,7 @@ def _no_constants(name: str) -> Any:
 
 def load_json_object(body: bytes | bytearray | memoryview | str, limits: Limits) -> dict[str, Any]:
     """Decode ``body`` into the top-level JSON object, enforcing size, encoding and depth limits."""
-    data = body.encode("utf-8", "surrogatepass") if isinstance(body, str) else bytes(body)
+    data = body_bytes(body)
     if len(data) > limits.max_payload_bytes:
         raise PayloadTooLargeError(f"payload is {len(data)} bytes; the limit is {limits.max_payload_bytes}")
     if data.startswith(b"\xef\xbb\xbf"):

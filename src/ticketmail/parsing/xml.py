@@ -43,7 +43,7 @@ from ticketmail.errors import (
     UnsupportedFieldError,
 )
 from ticketmail.model import TicketRequest
-from ticketmail.parsing.builder import XmlMessage, build_request
+from ticketmail.parsing.builder import XmlMessage, body_bytes, build_request
 from ticketmail.parsing.fields import Form
 from ticketmail.parsing.limits import Limits
 
@@ -162,7 +162,7 @@ def _attachments(element: Element) -> list[dict[str, Any]]:
 
 def load_xml_ticket(body: bytes | bytearray | memoryview | str, limits: Limits, form: Form) -> dict[str, Any]:
     """Parse ``body`` and map the ``<ticket>`` document onto the builder's raw mapping."""
-    data = body.encode("utf-8") if isinstance(body, str) else bytes(body)
+    data = body_bytes(body)
     if len(data) > limits.max_payload_bytes:
         raise PayloadTooLargeError(f"payload is {len(data)} bytes; the limit is {limits.max_payload_bytes}")
     root = _parse_tree(data, limits)
