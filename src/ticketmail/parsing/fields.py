@@ -86,6 +86,7 @@ _ISO_RE = re.compile(
 _TRUE = frozenset({"true", "1"})
 _FALSE = frozenset({"false", "0"})
 _MAX_ID = 2**31 - 1
+_MAX_CHOICES = 256
 
 
 def describe(value: object) -> str:
@@ -356,6 +357,8 @@ class FormField:
     def _convert_choice(self, value: object, where: str) -> Choice | tuple[Choice, ...]:
         if self.multiple:
             items = list(value) if isinstance(value, (list, tuple)) else [value]
+            if len(items) > _MAX_CHOICES:
+                raise InvalidValueError(f"at most {_MAX_CHOICES} choices, got {len(items)}", field=where)
             picked: list[Choice] = []
             for index, item in enumerate(items):
                 choice = self._one_choice(item, f"{where}[{index}]" if isinstance(value, (list, tuple)) else where)
