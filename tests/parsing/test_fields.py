@@ -121,6 +121,8 @@ def test_multiple_choice(make_payload: Any) -> None:
     assert info.value.field == "tags[1]"
     with pytest.raises(TypeMismatchError):
         custom(make_payload, product=["p1"])
+    with pytest.raises(InvalidValueError, match="at most 256"):
+        custom(make_payload, tags=["a"] * 257)
 
 
 def test_multiple_choice_in_xml_as_repeated_elements() -> None:
