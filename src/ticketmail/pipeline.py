@@ -33,7 +33,7 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Literal
 
 import attrs
@@ -182,6 +182,23 @@ def _audit_reasons(reasons: tuple[Reason, ...]) -> tuple[tuple[str, str, str | N
 
 
 @attrs.frozen
+class _Prepared:
+    """A parsed message ready for its unit of work."""
+
+    raw: bytes
+    provenance: Provenance
+    key: str
+    email: InboundEmail
+    dup_keys: tuple[str, ...]
+
+
+def _present(outcome: Outcome | None) -> Outcome:
+    if outcome is None:  # pragma: no cover - every index is filled above
+        raise ProcessingError("a message of the batch has no outcome")
+    return outcome
+
+
+@attrs.frozen
 class _Result:
     """An outcome plus what the hooks need, produced inside the unit of work."""
 
@@ -268,39 +285,98 @@ class Pipeline:
         Raises :class:`~ticketmail.errors.TypeMismatchError` when ``raw`` is not bytes or ``provenance`` not
         a :class:`~ticketmail.model.Provenance` (a programming error, not a bad message).
         """
+        ctx = context or self._context
+        prepared = self._prepare(raw, provenance, ctx)
+        if isinstance(prepared, Outcome):
+            return prepared
+        return self._commit_one(prepared, ctx)
+
+    def process_batch(
+        self, items: Iterable[tuple[bytes, Provenance]], *, context: MailboxContext | None = None
+    ) -> list[Outcome]:
+        """Process several raw messages in ONE unit of work (group commit); outcomes in input order.
+
+        Every message still has all of its effects or none, and the caller acknowledges the items only after
+        this returns, exactly as with :meth:`process_email`; what changes is that one commit covers the whole
+        batch, which is several times faster on SQLite, where the commit dominates. Messages see the effects
+        of earlier ones in the batch (a reply threads onto a ticket opened just before it).
+
+        A message that cannot be parsed is quarantined on its own before the batch. If any message fails
+        while the batch is being applied, the whole unit is rolled back and every message of the batch is
+        processed again on its own, so one bad message never costs the others. :class:`BackendError`
+        propagates (nothing of the unit committed; acknowledge nothing).
+        """
+        ctx = context or self._context
+        outcomes: list[Outcome | None] = []
+        pending: list[tuple[int, _Prepared]] = []
+        for index, (raw, provenance) in enumerate(items):
+            prepared = self._prepare(raw, provenance, ctx)
+            if isinstance(prepared, Outcome):
+                outcomes.append(prepared)
+            else:
+                outcomes.append(None)
+                pending.append((index, prepared))
+        results: list[tuple[int, _Result]] = []
+        try:
+            with self._backend.unit_of_work() as uow:
+                for index, item in pending:
+                    results.append((index, self._email_effect(uow, item, ctx)))
+        except BackendError:
+            raise
+        except Exception:
+            self._log.info("a message failed inside a batch of %d; processing them one by one", len(pending))
+            for index, item in pending:
+                outcomes[index] = self._commit_one(item, ctx)
+        else:
+            for index, result in results:
+                self._fire(result)
+                outcomes[index] = result.outcome
+        return [_present(outcome) for outcome in outcomes]
+
+    def _prepare(self, raw: bytes, provenance: Provenance, ctx: MailboxContext) -> _Prepared | Outcome:
+        """Check the arguments, parse and compute duplicate keys (pure work, outside any transaction)."""
         data: object = raw
         if isinstance(data, (bytearray, memoryview)):
             data = bytes(data)
         if not isinstance(data, bytes):
             raise TypeMismatchError(f"raw must be bytes, got {type(data).__name__}", field="raw")
-        raw = data
         if not isinstance(provenance, Provenance):
             raise TypeMismatchError(
                 f"provenance must be a Provenance, got {type(provenance).__name__}", field="provenance"
             )
-        ctx = context or self._context
         key = ledger_key(provenance)
         try:
-            email = self._parse(raw)
+            email = self._parse(data)
         except BackendError:
             raise
         except TicketmailError as exc:
-            return self._fail(raw, provenance, key, exc, None)
+            return self._fail(data, provenance, key, exc, None)
         except Exception as exc:
             self._log.exception("parsing %s failed unexpectedly", key)
-            return self._fail(raw, provenance, key, _unexpected(exc, "parsing"), None)
+            return self._fail(data, provenance, key, _unexpected(exc, "parsing"), None)
         try:
-            # Pure work stays outside the transaction, so the write lock is held only for lookups and writes.
             dup_keys = self._duplicate_keys(email, ctx)
+        except TicketmailError as exc:
+            return self._fail(data, provenance, key, exc, email.message_id)
+        except Exception as exc:
+            self._log.exception("duplicate keys of %s failed unexpectedly", key)
+            return self._fail(data, provenance, key, _unexpected(exc, "processing"), email.message_id)
+        return _Prepared(data, provenance, key, email, dup_keys)
+
+    def _commit_one(self, item: _Prepared, ctx: MailboxContext) -> Outcome:
+        """One message in its own unit of work; failures quarantined, BackendError raised."""
+        try:
             with self._backend.unit_of_work() as uow:
-                result = self._email_effect(uow, email, provenance, key, ctx, dup_keys)
+                result = self._email_effect(uow, item, ctx)
         except BackendError:
             raise
         except TicketmailError as exc:
-            return self._fail(raw, provenance, key, exc, email.message_id)
+            return self._fail(item.raw, item.provenance, item.key, exc, item.email.message_id)
         except Exception as exc:
-            self._log.exception("processing %s failed unexpectedly; rolled back", key)
-            return self._fail(raw, provenance, key, _unexpected(exc, "processing"), email.message_id)
+            self._log.exception("processing %s failed unexpectedly; rolled back", item.key)
+            return self._fail(
+                item.raw, item.provenance, item.key, _unexpected(exc, "processing"), item.email.message_id
+            )
         self._fire(result)
         return result.outcome
 
@@ -508,15 +584,8 @@ class Pipeline:
             return attrs.evolve(base, action="rejected", reasons=reasons, error=PolicyRejectedError(why))
         return None
 
-    def _email_effect(
-        self,
-        uow: UnitOfWork,
-        email: InboundEmail,
-        provenance: Provenance,
-        key: str,
-        ctx: MailboxContext,
-        dup_keys: tuple[str, ...],
-    ) -> _Result:
+    def _email_effect(self, uow: UnitOfWork, item: _Prepared, ctx: MailboxContext) -> _Result:
+        email, provenance, key, dup_keys = item.email, item.provenance, item.key, item.dup_keys
         now = self._now()
         previous = uow.processed(key)
         if previous is not None:

@@ -519,3 +519,56 @@ def test_notification_headers_thread_replies(memory: InMemoryBackend, clock: Clo
 
     with pytest.raises(NotFoundError):
         pipe.notification_headers("NOPE1234", 1, domain="desk.example")
+
+
+def test_process_batch(memory: InMemoryBackend, clock: Clock) -> None:
+    seen: list[str] = []
+    pipe = make(memory, clock, hooks=Hooks(ticket_created=lambda e: seen.append(e.outcome.ticket or "")))
+    items = [
+        (mail(), prov("1:1")),
+        (mail(message_id="m2@x", in_reply_to="<m1@example.org>"), prov("1:2")),  # threads onto the first
+        (b"", prov("1:3")),  # unparseable: quarantined on its own
+        (mail(), prov("1:1")),  # the same item twice in one batch
+        (mail(message_id="m4@x", subject="other"), prov("1:4")),
+    ]
+    outcomes = pipe.process_batch(items)
+    assert [o.action for o in outcomes] == ["created", "appended", "failed", "duplicate", "created"]
+    assert outcomes[1].ticket == outcomes[0].ticket
+    assert outcomes[3].already_processed
+    assert seen == [outcomes[0].ticket, outcomes[4].ticket]
+    assert pipe.process_batch([]) == []
+
+
+def test_failure_inside_a_batch_costs_only_that_message(memory: InMemoryBackend, clock: Clock) -> None:
+    # the second append_entry fails twice: once inside the batch, once when retried on its own
+    backend = FailingBackend(memory, "append_entry", Boom(), times=0)
+    pipe = make(backend, clock)  # type: ignore[arg-type]
+    calls = {"n": 0}
+    original = _Proxy.__getattr__
+
+    def flaky(self: _Proxy, name: str) -> Any:
+        if name == "append_entry":
+            calls["n"] += 1
+            if calls["n"] in (2, 4):  # batch: 1st ok, 2nd fails; retry: 3rd ok (msg 1), 4th fails (msg 2)
+
+                def fail(*a: Any, **k: Any) -> Any:
+                    raise Boom()
+
+                return fail
+        return original(self, name)
+
+    _Proxy.__getattr__ = flaky  # type: ignore[method-assign]
+    try:
+        outcomes = pipe.process_batch([(mail(message_id=f"b{i}@x"), prov(f"2:{i}")) for i in range(3)])
+    finally:
+        _Proxy.__getattr__ = original  # type: ignore[method-assign]
+    assert [o.action for o in outcomes] == ["created", "failed", "created"]
+    assert len(memory.list_tickets()) == 2
+    assert [q.provenance for q in memory.quarantined()] == [prov("2:1")]
+
+
+def test_backend_error_in_a_batch_commits_nothing(memory: InMemoryBackend, clock: Clock) -> None:
+    pipe = make(FailingBackend(memory, "record_audit", BackendError("down"), times=1), clock)  # type: ignore[arg-type]
+    with pytest.raises(BackendError):
+        pipe.process_batch([(mail(message_id=f"b{i}@x"), prov(f"2:{i}")) for i in range(3)])
+    assert memory.list_tickets() == []
