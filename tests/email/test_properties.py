@@ -90,3 +90,29 @@ def test_mutated_messages_never_raise_anything_else(raw: bytes) -> None:
 )
 def test_structural_soup(raw: bytes) -> None:
     parse_or_error(b"Content-Type: multipart/mixed; boundary=b\r\n\r\n" + raw)
+
+
+HEADER_TOKENS = [
+    b"From: a@b\r\n",
+    b"\r",
+    b"\n",
+    b"\r\n",
+    b" x\r\n",
+    b"From x\r\n",
+    b"\x00",
+    b":\r\n",
+    b"Subject:",
+    b"=?utf-8?q?=C3?=",
+    b"Content-Type: text/plain; charset=iso-2022-jp\r\n",
+    b"\x1b$B",
+    b"\xff",
+    b" x\x00",
+]
+
+
+@FAST
+@given(st.lists(st.sampled_from(HEADER_TOKENS), max_size=80).map(b"".join))
+def test_header_soup(raw: bytes) -> None:
+    result = parse_or_error(raw)
+    if isinstance(result, InboundEmail):
+        assert all("\x00" not in value for _, value in result.headers)

@@ -171,7 +171,11 @@ def _read_headers(
         nonlocal name, capped
         if name is not None:
             if len(headers) < max_headers:
-                headers.append((name, b"".join(pieces).strip(b" \t")))
+                value = b"".join(pieces).strip(b" \t")
+                if b"\x00" in value:
+                    value = value.replace(b"\x00", b"")
+                    ctx.defect("nul_in_header", f"NUL bytes removed from header {name}", path)
+                headers.append((name, value))
             elif not capped:
                 capped = True
                 ctx.defect("too_many_headers", f"more than {max_headers} header fields; rest ignored", path)
@@ -198,9 +202,6 @@ def _read_headers(
             return headers, offset
         finish()
         name = line[:colon].rstrip(b" \t").decode("ascii")
-        if b"\x00" in line:
-            line = line.replace(b"\x00", b"")
-            ctx.defect("nul_in_header", f"NUL bytes removed from header {name}", path)
         pieces.append(line[colon + 1 :])
     finish()
     return headers, body_start

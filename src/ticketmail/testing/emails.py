@@ -58,6 +58,9 @@ CHARSET_ALPHABETS: dict[str, str] = {
 _NAME_ALPHABET = _ASCII_WORD + " .,-'()\\\"äöüéñ日本王Ωй"
 _FILE_ALPHABET = _ASCII_WORD + "-_äöüéñ日本王Ωй"
 _SUBJECT_ALPHABET = _ASCII_WORD + _PUNCT + "[]äöüßé€日本語中文한국😀Ωπ"
+_DEVICES = frozenset(
+    {"con", "prn", "aux", "nul", *(f"com{i}" for i in range(1, 10)), *(f"lpt{i}" for i in range(1, 10))}
+)
 _MEDIA_TYPES = (
     ("application", "octet-stream", "bin"),
     ("application", "pdf", "pdf"),
@@ -119,7 +122,8 @@ def _normalized_text(text: str) -> str:
 @st.composite
 def _attachment(draw: st.DrawFn) -> GeneratedAttachment:
     maintype, subtype, ext = draw(st.sampled_from(_MEDIA_TYPES))
-    stem = draw(st.text(alphabet=_FILE_ALPHABET, min_size=1, max_size=40))
+    # Names a safe-filename policy keeps as they are (Windows device names such as "COM1" are renamed).
+    stem = draw(st.text(alphabet=_FILE_ALPHABET, min_size=1, max_size=40).filter(lambda s: s.lower() not in _DEVICES))
     data = draw(st.binary(max_size=3000))
     return GeneratedAttachment(filename=f"{stem}.{ext}", content_type=f"{maintype}/{subtype}", data=data)
 
