@@ -8,7 +8,8 @@ Targets (issue 5): SQLite ingestion within 2x of parse-only time, and over 500 m
 The mix: 40% new conversations, 50% replies threaded by In-Reply-To/References, 5% duplicates (the
 same message delivered again through another mailbox), 5% auto-replies; 10% of messages carry a small
 attachment. Every message has its own provenance, so each one runs the full unit of work (ledger check,
-duplicate keys, rules, threading, writes, audit, commit).
+duplicate keys, rules, threading, writes, audit, commit). The SQLite run is repeated with
+``Pipeline.process_batch`` (one commit per ``--batch`` messages, default 100).
 
     .venv/bin/python benchmarks/bench_ingest.py            # 10,000 messages
     .venv/bin/python benchmarks/bench_ingest.py --quick    # 1,000 messages
@@ -143,6 +144,7 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="1,000 messages instead of 10,000")
     parser.add_argument("-n", type=int, default=None, help="number of messages")
     parser.add_argument("--synchronous", default="NORMAL", choices=("OFF", "NORMAL", "FULL", "EXTRA"))
+    parser.add_argument("--batch", type=int, default=100, help="messages per unit of work for process_batch")
     args = parser.parse_args()
     n = args.n or (1_000 if args.quick else 10_000)
 
@@ -150,6 +152,7 @@ def main() -> int:
     size = sum(map(len, messages)) / len(messages)
     print(f"{n} messages, {size / 1024:.1f} KB average; Python {sys.version.split()[0]}")
 
+    # The machine may be shared: the baseline is measured before and after the ingestion runs, best kept.
     parse_s = timed("parse", lambda: [parse_email(raw) for raw in messages])
 
     memory_counts: Counter[str] = Counter()
@@ -171,26 +174,42 @@ def main() -> int:
         sqlite_s = timed("sqlite", run_sqlite)
         tickets = len(backend.list_tickets())
         backend.close()
+
+        batch_backend = SQLiteBackend(os.path.join(tmp, "batched.sqlite3"), synchronous=args.synchronous)
+        batch_counts: Counter[str] = Counter()
+
+        def run_batched() -> None:
+            pipeline = Pipeline(batch_backend, clock=clock())  # type: ignore[arg-type]
+            for start in range(0, n, args.batch):
+                chunk = messages[start : start + args.batch]
+                items = [(raw, Provenance("INBOX", "imap", f"1:{start + i}")) for i, raw in enumerate(chunk)]
+                batch_counts.update(o.action for o in pipeline.process_batch(items))
+
+        batched_s = timed("batched", run_batched)
+        batch_backend.close()
         db_mb = sum(os.path.getsize(os.path.join(tmp, f)) for f in os.listdir(tmp)) / 1e6
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
-    assert memory_counts == sqlite_counts, (memory_counts, sqlite_counts)
+    parse_s = min(parse_s, timed("parse", lambda: [parse_email(raw) for raw in messages]))
+    assert memory_counts == sqlite_counts == batch_counts, (memory_counts, sqlite_counts, batch_counts)
     print("outcomes: " + ", ".join(f"{k}={v}" for k, v in sorted(sqlite_counts.items())) + f"; {tickets} tickets")
     print(f"{'run':<28}{'seconds':>9}{'msg/s':>10}{'x parse-only':>14}")
     for label, seconds in (
         ("parse-only (baseline)", parse_s),
         ("ingest, in memory", memory_s),
         (f"ingest, SQLite ({args.synchronous})", sqlite_s),
+        (f"  in batches of {args.batch}", batched_s),
     ):
         print(f"{label:<28}{seconds:>9.2f}{n / seconds:>10,.0f}{seconds / parse_s:>14.2f}")
     print(f"SQLite file: {db_mb:.1f} MB")
-    ratio = sqlite_s / parse_s
-    rate = n / sqlite_s
-    print(
-        f"target SQLite <= 2.00x parse-only: {ratio:.2f}x {'OK' if ratio <= 2 else 'MISSED'}; "
-        f"target > 500 msg/s: {rate:,.0f} {'OK' if rate > 500 else 'MISSED'}"
-    )
+    for label, seconds in (("one unit per message", sqlite_s), (f"batches of {args.batch}", batched_s)):
+        ratio = seconds / parse_s
+        rate = n / seconds
+        print(
+            f"SQLite, {label}: target <= 2.00x parse-only: {ratio:.2f}x {'OK' if ratio <= 2 else 'MISSED'}; "
+            f"target > 500 msg/s: {rate:,.0f} {'OK' if rate > 500 else 'MISSED'}"
+        )
     return 0
 
 
