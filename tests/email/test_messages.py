@@ -392,3 +392,68 @@ def test_japanese_gmail_reply_attribution_without_verb() -> None:
     m = load("japanese_gmail_reply.eml")
     assert m.subject == "Re: 請求書について"
     assert m.new_text == "ご連絡ありがとうございます。\n承知しました。"
+
+
+def crlf(text: str) -> bytes:
+    return text.replace("\n", "\r\n").encode("utf-8")
+
+
+def test_base64_encoded_attached_message_and_digest() -> None:
+    import base64
+
+    inner = crlf("From: inner@example.com\nSubject: Inner\n\nInner body\n")
+    raw = (
+        crlf(
+            "From: outer@example.com\nSubject: Outer\nContent-Type: multipart/mixed; boundary=x\n\n--x\n"
+            "Content-Type: text/plain\n\nOuter body\n--x\nContent-Type: message/rfc822\n"
+            "Content-Transfer-Encoding: base64\n\n"
+        )
+        + base64.encodebytes(inner)
+        + crlf("--x--\n")
+    )
+    m = parse_email(raw)
+    assert m.text == "Outer body"
+    assert m.attached_messages[0].subject == "Inner"
+    assert m.attachments[0].data == inner
+    digest = crlf(
+        "From: list@example.com\nSubject: Digest\nContent-Type: multipart/digest; boundary=d\n\n"
+        "--d\n\nFrom: a@example.com\nSubject: One\n\nfirst\n--d\n\nFrom: b@example.com\nSubject: Two\n\nsecond\n--d--\n"
+    )
+    d = parse_email(digest)
+    assert [x.subject for x in d.attached_messages] == ["One", "Two"]
+
+
+def test_prefix_boundaries_mbox_line_and_uuencode() -> None:
+    raw = crlf(
+        "From sender@example.com Mon Jun  3 10:00:00 2024\n"
+        "From: a@example.com\nSubject: nested\nContent-Type: multipart/mixed; boundary=abc\n\n"
+        "--abc\nContent-Type: multipart/alternative; boundary=abc-1\n\n"
+        "--abc-1\nContent-Type: text/plain\n\nplain\n--abc-1\nContent-Type: text/html\n\n<p>html</p>\n--abc-1--\n"
+        "--abc\nContent-Type: application/octet-stream; name=u.bin\nContent-Transfer-Encoding: x-uuencode\n\n"
+        "begin 644 u.bin\n#86)C\n`\nend\n--abc--\n"
+    )
+    m = parse_email(raw)
+    assert m.subject == "nested"
+    assert m.text == "plain"
+    assert m.html == "<p>html</p>"
+    assert m.attachments[0].data == b"abc"
+
+
+def test_plain_and_html_parts_in_sequence_and_signed() -> None:
+    raw = crlf(
+        "From: a@example.com\nSubject: seq\nContent-Type: multipart/signed; boundary=s; protocol=x\n\n"
+        "--s\nContent-Type: multipart/mixed; boundary=m\n\n"
+        "--m\nContent-Type: text/plain\n\nfirst <plain>\n--m\nContent-Type: text/html\n\n<p>second</p>\n--m--\n"
+        "--s\nContent-Type: application/pkcs7-signature; name=smime.p7s\n\nSIG\n--s--\n"
+    )
+    m = parse_email(raw)
+    assert m.text == "first <plain>\n\nsecond"
+    assert m.html == "<pre>first &lt;plain&gt;</pre>\n<p>second</p>"
+    assert [a.filename for a in m.attachments] == ["smime.p7s"]
+
+
+def test_invalid_content_type_and_unknown_encoding() -> None:
+    raw = crlf("From: a@example.com\nContent-Type: garbage\nContent-Transfer-Encoding: x-weird\n\nhello\n")
+    m = parse_email(raw)
+    assert m.text == "hello"
+    assert {"invalid_content_type", "unknown_transfer_encoding"} <= codes(m)
