@@ -1,7 +1,9 @@
 """Decisions: what the rules layer concluded about a message, and why.
 
-OWNER: the rules work (issue 4) fleshes this module out; the pipeline and the CLI read it.
-Every decision carries its reasons so an operator can see why a message did or did not become a ticket.
+Produced by :func:`ticketmail.rules.evaluate` and :func:`ticketmail.rules.classify_automatic`; read by the
+pipeline and the CLI (``ticketmail parse`` prints :class:`Automatic` as its ``automatic`` member and a
+:class:`Decision` as ``decision``). Every decision carries its reasons so an operator can see why a message
+did or did not become a ticket; the reason codes are listed in docs/rules.md.
 """
 
 from __future__ import annotations
@@ -39,7 +41,16 @@ class Reason:
 
 @attrs.frozen
 class BounceRecipient:
-    """Per-recipient delivery status parsed from a DSN (RFC 3464) or a non-standard bounce."""
+    """Per-recipient delivery status parsed from a DSN (RFC 3464) or a non-standard bounce.
+
+    Attributes:
+        recipient: The address the message was sent to (``Original-Recipient`` when given, else
+            ``Final-Recipient``; for non-standard bounces the address found in the text).
+        status: The RFC 3463 status code (``5.1.1``), when known.
+        action: ``failed``, ``delayed``, ``delivered``, ``relayed`` or ``expanded`` (RFC 3464 section 2.3.3).
+        diagnostic: The remote server's answer (``Diagnostic-Code`` or the text near the address).
+        permanent: True for a permanent failure; false for a delay or a ``4.x.x`` (transient) status.
+    """
 
     recipient: str
     status: str | None = None
@@ -50,7 +61,17 @@ class BounceRecipient:
 
 @attrs.frozen
 class Automatic:
-    """Why a message looks machine-generated, and what kind of automatic mail it is."""
+    """Why a message looks machine-generated, and what kind of automatic mail it is.
+
+    Attributes:
+        kind: ``auto_reply``, ``out_of_office`` (reported apart: it must not reopen or change a ticket),
+            ``bounce`` (permanent or temporary delivery failure), ``delivery_report`` (delayed, delivered,
+            relayed, expanded; read receipts), ``feedback_report`` (ARF abuse/complaint reports),
+            ``mailing_list`` or ``bulk``.
+        reasons: Every signal found (codes ``auto.<signal>``), in header order.
+        recipients: For ``bounce`` and ``delivery_report``: the per-recipient status.
+        original_message_id: For reports: the Message-ID of the message the report is about, when found.
+    """
 
     kind: AutomaticKind
     reasons: tuple[Reason, ...] = ()

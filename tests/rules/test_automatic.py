@@ -404,3 +404,30 @@ def test_never_raises_and_is_deterministic(
         assert first.reasons
         if first.kind not in ("bounce", "delivery_report"):
             assert first.recipients == ()
+
+
+@given(st.binary(max_size=3000))
+def test_any_bytes_parse_then_classify_never_raises(raw: bytes) -> None:
+    from ticketmail.errors import TicketmailError
+    from ticketmail.parsing.mime import parse_email
+
+    try:
+        email = parse_email(raw)
+    except TicketmailError:
+        return
+    result = classify_automatic(email)
+    assert result is None or result.kind in (
+        "auto_reply",
+        "out_of_office",
+        "bounce",
+        "delivery_report",
+        "feedback_report",
+        "mailing_list",
+        "bulk",
+    )
+
+
+@given(st.text(max_size=2000))
+def test_bounce_text_scan_never_raises(text: str) -> None:
+    for recipient in scan_bounce_text(text):
+        assert "@" in recipient.recipient
