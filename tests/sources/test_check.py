@@ -177,3 +177,22 @@ def test_wrong_service_on_port(dovecot, mail_user):
     result = check(dovecot.config(mail_user, security="none", port=dovecot.ports["pop3"]))
     assert result.stage == "protocol"
     assert "+OK" in result.message
+
+
+def test_connect_timeout_is_told_apart_from_refused(dovecot, mail_user):
+    import socket
+
+    # a listener whose accept queue is full drops further SYNs: a real connect timeout on loopback
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(0)
+    port = server.getsockname()[1]
+    filler = socket.create_connection(("127.0.0.1", port), timeout=1)
+    try:
+        result = check(dovecot.config(mail_user, port=port, timeout=1))
+    finally:
+        filler.close()
+        server.close()
+    assert result.stage == "connect"
+    assert "timed out" in result.message
+    assert "firewall" in result.message
