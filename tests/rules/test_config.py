@@ -118,6 +118,7 @@ def test_dangerous_regex_fails_at_load() -> None:
         ({"filters": [{"name": "f", "type": "allow", "domains": ["a@b.example"]}]}, ("domains[0]", "without '@'")),
         ({"filters": [{"name": "f", "type": "allow", "addresses": ["nobody"]}]}, ("addresses[0]",)),
         ({"settings": {"duplicate_scope": "planet"}}, ("settings.duplicate_scope",)),
+        ({"settings": {"own_addresses": ["desk"]}}, ("settings.own_addresses[0]",)),
         ({"settings": {"rate_limit": {"max_tickets": 0, "window_seconds": 60}}}, ("max_tickets", ">= 1")),
         ({"settings": {"automatic": {"bounce": "open"}}}, ("settings.automatic.bounce", "append, ignore")),
         ({"settings": {"automatic": {"spam": "open"}}}, ("unknown key 'spam'",)),

@@ -275,7 +275,11 @@ def _load_settings(path: _Path, data: object) -> dict[str, Any]:
     _check_keys(path, "settings", table, {"own_addresses", "duplicate_scope", "rate_limit", "automatic"})
     out: dict[str, Any] = {}
     if "own_addresses" in table:
-        out["own_addresses"] = _strings(path, "settings.own_addresses", table["own_addresses"])
+        own = _strings(path, "settings.own_addresses", table["own_addresses"])
+        for i, address in enumerate(own):
+            if "@" not in address:
+                raise path.fail(f"settings.own_addresses[{i}]", f"expected an email address, got {address!r}")
+        out["own_addresses"] = own
     scope = table.get("duplicate_scope", "global")
     if scope not in DUPLICATE_SCOPES:
         raise path.fail("settings.duplicate_scope", f"expected one of {', '.join(DUPLICATE_SCOPES)}, got {scope!r}")
