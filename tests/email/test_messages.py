@@ -457,3 +457,18 @@ def test_invalid_content_type_and_unknown_encoding() -> None:
     m = parse_email(raw)
     assert m.text == "hello"
     assert {"invalid_content_type", "unknown_transfer_encoding"} <= codes(m)
+
+
+def test_html_meta_charset_and_cid_reference_outside_related() -> None:
+    raw = (
+        b"From: a@b.example\r\nSubject: x\r\nContent-Type: multipart/mixed; boundary=m\r\n\r\n--m\r\n"
+        b'Content-Type: text/html\r\n\r\n<html><head><meta http-equiv="Content-Type" '
+        b'content="text/html; charset=windows-1251"></head><body><p>'
+        + "Привет мир".encode("cp1251")
+        + b'</p><img src="cid:Logo1"></body></html>\r\n--m\r\nContent-Type: image/png; name=l.png\r\n'
+        b"Content-ID: <logo1>\r\nContent-Disposition: attachment; filename=l.png\r\n\r\nPNG\r\n--m--\r\n"
+    )
+    m = parse_email(raw)
+    assert m.text == "Привет мир"
+    assert m.charsets == ("cp1251",)
+    assert [(a.filename, a.disposition) for a in m.attachments] == [("l.png", "inline")]

@@ -82,6 +82,8 @@ _ENVELOPE = ("delivered-to", "x-original-to", "envelope-to", "x-envelope-to")
 _REPORT_TYPES = frozenset(
     {"message/delivery-status", "message/feedback-report", "message/disposition-notification", "text/rfc822-headers"}
 )
+_META_CHARSET = re.compile(rb"""<meta[^>]{0,200}?charset\s*=\s*["']?\s*([A-Za-z0-9_.:-]{1,40})""", re.I)
+_CID_REF = re.compile(r"""cid:([^"'\s>]{1,250})""", re.I)
 _HEADER_START = re.compile(rb"[!-9;-~]{1,76}[ \t]*:")
 
 
@@ -222,6 +224,10 @@ class _Builder:
     def text_of(self, part: Part, out: _Collector) -> str:
         data = decode_transfer(part, self.ctx)
         declared = part.params.get("charset")
+        if not declared and part.content_type == "text/html":
+            # HTML parts often carry their charset only in <meta charset> / http-equiv (HTML Living Standard).
+            meta = _META_CHARSET.search(data[:4096])
+            declared = meta.group(1).decode("ascii") if meta else None
         text, used, trusted = decode_text(data, declared)
         if declared and not trusted:
             self.ctx.defect(
@@ -506,6 +512,16 @@ def _build_email(part: Part, raw: bytes, options: EmailOptions, ctx: ParseContex
     else:
         builder.walk(part, collector)
     text, html = _render(collector, options)
+    attachments = tuple(collector.attachments)
+    if html is not None and "cid:" in html.lower():
+        # Images referenced from the HTML are inline even when a client put them in multipart/mixed.
+        referenced = {ref.lower() for ref in _CID_REF.findall(html)}
+        attachments = tuple(
+            attrs.evolve(a, disposition="inline")
+            if a.disposition == "attachment" and a.content_id and a.content_id.lower() in referenced
+            else a
+            for a in attachments
+        )
     subject = " ".join(decode_rfc2047(first("subject")).split())
     senders = addresses("from")
     sender = addresses("sender")
@@ -525,7 +541,7 @@ def _build_email(part: Part, raw: bytes, options: EmailOptions, ctx: ParseContex
         text=text,
         html=html,
         new_text=extract_new_text(text, options.reply_separator),
-        attachments=tuple(collector.attachments),
+        attachments=attachments,
         attached_messages=tuple(collector.attached),
         content_type=part.content_type,
         report_type=collector.report_type,
