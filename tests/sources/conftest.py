@@ -14,6 +14,7 @@ Fixtures (use them from any test module in ``tests/sources/``):
     * ``host`` (``"127.0.0.1"``), ``ports``: ``{"imap", "imaps", "pop3", "pop3s"}`` -> port (``imap``/``pop3``
       serve plaintext and STARTTLS/STLS), ``closed_port`` (nothing listens there), ``ca_file`` (the cert),
       ``password`` (every user's password), ``dir`` (the server's directory; log in ``dir/dovecot.log``).
+      The server also listens on ``127.0.0.2``, an address the certificate does not name (host-name checks).
     * ``new_user(prefix="u")`` -> a fresh user name (empty mailbox).
     * ``config(user, protocol="imap", security="ssl", **overrides)`` -> a ready
       :class:`~ticketmail.sources.config.MailboxConfig` (right port, ``ca_file``, password).
@@ -131,7 +132,7 @@ base_dir = {d}/run
 state_dir = {d}/state
 log_path = {d}/dovecot.log
 info_log_path = {d}/dovecot.log
-listen = 127.0.0.1
+listen = 127.0.0.1, 127.0.0.2
 protocols = imap pop3
 ssl = yes
 ssl_cert = <{d}/cert.pem

@@ -196,3 +196,12 @@ def test_connect_timeout_is_told_apart_from_refused(dovecot, mail_user):
     assert result.stage == "connect"
     assert "timed out" in result.message
     assert "firewall" in result.message
+
+
+def test_certificate_for_another_name(dovecot, mail_user):
+    # the server also listens on 127.0.0.2; its certificate names only localhost and 127.0.0.1
+    result = check(dovecot.config(mail_user, host="127.0.0.2"))
+    assert result.stage == "tls"
+    assert "certificate verification failed" in result.message
+    assert "mismatch" in result.message.lower()
+    assert "set host to a name the certificate lists" in result.message

@@ -57,6 +57,13 @@ def classify_tls_error(exc: BaseException, config: MailboxConfig) -> SourceError
     """A SourceError(stage="tls") with an actionable message for a handshake failure."""
     where = _where(config)
     if isinstance(exc, ssl.SSLCertVerificationError):
+        if "mismatch" in (exc.verify_message or "").lower():
+            return SourceError(
+                f"TLS certificate verification failed for {where}: {exc.verify_message}; the certificate was "
+                f"issued for another name: set host to a name the certificate lists (not {config.host!r})",
+                stage="tls",
+                mailbox=config.name,
+            )
         hint = (
             f"set ca_file to the CA that signed the server certificate (now: {config.ca_file})"
             if config.ca_file
