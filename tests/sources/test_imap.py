@@ -487,3 +487,19 @@ def test_large_scattered_uid_sets_are_split(dovecot, mail_user, make_message, mo
     stores = [c for c in commands if c.startswith("STORE")]
     assert len(stores) == 4  # 6 skipped-and-acknowledged + 6 acknowledged, 3 UIDs per command
     assert all(c.split()[1].count(",") <= 2 for c in stores)
+
+
+def test_logindisabled_gets_actionable_advice(dovecot, mail_user):
+    session = ImapSession(dovecot.config(mail_user, security="none"))
+    original = session._authenticate
+
+    def authenticate(client: Any) -> None:
+        client.capabilities = (*client.capabilities, "LOGINDISABLED")  # as a strict server announces it
+        original(client)
+
+    session._authenticate = authenticate  # type: ignore[method-assign]
+    with pytest.raises(SourceError) as info:
+        session.open()
+    session.close()
+    assert info.value.stage == "auth"
+    assert "starttls" in info.value.message

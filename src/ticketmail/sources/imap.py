@@ -296,6 +296,13 @@ class ImapSession:
             return
         password = cfg.secret().reveal()
         self._secrets = (password,)
+        if "LOGINDISABLED" in client.capabilities:  # RFC 3501 section 6.2.3
+            raise SourceError(
+                f"{cfg.host}:{cfg.effective_port} refuses password login on an unencrypted connection: use "
+                "security = 'starttls' (or 'ssl' with port 993)",
+                stage="auth",
+                mailbox=cfg.name,
+            )
         with self._guard("auth", "login"):
             try:
                 if user.isascii() and password.isascii():
