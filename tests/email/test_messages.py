@@ -472,3 +472,14 @@ def test_html_meta_charset_and_cid_reference_outside_related() -> None:
     assert m.text == "Привет мир"
     assert m.charsets == ("cp1251",)
     assert [(a.filename, a.disposition) for a in m.attachments] == [("l.png", "inline")]
+
+
+def test_text_enriched_alternative_is_body() -> None:
+    raw = crlf(
+        "From: a@example.com\nSubject: rich\nContent-Type: multipart/alternative; boundary=r\n\n"
+        "--r\nContent-Type: text/plain\n\nplain version\n--r\nContent-Type: text/enriched\n\n"
+        "<bold>Rich</bold> version\nsame line\n\nnext <<tag>\n--r--\n"
+    )
+    m = parse_email(raw)
+    assert m.text == "Rich version same line\nnext <tag>"
+    assert m.attachments == ()

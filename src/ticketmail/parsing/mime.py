@@ -84,6 +84,10 @@ _REPORT_TYPES = frozenset(
 )
 _META_CHARSET = re.compile(rb"""<meta[^>]{0,200}?charset\s*=\s*["']?\s*([A-Za-z0-9_.:-]{1,40})""", re.I)
 _CID_REF = re.compile(r"""cid:([^"'\s>]{1,250})""", re.I)
+_BODY_TYPES = frozenset({"text/plain", "text/html", "text/enriched", "text/richtext"})
+_ENRICHED_PARAM = re.compile(r"<param>[^<]*</param>", re.I)
+_ENRICHED_TAG = re.compile(r"</?[A-Za-z0-9-]{1,60}>")
+_ENRICHED_BREAKS = re.compile(r"\n+")
 _HEADER_START = re.compile(rb"[!-9;-~]{1,76}[ \t]*:")
 
 
@@ -206,6 +210,17 @@ def _unflow(text: str, delsp: bool) -> str:
     if pending is not None:
         out.append(">" * pending_depth + (" " if pending_depth else "") + pending)
     return "\n".join(out)
+
+
+def _enriched_to_text(text: str) -> str:
+    """Plain text of RFC 1896 text/enriched (and the older text/richtext): commands dropped, lines unfolded.
+
+    In text/enriched a single line break is a space and n consecutive breaks are n-1 breaks; "<<" is "<".
+    """
+    text = text.replace("<<", "\x00")  # NUL never survives _clean_text, so it is free as a placeholder
+    text = _ENRICHED_PARAM.sub("", text)
+    text = _ENRICHED_TAG.sub("", text).replace("\x00", "<")
+    return _ENRICHED_BREAKS.sub(lambda m: " " if len(m.group(0)) == 1 else "\n" * (len(m.group(0)) - 1), text)
 
 
 class _Builder:
@@ -343,13 +358,17 @@ class _Builder:
         name = dparams.get("filename") or part.params.get("name") or None
         if (
             not force_attachment
-            and ctype in ("text/plain", "text/html")
+            and ctype in _BODY_TYPES
             and disposition != "attachment"
             and not name
             and not inline_resource
         ):
             text = self.text_of(part, out)
-            if ctype == "text/plain":
+            if ctype in ("text/enriched", "text/richtext"):
+                text = _enriched_to_text(text)
+                if text.strip():
+                    out.add_body("plain", text)
+            elif ctype == "text/plain":
                 if part.params.get("format", "").lower() == "flowed":
                     text = _unflow(text, part.params.get("delsp", "").lower() == "yes")
                 if text.strip():
