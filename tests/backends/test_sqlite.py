@@ -276,3 +276,46 @@ def attrs_tuple(entry: object) -> tuple[object, ...]:
     import attrs
 
     return attrs.astuple(entry, recurse=False)
+
+
+_any_text = st.text(max_size=20)
+
+
+@given(
+    number=_any_text,
+    subject=_any_text,
+    email=_any_text,
+    kind=st.sampled_from(["message", "reply", "note", "bogus"]),
+    mid=st.none() | _any_text,
+    priority=st.none() | st.integers(),
+    raw=st.binary(max_size=64),
+)
+def test_any_input_gives_a_result_or_a_ticketmail_error(
+    tmp_path_factory: pytest.TempPathFactory,
+    number: str,
+    subject: str,
+    email: str,
+    kind: str,
+    mid: str | None,
+    priority: int | None,
+    raw: bytes,
+) -> None:
+    from ticketmail.errors import TicketmailError
+
+    outcomes = []
+    path = tmp_path_factory.mktemp("any") / "any.db"
+    for backend in (InMemoryBackend(), SQLiteBackend(path)):
+        with backend:
+            try:
+                with backend.unit_of_work() as uow:
+                    uow.quarantine(QuarantineRecord(T0, raw, "c", subject, Provenance("m", "file", email)))
+                    uow.create_ticket(NewTicket(number, subject, Address(email), T0, priority=priority))
+                    uow.append_entry(number, NewEntry(kind, None, subject, T0, message_id=mid))  # type: ignore[arg-type]
+                outcome: object = ("ok", backend.get_ticket(number), len(backend.quarantined()))
+            except TicketmailError as exc:
+                outcome = ("error", exc.code, len(backend.list_tickets()), len(backend.quarantined()))
+            outcomes.append(outcome)
+    # The model stores any str and int; SQLite refuses surrogates and >64-bit ints: the rest must agree.
+    storable = all(not ("\ud800" <= ch <= "\udfff") for ch in number + subject + email + (mid or ""))
+    if storable and (priority is None or -(2**63) <= priority < 2**63):
+        assert outcomes[0] == outcomes[1]

@@ -20,6 +20,12 @@ def quarantine_key(record: QuarantineRecord) -> QuarantineKey:
     return (prov.mailbox, prov.kind, prov.key, digest)
 
 
+def check_kind(kind: str) -> None:
+    """Refuse an entry kind other than ``message``/``reply``/``note``."""
+    if kind not in ("message", "reply", "note"):
+        raise InvalidValueError(f"entry kind must be 'message', 'reply' or 'note', got {kind!r}", field="kind")
+
+
 def check_direction(direction: str) -> None:
     """Refuse a direction other than ``inbound``/``outbound``."""
     if direction not in ("inbound", "outbound"):

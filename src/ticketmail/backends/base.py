@@ -419,8 +419,8 @@ class Backend(Protocol):
     def get_ticket(self, number: str) -> Ticket | None:
         """Read one ticket outside any unit of work."""
 
-    def list_tickets(self, *, limit: int | None = None) -> Sequence[Ticket]:
-        """All tickets, oldest first (creation order)."""
+    def list_tickets(self, *, limit: int | None = None, offset: int = 0) -> Sequence[Ticket]:
+        """Tickets oldest first (creation order); ``offset``/``limit`` page through them."""
 
     def entries(self, number: str) -> Sequence[Entry]:
         """A ticket's thread, oldest first (``[]`` for an unknown ticket)."""

@@ -20,7 +20,7 @@ from contextlib import contextmanager
 
 import attrs
 
-from ticketmail.backends._common import QuarantineKey, check_direction, check_status_change, quarantine_key
+from ticketmail.backends._common import QuarantineKey, check_direction, check_kind, check_status_change, quarantine_key
 from ticketmail.backends.base import (
     AttachmentRef,
     AuditRecord,
@@ -168,6 +168,7 @@ class _MemoryUnitOfWork:
 
     def append_entry(self, number: str, entry: NewEntry) -> Entry:
         """Append an entry, storing attachments once and recording its message id."""
+        check_kind(entry.kind)
         store = self._state()
         ticket = self._ticket(number)
         for attachment in entry.attachments:

@@ -41,7 +41,7 @@ from typing import Any, Literal
 
 import attrs
 
-from ticketmail.backends._common import check_direction, check_status_change, quarantine_key
+from ticketmail.backends._common import check_direction, check_kind, check_status_change, quarantine_key
 from ticketmail.backends.base import (
     AttachmentRef,
     AuditRecord,
@@ -483,6 +483,7 @@ class _SQLiteUnitOfWork:
 
     def append_entry(self, number: str, entry: NewEntry) -> Entry:
         """Append an entry, storing attachments once and recording its message id."""
+        check_kind(entry.kind)
         conn = self._c()
         tid, ticket = self._ticket_id(number)
         message_id = normalize_message_id(entry.message_id) if entry.message_id is not None else None
