@@ -47,7 +47,6 @@ class _Group:
 
     field: str
     case_sensitive: bool
-    sample: Condition
     equals: _Batch
     not_equals: _Batch
     within: _Batch
@@ -82,16 +81,19 @@ class RulePlan:
         """The rules that match, in order. ``values(field)`` gives a field's raw values."""
         truths: list[bool] = []
         for group in self.groups:
-            prepared = group.sample.prepare(values(group.field))
-            if prepared:
-                joined = "\0" + "\0".join(prepared) + "\0"
+            raw = values(group.field)
+            if not raw:  # no value: no positive test can hold, every negated one does
+                truths += group.when_empty
+                continue
+            prepared = [v.strip() for v in raw] if group.case_sensitive else [v.casefold().strip() for v in raw]
+            if group.equals.needles or group.not_equals.needles:
                 present = set(prepared)
                 truths += [n in present for n in group.equals.needles]
                 truths += [n not in present for n in group.not_equals.needles]
+            if group.within.needles or group.not_within.needles:
+                joined = "\0" + "\0".join(prepared) + "\0"
                 truths += [n in joined for n in group.within.needles]
                 truths += [n not in joined for n in group.not_within.needles]
-            else:  # no value: no positive test can hold, every negated one does
-                truths += group.when_empty
         # One C-level pass over all results: a false condition fails its "all" rules, a true one hits its "any" rules.
         failed = reduce(or_, compress(self.masks_all, map(not_, truths)), 0)
         hit = reduce(or_, compress(self.masks_any, truths), 0) if self.any_rules else 0
@@ -143,14 +145,12 @@ def compile_rules(rules: Iterable[Rule]) -> RulePlan:
             entry[0 if rule.match == "all" else 1] |= bit
             first_rule.setdefault(condition, rule.name)
     by_field: dict[tuple[str, bool], dict[str, list[tuple[str, int, int]]]] = {}
-    samples: dict[tuple[str, bool], Condition] = {}
     regexes = []
     for condition, (mask_all, mask_any) in masks.items():
         if condition.pattern is not None:
             regexes.append(_RegexEntry(condition, mask_all, mask_any, first_rule[condition]))
             continue
         key = (condition.field, condition.case_sensitive)
-        samples.setdefault(key, condition)
         positive = condition.op.removeprefix("not_")
         slot = ("" if positive == "equals" else "in") + ("_neg" if condition.negated else "")
         by_field.setdefault(key, {}).setdefault(slot, []).append((_needle(condition), mask_all, mask_any))
@@ -180,7 +180,6 @@ def compile_rules(rules: Iterable[Rule]) -> RulePlan:
             _Group(
                 field=key[0],
                 case_sensitive=key[1],
-                sample=samples[key],
                 equals=batches[0],
                 not_equals=batches[1],
                 within=batches[2],
