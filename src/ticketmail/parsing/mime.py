@@ -379,14 +379,16 @@ class _Builder:
         data = decode_transfer(part, self.ctx)
         if is_tnef(ctype, name, data):
             content = unpack_tnef(data)
-            if content is not None:
+            if content is not None and (content.files or content.text or content.html):
                 for file_name, payload in content.files:
                     guessed = mimetypes.guess_type(file_name, strict=False)[0] or "application/octet-stream"
                     out.attachments.append(self._attachment(file_name, guessed, payload, None))
                 out.tnef_text = out.tnef_text or content.text
                 out.tnef_html = out.tnef_html or content.html
                 return
-            self.ctx.defect("invalid_tnef", "winmail.dat could not be unpacked; kept as it is", part.path)
+            self.ctx.defect(
+                "invalid_tnef", "winmail.dat could not be unpacked (or was empty); kept as it is", part.path
+            )
         content_id = part.get_text("content-id").strip().strip("<>").strip() or None
         inline = disposition == "inline" or (inline_resource and content_id is not None and disposition != "attachment")
         charset = part.params.get("charset") if ctype.startswith("text/") else None
