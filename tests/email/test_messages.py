@@ -491,7 +491,8 @@ def test_unreadable_winmail_dat_is_kept_with_a_defect() -> None:
     blob = base64.b64encode(b"\x78\x9f\x3e\x22\x01\x00garbage that is not TNEF").decode()
     raw = crlf(
         "From: a@example.com\nSubject: t\nContent-Type: multipart/mixed; boundary=w\n\n"
-        "--w\nContent-Type: text/plain\n\nbody\n--w\nContent-Type: application/ms-tnef; name=winmail.dat\nContent-Transfer-Encoding: base64\n\n"
+        "--w\nContent-Type: text/plain\n\nbody\n"
+        "--w\nContent-Type: application/ms-tnef; name=winmail.dat\nContent-Transfer-Encoding: base64\n\n"
         f"{blob}\n--w--\n"
     )
     m = parse_email(raw)
