@@ -64,7 +64,8 @@ def test_bodies_come_in_batches_not_one_round_trip_each(dovecot, mail_user, make
     assert len(items) == 23
     body_fetches = [c for c in commands if "BODY.PEEK[]" in c]
     assert len(body_fetches) == 3  # 10 + 10 + 3
-    assert len([c for c in commands if c.startswith("SEARCH")]) == 1
+    # one SEARCH for candidates (SMALLER than the limit) and one to report oversize ones (LARGER)
+    assert len([c for c in commands if c.startswith("SEARCH")]) == 2
 
 
 def test_limit_caps_a_run_and_oldest_come_first(dovecot, mail_user, make_message):
@@ -503,3 +504,22 @@ def test_logindisabled_gets_actionable_advice(dovecot, mail_user):
     session.close()
     assert info.value.stage == "auth"
     assert "starttls" in info.value.message
+
+
+def test_oversize_pile_does_not_eat_the_cap(dovecot, mail_user, make_message):
+    bigs = [make_message(i, size=30_000) for i in range(5)]
+    dovecot.append_many(mail_user, [*bigs, make_message(99)])
+    source = ImapSource(dovecot.config(mail_user, max_message_size=10_000, max_per_run=2))
+    with source.session() as s:
+        items = list(s.fetch())
+        assert len(s.oversized) == 5
+    assert len(items) == 1
+    assert b"message 99" in items[0].data
+
+
+def test_missing_folder_message_lists_names_with_spaces(dovecot, mail_user, make_message):
+    dovecot.append(mail_user, make_message(1), folder="Sent Items")
+    source = ImapSource(dovecot.config(mail_user, folder="Sent"))
+    with pytest.raises(SourceError) as info, source.session():
+        pass
+    assert "Sent Items" in info.value.message

@@ -78,6 +78,7 @@ _MAX_UIDS_PER_COMMAND = 500  # worst case "nnnnnnn," x 500 = 4 KB, under the str
 _UID_RE = re.compile(rb"UID (\d+)")
 _SIZE_RE = re.compile(rb"RFC822\.SIZE (\d+)")
 _FLAGS_RE = re.compile(rb"FLAGS \(([^)]*)\)")
+_LIST_RE = re.compile(rb'^\([^)]*\) (?:NIL|"(?:[^"\\]|\\.)*") (.+)$')  # RFC 3501 section 7.2.2
 _FAIL_RE = re.compile(r"^\$TmFail(\d+)$", re.IGNORECASE)
 
 
@@ -349,8 +350,12 @@ class ImapSession:
         names: list[str] = []
         if typ == "OK":
             for line in data:
-                if isinstance(line, bytes) and b" " in line:
-                    names.append(line.rsplit(b" ", 1)[1].strip(b'"').decode("ascii", "replace"))
+                m = _LIST_RE.match(line) if isinstance(line, bytes) else None
+                if m:
+                    name = m.group(1)
+                    if name.startswith(b'"'):
+                        name = name[1:-1].replace(b'\\"', b'"').replace(b"\\\\", b"\\")
+                    names.append(name.decode("ascii", "replace"))
         return names
 
     def close(self) -> None:
@@ -374,15 +379,30 @@ class ImapSession:
             raise imaplib.IMAP4.error(f"UID {args[0]} answered {typ}: {data!r}")
         return data
 
-    def search(self) -> list[int]:
-        """UIDs of candidate messages, oldest first (see the module docstring for the criteria)."""
+    def search(self, *extra: str) -> list[int]:
+        """UIDs of candidate messages, oldest first (see the module docstring for the criteria).
+
+        With ``oversize = "skip"`` the server filters out messages over the limit (``SMALLER``, RFC 3501
+        section 6.4.4), so a pile of oversize mail never eats the per-run cap; they are reported separately.
+        """
         criteria = ["UNDELETED"]
         if self.config.fetch_mode == "unseen":
             criteria.append("UNSEEN")
-        criteria += ["NOT", "KEYWORD", QUARANTINE_KEYWORD]
+        criteria += ["NOT", "KEYWORD", QUARANTINE_KEYWORD, *extra]
         with self._guard("fetch", "UID SEARCH"):
             data = self._uid("SEARCH", *criteria)
         return sorted(int(x) for x in (data[0] or b"").split())
+
+    def _skip_oversize(self) -> bool:
+        return self.config.max_message_size is not None and self.config.oversize == "skip"
+
+    def _report_oversize(self) -> None:
+        limit = self.config.max_message_size or 0
+        big = self.search("LARGER", str(limit))
+        if not big:
+            return
+        for uid, (size, flags) in sorted(self._fetch_meta(big).items()):
+            self._oversize(uid, size, flags, limit)
 
     def fetch(self, *, limit: int | None = None) -> Iterator[RawItem]:
         """Yield up to ``limit`` (default ``max_per_run``) messages, oldest first, fetched in batches."""
@@ -391,7 +411,11 @@ class ImapSession:
             return
         selected: list[int] = []
         already: list[int] = []
-        candidates = self.search()
+        if self._skip_oversize():
+            self._report_oversize()
+            candidates = self.search("SMALLER", str((self.config.max_message_size or 0) + 1))
+        else:
+            candidates = self.search()
         self._backlog = False
         for index, uid in enumerate(candidates):
             if self.skip is not None and self.skip(self._provenance(uid)):
