@@ -101,13 +101,16 @@ def _run_until_killed(args: list[str], rng: random.Random, start: int, total: in
     return code == 0, seen
 
 
-def test_sigkill_at_random_points_gives_exactly_one_effect(tmp_path: Path) -> None:
+@pytest.mark.parametrize("batch", ["1", "25"])
+def test_sigkill_at_random_points_gives_exactly_one_effect(tmp_path: Path, batch: str) -> None:
+    """With one unit of work per message, and with 25 messages per unit (``process_batch``)."""
     rng = random.Random(int(os.environ.get("TICKETMAIL_CRASH_SEED", "20260302")))
     maildir = tmp_path / "Maildir"
     threads, total = _build(maildir, rng)
     assert total >= 200
     db = tmp_path / "tickets.sqlite3"
-    args = [sys.executable, "-m", "ticketmail", "ingest", "--db", str(db), "--no-progress", str(maildir)]
+    args = [sys.executable, "-m", "ticketmail", "ingest", "--db", str(db), "--no-progress", "--batch", batch]
+    args.append(str(maildir))
 
     kills = 0
     progress = 0

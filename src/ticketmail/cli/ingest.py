@@ -94,6 +94,13 @@ def register(subparsers: Any) -> None:
         action="store_true",
         help="add the people in To/Cc (not the desk's --address) as participants of the ticket",
     )
+    ingest.add_argument(
+        "--batch",
+        type=_positive,
+        default=50,
+        metavar="N",
+        help="commit up to N messages per transaction (default: 50; 1 commits each message on its own)",
+    )
     ingest.add_argument("--no-progress", action="store_true", help="never draw a progress bar")
     ingest.set_defaults(func=run_ingest)
 
@@ -108,6 +115,16 @@ def register(subparsers: Any) -> None:
     _db_argument(show)
     show.add_argument("--json", action="store_true", help="the whole ticket with its entries as JSON")
     show.set_defaults(func=run_show)
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
+    return value
 
 
 def _db_argument(parser: argparse.ArgumentParser) -> None:
@@ -172,6 +189,24 @@ class _Progress:
             self._stream.flush()
 
 
+def _chunks(items: Iterable[LocalItem], size: int) -> Iterator[list[LocalItem]]:
+    """Consecutive emails in groups of up to ``size`` (one unit of work each); payloads alone."""
+    batch: list[LocalItem] = []
+    for item in items:
+        if item.kind != "email":
+            if batch:
+                yield batch
+                batch = []
+            yield [item]
+            continue
+        batch.append(item)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
 def _process(pipeline: Pipeline, item: LocalItem, context: MailboxContext) -> Outcome:
     if item.kind == "email":
         return pipeline.process_email(item.data, provenance=item.provenance, context=context)
@@ -225,10 +260,17 @@ def run_ingest(args: argparse.Namespace) -> int:
         if show_progress:  # a bar needs the total: count the inputs first (cheap: no contents read)
             total = count_local(args.paths)
         progress = _Progress(err, total, show_progress)
-        for done, item in enumerate(items, start=1):
-            outcome = _process(pipeline, item, context)
-            counts[outcome.action] += 1
-            out.write(_line(item, outcome) + "\n")
+        done = 0
+        for chunk in _chunks(items, args.batch):
+            if chunk[0].kind == "email":
+                outcomes = pipeline.process_batch([(i.data, i.provenance) for i in chunk], context=context)
+            else:
+                outcomes = [_process(pipeline, chunk[0], context)]
+            for item, outcome in zip(chunk, outcomes, strict=True):
+                done += 1
+                counts[outcome.action] += 1
+                out.write(_line(item, outcome) + "\n")
+            out.flush()
             progress.update(done, counts)
         progress.close()
     except BrokenPipeError:  # stop reading inputs; everything printed so far was committed
