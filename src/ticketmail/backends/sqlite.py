@@ -30,16 +30,13 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
-import hashlib
 import json
 import os
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, Literal
-
-import attrs
 
 from ticketmail.backends._common import check_direction, check_kind, check_status_change, quarantine_key
 from ticketmail.backends.base import (
@@ -60,6 +57,16 @@ from ticketmail.backends.base import (
     as_utc,
     normalize_message_id,
 )
+from ticketmail.backends.sqlite_schema import (
+    MIGRATIONS,
+    SCHEMA_VERSION,
+    BackendLockedError,
+    Migration,
+    SchemaVersionError,
+    current_version,
+    migrate,
+    translate_errors,
+)
 from ticketmail.errors import BackendError, InvalidValueError
 from ticketmail.model import Address, Provenance
 
@@ -76,174 +83,6 @@ __all__ = [
 Synchronous = Literal["OFF", "NORMAL", "FULL", "EXTRA"]
 
 
-class BackendLockedError(BackendError):
-    """The database stayed locked by another connection for longer than the backend's ``timeout``."""
-
-    code = "backend_locked"
-
-
-class SchemaVersionError(BackendError):
-    """The database file was written by a newer ticketmail whose schema this code does not know."""
-
-    code = "schema_too_new"
-    status = 500
-
-
-@attrs.frozen
-class Migration:
-    """One forward step of the schema: SQL statements run in order, then an optional Python step.
-
-    Steps are never edited once released; a change to the schema is a new step at the end of
-    :data:`MIGRATIONS`. ``python`` receives the connection inside the migration transaction (for backfills
-    SQL cannot express).
-    """
-
-    version: int
-    description: str
-    statements: tuple[str, ...]
-    python: Callable[[sqlite3.Connection], None] | None = None
-
-
-def _sha256(data: bytes | None) -> str | None:
-    return None if data is None else hashlib.sha256(data).hexdigest()
-
-
-def _backfill_quarantine(conn: sqlite3.Connection) -> None:
-    rows = conn.execute("SELECT id, raw FROM quarantine WHERE sha256 IS NULL").fetchall()
-    conn.executemany("UPDATE quarantine SET sha256 = ? WHERE id = ?", [(_sha256(raw), qid) for qid, raw in rows])
-
-
-MIGRATIONS: tuple[Migration, ...] = (
-    Migration(
-        1,
-        "tickets, entries, content-addressed attachments, message ids, ledger, audit log, quarantine",
-        (
-            """CREATE TABLE tickets (
-                id INTEGER PRIMARY KEY,
-                number TEXT NOT NULL UNIQUE,
-                subject TEXT NOT NULL,
-                requester_email TEXT NOT NULL,
-                requester_name TEXT,
-                requester_key TEXT NOT NULL,
-                status TEXT NOT NULL CHECK (status IN ('open', 'closed', 'merged')),
-                created TEXT NOT NULL,
-                updated TEXT NOT NULL,
-                source TEXT NOT NULL,
-                mailbox TEXT,
-                department TEXT,
-                team TEXT,
-                category TEXT,
-                priority INTEGER,
-                topic_id INTEGER,
-                assignee TEXT,
-                merged_into TEXT REFERENCES tickets (number),
-                entry_count INTEGER NOT NULL DEFAULT 0,
-                CHECK ((status = 'merged') = (merged_into IS NOT NULL))
-            )""",
-            "CREATE INDEX tickets_requester_created ON tickets (requester_key, created)",
-            """CREATE TABLE entries (
-                id INTEGER PRIMARY KEY,
-                ticket_id INTEGER NOT NULL REFERENCES tickets (id),
-                kind TEXT NOT NULL CHECK (kind IN ('message', 'reply', 'note')),
-                author_email TEXT,
-                author_name TEXT,
-                body TEXT NOT NULL,
-                html TEXT,
-                created TEXT NOT NULL,
-                message_id TEXT
-            )""",
-            "CREATE INDEX entries_ticket ON entries (ticket_id, id)",
-            """CREATE TABLE attachments (
-                sha256 TEXT PRIMARY KEY,
-                size INTEGER NOT NULL,
-                data BLOB NOT NULL
-            )""",
-            """CREATE TABLE entry_attachments (
-                entry_id INTEGER NOT NULL REFERENCES entries (id),
-                position INTEGER NOT NULL,
-                sha256 TEXT NOT NULL REFERENCES attachments (sha256),
-                filename TEXT NOT NULL,
-                content_type TEXT NOT NULL,
-                size INTEGER NOT NULL,
-                disposition TEXT NOT NULL,
-                content_id TEXT,
-                PRIMARY KEY (entry_id, position)
-            ) WITHOUT ROWID""",
-            "CREATE INDEX entry_attachments_sha256 ON entry_attachments (sha256)",
-            """CREATE TABLE message_ids (
-                message_id TEXT PRIMARY KEY,
-                ticket_id INTEGER NOT NULL REFERENCES tickets (id),
-                direction TEXT NOT NULL CHECK (direction IN ('inbound', 'outbound'))
-            ) WITHOUT ROWID""",
-            "CREATE INDEX message_ids_ticket ON message_ids (ticket_id)",
-            """CREATE TABLE participants (
-                ticket_id INTEGER NOT NULL REFERENCES tickets (id),
-                email_key TEXT NOT NULL,
-                position INTEGER NOT NULL,
-                email TEXT NOT NULL,
-                PRIMARY KEY (ticket_id, email_key)
-            ) WITHOUT ROWID""",
-            """CREATE TABLE tags (
-                ticket_id INTEGER NOT NULL REFERENCES tickets (id),
-                tag TEXT NOT NULL,
-                position INTEGER NOT NULL,
-                PRIMARY KEY (ticket_id, tag)
-            ) WITHOUT ROWID""",
-            """CREATE TABLE custom_fields (
-                ticket_id INTEGER NOT NULL REFERENCES tickets (id),
-                name TEXT NOT NULL,
-                position INTEGER NOT NULL,
-                value TEXT NOT NULL,
-                PRIMARY KEY (ticket_id, name)
-            ) WITHOUT ROWID""",
-            """CREATE TABLE ledger (
-                key TEXT PRIMARY KEY,
-                action TEXT NOT NULL,
-                at TEXT NOT NULL,
-                ticket TEXT,
-                entry_id INTEGER,
-                message_id TEXT
-            ) WITHOUT ROWID""",
-            """CREATE TABLE audit (
-                id INTEGER PRIMARY KEY,
-                at TEXT NOT NULL,
-                action TEXT NOT NULL,
-                message_id TEXT,
-                prov_mailbox TEXT,
-                prov_kind TEXT,
-                prov_key TEXT,
-                ticket TEXT,
-                entry_id INTEGER,
-                reasons TEXT NOT NULL
-            )""",
-            """CREATE TABLE quarantine (
-                id INTEGER PRIMARY KEY,
-                at TEXT NOT NULL,
-                raw BLOB NOT NULL,
-                reason_code TEXT NOT NULL,
-                reason TEXT NOT NULL,
-                prov_mailbox TEXT,
-                prov_kind TEXT,
-                prov_key TEXT
-            )""",
-        ),
-    ),
-    Migration(
-        2,
-        "quarantine keeps one row per (provenance, bytes) with an attempt count",
-        (
-            "ALTER TABLE quarantine ADD COLUMN sha256 TEXT",
-            "ALTER TABLE quarantine ADD COLUMN attempts INTEGER NOT NULL DEFAULT 1",
-            "CREATE INDEX quarantine_item ON quarantine (sha256, prov_mailbox, prov_kind, prov_key)",
-        ),
-        python=_backfill_quarantine,
-    ),
-)
-"""Every schema step, oldest first. ``MIGRATIONS[-1].version`` is the version this code writes."""
-
-SCHEMA_VERSION = MIGRATIONS[-1].version
-
-
 # --- value conversion ---------------------------------------------------------------------------------------
 
 
@@ -258,26 +97,6 @@ def _dt_from(text: str) -> _dt.datetime:
 
 def _address(email: str | None, name: str | None) -> Address | None:
     return None if email is None else Address(email, name)
-
-
-@contextmanager
-def _translate(action: str) -> Iterator[None]:
-    """Map ``sqlite3`` exceptions raised while doing ``action`` onto ticketmail errors."""
-    try:
-        yield
-    except sqlite3.OperationalError as exc:
-        text = str(exc).lower()
-        if "locked" in text or "busy" in text:
-            raise BackendLockedError(f"SQLite database stayed locked while trying to {action}: {exc}") from exc
-        raise BackendError(f"SQLite failed to {action}: {exc}") from exc
-    except sqlite3.Error as exc:
-        raise BackendError(f"SQLite failed to {action}: {exc}") from exc
-    except UnicodeEncodeError as exc:  # a lone surrogate (e.g. from surrogateescape) has no UTF-8 form
-        raise InvalidValueError(
-            f"SQLite cannot store text with a lone surrogate (position {exc.start}) while trying to {action}"
-        ) from exc
-    except OverflowError as exc:  # integers beyond 64 bits
-        raise InvalidValueError(f"SQLite cannot store an integer this large while trying to {action}") from exc
 
 
 _TICKET_COLUMNS = (
@@ -347,7 +166,7 @@ class _SQLiteUnitOfWork:
         return self._conn
 
     def _ticket_id(self, number: str) -> tuple[int, Ticket]:
-        with _translate("read a ticket"):
+        with translate_errors("read a ticket"):
             found = _load_ticket(self._c(), _BY_NUMBER, number)
         if found is None:
             raise TicketNotFoundError(f"no ticket with number {number!r}", field="number")
@@ -357,7 +176,7 @@ class _SQLiteUnitOfWork:
 
     def processed(self, key: str) -> ProcessedRecord | None:
         """The ledger row for ``key``, if any."""
-        with _translate("read the ledger"):
+        with translate_errors("read the ledger"):
             row = (
                 self._c()
                 .execute("SELECT action, at, ticket, entry_id, message_id FROM ledger WHERE key = ?", (key,))
@@ -371,13 +190,13 @@ class _SQLiteUnitOfWork:
 
     def ticket_by_number(self, number: str) -> Ticket | None:
         """The ticket with this number, or ``None``."""
-        with _translate("read a ticket"):
+        with translate_errors("read a ticket"):
             found = _load_ticket(self._c(), _BY_NUMBER, number)
         return None if found is None else found[1]
 
     def ticket_by_message_id(self, message_id: str) -> Ticket | None:
         """The ticket whose thread holds this message id, or ``None``."""
-        with _translate("look up a message id"):
+        with translate_errors("look up a message id"):
             conn = self._c()
             row = conn.execute(
                 "SELECT ticket_id FROM message_ids WHERE message_id = ?", (normalize_message_id(message_id),)
@@ -389,12 +208,12 @@ class _SQLiteUnitOfWork:
 
     def number_exists(self, number: str) -> bool:
         """Whether the number is taken."""
-        with _translate("check a ticket number"):
+        with translate_errors("check a ticket number"):
             return self._c().execute("SELECT 1 FROM tickets WHERE number = ?", (number,)).fetchone() is not None
 
     def count_tickets_by_requester(self, email: str, since: _dt.datetime) -> int:
         """Tickets opened by ``email`` (case-insensitive) at or after ``since``."""
-        with _translate("count tickets"):
+        with translate_errors("count tickets"):
             row = (
                 self._c()
                 .execute(
@@ -414,7 +233,7 @@ class _SQLiteUnitOfWork:
             if existing == record:
                 return
             raise LedgerConflictError(f"ledger key {record.key!r} is already recorded with another effect")
-        with _translate("write the ledger"):
+        with translate_errors("write the ledger"):
             self._c().execute(
                 "INSERT INTO ledger (key, action, at, ticket, entry_id, message_id) VALUES (?, ?, ?, ?, ?, ?)",
                 (record.key, record.action, _ts(record.at), record.ticket, record.entry_id, record.message_id),
@@ -427,7 +246,7 @@ class _SQLiteUnitOfWork:
             raise TicketNumberTakenError(f"ticket number {ticket.number!r} is already taken", field="number")
         created = _ts(ticket.created)
         tags = tuple(dict.fromkeys(ticket.tags))
-        with _translate("create a ticket"):
+        with translate_errors("create a ticket"):
             cur = conn.execute(
                 "INSERT INTO tickets (number, subject, requester_email, requester_name, requester_key, status,"
                 " created, updated, source, mailbox, department, team, category, priority, topic_id, assignee)"
@@ -489,7 +308,7 @@ class _SQLiteUnitOfWork:
         message_id = normalize_message_id(entry.message_id) if entry.message_id is not None else None
         created = _ts(entry.created)
         author = entry.author
-        with _translate("append an entry"):
+        with translate_errors("append an entry"):
             for attachment in entry.attachments:
                 conn.execute(
                     "INSERT INTO attachments (sha256, size, data) VALUES (?, ?, ?) ON CONFLICT (sha256) DO NOTHING",
@@ -546,7 +365,7 @@ class _SQLiteUnitOfWork:
     ) -> None:
         """Reopen, close or merge a ticket."""
         tid, _ = self._ticket_id(number)
-        with _translate("change a ticket's status"):
+        with translate_errors("change a ticket's status"):
             check_status_change(number, status, merged_into, self.ticket_by_number)
             self._c().execute(
                 "UPDATE tickets SET status = ?, merged_into = ?, updated = max(updated, coalesce(?, updated))"
@@ -557,7 +376,7 @@ class _SQLiteUnitOfWork:
     def add_participant(self, number: str, email: str) -> None:
         """Add a participant (idempotent, case-insensitive)."""
         tid, _ = self._ticket_id(number)
-        with _translate("add a participant"):
+        with translate_errors("add a participant"):
             self._c().execute(
                 "INSERT INTO participants (ticket_id, email_key, position, email)"
                 " SELECT ?, ?, coalesce(max(position) + 1, 0), ? FROM participants WHERE ticket_id = ?"
@@ -569,7 +388,7 @@ class _SQLiteUnitOfWork:
         """Remember a message id of the ticket's thread (first ticket wins)."""
         tid, _ = self._ticket_id(number)
         check_direction(direction)
-        with _translate("record a message id"):
+        with translate_errors("record a message id"):
             self._record_mid(tid, normalize_message_id(message_id), direction)
 
     def _record_mid(self, tid: int, message_id: str, direction: Direction) -> None:
@@ -584,7 +403,7 @@ class _SQLiteUnitOfWork:
     def record_audit(self, record: AuditRecord) -> None:
         """Append to the audit log."""
         prov = record.provenance
-        with _translate("write the audit log"):
+        with translate_errors("write the audit log"):
             self._c().execute(
                 "INSERT INTO audit (at, action, message_id, prov_mailbox, prov_kind, prov_key, ticket, entry_id,"
                 " reasons) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -605,7 +424,7 @@ class _SQLiteUnitOfWork:
         """Keep a failed message once per (provenance, bytes); return its id."""
         conn = self._c()
         mailbox, kind, key, digest = quarantine_key(record)
-        with _translate("quarantine a message"):
+        with translate_errors("quarantine a message"):
             row = conn.execute(
                 "SELECT id FROM quarantine WHERE sha256 = ? AND prov_mailbox IS ? AND prov_kind IS ? AND prov_key IS ?",
                 (digest, mailbox, kind, key),
@@ -670,13 +489,13 @@ class SQLiteBackend(BaseBackend):
         self._lock = threading.RLock()
         self._in_unit = False
         self._closed = False
-        with _translate(f"open {self._path!r}"):
+        with translate_errors(f"open {self._path!r}"):
             conn = sqlite3.connect(
                 self._path, timeout=timeout, isolation_level=None, check_same_thread=False, cached_statements=256
             )
         self._conn = conn
         try:
-            with _translate("configure the connection"):
+            with translate_errors("configure the connection"):
                 conn.execute("PRAGMA foreign_keys = ON")
                 if self._path != ":memory:":
                     conn.execute("PRAGMA journal_mode = WAL").fetchone()
@@ -701,8 +520,8 @@ class SQLiteBackend(BaseBackend):
     @property
     def schema_version(self) -> int:
         """The schema version of the open database."""
-        with self._lock, _translate("read the schema version"):
-            return _current_version(self._connection())
+        with self._lock, translate_errors("read the schema version"):
+            return current_version(self._connection())
 
     def _connection(self) -> sqlite3.Connection:
         if self._closed:
@@ -716,7 +535,7 @@ class SQLiteBackend(BaseBackend):
             if self._in_unit:
                 raise BackendError("a unit of work is already open on this backend; nested units are not supported")
             conn = self._connection()
-            with _translate("begin a transaction"):
+            with translate_errors("begin a transaction"):
                 conn.execute("BEGIN IMMEDIATE")
             uow = _SQLiteUnitOfWork(conn)
             self._in_unit = True
@@ -747,7 +566,7 @@ class SQLiteBackend(BaseBackend):
     @contextmanager
     def _read(self, action: str) -> Iterator[sqlite3.Connection]:
         """A consistent snapshot for a multi-statement read (a deferred transaction in WAL is cheap)."""
-        with self._lock, _translate(action):
+        with self._lock, translate_errors(action):
             conn = self._connection()
             if self._in_unit:  # a read from inside this thread's own unit sees its writes
                 yield conn
@@ -836,7 +655,7 @@ class SQLiteBackend(BaseBackend):
 
     def attachment(self, sha256: str) -> bytes | None:
         """An attachment's bytes by digest."""
-        with self._lock, _translate("read an attachment"):
+        with self._lock, translate_errors("read an attachment"):
             row = self._connection().execute("SELECT data FROM attachments WHERE sha256 = ?", (sha256,)).fetchone()
         return None if row is None else bytes(row[0])
 
@@ -844,7 +663,7 @@ class SQLiteBackend(BaseBackend):
         """Every decision, oldest first, read lazily in pages (the lock is not held between pages)."""
         last = 0
         while True:
-            with self._lock, _translate("read the audit log"):
+            with self._lock, translate_errors("read the audit log"):
                 rows = (
                     self._connection()
                     .execute(
@@ -870,7 +689,7 @@ class SQLiteBackend(BaseBackend):
 
     def quarantined(self) -> Sequence[QuarantineRecord]:
         """Every quarantined message, oldest first."""
-        with self._lock, _translate("read the quarantine"):
+        with self._lock, translate_errors("read the quarantine"):
             rows = (
                 self._connection()
                 .execute(
@@ -898,50 +717,5 @@ class SQLiteBackend(BaseBackend):
             if self._closed:
                 return
             self._closed = True
-            with _translate("close the database"):
+            with translate_errors("close the database"):
                 self._conn.close()
-
-
-def _current_version(conn: sqlite3.Connection) -> int:
-    row = conn.execute("SELECT max(version) FROM schema_version").fetchone()
-    return int(row[0] or 0)
-
-
-def migrate(conn: sqlite3.Connection, *, target: int | None = None) -> int:
-    """Bring the schema of ``conn`` forward to ``target`` (default: the newest); return the version reached.
-
-    Runs in one ``BEGIN IMMEDIATE`` transaction, so concurrent openers serialize and a failed step leaves
-    the file as it was. A database newer than this code raises :class:`SchemaVersionError`.
-    """
-    goal = SCHEMA_VERSION if target is None else target
-    with _translate("migrate the schema"):
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            conn.execute(
-                "CREATE TABLE IF NOT EXISTS schema_version ("
-                " version INTEGER PRIMARY KEY, description TEXT NOT NULL, applied TEXT NOT NULL)"
-            )
-            current = _current_version(conn)
-            if current > SCHEMA_VERSION:
-                raise SchemaVersionError(
-                    f"the database has schema version {current}, newer than {SCHEMA_VERSION} that this ticketmail"
-                    " knows; upgrade ticketmail (downgrading the file is not supported)"
-                )
-            for step in MIGRATIONS:
-                if current < step.version <= goal:
-                    for statement in step.statements:
-                        conn.execute(statement)
-                    if step.python is not None:
-                        step.python(conn)
-                    conn.execute(
-                        "INSERT INTO schema_version (version, description, applied)"
-                        " VALUES (?, ?, strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))",
-                        (step.version, step.description),
-                    )
-                    current = step.version
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
-    return current
