@@ -278,3 +278,15 @@ def test_file_names_are_made_safe_like_email_attachment_names(make_payload: Any)
         "passwd",
         "bashrc",
     ]
+
+
+def test_html_messages_are_sanitized(make_payload: Any) -> None:
+    html = (
+        "data:text/html,<p onclick=%22steal()%22>Hi</p><script>alert(1)</script><img src=%22http://t.example/x.gif%22>"
+    )
+    assert parse_json(make_payload(message=html)).message == MessageBody("<p>Hi</p><img>", "text/html")
+    with pytest.raises(MissingFieldError) as info:
+        parse_json(make_payload(message="data:text/html,<script>alert(1)</script>"))
+    assert info.value.field == "message"
+    # Plain text is never touched.
+    assert parse_json(make_payload(message="<script>x</script>")).message.text == "<script>x</script>"

@@ -47,6 +47,7 @@ from ticketmail.parsing.fields import (
     to_one_line,
 )
 from ticketmail.parsing.filenames import safe_filename, sniff_type
+from ticketmail.parsing.html import sanitize_html
 from ticketmail.parsing.limits import Limits
 
 __all__ = ["CORE_FIELDS", "LONG_FORM_KEYS", "XmlMessage", "body_bytes", "build_request", "validate_address"]
@@ -170,8 +171,11 @@ def _message(value: object) -> MessageBody:
     if content_type not in ("text/plain", "text/html"):
         raise InvalidValueError(f"message must be text/plain or text/html, got {content_type}", field=field)
     text = clean_text(text, field=field, multiline=True)
+    if text and content_type == "text/html":
+        # The same sanitizer as email HTML bodies (nh3/ammonia): no scripts, handlers or remote resources.
+        text = sanitize_html(text).strip()
     if not text:
-        raise MissingFieldError("message is required", field=field)
+        raise MissingFieldError("message is required (and must keep some content after sanitizing)", field=field)
     return MessageBody(text=text, content_type=content_type)
 
 

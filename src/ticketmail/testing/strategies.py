@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 from ticketmail.model import Address, Attachment, CustomValue, MessageBody, Phone, TicketRequest
 from ticketmail.parsing.fields import Form, FormField
 from ticketmail.parsing.filenames import safe_filename, sniff_type
+from ticketmail.parsing.html import sanitize_html
 
 __all__ = [
     "EXAMPLE_FORM",
@@ -31,6 +32,7 @@ __all__ = [
     "byte_mutations",
     "custom_values",
     "email_addresses",
+    "html_text",
     "json_mutations",
     "json_values",
     "xml_mutations",
@@ -107,9 +109,22 @@ def phones() -> st.SearchStrategy[Phone]:
     return st.builds(Phone, number=number, ext=ext)
 
 
+def _sanitized(text: str) -> str:
+    return sanitize_html(text).strip()
+
+
+def html_text() -> st.SearchStrategy[str]:
+    """HTML bodies as the parsers leave them: sanitized (like email HTML), stripped, not empty."""
+    fragments = st.sampled_from(["<p>", "</p>", "<b>", "</b>", "<br>", '<a href="https://example.com/">', "</a>"])
+    raw = st.lists(st.one_of(fragments, one_line_text(max_size=12)), min_size=1, max_size=6).map("".join)
+    return raw.map(_sanitized).filter(lambda t: bool(t) and _sanitized(t) == t)
+
+
 def message_bodies() -> st.SearchStrategy[MessageBody]:
-    """Message bodies (plain or HTML)."""
-    return st.builds(MessageBody, text=multi_line_text(), content_type=st.sampled_from(["text/plain", "text/html"]))
+    """Message bodies: plain text, or sanitized HTML."""
+    plain = st.builds(MessageBody, text=multi_line_text(), content_type=st.just("text/plain"))
+    html = st.builds(MessageBody, text=html_text(), content_type=st.just("text/html"))
+    return plain | html
 
 
 def attachments(*, max_size: int = 256) -> st.SearchStrategy[Attachment]:
