@@ -178,3 +178,14 @@ def test_flufl_bounces_parse_with_reports(corpus: Path, capsys: pytest.CaptureFi
     with capsys.disabled():
         print(f"\nflufl.bounce: {len(files)} messages parsed, {reports} multipart/report")
     assert reports > 10
+
+
+def test_talon_html_replies(corpus: Path) -> None:
+    from ticketmail.parsing.html import html_to_text, sanitize_html
+    from ticketmail.parsing.quotes import extract_new_text
+
+    files = sorted((corpus / "talon" / "html_replies").glob("*.html"))
+    assert files
+    for path in files:
+        text = html_to_text(sanitize_html(path.read_text(encoding="utf-8", errors="replace")))
+        assert _norm(extract_new_text(text)) == "Hi. I am fine. Thanks, Alex", path.name

@@ -132,14 +132,28 @@ def _header_line(line: str, names: tuple[str, ...]) -> bool:
     return text.startswith(names)
 
 
+def _header_kind(line: str) -> str | None:
+    for kind, names in (("from", _FROM), ("date", _DATE), ("to", _TO), ("subject", _SUBJECT)):
+        if _header_line(line, names):
+            return kind
+    return None
+
+
 def _is_outlook_block(lines: list[str], index: int) -> bool:
-    if not _header_line(lines[index], _FROM):
+    """True when a quoted header block starts at ``index``.
+
+    A From/Sent/Date/To/Subject line begins at least three distinct kinds (From among them) within seven
+    lines. Outlook starts such a block with From:, Hotmail/Outlook.com with Date:.
+    """
+    first = _header_kind(lines[index])
+    if first is None:
         return False
-    seen = 0
+    kinds = {first}
     for other in lines[index + 1 : index + 7]:
-        if _header_line(other, _DATE) or _header_line(other, _TO) or _header_line(other, _SUBJECT):
-            seen += 1
-    return seen >= 2
+        kind = _header_kind(other)
+        if kind is not None:
+            kinds.add(kind)
+    return len(kinds) >= 3 and "from" in kinds
 
 
 def _is_rule(line: str) -> bool:
