@@ -276,6 +276,15 @@ def test_bounce_subject_alone_from_a_person_is_not_a_bounce() -> None:
     assert classify_automatic(mail(subject="Returned mail: my parcel came back", text="Can you resend it?")) is None
 
 
+def test_customer_forwarding_a_bounce_is_a_person() -> None:
+    forwarded = mail(
+        subject="Fwd: Undelivered Mail Returned to Sender",
+        text="Why did this bounce?\n\n---------- Forwarded message ---------\n<boss@partner.example>: user unknown\n",
+        return_path="carl@customer.example",
+    )
+    assert classify_automatic(forwarded) is None
+
+
 def test_scan_is_bounded_and_linear() -> None:
     huge = ("a" * 5000 + "\n") * 2000 + "<late@example.org>: user unknown\n"
     assert scan_bounce_text(huge) == ()  # past MAX_LINES: not looked at

@@ -314,9 +314,12 @@ def _report_signals(email: InboundEmail, found: _Signals) -> tuple[tuple[BounceR
     delay_subject = _contains(subject, _DELAY_SUBJECTS)
     if not (is_dsn or from_reporter or bounce_subject or delay_subject):
         return (), None
-    report = read_delivery_report(email, scan_text=True)
     null_sender = email.return_path == ""
-    if not is_dsn and not from_reporter and not report.recipients and not null_sender:
+    if not (is_dsn or from_reporter or null_sender) and _forwarded(email):
+        # A customer forwarding a bounce ("Fwd: Undelivered Mail ...") to ask for help: a ticket.
+        return (), None
+    report = read_delivery_report(email, scan_text=True)
+    if not (is_dsn or from_reporter or null_sender or report.recipients):
         return (), None  # a bounce-like subject alone, from a person: not enough
     if is_dsn:
         found.add("bounce", "dsn", "Delivery status notification (RFC 3464)", report_type)
@@ -331,6 +334,23 @@ def _report_signals(email: InboundEmail, found: _Signals) -> tuple[tuple[BounceR
         found.kinds.discard("bounce")
         found.kinds.add("delivery_report")
     return tuple(report.recipients), report.original_message_id
+
+
+_FORWARD_SUBJECT = re.compile(r"[ \t]*(?:fwd?|wg|tr|rv|doorst|vs|i)[ \t]*:", re.IGNORECASE)
+_FORWARD_MARKERS = (
+    "forwarded message",
+    "begin forwarded message",
+    "-----original message-----",
+    "weitergeleitete nachricht",
+)
+
+
+def _forwarded(email: InboundEmail) -> bool:
+    """Whether a person forwarded this (a forward prefix on the subject, or a forward marker in the text)."""
+    if _FORWARD_SUBJECT.match(email.subject):
+        return True
+    head = email.text[:3000].lower()
+    return any(marker in head for marker in _FORWARD_MARKERS)
 
 
 def _contains(text: str, needles: Iterable[str]) -> str | None:
