@@ -3,19 +3,16 @@
 Why: "connection failed" is the most common support question of the seed products. A check walks the same
 path a fetch does, one stage at a time, and stops at the first failure:
 
-========  =======================================================================================
-stage     fails when
-========  =======================================================================================
-config    the password variable/file or token provider is unusable (``password_env`` unset ...)
-dns       the host name does not resolve
-connect   TCP connect refused (nothing listens: wrong port, server down) or timed out (firewall)
-tls       certificate verification failed; or the port speaks another security than configured
-          (``ssl`` on a plaintext port, plaintext/STARTTLS on an implicit-TLS port); STARTTLS missing
-protocol  the server does not greet like IMAP/POP3 (wrong service on that port)
-auth      the server refused the credentials (or the OAuth2 token)
-folder    the IMAP folder does not exist (the message lists the folders there are); for Maildir/mbox:
-          the path is missing or not a mailbox
-========  =======================================================================================
+* ``config``: the password variable/file or the token provider is unusable (``password_env`` unset ...);
+* ``dns``: the host name does not resolve;
+* ``connect``: TCP connect refused (nothing listens: wrong port, server down) or timed out (firewall);
+* ``tls``: certificate verification failed (untrusted CA, or issued for another name); or the port speaks
+  another security than configured (``ssl`` on a plaintext port, plaintext/STARTTLS on an implicit-TLS
+  port, RFC 8314); or STARTTLS is not offered;
+* ``protocol``: the server does not greet like IMAP/POP3 (another service on that port);
+* ``auth``: the server refused the credentials or the OAuth2 token;
+* ``folder``: the IMAP folder does not exist (the message lists those that do); for Maildir/mbox, the
+  path is missing or not a mailbox.
 
 On success the result carries the server's capabilities (``IDLE``, ``MOVE``, ``UIDPLUS`` ...) and the number
 of messages in the folder. Nothing on the server is changed: the IMAP folder is opened with ``EXAMINE`` (read-only,
