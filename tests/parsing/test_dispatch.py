@@ -79,3 +79,13 @@ def test_body_types(osticket_json: bytes) -> None:
     with pytest.raises(TypeMismatchError) as info:
         parse(None)  # type: ignore[arg-type]
     assert info.value.field == "body"
+
+
+def test_email_size_limit_only_when_limits_are_given() -> None:
+    from ticketmail.errors import PayloadTooLargeError
+    from ticketmail.parsing import Limits
+
+    with pytest.raises(PayloadTooLargeError):
+        parse(EMAIL, limits=Limits(max_payload_bytes=10))
+    big = EMAIL + b"x" * (26 * 1024 * 1024)  # above the payload default, below the email parser's own limit
+    assert isinstance(parse(big, format="email"), InboundEmail)

@@ -131,7 +131,8 @@ def parse(
         format: ``auto`` (content type, else sniffing; see the module docs), ``json``, ``xml`` or
             ``email``. An explicit format wins over ``content_type``.
         form: Custom fields (JSON/XML), as for :func:`parse_json`.
-        limits: As for :func:`parse_json`; ``max_payload_bytes`` also bounds a raw email.
+        limits: As for :func:`parse_json`. When given, ``max_payload_bytes`` also bounds a raw email;
+            otherwise the email parser's own size limit applies (50 MiB by default, mail being larger).
         ignore_unknown_fields: As for :func:`parse_json`.
         check_deliverability: As for :func:`parse_json`.
 
@@ -165,7 +166,6 @@ def parse(
     if chosen == "xml":
         return parse_xml(data, **options)
     parser = _email_parser()
-    bound = (limits or Limits()).max_payload_bytes
-    if len(data) > bound:
-        raise PayloadTooLargeError(f"message is {len(data)} bytes; the limit is {bound}")
+    if limits is not None and len(data) > limits.max_payload_bytes:
+        raise PayloadTooLargeError(f"message is {len(data)} bytes; the limit is {limits.max_payload_bytes}")
     return parser(data)
