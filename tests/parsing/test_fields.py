@@ -198,6 +198,8 @@ def test_custom_phone_field(make_payload: Any) -> None:
         lambda: FormField("bad name!", "text"),
         lambda: Form((FormField("a"), FormField("a"))),
         lambda: Form((FormField("phone", "text"),)),
+        lambda: FormField("x", "choice", choices=5),
+        lambda: FormField("x", "choice", choices=[("a",)]),
     ],
 )
 def test_invalid_form_definitions(make: Any) -> None:
@@ -212,6 +214,8 @@ def test_form_from_mapping() -> None:
     assert form.get("team") == FormField("team", "choice", choices={"1": "Ops"}, required=True)
     with pytest.raises(ConfigError, match="unknown keys"):
         Form.from_mapping({"fields": [{"name": "x", "colour": "red"}]}, source="forms.toml")
+    with pytest.raises(ConfigError, match=r"forms\.toml: fields\[0\]: .*needs choices"):
+        Form.from_mapping({"fields": [{"name": "x", "type": "choice"}]}, source="forms.toml")
 
 
 def test_small_converters() -> None:

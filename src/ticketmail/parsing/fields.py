@@ -272,9 +272,9 @@ def _to_choices(value: object) -> tuple[Choice, ...]:
             elif isinstance(item, (list, tuple)) and len(item) == 2:
                 out.append(Choice(key=str(item[0]), label=str(item[1])))
             else:
-                raise TypeError(f"FormField.choices: expected Choice or (key, label) pairs, got {item!r}")
+                raise ConfigError(f"FormField.choices: expected Choice or (key, label) pairs, got {item!r}")
         return tuple(out)
-    raise TypeError(f"FormField.choices must be a mapping key -> label or a sequence of pairs, got {value!r}")
+    raise ConfigError(f"FormField.choices must be a mapping key -> label or a sequence of pairs, got {value!r}")
 
 
 @attrs.frozen
@@ -431,6 +431,8 @@ class Form:
                 raise ConfigError(f"{source}: fields[{index}] has unknown keys {sorted(unknown)}")
             try:
                 fields.append(FormField(**entry))
+            except ConfigError as exc:
+                raise ConfigError(f"{source}: fields[{index}]: {exc.message}") from exc
             except (TypeError, ValueError) as exc:
                 raise ConfigError(f"{source}: fields[{index}]: {exc}") from exc
         return cls(tuple(fields))
