@@ -122,13 +122,11 @@ MIGRATIONS: tuple[Migration, ...] = (
                 content_id TEXT,
                 PRIMARY KEY (entry_id, position)
             ) WITHOUT ROWID""",
-            "CREATE INDEX entry_attachments_sha256 ON entry_attachments (sha256)",
             """CREATE TABLE message_ids (
                 message_id TEXT PRIMARY KEY,
                 ticket_id INTEGER NOT NULL REFERENCES tickets (id),
                 direction TEXT NOT NULL CHECK (direction IN ('inbound', 'outbound'))
             ) WITHOUT ROWID""",
-            "CREATE INDEX message_ids_ticket ON message_ids (ticket_id)",
             """CREATE TABLE participants (
                 ticket_id INTEGER NOT NULL REFERENCES tickets (id),
                 email_key TEXT NOT NULL,
