@@ -9,6 +9,7 @@ Hypothesis drives random sequences of
   token of a notification we "sent"),
 * auto-replies (appended to an open ticket, never reopening a closed one), closing tickets,
 * duplicates (the same message through another mailbox) and redeliveries (the same mailbox item again),
+* batches of new conversations and replies in one unit of work (:meth:`Pipeline.process_batch`),
 * failures injected at every backend write: a wrapper backend raises at the Nth write of the next message,
   either a :class:`~ticketmail.errors.BackendError` (the pipeline must propagate it and leave no trace) or
   an unexpected exception (the pipeline must roll back, quarantine and report ``failed``). Failed messages
@@ -401,6 +402,47 @@ def pipeline_machine(backend_factory: Callable[[], Backend], *, steps: int = 40)
                 token = self.pipeline.outbound_message_id(ticket, conv.entries[-1], domain=_DOMAIN)
                 kwargs["in_reply_to"] = token
             self._run(_Pending(_mail(**kwargs), self._provenance(), conv, "reply", mid), fault)
+
+        @rule(data=st.data(), size=st.integers(min_value=2, max_value=5), fault=faults)
+        def batch(self, data: st.DataObject, size: int, fault: tuple[int, bool] | None) -> None:
+            """New conversations and replies in one ``process_batch`` (one unit of work)."""
+            items: list[_Pending] = []
+            for _ in range(size):
+                n = next(self.ids)
+                reply: bool = bool(self.model) and data.draw(st.booleans(), label="reply")
+                if reply:
+                    conv = data.draw(st.sampled_from(self.model), label="conversation")
+                    mid = f"reply-{n}@client.example"
+                    raw = _mail(
+                        sender=conv.requester,
+                        subject=f"Batch reply {n}",
+                        message_id=mid,
+                        in_reply_to=f"<{conv.message_ids[-1]}>",
+                    )
+                    items.append(_Pending(raw, self._provenance(), conv, "reply", mid))
+                else:
+                    conv = _Conversation(index=n, requester=_REQUESTERS[n % 3], subject=f"Conversation {n}")
+                    mid = f"new-{n}@client.example"
+                    raw = _mail(sender=conv.requester, subject=conv.subject, message_id=mid)
+                    items.append(_Pending(raw, self._provenance(), conv, "new", mid))
+            before = self._snapshot()
+            if fault is not None:
+                self.backend.arm(fault[0], InjectedFault("injected") if fault[1] else BackendError("injected"))
+            try:
+                outcomes = self.pipeline.process_batch([(p.raw, p.provenance) for p in items])
+            except BackendError:
+                _expect(self.backend.fired is not None, "a BackendError escaped without an injected fault")
+                _expect(self._snapshot() == before, "a rolled-back batch left an effect")
+                self.pending.extend(items)
+                return
+            finally:
+                self.backend.disarm()
+            _expect(len(outcomes) == len(items), "one outcome per message of the batch")
+            for pending, outcome in zip(items, outcomes, strict=True):
+                # an unexpected failure inside the batch is retried message by message, where the
+                # (one-shot) fault no longer fires: every message must then have its normal effect
+                _expect(outcome.action != "failed", f"a message of the batch failed: {outcome!r}")
+                self._commit(pending, outcome)
 
         @precondition(lambda self: bool(self.model))
         @rule(data=st.data(), fault=faults)
