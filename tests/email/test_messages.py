@@ -349,7 +349,13 @@ def test_deep_message_rfc822_nesting_is_bounded() -> None:
     while m.attached_messages:
         m = m.attached_messages[0]
         depth += 1
-    assert depth <= 20
+    assert depth == 3  # max_attached_depth
+    deeper = parse_email(raw, options=EmailOptions(max_attached_depth=30))
+    depth = 0
+    while deeper.attached_messages:
+        deeper = deeper.attached_messages[0]
+        depth += 1
+    assert depth <= 20  # max_depth still bounds the structure
 
 
 def test_options_validation_and_type_errors() -> None:

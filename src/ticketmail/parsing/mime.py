@@ -96,6 +96,11 @@ def _positive(instance: object, attribute: attrs.Attribute[int], value: int) -> 
         raise ValueError(f"EmailOptions.{attribute.name} must be a positive integer, got {value!r}")
 
 
+def _non_negative(instance: object, attribute: attrs.Attribute[int], value: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ValueError(f"EmailOptions.{attribute.name} must be a non-negative integer, got {value!r}")
+
+
 def _prefer(instance: object, attribute: attrs.Attribute[str], value: str) -> None:
     if value not in ("text", "html"):
         raise ValueError(f"EmailOptions.prefer must be 'text' or 'html', got {value!r}")
@@ -121,6 +126,9 @@ class EmailOptions:
         max_size: Largest raw message accepted, in bytes (default 50 MiB); larger raises
             ``PayloadTooLargeError``.
         max_depth: Deepest MIME nesting followed (multiparts and embedded messages, default 20).
+        max_attached_depth: How many levels of attached messages are parsed into ``attached_messages``
+            (default 3; 0 parses none). Deeper ``message/rfc822`` parts are still attached as ``.eml``
+            files. Each level keeps its own copy of the embedded bytes, so this bounds memory.
         max_parts: Most MIME entities read (default 1000); later ones are ignored with a defect.
         max_headers: Most header fields kept per entity (default 1000); later ones are ignored with a defect.
     """
@@ -130,6 +138,7 @@ class EmailOptions:
     allow_remote_images: bool = False
     max_size: int = attrs.field(default=50 * 1024 * 1024, validator=_positive)
     max_depth: int = attrs.field(default=20, validator=_positive)
+    max_attached_depth: int = attrs.field(default=3, validator=_non_negative)
     max_parts: int = attrs.field(default=1000, validator=_positive)
     max_headers: int = attrs.field(default=1000, validator=_positive)
 
@@ -610,7 +619,7 @@ def parse_email(raw: bytes, *, options: EmailOptions | None = None) -> InboundEm
             ctx.defect("no_headers", "the message has no header fields")
             if not bytes(root.body).strip() and not root.children:
                 raise MalformedEmailError("email has neither header fields nor a body", field="raw")
-        return _build_email(root, raw, options, ctx, options.max_depth)
+        return _build_email(root, raw, options, ctx, options.max_attached_depth)
     except TicketmailError:
         raise
     except RecursionError as exc:
