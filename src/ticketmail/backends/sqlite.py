@@ -132,25 +132,35 @@ def _ticket_from_row(row: Sequence[Any], extras: _Extras) -> Ticket:
     )
 
 
+_SIDE_TABLES = (
+    "SELECT 0, position, tag, NULL FROM tags WHERE ticket_id = ?1"
+    " UNION ALL SELECT 1, position, email, NULL FROM participants WHERE ticket_id = ?1"
+    " UNION ALL SELECT 2, position, name, value FROM custom_fields WHERE ticket_id = ?1"
+    " ORDER BY 1, 2"
+)
+
+
 def _load_ticket(conn: sqlite3.Connection, where: str, param: object) -> tuple[int, Ticket] | None:
     # ``where`` is one of the fixed strings below, never caller input.
     row = conn.execute(f"SELECT {_TICKET_COLUMNS} FROM tickets WHERE {where}", (param,)).fetchone()  # noqa: S608
     if row is None:
         return None
     tid = row[0]
-    tags = tuple(r[0] for r in conn.execute("SELECT tag FROM tags WHERE ticket_id = ? ORDER BY position", (tid,)))
-    parts = tuple(
-        r[0] for r in conn.execute("SELECT email FROM participants WHERE ticket_id = ? ORDER BY position", (tid,))
-    )
-    custom = tuple(
-        (r[0], r[1])
-        for r in conn.execute("SELECT name, value FROM custom_fields WHERE ticket_id = ? ORDER BY position", (tid,))
-    )
-    return tid, _ticket_from_row(row, (tags, parts, custom))
+    tags: list[str] = []
+    parts: list[str] = []
+    custom: list[tuple[str, str]] = []
+    for table, _position, first, second in conn.execute(_SIDE_TABLES, (tid,)):  # one statement for all three
+        if table == 0:
+            tags.append(first)
+        elif table == 1:
+            parts.append(first)
+        else:
+            custom.append((first, second))
+    return tid, _ticket_from_row(row, (tuple(tags), tuple(parts), tuple(custom)))
 
 
 _BY_NUMBER = "number = ?"
-_BY_ID = "id = ?"
+_BY_MESSAGE_ID = "id = (SELECT ticket_id FROM message_ids WHERE message_id = ?)"
 
 
 class _SQLiteUnitOfWork:
@@ -165,12 +175,12 @@ class _SQLiteUnitOfWork:
             raise BackendError("this unit of work has ended; open a new one with backend.unit_of_work()")
         return self._conn
 
-    def _ticket_id(self, number: str) -> tuple[int, Ticket]:
+    def _ticket_id(self, number: str) -> int:
         with translate_errors("read a ticket"):
-            found = _load_ticket(self._c(), _BY_NUMBER, number)
-        if found is None:
+            row = self._c().execute("SELECT id FROM tickets WHERE number = ?", (number,)).fetchone()
+        if row is None:
             raise TicketNotFoundError(f"no ticket with number {number!r}", field="number")
-        return found
+        return int(row[0])
 
     # -- reads --
 
@@ -197,13 +207,7 @@ class _SQLiteUnitOfWork:
     def ticket_by_message_id(self, message_id: str) -> Ticket | None:
         """The ticket whose thread holds this message id, or ``None``."""
         with translate_errors("look up a message id"):
-            conn = self._c()
-            row = conn.execute(
-                "SELECT ticket_id FROM message_ids WHERE message_id = ?", (normalize_message_id(message_id),)
-            ).fetchone()
-            if row is None:
-                return None
-            found = _load_ticket(conn, _BY_ID, row[0])
+            found = _load_ticket(self._c(), _BY_MESSAGE_ID, normalize_message_id(message_id))
         return None if found is None else found[1]
 
     def number_exists(self, number: str) -> bool:
@@ -228,16 +232,16 @@ class _SQLiteUnitOfWork:
 
     def record_processed(self, record: ProcessedRecord) -> None:
         """Add a ledger row (identical again: no-op; conflicting: error)."""
-        existing = self.processed(record.key)
-        if existing is not None:
-            if existing == record:
-                return
-            raise LedgerConflictError(f"ledger key {record.key!r} is already recorded with another effect")
         with translate_errors("write the ledger"):
-            self._c().execute(
-                "INSERT INTO ledger (key, action, at, ticket, entry_id, message_id) VALUES (?, ?, ?, ?, ?, ?)",
+            cur = self._c().execute(
+                "INSERT INTO ledger (key, action, at, ticket, entry_id, message_id) VALUES (?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (key) DO NOTHING",
                 (record.key, record.action, _ts(record.at), record.ticket, record.entry_id, record.message_id),
             )
+        if cur.rowcount == 1:
+            return
+        if self.processed(record.key) != record:
+            raise LedgerConflictError(f"ledger key {record.key!r} is already recorded with another effect")
 
     def create_ticket(self, ticket: NewTicket) -> Ticket:
         """Store a new open ticket."""
@@ -304,7 +308,7 @@ class _SQLiteUnitOfWork:
         """Append an entry, storing attachments once and recording its message id."""
         check_kind(entry.kind)
         conn = self._c()
-        tid, ticket = self._ticket_id(number)
+        tid = self._ticket_id(number)
         message_id = normalize_message_id(entry.message_id) if entry.message_id is not None else None
         created = _ts(entry.created)
         author = entry.author
@@ -349,7 +353,7 @@ class _SQLiteUnitOfWork:
                 self._record_mid(tid, message_id, "inbound")
         return Entry(
             id=entry_id,
-            ticket=ticket.number,
+            ticket=number,
             kind=entry.kind,
             author=author,
             body=entry.body,
@@ -364,7 +368,7 @@ class _SQLiteUnitOfWork:
         self, number: str, status: TicketStatus, *, merged_into: str | None = None, at: _dt.datetime | None = None
     ) -> None:
         """Reopen, close or merge a ticket."""
-        tid, _ = self._ticket_id(number)
+        tid = self._ticket_id(number)
         with translate_errors("change a ticket's status"):
             check_status_change(number, status, merged_into, self.ticket_by_number)
             self._c().execute(
@@ -375,7 +379,7 @@ class _SQLiteUnitOfWork:
 
     def add_participant(self, number: str, email: str) -> None:
         """Add a participant (idempotent, case-insensitive)."""
-        tid, _ = self._ticket_id(number)
+        tid = self._ticket_id(number)
         with translate_errors("add a participant"):
             self._c().execute(
                 "INSERT INTO participants (ticket_id, email_key, position, email)"
@@ -386,7 +390,7 @@ class _SQLiteUnitOfWork:
 
     def record_message_id(self, number: str, message_id: str, direction: Direction) -> None:
         """Remember a message id of the ticket's thread (first ticket wins)."""
-        tid, _ = self._ticket_id(number)
+        tid = self._ticket_id(number)
         check_direction(direction)
         with translate_errors("record a message id"):
             self._record_mid(tid, normalize_message_id(message_id), direction)
