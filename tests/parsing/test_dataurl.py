@@ -119,7 +119,11 @@ def test_size_is_checked_before_decoding() -> None:
     huge = "A" * 4_000_000
     with pytest.raises(InvalidValueError):
         decode_base64(huge, field="x", check_size=check)
-    assert seen == [2_999_998]  # refused from the lower bound, before the text was copied
+    assert seen == [3_000_000]  # the exact size, before decoding
+    seen.clear()
+    with pytest.raises(InvalidValueError):
+        decode_base64(huge + "\n", field="x", check_size=check)
+    assert seen == [2_999_998]  # a lower bound, before the text is copied to drop the whitespace
     with pytest.raises(InvalidValueError):
         parse_data_url("data:," + "a" * 100, check_size=check)
 

@@ -139,29 +139,32 @@ def percent_decode(text: str, *, field: str) -> bytes:
 def decode_base64(data: str | bytes, *, field: str, check_size: SizeCheck | None = None) -> bytes:
     """Decode base64 (RFC 4648 section 4), ignoring ASCII whitespace and tolerating missing padding.
 
-    ``check_size`` is called with the exact decoded size *before* decoding (and, for ``str`` input, with a
-    lower bound before the text is even copied), so limits are enforced without allocating the result.
+    ``check_size`` is called with the exact decoded size *before* decoding (and with a lower bound before
+    any copy of the text is made), so limits are enforced without allocating the result.
 
     Raises:
         InvalidBase64Error: characters outside the alphabet, misplaced padding, or a truncated quantum.
     """
     compact: str | bytes
     if isinstance(data, str):
-        if check_size is not None:
-            spaces = sum(data.count(ch) for ch in _WHITESPACE_STR)
-            check_size(max(0, (len(data) - spaces) * 3 // 4 - 2))
         if not data.isascii():
             raise InvalidBase64Error("base64 data contains non-ASCII characters", field=field)
-        # ASCII text is decoded as is: no bytes copy of a possibly large string.
-        text = data.translate(_WHITESPACE_MAP) if any(ch in data for ch in _WHITESPACE_STR) else data
+        # ASCII text is decoded as is: no bytes copy of a possibly large string, and a copy without
+        # whitespace only when there is whitespace (after a lower-bound size check).
+        text = data
+        if any(ch in data for ch in _WHITESPACE_STR):
+            if check_size is not None:
+                spaces = sum(data.count(ch) for ch in _WHITESPACE_STR)
+                check_size(max(0, (len(data) - spaces) * 3 // 4 - 2))
+            text = data.translate(_WHITESPACE_MAP)
         valid = _B64_ALPHABET_STR_RE.fullmatch(text) is not None
-        padding = len(text) - len(text.rstrip("="))
+        padding = 2 if text.endswith("==") else 1 if text.endswith("=") else 0
         compact = text
     else:
         raw = bytes(data)
         raw = raw.translate(None, _WHITESPACE) if any(ch in raw for ch in _WHITESPACE_BYTES) else raw
         valid = _B64_ALPHABET_RE.fullmatch(raw) is not None
-        padding = len(raw) - len(raw.rstrip(b"="))
+        padding = 2 if raw.endswith(b"==") else 1 if raw.endswith(b"=") else 0
         compact = raw
     if not valid:
         raise InvalidBase64Error("base64 data contains characters outside the base64 alphabet", field=field)
@@ -203,9 +206,10 @@ def parse_data_url(
         raise InvalidDataURLError(f"expected a data: URL string, got {type(text).__name__}", field=field)
     if text[:5].lower() != "data:":
         raise InvalidDataURLError("expected a URL starting with 'data:'", field=field)
-    header, comma, payload = text[5:].partition(",")
-    if not comma:
+    comma = text.find(",", 5)
+    if comma < 0:
         raise InvalidDataURLError("a data: URL needs a ',' before its data", field=field)
+    header, payload = text[5:comma], text[comma + 1 :]  # one copy of a possibly large payload
     parts = header.split(";")
     is_base64 = len(parts) > 1 and parts[-1].strip().lower() == "base64"
     if is_base64:
@@ -238,14 +242,17 @@ def parse_data_url(
         params.insert(0, ("charset", _DEFAULT_CHARSET))
     if check_type is not None:
         check_type(media_type)
+    escaped = "%" in payload
     if is_base64:
-        if check_size is not None:
-            check_size(max(0, (len(payload) - 2 * payload.count("%")) * 3 // 4 - 2) if payload else 0)
-        encoded: str | bytes = percent_decode(payload, field=field) if "%" in payload else payload
+        encoded: str | bytes = payload
+        if escaped:
+            if check_size is not None:  # a lower bound, before percent-decoding copies the payload
+                check_size(max(0, (len(payload) - 2 * payload.count("%")) * 3 // 4 - 2))
+            encoded = percent_decode(payload, field=field)
         data = decode_base64(encoded, field=field, check_size=check_size)
     else:
         if check_size is not None:
-            check_size(len(payload) - 2 * payload.count("%"))
+            check_size(len(payload) - 2 * payload.count("%") if escaped else len(payload))
         data = percent_decode(payload, field=field)
         if check_size is not None:
             check_size(len(data))
