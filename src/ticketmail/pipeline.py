@@ -18,14 +18,17 @@ Exactly once, spelled out (see ``docs/pipeline.md``). For each message the pipel
    message's id on the thread, writes ledger rows for the provenance key and every duplicate key, and one
    audit record;
 
-and commits. Only then do hooks run and may the caller acknowledge. Parsing happens before the transaction
-(it is pure and the slowest step; holding a write lock during it would serialize workers for nothing).
+and commits. Only then do hooks run and may the caller acknowledge. Parsing and the duplicate keys are
+computed before the transaction (pure CPU work; holding the write lock during it would serialize workers for
+nothing). :meth:`Pipeline.process_batch` applies several messages in one unit of work (one commit, the
+dominant cost on SQLite) with the same per-message guarantees, redoing them one by one if any fails.
 
 Failure handling: a :class:`~ticketmail.errors.BackendError` propagates (storage is down: the caller must
 not acknowledge and retries later). Any other exception while processing one message rolls that unit back,
 then a separate unit quarantines the raw bytes with the reason and writes an audit record, and the outcome
 is ``failed`` (``acknowledge`` false: the source leaves the item). A message is quarantined at most once per
-provenance and content, however often it is redelivered. Nothing but ``BackendError`` ever escapes.
+provenance and content (the backend counts the attempts). Nothing but ``BackendError`` ever escapes (and
+``TypeMismatchError`` for arguments of the wrong type, a programming error).
 """
 
 from __future__ import annotations
