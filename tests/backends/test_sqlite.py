@@ -319,3 +319,35 @@ def test_any_input_gives_a_result_or_a_ticketmail_error(
     storable = all(not ("\ud800" <= ch <= "\udfff") for ch in number + subject + email + (mid or ""))
     if storable and (priority is None or -(2**63) <= priority < 2**63):
         assert outcomes[0] == outcomes[1]
+
+
+def test_read_helpers_take_no_write_lock(tmp_path: pathlib.Path) -> None:
+    from ticketmail.backends import ProcessedRecord
+
+    path = tmp_path / "r.db"
+    with SQLiteBackend(path, timeout=0.05) as backend:
+        with backend.unit_of_work() as uow:
+            uow.create_ticket(_ticket("OLD00001"))
+            uow.create_ticket(_ticket("NEW00001"))
+            uow.set_status("OLD00001", "merged", merged_into="NEW00001")
+            uow.record_processed(ProcessedRecord("k", "created", T0, "OLD00001"))
+        other = _raw(path)
+        other.execute("BEGIN IMMEDIATE")  # another writer holds the lock: reads still work
+        try:
+            assert backend.is_processed("k")
+            assert not backend.is_processed("nope")
+            found = backend.find_ticket("OLD00001")
+            assert found is not None
+            assert found.number == "NEW00001"
+            unfollowed = backend.find_ticket("OLD00001", follow=False)
+            assert unfollowed is not None
+            assert unfollowed.status == "merged"
+            assert backend.find_ticket("missing") is None
+        finally:
+            other.execute("ROLLBACK")
+            other.close()
+    memory = InMemoryBackend()
+    with memory.unit_of_work() as uow:
+        uow.create_ticket(_ticket("A0000001"))
+    assert memory.find_ticket("A0000001") is not None
+    assert not memory.is_processed("k")

@@ -55,6 +55,7 @@ from ticketmail.backends.base import (
     TicketNumberTakenError,
     TicketStatus,
     as_utc,
+    follow_merges,
     normalize_message_id,
 )
 from ticketmail.backends.sqlite_schema import (
@@ -580,6 +581,24 @@ class SQLiteBackend(BaseBackend):
                 yield conn
             finally:
                 conn.execute("COMMIT")
+
+    def is_processed(self, key: str) -> bool:
+        """Whether ``key`` is in the ledger (a read transaction: no write lock taken)."""
+        with self._read("read the ledger") as conn:
+            return conn.execute("SELECT 1 FROM ledger WHERE key = ?", (key,)).fetchone() is not None
+
+    def find_ticket(self, number: str, *, follow: bool = True) -> Ticket | None:
+        """The ticket with ``number``; with ``follow``, the surviving ticket of its merge chain."""
+        with self._read("read a ticket") as conn:
+
+            class _Lookup:
+                @staticmethod
+                def ticket_by_number(wanted: str) -> Ticket | None:
+                    found = _load_ticket(conn, _BY_NUMBER, wanted)
+                    return None if found is None else found[1]
+
+            ticket = _Lookup.ticket_by_number(number)
+            return follow_merges(_Lookup(), ticket) if follow and ticket is not None else ticket
 
     def get_ticket(self, number: str) -> Ticket | None:
         """One ticket by number."""
