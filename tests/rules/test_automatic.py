@@ -332,6 +332,7 @@ def test_sample_gmail_vacation(parse: Callable[[bytes], InboundEmail]) -> None:
             "4.4.1",
             "ticket-7788-ack@desk.example",
         ),
+        ("sendmail_dsn.eml", "bounce", "ivan.petrov@univ.example", "5.1.1", "ticket-8080-r1@desk.example"),
         ("m365_ndr.eml", "bounce", "erin@fabrikam.example", "5.1.10", "ticket-4410-r2@desk.example"),
         ("exim_bounce.eml", "bounce", "dave@gone.example", "5.1.1", "ticket-9001-new@desk.example"),
         ("exchange_ndr_text.eml", "bounce", "frank@legacy.example", "5.1.1", "ticket-3003-r1@desk.example"),
