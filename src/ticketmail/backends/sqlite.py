@@ -164,6 +164,17 @@ _BY_NUMBER = "number = ?"
 _BY_MESSAGE_ID = "id = (SELECT ticket_id FROM message_ids WHERE message_id = ?)"
 
 
+class _Lookup:
+    """Ticket lookups on a connection inside a read transaction (for :func:`follow_merges`)."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    def ticket_by_number(self, number: str) -> Ticket | None:
+        found = _load_ticket(self._conn, _BY_NUMBER, number)
+        return None if found is None else found[1]
+
+
 class _SQLiteUnitOfWork:
     """One ``BEGIN IMMEDIATE`` transaction on a :class:`SQLiteBackend`'s connection."""
 
@@ -590,15 +601,9 @@ class SQLiteBackend(BaseBackend):
     def find_ticket(self, number: str, *, follow: bool = True) -> Ticket | None:
         """The ticket with ``number``; with ``follow``, the surviving ticket of its merge chain."""
         with self._read("read a ticket") as conn:
-
-            class _Lookup:
-                @staticmethod
-                def ticket_by_number(wanted: str) -> Ticket | None:
-                    found = _load_ticket(conn, _BY_NUMBER, wanted)
-                    return None if found is None else found[1]
-
-            ticket = _Lookup.ticket_by_number(number)
-            return follow_merges(_Lookup(), ticket) if follow and ticket is not None else ticket
+            lookup = _Lookup(conn)
+            ticket = lookup.ticket_by_number(number)
+            return follow_merges(lookup, ticket) if follow and ticket is not None else ticket
 
     def get_ticket(self, number: str) -> Ticket | None:
         """One ticket by number."""
