@@ -79,6 +79,30 @@ def fetch(cfg: Path) -> subprocess.Popen[bytes]:
     )
 
 
+def run_and_kill(cfg: Path, rng: random.Random, max_k: int) -> tuple[bool, list[dict[str, Any]]]:
+    """Start ``fetch --once`` and SIGKILL it at a random point: while starting or connecting (k = 0), or
+    right after its k-th committed message, a few milliseconds later (between commit and acknowledgement,
+    or inside the batched acknowledgement). Returns (killed, the JSON lines it printed)."""
+    proc = fetch(cfg)
+    assert proc.stdout is not None
+    printed: list[dict[str, Any]] = []
+    k = rng.choice([0, rng.randint(1, max_k)])  # max_k stays below the run's message cap
+    if k == 0:
+        time.sleep(rng.uniform(0.05, 0.5))
+    while len(printed) < k:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        printed.append(json.loads(line))
+    time.sleep(rng.uniform(0, 0.05))
+    killed = proc.poll() is None
+    if killed:
+        os.kill(proc.pid, signal.SIGKILL)
+    out, _err = proc.communicate(timeout=60)
+    printed += [json.loads(x) for x in out.decode().splitlines() if x.startswith("{")]
+    return killed, printed
+
+
 @pytest.mark.parametrize(("after", "seed_value"), [("delete", 11), ("seen", 12)])
 def test_sigkill_at_random_points_then_rerun(tmp_path: Path, dovecot: Any, after: str, seed_value: int) -> None:
     rng = random.Random(seed_value)
@@ -91,14 +115,10 @@ def test_sigkill_at_random_points_then_rerun(tmp_path: Path, dovecot: Any, after
     kills = 0
     lines: list[dict[str, Any]] = []
     for _ in range(10):
-        proc = fetch(cfg)
-        time.sleep(rng.uniform(0.2, 2.0))
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGKILL)
-            kills += 1
-        out, _err = proc.communicate(timeout=60)
-        lines += [json.loads(x) for x in out.decode().splitlines() if x.startswith("{")]
-    assert kills >= 3, "the runs finished too fast to be interrupted; raise the message count"
+        killed, printed = run_and_kill(cfg, rng, max_k=30)
+        kills += killed
+        lines += printed
+    assert kills >= 4, "the runs finished before they could be interrupted"
     assert len(lines) > 0, "no run got as far as committing a message before being killed"
     for _ in range(20):  # reruns until a run finds nothing left
         proc = fetch(cfg)
@@ -124,10 +144,14 @@ def test_sigkill_at_random_points_then_rerun(tmp_path: Path, dovecot: Any, after
     for line in lines:
         if by_source[line["source"]] > 1 and line["already_processed"]:
             assert line["action"] == "duplicate"
-    assert len({line["source"] for line in lines}) == len(seeded)  # each item was reported (processed)
+    # A run killed after a commit but before printing its line leaves the item to be acknowledged silently
+    # by the rerun (skip(provenance) is true), so lines may miss a few items; they can never invent one.
+    assert len({line["source"] for line in lines}) <= len(seeded)
     state = dovecot.state(user)
     if after == "delete":
-        assert state == []
+        # Messages a killed run flagged \Deleted but did not expunge are committed and logically deleted;
+        # that no later run expunges them is pinned by the xfail test below (reported to the IMAP adapter).
+        assert [m for m in state if "\\Deleted" not in m.flags] == []
     else:
         assert len(state) == len(seeded)
         assert all("\\Seen" in m.flags for m in state)
@@ -165,13 +189,9 @@ def test_sigkill_local_sources(tmp_path: Path, protocol: str, after: str) -> Non
     cfg = _local_config(tmp_path, protocol, after)
     kills = 0
     for _ in range(10):
-        proc = fetch(cfg)
-        time.sleep(rng.uniform(0.1, 1.0))
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGKILL)
-            kills += 1
-        proc.communicate(timeout=60)
-    assert kills >= 2
+        killed, _printed = run_and_kill(cfg, rng, max_k=20)
+        kills += killed
+    assert kills >= 4, "the runs finished before they could be interrupted"
     for _ in range(20):
         proc = fetch(cfg)
         out, err = proc.communicate(timeout=300)
@@ -192,3 +212,29 @@ def test_sigkill_local_sources(tmp_path: Path, protocol: str, after: str) -> Non
         assert all(name.endswith(":2,S") for name in left)
     else:
         assert (tmp_path / "box").read_bytes() == b""
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="imap.py only expunges UIDs it flagged itself in the same session: \\Deleted messages left by a "
+    "run killed before its EXPUNGE stay in the folder (they are committed, so nothing is lost or duplicated)",
+)
+def test_deleted_leftovers_of_a_killed_run_are_expunged_by_the_next_run(tmp_path: Path, dovecot: Any) -> None:
+    from ticketmail.backends.sqlite import SQLiteBackend
+    from ticketmail.model import Provenance
+    from ticketmail.pipeline import Pipeline
+    from ticketmail.sources.poller import Poller
+
+    user = dovecot.new_user("leftover")
+    raw = seed(1, 0, 0, random.Random(1))[0][1]
+    uid = dovecot.append(user, raw)
+    pipeline = Pipeline(SQLiteBackend(str(tmp_path / "t.sqlite3")))
+    # what a killed run did: committed the message, flagged it \Deleted, died before EXPUNGE
+    provenance = Provenance("support", "imap", f"{dovecot.uidvalidity(user)}:{uid}")
+    assert pipeline.process_email(raw, provenance=provenance).action == "created"
+    with dovecot.imap(user) as client:
+        client.select("INBOX")
+        client.uid("STORE", str(uid), "+FLAGS.SILENT", "(\\Deleted)")
+    poller = Poller([dovecot.config(user, name="support", after="delete")], pipeline, state=tmp_path / "s")
+    assert poller.poll_once().run("support").status == "ok"
+    assert dovecot.state(user) == []
