@@ -300,3 +300,32 @@ def test_worker_with_idle_commits_new_mail_within_a_second_or_so(tmp_path: Path,
     assert p95 < 3.0  # generous on a shared CI machine; the measured figure is reported by the benchmark
     assert dovecot.state(user) == []
     pipeline.backend.close()  # type: ignore[attr-defined]
+
+
+def test_expired_oauth_token_fails_only_its_mailbox_and_recovers(tmp_path: Path, dovecot: Any) -> None:
+    oauth_user = dovecot.new_user("eo")
+    plain_user = dovecot.new_user("ep")
+    dovecot.append_many(oauth_user, [s.raw for s in corpus(21, new=3, replies=0, dupes=0, auto=0, bounces=0,
+                                                            oversize=0, malformed=0, junk=0)])  # fmt: skip
+    dovecot.append_many(plain_user, [s.raw for s in corpus(22, new=2, replies=0, dupes=0, auto=0, bounces=0,
+                                                            oversize=0, malformed=0, junk=0)])  # fmt: skip
+    token = {"value": dovecot.issue_token(oauth_user)}
+    dovecot.revoke_token(token["value"])  # expired
+    configs = [
+        dovecot.config(oauth_user, name="o365", auth="oauth2", token_provider=lambda: token["value"], after="delete"),
+        dovecot.config(plain_user, name="plain", after="delete"),
+    ]
+    pipeline = Pipeline(SQLiteBackend(str(tmp_path / "t.sqlite3")))
+    events: list[HealthEvent] = []
+    poller = Poller(configs, pipeline, state=tmp_path / "s", events=[events.append])
+    report = poller.poll_once()
+    failed = report.run("o365")
+    assert failed.status == "error"
+    assert getattr(failed.error, "stage", None) == "auth"
+    assert token["value"] not in (failed.error.message if failed.error else "")
+    assert report.run("plain").acknowledged == 2
+    token["value"] = dovecot.issue_token(oauth_user)  # the app's provider refreshed it
+    assert poller.poll_once().run("o365").acknowledged == 3
+    assert [(e.kind, e.mailbox) for e in events] == [("unreachable", "o365"), ("recovered", "o365")]
+    assert token["value"] not in (tmp_path / "s" / "health.json").read_text()
+    pipeline.backend.close()  # type: ignore[attr-defined]
