@@ -54,7 +54,7 @@ def test_plain_message_gets_mailbox_defaults() -> None:
 
 def test_own_address_is_a_loop() -> None:
     rules = load_rules({"settings": {"own_addresses": ["noreply@desk.example"]}})
-    for sender in ("Support@DESK.example", "noreply@desk.example"):
+    for sender in ("Support@DESK.example", "noreply@desk.example", "support+t1234@desk.example"):
         decision = evaluate(mail(from_=Address(sender)), rules, context=CTX, now=NOW)
         assert decision.action == "ignore"
         assert not decision.autorespond

@@ -3,8 +3,8 @@
 Order (each step adds reasons; the first three can end evaluation):
 
 1. Mailbox defaults (department, category, priority from :class:`MailboxContext`) set the attributes.
-2. Loop protection: mail from the desk's own addresses (context + ``settings.own_addresses``) or carrying
-   our ``X-Ticketmail-Loop`` echo header is ignored.
+2. Loop protection: mail from the desk's own addresses (context + ``settings.own_addresses``, also with a
+   ``+tag`` subaddress) or carrying our ``X-Ticketmail-Loop`` echo header is ignored.
 3. Filters: a matching ignore filter ignores; when allow filters apply and none matches, ignored.
 4. Automatic mail (:func:`classify_automatic`): never autoresponded; auto-replies, out-of-office notices,
    bounces and reports never open a ticket (``may_open_ticket=False``); the ``settings.automatic``
@@ -86,6 +86,13 @@ class _Facts:
         return result
 
 
+def _without_subaddress(address: str) -> str:
+    """``support+t123@example.com`` -> ``support@example.com`` (RFC 5233 subaddress removed)."""
+    local, _, domain = address.rpartition("@")
+    base = local.split("+", 1)[0]
+    return f"{base}@{domain}" if base else address
+
+
 def _deciding_value(rule: Rule, facts: _Facts) -> str | None:
     """The value that made a matched rule match (for its reason): the first true condition's value."""
     for condition in rule.conditions:
@@ -162,7 +169,7 @@ def evaluate(
     # 2. Loop protection.
     sender = normalize_address(view.sender.email) if view.sender else ""
     own = rules.own_addresses | {normalize_address(a) for a in context.addresses}
-    if sender and sender in own:
+    if sender and (sender in own or _without_subaddress(sender) in own):
         out.reason("loop.own_address", "Sent from one of the desk's own addresses", sender)
         return out.stop("ignore")
     if isinstance(message, InboundEmail):
