@@ -312,8 +312,12 @@ class Pipeline:
         ctx = context or self._context
         outcomes: list[Outcome | None] = []
         pending: list[tuple[int, _Prepared]] = []
-        for index, (raw, provenance) in enumerate(items):
-            prepared = self._prepare(raw, provenance, ctx)
+        for index, pair in enumerate(items):
+            if not isinstance(pair, tuple) or len(pair) != 2:
+                raise TypeMismatchError(
+                    f"items[{index}] must be a (raw, provenance) pair, got {type(pair).__name__}", field="items"
+                )
+            prepared = self._prepare(pair[0], pair[1], ctx)
             if isinstance(prepared, Outcome):
                 outcomes.append(prepared)
             else:
