@@ -572,3 +572,16 @@ def test_backend_error_in_a_batch_commits_nothing(memory: InMemoryBackend, clock
     with pytest.raises(BackendError):
         pipe.process_batch([(mail(message_id=f"b{i}@x"), prov(f"2:{i}")) for i in range(3)])
     assert memory.list_tickets() == []
+
+
+@settings(max_examples=30, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(raws=st.lists(st.binary(max_size=300) | st.sampled_from([mail(), mail(message_id="z@x")]), max_size=6))
+def test_any_batch_gives_one_outcome_each(raws: list[bytes]) -> None:
+    backend = InMemoryBackend()
+    pipe = Pipeline(backend, clock=Clock())
+    items = [(raw, Provenance("m", "pipe", str(i))) for i, raw in enumerate(raws)]
+    outcomes = pipe.process_batch(items)
+    assert len(outcomes) == len(raws)
+    # the same as one by one, on a fresh backend
+    single = Pipeline(InMemoryBackend(), clock=Clock())
+    assert [o.action for o in outcomes] == [single.process_email(r, provenance=p).action for r, p in items]
