@@ -107,7 +107,10 @@ def register(subparsers: Any) -> None:
     tickets = subparsers.add_parser("tickets", help="list the tickets in a database")
     _db_argument(tickets)
     tickets.add_argument("--json", action="store_true", help="one JSON object per ticket per line")
-    tickets.add_argument("--limit", type=int, default=None, help="at most this many tickets")
+    tickets.add_argument("--limit", type=_positive, default=None, metavar="N", help="at most this many tickets")
+    tickets.add_argument(
+        "--status", choices=("open", "closed", "merged"), default=None, help="only tickets with this status"
+    )
     tickets.set_defaults(func=run_tickets)
 
     show = subparsers.add_parser("show", help="show one ticket with its thread")
@@ -352,7 +355,10 @@ def run_tickets(args: argparse.Namespace) -> int:
         _error(sys.stderr, exc)
         return EXIT_USAGE
     try:
-        tickets = list(backend.list_tickets(limit=args.limit))
+        if args.status is None:
+            tickets = list(backend.list_tickets(limit=args.limit))
+        else:
+            tickets = [t for t in backend.list_tickets() if t.status == args.status][: args.limit]
     except BackendError as exc:
         _error(sys.stderr, exc)
         return EXIT_BACKEND
@@ -406,6 +412,8 @@ def _text_lines(ticket: Ticket, entries: Iterable[Entry]) -> Iterator[str]:
             yield f"  {label + ':':<11} {value}"
     if ticket.tags:
         yield f"  tags:       {', '.join(ticket.tags)}"
+    for name, value in ticket.custom_fields:
+        yield f"  {name + ':':<11} {value}"
     for entry in entries:
         yield ""
         author = str(entry.author) if entry.author else "(unknown)"
