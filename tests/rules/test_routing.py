@@ -5,9 +5,11 @@ from __future__ import annotations
 import time
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from ticketmail.rules import Condition, regex_problem
-from ticketmail.rules.routing import RegexTimeout
+from ticketmail.rules.routing import RegexTimeout, required_literal
 
 
 @pytest.mark.parametrize(
@@ -127,3 +129,40 @@ def test_polynomial_regex_times_out_instead_of_hanging() -> None:
 def test_regex_sees_a_bounded_slice() -> None:
     assert Condition("subject", "regex", "needle").test(("x" * 2000 + "needle",)) == (False, None)
     assert Condition("body", "regex", "needle").test(("x" * 2000 + "needle",))[0]
+
+
+@pytest.mark.parametrize(
+    ("pattern", "literal"),
+    [
+        (r"\bvpn\s+order\b", "order"),
+        (r"invoice\s*no\.?\s*\d+", "invoice"),
+        (r"colou?r", "colo"),
+        (r"(foo)bar+baz", "baz"),
+        (r"\.com$", ".com"),
+        (r"a|bcd", None),
+        (r"(?i)abcd", None),
+        (r"x{2,3}yz", None),
+        (r"^\[#\d+\]", None),
+    ],
+)
+def test_required_literal(pattern: str, literal: str | None) -> None:
+    assert required_literal(pattern) == literal
+
+
+_pieces = st.sampled_from(
+    ["ab", "abc", "x", "\\s+", "\\d*", "c?", "(de)", "(?:fg)+", "[a-c]", ".", "q{1,2}", "\\.", " ", "\\b", "e+"]
+)
+
+
+@given(st.lists(_pieces, min_size=1, max_size=6), st.text(alphabet="abcdefgqx .1 ABCDE", max_size=40))
+def test_required_literal_never_skips_a_match(pieces: list[str], text: str) -> None:
+    import re as stdlib_re
+
+    pattern = "".join(pieces)
+    literal = required_literal(pattern)
+    if literal is None:
+        return
+    for flags, haystack in ((0, text), (stdlib_re.IGNORECASE, text.lower())):
+        if stdlib_re.search(pattern, text, flags) is not None:
+            folded = literal.lower() if flags else literal
+            assert folded in haystack, (pattern, literal, text)

@@ -52,6 +52,7 @@ __all__ = [
     "RegexTimeout",
     "Rule",
     "regex_problem",
+    "required_literal",
 ]
 
 MAX_PATTERN = 500
@@ -180,6 +181,71 @@ def regex_problem(pattern: str) -> str | None:
     return None
 
 
+_LITERAL_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 _-:@#/,;'\"=<>!%&~`")
+_ESCAPED_LITERALS = frozenset(".-:@#/,;'\"=<>!%&~`[](){}*+?|^$\\ ")
+
+
+def required_literal(pattern: str) -> str | None:
+    r"""An ASCII text every match of ``pattern`` must contain (at least 3 characters), or ``None``.
+
+    Conservative: only top-level runs of plain characters count; groups, classes, escapes such as
+    ``\s``, optional or repeated characters end a run; a pattern with ``|`` or inline flags gives ``None``.
+    Used to skip a regex search when the literal is absent from an ASCII text (searching for a substring is
+    much cheaper than starting the regex engine).
+    """
+    if "|" in pattern or "(?" in pattern.replace("(?:", ""):
+        return None
+    runs: list[str] = []
+    run: list[str] = []
+    index = 0
+    while index < len(pattern):
+        char = pattern[index]
+        if char in "*?{" or (char == "+" and run):
+            if run:
+                run.pop()  # the quantified character is optional (or its count unknown)
+            runs.append("".join(run))
+            run = []
+            index = _quantifier(pattern, index)[1] if char != "+" else index + 1
+            continue
+        if char == "\\" and index + 1 < len(pattern) and pattern[index + 1] in _ESCAPED_LITERALS:
+            run.append(pattern[index + 1])
+            index += 2
+            continue
+        if char in _LITERAL_CHARS:
+            run.append(char)
+            index += 1
+            continue
+        runs.append("".join(run))
+        run = []
+        if char == "(":
+            depth = 0
+            while index < len(pattern):  # skip the whole group
+                if pattern[index] == "\\":
+                    index += 2
+                    continue
+                depth += {"(": 1, ")": -1}.get(pattern[index], 0)
+                index += 1
+                if depth == 0:
+                    break
+            if index < len(pattern) and pattern[index] in "*?{+":
+                index = _quantifier(pattern, index)[1]
+            continue
+        if char == "[":
+            index += 1
+            if pattern.startswith("^", index):
+                index += 1
+            if pattern.startswith("]", index):
+                index += 1
+            while index < len(pattern) and pattern[index] != "]":
+                index += 2 if pattern[index] == "\\" else 1
+            index = _quantifier(pattern, index + 1)[1]
+            continue
+        index += 2 if char == "\\" else 1
+    runs.append("".join(run))
+    best = max(runs, key=len)
+    return best if len(best) >= 3 else None
+
+
 @attrs.frozen
 class Condition:
     """One test on a message field.
@@ -196,6 +262,7 @@ class Condition:
     _kind: int = attrs.field(init=False, eq=False, repr=False)
     _negated: bool = attrs.field(init=False, eq=False, repr=False)
     _needle: str = attrs.field(init=False, eq=False, repr=False)
+    _literal: str | None = attrs.field(init=False, eq=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
         if self.field not in FIELDS and not (self.field.startswith("header:") and len(self.field) > 7):
@@ -215,12 +282,18 @@ class Condition:
             else:
                 pattern = re.compile(self.value, 0 if self.case_sensitive else re.IGNORECASE)
         object.__setattr__(self, "pattern", pattern)
+        literal = required_literal(self.value) if pattern is not None else None
+        object.__setattr__(self, "_literal", literal if self.case_sensitive or literal is None else literal.lower())
         object.__setattr__(self, "_kind", _POSITIVE.index(self.op.removeprefix("not_")))
         object.__setattr__(self, "_negated", self.op.startswith("not_"))
         needle = self.value.strip() if self.case_sensitive else self.value.casefold().strip()
         object.__setattr__(self, "_needle", needle)
 
     def _search(self, text: str) -> bool:
+        literal = self._literal
+        # Cheap pre-check: the pattern cannot match without this literal (see required_literal).
+        if literal and text.isascii() and literal not in (text if self.case_sensitive else text.lower()):
+            return False
         if _ENGINE is None:
             return self.pattern.search(text) is not None
         try:
