@@ -59,11 +59,11 @@ def test_main_job_on_the_examples(
     code, out, _ = run(capsys, "tickets")
     assert code == 0
     assert printer in out
+    assert "NUMBER" in out.splitlines()[0]
     code, out, _ = run(capsys, "tickets", "--json", "--status", "closed")
     assert (code, out) == (0, "")
     code, out, _ = run(capsys, "tickets", "--json", "--status", "open", "--limit", "2")
     assert len(out.splitlines()) == 2
-    assert "NUMBER" in out.splitlines()[0]
 
     code, out, _ = run(capsys, "show", printer, "--json")
     assert code == 0
