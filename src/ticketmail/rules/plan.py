@@ -2,15 +2,16 @@ r"""A compiled form of the routing rules, so 100 rules cost little more per mess
 
 Testing rules one by one in Python costs a few microseconds per rule, more than parsing a small message
 when there are a hundred of them. The plan, built once per :class:`~ticketmail.rules.RuleSet`, turns the
-rule list into bit masks (bit *i* is rule *i*):
+rule list into bit masks:
 
 * every distinct condition is tested once per message, grouped by field, with list comprehensions over
   C-level ``in`` tests: each field's values are joined into one string ``"\\0v1\\0v2\\0"`` (``contains``
   is ``needle in joined``, ``starts_with`` is ``"\\0" + needle in joined``, ``ends_with`` is
   ``needle + "\\0" in joined``) and a set (``equals``). Condition values may not contain NUL, so no
   needle can span two values;
-* a false condition clears the bits of the ``all`` rules that use it, a true one sets the bits of the
-  ``any`` rules that use it; ``matched = (all_rules & ~failed) | hit | unconditional``;
+* the results become one integer (bit *c* set when condition *c* holds); each rule keeps the mask of its
+  conditions, so an ``all`` rule holds when ``tested & mask == mask`` and an ``any`` rule when
+  ``tested & mask`` is not zero: one integer AND per rule;
 * regex conditions run last, and only when some rule using them is still undecided;
 * only the matched rules are then walked in order (actions, ``stop``, ``reject``), and only for them is the
   deciding value looked up again for the reason.
@@ -21,9 +22,6 @@ The result is exactly that of testing each rule in order (a hypothesis test comp
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from functools import reduce
-from itertools import compress
-from operator import not_, or_
 
 import attrs
 
@@ -31,14 +29,14 @@ from ticketmail.rules.routing import Condition, RegexTimeout, Rule
 
 __all__ = ["RulePlan", "compile_rules"]
 
+_BITS = bytes.maketrans(b"\x00\x01", b"01")
+
 
 @attrs.frozen
 class _Batch:
     """Conditions of one field and one comparison, tested together."""
 
     needles: tuple[str, ...]
-    masks_all: tuple[int, ...]
-    masks_any: tuple[int, ...]
 
 
 @attrs.frozen
@@ -71,9 +69,8 @@ class RulePlan:
     regexes: tuple[_RegexEntry, ...]
     all_mask: int
     unconditional: int
-    masks_all: tuple[int, ...]
-    masks_any: tuple[int, ...]
-    any_rules: bool
+    all_rules: tuple[tuple[int, int], ...]
+    any_rules: tuple[tuple[int, int], ...]
 
     def matching(
         self, values: Callable[[str], tuple[str, ...]], on_timeout: Callable[[RegexTimeout, str], None]
@@ -94,9 +91,12 @@ class RulePlan:
                 joined = "\0" + "\0".join(prepared) + "\0"
                 truths += [n in joined for n in group.within.needles]
                 truths += [n not in joined for n in group.not_within.needles]
-        # One C-level pass over all results: a false condition fails its "all" rules, a true one hits its "any" rules.
-        failed = reduce(or_, compress(self.masks_all, map(not_, truths)), 0)
-        hit = reduce(or_, compress(self.masks_any, truths), 0) if self.any_rules else 0
+        # The results as one integer (bit i = condition i), then one AND per rule: an "all" rule holds when all
+        # its condition bits are set, an "any" rule when one is. Rule bits are distinct, so sum() is their OR.
+        tested = int(bytes(truths).translate(_BITS)[::-1], 2) if truths else 0
+        held = sum(bit for mask, bit in self.all_rules if tested & mask == mask)
+        failed = self.all_mask & ~held
+        hit = sum(bit for mask, bit in self.any_rules if tested & mask)
         for entry in self.regexes:
             if not (entry.mask_all & ~failed) and not (entry.mask_any & ~hit):
                 continue  # every rule using it is already decided: skip the costly search
@@ -144,7 +144,8 @@ def compile_rules(rules: Iterable[Rule]) -> RulePlan:
             entry = masks.setdefault(condition, [0, 0])
             entry[0 if rule.match == "all" else 1] |= bit
             first_rule.setdefault(condition, rule.name)
-    by_field: dict[tuple[str, bool], dict[str, list[tuple[str, int, int]]]] = {}
+    by_field: dict[tuple[str, bool], dict[str, list[str]]] = {}
+    slot_conditions: dict[tuple[str, bool], dict[str, list[Condition]]] = {}
     regexes = []
     for condition, (mask_all, mask_any) in masks.items():
         if condition.pattern is not None:
@@ -153,23 +154,19 @@ def compile_rules(rules: Iterable[Rule]) -> RulePlan:
         key = (condition.field, condition.case_sensitive)
         positive = condition.op.removeprefix("not_")
         slot = ("" if positive == "equals" else "in") + ("_neg" if condition.negated else "")
-        by_field.setdefault(key, {}).setdefault(slot, []).append((_needle(condition), mask_all, mask_any))
+        by_field.setdefault(key, {}).setdefault(slot, []).append(_needle(condition))
+        slot_conditions.setdefault(key, {}).setdefault(slot, []).append(condition)
 
-    def batch(items: list[tuple[str, int, int]]) -> _Batch:
-        return _Batch(
-            needles=tuple(i[0] for i in items),
-            masks_all=tuple(i[1] for i in items),
-            masks_any=tuple(i[2] for i in items),
-        )
+    def batch(items: list[str]) -> _Batch:
+        return _Batch(needles=tuple(items))
 
     groups = []
-    masks_all: list[int] = []
-    masks_any: list[int] = []
+    position: dict[Condition, int] = {}  # condition -> its index in the truths list
     for key, slots in by_field.items():
         batches = [batch(slots.get(name, [])) for name in ("", "_neg", "in", "in_neg")]
-        for item in batches:
-            masks_all.extend(item.masks_all)
-            masks_any.extend(item.masks_any)
+        for name in ("", "_neg", "in", "in_neg"):
+            for condition in slot_conditions[key].get(name, []):
+                position[condition] = len(position)
         when_empty = tuple(
             [False] * len(batches[0].needles)
             + [True] * len(batches[1].needles)
@@ -187,13 +184,22 @@ def compile_rules(rules: Iterable[Rule]) -> RulePlan:
                 when_empty=when_empty,
             )
         )
+    all_rules: list[tuple[int, int]] = []
+    any_rules: list[tuple[int, int]] = []
+    for index, rule in enumerate(enabled):
+        if not rule.conditions:
+            continue
+        mask = 0
+        for condition in rule.conditions:
+            if condition in position:
+                mask |= 1 << position[condition]
+        (all_rules if rule.match == "all" else any_rules).append((mask, 1 << index))
     return RulePlan(
         rules=enabled,
         groups=tuple(groups),
         regexes=tuple(regexes),
         all_mask=all_mask,
         unconditional=unconditional,
-        masks_all=tuple(masks_all),
-        masks_any=tuple(masks_any),
-        any_rules=any(masks_any),
+        all_rules=tuple(all_rules),
+        any_rules=tuple(any_rules),
     )
