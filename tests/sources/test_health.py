@@ -130,3 +130,21 @@ def test_read_health_any_bytes_gives_records_or_a_ticketmail_error(data: bytes) 
     except TicketmailError:
         return
     assert all(isinstance(h, MailboxHealth) for h in records.values())
+
+
+@pytest.mark.integration
+def test_concurrent_writers_in_several_processes_lose_no_update(tmp_path: Path) -> None:
+    path = tmp_path / "health.json"
+    code = (
+        "import sys, datetime as dt\n"
+        "from ticketmail.sources.health import HealthStore\n"
+        "store = HealthStore(sys.argv[1])\n"
+        "for i in range(1, 41):\n"
+        "    store.record_success(sys.argv[2], at=dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc), processed=i)\n"
+    )
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(path), f"box{n}"]) for n in range(4)]
+    for proc in procs:
+        assert proc.wait(60) == 0
+    records = read_health(path)
+    assert sorted(records) == ["box0", "box1", "box2", "box3"]
+    assert all(h.last_processed == 40 for h in records.values())
