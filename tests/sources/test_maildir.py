@@ -236,3 +236,30 @@ def test_every_message_ends_in_exactly_one_place(outcomes: list[bool], runs: int
         assert data == raws[key]
         if place == "Maildir/cur":
             assert b"ok" in data
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    names=st.lists(
+        st.text(
+            alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="/\x00"), min_size=1, max_size=30
+        ).filter(lambda n: n not in (".", "..") and len(n.encode()) < 200),
+        min_size=1,
+        max_size=8,
+        unique=True,
+    ),
+    data=st.binary(max_size=300),
+    after=st.sampled_from(["seen", "delete", "move:Done"]),
+)
+def test_odd_file_names_and_contents(names: list[str], data: bytes, after: str) -> None:
+    root = make_maildir(Path(tempfile.mkdtemp()) / "Maildir")
+    for name in names:
+        (root / "new" / name).write_bytes(data)
+    src = MaildirSource("b", root, after=after)
+    with src.session() as session:
+        items = list(session.fetch())
+        for item in items:
+            assert item.data == data
+            session.acknowledge(item)
+    with src.session() as session:
+        assert list(session.fetch()) == []

@@ -298,7 +298,13 @@ class MaildirSession:
         if known is not None and known.exists():
             return known
         for sub in ("new", "cur"):
-            for entry in os.scandir(self.source.path / sub):
+            try:
+                entries = list(os.scandir(self.source.path / sub))
+            except OSError as exc:
+                raise SourceError(
+                    f"cannot list {self.source.path / sub}: {exc.strerror}", stage="ack", mailbox=self.source.name
+                ) from exc
+            for entry in entries:
                 if _split_name(entry.name)[0] == unique:
                     return Path(entry.path)
         return None
