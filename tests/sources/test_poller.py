@@ -505,3 +505,25 @@ def test_unwritable_health_file_does_not_stop_fetching(tmp_path: Any) -> None:
     run = poller.poll_once().run("a")
     assert run.acknowledged == 2
     assert poller.health.get("a").state == "ok"  # kept in memory
+
+
+class BarrierSource(FakeSource):
+    def __init__(self, name: str, barrier: threading.Barrier) -> None:
+        super().__init__(name, 1)
+        self.barrier = barrier
+
+    @contextmanager
+    def session(self) -> Iterator[FakeSession]:
+        self.barrier.wait()  # only passes when both mailboxes are being visited at the same time
+        with super().session() as session:
+            yield session
+
+
+def test_poll_once_with_concurrency_visits_mailboxes_in_parallel_and_keeps_order() -> None:
+    barrier = threading.Barrier(2, timeout=10)
+    a, b = BarrierSource("a", barrier), BarrierSource("b", barrier)
+    report = make_poller([PollTarget("a", a), PollTarget("b", b)], FakePipeline()).poll_once(concurrency=2)
+    assert [run.name for run in report.runs] == ["a", "b"]
+    assert [run.acknowledged for run in report.runs] == [1, 1]
+    with pytest.raises(ConfigError, match="concurrency"):
+        make_poller([], FakePipeline()).poll_once(concurrency=0)

@@ -199,6 +199,7 @@ _POLLER_DEFAULTS: dict[str, float] = {
     "backoff_base": 5.0,
     "backoff_cap": 900.0,
     "backoff_jitter": 0.5,
+    "concurrency": 1.0,
 }
 
 
@@ -215,6 +216,8 @@ def _poller_settings(config: SourcesConfig) -> dict[str, float]:
             raise ConfigError(f"{where}.{key}: unknown key (known: {known})", field=key)
         if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
             raise ConfigError(f"{where}.{key}: expected a non-negative number, got {value!r}", field=key)
+        if key == "concurrency" and (not isinstance(value, int) or value < 1):
+            raise ConfigError(f"{where}.{key}: expected an integer >= 1, got {value!r}", field=key)
         settings[key] = float(value)
     return settings
 
@@ -318,7 +321,7 @@ def _fetch(args: argparse.Namespace) -> int:
             return EXIT_OK
         restore = poller.install_signal_handlers()  # SIGTERM: finish the message in hand, then stop
         try:
-            report = poller.poll_once()
+            report = poller.poll_once(concurrency=max(1, int(settings["concurrency"])))
         finally:
             restore()
     except TicketmailError as exc:
