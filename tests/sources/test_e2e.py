@@ -224,7 +224,7 @@ def test_pop3_and_imap_mailboxes_in_one_poller_with_one_dead(tmp_path: Path, dov
     events: list[HealthEvent] = []
     poller = Poller(configs, pipeline, state=tmp_path / "state", events=[events.append])
     for _ in range(6):
-        report = poller.poll_once()
+        report = poller.poll_once(concurrency=3)  # the three mailboxes in parallel into one SQLite file
         assert report.run("dead").status == "error"
     assert dovecot.state(imap_user) == []
     with dovecot.imap(pop_user) as client:
