@@ -146,8 +146,11 @@ def test_strictness_names_fields() -> None:
 
 
 def test_unknown_elements_can_be_ignored() -> None:
-    body = ticket(HEAD + b"<message>m</message><colour>red</colour>")
+    body = ticket(HEAD + b'<message>m</message><colour>red</colour><extra a="1"><b/>text</extra>')
     assert parse_xml(body, ignore_unknown_fields=True).custom_fields == {}
+    with pytest.raises(UnsupportedFieldError) as info:
+        parse_xml(body)
+    assert info.value.field == "colour"
 
 
 def test_depth_is_limited_while_parsing() -> None:

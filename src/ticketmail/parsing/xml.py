@@ -43,7 +43,7 @@ from ticketmail.errors import (
     UnsupportedFieldError,
 )
 from ticketmail.model import TicketRequest
-from ticketmail.parsing.builder import XmlMessage, body_bytes, build_request
+from ticketmail.parsing.builder import CORE_FIELDS, XmlMessage, body_bytes, build_request
 from ticketmail.parsing.fields import Form
 from ticketmail.parsing.limits import Limits
 
@@ -160,8 +160,14 @@ def _attachments(element: Element) -> list[dict[str, Any]]:
     return files
 
 
-def load_xml_ticket(body: bytes | bytearray | memoryview | str, limits: Limits, form: Form) -> dict[str, Any]:
-    """Parse ``body`` and map the ``<ticket>`` document onto the builder's raw mapping."""
+def load_xml_ticket(
+    body: bytes | bytearray | memoryview | str, limits: Limits, form: Form, *, ignore_unknown_fields: bool = False
+) -> dict[str, Any]:
+    """Parse ``body`` and map the ``<ticket>`` document onto the builder's raw mapping.
+
+    An element that is neither a core field nor a form field is an ``unsupported_field`` error, or, with
+    ``ignore_unknown_fields``, skipped whole (its attributes and children are not looked at).
+    """
     data = body_bytes(body)
     if len(data) > limits.max_payload_bytes:
         raise PayloadTooLargeError(f"payload is {len(data)} bytes; the limit is {limits.max_payload_bytes}")
@@ -171,6 +177,7 @@ def load_xml_ticket(body: bytes | bytearray | memoryview | str, limits: Limits, 
     if (root.text or "").strip():
         raise TypeMismatchError("unexpected text directly inside <ticket>", field="ticket")
     multiple = {f.name for f in form.fields if f.multiple}
+    known = {*CORE_FIELDS, *(f.name for f in form.fields), "phone_ext"}
     raw: dict[str, Any] = dict(root.attrib)
     if "message" in raw:
         # An attribute message is plain text, like an element's: no data-URL interpretation in XML.
@@ -206,6 +213,9 @@ def load_xml_ticket(body: bytes | bytearray | memoryview | str, limits: Limits, 
             put("phone", _no_children(child, "phone"))
             if "ext" in child.attrib:
                 put("phone_ext", child.attrib["ext"])
+        elif tag not in known:
+            if not ignore_unknown_fields:
+                raise UnsupportedFieldError(f"unsupported field {tag[:60]!r}", field=tag[:60])
         else:
             _check_attrs(child, frozenset(), tag)
             put(tag, _no_children(child, tag))
@@ -230,7 +240,7 @@ def parse_xml(
     """
     limits = Limits() if limits is None else limits
     form = Form.default() if form is None else form
-    raw = load_xml_ticket(body, limits, form)
+    raw = load_xml_ticket(body, limits, form, ignore_unknown_fields=ignore_unknown_fields)
     return build_request(
         raw,
         form=form,
