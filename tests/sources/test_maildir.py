@@ -263,3 +263,37 @@ def test_odd_file_names_and_contents(names: list[str], data: bytes, after: str) 
             session.acknowledge(item)
     with src.session() as session:
         assert list(session.fetch()) == []
+
+
+def test_worker_with_idle_picks_up_deliveries_without_waiting_for_the_interval(maildir: Path) -> None:
+    import threading
+    import time
+
+    done = threading.Event()
+    pipeline = Scripted()
+    poller = Poller(
+        [PollTarget("box", MaildirSource("box", maildir, after="delete"), idle=True, interval=3600)],
+        pipeline,
+        on_outcome=lambda name, item, outcome: done.set(),
+    )
+    worker = threading.Thread(target=poller.run, kwargs={"idle_slice": 0.5})
+    worker.start()
+    try:
+        time.sleep(0.5)
+        key = deliver(maildir, msg(1))
+        assert done.wait(10)
+        assert pipeline.seen == [key]
+    finally:
+        poller.stop()
+        worker.join(10)
+    assert not worker.is_alive()
+    assert files(maildir, "new") == []
+
+
+def test_wait_for_changes_times_out_without_deliveries(maildir: Path) -> None:
+    with MaildirSource("box", maildir).session() as session:
+        assert session.wait_for_changes(0.1)  # nothing listed yet: fetch first
+        assert list(session.fetch()) == []
+        assert not session.wait_for_changes(0.3)
+        deliver(maildir, msg(1))
+        assert session.wait_for_changes(2)

@@ -23,6 +23,10 @@ retry file (``retries-<mailbox>.json`` in the poller's state directory; in memor
 ``max_retries`` failures it is moved to the ``.<quarantine_folder>/new/`` sub-folder (unseen, so a human
 notices it) and no longer fetched. We never write into the user's Maildir anything but standard folders.
 
+Waiting for mail: :meth:`MaildirSession.wait_for_changes` (used by the poller's worker with ``idle``) watches
+the modification times of ``new/`` and ``cur/``; there is no notification protocol for Maildir, and polling
+two ``stat`` calls a few times a second costs nothing.
+
 Oversize messages (``max_message_size``) are never read whole: with ``oversize = "skip"`` they are left in
 place and reported in ``session.oversized``; with ``"headers"`` only the header block is read and the item is
 marked ``truncated`` with a note.
@@ -35,6 +39,7 @@ import json
 import os
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
@@ -214,15 +219,20 @@ class MaildirSource:
 class MaildirSession:
     """An open Maildir: yields waiting messages, acknowledges by rename/unlink."""
 
+    poll_step = 0.25
+    """Seconds between two checks of the directories in :meth:`wait_for_changes`."""
+
     def __init__(self, source: MaildirSource) -> None:
         self.source = source
         self.oversized: list[OversizeNotice] = []
         self._paths: dict[str, Path] = {}
+        self._listed_stamp: tuple[int, ...] | None = None
 
     # -- listing ----------------------------------------------------------------------------------------
 
     def _candidates(self) -> list[tuple[float, str, Path]]:
         src = self.source
+        self._listed_stamp = self._stamp()
         found: list[tuple[float, str, Path]] = []
         for sub in ("new", "cur"):
             try:
@@ -250,6 +260,30 @@ class MaildirSession:
     def pending(self) -> int:
         """Messages still waiting (not acknowledged, not quarantined)."""
         return len(self._candidates())
+
+    def _stamp(self) -> tuple[int, ...]:
+        try:
+            return tuple(os.stat(self.source.path / sub).st_mtime_ns for sub in ("new", "cur"))
+        except OSError:
+            return ()
+
+    def wait_for_changes(self, timeout: float) -> bool:
+        """Block up to ``timeout`` seconds until a message is delivered (``new/`` or ``cur/`` changes).
+
+        Maildir has no notification protocol; this checks the directories' modification times every
+        ``poll_step`` seconds, which a delivery (a rename into ``new/``) always updates. True when they changed
+        since the last listing (or when messages are already waiting).
+        """
+        deadline = time.monotonic() + max(0.0, timeout)
+        if self._listed_stamp is None or self._stamp() != self._listed_stamp:
+            return True
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            time.sleep(min(self.poll_step, remaining))
+            if self._stamp() != self._listed_stamp:
+                return True
 
     def fetch(self, *, limit: int | None = None) -> Iterator[RawItem]:
         """Yield waiting messages, oldest first; items already committed are acknowledged silently."""
