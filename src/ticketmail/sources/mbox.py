@@ -27,6 +27,9 @@ Provenance: mbox keys are positions and change on rewrite, so the key is a conte
 message without its ``Status``/``X-Status`` headers (which ``seen`` changes), plus ``#n`` for the n-th
 byte-identical copy in the file.
 
+There is deliberately no ``wait_for_changes``: a session holds the lock, and waiting with it would keep the
+MTA from delivering. A worker polls mbox mailboxes every ``poll_interval``.
+
 Failures are counted in the same retry file as Maildir's; after ``max_retries`` the item is moved to the
 sibling mbox ``<file>.<quarantine_folder>``.
 """
