@@ -7,7 +7,8 @@ Hypothesis drives random sequences of
 * new conversations (each must open exactly one ticket),
 * replies by every threading route (``In-Reply-To``, ``References``, subject tag, plus address, signed
   token of a notification we "sent"),
-* auto-replies (appended to an open ticket, never reopening a closed one), closing tickets,
+* auto-replies (appended to an open ticket, never reopening a closed one), closing and merging tickets
+  (replies to a merged ticket must land on the survivor),
 * duplicates (the same message through another mailbox) and redeliveries (the same mailbox item again),
 * batches of new conversations and replies in one unit of work (:meth:`Pipeline.process_batch`),
 * failures injected at every backend write: a wrapper backend raises at the Nth write of the next message,
@@ -167,6 +168,14 @@ class _Conversation:
     message_ids: list[str] = attrs.field(factory=list)  # committed, in order
     entries: list[int] = attrs.field(factory=list)
     closed: bool = False
+    merged_into: _Conversation | None = None
+
+    def survivor(self) -> _Conversation:
+        """The conversation whose ticket receives this one's replies (itself unless merged)."""
+        current = self
+        while current.merged_into is not None:
+            current = current.merged_into
+        return current
 
 
 @attrs.define
@@ -346,13 +355,14 @@ def pipeline_machine(backend_factory: Callable[[], Backend], *, steps: int = 40)
                 _expect(all(outcome.ticket != c.ticket for c in self.model), "ticket number reused")
                 conv.ticket = outcome.ticket
                 self.model.append(conv)
-            elif pending.kind == "auto" and conv.closed:
-                _expect(outcome.action == "ignored", f"unexpected outcome {outcome!r}")
-                _expect(outcome.ticket == conv.ticket, "outcome.ticket == conv.ticket")
-                self.audit_expected += 1
-                self.sent.append(_Sent(pending.raw, pending.provenance, outcome))
-                return
             else:
+                conv = conv.survivor()  # replies to a merged ticket go to the one it was merged into
+                if pending.kind == "auto" and conv.closed:
+                    _expect(outcome.action == "ignored", f"unexpected outcome {outcome!r}")
+                    _expect(outcome.ticket == conv.ticket, f"ignored on {outcome.ticket}, expected {conv.ticket}")
+                    self.audit_expected += 1
+                    self.sent.append(_Sent(pending.raw, pending.provenance, outcome))
+                    return
                 _expect(outcome.action == "appended", f"unexpected outcome {outcome!r}")
                 _expect(outcome.ticket == conv.ticket, f"reply went to {outcome.ticket}, expected {conv.ticket}")
                 if pending.kind == "reply":
@@ -459,10 +469,27 @@ def pipeline_machine(backend_factory: Callable[[], Backend], *, steps: int = 40)
             )
             self._run(_Pending(raw, self._provenance(), conv, "auto", mid), fault)
 
-        @precondition(lambda self: any(not c.closed for c in self.model))
+        @precondition(lambda self: sum(1 for c in self.model if c.merged_into is None) >= 2)
+        @rule(data=st.data())
+        def merge_tickets(self, data: st.DataObject) -> None:
+            """Merge one ticket into another; later replies to the first must land on the survivor."""
+            live = [c for c in self.model if c.merged_into is None]
+            source: _Conversation = data.draw(st.sampled_from(live), label="merged")
+            target: _Conversation = data.draw(st.sampled_from([c for c in live if c is not source]), label="into")
+            with self.inner.unit_of_work() as uow:
+                uow.set_status(
+                    _present(source.ticket, "the merged ticket"),
+                    "merged",
+                    merged_into=_present(target.ticket, "the surviving ticket"),
+                )
+            source.merged_into = target
+
+        @precondition(lambda self: any(not c.closed and c.merged_into is None for c in self.model))
         @rule(data=st.data())
         def close_ticket(self, data: st.DataObject) -> None:
-            conv: _Conversation = data.draw(st.sampled_from([c for c in self.model if not c.closed]))
+            conv: _Conversation = data.draw(
+                st.sampled_from([c for c in self.model if not c.closed and c.merged_into is None])
+            )
             ticket = _present(conv.ticket, "the conversation's ticket")
             with self.inner.unit_of_work() as uow:
                 uow.set_status(ticket, "closed")
@@ -526,10 +553,10 @@ def pipeline_machine(backend_factory: Callable[[], Backend], *, steps: int = 40)
             _expect(sorted(tickets) == sorted(c.ticket for c in self.model if c.ticket), "tickets != conversations")
             for conv in self.model:
                 ticket = tickets[_present(conv.ticket, "the conversation's ticket")]
-                _expect(
-                    ticket.status == ("closed" if conv.closed else "open"),
-                    "ticket.status == ('closed' if conv.closed else 'open')",
-                )
+                expected = "merged" if conv.merged_into else "closed" if conv.closed else "open"
+                _expect(ticket.status == expected, f"ticket {ticket.number} is {ticket.status}, expected {expected}")
+                if conv.merged_into is not None:
+                    _expect(ticket.merged_into == conv.merged_into.ticket, "merged into the wrong ticket")
                 _expect(ticket.requester.email == conv.requester, "ticket.requester.email == conv.requester")
 
         @invariant()
