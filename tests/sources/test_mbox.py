@@ -223,3 +223,44 @@ def test_any_file_content_gives_items_or_a_source_error(data: bytes, after: str)
     if after != "seen":
         with MboxSource("box", path, after=after).session() as session:
             assert list(session.fetch()) == []
+
+
+def test_rewrite_keeps_other_messages_byte_exact(tmp_path: Path) -> None:
+    path = tmp_path / "support"
+    write_mbox(path, [msg(1), msg(2), msg(3)])
+    before = path.read_bytes()
+    src = MboxSource("box", path, after="delete")
+    with src.session() as session:
+        items = list(session.fetch())
+        session.acknowledge(items[1])
+    after = path.read_bytes()
+    chunks = before.split(b"\nFrom ")
+    assert after == chunks[0] + b"\nFrom " + chunks[2]
+
+
+def test_nothing_is_written_to_the_live_file_before_the_final_rewrite(tmp_path: Path) -> None:
+    """A SIGKILL before the end of a session must leave the file exactly as it was (no appended copies)."""
+    path = tmp_path / "support"
+    write_mbox(path, [msg(1), msg(2)])
+    before = path.read_bytes()
+    with MboxSource("box", path, after="seen").session() as session:
+        for item in session.fetch():
+            session.acknowledge(item)
+        assert path.read_bytes() == before
+        assert session.pending() == 0
+    assert path.read_bytes() != before
+    assert len(contents(path)) == 2
+
+
+def test_mail_appended_by_a_non_locking_writer_is_kept(tmp_path: Path) -> None:
+    path = tmp_path / "support"
+    write_mbox(path, [msg(1)])
+    with MboxSource("box", path, after="delete").session() as session:
+        (item,) = list(session.fetch())
+        session.acknowledge(item)
+        with open(path, "ab") as fh:  # a careless delivery agent ignoring the lock
+            late = b"From: u9@example.com\nSubject: m9\nMessage-ID: <9@t>\n\nlate body\n"
+            fh.write(b"From late@example.org Mon Nov  2 10:00:00 2026\n" + late + b"\n")
+    kept = contents(path)
+    assert len(kept) == 1
+    assert b"Subject: m9" in kept[0]

@@ -41,6 +41,8 @@ import hashlib
 import mailbox
 import os
 import re
+import stat
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -214,7 +216,7 @@ class MboxSource:
 
 
 class MboxSession:
-    """A locked mbox: yields waiting messages, records acknowledgements, flushes them at the end."""
+    """A locked mbox: yields waiting messages, records acknowledgements, rewrites the file at the end."""
 
     def __init__(self, source: MboxSource, box: mailbox.mbox) -> None:
         self.source = source
@@ -224,7 +226,12 @@ class MboxSession:
         # be passed back unchanged (never str()-ed): the stdlib looks them up in a dict.
         self._keys: dict[str, str] = {}
         self._moves: dict[str, list[bytes]] = {}  # sibling folder -> messages (with From_ lines) to append
-        self._dirty = False
+        self._drop: set[str] = set()  # mailbox keys to remove at the rewrite
+        self._seen: set[str] = set()  # mailbox keys to mark ``Status: RO`` at the rewrite
+        try:
+            self._size = source.path.stat().st_size  # under the lock: what we list is what we rewrite
+        except OSError as exc:
+            raise SourceError(f"cannot read {source.path}: {exc.strerror}", stage="fetch", mailbox=source.name) from exc
 
     def _listing(self) -> Iterator[tuple[str, str, bytes]]:
         """(mailbox key, provenance key, bytes) of every message not yet acknowledged, in file order."""
@@ -237,12 +244,14 @@ class MboxSession:
         for key in keys:
             try:
                 data = self.box.get_bytes(key)
-            except KeyError:
-                continue  # discarded in this session
+            except (OSError, mailbox.Error) as exc:
+                raise SourceError(f"cannot read {src.path}: {exc}", stage="fetch", mailbox=src.name) from exc
             base = mbox_key(data)
             n = seen_keys.get(base, 0)
             seen_keys[base] = n + 1
             pkey = base if n == 0 else f"{base}#{n}"
+            if key in self._drop or key in self._seen:
+                continue  # acknowledged in this session
             status = _status(data)
             if src.after == "seen" and "R" in status:
                 continue
@@ -279,25 +288,24 @@ class MboxSession:
             count += 1
             yield RawItem(data=data, provenance=provenance, size=size)
 
+    def _from_bytes(self, key: str) -> bytes:
+        try:
+            return self.box.get_bytes(key, from_=True)
+        except (OSError, mailbox.Error) as exc:
+            src = self.source
+            raise SourceError(f"cannot read {src.path}: {exc}", stage="ack", mailbox=src.name) from exc
+
     def _ack_key(self, pkey: str) -> None:
         src = self.source
         key = self._keys.get(pkey)
         if key is None:
             return
-        try:
-            if src.after == "seen":
-                msg = self.box.get_message(key)
-                msg.set_flags("RO")
-                self.box[key] = msg
-            else:
-                if src.after == "move":
-                    self._moves.setdefault(src.move_folder or "Processed", []).append(
-                        self.box.get_bytes(key, from_=True)
-                    )
-                self.box.discard(key)
-        except (OSError, mailbox.Error) as exc:
-            raise SourceError(f"cannot acknowledge a message in {src.path}: {exc}", stage="ack") from exc
-        self._dirty = True
+        if src.after == "seen":
+            self._seen.add(key)
+        else:
+            if src.after == "move":
+                self._moves.setdefault(src.move_folder or "Processed", []).append(self._from_bytes(key))
+            self._drop.add(key)
         src.retries.clear(pkey)
 
     def acknowledge(self, item: RawItem) -> None:
@@ -315,12 +323,8 @@ class MboxSession:
         key = self._keys.get(pkey)
         if key is None:
             return
-        try:
-            self._moves.setdefault(src.quarantine_folder, []).append(self.box.get_bytes(key, from_=True))
-            self.box.discard(key)
-        except (OSError, mailbox.Error) as exc:
-            raise SourceError(f"cannot quarantine a message in {src.path}: {exc}", stage="ack") from exc
-        self._dirty = True
+        self._moves.setdefault(src.quarantine_folder, []).append(self._from_bytes(key))
+        self._drop.add(key)
         src.retries.clear(pkey)
 
     def flush(self) -> None:
@@ -341,8 +345,51 @@ class MboxSession:
                         target.unlock()
                     target.close()
             self._moves.clear()
-            if self._dirty:
-                self.box.flush()
-                self._dirty = False
+            if self._drop or self._seen:
+                self._rewrite()
+                self._drop.clear()
+                self._seen.clear()
         except (OSError, mailbox.Error) as exc:
             raise SourceError(f"cannot write {src.path}: {exc}", stage="ack", mailbox=src.name) from exc
+
+    def _rewrite(self) -> None:
+        """Write the kept messages (``seen`` ones with ``Status: RO``) to a new file and rename it over the old.
+
+        Unlike the stdlib's ``__setitem__``, nothing is appended to the live file before the rename, so a
+        crash at any point leaves either the old file or the new one. Bytes a non-locking writer appended
+        after we listed the file are carried over verbatim.
+        """
+        path = self.source.path
+        st = os.stat(path)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                for key in self.box.iterkeys():
+                    if key in self._drop:
+                        continue
+                    raw = self.box.get_bytes(key, from_=True)
+                    if key in self._seen:
+                        raw = _mark_read(raw)
+                    out.write(raw if raw.endswith(b"\n") else raw + b"\n")
+                    out.write(b"\n")
+                if st.st_size > self._size:
+                    with open(path, "rb") as live:
+                        live.seek(self._size)
+                        out.write(live.read())
+                out.flush()
+                os.fsync(out.fileno())
+            os.chmod(tmp, stat.S_IMODE(st.st_mode))
+            with contextlib.suppress(OSError):
+                os.chown(tmp, st.st_uid, st.st_gid)
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+
+
+def _mark_read(raw: bytes) -> bytes:
+    """``raw`` (with its From_ line) with ``Status: RO`` replacing any Status/X-Status header."""
+    head, sep, body = raw.partition(b"\n\n")
+    head = _STATUS_LINE.sub(b"", head + b"\n").rstrip(b"\n")
+    return head + b"\nStatus: RO\n" + (b"\n" + body if sep else b"")
