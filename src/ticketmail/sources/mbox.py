@@ -17,11 +17,14 @@ Semantics (``after``):
 ``move:NAME``
     the message is appended to the sibling mbox ``<file>.<NAME>`` (created if missing), then removed.
 
-All changes are written by one :meth:`mailbox.mbox.flush` when the session ends (also when it ends by an
-error: every change recorded belongs to a committed item). The stdlib writes a new file and renames it over
-the old one, so a crash (even ``SIGKILL``) leaves either the old or the new file, never a torn one. A crash
-before the flush means the session's acknowledgements are lost: the items are fetched again and the
-pipeline's ledger answers ``duplicate``, so each still has exactly one effect.
+All changes are written by one rewrite when the session ends (also when it ends by an error: every change
+recorded belongs to a committed item): the kept messages, byte for byte (``seen`` ones with their new
+``Status`` header), go to a temporary file in the same directory, which is fsynced and renamed over the old
+one. Nothing is written to the live file before that rename (the stdlib's ``mbox[key] = msg`` would append a
+copy at once, which a crash would leave behind), so a crash, even ``SIGKILL``, leaves either the old or the
+new file. A crash before the rename only loses the session's acknowledgements: the items are fetched again,
+``skip(provenance)`` or the pipeline's ledger recognises them, and each still has exactly one effect. Bytes
+that a writer ignoring the lock appended meanwhile are carried over.
 
 Provenance: mbox keys are positions and change on rewrite, so the key is a content hash: the SHA-256 of the
 message without its ``Status``/``X-Status`` headers (which ``seen`` changes), plus ``#n`` for the n-th
