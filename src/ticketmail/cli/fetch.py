@@ -97,7 +97,7 @@ def register(subparsers: Any) -> None:
     pipe.add_argument(
         "--max-size", type=int, default=DEFAULT_MAX_SIZE, metavar="BYTES", help="refuse larger messages (65)"
     )
-    _common(pipe)
+    pipe.add_argument("-v", "--verbose", action="store_true", help="log details (with tracebacks) on stderr")
     pipe.set_defaults(func=run_pipe)
 
 
