@@ -26,3 +26,14 @@ def test_error_to_dict_names_field() -> None:
     err = ticketmail.MissingFieldError("email is required", field="email")
     assert err.to_dict() == {"code": "missing_field", "status": 400, "message": "email is required", "field": "email"}
     assert "email" in str(err)
+
+
+def test_import_does_not_load_imap_tools() -> None:
+    """imap-tools patches imaplib on import; only the IMAP adapter may load it, and only when used."""
+    import subprocess
+    import sys
+
+    code = "import sys, ticketmail; print('imap_tools' in sys.modules, 'imaplib' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", "False"]
+    assert ticketmail.ImapSource.__name__ == "ImapSource"
