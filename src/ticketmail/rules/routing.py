@@ -302,6 +302,15 @@ class Condition:
             raise RegexTimeout(f"regex {self.value[:60]!r} on {self.field} exceeded {REGEX_TIMEOUT}s") from exc
 
     @property
+    def required_text(self) -> str | None:
+        """For a regex condition: a text every match contains (lower case unless case-sensitive), else ``None``.
+
+        :meth:`test` skips the search when this text is absent from an ASCII value (see
+        :func:`required_literal`); the rule plan uses it to make that check once per message and field.
+        """
+        return self._literal
+
+    @property
     def negated(self) -> bool:
         """True for the ``not_*`` operators."""
         return self._negated
