@@ -29,6 +29,7 @@ The result is exactly that of testing each rule in order with :meth:`Condition.t
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
+from itertools import compress
 
 import attrs
 
@@ -41,42 +42,53 @@ _LAZY_FIELDS = frozenset({"body"})
 
 _EQUALS, _CONTAINS, _STARTS, _ENDS = 0, 1, 2, 3
 _KINDS = {"equals": _EQUALS, "contains": _CONTAINS, "starts_with": _STARTS, "ends_with": _ENDS}
+_COST = {_EQUALS: 0, _STARTS: 1, _ENDS: 1, _CONTAINS: 2}
+"""Preferred trigger tests: a dict lookup per value is cheaper than a substring search."""
 
 
 @attrs.frozen
 class _Group:
-    """All literal tests on one field (and case sensitivity), as lookup tables from prepared values to bits."""
+    r"""All literal tests on one field (and case sensitivity), as substring needles of one string.
+
+    The prepared values are written as ``"\0v1\0v2\0"``; then ``equals N`` is the needle ``"\0N\0"``,
+    ``starts_with N`` is ``"\0N"``, ``ends_with N`` is ``"N\0"`` and ``contains N`` is ``"N"``. Condition values
+    may not contain NUL, so a needle can only match inside one value, anchored where it says. Every needle of
+    the field is then tested in one C-level pass (``map``/``compress``/``sum``: bits of distinct needles are
+    distinct, so their sum is their OR). A value that itself contains NUL would break the encoding; such a
+    message takes the exact per-condition path (:meth:`slow_scan`).
+    """
 
     field: str
     case_sensitive: bool
-    equals: dict[str, int]
-    starts: tuple[tuple[int, dict[str, int]], ...]
-    ends: tuple[tuple[int, dict[str, int]], ...]
-    contains: tuple[tuple[str, int], ...]
-    nonempty: int  # tests that hold for any value: contains/starts_with/ends_with of ""
+    lazy: bool  # tested only when a rule needs it (see _LAZY_FIELDS)
+    needles: tuple[str, ...]
+    bits: tuple[int, ...]
+    conditions: tuple[Condition, ...]  # one condition per needle (for slow_scan)
     mask: int  # every test of the group
 
-    def scan(self, raw: tuple[str, ...], wanted: int = -1) -> int:
-        """The bits of the tests (among ``wanted``) that hold for the field values ``raw``."""
+    def scan(self, raw: tuple[str, ...], wanted: int) -> int:
+        """The bits of the tests that hold for the field values ``raw`` (a lazy group: only ``wanted`` ones)."""
         if not raw:
             return 0  # no value: no positive test holds (every negated one does)
         prepared = [v.strip() for v in raw] if self.case_sensitive else [v.casefold().strip() for v in raw]
-        found = self.nonempty
-        equals = self.equals
-        if equals:
-            for value in prepared:
-                found |= equals.get(value, 0)
-        for length, table in self.starts:
-            for value in prepared:
-                found |= table.get(value[:length], 0)
-        for length, table in self.ends:
-            for value in prepared:
-                found |= table.get(value[-length:], 0)
-        if self.contains:
-            joined = prepared[0] if len(prepared) == 1 else "\0".join(prepared)
-            for needle, bit in self.contains:
-                if bit & wanted and needle in joined:
-                    found |= bit
+        text = "\0" + "\0".join(prepared) + "\0"
+        if text.count("\0") != len(prepared) + 1:
+            return self.slow_scan(raw)
+        if self.lazy:
+            found = 0
+            bits = self.bits
+            for index, needle in enumerate(self.needles):
+                if bits[index] & wanted and needle in text:
+                    found |= bits[index]
+            return found
+        return sum(compress(self.bits, map(text.__contains__, self.needles)))
+
+    def slow_scan(self, raw: tuple[str, ...]) -> int:
+        """The same as :meth:`scan`, one condition at a time with :meth:`Condition.test`."""
+        found = 0
+        for condition, bit in zip(self.conditions, self.bits, strict=True):
+            if condition.test(raw)[0] != condition.negated:
+                found |= bit
         return found
 
 
@@ -88,7 +100,7 @@ class _RuleEntry:
     is_all: bool
     positive: int  # tests used by non-negated literal conditions
     negative: int  # tests used by negated literal conditions
-    lazy: int  # of those, tests in lazy groups
+    tests: int  # both
 
 
 @attrs.frozen
@@ -97,33 +109,34 @@ class _RegexEntry:
     mask_all: int
     mask_any: int
     first_rule: str
-    literal: str | None  # Condition.required_text: a text every match contains, or None
-    limit: int  # how much of each value the regex sees
+    literals: int  # index of its _Literals in RulePlan.literals (when literal_bit is not 0)
+    literal_bit: int  # its required text's bit, or 0 when it has none
 
 
-def _literal_absent(
-    regex: _RegexEntry, raw: tuple[str, ...], lowered: dict[tuple[str, int], tuple[str, ...] | None]
-) -> bool:
-    """Whether no value can match ``regex`` because its required literal is absent (Condition's pre-check).
+@attrs.frozen
+class _Literals:
+    """The required texts (:attr:`Condition.required_text`) of the regexes on one field, checked in one pass.
 
-    The same test as :meth:`Condition._search` makes per value, with each field's values cut and
-    lower-cased once per message instead of once per regex. ``None`` in the cache: a value is not ASCII, so
-    the pre-check does not apply.
+    The same pre-check :meth:`Condition.test` makes per value and regex (the pattern cannot match an ASCII
+    value without its required text), once per message and field instead of once per regex.
     """
-    condition = regex.condition
-    key = (condition.field, regex.limit if not condition.case_sensitive else -regex.limit)
-    texts = lowered.get(key, ())
-    if texts == ():
-        cut = [value[: regex.limit] for value in raw]
-        if all(text.isascii() for text in cut):
-            texts = tuple(cut) if condition.case_sensitive else tuple(text.lower() for text in cut)
-        else:
-            texts = None
-        lowered[key] = texts
-    if texts is None:
-        return False
-    literal = regex.literal
-    return all(literal not in text for text in texts)  # type: ignore[operator]
+
+    field: str
+    case_sensitive: bool
+    limit: int  # regexes see value[:limit]
+    needles: tuple[str, ...]
+    bits: tuple[int, ...]
+    mask: int
+
+    def present(self, raw: tuple[str, ...]) -> int:
+        """Bits of the texts found in some value; every bit when a value is not ASCII (no pre-check then)."""
+        cut = [value[: self.limit] for value in raw]
+        if not all(map(str.isascii, cut)):
+            return self.mask
+        text = "\0".join(cut)  # no required text contains NUL, so none can span two values
+        if not self.case_sensitive:
+            text = text.lower()
+        return sum(compress(self.bits, map(text.__contains__, self.needles)))
 
 
 @attrs.frozen
@@ -131,13 +144,15 @@ class RulePlan:
     """The compiled rule set (see the module docstring)."""
 
     rules: tuple[Rule, ...]
-    eager: tuple[_Group, ...]
-    lazy: tuple[_Group, ...]
+    groups: tuple[_Group, ...]
+    eager_mask: int  # tests run for every message: the triggers and the cheap tests of the "always" rules
+    eager_groups: tuple[_Group, ...]  # the groups with eager tests
     entries: tuple[_RuleEntry | None, ...]  # by rule index; None for rules without conditions
     triggers: dict[int, int]  # test bit -> bits of the rules it triggers
     trigger_mask: int
     always: int  # rules that are looked at whatever the tests say
     regexes: tuple[_RegexEntry, ...]
+    literals: tuple[_Literals, ...]
     regex_all: int
     regex_any: int
     all_mask: int
@@ -147,9 +162,11 @@ class RulePlan:
         self, values: Callable[[str], tuple[str, ...]], on_timeout: Callable[[RegexTimeout, str], None]
     ) -> Iterator[Rule]:
         """The rules that match, in order. ``values(field)`` gives a field's raw values."""
+        # 1. The eager tests (triggers, and what the rules looked at anyway need), on the fields that have them.
         found = 0
-        for group in self.eager:
-            found |= group.scan(values(group.field))
+        known = self.eager_mask
+        for group in self.eager_groups:
+            found |= group.scan(values(group.field), known)
         candidates = self.always
         triggered = found & self.trigger_mask
         triggers = self.triggers
@@ -157,10 +174,11 @@ class RulePlan:
             low = triggered & -triggered
             triggered ^= low
             candidates |= triggers[low]
-        held = 0  # "all" rules whose literal conditions hold; the other "all" rules have failed
+        # 2. Decide the candidates with what is known; collect the tests the undecided ones still need.
+        held = 0  # "all" rules whose literal conditions hold; every other "all" rule has failed
         hit = 0  # "any" rules with a literal condition that holds
-        pending: list[_RuleEntry] = []  # rules that need lazy tests to be decided
-        lazy_wanted = 0
+        pending: list[_RuleEntry] = []
+        wanted = 0
         entries = self.entries
         while candidates:
             low = candidates & -candidates
@@ -168,25 +186,25 @@ class RulePlan:
             entry = entries[low.bit_length() - 1]
             if entry is None:
                 continue
-            eager_positive = entry.positive & ~entry.lazy
-            eager_negative = entry.negative & ~entry.lazy
+            positive = entry.positive & known
+            negative = entry.negative & known
             if entry.is_all:
-                if found & eager_positive != eager_positive or found & eager_negative:
-                    continue  # an eager condition fails: the rule has failed
-                if not entry.lazy:
-                    held |= low
-                    continue
-            elif found & eager_positive or eager_negative & ~found:
+                if found & positive != positive or found & negative:
+                    continue  # a known condition fails: the rule has failed
+            elif found & positive or negative & ~found:
                 hit |= low
                 continue
-            elif not entry.lazy:
-                continue
-            pending.append(entry)
-            lazy_wanted |= entry.lazy
+            missing = entry.tests & ~known
+            if missing:
+                pending.append(entry)
+                wanted |= missing
+            elif entry.is_all:
+                held |= low
+        # 3. Run the missing tests, field by field, and decide the rest.
         if pending:
-            for group in self.lazy:
-                if group.mask & lazy_wanted:
-                    found |= group.scan(values(group.field), lazy_wanted)
+            for group in self.groups:
+                if group.mask & wanted:
+                    found |= group.scan(values(group.field), wanted)
             for entry in pending:
                 positive, negative = entry.positive, entry.negative
                 if entry.is_all:
@@ -196,13 +214,18 @@ class RulePlan:
                     hit |= entry.bit
         failed = self.all_mask & ~held
         if (self.regex_all & ~failed) or (self.regex_any & ~hit):
-            lowered: dict[tuple[str, int], tuple[str, ...] | None] = {}
+            literals_known = literals_found = 0
             for regex in self.regexes:
                 if not (regex.mask_all & ~failed) and not (regex.mask_any & ~hit):
                     continue  # every rule using it is already decided: skip the costly search
                 condition = regex.condition
                 raw = values(condition.field)
-                if regex.literal is not None and _literal_absent(regex, raw, lowered):
+                bit = regex.literal_bit
+                if bit and not bit & literals_known:
+                    literals = self.literals[regex.literals]
+                    literals_found |= literals.present(raw)
+                    literals_known |= literals.mask
+                if bit and not bit & literals_found:
                     ok = condition.negated  # no value can match: what Condition.test would find, cheaper
                 else:
                     try:
@@ -229,31 +252,29 @@ def _test_key(condition: Condition) -> tuple[str, bool, int, str]:
     return condition.field, condition.case_sensitive, kind, needle
 
 
-def _group(field: str, case_sensitive: bool, tests: dict[tuple[int, str], int]) -> _Group:
-    equals: dict[str, int] = {}
-    starts: dict[int, dict[str, int]] = {}
-    ends: dict[int, dict[str, int]] = {}
-    contains: list[tuple[str, int]] = []
-    nonempty = 0
+def _group(field: str, case_sensitive: bool, tests: dict[tuple[int, str], tuple[int, Condition]]) -> _Group:
+    needles = []
+    bits = []
+    conditions = []
     mask = 0
-    for (kind, needle), bit in tests.items():
+    for (kind, needle), (bit, condition) in tests.items():
         mask |= bit
         if kind == _EQUALS:
-            equals[needle] = bit
-        elif not needle:
-            nonempty |= bit
-        elif kind == _CONTAINS:
-            contains.append((needle, bit))
-        else:
-            (starts if kind == _STARTS else ends).setdefault(len(needle), {})[needle] = bit
+            needle = f"\0{needle}\0"
+        elif kind == _STARTS:
+            needle = f"\0{needle}"
+        elif kind == _ENDS:
+            needle = f"{needle}\0"
+        needles.append(needle)
+        bits.append(bit)
+        conditions.append(condition)
     return _Group(
         field=field,
         case_sensitive=case_sensitive,
-        equals=equals,
-        starts=tuple(sorted(starts.items())),
-        ends=tuple(sorted(ends.items())),
-        contains=tuple(contains),
-        nonempty=nonempty,
+        lazy=field in _LAZY_FIELDS,
+        needles=tuple(needles),
+        bits=tuple(bits),
+        conditions=tuple(conditions),
         mask=mask,
     )
 
@@ -262,12 +283,12 @@ def compile_rules(rules: Iterable[Rule]) -> RulePlan:
     """Build the plan for ``rules`` (disabled rules are left out)."""
     enabled = tuple(rule for rule in rules if rule.enabled)
     test_bits: dict[tuple[str, bool, int, str], int] = {}
+    test_condition: dict[int, Condition] = {}  # a condition using each test
     regex_masks: dict[Condition, list[int]] = {}  # condition -> [mask_all, mask_any]
     first_rule: dict[Condition, str] = {}
     entries: list[_RuleEntry | None] = []
     triggers: dict[int, int] = {}
     always = all_mask = unconditional = regex_all = regex_any = 0
-    lazy_bits = 0
     for index, rule in enumerate(enabled):
         bit = 1 << index
         if not rule.conditions:
@@ -277,8 +298,8 @@ def compile_rules(rules: Iterable[Rule]) -> RulePlan:
         is_all = rule.match == "all"
         if is_all:
             all_mask |= bit
-        positive = negative = lazy = 0
-        cheap_positive: list[int] = []  # trigger candidates, in condition order
+        positive = negative = 0
+        cheap_positive: list[tuple[int, int]] = []  # (cost rank, test): trigger candidates
         indexable = True  # an "any" rule: every condition a positive literal on a cheap field
         for condition in rule.conditions:
             if condition.pattern is not None:
@@ -293,10 +314,8 @@ def compile_rules(rules: Iterable[Rule]) -> RulePlan:
                 continue
             key = _test_key(condition)
             test = test_bits.setdefault(key, 1 << len(test_bits))
+            test_condition.setdefault(test, condition)
             is_lazy = condition.field in _LAZY_FIELDS
-            if is_lazy:
-                lazy |= test
-                lazy_bits |= test
             if condition.negated:
                 negative |= test
                 indexable = False
@@ -305,42 +324,71 @@ def compile_rules(rules: Iterable[Rule]) -> RulePlan:
                 if is_lazy:
                     indexable = False
                 else:
-                    cheap_positive.append(test)
-        entries.append(_RuleEntry(bit=bit, is_all=is_all, positive=positive, negative=negative, lazy=lazy))
+                    cheap_positive.append((_COST[key[2]], test))
+        entries.append(
+            _RuleEntry(bit=bit, is_all=is_all, positive=positive, negative=negative, tests=positive | negative)
+        )
         if is_all and cheap_positive:
-            triggers[cheap_positive[0]] = triggers.get(cheap_positive[0], 0) | bit
+            trigger = min(cheap_positive)[1]  # a test of the cheapest kind
+            triggers[trigger] = triggers.get(trigger, 0) | bit
         elif not is_all and indexable:
-            for test in cheap_positive:
+            for _, test in cheap_positive:
                 triggers[test] = triggers.get(test, 0) | bit
         else:
             always |= bit
-    by_group: dict[tuple[str, bool], dict[tuple[int, str], int]] = {}
+    by_group: dict[tuple[str, bool], dict[tuple[int, str], tuple[int, Condition]]] = {}
     for (field, case_sensitive, kind, needle), test in test_bits.items():
-        by_group.setdefault((field, case_sensitive), {})[(kind, needle)] = test
+        by_group.setdefault((field, case_sensitive), {})[(kind, needle)] = (test, test_condition[test])
     groups = [_group(field, case_sensitive, tests) for (field, case_sensitive), tests in by_group.items()]
-    regexes = tuple(
-        _RegexEntry(
-            condition,
-            mask_all,
-            mask_any,
-            first_rule[condition],
-            condition.required_text,
-            SUBJECT_CHARS if condition.field == "subject" else REGEX_CHARS,
+    literal_tables: dict[tuple[str, bool], dict[str, int]] = {}
+    literal_count = 0
+    regexes = []
+    for condition, (mask_all, mask_any) in regex_masks.items():
+        text = condition.required_text
+        index = bit = 0
+        if text is not None:
+            where = (condition.field, condition.case_sensitive)
+            index = list(literal_tables).index(where) if where in literal_tables else len(literal_tables)
+            table = literal_tables.setdefault(where, {})
+            if text not in table:
+                table[text] = 1 << literal_count
+                literal_count += 1
+            bit = table[text]
+        regexes.append(_RegexEntry(condition, mask_all, mask_any, first_rule[condition], index, bit))
+    literals = tuple(
+        _Literals(
+            field=field,
+            case_sensitive=case_sensitive,
+            limit=SUBJECT_CHARS if field == "subject" else REGEX_CHARS,
+            needles=tuple(table),
+            bits=tuple(table.values()),
+            mask=sum(table.values()),
         )
-        for condition, (mask_all, mask_any) in regex_masks.items()
+        for (field, case_sensitive), table in literal_tables.items()
     )
     trigger_mask = 0
     for test in triggers:
         trigger_mask |= test
+    lazy_tests = 0
+    for group in groups:
+        if group.field in _LAZY_FIELDS:
+            lazy_tests |= group.mask
+    eager_mask = trigger_mask
+    for entry in entries:
+        if entry is not None and entry.bit & always:
+            eager_mask |= entry.tests & ~lazy_tests
+    eager_groups = tuple(g for g in groups if g.mask & eager_mask)
     return RulePlan(
         rules=enabled,
-        eager=tuple(g for g in groups if not g.mask & lazy_bits),
-        lazy=tuple(g for g in groups if g.mask & lazy_bits),
+        groups=tuple(groups),
+        eager_mask=sum(g.mask for g in eager_groups),
+        eager_groups=eager_groups,
         entries=tuple(entries),
         triggers=triggers,
         trigger_mask=trigger_mask,
         always=always,
-        regexes=regexes,
+        regexes=tuple(regexes),
+        literals=literals,
         regex_all=regex_all,
         regex_any=regex_any,
         all_mask=all_mask,
