@@ -21,6 +21,8 @@ import re
 __all__ = ["header_token", "header_tokens", "normalize_address", "normalize_domain"]
 
 _COMMENT = re.compile(r"\([^()]*\)")
+# An address that normalization leaves unchanged: lower-case ASCII, one "@", a domain without empty labels.
+_NORMAL = re.compile(r"[a-z0-9!#$%&'*+/=?^_`{|}~.-]+@[a-z0-9-]+(?:\.[a-z0-9-]+)*")
 
 
 def _idna_label(label: str) -> str:
@@ -46,6 +48,8 @@ def normalize_domain(domain: str) -> str:
 
 def normalize_address(address: str) -> str:
     """Normalize an address for comparison: strip ``<>``, lower-case, IDNA-decode the domain."""
+    if _NORMAL.fullmatch(address) and "xn--" not in address:
+        return address  # already normal (the common case: parsed addresses are mostly lower-case ASCII)
     address = address.strip()
     if address.startswith("<") and address.endswith(">"):
         address = address[1:-1].strip()

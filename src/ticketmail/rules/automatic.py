@@ -248,9 +248,12 @@ class _Signals:
         self.reasons.append(Reason(code=f"auto.{code}", message=message, value=value))
 
 
-def _header_signals(email: InboundEmail, found: _Signals) -> None:
-    for name, raw in email.headers:
-        key = name.strip().lower()
+def _header_signals(email: InboundEmail, found: _Signals, names: list[str] | None = None) -> None:
+    """Signals of the header fields, in header order. ``names``: the header names in lower case, when known."""
+    keys = [name.strip() for name in names] if names is not None else [n.strip().lower() for n, _ in email.headers]
+    if _SIGNAL_KEYS.isdisjoint(keys):
+        return  # ordinary mail: no signal header at all
+    for key, (name, raw) in zip(keys, email.headers, strict=True):
         if key not in _SIGNAL_KEYS:
             continue
         value = " ".join(raw.split())
@@ -379,8 +382,13 @@ def classify_automatic(email: InboundEmail) -> Automatic | None:
     every signal, in header order; for bounces and delivery reports ``recipients`` holds the per-recipient
     status and ``original_message_id`` the Message-ID of the message that bounced, when found.
     """
+    return classify_with_names(email, None)
+
+
+def classify_with_names(email: InboundEmail, names: list[str] | None) -> Automatic | None:
+    """:func:`classify_automatic`, given the header names in lower case (shared with the caller's other checks)."""
     found = _Signals()
-    _header_signals(email, found)
+    _header_signals(email, found, names)
     recipients, original = _report_signals(email, found)
     if email.return_path == "" and not found.kinds & {"bounce", "delivery_report", "feedback_report"}:
         found.add("auto_reply", "null_return_path", "Null reverse-path (Return-Path: <>)", "<>")

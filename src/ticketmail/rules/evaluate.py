@@ -25,11 +25,11 @@ from typing import Protocol, runtime_checkable
 from ticketmail.decision import Automatic, Decision, DecisionAction, Reason
 from ticketmail.model import InboundEmail, MailboxContext, MessageView, TicketRequest, message_view
 from ticketmail.rules._text import normalize_address, normalize_domain
-from ticketmail.rules.automatic import classify_automatic
+from ticketmail.rules.automatic import classify_with_names
 from ticketmail.rules.config import RuleSet
 from ticketmail.rules.filters import BODY_CHARS
 from ticketmail.rules.loops import LOOP_HEADER, never_autorespond
-from ticketmail.rules.routing import RegexTimeout, Rule
+from ticketmail.rules.routing import Condition, RegexTimeout, Rule
 
 __all__ = ["Lookups", "evaluate"]
 
@@ -46,10 +46,17 @@ class Lookups(Protocol):
 class _Facts:
     """Field values of one message for routing conditions, computed once on first use."""
 
-    def __init__(self, view: MessageView, message: InboundEmail | TicketRequest, context: MailboxContext) -> None:
+    def __init__(
+        self,
+        view: MessageView,
+        message: InboundEmail | TicketRequest,
+        context: MailboxContext,
+        names: list[str] | None = None,
+    ) -> None:
         self.view = view
         self.message = message
         self.context = context
+        self.names = names  # the header names of view.headers in lower case, once computed
         self.cache: dict[str, tuple[str, ...]] = {}
 
     def values(self, field: str) -> tuple[str, ...]:
@@ -81,9 +88,28 @@ class _Facts:
             result = tuple(dict.fromkeys((*delivered, *(a.email for a in view.recipients))))
         else:  # header:<Name>
             wanted = field[7:].strip().lower()
-            result = tuple(value for name, value in view.headers if name.lower() == wanted)
+            names = self.names
+            if names is None:
+                names = self.names = [name.lower() for name, _ in view.headers]
+            result = tuple(value for name, (_, value) in zip(names, view.headers, strict=True) if name == wanted)
         self.cache[field] = result
         return result
+
+
+_LOOP_KEY = LOOP_HEADER.lower()
+
+
+def _is_own(sender: str, rules: RuleSet, context: MailboxContext) -> bool:
+    """Whether the normalized ``sender`` (or it without a ``+tag``) is one of the desk's own addresses."""
+    base = _without_subaddress(sender)
+    own = rules.own_addresses
+    if sender in own or base in own:
+        return True
+    for address in context.addresses:
+        normal = normalize_address(address)
+        if normal in (sender, base):
+            return True
+    return False
 
 
 def _without_subaddress(address: str) -> str:
@@ -93,11 +119,15 @@ def _without_subaddress(address: str) -> str:
     return f"{base}@{domain}" if base else address
 
 
-def _deciding_value(rule: Rule, facts: _Facts) -> str | None:
-    """The value that made a matched rule match (for its reason): the first true condition's value."""
+def _deciding_value(rule: Rule, facts: _Facts, tested: dict[Condition, tuple[bool, str | None]]) -> str | None:
+    """The value that made a matched rule match (for its reason): the first true condition's value.
+
+    ``tested`` holds the regex results the plan already found for this message (a search is not repeated).
+    """
     for condition in rule.conditions:
         try:
-            ok, value = condition.test(facts.values(condition.field))
+            known = tested.get(condition) if condition.pattern is not None else None
+            ok, value = known if known is not None else condition.test(facts.values(condition.field))
         except RegexTimeout:
             continue
         if ok:
@@ -163,17 +193,18 @@ def evaluate(
     if out.attributes:
         out.reason("mailbox.defaults", f"Defaults of mailbox {context.name!r} applied", source=context.name)
 
+    names: list[str] = []  # header names in lower case, shared by every header lookup below
     if isinstance(message, InboundEmail):
-        out.automatic = classify_automatic(message)
+        names = [name.lower() for name, _ in message.headers]
+        out.automatic = classify_with_names(message, names)
 
     # 2. Loop protection.
     sender = normalize_address(view.sender.email) if view.sender else ""
-    own = rules.own_addresses | {normalize_address(a) for a in context.addresses}
-    if sender and (sender in own or _without_subaddress(sender) in own):
+    if sender and _is_own(sender, rules, context):
         out.reason("loop.own_address", "Sent from one of the desk's own addresses", sender)
         return out.stop("ignore")
-    if isinstance(message, InboundEmail):
-        echo = message.header(LOOP_HEADER)
+    if isinstance(message, InboundEmail) and _LOOP_KEY in names:
+        echo = [value for name, (_, value) in zip(names, message.headers, strict=True) if name == _LOOP_KEY]
         if echo:
             out.reason("loop.echo_header", f"Carries our own {LOOP_HEADER} header", echo[0][:200])
             return out.stop("ignore")
@@ -222,13 +253,14 @@ def evaluate(
             )
 
     # 7. Routing.
-    facts = _Facts(view, message, context)
+    facts = _Facts(view, message, context, names if isinstance(message, InboundEmail) else None)
 
     def on_timeout(exc: RegexTimeout, rule_name: str) -> None:
         out.reason("rule.regex_timeout", f"{exc}; condition treated as not matching", source=rule_name)
 
-    for rule in rules.plan.matching(facts.values, on_timeout):
-        value = _deciding_value(rule, facts)
+    tested: dict[Condition, tuple[bool, str | None]] = {}
+    for rule in rules.plan.matching(facts.values, on_timeout, tested):
+        value = _deciding_value(rule, facts, tested)
         out.reason("rule.match", f"Rule {rule.name!r} matched", value, source=rule.name)
         actions = rule.actions
         for key in ("department", "team", "category", "priority", "topic_id", "assignee"):

@@ -29,7 +29,6 @@ The result is exactly that of testing each rule in order with :meth:`Condition.t
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from itertools import compress
 
 import attrs
 
@@ -39,6 +38,8 @@ __all__ = ["RulePlan", "compile_rules"]
 
 _LAZY_FIELDS = frozenset({"body"})
 """Fields whose tests run only when a still-undecided rule needs them (long values)."""
+
+_BITS = bytes.maketrans(b"\x00\x01", b"01")
 
 _EQUALS, _CONTAINS, _STARTS, _ENDS = 0, 1, 2, 3
 _KINDS = {"equals": _EQUALS, "contains": _CONTAINS, "starts_with": _STARTS, "ends_with": _ENDS}
@@ -51,10 +52,11 @@ class _Group:
     r"""All literal tests on one field (and case sensitivity), as substring needles of one string.
 
     The prepared values are written as ``"\0v1\0v2\0"``; then ``equals N`` is the needle ``"\0N\0"``,
-    ``starts_with N`` is ``"\0N"``, ``ends_with N`` is ``"N\0"`` and ``contains N`` is ``"N"``. Condition values
-    may not contain NUL, so a needle can only match inside one value, anchored where it says. Every needle of
-    the field is then tested in one C-level pass (``map``/``compress``/``sum``: bits of distinct needles are
-    distinct, so their sum is their OR). A value that itself contains NUL would break the encoding; such a
+    ``starts_with N`` is ``"\0N"``, ``ends_with N`` is ``"N\0"`` and ``contains N`` is ``"N"``. Condition
+    values may not contain NUL, so a needle can only match inside one value, anchored where it says. Every
+    needle of the field is then tested in one list comprehension of C-level ``in`` tests, and the results
+    become the group's run of bits in one conversion (``bytes`` -> ``"0101"`` -> ``int``). A value that
+    itself contains NUL would break the encoding; such a
     message takes the exact per-condition path (:meth:`slow_scan`).
     """
 
@@ -65,6 +67,7 @@ class _Group:
     bits: tuple[int, ...]
     conditions: tuple[Condition, ...]  # one condition per needle (for slow_scan)
     mask: int  # every test of the group
+    offset: int  # the bit of the first test; the others follow it
 
     def scan(self, raw: tuple[str, ...], wanted: int) -> int:
         """The bits of the tests that hold for the field values ``raw`` (a lazy group: only ``wanted`` ones)."""
@@ -81,7 +84,10 @@ class _Group:
                 if bits[index] & wanted and needle in text:
                     found |= bits[index]
             return found
-        return sum(compress(self.bits, map(text.__contains__, self.needles)))
+        truths = [needle in text for needle in self.needles]
+        if True not in truths:
+            return 0
+        return int(bytes(truths).translate(_BITS)[::-1], 2) << self.offset
 
     def slow_scan(self, raw: tuple[str, ...]) -> int:
         """The same as :meth:`scan`, one condition at a time with :meth:`Condition.test`."""
@@ -109,13 +115,14 @@ class _RegexEntry:
     mask_all: int
     mask_any: int
     first_rule: str
-    literals: int  # index of its _Literals in RulePlan.literals (when literal_bit is not 0)
-    literal_bit: int  # its required text's bit, or 0 when it has none
+    literals: int  # index of its _Literals in RulePlan.literals (when literal_mask is not 0)
+    literal_mask: int  # the bits of its required texts, or 0 when it has none
+    rules: int  # mask_all | mask_any
 
 
 @attrs.frozen
 class _Literals:
-    """The required texts (:attr:`Condition.required_text`) of the regexes on one field, checked in one pass.
+    """The required texts (:attr:`Condition.required_texts`) of the regexes on one field, checked in one pass.
 
     The same pre-check :meth:`Condition.test` makes per value and regex (the pattern cannot match an ASCII
     value without its required text), once per message and field instead of once per regex.
@@ -125,18 +132,26 @@ class _Literals:
     case_sensitive: bool
     limit: int  # regexes see value[:limit]
     needles: tuple[str, ...]
-    bits: tuple[int, ...]
     mask: int
+    offset: int  # the bit of the first needle; the others follow it
 
     def present(self, raw: tuple[str, ...]) -> int:
         """Bits of the texts found in some value; every bit when a value is not ASCII (no pre-check then)."""
-        cut = [value[: self.limit] for value in raw]
-        if not all(map(str.isascii, cut)):
-            return self.mask
-        text = "\0".join(cut)  # no required text contains NUL, so none can span two values
+        if len(raw) == 1:
+            text = raw[0][: self.limit]
+            if not text.isascii():
+                return self.mask
+        else:
+            cut = [value[: self.limit] for value in raw]
+            if not all(map(str.isascii, cut)):
+                return self.mask
+            text = "\0".join(cut)  # no required text contains NUL, so none can span two values
         if not self.case_sensitive:
             text = text.lower()
-        return sum(compress(self.bits, map(text.__contains__, self.needles)))
+        truths = [needle in text for needle in self.needles]
+        if True not in truths:
+            return 0
+        return int(bytes(truths).translate(_BITS)[::-1], 2) << self.offset
 
 
 @attrs.frozen
@@ -159,9 +174,16 @@ class RulePlan:
     unconditional: int
 
     def matching(
-        self, values: Callable[[str], tuple[str, ...]], on_timeout: Callable[[RegexTimeout, str], None]
+        self,
+        values: Callable[[str], tuple[str, ...]],
+        on_timeout: Callable[[RegexTimeout, str], None],
+        tested: dict[Condition, tuple[bool, str | None]] | None = None,
     ) -> Iterator[Rule]:
-        """The rules that match, in order. ``values(field)`` gives a field's raw values."""
+        """The rules that match, in order. ``values(field)`` gives a field's raw values.
+
+        ``tested``, when given, receives the :meth:`Condition.test` results of the regex searches run (so the
+        caller can explain a match without searching again).
+        """
         # 1. The eager tests (triggers, and what the rules looked at anyway need), on the fields that have them.
         found = 0
         known = self.eager_mask
@@ -213,30 +235,37 @@ class RulePlan:
                 elif found & positive or negative & ~found:
                     hit |= entry.bit
         failed = self.all_mask & ~held
-        if (self.regex_all & ~failed) or (self.regex_any & ~hit):
+        # 4. Regexes, in first-use order, each only while a rule using it is undecided.
+        undecided = (self.regex_all & ~failed) | (self.regex_any & ~hit)
+        if undecided:
             literals_known = literals_found = 0
             for regex in self.regexes:
-                if not (regex.mask_all & ~failed) and not (regex.mask_any & ~hit):
+                if not regex.rules & undecided:
                     continue  # every rule using it is already decided: skip the costly search
                 condition = regex.condition
                 raw = values(condition.field)
-                bit = regex.literal_bit
-                if bit and not bit & literals_known:
+                need = regex.literal_mask
+                if need and not need & literals_known:
                     literals = self.literals[regex.literals]
                     literals_found |= literals.present(raw)
                     literals_known |= literals.mask
-                if bit and not bit & literals_found:
+                if need and literals_found & need != need:
                     ok = condition.negated  # no value can match: what Condition.test would find, cheaper
                 else:
                     try:
-                        ok = condition.test(raw)[0]
+                        result = condition.test(raw)
+                        ok = result[0]
+                        if tested is not None:
+                            tested[condition] = result
                     except RegexTimeout as exc:
                         on_timeout(exc, regex.first_rule)
                         ok = False
                 if ok:
                     hit |= regex.mask_any
+                    undecided &= ~regex.mask_any
                 else:
                     failed |= regex.mask_all
+                    undecided &= ~regex.mask_all
         matched = (self.all_mask & ~failed) | hit | self.unconditional
         rules = self.rules
         while matched:
@@ -252,12 +281,13 @@ def _test_key(condition: Condition) -> tuple[str, bool, int, str]:
     return condition.field, condition.case_sensitive, kind, needle
 
 
-def _group(field: str, case_sensitive: bool, tests: dict[tuple[int, str], tuple[int, Condition]]) -> _Group:
+def _group(field: str, case_sensitive: bool, tests: list[tuple[int, str, int, Condition]]) -> _Group:
+    """The group of ``tests`` (kind, prepared needle, bit, a condition), whose bits are contiguous and ascending."""
     needles = []
     bits = []
     conditions = []
     mask = 0
-    for (kind, needle), (bit, condition) in tests.items():
+    for kind, needle, bit, condition in tests:
         mask |= bit
         if kind == _EQUALS:
             needle = f"\0{needle}\0"
@@ -276,14 +306,23 @@ def _group(field: str, case_sensitive: bool, tests: dict[tuple[int, str], tuple[
         bits=tuple(bits),
         conditions=tuple(conditions),
         mask=mask,
+        offset=bits[0].bit_length() - 1,
     )
 
 
 def compile_rules(rules: Iterable[Rule]) -> RulePlan:
     """Build the plan for ``rules`` (disabled rules are left out)."""
     enabled = tuple(rule for rule in rules if rule.enabled)
-    test_bits: dict[tuple[str, bool, int, str], int] = {}
-    test_condition: dict[int, Condition] = {}  # a condition using each test
+    # Test bits are numbered field by field, so a field's results are one contiguous run of bits.
+    test_keys: dict[tuple[str, bool, int, str], Condition] = {}  # test -> a condition using it
+    for rule in enabled:
+        for condition in rule.conditions:
+            if condition.pattern is None:
+                test_keys.setdefault(_test_key(condition), condition)
+    by_field: dict[tuple[str, bool], list[tuple[str, bool, int, str]]] = {}
+    for key in test_keys:
+        by_field.setdefault(key[:2], []).append(key)
+    test_bits = {key: 1 << number for number, key in enumerate(k for keys in by_field.values() for k in keys)}
     regex_masks: dict[Condition, list[int]] = {}  # condition -> [mask_all, mask_any]
     first_rule: dict[Condition, str] = {}
     entries: list[_RuleEntry | None] = []
@@ -313,8 +352,7 @@ def compile_rules(rules: Iterable[Rule]) -> RulePlan:
                 indexable = False
                 continue
             key = _test_key(condition)
-            test = test_bits.setdefault(key, 1 << len(test_bits))
-            test_condition.setdefault(test, condition)
+            test = test_bits[key]
             is_lazy = condition.field in _LAZY_FIELDS
             if condition.negated:
                 negative |= test
@@ -336,33 +374,44 @@ def compile_rules(rules: Iterable[Rule]) -> RulePlan:
                 triggers[test] = triggers.get(test, 0) | bit
         else:
             always |= bit
-    by_group: dict[tuple[str, bool], dict[tuple[int, str], tuple[int, Condition]]] = {}
-    for (field, case_sensitive, kind, needle), test in test_bits.items():
-        by_group.setdefault((field, case_sensitive), {})[(kind, needle)] = (test, test_condition[test])
-    groups = [_group(field, case_sensitive, tests) for (field, case_sensitive), tests in by_group.items()]
+    groups = [
+        _group(field, case_sensitive, [(key[2], key[3], test_bits[key], test_keys[key]) for key in keys])
+        for (field, case_sensitive), keys in by_field.items()
+    ]
+    # Required texts of the regexes, field by field, numbered so a field's bits are one contiguous run.
     literal_tables: dict[tuple[str, bool], dict[str, int]] = {}
+    for condition in regex_masks:
+        for text in condition.required_texts:
+            literal_tables.setdefault((condition.field, condition.case_sensitive), {})[text] = 0
     literal_count = 0
+    for table in literal_tables.values():
+        for text in table:
+            table[text] = 1 << literal_count
+            literal_count += 1
+    where_index = {where: index for index, where in enumerate(literal_tables)}
     regexes = []
     for condition, (mask_all, mask_any) in regex_masks.items():
-        text = condition.required_text
-        index = bit = 0
-        if text is not None:
-            where = (condition.field, condition.case_sensitive)
-            index = list(literal_tables).index(where) if where in literal_tables else len(literal_tables)
-            table = literal_tables.setdefault(where, {})
-            if text not in table:
-                table[text] = 1 << literal_count
-                literal_count += 1
-            bit = table[text]
-        regexes.append(_RegexEntry(condition, mask_all, mask_any, first_rule[condition], index, bit))
+        where = (condition.field, condition.case_sensitive)
+        need = sum(literal_tables[where][text] for text in condition.required_texts)
+        regexes.append(
+            _RegexEntry(
+                condition,
+                mask_all,
+                mask_any,
+                first_rule[condition],
+                where_index.get(where, 0),
+                need,
+                mask_all | mask_any,
+            )
+        )
     literals = tuple(
         _Literals(
             field=field,
             case_sensitive=case_sensitive,
             limit=SUBJECT_CHARS if field == "subject" else REGEX_CHARS,
             needles=tuple(table),
-            bits=tuple(table.values()),
             mask=sum(table.values()),
+            offset=next(iter(table.values())).bit_length() - 1,
         )
         for (field, case_sensitive), table in literal_tables.items()
     )

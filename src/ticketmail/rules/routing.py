@@ -53,6 +53,7 @@ __all__ = [
     "Rule",
     "regex_problem",
     "required_literal",
+    "required_literals",
 ]
 
 MAX_PATTERN = 500
@@ -193,8 +194,27 @@ def required_literal(pattern: str) -> str | None:
     Used to skip a regex search when the literal is absent from an ASCII text (searching for a substring is
     much cheaper than starting the regex engine).
     """
-    if "|" in pattern or "(?" in pattern.replace("(?:", ""):
+    runs = _literal_runs(pattern)
+    if not runs:
         return None
+    best = max(runs, key=len)
+    return best if len(best) >= 3 else None
+
+
+def required_literals(pattern: str) -> tuple[str, ...]:
+    r"""Every ASCII text of at least 3 characters that every match of ``pattern`` must contain.
+
+    The top-level runs :func:`required_literal` chooses its longest from: ``\binvoice\s+overdue\b``
+    gives ``("invoice", "overdue")``. A match contains all of them, so a search can be skipped when any one
+    is absent from an ASCII text.
+    """
+    return tuple(dict.fromkeys(run for run in _literal_runs(pattern) if len(run) >= 3))
+
+
+def _literal_runs(pattern: str) -> list[str]:
+    """The top-level runs of plain characters of ``pattern`` (empty for ``|`` or inline flags)."""
+    if "|" in pattern or "(?" in pattern.replace("(?:", ""):
+        return []
     runs: list[str] = []
     run: list[str] = []
     index = 0
@@ -242,8 +262,7 @@ def required_literal(pattern: str) -> str | None:
             continue
         index += 2 if char == "\\" else 1
     runs.append("".join(run))
-    best = max(runs, key=len)
-    return best if len(best) >= 3 else None
+    return runs
 
 
 @attrs.frozen
@@ -263,6 +282,7 @@ class Condition:
     _negated: bool = attrs.field(init=False, eq=False, repr=False)
     _needle: str = attrs.field(init=False, eq=False, repr=False)
     _literal: str | None = attrs.field(init=False, eq=False, repr=False)
+    _literals: tuple[str, ...] = attrs.field(init=False, eq=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
         if self.field not in FIELDS and not (self.field.startswith("header:") and len(self.field) > 7):
@@ -284,16 +304,21 @@ class Condition:
         object.__setattr__(self, "pattern", pattern)
         literal = required_literal(self.value) if pattern is not None else None
         object.__setattr__(self, "_literal", literal if self.case_sensitive or literal is None else literal.lower())
+        literals = required_literals(self.value) if pattern is not None else ()
+        object.__setattr__(self, "_literals", literals if self.case_sensitive else tuple(t.lower() for t in literals))
         object.__setattr__(self, "_kind", _POSITIVE.index(self.op.removeprefix("not_")))
         object.__setattr__(self, "_negated", self.op.startswith("not_"))
         needle = self.value.strip() if self.case_sensitive else self.value.casefold().strip()
         object.__setattr__(self, "_needle", needle)
 
     def _search(self, text: str) -> bool:
-        literal = self._literal
-        # Cheap pre-check: the pattern cannot match without this literal (see required_literal).
-        if literal and text.isascii() and literal not in (text if self.case_sensitive else text.lower()):
-            return False
+        literals = self._literals
+        # Cheap pre-check: the pattern cannot match without these literals (see required_literals).
+        if literals and text.isascii():
+            folded = text if self.case_sensitive else text.lower()
+            for literal in literals:
+                if literal not in folded:
+                    return False
         if _ENGINE is None:
             return self.pattern.search(text) is not None
         try:
@@ -302,13 +327,13 @@ class Condition:
             raise RegexTimeout(f"regex {self.value[:60]!r} on {self.field} exceeded {REGEX_TIMEOUT}s") from exc
 
     @property
-    def required_text(self) -> str | None:
-        """For a regex condition: a text every match contains (lower case unless case-sensitive), else ``None``.
+    def required_texts(self) -> tuple[str, ...]:
+        """For a regex condition: the texts every match contains (lower case unless case-sensitive).
 
-        :meth:`test` skips the search when this text is absent from an ASCII value (see
-        :func:`required_literal`); the rule plan uses it to make that check once per message and field.
+        :meth:`test` skips the search when one of them is absent from an ASCII value (see
+        :func:`required_literals`); the rule plan uses them to make that check once per message and field.
         """
-        return self._literal
+        return self._literals
 
     @property
     def negated(self) -> bool:
