@@ -22,7 +22,8 @@ How a session works (RFC 9051 / RFC 3501 references):
 * ``acknowledge`` (only after the pipeline committed): ``seen`` stores ``\Seen``; ``move:F`` uses ``UID MOVE``
   (RFC 6851) or ``UID COPY`` + ``\Deleted`` + expunge; ``delete`` stores ``\Deleted`` at once and expunges with
   ``UID EXPUNGE`` (RFC 4315 UIDPLUS) every few messages and at the end (plain ``EXPUNGE`` without UIDPLUS).
-  A message flagged ``\Deleted`` is already committed, so a crash before the expunge loses nothing.
+  A message flagged ``\Deleted`` is already committed, so a crash before the expunge loses nothing; the next
+  session expunges such leftovers once the ledger (``skip``) confirms they were committed.
 * ``release(failed=True)`` counts failures in a keyword ``$TmFail1`` .. ``$TmFailN`` on the message itself
   (survives restarts and other hosts). At ``max_retries`` it is moved to ``quarantine_folder`` (created when
   missing), or, if that fails, flagged ``$TmQuarantined`` so fetch ignores it. Never deleted. Servers that
@@ -239,6 +240,7 @@ class ImapSession:
         self.readonly = readonly
         self._created: set[str] = set()
         self._secrets: tuple[str, ...] = ()
+        self._leftovers_checked = False
 
     def __repr__(self) -> str:
         return f"ImapSession(mailbox={self.config.name!r}, uidvalidity={self.uidvalidity})"
@@ -393,6 +395,23 @@ class ImapSession:
             data = self._uid("SEARCH", *criteria)
         return sorted(int(x) for x in (data[0] or b"").split())
 
+    def _queue_committed_leftovers(self) -> None:
+        r"""Queue for expunge the messages a killed earlier run flagged ``\Deleted`` but never expunged.
+
+        Once per session, and only with ``UIDPLUS`` (``UID EXPUNGE`` removes exactly the UIDs named) and a
+        ``skip`` callback: a ``\Deleted`` message is expunged only when the ledger says it was committed,
+        so mail someone else flagged for deletion in a shared folder is left to its owner.
+        """
+        if self._leftovers_checked or self.readonly or self.skip is None:
+            return
+        self._leftovers_checked = True
+        if self.config.after_action == "seen" or "UIDPLUS" not in self.capabilities:
+            return
+        with self._guard("fetch", "UID SEARCH DELETED"):
+            data = self._uid("SEARCH", "DELETED", "NOT", "KEYWORD", QUARANTINE_KEYWORD)
+        leftovers = [int(x) for x in (data[0] or b"").split()]
+        self._pending_expunge.extend(uid for uid in leftovers if self.skip(self._provenance(uid)))
+
     def _skip_oversize(self) -> bool:
         return self.config.max_message_size is not None and self.config.oversize == "skip"
 
@@ -409,6 +428,7 @@ class ImapSession:
         cap = self.config.max_per_run if limit is None else limit
         if cap <= 0:
             return
+        self._queue_committed_leftovers()
         selected: list[int] = []
         already: list[int] = []
         if self._skip_oversize():
