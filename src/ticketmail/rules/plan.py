@@ -32,6 +32,7 @@ from collections.abc import Callable, Iterable, Iterator
 
 import attrs
 
+from ticketmail.rules._compiled import Fallback, FastMatcher, generate
 from ticketmail.rules.routing import REGEX_CHARS, SUBJECT_CHARS, Condition, RegexTimeout, Rule
 
 __all__ = ["RulePlan", "compile_rules"]
@@ -172,6 +173,7 @@ class RulePlan:
     regex_any: int
     all_mask: int
     unconditional: int
+    fast: FastMatcher
 
     def matching(
         self,
@@ -184,6 +186,15 @@ class RulePlan:
         ``tested``, when given, receives the :meth:`Condition.test` results of the regex searches run (so the
         caller can explain a match without searching again).
         """
+        try:  # the generated straight-line matcher (see ticketmail.rules._compiled)
+            indexes = self.fast(values, on_timeout, {} if tested is None else tested)
+        except Fallback:
+            pass  # a value contains NUL: the general path below decides
+        else:
+            rules = self.rules
+            for index in indexes:
+                yield rules[index]
+            return
         # 1. The eager tests (triggers, and what the rules looked at anyway need), on the fields that have them.
         found = 0
         known = self.eager_mask
@@ -442,4 +453,5 @@ def compile_rules(rules: Iterable[Rule]) -> RulePlan:
         regex_any=regex_any,
         all_mask=all_mask,
         unconditional=unconditional,
+        fast=generate(enabled, [r.condition for r in regexes], [r.first_rule for r in regexes]),
     )
