@@ -54,14 +54,25 @@ def _text(raw: tuple[str, ...], case_sensitive: bool) -> str:
     return text
 
 
+def _fold(raw: tuple[str, ...], limit: int, case_sensitive: bool) -> str | bool:
+    """The values as regexes see them (cut to ``limit``), lower-cased unless case-sensitive, joined with NUL.
+
+    ``False`` when a value is not ASCII: :meth:`Condition.test` makes no literal pre-check then.
+    """
+    cut = [value[:limit] for value in raw]
+    if not all(map(str.isascii, cut)):
+        return False
+    text = "\0".join(cut)  # no required text contains NUL, so none can span two values
+    return text if case_sensitive else text.lower()
+
+
 def _regex_runner(
     conditions: Sequence[Condition],
 ) -> Callable[
     [Callable[[str], tuple[str, ...]], list[tuple[int, RegexTimeout]], dict[Condition, tuple[bool, str | None]]],
     Callable[[int], bool],
 ]:
-    """A factory of per-message regex evaluators (memoized, with the literal pre-check once per field)."""
-    literals = [cond.required_texts for cond in conditions]
+    """A factory of per-message regex evaluators: each search runs at most once per message."""
 
     def start(
         values: Callable[[str], tuple[str, ...]],
@@ -69,7 +80,6 @@ def _regex_runner(
         tested: dict[Condition, tuple[bool, str | None]],
     ) -> Callable[[int], bool]:
         memo: dict[int, bool] = {}
-        folded: dict[tuple[str, bool], str | None] = {}
 
         def run(index: int) -> bool:
             known = memo.get(index)
@@ -77,24 +87,7 @@ def _regex_runner(
                 return known
             condition = conditions[index]
             raw = values(condition.field)
-            needed = literals[index]
             ok: bool
-            if needed:
-                key = (condition.field, condition.case_sensitive)
-                if key in folded:
-                    text = folded[key]
-                else:
-                    limit = SUBJECT_CHARS if condition.field == "subject" else REGEX_CHARS
-                    cut = [value[:limit] for value in raw]
-                    text = None
-                    if all(map(str.isascii, cut)):
-                        text = "\0".join(cut)  # no required text contains NUL
-                        if not condition.case_sensitive:
-                            text = text.lower()
-                    folded[key] = text
-                if text is not None and not all(literal in text for literal in needed):
-                    memo[index] = ok = condition.negated  # no value can match (Condition.test's pre-check)
-                    return ok
             try:
                 result = condition.test(raw)
             except RegexTimeout as exc:
@@ -140,10 +133,28 @@ def generate(rules: Sequence[Rule], regex_order: Sequence[Condition], first_rule
             return f"(not {var})" if condition.negated else f"(not not {var})"
         return f"({needle!r} {'not in' if condition.negated else 'in'} {var})"
 
+    folds: dict[tuple[str, bool], int] = {}
+
+    def regex(condition: Condition) -> str:
+        call = f"run({regex_index[condition]})"
+        texts = condition.required_texts
+        if not texts:
+            return call
+        key = (condition.field, condition.case_sensitive)
+        if key not in folds:
+            folds[key] = len(folds)
+        var = f"a{folds[key]}"
+        limit = SUBJECT_CHARS if condition.field == "subject" else REGEX_CHARS
+        folded = f"({var} if {var} is not None else ({var} := _fold(values({condition.field!r}), {limit}, {key[1]!r})))"
+        # Condition.test's pre-check, once per field: without its required texts an ASCII value cannot match.
+        present = " and ".join(f"{text!r} in {var}" for text in texts)
+        check = f"({folded} is False or ({present}))"
+        return f"(not {check} or {call})" if condition.negated else f"({check} and {call})"
+
     for number, rule in enumerate(rules):
         literals = [literal(c) for c in rule.conditions if c.pattern is None]
         regexes = sorted((c for c in rule.conditions if c.pattern is not None), key=regex_index.__getitem__)
-        parts = literals + [f"run({regex_index[c]})" for c in regexes]
+        parts = literals + [regex(c) for c in regexes]
         if not parts:
             lines.append(f"    matched.append({number})")
             continue
@@ -155,6 +166,7 @@ def generate(rules: Sequence[Rule], regex_order: Sequence[Condition], first_rule
             setup.append(f"    t{index} = None")
         else:
             setup.append(f"    t{index} = _text(values({field!r}), {cs!r})")
+    setup.extend(f"    a{index} = None" for index in folds.values())
     source = "\n".join(
         [
             "def matcher(values, on_timeout, tested):",
@@ -172,6 +184,7 @@ def generate(rules: Sequence[Rule], regex_order: Sequence[Condition], first_rule
     )
     namespace: dict[str, object] = {
         "_text": _text,
+        "_fold": _fold,
         "_start": _regex_runner(regex_order),
         "_first": _first,
         "_first_rules": tuple(first_rules),
