@@ -45,6 +45,11 @@ class Fallback(Exception):
 
 def _text(raw: tuple[str, ...], case_sensitive: bool) -> str:
     r"""The prepared field text ``"\0v1\0v2\0"`` (``""`` for no value)."""
+    if len(raw) == 1:
+        value = raw[0].strip() if case_sensitive else raw[0].casefold().strip()
+        if "\0" in value:
+            raise Fallback
+        return f"\0{value}\0"
     if not raw:
         return ""
     prepared = [v.strip() for v in raw] if case_sensitive else [v.casefold().strip() for v in raw]
@@ -59,6 +64,11 @@ def _fold(raw: tuple[str, ...], limit: int, case_sensitive: bool) -> str | bool:
 
     ``False`` when a value is not ASCII: :meth:`Condition.test` makes no literal pre-check then.
     """
+    if len(raw) == 1:
+        text = raw[0][:limit]
+        if not text.isascii():
+            return False
+        return text if case_sensitive else text.lower()
     cut = [value[:limit] for value in raw]
     if not all(map(str.isascii, cut)):
         return False
@@ -107,6 +117,16 @@ def _regex_runner(
 def generate(rules: Sequence[Rule], regex_order: Sequence[Condition], first_rules: Sequence[str]) -> FastMatcher:
     """Generate the matcher for the enabled ``rules``; ``regex_order``: the regex conditions in first-use order."""
     groups: dict[tuple[str, bool], int] = {}
+    raws: dict[str, int] = {}  # field -> number of its local "r<n>" (raw values)
+
+    def raw_var(field: str) -> str:
+        if field not in raws:
+            raws[field] = len(raws)
+        number = raws[field]
+        if field in _LAZY_FIELDS:
+            return f"(r{number} if r{number} is not None else (r{number} := values({field!r})))"
+        return f"r{number}"
+
     regex_index = {condition: index for index, condition in enumerate(regex_order)}
     lines: list[str] = []
 
@@ -120,7 +140,7 @@ def generate(rules: Sequence[Rule], regex_order: Sequence[Condition], first_rule
         var = field_var(condition)
         if condition.field in _LAZY_FIELDS:
             cs = condition.case_sensitive
-            var = f"({var} if {var} is not None else ({var} := _text(values({condition.field!r}), {cs!r})))"
+            var = f"({var} if {var} is not None else ({var} := _text({raw_var(condition.field)}, {cs!r})))"
         needle = condition.prepare((condition.value,))[0]
         op = condition.op.removeprefix("not_")
         if op == "equals":
@@ -145,7 +165,8 @@ def generate(rules: Sequence[Rule], regex_order: Sequence[Condition], first_rule
             folds[key] = len(folds)
         var = f"a{folds[key]}"
         limit = SUBJECT_CHARS if condition.field == "subject" else REGEX_CHARS
-        folded = f"({var} if {var} is not None else ({var} := _fold(values({condition.field!r}), {limit}, {key[1]!r})))"
+        source = raw_var(condition.field)
+        folded = f"({var} if {var} is not None else ({var} := _fold({source}, {limit}, {key[1]!r})))"
         # Condition.test's pre-check, once per field: without its required texts an ASCII value cannot match.
         present = " and ".join(f"{text!r} in {var}" for text in texts)
         check = f"({folded} is False or ({present}))"
@@ -160,12 +181,17 @@ def generate(rules: Sequence[Rule], regex_order: Sequence[Condition], first_rule
             continue
         joiner = " and " if rule.match == "all" else " or "
         lines.append(f"    if {joiner.join(parts)}:\n        matched.append({number})")
-    setup = []
+    prepare = []
     for (field, cs), index in groups.items():
         if field in _LAZY_FIELDS:
-            setup.append(f"    t{index} = None")
+            prepare.append(f"    t{index} = None")
         else:
-            setup.append(f"    t{index} = _text(values({field!r}), {cs!r})")
+            prepare.append(f"    t{index} = _text({raw_var(field)}, {cs!r})")
+    setup = [
+        f"    r{number} = None" if field in _LAZY_FIELDS else f"    r{number} = values({field!r})"
+        for field, number in raws.items()
+    ]
+    setup.extend(prepare)
     setup.extend(f"    a{index} = None" for index in folds.values())
     source = "\n".join(
         [
