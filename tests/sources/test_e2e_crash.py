@@ -151,9 +151,7 @@ def test_sigkill_at_random_points_then_rerun(tmp_path: Path, dovecot: Any, after
     assert len({line["source"] for line in lines}) <= len(seeded)
     state = dovecot.state(user)
     if after == "delete":
-        # Messages a killed run flagged \Deleted but did not expunge are committed and logically deleted;
-        # that no later run expunges them is pinned by the xfail test below (reported to the IMAP adapter).
-        assert [m for m in state if "\\Deleted" not in m.flags] == []
+        assert state == []  # including \Deleted leftovers of killed runs: the next run expunges them
     else:
         assert len(state) == len(seeded)
         assert all("\\Seen" in m.flags for m in state)
@@ -224,11 +222,6 @@ def test_sigkill_local_sources(tmp_path: Path, protocol: str, after: str) -> Non
         assert all(b"\nStatus: RO\n" in raw for raw in kept)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="imap.py only expunges UIDs it flagged itself in the same session: \\Deleted messages left by a "
-    "run killed before its EXPUNGE stay in the folder (they are committed, so nothing is lost or duplicated)",
-)
 def test_deleted_leftovers_of_a_killed_run_are_expunged_by_the_next_run(tmp_path: Path, dovecot: Any) -> None:
     from ticketmail.backends.sqlite import SQLiteBackend
     from ticketmail.model import Provenance
