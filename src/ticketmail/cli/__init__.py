@@ -15,6 +15,7 @@ __all__ = ["main"]
 
 # Command modules, in help order. A module that is not there yet is skipped.
 _COMMAND_MODULES = ("parse", "ingest", "fetch", "serve")
+_EX_TEMPFAIL = 75  # sysexits.h
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,7 +41,15 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI and return the exit code."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    try:
+        args = parser.parse_args(words)
+    except SystemExit as exc:
+        # An MTA treats exit 2 as a permanent failure and bounces the mail; a broken alias command line
+        # is the operator's mistake, so `pipe` answers EX_TEMPFAIL and the MTA keeps retrying meanwhile.
+        if exc.code == 2 and "pipe" in words[:1]:
+            return _EX_TEMPFAIL
+        raise
     func = getattr(args, "func", None)
     if func is None:
         parser.print_help(sys.stderr)
