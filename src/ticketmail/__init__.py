@@ -68,6 +68,10 @@ from ticketmail.rules import (
 from ticketmail.sources.base import RawItem, Source, SourceSession
 from ticketmail.sources.check import CheckResult, check
 from ticketmail.sources.config import MailboxConfig, Secret, SourcesConfig, load_config, mailbox_from_dict
+from ticketmail.sources.health import HealthStore, MailboxHealth, read_health
+from ticketmail.sources.maildir import MaildirSource
+from ticketmail.sources.mbox import MboxSource
+from ticketmail.sources.poller import Poller, PollReport
 from ticketmail.threading import ThreadingOptions
 from ticketmail.tokens import SigningKey, make_message_id, verify_message_id
 
@@ -111,13 +115,19 @@ __all__ = sorted(
         "Form",
         "FormField",
         "ImapSource",
+        "HealthStore",
         "InMemoryBackend",
         "Limits",
         "Lookups",
         "MailboxConfig",
+        "MailboxHealth",
+        "MaildirSource",
+        "MboxSource",
         "NewEntry",
         "NewTicket",
         "Outcome",
+        "PollReport",
+        "Poller",
         "Pipeline",
         "Pop3Source",
         "ProcessedRecord",
@@ -153,6 +163,7 @@ __all__ = sorted(
         "parse_email",
         "parse_json",
         "parse_xml",
+        "read_health",
         "to_json",
         "to_xml",
         "verify_message_id",
