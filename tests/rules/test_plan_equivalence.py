@@ -58,6 +58,7 @@ patterns = st.sampled_from(
         r"\bbeta\s+gam",  # two required texts: "beta" and "gam"
         r"alpha\s+beta\b",
         r"nul.beta",
+        r" beta\b",  # a required text starting with a space
         "zzz",
     ]
 )
@@ -180,7 +181,9 @@ dense_regex = st.fixed_dictionaries(
     {
         "field": st.just("subject"),
         "op": st.sampled_from(["regex", "not_regex"]),
-        "value": st.sampled_from([r"\bbeta\b", r"beta\s*x", r"nul.beta", r"stra(ss|ß)e", r"\bbeta\s+gam"]),
+        "value": st.sampled_from(
+            [r"\bbeta\b", r"beta\s*x", r"nul.beta", r"stra(ss|ß)e", r"\bbeta\s+gam", r" beta", r"beta "]
+        ),
         "case_sensitive": st.booleans(),
     }
 )
@@ -227,6 +230,19 @@ def test_plan_matches_one_by_one_evaluation(spec: list[dict[str, Any]], message:
     assert planned == reference_all(rules, facts)
 
 
+_BODY_REGEX_AFTER_BODY_LITERAL = [  # found by this property: the lazy body text must not be reused unprepared
+    {
+        "match": "all",
+        "conditions": [
+            {"field": "body", "op": "equals", "value": "Alpha", "case_sensitive": False},
+            {"field": "body", "op": "regex", "value": r"\bbeta\b", "case_sensitive": False},
+        ],
+    }
+]
+
+
+@example(_BODY_REGEX_AFTER_BODY_LITERAL, InboundEmail(message_id="m@x", subject="Alpha", text="Alpha"), "alpha")
+@example(_BODY_REGEX_AFTER_BODY_LITERAL, InboundEmail(message_id="m@x", subject="", text="alpha beta"), "alpha")
 @given(rules_spec, messages, mailboxes)
 def test_evaluate_reasons_match_reference(spec: list[dict[str, Any]], message: InboundEmail, mailbox: str) -> None:
     rules = _rules(spec)

@@ -76,6 +76,17 @@ def _fold(raw: tuple[str, ...], limit: int, case_sensitive: bool) -> str | bool:
     return text if case_sensitive else text.lower()
 
 
+def _fold_from(raw: tuple[str, ...], text: str, limit: int, case_sensitive: bool) -> str | bool:
+    r""":func:`_fold`, reusing the field's prepared text when its one value is ASCII and within ``limit``.
+
+    Only for required texts without surrounding whitespace (see :func:`generate`): for those, presence in
+    ``"\0" + value.lower().strip() + "\0"`` and in ``value.lower()`` is the same thing.
+    """
+    if len(raw) == 1 and len(raw[0]) <= limit and raw[0].isascii():
+        return text
+    return _fold(raw, limit, case_sensitive)
+
+
 def _regex_runner(
     conditions: Sequence[Condition],
 ) -> Callable[
@@ -154,6 +165,18 @@ def generate(rules: Sequence[Rule], regex_order: Sequence[Condition], first_rule
         return f"({needle!r} {'not in' if condition.negated else 'in'} {var})"
 
     folds: dict[tuple[str, bool], int] = {}
+    # A regex field whose literal conditions already give a prepared text, and whose regexes' required texts
+    # have no surrounding whitespace, can reuse that text for the pre-check when its one value is short
+    # ASCII: there casefold() is lower(), and trimming cannot remove part of such a text.
+    reusable: dict[tuple[str, bool], bool] = {}
+    for rule in rules:
+        for condition in rule.conditions:
+            key = (condition.field, condition.case_sensitive)
+            if condition.pattern is None and condition.field not in _LAZY_FIELDS:
+                field_var(condition)
+            elif condition.pattern is not None:
+                clean = all(text == text.strip() for text in condition.required_texts)
+                reusable[key] = reusable.get(key, True) and clean
 
     def regex(condition: Condition) -> str:
         call = f"run({regex_index[condition]})"
@@ -166,7 +189,11 @@ def generate(rules: Sequence[Rule], regex_order: Sequence[Condition], first_rule
         var = f"a{folds[key]}"
         limit = SUBJECT_CHARS if condition.field == "subject" else REGEX_CHARS
         source = raw_var(condition.field)
-        folded = f"({var} if {var} is not None else ({var} := _fold({source}, {limit}, {key[1]!r})))"
+        if reusable.get(key) and key in groups and key[0] not in _LAZY_FIELDS:
+            fold = f"_fold_from({source}, t{groups[key]}, {limit}, {key[1]!r})"
+        else:
+            fold = f"_fold({source}, {limit}, {key[1]!r})"
+        folded = f"({var} if {var} is not None else ({var} := {fold}))"
         # Condition.test's pre-check, once per field: without its required texts an ASCII value cannot match.
         present = " and ".join(f"{text!r} in {var}" for text in texts)
         check = f"({folded} is False or ({present}))"
@@ -211,6 +238,7 @@ def generate(rules: Sequence[Rule], regex_order: Sequence[Condition], first_rule
     namespace: dict[str, object] = {
         "_text": _text,
         "_fold": _fold,
+        "_fold_from": _fold_from,
         "_start": _regex_runner(regex_order),
         "_first": _first,
         "_first_rules": tuple(first_rules),
