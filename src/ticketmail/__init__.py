@@ -10,6 +10,7 @@ Layers, each usable on its own:
 * rules: :func:`load_rules`, :func:`evaluate`, :func:`classify_automatic` (model -> :class:`Decision`);
 * threading and the :class:`Pipeline` (parse -> decide -> thread -> store, exactly once);
 * storage: the :class:`Backend` protocol, :class:`InMemoryBackend`, :class:`SQLiteBackend`;
+* the HTTP API: :class:`ApiHandler` with WSGI/ASGI adapters and API keys;
 * sources: :class:`MailboxConfig`, :func:`load_config`, :func:`check`, IMAP/POP3/Maildir/mbox adapters.
 """
 
@@ -18,6 +19,11 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from ticketmail.api.asgi import make_asgi_app
+from ticketmail.api.handler import ApiHandler, Request, Response
+from ticketmail.api.keys import ApiKey, ApiKeyError, ApiKeyStore, InMemoryKeyStore, SQLiteKeyStore, issue_key
+from ticketmail.api.server import serve
+from ticketmail.api.wsgi import make_wsgi_app
 from ticketmail.backends import (
     AttachmentRef,
     AuditRecord,
@@ -101,6 +107,18 @@ __all__ = sorted(
     [
         *_errors_all,
         *_model_all,
+        "make_asgi_app",
+        "make_wsgi_app",
+        "serve",
+        "issue_key",
+        "SQLiteKeyStore",
+        "InMemoryKeyStore",
+        "ApiKeyStore",
+        "ApiKeyError",
+        "ApiKey",
+        "Response",
+        "Request",
+        "ApiHandler",
         "AttachmentRef",
         "AuditRecord",
         "Automatic",
