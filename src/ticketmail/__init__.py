@@ -58,7 +58,8 @@ from ticketmail.parsing import (
     to_xml,
 )
 from ticketmail.parsing.mime import EmailOptions, parse_email
-from ticketmail.pipeline import Outcome, Pipeline
+from ticketmail.hooks import HookEvent, Hooks
+from ticketmail.pipeline import Outcome, Pipeline, ProcessingError
 from ticketmail.rules import (
     Lookups,
     RuleSet,
@@ -78,7 +79,7 @@ from ticketmail.sources.health import HealthStore, MailboxHealth, read_health
 from ticketmail.sources.maildir import MaildirSource
 from ticketmail.sources.mbox import MboxSource
 from ticketmail.sources.poller import Poller, PollReport
-from ticketmail.threading import ThreadingOptions
+from ticketmail.threading import ThreadingOptions, load_threading, subject_tag
 from ticketmail.tokens import SigningKey, make_message_id, verify_message_id
 
 if TYPE_CHECKING:
@@ -107,6 +108,11 @@ __all__ = sorted(
     [
         *_errors_all,
         *_model_all,
+        "subject_tag",
+        "load_threading",
+        "ProcessingError",
+        "Hooks",
+        "HookEvent",
         "make_asgi_app",
         "make_wsgi_app",
         "serve",
