@@ -56,7 +56,7 @@ def corpus(session: nox.Session) -> None:
     if not CORPUS.is_dir():
         session.skip(f"no corpus at {CORPUS}")
     session.install("-e", ".[test]")
-    session.run("pytest", "-q", "tests/corpus", env={"TICKETMAIL_CORPUS": str(CORPUS)}, *session.posargs)
+    session.run("pytest", "-q", "tests/corpus", *session.posargs, env={"TICKETMAIL_CORPUS": str(CORPUS)})
 
 
 @nox.session

@@ -42,6 +42,7 @@ from ticketmail.backends import (
 from ticketmail.decision import Automatic, BounceRecipient, Decision, Reason
 from ticketmail.errors import *  # noqa: F403
 from ticketmail.errors import __all__ as _errors_all
+from ticketmail.hooks import HookEvent, Hooks
 from ticketmail.model import *  # noqa: F403
 from ticketmail.model import __all__ as _model_all
 from ticketmail.numbers import RandomTicketNumbers, TicketNumberGenerator
@@ -58,7 +59,6 @@ from ticketmail.parsing import (
     to_xml,
 )
 from ticketmail.parsing.mime import EmailOptions, parse_email
-from ticketmail.hooks import HookEvent, Hooks
 from ticketmail.pipeline import Outcome, Pipeline, ProcessingError
 from ticketmail.rules import (
     Lookups,

@@ -1,4 +1,3 @@
-# ruff: noqa: S101, PT012, PT018
 """The backend conformance suite: run it against your backend to know it keeps ticketmail's promises.
 
 Usage (in your test suite; needs ``pytest`` and ``hypothesis``)::
