@@ -163,7 +163,11 @@ def _positive_int(text: str) -> int:
 
 def register(subparsers: Any) -> None:
     """Add ``serve`` and ``apikey`` to the ``ticketmail`` command."""
-    p = subparsers.add_parser("serve", help="serve osTicket's HTTP ticket API", description=__doc__.split("\n")[0])
+    p = subparsers.add_parser(
+        "serve",
+        help="serve osTicket's HTTP ticket API",
+        description="Serve osTicket's HTTP ticket API (POST /api/tickets.json, .xml, .email) on the SQLite default.",
+    )
     p.add_argument("--db", required=True, help="SQLite tickets database (created if missing)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8080, help="port to listen on (default 8080)")
