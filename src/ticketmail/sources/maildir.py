@@ -42,13 +42,13 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from ticketmail.errors import ConfigError, SourceError
 from ticketmail.model import Provenance
 from ticketmail.sources.base import OversizeNotice, RawItem, SkipCallback
 
-__all__ = ["MaildirSession", "MaildirSource", "RetryCounter", "read_headers"]
+__all__ = ["LocalFolderSource", "MaildirSession", "MaildirSource", "RetryCounter", "read_headers"]
 
 AfterAction = Literal["delete", "seen", "move"]
 _HEADER_READ_LIMIT = 256 * 1024
@@ -127,22 +127,17 @@ def _split_name(name: str) -> tuple[str, str]:
     return unique, info if sep else ""
 
 
-class MaildirSource:
-    """A Maildir folder (``cur/``, ``new/``, ``tmp/``) read as a mailbox.
+_LocalT = TypeVar("_LocalT", bound="LocalFolderSource")
 
-    Args:
-        name: The mailbox name (provenance, health, locks).
-        path: The Maildir directory.
-        after: ``seen``, ``delete`` or ``move:NAME`` (see the module docstring).
-        fetch: ``unseen`` skips messages flagged ``S``; ``all`` takes every message not yet acknowledged
-            (``auto``: ``unseen`` when ``after`` is ``seen``, else ``all``).
-        skip: ``skip(provenance)`` true means committed already: acknowledge without yielding.
-        max_retries: Failures before an item is quarantined.
-        quarantine_folder: Sub-folder receiving items that failed ``max_retries`` times.
-        retries: Where failures are counted (default: in memory).
-        max_message_size: Bytes above which the ``oversize`` policy applies (``None``: no limit).
-        oversize: ``skip`` (leave and report) or ``headers`` (yield the header block only).
+
+class LocalFolderSource:
+    """What Maildir and mbox sources share: the ``after``/``fetch``/``oversize`` options, retries, ``from_config``.
+
+    Args are those of :class:`MaildirSource` (see there). ``_dot_folders_ok`` is false for Maildir, where a
+    folder whose name starts with a dot is a Maildir++ sub-folder of its own.
     """
+
+    _dot_folders_ok = True
 
     def __init__(
         self,
@@ -160,15 +155,15 @@ class MaildirSource:
     ) -> None:
         self.name = name
         self.path = Path(path)
+        self.after: AfterAction
+        self.move_folder: str | None
         if after.startswith("move:"):
             folder = after[5:].strip()
-            if not folder or "/" in folder or folder.startswith("."):
+            if not folder or "/" in folder or (folder.startswith(".") and not self._dot_folders_ok):
                 raise ConfigError(f"after: expected move:NAME with a plain folder name, got {after!r}", field="after")
-            self.after: AfterAction = "move"
-            self.move_folder: str | None = folder
+            self.after, self.move_folder = "move", folder
         elif after in ("seen", "delete"):
-            self.after = "seen" if after == "seen" else "delete"
-            self.move_folder = None
+            self.after, self.move_folder = ("seen" if after == "seen" else "delete"), None
         else:
             raise ConfigError(f"after: expected delete, seen or move:NAME, got {after!r}", field="after")
         if fetch not in ("auto", "unseen", "all"):
@@ -185,9 +180,13 @@ class MaildirSource:
 
     @classmethod
     def from_config(
-        cls, config: Any, *, skip: SkipCallback | None = None, state_dir: str | os.PathLike[str] | None = None
-    ) -> MaildirSource:
-        """Build from a :class:`~ticketmail.sources.config.MailboxConfig` (``protocol = "maildir"``)."""
+        cls: type[_LocalT],
+        config: Any,
+        *,
+        skip: SkipCallback | None = None,
+        state_dir: str | os.PathLike[str] | None = None,
+    ) -> _LocalT:
+        """Build from a :class:`~ticketmail.sources.config.MailboxConfig` (``protocol`` maildir or mbox)."""
         retries = RetryCounter(Path(state_dir) / f"retries-{config.name}.json" if state_dir is not None else None)
         return cls(
             config.name,
@@ -201,6 +200,26 @@ class MaildirSource:
             max_message_size=config.max_message_size,
             oversize=config.oversize,
         )
+
+
+class MaildirSource(LocalFolderSource):
+    """A Maildir folder (``cur/``, ``new/``, ``tmp/``) read as a mailbox.
+
+    Args:
+        name: The mailbox name (provenance, health, locks).
+        path: The Maildir directory.
+        after: ``seen``, ``delete`` or ``move:NAME`` (see the module docstring).
+        fetch: ``unseen`` skips messages flagged ``S``; ``all`` takes every message not yet acknowledged
+            (``auto``: ``unseen`` when ``after`` is ``seen``, else ``all``).
+        skip: ``skip(provenance)`` true means committed already: acknowledge without yielding.
+        max_retries: Failures before an item is quarantined.
+        quarantine_folder: Sub-folder receiving items that failed ``max_retries`` times.
+        retries: Where failures are counted (default: in memory).
+        max_message_size: Bytes above which the ``oversize`` policy applies (``None``: no limit).
+        oversize: ``skip`` (leave and report) or ``headers`` (yield the header block only).
+    """
+
+    _dot_folders_ok = False
 
     @contextlib.contextmanager
     def session(self) -> Iterator[MaildirSession]:

@@ -49,12 +49,11 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Literal
 
-from ticketmail.errors import ConfigError, SourceError
+from ticketmail.errors import SourceError
 from ticketmail.model import Provenance
 from ticketmail.sources.base import OversizeNotice, RawItem, SkipCallback
-from ticketmail.sources.maildir import RetryCounter
+from ticketmail.sources.maildir import LocalFolderSource, RetryCounter
 
 __all__ = ["MboxSession", "MboxSource", "mbox_key"]
 
@@ -75,7 +74,7 @@ def _status(data: bytes) -> str:
     return ""
 
 
-class MboxSource:
+class MboxSource(LocalFolderSource):
     """An mbox file read as a mailbox (see the module docstring for the semantics).
 
     Args mirror :class:`~ticketmail.sources.maildir.MaildirSource`, plus ``stale_lock_after`` and
@@ -98,51 +97,20 @@ class MboxSource:
         lock_timeout: float = 10.0,
         stale_lock_after: float = 300.0,
     ) -> None:
-        self.name = name
-        self.path = Path(path)
-        self.after: Literal["delete", "seen", "move"]
-        self.move_folder: str | None
-        if after.startswith("move:"):
-            folder = after[5:].strip()
-            if not folder or "/" in folder:
-                raise ConfigError(f"after: expected move:NAME with a plain name, got {after!r}", field="after")
-            self.after, self.move_folder = "move", folder
-        elif after in ("seen", "delete"):
-            self.after, self.move_folder = ("seen" if after == "seen" else "delete"), None
-        else:
-            raise ConfigError(f"after: expected delete, seen or move:NAME, got {after!r}", field="after")
-        if fetch not in ("auto", "unseen", "all"):
-            raise ConfigError(f"fetch: expected auto, unseen or all, got {fetch!r}", field="fetch")
-        if oversize not in ("skip", "headers"):
-            raise ConfigError(f"oversize: expected skip or headers, got {oversize!r}", field="oversize")
-        self.fetch_mode = ("unseen" if self.after == "seen" else "all") if fetch == "auto" else fetch
-        self.skip = skip
-        self.max_retries = max_retries
-        self.quarantine_folder = quarantine_folder
-        self.retries = retries if retries is not None else RetryCounter()
-        self.max_message_size = max_message_size
-        self.oversize = oversize
+        super().__init__(
+            name,
+            path,
+            after=after,
+            fetch=fetch,
+            skip=skip,
+            max_retries=max_retries,
+            quarantine_folder=quarantine_folder,
+            retries=retries,
+            max_message_size=max_message_size,
+            oversize=oversize,
+        )
         self.lock_timeout = lock_timeout
         self.stale_lock_after = stale_lock_after
-
-    @classmethod
-    def from_config(
-        cls, config: Any, *, skip: SkipCallback | None = None, state_dir: str | os.PathLike[str] | None = None
-    ) -> MboxSource:
-        """Build from a :class:`~ticketmail.sources.config.MailboxConfig` (``protocol = "mbox"``)."""
-        retries = RetryCounter(Path(state_dir) / f"retries-{config.name}.json" if state_dir is not None else None)
-        return cls(
-            config.name,
-            config.path,
-            after=config.after,
-            fetch=config.fetch,
-            skip=skip,
-            max_retries=config.max_retries,
-            quarantine_folder=config.quarantine_folder,
-            retries=retries,
-            max_message_size=config.max_message_size,
-            oversize=config.oversize,
-        )
 
     def sibling(self, folder: str) -> Path:
         """The mbox file that ``move:folder`` / quarantine append to."""
