@@ -613,7 +613,10 @@ def source_for(
         return cast(Source, imap.ImapSource(config, skip=skip))
     if protocol == "pop3":
         pop3 = importlib.import_module("ticketmail.sources.pop3")
-        return cast(Source, pop3.Pop3Source(config, skip=skip))
+        from ticketmail.sources.maildir import RetryCounter
+
+        retries = RetryCounter(Path(state_dir) / f"retries-{config.name}.json" if state_dir is not None else None)
+        return cast(Source, pop3.Pop3Source(config, skip=skip, retries=retries))
     raise ConfigError(f"mailbox {getattr(config, 'name', '?')!r}: unknown protocol {protocol!r}", field="protocol")
 
 

@@ -13,10 +13,10 @@ POP3 (RFC 1939) has no flags and no folders, so the contract maps as follows:
   place and the processed-message ledger turns the refetch into a duplicate. With ``after = "seen"`` the
   mail stays on the server ("leave a copy"): the ``skip`` callable (``Pipeline.is_processed``) keeps it from
   being downloaded again, and the source remembers acknowledged UIDLs for its own lifetime as well.
-* ``release(failed=True)``: POP3 cannot mark a message, so failures are counted in the :class:`Pop3Source`
-  object (per UIDL, for the life of the process); at ``max_retries`` the message is left on the server and
-  ignored by this source from then on (never deleted). A process restart forgets the count; the pipeline's
-  own quarantine record is the durable one.
+* ``release(failed=True)``: POP3 cannot mark a message, so failures are counted per UIDL in a
+  :class:`~ticketmail.sources.maildir.RetryCounter` (persisted in the poller's state directory, so separate
+  cron runs add up); at ``max_retries`` the message is left on the server and
+  ignored by this source from then on (never deleted); the pipeline's quarantine keeps its raw bytes.
 * STLS (RFC 2595 section 4) for ``security = "starttls"``, implicit TLS on 995 (RFC 8314) for ``ssl``;
   ``auth = "oauth2"`` uses ``AUTH XOAUTH2`` (RFC 5034 with an initial response).
 """
@@ -36,6 +36,7 @@ from ticketmail.model import Provenance
 from ticketmail.sources._net import classify_tls_error, make_ssl_context, open_socket, scrub, translate
 from ticketmail.sources.base import OversizeNotice, RawItem, SkipCallback, headers_only_message
 from ticketmail.sources.config import MailboxConfig
+from ticketmail.sources.maildir import RetryCounter
 from ticketmail.sources.oauth import xoauth2_base64
 
 __all__ = ["Pop3Session", "Pop3Source"]
@@ -63,13 +64,15 @@ class Pop3Source:
             not downloaded again (and are deleted when ``after = "delete"``).
     """
 
-    def __init__(self, config: MailboxConfig, *, skip: SkipCallback | None = None) -> None:
+    def __init__(
+        self, config: MailboxConfig, *, skip: SkipCallback | None = None, retries: RetryCounter | None = None
+    ) -> None:
         if config.protocol != "pop3":
             raise ValueError(f"Pop3Source needs protocol 'pop3', got {config.protocol!r}")
         self.config = config
         self.name = config.name
         self.skip = skip
-        self.failures: dict[str, int] = {}
+        self.retries = retries if retries is not None else RetryCounter()
         self.quarantined: set[str] = set()
         self.kept: set[str] = set()
 
@@ -234,6 +237,9 @@ class Pop3Session:
             prov = self._provenance(uidl)
             if uidl in src.quarantined or (uidl in src.kept and self.config.after_action != "delete"):
                 continue
+            if src.retries.get(uidl) >= self.config.max_retries:  # counted by an earlier run
+                src.quarantined.add(uidl)
+                continue
             if self.skip_committed(prov):
                 self.acknowledged_skipped += 1
                 self._ack(uidl)
@@ -297,20 +303,20 @@ class Pop3Session:
                 self.client.dele(number)
         else:
             self.source.kept.add(uidl)
-        self.source.failures.pop(uidl, None)
+        self.source.retries.clear(uidl)
 
     def release(self, item: RawItem, *, failed: bool) -> None:
-        """Leave the message; a failure is counted (in the source object) and ``max_retries`` stops retries."""
+        """Leave the message; a failure is counted (``retries``) and ``max_retries`` stops retries."""
         self._number_of(item)
         if not failed:
             return
         src, uidl = self.source, item.provenance.key
-        src.failures[uidl] = src.failures.get(uidl, 0) + 1
-        if src.failures[uidl] >= self.config.max_retries:
+        count = src.retries.increment(uidl)
+        if count >= self.config.max_retries:
             src.quarantined.add(uidl)
             log.warning(
                 "mailbox %s: UIDL %s failed %d times; left on the server and no longer retried",
                 self.config.name,
                 uidl,
-                src.failures[uidl],
+                count,
             )
