@@ -100,7 +100,12 @@ def run_and_kill(
     killed = proc.poll() is None
     if killed:
         os.kill(proc.pid, signal.SIGKILL)
-    out, _err = proc.communicate(timeout=60)
+    # Read through the same buffered stream that readline() used (communicate() reads the raw pipe and would
+    # miss lines already buffered); stderr is small and read after.
+    out = proc.stdout.read()
+    assert proc.stderr is not None
+    proc.stderr.read()
+    proc.wait(timeout=60)
     printed += [json.loads(x) for x in out.decode().splitlines() if x.startswith("{")]
     return killed, printed
 

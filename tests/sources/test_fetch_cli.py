@@ -263,8 +263,12 @@ def test_sigterm_during_fetch_once_finishes_the_message_in_hand(tmp_path: Path) 
     assert proc.stdout is not None
     proc.stdout.readline()  # it is processing
     proc.send_signal(signal.SIGTERM)
-    out, err = proc.communicate(timeout=30)
-    assert proc.returncode == 0, err
+    # Read the rest through the same buffered stream: communicate() reads the raw pipe and would miss the
+    # lines readline() already pulled into the buffer.
+    out = proc.stdout.read()
+    assert proc.stderr is not None
+    err = proc.stderr.read()
+    assert proc.wait(timeout=30) == 0, err
     assert "interrupted by a signal" in err
     done = 1 + len(out.splitlines())
     assert 0 < done < 600
