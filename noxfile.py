@@ -39,7 +39,7 @@ def lint(session: nox.Session) -> None:
 @nox.session
 def typecheck(session: nox.Session) -> None:
     """mypy --strict on the package."""
-    session.install("-e", ".", "mypy")
+    session.install("-e", ".[test]", "mypy")  # ticketmail.testing uses hypothesis and pytest types
     session.run("mypy", "--strict", "src/ticketmail")
 
 
