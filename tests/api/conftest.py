@@ -15,23 +15,8 @@ from ticketmail.api.keys import InMemoryKeyStore, issue_key
 from ticketmail.errors import MalformedEmailError, MalformedJSONError, MissingFieldError
 from ticketmail.model import Address, MailboxContext, MessageBody, Provenance, TicketRequest
 from ticketmail.pipeline import Outcome
-
-OSTICKET_JSON = b"""{
-    "alert": true,
-    "autorespond": true,
-    "source": "API",
-    "name": "Angry User",
-    "email": "api@osticket.com",
-    "phone": "3185558634X123",
-    "subject": "Testing API",
-    "ip": "123.211.233.122",
-    "message": "MESSAGE HERE",
-    "attachments": [
-        {"file.txt": "data:text/plain;charset=utf-8,content"},
-        {"image.png": "data:image/png;base64,R0lGODdhMAA..."},
-    ]
-}"""
-"""osTicket's JSON example verbatim (setup/doc/api/tickets.md): note the trailing comma and the elided base64."""
+from ticketmail.testing.osticket import OSTICKET_JSON_VERBATIM as OSTICKET_JSON
+from ticketmail.testing.osticket import OSTICKET_XML
 
 OSTICKET_JSON_VALID = b"""{
     "alert": true,
@@ -49,31 +34,6 @@ OSTICKET_JSON_VALID = b"""{
     ]
 }"""
 """The same example made valid JSON (no trailing comma, complete base64)."""
-
-OSTICKET_XML = b"""<?xml version="1.0" encoding="UTF-8"?>
-<ticket alert="true" autorespond="true" source="API">
-    <name>Angry User</name>
-    <email>api@osticket.com</email>
-    <subject>Testing API</subject>
-    <phone ext="123">318-555-8634</phone>
-    <message><![CDATA[Message content here]]></message>
-    <attachments>
-        <file name="file.txt" type="text/plain"><![CDATA[
-            File content is here and is automatically trimmed
-        ]]></file>
-        <file name="image.gif" type="image/gif" encoding="base64">
-            R0lGODdhMAAwAPAAAAAAAP///ywAAAAAMAAwAAAC8IyPqcvt3wCcDkiLc7C0qwy
-            GHhSWpjQu5yqmCYsapyuvUUlvONmOZtfzgFzByTB10QgxOR0TqBQejhRNzOfkVJ
-            +5YiUqrXF5Y5lKh/DeuNcP5yLWGsEbtLiOSpa/TPg7JpJHxyendzWTBfX0cxOnK
-            PjgBzi4diinWGdkF8kjdfnycQZXZeYGejmJlZeGl9i2icVqaNVailT6F5iJ90m6
-            mvuTS4OK05M0vDk0Q4XUtwvKOzrcd3iq9uisF81M1OIcR7lEewwcLp7tuNNkM3u
-            Nna3F2JQFo97Vriy/Xl4/f1cf5VWzXyym7PHhhx4dbgYKAAA7
-        </file>
-    </attachments>
-    <ip>123.211.233.122</ip>
-</ticket>
-"""
-"""osTicket's XML example verbatim."""
 
 RAW_EMAIL = (
     b"From: Jane Doe <jane@example.com>\r\n"
