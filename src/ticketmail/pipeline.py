@@ -423,9 +423,17 @@ class Pipeline:
         return self._fail(bytes(raw), provenance, ledger_key(provenance), error, message_id)
 
     def is_processed(self, provenance: Provenance) -> bool:
-        """Whether this mailbox item was already committed (a source may then just acknowledge it)."""
+        """Whether this mailbox item was already committed (a source may then just acknowledge it).
+
+        Uses the backend's own ``is_processed`` when it has one (SQLite reads the ledger without taking the
+        write lock, so concurrent pollers do not serialize on this check); otherwise a short unit of work.
+        """
+        key = ledger_key(provenance)
+        reader = getattr(self._backend, "is_processed", None)
+        if callable(reader):
+            return bool(reader(key))
         with self._backend.unit_of_work() as uow:
-            return uow.processed(ledger_key(provenance)) is not None
+            return uow.processed(key) is not None
 
     def verify_token(self, message_id: str) -> str | None:
         """The ticket number a signed Message-ID of ours was made for, or ``None``."""

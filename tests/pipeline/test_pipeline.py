@@ -585,3 +585,23 @@ def test_any_batch_gives_one_outcome_each(raws: list[bytes]) -> None:
     # the same as one by one, on a fresh backend
     single = Pipeline(InMemoryBackend(), clock=Clock())
     assert [o.action for o in outcomes] == [single.process_email(r, provenance=p).action for r, p in items]
+
+
+def test_is_processed_reads_sqlite_ledger_without_the_write_lock(tmp_path: Any, clock: Clock) -> None:
+    """A poller's skip check must answer while another process holds the write lock (no BEGIN IMMEDIATE)."""
+    import sqlite3
+
+    from ticketmail.backends.sqlite import SQLiteBackend
+
+    path = tmp_path / "t.sqlite3"
+    with SQLiteBackend(path, timeout=0.2) as backend:
+        pipe = Pipeline(backend, clock=clock)
+        assert pipe.process_email(mail(), provenance=prov("1:1")).action == "created"
+        writer = sqlite3.connect(path, isolation_level=None)
+        try:
+            writer.execute("BEGIN IMMEDIATE")  # another ingester mid-transaction
+            assert pipe.is_processed(prov("1:1"))
+            assert not pipe.is_processed(prov("1:2"))
+        finally:
+            writer.execute("ROLLBACK")
+            writer.close()
