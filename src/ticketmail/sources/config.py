@@ -192,6 +192,9 @@ class MailboxConfig:
         fetch: ``unseen`` (only unseen messages), ``all`` (everything not yet processed) or ``auto``
             (``unseen`` when ``after = "seen"``, else ``all``).
         max_per_run: Per-run message cap (a huge backlog cannot starve other mailboxes).
+        batch_size: Messages the poller commits together in one unit of work (group commit); 1 commits each
+            message on its own. Each message stays all-or-nothing and is acknowledged only after its group
+            committed.
         max_message_size: Messages larger than this (bytes) are never downloaded whole; ``None``: no limit.
         oversize: ``skip`` (leave on the server, report) or ``headers`` (ingest the headers with a note).
         poll_interval: Seconds between polls (long-running mode).
@@ -225,6 +228,7 @@ class MailboxConfig:
     after: str = attrs.field(default="seen", validator=_after)
     fetch: Literal["auto", "unseen", "all"] = attrs.field(default="auto", validator=_one_of(_FETCH))
     max_per_run: int = attrs.field(default=200, validator=_positive)
+    batch_size: int = attrs.field(default=50, validator=_positive)
     max_message_size: int | None = attrs.field(default=25 * 1024 * 1024, validator=_positive_or_none)
     oversize: Literal["skip", "headers"] = attrs.field(default="skip", validator=_one_of(_OVERSIZE))
     poll_interval: float = attrs.field(default=300.0, validator=_positive)
@@ -408,6 +412,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "after": (str,),
     "fetch": (str,),
     "max_per_run": (int,),
+    "batch_size": (int,),
     "max_message_size": (int,),
     "oversize": (str,),
     "poll_interval": (int, float),

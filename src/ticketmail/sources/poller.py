@@ -15,8 +15,17 @@ What each visit guarantees (the exactly-once contract of :mod:`ticketmail.source
 * an item is acknowledged (deleted, moved, flagged) only when the pipeline's outcome says so, i.e. after the
   backend committed; a ``failed`` outcome is released with ``failed=True`` so the source can count retries
   and eventually quarantine it;
+* items are committed in groups of up to ``batch_size`` (group commit through
+  :meth:`~ticketmail.pipeline.Pipeline.process_batch`): one transaction per group instead of one per
+  message, which on SQLite is where the time goes. Each message is still all-or-nothing and carries its own
+  outcome; nothing of a group is acknowledged before the group committed; a group is processed as soon as
+  the source has nothing more to hand over (never held back waiting for mail, so IDLE stays real-time);
+  an unexpected exception from the batch call sends that group through the one-by-one path, so a poison
+  message is counted against itself only. ``batch_size = 1`` (or a pipeline without ``process_batch``)
+  processes each message on its own, as before;
 * a :class:`~ticketmail.errors.BackendError` (storage down) stops that mailbox's visit at once, with the
-  item released unacknowledged: nothing is lost, the next visit fetches it again;
+  item (or every item of the group) released unacknowledged: nothing is lost, the next visit fetches it
+  again;
 * a per-visit message cap (``max_messages``) and time budget (``time_budget`` seconds) bound the work, so a
   backlog of 50,000 messages in one mailbox cannot starve the others; what is left waits for the next visit;
 * any failure of one mailbox (bad credentials, expired OAuth token, unreachable host, a bug in an adapter) is
@@ -61,6 +70,7 @@ __all__ = [
     "PollReport",
     "PollTarget",
     "Poller",
+    "ProcessesBatches",
     "ProcessesEmail",
     "default_state_dir",
     "source_for",
@@ -84,6 +94,29 @@ class ProcessesEmail(Protocol):
         """Whether this mailbox item was already committed."""
 
 
+class ProcessesBatches(ProcessesEmail, Protocol):
+    """A pipeline that can also commit several messages in one unit of work (group commit).
+
+    The poller uses ``process_batch`` when the pipeline has it and ``batch_size`` is above 1; see
+    :meth:`ticketmail.pipeline.Pipeline.process_batch` for the contract (outcomes in input order, each message
+    all-or-nothing, ``BackendError`` with nothing committed).
+    """
+
+    def process_batch(
+        self, items: Iterable[tuple[bytes, Provenance]], *, context: MailboxContext | None = None
+    ) -> list[Outcome]:
+        """Process ``(raw, provenance)`` pairs in one unit of work; one outcome per pair, in order."""
+
+
+BatchFunction = Callable[..., Any]
+
+DEFAULT_BATCH_SIZE = 50
+"""Messages per group commit when a mailbox does not say (``batch_size``)."""
+
+DEFAULT_BATCH_BYTES = 16 * 1024 * 1024
+"""Raw bytes one group may hold in memory before it is processed, whatever ``batch_size`` says."""
+
+
 def _utcnow() -> _dt.datetime:
     return _dt.datetime.now(_dt.timezone.utc)
 
@@ -101,6 +134,11 @@ def default_state_dir(db_path: str | os.PathLike[str]) -> Path:
 def _positive(instance: object, attribute: attrs.Attribute[Any], value: float | None) -> None:
     if value is not None and value <= 0:
         raise ConfigError(f"{attribute.name} must be positive, got {value!r}", field=attribute.name)
+
+
+def _positive_int(instance: object, attribute: attrs.Attribute[int], value: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{attribute.name} must be an integer >= 1, got {value!r}", field=attribute.name)
 
 
 def _non_negative(instance: object, attribute: attrs.Attribute[float], value: float) -> None:
@@ -150,6 +188,10 @@ class PollTarget:
         interval: Seconds between polls in :meth:`Poller.run` (also the safety re-poll period under IDLE).
         idle: Use the session's ``wait_for_changes`` (IMAP IDLE) in :meth:`Poller.run` when it has one.
         enabled: Disabled mailboxes are skipped (status ``disabled``).
+        batch_size: Messages committed together in one unit of work (group commit, through the pipeline's
+            ``process_batch``); 1 processes and commits each message on its own.
+        batch_bytes: Raw bytes a group may hold before it is processed even if it has fewer than
+            ``batch_size`` messages, so a run of large messages never sits in memory at once.
     """
 
     name: str
@@ -160,6 +202,8 @@ class PollTarget:
     interval: float = attrs.field(default=300.0, validator=_positive)
     idle: bool = False
     enabled: bool = True
+    batch_size: int = attrs.field(default=DEFAULT_BATCH_SIZE, validator=_positive_int)
+    batch_bytes: int = attrs.field(default=DEFAULT_BATCH_BYTES, validator=_positive_int)
 
 
 RunStatus = Literal["ok", "busy", "error", "disabled"]
@@ -361,7 +405,7 @@ class Poller:
     # -- long-running -----------------------------------------------------------------------------------
 
     def stop(self) -> None:
-        """Ask :meth:`run` (and a running :meth:`poll_once`) to finish the current item and return.
+        """Ask :meth:`run` (and a running :meth:`poll_once`) to finish the current item or group and return.
 
         A stopped poller stays stopped (a later :meth:`poll_once` visits nothing); make a new one to resume.
         """
@@ -482,22 +526,59 @@ class Poller:
             tally.stopped = tally.stopped or "backend"
         return tally.run(target.name, "error", exc)
 
+    def _batch_function(self) -> BatchFunction | None:
+        """The pipeline's ``process_batch``, or ``None`` for a pipeline that only has ``process_email``."""
+        function = getattr(self.pipeline, "process_batch", None)
+        return function if callable(function) else None
+
     def _drain(self, target: PollTarget, session: SourceSession, tally: _Tally, start: _dt.datetime) -> None:
-        """Process items of an open session until the cap, the budget, a stop or a backend failure."""
+        """Process items of an open session until the cap, the budget, a stop or a backend failure.
+
+        Items are gathered into groups of up to ``target.batch_size`` (and ``target.batch_bytes``); a group is
+        processed when full, when the next item would overflow its bytes, when the visit stops early and when
+        the source has nothing more to hand over, so an IDLE wake-up with one new message commits it at once.
+        """
+        batch_function = self._batch_function()
+        size = target.batch_size if batch_function is not None else 1
         items: Iterator[RawItem] = iter(session.fetch(limit=target.max_messages))
+        batch: list[RawItem] = []
+        held = 0
         try:
-            for item in items:
+            while True:
+                try:
+                    item = next(items)
+                except StopIteration:
+                    if target.max_messages is not None and tally.fetched >= target.max_messages:
+                        tally.stopped = "cap"
+                    break
+                except Exception:
+                    # The source failed in the middle of the fetch (a connection drop, an unreadable file):
+                    # commit and acknowledge what it handed over before, as one-by-one processing would
+                    # have, so a message that always breaks the fetch cannot hold back the ones before it.
+                    self._flush(target, session, batch, tally, batch_function)
+                    raise
                 tally.fetched += 1
                 if self._stop.is_set() or self._elapsed(start) >= target.time_budget:
                     tally.stopped = "stop" if self._stop.is_set() else "budget"
                     tally.fetched -= 1
                     session.release(item, failed=False)
                     break
-                self._process(target, session, item, tally)
-            else:
-                if target.max_messages is not None and tally.fetched >= target.max_messages:
-                    tally.stopped = "cap"
+                if batch and held + len(item.data) > target.batch_bytes:
+                    self._flush(target, session, batch, tally, batch_function)
+                    held = 0
+                batch.append(item)
+                held += len(item.data)
+                if len(batch) >= size or held >= target.batch_bytes:
+                    self._flush(target, session, batch, tally, batch_function)
+                    held = 0
+            # What was gathered before a stop, the budget or the end of the fetch is processed now: those
+            # items are in hand, and the group takes one commit.
+            self._flush(target, session, batch, tally, batch_function)
         finally:
+            # Only after an exception can items be left here (never processed): leave them in place.
+            for leftover in batch:
+                self._release_quietly(session, leftover)
+            batch.clear()
             close = getattr(items, "close", None)
             if close is not None:
                 close()
@@ -507,6 +588,75 @@ class Poller:
             with contextlib.suppress(TicketmailError):
                 value = pending()
                 tally.waiting = value if isinstance(value, int) else None
+
+    def _flush(
+        self,
+        target: PollTarget,
+        session: SourceSession,
+        batch: list[RawItem],
+        tally: _Tally,
+        batch_function: BatchFunction | None,
+    ) -> None:
+        """Process the gathered items (emptying ``batch``), then acknowledge or release each in order.
+
+        When this raises, every item of the group not yet handed to its own acknowledge/release has been
+        released with ``failed=False`` (left in place, not counted against it).
+        """
+        group = list(batch)
+        batch.clear()
+        if not group:
+            return
+        started = 0  # items before this index went to their own acknowledge/release path
+        try:
+            outcomes = self._process_group(target, group, batch_function)
+            if outcomes is None:  # one by one: each item settles (or raises) on its own
+                for item in group:
+                    started += 1
+                    self._process(target, session, item, tally)
+                return
+            for item, outcome in zip(group, outcomes, strict=True):
+                started += 1
+                self._settle(target, session, item, outcome, tally)
+        finally:
+            for item in group[started:]:
+                self._release_quietly(session, item)
+
+    def _process_group(
+        self, target: PollTarget, group: list[RawItem], batch_function: BatchFunction | None
+    ) -> list[Outcome] | None:
+        """One outcome per item from ``process_batch``, or ``None``: process the group one by one instead.
+
+        ``BackendError`` propagates (nothing committed; the caller releases the whole group).
+        """
+        if batch_function is None or len(group) == 1:
+            return None
+        try:
+            outcomes = batch_function([(item.data, item.provenance) for item in group], context=target.context)
+        except BackendError:
+            log.info(
+                "storage failed while committing %d messages of %s; leaving them in place", len(group), target.name
+            )
+            raise
+        except Exception:
+            # A bug in the pipeline on some message of the group: the one-by-one path counts it against that
+            # message only. Messages of the group that were committed come back as duplicates (acknowledged).
+            log.exception(
+                "pipeline raised on a group of %d from %s; processing them one by one", len(group), target.name
+            )
+            return None
+        if (
+            not isinstance(outcomes, list)
+            or len(outcomes) != len(group)
+            or not all(isinstance(o, Outcome) for o in outcomes)
+        ):
+            log.error(
+                "process_batch returned %s for %d messages of %s; processing them one by one",
+                type(outcomes).__name__,
+                len(group),
+                target.name,
+            )
+            return None
+        return outcomes
 
     def _process(self, target: PollTarget, session: SourceSession, item: RawItem, tally: _Tally) -> None:
         try:
@@ -523,6 +673,12 @@ class Poller:
             tally.actions["error"] = tally.actions.get("error", 0) + 1
             session.release(item, failed=True)
             return
+        self._settle(target, session, item, outcome, tally)
+
+    def _settle(
+        self, target: PollTarget, session: SourceSession, item: RawItem, outcome: Outcome, tally: _Tally
+    ) -> None:
+        """Acknowledge or release one item from its own (committed) outcome; count it; tell ``on_outcome``."""
         tally.actions[outcome.action] = tally.actions.get(outcome.action, 0) + 1
         if outcome.acknowledge:
             session.acknowledge(item)
@@ -535,6 +691,14 @@ class Poller:
                 self._on_outcome(target.name, item, outcome)
             except Exception:
                 log.exception("on_outcome callback failed")
+
+    @staticmethod
+    def _release_quietly(session: SourceSession, item: RawItem) -> None:
+        """Leave an unprocessed item in place while another error is on its way out (that one is reported)."""
+        try:
+            session.release(item, failed=False)
+        except Exception:
+            log.debug("could not release %s while handling another error", item.provenance.key, exc_info=True)
 
     def _serve(self, target: PollTarget, idle_slice: float) -> None:
         """The worker loop of one mailbox (one thread)."""
@@ -626,8 +790,15 @@ def target_for(
     skip: SkipCallback | None = None,
     state_dir: str | os.PathLike[str] | None = None,
     time_budget: float = 120.0,
+    batch_size: int | None = None,
 ) -> PollTarget:
-    """A :class:`PollTarget` from a mailbox configuration (cap ``max_per_run``, ``poll_interval``, ``idle``)."""
+    """A :class:`PollTarget` from a mailbox configuration (cap ``max_per_run``, ``poll_interval``, ``idle``).
+
+    ``batch_size`` overrides the configuration's ``batch_size`` (a configuration without one gets
+    :data:`DEFAULT_BATCH_SIZE`).
+    """
+    if batch_size is None:
+        batch_size = getattr(config, "batch_size", DEFAULT_BATCH_SIZE)
     return PollTarget(
         name=config.name,
         source=source_for(config, skip=skip, state_dir=state_dir),
@@ -637,4 +808,5 @@ def target_for(
         interval=config.poll_interval,
         idle=config.idle,
         enabled=config.enabled,
+        batch_size=batch_size,
     )
