@@ -564,7 +564,11 @@ class Poller:
                     session.release(item, failed=False)
                     break
                 if batch and held + len(item.data) > target.batch_bytes:
-                    self._flush(target, session, batch, tally, batch_function)
+                    try:
+                        self._flush(target, session, batch, tally, batch_function)
+                    except BaseException:
+                        self._release_quietly(session, item)  # in hand, not yet in the group
+                        raise
                     held = 0
                 batch.append(item)
                 held += len(item.data)
