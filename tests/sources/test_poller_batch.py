@@ -10,8 +10,11 @@ against a real Maildir and the real Dovecot of ``conftest.py``.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import mailbox
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -702,3 +705,32 @@ def test_imap_end_to_end_with_group_commit(tmp_path: Path, dovecot: Any) -> None
     assert tickets == actions.count("created") == len(raws) - 15
     assert appended == tickets + 11
     pipeline.backend.close()  # type: ignore[attr-defined]
+
+
+def _fetch_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "ticketmail", "fetch", *args], capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+def test_fetch_cli_reads_batch_size_and_takes_an_override(tmp_path: Path) -> None:
+    raws = mixed_mail(20)
+    _maildir_with(tmp_path / "Maildir", raws)
+    config = tmp_path / "ticketmail.toml"
+    config.write_text(
+        '[storage]\nsqlite = "tickets.sqlite3"\n\n[[mailboxes]]\nname = "support"\nprotocol = "maildir"\n'
+        'path = "Maildir"\nafter = "delete"\nbatch_size = 4\n'
+    )
+    proc = _fetch_cli("--config", str(config), "--batch-size", "6")
+    assert proc.returncode == 1, proc.stderr  # the unparseable message failed (left in place, retried later)
+    printed = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert len(printed) == 20
+    assert sorted(line["action"] for line in printed).count("failed") == 1
+    assert len(list((tmp_path / "Maildir" / "new").iterdir())) == 1  # only the failed one is left
+    bad = _fetch_cli("--config", str(config), "--batch-size", "0")
+    assert bad.returncode == 2
+    assert "--batch-size: expected an integer >= 1, got 0" in bad.stderr
+    config.write_text(config.read_text().replace("batch_size = 4", "batch_size = 0"))
+    wrong = _fetch_cli("--config", str(config))
+    assert wrong.returncode == 2
+    assert "mailboxes[0].batch_size" in wrong.stderr

@@ -3,6 +3,7 @@
 * ``fetch --config FILE [--once | --watch]`` polls the configured mailboxes into the SQLite database named by
   ``[storage] sqlite`` and prints one JSON line per message on stdout (like ``ingest``). ``--once`` (the
   default) suits cron; ``--watch`` serves every mailbox until SIGTERM/SIGINT (IDLE where ``idle = true``).
+  ``--batch-size N`` overrides every mailbox's ``batch_size`` (messages committed per transaction).
 * ``check --config FILE [--json]`` tests each mailbox's connection and names the failing stage.
 * ``status --config FILE [--json]`` prints the health table written by fetch runs (another process).
 * ``pipe [--db PATH | --config FILE] [--mailbox NAME]`` reads ONE message from stdin for MTA delivery and
@@ -63,6 +64,14 @@ def register(subparsers: Any) -> None:
         metavar="SECONDS",
         help="time limit per mailbox visit (default: [poller] time_budget, else 120)",
     )
+    fetch.add_argument(
+        "--batch-size",
+        type=_batch_size,
+        default=None,
+        metavar="N",
+        help="messages committed together per transaction, for every mailbox (default: each mailbox's "
+        "batch_size, else 50; 1 commits each message on its own)",
+    )
     _common(fetch)
     fetch.set_defaults(func=run_fetch)
 
@@ -99,6 +108,17 @@ def register(subparsers: Any) -> None:
     )
     pipe.add_argument("-v", "--verbose", action="store_true", help="log details (with tracebacks) on stderr")
     pipe.set_defaults(func=run_pipe)
+
+
+def _batch_size(text: str) -> int:
+    """``--batch-size``: an integer >= 1 (argparse turns the ValueError into a usage error, exit 2)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
+    return value
 
 
 def _config_argument(parser: argparse.ArgumentParser) -> None:
@@ -310,7 +330,10 @@ def _fetch(args: argparse.Namespace) -> int:
         state = _state_dir(args, config, db)
         settings = _poller_settings(config)
         budget = args.time_budget if args.time_budget is not None else settings["time_budget"]
-        targets = [target_for(m, skip=pipeline.is_processed, state_dir=state, time_budget=budget) for m in mailboxes]
+        targets = [
+            target_for(m, skip=pipeline.is_processed, state_dir=state, time_budget=budget, batch_size=args.batch_size)
+            for m in mailboxes
+        ]
         backoff = Backoff(base=settings["backoff_base"], cap=settings["backoff_cap"], jitter=settings["backoff_jitter"])
         poller = Poller(
             targets, pipeline, state=state, on_outcome=on_outcome, backoff=backoff, events=[_report_event(err)]
