@@ -10,6 +10,9 @@ APPEND into one fresh mailbox per measurement, and reports, each against the bas
               bytes of the bare fetch (so the ratio is the overhead of the source, target <= 1.5x).
 5. IDLE       latency from APPEND (another connection) to committed ticket + acknowledge, p50/p95
               (target p95 < 1 s; Dovecot's ``mailbox_idle_check_interval`` is 1 s in the fixture).
+6. poller     ``Poller.poll_once`` (IMAP, after = "delete", and a local Maildir) with ``batch_size = 1`` (one
+              transaction per message: the baseline) against ``batch_size = 50`` (group commit through
+              ``Pipeline.process_batch``), same run, rounds alternating.
 
     .venv/bin/python benchmarks/bench_fetch.py            # 1,000 messages, 20 IDLE samples
     .venv/bin/python benchmarks/bench_fetch.py --quick    # 200 messages, 5 IDLE samples
@@ -22,6 +25,7 @@ import contextlib
 import gc
 import imaplib
 import importlib.util
+import mailbox
 import ssl
 import statistics
 import sys
@@ -89,6 +93,56 @@ def timed(fn: Any) -> tuple[float, Any]:
     started = time.perf_counter()
     result = fn()
     return time.perf_counter() - started, result
+
+
+def poller_rows(
+    dc: Any, tmp: str, raws: list[bytes], rounds: int, seeded: Any
+) -> list[tuple[str, float, float | None]]:
+    """``Poller.poll_once`` over IMAP and Maildir, ``batch_size`` 1 vs 50, rounds alternating."""
+    from ticketmail.sources.config import MailboxConfig
+    from ticketmail.sources.poller import Poller, target_for
+
+    n = len(raws)
+    rows: list[tuple[str, float, float | None]] = []
+    counter = iter(range(1_000_000))
+
+    def imap_config() -> Any:
+        return dc.config(seeded(), name="support", max_per_run=n + 1, after="delete")
+
+    def maildir_config() -> Any:
+        path = Path(tmp) / f"maildir{next(counter)}"
+        box = mailbox.Maildir(str(path), create=True)
+        for raw in raws:
+            box.add(raw)
+        return MailboxConfig(name="support", protocol="maildir", path=str(path), max_per_run=n + 1, after="delete")
+
+    for label, make in (("IMAP", imap_config), ("Maildir", maildir_config)):
+        times: dict[int, list[float]] = {1: [], 50: []}
+        for r in range(rounds):
+            for size in (1, 50) if r % 2 == 0 else (50, 1):
+                pipe = make_pipeline(tmp, f"poll{label}{size}_{r}")
+                config = make()
+                target = target_for(config, skip=pipe.is_processed, time_budget=3600.0, batch_size=size)
+                poller = Poller([target], pipe)
+                gc.collect()
+                t, report = timed(poller.poll_once)
+                run = report.run("support")
+                if run.acknowledged != n:
+                    raise SystemExit(f"{label} batch_size={size}: acknowledged {run.acknowledged}/{n} ({run.status})")
+                times[size].append(t)
+                with contextlib.suppress(Exception):
+                    pipe.backend.close()
+        one, fifty = min(times[1]), min(times[50])
+        rows.append((f"Poller {label} + pipeline + ack, batch_size=1", one, None))
+        rows.append((f"Poller {label} + pipeline + ack, batch_size=50", fifty, fifty / one))
+        ratios = [b / a for a, b in zip(times[1], times[50], strict=True)]
+        print(
+            f"poller {label} rounds (s), batch 1/50: "
+            + ", ".join(f"{a:.2f}/{b:.2f}" for a, b in zip(times[1], times[50], strict=True))
+            + f"; group commit {one / fifty:.2f}x the throughput"
+            + f" (median paired time ratio {statistics.median(ratios):.2f})"
+        )
+    return rows
 
 
 def main() -> int:
@@ -237,6 +291,9 @@ def main() -> int:
                 f"IDLE APPEND -> committed ticket: p50 {statistics.median(latencies) * 1000:.0f} ms, "
                 f"p95 {p95 * 1000:.0f} ms, max {latencies[-1] * 1000:.0f} ms over {len(latencies)} (target p95 < 1 s)"
             )
+
+            # 6. the poller, one transaction per message vs group commit
+            rows.extend(poller_rows(dc, tmp, raws, ingest_rounds, seeded))
     finally:
         dc.stop()
 
