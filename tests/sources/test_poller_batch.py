@@ -246,7 +246,7 @@ def mixed_mail(n: int = 40) -> list[bytes]:
 def shape(outcomes: list[tuple[str, Outcome]]) -> list[tuple[str, str, int | None]]:
     """(key, action, ticket index by first appearance): comparable across runs with random numbers."""
     index: dict[str, int] = {}
-    out = []
+    out: list[tuple[str, str, int | None]] = []
     for key, outcome in outcomes:
         ticket = None
         if outcome.ticket is not None:
@@ -272,7 +272,7 @@ def real_run(tmp_path: Path, raws: list[bytes], batch_size: int) -> tuple[Any, l
     check_visit(src.events, commits_logged=False)
     with sqlite3.connect(db) as conn:
         (tickets,) = conn.execute("SELECT count(*) FROM tickets").fetchone()
-    pipeline.backend.close()  # type: ignore[attr-defined]
+    pipeline.backend.close()
     return shape(seen), src.acked, int(tickets)
 
 
@@ -307,7 +307,7 @@ def test_the_real_pipeline_gets_groups_of_batch_size(tmp_path: Path) -> None:
     run = Poller([PollTarget("support", src, batch_size=10)], pipeline).poll_once().run("support")
     assert groups == [10, 10, 3]
     assert (run.fetched, run.acknowledged, run.failed) == (23, 22, 1)
-    pipeline.backend.close()  # type: ignore[attr-defined]
+    pipeline.backend.close()
 
 
 # -- safety rules ---------------------------------------------------------------------------------------
@@ -384,7 +384,7 @@ def test_a_real_pipeline_quarantines_an_unparseable_message_without_costing_the_
     assert src.acked == ["0000", "0002", "0003"]
     assert src.released(failed=True) == ["0001"]
     assert dict(run.actions) == {"created": 2, "appended": 1, "failed": 1}
-    pipeline.backend.close()  # type: ignore[attr-defined]
+    pipeline.backend.close()
 
 
 def test_a_pipeline_without_process_batch_is_processed_one_by_one() -> None:
@@ -657,14 +657,14 @@ def test_maildir_end_to_end_with_group_commit(tmp_path: Path) -> None:
             tickets = conn.execute("SELECT count(*) FROM tickets").fetchone()[0]
             entries = conn.execute("SELECT count(*) FROM entries").fetchone()[0]
         left = sorted(p.name for p in (folder / "new").iterdir()) + sorted(p.name for p in (folder / "cur").iterdir())
-        quarantined = list((folder / ".Quarantine" / "new").iterdir())
+        in_quarantine = len(list((folder / ".Quarantine" / "new").iterdir()))
         actions = sorted(o.action for o in seen)
-        results[size] = (tickets, entries, left, len(quarantined), actions)
-        pipeline.backend.close()  # type: ignore[attr-defined]
+        results[size] = (tickets, entries, left, in_quarantine, actions)
+        pipeline.backend.close()
     assert results[1] == results[8]
-    tickets, entries, left, quarantined, actions = results[8]
+    tickets, entries, left, in_quarantine, actions = results[8]
     assert left == []
-    assert quarantined == 1
+    assert in_quarantine == 1
     assert actions.count("failed") == 2
     assert tickets == actions.count("created")
     assert entries == actions.count("created") + actions.count("appended")
@@ -704,7 +704,7 @@ def test_imap_end_to_end_with_group_commit(tmp_path: Path, dovecot: Any) -> None
     assert actions.count("duplicate") == 4
     assert tickets == actions.count("created") == len(raws) - 15
     assert appended == tickets + 11
-    pipeline.backend.close()  # type: ignore[attr-defined]
+    pipeline.backend.close()
 
 
 def _fetch_cli(*args: str) -> subprocess.CompletedProcess[str]:

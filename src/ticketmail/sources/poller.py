@@ -303,7 +303,8 @@ class Poller:
     Args:
         mailboxes: :class:`PollTarget` values, or mailbox configurations that ``target_factory`` turns into
             targets (the CLI passes :class:`~ticketmail.sources.config.MailboxConfig` values).
-        pipeline: The :class:`~ticketmail.pipeline.Pipeline` (anything with ``process_email``/``is_processed``).
+        pipeline: The :class:`~ticketmail.pipeline.Pipeline` (anything with ``process_email``/``is_processed``;
+            ``process_batch``, when present, commits each mailbox's items in groups of ``batch_size``).
         clock: Returns the current aware datetime; used for budgets and health timestamps.
         sleep: ``sleep(seconds)`` used by :meth:`run` between polls (tests pass a fake that advances their
             clock). ``None`` waits on the internal stop event, which :meth:`stop` interrupts at once.
