@@ -64,6 +64,8 @@ from ticketmail.sources.health import HealthListener, HealthStore
 from ticketmail.sources.lock import MailboxLock
 
 __all__ = [
+    "DEFAULT_BATCH_BYTES",
+    "DEFAULT_BATCH_SIZE",
     "Backoff",
     "MailboxRun",
     "OutcomeCallback",
