@@ -20,6 +20,7 @@ Same inputs, same Decision: nothing here reads a clock, a file or a global.
 from __future__ import annotations
 
 import datetime as _dt
+from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
 from ticketmail.decision import Automatic, Decision, DecisionAction, Reason
@@ -46,6 +47,8 @@ class Lookups(Protocol):
 class _Facts:
     """Field values of one message for routing conditions, computed once on first use."""
 
+    __slots__ = ("cache", "context", "message", "names", "view")
+
     def __init__(
         self,
         view: MessageView,
@@ -60,40 +63,68 @@ class _Facts:
         self.cache: dict[str, tuple[str, ...]] = {}
 
     def values(self, field: str) -> tuple[str, ...]:
+        """The values of a condition field (see :data:`ticketmail.rules.routing.FIELDS`)."""
         cached = self.cache.get(field)
         if cached is not None:
             return cached
-        view = self.view
-        sender = view.sender
-        result: tuple[str, ...]
-        if field == "mailbox":
-            result = (self.context.name,)
-        elif field == "from":
-            result = (sender.email,) if sender else ()
-        elif field == "from_domain":
-            result = (normalize_domain(sender.domain),) if sender and sender.domain else ()
-        elif field == "from_name":
-            result = (sender.name,) if sender and sender.name else ()
-        elif field == "subject":
-            result = (view.subject,)
-        elif field == "body":
-            result = (view.body[:BODY_CHARS],)
-        elif field in ("to", "cc"):
-            if isinstance(self.message, InboundEmail):
-                result = tuple(a.email for a in (self.message.to if field == "to" else self.message.cc))
-            else:
-                result = ()
-        elif field == "recipient":
-            delivered = self.message.delivered_to if isinstance(self.message, InboundEmail) else ()
-            result = tuple(dict.fromkeys((*delivered, *(a.email for a in view.recipients))))
-        else:  # header:<Name>
-            wanted = field[7:].strip().lower()
-            names = self.names
-            if names is None:
-                names = self.names = [name.lower() for name, _ in view.headers]
-            result = tuple(value for name, (_, value) in zip(names, view.headers, strict=True) if name == wanted)
+        getter = _GETTERS.get(field)
+        result = getter(self) if getter is not None else self._header(field)
         self.cache[field] = result
         return result
+
+    def _header(self, field: str) -> tuple[str, ...]:
+        wanted = field[7:].strip().lower()
+        view = self.view
+        names = self.names
+        if names is None:
+            names = self.names = [name.lower() for name, _ in view.headers]
+        if wanted not in names:
+            return ()
+        return tuple(value for name, (_, value) in zip(names, view.headers, strict=True) if name == wanted)
+
+
+def _from(facts: _Facts) -> tuple[str, ...]:
+    sender = facts.view.sender
+    return (sender.email,) if sender else ()
+
+
+def _from_domain(facts: _Facts) -> tuple[str, ...]:
+    sender = facts.view.sender
+    return (normalize_domain(sender.domain),) if sender and sender.domain else ()
+
+
+def _from_name(facts: _Facts) -> tuple[str, ...]:
+    sender = facts.view.sender
+    return (sender.name,) if sender and sender.name else ()
+
+
+def _addresses_of(facts: _Facts, which: str) -> tuple[str, ...]:
+    message = facts.message
+    if not isinstance(message, InboundEmail):
+        return ()
+    return tuple(a.email for a in (message.to if which == "to" else message.cc))
+
+
+def _recipient(facts: _Facts) -> tuple[str, ...]:
+    message = facts.message
+    delivered = message.delivered_to if isinstance(message, InboundEmail) else ()
+    recipients = facts.view.recipients
+    if not delivered and len(recipients) == 1:
+        return (recipients[0].email,)
+    return tuple(dict.fromkeys((*delivered, *(a.email for a in recipients))))
+
+
+_GETTERS: dict[str, Callable[[_Facts], tuple[str, ...]]] = {
+    "mailbox": lambda facts: (facts.context.name,),
+    "from": _from,
+    "from_domain": _from_domain,
+    "from_name": _from_name,
+    "subject": lambda facts: (facts.view.subject,),
+    "body": lambda facts: (facts.view.body[:BODY_CHARS],),
+    "to": lambda facts: _addresses_of(facts, "to"),
+    "cc": lambda facts: _addresses_of(facts, "cc"),
+    "recipient": _recipient,
+}
 
 
 _LOOP_KEY = LOOP_HEADER.lower()
