@@ -231,3 +231,20 @@ def test_form_file_and_ignore_unknown(tmp_path: Path, capsys: pytest.CaptureFixt
     assert (status, doc["error"]["code"]) == (1, "invalid_config")
     status, doc = run(capsys, "--form", str(tmp_path / "missing.toml"), body)
     assert (status, doc["error"]["code"]) == (1, "invalid_config")
+
+
+def test_rules_switch_a_signal_off_in_the_automatic_member(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    mail = (
+        b"From: Alice <alice@example.org>\nTo: support@desk.example\nX-Loop: alice@example.org\n"
+        b"Subject: Printer broken\nMessage-ID: <m1@example.org>\n\nPlease help.\n"
+    )
+    path = write(tmp_path, "m.eml", mail)
+    status, doc = run(capsys, "--as", "email", path)
+    assert status == 0
+    assert doc["automatic"]["kind"] == "auto_reply"
+    rules = write(tmp_path, "rules.toml", b'[settings]\nignore_signals = ["auto.loop"]\n')
+    status, doc = run(capsys, "--as", "email", "--rules", rules, path)
+    assert status == 0
+    assert doc["automatic"] is None
+    assert doc["decision"]["automatic"] is None
+    assert doc["decision"]["may_open_ticket"] is True

@@ -159,7 +159,8 @@ def _document(args: argparse.Namespace, body: bytes) -> dict[str, Any]:
         document = {"format": "email", "kind": "email", "result": to_jsonable(model, include_bytes=include)}
         classify = getattr(rules, "classify_automatic", None)
         if classify is not None:
-            document["automatic"] = to_jsonable(classify(model))
+            ignore = ruleset.ignore_signals if ruleset is not None else ()
+            document["automatic"] = to_jsonable(classify(model, ignore=ignore))
     if ruleset is not None:
         now = _dt.datetime.now(_dt.timezone.utc)
         decision = rules.evaluate(model, ruleset, context=MailboxContext(), now=now)

@@ -18,7 +18,7 @@ its unit of work) for the per-sender rate limit. See docs/rules.md.
 
 from __future__ import annotations
 
-from ticketmail.rules.automatic import classify_automatic, is_reporter_address
+from ticketmail.rules.automatic import SWITCHABLE_SIGNALS, classify_automatic, is_reporter_address
 from ticketmail.rules.config import (
     AUTOMATIC_DEFAULTS,
     RateLimit,
@@ -44,6 +44,7 @@ __all__ = [
     "Rule",
     "RuleSet",
     "RulesConfigError",
+    "SWITCHABLE_SIGNALS",
     "classify_automatic",
     "duplicate_keys",
     "evaluate",

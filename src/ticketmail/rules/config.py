@@ -12,6 +12,7 @@ Shape (every table optional)::
     own_addresses = ["help@example.com"]     # added to MailboxContext.addresses for loop protection
     duplicate_scope = "global"               # global | mailbox | destination
     rate_limit = { max_tickets = 20, window_seconds = 3600 }
+    ignore_signals = ["auto.loop"]           # automatic-mail signals switched off (reason codes)
     [settings.automatic]                     # kind -> open | append | ignore
     mailing_list = "open"
 
@@ -37,6 +38,7 @@ import attrs
 from ticketmail.decision import AutomaticKind
 from ticketmail.errors import ConfigError
 from ticketmail.rules._text import normalize_address
+from ticketmail.rules.automatic import signal_codes
 from ticketmail.rules.duplicates import DUPLICATE_SCOPES
 from ticketmail.rules.filters import Filter, FilterType
 from ticketmail.rules.plan import RulePlan, compile_rules
@@ -100,6 +102,11 @@ def _freeze_addresses(value: object) -> frozenset[str]:
     return frozenset(normalize_address(str(a)) for a in items if str(a).strip())
 
 
+def _signal_codes(value: object) -> frozenset[str]:
+    items = value if isinstance(value, (list, tuple, set, frozenset)) else ()
+    return signal_codes(str(item) for item in items)
+
+
 @attrs.frozen
 class RuleSet:
     """A validated, compiled rule set. Build it once with :func:`load_rules` and share it freely."""
@@ -110,6 +117,7 @@ class RuleSet:
     rate_limit: RateLimit | None = None
     duplicate_scope: str = "global"
     automatic: Mapping[str, AutomaticPolicy] = attrs.field(factory=dict, converter=_freeze_policy, hash=False)
+    ignore_signals: frozenset[str] = attrs.field(default=frozenset(), converter=_signal_codes)
     source: str = "<dict>"
     plan: RulePlan = attrs.field(init=False, eq=False, repr=False)
 
@@ -272,7 +280,9 @@ def _load_rule(path: _Path, index: int, data: object, shared: dict[Condition, Co
 
 def _load_settings(path: _Path, data: object) -> dict[str, Any]:
     table = _expect_map(path, "settings", data)
-    _check_keys(path, "settings", table, {"own_addresses", "duplicate_scope", "rate_limit", "automatic"})
+    _check_keys(
+        path, "settings", table, {"own_addresses", "duplicate_scope", "rate_limit", "automatic", "ignore_signals"}
+    )
     out: dict[str, Any] = {}
     if "own_addresses" in table:
         own = _strings(path, "settings.own_addresses", table["own_addresses"])
@@ -303,6 +313,12 @@ def _load_settings(path: _Path, data: object) -> dict[str, Any]:
                 raise path.fail(f"settings.automatic.{kind}", f"expected one of {', '.join(allowed)}, got {value!r}")
             checked[kind] = value
         out["automatic"] = checked
+    if "ignore_signals" in table:
+        names = _strings(path, "settings.ignore_signals", table["ignore_signals"])
+        try:
+            out["ignore_signals"] = signal_codes(names)
+        except ValueError as exc:
+            raise path.fail("settings.ignore_signals", str(exc)) from exc
     return out
 
 

@@ -227,7 +227,7 @@ def evaluate(
     names: list[str] = []  # header names in lower case, shared by every header lookup below
     if isinstance(message, InboundEmail):
         names = [name.lower() for name, _ in message.headers]
-        out.automatic = classify_with_names(message, names)
+        out.automatic = classify_with_names(message, names, rules.ignore_signals)
 
     # 2. Loop protection.
     sender = normalize_address(view.sender.email) if view.sender else ""
