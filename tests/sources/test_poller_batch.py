@@ -729,7 +729,7 @@ def test_fetch_cli_reads_batch_size_and_takes_an_override(tmp_path: Path) -> Non
     assert len(list((tmp_path / "Maildir" / "new").iterdir())) == 1  # only the failed one is left
     bad = _fetch_cli("--config", str(config), "--batch-size", "0")
     assert bad.returncode == 2
-    assert "--batch-size: expected an integer >= 1, got 0" in bad.stderr
+    assert "--batch-size: expected a batch size (an integer >= 1), got 0" in bad.stderr
     config.write_text(config.read_text().replace("batch_size = 4", "batch_size = 0"))
     wrong = _fetch_cli("--config", str(config))
     assert wrong.returncode == 2

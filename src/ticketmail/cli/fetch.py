@@ -30,6 +30,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
+from ticketmail.cli._args import positive_int
 from ticketmail.errors import BackendError, ConfigError, PayloadTooLargeError, TicketmailError
 from ticketmail.model import MailboxContext
 from ticketmail.pipeline import Outcome, Pipeline
@@ -66,7 +67,7 @@ def register(subparsers: Any) -> None:
     )
     fetch.add_argument(
         "--batch-size",
-        type=_batch_size,
+        type=positive_int("a batch size"),
         default=None,
         metavar="N",
         help="messages committed together per transaction, for every mailbox (default: each mailbox's "
@@ -108,17 +109,6 @@ def register(subparsers: Any) -> None:
     )
     pipe.add_argument("-v", "--verbose", action="store_true", help="log details (with tracebacks) on stderr")
     pipe.set_defaults(func=run_pipe)
-
-
-def _batch_size(text: str) -> int:
-    """``--batch-size``: an integer >= 1 (argparse turns the ValueError into a usage error, exit 2)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
-    return value
 
 
 def _config_argument(parser: argparse.ArgumentParser) -> None:

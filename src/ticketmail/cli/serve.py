@@ -23,6 +23,7 @@ from typing import Any
 from ticketmail.api.handler import DEFAULT_MAX_BODY, ApiHandler
 from ticketmail.api.keys import PERMISSIONS, SQLiteKeyStore, issue_key
 from ticketmail.api.server import ApiServer, serve
+from ticketmail.cli._args import positive_int
 from ticketmail.errors import TicketmailError
 
 __all__ = ["CRON_TIME_BUDGET", "register"]
@@ -151,16 +152,6 @@ def _cmd_revoke(args: argparse.Namespace) -> int:
     return 0
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number of bytes, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive number of bytes, got {value}")
-    return value
-
-
 def register(subparsers: Any) -> None:
     """Add ``serve`` and ``apikey`` to the ``ticketmail`` command."""
     p = subparsers.add_parser(
@@ -174,7 +165,10 @@ def register(subparsers: Any) -> None:
     p.add_argument("--config", help="TOML configuration with [[mailboxes]]: enables POST /api/tasks/cron")
     p.add_argument("--rules", metavar="FILE", help="a rules TOML file (default: built-in rules only)")
     p.add_argument(
-        "--max-body", type=_positive_int, default=DEFAULT_MAX_BODY, help="request body limit in bytes (default 10 MiB)"
+        "--max-body",
+        type=positive_int("a number of bytes"),
+        default=DEFAULT_MAX_BODY,
+        help="request body limit in bytes (default 10 MiB)",
     )
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.set_defaults(func=_cmd_serve)
