@@ -14,22 +14,8 @@ from typing import Any
 import pytest
 
 from ticketmail.cli import main
+from ticketmail.testing.osticket import OSTICKET_XML
 
-OSTICKET_XML = b"""<?xml version="1.0" encoding="UTF-8"?>
-<ticket alert="true" autorespond="true" source="API">
-    <name>Angry User</name>
-    <email>api@osticket.com</email>
-    <subject>Testing API</subject>
-    <phone ext="123">318-555-8634</phone>
-    <message><![CDATA[Message content here]]></message>
-    <attachments>
-        <file name="file.txt" type="text/plain"><![CDATA[
-            File content is here and is automatically trimmed
-        ]]></file>
-    </attachments>
-    <ip>123.211.233.122</ip>
-</ticket>
-"""
 PAYLOAD = {
     "name": "Angry User",
     "email": "api@osticket.com",

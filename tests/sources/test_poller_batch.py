@@ -276,6 +276,20 @@ def real_run(tmp_path: Path, raws: list[bytes], batch_size: int) -> tuple[Any, l
     return shape(seen), src.acked, int(tickets)
 
 
+def record_groups(pipeline: Pipeline) -> list[int]:
+    """Wrap ``pipeline.process_batch`` so each call's group size is appended to the returned list."""
+    groups: list[int] = []
+    real = pipeline.process_batch
+
+    def spy(items: Iterable[tuple[bytes, Provenance]], *, context: MailboxContext | None = None) -> list[Outcome]:
+        pairs = list(items)
+        groups.append(len(pairs))
+        return real(pairs, context=context)
+
+    pipeline.process_batch = spy  # type: ignore[method-assign]
+    return groups
+
+
 def test_batch_sizes_1_3_50_give_the_same_tickets_and_acknowledgements(tmp_path: Path) -> None:
     raws = mixed_mail(40)
     one, three, fifty = (real_run(tmp_path, raws, size) for size in (1, 3, 50))
@@ -295,15 +309,7 @@ def test_the_real_pipeline_gets_groups_of_batch_size(tmp_path: Path) -> None:
     for i, raw in enumerate(mixed_mail(23)):
         src.messages[f"{i:04d}"] = raw
     pipeline = Pipeline(SQLiteBackend(str(tmp_path / "t.sqlite3")))
-    groups: list[int] = []
-    real = pipeline.process_batch
-
-    def spy(items: Iterable[tuple[bytes, Provenance]], *, context: MailboxContext | None = None) -> list[Outcome]:
-        pairs = list(items)
-        groups.append(len(pairs))
-        return real(pairs, context=context)
-
-    pipeline.process_batch = spy  # type: ignore[method-assign]
+    groups = record_groups(pipeline)
     run = Poller([PollTarget("support", src, batch_size=10)], pipeline).poll_once().run("support")
     assert groups == [10, 10, 3]
     assert (run.fetched, run.acknowledged, run.failed) == (23, 22, 1)
@@ -678,15 +684,7 @@ def test_imap_end_to_end_with_group_commit(tmp_path: Path, dovecot: Any) -> None
     config = dovecot.config(user, name="support", after="delete", batch_size=10, max_per_run=30)
     db = tmp_path / "t.sqlite3"
     pipeline = Pipeline(SQLiteBackend(str(db)))
-    groups: list[int] = []
-    real = pipeline.process_batch
-
-    def spy(items: Iterable[tuple[bytes, Provenance]], *, context: MailboxContext | None = None) -> list[Outcome]:
-        pairs = list(items)
-        groups.append(len(pairs))
-        return real(pairs, context=context)
-
-    pipeline.process_batch = spy  # type: ignore[method-assign]
+    groups = record_groups(pipeline)
     seen: list[Outcome] = []
     p = Poller([config], pipeline, state=tmp_path / "state", on_outcome=lambda n, item, o: seen.append(o))
     first = p.poll_once().run("support")
