@@ -8,6 +8,7 @@ from ticketmail.backends.base import (
     Entry,
     InvalidMergeError,
     LedgerConflictError,
+    MergeChainError,
     NewEntry,
     NewTicket,
     ProcessedRecord,
@@ -17,6 +18,7 @@ from ticketmail.backends.base import (
     TicketNumberTakenError,
     UnitOfWork,
     follow_merges,
+    merge_chain,
     normalize_message_id,
 )
 from ticketmail.backends.memory import InMemoryBackend
@@ -32,6 +34,7 @@ __all__ = [
     "InMemoryBackend",
     "InvalidMergeError",
     "LedgerConflictError",
+    "MergeChainError",
     "NewEntry",
     "NewTicket",
     "ProcessedRecord",
@@ -43,5 +46,6 @@ __all__ = [
     "TicketNumberTakenError",
     "UnitOfWork",
     "follow_merges",
+    "merge_chain",
     "normalize_message_id",
 ]
