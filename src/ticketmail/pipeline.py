@@ -67,7 +67,13 @@ from ticketmail.model import Address, InboundEmail, MailboxContext, Provenance, 
 from ticketmail.numbers import TicketNumberGenerator, TicketNumbersExhaustedError, generate_number
 from ticketmail.parsing.mime import EmailOptions, parse_email
 from ticketmail.rules import RuleSet, duplicate_keys, evaluate, load_rules, outgoing_headers
-from ticketmail.threading import ThreadingOptions, resolve_thread
+from ticketmail.threading import (
+    ThreadCandidates,
+    ThreadingOptions,
+    prefilter_candidates,
+    resolve_thread,
+    thread_candidates,
+)
 
 __all__ = [
     "DuplicateScope",
@@ -193,6 +199,7 @@ class _Prepared:
     key: str
     email: InboundEmail
     dup_keys: tuple[str, ...]
+    candidates: ThreadCandidates | None = None
 
 
 def _present(outcome: Outcome | None) -> Outcome:
@@ -363,12 +370,23 @@ class Pipeline:
             return self._fail(data, provenance, key, _unexpected(exc, "parsing"), None)
         try:
             dup_keys = self._duplicate_keys(email, ctx)
+            candidates = self._thread_candidates(email, ctx)
+        except BackendError:
+            raise
         except TicketmailError as exc:
             return self._fail(data, provenance, key, exc, email.message_id)
         except Exception as exc:
             self._log.exception("duplicate keys of %s failed unexpectedly", key)
             return self._fail(data, provenance, key, _unexpected(exc, "processing"), email.message_id)
-        return _Prepared(data, provenance, key, email, dup_keys)
+        return _Prepared(data, provenance, key, email, dup_keys, candidates)
+
+    def _thread_candidates(self, email: InboundEmail, ctx: MailboxContext) -> ThreadCandidates:
+        """The capped threading candidates, ticket numbers checked with a read-only lookup (no write lock)."""
+        candidates = thread_candidates(email, self._threading, ctx.addresses)
+        if not (candidates.subject_numbers or candidates.plus_tokens):
+            return candidates
+        backend = self._backend
+        return prefilter_candidates(candidates, lambda number: backend.get_ticket(number) is not None)
 
     def _commit_one(self, item: _Prepared, ctx: MailboxContext) -> Outcome:
         """One message in its own unit of work; failures quarantined, BackendError raised."""
@@ -633,8 +651,15 @@ class Pipeline:
             own_addresses=ctx.addresses,
             automatic=automatic,
             may_open_ticket=decision.may_open_ticket,
+            candidates=item.candidates,
         )
         reasons = decision.reasons + thread.reasons
+        if thread.action == "quarantine":  # kept for staff review, acknowledged: the raw bytes are stored
+            why = thread.reasons[-1]
+            uow.quarantine(QuarantineRecord(now, item.raw, why.code, why.message, provenance))
+            outcome = attrs.evolve(base, reasons=reasons)
+            self._finish(uow, outcome, key, (), now)
+            return _Result(outcome, "message_ignored")
         if thread.action in ("ignore", "reject"):
             outcome = attrs.evolve(
                 base,
