@@ -83,6 +83,7 @@ __all__ = [
     "Pipeline",
     "ProcessingError",
     "ledger_key",
+    "unexpected_error",
 ]
 
 OutcomeAction = Literal["created", "appended", "ignored", "duplicate", "rejected", "failed"]
@@ -917,3 +918,13 @@ def _unexpected(exc: BaseException, stage: str) -> ProcessingError:
     error = ProcessingError(f"unexpected {type(exc).__name__} while {stage} the message; see the log")
     error.__cause__ = exc
     return error
+
+
+def unexpected_error(exc: BaseException, stage: str = "processing") -> ProcessingError:
+    """A :class:`ProcessingError` (code ``processing_failed``) for an exception that is not a ticketmail error.
+
+    For callers that parse input themselves (``ticketmail ingest`` parsing a payload file) and then keep it
+    with :meth:`Pipeline.quarantine`. The message names the exception type only, never its text (which may
+    quote the input); the exception is chained as ``__cause__`` for the log.
+    """
+    return _unexpected(exc, stage)

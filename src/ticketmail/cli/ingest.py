@@ -28,10 +28,10 @@ from pathlib import Path
 from typing import IO, Any
 
 from ticketmail.backends.base import Backend, Entry, Ticket
-from ticketmail.errors import BackendError, ConfigError, InputError, SourceError, TicketmailError
+from ticketmail.errors import BackendError, ConfigError, SourceError, TicketmailError
 from ticketmail.jsonify import to_jsonable
 from ticketmail.model import MailboxContext
-from ticketmail.pipeline import Outcome, Pipeline
+from ticketmail.pipeline import Outcome, Pipeline, unexpected_error
 from ticketmail.sources.local import LocalItem, count_local, iter_local
 from ticketmail.threading import ThreadingOptions
 
@@ -217,8 +217,12 @@ def _process(pipeline: Pipeline, item: LocalItem, context: MailboxContext) -> Ou
 
     try:
         request = parse_json(item.data) if item.kind == "json" else parse_xml(item.data)
-    except InputError as exc:
+    except BackendError:
+        raise
+    except TicketmailError as exc:
         return pipeline.quarantine(item.data, provenance=item.provenance, error=exc)
+    except Exception as exc:  # a parser bug must not end the run: keep the bytes, with a stable code
+        return pipeline.quarantine(item.data, provenance=item.provenance, error=unexpected_error(exc, "parsing"))
     return pipeline.process_request(request, context=context, idempotency_key=hashlib.sha256(item.data).hexdigest())
 
 
