@@ -7,11 +7,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from ticketmail.model import Address, InboundEmail, MailboxContext, MessageBody, TicketRequest, message_view
 from ticketmail.rules import Filter, Lookups, evaluate, load_rules
+from ticketmail.rules.routing import Condition, RegexTimeout
 
 NOW = dt.datetime(2024, 3, 1, 12, 0, tzinfo=dt.timezone.utc)
 CTX = MailboxContext(name="support", addresses=("support@desk.example",), department="Support", priority=2)
@@ -390,3 +392,38 @@ def test_evaluation_is_idempotent(spec: list[dict[str, Any]], message: InboundEm
     again = evaluate(message, load_rules(config), context=CTX, now=NOW, lookups=Counter(count))
     assert first == second == again
     assert dict(first.attributes) == dict(again.attributes)
+
+
+def test_one_regex_deadline_per_condition_across_all_values() -> None:
+    """A header with many values gets one REGEX_TIMEOUT for the whole condition, not one per value.
+
+    Each value alone is well within the budget; together they are not. The deadline stops the condition
+    part way through the values, and the timeout is recorded as a reason.
+    """
+    values = [("X-Note", "a" * 2000) for _ in range(100)]
+    rules = load_rules(
+        {
+            "rules": [
+                {
+                    "name": "slow",
+                    "conditions": [{"field": "header:X-Note", "op": "regex", "value": ".*a.*a.*b"}],
+                    "actions": {"team": "T"},
+                },
+                {"name": "after", "actions": {"category": "C"}},
+            ]
+        }
+    )
+    decision = evaluate(mail(*values), rules, context=CTX, now=NOW)
+    assert "team" not in decision.attributes
+    assert decision.attributes["category"] == "C"  # evaluation went on after the timeout
+    [timeout] = [r for r in decision.reasons if r.code == "rule.regex_timeout"]
+    assert timeout.source == "slow"
+    assert "exceeded" in timeout.message
+    assert [r.code for r in decision.reasons].count("rule.regex_timeout") == 1  # searched once, not again
+
+
+def test_a_condition_deadline_is_shared_by_its_values() -> None:
+    condition = Condition("header:X-Note", "not_regex", ".*a.*a.*b")
+    with pytest.raises(RegexTimeout, match="exceeded"):
+        condition.test(tuple("a" * 2000 for _ in range(100)))
+    assert Condition("header:X-Note", "regex", "b$").test(("a", "b")) == (True, "b")  # quick: unaffected

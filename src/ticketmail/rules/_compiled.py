@@ -114,6 +114,7 @@ def _regex_runner(
             except RegexTimeout as exc:
                 timeouts.append((index, exc))
                 ok = False
+                tested[condition] = (False, None)  # known "not met": explaining a match must not search again
             else:
                 tested[condition] = result
                 ok = result[0]

@@ -271,6 +271,8 @@ class RulePlan:
                     except RegexTimeout as exc:
                         on_timeout(exc, regex.first_rule)
                         ok = False
+                        if tested is not None:  # known "not met": explaining a match must not search again
+                            tested[condition] = (False, None)
                 if ok:
                     hit |= regex.mask_any
                     undecided &= ~regex.mask_any
