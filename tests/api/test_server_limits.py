@@ -8,6 +8,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -154,3 +155,52 @@ def test_connections_beyond_the_cap_get_503_at_once() -> None:
 def test_bad_limits_are_config_errors(kwargs: dict[str, Any]) -> None:
     with pytest.raises(ConfigError):
         make_api_server(_Blocking(), "127.0.0.1", 0, **kwargs)
+
+
+_EMFILE_CHILD = r"""
+import resource, sys, threading
+from ticketmail.api.handler import Response
+from ticketmail.api.server import make_api_server
+
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (48, hard))
+gate = threading.Event()
+server = make_api_server(lambda request: (gate.wait(30), Response(200))[1], "127.0.0.1", 0, max_connections=500)
+print(server.server_port, flush=True)
+server.serve_forever(poll_interval=0.05)
+"""
+
+
+def test_out_of_file_descriptors_does_not_spin() -> None:
+    """With the process out of descriptors, accepting pauses instead of spinning at 100% CPU."""
+    import os
+    import subprocess
+    import sys
+
+    child = subprocess.Popen(
+        [sys.executable, "-c", _EMFILE_CHILD], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+    )
+    clients: list[socket.socket] = []
+    try:
+        assert child.stdout is not None
+        port = int(child.stdout.readline())
+        for _ in range(80):  # more than the child's 48 descriptors: its accept() fails with EMFILE
+            sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+            sock.sendall(b"GET /x HTTP/1.1\r\n")  # hold the handler thread (no end of headers)
+            clients.append(sock)
+        time.sleep(1.0)  # let it reach the limit
+
+        def cpu() -> float:
+            fields = Path(f"/proc/{child.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+        before, started = cpu(), time.monotonic()
+        time.sleep(2.0)
+        used = (cpu() - before) / (time.monotonic() - started)
+        assert child.poll() is None  # still serving
+        assert used < 0.15, f"the accept loop used {used:.0%} of a CPU while out of descriptors"
+    finally:
+        for sock in clients:
+            sock.close()
+        child.kill()
+        child.wait(10)
