@@ -92,6 +92,8 @@ NumberGenerator = TicketNumberGenerator
 """Returns a fresh candidate ticket number; the pipeline checks it against the backend and retries."""
 
 _NUMBER_ATTEMPTS = 32
+_MAX_RECIPIENT_PARTICIPANTS = 50
+"""With ``recipients_as_participants``, at most this many recipients of one message join its ticket."""
 _log = logging.getLogger("ticketmail.pipeline")
 
 
@@ -724,6 +726,15 @@ class Pipeline:
         skip = {requester.email.lower(), ticket.requester.email.lower(), *(p.lower() for p in ticket.participants)}
         added: list[Reason] = []
         for address in (*email.to, *email.cc):
+            if len(added) >= _MAX_RECIPIENT_PARTICIPANTS:  # a hostile Cc list must not stall the transaction
+                added.append(
+                    Reason(
+                        "thread.recipients_capped",
+                        f"only the first {_MAX_RECIPIENT_PARTICIPANTS} recipients join the ticket",
+                        value=str(_MAX_RECIPIENT_PARTICIPANTS),
+                    )
+                )
+                break
             lowered = address.email.lower()
             local, _, domain = lowered.rpartition("@")
             if lowered in skip or lowered in own or f"{local.partition(sep)[0]}@{domain}" in own:

@@ -282,3 +282,15 @@ def test_load_threading_accepts_the_new_keys() -> None:
 
     with pytest.raises(ConfigError):
         load_threading({"untrusted_match": "participant"})
+
+
+def test_recipients_as_participants_is_capped(memory: InMemoryBackend) -> None:
+    pipe = Pipeline(memory, clock=StepClock(), threading=ThreadingOptions(recipients_as_participants=True))
+    many = ", ".join(f"p{i}@example.net" for i in range(500))
+    out = pipe.process_email(build_mail(to=many), provenance=Provenance("INBOX", "imap", "1"))
+    assert out.action == "created"
+    assert out.ticket is not None
+    ticket = memory.get_ticket(out.ticket)
+    assert ticket is not None
+    assert len(ticket.participants) == 50
+    assert out.reasons[-1].code == "thread.recipients_capped"
