@@ -104,3 +104,31 @@ def test_user_program_type_checks_against_the_top_level(tmp_path: object) -> Non
     mypy = pytest.importorskip("mypy.api")
     stdout, stderr, status = mypy.run(["--strict", "--no-incremental", "--cache-dir", os.devnull, str(prog)])
     assert status == 0, stdout + stderr
+
+
+def test_retryable_says_whether_to_try_again() -> None:
+    """Storage or a mailbox that is down is worth retrying; bad input, a bad config or a permanent fault is not."""
+    from ticketmail.backends.base import LedgerConflictError, TicketNumberTakenError
+    from ticketmail.backends.sqlite_schema import BackendLockedError, SchemaVersionError
+
+    assert ticketmail.BackendError("down").retryable
+    assert BackendLockedError("locked").retryable
+    assert TicketNumberTakenError("taken").retryable
+    assert ticketmail.SourceError("refused", stage="connect").retryable
+    assert not SchemaVersionError("newer").retryable
+    assert not LedgerConflictError("conflict").retryable
+    assert not ticketmail.MalformedJSONError("bad").retryable
+    assert not ticketmail.ConfigError("bad").retryable
+
+
+def test_api_answers_retry_after_only_for_retryable_errors() -> None:
+    from ticketmail.api.handler import ApiHandler
+    from ticketmail.backends.sqlite_schema import SchemaVersionError
+
+    down = ApiHandler.error_response(ticketmail.BackendError("disk gone at /var/x"))
+    assert down.status == 503
+    assert ("Retry-After", "30") in down.headers
+    assert b"/var/x" not in down.body
+    newer = ApiHandler.error_response(SchemaVersionError("schema 9 is newer than this code"))
+    assert newer.status == 500
+    assert all(name != "Retry-After" for name, _ in newer.headers)
