@@ -175,7 +175,8 @@ class _QuietHandler(WSGIRequestHandler):
         super().setup()
         limit = getattr(self.server, "request_timeout", DEFAULT_REQUEST_TIMEOUT)
         reader = _DeadlineReader(self.connection, time.monotonic() + limit, self.timeout)
-        self.rfile = io.BufferedReader(reader, 65536)
+        plain, self.rfile = self.rfile, io.BufferedReader(reader, 65536)
+        plain.close()  # releases its reference to the socket (the socket itself stays open)
 
     def handle(self) -> None:
         """Handle one request; a client too slow to send its request line and headers is just closed."""
