@@ -91,6 +91,17 @@ def _guesses(count: int, seed: int = 7) -> list[str]:
     return ["".join(rnd.choice(_ALPHABET) for _ in range(8)) for _ in range(count)]
 
 
+def _raw_mail(subject: str) -> bytes:
+    """A mail from Mallory with ``subject`` folded every 10 words (built by hand: the stdlib folds slowly)."""
+    words = subject.split(" ")
+    folded = "\r\n ".join(" ".join(words[i : i + 10]) for i in range(0, len(words), 10))
+    return (
+        "From: Mallory <mallory@evil.example>\r\nTo: support@example.com\r\n"
+        f"Subject: {folded}\r\nMessage-ID: <atk@evil.example>\r\n"
+        "Date: Mon, 02 Mar 2026 09:00:00 +0000\r\n\r\nlet me in\r\n"
+    ).encode()
+
+
 def _open_ticket(pipe: Pipeline) -> str:
     out = pipe.process_email(build_mail(), provenance=Provenance("INBOX", "imap", "1"))
     assert out.action == "created"
@@ -105,9 +116,7 @@ def test_thirty_thousand_guessed_tags_do_not_join_the_ticket(sqlite_backend: SQL
     real = _open_ticket(pipe)
     tags = [f"[#{g}]" for g in _guesses(29_999)]
     tags.insert({"first": 0, "middle": len(tags) // 2, "last": len(tags)}[position], f"[#{real}]")
-    raw = build_mail(
-        subject="Re: " + " ".join(tags), sender="Mallory <mallory@evil.example>", message_id="atk@evil.example"
-    )
+    raw = _raw_mail("Re: " + " ".join(tags))
     counting.in_unit.clear()
     counting.outside = 0
     out = pipe.process_email(raw, provenance=Provenance("INBOX", "imap", "2"))
