@@ -427,3 +427,32 @@ def test_a_condition_deadline_is_shared_by_its_values() -> None:
     with pytest.raises(RegexTimeout, match="exceeded"):
         condition.test(tuple("a" * 2000 for _ in range(100)))
     assert Condition("header:X-Note", "regex", "b$").test(("a", "b")) == (True, "b")  # quick: unaffected
+
+
+@pytest.mark.parametrize("nul", [False, True], ids=["compiled", "plan"])  # a NUL: the general path
+def test_one_regex_budget_per_message(nul: bool) -> None:
+    """Twenty slow regex rules do not cost twenty deadlines: the message's budget stops the rest."""
+    from ticketmail.rules._compiled import REGEX_MESSAGE_BUDGET
+
+    rules = load_rules(
+        {
+            "rules": [
+                {
+                    "name": f"slow{i}",
+                    "conditions": [{"field": "body", "op": "regex", "value": f".*a.*a.*bx{{0,{i + 1}}}"}],
+                    "actions": {"team": "T"},
+                }
+                for i in range(20)
+            ]
+            + [{"name": "literal", "conditions": [{"field": "subject", "op": "contains", "value": "zzz"}]}]
+        }
+    )
+    body = "b" + "a" * 9000  # holds every required literal, never matches
+    subject = "Printer\0broken" if nul else "Printer broken"
+    decision = evaluate(mail(text=body, subject=subject), rules, context=CTX, now=NOW)
+    timeouts = [r for r in decision.reasons if r.code == "rule.regex_timeout"]
+    assert len(timeouts) == 20  # every condition is reported, each as not met
+    assert "team" not in decision.attributes
+    skipped = [r for r in timeouts if "regex budget" in r.message]
+    assert skipped  # 20 deadlines of REGEX_TIMEOUT exceed the budget: the later ones were never searched
+    assert len(skipped) >= 20 - int(REGEX_MESSAGE_BUDGET / 0.05) - 1
