@@ -34,6 +34,7 @@ provenance and content (the backend counts the attempts). Nothing but ``BackendE
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import datetime as _dt
 import logging
 from collections.abc import Callable, Iterable, Iterator
@@ -42,6 +43,7 @@ from typing import Any, Literal
 import attrs
 
 from ticketmail import tokens
+from ticketmail.audit import describe_message
 from ticketmail.backends.base import (
     AuditRecord,
     Backend,
@@ -327,7 +329,8 @@ class Pipeline:
         try:
             with self._backend.unit_of_work() as uow:
                 for index, item in pending:
-                    results.append((index, self._email_effect(uow, item, ctx)))
+                    with _auditing(item.email):
+                        results.append((index, self._email_effect(uow, item, ctx)))
         except BackendError:
             raise
         except Exception:
@@ -374,7 +377,8 @@ class Pipeline:
         """One message in its own unit of work; failures quarantined, BackendError raised."""
         try:
             with self._backend.unit_of_work() as uow:
-                result = self._email_effect(uow, item, ctx)
+                with _auditing(item.email):
+                    result = self._email_effect(uow, item, ctx)
         except BackendError:
             raise
         except TicketmailError as exc:
@@ -400,7 +404,8 @@ class Pipeline:
         key = ledger_key(provenance) if provenance else None
         try:
             with self._backend.unit_of_work() as uow:
-                result = self._request_effect(uow, request, provenance, key, ctx)
+                with _auditing(request):
+                    result = self._request_effect(uow, request, provenance, key, ctx)
         except BackendError:
             raise
         except TicketmailError as exc:
@@ -561,17 +566,16 @@ class Pipeline:
                 uow.record_processed(
                     ProcessedRecord(dup, outcome.action, now, outcome.ticket, outcome.entry_id, outcome.message_id)
                 )
-        uow.record_audit(
-            AuditRecord(
-                now,
-                outcome.action,
-                outcome.message_id,
-                outcome.provenance,
-                outcome.ticket,
-                _audit_reasons(outcome.reasons),
-                outcome.entry_id,
-            )
+        record = AuditRecord(
+            now,
+            outcome.action,
+            outcome.message_id,
+            outcome.provenance,
+            outcome.ticket,
+            _audit_reasons(outcome.reasons),
+            outcome.entry_id,
         )
+        uow.record_audit(describe_message(record, _AUDITED.get()))
 
     def _duplicate_of(
         self, uow: UnitOfWork, dup_keys: tuple[str, ...], provenance: Provenance | None, message_id: str | None
@@ -841,7 +845,8 @@ class Pipeline:
                 return self._redelivery(previous, provenance).outcome
             # The backend keeps one row per provenance and content and counts attempts.
             uow.quarantine(QuarantineRecord(now, raw, error.code, error.message, provenance))
-            uow.record_audit(AuditRecord(now, "failed", message_id, provenance, None, _audit_reasons(reasons)))
+            record = AuditRecord(now, "failed", message_id, provenance, None, _audit_reasons(reasons))
+            uow.record_audit(describe_message(record, None))
         self._fire(_Result(outcome, "message_failed"))
         return outcome
 
@@ -857,7 +862,8 @@ class Pipeline:
                 previous = uow.processed(key)
                 if previous is not None:
                     return self._redelivery(previous, provenance).outcome
-            uow.record_audit(AuditRecord(now, "failed", None, provenance, None, _audit_reasons(reasons)))
+            record = AuditRecord(now, "failed", None, provenance, None, _audit_reasons(reasons))
+            uow.record_audit(describe_message(record, request))
         self._fire(_Result(outcome, "message_failed"))
         return outcome
 
@@ -874,6 +880,23 @@ class Pipeline:
             except Exception:  # the commit stands; hooks then get the outcome without the ticket
                 self._log.exception("could not re-read ticket %s for hooks", result.outcome.ticket)
         self._hooks.dispatch(HookEvent(result.hook, result.outcome, ticket, result.entry), logger=self._log)
+
+
+# The message whose effect is being applied, for its audit record. Set around each effect (one message at a
+# time per thread or task, also inside a group commit), so the audit record carries the sender, subject and
+# headers without every decision path having to pass the message along.
+_AUDITED: contextvars.ContextVar[InboundEmail | TicketRequest | None] = contextvars.ContextVar(
+    "ticketmail_audited_message", default=None
+)
+
+
+@contextlib.contextmanager
+def _auditing(message: InboundEmail | TicketRequest) -> Iterator[None]:
+    token = _AUDITED.set(message)
+    try:
+        yield
+    finally:
+        _AUDITED.reset(token)
 
 
 @contextlib.contextmanager
