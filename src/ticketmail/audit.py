@@ -165,9 +165,7 @@ def _outcomes(value: Sequence[str] | str | None) -> tuple[str, ...]:
         if one not in OUTCOMES:
             from ticketmail.errors import InvalidValueError
 
-            raise InvalidValueError(
-                f"unknown outcome {one!r}; expected one of {', '.join(OUTCOMES)}", field="outcome"
-            )
+            raise InvalidValueError(f"unknown outcome {one!r}; expected one of {', '.join(OUTCOMES)}", field="outcome")
     return values
 
 

@@ -376,9 +376,8 @@ class Pipeline:
     def _commit_one(self, item: _Prepared, ctx: MailboxContext) -> Outcome:
         """One message in its own unit of work; failures quarantined, BackendError raised."""
         try:
-            with self._backend.unit_of_work() as uow:
-                with _auditing(item.email):
-                    result = self._email_effect(uow, item, ctx)
+            with self._backend.unit_of_work() as uow, _auditing(item.email):
+                result = self._email_effect(uow, item, ctx)
         except BackendError:
             raise
         except TicketmailError as exc:
@@ -403,9 +402,8 @@ class Pipeline:
         provenance = Provenance(ctx.name, "api", idempotency_key) if idempotency_key else None
         key = ledger_key(provenance) if provenance else None
         try:
-            with self._backend.unit_of_work() as uow:
-                with _auditing(request):
-                    result = self._request_effect(uow, request, provenance, key, ctx)
+            with self._backend.unit_of_work() as uow, _auditing(request):
+                result = self._request_effect(uow, request, provenance, key, ctx)
         except BackendError:
             raise
         except TicketmailError as exc:
