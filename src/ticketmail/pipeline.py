@@ -51,6 +51,7 @@ from ticketmail.backends.base import (
     NewEntry,
     NewTicket,
     ProcessedRecord,
+    QuarantineAdmin,
     QuarantineRecord,
     Ticket,
     UnitOfWork,
@@ -59,6 +60,7 @@ from ticketmail.decision import Decision, Reason
 from ticketmail.errors import (
     BackendError,
     ConfigError,
+    InvalidValueError,
     NotFoundError,
     PolicyRejectedError,
     TicketmailError,
@@ -373,11 +375,18 @@ class Pipeline:
             return self._fail(data, provenance, key, _unexpected(exc, "processing"), email.message_id)
         return _Prepared(data, provenance, key, email, dup_keys)
 
-    def _commit_one(self, item: _Prepared, ctx: MailboxContext) -> Outcome:
-        """One message in its own unit of work; failures quarantined, BackendError raised."""
+    def _commit_one(
+        self, item: _Prepared, ctx: MailboxContext, *, then: Callable[[UnitOfWork], None] | None = None
+    ) -> Outcome:
+        """One message in its own unit of work; failures quarantined, BackendError raised.
+
+        `then` runs in the same unit of work after the effect (a retried message leaves the quarantine there).
+        """
         try:
             with self._backend.unit_of_work() as uow, _auditing(item.email):
                 result = self._email_effect(uow, item, ctx)
+                if then is not None:
+                    then(uow)
         except BackendError:
             raise
         except TicketmailError as exc:
@@ -424,6 +433,53 @@ class Pipeline:
         fires the ``message_failed`` hook; an item already committed is reported as ``duplicate`` instead.
         """
         return self._fail(bytes(raw), provenance, ledger_key(provenance), error, message_id)
+
+    def retry_quarantined(self, record: QuarantineRecord, *, context: MailboxContext | None = None) -> Outcome:
+        """Run a quarantined message through the current rules and threading again, exactly once.
+
+        When it now succeeds (any outcome but `failed`), its row leaves the quarantine in the same unit of work
+        as its effect, so a crash can neither lose the message nor apply it twice; a message the ledger already
+        has (its mailbox copy was processed meanwhile) is a `duplicate` and leaves the quarantine too. When it
+        fails again it stays, with one more attempt counted. Raises `InvalidValueError` for a record that was
+        not read from the backend (no `id` or provenance) and `ConfigError` when the backend's units of work
+        cannot remove quarantined messages (`QuarantineAdmin`).
+        """
+        if record.id is None or record.provenance is None:
+            raise InvalidValueError("only a stored quarantine record (with id and provenance) can be retried")
+        quarantine_id = record.id
+        with self._backend.unit_of_work() as probe:
+            self._quarantine_admin(probe)
+
+        def leave_quarantine(uow: UnitOfWork) -> None:
+            self._quarantine_admin(uow).remove_quarantined(quarantine_id)
+
+        ctx = context or self._context
+        prepared = self._prepare(record.raw, record.provenance, ctx)
+        if isinstance(prepared, Outcome):
+            if prepared.action == "duplicate":
+                with self._backend.unit_of_work() as uow:
+                    leave_quarantine(uow)
+            return prepared
+        return self._commit_one(prepared, ctx, then=leave_quarantine)
+
+    def discard_quarantined(self, quarantine_id: int, *, note: str = "discarded by an operator") -> bool:
+        """Delete a quarantined message for good, with an audit record saying so; `False` if there is none."""
+        with self._backend.unit_of_work() as uow:
+            removed = self._quarantine_admin(uow).remove_quarantined(quarantine_id)
+            if removed is None:
+                return False
+            reason = ("quarantine.discarded", note, f"{removed.reason_code} after {removed.attempts} attempt(s)")
+            record = AuditRecord(self._now(), "discarded", None, removed.provenance, None, (reason,))
+            uow.record_audit(describe_message(record, None))
+        return True
+
+    def _quarantine_admin(self, uow: UnitOfWork) -> QuarantineAdmin:
+        if not isinstance(uow, QuarantineAdmin):
+            raise ConfigError(
+                f"{type(self._backend).__name__} cannot remove quarantined messages (QuarantineAdmin)",
+                field="backend",
+            )
+        return uow
 
     def is_processed(self, provenance: Provenance) -> bool:
         """Whether this mailbox item was already committed (a source may then just acknowledge it).
