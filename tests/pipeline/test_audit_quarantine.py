@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as _dt
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -33,10 +34,10 @@ def _broken_parser(raw: bytes) -> InboundEmail:
 
 
 @pytest.fixture(params=["memory", "sqlite"])
-def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
     store: Backend = InMemoryBackend() if request.param == "memory" else SQLiteBackend(tmp_path / "t.sqlite3")
-    request.addfinalizer(store.close)
-    return store
+    yield store
+    store.close()
 
 
 def test_audit_record_says_where_from_who_and_why(backend: Backend) -> None:
@@ -50,7 +51,9 @@ def test_audit_record_says_where_from_who_and_why(backend: Backend) -> None:
     assert record.sender == "alice@example.org"
     assert record.subject == "Printer on fire"
     names = [name.lower() for name, _ in record.headers]
-    assert "x-spam-flag" in names and "from" in names and "message-id" in names
+    assert "x-spam-flag" in names
+    assert "from" in names
+    assert "message-id" in names
     assert "x-unrelated" not in names
     assert record.ticket == outcome.ticket
 
@@ -58,7 +61,8 @@ def test_audit_record_says_where_from_who_and_why(backend: Backend) -> None:
 def test_provenance_label_is_not_identity() -> None:
     a = Provenance("file", "file", "k", label="a.eml")
     b = Provenance("file", "file", "k", label="b.eml")
-    assert a == b and hash(a) == hash(b)
+    assert a == b
+    assert hash(a) == hash(b)
     assert describe_provenance(Provenance("support", "imap", "7:13")) == "IMAP support, UID 13 (UIDVALIDITY 7)"
     assert describe_provenance(Provenance("support", "pop3", "u-1")) == "POP3 support, UIDL u-1"
     assert describe_provenance(None) == "unknown origin"
@@ -108,7 +112,8 @@ def test_retry_that_fails_again_stays_quarantined(backend: Backend) -> None:
     (record,) = backend.quarantined()
     assert broken.retry_quarantined(record).action == "failed"
     (again,) = backend.quarantined()
-    assert again.id == record.id and again.attempts == 2
+    assert again.id == record.id
+    assert again.attempts == 2
     assert backend.list_tickets() == []
 
 
