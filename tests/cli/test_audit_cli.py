@@ -46,7 +46,9 @@ def test_audit_lists_newest_first_with_reasons_and_file_names(db: str, capsys: p
     assert all(str(row["origin"]).startswith("file ") and str(row["origin"]).endswith(".eml") for row in rows)
     assert {row["outcome"] for row in rows} >= {"created", "appended"}
     created = next(row for row in rows if row["outcome"] == "created")
-    assert created["sender"] and created["subject"] and created["ticket"]
+    assert created["sender"]
+    assert created["subject"]
+    assert created["ticket"]
     assert main(["audit", "--db", db]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == len(rows)
@@ -59,10 +61,12 @@ def test_audit_filters(db: str, capsys: pytest.CaptureFixture[str]) -> None:
     ticket = next(str(row["ticket"]) for row in rows if row["outcome"] == "appended")
     assert main(["audit", "--db", db, "--json", "--ticket", ticket]) == 0
     about = _json_lines(capsys.readouterr().out)
-    assert about and all(row["ticket"] == ticket for row in about)
+    assert about
+    assert all(row["ticket"] == ticket for row in about)
     assert main(["audit", "--db", db, "--json", "--outcome", "created", "--limit", "2"]) == 0
     created = _json_lines(capsys.readouterr().out)
-    assert len(created) == 2 and all(row["outcome"] == "created" for row in created)
+    assert len(created) == 2
+    assert all(row["outcome"] == "created" for row in created)
     sender = str(rows[0]["sender"])
     assert main(["audit", "--db", db, "--json", "--sender", sender.upper()]) == 0
     assert all(row["sender"] == sender for row in _json_lines(capsys.readouterr().out))
@@ -79,8 +83,10 @@ def test_audit_show(db: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["audit", "show", str(row["id"]), "--db", db]) == 0
     text = capsys.readouterr().out
     assert f"decision {row['id']}: appended" in text
-    assert "threading:" in text and "thread." in text
-    assert "headers:" in text and "From:" in text
+    assert "threading:" in text
+    assert "thread." in text
+    assert "headers:" in text
+    assert "From:" in text
     assert main(["audit", "show", "999999", "--db", db]) == 1
     assert "no decision 999999" in capsys.readouterr().err
 
@@ -105,7 +111,8 @@ def test_quarantine_list_show_export(quarantined: str, tmp_path: Path, capsys: p
     assert main(["quarantine", "list", "--db", quarantined, "--json"]) == 0
     rows = _json_lines(capsys.readouterr().out)
     assert [row["subject"] for row in rows] == ["Caf\u00e9 machine", "Caf\u00e9 machine"]
-    assert rows[0]["reason_code"] == "malformed_email" and rows[0]["attempts"] == 1
+    assert rows[0]["reason_code"] == "malformed_email"
+    assert rows[0]["attempts"] == 1
     first = str(rows[0]["id"])
     assert main(["quarantine", "list", "--db", quarantined]) == 0
     assert "2 quarantined message(s)" in capsys.readouterr().err
@@ -126,7 +133,8 @@ def test_quarantine_retry_and_discard(quarantined: str, capsys: pytest.CaptureFi
     first, second = (str(row["id"]) for row in _json_lines(capsys.readouterr().out))
     assert main(["quarantine", "retry", first, "--db", quarantined, "--json"]) == 0
     (result,) = _json_lines(capsys.readouterr().out)
-    assert result["action"] == "created" and result["ticket"]
+    assert result["action"] == "created"
+    assert result["ticket"]
     assert main(["quarantine", "discard", second, "--db", quarantined]) == 0
     capsys.readouterr()
     assert main(["quarantine", "list", "--db", quarantined, "--json"]) == 0
@@ -141,3 +149,23 @@ def test_quarantine_retry_and_discard(quarantined: str, capsys: pytest.CaptureFi
     finally:
         backend.close()
     assert main(["quarantine", "retry", "--db", quarantined]) == 2
+
+
+def test_tickets_filters_newest_first(db: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["tickets", "--db", db, "--json"]) == 0
+    every = _json_lines(capsys.readouterr().out)
+    assert [t["created"] for t in every] == sorted((t["created"] for t in every), reverse=True)  # type: ignore[type-var]
+    assert main(["tickets", "--db", db, "--json", "--oldest-first", "--limit", "3"]) == 0
+    oldest = _json_lines(capsys.readouterr().out)
+    assert [t["number"] for t in oldest] == [t["number"] for t in every[::-1][:3]]
+    assert main(["tickets", "--db", db, "--json", "--limit", "2"]) == 0
+    assert [t["number"] for t in _json_lines(capsys.readouterr().out)] == [t["number"] for t in every[:2]]
+    requester = str(every[0]["requester"])
+    assert main(["tickets", "--db", db, "--json", "--requester", requester.split("@")[0].upper()]) == 0
+    assert {t["requester"] for t in _json_lines(capsys.readouterr().out)} == {requester}
+    assert main(["tickets", "--db", db, "--json", "--mailbox", "no-such-mailbox"]) == 0
+    assert capsys.readouterr().out == ""
+    assert main(["tickets", "--db", db, "--json", "--since", "1h"]) == 0
+    assert len(_json_lines(capsys.readouterr().out)) == len(every)
+    assert main(["tickets", "--db", db, "--json", "--since", "2999-01-01T00:00"]) == 0
+    assert capsys.readouterr().out == ""

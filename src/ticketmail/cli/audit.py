@@ -16,7 +16,7 @@ from typing import IO, Any
 
 from ticketmail.audit import OUTCOMES, AuditQuery, reasons_in_words, select_audit
 from ticketmail.backends.base import AuditRecord
-from ticketmail.cli.ingest import EXIT_BACKEND, EXIT_OK, EXIT_USAGE, _db_argument, _error, _open_backend
+from ticketmail.cli.ingest import EXIT_BACKEND, EXIT_OK, EXIT_USAGE, _db_argument, _error, _open_backend, _since
 from ticketmail.errors import BackendError, TicketmailError
 
 __all__ = ["audit_json", "register"]
@@ -47,18 +47,6 @@ def register(subparsers: Any) -> None:
     audit.add_argument("--limit", type=int, default=50, metavar="N", help="at most N decisions (default 50; 0: all)")
     audit.add_argument("--json", action="store_true", help="one JSON object per line")
     audit.set_defaults(func=run_audit)
-
-
-def _since(text: str) -> _dt.datetime:
-    text = text.strip()
-    units = {"m": 60, "h": 3600, "d": 86400, "w": 604800}
-    if text[:-1].isdigit() and text[-1:] in units:
-        return _dt.datetime.now(_dt.timezone.utc) - _dt.timedelta(seconds=int(text[:-1]) * units[text[-1]])
-    try:
-        value = _dt.datetime.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an ISO date/time or an age like 2h or 3d, got {text!r}") from None
-    return value if value.tzinfo is not None else value.replace(tzinfo=_dt.timezone.utc)
 
 
 def audit_json(record: AuditRecord) -> dict[str, Any]:
