@@ -64,7 +64,8 @@ def test_status_json_has_cards_quarantine_and_decisions(setup: tuple[StatusPage,
     doc = json.loads(response.body)
     cards = {card["name"]: card for card in doc["mailboxes"]}
     assert list(cards) == ["support", "billing", "sales"]
-    assert cards["support"]["state"] == "ok" and cards["support"]["waiting"] == 3
+    assert cards["support"]["state"] == "ok"
+    assert cards["support"]["waiting"] == 3
     assert cards["billing"]["state"] == "unknown"
     assert cards["sales"]["state"] == "unreachable"
     assert cards["sales"]["last_error"] == {"code": "source_error", "stage": "connect", "message": "connection refused"}
@@ -80,10 +81,14 @@ def test_status_html_is_escaped_and_self_contained(setup: tuple[StatusPage, str,
     response = _get(page, "/status", authorization=f"Basic {basic}")
     assert response.status == 200
     text = response.body.decode()
-    assert "<script>" not in text and "&lt;script&gt;" in text
-    assert "http://" not in text and "https://" not in text and "src=" not in text
+    assert "<script>" not in text
+    assert "&lt;script&gt;" in text
+    assert "http://" not in text
+    assert "https://" not in text
+    assert "src=" not in text
     assert 'name="viewport"' in text
-    assert 'data-mailbox="sales"' in text and "connection refused" in text
+    assert 'data-mailbox="sales"' in text
+    assert "connection refused" in text
     assert dict(response.headers)["Content-Security-Policy"].startswith("default-src 'none'")
 
 
@@ -105,5 +110,7 @@ def test_other_paths_reach_the_api(setup: tuple[StatusPage, str, str]) -> None:
 
 def test_render_status_with_nothing_yet() -> None:
     doc = status_document(InMemoryBackend(), {}, now=NOW)
-    assert doc["mailboxes"] == [] and doc["recent"] == [] and doc["quarantine"] == {"count": 0}
+    assert doc["mailboxes"] == []
+    assert doc["recent"] == []
+    assert doc["quarantine"] == {"count": 0}
     assert "No mailbox configured" in render_status_html(doc)
