@@ -441,7 +441,7 @@ class ApiHandler:
             # Accepted and recorded on purpose without a ticket (a filter, an automatic reply, ...); the body
             # says why, one reason per line ("code: message"), so the sender's integration can log it.
             why = "".join(f"{r.code}: {r.message}\n" for r in outcome.reasons)
-            extra = [action_header]
+            extra: list[tuple[str, str]] = [action_header]
             if outcome.reasons:
                 extra.append(("X-Ticketmail-Reason", outcome.reasons[-1].code))
             return _text(202, why, extra=tuple(extra))
