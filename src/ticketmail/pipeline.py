@@ -74,6 +74,7 @@ from ticketmail.rules import RuleSet, duplicate_keys, evaluate, load_rules, outg
 from ticketmail.threading import (
     ThreadCandidates,
     ThreadingOptions,
+    UntrustedReplyError,
     prefilter_candidates,
     resolve_thread,
     thread_candidates,
@@ -715,12 +716,8 @@ class Pipeline:
             candidates=item.candidates,
         )
         reasons = decision.reasons + thread.reasons
-        if thread.action == "quarantine":  # kept for staff review, acknowledged: the raw bytes are stored
-            why = thread.reasons[-1]
-            uow.quarantine(QuarantineRecord(now, item.raw, why.code, why.message, provenance))
-            outcome = attrs.evolve(base, reasons=reasons)
-            self._finish(uow, outcome, key, (), now)
-            return _Result(outcome, "message_ignored")
+        if thread.action == "quarantine":  # rolled back and kept in the quarantine (raw bytes) for an operator
+            raise UntrustedReplyError(thread.reasons[-1].message, field="threading.untrusted_match")
         if thread.action in ("ignore", "reject"):
             outcome = attrs.evolve(
                 base,

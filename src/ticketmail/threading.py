@@ -38,7 +38,8 @@ Then policies, each recorded as a reason:
 * A match by a guessable route only (``subject`` or ``plus_address``: a tag or a number anyone can copy or
   guess) from a sender who is neither the requester nor a participant (``untrusted_match``): ``new_ticket``
   (default: the sender gets a ticket of their own and never joins the matched one), ``quarantine`` (the
-  raw message is kept for staff, no ticket changes), ``reject``, or ``append`` (treat it like any other
+  raw message is kept in the quarantine for an operator, no ticket changes: :class:`UntrustedReplyError`),
+  ``reject``, or ``append`` (treat it like any other
   match, so ``unknown_sender`` decides: the behaviour before this option existed). A reply that carries
   one of our signed Message-IDs or a message id of the thread matches by ``token``/``references`` first and
   is never affected. Automatic mail is exempt (it never adds a participant anyway).
@@ -60,7 +61,7 @@ import attrs
 
 from ticketmail.backends.base import Ticket, merge_chain
 from ticketmail.decision import Reason
-from ticketmail.errors import ConfigError
+from ticketmail.errors import ConfigError, PolicyRejectedError
 from ticketmail.model import Address, InboundEmail
 
 __all__ = [
@@ -70,6 +71,7 @@ __all__ = [
     "ThreadLookups",
     "ThreadRoute",
     "ThreadingOptions",
+    "UntrustedReplyError",
     "find_subject_tags",
     "load_threading",
     "prefilter_candidates",
@@ -85,6 +87,17 @@ RequesterHeader = Literal["from", "reply_to"]
 UnknownSenderPolicy = Literal["participant", "new_ticket", "reject"]
 UntrustedMatchPolicy = Literal["new_ticket", "append", "quarantine", "reject"]
 ClosedTicketPolicy = Literal["reopen", "new_linked"]
+
+
+class UntrustedReplyError(PolicyRejectedError):
+    """A reply matched only by a guessable route from a stranger, kept for review (``untrusted_match``).
+
+    Raised by the pipeline for a ``quarantine`` decision: the unit of work is rolled back and the raw message
+    goes to the quarantine with this code, like any failed message (not acknowledged, so a mailbox keeps its
+    copy). An operator retries it (with ``untrusted_match = "append"`` to let it join) or discards it.
+    """
+
+    code = "untrusted_reply"
 
 
 def _check_choice(allowed: tuple[str, ...]) -> Callable[[object, attrs.Attribute[str], str], None]:
@@ -138,7 +151,8 @@ class ThreadingOptions:
         closed_ticket: A reply to a closed ticket: ``reopen`` or ``new_linked``.
         untrusted_match: A reply matched only by the subject tag or a plus address (guessable routes) from a
             sender who is neither the requester nor a participant: ``new_ticket`` (default) opens a new
-            ticket for the sender, ``quarantine`` keeps the raw message for staff without changing a ticket,
+            ticket for the sender, ``quarantine`` keeps the raw message in the quarantine for an operator
+            (:class:`UntrustedReplyError`, outcome ``failed``, not acknowledged) without changing a ticket,
             ``reject`` refuses it, ``append`` treats it like any match (``unknown_sender`` then decides; the
             old behaviour). The reason is recorded either way.
         max_references: At most this many ids of ``In-Reply-To``/``References`` are looked up (the

@@ -160,26 +160,40 @@ def test_untrusted_match_policies(memory: InMemoryBackend) -> None:
 
     quarantine = Pipeline(memory, clock=StepClock(), threading=ThreadingOptions(untrusted_match="quarantine"))
     out = quarantine.process_email(tagged, provenance=Provenance("INBOX", "imap", "q"))
-    assert out.action == "ignored"
-    assert out.acknowledge
-    assert out.reasons[-1].code == "thread.untrusted_quarantine"
+    assert out.action == "failed"
+    assert not out.acknowledge  # kept: in the quarantine, and in the mailbox
+    assert out.error is not None
+    assert out.error.code == "untrusted_reply"
     [kept] = [q for q in memory.quarantined() if q.provenance == Provenance("INBOX", "imap", "q")]
     assert kept.raw == tagged
-    assert kept.reason_code == "thread.untrusted_quarantine"
+    assert kept.reason_code == "untrusted_reply"
+    assert quarantine.retry_quarantined(kept).action == "failed"  # the same policy keeps it
+    [kept] = [q for q in memory.quarantined() if q.provenance == Provenance("INBOX", "imap", "q")]
+    assert kept.attempts == 2
 
     ticket = memory.get_ticket(real)
     assert ticket is not None
     assert ticket.participants == ()
     assert len(memory.entries(real)) == 1
 
+    # An operator lets it in: retried with the old behaviour, it joins and leaves the quarantine.
+    released = Pipeline(memory, clock=StepClock(), threading=ThreadingOptions(untrusted_match="append"))
+    out = released.retry_quarantined(kept)
+    assert out.action == "appended"
+    assert out.ticket == real
+    assert not [q for q in memory.quarantined() if q.provenance == Provenance("INBOX", "imap", "q")]
+
     # The old behaviour, on request: the stranger joins as a participant (unknown_sender = participant).
     old = Pipeline(memory, clock=StepClock(), threading=ThreadingOptions(untrusted_match="append"))
-    out = old.process_email(tagged, provenance=Provenance("INBOX", "imap", "a"))
+    out = old.process_email(
+        _reply(f"Re: [#{real}]", sender="eve@evil.example", message_id="r2@evil.example"),
+        provenance=Provenance("INBOX", "imap", "a"),
+    )
     assert out.action == "appended"
     assert out.ticket == real
     ticket = memory.get_ticket(real)
     assert ticket is not None
-    assert ticket.participants == ("mallory@evil.example",)
+    assert ticket.participants == ("mallory@evil.example", "eve@evil.example")
 
 
 def test_requester_and_participants_still_thread_by_tag(memory: InMemoryBackend) -> None:
