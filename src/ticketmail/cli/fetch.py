@@ -196,8 +196,8 @@ def _close(pipeline: Pipeline) -> None:
 
 
 def _select(config: SourcesConfig, names: Sequence[str]) -> list[MailboxConfig]:
-    if not names:
-        return list(config.mailboxes)
+    if not names:  # lmtp mailboxes are delivered to `ticketmail receive`; there is nothing to fetch
+        return [m for m in config.mailboxes if m.protocol != "lmtp"]
     return [config.mailbox(name) for name in names]
 
 
