@@ -11,6 +11,8 @@ import time
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from ticketmail.backends.sqlite import SQLiteBackend
 from ticketmail.rules import load_rules
@@ -402,3 +404,54 @@ def test_stop_closes_sessions_with_421_and_removes_the_socket(start_receiver, lm
         running.receiver.stop()
         assert _raw(sock).startswith(b"421 4.3.2")
     assert not Path(running.path).exists()
+
+
+# -- transparency of the DATA phase (a recording pipeline: the protocol layer alone) -------------------------------
+
+
+class _Recorder:
+    def __init__(self) -> None:
+        self.items: list[tuple[bytes, object]] = []
+
+    def process_email(self, raw, *, provenance, context=None):
+        from ticketmail.pipeline import Outcome
+
+        self.items.append((raw, provenance))
+        return Outcome("created", ticket="T1", provenance=provenance)
+
+
+@pytest.fixture(scope="module")
+def recording(tmp_path_factory):
+    from ticketmail.receive import Receiver, ReceiveSettings, RecipientRouter
+
+    from .conftest import MAILBOXES
+
+    directory = tmp_path_factory.mktemp("rec")
+    recorder = _Recorder()
+    receiver = Receiver(recorder, RecipientRouter(MAILBOXES), ReceiveSettings(lmtp=f"unix:{directory}/r.sock"))
+    receiver.start()
+    yield receiver, recorder, f"{directory}/r.sock"
+    receiver.stop()
+
+
+_LINE = st.binary(max_size=1200).map(lambda b: b.replace(b"\r", b"").replace(b"\n", b""))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(lines=st.lists(st.one_of(_LINE, st.sampled_from([b".", b"..", b". ", b".\t", b""])), max_size=30))
+def test_data_arrives_byte_for_byte_and_the_key_is_deterministic(recording, lmtp_send, lines):
+    import smtplib
+
+    _, recorder, path = recording
+    data = b"Subject: x\r\n\r\n" + b"".join(line + b"\r\n" for line in lines)
+    recorder.items.clear()
+    with smtplib.LMTP(path, timeout=10) as client:
+        client.ehlo("c")
+        assert [code for code, _ in lmtp_send(client, "a@client.test", ["support+T@desk.test"], data)] == [250]
+        assert [code for code, _ in lmtp_send(client, "a@client.test", ["support+T@desk.test"], data)] == [250]
+    (raw1, prov1), (raw2, prov2) = recorder.items
+    header = b"Return-Path: <a@client.test>\r\nDelivered-To: support+T@desk.test\r\n"
+    assert raw1 == raw2 == header + data
+    assert prov1 == prov2
+    assert prov1.mailbox == "support"
+    assert prov1.kind == "lmtp"
