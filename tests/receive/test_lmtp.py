@@ -267,6 +267,35 @@ def test_policy_refusal_accept_drops_silently(start_receiver, lmtp_send, make_me
     assert [r.action for r in running.backend.audit_log()] == ["rejected"]
 
 
+@pytest.mark.parametrize(
+    ("header", "code"),
+    [
+        (b"Authentication-Results: mx.desk.test; spf=pass smtp.mailfrom=client.test\r\n", 550),
+        (
+            b"Authentication-Results: mx.desk.test 1;\r\n  dkim=fail; dmarc=pass (p=reject) header.from=c.test\r\n",
+            550,
+        ),
+        (b"Authentication-Results: mx.desk.test; spf=softfail; dkim=none\r\n", 250),
+        (b"Authentication-Results: forged.example; spf=pass\r\n", 250),  # not our server: not believed
+        (b"", 250),
+    ],
+)
+def test_policy_refusal_verified_bounces_only_authenticated_senders(
+    start_receiver, lmtp_send, make_message, header, code
+):
+    rules = load_rules(
+        {"rules": [{"name": "r", "conditions": [{"field": "subject", "op": "contains", "value": "portal"}],
+                    "actions": {"reject": True, "reject_reason": "Use the portal"}}]}
+    )  # fmt: skip
+    running = start_receiver(rules=rules, policy_refusal="verified", trusted_authserv_ids=["MX.desk.test"])
+    raw = header + make_message(19, subject="portal")
+    with running.client() as client:
+        assert lmtp_send(client, "alice@client.test", ["support@desk.test"], raw)[0][0] == code
+        assert lmtp_send(client, "alice@client.test", ["support@desk.test"], raw)[0][0] == code  # the retry too
+    assert running.backend.list_tickets() == []
+    assert [r.action for r in running.backend.audit_log()] == ["rejected"]
+
+
 def test_automatic_mail_is_accepted_and_ignored(start_receiver, lmtp_send, make_message):
     running = start_receiver()
     raw = make_message(12).replace(b"Subject:", b"Auto-Submitted: auto-replied\r\nSubject:")

@@ -19,7 +19,7 @@ from ticketmail.receive.config import (
     receive_settings_from_table,
 )
 from ticketmail.receive.router import RecipientRouter, Route
-from ticketmail.receive.server import Delivery, Receiver, Reply, reply_for, tls_context
+from ticketmail.receive.server import Delivery, Receiver, Reply, reply_for, sender_verified, tls_context
 
 __all__ = [
     "DEFAULT_MAX_MESSAGE_SIZE",
@@ -34,5 +34,6 @@ __all__ = [
     "parse_listen_address",
     "receive_settings_from_table",
     "reply_for",
+    "sender_verified",
     "tls_context",
 ]

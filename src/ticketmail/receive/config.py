@@ -32,7 +32,7 @@ __all__ = [
     "receive_settings_from_table",
 ]
 
-PolicyRefusal = Literal["reject", "accept"]
+PolicyRefusal = Literal["reject", "verified", "accept"]
 DEFAULT_MAX_MESSAGE_SIZE = 25 * 1024 * 1024
 
 
@@ -124,6 +124,10 @@ def _names(value: Iterable[str] | None) -> tuple[str, ...] | None:
     return None if value is None else tuple(value)
 
 
+def _lower_names(value: Iterable[str]) -> tuple[str, ...]:
+    return tuple(str(v).strip().lower() for v in value)
+
+
 def _listen(value: str | ListenAddress | None) -> ListenAddress | None:
     if value is None or isinstance(value, ListenAddress):
         return value
@@ -150,7 +154,12 @@ class ReceiveSettings:
         socket_mode: Permissions of a Unix socket (default ``0o660``: the owner and its group).
         socket_group: Group a Unix socket is given (e.g. ``postfix``), else the process's group.
         policy_refusal: ``reject``: a message refused by a rule gets ``550 5.7.1`` (the sender's mail server
-            bounces it); ``accept``: it is answered ``250`` and dropped (recorded, never bounced).
+            bounces it); ``accept``: it is answered ``250`` and dropped (recorded, never bounced);
+            ``verified``: ``550`` only when an ``Authentication-Results`` header of a trusted server
+            (``trusted_authserv_ids``) says ``spf``, ``dkim`` or ``dmarc`` passed, so a bounce never goes
+            to a forged sender (backscatter); otherwise as ``accept``.
+        trusted_authserv_ids: The authserv-ids (RFC 8601) of your own filters (the mail server, rspamd,
+            OpenDMARC) whose ``Authentication-Results`` headers ``verified`` believes.
         mailboxes: Names of the mailboxes that may receive; ``None``: every enabled mailbox with an address.
         plus_separator: Separator of subaddresses (``support+TOKEN@example.com``); empty turns them off.
         hostname: Name in the greeting and ``LHLO``/``EHLO`` reply; ``None``: the machine's name.
@@ -171,14 +180,17 @@ class ReceiveSettings:
     socket_mode: int = attrs.field(default=0o660, validator=_mode)
     socket_group: str | None = None
     policy_refusal: PolicyRefusal = "reject"
+    trusted_authserv_ids: tuple[str, ...] = attrs.field(default=(), converter=_lower_names)
     mailboxes: tuple[str, ...] | None = attrs.field(default=None, converter=_names)
     plus_separator: str = "+"
     hostname: str | None = None
     allow_remote: bool = False
 
     def __attrs_post_init__(self) -> None:
-        if self.policy_refusal not in ("reject", "accept"):
-            raise ValueError(f"policy_refusal: expected reject or accept, got {self.policy_refusal!r}")
+        if self.policy_refusal not in ("reject", "verified", "accept"):
+            raise ValueError(f"policy_refusal: expected reject, verified or accept, got {self.policy_refusal!r}")
+        if self.policy_refusal == "verified" and not self.trusted_authserv_ids:
+            raise ValueError("policy_refusal: 'verified' needs trusted_authserv_ids (your servers' authserv-ids)")
         if bool(self.tls_cert) != bool(self.tls_key):
             raise ValueError("tls_cert: give both tls_cert and tls_key, or neither")
         if self.require_tls and not self.tls_cert:
@@ -210,6 +222,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "socket_mode": (str, int),
     "socket_group": (str,),
     "policy_refusal": (str,),
+    "trusted_authserv_ids": (list,),
     "mailboxes": (list,),
     "plus_separator": (str,),
     "hostname": (str,),
@@ -252,10 +265,10 @@ def receive_settings_from_table(
             if not text or any(c not in "01234567" for c in text):
                 raise ConfigError(f"{where}.{key}: expected an octal mode such as '0660', got {value!r}", field=key)
             value = int(text, 8)
-        elif key == "mailboxes":
+        elif key in ("mailboxes", "trusted_authserv_ids"):
             bad = [v for v in value if not isinstance(v, str) or not v]
             if bad:
-                raise ConfigError(f"{where}.{key}: expected mailbox names (strings), got {bad!r}", field=key)
+                raise ConfigError(f"{where}.{key}: expected non-empty strings, got {bad!r}", field=key)
         kwargs[key] = value
     try:
         return ReceiveSettings(**kwargs)

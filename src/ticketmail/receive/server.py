@@ -27,6 +27,8 @@ what happened to a copy                                reply
 committed: ticket created, reply appended, ignored     ``250 2.0.0``
 (filter, auto-reply, loop), duplicate, redelivery
 refused by a rule, ``policy_refusal = "reject"``       ``550 5.7.1`` (bounced by the client)
+refused by a rule, ``policy_refusal = "verified"``     ``550 5.7.1`` if a trusted ``Authentication-Results``
+                                                       says spf/dkim/dmarc passed, else ``250`` (dropped)
 refused by a rule, ``policy_refusal = "accept"``       ``250 2.0.0`` (recorded, dropped)
 no sender at all / unusable bytes                      ``554 5.6.0``
 too large (limits of the parser or the receiver)       ``552 5.3.4``
@@ -69,7 +71,7 @@ from ticketmail.receive.router import RecipientRouter, Route
 from ticketmail.sources.config import MailboxConfig, SourcesConfig
 from ticketmail.sources.poller import ProcessesEmail
 
-__all__ = ["Delivery", "Receiver", "Reply", "reply_for", "tls_context"]
+__all__ = ["Delivery", "Receiver", "Reply", "reply_for", "sender_verified", "tls_context"]
 
 log = logging.getLogger("ticketmail.receive")
 
@@ -143,6 +145,46 @@ def reply_for(outcome: Outcome, *, policy_refusal: str = "reject") -> Reply:
     if isinstance(error, PolicyRejectedError):
         return Reply(550, "5.7.1", _clean(f"Refused by policy: {error.message}"))
     return Reply(451, "4.3.0", "Processing failed, try again later")
+
+
+def _header_block(raw: bytes, limit: int = 256 * 1024) -> list[str]:
+    """The unfolded header fields of ``raw`` (bounded), decoded leniently."""
+    end = raw.find(b"\r\n\r\n", 0, limit)
+    if end < 0:
+        end = raw.find(b"\n\n", 0, limit)
+    head = raw[: end if end >= 0 else limit].decode("utf-8", "replace")
+    fields: list[str] = []
+    for line in head.replace("\r\n", "\n").split("\n"):
+        if line[:1] in (" ", "\t") and fields:
+            fields[-1] += " " + line.strip()
+        elif line:
+            fields.append(line)
+    return fields
+
+
+def sender_verified(raw: bytes, trusted_authserv_ids: Iterable[str]) -> bool:
+    """Whether a trusted ``Authentication-Results`` header (RFC 8601) says ``spf``, ``dkim`` or ``dmarc`` passed.
+
+    Only headers whose authserv-id is in ``trusted_authserv_ids`` count (your own servers add them and
+    remove look-alikes that came from outside, as RFC 8601 section 5 requires of them).
+    """
+    trusted = {t.lower() for t in trusted_authserv_ids}
+    if not trusted:
+        return False
+    for field in _header_block(raw):
+        name, sep, value = field.partition(":")
+        if not sep or name.strip().lower() != "authentication-results":
+            continue
+        parts = [p.strip() for p in value.split(";")]
+        authserv = parts[0].split()[0].lower() if parts and parts[0].split() else ""
+        if authserv not in trusted:
+            continue
+        for part in parts[1:]:
+            method, eq, result = part.partition("=")
+            words = result.split()
+            if eq and method.strip().lower() in ("spf", "dkim", "dmarc") and words and words[0].lower() == "pass":
+                return True
+    return False
 
 
 def _multi(replies: Sequence[Reply]) -> Reply:
@@ -467,7 +509,10 @@ class Receiver:
                     Delivery(recipient, Reply(451, "4.3.0", "Processing failed, try again later"), None, route.mailbox)
                 )
                 continue
-            reply = reply_for(outcome, policy_refusal=self.settings.policy_refusal)
+            refusal = self.settings.policy_refusal
+            if refusal == "verified":
+                refusal = "reject" if sender_verified(raw, self.settings.trusted_authserv_ids) else "accept"
+            reply = reply_for(outcome, policy_refusal=refusal)
             log.info(
                 "%s %s: %s%s -> %d %s",
                 protocol,
