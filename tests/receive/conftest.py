@@ -199,6 +199,7 @@ class Postfix:
         self.etc = root / "etc"
         self.port = free_port()
         self.socket = str(root / "lmtp.sock")
+        self.lmtp_port = free_port()  # tcp.test is delivered over lmtp:inet: to this loopback port
         self.log = root / "maillog"
         for sub in ("etc", "spool", "data"):
             (root / sub).mkdir()
@@ -218,8 +219,9 @@ mydestination =
 inet_interfaces = 127.0.0.1
 inet_protocols = ipv4
 mynetworks = 127.0.0.0/8
-relay_domains = desk.test
-transport_maps = inline:{{ desk.test=lmtp:unix:{self.socket}, client.test=smtp:[127.0.0.1]:{collector_port} }}
+relay_domains = desk.test, tcp.test
+transport_maps = inline:{{ desk.test=lmtp:unix:{self.socket}, tcp.test=lmtp:inet:127.0.0.1:{self.lmtp_port},
+    client.test=smtp:[127.0.0.1]:{collector_port} }}
 smtpd_relay_restrictions = permit_mynetworks, reject_unauth_destination
 local_recipient_maps =
 alias_maps =

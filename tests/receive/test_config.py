@@ -185,3 +185,22 @@ def test_cli_reports_config_errors_with_exit_2(tmp_path):
     result = _receive("--config", str(config), "--lmtp", "10.1.2.3:24")
     assert result.returncode == 2
     assert "not a loopback address" in result.stderr
+
+
+@pytest.mark.integration
+def test_fetch_skips_lmtp_mailboxes(tmp_path):
+    for sub in ("cur", "new", "tmp"):
+        (tmp_path / "Maildir" / sub).mkdir(parents=True)
+    config = tmp_path / "tm.toml"
+    config.write_text(
+        '[storage]\nsqlite = "t.db"\n'
+        '[[mailboxes]]\nname = "desk"\nprotocol = "lmtp"\naddress = "desk@e.com"\n'
+        '[[mailboxes]]\nname = "local"\nprotocol = "maildir"\npath = "Maildir"\n'
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "ticketmail", "fetch", "--config", str(config)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "local:" in result.stderr
+    assert "desk" not in result.stderr

@@ -119,3 +119,15 @@ def test_receiver_down_postfix_keeps_the_mail(postfix, at_postfix, make_message)
     postfix.flush()
     postfix.wait_queue(lambda q: q == [], timeout=30)
     assert len(running.backend.list_tickets()) == 1
+
+
+def test_postfix_delivers_over_lmtp_inet(postfix, start_receiver, make_message):
+    from ticketmail.sources.config import MailboxConfig
+
+    desk = MailboxConfig(name="help", protocol="lmtp", address="help@tcp.test", department="Helpdesk")
+    running = start_receiver(mailboxes=[desk], lmtp=f"127.0.0.1:{postfix.lmtp_port}")
+    assert postfix.submit("alice@client.test", ["help@tcp.test"], make_message(600)) == {}
+    _wait(lambda: len(running.backend.list_tickets()) == 1)
+    (ticket,) = running.backend.list_tickets()
+    assert (ticket.mailbox, ticket.department) == ("help", "Helpdesk")
+    postfix.wait_queue(lambda q: q == [])
