@@ -484,3 +484,18 @@ def test_data_arrives_byte_for_byte_and_the_key_is_deterministic(recording, lmtp
     assert prov1 == prov2
     assert prov1.mailbox == "support"
     assert prov1.kind == "lmtp"
+
+
+def test_unusable_messages_are_refused_for_good_not_retried_forever(start_receiver, lmtp_send):
+    running = start_receiver()
+    no_sender = b"Subject: who am I\r\nMessage-ID: <anon@x>\r\n\r\nno From header\r\n"
+    garbage = bytes(range(256)) * 4 + b"\r\n"
+    with running.client() as client:
+        code, text = lmtp_send(client, "alice@client.test", ["support@desk.test"], no_sender)[0]
+        assert (code, text[:5]) == (554, b"5.6.0")
+        # With a null envelope sender it is automatic mail (a bounce of sorts): accepted and ignored.
+        assert lmtp_send(client, "<>", ["support@desk.test"], no_sender.replace(b"anon@", b"anon2@"))[0][0] == 250
+        code, _ = lmtp_send(client, "<>", ["support@desk.test"], garbage)[0]
+        assert code in (250, 550, 552, 554)
+        assert client.noop()[0] == 250  # the session survives both
+    assert running.backend.list_tickets() == []

@@ -291,8 +291,9 @@ class _SessionMixin(_Base):
 
     async def _handle_client(self) -> None:
         receiver = self.receiver
-        if receiver.sessions >= receiver.settings.max_sessions or receiver.stopping:
-            await self.push("421 4.3.2 Too many connections, try again later")
+        if receiver.stopping or receiver.sessions >= receiver.settings.max_sessions:
+            why = "Service shutting down" if receiver.stopping else "Too many connections"
+            await self.push(f"421 4.3.2 {why}, try again later")
             if self.transport is not None:
                 self.transport.close()
             return
