@@ -21,19 +21,15 @@ what delivery into a ticket store needs:
 
 Replies:
 
-=====================================================  ==========================================
-what happened to a copy                                reply
-=====================================================  ==========================================
-committed: ticket created, reply appended, ignored     ``250 2.0.0``
-(filter, auto-reply, loop), duplicate, redelivery
-refused by a rule, ``policy_refusal = "reject"``       ``550 5.7.1`` (bounced by the client)
-refused by a rule, ``policy_refusal = "verified"``     ``550 5.7.1`` if a trusted ``Authentication-Results``
-                                                       says spf/dkim/dmarc passed, else ``250`` (dropped)
-refused by a rule, ``policy_refusal = "accept"``       ``250 2.0.0`` (recorded, dropped)
-no sender at all / unusable bytes                      ``554 5.6.0``
-too large (limits of the parser or the receiver)       ``552 5.3.4``
-storage unavailable, any unexpected failure            ``451 4.3.0`` (the client keeps it, retries)
-=====================================================  ==========================================
+| what happened to a copy | reply |
+| --- | --- |
+| committed: created, appended, ignored (filter, auto-reply), duplicate, redelivery | ``250 2.0.0`` |
+| refused by a rule, ``policy_refusal = "reject"`` | ``550 5.7.1`` (bounced by the client) |
+| refused by a rule, ``policy_refusal = "verified"`` | ``550 5.7.1`` if the sender is authenticated, else ``250`` |
+| refused by a rule, ``policy_refusal = "accept"`` | ``250 2.0.0`` (recorded, dropped) |
+| no sender at all / unusable bytes | ``554 5.6.0`` |
+| too large (limits of the parser or the receiver) | ``552 5.3.4`` |
+| storage unavailable, any unexpected failure | ``451 4.3.0`` (the client keeps it, retries) |
 """
 
 from __future__ import annotations
