@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import time
 import uuid
@@ -20,8 +21,12 @@ def at_postfix(postfix, start_receiver):
     """``at_postfix(backend=None, **settings)``: a receiver on the socket Postfix delivers to."""
 
     def start(backend=None, **kw):
-        # The documented setup: the socket belongs to the postfix group, mode 0660.
-        kw.setdefault("socket_group", "postfix")
+        # The documented setup: the socket belongs to the postfix group, mode 0660 (as root; a user outside
+        # that group can only open the socket to everyone).
+        if os.geteuid() == 0:
+            kw.setdefault("socket_group", "postfix")
+        else:
+            kw.setdefault("socket_mode", 0o666)
         return start_receiver(backend=backend, lmtp=f"unix:{postfix.socket}", **kw)
 
     return start
