@@ -499,3 +499,26 @@ def test_unusable_messages_are_refused_for_good_not_retried_forever(start_receiv
         assert code in (250, 550, 552, 554)
         assert client.noop()[0] == 250  # the session survives both
     assert running.backend.list_tickets() == []
+
+
+def test_smtputf8_and_8bit_mail(start_receiver, lmtp_send):
+    from ticketmail.sources.config import MailboxConfig
+
+    desk = MailboxConfig(name="es", protocol="lmtp", address="soporte@señal.test")
+    running = start_receiver(mailboxes=[desk])
+    raw = (
+        "From: Jörg <jörg@bücher.test>\r\nTo: soporte@señal.test\r\nSubject: Grüße\r\nMessage-ID: <u8@bücher.test>\r\n"
+        "Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\nÄrger mit dem Drucker\r\n"
+    ).encode()
+    with running.client() as client:
+        assert client.has_extn("smtputf8")
+        assert client.has_extn("8bitmime")
+        code, _ = client.mail("jörg@bücher.test", ["SMTPUTF8", "BODY=8BITMIME"])
+        assert code == 250
+        client.rset()
+        client.command_encoding = "utf-8"
+        replies = lmtp_send(client, "jörg@bücher.test", ["soporte@xn--seal-hqa.test"], raw)
+    assert replies[0][0] == 250
+    (ticket,) = running.backend.list_tickets()
+    assert ticket.subject == "Grüße"
+    assert "Ärger" in running.backend.entries(ticket.number)[0].body

@@ -320,6 +320,7 @@ class _SessionMixin(_Base):
         size = 0
         too_big = False
         line_start = True
+        last_reset = self.loop.time()
         while True:
             # A connection that closes here cancels this coroutine (aiosmtpd's eof handling): nothing was
             # processed, nothing is stored.
@@ -331,7 +332,10 @@ class _SessionMixin(_Base):
                 if self.transport is not None:
                     self.transport.close()
                 return
-            self._reset_timeout()
+            now = self.loop.time()
+            if now - last_reset > 1.0:  # data keeps the session alive (not every line: timers cost)
+                self._reset_timeout()
+                last_reset = now
             if line_start:
                 if line == b".\r\n":
                     break
