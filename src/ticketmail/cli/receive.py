@@ -1,9 +1,9 @@
-"""``ticketmail receive``: the LMTP/SMTP receiver (see :mod:`ticketmail.receive`).
+"""`ticketmail receive`: the LMTP/SMTP receiver (see `ticketmail.receive`).
 
-``receive --config FILE [--lmtp ADDR] [--smtp ADDR] [--rules FILE]`` serves until SIGTERM/SIGINT. ``ADDR`` is
-``unix:/path/to/socket`` or ``HOST:PORT``; the command line overrides ``[receive] lmtp``/``smtp``. Mailboxes
-(their addresses, department, category, priority), ``[storage] sqlite`` and ``[threading]`` come from the same
-file. A delivery is logged as one line on standard error with ``--verbose``.
+`receive --config FILE [--lmtp ADDR] [--smtp ADDR] [--rules FILE]` serves until SIGTERM/SIGINT. `ADDR` is
+`unix:/path/to/socket` or `HOST:PORT`; the command line overrides `[receive] lmtp`/`smtp`. Mailboxes
+(their addresses, department, category, priority), `[storage] sqlite` and `[threading]` come from the same
+file. A delivery is logged as one line on standard error with `--verbose`.
 
 Exit codes: 0 stopped by a signal; 2 bad usage or configuration; 3 the database cannot be opened; 1 a listener
 cannot be set up (address in use, permission denied).
@@ -25,7 +25,7 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_BACKEND = 0, 1, 2, 3
 
 
 def register(subparsers: Any) -> None:
-    """Add the ``receive`` sub-command."""
+    """Add the `receive` sub-command."""
     receive = subparsers.add_parser(
         "receive",
         help="receive mail from the mail server over LMTP (or SMTP) and answer per recipient at delivery",

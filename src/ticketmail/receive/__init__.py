@@ -1,11 +1,11 @@
 """Delivery straight from the mail server: an LMTP (RFC 2033) and SMTP receiver that answers at delivery time.
 
 The mail server (Postfix, Exim) connects, sends one message for one or more desk addresses, and is told for
-each address, after the message's unit of work committed, whether it was taken (``250``), refused for good
-(``550``/``552``/``554``: the mail server bounces it while the sender is still known) or must be retried
-(``451``: the mail server keeps it). See ``docs/receive.md``.
+each address, after the message's unit of work committed, whether it was taken (`250`), refused for good
+(`550`/`552`/`554`: the mail server bounces it while the sender is still known) or must be retried
+(`451`: the mail server keeps it). See `docs/receive.md`.
 
-Needs the ``lmtp`` extra (``pip install 'ticketmail[lmtp]'``, which brings aiosmtpd).
+Needs the `lmtp` extra (`pip install 'ticketmail[lmtp]'`, which brings aiosmtpd).
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
-"""The ``[receive]`` table: listeners and limits of the LMTP/SMTP receiver, validated strictly.
+"""The `[receive]` table: listeners and limits of the LMTP/SMTP receiver, validated strictly.
 
-Every key is documented in ``docs/receive.md``. Errors are :class:`~ticketmail.errors.ConfigError` values whose
-message names the file, the table and the key (``ticketmail.toml: receive.max_sessions: expected an integer
->= 1, got 0``); an unknown key is an error too, so a typo never silently falls back to a default.
+Every key is documented in `docs/receive.md`. Errors are `ticketmail.errors.ConfigError` values whose
+message names the file, the table and the key (`ticketmail.toml: receive.max_sessions: expected an integer
+>= 1, got 0`); an unknown key is an error too, so a typo never silently falls back to a default.
 """
 
 from __future__ import annotations
@@ -38,13 +38,13 @@ DEFAULT_MAX_MESSAGE_SIZE = 25 * 1024 * 1024
 
 @attrs.frozen
 class ListenAddress:
-    """Where a listener binds: a Unix socket ``path``, or ``host`` and ``port``.
+    """Where a listener binds: a Unix socket `path`, or `host` and `port`.
 
     Attributes:
-        text: The address as written (``unix:/run/ticketmail/lmtp.sock``, ``127.0.0.1:2403``, ``[::1]:2403``).
-        path: The socket path for ``unix:`` addresses, else ``None``.
-        host: The host (IP address or name) for TCP addresses, else ``None``.
-        port: The TCP port (0 picks a free one), else ``None``.
+        text: The address as written (`unix:/run/ticketmail/lmtp.sock`, `127.0.0.1:2403`, `[::1]:2403`).
+        path: The socket path for `unix:` addresses, else `None`.
+        host: The host (IP address or name) for TCP addresses, else `None`.
+        port: The TCP port (0 picks a free one), else `None`.
     """
 
     text: str
@@ -74,12 +74,12 @@ class ListenAddress:
 
 
 def parse_listen_address(text: str, *, base_dir: str | Path | None = None, where: str = "address") -> ListenAddress:
-    """Parse ``unix:/path``, ``HOST:PORT`` or ``[IPV6]:PORT``.
+    """Parse `unix:/path`, `HOST:PORT` or `[IPV6]:PORT`.
 
-    A relative ``unix:`` path is resolved against ``base_dir`` when given.
+    A relative `unix:` path is resolved against `base_dir` when given.
 
     Raises:
-        ConfigError: The text is not one of those forms; the message starts with ``where``.
+        ConfigError: The text is not one of those forms; the message starts with `where`.
     """
     if not isinstance(text, str) or not text.strip():
         raise ConfigError(f"{where}: expected 'unix:/path' or 'HOST:PORT', got {text!r}")
@@ -136,33 +136,33 @@ def _listen(value: str | ListenAddress | None) -> ListenAddress | None:
 
 @attrs.frozen
 class ReceiveSettings:
-    """Listeners and limits of the receiver (the ``[receive]`` table; every member has a safe default).
+    """Listeners and limits of the receiver (the `[receive]` table; every member has a safe default).
 
     Attributes:
-        lmtp: The LMTP listener (RFC 2033), ``unix:/path`` or ``HOST:PORT``; ``None``: no LMTP listener.
+        lmtp: The LMTP listener (RFC 2033), `unix:/path` or `HOST:PORT`; `None`: no LMTP listener.
         smtp: The SMTP listener (only configured recipients are accepted: never an open relay).
-        max_message_size: Largest message accepted, in bytes (announced as ``SIZE``; larger ones get
-            ``552 5.3.4``, before the data when the client declares the size).
-        max_recipients: Recipients per message; more get ``452 4.5.3`` at ``RCPT`` (the client sends them later).
-        max_sessions: Concurrent connections; more are greeted with ``421 4.3.2`` and closed.
+        max_message_size: Largest message accepted, in bytes (announced as `SIZE`; larger ones get
+            `552 5.3.4`, before the data when the client declares the size).
+        max_recipients: Recipients per message; more get `452 4.5.3` at `RCPT` (the client sends them later).
+        max_sessions: Concurrent connections; more are greeted with `421 4.3.2` and closed.
         workers: Messages processed at the same time (threads running the pipeline).
-        idle_timeout: Seconds without a command or data before the session is closed (``421 4.4.2``).
+        idle_timeout: Seconds without a command or data before the session is closed (`421 4.4.2`).
         session_timeout: Seconds a whole session may last; a delivery in progress is finished first.
-        tls_cert: PEM certificate chain; with ``tls_key`` it enables ``STARTTLS`` on TCP listeners.
-        tls_key: PEM private key of ``tls_cert``.
-        require_tls: Refuse ``MAIL`` before ``STARTTLS`` on TCP listeners (needs a certificate).
-        socket_mode: Permissions of a Unix socket (default ``0o660``: the owner and its group).
-        socket_group: Group a Unix socket is given (e.g. ``postfix``), else the process's group.
-        policy_refusal: ``reject``: a message refused by a rule gets ``550 5.7.1`` (the sender's mail server
-            bounces it); ``accept``: it is answered ``250`` and dropped (recorded, never bounced);
-            ``verified``: ``550`` only when an ``Authentication-Results`` header of a trusted server
-            (``trusted_authserv_ids``) says ``spf``, ``dkim`` or ``dmarc`` passed, so a bounce never goes
-            to a forged sender (backscatter); otherwise as ``accept``.
+        tls_cert: PEM certificate chain; with `tls_key` it enables `STARTTLS` on TCP listeners.
+        tls_key: PEM private key of `tls_cert`.
+        require_tls: Refuse `MAIL` before `STARTTLS` on TCP listeners (needs a certificate).
+        socket_mode: Permissions of a Unix socket (default `0o660`: the owner and its group).
+        socket_group: Group a Unix socket is given (e.g. `postfix`), else the process's group.
+        policy_refusal: `reject`: a message refused by a rule gets `550 5.7.1` (the sender's mail server
+            bounces it); `accept`: it is answered `250` and dropped (recorded, never bounced);
+            `verified`: `550` only when an `Authentication-Results` header of a trusted server
+            (`trusted_authserv_ids`) says `spf`, `dkim` or `dmarc` passed, so a bounce never goes
+            to a forged sender (backscatter); otherwise as `accept`.
         trusted_authserv_ids: The authserv-ids (RFC 8601) of your own filters (the mail server, rspamd,
-            OpenDMARC) whose ``Authentication-Results`` headers ``verified`` believes.
-        mailboxes: Names of the mailboxes that may receive; ``None``: every enabled mailbox with an address.
-        plus_separator: Separator of subaddresses (``support+TOKEN@example.com``); empty turns them off.
-        hostname: Name in the greeting and ``LHLO``/``EHLO`` reply; ``None``: the machine's name.
+            OpenDMARC) whose `Authentication-Results` headers `verified` believes.
+        mailboxes: Names of the mailboxes that may receive; `None`: every enabled mailbox with an address.
+        plus_separator: Separator of subaddresses (`support+TOKEN@example.com`); empty turns them off.
+        hostname: Name in the greeting and `LHLO`/`EHLO` reply; `None`: the machine's name.
         allow_remote: Listen on a non-loopback address (off: only loopback and Unix sockets).
     """
 
@@ -233,11 +233,11 @@ _TYPES: dict[str, tuple[type, ...]] = {
 def receive_settings_from_table(
     table: Mapping[str, Any], *, path: str | Path | None = None, base_dir: str | Path | None = None
 ) -> ReceiveSettings:
-    """Validate a ``[receive]`` table (a mapping of plain TOML values) into :class:`ReceiveSettings`.
+    """Validate a `[receive]` table (a mapping of plain TOML values) into `ReceiveSettings`.
 
-    Relative ``tls_cert``/``tls_key`` and ``unix:`` socket paths are resolved against ``base_dir`` (by
-    default the directory of ``path``). ``socket_mode`` is an octal string (``"0660"``) or an integer
-    (``0o660`` in TOML).
+    Relative `tls_cert`/`tls_key` and `unix:` socket paths are resolved against `base_dir` (by
+    default the directory of `path`). `socket_mode` is an octal string (`"0660"`) or an integer
+    (`0o660` in TOML).
 
     Raises:
         ConfigError: Unknown key, wrong type or invalid value; the message names the file, table and key.
@@ -281,7 +281,7 @@ def receive_settings_from_table(
 
 
 def load_receive_settings(path: str | Path) -> ReceiveSettings:
-    """Read the ``[receive]`` table of a TOML file (an absent table gives the defaults).
+    """Read the `[receive]` table of a TOML file (an absent table gives the defaults).
 
     Raises:
         ConfigError: The file cannot be read, is not TOML, or the table is invalid.

@@ -1,9 +1,9 @@
 """Recipient routing: which configured mailbox (desk) an envelope recipient belongs to.
 
-``RCPT TO`` addresses are compared with every mailbox's ``address`` and ``addresses`` after normalization
-(domain IDNA-decoded and lower-cased, local part lower-cased: desks do not tell ``Support@`` from
-``support@``). A subaddress ``support+TOKEN@example.com`` (RFC 5233) belongs to ``support@example.com``; the
-token stays in the ``Delivered-To`` header the receiver adds, where the threading's plus-address route reads it.
+`RCPT TO` addresses are compared with every mailbox's `address` and `addresses` after normalization
+(domain IDNA-decoded and lower-cased, local part lower-cased: desks do not tell `Support@` from
+`support@`). A subaddress `support+TOKEN@example.com` (RFC 5233) belongs to `support@example.com`; the
+token stays in the `Delivered-To` header the receiver adds, where the threading's plus-address route reads it.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ class RecipientRouter:
     """Maps envelope recipients to mailbox contexts.
 
     Args:
-        mailboxes: Mailbox configurations (their :meth:`~ticketmail.sources.config.MailboxConfig.context`
+        mailboxes: Mailbox configurations (their `ticketmail.sources.config.MailboxConfig.context`
             is used) or contexts; a mailbox without an address receives nothing.
         plus_separator: Subaddress separator; empty: subaddresses are unknown recipients.
 
@@ -75,7 +75,7 @@ class RecipientRouter:
         return {address: context.name for address, context in self._index.items()}
 
     def route(self, recipient: str) -> Route | None:
-        """The route for ``recipient``, or ``None`` when no mailbox has that address."""
+        """The route for `recipient`, or `None` when no mailbox has that address."""
         if not isinstance(recipient, str) or not _printable(recipient) or "@" not in recipient:
             return None
         try:

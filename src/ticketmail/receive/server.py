@@ -1,35 +1,35 @@
 """The LMTP/SMTP receiver: the mail server hands a message over and learns at once whether it was taken.
 
-Built on aiosmtpd's protocol engine (:class:`aiosmtpd.lmtp.LMTP`, :class:`aiosmtpd.smtp.SMTP`); this module adds
+Built on aiosmtpd's protocol engine (`aiosmtpd.lmtp.LMTP`, `aiosmtpd.smtp.SMTP`); this module adds
 what delivery into a ticket store needs:
 
-* **Reply after commit.** The reply to the end of ``DATA`` is written only after the pipeline returned, that
+* **Reply after commit.** The reply to the end of `DATA` is written only after the pipeline returned, that
   is after the message's unit of work committed (or was refused on purpose). The pipeline runs in a worker
-  thread (``workers`` at a time), so the event loop keeps serving other sessions meanwhile.
+  thread (`workers` at a time), so the event loop keeps serving other sessions meanwhile.
 * **One reply per recipient in LMTP** (RFC 2033 section 4.2): each recipient's copy is processed with its
   own mailbox context (department, category, priority) and gets its own status. SMTP has one reply for all
   recipients: temporary if any copy failed temporarily (the retry is harmless, see below).
-* **Redelivery is harmless.** A copy's provenance is ``(<mailbox>, lmtp|smtp, <sha256 of the data>:<recipient>)``,
+* **Redelivery is harmless.** A copy's provenance is `(<mailbox>, lmtp|smtp, <sha256 of the data>:<recipient>)`,
   deterministic from what the mail server sends, so a retry after a lost reply is found in the ledger and
-  answered ``250`` again (``550`` again when it was refused). A connection that drops before the end of the
-  data leaves nothing behind: nothing is processed before the final ``.``.
-* **Routing at RCPT.** Unknown recipients get ``550 5.1.1`` at ``RCPT``, so an SMTP listener is never an open
+  answered `250` again (`550` again when it was refused). A connection that drops before the end of the
+  data leaves nothing behind: nothing is processed before the final `.`.
+* **Routing at RCPT.** Unknown recipients get `550 5.1.1` at `RCPT`, so an SMTP listener is never an open
   relay and no message is accepted for nobody.
-* **Limits.** Size (``SIZE`` announced and checked at ``MAIL``, counted while reading: ``552 5.3.4``),
-  recipients per message (``452 4.5.3``), concurrent sessions (``421 4.3.2``), idle and whole-session timeouts
-  (``421 4.4.2``), ``STARTTLS`` with a certificate.
+* **Limits.** Size (`SIZE` announced and checked at `MAIL`, counted while reading: `552 5.3.4`),
+  recipients per message (`452 4.5.3`), concurrent sessions (`421 4.3.2`), idle and whole-session timeouts
+  (`421 4.4.2`), `STARTTLS` with a certificate.
 
 Replies:
 
 | what happened to a copy | reply |
 | --- | --- |
-| committed: created, appended, ignored (filter, auto-reply), duplicate, redelivery | ``250 2.0.0`` |
-| refused by a rule, ``policy_refusal = "reject"`` | ``550 5.7.1`` (bounced by the client) |
-| refused by a rule, ``policy_refusal = "verified"`` | ``550 5.7.1`` if the sender is authenticated, else ``250`` |
-| refused by a rule, ``policy_refusal = "accept"`` | ``250 2.0.0`` (recorded, dropped) |
-| no sender at all / unusable bytes | ``554 5.6.0`` |
-| too large (limits of the parser or the receiver) | ``552 5.3.4`` |
-| storage unavailable, any unexpected failure | ``451 4.3.0`` (the client keeps it, retries) |
+| committed: created, appended, ignored (filter, auto-reply), duplicate, redelivery | `250 2.0.0` |
+| refused by a rule, `policy_refusal = "reject"` | `550 5.7.1` (bounced by the client) |
+| refused by a rule, `policy_refusal = "verified"` | `550 5.7.1` if the sender is authenticated, else `250` |
+| refused by a rule, `policy_refusal = "accept"` | `250 2.0.0` (recorded, dropped) |
+| no sender at all / unusable bytes | `554 5.6.0` |
+| too large (limits of the parser or the receiver) | `552 5.3.4` |
+| storage unavailable, any unexpected failure | `451 4.3.0` (the client keeps it, retries) |
 """
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ _IDENT = "ticketmail"
 
 @attrs.frozen
 class Reply:
-    """One SMTP/LMTP reply: ``code`` (``250``), enhanced ``status`` (``2.0.0``, RFC 3463) and ``text``."""
+    """One SMTP/LMTP reply: `code` (`250`), enhanced `status` (`2.0.0`, RFC 3463) and `text`."""
 
     code: int
     status: str
@@ -99,7 +99,7 @@ class Reply:
 
 @attrs.frozen
 class Delivery:
-    """What happened to one recipient's copy: the ``reply`` sent and the pipeline ``outcome`` (if it ran)."""
+    """What happened to one recipient's copy: the `reply` sent and the pipeline `outcome` (if it ran)."""
 
     recipient: str
     reply: Reply
@@ -144,7 +144,7 @@ def reply_for(outcome: Outcome, *, policy_refusal: str = "reject") -> Reply:
 
 
 def _header_block(raw: bytes, limit: int = 256 * 1024) -> list[str]:
-    """The unfolded header fields of ``raw`` (bounded), decoded leniently."""
+    """The unfolded header fields of `raw` (bounded), decoded leniently."""
     end = raw.find(b"\r\n\r\n", 0, limit)
     if end < 0:
         end = raw.find(b"\n\n", 0, limit)
@@ -159,9 +159,9 @@ def _header_block(raw: bytes, limit: int = 256 * 1024) -> list[str]:
 
 
 def sender_verified(raw: bytes, trusted_authserv_ids: Iterable[str]) -> bool:
-    """Whether a trusted ``Authentication-Results`` header (RFC 8601) says ``spf``, ``dkim`` or ``dmarc`` passed.
+    """Whether a trusted `Authentication-Results` header (RFC 8601) says `spf`, `dkim` or `dmarc` passed.
 
-    Only headers whose authserv-id is in ``trusted_authserv_ids`` count (your own servers add them and
+    Only headers whose authserv-id is in `trusted_authserv_ids` count (your own servers add them and
     remove look-alikes that came from outside, as RFC 8601 section 5 requires of them).
     """
     trusted = {t.lower() for t in trusted_authserv_ids}
@@ -202,7 +202,7 @@ def _header_value(text: str) -> bytes:
 
 
 class _Handler:
-    """aiosmtpd hooks: greeting extensions, ``MAIL`` checks, recipient routing."""
+    """aiosmtpd hooks: greeting extensions, `MAIL` checks, recipient routing."""
 
     def __init__(self, receiver: Receiver) -> None:
         self.receiver = receiver
@@ -256,7 +256,7 @@ else:
 
 
 class _SessionMixin(_Base):
-    """Session limits, timeouts and the ``DATA`` phase, shared by the LMTP and SMTP sessions."""
+    """Session limits, timeouts and the `DATA` phase, shared by the LMTP and SMTP sessions."""
 
     lmtp: bool = False
 
@@ -414,13 +414,13 @@ class Receiver:
     """An LMTP and/or SMTP server delivering each recipient's copy through a pipeline.
 
     Args:
-        pipeline: The pipeline (anything with ``process_email``); shared by the worker threads, so its
+        pipeline: The pipeline (anything with `process_email`); shared by the worker threads, so its
             backend must allow use from several threads (the shipped ones do).
-        router: Maps recipients to mailbox contexts (see :meth:`from_config` for the usual construction).
-        settings: Listeners and limits; at least one of ``lmtp``/``smtp`` must be set to :meth:`start`.
+        router: Maps recipients to mailbox contexts (see `from_config` for the usual construction).
+        settings: Listeners and limits; at least one of `lmtp`/`smtp` must be set to `start`.
 
-    Use :meth:`start`/:meth:`stop` (a background thread, e.g. inside an application or a test),
-    :meth:`serve_forever` (the foreground, until SIGTERM/SIGINT), or :meth:`deliver` without any network.
+    Use `start`/`stop` (a background thread, e.g. inside an application or a test),
+    `serve_forever` (the foreground, until SIGTERM/SIGINT), or `deliver` without any network.
     """
 
     def __init__(self, pipeline: ProcessesEmail, router: RecipientRouter, settings: ReceiveSettings) -> None:
@@ -443,10 +443,10 @@ class Receiver:
 
     @classmethod
     def from_config(cls, pipeline: ProcessesEmail, config: SourcesConfig, settings: ReceiveSettings) -> Receiver:
-        """A receiver for a loaded configuration: every enabled mailbox with an address, or ``settings.mailboxes``.
+        """A receiver for a loaded configuration: every enabled mailbox with an address, or `settings.mailboxes`.
 
         Raises:
-            ConfigError: A mailbox named in ``settings.mailboxes`` does not exist, or no mailbox has an address.
+            ConfigError: A mailbox named in `settings.mailboxes` does not exist, or no mailbox has an address.
         """
         mailboxes: Iterable[MailboxConfig]
         if settings.mailboxes is not None:
@@ -471,11 +471,11 @@ class Receiver:
     def deliver(
         self, raw: bytes, *, mail_from: str, recipients: Sequence[str], protocol: Protocol_ = "lmtp"
     ) -> list[Delivery]:
-        """Process one message for each recipient, in order; one :class:`Delivery` each. Never raises.
+        """Process one message for each recipient, in order; one `Delivery` each. Never raises.
 
-        Each copy gets ``Return-Path`` and ``Delivered-To`` headers on top (as a local delivery agent adds
+        Each copy gets `Return-Path` and `Delivered-To` headers on top (as a local delivery agent adds
         them), so the threading sees the envelope recipient (subaddress tokens included) and the
-        ``destination`` duplicate scope works.
+        `destination` duplicate scope works.
         """
         digest = hashlib.sha256(raw).hexdigest()
         sender = mail_from.strip()
@@ -529,7 +529,7 @@ class Receiver:
     async def deliver_async(
         self, raw: bytes, *, mail_from: str, recipients: Sequence[str], protocol: Protocol_ = "lmtp"
     ) -> list[Delivery]:
-        """:meth:`deliver` in a worker thread (at most ``workers`` at a time)."""
+        """`deliver` in a worker thread (at most `workers` at a time)."""
         loop = asyncio.get_running_loop()
         if self._executor is None:
             self._executor = ThreadPoolExecutor(self.settings.workers, thread_name_prefix="ticketmail-receive")
@@ -642,7 +642,7 @@ class Receiver:
         self._servers.clear()
 
     def start(self, timeout: float = 10.0) -> None:
-        """Start listening in a background thread; returns once the listeners are bound (see :attr:`bound`).
+        """Start listening in a background thread; returns once the listeners are bound (see `bound`).
 
         Raises:
             ConfigError: A listener cannot be set up (the message says which and why).
@@ -689,9 +689,9 @@ class Receiver:
         self.stop()
 
     def serve_forever(self, *, handle_signals: bool = True, on_ready: Callable[[], None] | None = None) -> None:
-        """Serve in the foreground until SIGTERM/SIGINT (or :meth:`stop` from another thread).
+        """Serve in the foreground until SIGTERM/SIGINT (or `stop` from another thread).
 
-        ``on_ready`` is called once the listeners are bound (see :attr:`bound`).
+        `on_ready` is called once the listeners are bound (see `bound`).
 
         Raises:
             ConfigError: A listener cannot be set up.
