@@ -522,3 +522,18 @@ def test_smtputf8_and_8bit_mail(start_receiver, lmtp_send):
     (ticket,) = running.backend.list_tickets()
     assert ticket.subject == "Grüße"
     assert "Ärger" in running.backend.entries(ticket.number)[0].body
+
+
+def test_listener_errors_name_the_address(start_receiver, sockdir):
+    from ticketmail.errors import ConfigError
+
+    missing = sockdir / "no-such-dir" / "lmtp.sock"
+    with pytest.raises(OSError, match=f"cannot listen on unix:{missing}"):
+        start_receiver(lmtp=f"unix:{missing}")
+    with pytest.raises(ConfigError, match="no group 'no-such-group-here'"):
+        start_receiver(lmtp=f"unix:{sockdir}/g.sock", socket_group="no-such-group-here")
+    assert not (sockdir / "g.sock").exists()
+    running = start_receiver(lmtp=None, smtp="127.0.0.1:0")
+    port = running.receiver.bound["smtp"].port
+    with pytest.raises(OSError, match=f"cannot listen on 127.0.0.1:{port}"):
+        start_receiver(lmtp=None, smtp=f"127.0.0.1:{port}")

@@ -120,7 +120,7 @@ def _receive(args: argparse.Namespace) -> int:
         _error(exc)
         return EXIT_BACKEND if isinstance(exc, BackendError) else EXIT_USAGE
     except OSError as exc:
-        print(f"ticketmail: error: cannot listen: {exc.strerror or exc}", file=sys.stderr)
+        print(f"ticketmail: error: {exc.strerror or exc}", file=sys.stderr)
         return EXIT_FAILED
     finally:
         with contextlib.suppress(TicketmailError):

@@ -564,40 +564,55 @@ class Receiver:
         return make
 
     async def _listen(self, kind: Protocol_, address: ListenAddress) -> None:
+        try:
+            await self._bind(kind, address)
+        except OSError as exc:
+            raise OSError(exc.errno, f"cannot listen on {address}: {exc.strerror or exc}") from exc
+        log.info("%s listening on %s", kind.upper(), self.bound[kind])
+
+    async def _bind(self, kind: Protocol_, address: ListenAddress) -> None:
         assert self._loop is not None  # noqa: S101
-        if address.path is not None:
-            path = Path(address.path)
-            if path.exists() or path.is_symlink():
-                if not stat.S_ISSOCK(path.lstat().st_mode):
-                    raise ConfigError(f"{kind}: {path} exists and is not a socket; not replacing it", field=kind)
-                path.unlink()  # a stale socket of an earlier run
-            old_umask = os.umask(0o177)  # never world-writable, not even between bind and chmod
-            try:
-                server = await self._loop.create_unix_server(self._factory(kind, False), str(path))
-            finally:
-                os.umask(old_umask)
-            os.chmod(path, self.settings.socket_mode)
-            if self.settings.socket_group:
-                try:
-                    gid = grp.getgrnam(self.settings.socket_group).gr_gid
-                except KeyError as exc:
-                    server.close()
-                    raise ConfigError(
-                        f"socket_group: no group {self.settings.socket_group!r}", field="socket_group"
-                    ) from exc
-                os.chown(path, -1, gid)
-            self._sockets.append(str(path))
-            self.bound[kind] = address
-        else:
+        if address.path is None:
             server = await self._loop.create_server(
                 self._factory(kind, True), address.host, address.port or 0, reuse_address=True
             )
+            self._servers.append(server)
             sock = server.sockets[0].getsockname()
             host, port = sock[0], sock[1]
             text = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
             self.bound[kind] = ListenAddress(text=text, host=host, port=port)
+            return
+        path = Path(address.path)
+        if path.exists() or path.is_symlink():
+            if not stat.S_ISSOCK(path.lstat().st_mode):
+                raise ConfigError(f"{kind}: {path} exists and is not a socket; not replacing it", field=kind)
+            path.unlink()  # a stale socket of an earlier run
+        gid = -1
+        if self.settings.socket_group:
+            try:
+                gid = grp.getgrnam(self.settings.socket_group).gr_gid
+            except KeyError as exc:
+                raise ConfigError(
+                    f"socket_group: no group {self.settings.socket_group!r}", field="socket_group"
+                ) from exc
+        old_umask = os.umask(0o177)  # never more open than the owner, not even between bind and chmod
+        try:
+            server = await self._loop.create_unix_server(self._factory(kind, False), str(path))
+        finally:
+            os.umask(old_umask)
         self._servers.append(server)
-        log.info("%s listening on %s", kind.upper(), self.bound[kind])
+        self._sockets.append(str(path))  # removed again by the shutdown, also when the next steps fail
+        if gid != -1:
+            try:
+                os.chown(path, -1, gid)
+            except PermissionError as exc:
+                raise ConfigError(
+                    f"socket_group: cannot give the socket to group {self.settings.socket_group!r}; the user "
+                    "running the receiver must be a member of it",
+                    field="socket_group",
+                ) from exc
+        os.chmod(path, self.settings.socket_mode)
+        self.bound[kind] = address
 
     async def _serve(self, on_ready: Callable[[], None] | None = None) -> None:
         self._loop = asyncio.get_running_loop()
