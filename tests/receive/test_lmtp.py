@@ -537,3 +537,42 @@ def test_listener_errors_name_the_address(start_receiver, sockdir):
     port = running.receiver.bound["smtp"].port
     with pytest.raises(OSError, match=f"cannot listen on 127.0.0.1:{port}"):
         start_receiver(lmtp=None, smtp=f"127.0.0.1:{port}")
+
+
+def test_the_250_comes_after_the_commit(start_receiver, lmtp_send, make_message, sockdir):
+    db = sockdir / "commit.sqlite3"
+    backend = SQLiteBackend(db)
+    running = start_receiver(backend=backend, workers=2)
+    reader = sqlite3.connect(db)  # another connection sees only committed data
+    try:
+        with running.client() as client:
+            for i in range(15):
+                assert lmtp_send(client, "a@client.test", ["support@desk.test"], make_message(700 + i))[0][0] == 250
+                assert reader.execute("SELECT count(*) FROM tickets").fetchone()[0] == i + 1
+    finally:
+        reader.close()
+        running.receiver.stop()
+        backend.close()
+
+
+def test_from_config_routes_enabled_or_named_mailboxes(tmp_path):
+    from ticketmail.backends.memory import InMemoryBackend
+    from ticketmail.errors import ConfigError
+    from ticketmail.pipeline import Pipeline
+    from ticketmail.receive import Receiver, ReceiveSettings
+    from ticketmail.sources.config import load_config
+
+    file = tmp_path / "tm.toml"
+    file.write_text(
+        '[[mailboxes]]\nname = "a"\nprotocol = "lmtp"\naddress = "a@e.test"\n'
+        '[[mailboxes]]\nname = "b"\nprotocol = "lmtp"\naddress = "b@e.test"\nenabled = false\n'
+        '[[mailboxes]]\nname = "c"\nprotocol = "maildir"\npath = "m"\naddress = "c@e.test"\n'
+    )
+    config = load_config(file)
+    pipeline = Pipeline(InMemoryBackend())
+    receiver = Receiver.from_config(pipeline, config, ReceiveSettings())
+    assert receiver.router.addresses == {"a@e.test": "a", "c@e.test": "c"}
+    only = Receiver.from_config(pipeline, config, ReceiveSettings(mailboxes=("b",)))
+    assert only.router.addresses == {"b@e.test": "b"}
+    with pytest.raises(ConfigError, match="no mailbox named 'z'"):
+        Receiver.from_config(pipeline, config, ReceiveSettings(mailboxes=("z",)))
