@@ -576,3 +576,11 @@ def test_from_config_routes_enabled_or_named_mailboxes(tmp_path):
     assert only.router.addresses == {"b@e.test": "b"}
     with pytest.raises(ConfigError, match="no mailbox named 'z'"):
         Receiver.from_config(pipeline, config, ReceiveSettings(mailboxes=("z",)))
+
+
+def test_a_receiver_can_be_started_again(start_receiver, lmtp_send, make_message):
+    running = start_receiver()
+    running.receiver.stop()
+    running.receiver.start()
+    with running.client() as client:
+        assert lmtp_send(client, "a@client.test", ["support@desk.test"], make_message(800))[0][0] == 250

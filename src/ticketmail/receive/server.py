@@ -617,6 +617,8 @@ class Receiver:
     async def _serve(self, on_ready: Callable[[], None] | None = None) -> None:
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
+        self.stopping = False
+        self.bound = {}
         try:
             if self.settings.lmtp is None and self.settings.smtp is None:
                 raise ConfigError("receive: no listener: set lmtp and/or smtp", field="lmtp")
