@@ -204,3 +204,22 @@ def test_fetch_skips_lmtp_mailboxes(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "local:" in result.stderr
     assert "desk" not in result.stderr
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=600), st.lists(st.text(max_size=12), max_size=3))
+def test_sender_verified_never_raises(raw, ids):
+    from ticketmail.receive import sender_verified
+
+    assert sender_verified(raw, ids) in (True, False)
+    assert sender_verified(b"Authentication-Results: " + raw, ["mx"]) in (True, False)
+
+
+def test_sender_verified_reads_only_the_header_block():
+    from ticketmail.receive import sender_verified
+
+    body_only = b"Subject: x\r\n\r\nAuthentication-Results: mx; spf=pass\r\n"
+    assert not sender_verified(body_only, ["mx"])
+    folded = b"Authentication-Results: mx;\r\n\tdkim=pass\r\n  header.d=example.com\r\nSubject: x\r\n\r\n"
+    assert sender_verified(folded, ["MX"])
+    assert not sender_verified(folded, [])
