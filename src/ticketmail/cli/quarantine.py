@@ -160,22 +160,30 @@ def run_list(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def run_show(args: argparse.Namespace) -> int:
-    """`ticketmail quarantine show ID`."""
-    out, err = sys.stdout, sys.stderr
+def _lookup(args: argparse.Namespace, err: IO[str]) -> tuple[list[QuarantineRecord], int | None]:
+    """The records named by `args.ids`, or an exit code after saying what went wrong."""
     backend = _open(args, err)
     if backend is None:
-        return EXIT_USAGE
+        return [], EXIT_USAGE
     try:
         found, missing = _find(backend, args.ids)
     except BackendError as exc:
         _error(err, exc)
-        return EXIT_BACKEND
+        return [], EXIT_BACKEND
     finally:
         backend.close()
     if missing:
         print(f"ticketmail: error: no quarantined message {missing[0]} in {args.db}", file=err)
-        return EXIT_FAILED
+        return [], EXIT_FAILED
+    return found, None
+
+
+def run_show(args: argparse.Namespace) -> int:
+    """`ticketmail quarantine show ID`."""
+    out = sys.stdout
+    found, failed = _lookup(args, sys.stderr)
+    if failed is not None:
+        return failed
     record = found[0]
     data = quarantine_json(record)
     if args.json:
@@ -198,19 +206,9 @@ def run_show(args: argparse.Namespace) -> int:
 def run_export(args: argparse.Namespace) -> int:
     """`ticketmail quarantine export ID... [-o PATH]`."""
     err = sys.stderr
-    backend = _open(args, err)
-    if backend is None:
-        return EXIT_USAGE
-    try:
-        found, missing = _find(backend, args.ids)
-    except BackendError as exc:
-        _error(err, exc)
-        return EXIT_BACKEND
-    finally:
-        backend.close()
-    if missing:
-        print(f"ticketmail: error: no quarantined message {missing[0]} in {args.db}", file=err)
-        return EXIT_FAILED
+    found, failed = _lookup(args, err)
+    if failed is not None:
+        return failed
     if args.output == "-":
         if len(found) != 1:
             print("ticketmail: error: only one message can go to standard output", file=err)
