@@ -1,0 +1,227 @@
+"""Where the quoted history starts in an HTML reply, read from the structure mail clients write.
+
+Mail clients mark the quote they append to a reply, and the mark is more reliable than any text rule:
+
+* Gmail: ``<div class="gmail_quote">`` (attribution and ``<blockquote class="gmail_quote">`` inside).
+* Outlook web and new Outlook: ``<div id="appendonsend">``, ``<div id="divRplyFwdMsg">`` (also
+  ``x_``-prefixed), ``id="mail-editor-reference-message-container"``; Outlook for Mac:
+  ``<span id="OLK_SRC_BODY_SECTION">``.
+* Outlook desktop and Exchange: the ``border:none;border-top:solid ...`` div right above the
+  From/Sent/To/Subject block (taken only when a header line follows it).
+* Apple Mail: ``<blockquote type="cite">``; Thunderbird: ``<div class="moz-cite-prefix">`` (the attribution)
+  then ``<blockquote type="cite">``.
+* Yahoo: ``<div class="yahoo_quoted">``; Zimbra: ``<hr id="zwchr">``, ``data-marker="__QUOTED_TEXT__"``;
+  Zoho: ``class="zmail_extra"``; Proton: ``class="protonmail_quote"``.
+
+:func:`quote_start` finds the first such mark in one linear pass over the tags (comments skipped, no DOM,
+no backtracking pattern); :func:`extract_reply` turns the HTML above it into text, lines that text up
+with the message's plain text and cuts the plain text there, then applies the text rules of
+:mod:`ticketmail.parsing.quotes` to what is left (signatures, a trailing attribution line).
+
+When unsure it defers to the text rules: a forward (the forwarded content is the request), a quote mark
+followed by more text of the writer (an inline or bottom-posted answer), or HTML whose words do not line
+up with the plain text.
+"""
+
+from __future__ import annotations
+
+import html as _html
+import re
+
+from ticketmail.parsing.html import html_to_text
+from ticketmail.parsing.quotes import _header_kind, _is_forward_marker, extract_new_text, is_forward_subject
+
+__all__ = ["MAX_HTML_SCAN", "extract_reply", "quote_start"]
+
+MAX_HTML_SCAN = 4 * 1024 * 1024
+"""Only this many characters of an HTML body are scanned for a quote mark."""
+
+_NAME = re.compile(r"(/?)([a-zA-Z][a-zA-Z0-9:-]{0,30})")
+_ATTR = re.compile(r"""([a-zA-Z_:][-a-zA-Z0-9_:.]{0,40})\s*=\s*(?:"([^"]*)"|'([^']*)'|([^\s"'=<>`]+))""")
+_TAG_TEXT = re.compile(r"<[^<>]{0,2000}>")
+_SPACE = re.compile(r"\s+")
+_CLASS_MARKS = frozenset(
+    {"gmail_quote", "gmail_quote_container", "yahoo_quoted", "moz-cite-prefix", "zmail_extra", "protonmail_quote"}
+)
+_ID_MARKS = (
+    "divrplyfwdmsg", "appendonsend", "mail-editor-reference-message-container", "zwchr", "olk_src_body_section",
+)
+_CONTAINED = frozenset({"gmail_quote", "gmail_quote_container", "yahoo_quoted", "blockquote", "protonmail_quote"})
+_TOP_WORDS = 8
+_PEEK = 2000
+
+
+def _attributes(text: str) -> dict[str, str]:
+    found: dict[str, str] = {}
+    for match in _ATTR.finditer(text[:2000]):
+        value = match.group(2) if match.group(2) is not None else match.group(3)
+        found.setdefault(match.group(1).lower(), value if value is not None else match.group(4) or "")
+    return found
+
+
+def _mark(tag: str, attributes: dict[str, str]) -> str | None:
+    """The kind of quote mark a start tag is, or ``None``."""
+    classes = set(attributes.get("class", "").lower().split())
+    hit = classes & _CLASS_MARKS
+    if hit:
+        return sorted(hit)[0]
+    ident = attributes.get("id", "").lower()
+    if ident:
+        bare = ident.removeprefix("x_")
+        for mark in _ID_MARKS:
+            if bare == mark or bare.startswith("yahoo_quoted"):
+                return "yahoo_quoted" if bare.startswith("yahoo_quoted") else mark
+    if tag == "blockquote" and attributes.get("type", "").lower() == "cite":
+        return "blockquote"
+    if attributes.get("data-marker", "") in ("__QUOTED_TEXT__", "__DIVIDER__"):
+        return "zimbra"
+    style = attributes.get("style", "")
+    if tag == "div" and "border-top:" in style.replace(" ", "").lower():
+        normalized = style.replace(" ", "").lower()
+        if "border:none" in normalized and "border-top:solid" in normalized:
+            return "outlook_border"
+    return None
+
+
+def _peek_lines(html: str, start: int) -> list[str]:
+    """The first few text lines of ``html`` from ``start`` (tags removed), cheaply and bounded."""
+    window = html[start : start + _PEEK]
+    window = re.sub(r"(?i)<br\s*/?>|</(?:div|p|tr|li|h\d)>", "\n", window)
+    text = _html.unescape(_TAG_TEXT.sub("", window)).replace("\u00a0", " ")
+    return [line.strip() for line in text.split("\n") if line.strip()][:6]
+
+
+def _has_text(html: str) -> bool:
+    """Whether an HTML fragment holds visible text (tags, entities for spaces and whitespace aside)."""
+    text = _TAG_TEXT.sub("", html[:_PEEK * 4]).replace("&nbsp;", " ").replace("&#160;", " ")
+    return bool(text.strip())
+
+
+def _element_end(html: str, tag: str, start: int, limit: int) -> int:
+    """Offset just after the element ``tag`` that starts at ``start`` closes (``limit`` if it never does)."""
+    depth = 0
+    pos = start
+    opener = f"<{tag}"
+    closer = f"</{tag}"
+    lowered_tag = len(tag)
+    while pos < limit:
+        lt = html.find("<", pos, limit)
+        if lt < 0:
+            return limit
+        head = html[lt : lt + lowered_tag + 2].lower()
+        if head.startswith(closer) and not head[len(closer) : len(closer) + 1].isalnum():
+            depth -= 1
+            if depth <= 0:
+                gt = html.find(">", lt, limit)
+                return limit if gt < 0 else gt + 1
+        elif head.startswith(opener) and not head[len(opener) : len(opener) + 1].isalnum():
+            depth += 1
+        elif html.startswith("<!--", lt):
+            end = html.find("-->", lt + 4, limit)
+            if end < 0:
+                return limit
+            pos = end + 3
+            continue
+        pos = lt + 1
+    return limit
+
+
+def quote_start(html: str) -> tuple[int, str, int] | None:
+    """Find the first quote mark in an HTML body.
+
+    Returns ``(offset, kind, end)``: where the marked element starts, which mark it is, and where it ends
+    (for the marks that contain the quote; the length of the scanned HTML for the Outlook marks, whose
+    quote follows them). ``None`` when no mark is found. Linear in the input: one pass over ``<`` and
+    ``>`` positions, attribute patterns run on bounded slices.
+    """
+    limit = min(len(html), MAX_HTML_SCAN)
+    pos = 0
+    while pos < limit:
+        lt = html.find("<", pos, limit)
+        if lt < 0:
+            return None
+        if html.startswith("<!--", lt):
+            end = html.find("-->", lt + 4, limit)
+            if end < 0:
+                return None
+            pos = end + 3
+            continue
+        gt = html.find(">", lt + 1, limit)
+        if gt < 0:
+            return None
+        name = _NAME.match(html, lt + 1, gt)
+        pos = gt + 1
+        if name is None or name.group(1):
+            continue
+        tag = name.group(2).lower()
+        if tag not in ("div", "blockquote", "hr", "span", "table", "section"):
+            continue
+        attributes = _attributes(html[name.end() : gt])
+        if not attributes:
+            continue
+        kind = _mark(tag, attributes)
+        if kind is None:
+            continue
+        if kind == "outlook_border":
+            lines = _peek_lines(html, lt)
+            if not lines or _header_kind(lines[0]) is None:
+                continue  # a bordered box of the writer's own, not a quoted header block
+        end = _element_end(html, tag, lt, limit) if kind in _CONTAINED else limit
+        return lt, kind, end
+    return None
+
+
+def _tokens(text: str) -> list[str]:
+    out = []
+    for word in text.split():
+        token = "".join(ch for ch in word.lower() if ch.isalnum())
+        if token:
+            out.append(token)
+    return out
+
+
+def _aligned_cut(text_lines: list[str], words: list[str]) -> int | None:
+    """The line index in ``text_lines`` right after the plain text has used up ``words``; ``None`` if they differ."""
+    position = 0
+    total = len(words)
+    for index, line in enumerate(text_lines):
+        for token in _tokens(line):
+            if position >= total or token != words[position]:
+                return None
+            position += 1
+        if position >= total:
+            return index + 1
+    return None
+
+
+def extract_reply(text: str, html: str | None = None, separator: str | None = None, *, subject: str = "") -> str:
+    """The new text of a reply, decided from the HTML structure where there is one.
+
+    Args:
+        text: The message's plain text (its text part, or the text of its HTML part).
+        html: The message's HTML body as received (before sanitizing, which drops the marks), if any.
+        separator: A configured "reply above this line" separator.
+        subject: The subject (a forward prefix keeps the forwarded content).
+
+    Returns:
+        What :func:`ticketmail.parsing.quotes.extract_new_text` returns for the part of ``text`` above the
+        HTML quote mark; for ``text`` as a whole when there is no usable mark.
+    """
+    found = quote_start(html) if html and (not separator or separator not in text) else None
+    if found is None or is_forward_subject(subject):
+        return extract_new_text(text, separator, subject=subject)
+    offset, kind, end = found
+    if any(_is_forward_marker(line) for line in _peek_lines(html or "", offset)[:3]):
+        return extract_new_text(text, separator, subject=subject)
+    prefix = html_to_text((html or "")[:offset])
+    words = _tokens(prefix)
+    if not words:
+        return extract_new_text(text, separator, subject=subject)
+    if kind in _CONTAINED and end < len(html or "") and len(words) < _TOP_WORDS and _has_text((html or "")[end:]):
+        return extract_new_text(text, separator, subject=subject)  # answers below the quote: inline reply
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    cut = _aligned_cut(lines, words)
+    if cut is None:
+        return extract_new_text(text, separator, subject=subject)
+    result = extract_new_text("\n".join(lines[:cut]), separator, subject=subject)
+    return result if result.strip() else extract_new_text(text, separator, subject=subject)
