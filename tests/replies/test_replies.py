@@ -171,3 +171,30 @@ def test_corpus_covers_languages_and_clients() -> None:
         "html-gmail", "html-outlook-web", "html-apple", "html-yahoo", "html-thunderbird",
     ):  # fmt: skip
         assert any(name.startswith(needle) for name in names), needle
+
+
+def test_replies_are_never_machine_mail(capsys: pytest.CaptureFixture[str]) -> None:
+    """Every reply in the corpus, as a message from a person, is not automatic mail of any kind."""
+    from ticketmail.model import Address, InboundEmail
+    from ticketmail.rules import classify_automatic
+
+    taken = []
+    cases = _written_cases() + _crisp_cases()
+    for case in cases:
+        email = InboundEmail(
+            message_id=f"{case.name}@customer.example",
+            subject=case.subject or "Re: [#1234] Your request",
+            from_=Address("someone@customer.example", "Some One"),
+            return_path="someone@customer.example",
+            text=case.text,
+            html=case.html,
+            headers=(("From", "Some One <someone@customer.example>"), ("Subject", case.subject or "Re: x")),
+        )
+        if classify_automatic(email) is not None:
+            taken.append(case.name)
+    for path in sorted((HERE / "talon").glob("*.eml")):
+        if classify_automatic(parse_email(path.read_bytes())) is not None:
+            taken.append(path.name)
+    with capsys.disabled():
+        print(f"\nreply corpus: {len(cases)} replies checked for machine-mail signals, {len(taken)} flagged")
+    assert taken == []
