@@ -8,6 +8,9 @@ Three sources, all in this folder:
   quotes), each with the expected new text.
 * `crisp/`: reply bodies from crisp-oss/email-reply-parser (MIT, see `crisp/LICENSE`), expected new text
   in `crisp/expected.json` (written for this project: the writer's text, forwards kept).
+* `eml/`: whole multipart messages written for this project (plain and HTML alternatives of Gmail,
+  Outlook web and desktop, Apple Mail, Thunderbird and Yahoo in languages without text tables), expected
+  new text in `eml/expected.json`: the HTML marks decide.
 * `talon/`: replies from mailgun/talon's fixtures (Apache-2.0, see `talon/LICENSE`): whole messages,
   and HTML replies whose new text is "Hi. I am fine. Thanks, Alex".
 
@@ -105,6 +108,10 @@ def _talon_results() -> list[tuple[str, str, str, str]]:
     for path in sorted(root.glob("*.eml")):
         message = parse_email(path.read_bytes())
         out.append((f"talon/{path.name}", message.text, message.new_text, expected[path.name]))
+    for path in sorted((HERE / "eml").glob("*.eml")):
+        message = parse_email(path.read_bytes())
+        want = json.loads((HERE / "eml" / "expected.json").read_text(encoding="utf-8"))[path.name]
+        out.append((f"eml/{path.name}", message.text, message.new_text, want))
     for path in sorted(root.glob("*.html")):
         html = path.read_text(encoding="utf-8", errors="replace")
         text = html_to_text(sanitize_html(html))

@@ -302,10 +302,12 @@ def _is_forward_marker(stripped: str) -> bool:
 
 def _header_kind(line: str) -> str | None:
     colon = line.find(":", 0, 42)
+    if not line.isascii():
+        wide = line.find("\uff1a", 0, 42)
+        if wide >= 0 and (colon < 0 or wide < colon):
+            colon = wide
     if colon < 0:
-        colon = line.find("\uff1a", 0, 42)
-        if colon < 0:
-            return None
+        return None
     label = line[:colon]
     if "\t" in label.strip():
         return None
@@ -528,7 +530,7 @@ def _clean_result(lines: list[str], original: str) -> str:
     lines = _strip_signature(lines)
     while lines and (not lines[-1].strip() or set(lines[-1].strip()) <= _RULE_CHARS):
         lines = lines[:-1]  # the "====" or "______" a client drew above the history
-    result = "\n".join(lines).strip("\n").rstrip()
+    result = "\n".join(lines).strip().rstrip()
     if not result.strip():
         return original.strip("\n").rstrip()
     return result
