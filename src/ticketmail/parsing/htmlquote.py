@@ -39,7 +39,7 @@ MAX_HTML_SCAN = 4 * 1024 * 1024
 _NAME = re.compile(r"(/?)([a-zA-Z][a-zA-Z0-9:-]{0,30})")
 _ATTR = re.compile(r"""([a-zA-Z_:][-a-zA-Z0-9_:.]{0,40})\s*=\s*(?:"([^"]*)"|'([^']*)'|([^\s"'=<>`]+))""")
 _TAG_TEXT = re.compile(r"<[^<>]{0,2000}>")
-_SPACE = re.compile(r"\s+")
+_WORD = re.compile(r"[^\W_]+")
 _CLASS_MARKS = frozenset(
     {"gmail_quote", "gmail_quote_container", "yahoo_quoted", "moz-cite-prefix", "zmail_extra", "protonmail_quote"}
 )
@@ -48,7 +48,8 @@ _ID_MARKS = (
 )
 _CONTAINED = frozenset({"gmail_quote", "gmail_quote_container", "yahoo_quoted", "blockquote", "protonmail_quote"})
 _TOP_WORDS = 8
-_PEEK = 2000
+_PEEK = 1000
+_BREAKS = re.compile(r"(?i)<br\s*/?>|</(?:div|p|tr|li|h\d)>")
 
 
 def _attributes(text: str) -> dict[str, str]:
@@ -85,15 +86,14 @@ def _mark(tag: str, attributes: dict[str, str]) -> str | None:
 
 def _peek_lines(html: str, start: int) -> list[str]:
     """The first few text lines of ``html`` from ``start`` (tags removed), cheaply and bounded."""
-    window = html[start : start + _PEEK]
-    window = re.sub(r"(?i)<br\s*/?>|</(?:div|p|tr|li|h\d)>", "\n", window)
+    window = _BREAKS.sub("\n", html[start : start + _PEEK])
     text = _html.unescape(_TAG_TEXT.sub("", window)).replace("\u00a0", " ")
     return [line.strip() for line in text.split("\n") if line.strip()][:6]
 
 
 def _has_text(html: str) -> bool:
     """Whether an HTML fragment holds visible text (tags, entities for spaces and whitespace aside)."""
-    text = _TAG_TEXT.sub("", html[:_PEEK * 4]).replace("&nbsp;", " ").replace("&#160;", " ")
+    text = _TAG_TEXT.sub("", html).replace("&nbsp;", " ").replace("&#160;", " ")
     return bool(text.strip())
 
 
@@ -126,13 +126,13 @@ def _element_end(html: str, tag: str, start: int, limit: int) -> int:
     return limit
 
 
-def quote_start(html: str) -> tuple[int, str, int] | None:
+def quote_start(html: str) -> tuple[int, str, str] | None:
     """Find the first quote mark in an HTML body.
 
-    Returns ``(offset, kind, end)``: where the marked element starts, which mark it is, and where it ends
-    (for the marks that contain the quote; the length of the scanned HTML for the Outlook marks, whose
-    quote follows them). ``None`` when no mark is found. Linear in the input: one pass over ``<`` and
-    ``>`` positions, attribute patterns run on bounded slices.
+    Returns ``(offset, kind, tag)``: where the marked element starts, which mark it is (``gmail_quote``,
+    ``divrplyfwdmsg``, ``blockquote``, ``outlook_border``, ...) and its tag name. ``None`` when no mark is
+    found. Linear in the input: one pass over ``<`` and ``>`` positions, attribute patterns run on
+    bounded slices.
     """
     limit = min(len(html), MAX_HTML_SCAN)
     pos = 0
@@ -166,18 +166,13 @@ def quote_start(html: str) -> tuple[int, str, int] | None:
             lines = _peek_lines(html, lt)
             if not lines or _header_kind(lines[0]) is None:
                 continue  # a bordered box of the writer's own, not a quoted header block
-        end = _element_end(html, tag, lt, limit) if kind in _CONTAINED else limit
-        return lt, kind, end
+        return lt, kind, tag
     return None
 
 
 def _tokens(text: str) -> list[str]:
-    out = []
-    for word in text.split():
-        token = "".join(ch for ch in word.lower() if ch.isalnum())
-        if token:
-            out.append(token)
-    return out
+    """Words (letters and digits) in lower case: punctuation and link markup differ between the two bodies."""
+    return _WORD.findall(text.lower())
 
 
 def _aligned_cut(text_lines: list[str], words: list[str]) -> int | None:
@@ -210,15 +205,18 @@ def extract_reply(text: str, html: str | None = None, separator: str | None = No
     found = quote_start(html) if html and (not separator or separator not in text) else None
     if found is None or is_forward_subject(subject):
         return extract_new_text(text, separator, subject=subject)
-    offset, kind, end = found
+    offset, kind, tag = found
     if any(_is_forward_marker(line) for line in _peek_lines(html or "", offset)[:3]):
         return extract_new_text(text, separator, subject=subject)
     prefix = html_to_text((html or "")[:offset])
     words = _tokens(prefix)
     if not words:
         return extract_new_text(text, separator, subject=subject)
-    if kind in _CONTAINED and end < len(html or "") and len(words) < _TOP_WORDS and _has_text((html or "")[end:]):
-        return extract_new_text(text, separator, subject=subject)  # answers below the quote: inline reply
+    if kind in _CONTAINED and len(words) < _TOP_WORDS:
+        limit = min(len(html or ""), MAX_HTML_SCAN)
+        end = _element_end(html or "", tag, offset, limit)
+        if end < limit and _has_text((html or "")[end : end + _PEEK * 8]):
+            return extract_new_text(text, separator, subject=subject)  # answers below the quote: inline reply
     lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
     cut = _aligned_cut(lines, words)
     if cut is None:
