@@ -506,7 +506,7 @@ def test_out_of_office_answering_a_bounce_subject_stays_out_of_office(parse: Cal
         "Unzustellbar: Rechnung", "Non remis : Facture", "No se puede entregar: Factura",
         "Non recapitabile: Fattura", "Onbestelbaar: Factuur", "Não é possível entregar: Fatura",
         "Olevererbart: Faktura", "Kan ikke leveres: Faktura", "Nie można dostarczyć: Faktura",
-        "Nedoručitelné: Faktura", "Недоставлено: Счет", "Не вдалося доставити: Рахунок", "配信不能: 請求書",
+        "Nedoručitelné: Faktura", "Недоставлено: Счет", "Не вдалося доставити: Рахунок", "配信不能: 請求書",  # noqa: RUF001
         "系统退信: 发票", "전달되지 않음: 청구서", "Returned mail: see transcript for details",
     ],
 )  # fmt: skip

@@ -25,8 +25,11 @@ compared case-insensitively and split on commas where the header is a list:
 * Subject prefixes Outlook, Exchange, Gmail and others put on out-of-office replies, in common languages.
 * ``multipart/report`` (RFC 6522) with ``report-type`` ``delivery-status`` (RFC 3464),
   ``feedback-report`` (RFC 5965, ARF) or ``disposition-notification`` (RFC 8098, read receipts), and
-  non-standard bounces (``MAILER-DAEMON``/``postmaster`` senders, bounce subjects), see
-  :mod:`ticketmail.rules.dsn`.
+  non-standard bounces, see :mod:`ticketmail.rules.dsn`: reporting senders (``MAILER-DAEMON``,
+  ``postmaster``, also as a bare display name), bounce, delay and success subjects in many languages,
+  the wording of delivery notices, the returned message's headers quoted in the text, mailing-list
+  servers rejecting a post. From a sender that looks like a person, a subject alone is never enough.
+* Provider notifications: Amazon SES bounce, complaint and delivery notices as SNS e-mails them.
 
 Kind precedence, most specific first: ``feedback_report``, ``bounce``, ``delivery_report``,
 ``out_of_office``, ``auto_reply``, ``mailing_list``, ``bulk``. Every signal found is kept in ``reasons``.
@@ -154,9 +157,9 @@ _BOUNCE_SUBJECTS = (
     "non remis", "non distribuable", "impossible de remettre", "échec de la remise", "echec de la remise",
     "notification d'état de remise", "no se puede entregar", "imposible entregar", "no entregado",
     "error de entrega", "non recapitabile", "impossibile recapitare", "mancato recapito", "onbestelbaar",
-    "kan niet worden bezorgd", "niet afgeleverd", "não é possível entregar", "não entregue", "não foi possível entregar",
-    "falha na entrega", "olevererbart", "kunde inte levereras", "kan ikke leveres", "ikke levert",
-    "kunne ikke leveres", "ikke leveret", "kan ikke leveres", "nie można dostarczyć", "niedostarczalne",
+    "kan niet worden bezorgd", "niet afgeleverd", "não é possível entregar", "não entregue",
+    "não foi possível entregar", "falha na entrega", "olevererbart", "kunde inte levereras", "kan ikke leveres",
+    "ikke levert", "kunne ikke leveres", "ikke leveret", "nie można dostarczyć", "niedostarczalne",
     "niedostarczona", "nedoručitelné", "nelze doručit", "nedoručeno", "kézbesíthetetlen", "toimittamaton",
     "teslim edilemedi", "iletilemedi", "недоставлено", "не доставлено", "невозможно доставить",
     "не удалось доставить", "ошибка доставки", "не вдалося доставити", "недоставлене",
