@@ -90,6 +90,16 @@ ATTRIBUTIONS: Mapping[str, Mapping[str, tuple[str, ...]]] = {
            "middles": ()},
     "zh": {"starts": ("在 ", "在", "於 "), "ends": ("写道", "寫道", "写到"), "middles": ()},
     "ko": {"starts": (), "ends": ("작성", "님이 작성", "님이 씀", "작성하였습니다"), "middles": ()},
+    "el": {"starts": ("στις ", "την "), "ends": ("έγραψε", "έγραψε ο/η"), "middles": ()},
+    "he": {"starts": ("ב-", "בתאריך "), "ends": ("כתב", "כתבה", "כתב/ה", "כתב/ה את הדברים הבאים"), "middles": ()},
+    "ar": {"starts": ("في ",), "ends": ("كتب", "كتبت"), "middles": ()},
+    "ro": {"starts": ("pe ", "în "), "ends": ("a scris",), "middles": ()},
+    "id": {"starts": ("pada ",), "ends": ("menulis",), "middles": ()},
+    "vi": {"starts": ("vào ",), "ends": ("đã viết",), "middles": ()},
+    "th": {"starts": ("เมื่อ ",), "ends": ("เขียนว่า", "เขียน"), "middles": ()},
+    "hr": {"starts": ("dana ",), "ends": ("je napisao", "je napisala", "napisao", "napisala", "je napisao/la",
+                                          "je napisal(a)", "napisal"), "middles": ()},
+    "bg": {"starts": ("на ",), "ends": ("написа",), "middles": ()},
 }  # fmt: skip
 """Attribution phrases per language (lower case, without the final colon)."""
 
@@ -129,6 +139,18 @@ HEADER_LABELS: Mapping[str, Mapping[str, tuple[str, ...]]] = {
            "to": ("收件人", "收件者"), "subject": ("主题", "主旨", "主題"), "cc": ("抄送", "副本")},
     "ko": {"from": ("보낸 사람", "보낸사람", "발신자"), "date": ("보낸 날짜", "날짜", "보낸날짜"),
            "to": ("받는 사람", "받는사람", "수신자"), "subject": ("제목",), "cc": ("참조",)},
+    "el": {"from": ("από",), "date": ("στάλθηκε", "ημερομηνία", "εστάλη"), "to": ("προς",), "subject": ("θέμα",),
+           "cc": ("κοιν",)},
+    "he": {"from": ("מאת",), "date": ("נשלח", "תאריך"), "to": ("אל",), "subject": ("נושא",), "cc": ("עותק",)},
+    "ar": {"from": ("من",), "date": ("تم الإرسال", "التاريخ", "أرسل"), "to": ("إلى",), "subject": ("الموضوع",),
+           "cc": ("نسخة",)},
+    "ro": {"from": ("de la",), "date": ("trimis", "data"), "to": ("către", "catre"), "subject": ("subiect",)},
+    "id": {"from": ("dari",), "date": ("dikirim", "tanggal"), "to": ("kepada",), "subject": ("subjek", "perihal")},
+    "vi": {"from": ("từ",), "date": ("đã gửi", "ngày"), "to": ("đến", "tới"), "subject": ("chủ đề",)},
+    "th": {"from": ("จาก",), "date": ("ส่ง", "วันที่"), "to": ("ถึง",), "subject": ("เรื่อง",)},
+    "hr": {"from": ("šalje", "pošiljatelj"), "date": ("poslano", "datum"), "to": ("prima", "primatelj"),
+           "subject": ("predmet",)},
+    "bg": {"from": ("от",), "date": ("изпратено", "дата"), "to": ("до",), "subject": ("относно", "тема")},
 }  # fmt: skip
 """Header labels of quoted header blocks per language (lower case, without the colon), by field kind."""
 
@@ -236,6 +258,7 @@ _MOBILE_STARTS = tuple(sorted({p.lower() for t in MOBILE_LINES.values() for p in
 _FORWARD = tuple(sorted(FORWARD_MARKERS, key=len, reverse=True))
 _ORIGINAL = frozenset(ORIGINAL_MARKERS)
 _DIGIT = re.compile(r"\d")
+_TIME = re.compile(r"\d{1,2}[:.]\d\d")
 _RULE_CHARS = frozenset("_-=*~\u2014\u2500")
 _BARE_WROTE = re.compile(r"[^\W\d_][\w.'\- ]{0,60}\s(?:wrote|schrieb|a écrit|escribió|ha scritto|schreef|skrev)\s?:$")
 
@@ -346,6 +369,22 @@ def _is_header_block(lines: list[str], index: int, cache: dict[int, str | None] 
             if len(kinds) >= 3 and "from" in kinds:
                 return True
     return False
+
+
+def _labelled_lines(lines: list[str], start: int) -> bool:
+    """Whether at least three of the next four non-blank lines are ``Label: value`` lines (short labels)."""
+    seen = labelled = 0
+    for line in lines[start : start + 10]:
+        text = _fold(line.strip())
+        if not text:
+            continue
+        seen += 1
+        colon = text.find(":", 0, 32)
+        if colon > 0 and " " not in text[:colon].strip().strip("*").replace(" ", "", 2):
+            labelled += 1
+        if seen == 4:
+            break
+    return labelled >= 3
 
 
 def _is_rule(line: str) -> bool:
@@ -479,6 +518,8 @@ def _cut_index(lines: list[str]) -> tuple[int | None, bool]:
             return index, False  # "Sent from my iPhone": mobile clients put the unquoted history below it
         if len(stripped) < 80 and _is_original_marker(stripped):
             return index, False
+        if stripped[0] == "_" and len(stripped) >= 20 and set(stripped) == {"_"} and _labelled_lines(lines, index + 1):
+            return index, False  # Outlook's rule above a header block in a language without a table
         if (":" in stripped or "\uff1a" in stripped) and _is_header_block(lines, index, header_kinds):
             if index > 0 and _is_rule(lines[index - 1]):
                 return index - 1, False
@@ -492,8 +533,21 @@ def _cut_index(lines: list[str]) -> tuple[int | None, bool]:
 
 
 def _strip_trailing_quote(lines: list[str]) -> list[str]:
+    """Remove a trailing ``>`` block, and the attribution right above it in a language without a table.
+
+    That attribution is a line ending with a colon that names an address (``<a@b>``) or a time
+    (``10:00``); a Gmail line wrapped inside the address (``... Name <`` / ``a@b>:``) goes whole.
+    """
     end = len(lines)
     while end and (lines[end - 1].lstrip().startswith(">") or not lines[end - 1].strip()):
+        end -= 1
+    if end == len(lines) or not end:
+        return lines[:end]
+    last = _fold(lines[end - 1].strip())
+    named = ("@" in last and ">" in last) or _TIME.search(last) is not None
+    if last.endswith(":") and len(last) <= _MAX_ATTRIBUTION and named:
+        if "@" in last and "<" not in last and end > 1 and lines[end - 2].rstrip().endswith("<"):
+            end -= 1
         end -= 1
     return lines[:end]
 
