@@ -1,3 +1,4 @@
+# ruff: noqa: RUF001
 """Properties of reply extraction: total, never invents text, keeps the start, linear on hostile input."""
 
 from __future__ import annotations
