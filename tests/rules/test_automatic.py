@@ -553,3 +553,12 @@ def test_ses_notification_reader_is_total() -> None:
     assert kind == "bounce"
     assert original is None
     assert [(r.recipient, r.status, r.permanent) for r in recipients] == [("a@b.example", "4.2.2", False)]
+
+
+def test_microsoft_jmrp_complaint_is_a_feedback_report() -> None:
+    email = mail(
+        from_=Address("staff@hotmail.com"), subject="complaint about message from 192.0.2.1", text="attached"
+    )
+    result = classify_automatic(email)
+    assert result is not None
+    assert result.kind == "feedback_report"

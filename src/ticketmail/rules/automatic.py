@@ -232,6 +232,7 @@ _BOUNCE_HINTS = (
 )  # fmt: skip
 """Wording of a delivery notice, taken with an anchored bounce subject and failed recipients found in the text."""
 _SES_SENDERS = ("@sns.amazonaws.com",)
+_JMRP_SENDERS = frozenset({"staff@hotmail.com", "staff@outlook.com"})
 _LIST_REJECTIONS = (
     "not member", "not a member of this mailing list", "non-member", "fml system error", "loop alert",
     "loop back warning", "post by non-member", "your message was rejected", "message rejected",
@@ -450,6 +451,11 @@ def _report_signals(email: InboundEmail, found: _Signals) -> tuple[tuple[BounceR
     provider = _provider_notification(email, found)
     if provider is not None:
         return provider
+    sender_address = (email.from_.email if email.from_ else "").lower()
+    if sender_address in _JMRP_SENDERS and "complaint about message" in subject.lower():
+        # Microsoft's junk mail reporting program (JMRP): the complained-about message is attached.
+        found.add("feedback_report", "provider_notification", "Microsoft JMRP complaint", sender_address)
+        return (), read_delivery_report(email, scan_text=False).original_message_id
     rejection = _list_server_notice(email)
     if rejection is not None:
         found.kinds.discard("bulk")
