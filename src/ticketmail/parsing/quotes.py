@@ -228,6 +228,25 @@ MOBILE_LINES: Mapping[str, tuple[str, ...]] = {
 }  # fmt: skip
 """Signature lines of mobile and app mail clients per language (lower-case line starts)."""
 
+# Line starts in MOBILE_LINES that are ordinary words too: taken only with a device or app named after them.
+_MOBILE_GENERIC = (
+    "sent from ", "sent via ", "sent with ", "sent using ", "gesendet mit ", "gesendet vom ", "gesendet von ",
+    "envoyé depuis ", "envoyé à partir de ", "envoyé avec ", "envoyé par ", "enviado desde ", "enviado con ",
+    "enviado a través de ", "inviato da ", "inviato con ", "enviado do ", "enviado de ", "enviado via ",
+    "enviado pelo ", "verzonden vanaf ", "verzonden met ", "verstuurd vanaf ", "verstuurd met ", "skickat från ",
+    "skickat med ", "sendt fra ", "sendt med ", "lähetetty ", "wysłane z ", "wysłano z ", "wysłane przy użyciu ",
+    "odesláno z ", "odesláno ze ", "posláno z ", "отправлено с ", "отправлено из ", "отправлено со ",
+    "отправлено через ", "надіслано з ", "відправлено з ", "从我的", "從我的", "来自我的", "來自我的",
+)  # fmt: skip
+_DEVICE_WORDS = (
+    "iphon", "ipad", "ipod", "android", "samsung", "galaxy", "outlook", "mobile", "phone", "blackberry", "yahoo",
+    "gmail", "aol", "proton", "zoho", "spark", "huawei", "xiaomi", "pixel", "windows", "smartphone", "handy",
+    "tablet", "appareil", "dispositivo", "телефон", "смартфон", "планшет", "watch", "nokia", "motorola",
+    "oneplus", "xperia", "surface", "telefoon", "telefon", "mobil", "móvil", "cellulare", "celular", "手机",
+    "手機", "mail.com", "mailspring", "bluemail", "blue mail", "thunderbird", "airmail", "newton", "superhuman",
+    "hey.com", "fastmail", "gmx", "web.de", "t-online", "tutanota", "mail app", "mail for", "mail on", "mail pour",
+    "mail para", "mail per", "mail voor", "mail för", "mail til",
+)  # fmt: skip
 _MOBILE_ENDINGS = ("から送信", "发送", "發送", "에서 보냄", "에서 보냈습니다", "에서 보냈습니다.")
 
 _FORWARD_SUBJECT = re.compile(
@@ -255,6 +274,7 @@ _LABELS: dict[str, str] = {
     label: kind for table in HEADER_LABELS.values() for kind, labels in table.items() for label in labels
 }
 _MOBILE_STARTS = tuple(sorted({p.lower() for t in MOBILE_LINES.values() for p in t}, key=len, reverse=True))
+_MOBILE_STRONG = tuple(p for p in _MOBILE_STARTS if p not in _MOBILE_GENERIC)
 _FORWARD = tuple(sorted(FORWARD_MARKERS, key=len, reverse=True))
 _ORIGINAL = frozenset(ORIGINAL_MARKERS)
 _DIGIT = re.compile(r"\d")
@@ -303,10 +323,14 @@ def _is_attribution(line: str, *, loose: bool = False) -> bool:
 
 
 def _is_mobile_line(stripped: str) -> bool:
+    """A device or app signature line; the generic forms ("Sent with ...") only when they name a device or app."""
     if len(stripped) >= 90:
         return False
     lowered = stripped.lower()
     if lowered.startswith(_MOBILE_STARTS):
+        generic = lowered.startswith(_MOBILE_GENERIC) and not lowered.startswith(_MOBILE_STRONG)
+        if generic and not any(word in lowered for word in _DEVICE_WORDS):
+            return False  # "Sent with DHL this morning", "Gesendet von der Zentrale"
         return not lowered.endswith((".", "?", "!")) or (len(lowered) < 60 and "," not in lowered)
     return lowered.endswith(_MOBILE_ENDINGS) and len(lowered) < 40
 
