@@ -10,6 +10,7 @@ Mail clients mark the quote they append to a reply, and the mark is more reliabl
   From/Sent/To/Subject block (taken only when a header line follows it).
 * Apple Mail: ``<blockquote type="cite">``; Thunderbird: ``<div class="moz-cite-prefix">`` (the attribution)
   then ``<blockquote type="cite">``.
+* Outlook for iOS and Android: ``<div name="messageReplySection">``.
 * Yahoo: ``<div class="yahoo_quoted">``; Zimbra: ``<hr id="zwchr">``, ``data-marker="__QUOTED_TEXT__"``;
   Zoho: ``class="zmail_extra"``; Proton: ``class="protonmail_quote"``.
 
@@ -74,6 +75,8 @@ def _mark(tag: str, attributes: dict[str, str]) -> str | None:
                 return "yahoo_quoted" if bare.startswith("yahoo_quoted") else mark
     if tag == "blockquote" and attributes.get("type", "").lower() == "cite":
         return "blockquote"
+    if attributes.get("name", "").lower() == "messagereplysection":
+        return "messagereplysection"  # Outlook for iOS and Android (Exchange ActiveSync smart reply)
     if attributes.get("data-marker", "") in ("__QUOTED_TEXT__", "__DIVIDER__"):
         return "zimbra"
     style = attributes.get("style", "")

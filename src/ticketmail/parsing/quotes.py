@@ -72,7 +72,7 @@ ATTRIBUTIONS: Mapping[str, Mapping[str, tuple[str, ...]]] = {
     "it": {"starts": ("il ", "il giorno "), "ends": ("ha scritto", "scritto"), "middles": (" ha scritto il ",)},
     "pt": {"starts": ("em ", "no dia "), "ends": ("escreveu",), "afters": (" escreveu ",),
            "middles": (" escreveu em ",)},
-    "nl": {"starts": ("op ",), "ends": ("schreef", "geschreven", "het volgende geschreven"), "afters": (" schreef ",),
+    "nl": {"starts": ("op ",), "ends": ("schreef", "geschreven", "het volgende geschreven", "het volgende"), "afters": (" schreef ",),
            "middles": (" schreef op ",)},
     "sv": {"starts": ("den ",), "ends": ("skrev",), "afters": (" skrev ",), "middles": (" skrev den ",)},
     "no": {"starts": ("den ",), "ends": ("skrev", "skrev følgende"), "afters": (" skrev ",), "middles": ()},
