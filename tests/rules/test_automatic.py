@@ -562,3 +562,17 @@ def test_microsoft_jmrp_complaint_is_a_feedback_report() -> None:
     result = classify_automatic(email)
     assert result is not None
     assert result.kind == "feedback_report"
+
+
+def test_failed_recipients_header_when_the_text_names_none() -> None:
+    email = mail(
+        ("X-Failed-Recipients", "group@groups.example, other@groups.example"),
+        from_=Address("mailer-daemon@googlemail.example", "Mail Delivery Subsystem"),
+        return_path="",
+        subject="Delivery Status Notification (Failure)",
+        text="グループが存在しないか、投稿する権限がない可能性があります。",
+    )
+    result = classify_automatic(email)
+    assert result is not None
+    assert result.kind == "bounce"
+    assert [r.recipient for r in result.recipients] == ["group@groups.example", "other@groups.example"]

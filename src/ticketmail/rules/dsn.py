@@ -470,6 +470,8 @@ def read_delivery_report(email: InboundEmail, *, scan_text: bool) -> DeliveryRep
     if not recipients and scan_text:
         exclude = [a.email for a in (email.from_, *email.to) if a is not None]
         recipients = scan_bounce_text(email.text, exclude=exclude)
+    if not recipients and scan_text:
+        recipients = _failed_recipients_header(email)
     if original is None and scan_text:
         original = _returned_message_id(email.text)
     return DeliveryReport(recipients=recipients, original_message_id=original, standard=standard)
@@ -556,3 +558,15 @@ def read_ses_notification(text: str) -> tuple[str, tuple[BounceRecipient, ...], 
         if isinstance(value, str) and value.strip():
             original = value.strip()[:MAX_LINE].strip("<>") or None
     return kind, tuple(recipients), original
+
+
+def _failed_recipients_header(email: InboundEmail) -> tuple[BounceRecipient, ...]:
+    """``X-Failed-Recipients`` (Exim, Gmail, Google Groups): the failed addresses when the text names none."""
+    out: dict[str, BounceRecipient] = {}
+    for name, value in email.headers[:MAX_LINES]:
+        if name.strip().lower() != "x-failed-recipients":
+            continue
+        for match in _ADDRESS.finditer(value[:MAX_LINE]):
+            address = match.group(0)
+            out.setdefault(normalize_address(address), BounceRecipient(recipient=address, action="failed"))
+    return tuple(out.values())
