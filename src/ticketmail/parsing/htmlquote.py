@@ -14,10 +14,10 @@ Mail clients mark the quote they append to a reply, and the mark is more reliabl
 * Yahoo: ``<div class="yahoo_quoted">``; Zimbra: ``<hr id="zwchr">``, ``data-marker="__QUOTED_TEXT__"``;
   Zoho: ``class="zmail_extra"``; Proton: ``class="protonmail_quote"``.
 
-:func:`quote_start` finds the first such mark in one linear pass over the tags (comments skipped, no DOM,
-no backtracking pattern); :func:`extract_reply` turns the HTML above it into text, lines that text up
+`quote_start` finds the first such mark in one linear pass over the tags (comments skipped, no DOM,
+no backtracking pattern); `extract_reply` turns the HTML above it into text, lines that text up
 with the message's plain text and cuts the plain text there, then applies the text rules of
-:mod:`ticketmail.parsing.quotes` to what is left (signatures, a trailing attribution line).
+`ticketmail.parsing.quotes` to what is left (signatures, a trailing attribution line).
 
 When unsure it defers to the text rules: a forward (the forwarded content is the request), a quote mark
 followed by more text of the writer (an inline or bottom-posted answer), or HTML whose words do not line
@@ -202,7 +202,7 @@ def extract_reply(text: str, html: str | None = None, separator: str | None = No
         subject: The subject (a forward prefix keeps the forwarded content).
 
     Returns:
-        What :func:`ticketmail.parsing.quotes.extract_new_text` returns for the part of ``text`` above the
+        What `ticketmail.parsing.quotes.extract_new_text` returns for the part of ``text`` above the
         HTML quote mark; for ``text`` as a whole when there is no usable mark.
     """
     found = quote_start(html) if html and (not separator or separator not in text) else None

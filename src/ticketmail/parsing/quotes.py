@@ -7,7 +7,7 @@ The order follows what helpdesks learned the hard way (osTicket, Zammad, talon):
    from the line that contains it is history. The attribution line a client puts right above the quote
    ("On ..., X wrote:") is removed with it.
 2. Attribution lines ("On <date>, <name> wrote:" and its equivalents), from per-language tables
-   (:data:`ATTRIBUTIONS`): English, German, French, Spanish, Italian, Portuguese, Dutch, Swedish, Norwegian,
+   (`ATTRIBUTIONS`): English, German, French, Spanish, Italian, Portuguese, Dutch, Swedish, Norwegian,
    Danish, Finnish, Polish, Czech, Slovak, Hungarian, Turkish, Russian, Ukrainian, Japanese, Chinese and
    Korean, with ASCII or full-width colons, also when a client wrapped them over two or three lines
    (``Le 4 janv. 2016 19:03, "Name"`` / ``<address>`` / ``a écrit :``), without the colon, or framed in
@@ -15,8 +15,8 @@ The order follows what helpdesks learned the hard way (osTicket, Zammad, talon):
    by a ``>`` quote and then more unquoted text introduces an inline or bottom-posted reply: it is not cut.
 3. "-----Original Message-----" lines and their translations; quoted header blocks (Outlook, Exchange,
    Notes, GMX/Web.de, Foxmail, Naver: a From line with at least two of Sent/Date, To, Subject, Cc within a
-   few lines, in the languages of :data:`HEADER_LABELS`), with the "______" rule Outlook draws above them.
-4. "Sent from my iPhone" style lines (:data:`MOBILE_LINES`): mobile clients put the (unquoted) history
+   few lines, in the languages of `HEADER_LABELS`), with the "______" rule Outlook draws above them.
+4. "Sent from my iPhone" style lines (`MOBILE_LINES`): mobile clients put the (unquoted) history
    below them.
 5. A trailing block of ``>``-quoted lines (interleaved answers between quotes are kept).
 6. A signature after the RFC 3676 section 4.3 delimiter "-- " (also "--", which many clients trim).
@@ -30,7 +30,7 @@ returned: a helpdesk must never show an empty message for a non-empty mail.
 
 Cost: every step is a pass over the lines with plain string tests and short anchored patterns on lines
 of bounded length; the look-ahead after an attribution is precomputed in one backward pass, so the work is
-linear in the input. Only the first :data:`MAX_SCAN_CHARS` characters are searched for history markers;
+linear in the input. Only the first `MAX_SCAN_CHARS` characters are searched for history markers;
 beyond that a trailing ``>`` block is still removed (scanning back from the end), the rest is kept.
 """
 

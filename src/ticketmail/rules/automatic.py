@@ -25,7 +25,7 @@ compared case-insensitively and split on commas where the header is a list:
 * Subject prefixes Outlook, Exchange, Gmail and others put on out-of-office replies, in common languages.
 * ``multipart/report`` (RFC 6522) with ``report-type`` ``delivery-status`` (RFC 3464),
   ``feedback-report`` (RFC 5965, ARF) or ``disposition-notification`` (RFC 8098, read receipts), and
-  non-standard bounces, see :mod:`ticketmail.rules.dsn`: reporting senders (``MAILER-DAEMON``,
+  non-standard bounces, see `ticketmail.rules.dsn`: reporting senders (``MAILER-DAEMON``,
   ``postmaster``, also as a bare display name), bounce, delay and success subjects in many languages,
   the wording of delivery notices, the returned message's headers quoted in the text, mailing-list
   servers rejecting a post. From a sender that looks like a person, a subject alone is never enough.

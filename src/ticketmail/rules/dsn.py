@@ -509,7 +509,7 @@ def read_ses_notification(text: str) -> tuple[str, tuple[BounceRecipient, ...], 
 
     The body is the notification's JSON (``notificationType`` or ``eventType``: ``Bounce``, ``Complaint``,
     ``Delivery``), followed by SNS's unsubscribe footer. ``type`` is lower case; ``None`` when the text
-    holds no such JSON. Only the first :data:`MAX_CHARS` characters are read.
+    holds no such JSON. Only the first `MAX_CHARS` characters are read.
     """
     start = text.find("{", 0, 4096)
     if start < 0:
