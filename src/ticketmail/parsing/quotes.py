@@ -436,6 +436,13 @@ def _is_quoted(line: str) -> bool:
     return line.lstrip()[:1] == ">"
 
 
+def _is_wrapped(quoted: str, line: str) -> bool:
+    """Whether ``line`` continues the sentence of the ``>`` line above it (a client re-wrapped the quote)."""
+    above = quoted.lstrip().lstrip("> ").rstrip()
+    text = line.strip()
+    return _is_quoted(quoted) and bool(above) and above[-1] not in "?:" and text[:1].islower()
+
+
 def _quote_then_answer(lines: list[str], start: int, ahead: tuple[list[int], list[int]], top: int) -> bool:
     """True when lines from ``start`` are a ``>`` quote followed by more unquoted text (inline/bottom reply).
 
@@ -460,11 +467,11 @@ def _quote_then_answer(lines: list[str], start: int, ahead: tuple[list[int], lis
         return False
     if top < _TOP_WORDS:
         return True  # bottom-posted or inline reply
-    for _ in range(5):
+    for _ in range(50):  # bounded: a few re-wrapped quote lines, then the verdict
         following = next_quote[index]
         if following >= count:
             return False  # only a trailing footer after the quote
-        wrapped = following == index + 1 and index > 0 and _is_quoted(lines[index - 1])
+        wrapped = following == index + 1 and index > 0 and _is_wrapped(lines[index - 1], lines[index])
         if not wrapped:
             return True
         index = next_plain[following]
