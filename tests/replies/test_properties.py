@@ -60,7 +60,7 @@ def test_hostile_inputs_stay_linear() -> None:
     for text in cases:
         start = time.perf_counter()
         extract_new_text(text)
-        assert time.perf_counter() - start < 5.0
+        assert time.perf_counter() - start < 15.0  # linear: seconds on a loaded machine, not minutes
     html_cases = [
         "<div>" * 200_000 + '<blockquote type="cite">' + "<div>a</div>" * 100_000,
         "<a" * 1_000_000,
@@ -70,4 +70,4 @@ def test_hostile_inputs_stay_linear() -> None:
     for html in html_cases:
         start = time.perf_counter()
         extract_reply("a b c", html)
-        assert time.perf_counter() - start < 5.0
+        assert time.perf_counter() - start < 15.0

@@ -32,10 +32,14 @@ import re
 from ticketmail.parsing.html import html_to_text
 from ticketmail.parsing.quotes import _header_kind, _is_forward_marker, extract_new_text, is_forward_subject
 
-__all__ = ["MAX_HTML_SCAN", "extract_reply", "quote_start"]
+__all__ = ["MAX_CANDIDATES", "MAX_HTML_SCAN", "MAX_PREFIX", "extract_reply", "quote_start"]
 
 MAX_HTML_SCAN = 4 * 1024 * 1024
 """Only this many characters of an HTML body are scanned for a quote mark."""
+
+MAX_PREFIX = 256 * 1024
+"""A quote mark further into the HTML than this is not used (the text rules decide): the HTML above it
+would have to be converted to text a second time."""
 
 _NAME = re.compile(r"(/?)([a-zA-Z][a-zA-Z0-9:-]{0,30})")
 _ATTR = re.compile(r"""([a-zA-Z_:][-a-zA-Z0-9_:.]{0,40})\s*=\s*(?:"([^"]*)"|'([^']*)'|([^\s"'=<>`]+))""")
@@ -47,6 +51,15 @@ _CLASS_MARKS = frozenset(
 _ID_MARKS = (
     "divrplyfwdmsg", "appendonsend", "mail-editor-reference-message-container", "zwchr", "olk_src_body_section",
 )
+_CANDIDATES = (
+    "gmail_quote", "yahoo_quoted", "moz-cite-prefix", "zmail_extra", "protonmail_quote", "divrplyfwdmsg",
+    "appendonsend", "mail-editor-reference-message-container", "zwchr", "olk_src_body_section",
+    "messagereplysection", "cite", "__quoted_text__", "__divider__", "border-top",
+)  # fmt: skip
+MAX_CANDIDATES = 200
+"""How many occurrences of one mark name are checked (names in the text itself are skipped)."""
+_TAG_BACK = 2000  # how far a candidate's tag may start before it, or end after it
+_MARK_TAGS = frozenset({"div", "blockquote", "hr", "span", "table", "section"})
 _CONTAINED = frozenset({"gmail_quote", "gmail_quote_container", "yahoo_quoted", "blockquote", "protonmail_quote"})
 _TOP_WORDS = 8
 _PEEK = 1000
@@ -134,43 +147,55 @@ def quote_start(html: str) -> tuple[int, str, str] | None:
 
     Returns ``(offset, kind, tag)``: where the marked element starts, which mark it is (``gmail_quote``,
     ``divrplyfwdmsg``, ``blockquote``, ``outlook_border``, ...) and its tag name. ``None`` when no mark is
-    found. Linear in the input: one pass over ``<`` and ``>`` positions, attribute patterns run on
-    bounded slices.
+    found. Linear in the input: each mark name is looked for with one substring search over the
+    lower-cased HTML, and each occurrence's tag is read from a bounded slice around it (at most
+    `MAX_CANDIDATES` occurrences per name; most mail has none at all).
     """
     limit = min(len(html), MAX_HTML_SCAN)
-    pos = 0
-    while pos < limit:
-        lt = html.find("<", pos, limit)
-        if lt < 0:
-            return None
-        if html.startswith("<!--", lt):
-            end = html.find("-->", lt + 4, limit)
-            if end < 0:
-                return None
-            pos = end + 3
-            continue
-        gt = html.find(">", lt + 1, limit)
-        if gt < 0:
-            return None
-        name = _NAME.match(html, lt + 1, gt)
-        pos = gt + 1
-        if name is None or name.group(1):
-            continue
-        tag = name.group(2).lower()
-        if tag not in ("div", "blockquote", "hr", "span", "table", "section"):
-            continue
-        attributes = _attributes(html[name.end() : gt])
-        if not attributes:
-            continue
-        kind = _mark(tag, attributes)
-        if kind is None:
-            continue
-        if kind == "outlook_border":
-            lines = _peek_lines(html, lt)
-            if not lines or _header_kind(lines[0]) is None:
-                continue  # a bordered box of the writer's own, not a quoted header block
-        return lt, kind, tag
-    return None
+    lowered = html[:limit].lower()
+    best: tuple[int, str, str] | None = None
+    for needle in _CANDIDATES:
+        at = lowered.find(needle)
+        tries = 0
+        while at >= 0 and (best is None or at < best[0]) and tries < MAX_CANDIDATES:
+            tries += 1
+            found = _tag_mark(html, lowered, at, limit)
+            if found is not None:
+                if best is None or found[0] < best[0]:
+                    best = found
+                break
+            at = lowered.find(needle, at + len(needle))
+    return best
+
+
+def _tag_mark(html: str, lowered: str, at: int, limit: int) -> tuple[int, str, str] | None:
+    """The quote mark of the tag around offset ``at``, or ``None`` (text, another tag, a comment)."""
+    lt = lowered.rfind("<", max(0, at - _TAG_BACK), at)
+    if lt < 0 or lowered.find(">", lt, at) >= 0:
+        return None  # the name is in text, not inside a tag
+    gt = lowered.find(">", at, min(limit, at + _TAG_BACK))
+    if gt < 0:
+        return None
+    name = _NAME.match(html, lt + 1, gt)
+    if name is None or name.group(1):
+        return None
+    tag = name.group(2).lower()
+    if tag not in _MARK_TAGS or _in_comment(lowered, lt):
+        return None
+    kind = _mark(tag, _attributes(html[name.end() : gt]))
+    if kind is None:
+        return None
+    if kind == "outlook_border":
+        lines = _peek_lines(html, lt)
+        if not lines or _header_kind(lines[0]) is None:
+            return None  # a bordered box of the writer's own, not a quoted header block
+    return lt, kind, tag
+
+
+def _in_comment(html: str, at: int) -> bool:
+    """Whether ``at`` is inside an HTML comment (looking back a bounded distance)."""
+    start = max(0, at - 20000)
+    return html.rfind("<!--", start, at) > html.rfind("-->", start, at)
 
 
 def _tokens(text: str) -> list[str]:
@@ -209,9 +234,14 @@ def extract_reply(text: str, html: str | None = None, separator: str | None = No
     if found is None or is_forward_subject(subject):
         return extract_new_text(text, separator, subject=subject)
     offset, kind, tag = found
+    if offset > MAX_PREFIX:
+        return extract_new_text(text, separator, subject=subject)  # the writer's part alone is too big to convert
     if any(_is_forward_marker(line) for line in _peek_lines(html or "", offset)[:3]):
         return extract_new_text(text, separator, subject=subject)
     prefix = html_to_text((html or "")[:offset])
+    tail = [line.strip() for line in prefix[-600:].split("\n") if line.strip()][-3:]
+    if any(_is_forward_marker(line) for line in tail):
+        return extract_new_text(text, separator, subject=subject)  # "Begin forwarded message:" above the quote
     words = _tokens(prefix)
     if not words:
         return extract_new_text(text, separator, subject=subject)

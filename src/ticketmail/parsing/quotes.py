@@ -390,6 +390,8 @@ def _is_header_block(lines: list[str], index: int, cache: dict[int, str | None] 
             break
         kind = kind_of(at)
         if kind is not None:
+            if kind in kinds:
+                return False  # a field repeats: a list of "From:" lines, not one header block
             kinds.add(kind)
             if len(kinds) >= 3 and "from" in kinds:
                 return True
