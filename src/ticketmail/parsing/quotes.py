@@ -280,6 +280,8 @@ _FORWARD = tuple(sorted(FORWARD_MARKERS, key=len, reverse=True))
 _ORIGINAL = frozenset(ORIGINAL_MARKERS)
 _DIGIT = re.compile(r"\d")
 _TIME = re.compile(r"\d{1,2}[:.]\d\d")
+_CLOCK = re.compile(r"(?<!\d)\d{1,2}:\d\d(?!\d)")
+_YEAR = re.compile(r"(?<!\d)(?:19|20)\d\d(?!\d)")
 _RULE_CHARS = frozenset("_-=*~\u2014\u2500")
 _BARE_WROTE = re.compile(r"[^\W\d_][\w.'\- ]{0,60}\s(?:wrote|schrieb|a écrit|escribió|ha scritto|schreef|skrev)\s?:$")
 
@@ -578,7 +580,8 @@ def _strip_trailing_quote(lines: list[str]) -> list[str]:
     if end == len(lines) or not end:
         return lines[:end]
     last = _fold(lines[end - 1].strip())
-    named = ("@" in last and ">" in last) or _TIME.search(last) is not None
+    named = ("@" in last and ">" in last) or _CLOCK.search(last) is not None
+    named = named or (_TIME.search(last) is not None and _YEAR.search(last) is not None)
     if last.endswith(":") and len(last) <= _MAX_ATTRIBUTION and named:
         if "@" in last and "<" not in last and end > 1 and lines[end - 2].rstrip().endswith("<"):
             end -= 1
