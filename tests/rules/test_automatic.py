@@ -576,3 +576,28 @@ def test_failed_recipients_header_when_the_text_names_none() -> None:
     assert result is not None
     assert result.kind == "bounce"
     assert [r.recipient for r in result.recipients] == ["group@groups.example", "other@groups.example"]
+
+
+@pytest.mark.parametrize("return_path", ["", None])
+def test_mail_delivery_system_name_with_a_null_or_missing_return_path(return_path: str | None) -> None:
+    email = mail(
+        from_=Address("notices@mx.example.net", "Mail Delivery System"),
+        return_path=return_path,
+        subject="Undelivered Mail Returned to Sender",
+        text="This is the mail system at host mx.example.net.\n\n<gone@example.org>: host said: 550 5.1.1 unknown",
+    )
+    result = classify_automatic(email)
+    assert result is not None
+    assert result.kind == "bounce"
+    assert result.recipients[0].recipient == "gone@example.org"
+    assert result.recipients[0].status == "5.1.1"
+
+
+def test_mail_delivery_system_name_from_a_normal_return_path_needs_more() -> None:
+    email = mail(
+        from_=Address("notices@mx.example.net", "Mail Delivery System"),
+        return_path="notices@mx.example.net",
+        subject="Our newsletter",
+        text="Hello!",
+    )
+    assert classify_automatic(email) is None

@@ -403,7 +403,7 @@ def _reporter_sender(email: InboundEmail) -> str | None:
         if email.from_.email and is_reporter_address(email.from_.email):
             return email.from_.email
         name = " ".join(email.from_.name.split()).strip("\"' ").lower() if email.from_.name else ""
-        if name in _REPORTER_NAMES and (not email.from_.email or email.return_path == ""):
+        if name in _REPORTER_NAMES and (not email.from_.email or email.return_path in ("", None)):
             return email.from_.name or email.from_.email
         local = email.from_.email.rpartition("@")[0].lower()
         if local.startswith("microsoftexchange") and len(local) > 20:
