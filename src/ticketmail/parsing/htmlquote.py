@@ -14,10 +14,14 @@ Mail clients mark the quote they append to a reply, and the mark is more reliabl
 * Yahoo: ``<div class="yahoo_quoted">``; Zimbra: ``<hr id="zwchr">``, ``data-marker="__QUOTED_TEXT__"``;
   Zoho: ``class="zmail_extra"``; Proton: ``class="protonmail_quote"``.
 
-`quote_start` finds the first such mark in one linear pass over the tags (comments skipped, no DOM,
-no backtracking pattern); `extract_reply` turns the HTML above it into text, lines that text up
-with the message's plain text and cuts the plain text there, then applies the text rules of
-`ticketmail.parsing.quotes` to what is left (signatures, a trailing attribution line).
+`extract_reply` first runs the text rules of `ticketmail.parsing.quotes`; when a history marker in the
+text decided (an attribution, a header block, an "Original Message" line, a mobile signature, a
+forward), that is the answer, and the HTML is not read. Otherwise (an attribution in a language
+without a table, a quote without ``>`` markers) `quote_start` finds the first mark (substring search
+for the mark names, each candidate tag read from a bounded slice, comments skipped, no DOM, no
+backtracking pattern); the HTML above it is turned into text, lined up with the message's plain text,
+and the plain text is cut there; the text rules then run on what is left (signatures, a trailing
+attribution line).
 
 When unsure it defers to the text rules: a forward (the forwarded content is the request), a quote mark
 followed by more text of the writer (an inline or bottom-posted answer), or HTML whose words do not line
@@ -30,7 +34,13 @@ import html as _html
 import re
 
 from ticketmail.parsing.html import html_to_text
-from ticketmail.parsing.quotes import _header_kind, _is_forward_marker, extract_new_text, is_forward_subject
+from ticketmail.parsing.quotes import (
+    _header_kind,
+    _is_forward_marker,
+    extract_new_text,
+    extract_with_verdict,
+    is_forward_subject,
+)
 
 __all__ = ["MAX_CANDIDATES", "MAX_HTML_SCAN", "MAX_PREFIX", "extract_reply", "quote_start"]
 
@@ -230,9 +240,12 @@ def extract_reply(text: str, html: str | None = None, separator: str | None = No
         What `ticketmail.parsing.quotes.extract_new_text` returns for the part of ``text`` above the
         HTML quote mark; for ``text`` as a whole when there is no usable mark.
     """
-    found = quote_start(html) if html and (not separator or separator not in text) else None
+    by_text, decided = extract_with_verdict(text, separator, subject=subject)
+    if decided or not html:
+        return by_text  # a history marker in the text decided: the HTML would cut at the same place
+    found = quote_start(html)
     if found is None or is_forward_subject(subject):
-        return extract_new_text(text, separator, subject=subject)
+        return by_text
     offset, kind, tag = found
     if offset > MAX_PREFIX:
         return extract_new_text(text, separator, subject=subject)  # the writer's part alone is too big to convert

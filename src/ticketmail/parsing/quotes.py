@@ -47,6 +47,7 @@ __all__ = [
     "MOBILE_LINES",
     "ORIGINAL_MARKERS",
     "extract_new_text",
+    "extract_with_verdict",
     "is_forward_subject",
 ]
 
@@ -635,8 +636,17 @@ def extract_new_text(text: str, separator: str | None = None, *, subject: str = 
         separator: A configured "reply above this line" separator, if any.
         subject: The message's subject: a forward prefix (``Fwd:``, ``WG:``, ...) keeps the quoted content.
     """
+    return extract_with_verdict(text, separator, subject=subject)[0]
+
+
+def extract_with_verdict(text: str, separator: str | None = None, *, subject: str = "") -> tuple[str, bool]:
+    """`extract_new_text`, and whether a history marker in the text decided it.
+
+    The markers: a separator, an attribution, a header block, an "Original Message" line, a mobile
+    signature or a forward marker; not only the trailing ``>`` block and signature rules.
+    """
     if not text:
-        return ""
+        return "", False
     text = text.replace("\r\n", "\n").replace("\r", "\n")
     head = text if len(text) <= MAX_SCAN_CHARS else text[: text.rfind("\n", 0, MAX_SCAN_CHARS) + 1]
     lines = head.split("\n")
@@ -648,16 +658,16 @@ def extract_new_text(text: str, separator: str | None = None, *, subject: str = 
                     lines.pop()
                 if lines and (_is_attribution(lines[-1]) or _is_rule(lines[-1])):
                     lines.pop()
-                return _clean_result(lines, text)
+                return _clean_result(lines, text), True
     cut, forward = _cut_index(lines)
     if cut is not None and (forward or (is_forward_subject(subject) and not _REPLY_SUBJECT.match(subject))):
-        return text.strip("\n").rstrip()  # forwarded content is the request
+        return text.strip("\n").rstrip(), True  # forwarded content is the request
     if cut is not None:
-        return _clean_result(lines[:cut], text)
+        return _clean_result(lines[:cut], text), True
     if len(head) < len(text):
         # Too long to search further: keep it, less a trailing quote block.
         rest = text[: _trailing_quote_start(text)]
         if len(rest) <= MAX_SCAN_CHARS:
-            return _clean_result(rest.split("\n"), text)
-        return rest.strip("\n").rstrip() or text.strip("\n").rstrip()
-    return _clean_result(lines, text)
+            return _clean_result(rest.split("\n"), text), False
+        return rest.strip("\n").rstrip() or text.strip("\n").rstrip(), False
+    return _clean_result(lines, text), False
