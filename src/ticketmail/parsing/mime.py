@@ -38,7 +38,7 @@ from ticketmail.errors import MalformedEmailError, PayloadTooLargeError, Ticketm
 from ticketmail.model import Address, Attachment, Defect, InboundEmail, ReportPart
 from ticketmail.parsing.charsets import decode_text
 from ticketmail.parsing.filenames import safe_filename, sniff_type
-from ticketmail.parsing.html import html_to_text, sanitize_html
+from ticketmail.parsing.html import MAX_TAG_DEPTH, RenderedHTML, html_to_text, render_html, sanitize_html
 from ticketmail.parsing.mailheaders import (
     decode_8bit,
     decode_rfc2047,
@@ -447,20 +447,31 @@ def _forwarded_inner(part: Part) -> Part | None:
     return messages[0]
 
 
-def _render(collector: _Collector, options: EmailOptions) -> tuple[str, str | None]:
-    sanitized: dict[int, str] = {}
+def _render(collector: _Collector, options: EmailOptions, ctx: ParseContext, path: str) -> tuple[str, str | None]:
+    """Sanitized HTML and text of the collected bodies; each HTML body is scanned once for both."""
+    rendered: dict[int, RenderedHTML] = {}
 
-    def clean(index: int, html: str) -> str:
-        if index not in sanitized:
-            sanitized[index] = sanitize_html(html, allow_remote_images=options.allow_remote_images)
-        return sanitized[index]
+    def render(value: str) -> RenderedHTML:
+        key = id(value)
+        if key not in rendered:
+            result = render_html(value, allow_remote_images=options.allow_remote_images)
+            if result.flattened:
+                ctx.defect(
+                    "html_too_deep",
+                    f"HTML nests deeper than {MAX_TAG_DEPTH} elements; {result.flattened} tags flattened",
+                    path or None,
+                )
+            if result.truncated:
+                ctx.defect("text_truncated", "the text of an HTML body was cut at twice its length", path or None)
+            rendered[key] = result
+        return rendered[key]
 
     html: str | None = None
     if any(kind == "html" for kind, _ in collector.html_segments):
         pieces = []
         for kind, value in collector.html_segments:
             if kind == "html":
-                pieces.append(clean(id(value), value))
+                pieces.append(render(value).html or "")
             else:
                 pieces.append(f"<pre>{_html.escape(value)}</pre>")
         html = "\n".join(pieces)
@@ -468,7 +479,7 @@ def _render(collector: _Collector, options: EmailOptions) -> tuple[str, str | No
         html = sanitize_html(collector.tnef_html, allow_remote_images=options.allow_remote_images)
     texts = []
     for kind, value in collector.text_segments:
-        texts.append(value if kind == "plain" else html_to_text(clean(id(value), value)))
+        texts.append(value if kind == "plain" else render(value).text)
     text = "\n\n".join(t.strip("\n") for t in texts if t.strip())
     if not text and collector.tnef_text:
         text = collector.tnef_text.replace("\r\n", "\n")
@@ -541,7 +552,7 @@ def _build_email(part: Part, raw: bytes, options: EmailOptions, ctx: ParseContex
         unwrapped = True
     else:
         builder.walk(part, collector)
-    text, html = _render(collector, options)
+    text, html = _render(collector, options, ctx, part.path)
     attachments = tuple(collector.attachments)
     if html is not None and "cid:" in html.lower():
         # Images referenced from the HTML are inline even when a client put them in multipart/mixed.
