@@ -195,10 +195,18 @@ def _clean_text(text: str, ctx: ParseContext, path: str) -> str:
 
 
 def _unflow(text: str, delsp: bool) -> str:
-    """Undo RFC 3676 format=flowed: join soft-broken lines of the same quote depth, remove space-stuffing."""
+    """Undo RFC 3676 format=flowed: join soft-broken lines of the same quote depth, remove space-stuffing.
+
+    The pieces of a paragraph are collected in a list and joined once, so the work is linear in the text.
+    """
     out: list[str] = []
-    pending: str | None = None
+    pending: list[str] = []
     pending_depth = 0
+
+    def flush() -> None:
+        out.append(">" * pending_depth + (" " if pending_depth else "") + "".join(pending))
+        pending.clear()
+
     for line in text.split("\n"):
         depth = len(line) - len(line.lstrip(">"))
         content = line[depth:]
@@ -207,17 +215,20 @@ def _unflow(text: str, delsp: bool) -> str:
         flowed = content.endswith(" ") and content != "-- "
         if flowed and delsp:
             content = content[:-1]
-        if pending is not None and depth == pending_depth:
-            content = pending + content
-        elif pending is not None:
-            out.append(">" * pending_depth + (" " if pending_depth else "") + pending)
+        if pending and depth != pending_depth:
+            flush()
         if flowed:
-            pending, pending_depth = content, depth
+            if not pending:
+                pending_depth = depth
+            pending.append(content)
             continue
-        pending = None
+        if pending:
+            pending.append(content)
+            flush()
+            continue
         out.append(">" * depth + (" " if depth and content else "") + content)
-    if pending is not None:
-        out.append(">" * pending_depth + (" " if pending_depth else "") + pending)
+    if pending:
+        flush()
     return "\n".join(out)
 
 
@@ -355,8 +366,8 @@ class _Builder:
             )
         )
         if out.report_type is not None and part.children:
-            header_end = part.children[0].header_end
-            head = decode_text(data[:header_end], None)[0]
+            child = part.children[0]
+            head = decode_text(data[: child.header_end - child.offset], None)[0]
             out.report_parts.append(ReportPart(part.content_type, _clean_text(head, self.ctx, part.path).strip()))
 
     def _leaf(

@@ -44,6 +44,8 @@ _FIELD_END = re.compile(rb"(?:\r\n|\n|\r(?!\n))(?![ \t])")
 _FIELD_START = re.compile(rb"[\x21-\x39\x3b-\x7e]{1,76}[ \t]*:")
 _FIELD_NAME = re.compile(rb"[\x21-\x39\x3b-\x7e]+")  # RFC 5322 ftext: printable ASCII except ":"
 _B64_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+_NOT_SPACE = re.compile(rb"[^ \t\r\n]")
+_IDENTITY_ENCODINGS = frozenset({"7bit", "8bit", "binary", "7-bit", "8-bit", "none"})
 _NOT_B64 = bytes(b for b in range(256) if b not in _B64_ALPHABET)
 
 
@@ -86,6 +88,7 @@ class Part:
     children: tuple[Part, ...]
     path: str
     header_end: int = 0
+    offset: int = 0
 
     def get(self, name: str) -> bytes | None:
         """The raw value of the first header ``name`` (case-insensitive), or ``None``."""
@@ -372,11 +375,17 @@ def parse_entity(
                 body = view[0:0]
     elif content_type in ("message/rfc822", "message/global") and depth < ctx.limits.max_depth:
         leaf = Part(tuple(headers), content_type, params, body, (), path)
-        inner = decode_transfer(leaf, ctx)
-        if inner.strip():
-            inner_path = f"{path}.1" if path else "1"
-            child = parse_entity(inner, 0, len(inner), ctx, depth=depth + 1, path=inner_path)
-            body = memoryview(inner)
-            children = (child,)
-            headers = [(k, v) for k, v in headers if k.lower() != "content-transfer-encoding"]
-    return Part(tuple(headers), content_type, params, body, children, path, body_start)
+        inner_path = f"{path}.1" if path else "1"
+        if leaf.transfer_encoding in _IDENTITY_ENCODINGS:
+            # No decoding needed: the embedded message is parsed in place (offsets into the same bytes),
+            # so nesting costs no copy per level.
+            if _NOT_SPACE.search(data, body_start, end) is not None:
+                children = (parse_entity(data, body_start, end, ctx, depth=depth + 1, path=inner_path),)
+        else:
+            inner = decode_transfer(leaf, ctx)
+            if inner.strip():
+                child = parse_entity(inner, 0, len(inner), ctx, depth=depth + 1, path=inner_path)
+                body = memoryview(inner)
+                children = (child,)
+                headers = [(k, v) for k, v in headers if k.lower() != "content-transfer-encoding"]
+    return Part(tuple(headers), content_type, params, body, children, path, body_start, start)
