@@ -23,7 +23,6 @@ import datetime as _dt
 import email.utils
 import re
 import urllib.parse
-from email.message import Message
 
 from ticketmail.model import Address
 from ticketmail.parsing.charsets import decode_text
@@ -199,17 +198,6 @@ def parse_date(value: str) -> _dt.datetime | None:
     return parsed
 
 
-def _collapse(value: str | tuple[str, str, str]) -> str:
-    if isinstance(value, tuple):
-        charset, _lang, text = value
-        text = email.utils.unquote(text)
-        raw = urllib.parse.unquote_to_bytes(text.encode("latin-1", "replace")) if "%" in text else None
-        if raw is None:
-            raw = text.encode("latin-1", "replace")
-        return decode_text(raw, charset or None)[0]
-    return decode_rfc2047(email.utils.unquote(value))
-
-
 def _simple_params(value: str) -> tuple[str, dict[str, str]] | None:
     """Fast path for ``type/sub; a=b; c="d"`` values; ``None`` sends anything unusual to the stdlib parser."""
     main, sep, rest = value.partition(";")
@@ -230,33 +218,100 @@ def _simple_params(value: str) -> tuple[str, dict[str, str]] | None:
     return main.strip().lower(), params
 
 
+MAX_PARAM_CHARS = 16 * 1024
+"""Most characters of one decoded parameter value kept."""
+MAX_CONTINUATIONS = 1000
+"""Most RFC 2231 continuation segments read for one parameter."""
+# One parameter: ";" name ["=" value], the value a quoted string (backslash escapes; unclosed runs to the end)
+# or a token up to the next ";". The alternatives are disjoint, so matching is linear.
+_PARAM = re.compile(r';[ \t]*([^\s=;"]*)[ \t]*(?:=[ \t]*("(?:[^"\\]|\\.)*(?:"|\Z)|[^;]*))?', re.S)
+_QUOTED_PAIR = re.compile(r"\\(.)", re.S)
+_COMMENT = re.compile(r"\([^()]*\)")
+_SECTION = re.compile(r"(.+?)\*(\d{1,4})(\*?)")
+
+
+def _unquote(value: str) -> str:
+    value = value.strip()
+    if value.startswith('"'):
+        value = value[1:-1] if len(value) > 1 and value.endswith('"') else value[1:]
+        if "\\" in value:
+            value = _QUOTED_PAIR.sub(r"\1", value)
+    return value
+
+
+def _extended_bytes(text: str) -> bytes:
+    raw = text.encode("latin-1", "replace")
+    return urllib.parse.unquote_to_bytes(raw) if b"%" in raw else raw
+
+
+def _split_extended(value: str) -> tuple[str | None, str]:
+    """``charset'language'text`` (RFC 2231 section 4) to (charset, text); no quotes: (None, value)."""
+    first = value.find("'")
+    second = value.find("'", first + 1) if first >= 0 else -1
+    if second < 0:
+        return None, value
+    return value[:first] or None, value[second + 1 :]
+
+
 def parse_params(header_name: str, value: str) -> tuple[str, dict[str, str]]:
     """Split a ``Content-Type``/``Content-Disposition`` value into its lower-case main value and parameters.
 
-    Parameters are decoded: RFC 2231 (charset'lang'%XX, continuations) with charset fallbacks, and RFC 2047
-    words inside quoted values (not allowed by the RFC, written by Outlook and others). Names are lower case.
+    Parameters are decoded: RFC 2231 (charset'lang'%XX, continuations ``name*0*=``) with charset fallbacks,
+    and RFC 2047 words inside quoted values (not allowed by the RFC, written by Outlook and others). Names
+    are lower case; the first of a repeated parameter wins. One linear pass (no stdlib ``_parseparam``, which
+    is quadratic on quotes and backslashes); at most ``MAX_CONTINUATIONS`` segments per parameter and
+    ``MAX_PARAM_CHARS`` characters per value are kept.
     """
     if not _NOT_SIMPLE_PARAMS.search(value):
         simple = _simple_params(value)
         if simple is not None:
             return simple
-    msg = Message()
-    msg[header_name] = value
+    main, sep, rest = value.partition(";")
+    if "(" in main:
+        main = _COMMENT.sub("", main)
     params: dict[str, str] = {}
-    main = ""
-    try:
-        raw_params = msg.get_params(header=header_name, unquote=False) or []
-    except (ValueError, IndexError, TypeError, LookupError):
-        raw_params = []
-    for index, (name, item) in enumerate(raw_params):
-        if index == 0:
-            main = name.strip().lower()
+    sections: dict[str, list[tuple[int, bool, str]]] = {}
+    if sep:
+        for match in _PARAM.finditer(";" + rest):
+            name = match.group(1).lower()
+            raw = match.group(2)
+            if not name or raw is None:
+                continue
+            section = _SECTION.fullmatch(name)
+            if section is not None:
+                base = section.group(1)
+                parts = sections.setdefault(base, [])
+                if len(parts) < MAX_CONTINUATIONS:
+                    parts.append((int(section.group(2)), bool(section.group(3)), _unquote(raw)))
+                continue
+            if name.endswith("*"):
+                base = name[:-1]
+                if base not in params:
+                    charset, text = _split_extended(_unquote(raw))
+                    params[base] = decode_text(_extended_bytes(text), charset)[0][:MAX_PARAM_CHARS]
+                continue
+            if name not in params:
+                params[name] = decode_rfc2047(_unquote(raw)[:MAX_PARAM_CHARS])
+    for base, parts in sections.items():
+        if base in params:
             continue
-        key = name.strip().lower()
-        if not key or key in params:
-            continue
-        try:
-            params[key] = _collapse(item)
-        except (ValueError, LookupError, UnicodeError):
-            continue
-    return main, params
+        parts.sort(key=lambda item: item[0])
+        charset: str | None = None
+        chunks: list[bytes] = []
+        extended_any = False
+        for index, (number, extended, text) in enumerate(parts):
+            if index != number:
+                break  # RFC 2231 section 3: a gap ends the value
+            if extended:
+                extended_any = True
+                if number == 0:
+                    charset, text = _split_extended(text)
+                chunks.append(_extended_bytes(text))
+            else:
+                chunks.append(text.encode("utf-8", "surrogatepass"))
+        joined = b"".join(chunks)
+        if extended_any:
+            params[base] = decode_text(joined, charset)[0][:MAX_PARAM_CHARS]
+        else:
+            params[base] = decode_rfc2047(decode_text(joined, "utf-8")[0][:MAX_PARAM_CHARS])
+    return main.strip().lower(), params
