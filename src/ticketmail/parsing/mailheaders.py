@@ -23,6 +23,7 @@ import datetime as _dt
 import email.utils
 import re
 import urllib.parse
+from collections.abc import Iterator
 
 from ticketmail.model import Address
 from ticketmail.parsing.charsets import decode_text
@@ -222,12 +223,48 @@ MAX_PARAM_CHARS = 16 * 1024
 """Most characters of one decoded parameter value kept."""
 MAX_CONTINUATIONS = 1000
 """Most RFC 2231 continuation segments read for one parameter."""
-# One parameter: ";" name ["=" value], the value a quoted string (backslash escapes; unclosed runs to the end)
-# or a token up to the next ";". The alternatives are disjoint, so matching is linear.
-_PARAM = re.compile(r';[ \t]*([^\s=;"]*)[ \t]*(?:=[ \t]*("(?:[^"\\]|\\.)*(?:"|\Z)|[^;]*))?', re.S)
+_PARAM_NAME = re.compile(r'[ \t]*([^\s=;"]*)[ \t]*(=?)[ \t]*')
 _QUOTED_PAIR = re.compile(r"\\(.)", re.S)
 _COMMENT = re.compile(r"\([^()]*\)")
 _SECTION = re.compile(r"(.+?)\*(\d{1,4})(\*?)")
+
+
+def _iter_params(rest: str) -> Iterator[tuple[str, str | None]]:
+    """(name, raw value or None) of each ``;``-separated parameter in ``rest``; one linear pass.
+
+    A quoted value ends at the first ``"`` not escaped by a backslash (an unclosed one runs to the end); an
+    unquoted value at the next ``;``.
+    """
+    pos = 0
+    length = len(rest)
+    while pos < length:
+        match = _PARAM_NAME.match(rest, pos)
+        assert match is not None  # noqa: S101 - the pattern matches the empty string
+        name, pos = match.group(1), match.end()
+        value: str | None = None
+        if match.group(2):
+            if rest.startswith('"', pos):
+                scan = pos + 1
+                while True:
+                    quote = rest.find('"', scan)
+                    if quote < 0:
+                        value, pos = rest[pos:], length
+                        break
+                    slashes = quote
+                    while slashes > scan and rest[slashes - 1] == "\\":
+                        slashes -= 1
+                    if (quote - slashes) % 2 == 0:
+                        value = rest[pos : quote + 1]
+                        pos = quote + 1
+                        break
+                    scan = quote + 1
+            else:
+                semi = rest.find(";", pos)
+                end = length if semi < 0 else semi
+                value, pos = rest[pos:end], end
+        semi = rest.find(";", pos)
+        pos = length if semi < 0 else semi + 1
+        yield name, value
 
 
 def _unquote(value: str) -> str:
@@ -272,9 +309,8 @@ def parse_params(header_name: str, value: str) -> tuple[str, dict[str, str]]:
     params: dict[str, str] = {}
     sections: dict[str, list[tuple[int, bool, str]]] = {}
     if sep:
-        for match in _PARAM.finditer(";" + rest):
-            name = match.group(1).lower()
-            raw = match.group(2)
+        for raw_name, raw in _iter_params(rest):
+            name = raw_name.lower()
             if not name or raw is None:
                 continue
             section = _SECTION.fullmatch(name)
@@ -287,8 +323,8 @@ def parse_params(header_name: str, value: str) -> tuple[str, dict[str, str]]:
             if name.endswith("*"):
                 base = name[:-1]
                 if base not in params:
-                    charset, text = _split_extended(_unquote(raw))
-                    params[base] = decode_text(_extended_bytes(text), charset)[0][:MAX_PARAM_CHARS]
+                    label, text = _split_extended(_unquote(raw))
+                    params[base] = decode_text(_extended_bytes(text), label)[0][:MAX_PARAM_CHARS]
                 continue
             if name not in params:
                 params[name] = decode_rfc2047(_unquote(raw)[:MAX_PARAM_CHARS])
