@@ -24,11 +24,51 @@ raises on any input. The work is linear in the input size.
 from __future__ import annotations
 
 import codecs
+import contextlib
+import contextvars
 import re
+from collections.abc import Iterator
 
 import charset_normalizer
 
-__all__ = ["decode_iso2022jp_superset", "decode_text", "normalize_charset"]
+__all__ = [
+    "MAX_DETECTIONS",
+    "MIN_DETECT_BYTES",
+    "decode_iso2022jp_superset",
+    "decode_text",
+    "detection_budget",
+    "normalize_charset",
+]
+
+MIN_DETECT_BYTES = 32
+"""Shorter unlabeled 8-bit text is read as UTF-8 or cp1252: statistical detection needs more evidence."""
+MAX_DETECTIONS = 8
+"""Statistical detections (about a millisecond each) allowed per message inside :func:`detection_budget`."""
+_DETECTIONS: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar("ticketmail_detections", default=None)
+
+
+@contextlib.contextmanager
+def detection_budget(count: int = MAX_DETECTIONS) -> Iterator[None]:
+    """Allow at most ``count`` statistical charset detections inside the block (then cp1252 is used).
+
+    :func:`ticketmail.parsing.mime.parse_email` runs inside one, so a message with thousands of encoded
+    words in unknown charsets costs a bounded number of detections.
+    """
+    token = _DETECTIONS.set([count])
+    try:
+        yield
+    finally:
+        _DETECTIONS.reset(token)
+
+
+def _take_detection() -> bool:
+    budget = _DETECTIONS.get()
+    if budget is None:
+        return True
+    if budget[0] <= 0:
+        return False
+    budget[0] -= 1
+    return True
 
 # Labels mail clients write, mapped to the codec that decodes what they really send.
 _SUPERSETS: dict[str, str] = {
@@ -269,9 +309,10 @@ def _sniff(data: bytes) -> tuple[str, str]:
         pass
     sample = data[:_SNIFF_SAMPLE]
     high = len(sample.translate(None, _ASCII_BYTES))
-    if high < 8 or high * 10 < len(sample):
+    if high < 8 or high * 10 < len(sample) or len(sample) < MIN_DETECT_BYTES or not _take_detection():
         # Mostly ASCII with a few 8-bit bytes: detectors guess wildly (cp1006, mac_cyrillic) on so little
-        # evidence, while Western text with a few accents is by far the common case.
+        # evidence, while Western text with a few accents is by far the common case. Short samples and an
+        # exhausted per-message budget take the same path.
         return _cp1252_or_latin1(data)
     best = charset_normalizer.from_bytes(sample).best()
     if best is not None:

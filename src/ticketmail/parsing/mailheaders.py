@@ -98,11 +98,16 @@ def decode_rfc2047(value: str) -> str:
     if pos < len(value):
         segments.append(([value[pos:]], None))
     out: list[str] = []
+    detected: dict[str, str] = {}  # unknown label -> codec detected for its first word, reused for the rest
     for items, charset in segments:
         if charset is None:
             out.append("".join(items))  # type: ignore[arg-type]
         else:
-            out.append(decode_text(b"".join(items), charset)[0])  # type: ignore[arg-type]
+            label = detected.get(charset, charset)
+            text, used, trusted = decode_text(b"".join(items), label)  # type: ignore[arg-type]
+            if not trusted and label == charset:
+                detected[charset] = used
+            out.append(text)
     return "".join(out)
 
 

@@ -36,7 +36,7 @@ import attrs
 
 from ticketmail.errors import MalformedEmailError, PayloadTooLargeError, TicketmailError, TypeMismatchError
 from ticketmail.model import Address, Attachment, Defect, InboundEmail, ReportPart
-from ticketmail.parsing.charsets import decode_text
+from ticketmail.parsing.charsets import decode_text, detection_budget
 from ticketmail.parsing.filenames import safe_filename, sniff_type
 from ticketmail.parsing.html import MAX_TAG_DEPTH, RenderedHTML, html_to_text, render_html, sanitize_html
 from ticketmail.parsing.mailheaders import (
@@ -636,15 +636,20 @@ def parse_email(raw: bytes, *, options: EmailOptions | None = None) -> InboundEm
     limits = Limits(max_depth=options.max_depth, max_parts=options.max_parts, max_headers=options.max_headers)
     ctx = ParseContext(limits=limits)
     try:
-        root = parse_entity(raw, 0, len(raw), ctx)
-        if not root.headers:
-            ctx.defect("no_headers", "the message has no header fields")
-            if not bytes(root.body).strip() and not root.children:
-                raise MalformedEmailError("email has neither header fields nor a body", field="raw")
-        return _build_email(root, raw, options, ctx, options.max_attached_depth)
+        with detection_budget():
+            return _parse_root(raw, options, ctx)
     except TicketmailError:
         raise
     except RecursionError as exc:
         raise MalformedEmailError("email structure is too deeply nested to parse", field="raw") from exc
     except Exception as exc:  # the boundary promise: never another exception (bugs included, chained)
         raise MalformedEmailError(f"email could not be parsed ({type(exc).__name__})", field="raw") from exc
+
+
+def _parse_root(raw: bytes, options: EmailOptions, ctx: ParseContext) -> InboundEmail:
+    root = parse_entity(raw, 0, len(raw), ctx)
+    if not root.headers:
+        ctx.defect("no_headers", "the message has no header fields")
+        if not bytes(root.body).strip() and not root.children:
+            raise MalformedEmailError("email has neither header fields nor a body", field="raw")
+    return _build_email(root, raw, options, ctx, options.max_attached_depth)
