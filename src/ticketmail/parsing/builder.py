@@ -35,6 +35,7 @@ from ticketmail.errors import (
     UnsupportedFieldError,
 )
 from ticketmail.model import Address, Attachment, CustomValue, MessageBody, Phone, TicketRequest
+from ticketmail.parsing.charsets import text_codec
 from ticketmail.parsing.dataurl import decode_base64, decode_text, parse_data_url, parse_media_type
 from ticketmail.parsing.fields import (
     Form,
@@ -227,11 +228,13 @@ def _attachment(item: object, index: int, limits: Limits, budget: _Budget) -> At
         data = decode_base64(raw_data, field=data_field, check_size=check)
     elif encoding in ("", "7bit", "8bit", "binary"):
         check(len(raw_data))
+        codec = text_codec(charset or "utf-8")
+        if codec is None:
+            message = f"unknown charset {str(charset)[:40]!r} (or not a text encoding)"
+            raise InvalidValueError(message, field=f"{base}.type")
         try:
-            data = raw_data.encode(charset or "utf-8")
-        except LookupError as exc:
-            raise InvalidValueError(f"unknown charset {charset!r}", field=f"{base}.type") from exc
-        except UnicodeEncodeError as exc:
+            data = codec.encode(raw_data)[0]
+        except (UnicodeError, ValueError, TypeError, LookupError) as exc:
             raise InvalidValueError(f"text cannot be encoded as {charset}", field=data_field) from exc
         check(len(data))
     else:

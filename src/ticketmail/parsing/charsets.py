@@ -38,6 +38,7 @@ __all__ = [
     "decode_text",
     "detection_budget",
     "normalize_charset",
+    "text_codec",
 ]
 
 MIN_DETECT_BYTES = 32
@@ -146,6 +147,28 @@ _SNIFF_SAMPLE = 64 * 1024
 _ASCII_BYTES = bytes(range(128))
 _DECODED_NON_ASCII = re.compile("[^\x00-\x7f\ufffd]")
 _ESC = 0x1B
+
+
+def text_codec(label: str | None) -> codecs.CodecInfo | None:
+    """The Python codec for a charset label taken from a stranger, or ``None`` when it is not allowed.
+
+    Allowed: character encodings only (``_is_text_encoding``), labels of at most 40 characters, none of the
+    codecs that are not mail text or run arbitrary transformations (``rot13``, ``zlib_codec``, ``bz2_codec``,
+    ``quopri``, ``base64``, ``unicode_escape``, ``idna``, ``punycode``...). Used for XML declarations, data
+    URL charsets and MIME charsets alike.
+    """
+    if not label or not isinstance(label, str):
+        return None
+    name = label.strip().strip("\"'").strip().lower()
+    if not name or len(name) > 40 or not name.isascii():
+        return None
+    try:
+        info = codecs.lookup(name)
+    except (LookupError, ValueError, TypeError):
+        return None
+    if not getattr(info, "_is_text_encoding", True) or info.name.replace("-", "_") in _REFUSED:
+        return None
+    return info
 
 
 def normalize_charset(label: str | None) -> str | None:
