@@ -186,7 +186,7 @@ def json_deep(size: int) -> bytes:
 
 
 def json_email(size: int) -> bytes:
-    return json.dumps({"email": "a" * size + "@example.com", "subject": "s", "message": "m"}).encode()
+    return json.dumps({"email": "a" * size + "@example.com", "name": "M", "subject": "s", "message": "m"}).encode()
 
 
 ATTACKS: dict[str, tuple[str, Callable[[int], bytes], tuple[int, int, int]]] = {

@@ -84,6 +84,9 @@ def body_bytes(body: object) -> bytes:
     raise TypeMismatchError(f"the body must be bytes, got {type(body).__name__}", field="body")
 
 
+_MAX_ADDRESS_CHARS = 320
+
+
 def validate_address(value: object, *, field: str, name: str | None, check_deliverability: bool) -> Address:
     """Validate an email address with email-validator and normalize it.
 
@@ -92,6 +95,10 @@ def validate_address(value: object, *, field: str, name: str | None, check_deliv
     """
     if not isinstance(value, str):
         raise TypeMismatchError(f"expected an email address string, got {describe(value)}", field=field)
+    if len(value) > _MAX_ADDRESS_CHARS:
+        # RFC 5321 section 4.5.3.1.3: a path is at most 256 octets, so an address at most 254; checked before
+        # the validator, whose cost grows with the length.
+        raise InvalidEmailError(f"not a valid email address: longer than {_MAX_ADDRESS_CHARS} characters", field=field)
     text = clean_text(value, field=field, multiline=False)
     try:
         result = email_validator.validate_email(text, check_deliverability=check_deliverability)
