@@ -32,13 +32,13 @@ __all__ = ["check_json_depth", "load_json_object", "parse_json"]
 # enough to tell strings from structure.
 _SPECIAL_TABLE = bytes(b if b in b'"\\[]{}' else 0x78 for b in range(256))
 _STEP_TABLE = bytes.maketrans(b"[{]}", b"\x02\x02\x00\x00")
-_CHUNK = 1 << 20
+_CHUNK = 1 << 16
 
 
 def _too_deep(body: bytes, max_depth: int) -> bool:
     """Whether arrays/objects in ``body`` nest deeper than ``max_depth`` (brackets in strings do not count).
 
-    Linear time and bounded memory (about the input size once, then 1 MiB chunks): escapes are removed
+    Linear time and bounded memory (about the input size once, then 64 KiB chunks): escapes are removed
     with ``bytes.replace`` (pairs of backslashes first, as a JSON reader pairs them), strings are told
     apart by the parity of the quotes before each chunk, and the depth is a running sum that stops at the
     first chunk that goes too deep.
