@@ -232,70 +232,77 @@ def _jis_to_sjis(j1: int, j2: int) -> tuple[int, int]:
     return s1, s2
 
 
+_ISO2022_TOKEN = re.compile(rb"\x1b(?:\$[B@]|\([BJHI]|\$\([DQO])?|[\x0e\x0f]|[\r\n]|[^\x1b\x0e\x0f\r\n]+")
+_JIS_PAIRS = re.compile(rb"((?:[\x21-\x7e][\x21-\x7e])+)|(.)", re.S)
+_KANA_TABLE = bytes(b + 0x80 if 0x21 <= b <= 0x5F else b for b in range(256))
+_JIS_TABLE: dict[int, str] = {}
+_DENSE_ESCAPES_MIN = 4096
+
+
+def _jis_table() -> dict[int, str]:
+    """JIS X 0208 code (row byte << 8 | cell byte) -> the character cp932 gives its Shift_JIS bytes."""
+    if not _JIS_TABLE:
+        for j1 in range(0x21, 0x7F):
+            for j2 in range(0x21, 0x7F):
+                _JIS_TABLE[j1 << 8 | j2] = bytes(_jis_to_sjis(j1, j2)).decode("cp932", "replace")
+    return _JIS_TABLE
+
+
+def _jis_run(run: bytes, out: list[str]) -> None:
+    for match in _JIS_PAIRS.finditer(run):
+        pairs = match.group(1)
+        if pairs is not None:
+            # Each pair read as one UTF-16 code unit, then mapped in C by str.translate.
+            out.append(pairs.decode("utf-16-be").translate(_jis_table()))
+        else:
+            byte = match.group(2)[0]
+            out.append(chr(byte) if byte < 0x80 else "\ufffd")
+
+
 def decode_iso2022jp_superset(data: bytes) -> str:
     """Decode ISO-2022-JP the way Microsoft's CP50220/CP50221 do: a superset of RFC 1468.
 
     Two-byte runs (``ESC $ B``, ``ESC $ @``) are converted to Shift_JIS and decoded with ``cp932``, so NEC
     row 13 ("①", "㈱", "№") and the IBM extensions decode; ``ESC ( I`` and SO/SI runs are half-width katakana;
-    ``ESC ( J`` is JIS-Roman (read as ASCII). Undecodable bytes become U+FFFD. Linear in ``len(data)``.
+    ``ESC ( J`` is JIS-Roman (read as ASCII). Undecodable bytes and unknown escapes become U+FFFD. Linear in
+    ``len(data)``: the input is cut into escape sequences and runs by one regular expression, and each run
+    is converted in bulk (``bytes.translate``, ``str.translate``), not byte by byte. Text of more than 4 KiB
+    with more than one escape per 8 bytes is noise: Python's lenient ``iso2022_jp_ext`` decodes it.
     """
+    if len(data) > _DENSE_ESCAPES_MIN and data.count(b"\x1b") * 8 > len(data):
+        # More than one escape sequence per 8 bytes is not Japanese text but noise (or an attack on the
+        # per-run work below): the C codec, lenient, decodes it at once.
+        return data.decode("iso2022_jp_ext", "replace")
     out: list[str] = []
     mode = "ascii"
     shifted = False
-    run = bytearray()
-    i = 0
-    n = len(data)
-
-    def flush() -> None:
-        if run:
-            out.append(bytes(run).decode("cp932", "replace"))
-            run.clear()
-
-    while i < n:
-        b = data[i]
-        if b == _ESC:
-            flush()
-            seq = data[i + 1 : i + 3]
-            if seq in (b"$B", b"$@"):
-                mode, i = "jis", i + 3
+    for match in _ISO2022_TOKEN.finditer(data):
+        token = match.group(0)
+        first = token[0]
+        if first == _ESC:
+            seq = token[1:]
+            if seq in (b"$B", b"$@", b"$(D", b"$(Q", b"$(O"):
+                mode = "jis"  # JIS X 0212/0213 designations: best effort through cp932
             elif seq == b"(I":
-                mode, i = "kana", i + 3
+                mode = "kana"
             elif seq in (b"(B", b"(J", b"(H"):
-                mode, i = "ascii", i + 3
-            elif data[i + 1 : i + 4] in (b"$(D", b"$(Q", b"$(O"):
-                mode, i = "jis", i + 4  # JIS X 0212/0213 designations: best effort through cp932
+                mode = "ascii"
             else:
                 out.append("\ufffd")
-                i += 1
-            continue
-        if b == 0x0E:
-            shifted, i = True, i + 1
-            continue
-        if b == 0x0F:
-            shifted, i = False, i + 1
-            continue
-        if b in (0x0A, 0x0D):
+        elif first == 0x0E:
+            shifted = True
+        elif first == 0x0F:
+            shifted = False
+        elif first in (0x0A, 0x0D):
             # Line ends reset to ASCII in well-formed text; tolerate writers that forget ESC ( B.
-            flush()
-            out.append(chr(b))
+            out.append(chr(first))
             mode = "ascii"
-            i += 1
-            continue
-        if shifted or mode == "kana":
-            run.append(b + 0x80 if 0x21 <= b <= 0x5F else b)
-            i += 1
+        elif shifted or mode == "kana":
+            out.append(token.translate(_KANA_TABLE).decode("cp932", "replace"))
         elif mode == "jis":
-            if i + 1 < n and 0x21 <= b <= 0x7E and 0x21 <= data[i + 1] <= 0x7E:
-                run.extend(_jis_to_sjis(b, data[i + 1]))
-                i += 2
-            else:
-                flush()
-                out.append(chr(b) if b < 0x80 else "\ufffd")
-                i += 1
+            _jis_run(token, out)
         else:
-            run.append(b)
-            i += 1
-    flush()
+            out.append(token.decode("cp932", "replace"))
     return "".join(out)
 
 
