@@ -31,6 +31,7 @@ from ticketmail.parsing.charsets import decode_text
 __all__ = [
     "decode_8bit",
     "decode_rfc2047",
+    "is_valid_mailbox",
     "parse_addresses",
     "parse_date",
     "parse_msgids",
@@ -46,18 +47,31 @@ _SIMPLE_ANGLE = re.compile(r"([^<>\"(),;:\\]*)<\s*([^<>\s\"(),;:\\@]+@[^<>\s\"()
 _SIMPLE_BARE = re.compile(r"\s*([^<>\s\"(),;:\\@]+@[^<>\s\"(),;:\\@]+)\s*")
 _SIMPLE_PARAM = re.compile(r";[ \t]*([^\s=;\"]+)[ \t]*=[ \t]*(\"[^\"]*\"|[^;\"\s]*)[ \t]*")
 _BARE_ADDRESS = re.compile(r"[^\s<>,;:\"()]{1,64}@[^\s<>,;:\"()]{1,255}")
+# An encoded word without its "?=" directly before "<address>" (a broken client's display name).
+_OPEN_WORD = re.compile(r"=\?([^?\s<>]{1,75})\?([BbQq])\?([^?<>\",]{0,900}?)\s*(?=<[^<>\s]+@[^<>\s]+>)")
+_MAILBOX = re.compile(r"[^\s<>()\[\],;:\\\"]+@[^\s<>()\],;:\\\"@]+")
 _MAX_ADDRESS_HEADER = 64 * 1024  # characters of one address field parsed; beyond is a defect, not a hang
 _MAX_ADDRESSES = 1000
 
 
-def decode_8bit(raw: bytes) -> tuple[str, bool]:
-    """Header bytes to ``str``: ASCII, else UTF-8 (RFC 6532), else a sniffed charset. ``(text, was_8bit)``."""
+def decode_8bit(raw: bytes, hint: str | None = None) -> tuple[str, bool]:
+    """Header bytes to ``str``: ASCII, else UTF-8 (RFC 6532), else ``hint``, else a sniffed charset.
+
+    ``hint`` is the charset the message declares for its body: mail clients that write raw 8-bit headers
+    write them in that charset (a Shift_JIS subject above a ``charset=shift_jis`` body). Returns
+    ``(text, was_8bit)``.
+    """
     if raw.isascii():
         return raw.decode("ascii"), False
     try:
         return raw.decode("utf-8"), True
     except UnicodeDecodeError:
-        return decode_text(raw, None)[0], True
+        pass
+    if hint:
+        text, _used, trusted = decode_text(raw, hint)
+        if trusted:
+            return text, True
+    return decode_text(raw, None)[0], True
 
 
 def _word_bytes(encoding: str, text: str) -> bytes:
@@ -152,6 +166,29 @@ def _simple_pairs(value: str) -> list[tuple[str, str]] | None:
     return pairs
 
 
+def _quoted_name(match: re.Match[str]) -> str:
+    decoded = decode_rfc2047(f"=?{match.group(1)}?{match.group(2)}?{match.group(3)}?=")
+    name = " ".join(decoded.replace("\\", "").replace('"', "").split())
+    return f'"{name}" '
+
+
+def _repair_words(value: str) -> str:
+    """Close encoded words that a broken client left open right before an ``<address>``, as quoted names.
+
+    ``=?iso-8859-1?Q?B=FCrling <smith@example.com>`` becomes ``"Bürling" <smith@example.com>``, so the
+    address parser sees a display name and an address instead of one garbled token.
+    """
+    return _OPEN_WORD.sub(_quoted_name, value)
+
+
+def is_valid_mailbox(address: str) -> bool:
+    """Whether ``address`` can be a sender: ``local@domain``, no whitespace, no encoded-word fragment."""
+    local, at, domain = address.rpartition("@")
+    if not at or not local or not domain or "=?" in address or "?=" in address:
+        return False
+    return _MAILBOX.fullmatch(address) is not None
+
+
 def parse_addresses(values: list[str]) -> tuple[Address, ...]:
     """Parse address-list header values (undecoded text) into :class:`Address` values, in order.
 
@@ -163,6 +200,8 @@ def parse_addresses(values: list[str]) -> tuple[Address, ...]:
     joined = ", ".join(values)
     if len(joined) > _MAX_ADDRESS_HEADER:
         joined = joined[:_MAX_ADDRESS_HEADER].rpartition(",")[0]
+    if "=?" in joined:
+        joined = _repair_words(joined)
     try:
         pairs = _simple_pairs(joined)
         if pairs is None:

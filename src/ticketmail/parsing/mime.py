@@ -30,6 +30,7 @@ import hashlib
 import html as _html
 import mimetypes
 import re
+from collections.abc import Iterable
 from typing import Literal
 
 import attrs
@@ -42,6 +43,7 @@ from ticketmail.parsing.html import MAX_TAG_DEPTH, RenderedHTML, html_to_text, r
 from ticketmail.parsing.mailheaders import (
     decode_8bit,
     decode_rfc2047,
+    is_valid_mailbox,
     parse_addresses,
     parse_date,
     parse_msgids,
@@ -88,6 +90,7 @@ _BODY_TYPES = frozenset({"text/plain", "text/html", "text/enriched", "text/richt
 _ENRICHED_PARAM = re.compile(r"<param>[^<]*</param>", re.I)
 _ENRICHED_TAG = re.compile(r"</?[A-Za-z0-9-]{1,60}>")
 _ENRICHED_BREAKS = re.compile(r"\n+")
+_BARE_MAILBOX = re.compile(r"[A-Za-z0-9.!#$%&'*+/=^_`{|}~-]{1,64}@[A-Za-z0-9.-]{1,255}\.[A-Za-z]{2,63}")
 _HEADER_START = re.compile(rb"[!-9;-~]{1,76}[ \t]*:")
 
 
@@ -499,6 +502,47 @@ def _render(collector: _Collector, options: EmailOptions, ctx: ParseContext, pat
     return text, html
 
 
+def _body_charset(part: Part) -> str | None:
+    """The charset the message declares for its first text part (a hint for raw 8-bit headers)."""
+    stack = [part]
+    seen = 0
+    while stack and seen < 50:
+        current = stack.pop()
+        seen += 1
+        charset = current.params.get("charset")
+        if charset and current.content_type.startswith(("text/", "multipart/")):
+            return charset
+        if current.content_type.startswith("multipart/"):
+            stack.extend(reversed(current.children))
+    return None
+
+
+def _usable_sender(
+    senders: tuple[Address, ...], raw_from: Iterable[str], sender: tuple[Address, ...], ctx: ParseContext, path: str
+) -> Address | None:
+    """``From``'s first valid mailbox; else a bare address found in the raw field; else ``Sender``; else None.
+
+    A sender is never an encoded-word fragment or a malformed address: ``None`` (with an ``invalid_sender``
+    defect) lets the pipeline refuse the message rather than open a ticket for a wrong requester.
+    """
+    for address in senders:
+        if is_valid_mailbox(address.email):
+            return address
+    raw_values = list(raw_from)
+    if not raw_values:
+        return None
+    for found in _BARE_MAILBOX.findall(" ".join(raw_values)[:65536]):
+        if is_valid_mailbox(found):
+            ctx.defect("invalid_from", f"From was malformed; used the address {found[:80]!r} found in it", path or None)
+            return Address(email=found.lower() if found.isascii() else found)
+    for address in sender:
+        if is_valid_mailbox(address.email):
+            ctx.defect("invalid_from", "From has no valid address; used Sender", path or None)
+            return address
+    ctx.defect("invalid_sender", "From has no valid address and none could be recovered", path or None)
+    return None
+
+
 def _part_defects(ctx: ParseContext, path: str) -> tuple[Defect, ...]:
     if not path:
         return tuple(ctx.defects)
@@ -511,8 +555,11 @@ def _build_email(part: Part, raw: bytes, options: EmailOptions, ctx: ParseContex
     signals: dict[str, list[str]] = {}
     by_name: dict[str, list[str]] = {}
     eight_bit = False
+    hint: str | None = None
     for name, value in part.headers:
-        text, was_8bit = decode_8bit(value)
+        if hint is None and not value.isascii():
+            hint = _body_charset(part) or ""
+        text, was_8bit = decode_8bit(value, hint or None)
         eight_bit = eight_bit or was_8bit
         lower = name.lower()
         by_name.setdefault(lower, []).append(text)
@@ -577,10 +624,11 @@ def _build_email(part: Part, raw: bytes, options: EmailOptions, ctx: ParseContex
     subject = " ".join(decode_rfc2047(first("subject")).split())
     senders = addresses("from")
     sender = addresses("sender")
+    from_ = _usable_sender(senders, by_name.get("from", ()), sender, ctx, part.path)
     return InboundEmail(
         message_id=message_id,
         subject=subject,
-        from_=senders[0] if senders else None,
+        from_=from_,
         to=addresses("to"),
         cc=addresses("cc"),
         reply_to=addresses("reply-to"),
