@@ -146,6 +146,13 @@ _TOKEN = re.compile(
     r"|<",
     re.S,
 )
+# The same tokens without text (found by searching for "<"), for the depth limiter alone.
+_TAG_TOKEN = re.compile(
+    r"<!--.*?(?:-->|\Z)"
+    r"|<(?:[!?]|/(?![a-zA-Z]))[^>]*>?"
+    r"|<(/?)([a-zA-Z][^\t\n\f\r />]*)((?:[^>=]|=\s*\"[^\"]*(?:\"|\Z)|=\s*'[^']*(?:'|\Z)|=)*)(?:>|\Z)",
+    re.S,
+)
 _ATTRIBUTE = re.compile(r"""([^\s=/<>"']+)(?:\s*=\s*(?:"([^"]*)"?|'([^']*)'?|([^\s>]+)))?""")
 _RAW_END = {tag: re.compile(rf"</{tag}(?=[\s/>]|\Z)", re.I) for tag in _RAW_TEXT}
 
@@ -394,9 +401,35 @@ class _Scan:
             index -= 1
         self._pop_to(index)
 
+    def run_tags(self) -> None:
+        """The depth limiter alone: text is skipped by the regular expression search, in C."""
+        html = self.html
+        length = len(html)
+        pos = 0
+        search = _TAG_TOKEN.search
+        while pos < length:
+            match = search(html, pos)
+            if match is None:
+                break
+            start, pos = match.start(), match.end()
+            name = match.group(2)
+            if name is None:
+                continue
+            tag = name.lower()
+            if match.group(1):
+                self.end(tag, start, pos)
+                continue
+            self.start(tag, "", start, pos)
+            if tag in _RAW_TEXT:
+                raw_end = _RAW_END[tag].search(html, pos)
+                pos = raw_end.start() if raw_end is not None else length
+
     def run(self) -> None:
         html = self.html
         builder = self.builder
+        if builder is None:
+            self.run_tags()
+            return
         length = len(html)
         pos = 0
         match_token = _TOKEN.match
@@ -456,21 +489,28 @@ def sanitize_html(html: str, *, allow_remote_images: bool = False) -> str:
     return _CLEANERS[bool(allow_remote_images)].clean(limited)
 
 
-def render_html(html: str, *, allow_remote_images: bool = False, sanitize: bool = True) -> RenderedHTML:
+def render_html(
+    html: str, *, allow_remote_images: bool = False, sanitize: bool = True, text: bool = True
+) -> RenderedHTML:
     """Sanitize ``html`` and build its text in one scan (see the module docstring).
 
     Args:
         html: An HTML document or fragment, as received.
         allow_remote_images: As for :func:`sanitize_html`.
         sanitize: False to build the text only (``RenderedHTML.html`` is then ``None``).
+        text: False to sanitize only (``RenderedHTML.text`` is then ``""``); the depth limit still applies.
     """
+    if not text:
+        limited, flattened = limit_html_depth(html)
+        clean = _CLEANERS[bool(allow_remote_images)].clean(limited) if sanitize else None
+        return RenderedHTML(html=clean, text="", flattened=flattened)
     scan = _Scan(html, MAX_TAG_DEPTH, want_text=True)
     scan.run()
     builder = scan.builder
     assert builder is not None  # noqa: S101 - want_text=True
-    text = builder.result()
+    result = builder.result()
     clean = _CLEANERS[bool(allow_remote_images)].clean(scan.limited()) if sanitize else None
-    return RenderedHTML(html=clean, text=text, flattened=scan.flattened, truncated=builder.truncated)
+    return RenderedHTML(html=clean, text=result, flattened=scan.flattened, truncated=builder.truncated)
 
 
 def html_to_text(html: str) -> str:

@@ -464,11 +464,13 @@ def _forwarded_inner(part: Part) -> Part | None:
 def _render(collector: _Collector, options: EmailOptions, ctx: ParseContext, path: str) -> tuple[str, str | None]:
     """Sanitized HTML and text of the collected bodies; each HTML body is scanned once for both."""
     rendered: dict[int, RenderedHTML] = {}
+    # Text is built only for the HTML bodies that give the text (no plain alternative): one scan for both.
+    need_text = {id(value) for kind, value in collector.text_segments if kind == "html"}
 
     def render(value: str) -> RenderedHTML:
         key = id(value)
         if key not in rendered:
-            result = render_html(value, allow_remote_images=options.allow_remote_images)
+            result = render_html(value, allow_remote_images=options.allow_remote_images, text=key in need_text)
             if result.flattened:
                 ctx.defect(
                     "html_too_deep",
