@@ -13,7 +13,7 @@ from ticketmail.errors import TicketmailError
 from ticketmail.model import InboundEmail, TicketRequest
 from ticketmail.parsing import parse_json, parse_xml
 from ticketmail.parsing.charsets import decode_text, text_codec
-from ticketmail.parsing.html import MAX_TAG_DEPTH, html_to_text, limit_html_depth, render_html, sanitize_html
+from ticketmail.parsing.html import MAX_FLATTENED, MAX_TAG_DEPTH, html_to_text, limit_html_depth, render_html, sanitize_html
 from ticketmail.parsing.mailheaders import parse_params
 from ticketmail.parsing.mime import parse_email
 
@@ -110,13 +110,25 @@ def test_tag_soup(html: str) -> None:
 def test_deep_html_is_flattened_with_a_defect() -> None:
     html = "<ul><li>" * 20_000 + "x"
     limited, dropped = limit_html_depth(html)
-    assert dropped > 19_000
+    assert dropped > MAX_FLATTENED
     assert limited.count("<ul>") <= MAX_TAG_DEPTH
+    assert limited.count("<li>") <= MAX_TAG_DEPTH + MAX_FLATTENED
     assert "x" in sanitize_html(html)
     message = parse_email(("From: a@example.com\r\nContent-Type: text/html\r\n\r\n" + html).encode())
     assert "html_too_deep" in {d.code for d in message.defects}
     assert len(message.text) <= 2 * len(html) + 4096
     assert message.text.startswith("-")
+    assert message.text.rstrip().endswith("x")
+
+
+def test_flattened_rest_keeps_text_and_drops_scripts() -> None:
+    html = "<div>" * 400 + "<p>hello &amp; bye</p><script>alert(1)</script><b>bold</b>"
+    rendered = render_html(html)
+    assert rendered.flattened > MAX_FLATTENED
+    assert "hello & bye" in rendered.text
+    assert "bold" in rendered.text
+    assert "alert" not in rendered.text
+    assert "alert" not in (rendered.html or "")
 
 
 def test_quote_and_list_prefixes_are_capped() -> None:

@@ -19,7 +19,8 @@ Bounded cost on hostile HTML (html5ever, inside nh3, is quadratic in the nesting
 
 * the same scan tracks the stack of open elements (with the end tags HTML implies: ``<li>``, ``<p>``,
   ``<td>``, ...) and drops the start and end tags of elements nested deeper than ``MAX_TAG_DEPTH`` (100),
-  keeping their content: the HTML given to nh3 and the text are both *flattened* beyond that depth;
+  keeping their content: the HTML given to nh3 and the text are both *flattened* beyond that depth; after
+  ``MAX_FLATTENED`` (200) dropped tags the rest of the document is reduced to its text in one pass;
 * quote prefixes stop growing at ``MAX_QUOTE_DEPTH`` (10) levels and list indentation at ``MAX_LIST_DEPTH``
   (10), so no line gets a prefix longer than a few dozen characters;
 * the text is at most ``TEXT_GROWTH`` (2) times the HTML's length plus 4096 characters; beyond that it is
@@ -38,6 +39,7 @@ import attrs
 import nh3
 
 __all__ = [
+    "MAX_FLATTENED",
     "MAX_LIST_DEPTH",
     "MAX_QUOTE_DEPTH",
     "MAX_TAG_DEPTH",
@@ -56,6 +58,8 @@ MAX_QUOTE_DEPTH = 10
 MAX_LIST_DEPTH = 10
 """Most indentation levels given to a list item."""
 TEXT_GROWTH = 2
+MAX_FLATTENED = 200
+"""After this many dropped tags the rest of the document is reduced to its text in one C-speed pass."""
 """The text of an HTML document is at most ``TEXT_GROWTH * len(html) + 4096`` characters."""
 
 _TAGS = frozenset(nh3.ALLOWED_TAGS) - {"img"} | {"img", "font", "center", "span", "div"}
@@ -152,6 +156,10 @@ _TAG_TOKEN = re.compile(
     r"|<(?:[!?]|/(?![a-zA-Z]))[^>]*>?"
     r"|<(/?)([a-zA-Z][^\t\n\f\r />]*)((?:[^>=]|=\s*\"[^\"]*(?:\"|\Z)|=\s*'[^']*(?:'|\Z)|=)*)(?:>|\Z)",
     re.S,
+)
+_RAW_BLOCK = re.compile(
+    r"<(script|style|title|textarea|xmp|iframe|noembed|noframes|noscript|template)\b[^>]*>.*?(?:</\1\s*>|\Z)",
+    re.S | re.I,
 )
 _ATTRIBUTE = re.compile(r"""([^\s=/<>"']+)(?:\s*=\s*(?:"([^"]*)"?|'([^']*)'?|([^\s>]+)))?""")
 _RAW_END = {tag: re.compile(rf"</{tag}(?=[\s/>]|\Z)", re.I) for tag in _RAW_TEXT}
@@ -416,6 +424,9 @@ class _Scan:
             if name is None:
                 continue
             tag = name.lower()
+            if self.flattened >= MAX_FLATTENED:
+                self.flatten_rest(start)
+                return
             if match.group(1):
                 self.end(tag, start, pos)
                 continue
@@ -449,6 +460,9 @@ class _Scan:
                     builder.handle_data("<")
                 continue
             tag = name.lower()
+            if self.flattened >= MAX_FLATTENED:
+                self.flatten_rest(start)
+                return
             if match.group(1):
                 self.end(tag, start, pos)
                 continue
@@ -463,6 +477,20 @@ class _Scan:
                 pos = content_end
             elif tag in _BLOCK and tag != "hr" and attrs.rstrip().endswith("/") and builder is not None:
                 builder.handle_endtag(tag)  # "<div/>": XHTML-style empty element (html5ever keeps it open)
+
+    def flatten_rest(self, pos: int) -> None:
+        """Past ``MAX_FLATTENED`` dropped tags: the rest of the document becomes text, at C speed.
+
+        Raw-text elements (scripts, styles) are removed with their content, then every tag and comment is
+        replaced by a space (a space, so that removing a tag cannot join "<" and a name into a new tag).
+        """
+        rest = _RAW_BLOCK.sub(" ", self.html[pos:])
+        rest = _TAG_TOKEN.sub(" ", rest)
+        self.flattened += 1
+        self._cut(pos, len(self.html), rest)
+        builder = self.builder
+        if builder is not None and not builder.skip:
+            builder.handle_data(_html.unescape(rest) if "&" in rest else rest)
 
     def limited(self) -> str:
         if self.out is None:
