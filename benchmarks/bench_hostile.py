@@ -4,7 +4,8 @@ Run: ``.venv/bin/python benchmarks/bench_hostile.py [--quick] [--only NAME[,NAME
 
 For every attack class below, at three sizes, the script builds the attack input and a benign message (or
 payload) of the same size, then parses each in a fresh forked child process and records the wall time and
-the peak resident memory the parse added (``VmHWM`` after resetting it through ``/proc/self/clear_refs``;
+the peak resident memory the first parse added (the time is the best of three parses in that child, one
+for parses over a second) (``VmHWM`` after resetting it through ``/proc/self/clear_refs``;
 RSS rather than tracemalloc so that memory allocated by the Rust sanitizer counts too). A child that runs
 longer than ``--timeout`` seconds is killed and reported as such.
 
@@ -46,6 +47,7 @@ from collections.abc import Callable
 from typing import Any
 
 MiB = 1024 * 1024
+REPEAT = 3  # best of three parses in the same child for the time (a shared machine is noisy); memory: the first
 
 
 # -- benign inputs ---------------------------------------------------------------------------------------
@@ -242,16 +244,24 @@ def _child(kind: str, builder_name: str, size: int, queue: Any) -> None:
     except OSError:
         pass
     base = _kib("VmRSS")
-    start = time.perf_counter()
     outcome = "ok"
-    try:
-        parser(data)
-    except TicketmailError as exc:
-        outcome = exc.code
-    except Exception as exc:
-        outcome = f"CRASH {type(exc).__name__}"
-    elapsed = time.perf_counter() - start
-    queue.put((len(data), elapsed, max(0, _kib("VmHWM") - base) * 1024, outcome))
+    best = float("inf")
+    peak = 0
+    for attempt in range(REPEAT):
+        start = time.perf_counter()
+        try:
+            parser(data)
+        except TicketmailError as exc:
+            outcome = exc.code
+        except Exception as exc:
+            outcome = f"CRASH {type(exc).__name__}"
+        elapsed = time.perf_counter() - start
+        best = min(best, elapsed)
+        if attempt == 0:
+            peak = max(0, _kib("VmHWM") - base) * 1024
+        if elapsed > 1.0:
+            break  # slow inputs are measured once, so the run stays bounded
+    queue.put((len(data), best, peak, outcome))
 
 
 def measure(kind: str, name: str, size: int, timeout: float) -> tuple[int, float | None, int, str]:

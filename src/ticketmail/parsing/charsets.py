@@ -43,7 +43,7 @@ __all__ = [
 
 MIN_DETECT_BYTES = 32
 """Shorter unlabeled 8-bit text is read as UTF-8 or cp1252: statistical detection needs more evidence."""
-MAX_DETECTIONS = 8
+MAX_DETECTIONS = 4
 """Statistical detections (about a millisecond each) allowed per message inside :func:`detection_budget`."""
 _DETECTIONS: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar("ticketmail_detections", default=None)
 
