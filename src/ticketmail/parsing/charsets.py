@@ -26,6 +26,7 @@ from __future__ import annotations
 import codecs
 import contextlib
 import contextvars
+import functools
 import re
 from collections.abc import Iterator
 
@@ -171,6 +172,7 @@ def text_codec(label: str | None) -> codecs.CodecInfo | None:
     return info
 
 
+@functools.lru_cache(maxsize=512)
 def normalize_charset(label: str | None) -> str | None:
     """Map a declared charset label to the codec name ticketmail decodes it with, or ``None`` if unusable.
 
