@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import email
 import gc
+import logging
 import os
 import random
 import sys
@@ -49,6 +50,8 @@ from ticketmail.parsing.quotes import extract_new_text
 
 try:
     import mailparser
+
+    logging.getLogger("mailparser").setLevel(logging.CRITICAL)  # it logs every part type it skips
 except ImportError:  # benchmark-only, optional
     mailparser = None
 try:

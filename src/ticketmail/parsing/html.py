@@ -453,8 +453,14 @@ class _Scan:
             start, pos = pos, match.end()
             text = match.group(4)
             if text is not None:
-                if builder is not None and not builder.skip:
-                    builder.handle_data(_html.unescape(text) if "&" in text else text)
+                if builder.skip:
+                    continue
+                if not builder.pre and text.isspace():
+                    # Whitespace between tags (most text tokens of real HTML): at most one space.
+                    if builder.has_text and not builder.current[-1].endswith(" "):
+                        builder.add(" ")
+                    continue
+                builder.handle_data(_html.unescape(text) if "&" in text else text)
                 continue
             name = match.group(2)
             if name is None:
