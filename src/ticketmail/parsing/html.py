@@ -136,6 +136,8 @@ _IMPLIED: dict[str, tuple[frozenset[str], frozenset[str]]] = {
     "optgroup": (frozenset({"optgroup", "option"}), frozenset({"select"})),
 }
 _HEADINGS = frozenset({"h1", "h2", "h3", "h4", "h5", "h6"})
+# Start tags that need more than a push onto the stack of open elements.
+_SPECIAL_START = frozenset(_IMPLIED) | _HEADINGS | _VOID | _RAW_TEXT
 
 # One token per match, and every alternative always succeeds up to the end of the input, so the scan never
 # backtracks over more than one token: a comment (to "-->" or the end), a bogus comment or declaration
@@ -417,6 +419,10 @@ class _Scan:
         length = len(html)
         pos = 0
         search = _TAG_TOKEN.search
+        stack = self.stack
+        counts = self.open_counts
+        dropped = self.dropped
+        max_depth = self.max_depth
         while pos < length:
             match = search(html, pos)
             if match is None:
@@ -430,7 +436,19 @@ class _Scan:
                 self.flatten_rest(start)
                 return
             if match.group(1):
-                self.end(tag, start, pos)
+                if stack and stack[-1] == tag and not dropped.get(tag):
+                    stack.pop()  # fast path: the end tag of the innermost element
+                    counts[tag] -= 1
+                else:
+                    self.end(tag, start, pos)
+                continue
+            if (
+                len(stack) < max_depth
+                and tag not in _SPECIAL_START
+                and not (tag in _CLOSES_P and counts.get("p"))
+            ):
+                stack.append(tag)  # fast path: an ordinary element opens
+                counts[tag] = counts.get(tag, 0) + 1
                 continue
             self.start(tag, "", start, pos)
             if tag in _RAW_TEXT:
