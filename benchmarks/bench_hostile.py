@@ -172,7 +172,7 @@ def references(size: int) -> bytes:
 
 
 def nested_rfc822(size: int) -> bytes:
-    inner = (HEAD + "Content-Type: text/plain\r\n\r\n" + "payload line of the innermost message\r\n" * (size // 40))
+    inner = HEAD + "Content-Type: text/plain\r\n\r\n" + "payload line of the innermost message\r\n" * (size // 40)
     data = inner.encode()
     for level in range(25):
         data = (

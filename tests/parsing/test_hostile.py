@@ -13,7 +13,14 @@ from ticketmail.errors import TicketmailError
 from ticketmail.model import InboundEmail, TicketRequest
 from ticketmail.parsing import parse_json, parse_xml
 from ticketmail.parsing.charsets import decode_text, text_codec
-from ticketmail.parsing.html import MAX_FLATTENED, MAX_TAG_DEPTH, html_to_text, limit_html_depth, render_html, sanitize_html
+from ticketmail.parsing.html import (
+    MAX_FLATTENED,
+    MAX_TAG_DEPTH,
+    html_to_text,
+    limit_html_depth,
+    render_html,
+    sanitize_html,
+)
 from ticketmail.parsing.mailheaders import parse_params
 from ticketmail.parsing.mime import parse_email
 
@@ -62,12 +69,16 @@ def test_json_data_url_charsets(label: str, payload: bytes) -> None:
 def test_email_charsets(label: str, payload: bytes) -> None:
     word = base64.b64encode(payload[:40]).decode()
     raw = (
-        f"From: =?{label}?B?{word}?= <a@example.com>\r\nSubject: =?{label}?Q?=E4=F6?=\r\n"
-        f'Content-Type: multipart/alternative; boundary="b"\r\n\r\n--b\r\n'
-        f"Content-Type: text/plain; charset=\"{label}\"\r\n\r\n"
-    ).encode("utf-8", "replace") + payload + (
-        f"\r\n--b\r\nContent-Type: text/html; charset={label}\r\n\r\n<p>"
-    ).encode("utf-8", "replace") + payload + b"</p>\r\n--b--\r\n"
+        (
+            f"From: =?{label}?B?{word}?= <a@example.com>\r\nSubject: =?{label}?Q?=E4=F6?=\r\n"
+            f'Content-Type: multipart/alternative; boundary="b"\r\n\r\n--b\r\n'
+            f'Content-Type: text/plain; charset="{label}"\r\n\r\n'
+        ).encode("utf-8", "replace")
+        + payload
+        + (f"\r\n--b\r\nContent-Type: text/html; charset={label}\r\n\r\n<p>").encode("utf-8", "replace")
+        + payload
+        + b"</p>\r\n--b--\r\n"
+    )
     result = _outcome(parse_email, raw)
     assert isinstance(result, (InboundEmail, TicketmailError))
     assert isinstance(decode_text(payload, label)[0], str)
@@ -145,12 +156,14 @@ def test_shallow_html_is_untouched() -> None:
 
 
 def test_parameter_parser() -> None:
-    assert parse_params("content-type", 'text/plain; name*0*=utf-8\'\'%E2%82%AC; name*1=.txt; charset="utf\\-8"') == (
-        "text/plain", {"name": "€.txt", "charset": "utf-8"}
+    assert parse_params("content-type", "text/plain; name*0*=utf-8''%E2%82%AC; name*1=.txt; charset=\"utf\\-8\"") == (
+        "text/plain",
+        {"name": "€.txt", "charset": "utf-8"},
     )
-    assert parse_params("content-disposition", "attachment; filename*=iso-8859-1'en'%E4rger.txt; x=\"a;b\\\"c\"")[
-        1
-    ] == {"filename": "ärger.txt", "x": 'a;b"c'}
+    assert parse_params("content-disposition", 'attachment; filename*=iso-8859-1\'en\'%E4rger.txt; x="a;b\\"c"')[1] == {
+        "filename": "ärger.txt",
+        "x": 'a;b"c',
+    }
     value = "a\\*(" * 50_000
     main, params = parse_params("content-type", f'text/plain; name="{value}"')
     assert main == "text/plain"

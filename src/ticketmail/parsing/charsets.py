@@ -72,6 +72,7 @@ def _take_detection() -> bool:
     budget[0] -= 1
     return True
 
+
 # Labels mail clients write, mapped to the codec that decodes what they really send.
 _SUPERSETS: dict[str, str] = {
     "gb2312": "gb18030",

@@ -442,11 +442,7 @@ class _Scan:
                 else:
                     self.end(tag, start, pos)
                 continue
-            if (
-                len(stack) < max_depth
-                and tag not in _SPECIAL_START
-                and not (tag in _CLOSES_P and counts.get("p"))
-            ):
+            if len(stack) < max_depth and tag not in _SPECIAL_START and not (tag in _CLOSES_P and counts.get("p")):
                 stack.append(tag)  # fast path: an ordinary element opens
                 counts[tag] = counts.get(tag, 0) + 1
                 continue
