@@ -70,3 +70,45 @@ def unique() -> Any:
         return f"{prefix}{next(_COUNTER)}"
 
     return make
+
+
+@pytest.fixture(scope="session")
+def graph_server(oauth_server: Any) -> Iterator[Any]:
+    """The session's Microsoft Graph-compatible server, validating tokens at ``oauth_server``."""
+    server = load_helper("graph_server").GraphServer(oauth_server.introspection_url)
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+GRAPH_SECRET = "graph-app-secret"
+
+
+@pytest.fixture
+def graph_mailbox(oauth_server: Any, graph_server: Any, unique: Any) -> Any:
+    """``graph_mailbox(**overrides)`` -> (MailboxConfig dict, address): a fresh mailbox and an app-only client."""
+
+    def make(**overrides: Any) -> tuple[dict[str, Any], str]:
+        address = f"{unique('support')}@contoso.test"
+        graph_server.add_mailbox(address)
+        client_id = unique("graphapp")
+        principal = f"app-{client_id}"
+        oauth_server.add_client(client_id, GRAPH_SECRET, user=principal)
+        graph_server.app_principals.add(principal)
+        data: dict[str, Any] = {
+            "name": f"g-{address.split('@')[0]}",
+            "protocol": "graph",
+            "mailbox": address,
+            "provider": "generic",
+            "client_id": client_id,
+            "client_secret": GRAPH_SECRET,
+            "token_url": oauth_server.token_url,
+            "graph_url": graph_server.url,
+            "after": "delete",
+            "timeout": 10.0,
+        }
+        data.update(overrides)
+        return data, address
+
+    return make

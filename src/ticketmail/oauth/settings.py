@@ -111,8 +111,8 @@ class OAuthSettings:
     token_store: Path | None
     timeout: float = 30.0
     ca_file: str | None = None
-    _secret_source: tuple[str, str] | None = attrs.field(default=None, repr=False, eq=False, alias="secret_source")
-    _secret_value: Secret | None = attrs.field(default=None, repr=False, eq=False, alias="secret_value")
+    _secret_source: tuple[str, str] | None = attrs.field(default=None, repr=False, alias="secret_source")
+    _secret_value: Secret | None = attrs.field(default=None, repr=False, alias="secret_value")
 
     def client_secret(self) -> Secret | None:
         """The client secret, read now (environment variable or file), or ``None`` for a public client.
@@ -179,6 +179,7 @@ def settings_for(config: MailboxConfig, *, state_dir: str | os.PathLike[str] | N
     """
     provider = config.provider
     device_url: str | None
+    authorization_url: str | None
     if provider is None:
         raise ConfigError(f"mailbox {config.name!r}: no OAuth2 provider configured", field="provider")
     if provider == "microsoft":

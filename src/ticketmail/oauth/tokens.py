@@ -30,6 +30,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import ssl
 import threading
 import time
 import warnings
@@ -300,12 +301,12 @@ class TokenManager:
         except ImportError as exc:
             raise missing_extra(exc, s.mailbox) from exc
         self.requests += 1
-        verify: Any = s.ca_file if s.ca_file else True
+        verify: Any = ssl.create_default_context(cafile=s.ca_file) if s.ca_file else True
         try:
             if grant == "service_account":
                 token = self._service_account(verify)
             else:
-                from authlib.integrations.httpx_client import OAuth2Client  # type: ignore[import-untyped]
+                from authlib.integrations.httpx_client import OAuth2Client
 
                 secret = s.client_secret()
                 with OAuth2Client(

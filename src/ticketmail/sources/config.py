@@ -403,6 +403,20 @@ class MailboxConfig:
             )
         return Secret(token)
 
+    def token_refused(self) -> None:
+        """Tell the built-in OAuth2 lifecycle that the server refused the last access token.
+
+        The next :meth:`access_token` then asks the token endpoint instead of reusing the cached one
+        (a token revoked before its expiry). Does nothing for other token sources.
+        """
+        if self.provider is None:
+            return
+        from ticketmail.oauth import manager_of
+
+        manager = manager_of(self)
+        if manager is not None:
+            manager.invalidate()
+
     def context(self) -> MailboxContext:
         """The :class:`~ticketmail.model.MailboxContext` the pipeline receives for this mailbox's mail."""
         addresses = tuple(dict.fromkeys(a for a in (self.address, *self.addresses) if a))
