@@ -458,7 +458,8 @@ class OAuthServer:
         if path == "/introspect":
             return self._server.create_endpoint_response(IntrospectionEndpoint.ENDPOINT_NAME, request)
         if path == "/authorize":
-            return self._server.create_authorization_response(request, grant_user=self.approve_as)
+            grant = self._server.get_consent_grant(request, end_user=self.approve_as)
+            return self._server.create_authorization_response(request, grant_user=self.approve_as, grant=grant)
         return 404, {"error": "not_found"}, [("Content-Type", "application/json")]
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
