@@ -420,8 +420,10 @@ class OAuthServer:
             def resolve_issuer_client(self, issuer: str) -> Client | None:
                 return owner.clients.get(issuer)
 
-            def resolve_client_key(self, client: Client, headers: Any, payload: Any) -> str:
-                return owner.jwt_keys[client.get_client_id()][0]
+            def resolve_client_public_key(self, client: Client) -> Any:
+                from joserfc.jwk import RSAKey
+
+                return RSAKey.import_key(owner.jwt_keys[client.get_client_id()][0])
 
             def authenticate_user(self, subject: str) -> str | None:
                 domain = owner.jwt_keys.get(self.request.client.get_client_id(), ("", ""))[1]

@@ -312,3 +312,61 @@ def test_store_write_is_atomic_and_private(state_dir: Path) -> None:
     with pytest.raises(OAuthError) as info:
         store.load()
     assert info.value.reason == "store"
+
+
+def test_google_service_account_with_domain_wide_delegation(oauth_server: Any, state_dir: Path, unique: Any) -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    private_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+    public_pem = (
+        key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
+    email = f"{unique('sa')}@project.iam.gserviceaccount.com"
+    oauth_server.add_service_account(email, public_pem, "example.test")
+    key_file = state_dir / "sa.json"
+    key_file.write_text(
+        json.dumps(
+            {
+                "type": "service_account",
+                "client_email": email,
+                "private_key": private_pem,
+                "private_key_id": "k1",
+                "token_uri": oauth_server.token_url,
+            }
+        )
+    )
+    config = mailbox_from_dict(
+        {
+            "name": f"g-{email[:8]}",
+            "protocol": "imap",
+            "host": "imap.gmail.com",
+            "username": "bob@example.test",
+            "auth": "oauth2",
+            "provider": "google",
+            "service_account_file": str(key_file),
+            "token_url": oauth_server.token_url,
+        }
+    )
+    mgr = manager(config, state_dir)
+    assert mgr.grant() == "service_account"
+    token = mgr.access_token()
+    assert oauth_server.user_of(token.reveal()) == "bob@example.test"  # acting for the mailbox user
+    text = repr(mgr) + repr(mgr.settings) + repr(config)
+    assert "PRIVATE KEY" not in text
+    # a user outside the delegated domain is refused: invalid_grant names the remedy
+    other = mailbox_from_dict({**config_dict(config), "username": "eve@elsewhere.test", "name": "g-other"})
+    with pytest.raises(OAuthError) as info:
+        manager(other, state_dir).access_token()
+    assert info.value.reason in ("invalid_grant", "consent")
+    assert "PRIVATE KEY" not in info.value.message
+
+
+def config_dict(config: MailboxConfig) -> dict[str, Any]:
+    keys = ("protocol", "host", "username", "auth", "provider", "service_account_file", "token_url")
+    return {k: getattr(config, k) for k in keys}

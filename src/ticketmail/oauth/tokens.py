@@ -355,7 +355,13 @@ class TokenManager:
             with open(path, encoding="utf-8") as fh:
                 info = json.load(fh)
             issuer = info["client_email"]
-            key = info["private_key"]
+            key: Any = info["private_key"]
+            try:  # Authlib >= 1.6 signs with joserfc and wants a key object; older ones take the PEM
+                from joserfc.jwk import RSAKey
+
+                key = RSAKey.import_key(key)
+            except ImportError:
+                pass
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise ConfigError(
                 f"mailbox {s.mailbox!r}: cannot read the service-account key {path} ({type(exc).__name__}); "
