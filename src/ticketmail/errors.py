@@ -317,7 +317,7 @@ class OAuthError(SourceError):
         self.reason = reason
 
     def to_dict(self) -> dict[str, Any]:
-        """Like :meth:`SourceError.to_dict`, plus ``reason``."""
+        """Like `SourceError.to_dict`, plus ``reason``."""
         data = super().to_dict()
         data["reason"] = self.reason
         return data

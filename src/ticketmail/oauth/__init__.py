@@ -13,14 +13,14 @@ A mailbox opts in with ``auth = "oauth2"`` (implied for ``protocol = "graph"``) 
     client_id = "00000000-0000-0000-0000-000000000000"
     client_secret_env = "TM_CLIENT_SECRET"      # app-only (client credentials); omit for delegated + login
 
-* :mod:`ticketmail.oauth.tokens`: :class:`TokenManager` (cache, refresh, rotation, locking);
-* :mod:`ticketmail.oauth.store`: the 0600 token file in the state directory;
-* :mod:`ticketmail.oauth.login`: device-code and authorization-code + PKCE logins (``ticketmail oauth login``);
-* :mod:`ticketmail.oauth.settings`: provider endpoints and default scopes.
+* `ticketmail.oauth.tokens`: `TokenManager` (cache, refresh, rotation, locking);
+* `ticketmail.oauth.store`: the 0600 token file in the state directory;
+* `ticketmail.oauth.login`: device-code and authorization-code + PKCE logins (``ticketmail oauth login``);
+* `ticketmail.oauth.settings`: provider endpoints and default scopes.
 
 Everything that talks HTTP needs the ``oauth`` extra (Authlib, httpx): ``pip install 'ticketmail[oauth]'``;
 it is imported only when a token is first needed. The SASL ``XOAUTH2`` helpers stay in
-:mod:`ticketmail.sources.oauth`.
+`ticketmail.sources.oauth`.
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ def uses_builtin_oauth(config: MailboxConfig) -> bool:
 
 
 def tokens_for(config: MailboxConfig, state_dir: str | os.PathLike[str] | None = None) -> TokenManager:
-    """The process-wide :class:`TokenManager` of a mailbox (one per mailbox, client and token file).
+    """The process-wide `TokenManager` of a mailbox (one per mailbox, client and token file).
 
     Sharing it means every session of the mailbox in this process reuses the cached access token.
     """
@@ -93,7 +93,7 @@ def bind_state_dir(config: MailboxConfig, state_dir: str | os.PathLike[str] | No
 
 
 def manager_of(config: MailboxConfig) -> TokenManager | None:
-    """The :class:`TokenManager` behind ``config``'s tokens, if the built-in lifecycle provides them."""
+    """The `TokenManager` behind ``config``'s tokens, if the built-in lifecycle provides them."""
     provider = getattr(config, "token_provider", None)
     manager = getattr(provider, "manager", None)
     if isinstance(manager, TokenManager):

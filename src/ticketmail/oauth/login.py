@@ -1,7 +1,7 @@
 """Getting the first refresh token: the device-code flow and the authorization-code flow with PKCE.
 
 Delegated access (a user's or a shared mailbox, read with the signed-in user's rights) needs one interactive
-sign-in; afterwards the refresh token keeps the mailbox going on its own (:mod:`ticketmail.oauth.tokens`).
+sign-in; afterwards the refresh token keeps the mailbox going on its own (`ticketmail.oauth.tokens`).
 ``ticketmail oauth login --mailbox NAME`` runs one of:
 
 * **device code** (RFC 8628; Microsoft's default): prints a URL and a short code, the operator opens the
@@ -11,7 +11,7 @@ sign-in; afterwards the refresh token keeps the mailbox going on its own (:mod:`
   ticketmail listens on ``127.0.0.1`` (``localhost`` for Microsoft) on a free port, prints the sign-in URL
   (and opens a browser unless ``--no-browser``), and receives the code when the provider redirects back.
 
-Either way the answer is stored with :meth:`~ticketmail.oauth.tokens.TokenManager.save_login`, in the same
+Either way the answer is stored with `save_login`, in the same
 token file the fetch reads. Nothing secret is printed: the code shown is the short user code meant for the
 operator, never a token.
 """

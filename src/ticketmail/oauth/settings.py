@@ -1,7 +1,7 @@
 """Provider defaults: endpoints, scopes and client authentication for Microsoft, Google and generic servers.
 
-A :class:`OAuthSettings` is everything the token lifecycle needs of a mailbox, resolved once from its
-:class:`~ticketmail.sources.config.MailboxConfig`:
+A `OAuthSettings` is everything the token lifecycle needs of a mailbox, resolved once from its
+`MailboxConfig`:
 
 ========================  =================================================================================
 provider                  endpoints (``tenant`` defaults to ``organizations``)

@@ -6,10 +6,10 @@ Why a file of its own and these rules:
   ``fsync``-ed, renamed over the old one and the directory is ``fsync``-ed: a crash leaves the old file or
   the new one, never half of either.
 * **Persisted before use.** Providers that rotate refresh tokens (Microsoft does, so do most generic
-  servers) invalidate the old one when they hand out the new one. :class:`TokenStore` is written with the new
+  servers) invalidate the old one when they hand out the new one. `TokenStore` is written with the new
   refresh token *before* the access token that came with it is used, so a crash right after a refresh never
   leaves the mailbox with only a dead token on disk.
-* **One refresher at a time.** :meth:`TokenStore.locked` takes an exclusive ``flock`` on ``<file>.lock``
+* **One refresher at a time.** `TokenStore.locked` takes an exclusive ``flock`` on ``<file>.lock``
   (across processes and threads), so two workers whose access token expired together do not both spend the
   same refresh token (the second would get ``invalid_grant`` from a rotating server). The second waits,
   re-reads the file, finds the fresh token and uses it.
@@ -116,7 +116,7 @@ class TokenStore:
     Args:
         path: The JSON file (its directory is created 0700 when missing).
         mailbox: The mailbox name, for error messages.
-        lock_timeout: Seconds :meth:`locked` waits for another refresher before giving up.
+        lock_timeout: Seconds `locked` waits for another refresher before giving up.
     """
 
     def __init__(self, path: str | os.PathLike[str], *, mailbox: str | None = None, lock_timeout: float = 60.0) -> None:

@@ -1,11 +1,11 @@
 """The token lifecycle: get, cache, refresh and persist OAuth2 access tokens for one mailbox.
 
-:class:`TokenManager` is what a mailbox with ``provider`` set uses as its token provider. Each call of
-:meth:`TokenManager.access_token`:
+`TokenManager` is what a mailbox with ``provider`` set uses as its token provider. Each call of
+`TokenManager.access_token`:
 
 1. returns the access token cached in memory while it is more than a minute (or half its lifetime, for
    short-lived tokens) from expiry;
-2. otherwise takes the store's lock (:meth:`~ticketmail.oauth.store.TokenStore.locked`: threads and other
+2. otherwise takes the store's lock (`locked`: threads and other
    processes wait), re-reads the store (another worker may have refreshed meanwhile: then its token is used
    and nothing is spent), and only then asks the token endpoint, with the grant the mailbox uses:
 
@@ -15,9 +15,9 @@
    * ``service_account`` (Google domain-wide delegation: a JWT signed with the service account's key,
      RFC 7523, acting for the mailbox user);
 3. writes the answer to the store *before* returning it, including a rotated refresh token, so a crash
-   after the refresh never strands the mailbox with a dead token (see :mod:`ticketmail.oauth.store`).
+   after the refresh never strands the mailbox with a dead token (see `ticketmail.oauth.store`).
 
-Failures become :class:`~ticketmail.errors.OAuthError` with a ``reason`` (``unreachable``,
+Failures become `OAuthError` with a ``reason`` (``unreachable``,
 ``invalid_client``, ``invalid_grant``, ``consent``, ``no_token``, ``store``, ``server``) and a sentence
 saying what to do. No token, secret or assertion ever appears in a message, a log line or a repr.
 
@@ -62,7 +62,7 @@ def refresh_margin(lifetime: float) -> float:
 def describe_token_error(
     error: str | None, description: str | None, *, mailbox: str, status: int | None = None
 ) -> OAuthError:
-    """Turn a token endpoint's ``error`` answer into an :class:`~ticketmail.errors.OAuthError` with a remedy.
+    """Turn a token endpoint's ``error`` answer into an `OAuthError` with a remedy.
 
     Only the error code and, for Microsoft, the ``AADSTS`` number are quoted from the answer.
     """
@@ -117,7 +117,7 @@ class TokenManager:
     """Access tokens for one mailbox (see the module docstring).
 
     Args:
-        settings: The mailbox's resolved :class:`~ticketmail.oauth.settings.OAuthSettings`.
+        settings: The mailbox's resolved `OAuthSettings`.
         clock: Unix time (tests move it forward).
 
     The instance is thread-safe and meant to live as long as the process: its memory cache saves a

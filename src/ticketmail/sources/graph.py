@@ -7,7 +7,7 @@ with the endpoints Microsoft documents for synchronising mail:
   round lists every message, later rounds only what changed. A round is a chain of pages linked by
   ``@odata.nextLink``; its last page carries ``@odata.deltaLink``, the start of the next round;
 * **the MIME of each message**, ``GET /users/{mailbox}/messages/{id}/$value``, so the same
-  :func:`~ticketmail.parse_email` applies as for IMAP; read as a stream and cut at ``max_message_size``
+  `parse_email` applies as for IMAP; read as a stream and cut at ``max_message_size``
   (``oversize = "skip"`` leaves the message in the folder and reports it, ``"headers"`` ingests its header
   block with a note, as the IMAP source does);
 * **acknowledgement after commit**: ``after = "seen"`` is ``PATCH /messages/{id}`` with ``{"isRead": true}``,
@@ -294,7 +294,7 @@ class _DeltaState:
 
 
 class GraphSession:
-    """One open Graph visit (see the module docstring). Made by :meth:`GraphSource.session`."""
+    """One open Graph visit (see the module docstring). Made by `GraphSource.session`."""
 
     def __init__(self, source: GraphSource, graph: _Graph) -> None:
         self.source = source
@@ -589,7 +589,7 @@ class GraphSession:
 
 
 class GraphSource:
-    """A Microsoft Graph mailbox folder as a :class:`~ticketmail.sources.base.Source`.
+    """A Microsoft Graph mailbox folder as a `Source`.
 
     Args:
         config: The mailbox (``protocol = "graph"``).
