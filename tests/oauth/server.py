@@ -469,6 +469,7 @@ class OAuthServer:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # headers and body go out as separate writes
 
             def _run(self, method: str) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
