@@ -150,8 +150,8 @@ def test_throttling_honours_retry_after(graph_server: Any, graph_mailbox: Any, s
     # throttled without end: a bounded number of attempts, then a "throttled" error
     graph_server.throttle(50, retry_after=120)
     slept.clear()
-    with pytest.raises(SourceError) as info, source.session():
-        pass
+    with pytest.raises(SourceError) as info, source.session() as session:
+        list(session.fetch())
     assert info.value.stage == "throttled"
     assert len(slept) == 5
     assert max(slept) <= 60.0
@@ -258,3 +258,32 @@ def test_config_validation_for_graph() -> None:
          "tenant": "contoso.com", "client_secret_env": "X"}
     )  # fmt: skip
     assert ok.folder == "INBOX"
+
+
+def test_no_secret_in_logs(
+    oauth_server: Any, graph_server: Any, graph_mailbox: Any, state_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    caplog.set_level(logging.DEBUG)
+    data, address = graph_mailbox(after="seen")
+    config = mailbox_from_dict(data)
+    graph_server.deliver(address, message(1))
+    graph_server.throttle(1, retry_after=0)
+    run, backend = poll(config, state_dir)
+    assert run.acknowledged == 1
+    oauth_server.expire_access_tokens()
+    graph_server._token_cache.clear()
+    graph_server.deliver(address, message(2))
+    run, _ = poll(config, state_dir, backend)
+    assert run.acknowledged == 1
+    bad = mailbox_from_dict({**data, "client_secret": "wrong-secret-value", "name": "g-bad"})
+    run, _ = poll(bad, state_dir)
+    assert run.status == "error"
+    stored = json.loads((state_dir / "oauth" / f"{config.name}.json").read_text())
+    secrets = [data["client_secret"], "wrong-secret-value", stored["access_token"]]
+    # the client side only: the test servers' own Authlib grant modules log what they issue
+    client_side = [r for r in caplog.records if not r.name.startswith(("authlib.oauth2.rfc", "tm_oauth_tests"))]
+    text = "\n".join(r.getMessage() for r in client_side) + json.dumps(run.to_dict())
+    for secret in secrets:
+        assert secret not in text

@@ -311,10 +311,34 @@ class GraphSession:
     # -- setup ------------------------------------------------------------------------------------------
 
     def open(self) -> None:
-        """Check the mailbox and resolve the folder (stages ``mailbox``, ``permission``, ``folder``)."""
+        """Resolve the folder (stages ``mailbox``, ``permission``, ``folder``).
+
+        A well-known folder name needs no request (the delta query's answer tells an unknown mailbox or a
+        missing permission); other names are looked up by display name.
+        """
         self.folder_id, info = self._resolve_folder(self.config.folder, stage="folder")
         total = info.get("totalItemCount") if isinstance(info, dict) else None
         self._total = total if isinstance(total, int) else None
+
+    def describe(self) -> int | None:
+        """For ``check``: read the folder resource (its message count) and the first delta page.
+
+        Raises:
+            SourceError: ``auth``, ``permission``, ``mailbox`` or ``folder``, as for a fetch.
+        """
+        count = self._total
+        if count is None:
+            status, data = self._get_folder(self._folder_url(self.folder_id), f"opening folder {self.config.folder!r}")
+            if status in (403, 404):
+                raise self._folder_error(status, self.config.folder, "folder", data)
+            if status < 400 and isinstance(data, dict) and isinstance(data.get("totalItemCount"), int):
+                count = data["totalItemCount"]
+        status, page = self.graph.json("GET", self._initial_link(), what="reading the folder's changes (delta)")
+        if status >= 400:
+            raise self._folder_error(status, self.config.folder, "folder", page)
+        if count is None and isinstance(page, dict) and isinstance(page.get("value"), list):
+            count = len(page["value"])
+        return count
 
     def _folder_url(self, segment: str) -> str:
         return f"{self.graph.user_path}/mailFolders/{_quote(segment)}"
@@ -333,25 +357,10 @@ class GraphSession:
         return self.graph._error(f"Microsoft Graph answered HTTP {status} while {what}", "fetch")
 
     def _resolve_folder(self, folder: str, *, stage: str) -> tuple[str, Any]:
-        """``(folder id or well-known name, folder resource)``; raises ``mailbox``/``folder`` errors."""
-        # The mailbox first: an unknown mailbox and an unknown folder are different mistakes.
-        status, data = self._get_folder(self._folder_url("inbox"), "opening the mailbox")
-        if status == 404:
-            raise self.graph._error(
-                f"mailbox {self.graph.mailbox!r} was not found by Microsoft Graph (404): check the address; a "
-                "shared mailbox needs its own address, and the mailbox must be in Exchange Online",
-                "mailbox",
-            )
-        if status >= 400:
-            raise self._refused(status, "opening the mailbox")
+        """``(folder id or well-known name, folder resource or None)``; raises ``mailbox``/``folder`` errors."""
         name = folder.strip().strip("/")
         if name.lower() in WELL_KNOWN_FOLDERS:
-            if name.lower() == "inbox":
-                return "inbox", data
-            status, data = self._get_folder(self._folder_url(name.lower()), f"opening folder {name!r}")
-            if status >= 400:
-                raise self._folder_error(status, name, stage)
-            return name.lower(), data
+            return name.lower(), None
         parent: str | None = None
         info: Any = None
         for part in name.split("/"):
@@ -361,7 +370,7 @@ class GraphSession:
                 "GET", f"{where}?$filter={flt}&$select=id,displayName,totalItemCount", what=f"looking up {part!r}"
             )
             if status >= 400:
-                raise self._folder_error(status, name, stage)
+                raise self._folder_error(status, name, stage, listing)
             values = listing.get("value") if isinstance(listing, dict) else None
             match = next((v for v in values or [] if isinstance(v, dict) and isinstance(v.get("id"), str)), None)
             if match is None:
@@ -371,7 +380,13 @@ class GraphSession:
             raise self._folder_error(404, name, stage)
         return parent, info
 
-    def _folder_error(self, status: int, name: str, stage: str) -> SourceError:
+    def _folder_error(self, status: int, name: str, stage: str, body: Any = None) -> SourceError:
+        if status == 404 and _mailbox_missing(body):
+            return self.graph._error(
+                f"mailbox {self.graph.mailbox!r} was not found by Microsoft Graph (404{_body_code(body)}): check "
+                "the address; a shared mailbox needs its own address, and the mailbox must be in Exchange Online",
+                "mailbox",
+            )
         if status == 404:
             return self.graph._error(
                 f"folder {name!r} does not exist in mailbox {self.graph.mailbox!r} (use a well-known name such "
@@ -398,8 +413,8 @@ class GraphSession:
                 restarted = True
                 link = self._initial_link()
                 continue
-            if status == 404:
-                raise self._folder_error(404, self.config.folder, "folder")
+            if status in (403, 404):
+                raise self._folder_error(status, self.config.folder, "folder", page)
             if status >= 400 or not isinstance(page, dict) or not isinstance(page.get("value", []), list):
                 raise (
                     self._refused(status, "reading the folder's changes")
@@ -652,8 +667,20 @@ def _safe(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name) or "_"
 
 
+def _body_code(body: Any) -> str:
+    error = body.get("error") if isinstance(body, dict) else None
+    code = error.get("code") if isinstance(error, dict) else None
+    return f": {code}" if isinstance(code, str) and code.isprintable() and len(code) < 80 else ""
+
+
+def _mailbox_missing(body: Any) -> bool:
+    """Whether a Graph 404 names the mailbox (``ErrorInvalidUser``, ``MailboxNotEnabledForRESTAPI`` ...)."""
+    code = _body_code(body).lower()
+    return any(word in code for word in ("user", "mailbox", "recipient"))
+
+
 def check_graph(config: MailboxConfig) -> tuple[tuple[str, ...], int]:
-    """For ``ticketmail check``: open the mailbox and folder read-only; ``((), message count)``."""
+    """For ``ticketmail check``: open the folder, read its count and one delta page; nothing is changed."""
     source = GraphSource(config)
     with source.session() as session:
-        return (), session.pending() or 0
+        return (), session.describe() or 0
