@@ -254,6 +254,13 @@ class GraphServer:
                 return not_found
             if len(parts) == 2:
                 return 200, self._folder_json(folder), {}
+            if parts[2] == "childFolders" and method == "POST":
+                name = json.loads(body or b"{}").get("displayName")
+                if any(f.name == name and f.parent == folder.id for f in box.folders.values()):
+                    return 409, _err("ErrorFolderExists", "A folder with the specified name already exists."), {}
+                child = Folder(f"AAMkF{next(self._ids)}", name, folder.id)
+                box.folders[child.id] = child
+                return 201, self._folder_json(child), {}
             if parts[2] == "childFolders":
                 return 200, {"value": self._children(box, folder.id, query)}, {}
             if parts[2:] == ["messages", "delta"]:

@@ -86,11 +86,11 @@ def test_after_seen_keeps_mail_and_never_duplicates(graph_server: Any, graph_mai
     assert len(backend.list_tickets()) == 7
 
 
-@pytest.mark.parametrize("target", ["archive", "Processed"])
+@pytest.mark.parametrize("target", ["archive", "Processed", "Created"])
 def test_after_move(graph_server: Any, graph_mailbox: Any, state_dir: Path, target: str) -> None:
     data, address = graph_mailbox(after=f"move:{target}")
     if target == "Processed":
-        graph_server.add_folder(address, "Processed")
+        graph_server.add_folder(address, "Processed")  # "Created" does not exist: the source creates it
     config = mailbox_from_dict(data)
     ids = [graph_server.deliver(address, message(i)) for i in range(4)]
     run, _ = poll(config, state_dir)
@@ -101,13 +101,14 @@ def test_after_move(graph_server: Any, graph_mailbox: Any, state_dir: Path, targ
 
 
 def test_nested_folder_by_display_name_path(graph_server: Any, graph_mailbox: Any, state_dir: Path) -> None:
-    data, address = graph_mailbox(folder="Inbox/Support")
+    data, address = graph_mailbox(folder="Inbox/Support", after="move:Inbox/Support/Done")
     graph_server.add_folder(address, "Support", parent="inbox")
     graph_server.deliver(address, message(1), folder="Support")
     graph_server.deliver(address, message(2))  # in the Inbox itself: not ours
     run, _ = poll(mailbox_from_dict(data), state_dir)
     assert run.acknowledged == 1
     assert len(graph_server.messages(address)) == 1
+    assert len(graph_server.messages(address, "Done")) == 1  # created under Inbox/Support
 
 
 def test_commit_without_acknowledgement_is_healed_without_download(

@@ -214,7 +214,12 @@ class _Graph:
                     raise self._error(
                         f"Microsoft Graph failed while {what} (HTTP {response.status_code}{_code(response)})", stage
                     )
-                yield response
+                try:
+                    yield response
+                except self.httpx.TransportError as exc:  # the body broke off (timeout, reset)
+                    raise self._error(
+                        f"the connection to Microsoft Graph broke while {what} ({type(exc).__name__})", "connect"
+                    ) from None
                 return
             finally:
                 response.close()
@@ -363,16 +368,33 @@ class GraphSession:
             return name.lower(), None
         parent: str | None = None
         info: Any = None
-        for part in name.split("/"):
+        parts = [p for p in name.split("/") if p]
+        if parts and parts[0].lower() in WELL_KNOWN_FOLDERS:  # "Inbox/Support": Inbox by its well-known name
+            parent = parts.pop(0).lower()  # (display names are localized: "Posteingang", "Boîte de réception")
+        for part in parts:
             where = f"{self._folder_url(parent)}/childFolders" if parent else f"{self.graph.user_path}/mailFolders"
             flt = urllib.parse.quote("displayName eq '" + part.replace("'", "''") + "'")
-            status, listing = self.graph.json(
-                "GET", f"{where}?$filter={flt}&$select=id,displayName,totalItemCount", what=f"looking up {part!r}"
-            )
-            if status >= 400:
-                raise self._folder_error(status, name, stage, listing)
-            values = listing.get("value") if isinstance(listing, dict) else None
-            match = next((v for v in values or [] if isinstance(v, dict) and isinstance(v.get("id"), str)), None)
+            url: str | None = f"{where}?$filter={flt}&$select=id,displayName,totalItemCount"
+            match: Any = None
+            for _page in range(50):  # a server that ignores $filter pages through every folder
+                if url is None or match is not None:
+                    break
+                status, listing = self.graph.json("GET", url, what=f"looking up folder {part!r}")
+                if status >= 400:
+                    raise self._folder_error(status, name, stage, listing)
+                values = listing.get("value") if isinstance(listing, dict) else None
+                match = next(
+                    (
+                        v
+                        for v in values or []
+                        if isinstance(v, dict)
+                        and isinstance(v.get("id"), str)
+                        and str(v.get("displayName", "")).casefold() == part.casefold()
+                    ),
+                    None,
+                )
+                following = listing.get("@odata.nextLink") if isinstance(listing, dict) else None
+                url = following if isinstance(following, str) and following else None
             if match is None:
                 raise self._folder_error(404, name, stage)
             parent, info = match["id"], match
@@ -517,9 +539,37 @@ class GraphSession:
 
     def _destination_id(self) -> str:
         if self._destination is None:
-            folder = self.config.move_folder or ""
-            self._destination, _ = self._resolve_folder(folder, stage="ack")
+            self._destination = self._ensure_folder(self.config.move_folder or "")
         return self._destination
+
+    def _ensure_folder(self, name: str) -> str:
+        """The id of folder ``name`` (a well-known name or a display-name path), created when missing.
+
+        Like the IMAP source, a missing target of ``after = "move:F"`` (or the quarantine folder) is created:
+        its last path segment under the folder its parents name (the top level for a single name).
+
+        Raises:
+            SourceError: ``ack``: the folder could not be found nor created.
+        """
+        try:
+            folder_id, _ = self._resolve_folder(name, stage="ack")
+            return folder_id
+        except SourceError as exc:
+            if exc.stage != "ack":
+                raise
+        parts = [p for p in name.strip().strip("/").split("/") if p]
+        parent_id = self._resolve_folder("/".join(parts[:-1]), stage="ack")[0] if len(parts) > 1 else None
+        where = f"{self._folder_url(parent_id)}/childFolders" if parent_id else f"{self.graph.user_path}/mailFolders"
+        status, data = self.graph.json(
+            "POST", where, what=f"creating folder {name!r}", stage="ack", json_body={"displayName": parts[-1]}
+        )
+        if status == 409:  # created meanwhile by another worker
+            return self._resolve_folder(name, stage="ack")[0]
+        if status >= 400 or not isinstance(data, dict) or not isinstance(data.get("id"), str):
+            raise self.graph._error(f"cannot create folder {name!r} (HTTP {status}{_body_code(data)})", "ack")
+        folder_id = data["id"]
+        log.info("graph %s: created folder %r", self.config.name, name)
+        return str(folder_id)
 
     def _apply_after(self, message_id: str) -> None:
         cfg = self.config
@@ -568,17 +618,10 @@ class GraphSession:
     def _quarantine(self, message_id: str, count: int) -> None:
         cfg = self.config
         try:
-            destination, _ = self._resolve_folder(cfg.quarantine_folder, stage="ack")
-        except SourceError as exc:
-            if exc.stage != "ack":
-                raise
-            status, data = self.graph.json("POST", f"{self.graph.user_path}/mailFolders", what="creating the "
-                                           "quarantine folder", stage="ack",
-                                           json_body={"displayName": cfg.quarantine_folder})  # fmt: skip
-            if status >= 400 or not isinstance(data, dict) or not isinstance(data.get("id"), str):
-                log.warning("graph %s: cannot create quarantine folder (HTTP %s)", cfg.name, status)
-                return
-            destination = data["id"]
+            destination = self._ensure_folder(cfg.quarantine_folder)
+        except SourceError:
+            log.warning("graph %s: cannot find or create the quarantine folder; message left in place", cfg.name)
+            return
         url = f"{self.graph.user_path}/messages/{_quote(message_id)}/move"
         status, _ = self.graph.json("POST", url, what="quarantining a message", stage="ack",
                                     json_body={"destinationId": destination})  # fmt: skip
