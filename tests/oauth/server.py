@@ -52,7 +52,9 @@ class Client(ClientMixin):
         redirect_uris: tuple[str, ...] = (),
         scope: str = "",
         user: str | None = None,
+        auth_methods: tuple[str, ...] = ("client_secret_basic", "client_secret_post"),
     ) -> None:
+        self.auth_methods = auth_methods
         self.client_id = client_id
         self.secret = secret
         self.grant_types = grant_types
@@ -85,7 +87,7 @@ class Client(ClientMixin):
     def check_endpoint_auth_method(self, method: str, endpoint: str) -> bool:
         if self.secret is None:
             return method == "none"
-        return method in ("client_secret_basic", "client_secret_post")
+        return method in self.auth_methods
 
     def check_response_type(self, response_type: str) -> bool:
         return response_type == "code"
@@ -212,8 +214,9 @@ class OAuthServer:
         grant_types: tuple[str, ...] = ("refresh_token", "client_credentials", "authorization_code"),
         scope: str = "",
         user: str | None = None,
+        auth_methods: tuple[str, ...] = ("client_secret_basic", "client_secret_post"),
     ) -> Client:
-        client = Client(client_id, secret, grant_types, scope=scope, user=user)
+        client = Client(client_id, secret, grant_types, scope=scope, user=user, auth_methods=auth_methods)
         with self.lock:
             self.clients[client_id] = client
         return client

@@ -370,3 +370,16 @@ def test_google_service_account_with_domain_wide_delegation(oauth_server: Any, s
 def config_dict(config: MailboxConfig) -> dict[str, Any]:
     keys = ("protocol", "host", "username", "auth", "provider", "service_account_file", "token_url")
     return {k: getattr(config, k) for k in keys}
+
+
+def test_generic_server_without_basic_auth_gets_the_secret_in_the_form(oauth_server: Any, unique: Any) -> None:
+    cid = unique()
+    oauth_server.add_client(cid, SECRET, user="carol", auth_methods=("client_secret_post",))
+    config = imap_config(oauth_server, cid, client_secret=SECRET, grant="client_credentials")
+    mgr = manager(config, None)
+    before = oauth_server.token_requests
+    assert oauth_server.user_of(mgr.access_token().reveal()) == "carol"
+    assert oauth_server.token_requests == before + 2  # Basic first (RFC 6749 2.3.1), then the form
+    mgr.invalidate()
+    mgr.access_token()
+    assert oauth_server.token_requests == before + 3  # the method that worked is kept

@@ -134,6 +134,7 @@ class TokenManager:
         self._token: str | None = None
         self._refresh_at = 0.0
         self._rejected: str | None = None
+        self._auth_method: str | None = None
         self.requests = 0
         """Token endpoint requests made (tests and diagnostics)."""
 
@@ -306,24 +307,7 @@ class TokenManager:
             if grant == "service_account":
                 token = self._service_account(verify)
             else:
-                from authlib.integrations.httpx_client import OAuth2Client
-
-                secret = s.client_secret()
-                with OAuth2Client(
-                    client_id=s.client_id,
-                    client_secret=secret.reveal() if secret is not None else None,
-                    token_endpoint_auth_method=s.client_auth,
-                    timeout=s.timeout,
-                    verify=verify,
-                    trust_env=True,
-                ) as client:
-                    scopes = s.scopes_for(grant)
-                    if grant == "refresh_token":
-                        extra = {"scope": " ".join(scopes)} if scopes and s.provider != "google" else {}
-                        token = client.refresh_token(s.token_url, refresh_token=refresh_token, **extra)
-                    else:
-                        extra = {"scope": " ".join(scopes)} if scopes else {}
-                        token = client.fetch_token(s.token_url, grant_type="client_credentials", **extra)
+                token = self._client_grant(grant, refresh_token, verify, AuthlibOAuthError)
         except AuthlibOAuthError as exc:
             raise describe_token_error(exc.error, exc.description, mailbox=s.mailbox) from None
         except httpx.HTTPStatusError as exc:
@@ -345,6 +329,44 @@ class TokenManager:
                 mailbox=s.mailbox,
             ) from None
         return dict(token)
+
+    def _client_grant(self, grant: Grant, refresh_token: str | None, verify: Any, oauth_error: Any) -> Any:
+        """A refresh-token or client-credentials request with the client's authentication method.
+
+        A generic server that refuses HTTP Basic client authentication (``invalid_client``) is asked once
+        more with the secret in the form (``client_secret_post``); the method that worked is kept.
+        """
+        from authlib.integrations.httpx_client import OAuth2Client
+
+        s = self.settings
+        secret = s.client_secret()
+        methods = [self._auth_method or s.client_auth]
+        if methods[0] == "client_secret_basic" and s.provider == "generic":
+            methods.append("client_secret_post")
+        for index, method in enumerate(methods):
+            with OAuth2Client(
+                client_id=s.client_id,
+                client_secret=secret.reveal() if secret is not None else None,
+                token_endpoint_auth_method=method,
+                timeout=s.timeout,
+                verify=verify,
+                trust_env=True,
+            ) as client:
+                scopes = s.scopes_for(grant)
+                try:
+                    if grant == "refresh_token":
+                        extra = {"scope": " ".join(scopes)} if scopes and s.provider != "google" else {}
+                        token = client.refresh_token(s.token_url, refresh_token=refresh_token, **extra)
+                    else:
+                        extra = {"scope": " ".join(scopes)} if scopes else {}
+                        token = client.fetch_token(s.token_url, grant_type="client_credentials", **extra)
+                except oauth_error as exc:
+                    if exc.error == "invalid_client" and index + 1 < len(methods):
+                        continue
+                    raise
+                self._auth_method = method
+                return token
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def _service_account(self, verify: Any) -> Mapping[str, Any]:
         from authlib.integrations.httpx_client import AssertionClient
