@@ -288,3 +288,28 @@ def test_no_secret_in_logs(
     text = "\n".join(r.getMessage() for r in client_side) + json.dumps(run.to_dict())
     for secret in secrets:
         assert secret not in text
+
+
+def test_cli_check_and_fetch_a_graph_mailbox(
+    graph_server: Any, graph_mailbox: Any, state_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from ticketmail.cli import main
+
+    data, address = graph_mailbox()
+    graph_server.deliver(address, message(1))
+    cfg = state_dir / "tickets.toml"
+    body = "\n".join(f"{k} = {json.dumps(v)}" for k, v in data.items())
+    cfg.write_text(f'[storage]\nsqlite = "tickets.sqlite3"\n\n[[mailboxes]]\n{body}\n')
+    assert main(["check", "--config", str(cfg)]) == 0
+    assert f"{data['name']}: ok" in capsys.readouterr().out
+    assert main(["fetch", "--once", "--config", str(cfg)]) == 0
+    line = json.loads(capsys.readouterr().out.splitlines()[0])
+    assert line["action"] == "created"
+    assert graph_server.messages(address) == []
+    assert (state_dir / "tickets.sqlite3.state" / f"graph-{data['name']}.json").exists()
+    bad = cfg.read_text().replace(json.dumps(data["client_secret"]), '"nope"')
+    cfg.write_text(bad)
+    assert main(["check", "--config", str(cfg), "--json"]) == 1
+    result = json.loads(capsys.readouterr().out)
+    assert result["stage"] == "oauth"
+    assert "invalid_client" in result["message"]

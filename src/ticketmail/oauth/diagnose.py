@@ -24,7 +24,7 @@ from ticketmail.oauth import bind_state_dir, manager_of, uses_builtin_oauth
 if TYPE_CHECKING:
     from ticketmail.sources.config import MailboxConfig
 
-__all__ = ["check_oauth"]
+__all__ = ["check_oauth", "refusal_hint"]
 
 
 def check_oauth(config: MailboxConfig, state_dir: str | os.PathLike[str] | None = None) -> MailboxConfig:
@@ -39,6 +39,29 @@ def check_oauth(config: MailboxConfig, state_dir: str | os.PathLike[str] | None 
     bound = bind_state_dir(config, state_dir)
     manager = manager_of(bound)
     if manager is not None:
-        manager.invalidate()  # ask the endpoint now: proves the secret and the refresh token, not a cache
-        manager.access_token()
+        manager.renew()  # ask the endpoint now: proves the secret and the refresh token, not a cache
     return bound
+
+
+def refusal_hint(config: MailboxConfig) -> str:
+    """What to look at when the mail server refuses a token the token endpoint issued (stage ``auth``)."""
+    if config.provider == "microsoft":
+        if config.protocol == "graph":
+            return (
+                "; the token was issued but Graph refused it: check tenant and scopes "
+                "(https://graph.microsoft.com/.default for app-only)"
+            )
+        kind = "IMAP" if config.protocol == "imap" else "POP"
+        return (
+            f"; the token was issued but Exchange refused it: check that {kind} is enabled for the mailbox "
+            f"(Set-CASMailbox), that username is the mailbox address, and for app-only access that the app has "
+            f"{kind}.AccessAsApp with admin consent and a service principal with FullAccess "
+            "(New-ServicePrincipal, Add-MailboxPermission)"
+        )
+    if config.provider == "google":
+        return (
+            "; the token was issued but Gmail refused it: check that IMAP/POP is enabled, that username is the "
+            "mailbox address, and that the scope is https://mail.google.com/ (domain-wide delegation: the "
+            "client id is authorised for it in the Admin console)"
+        )
+    return "; the token was issued but the mail server refused it: check username and the scopes it requires"

@@ -171,6 +171,19 @@ class TokenManager:
                     return Secret(stored.access_token)
                 return Secret(self._obtain(stored))
 
+    def renew(self) -> Secret:
+        """A new access token from the token endpoint now, whatever is cached (``check`` proves the grant).
+
+        Raises:
+            OAuthError: As `access_token`.
+        """
+        with self._lock:
+            if self.store is None:
+                return Secret(self._obtain(None))
+            with self.store.locked():
+                stored = self.store.load()
+                return Secret(self._obtain(stored if self._belongs(stored) else None))
+
     def invalidate(self, token: Secret | str | None = None) -> None:
         """Forget the cached access token (the server refused it): the next call gets a new one."""
         with self._lock:

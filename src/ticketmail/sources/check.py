@@ -163,7 +163,12 @@ def check(
             mailbox = check_oauth(mailbox, state_dir)
         capabilities, count = _CHECKERS[mailbox.protocol](mailbox)
     except SourceError as exc:
-        return CheckResult(mailbox.name, False, exc.stage, exc.message, elapsed=clock() - started)
+        message = exc.message
+        if exc.stage == "auth" and getattr(mailbox, "provider", None) is not None:
+            from ticketmail.oauth.diagnose import refusal_hint
+
+            message += refusal_hint(mailbox)
+        return CheckResult(mailbox.name, False, exc.stage, message, elapsed=clock() - started)
     except ConfigError as exc:
         return CheckResult(mailbox.name, False, "config", exc.message, elapsed=clock() - started)
     summary = f"ok: {count} message(s)"
