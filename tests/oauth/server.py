@@ -447,6 +447,21 @@ class OAuthServer:
         server.register_endpoint(Introspection(server))
         return server
 
+    def metadata(self) -> dict[str, Any]:
+        """RFC 8414 authorization server metadata."""
+        return {
+            "issuer": self.url,
+            "token_endpoint": self.token_url,
+            "authorization_endpoint": self.url + "/authorize",
+            "device_authorization_endpoint": self.url + "/devicecode",
+            "introspection_endpoint": self.url + "/introspect",
+            "code_challenge_methods_supported": ["S256"],
+            "grant_types_supported": [
+                "authorization_code", "refresh_token", "client_credentials",
+                "urn:ietf:params:oauth:grant-type:device_code", JWTBearerGrant.GRANT_TYPE,
+            ],
+        }  # fmt: skip
+
     def add_service_account(self, client_email: str, public_pem: str, domain: str) -> None:
         """Register a service account (JWT bearer issuer) allowed to act for users of ``domain``."""
         self.add_client(client_email, None, grant_types=(JWTBearerGrant.GRANT_TYPE,))
@@ -462,6 +477,8 @@ class OAuthServer:
             return self._server.create_endpoint_response(DeviceAuthorizationEndpoint.ENDPOINT_NAME, request)
         if path == "/introspect":
             return self._server.create_endpoint_response(IntrospectionEndpoint.ENDPOINT_NAME, request)
+        if path == "/.well-known/oauth-authorization-server":  # RFC 8414 metadata
+            return 200, self.metadata(), [("Content-Type", "application/json")]
         if path == "/authorize":
             grant = self._server.get_consent_grant(request, end_user=self.approve_as)
             return self._server.create_authorization_response(request, grant_user=self.approve_as, grant=grant)

@@ -109,6 +109,7 @@ def test_cli_login_status_logout(
     cid = unique("cli")
     oauth_server.add_client(cid, None, grant_types=(DEVICE_CODE_GRANT, "refresh_token"))
     data = _config(oauth_server, cid)
+    del data["device_authorization_url"], data["authorization_url"]  # found in the server's RFC 8414 metadata
     cfg = state_dir / "tickets.toml"
     cfg.write_text(
         '[storage]\nsqlite = "tickets.sqlite3"\n\n[[mailboxes]]\n'
@@ -129,7 +130,7 @@ def test_cli_login_status_logout(
 
     thread = threading.Thread(target=approver)
     thread.start()
-    code = main(["oauth", "login", "--config", str(cfg), "--mailbox", name, "--flow", "device", "--timeout", "30"])
+    code = main(["oauth", "login", "--config", str(cfg), "--mailbox", name, "--timeout", "30"])
     thread.join()
     out = capsys.readouterr().out
     assert code == 0, out

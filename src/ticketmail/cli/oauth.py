@@ -87,10 +87,15 @@ def _fail(exc: TicketmailError) -> int:
 
 def run_login(args: argparse.Namespace) -> int:
     """Sign the mailbox in; return the exit code."""
-    from ticketmail.oauth.login import authorization_code_login, default_flow, device_code_login
+    from ticketmail.oauth.login import (
+        authorization_code_login,
+        default_flow,
+        device_code_login,
+        with_discovered_endpoints,
+    )
 
     try:
-        manager = _manager(args)
+        manager = with_discovered_endpoints(_manager(args))
         flow = args.flow or default_flow(manager)
         if flow == "device":
             device_code_login(manager, out=sys.stdout, timeout=args.timeout)

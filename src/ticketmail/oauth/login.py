@@ -32,9 +32,57 @@ from ticketmail.errors import OAuthError
 from ticketmail.oauth.settings import missing_extra
 from ticketmail.oauth.tokens import TokenManager, describe_token_error
 
-__all__ = ["DEVICE_CODE_GRANT", "authorization_code_login", "default_flow", "device_code_login"]
+__all__ = [
+    "DEVICE_CODE_GRANT",
+    "authorization_code_login",
+    "default_flow",
+    "device_code_login",
+    "discover",
+    "with_discovered_endpoints",
+]
 
 DEVICE_CODE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
+
+
+def discover(manager: TokenManager) -> dict[str, str]:
+    """Endpoints from the server's metadata (RFC 8414, then OpenID Connect discovery) at the token URL's origin.
+
+    Used for ``provider = "generic"`` when ``device_authorization_url`` or ``authorization_url`` is not set;
+    an empty mapping when the server publishes none.
+    """
+    import httpx
+
+    s = manager.settings
+    parts = urllib.parse.urlsplit(s.token_url)
+    origin = f"{parts.scheme}://{parts.netloc.rsplit('@', 1)[-1]}"
+    found: dict[str, str] = {}
+    for path in ("/.well-known/oauth-authorization-server", "/.well-known/openid-configuration"):
+        try:
+            response = httpx.get(origin + path, timeout=s.timeout)
+            data = response.json() if response.status_code == 200 else None
+        except (httpx.HTTPError, ValueError):
+            continue
+        if isinstance(data, dict):
+            for key in ("device_authorization_endpoint", "authorization_endpoint"):
+                value = data.get(key)
+                if isinstance(value, str) and value.startswith(("https://", "http://")):
+                    found.setdefault(key, value)
+    return found
+
+
+def with_discovered_endpoints(manager: TokenManager) -> TokenManager:
+    """``manager``, or one whose settings gained the endpoints a generic server's metadata names."""
+    import attrs
+
+    s = manager.settings
+    if s.provider != "generic" or (s.device_authorization_url and s.authorization_url):
+        return manager
+    found = discover(manager)
+    device = s.device_authorization_url or found.get("device_authorization_endpoint")
+    authorize = s.authorization_url or found.get("authorization_endpoint")
+    if (device, authorize) == (s.device_authorization_url, s.authorization_url):
+        return manager
+    return TokenManager(attrs.evolve(s, device_authorization_url=device, authorization_url=authorize))
 
 
 def default_flow(manager: TokenManager) -> str:
