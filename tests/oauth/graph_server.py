@@ -96,6 +96,7 @@ class GraphServer:
         self.throttled = 0
         self.without_immutable = 0
         self.value_requests = 0
+        self.delta_requests = 0
         self.introspections = 0
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.httpd.daemon_threads = True
@@ -314,6 +315,7 @@ class GraphServer:
     def _delta(
         self, box: Mailbox, folder: Folder, query: dict[str, str], headers: Any
     ) -> tuple[int, Any, dict[str, str]]:
+        self.delta_requests += 1
         prefer = headers.get("Prefer", "")
         m = re.search(r"odata\.maxpagesize=(\d+)", prefer)
         page_size = max(1, min(1000, int(m.group(1)))) if m else 10

@@ -313,3 +313,29 @@ def test_cli_check_and_fetch_a_graph_mailbox(
     result = json.loads(capsys.readouterr().out)
     assert result["stage"] == "oauth"
     assert "invalid_client" in result["message"]
+
+
+@pytest.mark.parametrize("after", ["seen", "delete"])
+def test_capped_visits_resume_where_they_stopped(
+    graph_server: Any, graph_mailbox: Any, state_dir: Path, after: str
+) -> None:
+    data, address = graph_mailbox(after=after, max_per_run=30)
+    config = mailbox_from_dict(data)
+    for i in range(200):  # four pages of 50, seven capped visits
+        graph_server.deliver(address, message(i))
+    downloads, pages = graph_server.value_requests, graph_server.delta_requests
+    backend = InMemoryBackend()
+    visits = 0
+    while True:
+        run, _ = poll(config, state_dir, backend)
+        assert run.status == "ok", run.error
+        visits += 1
+        if run.fetched == 0 or visits > 12:
+            break
+    assert len(backend.list_tickets()) == 200
+    assert graph_server.value_requests - downloads == 200  # each message downloaded once
+    # resuming at the page where the previous visit stopped: about one page read per visit, not a replay
+    assert graph_server.delta_requests - pages <= 2 * visits  # a replay from the start would need ~25
+    state = json.loads((state_dir / f"graph-{config.name}.json").read_text())
+    assert state["resume"] is None
+    assert "$deltatoken=" in state["delta_link"]

@@ -251,33 +251,44 @@ def _code(response: httpx.Response) -> str:
 
 
 class _DeltaState:
-    """The persisted delta link of one mailbox folder (atomic JSON file, or memory without a state dir)."""
+    """The persisted sync state of one mailbox folder (atomic JSON file, or memory without a state dir).
+
+    ``delta_link``: where the current round started (the previous round's ``@odata.deltaLink``; ``None``
+    before the first complete round). ``resume``: a ``@odata.nextLink`` of the current round before which
+    every message was committed and acknowledged (a visit cut short by the cap or the budget continues
+    there instead of replaying the round); ``None`` to start at ``delta_link``.
+    """
 
     def __init__(self, path: Path | None, key: str) -> None:
         self.path = path
         self.key = key
-        self._memory: str | None = None
+        self._memory: tuple[str | None, str | None] = (None, None)
 
-    def load(self) -> str | None:
+    def load(self) -> tuple[str | None, str | None]:
+        """``(delta_link, resume)``."""
         if self.path is None:
             return self._memory
         try:
             data = json.loads(self.path.read_text(encoding="utf-8"))
         except FileNotFoundError:
-            return None
+            return None, None
         except (OSError, ValueError):
             log.warning("unreadable Graph state %s; starting a full sync round", self.path)
-            return None
-        if not isinstance(data, dict) or data.get("key") != self.key or not isinstance(data.get("delta_link"), str):
-            return None
-        link: str = data["delta_link"]
-        return link
+            return None, None
+        if not isinstance(data, dict) or data.get("key") != self.key:
+            return None, None
+        delta = data.get("delta_link")
+        resume = data.get("resume")
+        return (
+            delta if isinstance(delta, str) and delta else None,
+            resume if isinstance(resume, str) and resume else None,
+        )
 
-    def save(self, link: str | None) -> None:
+    def save(self, link: str | None, resume: str | None = None) -> None:
         if self.path is None:
-            self._memory = link
+            self._memory = (link, resume)
             return
-        body = json.dumps({"key": self.key, "delta_link": link, "updated_at": time.time()}).encode()
+        body = json.dumps({"key": self.key, "delta_link": link, "resume": resume, "updated_at": time.time()}).encode()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
@@ -298,6 +309,17 @@ class _DeltaState:
             ) from exc
 
 
+class _Page:
+    """One delta page of the current visit: its URL, the keys handed over, whether it was read to its end."""
+
+    __slots__ = ("complete", "keys", "url")
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.keys: set[str] = set()
+        self.complete = True
+
+
 class GraphSession:
     """One open Graph visit (see the module docstring). Made by `GraphSource.session`."""
 
@@ -312,6 +334,10 @@ class GraphSession:
         self._dirty = False
         self._pending_delta: str | None = None
         self._total: int | None = None
+        self._start_delta: str | None = None
+        self._pages: list[_Page] = []
+        self._acked: set[str] = set()
+        self._after_last: str | None = None
 
     # -- setup ------------------------------------------------------------------------------------------
 
@@ -424,15 +450,22 @@ class GraphSession:
 
     def fetch(self, *, limit: int | None = None) -> Iterator[RawItem]:
         """Yield the messages of the current delta round not yet committed, at most ``limit``."""
-        stored = self.source.delta.load()
-        link = stored or self._initial_link()
+        stored, resume = self.source.delta.load()
+        self._start_delta = stored
+        link: str | None = resume or stored or self._initial_link()
         restarted = False
         handed = 0
         while link:
             status, page = self.graph.json("GET", link, what="reading the folder's changes (delta)")
+            if resume is not None and link == resume and status in (400, 404, 410):  # a stale resume point
+                log.info("graph %s: resume link no longer valid; replaying the round", self.config.name)
+                resume = None
+                link = stored or self._initial_link()
+                continue
             if status == 410 and not restarted:  # the delta token expired: a full round (the ledger dedups)
                 log.info("graph %s: delta link expired; starting a full round", self.config.name)
                 restarted = True
+                self._start_delta = None
                 link = self._initial_link()
                 continue
             if status in (403, 404):
@@ -445,22 +478,28 @@ class GraphSession:
                         "Microsoft Graph sent a delta page that is not a JSON object with 'value'", "fetch"
                     )
                 )
+            current = _Page(link)
+            self._pages.append(current)
             for entry in page.get("value", []):
                 if not isinstance(entry, dict) or "@removed" in entry or not isinstance(entry.get("id"), str):
                     continue
                 if limit is not None and handed >= limit:
                     self._dirty = True  # the round is not finished: keep the old delta link
+                    current.complete = False
                     return
-                item = self._item(entry)
+                item = self._item(entry, current)
                 if item is None:
                     continue
                 handed += 1
                 self._outstanding.add(item.provenance.key)
+                current.keys.add(item.provenance.key)
                 yield item
             next_link = page.get("@odata.nextLink")
             if isinstance(next_link, str) and next_link:
                 link = next_link
+                self._after_last = next_link
                 continue
+            self._after_last = None
             delta = page.get("@odata.deltaLink")
             if not isinstance(delta, str) or not delta:
                 raise self.graph._error("Microsoft Graph ended a delta round without @odata.deltaLink", "fetch")
@@ -468,7 +507,7 @@ class GraphSession:
             break
         self._settle_round()
 
-    def _item(self, entry: dict[str, Any]) -> RawItem | None:
+    def _item(self, entry: dict[str, Any], page: _Page | None = None) -> RawItem | None:
         """The item for one delta entry, or ``None`` (already committed, not wanted, oversize-skipped)."""
         cfg = self.config
         message_id: str = entry["id"]
@@ -478,8 +517,12 @@ class GraphSession:
         if skip is not None and skip(provenance):
             # Committed earlier, acknowledgement lost (a crash) or a kept mailbox: finish it, no download.
             if not (cfg.after_action == "seen" and is_read):
-                with contextlib.suppress(SourceError):
+                try:
                     self._apply_after(message_id)
+                except SourceError:  # committed, acknowledgement still owed: keep this page for next time
+                    self._dirty = True
+                    if page is not None:
+                        page.complete = False
             return None
         if cfg.fetch_mode == "unseen" and is_read:
             return None
@@ -598,6 +641,7 @@ class GraphSession:
         """Apply ``after`` to a committed message; the delta link advances once the round is all done."""
         self._apply_after(item.provenance.key)
         self._outstanding.discard(item.provenance.key)
+        self._acked.add(item.provenance.key)
         retries = self.source.retries
         if retries is not None:
             retries.clear(item.provenance.key)
@@ -630,20 +674,39 @@ class GraphSession:
             if self.source.retries is not None:
                 self.source.retries.clear(message_id)
 
-    def _settle_round(self) -> None:
-        """Persist the round's delta link when every message it handed over was committed and acknowledged."""
+    def _settle_round(self, *, closing: bool = False) -> None:
+        """Persist the round's delta link when every message it handed over was committed and acknowledged.
+
+        When the session closes with the round unfinished, the resume point is saved instead: the link of
+        the first page with a message not yet acknowledged (or cut off by the cap), or the link after the
+        last page when every page seen was done.
+        """
         if self._pending_delta is not None and not self._outstanding and not self._dirty:
             self.source.delta.save(self._pending_delta)
             self._pending_delta = None
+            self._pages.clear()
+            return
+        if not closing or not self._pages:
+            return
+        resume: str | None = self._after_last if self._pending_delta is None else None
+        for page in self._pages:
+            if not page.complete or page.keys - self._acked:
+                resume = page.url
+                break
+        if resume is not None and resume != self._pages[0].url:
+            self.source.delta.save(self._start_delta, resume)
+        self._pages.clear()
 
     def pending(self) -> int | None:
         """Messages in the folder when the visit began (Graph's ``totalItemCount``), if known."""
         return self._total
 
     def close(self) -> None:
-        """Settle the round (persist the delta link when it is complete) and close the HTTP client."""
-        self._settle_round()
-        self.graph.close()
+        """Settle the round (the delta link, or the resume point) and close the HTTP client."""
+        try:
+            self._settle_round(closing=True)
+        finally:
+            self.graph.close()
 
 
 class GraphSource:
