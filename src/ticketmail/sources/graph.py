@@ -18,8 +18,9 @@ Exactly once, as with every source: the provenance key is the message's **immuta
 sends ``Prefer: IdType="ImmutableId"``, so the id survives moves between folders), the pipeline's ledger
 turns a redelivery into a duplicate, and a message is acknowledged only after its commit. The delta link is
 persisted (``<state dir>/graph-<name>.json``, atomically) **only when a round is complete and every message
-it handed over was committed and acknowledged**; after a crash, a failure or a visit cut short by the cap or
-the time budget, the next visit replays the round from the previous delta link, and the ``skip`` check
+it handed over was committed and acknowledged**. A visit cut short by the cap or the time budget saves a
+resume point instead (the ``@odata.nextLink`` of the first page with a message not yet acknowledged); after
+a crash or a failure, the next visit replays the round from the last saved point, and the ``skip`` check
 (``Pipeline.is_processed``) finishes the acknowledgement of what was already committed without downloading
 it again. A delta link the service no longer accepts (``410 Gone``) restarts with a full round.
 
