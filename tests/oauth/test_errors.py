@@ -54,3 +54,40 @@ def test_stored_tokens_round_trip_and_mask(tokens: StoredTokens) -> None:
     for name in ("refresh_token", "access_token"):
         value = getattr(tokens, name)
         assert f"{name}={'None' if value is None else chr(39) + '********' + chr(39)}" in text
+
+
+def test_core_stays_light_and_a_missing_extra_is_named() -> None:
+    import subprocess
+    import sys
+
+    code = r"""
+import sys
+import ticketmail.oauth, ticketmail.sources.graph, ticketmail.cli.oauth, ticketmail.sources.poller
+assert "authlib" not in sys.modules and "httpx" not in sys.modules, sorted(m for m in sys.modules if "http" in m)
+sys.modules["httpx"] = None  # as if the extra were not installed
+sys.modules["authlib"] = None
+from ticketmail.errors import ConfigError, OAuthError
+from ticketmail.sources.config import mailbox_from_dict
+cfg = mailbox_from_dict({"name": "m", "protocol": "imap", "host": "h", "username": "u", "auth": "oauth2",
+                         "provider": "generic", "client_id": "c", "client_secret": "s", "token_url": "https://t/"})
+try:
+    cfg.access_token()
+except OAuthError as exc:
+    assert exc.reason == "missing_extra" and "ticketmail[oauth]" in exc.message, exc.message
+else:
+    raise SystemExit("no error")
+from ticketmail.sources.graph import GraphSource
+g = mailbox_from_dict({"name": "g", "protocol": "graph", "mailbox": "a@b.c", "provider": "generic",
+                       "client_id": "c", "client_secret": "s", "token_url": "https://t/"})
+try:
+    with GraphSource(g).session():
+        pass
+except ConfigError as exc:
+    assert "ticketmail[oauth]" in exc.message, exc.message
+else:
+    raise SystemExit("no error")
+print("ok")
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"
