@@ -35,6 +35,9 @@ def test_reasons(error: str, description: str | None, reason: str) -> None:
 @given(st.text(min_size=8, max_size=200).filter(lambda t: "AADSTS" not in t and t.strip() == t))
 def test_the_endpoint_description_is_never_quoted(description: str) -> None:
     for error in ("invalid_client", "invalid_grant", "invalid_scope", "server_error", "x"):
+        # Text that the fixed wording itself contains ("client_s" in "client_secret_file") proves nothing.
+        if description in describe_token_error(error, None, mailbox="m").message:
+            continue
         assert description not in describe_token_error(error, description, mailbox="m").message
 
 
