@@ -550,8 +550,17 @@ class Pipeline:
         key: str | None,
         dup_keys: tuple[str, ...],
         now: _dt.datetime,
+        *,
+        raw: bytes | None = None,
     ) -> None:
-        """Ledger rows and the audit record, the last writes of every committed message."""
+        """Ledger rows and the audit record, the last writes of every committed message.
+
+        A ``rejected`` mail keeps its raw bytes in the quarantine (``raw``), in the same unit of work, so the
+        source may acknowledge (even delete) it: nothing refused is lost, and the operator can review it.
+        """
+        if raw is not None and outcome.action == "rejected":
+            error = outcome.error or PolicyRejectedError("refused by a rule")
+            uow.quarantine(QuarantineRecord(now, raw, error.code, error.message, outcome.provenance))
         if key is not None:
             uow.record_processed(
                 ProcessedRecord(key, outcome.action, now, outcome.ticket, outcome.entry_id, outcome.message_id)
@@ -621,7 +630,7 @@ class Pipeline:
         decision = self._evaluate(email, ctx, uow, now)
         verdict = self._verdict(decision, base)
         if verdict is not None:
-            self._finish(uow, verdict, key, (), now)
+            self._finish(uow, verdict, key, (), now, raw=item.raw)
             return _Result(verdict, "message_ignored" if verdict.action == "ignored" else "message_rejected")
 
         automatic = decision.automatic is not None
@@ -643,7 +652,7 @@ class Pipeline:
                 reasons=reasons,
                 error=PolicyRejectedError(thread.reasons[-1].message) if thread.action == "reject" else None,
             )
-            self._finish(uow, outcome, key, (), now)
+            self._finish(uow, outcome, key, (), now, raw=item.raw)
             return _Result(outcome, "message_ignored" if thread.action == "ignore" else "message_rejected")
 
         requester = thread.requester
@@ -654,7 +663,7 @@ class Pipeline:
                 reasons=reasons,
                 error=PolicyRejectedError("the message names no sender, so it cannot be threaded or open a ticket"),
             )
-            self._finish(uow, outcome, key, (), now)
+            self._finish(uow, outcome, key, (), now, raw=item.raw)
             return _Result(outcome, "message_rejected")
         autorespond = decision.autorespond and not automatic
         if thread.action in ("new", "new_linked"):

@@ -17,13 +17,18 @@ How a session works (RFC 9051 / RFC 3501 references):
   fetching must not set ``\Seen``, section 6.4.5) in batches of up to ``batch_size`` messages or
   ``batch_bytes`` bytes: one round trip per batch, not per message. Oversize messages (``RFC822.SIZE`` above
   ``max_message_size``) are never downloaded whole: ``skip`` leaves them and records an
-  :class:`~ticketmail.sources.base.OversizeNotice`; ``headers`` fetches ``BODY.PEEK[HEADER]`` and yields a
-  truncated item whose body is a note.
+  :class:`~ticketmail.sources.base.OversizeNotice`; ``headers`` fetches ``BODY.PEEK[HEADER]``, flags the
+  message ``$TmTruncated`` and yields a truncated item whose body is a note saying where the original stays.
 * ``acknowledge`` (only after the pipeline committed): ``seen`` stores ``\Seen``; ``move:F`` uses ``UID MOVE``
   (RFC 6851) or ``UID COPY`` + ``\Deleted`` + expunge; ``delete`` stores ``\Deleted`` at once and expunges with
   ``UID EXPUNGE`` (RFC 4315 UIDPLUS) every few messages and at the end (plain ``EXPUNGE`` without UIDPLUS).
   A message flagged ``\Deleted`` is already committed, so a crash before the expunge loses nothing; the next
   session expunges such leftovers once the ledger (``skip``) confirms they were committed.
+* A truncated item (``oversize = "headers"``) is never deleted or moved away as if processed, whatever
+  ``after`` says: its original is the only full copy. With ``after = "seen"`` it is flagged ``\Seen`` and
+  stays where it is; with ``delete`` or ``move:F`` it moves to ``quarantine_folder`` (flagged
+  ``$TmQuarantined`` in place when that folder cannot be used). A committed item whose acknowledgement was
+  lost is recognised as truncated by its ``$TmTruncated`` keyword or its size, and kept the same way.
 * ``release(failed=True)`` counts failures in a keyword ``$TmFail1`` .. ``$TmFailN`` on the message itself
   (survives restarts and other hosts). At ``max_retries`` it is moved to ``quarantine_folder`` (created when
   missing), or, if that fails, flagged ``$TmQuarantined`` so fetch ignores it. Never deleted. Servers that
@@ -58,6 +63,7 @@ from ticketmail.sources.oauth import xoauth2_responder
 __all__ = [
     "FAIL_KEYWORD_PREFIX",
     "QUARANTINE_KEYWORD",
+    "TRUNCATED_KEYWORD",
     "ImapSession",
     "ImapSource",
     "fail_count",
@@ -71,6 +77,8 @@ FAIL_KEYWORD_PREFIX = "$TmFail"
 """Keywords ``$TmFail1`` .. ``$TmFailN`` count processing failures on a message."""
 QUARANTINE_KEYWORD = "$TmQuarantined"
 """Set on a message that reached ``max_retries`` but could not be moved to the quarantine folder."""
+TRUNCATED_KEYWORD = "$TmTruncated"
+"""Set on a message ingested headers-only (``oversize = "headers"``): it is kept, never deleted."""
 
 _IDLE_MAX = 25 * 60.0  # RFC 2177: servers may log out an idle client after 29 minutes; re-IDLE well before
 _POLL_STEP = 5.0  # polling fallback: NOOP interval
@@ -446,7 +454,9 @@ class ImapSession:
                 self._backlog = index + 1 < len(candidates)
                 break
         if already:
-            self._acknowledge_uids(already)
+            keep = self._committed_truncated(already)
+            self._acknowledge_uids([uid for uid in already if uid not in keep])
+            self._keep_uids(sorted(keep))
             self.acknowledged_skipped += len(already)
         if not selected:
             return
@@ -531,10 +541,11 @@ class ImapSession:
         header = self._fetch_bodies([uid], "HEADER").get(uid)
         if header is None:
             return None
-        note = (
-            f"This message was {size} bytes, over this mailbox's limit of {limit} bytes; only its headers were "
-            f"fetched. The original remains in the mailbox ({self.config.name}, UID {uid})."
-        )
+        if self._keywords_ok and not self.readonly:
+            # Marked before processing, so a lost acknowledgement still finds it truncated (kept, not deleted).
+            with self._guard("fetch", f"flag {TRUNCATED_KEYWORD}"):
+                self._uid("STORE", str(uid), "+FLAGS.SILENT", f"({TRUNCATED_KEYWORD})")
+        note = self._truncation_note(uid, size, limit)
         return RawItem(
             data=headers_only_message(header, note, size),
             provenance=prov,
@@ -544,6 +555,54 @@ class ImapSession:
             note=note,
         )
 
+    def _truncation_note(self, uid: int, size: int, limit: int) -> str:
+        cfg = self.config
+        head = (
+            f"This message was {size} bytes, over this mailbox's limit of {limit} bytes; only its headers were "
+            "fetched. "
+        )
+        if cfg.after_action == "seen":
+            return head + f"The original remains on the server in folder {cfg.folder!r} of mailbox {cfg.name} (UID {uid})."
+        return head + (
+            f"The original is kept on the server, not deleted: it moves from folder {cfg.folder!r} (UID {uid}) to "
+            f"folder {cfg.quarantine_folder!r} of mailbox {cfg.name} (or, where that folder cannot be used, stays "
+            f"in {cfg.folder!r} flagged {QUARANTINE_KEYWORD})."
+        )
+
+    def _committed_truncated(self, uids: list[int]) -> set[int]:
+        """Which of these committed UIDs were ingested truncated (keyword, or size over the headers limit)."""
+        limit = self.config.max_message_size
+        if self.config.oversize != "headers" or limit is None:
+            criteria: tuple[str, ...] = ("KEYWORD", TRUNCATED_KEYWORD)
+        else:
+            criteria = ("OR", "KEYWORD", TRUNCATED_KEYWORD, "LARGER", str(limit))
+        found: set[int] = set()
+        with self._guard("fetch", "UID SEARCH (truncated)"):
+            for chunk in _chunks(uids):
+                data = self._uid("SEARCH", "UID", uid_set(chunk), *criteria)
+                found.update(int(x) for x in (data[0] or b"").split())
+        return found & set(uids)
+
+    def _keep_uids(self, uids: list[int]) -> None:
+        r"""Acknowledge truncated items without losing the original (see the module docstring)."""
+        if not uids:
+            return
+        cfg = self.config
+        with self._guard("ack", "keep a truncated message"):
+            if cfg.after_action == "seen":
+                self._uid("STORE", uid_set(uids), "+FLAGS.SILENT", "(\\Seen)")
+                return
+            try:
+                self._move(uids, cfg.quarantine_folder)
+            except imaplib.IMAP4.error:
+                log.warning(
+                    "mailbox %s: cannot move truncated UIDs %s to %r; flagging them", cfg.name, uid_set(uids),
+                    cfg.quarantine_folder,
+                )
+                self._uid("STORE", uid_set(uids), "+FLAGS.SILENT", f"(\\Seen {QUARANTINE_KEYWORD})")
+                return
+        log.info("mailbox %s: truncated UIDs %s kept in %r", cfg.name, uid_set(uids), cfg.quarantine_folder)
+
     # --- acknowledgement ------------------------------------------------------------------------------
 
     def acknowledge(self, item: RawItem) -> None:
@@ -551,11 +610,16 @@ class ImapSession:
 
         Acknowledgements are queued and sent as one ``UID STORE``/``UID MOVE`` with a UID set every
         ``ack_batch`` items, before IDLE and when the session ends (also when it ends with an exception).
+        A truncated item is kept instead, at once (see the module docstring): never deleted or moved away.
         Deferring is safe because the item is already committed: a crash loses at most the pending
         acknowledgements, and the ledger turns their redelivery into ``duplicate`` outcomes that are
         acknowledged then. Errors of a deferred batch surface from the call that sends it (stage ``ack``).
         """
-        self._pending_ack.append(self._uid_of(item))
+        uid = self._uid_of(item)
+        if item.truncated:
+            self._keep_uids([uid])
+            return
+        self._pending_ack.append(uid)
         if len(self._pending_ack) >= self.ack_batch:
             self._send_acks()
 
