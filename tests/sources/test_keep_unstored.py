@@ -59,7 +59,8 @@ def test_imap_truncated_is_moved_to_quarantine_not_deleted(dovecot, mail_user, m
     assert kept.data == big
     assert TRUNCATED_KEYWORD in kept.flags
     (note,) = [b for b in _bodies(pipeline) if "only its headers" in b]
-    assert "'Quarantine'" in note and "not deleted" in note
+    assert "'Quarantine'" in note
+    assert "not deleted" in note
     # a second run fetches nothing and changes nothing
     again = Poller([cfg], pipeline, state=state_dir).poll_once().run(cfg.name)
     assert again.fetched == 0
@@ -92,7 +93,8 @@ def test_imap_truncated_with_after_seen_stays_in_place(dovecot, mail_user, make_
     cfg = dovecot.config(mail_user, after="seen", max_message_size=10_000, oversize="headers")
     assert Poller([cfg], pipeline, state=state_dir).poll_once().run(cfg.name).acknowledged == 1
     (kept,) = dovecot.state(mail_user)
-    assert kept.data == big and "\\Seen" in kept.flags
+    assert kept.data == big
+    assert "\\Seen" in kept.flags
     (note,) = _bodies(pipeline)
     assert "remains on the server in folder 'INBOX'" in note
 
@@ -107,7 +109,8 @@ def test_imap_rejected_keeps_raw_bytes_before_delete(dovecot, mail_user, make_me
     (kept,) = pipeline.backend.quarantined()
     assert kept.raw == NO_SENDER
     assert kept.reason_code == "rejected"
-    assert kept.provenance is not None and kept.provenance.mailbox == cfg.name
+    assert kept.provenance is not None
+    assert kept.provenance.mailbox == cfg.name
 
 
 def test_pop3_truncated_is_never_deleted(dovecot, mail_user, make_message, tmp_path, state_dir):
@@ -120,7 +123,8 @@ def test_pop3_truncated_is_never_deleted(dovecot, mail_user, make_message, tmp_p
         assert run.status == "ok", run
     assert [m.data for m in dovecot.state(mail_user)] == [big]
     (note,) = [b for b in _bodies(pipeline) if "only its headers" in b]
-    assert "remains on the server" in note and "not deleted" in note
+    assert "remains on the server" in note
+    assert "not deleted" in note
     assert len(pipeline.backend.list_tickets()) == 2
 
 

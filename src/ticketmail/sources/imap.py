@@ -55,7 +55,14 @@ from imap_tools.mailbox import BaseMailBox
 
 from ticketmail.errors import SourceError
 from ticketmail.model import Provenance
-from ticketmail.sources._net import classify_tls_error, make_ssl_context, open_socket, scrub, translate
+from ticketmail.sources._net import (
+    classify_tls_error,
+    make_ssl_context,
+    open_socket,
+    scrub,
+    server_text,
+    translate,
+)
 from ticketmail.sources.base import OversizeNotice, RawItem, SkipCallback, headers_only_message
 from ticketmail.sources.config import MailboxConfig
 from ticketmail.sources.oauth import xoauth2_responder
@@ -325,7 +332,7 @@ class ImapSession:
                 raise self._auth_error(exc) from exc
 
     def _auth_error(self, exc: imaplib.IMAP4.error) -> SourceError:
-        server = scrub(str(exc), self._secrets)
+        server = scrub(server_text(exc), self._secrets)
         how = "token" if self.config.auth == "oauth2" else "user name or password"
         return SourceError(
             f"authentication as {self.config.login!r} failed at {self.config.host}:{self.config.effective_port}: "
@@ -341,7 +348,7 @@ class ImapSession:
             if typ != "OK":
                 names = self.list_folders()
                 raise SourceError(
-                    f"cannot select folder {folder!r}: {data[0]!r}; folders on the server: {', '.join(names)}",
+                    f"cannot select folder {folder!r}: {server_text(data)}; folders on the server: {', '.join(names)}",
                     stage="folder",
                     mailbox=self.config.name,
                 )
@@ -386,7 +393,7 @@ class ImapSession:
     def _uid(self, *args: str) -> list[Any]:
         typ, data = self.client.uid(*args)
         if typ != "OK":
-            raise imaplib.IMAP4.error(f"UID {args[0]} answered {typ}: {data!r}")
+            raise imaplib.IMAP4.error(f"UID {args[0]} answered {typ}: {server_text(data)}")
         return data
 
     def search(self, *extra: str) -> list[int]:
@@ -402,6 +409,22 @@ class ImapSession:
         with self._guard("fetch", "UID SEARCH"):
             data = self._uid("SEARCH", *criteria)
         return sorted(int(x) for x in (data[0] or b"").split())
+
+    def pending(self) -> int:
+        """Messages still waiting to be processed: what the next :meth:`fetch` would download.
+
+        Sends the queued acknowledgements first, then one ``UID SEARCH``; candidates the ledger (``skip``)
+        reports as committed are not counted, nor are oversize messages left by ``oversize = "skip"``
+        (reported separately in ``oversized``) or quarantined ones.
+        """
+        self._send_acks()
+        if self._skip_oversize():
+            candidates = self.search("SMALLER", str((self.config.max_message_size or 0) + 1))
+        else:
+            candidates = self.search()
+        if self.skip is None:
+            return len(candidates)
+        return sum(1 for uid in candidates if not self.skip(self._provenance(uid)))
 
     def _queue_committed_leftovers(self) -> None:
         r"""Queue for expunge the messages a killed earlier run flagged ``\Deleted`` but never expunged.
@@ -562,7 +585,9 @@ class ImapSession:
             "fetched. "
         )
         if cfg.after_action == "seen":
-            return head + f"The original remains on the server in folder {cfg.folder!r} of mailbox {cfg.name} (UID {uid})."
+            return head + (
+                f"The original remains on the server in folder {cfg.folder!r} of mailbox {cfg.name} (UID {uid})."
+            )
         return head + (
             f"The original is kept on the server, not deleted: it moves from folder {cfg.folder!r} (UID {uid}) to "
             f"folder {cfg.quarantine_folder!r} of mailbox {cfg.name} (or, where that folder cannot be used, stays "
@@ -596,7 +621,9 @@ class ImapSession:
                 self._move(uids, cfg.quarantine_folder)
             except imaplib.IMAP4.error:
                 log.warning(
-                    "mailbox %s: cannot move truncated UIDs %s to %r; flagging them", cfg.name, uid_set(uids),
+                    "mailbox %s: cannot move truncated UIDs %s to %r; flagging them",
+                    cfg.name,
+                    uid_set(uids),
                     cfg.quarantine_folder,
                 )
                 self._uid("STORE", uid_set(uids), "+FLAGS.SILENT", f"(\\Seen {QUARANTINE_KEYWORD})")
@@ -658,7 +685,7 @@ class ImapSession:
             return
         typ, data = self.client.create(_quote(folder))
         if typ != "OK" and b"ALREADYEXISTS" not in (data[0] or b"").upper() and folder not in self.list_folders():
-            raise imaplib.IMAP4.error(f"cannot create folder {folder!r}: {data!r}")
+            raise imaplib.IMAP4.error(f"cannot create folder {folder!r}: {server_text(data)}")
         self._created.add(folder)
 
     def _move(self, uids: list[int], folder: str) -> None:
@@ -681,7 +708,7 @@ class ImapSession:
         else:  # RFC 3501 EXPUNGE also removes other \Deleted messages of the folder
             typ, data = self.client.expunge()
             if typ != "OK":
-                raise imaplib.IMAP4.error(f"EXPUNGE answered {typ}: {data!r}")
+                raise imaplib.IMAP4.error(f"EXPUNGE answered {typ}: {server_text(data)}")
 
     def flush(self) -> None:
         """Send queued acknowledgements and expunge messages acknowledged with ``delete``."""
@@ -772,7 +799,7 @@ class ImapSession:
                 return not news
             if client.tagged_commands.get(self._idle_tag):
                 typ, data = client.tagged_commands.pop(self._idle_tag)
-                raise imaplib.IMAP4.error(f"IDLE refused: {typ} {data!r}")
+                raise imaplib.IMAP4.error(f"IDLE refused: {typ} {server_text(data)}")
             if b"EXISTS" in resp:
                 news = True
 

@@ -36,7 +36,14 @@ from typing import Any
 
 from ticketmail.errors import SourceError
 from ticketmail.model import Provenance
-from ticketmail.sources._net import classify_tls_error, make_ssl_context, open_socket, scrub, translate
+from ticketmail.sources._net import (
+    classify_tls_error,
+    make_ssl_context,
+    open_socket,
+    scrub,
+    server_text,
+    translate,
+)
 from ticketmail.sources.base import OversizeNotice, RawItem, SkipCallback, headers_only_message
 from ticketmail.sources.config import MailboxConfig
 from ticketmail.sources.maildir import RetryCounter
@@ -193,7 +200,7 @@ class Pop3Session:
             if exc.stage != "auth" or not isinstance(exc.__cause__, poplib.error_proto):
                 raise
             how = "token" if cfg.auth == "oauth2" else "user name or password"
-            server = scrub(str(exc.__cause__), self._secrets)
+            server = scrub(server_text(exc.__cause__), self._secrets)
             raise SourceError(
                 f"authentication as {user!r} failed at {cfg.host}:{cfg.effective_port}: check the {how} "
                 f"(server said: {server})",
@@ -270,6 +277,26 @@ class Pop3Session:
                 item = RawItem(data=data, provenance=prov, size=size)
             yielded += 1
             yield item
+
+    def pending(self) -> int:
+        """Messages still waiting to be processed: what the next :meth:`fetch` would download.
+
+        One ``UIDL``/``LIST`` (messages deleted in this session are no longer listed); not counted: items
+        the ledger (``skip``) reports as committed, messages kept on the server (truncated, or kept with
+        ``after = "seen"``), ones that reached ``max_retries``, and oversize ones under ``oversize = "skip"``.
+        """
+        src = self.source
+        limit = self.config.max_message_size
+        waiting = 0
+        for _number, uidl, size in self.listing():
+            if uidl in src.quarantined or uidl in src.kept or src.retries.get(uidl) >= self.config.max_retries:
+                continue
+            if limit is not None and size > limit and self.config.oversize == "skip":
+                continue
+            if self.skip_committed(self._provenance(uidl)):
+                continue
+            waiting += 1
+        return waiting
 
     def skip_committed(self, provenance: Provenance) -> bool:
         """Whether the source's ``skip`` callable reports this item already committed."""
