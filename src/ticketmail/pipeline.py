@@ -65,6 +65,7 @@ from ticketmail.errors import (
 from ticketmail.hooks import HookEvent, HookKind, Hooks
 from ticketmail.model import Address, InboundEmail, MailboxContext, Provenance, TicketRequest
 from ticketmail.numbers import TicketNumberGenerator, TicketNumbersExhaustedError, generate_number
+from ticketmail.parsing.html import html_to_text
 from ticketmail.parsing.mime import EmailOptions, parse_email
 from ticketmail.rules import RuleSet, duplicate_keys, evaluate, load_rules, outgoing_headers
 from ticketmail.threading import ThreadingOptions, resolve_thread
@@ -178,6 +179,13 @@ def _tags(value: object) -> tuple[str, ...]:
     if isinstance(value, (list, tuple, set, frozenset)):
         return tuple(str(v) for v in value)
     return (str(value),)
+
+
+def _request_text(request: TicketRequest) -> str:
+    """The plain-text body of an API request: an HTML message (sanitized by the parser) as text, as mail."""
+    if request.message.content_type == "text/html":
+        return html_to_text(request.message.text)
+    return request.message.text
 
 
 def _audit_reasons(reasons: tuple[Reason, ...]) -> tuple[tuple[str, str, str | None], ...]:
@@ -474,15 +482,16 @@ class Pipeline:
         notifications; ``None`` for a reply written by staff. Put the subject tag
         (:func:`ticketmail.threading.subject_tag`) in the subject yourself.
 
-        Raises :class:`~ticketmail.errors.NotFoundError` for an unknown ticket and
-        :class:`~ticketmail.errors.ConfigError` without ``token_keys``.
+        Raises :class:`~ticketmail.errors.NotFoundError` for an unknown ticket or an entry that is not one
+        of its own (no Message-ID is signed or recorded then) and :class:`~ticketmail.errors.ConfigError`
+        without ``token_keys``.
         """
         thread = self._backend.entries(ticket)
         if not thread and self._backend.get_ticket(ticket) is None:
             raise NotFoundError(f"no ticket {ticket!r}", field="ticket")
+        parent = tokens.entry_of(thread, ticket, entry).message_id  # an entry of this ticket, or NotFoundError
         headers: dict[str, str] = {"Message-ID": self.outbound_message_id(ticket, entry, domain=domain)}
         ids = [f"<{e.message_id}>" for e in thread if e.message_id]
-        parent = next((e.message_id for e in thread if e.id == entry and e.message_id), None)
         if parent is not None:
             headers["In-Reply-To"] = f"<{parent}>"
         if ids:
@@ -742,15 +751,16 @@ class Pipeline:
         linked: str | None = None,
     ) -> Ticket:
         attributes = decision.attributes
-        custom: dict[str, str] = {}
+        # Typed values (numbers, booleans, choices, datetimes) are kept: NewTicket stores them as JSON values.
+        custom: dict[str, object] = {}
         if isinstance(message, TicketRequest):
             subject = message.subject
             source = message.source
             priority = _opt_int(attributes.get("priority")) or message.priority or ctx.priority
             topic_id = _opt_int(attributes.get("topic_id")) or message.topic_id
-            custom.update((name, str(value)) for name, value in message.custom_fields.items() if value is not None)
+            custom.update((name, value) for name, value in message.custom_fields.items() if value is not None)
             if message.phone is not None:
-                custom.setdefault("phone", str(message.phone))
+                custom.setdefault("phone", message.phone)
             if message.ip is not None:
                 custom.setdefault("ip", message.ip)
         else:
@@ -760,7 +770,7 @@ class Pipeline:
             topic_id = _opt_int(attributes.get("topic_id"))
         # Values set by rules win over the caller's.
         custom.update(
-            (name[len("custom.") :], str(value))
+            (name[len("custom.") :], value)
             for name, value in attributes.items()
             if name.startswith("custom.") and value is not None
         )
@@ -817,7 +827,7 @@ class Pipeline:
             NewEntry(
                 kind="message",
                 author=request.email,
-                body=request.message.text,
+                body=_request_text(request),
                 created=now,
                 html=request.message.text if request.message.content_type == "text/html" else None,
                 attachments=request.attachments,
