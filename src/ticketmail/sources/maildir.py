@@ -334,7 +334,11 @@ class MaildirSession:
                         self.oversized.append(OversizeNotice(provenance=provenance, size=size, limit=limit))
                         return None
                     head = read_headers(fh)
-                    note = f"message of {size} bytes exceeds the {limit}-byte limit; headers only"
+                    note = f"message of {size} bytes exceeds the {limit}-byte limit; headers only; " + (
+                        "the original stays in the Maildir, marked seen"
+                        if src.after == "seen"
+                        else f"the original is kept (not deleted) in the Maildir folder {src.quarantine_folder!r}"
+                    )
                     return RawItem(data=head, provenance=provenance, size=size, truncated=True, note=note)
                 data = fh.read()
         except FileNotFoundError:
@@ -374,7 +378,11 @@ class MaildirSession:
         _u, flags = _split_name(path.name)
         seen_flags = "".join(sorted(set(flags) | {"S"}))
         try:
-            if src.after == "delete":
+            if src.after != "seen" and self._truncated(path):
+                # Ingested headers-only: the file is the only full copy, never deleted or moved as processed.
+                target = self._ensure_folder(src.quarantine_folder)
+                os.rename(path, target / "cur" / f"{unique}:2,{seen_flags}")
+            elif src.after == "delete":
                 path.unlink()
             elif src.after == "seen":
                 os.rename(path, src.path / "cur" / f"{unique}:2,{seen_flags}")
@@ -389,8 +397,18 @@ class MaildirSession:
             ) from exc
         src.retries.clear(unique)
 
+    def _truncated(self, path: Path) -> bool:
+        """Whether this message is ingested headers-only (``oversize = "headers"`` and over the limit)."""
+        src = self.source
+        if src.oversize != "headers" or src.max_message_size is None:
+            return False
+        try:
+            return path.stat().st_size > src.max_message_size
+        except FileNotFoundError:
+            return False
+
     def acknowledge(self, item: RawItem) -> None:
-        """Apply ``after`` to a committed item."""
+        """Apply ``after`` to a committed item (a truncated one moves to the quarantine folder instead)."""
         unique = item.provenance.key
         path = self._current(unique)
         if path is None:
