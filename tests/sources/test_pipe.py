@@ -95,6 +95,25 @@ def test_refused_mail_is_not_bounced_and_kept_with_its_bytes(tmp_path: Path, rul
 
 
 @pytest.mark.integration
+def test_spam_flagged_upstream_is_dropped_silently(tmp_path: Path) -> None:
+    rules = tmp_path / "spam.toml"
+    rules.write_text(
+        '[[rules]]\nname = "spam"\nconditions = [{ field = "header:x-spam-flag", op = "equals", value = "yes" }]\n'
+        'actions = { drop = true, drop_reason = "marked as spam by the mail server" }\n'
+    )
+    db = tmp_path / "t.sqlite3"
+    spam = mail("You won", sender="prize@forged.example").replace(b"\r\n\r\n", b"\r\nX-Spam-Flag: YES\r\n\r\n", 1)
+    proc = run_pipe(spam, "--db", str(db), "--rules", str(rules))
+    assert proc.returncode == EX_OK, proc.stderr
+    assert proc.stderr.decode().startswith("ticketmail: ok: ignored")
+    with sqlite3.connect(db) as conn:
+        (reasons,) = conn.execute("SELECT reasons FROM audit WHERE action = 'ignored'").fetchone()
+        assert conn.execute("SELECT count(*) FROM quarantine").fetchone() == (0,)
+    assert "rule.drop" in reasons and "marked as spam by the mail server" in reasons
+    assert tickets(db) == 0
+
+
+@pytest.mark.integration
 def test_redelivery_after_success_is_a_duplicate_not_a_second_ticket(tmp_path: Path) -> None:
     db = tmp_path / "t.sqlite3"
     assert run_pipe(mail(), "--db", str(db)).returncode == EX_OK
