@@ -102,3 +102,8 @@ def test_imap_missing_folder_reply_is_text(dovecot, mail_user):
 def test_server_text(value: object, text: str) -> None:
     assert server_text(value) == text
     assert len(server_text(b"x" * 5000)) <= 300
+
+
+def test_server_text_keeps_ordinary_exception_text() -> None:
+    assert server_text(ConnectionRefusedError(111, "Connection refused")) == "[Errno 111] Connection refused"
+    assert server_text(Exception("plain", b"bytes")) == "plain bytes"

@@ -247,7 +247,10 @@ def server_text(value: object) -> str:
     """
     if isinstance(value, BaseException):
         args = value.args
-        value = args[0] if len(args) == 1 else (list(args) if args else str(value))
+        if any(isinstance(arg, (bytes, bytearray, list, tuple)) for arg in args):
+            value = args[0] if len(args) == 1 else list(args)
+        else:  # e.g. OSError's "[Errno 111] Connection refused": its own text reads best
+            value = str(value)
     if isinstance(value, (list, tuple)):
         text = " ".join(server_text(item) for item in value if item is not None)
     elif isinstance(value, (bytes, bytearray, memoryview)):
