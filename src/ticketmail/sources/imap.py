@@ -256,6 +256,7 @@ class ImapSession:
         self._created: set[str] = set()
         self._secrets: tuple[str, ...] = ()
         self._leftovers_checked = False
+        self._committed: set[int] = set()  # UIDs known committed in this session (saves ledger lookups)
 
     def __repr__(self) -> str:
         return f"ImapSession(mailbox={self.config.name!r}, uidvalidity={self.uidvalidity})"
@@ -422,9 +423,10 @@ class ImapSession:
             candidates = self.search("SMALLER", str((self.config.max_message_size or 0) + 1))
         else:
             candidates = self.search()
-        if self.skip is None:
-            return len(candidates)
-        return sum(1 for uid in candidates if not self.skip(self._provenance(uid)))
+        skip = self.skip
+        if skip is None:
+            return sum(1 for uid in candidates if uid not in self._committed)
+        return sum(1 for uid in candidates if uid not in self._committed and not skip(self._provenance(uid)))
 
     def _queue_committed_leftovers(self) -> None:
         r"""Queue for expunge the messages a killed earlier run flagged ``\Deleted`` but never expunged.
@@ -477,6 +479,7 @@ class ImapSession:
                 self._backlog = index + 1 < len(candidates)
                 break
         if already:
+            self._committed.update(already)
             keep = self._committed_truncated(already)
             self._acknowledge_uids([uid for uid in already if uid not in keep])
             self._keep_uids(sorted(keep))
@@ -643,6 +646,7 @@ class ImapSession:
         acknowledged then. Errors of a deferred batch surface from the call that sends it (stage ``ack``).
         """
         uid = self._uid_of(item)
+        self._committed.add(uid)
         if item.truncated:
             self._keep_uids([uid])
             return
