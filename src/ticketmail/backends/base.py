@@ -119,6 +119,7 @@ class LedgerConflictError(BackendError):
 
     code = "ledger_conflict"
     status = 409
+    retryable = False
 
 
 class InvalidMergeError(InvalidValueError):
