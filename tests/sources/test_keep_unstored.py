@@ -155,3 +155,20 @@ def test_pop3_rejected_keeps_raw_bytes_before_delete(dovecot, mail_user, tmp_pat
     assert dovecot.state(mail_user) == []
     (kept,) = pipeline.backend.quarantined()
     assert kept.raw.replace(b"\r\n", b"\n") == NO_SENDER.replace(b"\r\n", b"\n")
+
+
+def test_imap_spam_dropped_by_a_header_filter_is_acknowledged(dovecot, mail_user, make_message, tmp_path, state_dir):
+    from ticketmail.rules import load_rules
+
+    spam = make_message(1, subject="You won").replace(b"\r\n\r\n", b"\r\nX-Spam-Flag: YES\r\n\r\n", 1)
+    dovecot.append_many(mail_user, [spam, make_message(2)])
+    rules = load_rules({"filters": [{"name": "spam", "type": "ignore", "headers": ["X-Spam-Flag: YES"]}]})
+    pipeline = Pipeline(SQLiteBackend(tmp_path / "t.sqlite3"), rules=rules)
+    cfg = dovecot.config(mail_user, after="delete")
+    run = Poller([cfg], pipeline, state=state_dir).poll_once().run(cfg.name)
+    assert dict(run.actions) == {"created": 1, "ignored": 1}
+    assert dovecot.state(mail_user) == []  # both acknowledged (deleted): the spam on purpose, without a copy
+    assert pipeline.backend.quarantined() == []
+    assert len(pipeline.backend.list_tickets()) == 1
+    ignored = [a for a in pipeline.backend.audit_log() if a.action == "ignored"]
+    assert [r[0] for r in ignored[0].reasons] == ["filter.ignore"]
