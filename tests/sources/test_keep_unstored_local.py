@@ -66,6 +66,9 @@ def test_maildir_truncated_goes_to_quarantine_not_away(tmp_path: Path, lost_ack:
     (truncated,) = [i for i, _ in outcomes if i.truncated]
     assert truncated.note is not None
     assert "'Quarantine'" in truncated.note
+    (ticket_number,) = [o.ticket for i, o in outcomes if i.truncated]
+    (entry,) = pipeline.backend.entries(ticket_number or "")
+    assert "not deleted" in entry.body  # the ticket itself tells staff where the original is
     if lost_ack:
         assert run(source(), pipeline) == []  # committed: acknowledged without processing
     assert os.listdir(root / "new") == []

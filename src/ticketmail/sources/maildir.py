@@ -46,7 +46,7 @@ from typing import Any, Literal, TypeVar
 
 from ticketmail.errors import ConfigError, SourceError
 from ticketmail.model import Provenance
-from ticketmail.sources.base import OversizeNotice, RawItem, SkipCallback
+from ticketmail.sources.base import OversizeNotice, RawItem, SkipCallback, headers_only_message
 
 __all__ = ["LocalFolderSource", "MaildirSession", "MaildirSource", "RetryCounter", "read_headers"]
 
@@ -334,12 +334,18 @@ class MaildirSession:
                         self.oversized.append(OversizeNotice(provenance=provenance, size=size, limit=limit))
                         return None
                     head = read_headers(fh)
-                    note = f"message of {size} bytes exceeds the {limit}-byte limit; headers only; " + (
-                        "the original stays in the Maildir, marked seen"
-                        if src.after == "seen"
-                        else f"the original is kept (not deleted) in the Maildir folder {src.quarantine_folder!r}"
+                    note = (
+                        f"This message was {size} bytes, over this mailbox's limit of {limit} bytes; only its "
+                        "headers were read. "
+                        + (
+                            f"The original stays in the Maildir of mailbox {src.name}, marked seen ({path.name})."
+                            if src.after == "seen"
+                            else f"The original is kept, not deleted: it moves to the Maildir folder "
+                            f"{src.quarantine_folder!r} of mailbox {src.name} ({provenance.key})."
+                        )
                     )
-                    return RawItem(data=head, provenance=provenance, size=size, truncated=True, note=note)
+                    data = headers_only_message(head, note, size)  # the ticket says what was left out and where
+                    return RawItem(data=data, provenance=provenance, size=size, truncated=True, note=note)
                 data = fh.read()
         except FileNotFoundError:
             return None  # taken by someone else meanwhile

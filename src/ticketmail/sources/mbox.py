@@ -52,7 +52,7 @@ from pathlib import Path
 
 from ticketmail.errors import SourceError
 from ticketmail.model import Provenance
-from ticketmail.sources.base import OversizeNotice, RawItem, SkipCallback
+from ticketmail.sources.base import OversizeNotice, RawItem, SkipCallback, headers_only_message
 from ticketmail.sources.maildir import LocalFolderSource, RetryCounter
 
 __all__ = ["MboxSession", "MboxSource", "mbox_key"]
@@ -254,13 +254,19 @@ class MboxSession:
                     self.oversized.append(OversizeNotice(provenance=provenance, size=size, limit=src.max_message_size))
                     continue
                 head = data.partition(b"\n\n")[0] + b"\n\n"
-                note = f"message of {size} bytes exceeds the {src.max_message_size}-byte limit; headers only; " + (
-                    "the original stays in the mbox file"
-                    if src.after == "seen"
-                    else f"the original is kept (not deleted) in the mbox folder {src.quarantine_folder!r}"
+                note = (
+                    f"This message was {size} bytes, over this mailbox's limit of {src.max_message_size} bytes; "
+                    "only its headers were read. "
+                    + (
+                        f"The original stays in the mbox file of mailbox {src.name}."
+                        if src.after == "seen"
+                        else f"The original is kept, not deleted: it moves to the mbox folder "
+                        f"{src.quarantine_folder!r} of mailbox {src.name}."
+                    )
                 )
                 count += 1
-                yield RawItem(data=head, provenance=provenance, size=size, truncated=True, note=note)
+                data = headers_only_message(head, note, size)  # the ticket says what was left out and where
+                yield RawItem(data=data, provenance=provenance, size=size, truncated=True, note=note)
                 continue
             count += 1
             yield RawItem(data=data, provenance=provenance, size=size)
