@@ -786,7 +786,7 @@ class ImapSession:
                             mailbox.consume_until_tagged_response(self._idle_tag)
                             lines = []
                     except UnexpectedCommandStatusError as exc:
-                        raise imaplib.IMAP4.error(f"IDLE failed: {exc}") from exc
+                        raise imaplib.IMAP4.error(f"IDLE failed: {server_text(exc)}") from exc
                 changed = any(b"EXISTS" in x for x in lines)
                 if self._take_new_mail() or changed:
                     return True
