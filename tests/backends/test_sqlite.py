@@ -400,3 +400,35 @@ def test_migrates_version_2_custom_fields_to_json(tmp_path: pathlib.Path) -> Non
     raw.close()
     assert values[2] == '"12.5"'
     assert values[-2:] == ["12.5", "true"]
+
+
+_json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=20),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=5), children, max_size=4),
+    max_leaves=12,
+)
+
+
+def _exact(value: object) -> object:
+    if isinstance(value, dict):
+        return {k: _exact(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_exact(v) for v in value]
+    return (type(value).__name__, repr(value))
+
+
+@given(values=st.lists(_json_values, max_size=5))
+def test_any_json_custom_value_round_trips_exactly(values: list[object]) -> None:
+    """Every JSON value comes back with the same types (and for floats the same bits) from SQLite and memory."""
+    fields = tuple((f"f{i}", value) for i, value in enumerate(values))
+    for backend in (SQLiteBackend(":memory:"), InMemoryBackend()):
+        with backend:
+            with backend.unit_of_work() as uow:
+                uow.create_ticket(_ticket("JSON0001", custom_fields=fields))
+            ticket = backend.get_ticket("JSON0001")
+            assert ticket is not None
+            assert [_exact(v) for _, v in ticket.custom_fields] == [_exact(v) for v in values]
