@@ -353,11 +353,11 @@ def test_read_helpers_take_no_write_lock(tmp_path: pathlib.Path) -> None:
     assert not memory.is_processed("k")
 
 
-def test_migrates_version_2_custom_fields_to_json(tmp_path: pathlib.Path) -> None:
+def test_migrates_version_3_custom_fields_to_json(tmp_path: pathlib.Path) -> None:
     """A file written before typed custom fields (``str(value)`` text) opens with JSON values."""
-    path = tmp_path / "v2.sqlite3"
+    path = tmp_path / "v3.sqlite3"
     conn = _raw(path)
-    assert migrate(conn, target=2) == 2
+    assert migrate(conn, target=3) == 3
     conn.execute(
         "INSERT INTO tickets (id, number, subject, requester_email, requester_key, status, created, updated,"
         " source, entry_count) VALUES (1, 'OLD00001', 's', 'a@example.org', 'a@example.org', 'open',"
@@ -377,7 +377,7 @@ def test_migrates_version_2_custom_fields_to_json(tmp_path: pathlib.Path) -> Non
     )
     conn.close()
     with SQLiteBackend(path) as backend:
-        assert backend.schema_version == SCHEMA_VERSION >= 3
+        assert backend.schema_version == SCHEMA_VERSION >= 4
         ticket = backend.get_ticket("OLD00001")
         assert ticket is not None
         assert ticket.custom_fields == (

@@ -76,7 +76,7 @@ _CHOICES_REPR = re.compile(rf"\(\s*(?:{_CHOICE_REPR.pattern}\s*,\s*)+(?:{_CHOICE
 
 
 def _old_custom_value(text: str) -> object:
-    """The JSON value for a custom field written before version 3, which stored ``str(value)``.
+    """The JSON value for a custom field written before version 4, which stored ``str(value)``.
 
     Text stays text: whether ``"12.5"`` was a number or a product code cannot be told any more. Only the
     unmistakable ``repr`` of a choice (``Choice(key='p2', label='Scanner')``, or a tuple of them) is turned
@@ -229,6 +229,18 @@ MIGRATIONS: tuple[Migration, ...] = (
     ),
     Migration(
         3,
+        "the audit log says where a message came from in words, its sender, subject and deciding headers",
+        (
+            "ALTER TABLE audit ADD COLUMN origin TEXT",
+            "ALTER TABLE audit ADD COLUMN sender TEXT",
+            "ALTER TABLE audit ADD COLUMN subject TEXT",
+            "ALTER TABLE audit ADD COLUMN headers TEXT",
+            "CREATE INDEX audit_ticket ON audit (ticket)",
+            "CREATE INDEX audit_message_id ON audit (message_id)",
+        ),
+    ),
+    Migration(
+        4,
         "custom field values are JSON (typed: numbers, booleans, choices as key and label, ISO 8601 dates)",
         (),
         python=_custom_values_to_json,

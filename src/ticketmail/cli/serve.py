@@ -56,6 +56,27 @@ def _cron(args: argparse.Namespace, pipeline: Any) -> Callable[[], object]:
     return poller.poll_once
 
 
+def _with_status_page(args: argparse.Namespace, handler: ApiHandler, backend: Any, keys: Any) -> Any:
+    """`/status` and `/status.json` in front of the API, reading the health `fetch` writes for this database."""
+    from ticketmail.api.status import StatusPage
+    from ticketmail.sources.health import read_health
+    from ticketmail.sources.poller import default_state_dir
+
+    names: list[str] = []
+    state = default_state_dir(args.db)
+    if args.config:
+        from ticketmail.sources.config import load_config
+
+        config = load_config(args.config)
+        names = [m.name for m in config.mailboxes]
+        configured = config.storage.get("state_dir")
+        if isinstance(configured, str) and configured:
+            base = Path(config.path).resolve().parent if config.path else Path.cwd()
+            state = base / configured
+    health_file = state / "health.json"
+    return StatusPage(handler, backend=backend, keys=keys, health=lambda: read_health(health_file), mailboxes=names)
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=getattr(logging, str(args.log_level).upper()), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -76,6 +97,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         if args.config:
             cron = _cron(args, pipeline)
         handler = ApiHandler(pipeline, keys, cron=cron, max_body=args.max_body)
+        app = _with_status_page(args, handler, backend, keys)
     except TicketmailError as exc:
         return _fail(exc)
 
@@ -89,7 +111,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         print(f"ticketmail: serving the ticket API on http://{host}:{port}/api/ (Ctrl-C to stop)", flush=True)
 
     try:
-        serve(handler, args.host, args.port, ready=ready)
+        serve(app, args.host, args.port, ready=ready)
     except KeyboardInterrupt:
         pass
     except OSError as exc:
