@@ -462,7 +462,12 @@ class Pipeline:
             self._quarantine_admin(uow).remove_quarantined(quarantine_id)
 
         ctx = context or self._context
-        prepared = self._prepare(record.raw, record.provenance, ctx)
+        provenance = record.provenance
+        if record.reason_code == PolicyRejectedError.code:
+            # A refused mail was committed (its ledger row says `rejected`) and kept here for review: its retry
+            # is a new decision under a key of its own, or it would only find that row and leave as a duplicate.
+            provenance = attrs.evolve(provenance, key=f"{provenance.key}#retry-{quarantine_id}")
+        prepared = self._prepare(record.raw, provenance, ctx)
         if isinstance(prepared, Outcome):
             if prepared.action == "duplicate":
                 with self._backend.unit_of_work() as uow:
