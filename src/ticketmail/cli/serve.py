@@ -51,6 +51,7 @@ def _cron(args: argparse.Namespace, pipeline: Any) -> Callable[[], object]:
     targets = [
         target_for(m, skip=pipeline.is_processed, state_dir=state, time_budget=CRON_TIME_BUDGET)
         for m in config.mailboxes
+        if m.protocol != "lmtp"  # delivered by the mail server to `ticketmail receive`: nothing to fetch
     ]
     poller = Poller(targets, pipeline, state=state)
     return poller.poll_once
