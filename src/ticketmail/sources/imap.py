@@ -257,6 +257,7 @@ class ImapSession:
         self._secrets: tuple[str, ...] = ()
         self._leftovers_checked = False
         self._committed: set[int] = set()  # UIDs known committed in this session (saves ledger lookups)
+        self._last_candidates: list[int] = []  # the last fetch's search result (for pending())
 
     def __repr__(self) -> str:
         return f"ImapSession(mailbox={self.config.name!r}, uidvalidity={self.uidvalidity})"
@@ -412,17 +413,14 @@ class ImapSession:
         return sorted(int(x) for x in (data[0] or b"").split())
 
     def pending(self) -> int:
-        """Messages still waiting to be processed: what the next :meth:`fetch` would download.
+        """Messages still waiting to be processed, as of the last :meth:`fetch`'s ``UID SEARCH``.
 
-        Sends the queued acknowledgements first, then one ``UID SEARCH``; candidates the ledger (``skip``)
-        reports as committed are not counted, nor are oversize messages left by ``oversize = "skip"``
-        (reported separately in ``oversized``) or quarantined ones.
+        No server round trip (so it never delays IDLE): the candidates of the last search, less those
+        acknowledged, handed over and committed in this session, or reported committed by the ledger
+        (``skip``). Oversize messages left by ``oversize = "skip"`` (reported in ``oversized``) and
+        quarantined ones were never candidates. Mail that arrived after that search is not counted yet.
         """
-        self._send_acks()
-        if self._skip_oversize():
-            candidates = self.search("SMALLER", str((self.config.max_message_size or 0) + 1))
-        else:
-            candidates = self.search()
+        candidates = self._last_candidates
         skip = self.skip
         if skip is None:
             return sum(1 for uid in candidates if uid not in self._committed)
@@ -469,6 +467,7 @@ class ImapSession:
             candidates = self.search("SMALLER", str((self.config.max_message_size or 0) + 1))
         else:
             candidates = self.search()
+        self._last_candidates = candidates
         self._backlog = False
         for index, uid in enumerate(candidates):
             if self.skip is not None and self.skip(self._provenance(uid)):
