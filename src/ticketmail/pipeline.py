@@ -69,6 +69,7 @@ from ticketmail.errors import (
 from ticketmail.hooks import HookEvent, HookKind, Hooks
 from ticketmail.model import Address, InboundEmail, MailboxContext, Provenance, TicketRequest
 from ticketmail.numbers import TicketNumberGenerator, TicketNumbersExhaustedError, generate_number
+from ticketmail.parsing.html import html_to_text
 from ticketmail.parsing.mime import EmailOptions, parse_email
 from ticketmail.rules import RuleSet, duplicate_keys, evaluate, load_rules, outgoing_headers
 from ticketmail.threading import (
@@ -192,6 +193,13 @@ def _tags(value: object) -> tuple[str, ...]:
     if isinstance(value, (list, tuple, set, frozenset)):
         return tuple(str(v) for v in value)
     return (str(value),)
+
+
+def _request_text(request: TicketRequest) -> str:
+    """The plain-text body of an API request: an HTML message (sanitized by the parser) as text, as mail."""
+    if request.message.content_type == "text/html":
+        return html_to_text(request.message.text)
+    return request.message.text
 
 
 def _audit_reasons(reasons: tuple[Reason, ...]) -> tuple[tuple[str, str, str | None], ...]:
@@ -476,7 +484,12 @@ class Pipeline:
             self._quarantine_admin(uow).remove_quarantined(quarantine_id)
 
         ctx = context or self._context
-        prepared = self._prepare(record.raw, record.provenance, ctx)
+        provenance = record.provenance
+        if record.reason_code == PolicyRejectedError.code:
+            # A refused mail was committed (its ledger row says `rejected`) and kept here for review: its retry
+            # is a new decision under a key of its own, or it would only find that row and leave as a duplicate.
+            provenance = attrs.evolve(provenance, key=f"{provenance.key}#retry-{quarantine_id}")
+        prepared = self._prepare(record.raw, provenance, ctx)
         if isinstance(prepared, Outcome):
             if prepared.action == "duplicate":
                 with self._backend.unit_of_work() as uow:
@@ -555,15 +568,16 @@ class Pipeline:
         notifications; ``None`` for a reply written by staff. Put the subject tag
         (:func:`ticketmail.threading.subject_tag`) in the subject yourself.
 
-        Raises :class:`~ticketmail.errors.NotFoundError` for an unknown ticket and
-        :class:`~ticketmail.errors.ConfigError` without ``token_keys``.
+        Raises :class:`~ticketmail.errors.NotFoundError` for an unknown ticket or an entry that is not one
+        of its own (no Message-ID is signed or recorded then) and :class:`~ticketmail.errors.ConfigError`
+        without ``token_keys``.
         """
         thread = self._backend.entries(ticket)
         if not thread and self._backend.get_ticket(ticket) is None:
             raise NotFoundError(f"no ticket {ticket!r}", field="ticket")
+        parent = tokens.entry_of(thread, ticket, entry).message_id  # an entry of this ticket, or NotFoundError
         headers: dict[str, str] = {"Message-ID": self.outbound_message_id(ticket, entry, domain=domain)}
         ids = [f"<{e.message_id}>" for e in thread if e.message_id]
-        parent = next((e.message_id for e in thread if e.id == entry and e.message_id), None)
         if parent is not None:
             headers["In-Reply-To"] = f"<{parent}>"
         if ids:
@@ -631,8 +645,17 @@ class Pipeline:
         key: str | None,
         dup_keys: tuple[str, ...],
         now: _dt.datetime,
+        *,
+        raw: bytes | None = None,
     ) -> None:
-        """Ledger rows and the audit record, the last writes of every committed message."""
+        """Ledger rows and the audit record, the last writes of every committed message.
+
+        A ``rejected`` mail keeps its raw bytes in the quarantine (``raw``), in the same unit of work, so the
+        source may acknowledge (even delete) it: nothing refused is lost, and the operator can review it.
+        """
+        if raw is not None and outcome.action == "rejected":
+            error = outcome.error or PolicyRejectedError("refused by a rule")
+            uow.quarantine(QuarantineRecord(now, raw, error.code, error.message, outcome.provenance))
         if key is not None:
             uow.record_processed(
                 ProcessedRecord(key, outcome.action, now, outcome.ticket, outcome.entry_id, outcome.message_id)
@@ -701,7 +724,7 @@ class Pipeline:
         decision = self._evaluate(email, ctx, uow, now)
         verdict = self._verdict(decision, base)
         if verdict is not None:
-            self._finish(uow, verdict, key, (), now)
+            self._finish(uow, verdict, key, (), now, raw=item.raw)
             return _Result(verdict, "message_ignored" if verdict.action == "ignored" else "message_rejected")
 
         automatic = decision.automatic is not None
@@ -726,7 +749,7 @@ class Pipeline:
                 reasons=reasons,
                 error=PolicyRejectedError(thread.reasons[-1].message) if thread.action == "reject" else None,
             )
-            self._finish(uow, outcome, key, (), now)
+            self._finish(uow, outcome, key, (), now, raw=item.raw)
             return _Result(outcome, "message_ignored" if thread.action == "ignore" else "message_rejected")
 
         requester = thread.requester
@@ -737,7 +760,7 @@ class Pipeline:
                 reasons=reasons,
                 error=PolicyRejectedError("the message names no sender, so it cannot be threaded or open a ticket"),
             )
-            self._finish(uow, outcome, key, (), now)
+            self._finish(uow, outcome, key, (), now, raw=item.raw)
             return _Result(outcome, "message_rejected")
         autorespond = decision.autorespond and not automatic
         if thread.action in ("new", "new_linked"):
@@ -825,15 +848,16 @@ class Pipeline:
         linked: str | None = None,
     ) -> Ticket:
         attributes = decision.attributes
-        custom: dict[str, str] = {}
+        # Typed values (numbers, booleans, choices, datetimes) are kept: NewTicket stores them as JSON values.
+        custom: dict[str, object] = {}
         if isinstance(message, TicketRequest):
             subject = message.subject
             source = message.source
             priority = _opt_int(attributes.get("priority")) or message.priority or ctx.priority
             topic_id = _opt_int(attributes.get("topic_id")) or message.topic_id
-            custom.update((name, str(value)) for name, value in message.custom_fields.items() if value is not None)
+            custom.update((name, value) for name, value in message.custom_fields.items() if value is not None)
             if message.phone is not None:
-                custom.setdefault("phone", str(message.phone))
+                custom.setdefault("phone", message.phone)
             if message.ip is not None:
                 custom.setdefault("ip", message.ip)
         else:
@@ -843,7 +867,7 @@ class Pipeline:
             topic_id = _opt_int(attributes.get("topic_id"))
         # Values set by rules win over the caller's.
         custom.update(
-            (name[len("custom.") :], str(value))
+            (name[len("custom.") :], value)
             for name, value in attributes.items()
             if name.startswith("custom.") and value is not None
         )
@@ -900,7 +924,7 @@ class Pipeline:
             NewEntry(
                 kind="message",
                 author=request.email,
-                body=request.message.text,
+                body=_request_text(request),
                 created=now,
                 html=request.message.text if request.message.content_type == "text/html" else None,
                 attachments=request.attachments,

@@ -37,12 +37,13 @@ from collections.abc import Iterable, Sequence
 import attrs
 
 from ticketmail.backends.base import Entry, Ticket, normalize_message_id
-from ticketmail.errors import ConfigError, InvalidValueError
+from ticketmail.errors import ConfigError, InvalidValueError, NotFoundError
 
 __all__ = [
     "MIN_SECRET_BYTES",
     "SigningKey",
     "TokenInfo",
+    "entry_of",
     "find_token",
     "make_message_id",
     "signing_keys",
@@ -175,6 +176,22 @@ def make_message_id(
     entry_field = _base36(entry_id)
     mac = _mac(key, key.id, ticket_field, entry_field, nonce)
     return f"<{_VERSION}.{key.id}.{ticket_field}.{entry_field}.{nonce}.{mac}@{domain}>"
+
+
+def entry_of(thread: Iterable[Entry], ticket: str, entry: int) -> Entry:
+    """The entry ``entry`` (a backend entry id) of ``ticket``'s ``thread``, for a mail about it.
+
+    Raises:
+        InvalidValueError: ``entry`` is not a non-negative integer.
+        NotFoundError: the thread has no such entry (it does not exist, or belongs to another ticket), so
+            no Message-ID is signed for it.
+    """
+    if isinstance(entry, bool) or not isinstance(entry, int) or entry < 0:
+        raise InvalidValueError(f"entry must be a non-negative entry id, got {entry!r}", field="entry")
+    for item in thread:
+        if item.id == entry:
+            return item
+    raise NotFoundError(f"ticket {ticket!r} has no entry {entry}", field="entry")
 
 
 def verify_message_id(message_id: str, keys: Keys) -> TokenInfo | None:

@@ -157,3 +157,50 @@ def test_serve_cron_fetches_a_maildir(tmp_path):
     backend.close()
     assert ticket.subject == "From the maildir"
     assert list((maildir / "new").iterdir()) == []
+
+
+def test_serve_cron_by_get_and_502_when_a_mailbox_fails(tmp_path):
+    """`wget`-style GET runs the cycle; a failing mailbox makes it 502 source_error (so `curl -f` notices)."""
+    maildir = tmp_path / "Maildir"
+    for sub in ("new", "cur", "tmp"):
+        (maildir / sub).mkdir(parents=True)
+    (maildir / "new" / "1700000000.2.host").write_bytes(
+        b"From: dave@example.com\r\nTo: help@example.net\r\nSubject: Still fetched\r\n"
+        b"Message-ID: <maildir-2@example.com>\r\n\r\nThe good mailbox runs anyway.\r\n"
+    )
+    db = tmp_path / "tickets.sqlite3"
+    config = tmp_path / "ticketmail.toml"
+    dead_port = free_port()  # nothing listens there: connection refused
+    config.write_text(
+        f'[storage]\nsqlite = "{db}"\n\n[[mailboxes]]\nname = "local"\nprotocol = "maildir"\n'
+        f'path = "{maildir}"\nafter = "delete"\n\n[[mailboxes]]\nname = "broken"\nprotocol = "imap"\n'
+        f'host = "127.0.0.1"\nport = {dead_port}\nsecurity = "none"\nusername = "u"\npassword = "p"\n'
+    )
+    cron_key = tm("apikey", "add", "--db", str(db), "--ip", "127.0.0.1", "--permission", "run_cron").stdout
+    cron_key = cron_key.splitlines()[-1]
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ticketmail", "serve", "--db", str(db), "--port", str(port), "--config", str(config)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        proc.stdout.readline()
+        url = f"http://127.0.0.1:{port}/api/tasks/cron"
+        req = urllib.request.Request(url, headers={"X-API-Key": cron_key}, method="GET")
+        with pytest.raises(urllib.error.HTTPError) as info:
+            urllib.request.urlopen(req, timeout=60)
+        assert info.value.code == 502
+        assert info.value.headers["X-Ticketmail-Error"] == "source_error"
+        body = info.value.read().decode()
+        assert "1 of 2 mailboxes failed: broken" in body
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=10)
+    from ticketmail.backends.sqlite import SQLiteBackend
+
+    backend = SQLiteBackend(db)
+    (ticket,) = backend.list_tickets()
+    backend.close()
+    assert ticket.subject == "Still fetched"

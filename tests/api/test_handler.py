@@ -386,13 +386,41 @@ def test_pipeline_bug_500_generic_and_logged(keys, full_key, kit, caplog):
     assert "secret internals" in caplog.text
 
 
-def test_cron_report_with_errors_is_said(pipeline, keys, full_key, kit):
+def test_cron_with_a_failed_mailbox_is_502_source_error(pipeline, keys, full_key, kit):
+    from ticketmail.sources.poller import MailboxRun, PollReport
+
+    report = PollReport(runs=(MailboxRun("sales", "ok"), MailboxRun("support", "error"), MailboxRun("b", "busy")))
+    h = ApiHandler(pipeline, keys, cron=lambda: report)
+    r = h(kit.post("/api/tasks/cron", b"", full_key))
+    assert r.status == 502
+    assert r.header("X-Ticketmail-Error") == "source_error"
+    assert "1 of 3 mailboxes failed: support" in r.text
+    assert "sales" not in r.text
+    j = h(kit.post("/api/tasks/cron", b"", full_key, Accept="application/json"))
+    assert (j.status, json.loads(j.body)["error"]["code"]) == (502, "source_error")
+
+
+def test_cron_report_without_runs_still_fails(pipeline, keys, full_key, kit):
     class Report:
         ok = False
 
     r = ApiHandler(pipeline, keys, cron=Report)(kit.post("/api/tasks/cron", b"", full_key))
-    assert r.status == 200
-    assert r.text.startswith("Completed with errors")
+    assert r.status == 502
+    assert "a mailbox failed" in r.text
+
+
+def test_cron_accepts_get_like_wget(handler, full_key, cron_calls):
+    r = handler(Request("GET", "/api/tasks/cron", {"X-API-Key": full_key}, b"", "127.0.0.1"))
+    assert (r.status, r.text) == (200, "Completed")
+    assert cron_calls == [1]
+    assert handler(Request("GET", "/api/tasks/cron", {}, b"", "127.0.0.1")).status == 401  # still needs a key
+
+
+@pytest.mark.parametrize("method", ["PUT", "DELETE", "PATCH"])
+def test_cron_other_methods_405_allow_get_and_post(handler, full_key, method):
+    r = handler(Request(method, "/api/tasks/cron", {"X-API-Key": full_key}, b"", "127.0.0.1"))
+    assert r.status == 405
+    assert r.header("Allow") == "GET, POST"
 
 
 def test_cron_failure_maps_to_its_status(pipeline, keys, full_key, kit):

@@ -351,3 +351,84 @@ def test_read_helpers_take_no_write_lock(tmp_path: pathlib.Path) -> None:
         uow.create_ticket(_ticket("A0000001"))
     assert memory.find_ticket("A0000001") is not None
     assert not memory.is_processed("k")
+
+
+def test_migrates_version_3_custom_fields_to_json(tmp_path: pathlib.Path) -> None:
+    """A file written before typed custom fields (``str(value)`` text) opens with JSON values."""
+    path = tmp_path / "v3.sqlite3"
+    conn = _raw(path)
+    assert migrate(conn, target=3) == 3
+    conn.execute(
+        "INSERT INTO tickets (id, number, subject, requester_email, requester_key, status, created, updated,"
+        " source, entry_count) VALUES (1, 'OLD00001', 's', 'a@example.org', 'a@example.org', 'open',"
+        " '2026-01-01T00:00:00.000000+00:00', '2026-01-01T00:00:00.000000+00:00', 'api', 0)"
+    )
+    old = [
+        ("product", "Choice(key='p2', label='Scanner')"),
+        ("colours", "(Choice(key='r', label='Red'), Choice(key='o', label=\"O'Hara\"))"),
+        ("budget", "12.5"),
+        ("when", "2026-03-01 09:30:00+00:00"),
+        ("quote", 'say "hi" \\ bye'),
+        ("linked_ticket", "AB12CD34"),
+    ]
+    conn.executemany(
+        "INSERT INTO custom_fields (ticket_id, name, position, value) VALUES (1, ?, ?, ?)",
+        [(name, i, value) for i, (name, value) in enumerate(old)],
+    )
+    conn.close()
+    with SQLiteBackend(path) as backend:
+        assert backend.schema_version == SCHEMA_VERSION >= 4
+        ticket = backend.get_ticket("OLD00001")
+        assert ticket is not None
+        assert ticket.custom_fields == (
+            ("product", {"key": "p2", "label": "Scanner"}),
+            ("colours", [{"key": "r", "label": "Red"}, {"key": "o", "label": "O'Hara"}]),
+            ("budget", "12.5"),  # the type was lost before: text stays text
+            ("when", "2026-03-01 09:30:00+00:00"),
+            ("quote", 'say "hi" \\ bye'),
+            ("linked_ticket", "AB12CD34"),
+        )
+        with backend.unit_of_work() as uow:  # new tickets next to the migrated ones store typed values
+            uow.create_ticket(_ticket("NEW00001", custom_fields=(("budget", 12.5), ("ok", True))))
+        new = backend.get_ticket("NEW00001")
+        assert new is not None
+        assert new.custom_fields == (("budget", 12.5), ("ok", True))
+        assert type(new.custom("budget")) is float
+        assert new.custom("ok") is True
+    raw = _raw(path)
+    values = [v for (v,) in raw.execute("SELECT value FROM custom_fields ORDER BY ticket_id, position")]
+    raw.close()
+    assert values[2] == '"12.5"'
+    assert values[-2:] == ["12.5", "true"]
+
+
+_json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=20),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=5), children, max_size=4),
+    max_leaves=12,
+)
+
+
+def _exact(value: object) -> object:
+    if isinstance(value, dict):
+        return {k: _exact(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_exact(v) for v in value]
+    return (type(value).__name__, repr(value))
+
+
+@given(values=st.lists(_json_values, max_size=5))
+def test_any_json_custom_value_round_trips_exactly(values: list[object]) -> None:
+    """Every JSON value comes back with the same types (and for floats the same bits) from SQLite and memory."""
+    fields = tuple((f"f{i}", value) for i, value in enumerate(values))
+    for backend in (SQLiteBackend(":memory:"), InMemoryBackend()):
+        with backend:
+            with backend.unit_of_work() as uow:
+                uow.create_ticket(_ticket("JSON0001", custom_fields=fields))
+            ticket = backend.get_ticket("JSON0001")
+            assert ticket is not None
+            assert [_exact(v) for _, v in ticket.custom_fields] == [_exact(v) for v in values]

@@ -108,7 +108,7 @@ def test_dangerous_regex_fails_at_load() -> None:
         ({"rules": [{"name": "r", "actions": {"priority": "high"}}]}, ("actions.priority", "expected an integer")),
         ({"rules": [{"name": "r", "actions": {"stop": "yes"}}]}, ("actions.stop", "expected true or false")),
         ({"rules": [{"name": "r", "actions": {"tags": "x"}}]}, ("actions.tags", "expected a list")),
-        ({"rules": [{"name": "r", "actions": {"custom": {"a": [1]}}}]}, ("actions.custom.a",)),
+        ({"rules": [{"name": "r", "actions": {"custom": {"a": float("nan")}}}]}, ("actions.custom.a",)),
         ({"rules": [{"name": "r", "actions": {"delete": True}}]}, ("unknown key 'delete'",)),
         ({"rules": [{"name": "r", "conditions": [{"field": "subject", "op": "contains"}]}]}, ("conditions[0].value",)),
         ({"rules": [{"name": "r", "conditions": [{"field": "nope", "op": "contains", "value": "x"}]}]}, (".field",)),

@@ -87,9 +87,10 @@ actions = st.fixed_dictionaries(
         "tags": st.lists(st.sampled_from(["t1", "t2"]), max_size=2),
         "stop": st.booleans(),
         "reject": st.booleans(),
+        "drop": st.booleans(),
         "skip_autorespond": st.booleans(),
     },
-)
+).filter(lambda a: not (a.get("reject") and a.get("drop")))
 rules_spec = st.lists(
     st.fixed_dictionaries(
         {
@@ -140,7 +141,7 @@ def reference_matches(rules: RuleSet, facts: _Facts) -> list[tuple[str, str | No
         if results and not (all(truths) if rule.match == "all" else any(truths)):
             continue
         out.append((rule.name, next((value for ok, value in results if ok), None)))
-        if rule.actions.reject or rule.actions.stop:
+        if rule.actions.reject or rule.actions.drop or rule.actions.stop:
             break
     return out
 

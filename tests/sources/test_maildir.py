@@ -168,9 +168,10 @@ def test_oversize_skip_and_headers(maildir: Path) -> None:
         (item,) = list(session.fetch())
         assert item.truncated
         assert item.size == len(big)
-        assert item.data.endswith(b"\r\n\r\n")
         assert b"xxx" not in item.data
         assert item.note is not None
+        assert item.data.endswith(item.note.encode() + b"\r\n")  # the note is the body the ticket shows
+        assert b"X-Ticketmail-Truncated: original-size=" in item.data
 
 
 def test_not_a_maildir(tmp_path: Path) -> None:

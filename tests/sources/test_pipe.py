@@ -62,7 +62,7 @@ def rules(tmp_path: Path) -> Path:
     [
         (mail(), EX_OK, "ok: created"),
         (mail("hello", "please ignore-me"), EX_OK, "ok: ignored"),
-        (mail("BUY NOW cheap"), EX_NOPERM, "refused"),
+        (mail("BUY NOW cheap"), EX_OK, "ok: rejected, kept in the quarantine"),
         (b"", EX_DATAERR, "data error"),
         (os.urandom(2000).replace(b"\n", b"").replace(b":", b""), EX_DATAERR, "data error"),
     ],
@@ -76,6 +76,42 @@ def test_exit_codes(tmp_path: Path, rules: Path, stdin: bytes, code: int, word: 
     assert len(lines) == 1
     assert lines[0].startswith(f"ticketmail: {word}")
     assert "Traceback" not in proc.stderr.decode()
+
+
+@pytest.mark.integration
+def test_refused_mail_is_not_bounced_and_kept_with_its_bytes(tmp_path: Path, rules: Path) -> None:
+    db = tmp_path / "t.sqlite3"
+    raw = mail("BUY NOW cheap watches", sender="forged@victim.example")
+    proc = run_pipe(raw, "--db", str(db), "--rules", str(rules))
+    assert proc.returncode == EX_OK, proc.stderr
+    nosender = b"To: help@desk.example\r\nSubject: hi\r\n\r\nno From header\r\n"
+    assert run_pipe(nosender, "--db", str(db)).returncode == EX_OK
+    with sqlite3.connect(db) as conn:
+        kept = conn.execute("SELECT raw, reason_code FROM quarantine ORDER BY id").fetchall()
+        audit = [a for (a,) in conn.execute("SELECT action FROM audit ORDER BY id")]
+    assert kept == [(raw, "rejected"), (nosender, "rejected")]
+    assert audit == ["rejected", "rejected"]
+    assert tickets(db) == 0
+
+
+@pytest.mark.integration
+def test_spam_flagged_upstream_is_dropped_silently(tmp_path: Path) -> None:
+    rules = tmp_path / "spam.toml"
+    rules.write_text(
+        '[[rules]]\nname = "spam"\nconditions = [{ field = "header:x-spam-flag", op = "equals", value = "yes" }]\n'
+        'actions = { drop = true, drop_reason = "marked as spam by the mail server" }\n'
+    )
+    db = tmp_path / "t.sqlite3"
+    spam = mail("You won", sender="prize@forged.example").replace(b"\r\n\r\n", b"\r\nX-Spam-Flag: YES\r\n\r\n", 1)
+    proc = run_pipe(spam, "--db", str(db), "--rules", str(rules))
+    assert proc.returncode == EX_OK, proc.stderr
+    assert proc.stderr.decode().startswith("ticketmail: ok: ignored")
+    with sqlite3.connect(db) as conn:
+        (reasons,) = conn.execute("SELECT reasons FROM audit WHERE action = 'ignored'").fetchone()
+        assert conn.execute("SELECT count(*) FROM quarantine").fetchone() == (0,)
+    assert "rule.drop" in reasons
+    assert "marked as spam by the mail server" in reasons
+    assert tickets(db) == 0
 
 
 @pytest.mark.integration
@@ -170,9 +206,9 @@ class Stub:
         (Outcome("appended", ticket="A1"), EX_OK),
         (Outcome("ignored"), EX_OK),
         (Outcome("duplicate", already_processed=True), EX_OK),
-        (Outcome("rejected", error=PolicyRejectedError("spam")), EX_NOPERM),
-        (Outcome("failed", error=MalformedEmailError("no headers")), EX_DATAERR),
-        (Outcome("failed", error=PolicyRejectedError("no")), EX_NOPERM),
+        (Outcome("rejected", error=PolicyRejectedError("spam")), EX_OK),
+        (Outcome("failed", error=MalformedEmailError("no headers")), EX_OK),
+        (Outcome("failed", error=PolicyRejectedError("no")), EX_OK),
         (Outcome("failed"), EX_TEMPFAIL),
         (BackendError("database is locked"), EX_TEMPFAIL),
         (RuntimeError("bug"), EX_TEMPFAIL),
@@ -194,5 +230,6 @@ def test_any_bytes_give_a_sysexits_code(raw: bytes) -> None:
     from ticketmail.pipeline import Pipeline
 
     result = deliver(raw, Pipeline(InMemoryBackend()))
-    assert result.code in (EX_OK, EX_DATAERR, EX_NOPERM, EX_TEMPFAIL)
+    assert result.code in (EX_OK, EX_DATAERR, EX_TEMPFAIL)
+    assert result.code != EX_NOPERM  # a bounce would go to an unverified sender
     assert "\n" not in result.message

@@ -99,9 +99,10 @@ _IDEMPOTENCY_RE = re.compile(r"^[\x21-\x7e]{1,200}$")
 
 
 class MethodNotAllowedError(TicketmailError):
-    """The route exists but does not take this method (HTTP 405)."""
+    """The route exists but does not take this method (HTTP 405); ``allow`` is the ``Allow`` header value."""
 
     code = "method_not_allowed"
+    allow = "POST"
     status = 405
 
 
@@ -324,8 +325,14 @@ class ApiHandler:
         if route is None or (route == "cron" and self.cron is None):
             raise NotFoundError(f"no such API endpoint: {_safe_path(path)}")
         method = request.method.upper()
-        if method != "POST":
-            raise MethodNotAllowedError(f"{_safe_path(path)} accepts only POST, not {_safe_path(method)[:20]}")
+        # The cron task also takes GET: osTicket's api/cron.php is triggered by `wget`, which cannot POST.
+        allowed = ("GET", "POST") if route == "cron" else ("POST",)
+        if method not in allowed:
+            error = MethodNotAllowedError(
+                f"{_safe_path(path)} accepts only {' or '.join(allowed)}, not {_safe_path(method)[:20]}"
+            )
+            error.allow = ", ".join(allowed)
+            raise error
         key = authenticate(self.keys, request.header("x-api-key"), request.remote_addr)
         require(key, _ROUTE_PERMISSION[route])
         if route == "cron":
@@ -425,11 +432,21 @@ class ApiHandler:
         return self._outcome_response(outcome)
 
     def _cron(self) -> Response:
+        """Run one fetch cycle: 200 ``Completed``, or 502 ``source_error`` when any mailbox failed.
+
+        A failure must be visible to the caller (``curl -f``, ``wget`` exit status, a monitoring probe), so
+        it is an error status, naming the failed mailboxes; the details (stage, server reply) are in the
+        health state (``ticketmail status``) and the log, not in the response.
+        """
         assert self.cron is not None  # noqa: S101 - checked by the router
         result = self.cron()
         if getattr(result, "ok", True) is False:
-            # osTicket answers 200 either way; say more, without details that belong in the health state.
-            return _text(200, "Completed with errors; see `ticketmail status`")
+            runs = getattr(result, "runs", ())
+            failed = [str(getattr(run, "name", "?")) for run in runs if getattr(run, "status", None) == "error"]
+            total = len(runs)
+            names = ", ".join(failed[:20]) + (", ..." if len(failed) > 20 else "")
+            what = f"{len(failed)} of {total} mailboxes failed: {names}" if failed else "a mailbox failed"
+            raise SourceError(f"cron completed with errors ({what}); see `ticketmail status`", stage="cron")
         return _text(200, "Completed")
 
     def _outcome_response(self, outcome: Outcome) -> Response:
@@ -457,7 +474,7 @@ class ApiHandler:
         status = error.status if error.status in _REASONS else (400 if 400 <= error.status < 500 else 500)
         extra: list[tuple[str, str]] = [("X-Ticketmail-Error", error.code)]
         if isinstance(error, MethodNotAllowedError):
-            extra.append(("Allow", "POST"))
+            extra.append(("Allow", error.allow))
         if status == 401:
             extra.append(("WWW-Authenticate", 'APIKey header="X-API-Key"'))
         if error.retryable and status in (429, 502, 503):

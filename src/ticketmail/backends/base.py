@@ -29,6 +29,11 @@ Semantics every backend shares (the conformance suite, :mod:`ticketmail.testing.
   Record the ids of mail the application *sends* with ``record_message_id(..., "outbound")``.
 * Attachments are content addressed: one copy per sha256, however many entries carry it.
 * Datetimes are returned timezone-aware in UTC (a naive datetime is taken to be UTC, see :func:`as_utc`).
+* Custom field values are JSON values (`CustomFieldValue`) and come back as the same JSON types:
+  a number stays a number (``int`` or ``float``), a boolean a boolean, a choice an object
+  ``{"key": ..., "label": ...}``; `custom_field_value` turns the parsed form values (datetimes,
+  dates, choices, phones) into them, and `dump_custom_value`/`load_custom_value` are the JSON
+  text a SQL backend stores.
 * Ticket numbers are unique; ``merged_into`` names the surviving ticket. Lookups return the ticket that owns
   a number or message id, merged or not: following ``merged_into`` is the caller's job, and every caller
   (the shipped backends, threading, the conformance suite) does it with the one walker :func:`merge_chain`
@@ -39,21 +44,24 @@ Semantics every backend shares (the conformance suite, :mod:`ticketmail.testing.
 from __future__ import annotations
 
 import datetime as _dt
-from collections.abc import Callable, Iterator, Sequence
+import json
+import math
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from types import TracebackType
-from typing import Literal, Protocol, TypeVar, runtime_checkable
+from typing import Literal, Protocol, TypeAlias, TypeVar, runtime_checkable
 
 import attrs
 
 from ticketmail.errors import BackendError, InvalidValueError, NotFoundError, TicketmailError
-from ticketmail.model import Address, Attachment, Provenance
+from ticketmail.model import Address, Attachment, Choice, Phone, Provenance
 
 __all__ = [
     "AttachmentRef",
     "AuditRecord",
     "Backend",
     "BaseBackend",
+    "CustomFieldValue",
     "Direction",
     "Entry",
     "EntryKind",
@@ -71,7 +79,10 @@ __all__ = [
     "TicketStatus",
     "UnitOfWork",
     "as_utc",
+    "custom_field_value",
+    "dump_custom_value",
     "follow_merges",
+    "load_custom_value",
     "merge_chain",
     "normalize_message_id",
 ]
@@ -181,10 +192,91 @@ def _check_number(instance: object, attribute: attrs.Attribute[str], value: str)
         )
 
 
+CustomFieldValue: TypeAlias = "str | int | float | bool | list[CustomFieldValue] | dict[str, CustomFieldValue] | None"
+"""A stored custom field value: a JSON value (see `custom_field_value`)."""
+
+_MAX_CUSTOM_DEPTH = 16
+
+
+def custom_field_value(value: object, *, field: str = "custom_fields", _depth: int = 0) -> CustomFieldValue:
+    """The JSON value a backend stores for a custom field value.
+
+    * text, booleans, integers and finite floats stay what they are (a boolean is never a number);
+    * a `ticketmail.model.Choice` becomes ``{"key": ..., "label": ...}``, several choices a list;
+    * a datetime becomes ISO 8601 text with its offset (``2026-03-01T09:00:00+00:00``; a naive one is
+      taken to be UTC), a date ``2026-03-01``, a time ``09:30:00``;
+    * a `ticketmail.model.Phone` becomes its text form (``3185558634X123``);
+    * lists/tuples and mappings with text keys are converted item by item (at most 16 levels deep).
+
+    Raises:
+        InvalidValueError: for a value of any other type, a non-finite float, or a mapping key that is not
+            text.
+    """
+    if value is None or isinstance(value, (str, bool, int)):
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise InvalidValueError(f"{field}: a custom field number must be finite, got {value!r}", field=field)
+        return value
+    if isinstance(value, Choice):
+        return {"key": value.key, "label": value.label}
+    if isinstance(value, _dt.datetime):
+        aware = value if value.tzinfo is not None else value.replace(tzinfo=_dt.timezone.utc)
+        return aware.isoformat()
+    if isinstance(value, (_dt.date, _dt.time)):
+        return value.isoformat()
+    if isinstance(value, Phone):
+        return str(value)
+    if _depth >= _MAX_CUSTOM_DEPTH:
+        raise InvalidValueError(f"{field}: custom field value nested deeper than {_MAX_CUSTOM_DEPTH}", field=field)
+    if isinstance(value, (list, tuple)):
+        return [custom_field_value(item, field=field, _depth=_depth + 1) for item in value]
+    if isinstance(value, Mapping):
+        out: dict[str, CustomFieldValue] = {}
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise InvalidValueError(f"{field}: custom field object keys must be text, got {key!r}", field=field)
+            out[key] = custom_field_value(item, field=field, _depth=_depth + 1)
+        return out
+    raise InvalidValueError(
+        f"{field}: a custom field value cannot be a {type(value).__name__} (use text, a number, a boolean, a "
+        "date/datetime, a choice, a list or a mapping)",
+        field=field,
+    )
+
+
+def dump_custom_value(value: CustomFieldValue) -> str:
+    """The JSON text of a stored custom field value (compact, UTF-8 kept, keys in their order)."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
+
+def load_custom_value(text: str) -> CustomFieldValue:
+    """The custom field value stored as ``text`` by `dump_custom_value`."""
+    value: CustomFieldValue = json.loads(text)
+    return value
+
+
+def _custom_fields(value: Iterable[tuple[str, object]]) -> tuple[tuple[str, CustomFieldValue], ...]:
+    if isinstance(value, Mapping):
+        value = value.items()
+    out: list[tuple[str, CustomFieldValue]] = []
+    for pair in value:
+        name, item = pair
+        out.append((name, custom_field_value(item, field=f"custom_fields.{name}")))
+    return tuple(out)
+
+
 def _check_custom_fields(
-    instance: object, attribute: attrs.Attribute[tuple[tuple[str, str], ...]], value: tuple[tuple[str, str], ...]
+    instance: object,
+    attribute: attrs.Attribute[tuple[tuple[str, CustomFieldValue], ...]],
+    value: tuple[tuple[str, CustomFieldValue], ...],
 ) -> None:
     names = [name for name, _ in value]
+    if not all(isinstance(name, str) and name for name in names):
+        raise InvalidValueError(
+            f"{type(instance).__name__}.{attribute.name} names must be non-empty text, got {names!r}",
+            field=attribute.name,
+        )
     if len(set(names)) != len(names):
         raise InvalidValueError(
             f"{type(instance).__name__}.{attribute.name} must have unique names, got {names!r}", field=attribute.name
@@ -230,7 +322,8 @@ class Ticket:
     ``number`` is the external id shown to people (random, unguessable). ``merged_into`` names the
     surviving ticket when this one was merged. ``participants`` are addresses (besides the requester) that
     take part in the thread, in the order they were added. ``custom_fields`` are (name, value) pairs in the
-    order given at creation. ``entry_count`` is the length of the thread.
+    order given at creation; each value is a JSON value (`CustomFieldValue`). ``entry_count`` is the length
+    of the thread.
     """
 
     number: str
@@ -251,7 +344,14 @@ class Ticket:
     participants: tuple[str, ...] = ()
     merged_into: str | None = None
     entry_count: int = 0
-    custom_fields: tuple[tuple[str, str], ...] = ()
+    custom_fields: tuple[tuple[str, CustomFieldValue], ...] = ()
+
+    def custom(self, name: str, default: CustomFieldValue = None) -> CustomFieldValue:
+        """The value of custom field ``name`` (``default`` when the ticket has none)."""
+        for key, value in self.custom_fields:
+            if key == name:
+                return value
+        return default
 
 
 @attrs.frozen
@@ -278,7 +378,9 @@ class Entry:
 class NewTicket:
     """What the pipeline asks a backend to create. ``updated`` starts equal to ``created``.
 
-    Duplicate tags are dropped (first kept); custom field names must be unique.
+    Duplicate tags are dropped (first kept); custom field names must be unique. Custom field values are
+    converted with `custom_field_value` (so a ``Choice``, a datetime or a date may be passed as is);
+    a mapping of name to value is accepted too.
     """
 
     number: str = attrs.field(validator=_check_number)
@@ -294,7 +396,9 @@ class NewTicket:
     topic_id: int | None = None
     assignee: str | None = None
     tags: tuple[str, ...] = ()
-    custom_fields: tuple[tuple[str, str], ...] = attrs.field(default=(), validator=_check_custom_fields)
+    custom_fields: tuple[tuple[str, CustomFieldValue], ...] = attrs.field(
+        default=(), converter=_custom_fields, validator=_check_custom_fields
+    )
 
 
 @attrs.frozen

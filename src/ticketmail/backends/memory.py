@@ -37,6 +37,8 @@ from ticketmail.backends.base import (
     TicketNumberTakenError,
     TicketStatus,
     as_utc,
+    dump_custom_value,
+    load_custom_value,
     normalize_message_id,
 )
 from ticketmail.errors import BackendError, InvalidValueError
@@ -155,7 +157,9 @@ class _MemoryUnitOfWork:
             topic_id=ticket.topic_id,
             assignee=ticket.assignee,
             tags=tuple(dict.fromkeys(ticket.tags)),
-            custom_fields=tuple(ticket.custom_fields),
+            # A copy through the JSON form, as a database would store it: the caller's lists and mappings
+            # are not shared, and the values read back are exactly the JSON types.
+            custom_fields=tuple((name, load_custom_value(dump_custom_value(v))) for name, v in ticket.custom_fields),
         )
         self._set(store.tickets, ticket.number, stored)
         entries = store.entries

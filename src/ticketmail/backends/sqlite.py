@@ -43,6 +43,7 @@ from ticketmail.backends.base import (
     AttachmentRef,
     AuditRecord,
     BaseBackend,
+    CustomFieldValue,
     Direction,
     Entry,
     LedgerConflictError,
@@ -55,7 +56,9 @@ from ticketmail.backends.base import (
     TicketNumberTakenError,
     TicketStatus,
     as_utc,
+    dump_custom_value,
     follow_merges,
+    load_custom_value,
     normalize_message_id,
 )
 from ticketmail.backends.sqlite_schema import (
@@ -105,7 +108,7 @@ _TICKET_COLUMNS = (
     "department, team, category, priority, topic_id, assignee, merged_into, entry_count"
 )
 
-_Extras = tuple[tuple[str, ...], tuple[str, ...], tuple[tuple[str, str], ...]]
+_Extras = tuple[tuple[str, ...], tuple[str, ...], tuple[tuple[str, CustomFieldValue], ...]]
 
 
 def _ticket_from_row(row: Sequence[Any], extras: _Extras) -> Ticket:
@@ -149,14 +152,14 @@ def _load_ticket(conn: sqlite3.Connection, where: str, param: object) -> tuple[i
     tid = row[0]
     tags: list[str] = []
     parts: list[str] = []
-    custom: list[tuple[str, str]] = []
+    custom: list[tuple[str, CustomFieldValue]] = []
     for table, _position, first, second in conn.execute(_SIDE_TABLES, (tid,)):  # one statement for all three
         if table == 0:
             tags.append(first)
         elif table == 1:
             parts.append(first)
         else:
-            custom.append((first, second))
+            custom.append((first, load_custom_value(second)))
     return tid, _ticket_from_row(row, (tuple(tags), tuple(parts), tuple(custom)))
 
 
@@ -291,10 +294,11 @@ class _SQLiteUnitOfWork:
                     "INSERT INTO tags (ticket_id, tag, position) VALUES (?, ?, ?)",
                     [(tid, tag, i) for i, tag in enumerate(tags)],
                 )
-            if ticket.custom_fields:
+            stored = [(name, dump_custom_value(value)) for name, value in ticket.custom_fields]
+            if stored:
                 conn.executemany(
                     "INSERT INTO custom_fields (ticket_id, name, position, value) VALUES (?, ?, ?, ?)",
-                    [(tid, name, i, value) for i, (name, value) in enumerate(ticket.custom_fields)],
+                    [(tid, name, i, text) for i, (name, text) in enumerate(stored)],
                 )
         created_dt = _dt_from(created)
         return Ticket(
@@ -313,7 +317,7 @@ class _SQLiteUnitOfWork:
             topic_id=ticket.topic_id,
             assignee=ticket.assignee,
             tags=tags,
-            custom_fields=tuple(ticket.custom_fields),
+            custom_fields=tuple((name, load_custom_value(text)) for name, text in stored),  # copies, as read back
         )
 
     def append_entry(self, number: str, entry: NewEntry) -> Entry:
@@ -652,13 +656,13 @@ class SQLiteBackend(BaseBackend):
                 (low, high),
             ):
                 parts.setdefault(tid, []).append(email)
-            custom: dict[int, list[tuple[str, str]]] = {}
+            custom: dict[int, list[tuple[str, CustomFieldValue]]] = {}
             for tid, name, value in conn.execute(
                 "SELECT ticket_id, name, value FROM custom_fields WHERE ticket_id BETWEEN ? AND ?"
                 " ORDER BY ticket_id, position",
                 (low, high),
             ):
-                custom.setdefault(tid, []).append((name, value))
+                custom.setdefault(tid, []).append((name, load_custom_value(value)))
         return [
             _ticket_from_row(
                 row, (tuple(tags.get(row[0], ())), tuple(parts.get(row[0], ())), tuple(custom.get(row[0], ())))

@@ -8,7 +8,10 @@ a failing step leaves the file as it was.
 
 from __future__ import annotations
 
+import ast
 import hashlib
+import json
+import re
 import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -65,6 +68,40 @@ def _sha256(data: bytes | None) -> str | None:
 def _backfill_quarantine(conn: sqlite3.Connection) -> None:
     rows = conn.execute("SELECT id, raw FROM quarantine WHERE sha256 IS NULL").fetchall()
     conn.executemany("UPDATE quarantine SET sha256 = ? WHERE id = ?", [(_sha256(raw), qid) for qid, raw in rows])
+
+
+_QUOTED = r"'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\""
+_CHOICE_REPR = re.compile(rf"Choice\(key=({_QUOTED}), label=({_QUOTED})\)")
+_CHOICES_REPR = re.compile(rf"\(\s*(?:{_CHOICE_REPR.pattern}\s*,\s*)+(?:{_CHOICE_REPR.pattern})?\s*\)")
+
+
+def _old_custom_value(text: str) -> object:
+    """The JSON value for a custom field written before version 4, which stored ``str(value)``.
+
+    Text stays text: whether ``"12.5"`` was a number or a product code cannot be told any more. Only the
+    unmistakable ``repr`` of a choice (``Choice(key='p2', label='Scanner')``, or a tuple of them) is turned
+    back into ``{"key": ..., "label": ...}`` (a list for several).
+    """
+    single = _CHOICE_REPR.fullmatch(text)
+    if single is not None:
+        return {"key": ast.literal_eval(single.group(1)), "label": ast.literal_eval(single.group(2))}
+    if _CHOICES_REPR.fullmatch(text):
+        return [
+            {"key": ast.literal_eval(m.group(1)), "label": ast.literal_eval(m.group(2))}
+            for m in _CHOICE_REPR.finditer(text)
+        ]
+    return text
+
+
+def _custom_values_to_json(conn: sqlite3.Connection) -> None:
+    rows = conn.execute("SELECT ticket_id, name, value FROM custom_fields").fetchall()
+    conn.executemany(
+        "UPDATE custom_fields SET value = ? WHERE ticket_id = ? AND name = ?",
+        [
+            (json.dumps(_old_custom_value(value), ensure_ascii=False, separators=(",", ":")), tid, name)
+            for tid, name, value in rows
+        ],
+    )
 
 
 MIGRATIONS: tuple[Migration, ...] = (
@@ -201,6 +238,12 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX audit_ticket ON audit (ticket)",
             "CREATE INDEX audit_message_id ON audit (message_id)",
         ),
+    ),
+    Migration(
+        4,
+        "custom field values are JSON (typed: numbers, booleans, choices as key and label, ISO 8601 dates)",
+        (),
+        python=_custom_values_to_json,
     ),
 )
 """Every schema step, oldest first. ``MIGRATIONS[-1].version`` is the version this code writes."""

@@ -96,8 +96,8 @@ def register(subparsers: Any) -> None:
     pipe = subparsers.add_parser(
         "pipe",
         help="deliver ONE message from stdin (MTA pipe/alias); exits with sysexits codes",
-        description="Read one message on stdin and store it. Exit 0 stored/ignored, 65 unusable, 77 refused, "
-        "75 temporary failure (the MTA retries).",
+        description="Read one message on stdin and store it. Exit 0 stored/ignored/refused (refused mail is kept "
+        "in the quarantine, never bounced), 65 unusable, 75 temporary failure (the MTA retries).",
     )
     where = pipe.add_mutually_exclusive_group()
     where.add_argument("--db", metavar="FILE", help="the SQLite database file (default: tickets.sqlite3)")

@@ -352,8 +352,9 @@ def ticket_summary(ticket: Ticket) -> dict[str, Any]:
     }
 
 
-def _entry_json(entry: Entry) -> dict[str, Any]:
+def _entry_json(entry: Entry, position: int) -> dict[str, Any]:
     data: dict[str, Any] = to_jsonable(entry)
+    data["position"] = position  # 1 for the ticket's first entry; ``id`` is the backend's own id
     data["author"] = entry.author.email if entry.author else None
     data["author_name"] = entry.author.name if entry.author else None
     return data
@@ -444,18 +445,29 @@ def _text_lines(ticket: Ticket, entries: Iterable[Entry]) -> Iterator[str]:
             yield f"  {label + ':':<11} {value}"
     if ticket.tags:
         yield f"  tags:       {', '.join(ticket.tags)}"
-    for name, value in ticket.custom_fields:
-        yield f"  {name + ':':<11} {value}"
-    for entry in entries:
+    for name, field_value in ticket.custom_fields:
+        yield f"  {name + ':':<11} {_custom_text(field_value)}"
+    for position, entry in enumerate(entries, 1):
         yield ""
         author = str(entry.author) if entry.author else "(unknown)"
-        yield f"--- #{entry.id} {entry.kind} from {author} at {entry.created.isoformat()}"
+        yield f"--- #{position} {entry.kind} from {author} at {entry.created.isoformat()} (id {entry.id})"
         if entry.message_id:
             yield f"    Message-ID: <{entry.message_id}>"
         for ref in entry.files:
             yield f"    attachment: {ref.filename} ({ref.content_type}, {ref.size} bytes)"
         yield ""
         yield from (entry.body.rstrip() or "(empty)").splitlines()
+
+
+def _custom_text(value: object) -> str:
+    """A stored custom field value for people: text as is, a choice as its label and key, others as JSON."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict) and set(value) == {"key", "label"}:
+        return f"{value['label']} ({value['key']})"
+    if isinstance(value, list) and value and all(isinstance(v, dict) and set(v) == {"key", "label"} for v in value):
+        return ", ".join(_custom_text(v) for v in value)
+    return json.dumps(value, ensure_ascii=False)
 
 
 def run_show(args: argparse.Namespace) -> int:
@@ -481,7 +493,7 @@ def run_show(args: argparse.Namespace) -> int:
         if args.json:
             data = ticket_summary(ticket)
             data["entry_count"] = data["entries"]
-            data["entries"] = [_entry_json(e) for e in entries]
+            data["entries"] = [_entry_json(e, position) for position, e in enumerate(entries, 1)]
             out.write(json.dumps(data, ensure_ascii=False) + "\n")
         else:
             for line in _text_lines(ticket, entries):

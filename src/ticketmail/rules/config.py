@@ -18,11 +18,17 @@ Shape (every table optional)::
 
     [[filters]]
     name = "spam"; type = "ignore"; domains = ["spam.example"]; keywords = ["viagra"]; mailboxes = ["sales"]
+    headers = ["X-Spam-Flag: YES", { name = "X-Spam-Status", op = "starts_with", value = "yes" }]
 
     [[rules]]
     name = "billing"; match = "all"
     conditions = [{ field = "subject", op = "contains", value = "invoice" }]
     actions = { department = "Billing", tags = ["billing"], stop = true }
+
+    [[rules]]
+    name = "spam"
+    conditions = [{ field = "header:X-Spam-Flag", op = "equals", value = "YES" }]
+    actions = { drop = true, drop_reason = "marked as spam by the mail server" }
 """
 
 from __future__ import annotations
@@ -35,12 +41,13 @@ from typing import Any, Literal, cast
 
 import attrs
 
+from ticketmail.backends.base import custom_field_value
 from ticketmail.decision import AutomaticKind
-from ticketmail.errors import ConfigError
+from ticketmail.errors import ConfigError, InvalidValueError
 from ticketmail.rules._text import normalize_address
 from ticketmail.rules.automatic import signal_codes
 from ticketmail.rules.duplicates import DUPLICATE_SCOPES
-from ticketmail.rules.filters import Filter, FilterType
+from ticketmail.rules.filters import Filter, FilterType, HeaderTest
 from ticketmail.rules.plan import RulePlan, compile_rules
 from ticketmail.rules.routing import Actions, Condition, Rule
 
@@ -187,7 +194,7 @@ def _load_filter(path: _Path, index: int, data: object) -> Filter:
     where = f"filters[{index}]"
     table = _expect_map(path, where, data)
     name = str(table.get("name") or f"filter {index + 1}")
-    _check_keys(path, where, table, {"name", "type", "addresses", "domains", "keywords", "mailboxes"}, name)
+    _check_keys(path, where, table, {"name", "type", "addresses", "domains", "keywords", "headers", "mailboxes"}, name)
     kind = str(table.get("type", "")).strip().lower()
     if kind not in ("allow", "ignore"):
         raise path.fail(f"{where}.type", f"expected 'allow' or 'ignore', got {table.get('type')!r}", rule=name)
@@ -199,21 +206,49 @@ def _load_filter(path: _Path, index: int, data: object) -> Filter:
     for i, address in enumerate(lists["addresses"]):
         if "@" not in address:
             raise path.fail(f"{where}.addresses[{i}]", f"expected an email address, got {address!r}", rule=name)
-    if not (lists["addresses"] or lists["domains"] or keywords):
-        raise path.fail(where, "has no addresses, domains or keywords (it would match nothing)", rule=name)
+    headers = tuple(
+        _load_header_test(path, f"{where}.headers[{i}]", item, name)
+        for i, item in enumerate(_expect_list(path, f"{where}.headers", table.get("headers", []), name))
+    )
+    if not (lists["addresses"] or lists["domains"] or keywords or headers):
+        raise path.fail(where, "has no addresses, domains, keywords or headers (it would match nothing)", rule=name)
     return Filter(
         name=name,
         type=cast(FilterType, kind),
         addresses=lists["addresses"],
         domains=lists["domains"],
         keywords=keywords,
+        headers=headers,
         mailboxes=_strings(path, f"{where}.mailboxes", table.get("mailboxes", []), name),
     )
 
 
-_ACTION_STR = ("department", "team", "category", "assignee", "reject_reason")
+def _load_header_test(path: _Path, where: str, data: object, rule: str) -> HeaderTest:
+    """``"Name"`` (present), ``"Name: value"`` (equals) or ``{ name, value, op, case_sensitive }``."""
+    if isinstance(data, str):
+        name, colon, value = data.partition(":")
+        fields: dict[str, Any] = {"name": name.strip(), "value": value.strip() if colon else None}
+    else:
+        table = _expect_map(path, where, data, rule)
+        _check_keys(path, where, table, {"name", "value", "op", "case_sensitive"}, rule)
+        fields = {"name": _expect_str(path, f"{where}.name", table.get("name"), rule)}
+        if "value" in table:
+            fields["value"] = _expect_str(path, f"{where}.value", table["value"], rule, empty=True)
+        if "op" in table:
+            if "value" not in table:
+                raise path.fail(f"{where}.op", "an operator needs a value", rule=rule)
+            fields["op"] = _expect_str(path, f"{where}.op", table["op"], rule)
+        if "case_sensitive" in table:
+            fields["case_sensitive"] = _expect_bool(path, f"{where}.case_sensitive", table["case_sensitive"], rule)
+    try:
+        return HeaderTest(**fields)
+    except ValueError as exc:
+        raise path.fail(where, str(exc), rule=rule) from exc
+
+
+_ACTION_STR = ("department", "team", "category", "assignee", "reject_reason", "drop_reason")
 _ACTION_INT = ("priority", "topic_id")
-_ACTION_BOOL = ("reject", "skip_autorespond", "stop")
+_ACTION_BOOL = ("reject", "drop", "skip_autorespond", "stop")
 
 
 def _load_actions(path: _Path, where: str, data: object, rule: str) -> Actions:
@@ -233,12 +268,22 @@ def _load_actions(path: _Path, where: str, data: object, rule: str) -> Actions:
         values["tags"] = tuple(dict.fromkeys(_strings(path, f"{where}.tags", table["tags"], rule)))
     if "custom" in table:
         custom = _expect_map(path, f"{where}.custom", table["custom"], rule)
+        typed: dict[str, Any] = {}
         for key, value in custom.items():
-            if not isinstance(value, (str, int, float, bool)):
+            # Stored as a typed JSON value: numbers stay numbers, TOML dates and datetimes become ISO 8601.
+            if value is None or isinstance(value, bytes):
                 raise path.fail(
-                    f"{where}.custom.{key}", f"expected a string, number or boolean, got {_kind_name(value)}", rule=rule
+                    f"{where}.custom.{key}",
+                    f"expected a string, number, boolean or date, got {_kind_name(value)}",
+                    rule=rule,
                 )
-        values["custom"] = dict(custom)
+            try:
+                typed[str(key)] = custom_field_value(value, field=f"{where}.custom.{key}")
+            except InvalidValueError as exc:
+                raise path.fail(f"{where}.custom.{key}", exc.message, rule=rule) from exc
+        values["custom"] = typed
+    if values.get("drop") and values.get("reject"):
+        raise path.fail(where, "drop and reject exclude each other (drop ignores silently, reject refuses)", rule=rule)
     return Actions(**values)
 
 

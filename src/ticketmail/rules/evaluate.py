@@ -310,6 +310,9 @@ def evaluate(
         if actions.reject:
             out.reason("rule.reject", actions.reject_reason or f"Rejected by rule {rule.name!r}", source=rule.name)
             return out.stop("reject")
+        if actions.drop:
+            out.reason("rule.drop", actions.drop_reason or f"Dropped by rule {rule.name!r}", source=rule.name)
+            return out.stop("ignore")
         if actions.stop:
             out.reason("rule.stop", f"Rule {rule.name!r} stops rule processing", source=rule.name)
             break

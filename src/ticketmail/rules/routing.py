@@ -2,7 +2,8 @@
 
 A rule has conditions (combined with ``all`` or ``any``; no condition means "always") and actions.
 Rules run in order; each matching rule applies its actions, later rules overwrite scalar attributes set
-by earlier ones and add to ``tags``; ``stop`` ends the run; ``reject`` rejects and ends the run.
+by earlier ones and add to ``tags``; ``stop`` ends the run; ``reject`` rejects and ends the run; ``drop``
+ignores the message silently (no ticket, no bounce; recorded with ``drop_reason``) and ends the run.
 
 Condition fields: ``mailbox`` (the mailbox name), ``recipient`` (envelope recipients, To and Cc),
 ``from`` (sender address), ``from_domain``, ``from_name``, ``to``, ``cc``, ``subject``, ``body``,
@@ -83,6 +84,8 @@ OPERATORS: tuple[str, ...] = (*_POSITIVE, *(f"not_{op}" for op in _POSITIVE))
 """Condition operators."""
 
 Match = Literal["all", "any"]
+
+_HEADER_NAME = re.compile(r"[!-9;-~]{1,200}")  # RFC 5322 section 3.6.8 field name: printable ASCII but ':'
 
 
 def _quantifier(pattern: str, index: int) -> tuple[str | None, int]:
@@ -288,7 +291,9 @@ class Condition:
     _literals: tuple[str, ...] = attrs.field(init=False, eq=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
-        if self.field not in FIELDS and not (self.field.startswith("header:") and len(self.field) > 7):
+        if self.field not in FIELDS and not (
+            self.field.startswith("header:") and _HEADER_NAME.fullmatch(self.field[7:].strip())
+        ):
             raise ValueError(f"unknown field {self.field!r}; expected one of {', '.join(FIELDS)} or header:<Name>")
         if self.op not in OPERATORS:
             raise ValueError(f"unknown operator {self.op!r}; expected one of {', '.join(OPERATORS)}")
@@ -405,9 +410,11 @@ class Actions:
     topic_id: int | None = None
     assignee: str | None = None
     tags: tuple[str, ...] = ()
-    custom: Mapping[str, str | int | float | bool] = attrs.field(factory=dict, hash=False)
+    custom: Mapping[str, Any] = attrs.field(factory=dict, hash=False)
     reject: bool = False
     reject_reason: str | None = None
+    drop: bool = False
+    drop_reason: str | None = None
     skip_autorespond: bool = False
     stop: bool = False
 

@@ -28,7 +28,9 @@ from contextlib import contextmanager
 from ticketmail.errors import SourceError
 from ticketmail.sources.config import MailboxConfig
 
-__all__ = ["classify_tls_error", "make_ssl_context", "open_socket", "scrub", "translate"]
+__all__ = ["classify_tls_error", "make_ssl_context", "open_socket", "scrub", "server_text", "translate"]
+
+_MAX_REPLY = 300  # characters of a server reply quoted in an error
 
 _GREETING_WAIT = 5.0  # seconds to wait for a plaintext greeting before suspecting an implicit-TLS port
 
@@ -185,7 +187,8 @@ def _check_greeting(config: MailboxConfig, sock: socket.socket, addr: tuple[int,
             mailbox=config.name,
         )
     raise SourceError(
-        f"{_where(config)} does not greet like an {config.protocol.upper()} server (got {first!r}); check the port",
+        f"{_where(config)} does not greet like an {config.protocol.upper()} server "
+        f"(got {server_text(first)!r}); check the port",
         stage="protocol",
         mailbox=config.name,
     )
@@ -227,12 +230,40 @@ def translate(config: MailboxConfig, stage: str, what: str, secrets: tuple[str, 
     except Exception as exc:
         if not _is_translatable(exc):
             raise
-        text = scrub(f"{type(exc).__name__}: {exc}", secrets)
+        text = scrub(f"{type(exc).__name__}: {server_text(exc)}", secrets)
         raise SourceError(f"{what} failed at {_where(config)}: {text}", stage=stage, mailbox=config.name) from exc
 
 
 def _is_translatable(exc: BaseException) -> bool:
     return isinstance(exc, (OSError, ssl.SSLError, imaplib.IMAP4.error, poplib.error_proto, EOFError, ValueError))
+
+
+def server_text(value: object) -> str:
+    """A server reply (or an exception carrying one) as readable text, never a Python ``b'...'`` literal.
+
+    imaplib and poplib put the server's raw reply bytes into their exceptions and responses; this decodes
+    them (UTF-8, else Latin-1), joins lists of reply lines with spaces, drops control characters and cuts
+    the result to a few hundred characters.
+    """
+    if isinstance(value, BaseException):
+        args = value.args
+        if any(isinstance(arg, (bytes, bytearray, list, tuple)) for arg in args):
+            value = args[0] if len(args) == 1 else list(args)
+        else:  # e.g. OSError's "[Errno 111] Connection refused": its own text reads best
+            value = str(value)
+    if isinstance(value, (list, tuple)):
+        text = " ".join(server_text(item) for item in value if item is not None)
+    elif isinstance(value, (bytes, bytearray, memoryview)):
+        raw = bytes(value)
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            text = raw.decode("latin-1")
+    else:
+        text = str(value)
+    text = "".join(ch if ch.isprintable() else " " for ch in text)
+    text = " ".join(text.split())
+    return text if len(text) <= _MAX_REPLY else text[: _MAX_REPLY - 1] + "\u2026"
 
 
 def scrub(text: str, secrets: tuple[str, ...]) -> str:

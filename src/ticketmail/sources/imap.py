@@ -17,13 +17,18 @@ How a session works (RFC 9051 / RFC 3501 references):
   fetching must not set ``\Seen``, section 6.4.5) in batches of up to ``batch_size`` messages or
   ``batch_bytes`` bytes: one round trip per batch, not per message. Oversize messages (``RFC822.SIZE`` above
   ``max_message_size``) are never downloaded whole: ``skip`` leaves them and records an
-  :class:`~ticketmail.sources.base.OversizeNotice`; ``headers`` fetches ``BODY.PEEK[HEADER]`` and yields a
-  truncated item whose body is a note.
+  :class:`~ticketmail.sources.base.OversizeNotice`; ``headers`` fetches ``BODY.PEEK[HEADER]``, flags the
+  message ``$TmTruncated`` and yields a truncated item whose body is a note saying where the original stays.
 * ``acknowledge`` (only after the pipeline committed): ``seen`` stores ``\Seen``; ``move:F`` uses ``UID MOVE``
   (RFC 6851) or ``UID COPY`` + ``\Deleted`` + expunge; ``delete`` stores ``\Deleted`` at once and expunges with
   ``UID EXPUNGE`` (RFC 4315 UIDPLUS) every few messages and at the end (plain ``EXPUNGE`` without UIDPLUS).
   A message flagged ``\Deleted`` is already committed, so a crash before the expunge loses nothing; the next
   session expunges such leftovers once the ledger (``skip``) confirms they were committed.
+* A truncated item (``oversize = "headers"``) is never deleted or moved away as if processed, whatever
+  ``after`` says: its original is the only full copy. With ``after = "seen"`` it is flagged ``\Seen`` and
+  stays where it is; with ``delete`` or ``move:F`` it moves to ``quarantine_folder`` (flagged
+  ``$TmQuarantined`` in place when that folder cannot be used). A committed item whose acknowledgement was
+  lost is recognised as truncated by its ``$TmTruncated`` keyword or its size, and kept the same way.
 * ``release(failed=True)`` counts failures in a keyword ``$TmFail1`` .. ``$TmFailN`` on the message itself
   (survives restarts and other hosts). At ``max_retries`` it is moved to ``quarantine_folder`` (created when
   missing), or, if that fails, flagged ``$TmQuarantined`` so fetch ignores it. Never deleted. Servers that
@@ -50,7 +55,14 @@ from imap_tools.mailbox import BaseMailBox
 
 from ticketmail.errors import SourceError
 from ticketmail.model import Provenance
-from ticketmail.sources._net import classify_tls_error, make_ssl_context, open_socket, scrub, translate
+from ticketmail.sources._net import (
+    classify_tls_error,
+    make_ssl_context,
+    open_socket,
+    scrub,
+    server_text,
+    translate,
+)
 from ticketmail.sources.base import OversizeNotice, RawItem, SkipCallback, headers_only_message
 from ticketmail.sources.config import MailboxConfig
 from ticketmail.sources.oauth import xoauth2_responder
@@ -58,6 +70,7 @@ from ticketmail.sources.oauth import xoauth2_responder
 __all__ = [
     "FAIL_KEYWORD_PREFIX",
     "QUARANTINE_KEYWORD",
+    "TRUNCATED_KEYWORD",
     "ImapSession",
     "ImapSource",
     "fail_count",
@@ -71,6 +84,8 @@ FAIL_KEYWORD_PREFIX = "$TmFail"
 """Keywords ``$TmFail1`` .. ``$TmFailN`` count processing failures on a message."""
 QUARANTINE_KEYWORD = "$TmQuarantined"
 """Set on a message that reached ``max_retries`` but could not be moved to the quarantine folder."""
+TRUNCATED_KEYWORD = "$TmTruncated"
+"""Set on a message ingested headers-only (``oversize = "headers"``): it is kept, never deleted."""
 
 _IDLE_MAX = 25 * 60.0  # RFC 2177: servers may log out an idle client after 29 minutes; re-IDLE well before
 _POLL_STEP = 5.0  # polling fallback: NOOP interval
@@ -241,6 +256,8 @@ class ImapSession:
         self._created: set[str] = set()
         self._secrets: tuple[str, ...] = ()
         self._leftovers_checked = False
+        self._committed: set[int] = set()  # UIDs known committed in this session (saves ledger lookups)
+        self._last_candidates: list[int] = []  # the last fetch's search result (for pending())
 
     def __repr__(self) -> str:
         return f"ImapSession(mailbox={self.config.name!r}, uidvalidity={self.uidvalidity})"
@@ -318,7 +335,7 @@ class ImapSession:
                 raise self._auth_error(exc) from exc
 
     def _auth_error(self, exc: imaplib.IMAP4.error) -> SourceError:
-        server = scrub(str(exc), self._secrets)
+        server = scrub(server_text(exc), self._secrets)
         how = "token" if self.config.auth == "oauth2" else "user name or password"
         return SourceError(
             f"authentication as {self.config.login!r} failed at {self.config.host}:{self.config.effective_port}: "
@@ -334,7 +351,7 @@ class ImapSession:
             if typ != "OK":
                 names = self.list_folders()
                 raise SourceError(
-                    f"cannot select folder {folder!r}: {data[0]!r}; folders on the server: {', '.join(names)}",
+                    f"cannot select folder {folder!r}: {server_text(data)}; folders on the server: {', '.join(names)}",
                     stage="folder",
                     mailbox=self.config.name,
                 )
@@ -379,7 +396,7 @@ class ImapSession:
     def _uid(self, *args: str) -> list[Any]:
         typ, data = self.client.uid(*args)
         if typ != "OK":
-            raise imaplib.IMAP4.error(f"UID {args[0]} answered {typ}: {data!r}")
+            raise imaplib.IMAP4.error(f"UID {args[0]} answered {typ}: {server_text(data)}")
         return data
 
     def search(self, *extra: str) -> list[int]:
@@ -395,6 +412,20 @@ class ImapSession:
         with self._guard("fetch", "UID SEARCH"):
             data = self._uid("SEARCH", *criteria)
         return sorted(int(x) for x in (data[0] or b"").split())
+
+    def pending(self) -> int:
+        """Messages still waiting to be processed, as of the last :meth:`fetch`'s ``UID SEARCH``.
+
+        No server round trip (so it never delays IDLE): the candidates of the last search, less those
+        acknowledged, handed over and committed in this session, or reported committed by the ledger
+        (``skip``). Oversize messages left by ``oversize = "skip"`` (reported in ``oversized``) and
+        quarantined ones were never candidates. Mail that arrived after that search is not counted yet.
+        """
+        candidates = self._last_candidates
+        skip = self.skip
+        if skip is None:
+            return sum(1 for uid in candidates if uid not in self._committed)
+        return sum(1 for uid in candidates if uid not in self._committed and not skip(self._provenance(uid)))
 
     def _queue_committed_leftovers(self) -> None:
         r"""Queue for expunge the messages a killed earlier run flagged ``\Deleted`` but never expunged.
@@ -437,6 +468,7 @@ class ImapSession:
             candidates = self.search("SMALLER", str((self.config.max_message_size or 0) + 1))
         else:
             candidates = self.search()
+        self._last_candidates = candidates
         self._backlog = False
         for index, uid in enumerate(candidates):
             if self.skip is not None and self.skip(self._provenance(uid)):
@@ -447,7 +479,10 @@ class ImapSession:
                 self._backlog = index + 1 < len(candidates)
                 break
         if already:
-            self._acknowledge_uids(already)
+            self._committed.update(already)
+            keep = self._committed_truncated(already)
+            self._acknowledge_uids([uid for uid in already if uid not in keep])
+            self._keep_uids(sorted(keep))
             self.acknowledged_skipped += len(already)
         if not selected:
             return
@@ -532,10 +567,11 @@ class ImapSession:
         header = self._fetch_bodies([uid], "HEADER").get(uid)
         if header is None:
             return None
-        note = (
-            f"This message was {size} bytes, over this mailbox's limit of {limit} bytes; only its headers were "
-            f"fetched. The original remains in the mailbox ({self.config.name}, UID {uid})."
-        )
+        if self._keywords_ok and not self.readonly:
+            # Marked before processing, so a lost acknowledgement still finds it truncated (kept, not deleted).
+            with self._guard("fetch", f"flag {TRUNCATED_KEYWORD}"):
+                self._uid("STORE", str(uid), "+FLAGS.SILENT", f"({TRUNCATED_KEYWORD})")
+        note = self._truncation_note(uid, size, limit)
         return RawItem(
             data=headers_only_message(header, note, size),
             provenance=prov,
@@ -545,6 +581,58 @@ class ImapSession:
             note=note,
         )
 
+    def _truncation_note(self, uid: int, size: int, limit: int) -> str:
+        cfg = self.config
+        head = (
+            f"This message was {size} bytes, over this mailbox's limit of {limit} bytes; only its headers were "
+            "fetched. "
+        )
+        if cfg.after_action == "seen":
+            return head + (
+                f"The original remains on the server in folder {cfg.folder!r} of mailbox {cfg.name} (UID {uid})."
+            )
+        return head + (
+            f"The original is kept on the server, not deleted: it moves from folder {cfg.folder!r} (UID {uid}) to "
+            f"folder {cfg.quarantine_folder!r} of mailbox {cfg.name} (or, where that folder cannot be used, stays "
+            f"in {cfg.folder!r} flagged {QUARANTINE_KEYWORD})."
+        )
+
+    def _committed_truncated(self, uids: list[int]) -> set[int]:
+        """Which of these committed UIDs were ingested truncated (keyword, or size over the headers limit)."""
+        limit = self.config.max_message_size
+        if self.config.oversize != "headers" or limit is None:
+            criteria: tuple[str, ...] = ("KEYWORD", TRUNCATED_KEYWORD)
+        else:
+            criteria = ("OR", "KEYWORD", TRUNCATED_KEYWORD, "LARGER", str(limit))
+        found: set[int] = set()
+        with self._guard("fetch", "UID SEARCH (truncated)"):
+            for chunk in _chunks(uids):
+                data = self._uid("SEARCH", "UID", uid_set(chunk), *criteria)
+                found.update(int(x) for x in (data[0] or b"").split())
+        return found & set(uids)
+
+    def _keep_uids(self, uids: list[int]) -> None:
+        r"""Acknowledge truncated items without losing the original (see the module docstring)."""
+        if not uids:
+            return
+        cfg = self.config
+        with self._guard("ack", "keep a truncated message"):
+            if cfg.after_action == "seen":
+                self._uid("STORE", uid_set(uids), "+FLAGS.SILENT", "(\\Seen)")
+                return
+            try:
+                self._move(uids, cfg.quarantine_folder)
+            except imaplib.IMAP4.error:
+                log.warning(
+                    "mailbox %s: cannot move truncated UIDs %s to %r; flagging them",
+                    cfg.name,
+                    uid_set(uids),
+                    cfg.quarantine_folder,
+                )
+                self._uid("STORE", uid_set(uids), "+FLAGS.SILENT", f"(\\Seen {QUARANTINE_KEYWORD})")
+                return
+        log.info("mailbox %s: truncated UIDs %s kept in %r", cfg.name, uid_set(uids), cfg.quarantine_folder)
+
     # --- acknowledgement ------------------------------------------------------------------------------
 
     def acknowledge(self, item: RawItem) -> None:
@@ -552,11 +640,17 @@ class ImapSession:
 
         Acknowledgements are queued and sent as one ``UID STORE``/``UID MOVE`` with a UID set every
         ``ack_batch`` items, before IDLE and when the session ends (also when it ends with an exception).
+        A truncated item is kept instead, at once (see the module docstring): never deleted or moved away.
         Deferring is safe because the item is already committed: a crash loses at most the pending
         acknowledgements, and the ledger turns their redelivery into ``duplicate`` outcomes that are
         acknowledged then. Errors of a deferred batch surface from the call that sends it (stage ``ack``).
         """
-        self._pending_ack.append(self._uid_of(item))
+        uid = self._uid_of(item)
+        self._committed.add(uid)
+        if item.truncated:
+            self._keep_uids([uid])
+            return
+        self._pending_ack.append(uid)
         if len(self._pending_ack) >= self.ack_batch:
             self._send_acks()
 
@@ -595,7 +689,7 @@ class ImapSession:
             return
         typ, data = self.client.create(_quote(folder))
         if typ != "OK" and b"ALREADYEXISTS" not in (data[0] or b"").upper() and folder not in self.list_folders():
-            raise imaplib.IMAP4.error(f"cannot create folder {folder!r}: {data!r}")
+            raise imaplib.IMAP4.error(f"cannot create folder {folder!r}: {server_text(data)}")
         self._created.add(folder)
 
     def _move(self, uids: list[int], folder: str) -> None:
@@ -618,7 +712,7 @@ class ImapSession:
         else:  # RFC 3501 EXPUNGE also removes other \Deleted messages of the folder
             typ, data = self.client.expunge()
             if typ != "OK":
-                raise imaplib.IMAP4.error(f"EXPUNGE answered {typ}: {data!r}")
+                raise imaplib.IMAP4.error(f"EXPUNGE answered {typ}: {server_text(data)}")
 
     def flush(self) -> None:
         """Send queued acknowledgements and expunge messages acknowledged with ``delete``."""
@@ -692,7 +786,7 @@ class ImapSession:
                             mailbox.consume_until_tagged_response(self._idle_tag)
                             lines = []
                     except UnexpectedCommandStatusError as exc:
-                        raise imaplib.IMAP4.error(f"IDLE failed: {exc}") from exc
+                        raise imaplib.IMAP4.error(f"IDLE failed: {server_text(exc)}") from exc
                 changed = any(b"EXISTS" in x for x in lines)
                 if self._take_new_mail() or changed:
                     return True
@@ -709,7 +803,7 @@ class ImapSession:
                 return not news
             if client.tagged_commands.get(self._idle_tag):
                 typ, data = client.tagged_commands.pop(self._idle_tag)
-                raise imaplib.IMAP4.error(f"IDLE refused: {typ} {data!r}")
+                raise imaplib.IMAP4.error(f"IDLE refused: {typ} {server_text(data)}")
             if b"EXISTS" in resp:
                 news = True
 

@@ -46,7 +46,7 @@ from typing import Any, Literal, TypeVar
 
 from ticketmail.errors import ConfigError, SourceError
 from ticketmail.model import Provenance
-from ticketmail.sources.base import OversizeNotice, RawItem, SkipCallback
+from ticketmail.sources.base import OversizeNotice, RawItem, SkipCallback, headers_only_message
 
 __all__ = ["LocalFolderSource", "MaildirSession", "MaildirSource", "RetryCounter", "read_headers"]
 
@@ -334,8 +334,18 @@ class MaildirSession:
                         self.oversized.append(OversizeNotice(provenance=provenance, size=size, limit=limit))
                         return None
                     head = read_headers(fh)
-                    note = f"message of {size} bytes exceeds the {limit}-byte limit; headers only"
-                    return RawItem(data=head, provenance=provenance, size=size, truncated=True, note=note)
+                    note = (
+                        f"This message was {size} bytes, over this mailbox's limit of {limit} bytes; only its "
+                        "headers were read. "
+                        + (
+                            f"The original stays in the Maildir of mailbox {src.name}, marked seen ({path.name})."
+                            if src.after == "seen"
+                            else f"The original is kept, not deleted: it moves to the Maildir folder "
+                            f"{src.quarantine_folder!r} of mailbox {src.name} ({provenance.key})."
+                        )
+                    )
+                    data = headers_only_message(head, note, size)  # the ticket says what was left out and where
+                    return RawItem(data=data, provenance=provenance, size=size, truncated=True, note=note)
                 data = fh.read()
         except FileNotFoundError:
             return None  # taken by someone else meanwhile
@@ -374,7 +384,11 @@ class MaildirSession:
         _u, flags = _split_name(path.name)
         seen_flags = "".join(sorted(set(flags) | {"S"}))
         try:
-            if src.after == "delete":
+            if src.after != "seen" and self._truncated(path):
+                # Ingested headers-only: the file is the only full copy, never deleted or moved as processed.
+                target = self._ensure_folder(src.quarantine_folder)
+                os.rename(path, target / "cur" / f"{unique}:2,{seen_flags}")
+            elif src.after == "delete":
                 path.unlink()
             elif src.after == "seen":
                 os.rename(path, src.path / "cur" / f"{unique}:2,{seen_flags}")
@@ -389,8 +403,18 @@ class MaildirSession:
             ) from exc
         src.retries.clear(unique)
 
+    def _truncated(self, path: Path) -> bool:
+        """Whether this message is ingested headers-only (``oversize = "headers"`` and over the limit)."""
+        src = self.source
+        if src.oversize != "headers" or src.max_message_size is None:
+            return False
+        try:
+            return path.stat().st_size > src.max_message_size
+        except FileNotFoundError:
+            return False
+
     def acknowledge(self, item: RawItem) -> None:
-        """Apply ``after`` to a committed item."""
+        """Apply ``after`` to a committed item (a truncated one moves to the quarantine folder instead)."""
         unique = item.provenance.key
         path = self._current(unique)
         if path is None:

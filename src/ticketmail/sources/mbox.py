@@ -52,7 +52,7 @@ from pathlib import Path
 
 from ticketmail.errors import SourceError
 from ticketmail.model import Provenance
-from ticketmail.sources.base import OversizeNotice, RawItem, SkipCallback
+from ticketmail.sources.base import OversizeNotice, RawItem, SkipCallback, headers_only_message
 from ticketmail.sources.maildir import LocalFolderSource, RetryCounter
 
 __all__ = ["MboxSession", "MboxSource", "mbox_key"]
@@ -196,6 +196,7 @@ class MboxSession:
         # provenance key -> mailbox key. typeshed types mbox keys as str; at run time they are ints, and they must
         # be passed back unchanged (never str()-ed): the stdlib looks them up in a dict.
         self._keys: dict[str, str] = {}
+        self._sizes: dict[str, int] = {}  # message sizes by provenance key (truncated items are kept)
         self._moves: dict[str, list[bytes]] = {}  # sibling folder -> messages (with From_ lines) to append
         self._drop: set[str] = set()  # mailbox keys to remove at the rewrite
         self._seen: set[str] = set()  # mailbox keys to mark ``Status: RO`` at the rewrite
@@ -243,6 +244,7 @@ class MboxSession:
                 return
             provenance = Provenance(mailbox=src.name, kind="mbox", key=pkey)
             self._keys[pkey] = key
+            self._sizes[pkey] = len(data)
             if src.skip is not None and src.skip(provenance):
                 self._ack_key(pkey)
                 continue
@@ -252,9 +254,19 @@ class MboxSession:
                     self.oversized.append(OversizeNotice(provenance=provenance, size=size, limit=src.max_message_size))
                     continue
                 head = data.partition(b"\n\n")[0] + b"\n\n"
-                note = f"message of {size} bytes exceeds the {src.max_message_size}-byte limit; headers only"
+                note = (
+                    f"This message was {size} bytes, over this mailbox's limit of {src.max_message_size} bytes; "
+                    "only its headers were read. "
+                    + (
+                        f"The original stays in the mbox file of mailbox {src.name}."
+                        if src.after == "seen"
+                        else f"The original is kept, not deleted: it moves to the mbox folder "
+                        f"{src.quarantine_folder!r} of mailbox {src.name}."
+                    )
+                )
                 count += 1
-                yield RawItem(data=head, provenance=provenance, size=size, truncated=True, note=note)
+                data = headers_only_message(head, note, size)  # the ticket says what was left out and where
+                yield RawItem(data=data, provenance=provenance, size=size, truncated=True, note=note)
                 continue
             count += 1
             yield RawItem(data=data, provenance=provenance, size=size)
@@ -271,10 +283,14 @@ class MboxSession:
         key = self._keys.get(pkey)
         if key is None:
             return
+        limit = src.max_message_size
+        truncated = src.oversize == "headers" and limit is not None and self._sizes.get(pkey, 0) > limit
         if src.after == "seen":
             self._seen.add(key)
         else:
-            if src.after == "move":
+            if truncated:  # ingested headers-only: the only full copy goes to the quarantine, never away
+                self._moves.setdefault(src.quarantine_folder, []).append(self._from_bytes(key))
+            elif src.after == "move":
                 self._moves.setdefault(src.move_folder or "Processed", []).append(self._from_bytes(key))
             self._drop.add(key)
         src.retries.clear(pkey)

@@ -6,13 +6,22 @@ its exit status what to do with the mail, using the BSD ``sysexits.h`` codes:
 ======  ==============  ==================================================  ==============================
 status  name            when ticketmail returns it                          what the MTA does
 ======  ==============  ==================================================  ==============================
-0       EX_OK           stored (new ticket or reply), or deliberately       delivered, done
-                        ignored (filter, auto-reply, duplicate/redelivery)
-65      EX_DATAERR      unusable input: empty, not a message, too large,    bounces it to the sender
-                        malformed beyond recovery, no sender at all
-77      EX_NOPERM       refused by policy (a rule rejected it)              bounces it to the sender
+0       EX_OK           stored (new ticket or reply); deliberately          delivered, done
+                        ignored or dropped (filter, spam, auto-reply,
+                        duplicate/redelivery); refused by policy (a rule,
+                        the unknown-sender policy, no usable sender) or
+                        unparseable, both kept with their raw bytes in the
+                        quarantine
+65      EX_DATAERR      nothing that could be kept: empty input, no         bounces it to the sender
+                        header lines at all, over ``--max-size``
 75      EX_TEMPFAIL     backend unavailable, or any unexpected failure      keeps it queued, retries later
 ======  ==============  ==================================================  ==============================
+
+Why policy refusals exit 0, not 77 (``EX_NOPERM``): the MTA would bounce the mail to its envelope sender,
+which nobody verified. Spam and phishing forge it, so a bounce is backscatter to an innocent third party.
+A refused message is recorded in the audit log with its reasons and its raw bytes are kept in the quarantine
+(same transaction), where an operator can review it. :data:`EX_NOPERM` stays defined for callers that map
+outcomes themselves; :func:`exit_code_for` never returns it.
 
 Why 75 for anything unexpected: a bounce loses the message for the helpdesk, a deferral never does (the
 MTA retries for days, typically 5). Redelivery after a crash that happened *after* the commit is harmless:
@@ -66,17 +75,12 @@ class PipeResult:
 
 
 def exit_code_for(outcome: Outcome) -> int:
-    """The sysexits status for a pipeline outcome (see the module table)."""
-    if outcome.action in ("created", "appended", "ignored", "duplicate"):
+    """The sysexits status for a pipeline outcome (see the module table): never a bounce for what was kept."""
+    if outcome.action in ("created", "appended", "ignored", "duplicate", "rejected"):
+        return EX_OK  # rejected mail is in the quarantine with its raw bytes: never bounce (backscatter)
+    if isinstance(outcome.error, (InputError, PolicyRejectedError)):
+        # Quarantined with its raw bytes; a retry by the MTA would fail the same way.
         return EX_OK
-    if any(reason.code == "identity.missing" for reason in outcome.reasons):
-        # Refused because nothing in it names a sender: the bytes are not a usable message (random data,
-        # a truncated header block), which is a data error for the MTA rather than a policy decision.
-        return EX_DATAERR
-    if outcome.action == "rejected" or isinstance(outcome.error, PolicyRejectedError):
-        return EX_NOPERM
-    if isinstance(outcome.error, InputError):
-        return EX_DATAERR
     return EX_TEMPFAIL
 
 
@@ -117,7 +121,10 @@ def deliver(
         return PipeResult(EX_TEMPFAIL, f"unexpected {type(exc).__name__}; the MTA should retry")
     code = exit_code_for(outcome)
     ticket = f" ticket {outcome.ticket}" if outcome.ticket else ""
-    if code == EX_OK:
+    if code == EX_OK and outcome.action in ("rejected", "failed"):
+        why = f": {outcome.error.message} [{outcome.error.code}]" if outcome.error else ""
+        message = f"{outcome.action}, kept in the quarantine{why}"
+    elif code == EX_OK:
         message = f"{outcome.action}{ticket}"
     else:
         why = f": {outcome.error.message} [{outcome.error.code}]" if outcome.error else ""

@@ -795,7 +795,8 @@ def source_for(
         from ticketmail.sources.maildir import RetryCounter
 
         retries = RetryCounter(Path(state_dir) / f"retries-{config.name}.json" if state_dir is not None else None)
-        return cast(Source, pop3.Pop3Source(config, skip=skip, retries=retries))
+        keep = RetryCounter(Path(state_dir) / f"kept-{config.name}.json" if state_dir is not None else None)
+        return cast(Source, pop3.Pop3Source(config, skip=skip, retries=retries, keep=keep))
     raise ConfigError(f"mailbox {getattr(config, 'name', '?')!r}: unknown protocol {protocol!r}", field="protocol")
 
 

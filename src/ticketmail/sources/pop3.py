@@ -7,7 +7,10 @@ POP3 (RFC 1939) has no flags and no folders, so the contract maps as follows:
 * ``fetch`` lists ``UIDL`` and ``LIST`` (sizes) once, then ``RETR`` per message (POP3 has no bulk retrieval;
   pipelining, RFC 2449, is not used because poplib reads strictly request/response). Messages larger than
   ``max_message_size`` are never downloaded whole: ``skip`` leaves them (an ``OversizeNotice``);
-  ``headers`` fetches ``TOP n 0`` (headers only) and yields a truncated item with a note.
+  ``headers`` fetches ``TOP n 0`` (headers only) and yields a truncated item with a note. A truncated item is
+  never deleted, whatever ``after`` says: the original on the server is its only full copy. Its UIDL is
+  remembered in the ``kept`` store (persisted in the poller's state directory) before it is processed, so a
+  lost acknowledgement cannot turn into a ``DELE`` either; such messages stay on the server for the operator.
 * ``acknowledge``: with ``after = "delete"`` sends ``DELE``. The server applies deletions only when the session
   ends with ``QUIT`` (RFC 1939 section 6, UPDATE state), so a crash before ``QUIT`` leaves every message in
   place and the processed-message ledger turns the refetch into a duplicate. With ``after = "seen"`` the
@@ -33,7 +36,14 @@ from typing import Any
 
 from ticketmail.errors import SourceError
 from ticketmail.model import Provenance
-from ticketmail.sources._net import classify_tls_error, make_ssl_context, open_socket, scrub, translate
+from ticketmail.sources._net import (
+    classify_tls_error,
+    make_ssl_context,
+    open_socket,
+    scrub,
+    server_text,
+    translate,
+)
 from ticketmail.sources.base import OversizeNotice, RawItem, SkipCallback, headers_only_message
 from ticketmail.sources.config import MailboxConfig
 from ticketmail.sources.maildir import RetryCounter
@@ -61,11 +71,18 @@ class Pop3Source:
     Args:
         config: The mailbox (``protocol = "pop3"``).
         skip: ``skip(provenance) -> True`` for items already committed (``Pipeline.is_processed``); they are
-            not downloaded again (and are deleted when ``after = "delete"``).
+            not downloaded again (and are deleted when ``after = "delete"``, unless they were truncated).
+        retries: Failure counts per UIDL (persist them to add up across runs).
+        keep: UIDLs that must never be deleted (messages ingested headers-only); persist it like ``retries``.
     """
 
     def __init__(
-        self, config: MailboxConfig, *, skip: SkipCallback | None = None, retries: RetryCounter | None = None
+        self,
+        config: MailboxConfig,
+        *,
+        skip: SkipCallback | None = None,
+        retries: RetryCounter | None = None,
+        keep: RetryCounter | None = None,
     ) -> None:
         if config.protocol != "pop3":
             raise ValueError(f"Pop3Source needs protocol 'pop3', got {config.protocol!r}")
@@ -73,6 +90,7 @@ class Pop3Source:
         self.name = config.name
         self.skip = skip
         self.retries = retries if retries is not None else RetryCounter()
+        self.keep = keep if keep is not None else RetryCounter()
         self.quarantined: set[str] = set()
         self.kept: set[str] = set()
 
@@ -184,7 +202,7 @@ class Pop3Session:
             if cfg.auth == "oauth2":
                 cfg.token_refused()  # the built-in OAuth2 lifecycle fetches a new token next time
             how = "token" if cfg.auth == "oauth2" else "user name or password"
-            server = scrub(str(exc.__cause__), self._secrets)
+            server = scrub(server_text(exc.__cause__), self._secrets)
             raise SourceError(
                 f"authentication as {user!r} failed at {cfg.host}:{cfg.effective_port}: check the {how} "
                 f"(server said: {server})",
@@ -242,11 +260,14 @@ class Pop3Session:
             if src.retries.get(uidl) >= self.config.max_retries:  # counted by an earlier run
                 src.quarantined.add(uidl)
                 continue
+            limit_size = self.config.max_message_size
             if self.skip_committed(prov):
                 self.acknowledged_skipped += 1
-                self._ack(uidl)
+                if self._must_keep(uidl, size):
+                    src.kept.add(uidl)
+                else:
+                    self._ack(uidl)
                 continue
-            limit_size = self.config.max_message_size
             if limit_size is not None and size > limit_size:
                 item = self._oversize(number, prov, size, limit_size)
                 if item is None:
@@ -258,6 +279,26 @@ class Pop3Session:
                 item = RawItem(data=data, provenance=prov, size=size)
             yielded += 1
             yield item
+
+    def pending(self) -> int:
+        """Messages still waiting to be processed: what the next :meth:`fetch` would download.
+
+        One ``UIDL``/``LIST`` (messages deleted in this session are no longer listed); not counted: items
+        the ledger (``skip``) reports as committed, messages kept on the server (truncated, or kept with
+        ``after = "seen"``), ones that reached ``max_retries``, and oversize ones under ``oversize = "skip"``.
+        """
+        src = self.source
+        limit = self.config.max_message_size
+        waiting = 0
+        for _number, uidl, size in self.listing():
+            if uidl in src.quarantined or uidl in src.kept or src.retries.get(uidl) >= self.config.max_retries:
+                continue
+            if limit is not None and size > limit and self.config.oversize == "skip":
+                continue
+            if self.skip_committed(self._provenance(uidl)):
+                continue
+            waiting += 1
+        return waiting
 
     def skip_committed(self, provenance: Provenance) -> bool:
         """Whether the source's ``skip`` callable reports this item already committed."""
@@ -273,9 +314,12 @@ class Pop3Session:
         with self._guard("fetch", f"TOP {number} 0"):
             _, lines, _ = self.client.top(number, 0)
         header = b"\r\n".join(lines) + b"\r\n"
+        if not self.source.keep.get(prov.key):
+            self.source.keep.increment(prov.key)  # before processing: a lost acknowledgement must not delete it
         note = (
             f"This message was {size} bytes, over this mailbox's limit of {limit} bytes; only its headers were "
-            f"fetched. The original remains in the mailbox ({self.config.name}, UIDL {prov.key})."
+            f"fetched. The original remains on the server in mailbox {self.config.name} (UIDL {prov.key}); "
+            "it is not deleted."
         )
         return RawItem(
             data=headers_only_message(header, note, size), provenance=prov, size=size, truncated=True, note=note
@@ -294,9 +338,23 @@ class Pop3Session:
         return number
 
     def acknowledge(self, item: RawItem) -> None:
-        """``DELE`` (applied at ``QUIT``) for ``after = "delete"``; otherwise keep and remember the UIDL."""
+        """``DELE`` (applied at ``QUIT``) for ``after = "delete"``; otherwise keep and remember the UIDL.
+
+        A truncated item is never deleted: it is remembered as kept and stays on the server.
+        """
         self._number_of(item)
+        if item.truncated or self.source.keep.get(item.provenance.key):
+            self.source.kept.add(item.provenance.key)
+            self.source.retries.clear(item.provenance.key)
+            return
         self._ack(item.provenance.key)
+
+    def _must_keep(self, uidl: str, size: int) -> bool:
+        """Whether a committed message was ingested truncated (so its original must stay on the server)."""
+        if self.source.keep.get(uidl):
+            return True
+        limit = self.config.max_message_size
+        return self.config.oversize == "headers" and limit is not None and size > limit
 
     def _ack(self, uidl: str) -> None:
         if self.config.after_action == "delete":

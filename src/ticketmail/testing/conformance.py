@@ -16,7 +16,9 @@ contract written down in :mod:`ticketmail.backends.base`:
 * the ledger is idempotent for identical records and refuses conflicting ones;
 * attachments are stored once per sha256 and read back intact;
 * message ids are found inbound and outbound, with or without angle brackets;
-* merges refuse cycles and missing targets; numbers are unique; datetimes come back as aware UTC.
+* merges refuse cycles and missing targets; numbers are unique; datetimes come back as aware UTC;
+* custom field values round-trip as the same JSON types (a number stays a number, a boolean a boolean, a
+  choice ``{"key", "label"}``, datetimes ISO 8601 text with offset), in order, through every reader.
 
 :meth:`BackendConformance.test_state_machine` then drives random sequences of units of work (new mails,
 replies by message id and by number, outbound ids, redeliveries, merges, status changes, participants,
@@ -58,7 +60,7 @@ from ticketmail.backends.base import (
 )
 from ticketmail.backends.memory import InMemoryBackend
 from ticketmail.errors import BackendError, TicketmailError
-from ticketmail.model import Address, Attachment, Provenance
+from ticketmail.model import Address, Attachment, Choice, Phone, Provenance
 from ticketmail.tokens import SigningKey, make_message_id
 
 __all__ = [
@@ -204,6 +206,15 @@ PNG = Attachment(
 PROV = Provenance("support", "imap", "7:42")
 
 
+def _typed(value: object) -> object:
+    """``value`` with every scalar paired with its exact type, so ``1 == 1.0 == True`` cannot hide a change."""
+    if isinstance(value, dict):
+        return {key: _typed(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return (type(value) is tuple, [_typed(item) for item in value])
+    return (type(value).__name__, value)
+
+
 def _new_ticket(number: str, requester: Address = ALICE, at: _dt.datetime = T0, **kw: Any) -> NewTicket:
     return NewTicket(number=number, subject=f"Subject of {number}", requester=requester, created=at, **kw)
 
@@ -281,6 +292,58 @@ class BackendConformance:
         assert backend.attachment("0" * 64) is None
         assert backend.get_ticket("nope") is None
         assert list(backend.entries("nope")) == []
+
+    def test_custom_fields_round_trip_typed(self, backend: Backend) -> None:
+        """Custom field values come back as the same JSON types, in order, from every reader."""
+        given: list[tuple[str, object]] = [
+            ("product", Choice("p2", "Scanner")),
+            ("budget", 12.5),
+            ("seats", 3),
+            ("big", 2**53 + 1),
+            ("urgent", True),
+            ("paid", False),
+            ("ordered", _dt.datetime(2026, 3, 1, 9, 30, tzinfo=_dt.timezone(_dt.timedelta(hours=2)))),
+            ("naive", _dt.datetime(2026, 3, 1, 9, 30)),
+            ("due", _dt.date(2026, 4, 1)),
+            ("phone", Phone("3185558634", "123")),
+            ("colours", (Choice("r", "Red"), Choice("g", "Grün"))),
+            ("note", "12.5"),
+            ("empty", ""),
+            ("nothing", None),
+            ("nested", {"a": [1, 2.0, "x", None, {"b": False}]}),
+        ]
+        expected: tuple[tuple[str, object], ...] = (
+            ("product", {"key": "p2", "label": "Scanner"}),
+            ("budget", 12.5),
+            ("seats", 3),
+            ("big", 2**53 + 1),
+            ("urgent", True),
+            ("paid", False),
+            ("ordered", "2026-03-01T09:30:00+02:00"),
+            ("naive", "2026-03-01T09:30:00+00:00"),
+            ("due", "2026-04-01"),
+            ("phone", "3185558634X123"),
+            ("colours", [{"key": "r", "label": "Red"}, {"key": "g", "label": "Grün"}]),
+            ("note", "12.5"),
+            ("empty", ""),
+            ("nothing", None),
+            ("nested", {"a": [1, 2.0, "x", None, {"b": False}]}),
+        )
+        with backend.unit_of_work() as uow:
+            created = uow.create_ticket(_new_ticket("TYPED001", custom_fields=tuple(given)))
+            inside = uow.ticket_by_number("TYPED001")
+        outside = backend.get_ticket("TYPED001")
+        (listed,) = [t for t in backend.list_tickets() if t.number == "TYPED001"]
+        for ticket in (created, inside, outside, listed):
+            assert ticket is not None
+            assert _typed(ticket.custom_fields) == _typed(expected)
+        assert outside is not None and outside.custom("urgent") is True and outside.custom("missing", 7) == 7
+
+    def test_custom_fields_refuse_unstorable_values(self, backend: Backend) -> None:
+        """Values with no JSON form are refused before they reach the backend."""
+        for bad in (float("nan"), float("inf"), b"bytes", {1: "x"}, object()):
+            with pytest.raises(TicketmailError):
+                _new_ticket("BAD00001", custom_fields=(("x", bad),))
 
     def test_reads_see_own_writes(self, backend: Backend) -> None:
         """Inside a unit, lookups see the unit's earlier writes."""
