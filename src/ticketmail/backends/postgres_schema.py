@@ -235,6 +235,21 @@ MIGRATIONS: tuple[PgMigration, ...] = (
             "CREATE SEQUENCE lease_tokens",
         ),
     ),
+    PgMigration(
+        3,
+        "API keys for the HTTP API (digests only), shared by every server process",
+        (
+            """CREATE TABLE api_keys (
+                key_id TEXT PRIMARY KEY,
+                digest TEXT NOT NULL,
+                networks TEXT NOT NULL,
+                permissions TEXT NOT NULL,
+                active BOOLEAN NOT NULL DEFAULT true,
+                name TEXT NOT NULL DEFAULT '',
+                created TIMESTAMPTZ NOT NULL
+            )""",
+        ),
+    ),
 )
 """Every schema step, oldest first. ``MIGRATIONS[-1].version`` is the version this code writes."""
 
