@@ -45,7 +45,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
@@ -91,6 +91,9 @@ from ticketmail.backends.postgres_schema import (
 )
 from ticketmail.errors import BackendError, InvalidValueError, TicketmailError
 from ticketmail.model import Address, Provenance
+
+if TYPE_CHECKING:
+    from ticketmail.backends.postgres_leases import LeaseManager
 
 __all__ = [
     "MIGRATIONS",
@@ -1024,6 +1027,17 @@ class PostgresBackend(BaseBackend):
             )
             for row in rows
         ]
+
+    def lease_manager(
+        self, mailboxes: Sequence[str], *, ttl: float | None = None, fair_share: bool = True
+    ) -> LeaseManager:
+        """Mailbox leases for a fetch worker sharing ``mailboxes`` with workers on other machines.
+
+        See :mod:`ticketmail.backends.postgres_leases`; ``ttl`` defaults to ``DEFAULT_LEASE_TTL`` (30 s).
+        """
+        from ticketmail.backends.postgres_leases import DEFAULT_LEASE_TTL, LeaseManager
+
+        return LeaseManager(self, mailboxes, ttl=DEFAULT_LEASE_TTL if ttl is None else ttl, fair_share=fair_share)
 
     @contextmanager
     def connection(self) -> Iterator[psycopg.Connection[Any]]:

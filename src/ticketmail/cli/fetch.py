@@ -193,6 +193,15 @@ def _pipeline(db: str, rules_file: str | None) -> Pipeline:
     return Pipeline(open_backend(db), rules=rules)
 
 
+def _leases(pipeline: Pipeline, names: list[str], config: SourcesConfig, *, watch: bool) -> Any:
+    """Database leases when the backend has them (PostgreSQL: workers on several machines), else ``None``."""
+    make = getattr(pipeline.backend, "lease_manager", None)
+    if not callable(make):
+        return None  # SQLite: the local flock under the state directory
+    ttl = config.storage.get("lease_ttl")
+    return make(names, ttl=float(ttl) if isinstance(ttl, int | float) else None, fair_share=watch)
+
+
 def _close(pipeline: Pipeline) -> None:
     close = getattr(pipeline.backend, "close", None)
     if callable(close):
@@ -313,6 +322,7 @@ def _fetch(args: argparse.Namespace) -> int:
         _close(pipeline)
         return EXIT_USAGE
     write_lock = threading.Lock()
+    leases: Any = None
 
     def on_outcome(name: str, item: RawItem, outcome: Outcome) -> None:
         with write_lock:
@@ -330,8 +340,15 @@ def _fetch(args: argparse.Namespace) -> int:
             for m in mailboxes
         ]
         backoff = Backoff(base=settings["backoff_base"], cap=settings["backoff_cap"], jitter=settings["backoff_jitter"])
+        leases = _leases(pipeline, [t.name for t in targets], config, watch=args.watch)
         poller = Poller(
-            targets, pipeline, state=state, on_outcome=on_outcome, backoff=backoff, events=[_report_event(err)]
+            targets,
+            pipeline,
+            state=state,
+            on_outcome=on_outcome,
+            backoff=backoff,
+            events=[_report_event(err)],
+            lock_factory=None if leases is None else leases.lock,
         )
         if args.watch:
             print(f"ticketmail: watching {len(targets)} mailbox(es); SIGTERM or Ctrl-C stops", file=err)
@@ -347,6 +364,8 @@ def _fetch(args: argparse.Namespace) -> int:
         return EXIT_BACKEND if isinstance(exc, BackendError) else EXIT_USAGE
     finally:
         out.flush()
+        if leases is not None:
+            leases.close()
         _close(pipeline)
     for run in report.runs:
         print(f"ticketmail: {_summary(run)}", file=err)
