@@ -785,6 +785,7 @@ class PostgresBackend(BaseBackend):
         self._timeout = timeout
         self._closed = False
         self._local = threading.local()
+        self._last_used: dict[int, float] = {}
         self._synchronous_commit = synchronous_commit
         self._kwargs: dict[str, Any] = {
             "autocommit": True,
@@ -889,6 +890,10 @@ class PostgresBackend(BaseBackend):
                 conn.execute("ROLLBACK")
             except psycopg.Error:
                 conn.close()
+        if conn.closed:
+            self._last_used.pop(id(conn), None)
+        else:
+            self._last_used[id(conn)] = time.monotonic()
         self._pool.putconn(conn)
 
     @contextmanager
@@ -907,6 +912,8 @@ class PostgresBackend(BaseBackend):
         self._local.conn = conn
         try:
             with translate_all("run a unit of work"), conn.pipeline() as pipeline:
+                if conn.info.transaction_status == TransactionStatus.IDLE:
+                    conn.execute("BEGIN ISOLATION LEVEL READ COMMITTED")
                 uow.pipeline = pipeline
                 try:
                     yield uow
@@ -920,9 +927,15 @@ class PostgresBackend(BaseBackend):
             self._putconn(conn)
 
     def _begin(self) -> psycopg.Connection[Any]:
-        """A pooled connection inside ``BEGIN``; a connection the server dropped meanwhile is replaced once."""
+        """A pooled connection inside ``BEGIN``; a connection the server dropped meanwhile is replaced once.
+
+        A connection used within the last second starts its transaction in the unit's pipeline (no round
+        trip of its own); an older one is checked by a synchronous ``BEGIN`` first.
+        """
         for attempt in (1, 2):
             conn = self._getconn("begin a transaction")
+            if time.monotonic() - self._last_used.get(id(conn), 0.0) < 1.0:
+                return conn  # unit_of_work sends BEGIN inside the pipeline
             try:
                 conn.execute("BEGIN ISOLATION LEVEL READ COMMITTED")
             except psycopg.OperationalError as exc:
