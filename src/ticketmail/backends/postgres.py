@@ -258,6 +258,7 @@ class _PgUnitOfWork:
         self._replaying = False
         self.attempts = 1
         self.pipeline: psycopg.Pipeline | None = None
+        self._absent: set[str] = set()  # ledger keys this unit locked and found unrecorded
 
     # -- machinery --
 
@@ -323,6 +324,7 @@ class _PgUnitOfWork:
 
     def _replay(self) -> None:
         self._replaying = True
+        self._absent.clear()
         try:
             for call in self._log:
                 kwargs = dict(call.kwargs)
@@ -370,7 +372,9 @@ class _PgUnitOfWork:
                 "SELECT action, at, ticket, entry_id, message_id FROM ledger WHERE key = %s", (key,)
             ).fetchone()
         if row is None:
+            self._absent.add(key)  # locked and absent: nobody else can record it before this unit ends
             return None
+        self._absent.discard(key)
         return ProcessedRecord(key=key, action=row[0], at=row[1], ticket=row[2], entry_id=row[3], message_id=row[4])
 
     def ticket_by_number(self, number: str) -> Ticket | None:
@@ -418,6 +422,17 @@ class _PgUnitOfWork:
         self._call(self._record_processed, record)
 
     def _record_processed(self, record: ProcessedRecord) -> None:
+        if record.key in self._absent:
+            # This unit holds the key's advisory lock and saw no row: the insert cannot conflict, so it is
+            # sent without waiting for its result (an unexpected failure still fails the commit).
+            self._absent.discard(record.key)
+            with translate_errors("write the ledger"):
+                self._conn.execute(
+                    "INSERT INTO ledger (key, action, at, ticket, entry_id, message_id)"
+                    " VALUES (%s, %s, %s, %s, %s, %s)",
+                    (record.key, record.action, record.at, record.ticket, record.entry_id, record.message_id),
+                )
+            return
         with translate_errors("write the ledger"):
             cur = self._conn.execute(
                 "INSERT INTO ledger (key, action, at, ticket, entry_id, message_id) VALUES (%s, %s, %s, %s, %s, %s)"
@@ -502,11 +517,40 @@ class _PgUnitOfWork:
     def _append_entry(self, number: str, entry: NewEntry, entry_id: int | None = None) -> Entry:
         check_kind(entry.kind)
         conn = self._conn
-        tid = self._ticket_id(number, lock=True)
         message_id = normalize_message_id(entry.message_id) if entry.message_id is not None else None
         created = as_utc(entry.created)
         author = entry.author
         refs = tuple(AttachmentRef.from_attachment(a) for a in entry.attachments)
+        values = (
+            entry.kind,
+            None if author is None else author.email,
+            None if author is None else author.name,
+            entry.body,
+            entry.html,
+            created,
+            message_id,
+        )
+        with translate_errors("append an entry"):
+            # One statement (one round trip) locks and bumps the ticket and inserts the entry.
+            if entry_id is None:
+                row = conn.execute(
+                    "WITH t AS (UPDATE tickets SET entry_count = entry_count + 1, updated = GREATEST(updated, %s)"
+                    " WHERE number = %s RETURNING id)"
+                    " INSERT INTO entries (ticket_id, kind, author_email, author_name, body, html, created, message_id)"
+                    " SELECT t.id, %s, %s, %s, %s, %s, %s, %s FROM t RETURNING id, ticket_id",
+                    (created, number, *values),
+                ).fetchone()
+            else:  # a replay keeps the id the caller was given (identity values are never handed out twice)
+                row = conn.execute(
+                    "WITH t AS (UPDATE tickets SET entry_count = entry_count + 1, updated = GREATEST(updated, %s)"
+                    " WHERE number = %s RETURNING id)"
+                    " INSERT INTO entries (id, ticket_id, kind, author_email, author_name, body, html, created,"
+                    " message_id) SELECT %s, t.id, %s, %s, %s, %s, %s, %s, %s FROM t RETURNING id, ticket_id",
+                    (created, number, entry_id, *values),
+                ).fetchone()
+        if row is None:
+            raise TicketNotFoundError(f"no ticket with number {number!r}", field="number")
+        entry_id, tid = int(row[0]), int(row[1])
         with translate_errors("append an entry"):
             if entry.attachments:
                 with conn.cursor() as cur:
@@ -515,30 +559,6 @@ class _PgUnitOfWork:
                         " ON CONFLICT (sha256) DO NOTHING",
                         [(a.sha256, a.size, a.data) for a in entry.attachments],
                     )
-            values = (
-                tid,
-                entry.kind,
-                None if author is None else author.email,
-                None if author is None else author.name,
-                entry.body,
-                entry.html,
-                created,
-                message_id,
-            )
-            if entry_id is None:
-                row = conn.execute(
-                    "INSERT INTO entries (ticket_id, kind, author_email, author_name, body, html, created, message_id)"
-                    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",
-                    values,
-                ).fetchone()
-                assert row is not None  # noqa: S101  (INSERT ... RETURNING always returns the row)
-                entry_id = int(row[0])
-            else:  # a replay keeps the id the caller was given (identity values are never handed out twice)
-                conn.execute(
-                    "INSERT INTO entries (id, ticket_id, kind, author_email, author_name, body, html, created,"
-                    " message_id) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                    (entry_id, *values),
-                )
             if refs:
                 with conn.cursor() as cur:
                     cur.executemany(
@@ -549,10 +569,6 @@ class _PgUnitOfWork:
                             for i, r in enumerate(refs)
                         ],
                     )
-            conn.execute(
-                "UPDATE tickets SET entry_count = entry_count + 1, updated = GREATEST(updated, %s) WHERE id = %s",
-                (created, tid),
-            )
             if message_id:
                 self._record_mid(tid, message_id, "inbound")
         return Entry(
