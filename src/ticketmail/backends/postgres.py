@@ -231,6 +231,19 @@ def _entry_from_row(number: str, row: Sequence[Any]) -> Entry:
     )
 
 
+def _quarantine_record(row: Sequence[Any]) -> QuarantineRecord:
+    """A `quarantine` row (id, at, raw, reason_code, reason, mailbox, kind, key, attempts) as a record."""
+    return QuarantineRecord(
+        at=row[1],
+        raw=bytes(row[2]),
+        reason_code=row[3],
+        reason=row[4],
+        provenance=None if row[5] is None else Provenance(row[5], row[6], row[7]),
+        id=row[0],
+        attempts=row[8],
+    )
+
+
 # --- the unit of work -------------------------------------------------------------------------------------------
 
 
@@ -644,7 +657,8 @@ class _PgUnitOfWork:
         with translate_errors("write the audit log"):
             self._conn.execute(
                 "INSERT INTO audit (at, action, message_id, prov_mailbox, prov_kind, prov_key, ticket, entry_id,"
-                " reasons) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                " reasons, origin, sender, subject, headers)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
                 (
                     record.at,
                     record.action,
@@ -655,8 +669,25 @@ class _PgUnitOfWork:
                     record.ticket,
                     record.entry_id,
                     json.dumps([list(r) for r in record.reasons], ensure_ascii=False),
+                    record.origin,
+                    record.sender,
+                    record.subject,
+                    json.dumps([list(h) for h in record.headers], ensure_ascii=False) if record.headers else None,
                 ),
             )
+
+    def remove_quarantined(self, quarantine_id: int) -> QuarantineRecord | None:
+        """Delete quarantine row `quarantine_id` and return it, or `None` when there is no such row."""
+        return self._call(self._remove_quarantined, quarantine_id)  # type: ignore[no-any-return]
+
+    def _remove_quarantined(self, quarantine_id: int) -> QuarantineRecord | None:
+        with translate_errors("remove a quarantined message"):
+            row = self._conn.execute(
+                "DELETE FROM quarantine WHERE id = %s"
+                " RETURNING id, at, raw, reason_code, reason, prov_mailbox, prov_kind, prov_key, attempts",
+                (quarantine_id,),
+            ).fetchone()
+        return None if row is None else _quarantine_record(row)
 
     def quarantine(self, record: QuarantineRecord) -> int:
         """Keep a failed message once per (provenance, bytes); return its id."""
@@ -1019,8 +1050,8 @@ class PostgresBackend(BaseBackend):
         while True:
             with self._read("read the audit log") as conn:
                 rows = conn.execute(
-                    "SELECT id, at, action, message_id, prov_mailbox, prov_kind, prov_key, ticket, entry_id, reasons"
-                    " FROM audit WHERE id > %s ORDER BY id LIMIT %s",
+                    "SELECT id, at, action, message_id, prov_mailbox, prov_kind, prov_key, ticket, entry_id, reasons,"
+                    " origin, sender, subject, headers FROM audit WHERE id > %s ORDER BY id LIMIT %s",
                     (last, _PAGE),
                 ).fetchall()
             for row in rows:
@@ -1032,6 +1063,11 @@ class PostgresBackend(BaseBackend):
                     ticket=row[7],
                     reasons=tuple((r[0], r[1], r[2]) for r in json.loads(row[9])),
                     entry_id=row[8],
+                    id=row[0],
+                    origin=row[10],
+                    sender=row[11],
+                    subject=row[12],
+                    headers=tuple((h[0], h[1]) for h in json.loads(row[13])) if row[13] else (),
                 )
             if len(rows) < _PAGE:
                 return
@@ -1044,18 +1080,7 @@ class PostgresBackend(BaseBackend):
                 "SELECT id, at, raw, reason_code, reason, prov_mailbox, prov_kind, prov_key, attempts"
                 " FROM quarantine ORDER BY id"
             ).fetchall()
-        return [
-            QuarantineRecord(
-                at=row[1],
-                raw=bytes(row[2]),
-                reason_code=row[3],
-                reason=row[4],
-                provenance=None if row[5] is None else Provenance(row[5], row[6], row[7]),
-                id=row[0],
-                attempts=row[8],
-            )
-            for row in rows
-        ]
+        return [_quarantine_record(row) for row in rows]
 
     def lease_manager(
         self, mailboxes: Sequence[str], *, ttl: float | None = None, fair_share: bool = True

@@ -79,6 +79,7 @@ class BackendSetupError(BackendError):
 
     code = "backend_setup"
     status = 500
+    retryable = False
 
 
 @attrs.frozen
@@ -197,8 +198,14 @@ MIGRATIONS: tuple[PgMigration, ...] = (
                 prov_key TEXT,
                 ticket TEXT,
                 entry_id BIGINT,
-                reasons TEXT NOT NULL
+                reasons TEXT NOT NULL,
+                origin TEXT,
+                sender TEXT,
+                subject TEXT,
+                headers TEXT
             )""",
+            "CREATE INDEX audit_ticket ON audit (ticket)",
+            "CREATE INDEX audit_message_id ON audit (message_id)",
             f"""CREATE TABLE quarantine (
                 id {_ID},
                 at TIMESTAMPTZ NOT NULL,

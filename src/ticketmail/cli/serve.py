@@ -54,8 +54,31 @@ def _cron(args: argparse.Namespace, pipeline: Any) -> Callable[[], object]:
         target_for(m, skip=pipeline.is_processed, state_dir=state, time_budget=CRON_TIME_BUDGET)
         for m in config.mailboxes
     ]
-    poller = Poller(targets, pipeline, state=state)
+    make_leases = getattr(pipeline.backend, "lease_manager", None)  # PostgreSQL: leases shared by every process
+    leases = make_leases([t.name for t in targets], fair_share=False) if callable(make_leases) else None
+    poller = Poller(targets, pipeline, state=state, lock_factory=None if leases is None else leases.lock)
     return poller.poll_once
+
+
+def _with_status_page(args: argparse.Namespace, handler: ApiHandler, backend: Any, keys: Any) -> Any:
+    """`/status` and `/status.json` in front of the API, reading the health `fetch` writes for this database."""
+    from ticketmail.api.status import StatusPage
+    from ticketmail.backends.url import local_state_dir
+    from ticketmail.sources.health import read_health
+
+    names: list[str] = []
+    state = local_state_dir(args.db)
+    if args.config:
+        from ticketmail.sources.config import load_config
+
+        config = load_config(args.config)
+        names = [m.name for m in config.mailboxes]
+        configured = config.storage.get("state_dir")
+        if isinstance(configured, str) and configured:
+            base = Path(config.path).resolve().parent if config.path else Path.cwd()
+            state = base / configured
+    health_file = state / "health.json"
+    return StatusPage(handler, backend=backend, keys=keys, health=lambda: read_health(health_file), mailboxes=names)
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
@@ -78,6 +101,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         if args.config:
             cron = _cron(args, pipeline)
         handler = ApiHandler(pipeline, keys, cron=cron, max_body=args.max_body)
+        app = _with_status_page(args, handler, backend, keys)
     except TicketmailError as exc:
         return _fail(exc)
 
@@ -91,7 +115,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         print(f"ticketmail: serving the ticket API on http://{host}:{port}/api/ (Ctrl-C to stop)", flush=True)
 
     try:
-        serve(handler, args.host, args.port, ready=ready)
+        serve(app, args.host, args.port, ready=ready)
     except KeyboardInterrupt:
         pass
     except OSError as exc:
