@@ -267,6 +267,15 @@ _RETRYABLE = frozenset({"40001", "40P01"})  # serialization_failure, deadlock_de
 _UNAVAILABLE_CLASSES = ("08", "57", "53")  # connection exception, operator intervention, insufficient resources
 _SETUP_CLASSES = ("28", "42", "3D", "3F", "0A")  # auth, syntax/access/undefined, no database, no schema, unsupported
 _DATA_CLASS = "22"  # data exception (out of range, bad encoding, NUL)
+# libpq reports refusals while connecting without a SQLSTATE; these FATAL texts are not worth retrying.
+_SETUP_HINTS = (
+    "password authentication failed",
+    "no pg_hba.conf entry",
+    "does not exist",
+    "permission denied",
+    "password is required",
+    "certificate verify failed",
+)
 
 
 class RetryableError(Exception):
@@ -295,7 +304,7 @@ def classify(exc: psycopg.Error, action: str) -> BackendError | InvalidValueErro
     if state.startswith(_UNAVAILABLE_CLASSES) or isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
         if isinstance(exc, pg_errors.InsufficientPrivilege):  # pragma: no cover - class 42, handled above
             return BackendSetupError(message)
-        if not state and "password authentication failed" in detail:
+        if not state and any(hint in str(exc) for hint in _SETUP_HINTS):
             return BackendSetupError(message)
         return BackendUnavailableError(message)
     return BackendError(message)
