@@ -317,6 +317,15 @@ def main() -> int:
     tmp = tempfile.mkdtemp(prefix="bench-backends-")
     results: dict[str, Any] = {"messages_per_writer": n}
     print(f"{n} messages per writer; Python {sys.version.split()[0]}; {os.cpu_count()} CPUs")
+    with psycopg.connect(base, autocommit=True) as conn:  # what one network round trip costs on this host now
+        for _ in range(100):
+            conn.execute("SELECT 1").fetchone()
+        started = time.perf_counter()
+        for _ in range(1000):
+            conn.execute("SELECT 1").fetchone()
+        rtt_us = (time.perf_counter() - started) * 1000
+    results["postgres_round_trip_us"] = round(rtt_us, 1)
+    print(f"PostgreSQL round trip (SELECT 1): {rtt_us:.0f} us; load average {os.getloadavg()[0]:.1f}")
     try:
         rows = []
         for label, kind, target_of in (
