@@ -1093,6 +1093,13 @@ class PostgresBackend(BaseBackend):
 
         return LeaseManager(self, mailboxes, ttl=DEFAULT_LEASE_TTL if ttl is None else ttl, fair_share=fair_share)
 
+    def dedicated_connection(self, application_name: str = "ticketmail") -> psycopg.Connection[Any]:
+        """A new connection outside the pool (autocommit, ``search_path`` set); the caller closes it."""
+        with translate_all(f"connect to {redact_url(self._url)}"):
+            conn = psycopg.connect(self._url, **{**self._kwargs, "application_name": application_name})
+            self._configure(conn)
+        return conn
+
     @contextmanager
     def connection(self) -> Iterator[psycopg.Connection[Any]]:
         """A pooled connection (autocommit, ``search_path`` set to the schema) for tooling and leases."""

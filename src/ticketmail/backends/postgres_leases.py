@@ -35,7 +35,8 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from types import TracebackType
 from typing import Any
 
@@ -96,14 +97,15 @@ class MailboxLease:
         if not self._local.acquire(blocking=False):
             return False
         try:
-            if not self.manager.may_take_more():
-                self._local.release()
-                return False
             started = time.monotonic()
-            with self.manager.backend.connection() as conn, translate_all(f"take the lease on {self.mailbox!r}"):
-                row = conn.execute(
-                    _ACQUIRE, {"mailbox": self.mailbox, "holder": self.manager.worker, "ttl": self.manager.ttl}
-                ).fetchone()
+            row = None
+            with self.manager.connection() as conn, translate_all(f"take the lease on {self.mailbox!r}"):
+                if self.manager.fair_share:
+                    self.manager.update_share(conn)  # the share as of now, not as of the last heartbeat
+                if self.manager.may_take_more():
+                    row = conn.execute(
+                        _ACQUIRE, {"mailbox": self.mailbox, "holder": self.manager.worker, "ttl": self.manager.ttl}
+                    ).fetchone()
         except BaseException:
             self._local.release()
             raise
@@ -127,7 +129,7 @@ class MailboxLease:
         self.token = None
         self.manager.released(self)
         try:
-            with self.manager.backend.connection() as conn, translate_all(f"release the lease on {self.mailbox!r}"):
+            with self.manager.connection() as conn, translate_all(f"release the lease on {self.mailbox!r}"):
                 conn.execute(
                     "DELETE FROM leases WHERE mailbox = %s AND holder = %s AND token = %s",
                     (self.mailbox, self.manager.worker, token),
@@ -198,6 +200,8 @@ class LeaseManager:
         self._held: set[str] = set()
         self._share = len(self.mailboxes)
         self._guard = threading.Lock()
+        self._conn_lock = threading.Lock()
+        self._conn: psycopg.Connection[Any] | None = None
         self._stop = threading.Event()
         self._beat()  # register before the first acquire, so the share counts this worker
         self._thread = threading.Thread(target=self._run, name="ticketmail-lease-heartbeat", daemon=True)
@@ -205,6 +209,19 @@ class LeaseManager:
 
     def __repr__(self) -> str:
         return f"LeaseManager(worker={self.worker!r}, held={sorted(self._held)!r}, share={self._share})"
+
+    @contextmanager
+    def connection(self) -> Iterator[psycopg.Connection[Any]]:
+        """The manager's own connection (never waits for the backend's pool), reopened after a failure."""
+        with self._conn_lock:
+            if self._conn is None or self._conn.closed:
+                self._conn = self.backend.dedicated_connection("ticketmail-leases")
+            try:
+                yield self._conn
+            except BaseException:
+                if self._conn.closed or self._conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+                    self._conn.close()
+                raise
 
     def lock(self, mailbox: str) -> MailboxLease:
         """The lease object for ``mailbox`` (one per name; pass this method as the poller's lock factory)."""
@@ -255,7 +272,7 @@ class LeaseManager:
         started = time.monotonic()
         with self._guard:
             tokens = {name: lease.token for name, lease in self._leases.items() if lease.token is not None}
-        with self.backend.connection() as conn, translate_all("renew mailbox leases"):
+        with self.connection() as conn, translate_all("renew mailbox leases"):
             rows = self._renew(conn, tokens)
         renewed = {name for (name,) in rows}
         with self._guard:
@@ -293,12 +310,7 @@ class LeaseManager:
                 if tokens
                 else []
             )
-            live = [
-                w
-                for (w,) in conn.execute(
-                    "SELECT worker FROM workers WHERE expires > clock_timestamp() ORDER BY worker"
-                ).fetchall()
-            ]
+            self.update_share(conn)
             conn.execute(
                 "DELETE FROM workers WHERE expires < clock_timestamp() - make_interval(secs => %s)", (self.ttl * 10,)
             )
@@ -307,11 +319,22 @@ class LeaseManager:
             if not conn.closed:
                 conn.execute("ROLLBACK")
             raise
-        total = len(self.mailboxes)
-        count = max(1, len(live))
-        rank = live.index(self.worker) if self.worker in live else count - 1
-        self._share = total // count + (1 if rank < total % count else 0)
         return rows
+
+    def update_share(self, conn: psycopg.Connection[Any]) -> None:
+        """Recompute the fair share from the live workers (this one included)."""
+        live = [
+            w
+            for (w,) in conn.execute(
+                "SELECT worker FROM workers WHERE expires > clock_timestamp() ORDER BY worker"
+            ).fetchall()
+        ]
+        if self.worker not in live:
+            live.append(self.worker)
+            live.sort()
+        total = len(self.mailboxes)
+        rank = live.index(self.worker)
+        self._share = total // len(live) + (1 if rank < total % len(live) else 0)
 
     # -- shutdown --
 
@@ -328,10 +351,13 @@ class LeaseManager:
                 except Exception:
                     log.debug("could not release %s", lease.mailbox, exc_info=True)
         try:
-            with self.backend.connection() as conn, translate_all("unregister the worker"):
+            with self.connection() as conn, translate_all("unregister the worker"):
                 conn.execute("DELETE FROM workers WHERE worker = %s", (self.worker,))
         except BackendError as exc:
             log.warning("could not unregister worker %s: %s", self.worker, exc)
+        with self._conn_lock:
+            if self._conn is not None:
+                self._conn.close()
 
     def __enter__(self) -> LeaseManager:
         return self
