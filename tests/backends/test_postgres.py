@@ -65,7 +65,7 @@ def _close_recycled() -> Iterator[None]:
 
 
 class TestPostgresBackend(BackendConformance):
-    state_machine_settings = settings(max_examples=30, stateful_step_count=12, deadline=None)
+    state_machine_settings = settings(max_examples=20, stateful_step_count=12, deadline=None)
 
     @pytest.fixture(autouse=True)
     def _url(self, pg_url: str) -> None:
@@ -85,4 +85,4 @@ def _pipeline_backend() -> PostgresBackend:
 
 
 TestPostgresPipeline = pytest.mark.slow(pipeline_machine(_pipeline_backend, steps=30).TestCase)
-TestPostgresPipeline.settings = settings(max_examples=20, stateful_step_count=30, deadline=None)
+TestPostgresPipeline.settings = settings(max_examples=15, stateful_step_count=30, deadline=None)
