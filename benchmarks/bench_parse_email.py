@@ -219,5 +219,59 @@ def main() -> int:
     return 0 if speed_ok and ratio < 4 else 1
 
 
+# --- new_text cost: reply extraction (HTML quote marks, then the text rules) against a full parse_email ---
+
+
+def bench_new_text(count: int = 300, seed: int = 7, rounds: int = 3) -> float:
+    """Time `extract_reply` alone on the text and raw HTML of generated replies; print its share of parse time.
+
+    Replies from Gmail, Outlook and Apple (HTML marks and plain-text attributions) are generated here; the
+    raw HTML is taken with the stdlib outside the timing. Returns new_text time / parse_email time.
+    """
+    from ticketmail.parsing.htmlquote import extract_reply
+
+    rng = random.Random(seed)
+    raws: list[bytes] = []
+    for index in range(count):
+        body = "\n\n".join(_sentence(rng, rng.randint(6, 18)) for _ in range(rng.randint(1, 4)))
+        quoted = "\n".join("> " + _sentence(rng, 12) for _ in range(rng.randint(5, 60)))
+        style = index % 3
+        attribution = (
+            "On Mon, Jun 3, 2024 at 10:00 AM Desk <desk@example.com> wrote:",
+            "From: Desk <desk@example.com>\nSent: Monday, June 3, 2024 10:00 AM\nTo: You\nSubject: RE: x",
+            "Am 03.06.2024 um 10:00 schrieb Desk:",
+        )[style]
+        msg = EmailMessage()
+        msg["From"], msg["To"] = "Ann <ann@example.org>", "desk@example.com"
+        msg["Subject"] = f"Re: [#{index}] Printer"
+        msg.set_content(f"{body}\n\n{attribution}\n{quoted}\n")
+        mark = ('<div class="gmail_quote">', '<div id="divRplyFwdMsg">', '<blockquote type="cite">')[style]
+        html_quote = "".join(f"<div>{line[2:]}</div>" for line in quoted.split("\n"))
+        msg.add_alternative(f"<html><body><div>{body}</div>{mark}{html_quote}</div></body></html>", subtype="html")
+        raws.append(msg.as_bytes())
+    inputs = []
+    for raw in raws:
+        parsed = email.message_from_bytes(raw, policy=policy.default)
+        html_part = parsed.get_body(preferencelist=("html",))
+        html = html_part.get_content() if html_part is not None else None  # type: ignore[attr-defined]
+        inputs.append((parse_email(raw).text, html, str(parsed["Subject"])))
+    best_new = best_parse = float("inf")
+    for _ in range(rounds):
+        gc.collect()
+        start = time.perf_counter()
+        for text, html, subject in inputs:
+            extract_reply(text, html, subject=subject)
+        best_new = min(best_new, time.perf_counter() - start)
+        best_parse = min(best_parse, timed(run_ticketmail, raws, 1))
+    share = best_new / best_parse
+    print(
+        f"new_text: {count} replies, extract_reply {1e3 * best_new / count:.3f} ms/msg, "
+        f"parse_email {1e3 * best_parse / count:.3f} ms/msg: new_text is {share:.1%} of a full parse"
+    )
+    return share
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    status = main()
+    bench_new_text(rounds=1 if "--quick" in sys.argv else 3)
+    sys.exit(status)

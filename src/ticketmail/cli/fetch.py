@@ -210,8 +210,8 @@ def _close(pipeline: Pipeline) -> None:
 
 
 def _select(config: SourcesConfig, names: Sequence[str]) -> list[MailboxConfig]:
-    if not names:
-        return list(config.mailboxes)
+    if not names:  # lmtp mailboxes are delivered to `ticketmail receive`; there is nothing to fetch
+        return [m for m in config.mailboxes if m.protocol != "lmtp"]
     return [config.mailbox(name) for name in names]
 
 
@@ -436,7 +436,8 @@ def _status(args: argparse.Namespace) -> int:
     except TicketmailError as exc:
         _error(sys.stderr, exc)
         return EXIT_USAGE
-    rows: list[MailboxHealth] = [records.get(m.name) or MailboxHealth(name=m.name) for m in config.mailboxes]
+    polled = [m for m in config.mailboxes if m.protocol != "lmtp"]  # lmtp mailboxes are never polled
+    rows: list[MailboxHealth] = [records.get(m.name) or MailboxHealth(name=m.name) for m in polled]
     rows += [h for name, h in sorted(records.items()) if name not in {m.name for m in config.mailboxes}]
     out = sys.stdout
     if args.json:

@@ -53,6 +53,7 @@ def _cron(args: argparse.Namespace, pipeline: Any) -> Callable[[], object]:
     targets = [
         target_for(m, skip=pipeline.is_processed, state_dir=state, time_budget=CRON_TIME_BUDGET)
         for m in config.mailboxes
+        if m.protocol != "lmtp"  # delivered by the mail server to `ticketmail receive`: nothing to fetch
     ]
     make_leases = getattr(pipeline.backend, "lease_manager", None)  # PostgreSQL: leases shared by every process
     leases = make_leases([t.name for t in targets], fair_share=False) if callable(make_leases) else None

@@ -39,6 +39,7 @@ from ticketmail.model import Address, Attachment, Defect, InboundEmail, ReportPa
 from ticketmail.parsing.charsets import decode_text
 from ticketmail.parsing.filenames import safe_filename, sniff_type
 from ticketmail.parsing.html import html_to_text, sanitize_html
+from ticketmail.parsing.htmlquote import extract_reply
 from ticketmail.parsing.mailheaders import (
     decode_8bit,
     decode_rfc2047,
@@ -47,7 +48,6 @@ from ticketmail.parsing.mailheaders import (
     parse_msgids,
 )
 from ticketmail.parsing.mimetree import Limits, ParseContext, Part, decode_transfer, parse_entity
-from ticketmail.parsing.quotes import extract_new_text
 from ticketmail.parsing.tnef import is_tnef, unpack_tnef
 
 __all__ = ["SIGNAL_HEADERS", "EmailOptions", "looks_like_email", "parse_email"]
@@ -477,6 +477,11 @@ def _render(collector: _Collector, options: EmailOptions) -> tuple[str, str | No
     return text, html
 
 
+def _first_html(collector: _Collector) -> str | None:
+    """The first HTML body as received (its quote marks decide the new text of a reply)."""
+    return next((value for kind, value in collector.html_segments if kind == "html"), None)
+
+
 def _part_defects(ctx: ParseContext, path: str) -> tuple[Defect, ...]:
     if not path:
         return tuple(ctx.defects)
@@ -570,7 +575,7 @@ def _build_email(part: Part, raw: bytes, options: EmailOptions, ctx: ParseContex
         references=parse_msgids(" ".join(by_name.get("references", ()))),
         text=text,
         html=html,
-        new_text=extract_new_text(text, options.reply_separator),
+        new_text=extract_reply(text, _first_html(collector), options.reply_separator, subject=subject),
         attachments=attachments,
         attached_messages=tuple(collector.attached),
         content_type=part.content_type,
