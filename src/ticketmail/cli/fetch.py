@@ -397,7 +397,7 @@ def _check(args: argparse.Namespace) -> int:
     code = EXIT_OK
     for mailbox in mailboxes:
         try:
-            result = check(mailbox)
+            result = check(mailbox, state_dir=_check_state_dir(args, config))
             data: dict[str, Any] = dict(result.to_dict())
         except TicketmailError as exc:  # check() should report, not raise; be safe anyway
             data = {"mailbox": mailbox.name, "ok": False, "stage": getattr(exc, "stage", None), "message": exc.message}
@@ -413,6 +413,14 @@ def _check(args: argparse.Namespace) -> int:
         else:
             sys.stdout.write(f"{mailbox.name}: FAILED at {data.get('stage')}: {data.get('message')}\n")
     return code
+
+
+def _check_state_dir(args: argparse.Namespace, config: SourcesConfig) -> Path | None:
+    """Where ``fetch`` keeps its state (the OAuth2 token files live there), if the config says."""
+    try:
+        return _state_dir(args, config, _db_path(config))
+    except ConfigError:
+        return Path(args.state_dir) if getattr(args, "state_dir", None) else None
 
 
 # -- status ----------------------------------------------------------------------------------------------
