@@ -38,7 +38,7 @@ from ticketmail.sources.base import RawItem
 from ticketmail.sources.config import MailboxConfig, SourcesConfig, load_config
 from ticketmail.sources.health import HealthEvent, MailboxHealth, read_health
 from ticketmail.sources.pipe import DEFAULT_MAX_SIZE, EX_DATAERR, EX_TEMPFAIL, deliver, read_message
-from ticketmail.sources.poller import Backoff, MailboxRun, Poller, default_state_dir
+from ticketmail.sources.poller import Backoff, MailboxRun, Poller
 
 __all__ = ["register"]
 
@@ -100,7 +100,7 @@ def register(subparsers: Any) -> None:
         "in the quarantine, never bounced), 65 unusable, 75 temporary failure (the MTA retries).",
     )
     where = pipe.add_mutually_exclusive_group()
-    where.add_argument("--db", metavar="FILE", help="the SQLite database file (default: tickets.sqlite3)")
+    where.add_argument("--db", metavar="DB", help="a SQLite file or postgresql:// URL (default: tickets.sqlite3)")
     where.add_argument("--config", metavar="FILE", help="a ticketmail TOML file ([storage] and [[mailboxes]])")
     pipe.add_argument("--mailbox", default="pipe", metavar="NAME", help="the mailbox name recorded (default: pipe)")
     pipe.add_argument("--rules", metavar="FILE", help="a rules TOML file")
@@ -168,24 +168,38 @@ def _state_dir(args: argparse.Namespace, config: SourcesConfig | None, db: str) 
         if isinstance(configured, str) and configured:
             base = Path(config.path).resolve().parent if config.path else Path.cwd()
             return base / configured
-    return default_state_dir(db)
+    from ticketmail.backends.url import local_state_dir
+
+    return local_state_dir(db)
 
 
 def _db_path(config: SourcesConfig) -> str:
+    url = config.storage.get("url")
+    if isinstance(url, str) and url:  # [storage] url = "postgresql://..."
+        return url
     if not config.sqlite:
         raise ConfigError(f"{config.path}: [storage] sqlite is not set; name the database file", field="sqlite")
     return config.sqlite
 
 
 def _pipeline(db: str, rules_file: str | None) -> Pipeline:
-    from ticketmail.backends.sqlite import SQLiteBackend
+    from ticketmail.backends.url import open_backend
 
     rules = None
     if rules_file:
         from ticketmail.rules import load_rules_file
 
         rules = load_rules_file(rules_file)
-    return Pipeline(SQLiteBackend(db), rules=rules)
+    return Pipeline(open_backend(db), rules=rules)
+
+
+def _leases(pipeline: Pipeline, names: list[str], config: SourcesConfig, *, watch: bool) -> Any:
+    """Database leases when the backend has them (PostgreSQL: workers on several machines), else ``None``."""
+    make = getattr(pipeline.backend, "lease_manager", None)
+    if not callable(make):
+        return None  # SQLite: the local flock under the state directory
+    ttl = config.storage.get("lease_ttl")
+    return make(names, ttl=float(ttl) if isinstance(ttl, int | float) else None, fair_share=watch)
 
 
 def _close(pipeline: Pipeline) -> None:
@@ -308,6 +322,7 @@ def _fetch(args: argparse.Namespace) -> int:
         _close(pipeline)
         return EXIT_USAGE
     write_lock = threading.Lock()
+    leases: Any = None
 
     def on_outcome(name: str, item: RawItem, outcome: Outcome) -> None:
         with write_lock:
@@ -325,8 +340,15 @@ def _fetch(args: argparse.Namespace) -> int:
             for m in mailboxes
         ]
         backoff = Backoff(base=settings["backoff_base"], cap=settings["backoff_cap"], jitter=settings["backoff_jitter"])
+        leases = _leases(pipeline, [t.name for t in targets], config, watch=args.watch)
         poller = Poller(
-            targets, pipeline, state=state, on_outcome=on_outcome, backoff=backoff, events=[_report_event(err)]
+            targets,
+            pipeline,
+            state=state,
+            on_outcome=on_outcome,
+            backoff=backoff,
+            events=[_report_event(err)],
+            lock_factory=None if leases is None else leases.lock,
         )
         if args.watch:
             print(f"ticketmail: watching {len(targets)} mailbox(es); SIGTERM or Ctrl-C stops", file=err)
@@ -342,6 +364,8 @@ def _fetch(args: argparse.Namespace) -> int:
         return EXIT_BACKEND if isinstance(exc, BackendError) else EXIT_USAGE
     finally:
         out.flush()
+        if leases is not None:
+            leases.close()
         _close(pipeline)
     for run in report.runs:
         print(f"ticketmail: {_summary(run)}", file=err)

@@ -25,12 +25,11 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator
-from pathlib import Path
 from typing import IO, Any
 
 from ticketmail.backends._query import TicketQuery, select_tickets
 from ticketmail.backends.base import Backend, Entry, Ticket
-from ticketmail.errors import BackendError, ConfigError, SourceError, TicketmailError
+from ticketmail.errors import BackendError, SourceError, TicketmailError
 from ticketmail.jsonify import to_jsonable
 from ticketmail.model import MailboxContext
 from ticketmail.pipeline import Outcome, Pipeline, unexpected_error
@@ -154,16 +153,14 @@ def _since(text: str) -> _dt.datetime:
 
 def _db_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--db", default=DEFAULT_DB, metavar="FILE", help=f"the SQLite database file (default: {DEFAULT_DB})"
+        "--db", default=DEFAULT_DB, metavar="DB", help=f"a SQLite file or postgresql:// URL (default: {DEFAULT_DB})"
     )
 
 
 def _open_backend(path: str, *, create: bool) -> Backend:
-    from ticketmail.backends.sqlite import SQLiteBackend
+    from ticketmail.backends.url import open_backend
 
-    if not create and not Path(path).exists():
-        raise ConfigError(f"no ticket database at {path}; run 'ticketmail ingest' first", field="db")
-    return SQLiteBackend(path)
+    return open_backend(path, create=create)  # a postgresql:// URL or a SQLite file
 
 
 def _quiet_broken_pipe() -> None:

@@ -86,7 +86,8 @@ def _receive(args: argparse.Namespace) -> int:
                 raise ConfigError(f"{args.config}: receive.{exc}") from exc
         if settings.lmtp is None and settings.smtp is None:
             raise ConfigError(f"{args.config}: no listener: give --lmtp/--smtp or [receive] lmtp/smtp", field="lmtp")
-        if not config.sqlite:
+        database = config.storage.get("url") or config.sqlite  # [storage] url = "postgresql://..." or a file
+        if not database:
             raise ConfigError(f"{config.path}: [storage] sqlite is not set; name the database file", field="sqlite")
         threading_table = config.raw.get("threading", {})
         threading = load_threading(threading_table, source=f"{config.path}: threading") if threading_table else None
@@ -98,11 +99,11 @@ def _receive(args: argparse.Namespace) -> int:
     except TicketmailError as exc:
         _error(exc)
         return EXIT_USAGE
-    from ticketmail.backends.sqlite import SQLiteBackend
+    from ticketmail.backends.url import open_backend
     from ticketmail.pipeline import Pipeline
 
     try:
-        backend = SQLiteBackend(config.sqlite)
+        backend = open_backend(str(database))
     except BackendError as exc:
         _error(exc)
         return EXIT_BACKEND

@@ -21,7 +21,7 @@ from types import FrameType
 from typing import Any
 
 from ticketmail.api.handler import DEFAULT_MAX_BODY, ApiHandler
-from ticketmail.api.keys import PERMISSIONS, SQLiteKeyStore, issue_key
+from ticketmail.api.keys import PERMISSIONS, issue_key
 from ticketmail.api.server import ApiServer, serve
 from ticketmail.cli._args import positive_int
 from ticketmail.errors import TicketmailError
@@ -40,10 +40,12 @@ def _fail(error: TicketmailError) -> int:
 def _cron(args: argparse.Namespace, pipeline: Any) -> Callable[[], object]:
     """``poll_once`` over the configured mailboxes, sharing ``fetch``'s state directory (and so its locks)."""
     from ticketmail.sources.config import load_config
-    from ticketmail.sources.poller import Poller, default_state_dir, target_for
+    from ticketmail.sources.poller import Poller, target_for
 
     config = load_config(args.config)
-    state = default_state_dir(args.db)
+    from ticketmail.backends.url import local_state_dir
+
+    state = local_state_dir(args.db)
     configured = config.storage.get("state_dir")
     if isinstance(configured, str) and configured:
         base = Path(config.path).resolve().parent if config.path else Path.cwd()
@@ -53,18 +55,20 @@ def _cron(args: argparse.Namespace, pipeline: Any) -> Callable[[], object]:
         for m in config.mailboxes
         if m.protocol != "lmtp"  # delivered by the mail server to `ticketmail receive`: nothing to fetch
     ]
-    poller = Poller(targets, pipeline, state=state)
+    make_leases = getattr(pipeline.backend, "lease_manager", None)  # PostgreSQL: leases shared by every process
+    leases = make_leases([t.name for t in targets], fair_share=False) if callable(make_leases) else None
+    poller = Poller(targets, pipeline, state=state, lock_factory=None if leases is None else leases.lock)
     return poller.poll_once
 
 
 def _with_status_page(args: argparse.Namespace, handler: ApiHandler, backend: Any, keys: Any) -> Any:
     """`/status` and `/status.json` in front of the API, reading the health `fetch` writes for this database."""
     from ticketmail.api.status import StatusPage
+    from ticketmail.backends.url import local_state_dir
     from ticketmail.sources.health import read_health
-    from ticketmail.sources.poller import default_state_dir
 
     names: list[str] = []
-    state = default_state_dir(args.db)
+    state = local_state_dir(args.db)
     if args.config:
         from ticketmail.sources.config import load_config
 
@@ -83,7 +87,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         level=getattr(logging, str(args.log_level).upper()), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     try:
-        from ticketmail.backends.sqlite import SQLiteBackend
+        from ticketmail.backends.url import open_backend, open_key_store
         from ticketmail.pipeline import Pipeline
 
         rules = None
@@ -91,9 +95,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             from ticketmail.rules import load_rules_file
 
             rules = load_rules_file(args.rules)
-        backend = SQLiteBackend(args.db)
+        backend = open_backend(args.db)
         pipeline = Pipeline(backend, rules=rules)
-        keys = SQLiteKeyStore(args.db)
+        keys = open_key_store(args.db)
         cron = None
         if args.config:
             cron = _cron(args, pipeline)
@@ -124,9 +128,15 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _key_store(db: str) -> Any:
+    from ticketmail.backends.url import open_key_store
+
+    return open_key_store(db)  # a postgresql:// URL or a SQLite file
+
+
 def _cmd_add(args: argparse.Namespace) -> int:
     try:
-        store = SQLiteKeyStore(args.db)
+        store = _key_store(args.db)
         issued = issue_key(
             store, networks=args.ip, permissions=args.permission or ("create_tickets", "submit_email"), name=args.name
         )
@@ -144,7 +154,7 @@ def _cmd_add(args: argparse.Namespace) -> int:
 
 def _cmd_list(args: argparse.Namespace) -> int:
     try:
-        store = SQLiteKeyStore(args.db)
+        store = _key_store(args.db)
         keys = store.list()
         store.close()
     except TicketmailError as exc:
@@ -166,7 +176,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 def _cmd_revoke(args: argparse.Namespace) -> int:
     try:
-        store = SQLiteKeyStore(args.db)
+        store = _key_store(args.db)
         key = store.revoke(args.key_id)
         store.close()
     except TicketmailError as exc:
@@ -182,7 +192,7 @@ def register(subparsers: Any) -> None:
         help="serve osTicket's HTTP ticket API",
         description="Serve osTicket's HTTP ticket API (POST /api/tickets.json, .xml, .email) on the SQLite default.",
     )
-    p.add_argument("--db", required=True, help="SQLite tickets database (created if missing)")
+    p.add_argument("--db", required=True, help="a SQLite file or postgresql:// URL (created if missing)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8080, help="port to listen on (default 8080)")
     p.add_argument("--config", help="TOML configuration with [[mailboxes]]: enables POST /api/tasks/cron")
@@ -200,7 +210,7 @@ def register(subparsers: Any) -> None:
     ksub = k.add_subparsers(dest="apikey_command", metavar="ACTION", required=True)
 
     add = ksub.add_parser("add", help="issue a new key; prints it alone on the last line, only this once")
-    add.add_argument("--db", required=True, help="SQLite tickets database")
+    add.add_argument("--db", required=True, help="tickets database: a SQLite file or postgresql:// URL")
     add.add_argument("--ip", action="append", required=True, help="allowed client address or CIDR network (repeatable)")
     add.add_argument(
         "--permission",
@@ -212,11 +222,11 @@ def register(subparsers: Any) -> None:
     add.set_defaults(func=_cmd_add)
 
     lst = ksub.add_parser("list", help="list keys (never the secrets)")
-    lst.add_argument("--db", required=True, help="SQLite tickets database")
+    lst.add_argument("--db", required=True, help="tickets database: a SQLite file or postgresql:// URL")
     lst.add_argument("--json", action="store_true", help="print JSON")
     lst.set_defaults(func=_cmd_list)
 
     rev = ksub.add_parser("revoke", help="deactivate a key by its id")
-    rev.add_argument("--db", required=True, help="SQLite tickets database")
+    rev.add_argument("--db", required=True, help="tickets database: a SQLite file or postgresql:// URL")
     rev.add_argument("key_id", metavar="KEY_ID", help="the key's id, as `apikey list` shows it")
     rev.set_defaults(func=_cmd_revoke)

@@ -317,6 +317,10 @@ class Poller:
         backoff: Error backoff policy for :meth:`run`.
         rng: Random source for jitter (seed it for reproducible tests).
         target_factory: ``factory(config, skip) -> PollTarget`` for non-target mailbox entries.
+        lock_factory: ``factory(mailbox_name)`` returning the per-mailbox lock (``acquire() -> bool`` and
+            ``release()``; an optional ``valid`` property ends an idling visit when it turns false). Default:
+            a :class:`~ticketmail.sources.lock.MailboxLock` under ``state``. PostgreSQL workers on several
+            machines pass :meth:`ticketmail.backends.postgres_leases.LeaseManager.lock`.
     """
 
     def __init__(
@@ -332,6 +336,7 @@ class Poller:
         backoff: Backoff | None = None,
         rng: random.Random | None = None,
         target_factory: Callable[[Any, SkipCallback], PollTarget] | None = None,
+        lock_factory: Callable[[str], Any] | None = None,
     ) -> None:
         self.pipeline = pipeline
         self._clock = clock
@@ -358,7 +363,8 @@ class Poller:
         if dupes:
             raise ConfigError(f"mailbox names must be unique; repeated: {', '.join(dupes)}", field="name")
         self.targets: tuple[PollTarget, ...] = tuple(targets)
-        self._locks = {t.name: MailboxLock(self.state_dir, t.name) for t in targets}
+        make_lock = lock_factory or (lambda name: MailboxLock(self.state_dir, name))
+        self._locks = {t.name: make_lock(t.name) for t in targets}
 
     # -- one-shot ---------------------------------------------------------------------------------------
 
@@ -743,17 +749,18 @@ class Poller:
         """Keep a session open while the mailbox supports IDLE: wait for changes, drain, repeat."""
         if not (target.idle and isinstance(session, WaitableSession)):
             return
-        while not self._stop.is_set():
+        lock = self._locks[target.name]
+        while not self._stop.is_set() and getattr(lock, "valid", True):  # a lease lost or handed over ends it
             waited = 0.0
             changed = False
             # Re-poll at least every ``interval`` even without a notification (missed EXISTS, NAT timeouts).
-            while not self._stop.is_set() and waited < target.interval:
+            while not self._stop.is_set() and waited < target.interval and getattr(lock, "valid", True):
                 step = min(idle_slice, target.interval - waited)
                 if session.wait_for_changes(step):
                     changed = True
                     break
                 waited += step
-            if self._stop.is_set():
+            if self._stop.is_set() or not getattr(lock, "valid", True):
                 return
             log.debug("mailbox %s: %s", target.name, "changes announced" if changed else "periodic re-poll")
             start = self._clock()
