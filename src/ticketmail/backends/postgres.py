@@ -70,7 +70,9 @@ from ticketmail.backends.base import (
     TicketNumberTakenError,
     TicketStatus,
     as_utc,
+    dump_custom_value,
     follow_merges,
+    load_custom_value,
     normalize_message_id,
 )
 from ticketmail.backends.postgres_schema import (
@@ -203,7 +205,7 @@ def _ticket_from_row(row: Sequence[Any]) -> Ticket:
         entry_count=row[17],
         tags=tuple(row[18]),
         participants=tuple(row[19]),
-        custom_fields=tuple(zip(row[20], row[21], strict=True)),
+        custom_fields=tuple((name, load_custom_value(value)) for name, value in zip(row[20], row[21], strict=True)),
     )
 
 
@@ -498,11 +500,13 @@ class _PgUnitOfWork:
                         "INSERT INTO tags (ticket_id, tag, position) VALUES (%s, %s, %s)",
                         [(tid, tag, i) for i, tag in enumerate(tags)],
                     )
-            if ticket.custom_fields:
+            # Typed values as JSON text (numbers stay numbers, choices key and label, ISO 8601 datetimes).
+            stored = [(name, dump_custom_value(value)) for name, value in ticket.custom_fields]
+            if stored:
                 with conn.cursor() as cur:
                     cur.executemany(
                         "INSERT INTO custom_fields (ticket_id, name, position, value) VALUES (%s, %s, %s, %s)",
-                        [(tid, name, i, value) for i, (name, value) in enumerate(ticket.custom_fields)],
+                        [(tid, name, i, text) for i, (name, text) in enumerate(stored)],
                     )
         return Ticket(
             number=ticket.number,
@@ -520,7 +524,7 @@ class _PgUnitOfWork:
             topic_id=ticket.topic_id,
             assignee=ticket.assignee,
             tags=tags,
-            custom_fields=tuple(ticket.custom_fields),
+            custom_fields=tuple((name, load_custom_value(text)) for name, text in stored),  # as read back
         )
 
     def append_entry(self, number: str, entry: NewEntry) -> Entry:
