@@ -42,6 +42,7 @@ from typing import Any, Literal
 import attrs
 
 from ticketmail import tokens
+from ticketmail.attachments import AttachmentPolicy, PolicyResult
 from ticketmail.backends.base import (
     AuditRecord,
     Backend,
@@ -63,7 +64,7 @@ from ticketmail.errors import (
     TypeMismatchError,
 )
 from ticketmail.hooks import HookEvent, HookKind, Hooks
-from ticketmail.model import Address, InboundEmail, MailboxContext, Provenance, TicketRequest
+from ticketmail.model import Address, Attachment, InboundEmail, MailboxContext, Provenance, TicketRequest
 from ticketmail.numbers import TicketNumberGenerator, TicketNumbersExhaustedError, generate_number
 from ticketmail.parsing.mime import EmailOptions, parse_email
 from ticketmail.rules import RuleSet, duplicate_keys, evaluate, load_rules, outgoing_headers
@@ -193,6 +194,7 @@ class _Prepared:
     key: str
     email: InboundEmail
     dup_keys: tuple[str, ...]
+    notes: tuple[Reason, ...] = ()
 
 
 def _present(outcome: Outcome | None) -> Outcome:
@@ -235,6 +237,9 @@ class Pipeline:
         context: The default mailbox context when a call passes none.
         parser: Replaces the email parser (bytes -> :class:`~ticketmail.model.InboundEmail`).
         logger: Where failures and hook errors are logged.
+        attachments: The attachment policy (:class:`~ticketmail.attachments.AttachmentPolicy`) applied to
+            mail and API requests alike: a refused file is dropped with a note in the entry's text and an
+            ``attachment.*`` reason; the ticket is still created. ``None`` (default) keeps every file.
     """
 
     def __init__(
@@ -252,6 +257,7 @@ class Pipeline:
         context: MailboxContext | None = None,
         parser: Callable[[bytes], InboundEmail] | None = None,
         logger: logging.Logger | None = None,
+        attachments: AttachmentPolicy | None = None,
     ) -> None:
         if duplicate_scope is None:
             duplicate_scope = getattr(rules, "duplicate_scope", "global")
@@ -274,6 +280,7 @@ class Pipeline:
         self._context = context or MailboxContext()
         self._parser = parser
         self._log = logger or _log
+        self._attachments = attachments
 
     # -- public entry points -------------------------------------------------------------------------
 
@@ -368,7 +375,8 @@ class Pipeline:
         except Exception as exc:
             self._log.exception("duplicate keys of %s failed unexpectedly", key)
             return self._fail(data, provenance, key, _unexpected(exc, "processing"), email.message_id)
-        return _Prepared(data, provenance, key, email, dup_keys)
+        email, notes = self._attachment_policy(email)
+        return _Prepared(data, provenance, key, email, dup_keys, notes)
 
     def _commit_one(self, item: _Prepared, ctx: MailboxContext) -> Outcome:
         """One message in its own unit of work; failures quarantined, BackendError raised."""
@@ -492,6 +500,32 @@ class Pipeline:
         return headers
 
     # -- steps ---------------------------------------------------------------------------------------
+
+    def _apply_policy(self, attachments: tuple[Attachment, ...]) -> PolicyResult:
+        if self._attachments is None or not attachments:
+            return PolicyResult(attachments)
+        return self._attachments.apply(attachments)
+
+    def _attachment_policy(self, email: InboundEmail) -> tuple[InboundEmail, tuple[Reason, ...]]:
+        """Drop the files the attachment policy refuses; the note goes into the text the ticket shows."""
+        files = self._apply_policy(email.attachments)
+        if not files.rejected:
+            return email, ()
+        note = files.note()
+        dropped = {r.filename for r in files.rejected if r.inline}
+        html = email.html
+        if html is not None and dropped:
+            for attachment in email.attachments:
+                if attachment.content_id and attachment.filename in dropped and attachment not in files.kept:
+                    html = html.replace(f"cid:{attachment.content_id}", "about:blank")
+        email = attrs.evolve(
+            email,
+            attachments=files.kept,
+            text=_with_note(email.text, note),
+            new_text=_with_note(email.new_text, note),
+            html=_with_html_note(html, note),
+        )
+        return email, files.reasons()
 
     def _parse(self, raw: bytes) -> InboundEmail:
         if self._parser is not None:
@@ -634,7 +668,7 @@ class Pipeline:
             automatic=automatic,
             may_open_ticket=decision.may_open_ticket,
         )
-        reasons = decision.reasons + thread.reasons
+        reasons = decision.reasons + thread.reasons + item.notes
         if thread.action in ("ignore", "reject"):
             outcome = attrs.evolve(
                 base,
@@ -803,22 +837,26 @@ class Pipeline:
             self._finish(uow, outcome, key, (), now)
             return _Result(outcome, "message_ignored")
         ticket = self._create(uow, request, request.email, decision, ctx, now)
+        files = self._apply_policy(request.attachments)
+        body, html = request.message.text, request.message.text if request.message.content_type == "text/html" else None
+        if files.rejected:
+            body, html = _with_note(body, files.note()), _with_html_note(html, files.note())
         entry = uow.append_entry(
             ticket.number,
             NewEntry(
                 kind="message",
                 author=request.email,
-                body=request.message.text,
+                body=body,
                 created=now,
-                html=request.message.text if request.message.content_type == "text/html" else None,
-                attachments=request.attachments,
+                html=html,
+                attachments=files.kept,
             ),
         )
         outcome = Outcome(
             "created",
             ticket=ticket.number,
             entry_id=entry.id,
-            reasons=decision.reasons,
+            reasons=decision.reasons + files.reasons(),
             alert=request.alert,
             autorespond=request.autorespond and decision.autorespond,
             provenance=provenance,
@@ -874,6 +912,18 @@ class Pipeline:
             except Exception:  # the commit stands; hooks then get the outcome without the ticket
                 self._log.exception("could not re-read ticket %s for hooks", result.outcome.ticket)
         self._hooks.dispatch(HookEvent(result.hook, result.outcome, ticket, result.entry), logger=self._log)
+
+
+def _with_note(text: str, note: str) -> str:
+    return f"{text.rstrip()}\n\n{note}" if text.strip() else note
+
+
+def _with_html_note(html: str | None, note: str) -> str | None:
+    if html is None:
+        return None
+    import html as _html
+
+    return f'{html}<pre class="ticketmail-note">{_html.escape(note)}</pre>'
 
 
 @contextlib.contextmanager

@@ -28,6 +28,8 @@ The TOML file shape (every key is documented in ``docs/sources.md``)::
 
 from __future__ import annotations
 
+import copy
+import difflib
 import hmac
 import importlib
 import os
@@ -54,6 +56,7 @@ __all__ = [
     "TokenProvider",
     "load_config",
     "mailbox_from_dict",
+    "mask_secrets",
 ]
 
 Protocol_ = Literal["imap", "pop3", "maildir", "mbox"]
@@ -370,7 +373,8 @@ class SourcesConfig:
         sqlite: ``[storage] sqlite`` path, resolved relative to the file.
         storage: The whole ``[storage]`` table (other keys for other backends).
         mailboxes: The ``[[mailboxes]]`` entries.
-        raw: The whole parsed document, for other layers (rules, limits) to read their own tables.
+        raw: The whole parsed document, for other layers (rules, limits) to read their own tables; secret
+            values are wrapped in :class:`Secret` (see :func:`mask_secrets`).
     """
 
     path: str | None
@@ -426,6 +430,47 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "priority": (int,),
 }
 _PATH_KEYS = ("ca_file", "password_file", "token_file", "path")
+_SECRET_WORDS = ("password", "secret", "token")
+_NOT_SECRET_SUFFIXES = ("_env", "_file", "_provider", "_url", "_endpoint")
+
+
+def _is_secret_key(key: object) -> bool:
+    """Whether a mailbox key holds a secret itself (``password``, ``client_secret``), not where one is kept.
+
+    ``password_env``, ``token_file`` and the like name a variable or a file, which is not secret.
+    """
+    name = str(key).lower()
+    return any(word in name for word in _SECRET_WORDS) and not name.endswith(_NOT_SECRET_SUFFIXES)
+
+
+def _mask_url(value: str) -> str:
+    scheme, sep, rest = value.partition("://")
+    userinfo, at, host = rest.rpartition("@")
+    if not sep or not at or ":" not in userinfo:
+        return value
+    return f"{scheme}://{userinfo.split(':', 1)[0]}:********@{host}"
+
+
+def mask_secrets(doc: Mapping[str, Any]) -> dict[str, Any]:
+    """A deep copy of a parsed configuration document with every secret value wrapped in :class:`Secret`.
+
+    Covers the secret keys of every ``[[mailboxes]]`` table (``password``, ``client_secret``, any
+    ``*token``) and the password of a ``[storage] url``; what is left is safe to log or keep around.
+    """
+    out: dict[str, Any] = copy.deepcopy(dict(doc))
+    entries = out.get("mailboxes")
+    if isinstance(entries, list):
+        for entry in entries:
+            if isinstance(entry, dict):
+                for key, value in entry.items():
+                    if _is_secret_key(key) and not isinstance(value, Secret) and value is not None:
+                        entry[key] = Secret(str(value))
+    storage = out.get("storage")
+    if isinstance(storage, dict) and isinstance(storage.get("url"), str):
+        url = storage["url"]
+        if _mask_url(url) != url:
+            storage["url"] = Secret(url)
+    return out
 
 
 def _import_provider(spec: str) -> TokenProvider:
@@ -478,7 +523,9 @@ def mailbox_from_dict(
     kwargs: dict[str, Any] = {}
     for key, value in data.items():
         if key not in _TYPES:
-            raise ConfigError(f"{where}.{key}: unknown key (known: {', '.join(sorted(_TYPES))})", field=key)
+            close = difflib.get_close_matches(str(key), sorted(_TYPES), n=1, cutoff=0.6)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(f"{where}.{key}: unknown key{hint} (known: {', '.join(sorted(_TYPES))})", field=key)
         if value is None:  # from Python dicts: None means "not set" (TOML has no null)
             continue
         if key == "token_provider" and callable(value):
@@ -488,7 +535,9 @@ def mailbox_from_dict(
         ok = False if isinstance(value, bool) and bool not in expected else isinstance(value, expected)
         if not ok:
             names = " or ".join(t.__name__ for t in expected)
-            raise ConfigError(f"{where}.{key}: expected {names}, got {value!r}", field=key)
+            # Never echo a secret, even a wrong one (an unquoted numeric password is still the password).
+            shown = f"a value of type {type(value).__name__} (quote it)" if _is_secret_key(key) else repr(value)
+            raise ConfigError(f"{where}.{key}: expected {names}, got {shown}", field=key)
         if key in _PATH_KEYS and base_dir is not None:
             value = str(Path(base_dir, value))
         kwargs[key] = value
@@ -535,7 +584,7 @@ def load_config(path: str | Path) -> SourcesConfig:
     storage = doc.get("storage", {})
     if not isinstance(storage, dict):
         raise ConfigError(f"{file}: storage: expected a table, got {type(storage).__name__}", field="storage")
-    sqlite: str | None = storage.get("sqlite")
+    sqlite: str | None = storage.get("sqlite", storage.get("path"))
     if sqlite is not None and not isinstance(sqlite, str):
         raise ConfigError(f"{file}: storage.sqlite: expected a path string, got {sqlite!r}", field="sqlite")
     if sqlite is not None and sqlite != ":memory:":
@@ -552,4 +601,6 @@ def load_config(path: str | Path) -> SourcesConfig:
             raise ConfigError(f"{where}.name: duplicate mailbox name {mailbox.name!r}", field="name")
         seen.add(mailbox.name)
         mailboxes.append(mailbox)
-    return SourcesConfig(path=str(file), sqlite=sqlite, storage=storage, mailboxes=tuple(mailboxes), raw=doc)
+    return SourcesConfig(
+        path=str(file), sqlite=sqlite, storage=storage, mailboxes=tuple(mailboxes), raw=mask_secrets(doc)
+    )
