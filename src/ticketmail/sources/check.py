@@ -4,6 +4,7 @@ Why: "connection failed" is the most common support question of the seed product
 path a fetch does, one stage at a time, and stops at the first failure:
 
 * ``config``: the password variable/file or the token provider is unusable (``password_env`` unset ...);
+  checked first, before any DNS lookup or connection, since no server can fix it;
 * ``dns``: the host name does not resolve;
 * ``connect``: TCP connect refused (nothing listens: wrong port, server down) or timed out (firewall);
 * ``tls``: certificate verification failed (untrusted CA, or issued for another name); or the port speaks
@@ -44,10 +45,12 @@ class CheckResult:
         ok: True when every stage passed.
         stage: The failing stage (``config``, ``dns``, ``connect``, ``tls``, ``protocol``, ``auth``, ``folder``),
             or ``None`` on success.
-        message: A sentence for the operator: what failed and what to try.
+        message: A sentence for the operator: what failed and what to try (and ``disabled`` when the mailbox
+            is disabled: checked all the same, but never polled).
         capabilities: Server capabilities (upper case, sorted), on success.
         message_count: Messages in the folder / maildrop, on success.
         elapsed: Seconds the check took.
+        enabled: Whether the mailbox is enabled (a disabled one is checked all the same, never polled).
     """
 
     mailbox: str
@@ -57,6 +60,7 @@ class CheckResult:
     capabilities: tuple[str, ...] = ()
     message_count: int | None = None
     elapsed: float = 0.0
+    enabled: bool = True
 
     @property
     def idle(self) -> bool:
@@ -76,6 +80,7 @@ class CheckResult:
             "uidplus": "UIDPLUS" in self.capabilities,
             "message_count": self.message_count,
             "elapsed": round(self.elapsed, 3),
+            "enabled": self.enabled,
         }
 
 
@@ -122,12 +127,29 @@ def _check_local(config: MailboxConfig) -> tuple[tuple[str, ...], int]:
     return (), count
 
 
+def _check_pipe(config: MailboxConfig) -> tuple[tuple[str, ...], int]:
+    return (), 0
+
+
 _CHECKERS: dict[str, Callable[[MailboxConfig], tuple[tuple[str, ...], int]]] = {
     "imap": _check_imap,
     "pop3": _check_pop3,
     "maildir": _check_local,
     "mbox": _check_local,
+    "pipe": _check_pipe,
 }
+
+
+def _check_credentials(mailbox: MailboxConfig) -> None:
+    """Read the password source now (``password_env`` set? ``password_file`` readable and not empty?).
+
+    Raises:
+        ConfigError: naming the variable or file, never the value.
+    """
+    if mailbox.protocol in ("imap", "pop3") and mailbox.auth == "password":
+        mailbox.secret()
+    elif mailbox.auth == "oauth2" and mailbox.token_provider is None:
+        raise ConfigError(f"mailbox {mailbox.name!r}: auth is 'oauth2' but no token provider is configured")
 
 
 def check(mailbox: MailboxConfig, *, clock: Callable[[], float] = time.monotonic) -> CheckResult:
@@ -139,15 +161,31 @@ def check(mailbox: MailboxConfig, *, clock: Callable[[], float] = time.monotonic
     """
     started = clock()
     try:
+        _check_credentials(mailbox)
         capabilities, count = _CHECKERS[mailbox.protocol](mailbox)
     except SourceError as exc:
-        return CheckResult(mailbox.name, False, exc.stage, exc.message, elapsed=clock() - started)
+        return CheckResult(
+            mailbox.name, False, exc.stage, exc.message, elapsed=clock() - started, enabled=mailbox.enabled
+        )
     except ConfigError as exc:
-        return CheckResult(mailbox.name, False, "config", exc.message, elapsed=clock() - started)
+        return CheckResult(
+            mailbox.name, False, "config", exc.message, elapsed=clock() - started, enabled=mailbox.enabled
+        )
+    if mailbox.protocol == "pipe":
+        return CheckResult(
+            mailbox.name,
+            True,
+            None,
+            "ok: delivered by the MTA (ticketmail pipe); nothing to connect to",
+            elapsed=clock() - started,
+            enabled=mailbox.enabled,
+        )
     summary = f"ok: {count} message(s)"
     if capabilities:
         wanted = [c for c in ("IDLE", "MOVE", "UIDPLUS") if c in capabilities]
         summary += f"; supports {', '.join(wanted) or 'none of IDLE, MOVE, UIDPLUS'}"
+    if not mailbox.enabled:
+        summary += "; disabled: fetch skips this mailbox"
     return CheckResult(
         mailbox.name,
         True,
@@ -156,4 +194,5 @@ def check(mailbox: MailboxConfig, *, clock: Callable[[], float] = time.monotonic
         capabilities=capabilities,
         message_count=count,
         elapsed=clock() - started,
+        enabled=mailbox.enabled,
     )
