@@ -331,7 +331,8 @@ def _storage(table: Mapping[str, Any], source: str, base: Path) -> StorageConfig
             field="url",
         )
     if url is not None and url.startswith("sqlite:///"):
-        path, url = url[len("sqlite:///") - 1 :] if url.startswith("sqlite:////") else url[len("sqlite:///") :], None
+        # SQLAlchemy's spelling: sqlite:///relative.db, sqlite:////absolute/path.db
+        path, url = url[len("sqlite:///") :], None
     return StorageConfig(
         path=_resolve(base, path) if path is not None else None,
         url=url,
