@@ -208,3 +208,24 @@ def test_a_threading_flag_overrides_the_file(deployment: Path, tmp_path: Path) -
     again.write_bytes(tagged.read_bytes().replace(b"reply-5@", b"reply-6@"))
     line = json_lines(tm("ingest", "--config", config, "--subject-tag", "[#{number}]", str(again)))[0]
     assert (line["action"], line["ticket"]) == ("appended", number)
+
+
+def test_the_readme_first_command_runs_the_main_job_from_the_example_config(tmp_path: Path) -> None:
+    readme = (EXAMPLES.parent / "README.md").read_text(encoding="utf-8")
+    command = readme.split("```sh\n", 1)[1].split("\n", 1)[0]
+    steps = [step.strip() for step in command.split("&&")]
+    assert steps[0].startswith("python3 -m venv")
+    ticketmail = [step.split()[1:] for step in steps if step.startswith(".venv/bin/ticketmail ")]
+    assert [words[0] for words in ticketmail] == ["ingest", "tickets"]
+    assert all(words[1:3] == ["--config", "examples/ticketmail.toml"] for words in ticketmail)
+    shutil.copytree(EXAMPLES, tmp_path / "examples", ignore=shutil.ignore_patterns("*.sqlite3*", "*.state"))
+    results = []
+    for words in ticketmail:
+        proc = subprocess.run(
+            [sys.executable, "-m", "ticketmail", *words], cwd=tmp_path, capture_output=True, text=True, timeout=120
+        )
+        assert proc.returncode == 0, proc.stderr
+        results.append(proc)
+    assert "ingested 19 item(s)" in results[0].stderr
+    assert (tmp_path / "examples" / "tickets.sqlite3").exists()
+    assert "9 ticket(s)" in results[1].stdout
