@@ -24,6 +24,7 @@ from ticketmail.api.handler import ApiHandler, Request, Response
 from ticketmail.api.keys import ApiKey, ApiKeyError, ApiKeyStore, InMemoryKeyStore, SQLiteKeyStore, issue_key
 from ticketmail.api.server import serve
 from ticketmail.api.wsgi import make_wsgi_app
+from ticketmail.attachments import AttachmentPolicy
 from ticketmail.backends import (
     AttachmentRef,
     AuditRecord,
@@ -108,6 +109,7 @@ __all__ = sorted(
     [
         *_errors_all,
         *_model_all,
+        "AttachmentPolicy",
         "subject_tag",
         "load_threading",
         "ProcessingError",
