@@ -210,6 +210,10 @@ def test_the_pipeline_drops_refused_files_and_keeps_the_ticket() -> None:
     assert "See the attached files." in entry.body
     codes = [r.code for r in outcome.reasons]
     assert "attachment.type_denied" in codes
+    (kept,) = backend.quarantined()
+    assert (kept.raw, kept.reason_code, kept.provenance) == (raw, "attachment_dropped", outcome.provenance)
+    assert "holiday.png" in kept.reason
+    assert outcome.acknowledge
     audit = [a for a in backend.audit_log() if a.action == "created"]
     assert any(code == "attachment.type_denied" for code, _, _ in audit[-1].reasons)
 
@@ -236,6 +240,7 @@ def test_without_a_policy_the_pipeline_keeps_every_file() -> None:
     )
     assert outcome.ticket is not None
     assert [f.filename for f in backend.entries(outcome.ticket)[0].files] == ["holiday.png"]
+    assert backend.quarantined() == []
 
 
 def test_api_requests_keep_the_ticket_and_drop_the_bad_file() -> None:

@@ -13,9 +13,9 @@ checked against an explicit policy:
 
 A file the policy refuses is **dropped** from the ticket, never the ticket: the message is still stored,
 with a visible note naming the file and the reason appended to its text, a
-:class:`~ticketmail.decision.Reason` (``attachment.<code>``) on the outcome and in the audit record, and the
-raw message keeps every byte where the source keeps raw mail. Inline ``cid:`` images follow the same
-policy as any other file.
+:class:`~ticketmail.decision.Reason` (``attachment.<code>``) on the outcome and in the audit record, and
+(for mail) the raw message is kept whole in the backend's quarantine with reason ``attachment_dropped``.
+Inline ``cid:`` images follow the same policy as any other file.
 
 Use it from Python::
 
@@ -297,21 +297,21 @@ class AttachmentPolicy:
         max_files: Files kept per message; ``None``: no limit.
         sniff_content: Check the type the content shows as well as the declared one (default true).
         inspect_archives: Refuse a ZIP archive holding a member with a denied extension (default true).
+        keep_raw: When a file of a mail was dropped, keep the raw message in the backend's quarantine
+            (reason code ``attachment_dropped``) so an administrator can recover a false positive; the
+            message itself is processed and acknowledged as usual (default true).
     """
 
     allowed_types: tuple[str, ...] = attrs.field(default=("*/*",), converter=_allowed_types)
-    denied_types: tuple[str, ...] = attrs.field(
-        default=DEFAULT_DENIED_TYPES, converter=_denied_types
-    )
+    denied_types: tuple[str, ...] = attrs.field(default=DEFAULT_DENIED_TYPES, converter=_denied_types)
     allowed_extensions: tuple[str, ...] = attrs.field(default=(), converter=_allowed_extensions)
-    denied_extensions: tuple[str, ...] = attrs.field(
-        default=DEFAULT_DENIED_EXTENSIONS, converter=_denied_extensions
-    )
+    denied_extensions: tuple[str, ...] = attrs.field(default=DEFAULT_DENIED_EXTENSIONS, converter=_denied_extensions)
     max_file_size: int | None = attrs.field(default=None, validator=_size)
     max_message_size: int | None = attrs.field(default=None, validator=_size)
     max_files: int | None = attrs.field(default=None, validator=_size)
     sniff_content: bool = True
     inspect_archives: bool = True
+    keep_raw: bool = True
 
     @classmethod
     def allow_all(cls) -> AttachmentPolicy:
@@ -334,7 +334,7 @@ class AttachmentPolicy:
                     f"{source}: [attachments] {key}: unknown key{did_you_mean(key, known)}",
                     field=f"attachments.{key}",
                 )
-            if key in ("sniff_content", "inspect_archives") and not isinstance(value, bool):
+            if key in ("sniff_content", "inspect_archives", "keep_raw") and not isinstance(value, bool):
                 raise ConfigError(
                     f"{source}: [attachments] {key}: expected true or false, got {type(value).__name__}",
                     field=f"attachments.{key}",

@@ -710,6 +710,11 @@ class Pipeline:
             alert = not automatic  # staff need no alert for an auto-reply on a thread
         if self._threading.recipients_as_participants and not automatic:
             reasons += self._add_recipients(uow, email, ticket, requester, ctx)
+        if item.notes and self._attachments is not None and self._attachments.keep_raw:
+            # A file was dropped: keep the original bytes where raw mail is kept, so a false positive can be
+            # recovered by an administrator (the ticket itself never carries the refused file).
+            why = "; ".join(f"{r.value}: {r.message}" for r in item.notes)[:1000]
+            uow.quarantine(QuarantineRecord(now, item.raw, "attachment_dropped", why, provenance))
         outcome = Outcome(
             action,
             ticket=ticket.number,
