@@ -289,3 +289,16 @@ def test_did_you_mean_is_a_suggestion_or_the_list(name: str) -> None:
 def test_any_document_loads_or_raises_a_config_error(doc: dict[str, dict[str, int]]) -> None:
     with contextlib.suppress(ConfigError):
         load_data(doc, source="t.toml")
+
+
+def test_secrets_of_other_tables_are_masked_in_raw(tmp_path: Path) -> None:
+    path = write(tmp_path, "[alerts]\nsmtp_password = 'pw-123'\nsmtp_password_env = 'VAR'\n[receive]\nport = 24\n")
+    config = load(path)
+    assert config.tables["alerts"]["smtp_password"] == "pw-123"  # for the module that validates it
+    assert config.sources is not None
+    raw = config.sources.raw
+    assert isinstance(raw["alerts"]["smtp_password"], Secret)
+    assert raw["alerts"]["smtp_password_env"] == "VAR"
+    assert raw["receive"] == {"port": 24}
+    assert "pw-123" not in repr(raw)
+    assert "pw-123" not in repr(config)

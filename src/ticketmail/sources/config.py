@@ -452,20 +452,27 @@ def _mask_url(value: str) -> str:
     return f"{scheme}://{userinfo.split(':', 1)[0]}:********@{host}"
 
 
+def _mask_tree(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {
+            key: Secret(str(item))
+            if _is_secret_key(key) and item is not None and not isinstance(item, (Secret, dict, list))
+            else _mask_tree(item)
+            for key, item in value.items()
+        }
+    if isinstance(value, list):
+        return [_mask_tree(item) for item in value]
+    return value
+
+
 def mask_secrets(doc: Mapping[str, Any]) -> dict[str, Any]:
     """A deep copy of a parsed configuration document with every secret value wrapped in :class:`Secret`.
 
-    Covers the secret keys of every ``[[mailboxes]]`` table (``password``, ``client_secret``, any
-    ``*token``) and the password of a ``[storage] url``; what is left is safe to log or keep around.
+    Covers every key that names a secret in any table (``password``, ``client_secret``, ``*token``, not
+    ``password_env``/``token_file``, which only say where one is kept) and a ``[storage] url`` with a
+    password; what is left is safe to log or keep around.
     """
-    out: dict[str, Any] = copy.deepcopy(dict(doc))
-    entries = out.get("mailboxes")
-    if isinstance(entries, list):
-        for entry in entries:
-            if isinstance(entry, dict):
-                for key, value in entry.items():
-                    if _is_secret_key(key) and not isinstance(value, Secret) and value is not None:
-                        entry[key] = Secret(str(value))
+    out: dict[str, Any] = _mask_tree(copy.deepcopy(dict(doc)))
     storage = out.get("storage")
     if isinstance(storage, dict) and isinstance(storage.get("url"), str):
         url = storage["url"]
