@@ -264,3 +264,12 @@ def test_api_requests_keep_the_ticket_and_drop_the_bad_file() -> None:
     assert entry.body.startswith("Please")
     assert "setup.png" in entry.body
     assert [r.value for r in outcome.reasons if r.code.startswith("attachment.")] == ["setup.png"]
+
+
+@given(st.binary(max_size=600), st.sampled_from(["a.png", "b.zip", "c", ".exe", "d.tar.gz"]))
+def test_sniff_and_check_never_raise(data: bytes, name: str) -> None:
+    for prefix in (b"", b"PK\x03\x04", b"PK\x05\x06", b"MZ", b"RIFF", b"BM"):
+        blob = prefix + data
+        result = sniff(blob)
+        assert result is None or "/" in result
+        AttachmentPolicy().apply([att(name, "application/octet-stream", blob)])
