@@ -194,3 +194,16 @@ def test_trusted_proxies_name_the_client() -> None:
     assert seen("192.0.2.1", "203.0.113.7") == "192.0.2.1"  # not a trusted proxy: the header is ignored
     assert seen("10.0.0.5", None) == "10.0.0.5"
     assert seen("10.0.0.5", "garbage") == "10.0.0.5"
+
+
+def test_pipe_without_config_uses_the_default_database(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import io
+    import sys
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(MAIL % 7)))
+    code, _, err = run(capsys, "pipe", "--mailbox", "anything")
+    assert code == 0, err
+    assert (tmp_path / "tickets.sqlite3").exists()

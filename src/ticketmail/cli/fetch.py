@@ -41,6 +41,7 @@ from typing import IO, Any
 
 from ticketmail.cli._args import positive_int
 from ticketmail.cli._config import (
+    DEFAULT_DB,
     add_config_argument,
     add_threading_arguments,
     build_pipeline,
@@ -199,10 +200,12 @@ def _close(pipeline: Pipeline) -> None:
             close()
 
 
-def _open(config: Config, args: argparse.Namespace, *, context: MailboxContext | None = None) -> Pipeline:
+def _open(
+    config: Config, args: argparse.Namespace, *, context: MailboxContext | None = None, default: str | None = None
+) -> Pipeline:
     from ticketmail.cli.ingest import _open_backend
 
-    backend = _open_backend(storage_target(config, args, default=None), create=True)
+    backend = _open_backend(storage_target(config, args, default=default), create=True)
     try:
         pipeline: Pipeline = build_pipeline(config, backend, args, context=context)
     except BaseException:
@@ -471,7 +474,8 @@ def _pipe(args: argparse.Namespace, err: IO[str]) -> int:
             # refuse it (EX_TEMPFAIL, so the MTA keeps the mail) rather than drop the mailbox's defaults.
             config.mailbox(args.mailbox)
         context = context_for(config, name)
-        pipeline = _open(config, args, context=context)
+        # Without a configuration file the database defaults to ./tickets.sqlite3, as for ingest.
+        pipeline = _open(config, args, context=context, default=None if args.config else DEFAULT_DB)
     except TicketmailError as exc:
         # Configuration or database problems are the operator's to fix: defer, the MTA keeps the mail.
         print(f"ticketmail: temporary failure: {exc.message} [{exc.code}]", file=err)
