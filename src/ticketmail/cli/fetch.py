@@ -292,9 +292,16 @@ def _fetch(args: argparse.Namespace) -> int:
         config = load_config(args.config)
         # A mailbox whose table is invalid is reported; the others still run and the exit status says so.
         broken = report_mailbox_errors(config, err, args.mailbox)
-        mailboxes = _select(config, args.mailbox)
+        mailboxes = []
+        piped = 0
+        for mailbox in _select(config, args.mailbox):
+            if mailbox.protocol == "pipe":  # named with --mailbox: say why nothing happens
+                print(f"ticketmail: {mailbox.name}: delivered by the MTA (protocol pipe), nothing to fetch", file=err)
+                piped += 1
+            else:
+                mailboxes.append(mailbox)
         if not mailboxes:
-            if not broken:
+            if not broken and not piped:
                 print(f"ticketmail: error: {args.config} defines no [[mailboxes]] to fetch", file=err)
             return EXIT_USAGE
         db = storage_target(config, args, default=None)
