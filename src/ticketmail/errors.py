@@ -5,7 +5,11 @@ Every error the library raises on purpose is a :class:`TicketmailError`. Each on
 * ``code``: a stable, machine-readable string (documented in ``docs/errors.md``; never renamed),
 * ``status``: the HTTP status an API should answer with,
 * ``field``: the offending input field, when there is one,
-* ``message``: a human sentence naming the problem (never a secret, never raw input longer than needed).
+* ``message``: a human sentence naming the problem (never a secret, never raw input longer than needed),
+* ``retryable``: whether the same operation may succeed if simply tried again later (storage or a mailbox
+  that is down: yes; bad input, a bad config, a permanent storage fault: no). The HTTP API answers a
+  retryable error with `Retry-After`, the poller backs off and comes back, and a CLI exits with a
+  temporary-failure status; a permanent one needs a person.
 
 The tree, with codes::
 
@@ -34,8 +38,9 @@ The tree, with codes::
     |   +-- ForbiddenError               forbidden               403
     +-- NotFoundError                    not_found               404
     +-- PolicyRejectedError              rejected                422   (refused on purpose by a rule)
-    +-- BackendError                     backend_error           503   (storage failed; retry later)
-    +-- SourceError                      source_error            502   (a mailbox failed; has a stage)
+    +-- BackendError                     backend_error           503   (storage failed; retryable unless a
+    |                                                                   subclass says otherwise)
+    +-- SourceError                      source_error            502   (a mailbox failed; has a stage; retryable)
 
 Modules may define further subclasses; each must set a unique ``code`` (a test pins that).
 Lower-level exceptions (sqlite3, imaplib, ssl, socket, json, xml) are translated at the module
@@ -89,6 +94,7 @@ class TicketmailError(Exception):
 
     code: ClassVar[str] = "ticketmail_error"
     status: int = 500
+    retryable: ClassVar[bool] = False
 
     def __init__(self, message: str, *, field: str | None = None, status: int | None = None) -> None:
         super().__init__(message)
@@ -264,10 +270,16 @@ class PolicyRejectedError(TicketmailError):
 
 
 class BackendError(TicketmailError):
-    """The storage backend failed; the operation may succeed if retried later."""
+    """The storage backend failed.
+
+    Most backend failures are transient (the database is down, locked or unreachable: `retryable` is true,
+    nothing was committed, retry later). Subclasses for faults that a retry cannot fix (a schema written by
+    a newer version, a ledger conflict that would break exactly-once) set `retryable = False`.
+    """
 
     code = "backend_error"
     status = 503
+    retryable = True
 
 
 class SourceError(TicketmailError):
@@ -275,6 +287,7 @@ class SourceError(TicketmailError):
 
     code = "source_error"
     status = 502
+    retryable = True
 
     def __init__(
         self,

@@ -28,13 +28,16 @@ and `ticketmail parse` print.
 
 Catch a branch of the tree rather than a list of leaves: `InputError` (400-415: the caller's bytes are
 wrong), `LimitExceededError` (413), `ConfigError` (the operator's configuration), `BackendError` and
-`SourceError` (infrastructure; retry later).
+`SourceError` (infrastructure). Whether to try again is the class's `retryable` (the "Retry" column): true for
+storage or a mailbox that is down (the HTTP API adds `Retry-After`, the poller backs off and returns), false for
+bad input, a bad configuration and the permanent storage faults (a schema written by a newer version, a ledger
+conflict), which need a person rather than another attempt.
 
 This table is generated from the classes themselves (`tests/parsing/test_errors_doc.py --write`); a test
 fails when a code is missing, stale or has another status. Indentation shows the class hierarchy.
 
-| Code | HTTP | Class | Meaning |
-|------|------|-------|---------|
+| Code | HTTP | Retry | Class | Meaning |
+|------|------|-------|-------|---------|
 """
 
 
@@ -54,7 +57,10 @@ def render() -> str:
         doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
         name = "&nbsp;&nbsp;" * depth + f"`{cls.__name__}`"
         where = cls.__module__
-        rows.append(f"| `{cls.code}` | {cls.status} | {name} <small>({where})</small> | {doc.replace('|', '/')} |")
+        retry = "yes" if cls.retryable else "no"
+        rows.append(
+            f"| `{cls.code}` | {cls.status} | {retry} | {name} <small>({where})</small> | {doc.replace('|', '/')} |"
+        )
         for sub in sorted(cls.__subclasses__(), key=lambda c: (c.__name__, c.__module__)):
             # Only the package's own classes: test modules may define subclasses of their own.
             if sub.__module__.startswith("ticketmail.") and not sub.__module__.startswith("ticketmail.testing"):
@@ -64,19 +70,20 @@ def render() -> str:
     return HEADER + "\n".join(rows) + "\n"
 
 
-def _codes(markdown: str) -> set[tuple[str, int]]:
-    pairs = set()
+def _codes(markdown: str) -> set[tuple[str, int, str]]:
+    rows = set()
     for line in markdown.splitlines():
-        match = re.match(r"\| `([a-z0-9_]+)` \| (\d{3}) \|", line)
+        match = re.match(r"\| `([a-z0-9_]+)` \| (\d{3}) \| (yes|no) \|", line)
         if match:
-            pairs.add((match.group(1), int(match.group(2))))
-    return pairs
+            rows.add((match.group(1), int(match.group(2)), match.group(3)))
+    return rows
 
 
 def test_errors_doc_lists_every_code_with_its_status() -> None:
-    """Every code of the package is in docs/errors.md with its status, and the page lists no other code.
+    """Every code of the package is in docs/errors.md with its status and retry flag, and no other code.
 
-    Class names, modules and wording may drift without failing; a new, removed or re-statused code fails.
+    Class names, modules and wording may drift without failing; a new, removed, re-statused code fails, and
+    so does one whose `retryable` changed.
     """
     expected = _codes(render())
     documented = _codes(DOC.read_text(encoding="utf-8"))

@@ -455,9 +455,9 @@ class ApiHandler:
             extra.append(("Allow", "POST"))
         if status == 401:
             extra.append(("WWW-Authenticate", 'APIKey header="X-API-Key"'))
-        if isinstance(error, BackendError):
+        if error.retryable and status in (429, 502, 503):
             extra.append(("Retry-After", "30"))
-        if isinstance(error, BackendError):
+        if isinstance(error, BackendError) and error.retryable:
             # Storage details (paths, driver messages) are for the log; the client only needs to retry.
             error = BackendError("the ticket store is unavailable; retry later")
         elif status >= 500 and not isinstance(error, SourceError):

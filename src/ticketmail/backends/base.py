@@ -108,6 +108,7 @@ class LedgerConflictError(BackendError):
 
     code = "ledger_conflict"
     status = 409
+    retryable = False
 
 
 class InvalidMergeError(InvalidValueError):

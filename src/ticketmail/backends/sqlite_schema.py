@@ -40,6 +40,7 @@ class SchemaVersionError(BackendError):
 
     code = "schema_too_new"
     status = 500
+    retryable = False
 
 
 @attrs.frozen

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
-import fcntl
 import json
 import logging
 import os
@@ -339,6 +338,8 @@ class HealthStore:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         try:
+            import fcntl  # POSIX only: imported where used, so the package imports anywhere
+
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield
         finally:

@@ -21,7 +21,6 @@ and start time of the holder for humans (``cat`` it); the lock itself is the onl
 from __future__ import annotations
 
 import errno
-import fcntl
 import hashlib
 import os
 import re
@@ -100,6 +99,8 @@ class MailboxLock:
                 f"cannot open lock file {self.path}: {exc.strerror}", stage="lock", mailbox=self.mailbox
             ) from exc
         try:
+            import fcntl  # POSIX only: imported where used, so the package imports anywhere
+
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
             os.close(fd)
@@ -124,6 +125,8 @@ class MailboxLock:
         if self._fd is not None:
             fd, self._fd = self._fd, None
             try:
+                import fcntl  # POSIX only: imported where used, so the package imports anywhere
+
                 fcntl.flock(fd, fcntl.LOCK_UN)
             finally:
                 os.close(fd)
