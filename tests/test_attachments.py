@@ -273,3 +273,19 @@ def test_sniff_and_check_never_raise(data: bytes, name: str) -> None:
         result = sniff(blob)
         assert result is None or "/" in result
         AttachmentPolicy().apply([att(name, "application/octet-stream", blob)])
+
+
+class _BrokenPolicy(AttachmentPolicy):
+    def apply(self, attachments: object) -> object:  # type: ignore[override]
+        raise RuntimeError("boom")
+
+
+def test_a_failing_policy_quarantines_the_message_instead_of_raising() -> None:
+    backend = InMemoryBackend()
+    raw = mail_with(("a.png", "image/png", PNG))
+    outcome = Pipeline(backend, attachments=_BrokenPolicy()).process_email(
+        raw, provenance=Provenance("support", "file", "9")
+    )
+    assert outcome.action == "failed"
+    assert not outcome.acknowledge
+    assert [q.raw for q in backend.quarantined()] == [raw]

@@ -375,7 +375,11 @@ class Pipeline:
         except Exception as exc:
             self._log.exception("duplicate keys of %s failed unexpectedly", key)
             return self._fail(data, provenance, key, _unexpected(exc, "processing"), email.message_id)
-        email, notes = self._attachment_policy(email)
+        try:
+            email, notes = self._attachment_policy(email)
+        except Exception as exc:  # a policy must not cost the message: keep it, unprocessed, in quarantine
+            self._log.exception("the attachment policy failed on %s", key)
+            return self._fail(data, provenance, key, _unexpected(exc, "checking the attachments of"), email.message_id)
         return _Prepared(data, provenance, key, email, dup_keys, notes)
 
     def _commit_one(self, item: _Prepared, ctx: MailboxContext) -> Outcome:
