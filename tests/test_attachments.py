@@ -289,3 +289,39 @@ def test_a_failing_policy_quarantines_the_message_instead_of_raising() -> None:
     assert outcome.action == "failed"
     assert not outcome.acknowledge
     assert [q.raw for q in backend.quarantined()] == [raw]
+
+
+def test_attached_messages_are_checked_for_the_files_they_carry() -> None:
+    inner = EmailMessage()
+    inner["From"] = "x@example.net"
+    inner["Subject"] = "invoice"
+    inner.set_content("see attached")
+    inner.add_attachment(PE, maintype="application", subtype="octet-stream", filename="invoice.pdf.exe")
+    clean = EmailMessage()
+    clean["From"] = "y@example.net"
+    clean.set_content("hello")
+    clean.add_attachment(PDF, maintype="application", subtype="pdf", filename="report.pdf")
+    policy = AttachmentPolicy()
+    bad = policy.check(att("fwd.eml", "message/rfc822", inner.as_bytes()))
+    assert bad is not None
+    assert bad[0] == "archive_member_denied"
+    assert "invoice.pdf.exe" in bad[1]
+    assert policy.check(att("fwd.eml", "message/rfc822", clean.as_bytes())) is None
+    encoded = b"Content-Disposition: attachment; filename*=utf-8''evil%2Eexe\r\n\r\nx"
+    assert policy.check(att("f.eml", "message/rfc822", encoded)) is not None
+
+    outer = EmailMessage()
+    outer["From"] = "Alice <alice@example.org>"
+    outer["To"] = "support@helpdesk.example"
+    outer["Subject"] = "Fwd: invoice"
+    outer["Message-ID"] = "<fwd-1@example.org>"
+    outer.set_content("Is this real?")
+    outer.add_attachment(inner)
+    backend = InMemoryBackend()
+    outcome = Pipeline(backend, attachments=policy).process_email(
+        outer.as_bytes(), provenance=Provenance("support", "file", "fwd")
+    )
+    assert outcome.ticket is not None
+    (entry,) = backend.entries(outcome.ticket)
+    assert all(f.content_type != "message/rfc822" for f in entry.files)
+    assert "invoice.pdf.exe" in entry.body

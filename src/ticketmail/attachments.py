@@ -8,8 +8,9 @@ checked against an explicit policy:
 * the type is checked twice: as **declared** (the MIME part's ``Content-Type``, the payload's ``type``) and as
   **sniffed** from the first bytes (magic numbers for executables, archives, office documents, PDF, images,
   HTML and scripts), so ``setup.exe`` declared as ``image/png`` is still an executable;
-* ZIP archives (and office documents, which are ZIP files) are opened far enough to read their member names:
-  a denied extension inside is denied like the archive itself.
+* ZIP archives (and office documents, which are ZIP files) are opened far enough to read their member names,
+  and attached messages (``.eml``) are scanned for the file names of their parts: a denied extension inside
+  is denied like the container itself.
 
 A file the policy refuses is **dropped** from the ticket, never the ticket: the message is still stored,
 with a visible note naming the file and the reason appended to its text, a
@@ -78,6 +79,10 @@ DEFAULT_DENIED_EXTENSIONS: tuple[str, ...] = (
 _PATTERN_RE = re.compile(r"(?:\*/\*|[!#$%&'+\-.^_`|~0-9a-z]+/(?:\*|[!#$%&'+\-.^_`|~0-9a-z]+))")
 _EXT_RE = re.compile(r"[0-9a-z][0-9a-z_+\-]{0,19}")
 _ZIP_MEMBER_LIMIT = 10_000
+# File names declared inside an attached message (``filename="x.exe"``, ``name=x.exe``, RFC 2231 ``*0*=``):
+# read from the raw text of the message, without parsing it, in one bounded pass.
+_NESTED_NAME_RE = re.compile(rb"""(?i)(?:^|[;\s])(?:file)?name(?:\*[0-9]*\*?)?\s*=\s*"?([^"\r\n;]{1,255})""")
+_NESTED_NAME_LIMIT = 1000
 _OFFICE_TYPES = {
     "word/": "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
     "xl/": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
@@ -131,6 +136,32 @@ def _zip_names(data: bytes) -> list[str] | None:
     except Exception:  # any broken archive is just "a zip we cannot list"
         return None
     return [info.filename for info in infos[:_ZIP_MEMBER_LIMIT]]
+
+
+def _is_message(attachment: Attachment, sniffed: str | None) -> bool:
+    return (
+        attachment.content_type == "message/rfc822"
+        or sniffed == "message/rfc822"
+        or (
+            _extension(attachment.filename) in ("eml", "msg")
+            and attachment.content_type.startswith(("message/", "text/"))
+        )
+    )
+
+
+def _nested_names(data: bytes) -> list[str]:
+    """File names an attached message declares for its parts (quoted or not; RFC 2231 names undecoded)."""
+    names: list[str] = []
+    for match in _NESTED_NAME_RE.finditer(data):
+        value = match.group(1).strip().decode("latin-1")
+        if "''" in value:  # RFC 2231: charset'language'percent-encoded
+            from urllib.parse import unquote
+
+            value = unquote(value.split("''", 1)[1], encoding="latin-1")
+        names.append(value)
+        if len(names) >= _NESTED_NAME_LIMIT:
+            break
+    return names
 
 
 def sniff(data: bytes) -> str | None:
@@ -296,7 +327,8 @@ class AttachmentPolicy:
             (in message order); ``None``: no limit.
         max_files: Files kept per message; ``None``: no limit.
         sniff_content: Check the type the content shows as well as the declared one (default true).
-        inspect_archives: Refuse a ZIP archive holding a member with a denied extension (default true).
+        inspect_archives: Refuse a ZIP archive, or an attached message (``message/rfc822``), holding a file
+            with a denied extension (default true).
         keep_raw: When a file of a mail was dropped, keep the raw message in the backend's quarantine
             (reason code ``attachment_dropped``) so an administrator can recover a false positive; the
             message itself is processed and acknowledged as usual (default true).
@@ -378,6 +410,12 @@ class AttachmentPolicy:
             problem = self._type_problem(attachment.content_type, "declared")
         if problem is None and self.sniff_content and sniffed is not None and sniffed != attachment.content_type:
             problem = self._type_problem(sniffed, "content")
+        if problem is None and self.inspect_archives and _is_message(attachment, sniffed):
+            for name in _nested_names(attachment.data):
+                member = self._ext_problem(name, _extension(name), f"attached message's file {name[:80]!r}:")
+                if member is not None and member[0] == "extension_denied":
+                    problem = ("archive_member_denied", member[1])
+                    break
         if problem is None and self.inspect_archives and attachment.data[:4] == b"PK\x03\x04":
             for name in _zip_names(attachment.data) or ():
                 member = self._ext_problem(name, _extension(name), f"archive member {name[:80]!r}:")
