@@ -199,11 +199,16 @@ class Provenance:
     ``kind`` is ``imap``, ``pop3``, ``maildir``, ``mbox``, ``pipe``, ``file`` or ``api``; ``key`` identifies
     the item inside the mailbox: ``"<uidvalidity>:<uid>"`` for IMAP, the UIDL for POP3, the file name or
     key for local folders, a content hash for pipes and files.
+
+    ``label`` says where the item was for a person (a file's path, for example, where the key is a content
+    hash). It is not part of the identity: two provenances that differ only in their labels are equal, and
+    the ledger key ignores it.
     """
 
     mailbox: str
     kind: str
     key: str
+    label: str | None = attrs.field(default=None, eq=False, kw_only=True)
 
 
 @attrs.frozen

@@ -34,6 +34,7 @@ provenance and content (the backend counts the attempts). Nothing but ``BackendE
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import datetime as _dt
 import logging
 from collections.abc import Callable, Iterable, Iterator
@@ -43,6 +44,7 @@ import attrs
 
 from ticketmail import tokens
 from ticketmail.attachments import AttachmentPolicy, PolicyResult
+from ticketmail.audit import describe_message
 from ticketmail.backends.base import (
     AuditRecord,
     Backend,
@@ -50,6 +52,7 @@ from ticketmail.backends.base import (
     NewEntry,
     NewTicket,
     ProcessedRecord,
+    QuarantineAdmin,
     QuarantineRecord,
     Ticket,
     UnitOfWork,
@@ -58,6 +61,7 @@ from ticketmail.decision import Decision, Reason
 from ticketmail.errors import (
     BackendError,
     ConfigError,
+    InvalidValueError,
     NotFoundError,
     PolicyRejectedError,
     TicketmailError,
@@ -334,7 +338,8 @@ class Pipeline:
         try:
             with self._backend.unit_of_work() as uow:
                 for index, item in pending:
-                    results.append((index, self._email_effect(uow, item, ctx)))
+                    with _auditing(item.email):
+                        results.append((index, self._email_effect(uow, item, ctx)))
         except BackendError:
             raise
         except Exception:
@@ -382,11 +387,18 @@ class Pipeline:
             return self._fail(data, provenance, key, _unexpected(exc, "checking the attachments of"), email.message_id)
         return _Prepared(data, provenance, key, email, dup_keys, notes)
 
-    def _commit_one(self, item: _Prepared, ctx: MailboxContext) -> Outcome:
-        """One message in its own unit of work; failures quarantined, BackendError raised."""
+    def _commit_one(
+        self, item: _Prepared, ctx: MailboxContext, *, then: Callable[[UnitOfWork], None] | None = None
+    ) -> Outcome:
+        """One message in its own unit of work; failures quarantined, BackendError raised.
+
+        `then` runs in the same unit of work after the effect (a retried message leaves the quarantine there).
+        """
         try:
-            with self._backend.unit_of_work() as uow:
+            with self._backend.unit_of_work() as uow, _auditing(item.email):
                 result = self._email_effect(uow, item, ctx)
+                if then is not None:
+                    then(uow)
         except BackendError:
             raise
         except TicketmailError as exc:
@@ -411,7 +423,7 @@ class Pipeline:
         provenance = Provenance(ctx.name, "api", idempotency_key) if idempotency_key else None
         key = ledger_key(provenance) if provenance else None
         try:
-            with self._backend.unit_of_work() as uow:
+            with self._backend.unit_of_work() as uow, _auditing(request):
                 result = self._request_effect(uow, request, provenance, key, ctx)
         except BackendError:
             raise
@@ -433,6 +445,53 @@ class Pipeline:
         fires the ``message_failed`` hook; an item already committed is reported as ``duplicate`` instead.
         """
         return self._fail(bytes(raw), provenance, ledger_key(provenance), error, message_id)
+
+    def retry_quarantined(self, record: QuarantineRecord, *, context: MailboxContext | None = None) -> Outcome:
+        """Run a quarantined message through the current rules and threading again, exactly once.
+
+        When it now succeeds (any outcome but `failed`), its row leaves the quarantine in the same unit of work
+        as its effect, so a crash can neither lose the message nor apply it twice; a message the ledger already
+        has (its mailbox copy was processed meanwhile) is a `duplicate` and leaves the quarantine too. When it
+        fails again it stays, with one more attempt counted. Raises `InvalidValueError` for a record that was
+        not read from the backend (no `id` or provenance) and `ConfigError` when the backend's units of work
+        cannot remove quarantined messages (`QuarantineAdmin`).
+        """
+        if record.id is None or record.provenance is None:
+            raise InvalidValueError("only a stored quarantine record (with id and provenance) can be retried")
+        quarantine_id = record.id
+        with self._backend.unit_of_work() as probe:
+            self._quarantine_admin(probe)
+
+        def leave_quarantine(uow: UnitOfWork) -> None:
+            self._quarantine_admin(uow).remove_quarantined(quarantine_id)
+
+        ctx = context or self._context
+        prepared = self._prepare(record.raw, record.provenance, ctx)
+        if isinstance(prepared, Outcome):
+            if prepared.action == "duplicate":
+                with self._backend.unit_of_work() as uow:
+                    leave_quarantine(uow)
+            return prepared
+        return self._commit_one(prepared, ctx, then=leave_quarantine)
+
+    def discard_quarantined(self, quarantine_id: int, *, note: str = "discarded by an operator") -> bool:
+        """Delete a quarantined message for good, with an audit record saying so; `False` if there is none."""
+        with self._backend.unit_of_work() as uow:
+            removed = self._quarantine_admin(uow).remove_quarantined(quarantine_id)
+            if removed is None:
+                return False
+            reason = ("quarantine.discarded", note, f"{removed.reason_code} after {removed.attempts} attempt(s)")
+            record = AuditRecord(self._now(), "discarded", None, removed.provenance, None, (reason,))
+            uow.record_audit(describe_message(record, None))
+        return True
+
+    def _quarantine_admin(self, uow: UnitOfWork) -> QuarantineAdmin:
+        if not isinstance(uow, QuarantineAdmin):
+            raise ConfigError(
+                f"{type(self._backend).__name__} cannot remove quarantined messages (QuarantineAdmin)",
+                field="backend",
+            )
+        return uow
 
     def is_processed(self, provenance: Provenance) -> bool:
         """Whether this mailbox item was already committed (a source may then just acknowledge it).
@@ -599,17 +658,16 @@ class Pipeline:
                 uow.record_processed(
                     ProcessedRecord(dup, outcome.action, now, outcome.ticket, outcome.entry_id, outcome.message_id)
                 )
-        uow.record_audit(
-            AuditRecord(
-                now,
-                outcome.action,
-                outcome.message_id,
-                outcome.provenance,
-                outcome.ticket,
-                _audit_reasons(outcome.reasons),
-                outcome.entry_id,
-            )
+        record = AuditRecord(
+            now,
+            outcome.action,
+            outcome.message_id,
+            outcome.provenance,
+            outcome.ticket,
+            _audit_reasons(outcome.reasons),
+            outcome.entry_id,
         )
+        uow.record_audit(describe_message(record, _AUDITED.get()))
 
     def _duplicate_of(
         self, uow: UnitOfWork, dup_keys: tuple[str, ...], provenance: Provenance | None, message_id: str | None
@@ -888,7 +946,8 @@ class Pipeline:
                 return self._redelivery(previous, provenance).outcome
             # The backend keeps one row per provenance and content and counts attempts.
             uow.quarantine(QuarantineRecord(now, raw, error.code, error.message, provenance))
-            uow.record_audit(AuditRecord(now, "failed", message_id, provenance, None, _audit_reasons(reasons)))
+            record = AuditRecord(now, "failed", message_id, provenance, None, _audit_reasons(reasons))
+            uow.record_audit(describe_message(record, None))
         self._fire(_Result(outcome, "message_failed"))
         return outcome
 
@@ -904,7 +963,8 @@ class Pipeline:
                 previous = uow.processed(key)
                 if previous is not None:
                     return self._redelivery(previous, provenance).outcome
-            uow.record_audit(AuditRecord(now, "failed", None, provenance, None, _audit_reasons(reasons)))
+            record = AuditRecord(now, "failed", None, provenance, None, _audit_reasons(reasons))
+            uow.record_audit(describe_message(record, request))
         self._fire(_Result(outcome, "message_failed"))
         return outcome
 
@@ -933,6 +993,23 @@ def _with_html_note(html: str | None, note: str) -> str | None:
     import html as _html
 
     return f'{html}<pre class="ticketmail-note">{_html.escape(note)}</pre>'
+
+
+# The message whose effect is being applied, for its audit record. Set around each effect (one message at a
+# time per thread or task, also inside a group commit), so the audit record carries the sender, subject and
+# headers without every decision path having to pass the message along.
+_AUDITED: contextvars.ContextVar[InboundEmail | TicketRequest | None] = contextvars.ContextVar(
+    "ticketmail_audited_message", default=None
+)
+
+
+@contextlib.contextmanager
+def _auditing(message: InboundEmail | TicketRequest) -> Iterator[None]:
+    token = _AUDITED.set(message)
+    try:
+        yield
+    finally:
+        _AUDITED.reset(token)
 
 
 @contextlib.contextmanager

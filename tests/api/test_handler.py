@@ -80,6 +80,17 @@ def test_ignored_email_202_without_ticket(handler, full_key, kit):
     assert (r.status, r.body, r.header("X-Ticketmail-Action")) == (202, b"", "ignored")
 
 
+def test_ignored_email_202_says_why(real_stack, kit):
+    """With the real pipeline, the 202 body lists the reasons (code: message) and a header names the last."""
+    raw = b"Auto-Submitted: auto-replied\r\n" + kit.RAW_EMAIL
+    r = real_stack.handler(kit.post("/api/tickets.email", raw, real_stack.secret))
+    assert (r.status, r.header("X-Ticketmail-Action")) == (202, "ignored")
+    lines = r.text.splitlines()
+    assert lines
+    assert any(line.startswith("auto.") for line in lines), lines
+    assert r.header("X-Ticketmail-Reason") == lines[-1].split(":", 1)[0]
+
+
 def test_cron_runs_once_200(handler, full_key, kit, cron_calls):
     r = handler(kit.post("/api/tasks/cron", b"", full_key))
     assert (r.status, r.text) == (200, "Completed")

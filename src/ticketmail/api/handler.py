@@ -438,8 +438,13 @@ class ApiHandler:
             # A retried POST (duplicate) gets the same 201 and number, so a client's retry loop terminates.
             return _text(201, outcome.ticket, extra=(action_header,))
         if outcome.action in ("ignored", "duplicate"):
-            # Accepted and recorded on purpose without a ticket (a filter, an automatic reply, ...).
-            return _text(202, "", extra=(action_header,))
+            # Accepted and recorded on purpose without a ticket (a filter, an automatic reply, ...); the body
+            # says why, one reason per line ("code: message"), so the sender's integration can log it.
+            why = "".join(f"{r.code}: {r.message}\n" for r in outcome.reasons)
+            extra: list[tuple[str, str]] = [action_header]
+            if outcome.reasons:
+                extra.append(("X-Ticketmail-Reason", outcome.reasons[-1].code))
+            return _text(202, why, extra=tuple(extra))
         if outcome.error is not None:
             raise outcome.error
         raise InputError(f"the message was {outcome.action} and no ticket was created")

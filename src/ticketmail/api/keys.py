@@ -56,10 +56,10 @@ __all__ = [
     "require",
 ]
 
-Permission = Literal["create_tickets", "submit_email", "run_cron"]
-"""What a key may do: POST JSON/XML tickets, POST raw email, run one fetch cycle."""
+Permission = Literal["create_tickets", "submit_email", "run_cron", "view_status"]
+"""What a key may do: POST JSON/XML tickets, POST raw email, run one fetch cycle, read the status page."""
 
-PERMISSIONS: tuple[Permission, ...] = ("create_tickets", "submit_email", "run_cron")
+PERMISSIONS: tuple[Permission, ...] = ("create_tickets", "submit_email", "run_cron", "view_status")
 """Every permission, in documentation order."""
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network

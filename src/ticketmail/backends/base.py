@@ -60,6 +60,7 @@ __all__ = [
     "NewEntry",
     "NewTicket",
     "ProcessedRecord",
+    "QuarantineAdmin",
     "QuarantineRecord",
     "Ticket",
     "TicketNotFoundError",
@@ -304,7 +305,25 @@ class ProcessedRecord:
 
 @attrs.frozen
 class AuditRecord:
-    """One decision, as an operator will want to read it later. ``at`` is converted to UTC."""
+    """One decision, as an operator will want to read it later. ``at`` is converted to UTC.
+
+    Attributes:
+        at: When the decision was committed.
+        action: The outcome: `created`, `appended`, `ignored`, `duplicate`, `rejected`, `failed` (and
+            `discarded` or `retried` for quarantine actions taken by an operator).
+        message_id: The message's Message-ID (possibly generated), when known.
+        provenance: Where the message came from.
+        ticket: The ticket concerned, if any.
+        reasons: Every reason, as `(code, message, value)`.
+        entry_id: The thread entry created, if any.
+        id: Set on stored records (increasing in commit order); `None` on a record being written.
+        origin: Where the message came from, in words (`"IMAP support, UID 13 (UIDVALIDITY 7)"`,
+            `"file examples/mail/01.eml"`).
+        sender: The sender's address, when the message named one.
+        subject: The subject (truncated to 300 characters).
+        headers: The headers that decisions look at (sender, recipients, threading, automatic-mail and
+            spam markers), as `(name, value)` pairs, values truncated.
+    """
 
     at: _dt.datetime = attrs.field(converter=_utc_converter)
     action: str
@@ -313,6 +332,11 @@ class AuditRecord:
     ticket: str | None
     reasons: tuple[tuple[str, str, str | None], ...]  # (code, message, value)
     entry_id: int | None = None
+    id: int | None = None
+    origin: str | None = None
+    sender: str | None = None
+    subject: str | None = None
+    headers: tuple[tuple[str, str], ...] = ()
 
 
 @attrs.frozen
@@ -408,6 +432,20 @@ class UnitOfWork(Protocol):
 
         The same bytes from the same provenance are kept once (see :class:`QuarantineRecord`).
         """
+
+
+@runtime_checkable
+class QuarantineAdmin(Protocol):
+    """Optional capability of a unit of work: take a message out of the quarantine.
+
+    `ticketmail quarantine retry` and `discard` need it; the shipped backends have it. A retried message that
+    succeeds leaves the quarantine in the same unit of work as its effect, so a crash in between can neither
+    lose it nor apply it twice.
+    """
+
+    def remove_quarantined(self, quarantine_id: int) -> QuarantineRecord | None:
+        """Delete quarantine row `quarantine_id`; return it as it was, or `None` when there is no such row."""
+        ...
 
 
 @runtime_checkable

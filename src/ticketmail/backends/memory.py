@@ -54,8 +54,9 @@ class _Store:
         self.message_ids: dict[str, tuple[str, Direction]] = {}
         self.ledger: dict[str, ProcessedRecord] = {}
         self.audit: list[AuditRecord] = []
-        self.quarantine: list[QuarantineRecord] = []
-        self.quarantine_index: dict[QuarantineKey, int] = {}
+        self.quarantine: dict[int, QuarantineRecord] = {}  # by id, in insertion order
+        self.quarantine_index: dict[QuarantineKey, int] = {}  # (provenance, bytes) -> id
+        self.next_quarantine_id = 1
         self.by_requester: dict[str, list[_dt.datetime]] = {}
         self.next_entry_id = 1
 
@@ -244,33 +245,55 @@ class _MemoryUnitOfWork:
         self.undo.append(lambda: mids.pop(message_id, None))
 
     def record_audit(self, record: AuditRecord) -> None:
-        """Append to the audit log."""
+        """Append to the audit log (ids count up from 1)."""
         audit = self._state().audit
-        audit.append(record)
+        audit.append(attrs.evolve(record, id=len(audit) + 1))
         self.undo.append(audit.pop)
 
     def quarantine(self, record: QuarantineRecord) -> int:
         """Keep a failed message once per (provenance, bytes); return its id."""
         store = self._state()
         key = quarantine_key(record)
-        index = store.quarantine_index.get(key)
-        if index is not None:
-            old = store.quarantine[index]
+        existing = store.quarantine_index.get(key)
+        if existing is not None:
+            old = store.quarantine[existing]
             new = attrs.evolve(old, at=record.at, reason_code=record.reason_code, reason=record.reason)
-            new = attrs.evolve(new, attempts=old.attempts + 1)
+            store.quarantine[existing] = attrs.evolve(new, attempts=old.attempts + 1)
 
             def undo_update() -> None:
-                store.quarantine[index] = old
+                store.quarantine[existing] = old
 
-            store.quarantine[index] = new
             self.undo.append(undo_update)
-            return index + 1
-        new_id = len(store.quarantine) + 1
-        store.quarantine.append(attrs.evolve(record, id=new_id, attempts=1))
-        store.quarantine_index[key] = new_id - 1
-        self.undo.append(store.quarantine.pop)
-        self.undo.append(lambda: store.quarantine_index.pop(key, None))
+            return existing
+        new_id = store.next_quarantine_id
+        store.next_quarantine_id += 1
+        store.quarantine[new_id] = attrs.evolve(record, id=new_id, attempts=1)
+        store.quarantine_index[key] = new_id
+
+        def undo_insert() -> None:
+            store.quarantine.pop(new_id, None)
+            store.quarantine_index.pop(key, None)
+            store.next_quarantine_id = new_id
+
+        self.undo.append(undo_insert)
         return new_id
+
+    def remove_quarantined(self, quarantine_id: int) -> QuarantineRecord | None:
+        """Delete quarantine row `quarantine_id` and return it, or `None` when there is no such row."""
+        store = self._state()
+        record = store.quarantine.pop(quarantine_id, None)
+        if record is None:
+            return None
+        key = quarantine_key(record)
+        store.quarantine_index.pop(key, None)
+
+        def undo_remove() -> None:
+            store.quarantine[quarantine_id] = record
+            store.quarantine = dict(sorted(store.quarantine.items()))
+            store.quarantine_index[key] = quarantine_id
+
+        self.undo.append(undo_remove)
+        return record
 
 
 class InMemoryBackend(BaseBackend):
@@ -350,7 +373,7 @@ class InMemoryBackend(BaseBackend):
         """Every quarantined message, oldest first."""
         with self._lock:
             self._check_open()
-            return list(self._store.quarantine)
+            return list(self._store.quarantine.values())
 
     def close(self) -> None:
         """Mark the backend closed; later calls raise :class:`~ticketmail.errors.BackendError`."""

@@ -422,7 +422,7 @@ class _SQLiteUnitOfWork:
         with translate_errors("write the audit log"):
             self._c().execute(
                 "INSERT INTO audit (at, action, message_id, prov_mailbox, prov_kind, prov_key, ticket, entry_id,"
-                " reasons) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " reasons, origin, sender, subject, headers) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     _ts(record.at),
                     record.action,
@@ -433,8 +433,26 @@ class _SQLiteUnitOfWork:
                     record.ticket,
                     record.entry_id,
                     json.dumps([list(r) for r in record.reasons], ensure_ascii=False),
+                    record.origin,
+                    record.sender,
+                    record.subject,
+                    json.dumps([list(h) for h in record.headers], ensure_ascii=False) if record.headers else None,
                 ),
             )
+
+    def remove_quarantined(self, quarantine_id: int) -> QuarantineRecord | None:
+        """Delete quarantine row `quarantine_id` and return it, or `None` when there is no such row."""
+        conn = self._c()
+        with translate_errors("remove a quarantined message"):
+            row = conn.execute(
+                "SELECT id, at, raw, reason_code, reason, prov_mailbox, prov_kind, prov_key, attempts"
+                " FROM quarantine WHERE id = ?",
+                (quarantine_id,),
+            ).fetchone()
+            if row is None:
+                return None
+            conn.execute("DELETE FROM quarantine WHERE id = ?", (quarantine_id,))
+        return _quarantine_record(row)
 
     def quarantine(self, record: QuarantineRecord) -> int:
         """Keep a failed message once per (provenance, bytes); return its id."""
@@ -696,7 +714,7 @@ class SQLiteBackend(BaseBackend):
                     self._connection()
                     .execute(
                         "SELECT id, at, action, message_id, prov_mailbox, prov_kind, prov_key, ticket, entry_id,"
-                        " reasons FROM audit WHERE id > ? ORDER BY id LIMIT ?",
+                        " reasons, origin, sender, subject, headers FROM audit WHERE id > ? ORDER BY id LIMIT ?",
                         (last, _PAGE),
                     )
                     .fetchall()
@@ -710,6 +728,11 @@ class SQLiteBackend(BaseBackend):
                     ticket=row[7],
                     reasons=tuple((r[0], r[1], r[2]) for r in json.loads(row[9])),
                     entry_id=row[8],
+                    id=row[0],
+                    origin=row[10],
+                    sender=row[11],
+                    subject=row[12],
+                    headers=tuple((h[0], h[1]) for h in json.loads(row[13])) if row[13] else (),
                 )
             if len(rows) < _PAGE:
                 return
@@ -726,18 +749,7 @@ class SQLiteBackend(BaseBackend):
                 )
                 .fetchall()
             )
-        return [
-            QuarantineRecord(
-                at=_dt_from(row[1]),
-                raw=bytes(row[2]),
-                reason_code=row[3],
-                reason=row[4],
-                provenance=None if row[5] is None else Provenance(row[5], row[6], row[7]),
-                id=row[0],
-                attempts=row[8],
-            )
-            for row in rows
-        ]
+        return [_quarantine_record(row) for row in rows]
 
     def close(self) -> None:
         """Close the connection (idempotent). Later calls raise :class:`~ticketmail.errors.BackendError`."""
@@ -747,3 +759,16 @@ class SQLiteBackend(BaseBackend):
             self._closed = True
             with translate_errors("close the database"):
                 self._conn.close()
+
+
+def _quarantine_record(row: Sequence[Any]) -> QuarantineRecord:
+    """A `quarantine` row (id, at, raw, reason_code, reason, mailbox, kind, key, attempts) as a record."""
+    return QuarantineRecord(
+        at=_dt_from(row[1]),
+        raw=bytes(row[2]),
+        reason_code=row[3],
+        reason=row[4],
+        provenance=None if row[5] is None else Provenance(row[5], row[6], row[7]),
+        id=row[0],
+        attempts=row[8],
+    )

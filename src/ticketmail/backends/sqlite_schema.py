@@ -190,6 +190,18 @@ MIGRATIONS: tuple[Migration, ...] = (
         ),
         python=_backfill_quarantine,
     ),
+    Migration(
+        3,
+        "the audit log says where a message came from in words, its sender, subject and deciding headers",
+        (
+            "ALTER TABLE audit ADD COLUMN origin TEXT",
+            "ALTER TABLE audit ADD COLUMN sender TEXT",
+            "ALTER TABLE audit ADD COLUMN subject TEXT",
+            "ALTER TABLE audit ADD COLUMN headers TEXT",
+            "CREATE INDEX audit_ticket ON audit (ticket)",
+            "CREATE INDEX audit_message_id ON audit (message_id)",
+        ),
+    ),
 )
 """Every schema step, oldest first. ``MIGRATIONS[-1].version`` is the version this code writes."""
 

@@ -22,6 +22,7 @@ from ticketmail.threading import ThreadingOptions
 
 __all__ = [
     "DEFAULT_DB",
+    "UNSET_DB",
     "add_config_argument",
     "add_threading_arguments",
     "build_pipeline",
@@ -36,6 +37,16 @@ __all__ = [
 ]
 
 DEFAULT_DB = "tickets.sqlite3"
+
+
+class _UnsetDb(str):
+    """The default of ``--db``: reads as ``tickets.sqlite3``, but `storage_target` knows it was not given."""
+
+    __slots__ = ()
+
+
+UNSET_DB = _UnsetDb(DEFAULT_DB)
+"""Default value of ``--db``; a command given no ``--db`` uses ``[storage]`` first (see `storage_target`)."""
 
 # Flag destination -> ThreadingOptions attribute.
 _THREADING_FLAGS = {
@@ -127,7 +138,10 @@ def rules_for(config: Config, args: argparse.Namespace) -> RuleSet | None:
 
 def storage_target(config: Config, args: argparse.Namespace, *, default: str | None = DEFAULT_DB) -> str:
     """``--db`` (a path or URL) when given, else ``[storage]`` (``url`` or ``path``), else ``default``."""
-    target = getattr(args, "db", None) or config.storage.target or default
+    given = getattr(args, "db", None)
+    if isinstance(given, _UnsetDb):
+        given = None
+    target = given or config.storage.target or default
     if not target:
         where = config.path or "the configuration"
         raise ConfigError(f"{where}: [storage] names no database; set path (or url) or pass --db", field="storage")

@@ -17,6 +17,7 @@ acknowledged; rerun later).
 from __future__ import annotations
 
 import argparse
+import datetime as _dt
 import hashlib
 import importlib
 import json
@@ -28,9 +29,11 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
+from ticketmail.backends._query import TicketQuery, select_tickets
 from ticketmail.backends.base import Backend, Entry, Ticket
 from ticketmail.cli._config import (
     DEFAULT_DB,
+    UNSET_DB,
     add_config_argument,
     add_threading_arguments,
     build_pipeline,
@@ -95,6 +98,13 @@ def register(subparsers: Any) -> None:
     tickets.add_argument(
         "--status", choices=("open", "closed", "merged"), default=None, help="only tickets with this status"
     )
+    tickets.add_argument("--mailbox", metavar="NAME", help="only tickets opened from this mailbox")
+    tickets.add_argument("--department", metavar="NAME", help="only tickets of this department")
+    tickets.add_argument("--requester", metavar="TEXT", help="only requesters whose address contains TEXT")
+    tickets.add_argument(
+        "--since", type=_since, metavar="WHEN", help="only tickets updated since WHEN (ISO, or 2h, 3d)"
+    )
+    tickets.add_argument("--oldest-first", action="store_true", help="oldest first (default: newest first)")
     tickets.set_defaults(func=run_tickets)
 
     show = subparsers.add_parser("show", help="show one ticket with its thread")
@@ -115,10 +125,23 @@ def _positive(text: str) -> int:
     return value
 
 
+def _since(text: str) -> _dt.datetime:
+    """An ISO date/time (naive means UTC) or an age such as `90m`, `2h`, `3d`, `1w` before now."""
+    text = text.strip()
+    units = {"m": 60, "h": 3600, "d": 86400, "w": 604800}
+    if text[:-1].isdigit() and text[-1:] in units:
+        return _dt.datetime.now(_dt.timezone.utc) - _dt.timedelta(seconds=int(text[:-1]) * units[text[-1]])
+    try:
+        value = _dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an ISO date/time or an age like 2h or 3d, got {text!r}") from None
+    return value if value.tzinfo is not None else value.replace(tzinfo=_dt.timezone.utc)
+
+
 def _db_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--db",
-        default=None,
+        default=UNSET_DB,
         metavar="FILE|URL",
         help=f"the SQLite database file or a backend URL (overrides [storage]; default: {DEFAULT_DB})",
     )
@@ -370,11 +393,17 @@ def run_tickets(args: argparse.Namespace) -> int:
     except TicketmailError as exc:
         _error(sys.stderr, exc)
         return EXIT_USAGE
+    query = TicketQuery(
+        mailbox=args.mailbox,
+        department=args.department,
+        requester=args.requester,
+        status=args.status,
+        since=args.since,
+        limit=args.limit,
+        newest_first=not args.oldest_first,
+    )
     try:
-        if args.status is None:
-            tickets = list(backend.list_tickets(limit=args.limit))
-        else:
-            tickets = [t for t in backend.list_tickets() if t.status == args.status][: args.limit]
+        tickets = select_tickets(backend, query)
     except BackendError as exc:
         _error(sys.stderr, exc)
         return EXIT_BACKEND

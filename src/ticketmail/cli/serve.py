@@ -97,13 +97,11 @@ def _client_address(proxies: tuple[Any, ...]) -> Callable[[Request], Request]:
     return resolve
 
 
-def _handler(
-    config: Config, args: argparse.Namespace, target: str, pipeline: Any, keys: Any
-) -> Callable[[Request], Response]:
+def _handler(config: Config, args: argparse.Namespace, target: str, pipeline: Any, keys: Any) -> ApiHandler:
     from ticketmail.cli._config import context_for, parse_options
 
     max_body = args.max_body if args.max_body is not None else config.api.max_body
-    handler = ApiHandler(
+    return ApiHandler(
         pipeline,
         keys,
         cron=_cron(config, args, target, pipeline) if args.config else None,
@@ -111,14 +109,30 @@ def _handler(
         context=context_for(config, config.api.mailbox),
         parse_options=parse_options(config),
     )
+
+
+def _behind_proxies(config: Config, app: Callable[[Request], Response]) -> Callable[[Request], Response]:
+    """``app`` seeing the client's address behind ``[api] trusted_proxies`` (``app`` itself without any)."""
     if not config.api.trusted_proxies:
-        return handler
+        return app
     resolve = _client_address(config.api.trusted_proxies)
 
     def behind_proxy(request: Request) -> Response:
-        return handler(resolve(request))
+        return app(resolve(request))
 
     return behind_proxy
+
+
+def _with_status_page(
+    config: Config, args: argparse.Namespace, target: str, handler: ApiHandler, backend: Any, keys: Any
+) -> Any:
+    """`/status` and `/status.json` in front of the API, reading the health `fetch` writes for this database."""
+    from ticketmail.api.status import StatusPage
+    from ticketmail.sources.health import read_health
+
+    names = [m.name for m in config.mailboxes if m.protocol != "pipe"]
+    health_file = state_dir(config, args, target) / "health.json"
+    return StatusPage(handler, backend=backend, keys=keys, health=lambda: read_health(health_file), mailboxes=names)
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
@@ -136,6 +150,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         pipeline = build_pipeline(config, backend, args)
         keys = SQLiteKeyStore(_keys_path(config, args, target))
         handler = _handler(config, args, target, pipeline, keys)
+        app = _behind_proxies(config, _with_status_page(config, args, target, handler, backend, keys))
     except TicketmailError as exc:
         if keys is not None:
             keys.close()
@@ -155,7 +170,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         print(f"ticketmail: serving the ticket API on http://{host}:{port}/api/ (Ctrl-C to stop)", flush=True)
 
     try:
-        serve(handler, host, port, ready=ready)
+        serve(app, host, port, ready=ready)
     except KeyboardInterrupt:
         pass
     except OSError as exc:

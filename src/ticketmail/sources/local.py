@@ -103,7 +103,7 @@ def _read(path: Path) -> bytes:
 
 def _file_item(path: Path, kind: LocalItemKind) -> LocalItem:
     data = _read(path)
-    return LocalItem(data, kind, Provenance("file", "file", _sha256(data)), str(path))
+    return LocalItem(data, kind, Provenance("file", "file", _sha256(data), label=str(path)), str(path))
 
 
 def _maildir_items(path: Path, mailbox_name: str) -> Iterator[LocalItem]:

@@ -49,6 +49,7 @@ from ticketmail.backends.base import (
     NewEntry,
     NewTicket,
     ProcessedRecord,
+    QuarantineAdmin,
     QuarantineRecord,
     TicketNotFoundError,
     TicketNumberTakenError,
@@ -168,7 +169,7 @@ def snapshot(backend: Backend, *, keys: Iterable[str] = (), message_ids: Iterabl
         "tickets": tickets,
         "threads": {n: [_quiet_entry(e, positions) for e in t] for n, t in threads.items()},
         "attachments": {d: backend.attachment(d) for d in digests},
-        "audit": [(attrs.evolve(r, entry_id=None), pos(r.entry_id)) for r in backend.audit_log()],
+        "audit": [(attrs.evolve(r, entry_id=None, id=None), pos(r.entry_id)) for r in backend.audit_log()],
         "quarantine": [attrs.evolve(q, id=None) for q in backend.quarantined()],
         "ledger": ledger,
         "message_ids": owners,
@@ -483,15 +484,53 @@ class BackendConformance:
     # -- audit and quarantine --
 
     def test_audit_log_in_order(self, backend: Backend) -> None:
-        """Audit records come back complete and oldest first."""
+        """Audit records come back complete and oldest first, each with an increasing `id`."""
         records = [
-            AuditRecord(T0 + _dt.timedelta(seconds=i), "ignored", f"m{i}@x", PROV, None, (("r", "why", str(i)),))
+            AuditRecord(
+                T0 + _dt.timedelta(seconds=i),
+                "ignored",
+                f"m{i}@x",
+                PROV,
+                None,
+                (("r", "why", str(i)),),
+                origin=f"IMAP support, UID {i}" if i % 2 else None,
+                sender="alice@example.org" if i % 2 else None,
+                subject=f"Printer \u00e9 {i}" if i % 2 else None,
+                headers=(("From", "Alice <alice@example.org>"), ("X-Spam-Flag", "NO")) if i % 2 else (),
+            )
             for i in range(5)
         ]
         for record in records:
             with backend.unit_of_work() as uow:
                 uow.record_audit(record)
-        assert list(backend.audit_log()) == records
+        stored = list(backend.audit_log())
+        assert [attrs.evolve(r, id=None) for r in stored] == records
+        ids = [r.id for r in stored]
+        assert all(isinstance(i, int) for i in ids), ids
+        assert ids == sorted(set(ids)), ids  # type: ignore[type-var]
+
+    def test_remove_quarantined(self, backend: Backend) -> None:
+        """A unit of work can take one message out of the quarantine; a rollback puts it back."""
+        with backend.unit_of_work() as uow:
+            if not isinstance(uow, QuarantineAdmin):
+                pytest.skip("the backend's units of work do not implement the optional QuarantineAdmin")
+            first = uow.quarantine(QuarantineRecord(T0, b"one", "malformed_email", "bad", PROV))
+            second = uow.quarantine(QuarantineRecord(T0, b"two", "malformed_email", "bad", PROV))
+        with pytest.raises(RuntimeError, match="undo"), backend.unit_of_work() as uow:
+            assert isinstance(uow, QuarantineAdmin)
+            removed = uow.remove_quarantined(first)
+            assert removed is not None and removed.raw == b"one" and removed.id == first
+            raise RuntimeError("undo")
+        assert [q.id for q in backend.quarantined()] == [first, second]
+        with backend.unit_of_work() as uow:
+            assert isinstance(uow, QuarantineAdmin)
+            assert uow.remove_quarantined(first) is not None
+            assert uow.remove_quarantined(first) is None
+            assert uow.remove_quarantined(10_000) is None
+        assert [(q.id, q.raw) for q in backend.quarantined()] == [(second, b"two")]
+        with backend.unit_of_work() as uow:  # the same bytes again start a new count
+            uow.quarantine(QuarantineRecord(T0, b"one", "malformed_email", "bad", PROV))
+        assert sorted(q.attempts for q in backend.quarantined()) == [1, 1]
 
     def test_quarantine_keeps_bytes_once_per_item(self, backend: Backend) -> None:
         """Quarantine keeps raw bytes; the same item again bumps ``attempts`` instead of a new row."""
