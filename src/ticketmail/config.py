@@ -12,7 +12,7 @@ Every table is optional; ``docs/configuration.md`` documents every key::
     [api]              # keys, max_body, trusted_proxies, host, port, mailbox, ignore_unknown_fields
     [poller]           # time_budget, idle_slice, backoff_base, backoff_cap, backoff_jitter, concurrency
     [receive]          # kept raw for the LMTP/SMTP receiver to validate (config.tables["receive"])
-    [alerts]           # kept raw for alerting to validate (config.tables["alerts"])
+    [alerts]           # ticketmail.alerts.AlertSettings (config.alerts; raw in config.tables["alerts"])
 
 Errors are :class:`~ticketmail.errors.ConfigError` naming the file, the table and the key, with a "did you
 mean" for a misspelt name: ``ticketmail.toml: [threading] subjet_tag: unknown key; did you mean
@@ -67,7 +67,8 @@ __all__ = [
 DEFAULT_CONFIG_NAME = "ticketmail.toml"
 
 EXTERNAL_TABLES: tuple[str, ...] = ("receive", "alerts")
-"""Tables accepted and kept raw in :attr:`Config.tables` for the modules that validate them."""
+"""Tables kept raw in :attr:`Config.tables` for the modules that use them (``[alerts]`` is also validated
+into :attr:`Config.alerts` at load time)."""
 
 TABLES: tuple[str, ...] = (
     "storage",
@@ -175,6 +176,7 @@ class Config:
         email_options: ``[limits.email]`` (email parsing options and limits).
         api: ``[api]``.
         poller: ``[poller]`` with every default filled in.
+        alerts: ``[alerts]`` validated (``ticketmail.alerts.AlertSettings``), or ``None`` without the table.
         tables: The raw tables other modules validate (``receive``, ``alerts``), by name.
         sources: The same file as a :class:`~ticketmail.sources.config.SourcesConfig` (secrets masked in
             its ``raw``).
@@ -193,6 +195,7 @@ class Config:
     email_options: EmailOptions = attrs.field(factory=EmailOptions)
     api: ApiConfig = ApiConfig()
     poller: Mapping[str, float] = attrs.field(factory=lambda: dict(POLLER_DEFAULTS), hash=False)
+    alerts: Any = None
     tables: Mapping[str, Mapping[str, Any]] = attrs.field(factory=dict, hash=False, repr=False)
     sources: SourcesConfig | None = attrs.field(default=None, repr=False, eq=False)
 
@@ -304,6 +307,7 @@ def load_data(
         email_options=_email_options(email_table, source),
         api=api,
         poller=_poller(_table(doc, "poller", source), source),
+        alerts=_alerts(tables.get("alerts"), source),
         tables=tables,
         sources=sources,
     )
@@ -509,6 +513,18 @@ def _api(table: Mapping[str, Any], source: str, base: Path) -> ApiConfig:
     if "mailbox" in table:
         kwargs["mailbox"] = _expect(table["mailbox"], (str,), source, "api.mailbox", "a mailbox name")
     return ApiConfig(**kwargs)
+
+
+def _alerts(table: Mapping[str, Any] | None, source: str) -> Any:
+    if table is None:
+        return None
+    from ticketmail.alerts import alert_settings_from_table
+
+    try:
+        return alert_settings_from_table(table, source=source)
+    except ConfigError as exc:
+        message = exc.message if exc.message.startswith(source) else f"{source}: [alerts] {exc.message}"
+        raise ConfigError(message, field=exc.field) from exc
 
 
 def _poller(table: Mapping[str, Any], source: str) -> dict[str, float]:

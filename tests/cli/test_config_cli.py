@@ -207,3 +207,25 @@ def test_pipe_without_config_uses_the_default_database(
     code, _, err = run(capsys, "pipe", "--mailbox", "anything")
     assert code == 0, err
     assert (tmp_path / "tickets.sqlite3").exists()
+
+
+def test_alerts_table_is_validated_and_fetch_sends_them(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import sys
+
+    config = tmp_path / "t.toml"
+    config.write_text('[storage]\npath = "t.sqlite3"\n[alerts]\nwebhok = "https://x"\n')
+    code, _, err = run(capsys, "fetch", "--config", str(config))
+    assert code == 2
+    assert "[alerts]" in err
+    assert "did you mean 'webhook'?" in err
+    sink = tmp_path / "alerts.jsonl"
+    script = f"import sys; open({str(sink)!r}, 'ab').write(sys.stdin.buffer.read() + b'\\n')"
+    config.write_text(
+        '[storage]\npath = "t.sqlite3"\n'
+        '[[mailboxes]]\nname = "gone"\nprotocol = "maildir"\npath = "no-such-maildir"\n'
+        f'[alerts]\ncommand = [{json.dumps(sys.executable)}, "-c", {json.dumps(script)}]\nevents = ["down"]\n'
+    )
+    code, _, err = run(capsys, "fetch", "--config", str(config))
+    assert code == 1, err
+    events = [json.loads(line) for line in sink.read_text().splitlines() if line.strip()]
+    assert [(e["event"], e["mailbox"]) for e in events] == [("down", "gone")]

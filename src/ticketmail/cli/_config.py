@@ -173,7 +173,12 @@ def context_for(config: Config, name: str, addresses: Sequence[str] = ()) -> Mai
 
 
 def build_pipeline(
-    config: Config, backend: Any, args: argparse.Namespace, *, context: MailboxContext | None = None
+    config: Config,
+    backend: Any,
+    args: argparse.Namespace,
+    *,
+    context: MailboxContext | None = None,
+    hooks: Any = None,
 ) -> Any:
     """A :class:`~ticketmail.pipeline.Pipeline` with everything the file and the flags say."""
     from ticketmail.pipeline import Pipeline
@@ -185,6 +190,7 @@ def build_pipeline(
         email_options=config.email_options,
         attachments=config.attachments,
         context=context,
+        hooks=hooks,
     )
 
 

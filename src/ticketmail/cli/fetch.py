@@ -201,17 +201,31 @@ def _close(pipeline: Pipeline) -> None:
 
 
 def _open(
-    config: Config, args: argparse.Namespace, *, context: MailboxContext | None = None, default: str | None = None
+    config: Config,
+    args: argparse.Namespace,
+    *,
+    context: MailboxContext | None = None,
+    default: str | None = None,
+    hooks: Any = None,
 ) -> Pipeline:
     from ticketmail.cli.ingest import _open_backend
 
     backend = _open_backend(storage_target(config, args, default=default), create=True)
     try:
-        pipeline: Pipeline = build_pipeline(config, backend, args, context=context)
+        pipeline: Pipeline = build_pipeline(config, backend, args, context=context, hooks=hooks)
     except BaseException:
         backend.close()
         raise
     return pipeline
+
+
+def _alerter(config: Config) -> Any:
+    """An `Alerter` for the file's ``[alerts]`` table, or ``None`` without one."""
+    if config.alerts is None:
+        return None
+    from ticketmail.alerts import Alerter
+
+    return Alerter(config.alerts)
 
 
 def _select(config: Config, names: Sequence[str]) -> list[MailboxConfig]:
@@ -288,6 +302,7 @@ def run_fetch(args: argparse.Namespace) -> int:
 
 def _fetch(args: argparse.Namespace) -> int:
     out, err = sys.stdout, sys.stderr
+    alerter: Any = None
     try:
         config = load_config(args.config)
         # A mailbox whose table is invalid is reported; the others still run and the exit status says so.
@@ -305,13 +320,13 @@ def _fetch(args: argparse.Namespace) -> int:
                 print(f"ticketmail: error: {args.config} defines no [[mailboxes]] to fetch", file=err)
             return EXIT_USAGE
         db = storage_target(config, args, default=None)
-        pipeline = _open(config, args)
-    except BackendError as exc:
-        _error(err, exc)
-        return EXIT_BACKEND
+        alerter = _alerter(config)
+        pipeline = _open(config, args, hooks=alerter.hooks() if alerter is not None else None)
     except TicketmailError as exc:
+        if alerter is not None:
+            alerter.close()
         _error(err, exc)
-        return EXIT_USAGE
+        return EXIT_BACKEND if isinstance(exc, BackendError) else EXIT_USAGE
     write_lock = threading.Lock()
 
     def on_outcome(name: str, item: RawItem, outcome: Outcome) -> None:
@@ -330,9 +345,10 @@ def _fetch(args: argparse.Namespace) -> int:
             for m in mailboxes
         ]
         backoff = Backoff(base=settings["backoff_base"], cap=settings["backoff_cap"], jitter=settings["backoff_jitter"])
-        poller = Poller(
-            targets, pipeline, state=state, on_outcome=on_outcome, backoff=backoff, events=[_report_event(err)]
-        )
+        events = [_report_event(err)]
+        if alerter is not None:  # [alerts]: down / recovered / quarantined, delivered in the background
+            events.append(alerter.health_listener())
+        poller = Poller(targets, pipeline, state=state, on_outcome=on_outcome, backoff=backoff, events=events)
         if args.watch:
             print(f"ticketmail: watching {len(targets)} mailbox(es); SIGTERM or Ctrl-C stops", file=err)
             poller.run(handle_signals=True, idle_slice=settings["idle_slice"])
@@ -348,6 +364,8 @@ def _fetch(args: argparse.Namespace) -> int:
     finally:
         out.flush()
         _close(pipeline)
+        if alerter is not None:
+            alerter.close()
     for run in report.runs:
         print(f"ticketmail: {_summary(run)}", file=err)
     if any(isinstance(run.error, BackendError) for run in report.runs):
