@@ -292,13 +292,23 @@ def test_any_document_loads_or_raises_a_config_error(doc: dict[str, dict[str, in
 
 
 def test_secrets_of_other_tables_are_masked_in_raw(tmp_path: Path) -> None:
-    path = write(tmp_path, "[alerts]\nsmtp_password = 'pw-123'\nsmtp_password_env = 'VAR'\n[receive]\nport = 24\n")
+    path = write(tmp_path, "[receive]\nsmtp_password = 'pw-123'\nsmtp_password_env = 'VAR'\nport = 24\n")
     config = load(path)
-    assert config.tables["alerts"]["smtp_password"] == "pw-123"  # for the module that validates it
+    assert config.tables["receive"]["smtp_password"] == "pw-123"  # for the module that validates it
     assert config.sources is not None
     raw = config.sources.raw
-    assert isinstance(raw["alerts"]["smtp_password"], Secret)
-    assert raw["alerts"]["smtp_password_env"] == "VAR"
-    assert raw["receive"] == {"port": 24}
+    assert isinstance(raw["receive"]["smtp_password"], Secret)
+    assert raw["receive"]["smtp_password_env"] == "VAR"
+    assert raw["receive"]["port"] == 24
     assert "pw-123" not in repr(raw)
     assert "pw-123" not in repr(config)
+
+
+def test_alerts_are_validated_at_load_time(tmp_path: Path) -> None:
+    config = load(write(tmp_path, "[alerts]\nwebhook = 'https://hooks.example.com/x'\nevents = ['down']\n"))
+    assert config.alerts is not None
+    assert config.alerts.webhook == "https://hooks.example.com/x"
+    message = error_of(tmp_path, "[alerts]\nwebhok = 'https://x'\n")
+    assert message.startswith(str(tmp_path / "ticketmail.toml"))
+    assert "did you mean 'webhook'?" in message
+    assert "[alerts]" in error_of(tmp_path, "[alerts]\nwebhook = 'file:///etc/passwd'\n")
