@@ -56,7 +56,7 @@ from ticketmail.errors import BackendError, PayloadTooLargeError, TicketmailErro
 from ticketmail.model import MailboxContext
 from ticketmail.pipeline import Outcome, Pipeline
 from ticketmail.sources.base import RawItem
-from ticketmail.sources.config import MailboxConfig
+from ticketmail.sources.config import DELIVERED_PROTOCOLS, MailboxConfig
 from ticketmail.sources.health import HealthEvent, MailboxHealth, read_health
 from ticketmail.sources.pipe import DEFAULT_MAX_SIZE, EX_DATAERR, EX_TEMPFAIL, deliver, read_message
 from ticketmail.sources.poller import Backoff, MailboxRun, Poller
@@ -234,7 +234,7 @@ def _select(config: Config, names: Sequence[str]) -> list[MailboxConfig]:
     A name with a configuration error is left out here and reported by `report_mailbox_errors`.
     """
     if not names:
-        return [m for m in config.mailboxes if m.protocol != "pipe"]
+        return [m for m in config.mailboxes if m.protocol not in DELIVERED_PROTOCOLS]
     broken = {(e.field or "").removeprefix("mailbox:") for e in config.mailbox_errors}
     return [config.mailbox(name) for name in names if name not in broken]
 
@@ -310,8 +310,12 @@ def _fetch(args: argparse.Namespace) -> int:
         mailboxes = []
         piped = 0
         for mailbox in _select(config, args.mailbox):
-            if mailbox.protocol == "pipe":  # named with --mailbox: say why nothing happens
-                print(f"ticketmail: {mailbox.name}: delivered by the MTA (protocol pipe), nothing to fetch", file=err)
+            if mailbox.protocol in DELIVERED_PROTOCOLS:  # named with --mailbox: say why nothing happens
+                print(
+                    f"ticketmail: {mailbox.name}: delivered by the mail server (protocol {mailbox.protocol}), "
+                    "nothing to fetch",
+                    file=err,
+                )
                 piped += 1
             else:
                 mailboxes.append(mailbox)
@@ -453,7 +457,7 @@ def _status(args: argparse.Namespace) -> int:
         _error(sys.stderr, exc)
         return EXIT_USAGE
     broken = report_mailbox_errors(config, sys.stderr)
-    polled = [m for m in config.mailboxes if m.protocol != "pipe"]
+    polled = [m for m in config.mailboxes if m.protocol not in DELIVERED_PROTOCOLS]  # never polled
     rows: list[MailboxHealth] = [records.get(m.name) or MailboxHealth(name=m.name) for m in polled]
     rows += [h for name, h in sorted(records.items()) if name not in {m.name for m in polled}]
     out = sys.stdout

@@ -53,9 +53,11 @@ def _fail(error: TicketmailError) -> int:
 
 def _cron(config: Config, args: argparse.Namespace, target: str, pipeline: Any) -> Callable[[], object] | None:
     """``poll_once`` over the configured mailboxes, sharing ``fetch``'s state directory (and so its locks)."""
+    from ticketmail.sources.config import DELIVERED_PROTOCOLS
     from ticketmail.sources.poller import Poller, target_for
 
-    mailboxes = [m for m in config.mailboxes if m.protocol != "pipe"]
+    # pipe and lmtp mailboxes are delivered by the mail server: nothing to fetch
+    mailboxes = [m for m in config.mailboxes if m.protocol not in DELIVERED_PROTOCOLS]
     if not mailboxes:
         return None
     state = state_dir(config, args, target)
@@ -130,7 +132,7 @@ def _with_status_page(
     from ticketmail.api.status import StatusPage
     from ticketmail.sources.health import read_health
 
-    names = [m.name for m in config.mailboxes if m.protocol != "pipe"]
+    names = [m.name for m in config.mailboxes if m.protocol not in ("pipe", "lmtp")]
     health_file = state_dir(config, args, target) / "health.json"
     return StatusPage(handler, backend=backend, keys=keys, health=lambda: read_health(health_file), mailboxes=names)
 

@@ -137,6 +137,7 @@ _CHECKERS: dict[str, Callable[[MailboxConfig], tuple[tuple[str, ...], int]]] = {
     "maildir": _check_local,
     "mbox": _check_local,
     "pipe": _check_pipe,
+    "lmtp": _check_pipe,
 }
 
 
@@ -171,12 +172,13 @@ def check(mailbox: MailboxConfig, *, clock: Callable[[], float] = time.monotonic
         return CheckResult(
             mailbox.name, False, "config", exc.message, elapsed=clock() - started, enabled=mailbox.enabled
         )
-    if mailbox.protocol == "pipe":
+    if mailbox.protocol in ("pipe", "lmtp"):
+        command = "ticketmail pipe" if mailbox.protocol == "pipe" else "ticketmail receive"
         return CheckResult(
             mailbox.name,
             True,
             None,
-            "ok: delivered by the MTA (ticketmail pipe); nothing to connect to",
+            f"ok: delivered by the mail server ({command}); nothing to connect to",
             elapsed=clock() - started,
             enabled=mailbox.enabled,
         )

@@ -50,6 +50,7 @@ else:  # pragma: no cover - exercised on 3.10 only
 
 __all__ = [
     "DEFAULT_PORTS",
+    "DELIVERED_PROTOCOLS",
     "MailboxConfig",
     "Secret",
     "SourcesConfig",
@@ -59,7 +60,7 @@ __all__ = [
     "mask_secrets",
 ]
 
-Protocol_ = Literal["imap", "pop3", "maildir", "mbox", "pipe"]
+Protocol_ = Literal["imap", "pop3", "maildir", "mbox", "pipe", "lmtp"]
 Security = Literal["none", "ssl", "starttls"]
 TokenProvider = Callable[[], str]
 """Returns a current OAuth2 access token (called at every login; cache and refresh inside it)."""
@@ -74,7 +75,9 @@ DEFAULT_PORTS: Mapping[tuple[str, str], int] = {
 }
 """Well-known ports (RFC 9051 section 2.1 / RFC 8314 section 7 for IMAP, RFC 1939 / RFC 8314 for POP3)."""
 
-_PROTOCOLS = ("imap", "pop3", "maildir", "mbox", "pipe")
+_PROTOCOLS = ("imap", "pop3", "maildir", "mbox", "pipe", "lmtp")
+DELIVERED_PROTOCOLS = ("pipe", "lmtp")
+"""Protocols of mailboxes the mail server delivers to (``ticketmail pipe``, ``ticketmail receive``): never polled."""
 _SECURITIES = ("none", "ssl", "starttls")
 _OVERSIZE = ("skip", "headers")
 _FETCH = ("auto", "unseen", "all")
@@ -176,8 +179,10 @@ class MailboxConfig:
 
     Attributes:
         name: Unique mailbox name (provenance, locks, health, duplicate scope).
-        protocol: ``imap``, ``pop3``, ``maildir`` or ``mbox``; or ``pipe`` for a mailbox the MTA delivers
-            to ``ticketmail pipe --mailbox NAME`` (never polled; only its name and defaults are used).
+        protocol: ``imap``, ``pop3``, ``maildir``, ``mbox``; ``pipe`` for a mailbox the MTA delivers to
+            ``ticketmail pipe --mailbox NAME``, or ``lmtp`` (delivered by the mail server to
+            ``ticketmail receive``): nothing to fetch for those two, only ``address``/``addresses`` and the
+            defaults apply.
         address: The desk's address at this mailbox (mail *from* it is a loop); ``addresses`` adds more.
         host: Server name or IP (remote protocols).
         port: Server port; ``None`` picks the default for protocol and security (see :attr:`effective_port`).
@@ -249,8 +254,10 @@ class MailboxConfig:
         remote = self.protocol in ("imap", "pop3")
         if remote and not self.host:
             raise ValueError(f"host: required for protocol {self.protocol!r}")
-        if not remote and self.protocol != "pipe" and not self.path:
+        if self.protocol in ("maildir", "mbox") and not self.path:
             raise ValueError(f"path: required for protocol {self.protocol!r}")
+        if self.protocol == "lmtp" and not (self.address or self.addresses):
+            raise ValueError("address: required for protocol 'lmtp' (the desk address mail is delivered to)")
         if self.protocol == "pop3" and self.after.startswith("move:"):
             raise ValueError(f"after: POP3 has no folders; expected delete or seen (keep), got {self.after!r}")
         if self.protocol == "pop3" and self.folder.upper() != "INBOX":
