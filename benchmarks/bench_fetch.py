@@ -10,7 +10,9 @@ APPEND into one fresh mailbox per measurement, and reports, each against the bas
               bytes of the bare fetch (so the ratio is the overhead of the source, target <= 1.5x).
 5. IDLE       latency from APPEND (another connection) to committed ticket + acknowledge, p50/p95
               (target p95 < 1 s; Dovecot's ``mailbox_idle_check_interval`` is 1 s in the fixture).
-6. poller     ``Poller.poll_once`` (IMAP, after = "delete", and a local Maildir) with ``batch_size = 1`` (one
+6. Graph      ``GraphSource`` fetch (delta pages + ``$value``) and fetch + ``PATCH isRead`` against the
+              Graph-compatible test server of tests/oauth (tokens from its Authlib OAuth2 server).
+7. poller     ``Poller.poll_once`` (IMAP, after = "delete", and a local Maildir) with ``batch_size = 1`` (one
               transaction per message: the baseline) against ``batch_size = 50`` (group commit through
               ``Pipeline.process_batch``), same run, rounds alternating.
 
@@ -145,6 +147,76 @@ def poller_rows(
     return rows
 
 
+def graph_rows(raws: list[bytes], rounds: int, base_t: float) -> list[tuple[str, float, float | None]]:
+    """``GraphSource`` against the Graph-compatible test server (tokens from the Authlib test server).
+
+    Delta pages of 50 and one ``$value`` GET per message over loopback HTTP/1.1 keep-alive; ratios against
+    the bare IMAP fetch of the same run (different protocols: the number says what Graph costs here).
+    """
+    try:
+        helpers = {}
+        for name in ("server", "graph_server"):
+            spec = importlib.util.spec_from_file_location(f"tm_bench_{name}", ROOT / "tests" / "oauth" / f"{name}.py")
+            assert spec
+            assert spec.loader
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[spec.name] = module
+            spec.loader.exec_module(module)
+            helpers[name] = module
+        from ticketmail.sources.config import mailbox_from_dict
+        from ticketmail.sources.graph import GraphSource
+    except ImportError as exc:  # the oauth extra (authlib, httpx) is missing
+        print(f"Graph rows skipped ({exc})")
+        return []
+    auth = helpers["server"].OAuthServer()
+    graph = helpers["graph_server"].GraphServer(auth.introspection_url)
+    n = len(raws)
+    counter = iter(range(1_000_000))
+    try:
+        auth.add_client("bench", "bench-secret", user="bench-app")
+        graph.app_principals.add("bench-app")
+
+        def config(after: str) -> Any:
+            address = f"bench{next(counter)}@contoso.test"
+            graph.add_mailbox(address)
+            for raw in raws:
+                graph.deliver(address, raw)
+            return mailbox_from_dict(
+                {
+                    "name": "graph", "protocol": "graph", "mailbox": address, "provider": "generic",
+                    "client_id": "bench", "client_secret": "bench-secret", "token_url": auth.token_url,
+                    "graph_url": graph.url, "after": after, "max_per_run": n + 1,
+                }
+            )  # fmt: skip
+
+        def run(cfg: Any, ack: bool) -> int:
+            count = 0
+            with GraphSource(cfg).session() as s:
+                for item in s.fetch():
+                    if ack:
+                        s.acknowledge(item)
+                    count += 1
+            return count
+
+        fetch_times, ack_times = [], []
+        for _ in range(rounds):
+            cfg = config("seen")
+            t, count = timed(lambda cfg=cfg: run(cfg, False))
+            assert count == n, count
+            fetch_times.append(t)
+            cfg = config("seen")
+            t, count = timed(lambda cfg=cfg: run(cfg, True))
+            assert count == n, count
+            ack_times.append(t)
+    finally:
+        graph.close()
+        auth.close()
+    return [
+        ("GraphSource fetch (delta + $value)", min(fetch_times), min(fetch_times) / base_t),
+        ("GraphSource fetch + acknowledge(seen)", min(ack_times), min(ack_times) / base_t),
+    ]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="200 messages, 5 IDLE samples")
@@ -199,6 +271,7 @@ def main() -> int:
             assert count == n
             ack_times.append(t)
         rows.append(("ImapSource fetch + acknowledge(seen)", min(ack_times), min(ack_times) / base_t))
+        rows.extend(graph_rows(raws, rounds, base_t))  # Microsoft Graph, beside IMAP in the same run
 
         # 4. ingest through the pipeline: same pipeline work, bytes from the bare fetch vs from ImapSource
         from ticketmail.model import Provenance

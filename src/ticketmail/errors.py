@@ -41,6 +41,7 @@ The tree, with codes::
     +-- BackendError                     backend_error           503   (storage failed; retryable unless a
     |                                                                   subclass says otherwise)
     +-- SourceError                      source_error            502   (a mailbox failed; has a stage; retryable)
+        +-- OAuthError                   oauth_error             502   (getting an OAuth2 token failed)
 
 Modules may define further subclasses; each must set a unique ``code`` (a test pins that).
 Lower-level exceptions (sqlite3, imaplib, ssl, socket, json, xml) are translated at the module
@@ -71,6 +72,7 @@ __all__ = [
     "MissingFieldError",
     "NestingTooDeepError",
     "NotFoundError",
+    "OAuthError",
     "PayloadTooLargeError",
     "PolicyRejectedError",
     "SourceError",
@@ -307,6 +309,30 @@ class SourceError(TicketmailError):
         data = super().to_dict()
         data["stage"] = self.stage
         data["mailbox"] = self.mailbox
+        return data
+
+
+class OAuthError(SourceError):
+    """Getting an OAuth2 access token failed; ``reason`` says why, the message what to do.
+
+    Reasons: ``unreachable`` (token endpoint down or unresolvable), ``invalid_client`` (wrong or expired
+    client secret, unknown client id), ``invalid_grant`` (refresh token revoked or expired: log in again),
+    ``consent`` (permission or admin consent missing), ``no_token`` (nothing stored yet: log in),
+    ``store`` (the token file cannot be read or written), ``server`` (another answer of the endpoint).
+    The stage is always ``oauth``.
+    """
+
+    code = "oauth_error"
+    status = 502
+
+    def __init__(self, message: str, *, reason: str = "server", mailbox: str | None = None) -> None:
+        super().__init__(message, stage="oauth", mailbox=mailbox)
+        self.reason = reason
+
+    def to_dict(self) -> dict[str, Any]:
+        """Like `SourceError.to_dict`, plus ``reason``."""
+        data = super().to_dict()
+        data["reason"] = self.reason
         return data
 
 

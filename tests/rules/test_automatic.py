@@ -441,3 +441,163 @@ def test_any_bytes_parse_then_classify_never_raises(raw: bytes) -> None:
 def test_bounce_text_scan_never_raises(text: str) -> None:
     for recipient in scan_bounce_text(text):
         assert "@" in recipient.recipient
+
+
+# --- Delivery notices without a DSN part, provider notifications, and the people they must not catch ---
+
+DELIVERY = SAMPLES / "delivery"
+
+
+@pytest.mark.parametrize(
+    ("name", "kind", "recipients", "status", "original"),
+    [
+        ("dragonfly.eml", "bounce", ["kijitora@customer.example"], "5.2.2", "ticket-771-r1@df.example.jp"),
+        ("exim_plain.eml", "bounce", ["olaf@closed.example"], "5.1.1", "ticket-12-r3@desk.example"),
+        ("sendmail_plain.eml", "bounce", ["paul@old.example"], "5.1.1", "ticket-55-r1@desk.example"),
+        ("carrier_jp.eml", "bounce", ["taro@ezweb.example.jp"], None, "ticket-501-r1@desk.example"),
+        ("verizon.eml", "bounce", ["5550100@vtext.example"], None, None),
+        ("unzustellbar.eml", "bounce", ["hans.meier@kunde.example"], "5.1.1", None),
+        ("ses_sns_bounce.eml", "bounce", ["nobody@customer.example"], "5.1.1", "ticket-88-r2@desk.example"),
+        ("ses_sns_delivery.eml", "delivery_report", ["happy@customer.example"], None, "ticket-91-r1@desk.example"),
+        ("ses_sns_complaint.eml", "feedback_report", [], None, "ticket-90-r1@desk.example"),
+        ("delivered_success.eml", "delivery_report", ["ann@customer.example"], "2.0.0", None),
+        ("fml_error.eml", "bounce", [], None, None),
+    ],
+)
+def test_delivery_notices(
+    parse: Callable[[bytes], InboundEmail],
+    name: str,
+    kind: str,
+    recipients: list[str],
+    status: str | None,
+    original: str | None,
+) -> None:
+    result = classify_automatic(parse((DELIVERY / name).read_bytes()))
+    assert result is not None, name
+    assert result.kind == kind
+    assert [r.recipient for r in result.recipients] == recipients
+    if recipients and status is not None:
+        assert result.recipients[0].status == status
+    assert result.original_message_id == original
+
+
+def test_ses_bounce_recipient_details(parse: Callable[[bytes], InboundEmail]) -> None:
+    result = classify_automatic(parse((DELIVERY / "ses_sns_bounce.eml").read_bytes()))
+    assert result is not None
+    (only,) = result.recipients
+    assert (only.action, only.permanent, only.diagnostic) == ("failed", True, "550 5.1.1 user unknown")
+    assert result.reasons[0].code == "auto.provider_notification"
+
+
+@pytest.mark.parametrize("name", ["person_delivery_problem.eml", "person_undeliverable_question.eml"])
+def test_people_writing_about_delivery_are_people(parse: Callable[[bytes], InboundEmail], name: str) -> None:
+    assert classify_automatic(parse((DELIVERY / name).read_bytes())) is None
+
+
+def test_out_of_office_answering_a_bounce_subject_stays_out_of_office(parse: Callable[[bytes], InboundEmail]) -> None:
+    result = classify_automatic(parse((DELIVERY / "oof_to_bounce_subject.eml").read_bytes()))
+    assert result is not None
+    assert result.kind == "out_of_office"
+
+
+@pytest.mark.parametrize(
+    "subject",
+    [
+        "Unzustellbar: Rechnung", "Non remis : Facture", "No se puede entregar: Factura",
+        "Non recapitabile: Fattura", "Onbestelbaar: Factuur", "Não é possível entregar: Fatura",
+        "Olevererbart: Faktura", "Kan ikke leveres: Faktura", "Nie można dostarczyć: Faktura",
+        "Nedoručitelné: Faktura", "Недоставлено: Счет", "Не вдалося доставити: Рахунок", "配信不能: 請求書",  # noqa: RUF001
+        "系统退信: 发票", "전달되지 않음: 청구서", "Returned mail: see transcript for details",
+    ],
+)  # fmt: skip
+def test_bounce_subjects_in_many_languages_with_a_null_sender(subject: str) -> None:
+    result = classify_automatic(
+        mail(subject=subject, return_path="", text="<nobody@example.org>: 550 5.1.1 user unknown")
+    )
+    assert result is not None
+    assert result.kind == "bounce"
+    assert [r.recipient for r in result.recipients] == ["nobody@example.org"]
+
+
+def test_mailer_daemon_display_name_without_address() -> None:
+    email = mail(("From", "MAILER-DAEMON <>"), from_=None, subject="Mail delivery failed", text="x")
+    result = classify_automatic(email)
+    assert result is not None
+    assert result.kind == "bounce"
+    assert "auto.reporter_sender" in {r.code for r in result.reasons}
+
+
+def test_auto_submitted_bounce_is_not_an_auto_reply() -> None:
+    email = mail(
+        ("Auto-Submitted", "auto-replied"),
+        from_=Address("notifications@relay.example"),
+        subject="Undeliverable: Re: [#5] Login",
+        text="Delivery has failed to these recipients or groups:\n\nann@gone.example\n",
+    )
+    result = classify_automatic(email)
+    assert result is not None
+    assert result.kind == "bounce"
+
+
+def test_ses_notification_reader_is_total() -> None:
+    from ticketmail.rules.dsn import read_ses_notification
+
+    assert read_ses_notification("no json here") is None
+    assert read_ses_notification("{" * 100000) is None
+    assert read_ses_notification('{"notificationType": 3}') is None
+    assert read_ses_notification('["x"]') is None
+    kind, recipients, original = read_ses_notification(  # type: ignore[misc]
+        '{"Type":"Notification","Message":"{\\"eventType\\":\\"Bounce\\",\\"bounce\\":{\\"bounceType\\":'
+        '\\"Transient\\",\\"bouncedRecipients\\":[{\\"emailAddress\\":\\"a@b.example\\",\\"status\\":\\"4.2.2\\"}]}}"}'
+    )
+    assert kind == "bounce"
+    assert original is None
+    assert [(r.recipient, r.status, r.permanent) for r in recipients] == [("a@b.example", "4.2.2", False)]
+
+
+def test_microsoft_jmrp_complaint_is_a_feedback_report() -> None:
+    email = mail(
+        from_=Address("staff@hotmail.com"), subject="complaint about message from 192.0.2.1", text="attached"
+    )
+    result = classify_automatic(email)
+    assert result is not None
+    assert result.kind == "feedback_report"
+
+
+def test_failed_recipients_header_when_the_text_names_none() -> None:
+    email = mail(
+        ("X-Failed-Recipients", "group@groups.example, other@groups.example"),
+        from_=Address("mailer-daemon@googlemail.example", "Mail Delivery Subsystem"),
+        return_path="",
+        subject="Delivery Status Notification (Failure)",
+        text="グループが存在しないか、投稿する権限がない可能性があります。",
+    )
+    result = classify_automatic(email)
+    assert result is not None
+    assert result.kind == "bounce"
+    assert [r.recipient for r in result.recipients] == ["group@groups.example", "other@groups.example"]
+
+
+@pytest.mark.parametrize("return_path", ["", None])
+def test_mail_delivery_system_name_with_a_null_or_missing_return_path(return_path: str | None) -> None:
+    email = mail(
+        from_=Address("notices@mx.example.net", "Mail Delivery System"),
+        return_path=return_path,
+        subject="Undelivered Mail Returned to Sender",
+        text="This is the mail system at host mx.example.net.\n\n<gone@example.org>: host said: 550 5.1.1 unknown",
+    )
+    result = classify_automatic(email)
+    assert result is not None
+    assert result.kind == "bounce"
+    assert result.recipients[0].recipient == "gone@example.org"
+    assert result.recipients[0].status == "5.1.1"
+
+
+def test_mail_delivery_system_name_from_a_normal_return_path_needs_more() -> None:
+    email = mail(
+        from_=Address("notices@mx.example.net", "Mail Delivery System"),
+        return_path="notices@mx.example.net",
+        subject="Our newsletter",
+        text="Hello!",
+    )
+    assert classify_automatic(email) is None

@@ -205,7 +205,7 @@ class Dovecot:
     host = "127.0.0.1"
     password = PASSWORD
 
-    def __init__(self) -> None:
+    def __init__(self, introspection_url: str | None = None) -> None:
         exe = shutil.which("dovecot") or next(
             (p for p in ("/usr/sbin/dovecot", "/usr/local/sbin/dovecot") if os.path.exists(p)), None
         )
@@ -229,6 +229,9 @@ class Dovecot:
         self._make_cert()
         self.tokens = _TokenServer()
         (self.dir / "oauth2.conf.ext").write_text(_OAUTH_CONF.format(port=self.tokens.port))
+        if introspection_url is not None:  # an external OAuth2 server (tests/oauth) validates the tokens
+            conf_ext = _OAUTH_CONF.replace("http://127.0.0.1:{port}/introspect", introspection_url)
+            (self.dir / "oauth2.conf.ext").write_text(conf_ext)
         conf = _CONF.format(d=self.dir, uid=MAIL_UID, password=PASSWORD, **self.ports)
         (self.dir / "dovecot.conf").write_text(conf)
         check = subprocess.run(

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 __all__ = ["main"]
 
 # Command modules, in help order. A module that is not there yet is skipped.
-_COMMAND_MODULES = ("parse", "ingest", "fetch", "serve", "audit", "quarantine", "receive")
+_COMMAND_MODULES = ("parse", "ingest", "fetch", "serve", "audit", "quarantine", "receive", "oauth")
 _EX_TEMPFAIL = 75  # sysexits.h
 
 

@@ -37,6 +37,7 @@ import logging
 import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import IO, Any
 
 from ticketmail.cli._args import positive_int
@@ -52,11 +53,11 @@ from ticketmail.cli._config import (
     storage_target,
 )
 from ticketmail.config import Config
-from ticketmail.errors import BackendError, PayloadTooLargeError, TicketmailError
+from ticketmail.errors import BackendError, ConfigError, PayloadTooLargeError, TicketmailError
 from ticketmail.model import MailboxContext
 from ticketmail.pipeline import Outcome, Pipeline
 from ticketmail.sources.base import RawItem
-from ticketmail.sources.config import DELIVERED_PROTOCOLS, MailboxConfig
+from ticketmail.sources.config import DELIVERED_PROTOCOLS, MailboxConfig, SourcesConfig
 from ticketmail.sources.health import HealthEvent, MailboxHealth, read_health
 from ticketmail.sources.pipe import DEFAULT_MAX_SIZE, EX_DATAERR, EX_TEMPFAIL, deliver, read_message
 from ticketmail.sources.poller import Backoff, MailboxRun, Poller
@@ -414,7 +415,7 @@ def _check(args: argparse.Namespace) -> int:
             out.write(f"{name}: FAILED at config: {error.message}\n")
     for mailbox in mailboxes:
         try:
-            result = check(mailbox)
+            result = check(mailbox, state_dir=_check_state_dir(args, config))
             data: dict[str, Any] = dict(result.to_dict())
         except TicketmailError as exc:  # check() should report, not raise; be safe anyway
             data = {"mailbox": mailbox.name, "ok": False, "stage": getattr(exc, "stage", None), "message": exc.message}
@@ -433,6 +434,16 @@ def _check(args: argparse.Namespace) -> int:
         else:
             out.write(f"{mailbox.name}: FAILED at {data.get('stage')}: {data.get('message')}{disabled}\n")
     return code
+
+
+def _check_state_dir(args: argparse.Namespace, config: Config | SourcesConfig) -> Path | None:
+    """Where ``fetch`` keeps its state (the OAuth2 token files live there), if the config says."""
+    try:
+        if isinstance(config, SourcesConfig):  # a caller holding the older mailbox-only view of the file
+            config = load_config(config.path)
+        return state_dir(config, args, storage_target(config, args, default=None))
+    except ConfigError:
+        return Path(args.state_dir) if getattr(args, "state_dir", None) else None
 
 
 # -- status ----------------------------------------------------------------------------------------------

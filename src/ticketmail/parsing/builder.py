@@ -35,6 +35,7 @@ from ticketmail.errors import (
     UnsupportedFieldError,
 )
 from ticketmail.model import Address, Attachment, CustomValue, MessageBody, Phone, TicketRequest
+from ticketmail.parsing.charsets import text_codec
 from ticketmail.parsing.dataurl import decode_base64, decode_text, parse_data_url, parse_media_type
 from ticketmail.parsing.fields import (
     Form,
@@ -83,6 +84,9 @@ def body_bytes(body: object) -> bytes:
     raise TypeMismatchError(f"the body must be bytes, got {type(body).__name__}", field="body")
 
 
+_MAX_ADDRESS_CHARS = 320
+
+
 def validate_address(value: object, *, field: str, name: str | None, check_deliverability: bool) -> Address:
     """Validate an email address with email-validator and normalize it.
 
@@ -91,6 +95,10 @@ def validate_address(value: object, *, field: str, name: str | None, check_deliv
     """
     if not isinstance(value, str):
         raise TypeMismatchError(f"expected an email address string, got {describe(value)}", field=field)
+    if len(value) > _MAX_ADDRESS_CHARS:
+        # RFC 5321 section 4.5.3.1.3: a path is at most 256 octets, so an address at most 254; checked before
+        # the validator, whose cost grows with the length.
+        raise InvalidEmailError(f"not a valid email address: longer than {_MAX_ADDRESS_CHARS} characters", field=field)
     text = clean_text(value, field=field, multiline=False)
     try:
         result = email_validator.validate_email(text, check_deliverability=check_deliverability)
@@ -227,11 +235,13 @@ def _attachment(item: object, index: int, limits: Limits, budget: _Budget) -> At
         data = decode_base64(raw_data, field=data_field, check_size=check)
     elif encoding in ("", "7bit", "8bit", "binary"):
         check(len(raw_data))
+        codec = text_codec(charset or "utf-8")
+        if codec is None:
+            message = f"unknown charset {str(charset)[:40]!r} (or not a text encoding)"
+            raise InvalidValueError(message, field=f"{base}.type")
         try:
-            data = raw_data.encode(charset or "utf-8")
-        except LookupError as exc:
-            raise InvalidValueError(f"unknown charset {charset!r}", field=f"{base}.type") from exc
-        except UnicodeEncodeError as exc:
+            data = codec.encode(raw_data)[0]
+        except (UnicodeError, ValueError, TypeError, LookupError) as exc:
             raise InvalidValueError(f"text cannot be encoded as {charset}", field=data_field) from exc
         check(len(data))
     else:

@@ -24,11 +24,54 @@ raises on any input. The work is linear in the input size.
 from __future__ import annotations
 
 import codecs
+import contextlib
+import contextvars
+import functools
 import re
+from collections.abc import Iterator
 
 import charset_normalizer
 
-__all__ = ["decode_iso2022jp_superset", "decode_text", "normalize_charset"]
+__all__ = [
+    "MAX_DETECTIONS",
+    "MIN_DETECT_BYTES",
+    "decode_iso2022jp_superset",
+    "decode_text",
+    "detection_budget",
+    "normalize_charset",
+    "text_codec",
+]
+
+MIN_DETECT_BYTES = 32
+"""Shorter unlabeled 8-bit text is read as UTF-8 or cp1252: statistical detection needs more evidence."""
+MAX_DETECTIONS = 4
+"""Statistical detections (about a millisecond each) allowed per message inside :func:`detection_budget`."""
+_DETECTIONS: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar("ticketmail_detections", default=None)
+
+
+@contextlib.contextmanager
+def detection_budget(count: int = MAX_DETECTIONS) -> Iterator[None]:
+    """Allow at most ``count`` statistical charset detections inside the block (then cp1252 is used).
+
+    :func:`ticketmail.parsing.mime.parse_email` runs inside one, so a message with thousands of encoded
+    words in unknown charsets costs a bounded number of detections.
+    """
+    token = _DETECTIONS.set([count])
+    try:
+        yield
+    finally:
+        _DETECTIONS.reset(token)
+
+
+def _take_detection() -> bool:
+    budget = _DETECTIONS.get()
+    if budget is None:
+        return True
+    if budget[0] <= 0:
+        return False
+    budget[0] -= 1
+    return True
+
 
 # Labels mail clients write, mapped to the codec that decodes what they really send.
 _SUPERSETS: dict[str, str] = {
@@ -108,6 +151,29 @@ _DECODED_NON_ASCII = re.compile("[^\x00-\x7f\ufffd]")
 _ESC = 0x1B
 
 
+def text_codec(label: str | None) -> codecs.CodecInfo | None:
+    """The Python codec for a charset label taken from a stranger, or ``None`` when it is not allowed.
+
+    Allowed: character encodings only (``_is_text_encoding``), labels of at most 40 characters, none of the
+    codecs that are not mail text or run arbitrary transformations (``rot13``, ``zlib_codec``, ``bz2_codec``,
+    ``quopri``, ``base64``, ``unicode_escape``, ``idna``, ``punycode``...). Used for XML declarations, data
+    URL charsets and MIME charsets alike.
+    """
+    if not label or not isinstance(label, str):
+        return None
+    name = label.strip().strip("\"'").strip().lower()
+    if not name or len(name) > 40 or not name.isascii():
+        return None
+    try:
+        info = codecs.lookup(name)
+    except (LookupError, ValueError, TypeError):
+        return None
+    if not getattr(info, "_is_text_encoding", True) or info.name.replace("-", "_") in _REFUSED:
+        return None
+    return info
+
+
+@functools.lru_cache(maxsize=512)
 def normalize_charset(label: str | None) -> str | None:
     """Map a declared charset label to the codec name ticketmail decodes it with, or ``None`` if unusable.
 
@@ -169,70 +235,77 @@ def _jis_to_sjis(j1: int, j2: int) -> tuple[int, int]:
     return s1, s2
 
 
+_ISO2022_TOKEN = re.compile(rb"\x1b(?:\$[B@]|\([BJHI]|\$\([DQO])?|[\x0e\x0f]|[\r\n]|[^\x1b\x0e\x0f\r\n]+")
+_JIS_PAIRS = re.compile(rb"((?:[\x21-\x7e][\x21-\x7e])+)|(.)", re.S)
+_KANA_TABLE = bytes(b + 0x80 if 0x21 <= b <= 0x5F else b for b in range(256))
+_JIS_TABLE: dict[int, str] = {}
+_DENSE_ESCAPES_MIN = 4096
+
+
+def _jis_table() -> dict[int, str]:
+    """JIS X 0208 code (row byte << 8 | cell byte) -> the character cp932 gives its Shift_JIS bytes."""
+    if not _JIS_TABLE:
+        for j1 in range(0x21, 0x7F):
+            for j2 in range(0x21, 0x7F):
+                _JIS_TABLE[j1 << 8 | j2] = bytes(_jis_to_sjis(j1, j2)).decode("cp932", "replace")
+    return _JIS_TABLE
+
+
+def _jis_run(run: bytes, out: list[str]) -> None:
+    for match in _JIS_PAIRS.finditer(run):
+        pairs = match.group(1)
+        if pairs is not None:
+            # Each pair read as one UTF-16 code unit, then mapped in C by str.translate.
+            out.append(pairs.decode("utf-16-be").translate(_jis_table()))
+        else:
+            byte = match.group(2)[0]
+            out.append(chr(byte) if byte < 0x80 else "\ufffd")
+
+
 def decode_iso2022jp_superset(data: bytes) -> str:
     """Decode ISO-2022-JP the way Microsoft's CP50220/CP50221 do: a superset of RFC 1468.
 
     Two-byte runs (``ESC $ B``, ``ESC $ @``) are converted to Shift_JIS and decoded with ``cp932``, so NEC
     row 13 ("①", "㈱", "№") and the IBM extensions decode; ``ESC ( I`` and SO/SI runs are half-width katakana;
-    ``ESC ( J`` is JIS-Roman (read as ASCII). Undecodable bytes become U+FFFD. Linear in ``len(data)``.
+    ``ESC ( J`` is JIS-Roman (read as ASCII). Undecodable bytes and unknown escapes become U+FFFD. Linear in
+    ``len(data)``: the input is cut into escape sequences and runs by one regular expression, and each run
+    is converted in bulk (``bytes.translate``, ``str.translate``), not byte by byte. Text of more than 4 KiB
+    with more than one escape per 8 bytes is noise: Python's lenient ``iso2022_jp_ext`` decodes it.
     """
+    if len(data) > _DENSE_ESCAPES_MIN and data.count(b"\x1b") * 8 > len(data):
+        # More than one escape sequence per 8 bytes is not Japanese text but noise (or an attack on the
+        # per-run work below): the C codec, lenient, decodes it at once.
+        return data.decode("iso2022_jp_ext", "replace")
     out: list[str] = []
     mode = "ascii"
     shifted = False
-    run = bytearray()
-    i = 0
-    n = len(data)
-
-    def flush() -> None:
-        if run:
-            out.append(bytes(run).decode("cp932", "replace"))
-            run.clear()
-
-    while i < n:
-        b = data[i]
-        if b == _ESC:
-            flush()
-            seq = data[i + 1 : i + 3]
-            if seq in (b"$B", b"$@"):
-                mode, i = "jis", i + 3
+    for match in _ISO2022_TOKEN.finditer(data):
+        token = match.group(0)
+        first = token[0]
+        if first == _ESC:
+            seq = token[1:]
+            if seq in (b"$B", b"$@", b"$(D", b"$(Q", b"$(O"):
+                mode = "jis"  # JIS X 0212/0213 designations: best effort through cp932
             elif seq == b"(I":
-                mode, i = "kana", i + 3
+                mode = "kana"
             elif seq in (b"(B", b"(J", b"(H"):
-                mode, i = "ascii", i + 3
-            elif data[i + 1 : i + 4] in (b"$(D", b"$(Q", b"$(O"):
-                mode, i = "jis", i + 4  # JIS X 0212/0213 designations: best effort through cp932
+                mode = "ascii"
             else:
                 out.append("\ufffd")
-                i += 1
-            continue
-        if b == 0x0E:
-            shifted, i = True, i + 1
-            continue
-        if b == 0x0F:
-            shifted, i = False, i + 1
-            continue
-        if b in (0x0A, 0x0D):
+        elif first == 0x0E:
+            shifted = True
+        elif first == 0x0F:
+            shifted = False
+        elif first in (0x0A, 0x0D):
             # Line ends reset to ASCII in well-formed text; tolerate writers that forget ESC ( B.
-            flush()
-            out.append(chr(b))
+            out.append(chr(first))
             mode = "ascii"
-            i += 1
-            continue
-        if shifted or mode == "kana":
-            run.append(b + 0x80 if 0x21 <= b <= 0x5F else b)
-            i += 1
+        elif shifted or mode == "kana":
+            out.append(token.translate(_KANA_TABLE).decode("cp932", "replace"))
         elif mode == "jis":
-            if i + 1 < n and 0x21 <= b <= 0x7E and 0x21 <= data[i + 1] <= 0x7E:
-                run.extend(_jis_to_sjis(b, data[i + 1]))
-                i += 2
-            else:
-                flush()
-                out.append(chr(b) if b < 0x80 else "\ufffd")
-                i += 1
+            _jis_run(token, out)
         else:
-            run.append(b)
-            i += 1
-    flush()
+            out.append(token.decode("cp932", "replace"))
     return "".join(out)
 
 
@@ -269,9 +342,10 @@ def _sniff(data: bytes) -> tuple[str, str]:
         pass
     sample = data[:_SNIFF_SAMPLE]
     high = len(sample.translate(None, _ASCII_BYTES))
-    if high < 8 or high * 10 < len(sample):
+    if high < 8 or high * 10 < len(sample) or len(sample) < MIN_DETECT_BYTES or not _take_detection():
         # Mostly ASCII with a few 8-bit bytes: detectors guess wildly (cp1006, mac_cyrillic) on so little
-        # evidence, while Western text with a few accents is by far the common case.
+        # evidence, while Western text with a few accents is by far the common case. Short samples and an
+        # exhausted per-message budget take the same path.
         return _cp1252_or_latin1(data)
     best = charset_normalizer.from_bytes(sample).best()
     if best is not None:

@@ -40,6 +40,7 @@ from urllib.parse import unquote, unquote_to_bytes
 import attrs
 
 from ticketmail.errors import InvalidBase64Error, InvalidDataURLError, InvalidValueError
+from ticketmail.parsing.charsets import text_codec
 
 __all__ = [
     "DataURL",
@@ -108,17 +109,17 @@ def decode_text(data: bytes, charset: str | None, *, field: str) -> str:
         InvalidValueError: unknown charset, or bytes that are not valid in it.
     """
     name = (charset or "utf-8").strip().lower()
-    try:
-        info = codecs.lookup(name)
-    except LookupError as exc:
-        raise InvalidValueError(f"unknown charset {charset!r}", field=field) from exc
+    found = text_codec(name)
+    if found is None:
+        raise InvalidValueError(f"unknown charset {str(charset)[:40]!r} (or not a text encoding)", field=field)
+    info = found
     if info.name == "ascii":
         info = codecs.lookup("utf-8")
     if info.name in ("utf-8", "utf-16", "utf-32") and data[:3] == b"\xef\xbb\xbf":
         info = codecs.lookup("utf-8-sig")
     try:
         return info.decode(data)[0]
-    except (UnicodeDecodeError, ValueError) as exc:
+    except (UnicodeError, ValueError, TypeError, LookupError) as exc:
         raise InvalidValueError(f"text is not valid {name}", field=field) from exc
 
 

@@ -5,10 +5,9 @@ What is checked here, before the shared validation in :mod:`ticketmail.parsing.b
 * the size of the body (``Limits.max_payload_bytes``), before anything else;
 * the text is UTF-8 (RFC 8259 section 8.1: "JSON text exchanged between systems that are not part of a
   closed ecosystem MUST be encoded using UTF-8"); a UTF-8 byte order mark is tolerated and dropped;
-* the nesting depth, *before* ``json.loads`` runs (the stdlib decoder recurses once per level): a linear
-  pre-scan at C speed (see :func:`_depth_verdict`) settles nearly every input; for the rest (unbalanced
-  brackets, or a balanced document too deep) the decoder runs and a ``RecursionError`` or a successful
-  decode both mean "too deep", while a syntax error is reported as such;
+* the nesting depth, *before* ``json.loads`` runs (the stdlib decoder recurses once per level): an exact
+  linear pre-scan (see :func:`_too_deep`) with memory about the input size, stopping at the first chunk
+  that goes too deep (a 6 MB deeply nested document is refused after reading its first megabyte);
 * the top level is an object; member names are unique (RFC 8259 section 4 says they SHOULD be; a
   duplicate is ambiguous, so it is refused rather than letting the last one silently win);
 * ``NaN``/``Infinity`` (accepted by Python, not by RFC 8259) are refused.
@@ -19,7 +18,6 @@ from __future__ import annotations
 import itertools
 import json as _json
 import operator
-import re
 from typing import Any, Literal
 
 from ticketmail.errors import InvalidValueError, MalformedJSONError, NestingTooDeepError, PayloadTooLargeError
@@ -30,57 +28,57 @@ from ticketmail.parsing.limits import Limits
 
 __all__ = ["check_json_depth", "load_json_object", "parse_json"]
 
-_ESCAPE_RE = re.compile(rb"\\.", re.DOTALL)
-_STRING_RE = re.compile(rb'"[^"]*"')
-_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
-_PAREN_TABLE = bytes.maketrans(b"[{]}", b"(())")
-_DEPTH_TABLE = bytes.maketrans(b"[{]}", b"\x02\x02\x00\x00")
+# Every byte that is not a quote, a backslash or a bracket becomes "x" (then is dropped): what is left is
+# enough to tell strings from structure.
+_SPECIAL_TABLE = bytes(b if b in b'"\\[]{}' else 0x78 for b in range(256))
+_STEP_TABLE = bytes.maketrans(b"[{]}", b"\x02\x02\x00\x00")
+_CHUNK = 1 << 16
 
 
-def _depth_verdict(body: bytes, max_depth: int) -> Literal["ok", "deep", "unsure"]:
-    """Decide cheaply whether ``body`` nests deeper than ``max_depth``; ``unsure`` only for odd input.
+def _too_deep(body: bytes, max_depth: int) -> bool:
+    """Whether arrays/objects in ``body`` nest deeper than ``max_depth`` (brackets in strings do not count).
 
-    Brackets inside strings do not count: escapes and strings are removed first (two linear regular
-    expressions), then only brackets are kept, as ``(`` and ``)``. Cheapest test first:
-
-    * at most ``max_depth`` openers in all: ``ok``;
-    * a run of ``max_depth + 1`` openers: ``deep`` (the depth at the end of the run is at least that);
-    * ``max_depth`` passes of deleting adjacent ``()`` pairs (C-speed ``bytes.replace``) remove every pair
-      whose subtree is at most ``max_depth`` high, so they empty any balanced document within the limit:
-      ``ok``. Otherwise the document is either balanced and too deep, or its brackets are unbalanced
-      (malformed JSON): ``unsure``, and the caller lets the decoder tell which.
+    Linear time and bounded memory (about the input size once, then 64 KiB chunks): escapes are removed
+    with ``bytes.replace`` (pairs of backslashes first, as a JSON reader pairs them), strings are told
+    apart by the parity of the quotes before each chunk, and the depth is a running sum that stops at the
+    first chunk that goes too deep.
     """
+    marks = body.translate(_SPECIAL_TABLE)
+    if b"\\" in marks:
+        marks = marks.replace(b"\\\\", b"").replace(b'\\"', b"").replace(b"\\x", b"").replace(b"\\", b"")
+    marks = marks.translate(None, b"x")
+    depth = 0
+    in_string = False
+    for offset in range(0, len(marks), _CHUNK):
+        pieces = marks[offset : offset + _CHUNK].split(b'"')
+        outside = b"".join(pieces[1::2] if in_string else pieces[0::2])
+        if len(pieces) % 2 == 0:
+            in_string = not in_string
+        if not outside:
+            continue
+        steps = outside.translate(_STEP_TABLE)
+        # Each opener adds 2 and each closer 0; the running sum minus the item count is the depth.
+        if max(map(operator.sub, itertools.accumulate(steps, initial=depth), itertools.count(0))) > max_depth:
+            return True
+        opens = steps.count(2)
+        depth += opens - (len(steps) - opens)
+    return False
+
+
+def _depth_verdict(body: bytes, max_depth: int) -> Literal["ok", "deep"]:
+    """``deep`` when ``body`` nests deeper than ``max_depth``; the cheapest test (few openers) first."""
     if body.count(b"[") + body.count(b"{") <= max_depth:
         return "ok"
-    stripped = _STRING_RE.sub(b"", _ESCAPE_RE.sub(b"", body))
-    brackets = stripped.translate(_PAREN_TABLE, _NOT_BRACKETS)
-    if b"(" * (max_depth + 1) in brackets:
-        return "deep"
-    for _ in range(max_depth):
-        reduced = brackets.replace(b"()", b"")
-        if len(reduced) == len(brackets):
-            break
-        brackets = reduced
-    return "ok" if not brackets else "unsure"
+    return "deep" if _too_deep(body, max_depth) else "ok"
 
 
 def check_json_depth(body: bytes, max_depth: int) -> None:
     """Raise :class:`NestingTooDeepError` when arrays/objects in ``body`` nest deeper than ``max_depth``.
 
-    Brackets inside strings do not count. Linear time: the cheap tests of the parser come first; only
-    odd input (unbalanced brackets that survive them) gets an exact running-sum count. Input that closes
-    more brackets than it opened is malformed and may be reported as too deep.
+    Brackets inside strings do not count. Linear time, memory about the size of ``body``.
     """
-    verdict = _depth_verdict(body, max_depth)
-    if verdict == "ok":
-        return
-    if verdict == "unsure":
-        brackets = _STRING_RE.sub(b"", _ESCAPE_RE.sub(b"", body)).translate(_DEPTH_TABLE, _NOT_BRACKETS)
-        # Each opener is 2 and each closer 0; the running sum minus the count of items is the depth.
-        depth = max(map(operator.sub, itertools.accumulate(brackets), itertools.count(1)))
-        if depth <= max_depth:
-            return
-    raise NestingTooDeepError(f"JSON nests deeper than {max_depth} levels")
+    if _depth_verdict(body, max_depth) == "deep":
+        raise NestingTooDeepError(f"JSON nests deeper than {max_depth} levels")
 
 
 def _unique_members(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -118,9 +116,6 @@ def load_json_object(body: bytes | bytearray | memoryview | str, limits: Limits)
         raise NestingTooDeepError(f"JSON nests deeper than {limits.max_depth} levels") from exc
     except ValueError as exc:  # e.g. an integer with more digits than int() converts
         raise MalformedJSONError(f"malformed JSON: {exc}") from exc
-    if verdict == "unsure":
-        # Valid JSON has balanced brackets, so the pre-scan's "unsure" meant "too deep".
-        raise NestingTooDeepError(f"JSON nests deeper than {limits.max_depth} levels")
     if not isinstance(value, dict):
         raise MalformedJSONError(f"expected a JSON object at the top level, got {type(value).__name__}")
     return value

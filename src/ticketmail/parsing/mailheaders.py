@@ -23,7 +23,7 @@ import datetime as _dt
 import email.utils
 import re
 import urllib.parse
-from email.message import Message
+from collections.abc import Iterator
 
 from ticketmail.model import Address
 from ticketmail.parsing.charsets import decode_text
@@ -31,6 +31,7 @@ from ticketmail.parsing.charsets import decode_text
 __all__ = [
     "decode_8bit",
     "decode_rfc2047",
+    "is_valid_mailbox",
     "parse_addresses",
     "parse_date",
     "parse_msgids",
@@ -46,18 +47,31 @@ _SIMPLE_ANGLE = re.compile(r"([^<>\"(),;:\\]*)<\s*([^<>\s\"(),;:\\@]+@[^<>\s\"()
 _SIMPLE_BARE = re.compile(r"\s*([^<>\s\"(),;:\\@]+@[^<>\s\"(),;:\\@]+)\s*")
 _SIMPLE_PARAM = re.compile(r";[ \t]*([^\s=;\"]+)[ \t]*=[ \t]*(\"[^\"]*\"|[^;\"\s]*)[ \t]*")
 _BARE_ADDRESS = re.compile(r"[^\s<>,;:\"()]{1,64}@[^\s<>,;:\"()]{1,255}")
+# An encoded word without its "?=" directly before "<address>" (a broken client's display name).
+_OPEN_WORD = re.compile(r"=\?([^?\s<>]{1,75})\?([BbQq])\?([^?<>\",]{0,900}?)\s*(?=<[^<>\s]+@[^<>\s]+>)")
+_MAILBOX = re.compile(r"[^\s<>()\[\],;:\\\"]+@[^\s<>()\],;:\\\"@]+")
 _MAX_ADDRESS_HEADER = 64 * 1024  # characters of one address field parsed; beyond is a defect, not a hang
 _MAX_ADDRESSES = 1000
 
 
-def decode_8bit(raw: bytes) -> tuple[str, bool]:
-    """Header bytes to ``str``: ASCII, else UTF-8 (RFC 6532), else a sniffed charset. ``(text, was_8bit)``."""
+def decode_8bit(raw: bytes, hint: str | None = None) -> tuple[str, bool]:
+    """Header bytes to ``str``: ASCII, else UTF-8 (RFC 6532), else ``hint``, else a sniffed charset.
+
+    ``hint`` is the charset the message declares for its body: mail clients that write raw 8-bit headers
+    write them in that charset (a Shift_JIS subject above a ``charset=shift_jis`` body). Returns
+    ``(text, was_8bit)``.
+    """
     if raw.isascii():
         return raw.decode("ascii"), False
     try:
         return raw.decode("utf-8"), True
     except UnicodeDecodeError:
-        return decode_text(raw, None)[0], True
+        pass
+    if hint:
+        text, _used, trusted = decode_text(raw, hint)
+        if trusted:
+            return text, True
+    return decode_text(raw, None)[0], True
 
 
 def _word_bytes(encoding: str, text: str) -> bytes:
@@ -98,11 +112,16 @@ def decode_rfc2047(value: str) -> str:
     if pos < len(value):
         segments.append(([value[pos:]], None))
     out: list[str] = []
+    detected: dict[str, str] = {}  # unknown label -> codec detected for its first word, reused for the rest
     for items, charset in segments:
         if charset is None:
             out.append("".join(items))  # type: ignore[arg-type]
         else:
-            out.append(decode_text(b"".join(items), charset)[0])  # type: ignore[arg-type]
+            label = detected.get(charset, charset)
+            text, used, trusted = decode_text(b"".join(items), label)  # type: ignore[arg-type]
+            if not trusted and label == charset:
+                detected[charset] = used
+            out.append(text)
     return "".join(out)
 
 
@@ -147,6 +166,29 @@ def _simple_pairs(value: str) -> list[tuple[str, str]] | None:
     return pairs
 
 
+def _quoted_name(match: re.Match[str]) -> str:
+    decoded = decode_rfc2047(f"=?{match.group(1)}?{match.group(2)}?{match.group(3)}?=")
+    name = " ".join(decoded.replace("\\", "").replace('"', "").split())
+    return f'"{name}" '
+
+
+def _repair_words(value: str) -> str:
+    """Close encoded words that a broken client left open right before an ``<address>``, as quoted names.
+
+    ``=?iso-8859-1?Q?B=FCrling <smith@example.com>`` becomes ``"Bürling" <smith@example.com>``, so the
+    address parser sees a display name and an address instead of one garbled token.
+    """
+    return _OPEN_WORD.sub(_quoted_name, value)
+
+
+def is_valid_mailbox(address: str) -> bool:
+    """Whether ``address`` can be a sender: ``local@domain``, no whitespace, no encoded-word fragment."""
+    local, at, domain = address.rpartition("@")
+    if not at or not local or not domain or "=?" in address or "?=" in address:
+        return False
+    return _MAILBOX.fullmatch(address) is not None
+
+
 def parse_addresses(values: list[str]) -> tuple[Address, ...]:
     """Parse address-list header values (undecoded text) into :class:`Address` values, in order.
 
@@ -158,6 +200,8 @@ def parse_addresses(values: list[str]) -> tuple[Address, ...]:
     joined = ", ".join(values)
     if len(joined) > _MAX_ADDRESS_HEADER:
         joined = joined[:_MAX_ADDRESS_HEADER].rpartition(",")[0]
+    if "=?" in joined:
+        joined = _repair_words(joined)
     try:
         pairs = _simple_pairs(joined)
         if pairs is None:
@@ -199,17 +243,6 @@ def parse_date(value: str) -> _dt.datetime | None:
     return parsed
 
 
-def _collapse(value: str | tuple[str, str, str]) -> str:
-    if isinstance(value, tuple):
-        charset, _lang, text = value
-        text = email.utils.unquote(text)
-        raw = urllib.parse.unquote_to_bytes(text.encode("latin-1", "replace")) if "%" in text else None
-        if raw is None:
-            raw = text.encode("latin-1", "replace")
-        return decode_text(raw, charset or None)[0]
-    return decode_rfc2047(email.utils.unquote(value))
-
-
 def _simple_params(value: str) -> tuple[str, dict[str, str]] | None:
     """Fast path for ``type/sub; a=b; c="d"`` values; ``None`` sends anything unusual to the stdlib parser."""
     main, sep, rest = value.partition(";")
@@ -230,33 +263,136 @@ def _simple_params(value: str) -> tuple[str, dict[str, str]] | None:
     return main.strip().lower(), params
 
 
+MAX_PARAM_CHARS = 16 * 1024
+"""Most characters of one decoded parameter value kept."""
+MAX_CONTINUATIONS = 1000
+"""Most RFC 2231 continuation segments read for one parameter."""
+_PARAM_NAME = re.compile(r'[ \t]*([^\s=;"]*)[ \t]*(=?)[ \t]*')
+_COMMENT = re.compile(r"\([^()]*\)")
+_SECTION = re.compile(r"(.+?)\*(\d{1,4})(\*?)")
+
+
+def _iter_params(rest: str) -> Iterator[tuple[str, str | None]]:
+    """(name, raw value or None) of each ``;``-separated parameter in ``rest``; one linear pass.
+
+    A quoted value ends at the first ``"`` not escaped by a backslash (an unclosed one runs to the end); an
+    unquoted value at the next ``;``.
+    """
+    pos = 0
+    length = len(rest)
+    while pos < length:
+        match = _PARAM_NAME.match(rest, pos)
+        assert match is not None  # noqa: S101 - the pattern matches the empty string
+        name, pos = match.group(1), match.end()
+        value: str | None = None
+        if match.group(2):
+            if rest.startswith('"', pos):
+                scan = pos + 1
+                while True:
+                    quote = rest.find('"', scan)
+                    if quote < 0:
+                        value, pos = rest[pos:], length
+                        break
+                    slashes = quote
+                    while slashes > scan and rest[slashes - 1] == "\\":
+                        slashes -= 1
+                    if (quote - slashes) % 2 == 0:
+                        value = rest[pos : quote + 1]
+                        pos = quote + 1
+                        break
+                    scan = quote + 1
+            else:
+                semi = rest.find(";", pos)
+                end = length if semi < 0 else semi
+                value, pos = rest[pos:end], end
+        semi = rest.find(";", pos)
+        pos = length if semi < 0 else semi + 1
+        yield name, value
+
+
+def _unquote(value: str) -> str:
+    value = value.strip()
+    if value.startswith('"'):
+        value = value[1:-1] if len(value) > 1 and value.endswith('"') else value[1:]
+        if "\\" in value:
+            # Quoted pairs (RFC 5322 section 3.2.1) undone in C: "\\" is a backslash, "\x" is "x". NUL
+            # never reaches here (header NULs are removed), so it is free as a placeholder.
+            value = value[: 2 * MAX_PARAM_CHARS].replace("\\\\", "\x00").replace("\\", "").replace("\x00", "\\")
+    return value
+
+
+def _extended_bytes(text: str) -> bytes:
+    raw = text.encode("latin-1", "replace")
+    return urllib.parse.unquote_to_bytes(raw) if b"%" in raw else raw
+
+
+def _split_extended(value: str) -> tuple[str | None, str]:
+    """``charset'language'text`` (RFC 2231 section 4) to (charset, text); no quotes: (None, value)."""
+    first = value.find("'")
+    second = value.find("'", first + 1) if first >= 0 else -1
+    if second < 0:
+        return None, value
+    return value[:first] or None, value[second + 1 :]
+
+
 def parse_params(header_name: str, value: str) -> tuple[str, dict[str, str]]:
     """Split a ``Content-Type``/``Content-Disposition`` value into its lower-case main value and parameters.
 
-    Parameters are decoded: RFC 2231 (charset'lang'%XX, continuations) with charset fallbacks, and RFC 2047
-    words inside quoted values (not allowed by the RFC, written by Outlook and others). Names are lower case.
+    Parameters are decoded: RFC 2231 (charset'lang'%XX, continuations ``name*0*=``) with charset fallbacks,
+    and RFC 2047 words inside quoted values (not allowed by the RFC, written by Outlook and others). Names
+    are lower case; the first of a repeated parameter wins. One linear pass (no stdlib ``_parseparam``, which
+    is quadratic on quotes and backslashes); at most ``MAX_CONTINUATIONS`` segments per parameter and
+    ``MAX_PARAM_CHARS`` characters per value are kept.
     """
     if not _NOT_SIMPLE_PARAMS.search(value):
         simple = _simple_params(value)
         if simple is not None:
             return simple
-    msg = Message()
-    msg[header_name] = value
+    main, sep, rest = value.partition(";")
+    if "(" in main:
+        main = _COMMENT.sub("", main)
     params: dict[str, str] = {}
-    main = ""
-    try:
-        raw_params = msg.get_params(header=header_name, unquote=False) or []
-    except (ValueError, IndexError, TypeError, LookupError):
-        raw_params = []
-    for index, (name, item) in enumerate(raw_params):
-        if index == 0:
-            main = name.strip().lower()
+    sections: dict[str, list[tuple[int, bool, str]]] = {}
+    if sep:
+        for raw_name, raw in _iter_params(rest):
+            name = raw_name.lower()
+            if not name or raw is None:
+                continue
+            section = _SECTION.fullmatch(name)
+            if section is not None:
+                base = section.group(1)
+                parts = sections.setdefault(base, [])
+                if len(parts) < MAX_CONTINUATIONS:
+                    parts.append((int(section.group(2)), bool(section.group(3)), _unquote(raw)))
+                continue
+            if name.endswith("*"):
+                base = name[:-1]
+                if base not in params:
+                    label, text = _split_extended(_unquote(raw))
+                    params[base] = decode_text(_extended_bytes(text), label)[0][:MAX_PARAM_CHARS]
+                continue
+            if name not in params:
+                params[name] = decode_rfc2047(_unquote(raw)[:MAX_PARAM_CHARS])
+    for base, parts in sections.items():
+        if base in params:
             continue
-        key = name.strip().lower()
-        if not key or key in params:
-            continue
-        try:
-            params[key] = _collapse(item)
-        except (ValueError, LookupError, UnicodeError):
-            continue
-    return main, params
+        parts.sort(key=lambda item: item[0])
+        charset: str | None = None
+        chunks: list[bytes] = []
+        extended_any = False
+        for index, (number, extended, text) in enumerate(parts):
+            if index != number:
+                break  # RFC 2231 section 3: a gap ends the value
+            if extended:
+                extended_any = True
+                if number == 0:
+                    charset, text = _split_extended(text)
+                chunks.append(_extended_bytes(text))
+            else:
+                chunks.append(text.encode("utf-8", "surrogatepass"))
+        joined = b"".join(chunks)
+        if extended_any:
+            params[base] = decode_text(joined, charset)[0][:MAX_PARAM_CHARS]
+        else:
+            params[base] = decode_rfc2047(decode_text(joined, "utf-8")[0][:MAX_PARAM_CHARS])
+    return main.strip().lower(), params

@@ -30,24 +30,26 @@ import hashlib
 import html as _html
 import mimetypes
 import re
+from collections.abc import Iterable
 from typing import Literal
 
 import attrs
 
 from ticketmail.errors import MalformedEmailError, PayloadTooLargeError, TicketmailError, TypeMismatchError
 from ticketmail.model import Address, Attachment, Defect, InboundEmail, ReportPart
-from ticketmail.parsing.charsets import decode_text
+from ticketmail.parsing.charsets import decode_text, detection_budget
 from ticketmail.parsing.filenames import safe_filename, sniff_type
-from ticketmail.parsing.html import html_to_text, sanitize_html
+from ticketmail.parsing.html import MAX_TAG_DEPTH, RenderedHTML, html_to_text, render_html, sanitize_html
+from ticketmail.parsing.htmlquote import extract_reply
 from ticketmail.parsing.mailheaders import (
     decode_8bit,
     decode_rfc2047,
+    is_valid_mailbox,
     parse_addresses,
     parse_date,
     parse_msgids,
 )
 from ticketmail.parsing.mimetree import Limits, ParseContext, Part, decode_transfer, parse_entity
-from ticketmail.parsing.quotes import extract_new_text
 from ticketmail.parsing.tnef import is_tnef, unpack_tnef
 
 __all__ = ["SIGNAL_HEADERS", "EmailOptions", "looks_like_email", "parse_email"]
@@ -88,6 +90,7 @@ _BODY_TYPES = frozenset({"text/plain", "text/html", "text/enriched", "text/richt
 _ENRICHED_PARAM = re.compile(r"<param>[^<]*</param>", re.I)
 _ENRICHED_TAG = re.compile(r"</?[A-Za-z0-9-]{1,60}>")
 _ENRICHED_BREAKS = re.compile(r"\n+")
+_BARE_MAILBOX = re.compile(r"[A-Za-z0-9.!#$%&'*+/=^_`{|}~-]{1,64}@[A-Za-z0-9.-]{1,255}\.[A-Za-z]{2,63}")
 _HEADER_START = re.compile(rb"[!-9;-~]{1,76}[ \t]*:")
 
 
@@ -195,10 +198,18 @@ def _clean_text(text: str, ctx: ParseContext, path: str) -> str:
 
 
 def _unflow(text: str, delsp: bool) -> str:
-    """Undo RFC 3676 format=flowed: join soft-broken lines of the same quote depth, remove space-stuffing."""
+    """Undo RFC 3676 format=flowed: join soft-broken lines of the same quote depth, remove space-stuffing.
+
+    The pieces of a paragraph are collected in a list and joined once, so the work is linear in the text.
+    """
     out: list[str] = []
-    pending: str | None = None
+    pending: list[str] = []
     pending_depth = 0
+
+    def flush() -> None:
+        out.append(">" * pending_depth + (" " if pending_depth else "") + "".join(pending))
+        pending.clear()
+
     for line in text.split("\n"):
         depth = len(line) - len(line.lstrip(">"))
         content = line[depth:]
@@ -207,17 +218,20 @@ def _unflow(text: str, delsp: bool) -> str:
         flowed = content.endswith(" ") and content != "-- "
         if flowed and delsp:
             content = content[:-1]
-        if pending is not None and depth == pending_depth:
-            content = pending + content
-        elif pending is not None:
-            out.append(">" * pending_depth + (" " if pending_depth else "") + pending)
+        if pending and depth != pending_depth:
+            flush()
         if flowed:
-            pending, pending_depth = content, depth
+            if not pending:
+                pending_depth = depth
+            pending.append(content)
             continue
-        pending = None
+        if pending:
+            pending.append(content)
+            flush()
+            continue
         out.append(">" * depth + (" " if depth and content else "") + content)
-    if pending is not None:
-        out.append(">" * pending_depth + (" " if pending_depth else "") + pending)
+    if pending:
+        flush()
     return "\n".join(out)
 
 
@@ -355,8 +369,8 @@ class _Builder:
             )
         )
         if out.report_type is not None and part.children:
-            header_end = part.children[0].header_end
-            head = decode_text(data[:header_end], None)[0]
+            child = part.children[0]
+            head = decode_text(data[: child.header_end - child.offset], None)[0]
             out.report_parts.append(ReportPart(part.content_type, _clean_text(head, self.ctx, part.path).strip()))
 
     def _leaf(
@@ -447,20 +461,33 @@ def _forwarded_inner(part: Part) -> Part | None:
     return messages[0]
 
 
-def _render(collector: _Collector, options: EmailOptions) -> tuple[str, str | None]:
-    sanitized: dict[int, str] = {}
+def _render(collector: _Collector, options: EmailOptions, ctx: ParseContext, path: str) -> tuple[str, str | None]:
+    """Sanitized HTML and text of the collected bodies; each HTML body is scanned once for both."""
+    rendered: dict[int, RenderedHTML] = {}
+    # Text is built only for the HTML bodies that give the text (no plain alternative): one scan for both.
+    need_text = {id(value) for kind, value in collector.text_segments if kind == "html"}
 
-    def clean(index: int, html: str) -> str:
-        if index not in sanitized:
-            sanitized[index] = sanitize_html(html, allow_remote_images=options.allow_remote_images)
-        return sanitized[index]
+    def render(value: str) -> RenderedHTML:
+        key = id(value)
+        if key not in rendered:
+            result = render_html(value, allow_remote_images=options.allow_remote_images, text=key in need_text)
+            if result.flattened:
+                ctx.defect(
+                    "html_too_deep",
+                    f"HTML nests deeper than {MAX_TAG_DEPTH} elements; {result.flattened} tags flattened",
+                    path or None,
+                )
+            if result.truncated:
+                ctx.defect("text_truncated", "the text of an HTML body was cut at twice its length", path or None)
+            rendered[key] = result
+        return rendered[key]
 
     html: str | None = None
     if any(kind == "html" for kind, _ in collector.html_segments):
         pieces = []
         for kind, value in collector.html_segments:
             if kind == "html":
-                pieces.append(clean(id(value), value))
+                pieces.append(render(value).html or "")
             else:
                 pieces.append(f"<pre>{_html.escape(value)}</pre>")
         html = "\n".join(pieces)
@@ -468,13 +495,59 @@ def _render(collector: _Collector, options: EmailOptions) -> tuple[str, str | No
         html = sanitize_html(collector.tnef_html, allow_remote_images=options.allow_remote_images)
     texts = []
     for kind, value in collector.text_segments:
-        texts.append(value if kind == "plain" else html_to_text(clean(id(value), value)))
+        texts.append(value if kind == "plain" else render(value).text)
     text = "\n\n".join(t.strip("\n") for t in texts if t.strip())
     if not text and collector.tnef_text:
         text = collector.tnef_text.replace("\r\n", "\n")
     if not text and html:
         text = html_to_text(html)
     return text, html
+
+
+def _first_html(collector: _Collector) -> str | None:
+    """The first HTML body as received (its quote marks decide the new text of a reply)."""
+    return next((value for kind, value in collector.html_segments if kind == "html"), None)
+
+
+def _body_charset(part: Part) -> str | None:
+    """The charset the message declares for its first text part (a hint for raw 8-bit headers)."""
+    stack = [part]
+    seen = 0
+    while stack and seen < 50:
+        current = stack.pop()
+        seen += 1
+        charset = current.params.get("charset")
+        if charset and current.content_type.startswith(("text/", "multipart/")):
+            return charset
+        if current.content_type.startswith("multipart/"):
+            stack.extend(reversed(current.children))
+    return None
+
+
+def _usable_sender(
+    senders: tuple[Address, ...], raw_from: Iterable[str], sender: tuple[Address, ...], ctx: ParseContext, path: str
+) -> Address | None:
+    """``From``'s first valid mailbox; else a bare address found in the raw field; else ``Sender``; else None.
+
+    A sender is never an encoded-word fragment or a malformed address: ``None`` (with an ``invalid_sender``
+    defect) lets the pipeline refuse the message rather than open a ticket for a wrong requester.
+    """
+    for address in senders:
+        if is_valid_mailbox(address.email):
+            return address
+    raw_values = list(raw_from)
+    if not raw_values:
+        return None
+    for found in _BARE_MAILBOX.findall(" ".join(raw_values)[:65536]):
+        if is_valid_mailbox(found):
+            ctx.defect("invalid_from", f"From was malformed; used the address {found[:80]!r} found in it", path or None)
+            return Address(email=found.lower() if found.isascii() else found)
+    for address in sender:
+        if is_valid_mailbox(address.email):
+            ctx.defect("invalid_from", "From has no valid address; used Sender", path or None)
+            return address
+    ctx.defect("invalid_sender", "From has no valid address and none could be recovered", path or None)
+    return None
 
 
 def _part_defects(ctx: ParseContext, path: str) -> tuple[Defect, ...]:
@@ -489,8 +562,11 @@ def _build_email(part: Part, raw: bytes, options: EmailOptions, ctx: ParseContex
     signals: dict[str, list[str]] = {}
     by_name: dict[str, list[str]] = {}
     eight_bit = False
+    hint: str | None = None
     for name, value in part.headers:
-        text, was_8bit = decode_8bit(value)
+        if hint is None and not value.isascii():
+            hint = _body_charset(part) or ""
+        text, was_8bit = decode_8bit(value, hint or None)
         eight_bit = eight_bit or was_8bit
         lower = name.lower()
         by_name.setdefault(lower, []).append(text)
@@ -541,7 +617,7 @@ def _build_email(part: Part, raw: bytes, options: EmailOptions, ctx: ParseContex
         unwrapped = True
     else:
         builder.walk(part, collector)
-    text, html = _render(collector, options)
+    text, html = _render(collector, options, ctx, part.path)
     attachments = tuple(collector.attachments)
     if html is not None and "cid:" in html.lower():
         # Images referenced from the HTML are inline even when a client put them in multipart/mixed.
@@ -555,10 +631,11 @@ def _build_email(part: Part, raw: bytes, options: EmailOptions, ctx: ParseContex
     subject = " ".join(decode_rfc2047(first("subject")).split())
     senders = addresses("from")
     sender = addresses("sender")
+    from_ = _usable_sender(senders, by_name.get("from", ()), sender, ctx, part.path)
     return InboundEmail(
         message_id=message_id,
         subject=subject,
-        from_=senders[0] if senders else None,
+        from_=from_,
         to=addresses("to"),
         cc=addresses("cc"),
         reply_to=addresses("reply-to"),
@@ -570,7 +647,7 @@ def _build_email(part: Part, raw: bytes, options: EmailOptions, ctx: ParseContex
         references=parse_msgids(" ".join(by_name.get("references", ()))),
         text=text,
         html=html,
-        new_text=extract_new_text(text, options.reply_separator),
+        new_text=extract_reply(text, _first_html(collector), options.reply_separator, subject=subject),
         attachments=attachments,
         attached_messages=tuple(collector.attached),
         content_type=part.content_type,
@@ -614,15 +691,20 @@ def parse_email(raw: bytes, *, options: EmailOptions | None = None) -> InboundEm
     limits = Limits(max_depth=options.max_depth, max_parts=options.max_parts, max_headers=options.max_headers)
     ctx = ParseContext(limits=limits)
     try:
-        root = parse_entity(raw, 0, len(raw), ctx)
-        if not root.headers:
-            ctx.defect("no_headers", "the message has no header fields")
-            if not bytes(root.body).strip() and not root.children:
-                raise MalformedEmailError("email has neither header fields nor a body", field="raw")
-        return _build_email(root, raw, options, ctx, options.max_attached_depth)
+        with detection_budget():
+            return _parse_root(raw, options, ctx)
     except TicketmailError:
         raise
     except RecursionError as exc:
         raise MalformedEmailError("email structure is too deeply nested to parse", field="raw") from exc
     except Exception as exc:  # the boundary promise: never another exception (bugs included, chained)
         raise MalformedEmailError(f"email could not be parsed ({type(exc).__name__})", field="raw") from exc
+
+
+def _parse_root(raw: bytes, options: EmailOptions, ctx: ParseContext) -> InboundEmail:
+    root = parse_entity(raw, 0, len(raw), ctx)
+    if not root.headers:
+        ctx.defect("no_headers", "the message has no header fields")
+        if not bytes(root.body).strip() and not root.children:
+            raise MalformedEmailError("email has neither header fields nor a body", field="raw")
+    return _build_email(root, raw, options, ctx, options.max_attached_depth)

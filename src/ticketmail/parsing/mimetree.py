@@ -35,9 +35,17 @@ __all__ = ["Limits", "Part", "ParseContext", "decode_transfer", "parse_entity"]
 _EOL = re.compile(rb"\r\n?|\n")
 # Two line ends in a row; a CR directly followed by LF is one line end, never two.
 _BLANK_LINE = re.compile(rb"(?:\r\n|\n|\r(?!\n))(?:\r\n|\n|\r(?!\n))")
-_HEADER_WINDOW = 512 * 1024
+MAX_HEADER_BYTES = 1024 * 1024
+"""Most bytes of one header block read; the rest of the block is skipped."""
+MAX_FIELD_BYTES = 64 * 1024
+"""Most bytes of one unfolded header field value kept."""
+# The line end after which a header field ends: not followed by a continuation line (RFC 5322 section 2.2.3).
+_FIELD_END = re.compile(rb"(?:\r\n|\n|\r(?!\n))(?![ \t])")
+_FIELD_START = re.compile(rb"[\x21-\x39\x3b-\x7e]{1,76}[ \t]*:")
 _FIELD_NAME = re.compile(rb"[\x21-\x39\x3b-\x7e]+")  # RFC 5322 ftext: printable ASCII except ":"
 _B64_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+_NOT_SPACE = re.compile(rb"[^ \t\r\n]")
+_IDENTITY_ENCODINGS = frozenset({"7bit", "8bit", "binary", "7-bit", "8-bit", "none"})
 _NOT_B64 = bytes(b for b in range(256) if b not in _B64_ALPHABET)
 
 
@@ -80,6 +88,7 @@ class Part:
     children: tuple[Part, ...]
     path: str
     header_end: int = 0
+    offset: int = 0
 
     def get(self, name: str) -> bytes | None:
         """The raw value of the first header ``name`` (case-insensitive), or ``None``."""
@@ -128,83 +137,81 @@ def _is_field_name(line: bytes) -> int:
     return colon if _FIELD_NAME.fullmatch(name) else -1
 
 
-def _header_lines(data: bytes, start: int, end: int) -> tuple[list[tuple[bytes, int]], int]:
-    """The lines of the header block (without line ends) with their offsets, and where the body starts.
-
-    Fast path: find the blank line that ends the block with one regex search in the first 512 KiB, then
-    split the block with ``bytes.splitlines`` (CRLF, LF and bare CR, like :func:`_eol`). Otherwise walk line
-    by line and stop after the first line that cannot belong to a header block.
-    """
-    first = _EOL.match(data, start, end)
-    if first is not None:
-        return [], first.end()
-    blank = _BLANK_LINE.search(data, start, min(end, start + _HEADER_WINDOW))
-    lines: list[tuple[bytes, int]] = []
-    pos = start
+def _skip_header_block(data: bytes, pos: int, end: int) -> int:
+    """Where the body starts when the rest of a header block (from the line start ``pos``) is skipped."""
+    blank = _EOL.match(data, pos, end)
     if blank is not None:
-        for raw in data[start : blank.start()].splitlines(keepends=True):
-            lines.append((raw.rstrip(b"\r\n"), pos))
-            pos += len(raw)
-        return lines, blank.end()
-    while pos < end:
-        line_end, nxt = _eol(data, pos, end)
-        if line_end == pos:
-            return lines, nxt
-        line = data[pos:line_end]
-        lines.append((line, pos))
-        if line[0] not in b" \t" and _is_field_name(line) < 0 and len(lines) > 1:
-            return lines, end  # the body starts here; the caller stops at this line
-        pos = nxt
-    return lines, end
+        return blank.end()
+    found = _BLANK_LINE.search(data, pos, end)
+    return found.end() if found is not None else end
 
 
 def _read_headers(
     data: bytes, start: int, end: int, ctx: ParseContext, path: str, is_message: bool
 ) -> tuple[list[tuple[str, bytes]], int]:
+    """The header fields of the entity at ``start`` (name, unfolded raw value) and where its body starts.
+
+    One regular expression search finds the end of a whole field with its continuation lines (C speed,
+    however often it is folded). Bounds: at most ``max_headers`` fields and ``MAX_HEADER_BYTES`` of header
+    block are read; the rest of the block is skipped with one search for the blank line. A value longer than
+    ``MAX_FIELD_BYTES`` is cut (``References`` keeps its end, the most recent ids). A line that is not a
+    header field is skipped with a ``malformed_header_line`` defect when the next line is a field again (a
+    leading junk line, a broken field); otherwise the body starts there (``missing_header_body_separator``).
+    """
     headers: list[tuple[str, bytes]] = []
-    pieces: list[bytes] = []
-    name: str | None = None
-    capped = False
     max_headers = ctx.limits.max_headers
-
-    def finish() -> None:
-        nonlocal name, capped
-        if name is not None:
-            if len(headers) < max_headers:
-                value = b"".join(pieces).strip(b" \t")
-                if b"\x00" in value:
-                    value = value.replace(b"\x00", b"")
-                    ctx.defect("nul_in_header", f"NUL bytes removed from header {name}", path)
-                headers.append((name, value))
-            elif not capped:
-                capped = True
-                ctx.defect("too_many_headers", f"more than {max_headers} header fields; rest ignored", path)
-        name = None
-        pieces.clear()
-
-    lines, body_start = _header_lines(data, start, end)
-    for index, (line, offset) in enumerate(lines):
-        if not line:  # pragma: no cover - blank lines end the block in _header_lines
-            break
-        if line[0] in b" \t":
-            if name is not None:
-                pieces.append(line)
-            elif index == 0:
-                ctx.defect("leading_whitespace", "header block starts with a continuation line", path)
+    first = _EOL.match(data, start, end)
+    if first is not None:
+        return headers, first.end()
+    limit = min(end, start + MAX_HEADER_BYTES)
+    pos = start
+    index = 0
+    while pos < end:
+        if pos >= limit:
+            ctx.defect("headers_truncated", f"header block longer than {MAX_HEADER_BYTES} bytes; rest skipped", path)
+            return headers, _skip_header_block(data, pos, end)
+        found = _FIELD_END.search(data, pos, end)
+        field_end, nxt = (found.start(), found.end()) if found is not None else (end, end)
+        if field_end == pos:  # a blank line: the body follows
+            return headers, nxt
+        raw = data[pos:field_end]
+        line_index, index = index, index + 1
+        if raw[0] in b" \t":
+            ctx.defect("leading_whitespace", "header block starts with a continuation line", path)
+            pos = nxt
             continue
-        if index == 0 and is_message and line.startswith(b"From "):
-            continue  # mbox "From " envelope line, also seen at the start of attached messages
-        colon = _is_field_name(line)
+        if line_index == 0 and is_message and raw.startswith(b"From "):
+            pos = nxt  # mbox "From " envelope line, also seen at the start of attached messages
+            continue
+        colon = _is_field_name(raw)
         if colon < 0:
-            finish()
-            if headers or index:
+            if nxt < end and _FIELD_START.match(data, nxt, end) is not None and (headers or line_index == 0):
+                ctx.defect("malformed_header_line", f"skipped a line that is not a header field: {raw[:40]!r}", path)
+                pos = nxt
+                continue
+            if headers or line_index:
                 ctx.defect("missing_header_body_separator", "no blank line between header and body", path)
-            return headers, offset
-        finish()
-        name = line[:colon].rstrip(b" \t").decode("ascii")
-        pieces.append(line[colon + 1 :])
-    finish()
-    return headers, body_start
+            return headers, pos
+        if len(headers) >= max_headers:
+            ctx.defect("too_many_headers", f"more than {max_headers} header fields; rest ignored", path)
+            return headers, _skip_header_block(data, pos, end)
+        name = raw[:colon].rstrip(b" \t").decode("ascii")
+        value = raw[colon + 1 :]
+        if len(value) > MAX_FIELD_BYTES:
+            ctx.defect("header_too_long", f"header {name[:40]} longer than {MAX_FIELD_BYTES} bytes; cut", path)
+            if name.lower() == "references":
+                value = value[-MAX_FIELD_BYTES:].partition(b" ")[2]
+            else:
+                value = value[:MAX_FIELD_BYTES]
+        if b"\n" in value or b"\r" in value:
+            value = _EOL.sub(b"", value)
+        value = value.strip(b" \t")
+        if b"\x00" in value:
+            value = value.replace(b"\x00", b"")
+            ctx.defect("nul_in_header", f"NUL bytes removed from header {name}", path)
+        headers.append((name, value))
+        pos = nxt
+    return headers, end
 
 
 def _find_boundaries(data: bytes, start: int, end: int, boundary: bytes) -> tuple[list[tuple[int, int]], bool, bool]:
@@ -368,11 +375,17 @@ def parse_entity(
                 body = view[0:0]
     elif content_type in ("message/rfc822", "message/global") and depth < ctx.limits.max_depth:
         leaf = Part(tuple(headers), content_type, params, body, (), path)
-        inner = decode_transfer(leaf, ctx)
-        if inner.strip():
-            inner_path = f"{path}.1" if path else "1"
-            child = parse_entity(inner, 0, len(inner), ctx, depth=depth + 1, path=inner_path)
-            body = memoryview(inner)
-            children = (child,)
-            headers = [(k, v) for k, v in headers if k.lower() != "content-transfer-encoding"]
-    return Part(tuple(headers), content_type, params, body, children, path, body_start)
+        inner_path = f"{path}.1" if path else "1"
+        if leaf.transfer_encoding in _IDENTITY_ENCODINGS:
+            # No decoding needed: the embedded message is parsed in place (offsets into the same bytes),
+            # so nesting costs no copy per level.
+            if _NOT_SPACE.search(data, body_start, end) is not None:
+                children = (parse_entity(data, body_start, end, ctx, depth=depth + 1, path=inner_path),)
+        else:
+            inner = decode_transfer(leaf, ctx)
+            if inner.strip():
+                child = parse_entity(inner, 0, len(inner), ctx, depth=depth + 1, path=inner_path)
+                body = memoryview(inner)
+                children = (child,)
+                headers = [(k, v) for k, v in headers if k.lower() != "content-transfer-encoding"]
+    return Part(tuple(headers), content_type, params, body, children, path, body_start, start)

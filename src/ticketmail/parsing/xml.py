@@ -25,7 +25,6 @@ elements, except for ``multiple`` choice fields) are errors naming the field.
 
 from __future__ import annotations
 
-import codecs
 import re
 from typing import Any
 from xml.etree.ElementTree import Element, ParseError, TreeBuilder
@@ -44,12 +43,13 @@ from ticketmail.errors import (
 )
 from ticketmail.model import TicketRequest
 from ticketmail.parsing.builder import CORE_FIELDS, XmlMessage, body_bytes, build_request
+from ticketmail.parsing.charsets import text_codec
 from ticketmail.parsing.fields import Form
 from ticketmail.parsing.limits import Limits
 
 __all__ = ["load_xml_ticket", "parse_xml"]
 
-_DECL_ENCODING_RE = re.compile(rb"<\?xml[^>?]{0,200}?encoding\s*=\s*[\"']([A-Za-z][A-Za-z0-9._\-]{0,40})[\"']")
+_DECL_ENCODING_RE = re.compile(rb"<\?xml[^>?]{0,200}?encoding\s*=\s*[\"']([^\"'>?]{0,200})[\"']")
 _EXPAT_NATIVE = frozenset({"utf_8", "utf_16", "latin_1", "ascii"})
 _BOMS = (b"\xef\xbb\xbf", b"\xff\xfe", b"\xfe\xff")
 _FILE_ATTRS = frozenset({"name", "type", "encoding", "size"})
@@ -88,16 +88,15 @@ def _prepare(data: bytes) -> bytes | str:
     match = _DECL_ENCODING_RE.match(data)
     if not match:
         return data
-    label = match.group(1).decode("ascii")
-    try:
-        codec = codecs.lookup(label)
-    except LookupError as exc:
-        raise MalformedXMLError(f"unknown XML encoding {label!r}") from exc
+    label = match.group(1).decode("latin-1")
+    codec = text_codec(label)
+    if codec is None:
+        raise MalformedXMLError(f"unknown XML encoding {label[:40]!r} (or not a text encoding)")
     if codec.name.replace("-", "_") in _EXPAT_NATIVE or codec.name in ("iso8859-1",):
         return data
     try:
         return codec.decode(data)[0]
-    except (UnicodeDecodeError, ValueError) as exc:
+    except (UnicodeError, ValueError, TypeError, LookupError) as exc:
         raise MalformedXMLError(f"XML is not valid {label}") from exc
 
 

@@ -25,8 +25,11 @@ compared case-insensitively and split on commas where the header is a list:
 * Subject prefixes Outlook, Exchange, Gmail and others put on out-of-office replies, in common languages.
 * ``multipart/report`` (RFC 6522) with ``report-type`` ``delivery-status`` (RFC 3464),
   ``feedback-report`` (RFC 5965, ARF) or ``disposition-notification`` (RFC 8098, read receipts), and
-  non-standard bounces (``MAILER-DAEMON``/``postmaster`` senders, bounce subjects), see
-  :mod:`ticketmail.rules.dsn`.
+  non-standard bounces, see `ticketmail.rules.dsn`: reporting senders (``MAILER-DAEMON``,
+  ``postmaster``, also as a bare display name), bounce, delay and success subjects in many languages,
+  the wording of delivery notices, the returned message's headers quoted in the text, mailing-list
+  servers rejecting a post. From a sender that looks like a person, a subject alone is never enough.
+* Provider notifications: Amazon SES bounce, complaint and delivery notices as SNS e-mails them.
 
 Kind precedence, most specific first: ``feedback_report``, ``bounce``, ``delivery_report``,
 ``out_of_office``, ``auto_reply``, ``mailing_list``, ``bulk``. Every signal found is kept in ``reasons``.
@@ -40,7 +43,7 @@ from collections.abc import Iterable
 from ticketmail.decision import Automatic, AutomaticKind, BounceRecipient, Reason
 from ticketmail.model import InboundEmail
 from ticketmail.rules._text import header_token, header_tokens
-from ticketmail.rules.dsn import read_delivery_report
+from ticketmail.rules.dsn import read_delivery_report, read_ses_notification
 
 __all__ = ["OOF_SUBJECT_PREFIXES", "SWITCHABLE_SIGNALS", "classify_automatic", "is_reporter_address"]
 
@@ -138,47 +141,113 @@ _OOF_BODY_PHRASES = (
 )
 
 _BOUNCE_SUBJECTS = (
-    "undeliverable",
-    "undelivered mail",
-    "undeliverable mail",
-    "returned mail",
-    "mail delivery failed",
-    "mail delivery failure",
-    "delivery status notification (failure)",
-    "delivery failure",
-    "delivery failed",
-    "failure notice",
-    "failure delivery",
-    "failed mail",
-    "mail system error",
-    "nondeliverable",
-    "non-deliverable",
-    "non-delivery",
-    "delivery notification: delivery has failed",
-    "mail delivery problem",
-    "could not send message",
-    "returned to sender",
-    "message not delivered",
-    "could not be delivered",
-    "delivery problem",
-    "delivery status notification",
-    "user unknown",
-    "unzustellbar",
-    "non remis",
-    "no se puede entregar",
-)
+    # English (Postfix, Exim, Sendmail, qmail, Exchange, Gmail, Yahoo, Notes, GroupWise, carriers).
+    "undeliverable", "undelivered mail", "undeliverable mail", "undelivered message", "undeliverable message",
+    "returned mail", "returned message", "return mail", "mail delivery failed", "mail delivery failure",
+    "delivery status notification (failure)", "delivery failure", "delivery failed", "failure notice",
+    "failure delivery", "failed mail", "failed delivery", "mail system error", "nondeliverable", "non-deliverable",
+    "non-delivery", "non delivery", "delivery notification: delivery has failed", "mail delivery problem",
+    "could not send message", "returned to sender", "message not delivered", "could not be delivered",
+    "delivery problem", "delivery status notification", "user unknown", "mail could not be delivered",
+    "message delivery failure", "delivery report", "notice of delivery failure", "mail not delivered",
+    "permanent delivery failure", "email delivery failure", "message you sent blocked", "rejected:",
+    "mail failure", "bounced mail", "bounce notification", "delivery notification",
+    # Other languages (Exchange, Notes and national providers).
+    "unzustellbar", "nicht zustellbar", "unzustellbare", "zustellung fehlgeschlagen", "fehler bei der zustellung",
+    "non remis", "non distribuable", "impossible de remettre", "échec de la remise", "echec de la remise",
+    "notification d'état de remise", "no se puede entregar", "imposible entregar", "no entregado",
+    "error de entrega", "non recapitabile", "impossibile recapitare", "mancato recapito", "onbestelbaar",
+    "kan niet worden bezorgd", "niet afgeleverd", "não é possível entregar", "não entregue",
+    "não foi possível entregar", "falha na entrega", "olevererbart", "kunde inte levereras", "kan ikke leveres",
+    "ikke levert", "kunne ikke leveres", "ikke leveret", "nie można dostarczyć", "niedostarczalne",
+    "niedostarczona", "nedoručitelné", "nelze doručit", "nedoručeno", "kézbesíthetetlen", "toimittamaton",
+    "teslim edilemedi", "iletilemedi", "недоставлено", "не доставлено", "невозможно доставить",
+    "не удалось доставить", "ошибка доставки", "не вдалося доставити", "недоставлене",
+    "配信不能", "配送不能", "不達", "配信エラー", "配送エラー", "送信エラー", "宛先不明", "エラーメール",
+    "リターンメール", "届きませんでした", "配信できませんでした", "送信できませんでした", "配信失敗",
+    "未送达", "无法投递", "退信", "投递失败", "发送失败", "無法傳送", "傳送失敗", "未能送達",
+    "전달되지 않음", "배달되지 않음", "전송 실패", "배달 실패", "반송",
+)  # fmt: skip
 _DELAY_SUBJECTS = (
     "delivery status notification (delay)",
     "delivery delayed",
     "delayed mail",
     "warning: message",
+    "warning: could not send message",
     "mail delivery delayed",
+    "mail delivery warning",
     "delivery delay notification",
     "delivery warning",
+    "still being retried",
+    "verzögert",
+    "zustellung verzögert",
+    "remise retardée",
+    "entrega retrasada",
+    "consegna ritardata",
+    "vertraagd",
+    "задержка доставки",
+    "配信遅延",
 )
+_SUCCESS_SUBJECTS = (
+    "delivery status notification (success)",
+    "delivery status notification (relay)",
+    "successful mail delivery report",
+    "delivered:",
+    "relayed:",
+    "zugestellt:",
+    "remis :",
+    "remis:",
+    "entregado:",
+    "recapitato:",
+    "bezorgd:",
+)
+_BOUNCE_BODY = (
+    "this is the mail system at host",
+    "this message was created automatically by mail delivery software",
+    "the following message to <",
+    "delivery to the following recipient",
+    "delivery has failed to these recipients",
+    "your message wasn't delivered",
+    "your message could not be delivered",
+    "could not be delivered to one or more recipients",
+    "i'm sorry to have to inform you that your message could not",
+    "i'm afraid i wasn't able to deliver your message",
+    "there was an error delivering your mail",
+    "this is a permanent error",
+    "permanent fatal errors",
+    "unable to deliver the message",
+    "the original message was received at",
+    "message delivery to the following",
+    "this is the qmail-send program",
+    "delivery to the following recipients failed",
+    "delivery to the following recipients has been delayed",
+)
+_BOUNCE_HINTS = (
+    "could not be delivered", "couldn't be delivered", "was not delivered", "wasn't delivered",
+    "delivery attempts", "has been postponed", "non-delivery", "undeliverable", "advisory-only",
+    "following recipient", "following address", "following user", "permanent error", "temporary error",
+    "user unknown", "unknown user", "recipient address rejected", "mailbox full", "mailbox unavailable",
+    "no such user", "does not exist", "5.1.1", "550 ", "smtp", "will continue to try", "retry",
+    "nicht zugestellt", "n'a pas pu être remis", "no se pudo entregar", "non è stato recapitato",
+)  # fmt: skip
+"""Wording of a delivery notice, taken with an anchored bounce subject and failed recipients found in the text."""
+_SES_SENDERS = ("@sns.amazonaws.com",)
+_JMRP_SENDERS = frozenset({"staff@hotmail.com", "staff@outlook.com"})
+_LIST_REJECTIONS = (
+    "not member", "not a member of this mailing list", "non-member", "fml system error", "loop alert",
+    "loop back warning", "post by non-member", "your message was rejected", "message rejected",
+)  # fmt: skip
 _REPORTER_LOCALS = frozenset(
-    {"mailer-daemon", "mailer_daemon", "maildaemon", "mail-daemon", "mailerdaemon", "mdaemon", "postmaster"}
-)
+    {
+        "mailer-daemon", "mailer_daemon", "maildaemon", "mail-daemon", "mailerdaemon", "mdaemon", "postmaster",
+        "post_master", "post-master", "mail.daemon", "mailer.daemon", "smtp-gateway", "mail-delivery",
+        "mail_delivery", "maildelivery", "nobody-bounces",
+    }
+)  # fmt: skip
+_REPORTER_NAMES = (
+    "mailer-daemon", "mailer daemon", "mail delivery subsystem", "mail delivery system", "postmaster",
+    "mail administrator", "mail delivery service", "microsoft outlook", "mail system",
+)  # fmt: skip
 
 _SIGNAL_KEYS = frozenset(
     {
@@ -258,6 +327,7 @@ def _prefix_pattern(prefixes: Iterable[str]) -> re.Pattern[str]:
 _OOF_PREFIX = _prefix_pattern(OOF_SUBJECT_PREFIXES)
 _AUTOREPLY_PREFIX = _prefix_pattern(_AUTOREPLY_SUBJECT_PREFIXES)
 _BOUNCE_PREFIX = _prefix_pattern(_BOUNCE_SUBJECTS)
+_DELAY_PREFIX = _prefix_pattern(_DELAY_SUBJECTS)
 
 
 def _subject_prefix(subject: str, pattern: re.Pattern[str]) -> str | None:
@@ -327,10 +397,47 @@ def _header_signals(email: InboundEmail, found: _Signals, names: list[str] | Non
                     break
 
 
+def _reporter_sender(email: InboundEmail) -> str | None:
+    """The sender when it is a mail system's reporting address or name (``MAILER-DAEMON <>`` included)."""
+    if email.from_ is not None:
+        if email.from_.email and is_reporter_address(email.from_.email):
+            return email.from_.email
+        name = " ".join(email.from_.name.split()).strip("\"' ").lower() if email.from_.name else ""
+        if name in _REPORTER_NAMES and (not email.from_.email or email.return_path in ("", None)):
+            return email.from_.name or email.from_.email
+        local = email.from_.email.rpartition("@")[0].lower()
+        if local.startswith("microsoftexchange") and len(local) > 20:
+            return email.from_.email  # Exchange's system mailbox that writes NDRs
+    if email.return_path and is_reporter_address(email.return_path):
+        return email.return_path
+    if email.from_ is None:
+        # "From: MAILER-DAEMON <>" (DragonFly, some appliances) leaves no address to parse.
+        for name, value in email.headers[:200]:
+            if name.strip().lower() == "from":
+                words = value.replace("<", " ").replace(">", " ").replace('"', " ").lower().split()
+                if words and (" ".join(words) in _REPORTER_NAMES or is_reporter_address(words[0])):
+                    return value.strip()[:200]
+                break
+    return None
+
+
+def _list_server_notice(email: InboundEmail) -> str | None:
+    """A mailing-list server rejecting a post (fml, Mailman, Majordomo ``-admin``/``owner-`` senders)."""
+    sender = email.from_.email.lower() if email.from_ else ""
+    local = sender.rpartition("@")[0]
+    if not (local.endswith(("-admin", "-owner", "-bounces")) or local.startswith("owner-")):
+        return None
+    subject = email.subject.lower()
+    head = email.text[:2000].lower()
+    for phrase in _LIST_REJECTIONS:
+        if phrase in subject or phrase in head:
+            return phrase
+    return None
+
+
 def _report_signals(email: InboundEmail, found: _Signals) -> tuple[tuple[BounceRecipient, ...], str | None]:
     """Multipart reports and bounces; returns (recipients, original message id)."""
     report_type = (email.report_type or "").strip().lower()
-    sender = email.from_.email if email.from_ else ""
     subject = email.subject
     if report_type == "feedback-report":
         feedback = _feedback_type(email)
@@ -341,35 +448,105 @@ def _report_signals(email: InboundEmail, found: _Signals) -> tuple[tuple[BounceR
         found.add("delivery_report", "mdn", "Message disposition notification (RFC 8098)", None)
         report = read_delivery_report(email, scan_text=False)
         return (), report.original_message_id
+    provider = _provider_notification(email, found)
+    if provider is not None:
+        return provider
+    sender_address = (email.from_.email if email.from_ else "").lower()
+    if sender_address in _JMRP_SENDERS and "complaint about message" in subject.lower():
+        # Microsoft's junk mail reporting program (JMRP): the complained-about message is attached.
+        found.add("feedback_report", "provider_notification", "Microsoft JMRP complaint", sender_address)
+        return (), read_delivery_report(email, scan_text=False).original_message_id
+    rejection = _list_server_notice(email)
+    if rejection is not None:
+        found.kinds.discard("bulk")
+        found.kinds.discard("mailing_list")
+        found.add("bounce", "list_rejection", "A mailing-list server rejected the message", rejection)
+        return (), read_delivery_report(email, scan_text=False).original_message_id
     is_dsn = report_type in ("delivery-status", "global-delivery-status")
-    from_reporter = bool(sender) and is_reporter_address(sender)
-    if not from_reporter and email.return_path and is_reporter_address(email.return_path):
-        sender = email.return_path
-        from_reporter = True
+    sender = _reporter_sender(email)
+    from_reporter = sender is not None
     bounce_subject = _subject_prefix(subject, _BOUNCE_PREFIX) or _contains(subject, _BOUNCE_SUBJECTS)
     delay_subject = _contains(subject, _DELAY_SUBJECTS)
-    if not (is_dsn or from_reporter or bounce_subject or delay_subject):
+    success_subject = _subject_prefix(subject, _SUCCESS_PREFIX)
+    # Machine-written (auto-reply headers, null reverse-path), unless it is an auto-reply to a bounce's subject.
+    machine = (bool(found.kinds & {"auto_reply", "out_of_office"}) or email.return_path == "") and not (
+        _subject_prefix(subject, _OOF_PREFIX) or _subject_prefix(subject, _AUTOREPLY_PREFIX)
+    )
+    body_phrase = _contains_body(email.text, _BOUNCE_BODY)
+    if not (is_dsn or from_reporter or bounce_subject or delay_subject or success_subject or body_phrase):
         return (), None
-    null_sender = email.return_path == ""
-    if not (is_dsn or from_reporter or null_sender) and _forwarded(email):
+    null_sender = email.return_path == "" or (email.from_ is not None and not email.from_.email)
+    strong = is_dsn or from_reporter or null_sender
+    if not strong and _forwarded(email):
         # A customer forwarding a bounce ("Fwd: Undelivered Mail ...") to ask for help: a ticket.
         return (), None
     report = read_delivery_report(email, scan_text=True)
-    if not (is_dsn or from_reporter or null_sender or report.recipients):
-        return (), None  # a bounce-like subject alone, from a person: not enough
+    returned = bool(bounce_subject or delay_subject or body_phrase) and _returned_headers(email)
+    if not strong and not machine:
+        # From what looks like a person: a bounce subject or phrase alone is not enough; the text must
+        # read like a mail system's notice (its wording, failed recipients, the returned headers).
+        anchored = _subject_prefix(subject, _BOUNCE_PREFIX) or _subject_prefix(subject, _DELAY_PREFIX)
+        hint = anchored and report.recipients and _contains_body(email.text, _BOUNCE_HINTS)
+        if not ((report.recipients and (returned or body_phrase)) or (returned and body_phrase) or hint):
+            return (), None
+    elif not strong and not (bounce_subject or delay_subject or success_subject or body_phrase or returned):
+        return (), None
     if is_dsn:
         found.add("bounce", "dsn", "Delivery status notification (RFC 3464)", report_type)
     if from_reporter:
         found.add("bounce", "reporter_sender", "Sent by a mail system's reporting address", sender)
-    if bounce_subject or delay_subject:
-        found.add("bounce", "bounce_subject", "Subject of a delivery failure notice", subject[:200])
+    if bounce_subject or delay_subject or success_subject:
+        found.add("bounce", "bounce_subject", "Subject of a delivery notice", subject[:200])
+    if body_phrase:
+        found.add("bounce", "bounce_body", "Text of a mail system's delivery notice", body_phrase)
+    if returned:
+        found.add("bounce", "returned_headers", "The returned message's headers are quoted in the text", None)
     actions = {r.action for r in report.recipients}
-    if "failed" in actions or (not report.recipients and not delay_subject):
+    failed = "failed" in actions or (not report.recipients and not (delay_subject or success_subject))
+    if failed:
+        found.kinds.discard("auto_reply")
+        found.kinds.discard("out_of_office")
         found.kinds.add("bounce")
     else:
         found.kinds.discard("bounce")
+        found.kinds.discard("auto_reply")
+        found.kinds.discard("out_of_office")
         found.kinds.add("delivery_report")
     return tuple(report.recipients), report.original_message_id
+
+
+_SES_TYPES = {"bounce": "bounce", "complaint": "feedback_report", "delivery": "delivery_report"}
+
+
+def _provider_notification(
+    email: InboundEmail, found: _Signals
+) -> tuple[tuple[BounceRecipient, ...], str | None] | None:
+    """Amazon SES notifications delivered by SNS e-mail subscriptions (JSON with ``notificationType``)."""
+    sender = (email.from_.email if email.from_ else "").lower()
+    if not sender.endswith(_SES_SENDERS):
+        return None
+    notice = read_ses_notification(email.text)
+    if notice is None:
+        return None
+    kind_name, recipients, original = notice
+    kind = _SES_TYPES.get(kind_name)
+    if kind is None:
+        return None
+    found.add(kind, "provider_notification", f"Amazon SES {kind_name} notification", sender)  # type: ignore[arg-type]
+    return (recipients if kind != "feedback_report" else ()), original
+
+
+_SUCCESS_PREFIX = re.compile(
+    "|".join(re.escape(p) for p in sorted(_SUCCESS_SUBJECTS, key=len, reverse=True)), re.IGNORECASE
+)
+
+
+def _returned_headers(email: InboundEmail) -> bool:
+    """Whether the text quotes the header block of a returned message (``Received:`` and ``Message-ID:``)."""
+    head = email.text[:20000].lower()
+    return ("\nreceived: from " in head or "\n>received: " in head or "\nreceived:" in head) and (
+        "message-id:" in head
+    )
 
 
 _FORWARD_SUBJECT = re.compile(r"[ \t]*(?:fwd?|wg|tr|rv|doorst|vs|i)[ \t]*:", re.IGNORECASE)

@@ -17,8 +17,10 @@ message of ours bounced, so the caller can flag the address. Two sources of trut
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable, Iterator
+from typing import Any
 
 import attrs
 
@@ -34,6 +36,7 @@ __all__ = [
     "header_block_message_id",
     "parse_delivery_status",
     "read_delivery_report",
+    "read_ses_notification",
     "scan_bounce_text",
 ]
 
@@ -369,7 +372,9 @@ def scan_bounce_text(text: str, *, exclude: Iterable[str] = ()) -> tuple[BounceR
             if key in excluded or _is_reporter(address, excluded):
                 continue
             before = line[: match.start()].strip().lstrip("<\"'").strip()
-            starts_line = before == "" or before.lower().endswith(("smtp=", "rfc822;", "recipient:", "error-for:"))
+            starts_line = before == "" or before.lower().endswith(
+                ("smtp=", "rfc822;", "recipient:", "error-for:", "rcpt to:")
+            )
             if before.lower().startswith(("to:", "from:", "subject:", "sent:", "cc:", "reply-to:")):
                 continue
             if not (starts_line or window or any(w in lowered for w in _FAILURE_WORDS)):
@@ -465,6 +470,8 @@ def read_delivery_report(email: InboundEmail, *, scan_text: bool) -> DeliveryRep
     if not recipients and scan_text:
         exclude = [a.email for a in (email.from_, *email.to) if a is not None]
         recipients = scan_bounce_text(email.text, exclude=exclude)
+    if not recipients and scan_text:
+        recipients = _failed_recipients_header(email)
     if original is None and scan_text:
         original = _returned_message_id(email.text)
     return DeliveryReport(recipients=recipients, original_message_id=original, standard=standard)
@@ -475,3 +482,91 @@ def _returned_message_id(text: str) -> str | None:
     lines = text[:MAX_CHARS].splitlines()
     start = len(_diagnostic_lines(text))
     return header_block_message_id("\n".join(lines[start : start + MAX_LINES]))
+
+
+def _ses_recipient(item: Any, action: str, permanent: bool) -> BounceRecipient | None:
+    address = item.get("emailAddress") if isinstance(item, dict) else item
+    if not isinstance(address, str) or "@" not in address:
+        return None
+    address = _clean_address(address[:MAX_LINE])
+    status = _status_code(str(item.get("status", ""))) if isinstance(item, dict) else None
+    diagnostic = item.get("diagnosticCode") if isinstance(item, dict) else None
+    if isinstance(item, dict) and isinstance(item.get("action"), str):
+        action = _ACTION_ALIASES.get(item["action"].lower(), item["action"].lower())
+    if status is not None and status.startswith("4"):
+        permanent = False
+    return BounceRecipient(
+        recipient=address,
+        status=status,
+        action=action,
+        diagnostic=_typed_value(diagnostic)[:300] if isinstance(diagnostic, str) else None,
+        permanent=permanent and action == "failed",
+    )
+
+
+def read_ses_notification(text: str) -> tuple[str, tuple[BounceRecipient, ...], str | None] | None:
+    """Read an Amazon SES notification as SNS e-mails it: ``(type, recipients, original Message-ID)``.
+
+    The body is the notification's JSON (``notificationType`` or ``eventType``: ``Bounce``, ``Complaint``,
+    ``Delivery``), followed by SNS's unsubscribe footer. ``type`` is lower case; ``None`` when the text
+    holds no such JSON. Only the first `MAX_CHARS` characters are read.
+    """
+    start = text.find("{", 0, 4096)
+    if start < 0:
+        return None
+    try:
+        data, _ = json.JSONDecoder().raw_decode(text[start:MAX_CHARS])
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(data, dict):
+        return None
+    if isinstance(data.get("Message"), str):  # the raw SNS envelope, when the subscription sends JSON
+        try:
+            inner = json.loads(data["Message"][:MAX_CHARS])
+        except (ValueError, RecursionError):
+            return None
+        if not isinstance(inner, dict):
+            return None
+        data = inner
+    kind = data.get("notificationType") or data.get("eventType")
+    if not isinstance(kind, str):
+        return None
+    kind = kind.strip().lower()
+    recipients: list[BounceRecipient] = []
+    if kind == "bounce" and isinstance(data.get("bounce"), dict):
+        bounce = data["bounce"]
+        permanent = str(bounce.get("bounceType", "")).lower() != "transient"
+        for item in (bounce.get("bouncedRecipients") or [])[:MAX_LINES]:
+            found = _ses_recipient(item, "failed", permanent)
+            if found is not None:
+                recipients.append(found)
+    elif kind == "delivery" and isinstance(data.get("delivery"), dict):
+        for item in (data["delivery"].get("recipients") or [])[:MAX_LINES]:
+            found = _ses_recipient(item, "delivered", False)
+            if found is not None:
+                recipients.append(found)
+    elif kind == "complaint" and isinstance(data.get("complaint"), dict):
+        for item in (data["complaint"].get("complainedRecipients") or [])[:MAX_LINES]:
+            found = _ses_recipient(item, "failed", False)
+            if found is not None:
+                recipients.append(found)
+    original: str | None = None
+    mail = data.get("mail")
+    if isinstance(mail, dict):
+        common = mail.get("commonHeaders")
+        value = common.get("messageId") if isinstance(common, dict) else None
+        if isinstance(value, str) and value.strip():
+            original = value.strip()[:MAX_LINE].strip("<>") or None
+    return kind, tuple(recipients), original
+
+
+def _failed_recipients_header(email: InboundEmail) -> tuple[BounceRecipient, ...]:
+    """``X-Failed-Recipients`` (Exim, Gmail, Google Groups): the failed addresses when the text names none."""
+    out: dict[str, BounceRecipient] = {}
+    for name, value in email.headers[:MAX_LINES]:
+        if name.strip().lower() != "x-failed-recipients":
+            continue
+        for match in _ADDRESS.finditer(value[:MAX_LINE]):
+            address = match.group(0)
+            out.setdefault(normalize_address(address), BounceRecipient(recipient=address, action="failed"))
+    return tuple(out.values())

@@ -5,6 +5,7 @@ path a fetch does, one stage at a time, and stops at the first failure:
 
 * ``config``: the password variable/file or the token provider is unusable (``password_env`` unset ...);
   checked first, before any DNS lookup or connection, since no server can fix it;
+* ``oauth``: the built-in OAuth2 lifecycle cannot get a token (see ``ticketmail.oauth.diagnose``);
 * ``dns``: the host name does not resolve;
 * ``connect``: TCP connect refused (nothing listens: wrong port, server down) or timed out (firewall);
 * ``tls``: certificate verification failed (untrusted CA, or issued for another name); or the port speaks
@@ -131,7 +132,14 @@ def _check_pipe(config: MailboxConfig) -> tuple[tuple[str, ...], int]:
     return (), 0
 
 
+def _check_graph(config: MailboxConfig) -> tuple[tuple[str, ...], int]:
+    from ticketmail.sources.graph import check_graph
+
+    return check_graph(config)
+
+
 _CHECKERS: dict[str, Callable[[MailboxConfig], tuple[tuple[str, ...], int]]] = {
+    "graph": _check_graph,
     "imap": _check_imap,
     "pop3": _check_pop3,
     "maildir": _check_local,
@@ -149,12 +157,22 @@ def _check_credentials(mailbox: MailboxConfig) -> None:
     """
     if mailbox.protocol in ("imap", "pop3") and mailbox.auth == "password":
         mailbox.secret()
-    elif mailbox.auth == "oauth2" and mailbox.token_provider is None:
+    elif mailbox.auth == "oauth2" and mailbox.token_provider is None and getattr(mailbox, "provider", None) is None:
         raise ConfigError(f"mailbox {mailbox.name!r}: auth is 'oauth2' but no token provider is configured")
 
 
-def check(mailbox: MailboxConfig, *, clock: Callable[[], float] = time.monotonic) -> CheckResult:
+def check(
+    mailbox: MailboxConfig,
+    *,
+    clock: Callable[[], float] = time.monotonic,
+    state_dir: str | os.PathLike[str] | None = None,
+) -> CheckResult:
     """Test the connection to ``mailbox`` stage by stage; never raises for a failing mailbox.
+
+    Args:
+        mailbox: The mailbox configuration.
+        clock: Monotonic seconds (for ``elapsed``).
+        state_dir: The state directory, where the built-in OAuth2 lifecycle keeps its token file.
 
     Returns:
         A :class:`CheckResult`: ``ok`` with capabilities and message count, or the failing ``stage`` with an
@@ -163,11 +181,18 @@ def check(mailbox: MailboxConfig, *, clock: Callable[[], float] = time.monotonic
     started = clock()
     try:
         _check_credentials(mailbox)
+        if getattr(mailbox, "provider", None) is not None:  # built-in OAuth2: the token is its own stage
+            from ticketmail.oauth.diagnose import check_oauth
+
+            mailbox = check_oauth(mailbox, state_dir)
         capabilities, count = _CHECKERS[mailbox.protocol](mailbox)
     except SourceError as exc:
-        return CheckResult(
-            mailbox.name, False, exc.stage, exc.message, elapsed=clock() - started, enabled=mailbox.enabled
-        )
+        message = exc.message
+        if exc.stage == "auth" and getattr(mailbox, "provider", None) is not None:
+            from ticketmail.oauth.diagnose import refusal_hint
+
+            message += refusal_hint(mailbox)
+        return CheckResult(mailbox.name, False, exc.stage, message, elapsed=clock() - started, enabled=mailbox.enabled)
     except ConfigError as exc:
         return CheckResult(
             mailbox.name, False, "config", exc.message, elapsed=clock() - started, enabled=mailbox.enabled

@@ -40,7 +40,7 @@ from typing import Any, Literal
 
 import attrs
 
-from ticketmail.errors import ConfigError, SourceError
+from ticketmail.errors import ConfigError, OAuthError, SourceError
 from ticketmail.model import MailboxContext
 
 if sys.version_info >= (3, 11):
@@ -60,7 +60,7 @@ __all__ = [
     "mask_secrets",
 ]
 
-Protocol_ = Literal["imap", "pop3", "maildir", "mbox", "pipe", "lmtp"]
+Protocol_ = Literal["imap", "pop3", "maildir", "mbox", "pipe", "lmtp", "graph"]
 Security = Literal["none", "ssl", "starttls"]
 TokenProvider = Callable[[], str]
 """Returns a current OAuth2 access token (called at every login; cache and refresh inside it)."""
@@ -75,13 +75,15 @@ DEFAULT_PORTS: Mapping[tuple[str, str], int] = {
 }
 """Well-known ports (RFC 9051 section 2.1 / RFC 8314 section 7 for IMAP, RFC 1939 / RFC 8314 for POP3)."""
 
-_PROTOCOLS = ("imap", "pop3", "maildir", "mbox", "pipe", "lmtp")
+_PROTOCOLS = ("imap", "pop3", "maildir", "mbox", "pipe", "lmtp", "graph")
 DELIVERED_PROTOCOLS = ("pipe", "lmtp")
 """Protocols of mailboxes the mail server delivers to (``ticketmail pipe``, ``ticketmail receive``): never polled."""
 _SECURITIES = ("none", "ssl", "starttls")
 _OVERSIZE = ("skip", "headers")
 _FETCH = ("auto", "unseen", "all")
 _AUTH = ("password", "oauth2")
+_OAUTH_PROVIDERS = ("microsoft", "google", "generic")
+_OAUTH_GRANTS = ("auto", "refresh_token", "client_credentials", "service_account")
 
 
 class Secret:
@@ -215,6 +217,25 @@ class MailboxConfig:
         department: Default department for tickets from this mailbox.
         category: Default category.
         priority: Default priority id.
+        provider: Built-in OAuth2 token lifecycle (``microsoft``, ``google`` or ``generic``); see
+            ``docs/guides/oauth2.md``. Used when ``auth = "oauth2"`` (or ``protocol = "graph"``) and no
+            ``token_provider`` is given.
+        client_id: The OAuth2 application (client) id.
+        client_secret: The client secret (a :class:`Secret`); or ``client_secret_env`` / ``client_secret_file``.
+        client_secret_env: Environment variable holding the client secret.
+        client_secret_file: File holding the client secret.
+        tenant: Microsoft Entra tenant id or domain (``organizations`` when unset).
+        scopes: OAuth2 scopes; the default depends on provider, protocol and grant.
+        token_url: Token endpoint override (sovereign clouds, tests).
+        authorization_url: Authorization endpoint override.
+        device_authorization_url: Device-authorization endpoint override (RFC 8628).
+        grant: ``auto`` (a stored refresh token, else client credentials or the service account),
+            ``refresh_token``, ``client_credentials`` or ``service_account`` (Google domain-wide delegation).
+        service_account_file: Google service-account JSON key file (``grant = "service_account"``).
+        token_store: File of the stored refresh token and cached access token (default
+            ``<state dir>/oauth/<name>.json``).
+        mailbox: Microsoft Graph: the user or shared mailbox (``support@contoso.com``); defaults to ``address``.
+        graph_url: Microsoft Graph base URL (default ``https://graph.microsoft.com/v1.0``).
     """
 
     name: str = attrs.field(validator=_nonempty_str)
@@ -249,12 +270,33 @@ class MailboxConfig:
     department: str | None = None
     category: str | None = None
     priority: int | None = None
+    provider: Literal["microsoft", "google", "generic"] | None = attrs.field(
+        default=None, validator=attrs.validators.optional(_one_of(_OAUTH_PROVIDERS))
+    )
+    client_id: str | None = None
+    client_secret: Secret | None = attrs.field(default=None, converter=_to_secret)
+    client_secret_env: str | None = None
+    client_secret_file: str | None = None
+    tenant: str | None = None
+    scopes: tuple[str, ...] = attrs.field(default=(), converter=_str_tuple)
+    token_url: str | None = None
+    authorization_url: str | None = None
+    device_authorization_url: str | None = None
+    grant: Literal["auto", "refresh_token", "client_credentials", "service_account"] = attrs.field(
+        default="auto", validator=_one_of(_OAUTH_GRANTS)
+    )
+    service_account_file: str | None = None
+    token_store: str | None = None
+    mailbox: str | None = None
+    graph_url: str | None = None
 
     def __attrs_post_init__(self) -> None:
         remote = self.protocol in ("imap", "pop3")
         if remote and not self.host:
             raise ValueError(f"host: required for protocol {self.protocol!r}")
-        if self.protocol in ("maildir", "mbox") and not self.path:
+        if self.protocol == "graph":
+            _check_graph(self)
+        elif self.protocol in ("maildir", "mbox") and not self.path:
             raise ValueError(f"path: required for protocol {self.protocol!r}")
         if self.protocol == "lmtp" and not (self.address or self.addresses):
             raise ValueError("address: required for protocol 'lmtp' (the desk address mail is delivered to)")
@@ -268,12 +310,14 @@ class MailboxConfig:
         if len(sources) > 1:
             raise ValueError(f"password: give only one of password, password_env, password_file (got {sources})")
         if self.auth == "oauth2":
-            if self.token_provider is None:
-                raise ValueError("token_provider: required when auth is 'oauth2'")
+            if self.token_provider is None and self.provider is None:
+                raise ValueError("token_provider: required when auth is 'oauth2' (or set provider)")
             if sources:
                 raise ValueError("auth: 'oauth2' takes a token_provider, not a password")
         elif remote and not sources:
             raise ValueError("password: required (password, password_env or password_file) for auth 'password'")
+        if self.provider is not None:
+            _check_oauth(self)
         if remote and not (self.username or self.address):
             raise ValueError("username: required (or set address)")
 
@@ -341,11 +385,21 @@ class MailboxConfig:
         raise ConfigError(f"mailbox {self.name!r}: no password configured", field="password")
 
     def access_token(self) -> Secret:
-        """A current OAuth2 access token from ``token_provider``, wrapped as a :class:`Secret`."""
+        """A current OAuth2 access token from ``token_provider``, wrapped as a :class:`Secret`.
+
+        With ``provider`` set and no ``token_provider``, the built-in lifecycle (``ticketmail.oauth``) gets,
+        caches and refreshes it.
+        """
+        if self.token_provider is None and self.provider is not None:
+            from ticketmail.oauth import tokens_for
+
+            return tokens_for(self).access_token()
         if self.token_provider is None:
             raise ConfigError(f"mailbox {self.name!r}: no token_provider configured", field="token_provider")
         try:
             token = self.token_provider()
+        except (OAuthError, ConfigError):  # the built-in lifecycle already says what failed and what to do
+            raise
         except Exception as exc:  # the app's provider (MSAL, google-auth): anything may go wrong in there
             raise SourceError(
                 f"mailbox {self.name!r}: the OAuth2 token provider failed: {type(exc).__name__}; check the app "
@@ -360,6 +414,20 @@ class MailboxConfig:
             )
         return Secret(token)
 
+    def token_refused(self) -> None:
+        """Tell the built-in OAuth2 lifecycle that the server refused the last access token.
+
+        The next :meth:`access_token` then asks the token endpoint instead of reusing the cached one
+        (a token revoked before its expiry). Does nothing for other token sources.
+        """
+        if self.provider is None:
+            return
+        from ticketmail.oauth import manager_of
+
+        manager = manager_of(self)
+        if manager is not None:
+            manager.invalidate()
+
     def context(self) -> MailboxContext:
         """The :class:`~ticketmail.model.MailboxContext` the pipeline receives for this mailbox's mail."""
         addresses = tuple(dict.fromkeys(a for a in (self.address, *self.addresses) if a))
@@ -370,6 +438,42 @@ class MailboxConfig:
             category=self.category,
             priority=self.priority,
         )
+
+
+def _check_graph(config: MailboxConfig) -> None:
+    """Validation of ``protocol = "graph"`` (token only: Graph takes no password)."""
+    if not (config.mailbox or config.address):
+        raise ValueError("mailbox: required for protocol 'graph' (the user or shared mailbox address)")
+    if config.token_provider is None and config.provider is None:
+        raise ValueError("provider: required for protocol 'graph' (microsoft or generic), or a token_provider")
+    if config.password or config.password_env or config.password_file:
+        raise ValueError("password: protocol 'graph' signs in with OAuth2 only; remove the password")
+    if config.graph_url is not None and not config.graph_url.startswith(("https://", "http://")):
+        raise ValueError(f"graph_url: expected an http(s) URL, got {config.graph_url!r}")
+
+
+def _check_oauth(config: MailboxConfig) -> None:
+    """Validation of the built-in OAuth2 lifecycle settings (``provider`` is set)."""
+    if config.auth != "oauth2" and config.protocol != "graph":
+        raise ValueError("provider: set auth = 'oauth2' to use the built-in OAuth2 token lifecycle")
+    secrets = [n for n in ("client_secret", "client_secret_env", "client_secret_file") if getattr(config, n)]
+    if len(secrets) > 1:
+        raise ValueError(f"client_secret: give only one of client_secret, client_secret_env or _file {secrets}")
+    if config.grant == "service_account" or config.service_account_file:
+        if config.provider != "google" and not config.token_url:
+            raise ValueError("service_account_file: domain-wide delegation is a Google feature (provider = 'google')")
+        if not config.service_account_file:
+            raise ValueError("service_account_file: required for grant 'service_account'")
+    elif not config.client_id:
+        raise ValueError(f"client_id: required for provider {config.provider!r}")
+    if config.grant == "client_credentials" and not secrets:
+        raise ValueError("client_secret_env: grant 'client_credentials' needs a client secret")
+    if config.provider == "generic" and not config.token_url:
+        raise ValueError("token_url: required for provider 'generic'")
+    for key in ("token_url", "authorization_url", "device_authorization_url"):
+        value = getattr(config, key)
+        if value is not None and not value.startswith(("https://", "http://")):
+            raise ValueError(f"{key}: expected an http(s) URL, got {value!r}")
 
 
 @attrs.frozen
@@ -436,8 +540,24 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "department": (str,),
     "category": (str,),
     "priority": (int,),
+    "provider": (str,),
+    "client_id": (str,),
+    "client_secret": (str, Secret),
+    "client_secret_env": (str,),
+    "client_secret_file": (str,),
+    "tenant": (str,),
+    "scopes": (list, str),
+    "token_url": (str,),
+    "authorization_url": (str,),
+    "device_authorization_url": (str,),
+    "grant": (str,),
+    "service_account_file": (str,),
+    "token_store": (str,),
+    "mailbox": (str,),
+    "graph_url": (str,),
 }
-_PATH_KEYS = ("ca_file", "password_file", "token_file", "path")
+_PATH_KEYS: tuple[str, ...] = ("ca_file", "password_file", "token_file", "path")
+_PATH_KEYS += ("client_secret_file", "service_account_file", "token_store")
 _SECRET_WORDS = ("password", "secret", "token")
 _NOT_SECRET_SUFFIXES = ("_env", "_file", "_provider", "_url", "_endpoint")
 
@@ -566,6 +686,10 @@ def mailbox_from_dict(
             kwargs["token_provider"] = _env_token(kwargs.pop("token_env"))
         if "token_file" in kwargs:
             kwargs["token_provider"] = _file_token(kwargs.pop("token_file"))
+        if isinstance(kwargs.get("scopes"), str):
+            kwargs["scopes"] = kwargs["scopes"].split()
+        if "scopes" in kwargs and not all(isinstance(v, str) for v in kwargs["scopes"]):
+            raise ValueError(f"scopes: expected strings, got {kwargs['scopes']!r}")
         if "addresses" in kwargs and isinstance(kwargs["addresses"], list):
             bad = [a for a in kwargs["addresses"] if not isinstance(a, str)]
             if bad:

@@ -295,6 +295,7 @@ class ImapSession:
                 try:
                     client.authenticate("XOAUTH2", xoauth2_responder(user, token))
                 except imaplib.IMAP4.error as exc:
+                    cfg.token_refused()  # the built-in OAuth2 lifecycle fetches a new token next time
                     raise self._auth_error(exc) from exc
             return
         password = cfg.secret().reveal()

@@ -1,9 +1,15 @@
 """OAuth2 for mailboxes: the SASL XOAUTH2 string and the token-provider contract.
 
-Why a provider callable and not a token: access tokens from Microsoft 365 or Google live about an hour, so a
-long-running poller must ask for a fresh one at every login. ticketmail does not implement OAuth flows; the
-application plugs its own (MSAL, google-auth) as a zero-argument callable returning a current access token
-(:data:`~ticketmail.sources.config.TokenProvider`), which the IMAP and POP3 adapters call at each login.
+The IMAP and POP3 adapters ask the mailbox configuration for a current access token at every login
+(`MailboxConfig.access_token`). It comes from one of two places:
+
+* the **built-in lifecycle** (`ticketmail.oauth`): ``provider = "microsoft" | "google" | "generic"``
+  with ``client_id`` and friends; ticketmail gets, caches, refreshes and persists the tokens itself
+  (``ticketmail oauth login`` obtains the first refresh token of a delegated mailbox); see
+  ``docs/guides/oauth2.md``;
+* a **token provider**: a zero-argument callable returning a current access token
+  (`ticketmail.sources.config.TokenProvider`; also ``token_env`` / ``token_file``), for applications that
+  obtain tokens their own way.
 
 The XOAUTH2 initial client response (Google's and Microsoft's documented SASL mechanism, the pre-standard
 form of OAUTHBEARER, RFC 7628) is::
@@ -11,27 +17,7 @@ form of OAUTHBEARER, RFC 7628) is::
     "user=" {User} "^Aauth=Bearer " {Access Token} "^A^A"
 
 where ``^A`` is the byte 0x01. On failure the server sends a base64 JSON error as a continuation and expects
-an empty response before it answers ``NO``; :func:`xoauth2_responder` does exactly that.
-
-Examples of providers (see ``docs/sources.md``)::
-
-    # Microsoft 365 (client credentials; the app needs IMAP.AccessAsApp / POP.AccessAsApp)
-    import msal
-    app = msal.ConfidentialClientApplication(CLIENT_ID, authority=f"https://login.microsoftonline.com/{TENANT}",
-                                             client_credential=SECRET)
-    def m365_token() -> str:
-        result = app.acquire_token_for_client(scopes=["https://outlook.office365.com/.default"])
-        return result["access_token"]
-
-    # Google (a service account with domain-wide delegation, scope https://mail.google.com/)
-    from google.oauth2 import service_account
-    from google.auth.transport.requests import Request
-    creds = service_account.Credentials.from_service_account_file(
-        "sa.json", scopes=["https://mail.google.com/"]).with_subject("support@example.com")
-    def google_token() -> str:
-        if not creds.valid:
-            creds.refresh(Request())
-        return creds.token
+an empty response before it answers ``NO``; `xoauth2_responder` does exactly that.
 """
 
 from __future__ import annotations

@@ -771,6 +771,14 @@ def source_for(
 ) -> Source:
     """The :class:`~ticketmail.sources.base.Source` for a :class:`~ticketmail.sources.config.MailboxConfig`."""
     protocol = getattr(config, "protocol", None)
+    if getattr(config, "provider", None) is not None:  # built-in OAuth2: tokens kept under the state directory
+        from ticketmail.oauth import bind_state_dir
+
+        config = bind_state_dir(config, state_dir)
+    if protocol == "graph":
+        from ticketmail.sources.graph import GraphSource
+
+        return GraphSource(config, skip=skip, state_dir=state_dir)
     if protocol == "maildir":
         from ticketmail.sources.maildir import MaildirSource
 

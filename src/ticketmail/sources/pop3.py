@@ -181,6 +181,8 @@ class Pop3Session:
         except SourceError as exc:
             if exc.stage != "auth" or not isinstance(exc.__cause__, poplib.error_proto):
                 raise
+            if cfg.auth == "oauth2":
+                cfg.token_refused()  # the built-in OAuth2 lifecycle fetches a new token next time
             how = "token" if cfg.auth == "oauth2" else "user name or password"
             server = scrub(str(exc.__cause__), self._secrets)
             raise SourceError(
