@@ -72,7 +72,14 @@ from ticketmail.model import Address, Attachment, InboundEmail, MailboxContext, 
 from ticketmail.numbers import TicketNumberGenerator, TicketNumbersExhaustedError, generate_number
 from ticketmail.parsing.mime import EmailOptions, parse_email
 from ticketmail.rules import RuleSet, duplicate_keys, evaluate, load_rules, outgoing_headers
-from ticketmail.threading import ThreadingOptions, resolve_thread
+from ticketmail.threading import (
+    ThreadCandidates,
+    ThreadingOptions,
+    UntrustedReplyError,
+    prefilter_candidates,
+    resolve_thread,
+    thread_candidates,
+)
 
 __all__ = [
     "DuplicateScope",
@@ -82,6 +89,7 @@ __all__ = [
     "Pipeline",
     "ProcessingError",
     "ledger_key",
+    "unexpected_error",
 ]
 
 OutcomeAction = Literal["created", "appended", "ignored", "duplicate", "rejected", "failed"]
@@ -90,6 +98,8 @@ NumberGenerator = TicketNumberGenerator
 """Returns a fresh candidate ticket number; the pipeline checks it against the backend and retries."""
 
 _NUMBER_ATTEMPTS = 32
+_MAX_RECIPIENT_PARTICIPANTS = 50
+"""With ``recipients_as_participants``, at most this many recipients of one message join its ticket."""
 _log = logging.getLogger("ticketmail.pipeline")
 
 
@@ -198,6 +208,7 @@ class _Prepared:
     key: str
     email: InboundEmail
     dup_keys: tuple[str, ...]
+    candidates: ThreadCandidates | None = None
     notes: tuple[Reason, ...] = ()
 
 
@@ -375,6 +386,9 @@ class Pipeline:
             return self._fail(data, provenance, key, _unexpected(exc, "parsing"), None)
         try:
             dup_keys = self._duplicate_keys(email, ctx)
+            candidates = self._thread_candidates(email, ctx)
+        except BackendError:
+            raise
         except TicketmailError as exc:
             return self._fail(data, provenance, key, exc, email.message_id)
         except Exception as exc:
@@ -385,7 +399,15 @@ class Pipeline:
         except Exception as exc:  # a policy must not cost the message: keep it, unprocessed, in quarantine
             self._log.exception("the attachment policy failed on %s", key)
             return self._fail(data, provenance, key, _unexpected(exc, "checking the attachments of"), email.message_id)
-        return _Prepared(data, provenance, key, email, dup_keys, notes)
+        return _Prepared(data, provenance, key, email, dup_keys, candidates, notes)
+
+    def _thread_candidates(self, email: InboundEmail, ctx: MailboxContext) -> ThreadCandidates:
+        """The capped threading candidates, ticket numbers checked with a read-only lookup (no write lock)."""
+        candidates = thread_candidates(email, self._threading, ctx.addresses)
+        if not (candidates.subject_numbers or candidates.plus_tokens):
+            return candidates
+        backend = self._backend
+        return prefilter_candidates(candidates, lambda number: backend.get_ticket(number) is not None)
 
     def _commit_one(
         self, item: _Prepared, ctx: MailboxContext, *, then: Callable[[UnitOfWork], None] | None = None
@@ -729,8 +751,11 @@ class Pipeline:
             own_addresses=ctx.addresses,
             automatic=automatic,
             may_open_ticket=decision.may_open_ticket,
+            candidates=item.candidates,
         )
         reasons = decision.reasons + thread.reasons + item.notes
+        if thread.action == "quarantine":  # rolled back and kept in the quarantine (raw bytes) for an operator
+            raise UntrustedReplyError(thread.reasons[-1].message, field="threading.untrusted_match")
         if thread.action in ("ignore", "reject"):
             outcome = attrs.evolve(
                 base,
@@ -799,6 +824,15 @@ class Pipeline:
         skip = {requester.email.lower(), ticket.requester.email.lower(), *(p.lower() for p in ticket.participants)}
         added: list[Reason] = []
         for address in (*email.to, *email.cc):
+            if len(added) >= _MAX_RECIPIENT_PARTICIPANTS:  # a hostile Cc list must not stall the transaction
+                added.append(
+                    Reason(
+                        "thread.recipients_capped",
+                        f"only the first {_MAX_RECIPIENT_PARTICIPANTS} recipients join the ticket",
+                        value=str(_MAX_RECIPIENT_PARTICIPANTS),
+                    )
+                )
+                break
             lowered = address.email.lower()
             local, _, domain = lowered.rpartition("@")
             if lowered in skip or lowered in own or f"{local.partition(sep)[0]}@{domain}" in own:
@@ -1028,3 +1062,13 @@ def _unexpected(exc: BaseException, stage: str) -> ProcessingError:
     error = ProcessingError(f"unexpected {type(exc).__name__} while {stage} the message; see the log")
     error.__cause__ = exc
     return error
+
+
+def unexpected_error(exc: BaseException, stage: str = "processing") -> ProcessingError:
+    """A :class:`ProcessingError` (code ``processing_failed``) for an exception that is not a ticketmail error.
+
+    For callers that parse input themselves (``ticketmail ingest`` parsing a payload file) and then keep it
+    with :meth:`Pipeline.quarantine`. The message names the exception type only, never its text (which may
+    quote the input); the exception is chained as ``__cause__`` for the log.
+    """
+    return _unexpected(exc, stage)

@@ -21,11 +21,28 @@ Routes, tried in this order (the first one that names an existing ticket wins):
    ``support+ABC123@example.com`` (RFC 5233 subaddressing). When the mailbox context lists the desk's
    addresses, only subaddresses of those count.
 
-A ticket merged into another redirects to the survivor (chains followed, cycles broken).
+Guessing is bounded: only the first ``subject_scan_chars`` characters of the subject are searched, and at
+most ``max_subject_tags`` distinct tags and ``max_plus_tokens`` plus tokens are looked up, whatever the
+message carries (:func:`thread_candidates`). The pipeline checks those numbers against the backend's
+read-only lookups *before* its write transaction (:func:`prefilter_candidates`), so a subject full of
+guessed tags costs the write lock nothing.
+
+A ticket merged into another redirects to the survivor through the one merge-chain walker
+(:func:`ticketmail.backends.base.merge_chain`); a broken chain (cycle, dangling link, longer than
+:data:`~ticketmail.backends.base.MAX_MERGE_CHAIN` links) raises
+:class:`~ticketmail.backends.base.MergeChainError` instead of stopping on a ticket that is not the survivor.
 
 Then policies, each recorded as a reason:
 
 * Sender identity: the requester is ``From`` by default, the first ``Reply-To`` by option.
+* A match by a guessable route only (``subject`` or ``plus_address``: a tag or a number anyone can copy or
+  guess) from a sender who is neither the requester nor a participant (``untrusted_match``): ``new_ticket``
+  (default: the sender gets a ticket of their own and never joins the matched one), ``quarantine`` (the
+  raw message is kept in the quarantine for an operator, no ticket changes: :class:`UntrustedReplyError`),
+  ``reject``, or ``append`` (treat it like any other
+  match, so ``unknown_sender`` decides: the behaviour before this option existed). A reply that carries
+  one of our signed Message-IDs or a message id of the thread matches by ``token``/``references`` first and
+  is never affected. Automatic mail is exempt (it never adds a participant anyway).
 * Sender not on the matched ticket (neither requester nor participant): ``participant`` (append and add the
   sender as a participant), ``new_ticket`` (open a new ticket instead) or ``reject``.
 * Matched ticket closed: ``reopen`` it, or ``new_linked`` (open a new ticket linked to the closed one).
@@ -35,35 +52,52 @@ Then policies, each recorded as a reason:
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, Literal, Protocol
 
 import attrs
 
-from ticketmail.backends.base import MAX_MERGE_HOPS, Ticket
+from ticketmail.backends.base import Ticket, merge_chain
 from ticketmail.decision import Reason
-from ticketmail.errors import ConfigError
+from ticketmail.errors import ConfigError, PolicyRejectedError
 from ticketmail.model import Address, InboundEmail
 
 __all__ = [
     "ThreadAction",
+    "ThreadCandidates",
     "ThreadDecision",
     "ThreadLookups",
     "ThreadRoute",
     "ThreadingOptions",
+    "UntrustedReplyError",
     "find_subject_tags",
     "load_threading",
+    "prefilter_candidates",
     "requester_of",
     "resolve_thread",
     "subject_tag",
+    "thread_candidates",
 ]
 
 ThreadRoute = Literal["token", "references", "subject", "plus_address"]
-ThreadAction = Literal["new", "append", "reopen", "new_linked", "ignore", "reject"]
+ThreadAction = Literal["new", "append", "reopen", "new_linked", "ignore", "reject", "quarantine"]
 RequesterHeader = Literal["from", "reply_to"]
 UnknownSenderPolicy = Literal["participant", "new_ticket", "reject"]
+UntrustedMatchPolicy = Literal["new_ticket", "append", "quarantine", "reject"]
 ClosedTicketPolicy = Literal["reopen", "new_linked"]
+
+
+class UntrustedReplyError(PolicyRejectedError):
+    """A reply matched only by a guessable route from a stranger, kept for review (``untrusted_match``).
+
+    Raised by the pipeline for a ``quarantine`` decision: the unit of work is rolled back and the raw message
+    goes to the quarantine with this code, like any failed message (not acknowledged, so a mailbox keeps its
+    copy). An operator retries it (with ``untrusted_match = "append"`` to let it join) or discards it.
+    """
+
+    code = "untrusted_reply"
 
 
 def _check_choice(allowed: tuple[str, ...]) -> Callable[[object, attrs.Attribute[str], str], None]:
@@ -115,7 +149,17 @@ class ThreadingOptions:
         unknown_sender: A reply from an address not on the ticket: ``participant``, ``new_ticket`` or
             ``reject``.
         closed_ticket: A reply to a closed ticket: ``reopen`` or ``new_linked``.
-        max_references: At most this many ids of ``In-Reply-To``/``References`` are looked up.
+        untrusted_match: A reply matched only by the subject tag or a plus address (guessable routes) from a
+            sender who is neither the requester nor a participant: ``new_ticket`` (default) opens a new
+            ticket for the sender, ``quarantine`` keeps the raw message in the quarantine for an operator
+            (:class:`UntrustedReplyError`, outcome ``failed``, not acknowledged) without changing a ticket,
+            ``reject`` refuses it, ``append`` treats it like any match (``unknown_sender`` then decides; the
+            old behaviour). The reason is recorded either way.
+        max_references: At most this many ids of ``In-Reply-To``/``References`` are looked up (the
+            ``In-Reply-To`` ids, then the newest ``References``).
+        max_subject_tags: At most this many distinct subject tags are looked up (the first ones).
+        max_plus_tokens: At most this many distinct plus-address tokens are looked up (the first ones).
+        subject_scan_chars: Only this many leading characters of the subject are searched for tags.
         recipients_as_participants: Add the people in ``To``/``Cc`` of mail written by a person (not the
             desk's own addresses, see ``MailboxContext.addresses`` and the rules' ``own_addresses``) as
             participants, as osTicket does with collaborators. Off by default: with the desk's addresses
@@ -131,7 +175,13 @@ class ThreadingOptions:
         default="participant", validator=_check_choice(("participant", "new_ticket", "reject"))
     )
     closed_ticket: ClosedTicketPolicy = attrs.field(default="reopen", validator=_check_choice(("reopen", "new_linked")))
+    untrusted_match: UntrustedMatchPolicy = attrs.field(
+        default="new_ticket", validator=_check_choice(("new_ticket", "append", "quarantine", "reject"))
+    )
     max_references: int = attrs.field(default=32, validator=_check_positive)
+    max_subject_tags: int = attrs.field(default=3, validator=_check_positive)
+    max_plus_tokens: int = attrs.field(default=3, validator=_check_positive)
+    subject_scan_chars: int = attrs.field(default=4096, validator=_check_positive)
     recipients_as_participants: bool = False
     _tag_re: re.Pattern[str] = attrs.field(init=False, repr=False, eq=False)
 
@@ -163,7 +213,11 @@ _OPTION_TYPES: dict[str, type] = {
     "requester": str,
     "unknown_sender": str,
     "closed_ticket": str,
+    "untrusted_match": str,
     "max_references": int,
+    "max_subject_tags": int,
+    "max_plus_tokens": int,
+    "subject_scan_chars": int,
     "recipients_as_participants": bool,
 }
 
@@ -209,13 +263,22 @@ def subject_tag(number: str, options: ThreadingOptions | None = None) -> str:
     return (options or ThreadingOptions()).subject_tag.replace("{number}", number)
 
 
-def find_subject_tags(subject: str, options: ThreadingOptions | None = None) -> tuple[str, ...]:
-    """Ticket numbers tagged in ``subject``, in order of appearance, without repeats."""
+def find_subject_tags(
+    subject: str, options: ThreadingOptions | None = None, *, limit: int | None = None
+) -> tuple[str, ...]:
+    """Ticket numbers tagged in ``subject``, in order of appearance, without repeats.
+
+    Only the first ``options.subject_scan_chars`` characters are searched; with ``limit``, at most that many
+    numbers are returned (the search stops there).
+    """
     opts = options or ThreadingOptions()
-    found: list[str] = []
-    for match in opts.tag_regex.finditer(subject):
-        if match.group(1) not in found:
-            found.append(match.group(1))
+    found: dict[str, None] = {}
+    if limit is not None and limit <= 0:
+        return ()
+    for match in opts.tag_regex.finditer(subject, 0, opts.subject_scan_chars):
+        found.setdefault(match.group(1))
+        if limit is not None and len(found) >= limit:
+            break
     return tuple(found)
 
 
@@ -230,12 +293,74 @@ class ThreadLookups(Protocol):
 
 
 @attrs.frozen
+class ThreadCandidates:
+    """What a message offers threading, already capped (see :func:`thread_candidates`).
+
+    Attributes:
+        message_ids: ``In-Reply-To`` then ``References`` newest first, without repeats, at most
+            ``max_references``.
+        subject_numbers: Ticket numbers tagged in the subject (at most ``max_subject_tags``).
+        plus_tokens: Ticket numbers in plus addresses of the recipients (at most ``max_plus_tokens``).
+        checked: True when the numbers were checked against the store already
+            (:func:`prefilter_candidates`): each one is then spelled as the existing ticket is.
+    """
+
+    message_ids: tuple[str, ...] = ()
+    subject_numbers: tuple[str, ...] = ()
+    plus_tokens: tuple[str, ...] = ()
+    checked: bool = False
+
+
+def thread_candidates(
+    message: InboundEmail, options: ThreadingOptions | None = None, own_addresses: Iterable[str] = ()
+) -> ThreadCandidates:
+    """The ids, tags and plus tokens threading looks up for ``message``, capped per the options.
+
+    Linear in the message and bounded in output, whatever the message carries: 45,000 tags in a subject
+    cost one scan of its first ``subject_scan_chars`` characters and yield ``max_subject_tags`` numbers.
+    """
+    opts = options or ThreadingOptions()
+    tokens = _plus_tokens(message, opts, own_addresses) if opts.plus_addressing else ()
+    return ThreadCandidates(
+        _candidate_ids(message, opts.max_references),
+        find_subject_tags(message.subject, opts, limit=opts.max_subject_tags),
+        tokens,
+    )
+
+
+def prefilter_candidates(candidates: ThreadCandidates, exists: Callable[[str], bool]) -> ThreadCandidates:
+    """Keep the numbers naming an existing ticket (as spelled, or upper-cased), spelled as found.
+
+    ``exists`` should be a read-only lookup (the pipeline passes the backend's ``get_ticket``, which takes no
+    write lock), so this runs before the write transaction. A ticket created between this check and the
+    transaction is missed, which is harmless: nobody can have a tag of a ticket that did not exist yet.
+    Message ids are not filtered (a reply may name a message recorded earlier in the same batch).
+    """
+    if candidates.checked:
+        return candidates
+
+    def keep(numbers: tuple[str, ...]) -> tuple[str, ...]:
+        found: dict[str, None] = {}
+        for number in numbers:
+            for variant in _number_variants(number):
+                if exists(variant):
+                    found.setdefault(variant)
+                    break
+        return tuple(found)
+
+    return ThreadCandidates(
+        candidates.message_ids, keep(candidates.subject_numbers), keep(candidates.plus_tokens), checked=True
+    )
+
+
+@attrs.frozen
 class ThreadDecision:
     """Where a message goes.
 
     Attributes:
         action: ``new`` ticket, ``append`` to ``ticket``, ``reopen`` ``ticket`` then append, ``new_linked``
-            (a new ticket linked to the closed ``ticket``), ``ignore`` or ``reject``.
+            (a new ticket linked to the closed ``ticket``), ``ignore``, ``reject``, or ``quarantine`` (keep
+            the raw message for staff and change no ticket; see ``untrusted_match``).
         ticket: The matched ticket after merge redirects (for ``new`` with no match: ``None``).
         route: The route that matched, or ``None``.
         requester: The sender identity (``From`` or ``Reply-To`` per the options); ``None`` when neither.
@@ -251,36 +376,40 @@ class ThreadDecision:
     reasons: tuple[Reason, ...] = ()
 
 
-def _candidate_ids(message: InboundEmail, limit: int) -> list[str]:
+def _candidate_ids(message: InboundEmail, limit: int) -> tuple[str, ...]:
     """In-Reply-To first, then References newest first; deduplicated; at most ``limit``."""
-    seen: list[str] = []
-    for mid in (*message.in_reply_to, *reversed(message.references)):
+    seen: dict[str, None] = {}
+    if limit <= 0:
+        return ()
+    for mid in itertools.chain(message.in_reply_to, reversed(message.references)):
         if mid and mid not in seen:
-            seen.append(mid)
+            seen[mid] = None
             if len(seen) >= limit:
                 break
-    return seen
+    return tuple(seen)
 
 
-def _follow_merges(ticket: Ticket, lookups: ThreadLookups, reasons: list[Reason]) -> Ticket:
-    seen = {ticket.number}
-    current = ticket
-    for _ in range(MAX_MERGE_HOPS):
-        if current.merged_into is None:
-            return current
-        survivor = lookups.ticket_by_number(current.merged_into)
-        if survivor is None or survivor.number in seen:
-            return current
+_MERGE_REASONS = 16
+"""Merge hops recorded one by one; a longer chain gets one summary reason for the rest."""
+
+
+def _follow_merges(ticket: Ticket, lookups: ThreadLookups, reasons: list[Reason]) -> tuple[Ticket, ...]:
+    """The merge chain from ``ticket`` to its survivor (the one walker), with a reason per hop."""
+    chain = merge_chain(ticket, lookups.ticket_by_number)
+    for before, after in itertools.islice(itertools.pairwise(chain), _MERGE_REASONS):
+        reasons.append(
+            Reason("thread.merged", f"ticket {before.number} was merged into {after.number}", value=after.number)
+        )
+    if len(chain) - 1 > _MERGE_REASONS:
+        survivor = chain[-1].number
         reasons.append(
             Reason(
                 "thread.merged",
-                f"ticket {current.number} was merged into {survivor.number}",
-                value=survivor.number,
+                f"{len(chain) - 1 - _MERGE_REASONS} more merge links lead to ticket {survivor}",
+                value=survivor,
             )
         )
-        seen.add(survivor.number)
-        current = survivor
-    return current
+    return chain
 
 
 def _number_variants(number: str) -> Iterator[str]:
@@ -297,11 +426,14 @@ def _by_number(lookups: ThreadLookups, number: str) -> Ticket | None:
     return None
 
 
-def _plus_tokens(message: InboundEmail, options: ThreadingOptions, own: Iterable[str]) -> list[str]:
+def _plus_tokens(message: InboundEmail, options: ThreadingOptions, own: Iterable[str]) -> tuple[str, ...]:
+    limit = options.max_plus_tokens
+    if limit <= 0:
+        return ()
     own_addresses = {addr.lower() for addr in own}
     full = re.compile(options.number_pattern)
-    tokens: list[str] = []
-    recipients = [a.email for a in (*message.to, *message.cc)] + list(message.delivered_to)
+    tokens: dict[str, None] = {}
+    recipients = itertools.chain((a.email for a in message.to), (a.email for a in message.cc), message.delivered_to)
     for email in recipients:
         local, at, domain = email.rpartition("@")
         if not at or options.plus_separator not in local:
@@ -309,19 +441,24 @@ def _plus_tokens(message: InboundEmail, options: ThreadingOptions, own: Iterable
         base, _, token = local.partition(options.plus_separator)
         if own_addresses and f"{base}@{domain}".lower() not in own_addresses:
             continue
-        if full.fullmatch(token) and token not in tokens:
-            tokens.append(token)
-    return tokens
+        if token not in tokens and len(token) <= 64 and full.fullmatch(token):
+            tokens[token] = None
+            if len(tokens) >= limit:
+                break
+    return tuple(tokens)
+
+
+def _lookup_number(lookups: ThreadLookups, number: str, checked: bool) -> Ticket | None:
+    return lookups.ticket_by_number(number) if checked else _by_number(lookups, number)
 
 
 def _match(
-    message: InboundEmail,
+    candidates: ThreadCandidates,
     lookups: ThreadLookups,
     options: ThreadingOptions,
     verify_token: Callable[[str], str | None] | None,
-    own_addresses: Iterable[str],
 ) -> tuple[Ticket, ThreadRoute, Reason] | None:
-    ids = _candidate_ids(message, options.max_references)
+    ids = candidates.message_ids
     if verify_token is not None:
         for mid in ids:
             number = verify_token(mid)
@@ -334,13 +471,13 @@ def _match(
         ticket = lookups.ticket_by_message_id(mid)
         if ticket is not None:
             return ticket, "references", Reason("thread.references", "refers to a message of the thread", value=mid)
-    for number in find_subject_tags(message.subject, options):
-        ticket = _by_number(lookups, number)
+    for number in candidates.subject_numbers:
+        ticket = _lookup_number(lookups, number, candidates.checked)
         if ticket is not None:
             return ticket, "subject", Reason("thread.subject", "the subject carries the ticket tag", value=number)
     if options.plus_addressing:
-        for token in _plus_tokens(message, options, own_addresses):
-            ticket = _by_number(lookups, token)
+        for token in candidates.plus_tokens:
+            ticket = _lookup_number(lookups, token, candidates.checked)
             if ticket is not None:
                 return (
                     ticket,
@@ -368,6 +505,32 @@ def _cannot_open(
     return ThreadDecision("ignore", ticket, route, requester, reasons=tuple(reasons))
 
 
+def _untrusted(
+    ticket: Ticket,
+    route: ThreadRoute,
+    requester: Address,
+    policy: UntrustedMatchPolicy,
+    may_open_ticket: bool,
+    reasons: list[Reason],
+) -> ThreadDecision:
+    """A guessable match from a sender not on the ticket: never join it (see ``untrusted_match``)."""
+    how = "the subject tag" if route == "subject" else "a plus address"
+    what = f"matched ticket {ticket.number} only by {how}, and {requester.email} is not on it"
+    if policy == "reject":
+        reasons.append(Reason("thread.untrusted_reject", f"{what}: refused", value=ticket.number))
+        return ThreadDecision("reject", None, route, requester, reasons=tuple(reasons))
+    if policy == "quarantine":
+        reasons.append(
+            Reason("thread.untrusted_quarantine", f"{what}: kept in quarantine for review", value=ticket.number)
+        )
+        return ThreadDecision("quarantine", None, route, requester, reasons=tuple(reasons))
+    reasons.append(Reason("thread.untrusted_new", f"{what}: opening a new ticket instead", value=ticket.number))
+    if not may_open_ticket:
+        reasons.append(Reason("thread.no_ticket", "a new ticket would be needed, but the rules allow none"))
+        return ThreadDecision("ignore", None, route, requester, reasons=tuple(reasons))
+    return ThreadDecision("new", None, route, requester, reasons=tuple(reasons))
+
+
 def _on_ticket(ticket: Ticket, email: str) -> bool:
     wanted = email.lower()
     return ticket.requester.email.lower() == wanted or any(p.lower() == wanted for p in ticket.participants)
@@ -382,6 +545,7 @@ def resolve_thread(
     own_addresses: Iterable[str] = (),
     automatic: bool = False,
     may_open_ticket: bool = True,
+    candidates: ThreadCandidates | None = None,
 ) -> ThreadDecision:
     """Decide where ``message`` goes.
 
@@ -396,11 +560,19 @@ def resolve_thread(
             to an open ticket but changes nothing else.
         may_open_ticket: Whether a new ticket may be opened (the rules say no for automatic mail and for a
             sender over the rate limit); when not, an unthreaded message is ignored.
+        candidates: What to look up, computed (and pre-checked, see :func:`prefilter_candidates`) before the
+            transaction; by default :func:`thread_candidates` of ``message``.
+
+    Raises:
+        MergeChainError: the matched ticket's merge chain is broken (see
+            :func:`ticketmail.backends.base.merge_chain`).
     """
     opts = options or ThreadingOptions()
     requester, identity = requester_of(message, opts)
     reasons: list[Reason] = [identity]
-    found = _match(message, lookups, opts, verify_token, own_addresses)
+    if candidates is None:
+        candidates = thread_candidates(message, opts, own_addresses)
+    found = _match(candidates, lookups, opts, verify_token)
     if found is None:
         if not may_open_ticket:
             reasons.append(Reason("thread.no_ticket", "threads onto no ticket and may not open one"))
@@ -410,7 +582,18 @@ def resolve_thread(
 
     matched, route, why = found
     reasons.append(why)
-    ticket = _follow_merges(matched, lookups, reasons)
+    chain = _follow_merges(matched, lookups, reasons)
+    ticket = chain[-1]
+
+    untrusted = (
+        route in ("subject", "plus_address")
+        and not automatic
+        and requester is not None
+        and opts.untrusted_match != "append"
+        and not any(_on_ticket(link, requester.email) for link in chain)
+    )
+    if untrusted and requester is not None:
+        return _untrusted(ticket, route, requester, opts.untrusted_match, may_open_ticket, reasons)
 
     if ticket.status == "closed":
         if automatic:

@@ -157,7 +157,8 @@ def test_unknown_sender_policy(
     backend: InMemoryBackend, policy: str, action: str, participant: bool, code: str
 ) -> None:
     message = mail(subject="Re: [#ABC123]", from_=Address("mallory@example.net"))
-    decision = resolve(backend, message, options=ThreadingOptions(unknown_sender=policy))  # type: ignore[arg-type]
+    opts = ThreadingOptions(unknown_sender=policy, untrusted_match="append")  # type: ignore[arg-type]
+    decision = resolve(backend, message, options=opts)
     assert decision.action == action
     assert decision.add_participant is participant
     assert code in [r.code for r in decision.reasons]
@@ -230,7 +231,7 @@ def test_tag_round_trip(number: str, prefix: str, text: str) -> None:
 
 def test_policies_that_need_a_new_ticket_respect_may_open_ticket(backend: InMemoryBackend) -> None:
     stranger = mail(subject="Re: [#ABC123]", from_=Address("mallory@example.net"))
-    opts = ThreadingOptions(unknown_sender="new_ticket")
+    opts = ThreadingOptions(unknown_sender="new_ticket", untrusted_match="append")
     assert resolve(backend, stranger, options=opts, may_open_ticket=False).action == "ignore"
     closed = mail(subject="Re: [#CLOSED1]")
     opts = ThreadingOptions(closed_ticket="new_linked")

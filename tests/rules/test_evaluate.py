@@ -7,11 +7,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from ticketmail.model import Address, InboundEmail, MailboxContext, MessageBody, TicketRequest, message_view
 from ticketmail.rules import Filter, Lookups, evaluate, load_rules
+from ticketmail.rules.routing import Condition, RegexTimeout
 
 NOW = dt.datetime(2024, 3, 1, 12, 0, tzinfo=dt.timezone.utc)
 CTX = MailboxContext(name="support", addresses=("support@desk.example",), department="Support", priority=2)
@@ -390,3 +392,67 @@ def test_evaluation_is_idempotent(spec: list[dict[str, Any]], message: InboundEm
     again = evaluate(message, load_rules(config), context=CTX, now=NOW, lookups=Counter(count))
     assert first == second == again
     assert dict(first.attributes) == dict(again.attributes)
+
+
+def test_one_regex_deadline_per_condition_across_all_values() -> None:
+    """A header with many values gets one REGEX_TIMEOUT for the whole condition, not one per value.
+
+    Each value alone is well within the budget; together they are not. The deadline stops the condition
+    part way through the values, and the timeout is recorded as a reason.
+    """
+    values = [("X-Note", "a" * 2000) for _ in range(100)]
+    rules = load_rules(
+        {
+            "rules": [
+                {
+                    "name": "slow",
+                    "conditions": [{"field": "header:X-Note", "op": "regex", "value": ".*a.*a.*b"}],
+                    "actions": {"team": "T"},
+                },
+                {"name": "after", "actions": {"category": "C"}},
+            ]
+        }
+    )
+    decision = evaluate(mail(*values), rules, context=CTX, now=NOW)
+    assert "team" not in decision.attributes
+    assert decision.attributes["category"] == "C"  # evaluation went on after the timeout
+    [timeout] = [r for r in decision.reasons if r.code == "rule.regex_timeout"]
+    assert timeout.source == "slow"
+    assert "exceeded" in timeout.message
+    assert [r.code for r in decision.reasons].count("rule.regex_timeout") == 1  # searched once, not again
+
+
+def test_a_condition_deadline_is_shared_by_its_values() -> None:
+    condition = Condition("header:X-Note", "not_regex", ".*a.*a.*b")
+    with pytest.raises(RegexTimeout, match="exceeded"):
+        condition.test(tuple("a" * 2000 for _ in range(100)))
+    assert Condition("header:X-Note", "regex", "b$").test(("a", "b")) == (True, "b")  # quick: unaffected
+
+
+@pytest.mark.parametrize("nul", [False, True], ids=["compiled", "plan"])  # a NUL: the general path
+def test_one_regex_budget_per_message(nul: bool) -> None:
+    """Twenty slow regex rules do not cost twenty deadlines: the message's budget stops the rest."""
+    from ticketmail.rules._compiled import REGEX_MESSAGE_BUDGET
+
+    rules = load_rules(
+        {
+            "rules": [
+                {
+                    "name": f"slow{i}",
+                    "conditions": [{"field": "body", "op": "regex", "value": f".*a.*a.*bx{{0,{i + 1}}}"}],
+                    "actions": {"team": "T"},
+                }
+                for i in range(20)
+            ]
+            + [{"name": "literal", "conditions": [{"field": "subject", "op": "contains", "value": "zzz"}]}]
+        }
+    )
+    body = "b" + "a" * 9000  # holds every required literal, never matches
+    subject = "Printer\0broken" if nul else "Printer broken"
+    decision = evaluate(mail(text=body, subject=subject), rules, context=CTX, now=NOW)
+    timeouts = [r for r in decision.reasons if r.code == "rule.regex_timeout"]
+    assert len(timeouts) == 20  # every condition is reported, each as not met
+    assert "team" not in decision.attributes
+    skipped = [r for r in timeouts if "regex budget" in r.message]
+    assert skipped  # 20 deadlines of REGEX_TIMEOUT exceed the budget: the later ones were never searched
+    assert len(skipped) >= 20 - int(REGEX_MESSAGE_BUDGET / 0.05) - 1

@@ -8,8 +8,13 @@ Why this shape:
   enough: a slow password hash protects low-entropy secrets against guessing, and a 256-bit secret cannot
   be guessed. Only the digest and a short public id (the key's prefix, used to find the row) are stored;
   the key itself is shown once, when issued.
-* Digests are compared with :func:`hmac.compare_digest`, and an unknown id costs the same hashing and
-  comparison as a known one, so timing tells an attacker nothing about which ids exist.
+* Digests are compared with :func:`hmac.compare_digest`, and an unknown id costs the same work as a known
+  id with a wrong secret: one store lookup, one hash, one comparison, one address check (against a dummy
+  record when there is no row), and the SQLite store decodes a dummy row when it finds none. Timing tells
+  an attacker nothing about which ids exist.
+* The secret is never part of a value that is printed or serialized by accident: :class:`IssuedKey` is not
+  an attrs class (``attrs.asdict`` refuses it) and its ``repr`` masks the secret; :class:`ApiKey` holds only
+  the digest, left out of its ``repr`` and ``to_dict``.
 * Every authentication failure (unknown key, inactive key, wrong remote address, malformed header)
   raises the same :class:`ApiKeyError` with osTicket's message, ``Unknown remote host or invalid API
   key``: which part was wrong is not disclosed.
@@ -194,12 +199,39 @@ class ApiKey:
         }
 
 
-@attrs.frozen
 class IssuedKey:
-    """A freshly issued key: the stored record and the secret, which is shown this once and never again."""
+    """A freshly issued key: the stored record and the secret, which is shown this once and never again.
 
-    key: ApiKey
-    secret: str = attrs.field(repr=False)
+    Deliberately not an attrs class, so ``attrs.asdict`` (or a JSON encoder walking attrs values) cannot put
+    the secret into logs or responses; ``repr`` shows the key id only. Read ``secret`` explicitly.
+    """
+
+    __slots__ = ("_key", "_secret")
+
+    def __init__(self, key: ApiKey, secret: str) -> None:
+        self._key = key
+        self._secret = secret
+
+    @property
+    def key(self) -> ApiKey:
+        """The stored record (digest only)."""
+        return self._key
+
+    @property
+    def secret(self) -> str:
+        """The full key to give to the client, once."""
+        return self._secret
+
+    def __repr__(self) -> str:
+        return f"IssuedKey(key_id={self._key.key_id!r}, secret='tm_{self._key.key_id}_***')"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, IssuedKey):
+            return NotImplemented
+        return self._key == other._key and hmac.compare_digest(self._secret, other._secret)
+
+    def __hash__(self) -> int:
+        return hash(self._key.key_id)
 
 
 @runtime_checkable
@@ -255,15 +287,28 @@ def authenticate(store: ApiKeyStore, presented: str | None, remote_addr: str) ->
         ApiKeyError: for every failure, with the same message.
         BackendError: when the store cannot be read.
     """
-    match = _KEY_RE.match(presented.strip()) if presented else None
+    text = presented.strip() if presented else ""
+    match = _KEY_RE.match(text)
     record = store.get(match.group(1)) if match else None
-    # Hash and compare even when there is no row, so an unknown id costs the same as a wrong secret.
-    expected = record.digest if record is not None else _DUMMY_DIGEST
-    actual = hash_key(presented.strip()) if presented else _DUMMY_DIGEST + "x"
-    digest_ok = hmac.compare_digest(expected.encode("ascii"), actual.encode("ascii"))
-    if record is None or not digest_ok or not record.active or not record.allows_address(remote_addr):
+    # The same work whether or not the id exists: hash, compare and check the address against a dummy record
+    # when there is no row (without short-circuits), so an unknown id costs what a wrong secret costs.
+    candidate = record if record is not None else _DUMMY_KEY
+    digest_ok = hmac.compare_digest(candidate.digest.encode("ascii"), hash_key(text).encode("ascii"))
+    address_ok = candidate.allows_address(remote_addr)
+    if record is None or not (digest_ok & address_ok & record.active):
         raise ApiKeyError(INVALID_KEY_MESSAGE)
     return record
+
+
+_DUMMY_KEY = ApiKey(
+    key_id="0" * 12,
+    digest=_DUMMY_DIGEST,
+    networks=("192.0.2.1/32",),
+    permissions=(),
+    active=False,
+    created=_dt.datetime(2000, 1, 1, tzinfo=_dt.timezone.utc),
+)
+"""Stands in for a missing row, so an unknown id is checked exactly like a known one (and always fails)."""
 
 
 def require(key: ApiKey, permission: Permission) -> None:
@@ -318,6 +363,17 @@ CREATE TABLE IF NOT EXISTS ticketmail_api_keys (
     created     TEXT NOT NULL
 )
 """
+
+
+_DUMMY_ROW = (
+    "0" * 12,
+    _DUMMY_DIGEST,
+    '["192.0.2.1/32"]',
+    "[]",
+    0,
+    "",
+    "2000-01-01T00:00:00+00:00",
+)
 
 
 class SQLiteKeyStore:
@@ -384,7 +440,10 @@ class SQLiteKeyStore:
             " WHERE key_id = ?",
             (key_id,),
         )
-        return self._row(rows[0]) if rows else None
+        if not rows:
+            self._row(_DUMMY_ROW)  # decode a row anyway: a missing id costs what a known one costs
+            return None
+        return self._row(rows[0])
 
     def list(self) -> Sequence[ApiKey]:
         """Every key, oldest first."""

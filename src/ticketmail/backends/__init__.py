@@ -8,6 +8,7 @@ from ticketmail.backends.base import (
     Entry,
     InvalidMergeError,
     LedgerConflictError,
+    MergeChainError,
     NewEntry,
     NewTicket,
     ProcessedRecord,
@@ -18,6 +19,7 @@ from ticketmail.backends.base import (
     TicketNumberTakenError,
     UnitOfWork,
     follow_merges,
+    merge_chain,
     normalize_message_id,
 )
 from ticketmail.backends.memory import InMemoryBackend
@@ -33,6 +35,7 @@ __all__ = [
     "InMemoryBackend",
     "InvalidMergeError",
     "LedgerConflictError",
+    "MergeChainError",
     "NewEntry",
     "NewTicket",
     "ProcessedRecord",
@@ -45,5 +48,6 @@ __all__ = [
     "TicketNumberTakenError",
     "UnitOfWork",
     "follow_merges",
+    "merge_chain",
     "normalize_message_id",
 ]

@@ -5,7 +5,14 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 
-from ticketmail.backends.base import InvalidMergeError, QuarantineRecord, Ticket
+from ticketmail.backends.base import (
+    MAX_MERGE_CHAIN,
+    InvalidMergeError,
+    MergeChainError,
+    QuarantineRecord,
+    Ticket,
+    merge_chain,
+)
 from ticketmail.errors import InvalidValueError
 
 QuarantineKey = tuple[str | None, str | None, str | None, str]
@@ -44,18 +51,19 @@ def check_status_change(
         return
     if merged_into is None:
         raise InvalidMergeError("status 'merged' needs merged_into", field="merged_into")
-    seen = {number}
-    target = merged_into
-    for _ in range(64):
-        if target in seen:
-            raise InvalidMergeError(
-                f"merging ticket {number} into {merged_into} would make a merge cycle", field="merged_into"
-            )
-        seen.add(target)
-        found = lookup(target)
-        if found is None:
-            raise InvalidMergeError(f"cannot merge ticket {number} into missing ticket {target}", field="merged_into")
-        if found.merged_into is None:
-            return
-        target = found.merged_into
-    raise InvalidMergeError(f"merge chain from ticket {merged_into} is too long", field="merged_into")
+    if merged_into == number:
+        raise InvalidMergeError(f"cannot merge ticket {number} into itself", field="merged_into")
+    target = lookup(merged_into)
+    if target is None:
+        raise InvalidMergeError(f"cannot merge ticket {number} into missing ticket {merged_into}", field="merged_into")
+    try:
+        # After the merge, the chain from ``number`` is one link longer than the target's.
+        chain = merge_chain(target, lookup, limit=MAX_MERGE_CHAIN - 1)
+    except MergeChainError as exc:
+        raise InvalidMergeError(
+            f"cannot merge ticket {number} into {merged_into}: {exc.message}", field="merged_into"
+        ) from exc
+    if any(link.number == number for link in chain):
+        raise InvalidMergeError(
+            f"merging ticket {number} into {merged_into} would make a merge cycle", field="merged_into"
+        )

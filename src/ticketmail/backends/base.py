@@ -30,21 +30,23 @@ Semantics every backend shares (the conformance suite, :mod:`ticketmail.testing.
 * Attachments are content addressed: one copy per sha256, however many entries carry it.
 * Datetimes are returned timezone-aware in UTC (a naive datetime is taken to be UTC, see :func:`as_utc`).
 * Ticket numbers are unique; ``merged_into`` names the surviving ticket. Lookups return the ticket that owns
-  a number or message id, merged or not: following ``merged_into`` is the caller's job
-  (:func:`follow_merges`).
+  a number or message id, merged or not: following ``merged_into`` is the caller's job, and every caller
+  (the shipped backends, threading, the conformance suite) does it with the one walker :func:`merge_chain`
+  (or :func:`follow_merges`, its survivor), so every path agrees on the survivor, the limit
+  (:data:`MAX_MERGE_CHAIN` links) and what a broken chain does (:class:`MergeChainError`).
 """
 
 from __future__ import annotations
 
 import datetime as _dt
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from types import TracebackType
 from typing import Literal, Protocol, TypeVar, runtime_checkable
 
 import attrs
 
-from ticketmail.errors import BackendError, InvalidValueError, NotFoundError
+from ticketmail.errors import BackendError, InvalidValueError, NotFoundError, TicketmailError
 from ticketmail.model import Address, Attachment, Provenance
 
 __all__ = [
@@ -57,6 +59,7 @@ __all__ = [
     "EntryKind",
     "InvalidMergeError",
     "LedgerConflictError",
+    "MergeChainError",
     "NewEntry",
     "NewTicket",
     "ProcessedRecord",
@@ -69,6 +72,7 @@ __all__ = [
     "UnitOfWork",
     "as_utc",
     "follow_merges",
+    "merge_chain",
     "normalize_message_id",
 ]
 
@@ -80,8 +84,15 @@ TICKET_STATUSES: tuple[TicketStatus, ...] = ("open", "closed", "merged")
 ENTRY_KINDS: tuple[EntryKind, ...] = ("message", "reply", "note")
 DIRECTIONS: tuple[Direction, ...] = ("inbound", "outbound")
 
-MAX_MERGE_HOPS = 32
-"""How many ``merged_into`` links :func:`follow_merges` follows before it calls the chain broken."""
+MAX_MERGE_CHAIN = 1000
+"""The most ``merged_into`` links :func:`merge_chain` follows; a longer chain is a :class:`MergeChainError`.
+
+Merging refuses to make a chain longer than this (:class:`InvalidMergeError`), so only a store edited behind
+the library's back (or merges into a ticket that was itself the survivor of a long chain) can reach it.
+"""
+
+MAX_MERGE_HOPS = MAX_MERGE_CHAIN
+"""Former name of :data:`MAX_MERGE_CHAIN` (kept for compatibility)."""
 
 
 # --- errors ------------------------------------------------------------------------------------------------
@@ -116,6 +127,19 @@ class InvalidMergeError(InvalidValueError):
     """An impossible status change: merging into itself, into a missing ticket, or making a cycle."""
 
     code = "invalid_merge"
+
+
+class MergeChainError(TicketmailError):
+    """A stored merge chain is broken: a cycle, a link to a missing ticket, or longer than the limit.
+
+    Backends refuse to store such chains, so this means the store was edited behind the library's back. It
+    is permanent (retrying does not help), so it is not a :class:`~ticketmail.errors.BackendError`: the
+    pipeline quarantines the message that needed the chain (raw bytes kept, nothing acknowledged) instead
+    of threading it onto a ticket that is not the survivor.
+    """
+
+    code = "merge_chain_broken"
+    status = 500
 
 
 # --- helpers -----------------------------------------------------------------------------------------------
@@ -518,19 +542,47 @@ class _NumberLookup(Protocol):
     def ticket_by_number(self, number: str) -> Ticket | None: ...
 
 
-def follow_merges(lookup: _NumberLookup, ticket: Ticket) -> Ticket:
-    """Follow ``merged_into`` from ``ticket`` to the surviving ticket (``ticket`` itself if not merged).
+def merge_chain(
+    ticket: Ticket, lookup: Callable[[str], Ticket | None], *, limit: int = MAX_MERGE_CHAIN
+) -> tuple[Ticket, ...]:
+    """The merge chain from ``ticket`` to its surviving ticket: ``(ticket, ..., survivor)``.
 
-    ``lookup`` is a unit of work (or anything with ``ticket_by_number``). A dangling link or a chain longer
-    than :data:`MAX_MERGE_HOPS` raises :class:`~ticketmail.errors.BackendError`: backends refuse to store
-    cycles, so either means the store was edited behind the library's back.
+    The one merge-chain walker of the library: backends (validating a merge, ``find_ticket``), threading
+    and the conformance suite all use it, so they agree on the survivor and on the limit. It is a pure
+    function of ``lookup`` (a number to its ticket, or ``None``; e.g. a unit of work's ``ticket_by_number``),
+    so any backend reuses it as it is.
+
+    Args:
+        ticket: Where to start (returned alone when it is not merged).
+        lookup: The ticket with a number, or ``None`` when there is none.
+        limit: The most ``merged_into`` links followed (default :data:`MAX_MERGE_CHAIN`).
+
+    Raises:
+        MergeChainError: the chain loops, names a missing ticket, or has more than ``limit`` links. Never a
+            silent stop on a ticket that is itself merged.
     """
+    chain = [ticket]
+    seen = {ticket.number}
     current = ticket
-    for _ in range(MAX_MERGE_HOPS):
-        if current.merged_into is None:
-            return current
-        target = lookup.ticket_by_number(current.merged_into)
+    while current.merged_into is not None:
+        if len(chain) > limit:
+            raise MergeChainError(f"merge chain from ticket {ticket.number} is longer than {limit} links")
+        target = lookup(current.merged_into)
         if target is None:
-            raise BackendError(f"ticket {current.number} is merged into missing ticket {current.merged_into}")
+            raise MergeChainError(f"ticket {current.number} is merged into missing ticket {current.merged_into}")
+        if target.number in seen:
+            raise MergeChainError(f"merge chain from ticket {ticket.number} loops at ticket {target.number}")
+        seen.add(target.number)
+        chain.append(target)
         current = target
-    raise BackendError(f"merge chain from ticket {ticket.number} is longer than {MAX_MERGE_HOPS} links")
+    return tuple(chain)
+
+
+def follow_merges(lookup: _NumberLookup, ticket: Ticket) -> Ticket:
+    """The surviving ticket of ``ticket``'s merge chain (``ticket`` itself if not merged).
+
+    ``lookup`` is a unit of work (or anything with ``ticket_by_number``). This is the last ticket of
+    :func:`merge_chain`, with the same errors: :class:`MergeChainError` for a cycle, a dangling link or a
+    chain longer than :data:`MAX_MERGE_CHAIN` links.
+    """
+    return merge_chain(ticket, lookup.ticket_by_number)[-1]

@@ -43,10 +43,10 @@ from ticketmail.cli._config import (
     storage_target,
 )
 from ticketmail.config import Config
-from ticketmail.errors import BackendError, ConfigError, InputError, SourceError, TicketmailError
+from ticketmail.errors import BackendError, ConfigError, SourceError, TicketmailError
 from ticketmail.jsonify import to_jsonable
 from ticketmail.model import MailboxContext
-from ticketmail.pipeline import Outcome, Pipeline
+from ticketmail.pipeline import Outcome, Pipeline, unexpected_error
 from ticketmail.sources.local import LocalItem, count_local, iter_local
 
 __all__ = ["register", "ticket_summary"]
@@ -256,8 +256,12 @@ def _process(
     try:
         parse = parse_json if item.kind == "json" else parse_xml
         request = parse(item.data, **(options or {}))
-    except InputError as exc:
+    except BackendError:
+        raise
+    except TicketmailError as exc:
         return pipeline.quarantine(item.data, provenance=item.provenance, error=exc)
+    except Exception as exc:  # a parser bug must not end the run: keep the bytes, with a stable code
+        return pipeline.quarantine(item.data, provenance=item.provenance, error=unexpected_error(exc, "parsing"))
     return pipeline.process_request(request, context=context, idempotency_key=hashlib.sha256(item.data).hexdigest())
 
 

@@ -14,7 +14,9 @@ Exactly the semantics of the plan (and so of one-by-one :meth:`Condition.test`):
   order, so a regex runs exactly when the plan would run it (when some rule using it is undecided once
   literals and earlier regexes are known); each regex runs at most once per message;
 * timeouts are reported in first-use order with the first rule using the regex, as the plan does, and
-  count as "condition not met" for either polarity;
+  count as "condition not met" for either polarity; once the message's regex budget
+  (:data:`~ticketmail.rules.routing.REGEX_MESSAGE_BUDGET`) is spent, the remaining searches are not run and
+  count as timeouts, as in the plan;
 * a value containing NUL would break the encoding: the generated function then gives up
   (:class:`Fallback`) and the plan's general path decides the message;
 * the body is prepared only when a rule reaches a body condition.
@@ -24,11 +26,26 @@ The generated source is kept on the function (``__source__``) for debugging.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 
 from ticketmail.rules.routing import REGEX_CHARS, SUBJECT_CHARS, Condition, RegexTimeout, Rule
 
-__all__ = ["Fallback", "FastMatcher", "generate"]
+__all__ = ["REGEX_MESSAGE_BUDGET", "Fallback", "FastMatcher", "budget_message", "generate"]
+
+REGEX_MESSAGE_BUDGET = 0.25
+"""Seconds all the regex conditions of one message may spend together (each one also has its own deadline,
+:data:`~ticketmail.rules.routing.REGEX_TIMEOUT`); once it is spent, the remaining regex conditions are not
+searched and count as timed out ("not met", with a ``rule.regex_timeout`` reason)."""
+
+
+def budget_message(condition: Condition) -> str:
+    """The timeout text for a regex condition skipped because the message's regex budget is spent."""
+    return (
+        f"regex {condition.value[:60]!r} on {condition.field} not run: the message's regex budget of"
+        f" {REGEX_MESSAGE_BUDGET}s is spent"
+    )
+
 
 FastMatcher = Callable[
     [Callable[[str], tuple[str, ...]], Callable[[RegexTimeout, str], None], "dict[Condition, tuple[bool, str | None]]"],
@@ -101,6 +118,7 @@ def _regex_runner(
         tested: dict[Condition, tuple[bool, str | None]],
     ) -> Callable[[int], bool]:
         memo: dict[int, bool] = {}
+        budget: list[float] = []  # the message's regex deadline, set by the first search
 
         def run(index: int) -> bool:
             known = memo.get(index)
@@ -110,10 +128,15 @@ def _regex_runner(
             raw = values(condition.field)
             ok: bool
             try:
+                if not budget:
+                    budget.append(time.monotonic() + REGEX_MESSAGE_BUDGET)
+                elif time.monotonic() >= budget[0]:
+                    raise RegexTimeout(budget_message(condition))
                 result = condition.test(raw)
             except RegexTimeout as exc:
                 timeouts.append((index, exc))
                 ok = False
+                tested[condition] = (False, None)  # known "not met": explaining a match must not search again
             else:
                 tested[condition] = result
                 ok = result[0]

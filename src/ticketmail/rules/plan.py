@@ -28,11 +28,12 @@ The result is exactly that of testing each rule in order with :meth:`Condition.t
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable, Iterator
 
 import attrs
 
-from ticketmail.rules._compiled import Fallback, FastMatcher, generate
+from ticketmail.rules._compiled import REGEX_MESSAGE_BUDGET, Fallback, FastMatcher, budget_message, generate
 from ticketmail.rules.routing import REGEX_CHARS, SUBJECT_CHARS, Condition, RegexTimeout, Rule
 
 __all__ = ["RulePlan", "compile_rules"]
@@ -250,6 +251,7 @@ class RulePlan:
         undecided = (self.regex_all & ~failed) | (self.regex_any & ~hit)
         if undecided:
             literals_known = literals_found = 0
+            budget_end = time.monotonic() + REGEX_MESSAGE_BUDGET  # every regex of the message, together
             for regex in self.regexes:
                 if not regex.rules & undecided:
                     continue  # every rule using it is already decided: skip the costly search
@@ -264,6 +266,8 @@ class RulePlan:
                     ok = condition.negated  # no value can match: what Condition.test would find, cheaper
                 else:
                     try:
+                        if time.monotonic() >= budget_end:
+                            raise RegexTimeout(budget_message(condition))
                         result = condition.test(raw)
                         ok = result[0]
                         if tested is not None:
@@ -271,6 +275,8 @@ class RulePlan:
                     except RegexTimeout as exc:
                         on_timeout(exc, regex.first_rule)
                         ok = False
+                        if tested is not None:  # known "not met": explaining a match must not search again
+                            tested[condition] = (False, None)
                 if ok:
                     hit |= regex.mask_any
                     undecided &= ~regex.mask_any

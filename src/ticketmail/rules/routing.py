@@ -19,17 +19,20 @@ so three layers guard them:
    :data:`MAX_UNBOUNDED` unbounded quantifiers. This removes the exponential cases.
 2. At match time the subject is cut to :data:`SUBJECT_CHARS` and any other value to :data:`REGEX_CHARS`
    characters.
-3. When the third-party ``regex`` package is installed, patterns are compiled with it and every search has
-   a :data:`REGEX_TIMEOUT` budget; a search that runs out raises :class:`RegexTimeout`, and evaluation
-   then treats the condition as not matching (whatever its polarity) and records a
+3. When the third-party ``regex`` package is installed, patterns are compiled with it and every condition
+   has one :data:`REGEX_TIMEOUT` deadline for all the values it examines (a header with 999 values gets
+   the same budget as one value, not 999 of them); a condition that runs out raises :class:`RegexTimeout`,
+   and evaluation then treats the condition as not matching (whatever its polarity) and records a
    ``rule.regex_timeout`` reason. Without the package, the stdlib :mod:`re` is used and only layers 1 and
-   2 apply: a polynomial pattern (``.*a.*a.*b``) can still cost seconds on a crafted message.
+   2 apply, plus the same deadline checked between values: one polynomial search (``.*a.*a.*b``) on one
+   crafted value can still cost seconds.
 """
 
 from __future__ import annotations
 
 import importlib
 import re
+import time
 from collections.abc import Mapping
 from typing import Any, Literal
 
@@ -65,7 +68,7 @@ SUBJECT_CHARS = 1000
 REGEX_CHARS = 8192
 """Regexes see at most this many characters of the body or of a header value."""
 REGEX_TIMEOUT = 0.05
-"""Seconds one regex search may take when the ``regex`` package is available."""
+"""Seconds one regex condition may spend over all the values it examines (one deadline per condition)."""
 
 
 class RegexTimeout(Exception):
@@ -311,7 +314,7 @@ class Condition:
         needle = self.value.strip() if self.case_sensitive else self.value.casefold().strip()
         object.__setattr__(self, "_needle", needle)
 
-    def _search(self, text: str) -> bool:
+    def _search(self, text: str, timeout: float = REGEX_TIMEOUT) -> bool:
         literals = self._literals
         # Cheap pre-check: the pattern cannot match without these literals (see required_literals).
         if literals and text.isascii():
@@ -322,7 +325,7 @@ class Condition:
         if _ENGINE is None:
             return self.pattern.search(text) is not None
         try:
-            return self.pattern.search(text, timeout=REGEX_TIMEOUT) is not None
+            return self.pattern.search(text, timeout=timeout) is not None
         except TimeoutError as exc:
             raise RegexTimeout(f"regex {self.value[:60]!r} on {self.field} exceeded {REGEX_TIMEOUT}s") from exc
 
@@ -359,8 +362,15 @@ class Condition:
         hit = -1
         if kind == 4:
             limit = SUBJECT_CHARS if self.field == "subject" else REGEX_CHARS
+            deadline = time.monotonic() + REGEX_TIMEOUT  # one deadline for all the values
             for index, value in enumerate(values):
-                if self._search(value[:limit]):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise RegexTimeout(
+                        f"regex {self.value[:60]!r} on {self.field} exceeded {REGEX_TIMEOUT}s"
+                        f" after {index} of {len(values)} values"
+                    )
+                if self._search(value[:limit], remaining):
                     hit = index
                     break
         else:

@@ -445,6 +445,24 @@ class BackendConformance:
         two = backend.get_ticket("MRG0000M2")
         assert two is not None and two.status == "open" and two.merged_into is None
 
+    def test_long_merge_chains(self, backend: Backend) -> None:
+        """Chains longer than 64 links are followed to the survivor; a cycle at their far end is refused."""
+        numbers = [f"LNG{index:05d}" for index in range(101)]
+        with backend.unit_of_work() as uow:
+            for number in numbers:
+                uow.create_ticket(_new_ticket(number))
+            for index in (*range(50, 100), *range(49, -1, -1)):  # grown from the middle, both ways
+                uow.set_status(numbers[index], "merged", merged_into=numbers[index + 1])
+        with backend.unit_of_work() as uow:
+            first = uow.ticket_by_number(numbers[0])
+            assert first is not None
+            assert follow_merges(uow, first).number == numbers[-1]
+        with pytest.raises(InvalidMergeError), backend.unit_of_work() as uow:
+            uow.set_status(numbers[-1], "merged", merged_into=numbers[0])
+        last = backend.get_ticket(numbers[-1])
+        assert last is not None
+        assert last.status == "open"
+
     def test_participants_are_case_insensitive(self, backend: Backend) -> None:
         """Adding an address twice (in any case) keeps one, in first-seen spelling and order."""
         with backend.unit_of_work() as uow:
