@@ -201,7 +201,12 @@ def test_a_threading_flag_overrides_the_file(deployment: Path, tmp_path: Path) -
     first.write_bytes((EXAMPLES / "mail" / "01-printer-broken.eml").read_bytes())
     number = json_lines(tm("ingest", "--config", config, str(first)))[0]["ticket"]
     tagged = tmp_path / "tagged.eml"
-    tagged.write_bytes(reply(number, 5).replace(f"[Helpdesk #{number}]".encode(), f"[#{number}]".encode()))
+    # from the requester: a tag-only match from a stranger would open a new ticket anyway (untrusted_match)
+    tagged.write_bytes(
+        reply(number, 5)
+        .replace(f"[Helpdesk #{number}]".encode(), f"[#{number}]".encode())
+        .replace(b"Grace Hopper <grace@example.org>", b"Alice <alice@example.org>")
+    )
     line = json_lines(tm("ingest", "--config", config, str(tagged)))[0]
     assert line["action"] == "created"  # the file's tag format does not know "[#N]"
     again = tmp_path / "again.eml"
