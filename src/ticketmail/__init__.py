@@ -45,6 +45,9 @@ if TYPE_CHECKING:
     from ticketmail.api.wsgi import (
         make_wsgi_app,
     )
+    from ticketmail.attachments import (
+        AttachmentPolicy,
+    )
     from ticketmail.backends import (
         AttachmentRef,
         AuditRecord,
@@ -212,6 +215,7 @@ _EXPORTS: dict[str, str] = {
     "ApiKeyError": "ticketmail.api.keys",
     "ApiKeyStore": "ticketmail.api.keys",
     "Attachment": "ticketmail.model",
+    "AttachmentPolicy": "ticketmail.attachments",
     "AttachmentRef": "ticketmail.backends",
     "AttachmentTooLargeError": "ticketmail.errors",
     "AttachmentTypeError": "ticketmail.errors",
@@ -341,6 +345,7 @@ __all__ = [
     "ApiKeyError",
     "ApiKeyStore",
     "Attachment",
+    "AttachmentPolicy",
     "AttachmentRef",
     "AttachmentTooLargeError",
     "AttachmentTypeError",

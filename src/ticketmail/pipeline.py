@@ -43,6 +43,7 @@ from typing import Any, Literal
 import attrs
 
 from ticketmail import tokens
+from ticketmail.attachments import AttachmentPolicy, PolicyResult
 from ticketmail.audit import describe_message
 from ticketmail.backends.base import (
     AuditRecord,
@@ -67,7 +68,7 @@ from ticketmail.errors import (
     TypeMismatchError,
 )
 from ticketmail.hooks import HookEvent, HookKind, Hooks
-from ticketmail.model import Address, InboundEmail, MailboxContext, Provenance, TicketRequest
+from ticketmail.model import Address, Attachment, InboundEmail, MailboxContext, Provenance, TicketRequest
 from ticketmail.numbers import TicketNumberGenerator, TicketNumbersExhaustedError, generate_number
 from ticketmail.parsing.html import html_to_text
 from ticketmail.parsing.mime import EmailOptions, parse_email
@@ -216,6 +217,7 @@ class _Prepared:
     email: InboundEmail
     dup_keys: tuple[str, ...]
     candidates: ThreadCandidates | None = None
+    notes: tuple[Reason, ...] = ()
 
 
 def _present(outcome: Outcome | None) -> Outcome:
@@ -258,6 +260,9 @@ class Pipeline:
         context: The default mailbox context when a call passes none.
         parser: Replaces the email parser (bytes -> :class:`~ticketmail.model.InboundEmail`).
         logger: Where failures and hook errors are logged.
+        attachments: The attachment policy (:class:`~ticketmail.attachments.AttachmentPolicy`) applied to
+            mail and API requests alike: a refused file is dropped with a note in the entry's text and an
+            ``attachment.*`` reason; the ticket is still created. ``None`` (default) keeps every file.
     """
 
     def __init__(
@@ -275,6 +280,7 @@ class Pipeline:
         context: MailboxContext | None = None,
         parser: Callable[[bytes], InboundEmail] | None = None,
         logger: logging.Logger | None = None,
+        attachments: AttachmentPolicy | None = None,
     ) -> None:
         if duplicate_scope is None:
             duplicate_scope = getattr(rules, "duplicate_scope", "global")
@@ -297,6 +303,7 @@ class Pipeline:
         self._context = context or MailboxContext()
         self._parser = parser
         self._log = logger or _log
+        self._attachments = attachments
 
     # -- public entry points -------------------------------------------------------------------------
 
@@ -395,7 +402,12 @@ class Pipeline:
         except Exception as exc:
             self._log.exception("duplicate keys of %s failed unexpectedly", key)
             return self._fail(data, provenance, key, _unexpected(exc, "processing"), email.message_id)
-        return _Prepared(data, provenance, key, email, dup_keys, candidates)
+        try:
+            email, notes = self._attachment_policy(email)
+        except Exception as exc:  # a policy must not cost the message: keep it, unprocessed, in quarantine
+            self._log.exception("the attachment policy failed on %s", key)
+            return self._fail(data, provenance, key, _unexpected(exc, "checking the attachments of"), email.message_id)
+        return _Prepared(data, provenance, key, email, dup_keys, candidates, notes)
 
     def _thread_candidates(self, email: InboundEmail, ctx: MailboxContext) -> ThreadCandidates:
         """The capped threading candidates, ticket numbers checked with a read-only lookup (no write lock)."""
@@ -588,6 +600,32 @@ class Pipeline:
 
     # -- steps ---------------------------------------------------------------------------------------
 
+    def _apply_policy(self, attachments: tuple[Attachment, ...]) -> PolicyResult:
+        if self._attachments is None or not attachments:
+            return PolicyResult(attachments)
+        return self._attachments.apply(attachments)
+
+    def _attachment_policy(self, email: InboundEmail) -> tuple[InboundEmail, tuple[Reason, ...]]:
+        """Drop the files the attachment policy refuses; the note goes into the text the ticket shows."""
+        files = self._apply_policy(email.attachments)
+        if not files.rejected:
+            return email, ()
+        note = files.note()
+        dropped = {r.filename for r in files.rejected if r.inline}
+        html = email.html
+        if html is not None and dropped:
+            for attachment in email.attachments:
+                if attachment.content_id and attachment.filename in dropped and attachment not in files.kept:
+                    html = html.replace(f"cid:{attachment.content_id}", "about:blank")
+        email = attrs.evolve(
+            email,
+            attachments=files.kept,
+            text=_with_note(email.text, note),
+            new_text=_with_note(email.new_text, note),
+            html=_with_html_note(html, note),
+        )
+        return email, files.reasons()
+
     def _parse(self, raw: bytes) -> InboundEmail:
         if self._parser is not None:
             return self._parser(raw)
@@ -738,7 +776,7 @@ class Pipeline:
             may_open_ticket=decision.may_open_ticket,
             candidates=item.candidates,
         )
-        reasons = decision.reasons + thread.reasons
+        reasons = decision.reasons + thread.reasons + item.notes
         if thread.action == "quarantine":  # rolled back and kept in the quarantine (raw bytes) for an operator
             raise UntrustedReplyError(thread.reasons[-1].message, field="threading.untrusted_match")
         if thread.action in ("ignore", "reject"):
@@ -782,6 +820,11 @@ class Pipeline:
             alert = not automatic  # staff need no alert for an auto-reply on a thread
         if self._threading.recipients_as_participants and not automatic:
             reasons += self._add_recipients(uow, email, ticket, requester, ctx)
+        if item.notes and self._attachments is not None and self._attachments.keep_raw:
+            # A file was dropped: keep the original bytes where raw mail is kept, so a false positive can be
+            # recovered by an administrator (the ticket itself never carries the refused file).
+            why = "; ".join(f"{r.value}: {r.message}" for r in item.notes)[:1000]
+            uow.quarantine(QuarantineRecord(now, item.raw, "attachment_dropped", why, provenance))
         outcome = Outcome(
             action,
             ticket=ticket.number,
@@ -919,22 +962,27 @@ class Pipeline:
             self._finish(uow, outcome, key, (), now)
             return _Result(outcome, "message_ignored")
         ticket = self._create(uow, request, request.email, decision, ctx, now)
+        files = self._apply_policy(request.attachments)
+        html = request.message.text if request.message.content_type == "text/html" else None
+        body = _request_text(request)
+        if files.rejected:
+            body, html = _with_note(body, files.note()), _with_html_note(html, files.note())
         entry = uow.append_entry(
             ticket.number,
             NewEntry(
                 kind="message",
                 author=request.email,
-                body=_request_text(request),
+                body=body,
                 created=now,
-                html=request.message.text if request.message.content_type == "text/html" else None,
-                attachments=request.attachments,
+                html=html,
+                attachments=files.kept,
             ),
         )
         outcome = Outcome(
             "created",
             ticket=ticket.number,
             entry_id=entry.id,
-            reasons=decision.reasons,
+            reasons=decision.reasons + files.reasons(),
             alert=request.alert,
             autorespond=request.autorespond and decision.autorespond,
             provenance=provenance,
@@ -992,6 +1040,18 @@ class Pipeline:
             except Exception:  # the commit stands; hooks then get the outcome without the ticket
                 self._log.exception("could not re-read ticket %s for hooks", result.outcome.ticket)
         self._hooks.dispatch(HookEvent(result.hook, result.outcome, ticket, result.entry), logger=self._log)
+
+
+def _with_note(text: str, note: str) -> str:
+    return f"{text.rstrip()}\n\n{note}" if text.strip() else note
+
+
+def _with_html_note(html: str | None, note: str) -> str | None:
+    if html is None:
+        return None
+    import html as _html
+
+    return f'{html}<pre class="ticketmail-note">{_html.escape(note)}</pre>'
 
 
 # The message whose effect is being applied, for its audit record. Set around each effect (one message at a

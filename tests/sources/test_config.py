@@ -234,3 +234,26 @@ def test_any_dict_gives_a_config_or_a_config_error(data):
         assert mb.effective_port >= 0
         return
     assert message.startswith("mailbox")
+
+
+def test_unknown_mailbox_key_suggests_the_closest_one() -> None:
+    with pytest.raises(ConfigError) as info:
+        mailbox_from_dict({**BASE, "pasword_env": "X"}, where="t.toml: mailboxes[0]")
+    assert "t.toml: mailboxes[0].pasword_env: unknown key; did you mean 'password_env'?" in info.value.message
+
+
+def test_a_pipe_mailbox_needs_no_host_or_path() -> None:
+    mailbox = mailbox_from_dict({"name": "billing", "protocol": "pipe", "department": "Billing"})
+    assert mailbox.protocol == "pipe"
+    assert mailbox.context().department == "Billing"
+
+
+def test_secret_values_are_masked_in_raw_but_not_their_sources() -> None:
+    from ticketmail.sources.config import mask_secrets
+
+    raw = mask_secrets({"mailboxes": [{"password_env": "TM_PW", "client_secret": "cs-value", "token_file": "f"}]})
+    entry = raw["mailboxes"][0]
+    assert entry["password_env"] == "TM_PW"
+    assert entry["token_file"] == "f"
+    assert isinstance(entry["client_secret"], Secret)
+    assert entry["client_secret"].reveal() == "cs-value"

@@ -221,11 +221,11 @@ def test_poller_table_is_validated(tmp_path: Path) -> None:
     cfg.write_text(base + "[poller]\ntime_budgte = 5\n")
     proc = cli("fetch", "--config", str(cfg))
     assert proc.returncode == 2
-    assert "poller.time_budgte: unknown key" in proc.stderr
+    assert "[poller] time_budgte: unknown key; did you mean 'time_budget'?" in proc.stderr
     cfg.write_text(base + '[poller]\ntime_budget = "soon"\n')
     proc = cli("fetch", "--config", str(cfg))
     assert proc.returncode == 2
-    assert "poller.time_budget: expected a non-negative number" in proc.stderr
+    assert "[poller] time_budget: expected a non-negative number" in proc.stderr
     cfg.write_text(base + "[poller]\ntime_budget = 30\nbackoff_cap = 60\n")
     assert cli("fetch", "--config", str(cfg)).returncode == 0
 

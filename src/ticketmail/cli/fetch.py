@@ -1,21 +1,31 @@
 """``ticketmail fetch``, ``check``, ``status`` and ``pipe``: mailboxes from the command line.
 
-* ``fetch --config FILE [--once | --watch]`` polls the configured mailboxes into the SQLite database named by
-  ``[storage] sqlite`` and prints one JSON line per message on stdout (like ``ingest``). ``--once`` (the
+Every command reads the same ``--config`` file (``docs/configuration.md``): storage, mailboxes, rules,
+threading, forms, attachment policy and limits; flags (``--db``, ``--rules``, the threading flags) override it.
+
+* ``fetch --config FILE [--once | --watch]`` polls the configured mailboxes into the database named by
+  ``[storage]`` and prints one JSON line per message on stdout (like ``ingest``). ``--once`` (the
   default) suits cron; ``--watch`` serves every mailbox until SIGTERM/SIGINT (IDLE where ``idle = true``).
   ``--batch-size N`` overrides every mailbox's ``batch_size`` (messages committed per transaction).
-* ``check --config FILE [--json]`` tests each mailbox's connection and names the failing stage.
+* ``check --config FILE [--json]`` validates each mailbox's settings (credentials first), then tests its
+  connection and names the failing stage; a disabled mailbox is checked and marked as disabled.
 * ``status --config FILE [--json]`` prints the health table written by fetch runs (another process).
-* ``pipe [--db PATH | --config FILE] [--mailbox NAME]`` reads ONE message from stdin for MTA delivery and
+* ``pipe [--db PATH] [--config FILE] [--mailbox NAME]`` reads ONE message from stdin for MTA delivery and
   exits with a sysexits status (see :mod:`ticketmail.sources.pipe`); never a traceback, one line on stderr.
+  With ``--config``, ``--mailbox`` must name a ``[[mailboxes]]`` entry (``protocol = "pipe"`` for one that
+  is only delivered to): an unknown name exits 75 (EX_TEMPFAIL), like every configuration problem, so the
+  MTA keeps the message queued and retries while the operator fixes the alias; 64 (EX_USAGE) would make
+  it bounce the message to its sender, and the request would be lost to the desk.
 
 State (locks, ``health.json``, retry counters) lives in ``[storage] state_dir`` or, by default, in
 ``<database>.state/`` next to the database (:func:`ticketmail.sources.poller.default_state_dir`).
 
 Exit codes of fetch: 0 every mailbox polled (or skipped because another fetch holds it) and every message
 committed; 1 some message failed (left in place, retried later) or some mailbox failed (see stderr and
-``status``); 2 bad usage or configuration; 3 the database failed. ``check``: 0 all ok, 1 some mailbox
-failed. ``status``: 0 all ok (or never polled), 1 some mailbox is failing or unreachable, 2 bad configuration.
+``status``); 2 bad usage or configuration (also when only some ``[[mailboxes]]`` tables are invalid: the
+valid ones were still fetched); 3 the database failed. ``check``: 0 all ok, 1 some mailbox failed (an
+invalid table fails at the ``config`` stage). ``status``: 0 all ok (or never polled), 1 some mailbox is
+failing or unreachable, 2 bad configuration.
 """
 
 from __future__ import annotations
@@ -31,11 +41,23 @@ from pathlib import Path
 from typing import IO, Any
 
 from ticketmail.cli._args import positive_int
+from ticketmail.cli._config import (
+    DEFAULT_DB,
+    add_config_argument,
+    add_threading_arguments,
+    build_pipeline,
+    context_for,
+    load_config,
+    report_mailbox_errors,
+    state_dir,
+    storage_target,
+)
+from ticketmail.config import Config
 from ticketmail.errors import BackendError, ConfigError, PayloadTooLargeError, TicketmailError
 from ticketmail.model import MailboxContext
 from ticketmail.pipeline import Outcome, Pipeline
 from ticketmail.sources.base import RawItem
-from ticketmail.sources.config import MailboxConfig, SourcesConfig, load_config
+from ticketmail.sources.config import DELIVERED_PROTOCOLS, MailboxConfig, SourcesConfig
 from ticketmail.sources.health import HealthEvent, MailboxHealth, read_health
 from ticketmail.sources.pipe import DEFAULT_MAX_SIZE, EX_DATAERR, EX_TEMPFAIL, deliver, read_message
 from ticketmail.sources.poller import Backoff, MailboxRun, Poller
@@ -57,7 +79,8 @@ def register(subparsers: Any) -> None:
     mode.add_argument("--once", action="store_true", help="visit each mailbox once and exit (default; for cron)")
     mode.add_argument("--watch", action="store_true", help="keep serving the mailboxes until SIGTERM/SIGINT")
     fetch.add_argument("--mailbox", action="append", default=[], metavar="NAME", help="only this mailbox (repeatable)")
-    fetch.add_argument("--rules", metavar="FILE", help="a rules TOML file (default: built-in rules only)")
+    fetch.add_argument("--rules", metavar="FILE", help="a rules TOML file (replaces [rules])")
+    fetch.add_argument("--db", metavar="FILE|URL", help="the ticket database (overrides [storage])")
     fetch.add_argument(
         "--time-budget",
         type=float,
@@ -73,6 +96,7 @@ def register(subparsers: Any) -> None:
         help="messages committed together per transaction, for every mailbox (default: each mailbox's "
         "batch_size, else 50; 1 commits each message on its own)",
     )
+    add_threading_arguments(fetch)
     _common(fetch)
     fetch.set_defaults(func=run_fetch)
 
@@ -89,6 +113,7 @@ def register(subparsers: Any) -> None:
         "status", help="show mailbox health", description="Health of each mailbox as recorded by fetch runs."
     )
     _config_argument(status)
+    status.add_argument("--db", metavar="FILE|URL", help="the ticket database (overrides [storage])")
     status.add_argument("--json", action="store_true", help="one JSON object per mailbox per line")
     _common(status)
     status.set_defaults(func=run_status)
@@ -97,13 +122,22 @@ def register(subparsers: Any) -> None:
         "pipe",
         help="deliver ONE message from stdin (MTA pipe/alias); exits with sysexits codes",
         description="Read one message on stdin and store it. Exit 0 stored/ignored/refused (refused mail is kept "
-        "in the quarantine, never bounced), 65 unusable, 75 temporary failure (the MTA retries).",
+        "in the quarantine, never bounced), 65 unusable, 75 temporary failure (the MTA retries; also for any "
+        "configuration problem, including a --mailbox the --config file does not define).",
     )
-    where = pipe.add_mutually_exclusive_group()
-    where.add_argument("--db", metavar="DB", help="a SQLite file or postgresql:// URL (default: tickets.sqlite3)")
-    where.add_argument("--config", metavar="FILE", help="a ticketmail TOML file ([storage] and [[mailboxes]])")
-    pipe.add_argument("--mailbox", default="pipe", metavar="NAME", help="the mailbox name recorded (default: pipe)")
-    pipe.add_argument("--rules", metavar="FILE", help="a rules TOML file")
+    pipe.add_argument(
+        "--db", metavar="FILE|URL", help="the ticket database (overrides [storage]; default: tickets.sqlite3)"
+    )
+    add_config_argument(pipe)
+    pipe.add_argument(
+        "--mailbox",
+        default=None,
+        metavar="NAME",
+        help="the mailbox name recorded (default: pipe); with --config it must be a [[mailboxes]] entry, "
+        "whose department, category, priority and addresses apply",
+    )
+    pipe.add_argument("--rules", metavar="FILE", help="a rules TOML file (replaces [rules])")
+    add_threading_arguments(pipe)
     pipe.add_argument(
         "--max-size", type=int, default=DEFAULT_MAX_SIZE, metavar="BYTES", help="refuse larger messages (65)"
     )
@@ -160,46 +194,12 @@ def _error(stream: IO[str], exc: TicketmailError) -> None:
     print(f"ticketmail: error: {exc.message} [{exc.code}]", file=stream)
 
 
-def _state_dir(args: argparse.Namespace, config: SourcesConfig | None, db: str) -> Path:
-    if getattr(args, "state_dir", None):
-        return Path(args.state_dir)
-    if config is not None:
-        configured = config.storage.get("state_dir")
-        if isinstance(configured, str) and configured:
-            base = Path(config.path).resolve().parent if config.path else Path.cwd()
-            return base / configured
-    from ticketmail.backends.url import local_state_dir
-
-    return local_state_dir(db)
-
-
-def _db_path(config: SourcesConfig) -> str:
-    url = config.storage.get("url")
-    if isinstance(url, str) and url:  # [storage] url = "postgresql://..."
-        return url
-    if not config.sqlite:
-        raise ConfigError(f"{config.path}: [storage] sqlite is not set; name the database file", field="sqlite")
-    return config.sqlite
-
-
-def _pipeline(db: str, rules_file: str | None) -> Pipeline:
-    from ticketmail.backends.url import open_backend
-
-    rules = None
-    if rules_file:
-        from ticketmail.rules import load_rules_file
-
-        rules = load_rules_file(rules_file)
-    return Pipeline(open_backend(db), rules=rules)
-
-
-def _leases(pipeline: Pipeline, names: list[str], config: SourcesConfig, *, watch: bool) -> Any:
-    """Database leases when the backend has them (PostgreSQL: workers on several machines), else ``None``."""
+def _leases(pipeline: Pipeline, names: list[str], config: Config, *, watch: bool) -> Any:
+    """Database leases when the backend has them (PostgreSQL: workers on several machines), else `None`."""
     make = getattr(pipeline.backend, "lease_manager", None)
     if not callable(make):
         return None  # SQLite: the local flock under the state directory
-    ttl = config.storage.get("lease_ttl")
-    return make(names, ttl=float(ttl) if isinstance(ttl, int | float) else None, fair_share=watch)
+    return make(names, ttl=config.storage.lease_ttl, fair_share=watch)
 
 
 def _close(pipeline: Pipeline) -> None:
@@ -209,41 +209,46 @@ def _close(pipeline: Pipeline) -> None:
             close()
 
 
-def _select(config: SourcesConfig, names: Sequence[str]) -> list[MailboxConfig]:
-    if not names:  # lmtp mailboxes are delivered to `ticketmail receive`; there is nothing to fetch
-        return [m for m in config.mailboxes if m.protocol != "lmtp"]
-    return [config.mailbox(name) for name in names]
+def _open(
+    config: Config,
+    args: argparse.Namespace,
+    *,
+    context: MailboxContext | None = None,
+    default: str | None = None,
+    hooks: Any = None,
+) -> Pipeline:
+    from ticketmail.cli.ingest import _open_backend
+
+    backend = _open_backend(storage_target(config, args, default=default), create=True)
+    try:
+        pipeline: Pipeline = build_pipeline(config, backend, args, context=context, hooks=hooks)
+    except BaseException:
+        backend.close()
+        raise
+    return pipeline
+
+
+def _alerter(config: Config) -> Any:
+    """An `Alerter` for the file's ``[alerts]`` table, or ``None`` without one."""
+    if config.alerts is None:
+        return None
+    from ticketmail.alerts import Alerter
+
+    return Alerter(config.alerts)
+
+
+def _select(config: Config, names: Sequence[str]) -> list[MailboxConfig]:
+    """The mailboxes named (all polled ones by default).
+
+    A name with a configuration error is left out here and reported by `report_mailbox_errors`.
+    """
+    if not names:
+        return [m for m in config.mailboxes if m.protocol not in DELIVERED_PROTOCOLS]
+    broken = {(e.field or "").removeprefix("mailbox:") for e in config.mailbox_errors}
+    return [config.mailbox(name) for name in names if name not in broken]
 
 
 # -- fetch -----------------------------------------------------------------------------------------------
-
-_POLLER_DEFAULTS: dict[str, float] = {
-    "time_budget": 120.0,
-    "idle_slice": 5.0,
-    "backoff_base": 5.0,
-    "backoff_cap": 900.0,
-    "backoff_jitter": 0.5,
-    "concurrency": 1.0,
-}
-
-
-def _poller_settings(config: SourcesConfig) -> dict[str, float]:
-    """The optional ``[poller]`` table: numbers only, every key known; errors name file, table and key."""
-    table = config.raw.get("poller", {})
-    where = f"{config.path}: poller"
-    if not isinstance(table, dict):
-        raise ConfigError(f"{where}: expected a table ([poller]), got {type(table).__name__}", field="poller")
-    settings = dict(_POLLER_DEFAULTS)
-    for key, value in table.items():
-        if key not in settings:
-            known = ", ".join(sorted(settings))
-            raise ConfigError(f"{where}.{key}: unknown key (known: {known})", field=key)
-        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-            raise ConfigError(f"{where}.{key}: expected a non-negative number, got {value!r}", field=key)
-        if key == "concurrency" and (not isinstance(value, int) or value < 1):
-            raise ConfigError(f"{where}.{key}: expected an integer >= 1, got {value!r}", field=key)
-        settings[key] = float(value)
-    return settings
 
 
 def _line(name: str, item: RawItem, outcome: Outcome) -> str:
@@ -306,21 +311,35 @@ def run_fetch(args: argparse.Namespace) -> int:
 
 def _fetch(args: argparse.Namespace) -> int:
     out, err = sys.stdout, sys.stderr
+    alerter: Any = None
     try:
         config = load_config(args.config)
-        mailboxes = _select(config, args.mailbox)
-        db = _db_path(config)
-        pipeline = _pipeline(db, args.rules)
-    except BackendError as exc:
-        _error(err, exc)
-        return EXIT_BACKEND
+        # A mailbox whose table is invalid is reported; the others still run and the exit status says so.
+        broken = report_mailbox_errors(config, err, args.mailbox)
+        mailboxes = []
+        piped = 0
+        for mailbox in _select(config, args.mailbox):
+            if mailbox.protocol in DELIVERED_PROTOCOLS:  # named with --mailbox: say why nothing happens
+                print(
+                    f"ticketmail: {mailbox.name}: delivered by the mail server (protocol {mailbox.protocol}), "
+                    "nothing to fetch",
+                    file=err,
+                )
+                piped += 1
+            else:
+                mailboxes.append(mailbox)
+        if not mailboxes:
+            if not broken and not piped:
+                print(f"ticketmail: error: {args.config} defines no [[mailboxes]] to fetch", file=err)
+            return EXIT_USAGE
+        db = storage_target(config, args, default=None)
+        alerter = _alerter(config)
+        pipeline = _open(config, args, hooks=alerter.hooks() if alerter is not None else None)
     except TicketmailError as exc:
+        if alerter is not None:
+            alerter.close()
         _error(err, exc)
-        return EXIT_USAGE
-    if not mailboxes:
-        print(f"ticketmail: error: {args.config} defines no [[mailboxes]]", file=err)
-        _close(pipeline)
-        return EXIT_USAGE
+        return EXIT_BACKEND if isinstance(exc, BackendError) else EXIT_USAGE
     write_lock = threading.Lock()
     leases: Any = None
 
@@ -332,14 +351,17 @@ def _fetch(args: argparse.Namespace) -> int:
     try:
         from ticketmail.sources.poller import target_for
 
-        state = _state_dir(args, config, db)
-        settings = _poller_settings(config)
+        state = state_dir(config, args, db)
+        settings = config.poller
         budget = args.time_budget if args.time_budget is not None else settings["time_budget"]
         targets = [
             target_for(m, skip=pipeline.is_processed, state_dir=state, time_budget=budget, batch_size=args.batch_size)
             for m in mailboxes
         ]
         backoff = Backoff(base=settings["backoff_base"], cap=settings["backoff_cap"], jitter=settings["backoff_jitter"])
+        events = [_report_event(err)]
+        if alerter is not None:  # [alerts]: down / recovered / quarantined, delivered in the background
+            events.append(alerter.health_listener())
         leases = _leases(pipeline, [t.name for t in targets], config, watch=args.watch)
         poller = Poller(
             targets,
@@ -347,13 +369,13 @@ def _fetch(args: argparse.Namespace) -> int:
             state=state,
             on_outcome=on_outcome,
             backoff=backoff,
-            events=[_report_event(err)],
+            events=events,
             lock_factory=None if leases is None else leases.lock,
         )
         if args.watch:
             print(f"ticketmail: watching {len(targets)} mailbox(es); SIGTERM or Ctrl-C stops", file=err)
             poller.run(handle_signals=True, idle_slice=settings["idle_slice"])
-            return EXIT_OK
+            return EXIT_USAGE if broken else EXIT_OK
         restore = poller.install_signal_handlers()  # SIGTERM: finish the message in hand, then stop
         try:
             report = poller.poll_once(concurrency=max(1, int(settings["concurrency"])))
@@ -367,10 +389,14 @@ def _fetch(args: argparse.Namespace) -> int:
         if leases is not None:
             leases.close()
         _close(pipeline)
+        if alerter is not None:
+            alerter.close()
     for run in report.runs:
         print(f"ticketmail: {_summary(run)}", file=err)
     if any(isinstance(run.error, BackendError) for run in report.runs):
         return EXIT_BACKEND
+    if broken:
+        return EXIT_USAGE
     if not report.ok or any(run.failed for run in report.runs):
         return EXIT_FAILED
     return EXIT_OK
@@ -395,6 +421,18 @@ def _check(args: argparse.Namespace) -> int:
     from ticketmail.sources.check import check
 
     code = EXIT_OK
+    out = sys.stdout
+    # An invalid mailbox table is a failed check at the config stage; the other mailboxes are still checked.
+    for error in config.mailbox_errors:
+        name = (error.field or "").removeprefix("mailbox:")
+        if args.mailbox and name not in args.mailbox:
+            continue
+        code = EXIT_FAILED
+        if args.json:
+            row = {"mailbox": name, "ok": False, "stage": "config", "message": error.message, "enabled": None}
+            out.write(json.dumps(row, ensure_ascii=False) + "\n")
+        else:
+            out.write(f"{name}: FAILED at config: {error.message}\n")
     for mailbox in mailboxes:
         try:
             result = check(mailbox, state_dir=_check_state_dir(args, config))
@@ -402,23 +440,28 @@ def _check(args: argparse.Namespace) -> int:
         except TicketmailError as exc:  # check() should report, not raise; be safe anyway
             data = {"mailbox": mailbox.name, "ok": False, "stage": getattr(exc, "stage", None), "message": exc.message}
         data.setdefault("mailbox", mailbox.name)
-        if not data.get("ok"):
+        data.setdefault("enabled", mailbox.enabled)
+        # fetch never polls a disabled mailbox: its failure counts only when it was asked for by name.
+        if not data.get("ok") and (mailbox.enabled or mailbox.name in args.mailbox):
             code = EXIT_FAILED
+        disabled = "" if mailbox.enabled else " [disabled: fetch skips this mailbox]"
         if args.json:
-            sys.stdout.write(json.dumps(data, ensure_ascii=False) + "\n")
+            out.write(json.dumps(data, ensure_ascii=False) + "\n")
         elif data.get("ok"):
             caps = data.get("capabilities") or []
             extra = f" (capabilities: {' '.join(caps)})" if caps else ""
-            sys.stdout.write(f"{mailbox.name}: ok{extra}\n")
+            out.write(f"{mailbox.name}: ok{extra}{disabled}\n")
         else:
-            sys.stdout.write(f"{mailbox.name}: FAILED at {data.get('stage')}: {data.get('message')}\n")
+            out.write(f"{mailbox.name}: FAILED at {data.get('stage')}: {data.get('message')}{disabled}\n")
     return code
 
 
-def _check_state_dir(args: argparse.Namespace, config: SourcesConfig) -> Path | None:
+def _check_state_dir(args: argparse.Namespace, config: Config | SourcesConfig) -> Path | None:
     """Where ``fetch`` keeps its state (the OAuth2 token files live there), if the config says."""
     try:
-        return _state_dir(args, config, _db_path(config))
+        if isinstance(config, SourcesConfig):  # a caller holding the older mailbox-only view of the file
+            config = load_config(config.path)
+        return state_dir(config, args, storage_target(config, args, default=None))
     except ConfigError:
         return Path(args.state_dir) if getattr(args, "state_dir", None) else None
 
@@ -439,14 +482,15 @@ def run_status(args: argparse.Namespace) -> int:
 def _status(args: argparse.Namespace) -> int:
     try:
         config = load_config(args.config)
-        db = _db_path(config)
-        records = read_health(_state_dir(args, config, db) / "health.json")
+        db = storage_target(config, args, default=None)
+        records = read_health(state_dir(config, args, db) / "health.json")
     except TicketmailError as exc:
         _error(sys.stderr, exc)
         return EXIT_USAGE
-    polled = [m for m in config.mailboxes if m.protocol != "lmtp"]  # lmtp mailboxes are never polled
+    broken = report_mailbox_errors(config, sys.stderr)
+    polled = [m for m in config.mailboxes if m.protocol not in DELIVERED_PROTOCOLS]  # never polled
     rows: list[MailboxHealth] = [records.get(m.name) or MailboxHealth(name=m.name) for m in polled]
-    rows += [h for name, h in sorted(records.items()) if name not in {m.name for m in config.mailboxes}]
+    rows += [h for name, h in sorted(records.items()) if name not in {m.name for m in polled}]
     out = sys.stdout
     if args.json:
         for health in rows:
@@ -462,6 +506,8 @@ def _status(args: argparse.Namespace) -> int:
         widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
         for row in table:
             out.write("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() + "\n")
+    if broken:
+        return EXIT_USAGE
     return EXIT_FAILED if any(h.state in ("failing", "unreachable") for h in rows) else EXIT_OK
 
 
@@ -480,16 +526,16 @@ def run_pipe(args: argparse.Namespace) -> int:
 
 
 def _pipe(args: argparse.Namespace, err: IO[str]) -> int:
-    context = MailboxContext(name=args.mailbox)
+    name = args.mailbox or "pipe"
     try:
-        if args.config:
-            config = load_config(args.config)
-            db = _db_path(config)
-            with contextlib.suppress(ConfigError):  # a pipe-only mailbox need not be configured for polling
-                context = config.mailbox(args.mailbox).context()
-        else:
-            db = args.db or "tickets.sqlite3"
-        pipeline = _pipeline(db, args.rules)
+        config = load_config(args.config)
+        if args.config and args.mailbox is not None:
+            # A name the file does not define is a typo in the MTA's alias or a missing [[mailboxes]] entry:
+            # refuse it (EX_TEMPFAIL, so the MTA keeps the mail) rather than drop the mailbox's defaults.
+            config.mailbox(args.mailbox)
+        context = context_for(config, name)
+        # Without a configuration file the database defaults to ./tickets.sqlite3, as for ingest.
+        pipeline = _open(config, args, context=context, default=None if args.config else DEFAULT_DB)
     except TicketmailError as exc:
         # Configuration or database problems are the operator's to fix: defer, the MTA keeps the mail.
         print(f"ticketmail: temporary failure: {exc.message} [{exc.code}]", file=err)
@@ -503,7 +549,7 @@ def _pipe(args: argparse.Namespace, err: IO[str]) -> int:
         except PayloadTooLargeError as exc:
             print(f"ticketmail: data error: {exc.message}", file=err)
             return EX_DATAERR
-        result = deliver(raw, pipeline, mailbox=args.mailbox, context=context)
+        result = deliver(raw, pipeline, mailbox=name, context=context)
     finally:
         _close(pipeline)
     label = {0: "ok", 65: "data error", 77: "refused", 75: "temporary failure"}.get(result.code, "error")

@@ -29,16 +29,26 @@ from typing import IO, Any
 
 from ticketmail.backends._query import TicketQuery, select_tickets
 from ticketmail.backends.base import Backend, Entry, Ticket
+from ticketmail.cli._config import (
+    DEFAULT_DB,
+    UNSET_DB,
+    add_config_argument,
+    add_threading_arguments,
+    build_pipeline,
+    context_for,
+    load_config,
+    parse_options,
+    storage_target,
+)
+from ticketmail.config import Config
 from ticketmail.errors import BackendError, SourceError, TicketmailError
 from ticketmail.jsonify import to_jsonable
 from ticketmail.model import MailboxContext
 from ticketmail.pipeline import Outcome, Pipeline, unexpected_error
 from ticketmail.sources.local import LocalItem, count_local, iter_local
-from ticketmail.threading import ThreadingOptions
 
 __all__ = ["register", "ticket_summary"]
 
-DEFAULT_DB = "tickets.sqlite3"
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_BACKEND = 0, 1, 2, 3
 
 
@@ -51,12 +61,14 @@ def register(subparsers: Any) -> None:
     )
     ingest.add_argument("paths", nargs="+", metavar="PATH", help="files or directories to ingest")
     _db_argument(ingest)
-    ingest.add_argument("--rules", metavar="FILE", help="a rules TOML file (default: built-in rules only)")
+    add_config_argument(ingest)
+    ingest.add_argument("--rules", metavar="FILE", help="a rules TOML file (replaces [rules]; default: built-in rules)")
     ingest.add_argument(
         "--mailbox",
         default="local",
         metavar="NAME",
-        help="the mailbox name recorded on tickets and in Maildir/mbox provenance (default: local)",
+        help="the mailbox name recorded on tickets and in Maildir/mbox provenance (default: local); a "
+        "[[mailboxes]] entry of that name lends its department, category, priority and addresses",
     )
     ingest.add_argument(
         "--address",
@@ -65,36 +77,7 @@ def register(subparsers: Any) -> None:
         metavar="EMAIL",
         help="the desk's own address at this mailbox (repeatable; mail from it is a loop)",
     )
-    ingest.add_argument(
-        "--requester-header",
-        choices=("from", "reply_to"),
-        default="from",
-        help="which header names the requester (default: from)",
-    )
-    ingest.add_argument(
-        "--unknown-sender",
-        choices=("participant", "new_ticket", "reject"),
-        default="participant",
-        help="a reply from an address not on the ticket: add it as a participant (default), open a new "
-        "ticket, or reject it",
-    )
-    ingest.add_argument(
-        "--closed-ticket",
-        choices=("reopen", "new_linked"),
-        default="reopen",
-        help="a reply to a closed ticket: reopen it (default) or open a new linked ticket",
-    )
-    ingest.add_argument(
-        "--subject-tag",
-        default="[#{number}]",
-        metavar="FORMAT",
-        help="the ticket tag format in subjects (default: '[#{number}]')",
-    )
-    ingest.add_argument(
-        "--recipients-as-participants",
-        action="store_true",
-        help="add the people in To/Cc (not the desk's --address) as participants of the ticket",
-    )
+    add_threading_arguments(ingest)
     ingest.add_argument(
         "--batch",
         type=_positive,
@@ -107,6 +90,7 @@ def register(subparsers: Any) -> None:
 
     tickets = subparsers.add_parser("tickets", help="list the tickets in a database")
     _db_argument(tickets)
+    add_config_argument(tickets)
     tickets.add_argument("--json", action="store_true", help="one JSON object per ticket per line")
     tickets.add_argument("--limit", type=_positive, default=None, metavar="N", help="at most this many tickets")
     tickets.add_argument(
@@ -124,6 +108,7 @@ def register(subparsers: Any) -> None:
     show = subparsers.add_parser("show", help="show one ticket with its thread")
     show.add_argument("number", metavar="NUMBER", help="the ticket number")
     _db_argument(show)
+    add_config_argument(show)
     show.add_argument("--json", action="store_true", help="the whole ticket with its entries as JSON")
     show.set_defaults(func=run_show)
 
@@ -153,14 +138,27 @@ def _since(text: str) -> _dt.datetime:
 
 def _db_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--db", default=DEFAULT_DB, metavar="DB", help=f"a SQLite file or postgresql:// URL (default: {DEFAULT_DB})"
+        "--db",
+        default=UNSET_DB,
+        metavar="FILE|URL",
+        help=f"the SQLite database file or a backend URL (overrides [storage]; default: {DEFAULT_DB})",
     )
 
 
-def _open_backend(path: str, *, create: bool) -> Backend:
+def _open_backend(target: str, *, create: bool) -> Backend:
+    """Open the ticket store `target` names: a SQLite file, or a backend URL (`postgresql://...`).
+
+    Every command opens its backend here, so one place decides how a `--db`/`[storage]` value is read.
+    """
     from ticketmail.backends.url import open_backend
 
-    return open_backend(path, create=create)  # a postgresql:// URL or a SQLite file
+    return open_backend(target, create=create)
+
+
+def _target(args: argparse.Namespace) -> tuple[Config, str]:
+    """The configuration (``--config``) and the ticket store (``--db`` over ``[storage]``) of a command."""
+    config = load_config(getattr(args, "config", None))
+    return config, storage_target(config, args)
 
 
 def _quiet_broken_pipe() -> None:
@@ -229,13 +227,16 @@ def _chunks(items: Iterable[LocalItem], size: int) -> Iterator[list[LocalItem]]:
         yield batch
 
 
-def _process(pipeline: Pipeline, item: LocalItem, context: MailboxContext) -> Outcome:
+def _process(
+    pipeline: Pipeline, item: LocalItem, context: MailboxContext, options: dict[str, Any] | None = None
+) -> Outcome:
     if item.kind == "email":
         return pipeline.process_email(item.data, provenance=item.provenance, context=context)
     from ticketmail.parsing import parse_json, parse_xml
 
     try:
-        request = parse_json(item.data) if item.kind == "json" else parse_xml(item.data)
+        parse = parse_json if item.kind == "json" else parse_xml
+        request = parse(item.data, **(options or {}))
     except BackendError:
         raise
     except TicketmailError as exc:
@@ -258,24 +259,18 @@ def run_ingest(args: argparse.Namespace) -> int:
     """Ingest every item under ``args.paths``; return the exit code."""
     out, err = sys.stdout, sys.stderr
     try:
-        rules = None
-        if args.rules:
-            from ticketmail.rules import load_rules_file
-
-            rules = load_rules_file(args.rules)
-        context = MailboxContext(name=args.mailbox, addresses=tuple(args.address))
-        threading = ThreadingOptions(
-            requester=args.requester_header,
-            unknown_sender=args.unknown_sender,
-            closed_ticket=args.closed_ticket,
-            subject_tag=args.subject_tag,
-            recipients_as_participants=args.recipients_as_participants,
-        )
-        backend = _open_backend(args.db, create=True)
+        config, target = _target(args)
+        context = context_for(config, args.mailbox, args.address)
+        backend = _open_backend(target, create=True)
     except TicketmailError as exc:
         _error(err, exc)
         return EXIT_BACKEND if isinstance(exc, BackendError) else EXIT_USAGE
-    pipeline = Pipeline(backend, rules=rules, threading=threading, context=context)
+    try:
+        pipeline: Pipeline = build_pipeline(config, backend, args, context=context)
+    except TicketmailError as exc:
+        backend.close()
+        _error(err, exc)
+        return EXIT_USAGE
     show_progress = not args.no_progress and err.isatty()
     items: Iterable[LocalItem] = iter_local(args.paths, mailbox=args.mailbox)
     total: int | None = None
@@ -291,7 +286,7 @@ def run_ingest(args: argparse.Namespace) -> int:
             if chunk[0].kind == "email":
                 outcomes = pipeline.process_batch([(i.data, i.provenance) for i in chunk], context=context)
             else:
-                outcomes = [_process(pipeline, chunk[0], context)]
+                outcomes = [_process(pipeline, chunk[0], context, parse_options(config))]
             for item, outcome in zip(chunk, outcomes, strict=True):
                 done += 1
                 counts[outcome.action] += 1
@@ -314,7 +309,12 @@ def run_ingest(args: argparse.Namespace) -> int:
     processed = sum(counts.values())
     summary = ", ".join(f"{counts[k]} {k}" for k in sorted(counts)) or "nothing"
     rate = f" ({processed / elapsed:,.0f}/s)" if elapsed > 0 and processed else ""
-    print(f"ingested {processed} item(s) into {args.db} in {elapsed:.2f}s{rate}: {summary}", file=err)
+    shown = target
+    if "://" in target:
+        from ticketmail.config import mask_url
+
+        shown = mask_url(target)
+    print(f"ingested {processed} item(s) into {shown} in {elapsed:.2f}s{rate}: {summary}", file=err)
     if code == EXIT_OK and counts["failed"]:
         code = EXIT_FAILED
     return code
@@ -374,7 +374,8 @@ def _short(text: str, width: int) -> str:
 def run_tickets(args: argparse.Namespace) -> int:
     """List tickets; return the exit code."""
     try:
-        backend = _open_backend(args.db, create=False)
+        _, target = _target(args)
+        backend = _open_backend(target, create=False)
     except TicketmailError as exc:
         _error(sys.stderr, exc)
         return EXIT_USAGE
@@ -470,7 +471,8 @@ def _custom_text(value: object) -> str:
 def run_show(args: argparse.Namespace) -> int:
     """Show one ticket; return the exit code."""
     try:
-        backend = _open_backend(args.db, create=False)
+        _, target = _target(args)
+        backend = _open_backend(target, create=False)
     except TicketmailError as exc:
         _error(sys.stderr, exc)
         return EXIT_USAGE
@@ -483,7 +485,7 @@ def run_show(args: argparse.Namespace) -> int:
     finally:
         backend.close()
     if ticket is None:
-        print(f"ticketmail: error: no ticket {args.number} in {args.db} [not_found]", file=sys.stderr)
+        print(f"ticketmail: error: no ticket {args.number} in {target} [not_found]", file=sys.stderr)
         return EXIT_FAILED
     out = sys.stdout
     try:

@@ -78,10 +78,15 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--include-bytes", action="store_true", help="include attachment bytes (base64) in the output")
     parser.add_argument("--rules", metavar="FILE", help="evaluate this TOML rules file and add a 'decision' member")
     parser.add_argument(
+        "--config",
+        metavar="FILE",
+        help="the ticketmail TOML file: its [rules], [forms], [attachments] and [limits] apply (flags override)",
+    )
+    parser.add_argument(
         "--form",
         metavar="FILE",
-        help="custom fields accepted in JSON/XML payloads: a TOML or JSON file with a 'fields' list "
-        "(default: phone and notes)",
+        help="custom fields accepted in JSON/XML payloads: a TOML or JSON file with a 'fields' list, added to "
+        "the default form (phone, notes) or the --config [forms]; 'replace = true' in the file uses only them",
     )
     parser.add_argument(
         "--ignore-unknown-fields", action="store_true", help="drop unknown payload members instead of rejecting"
@@ -110,8 +115,12 @@ def _read(path: str) -> bytes:
         raise UnreadableInputError(f"cannot read {path}: {reason}", field="FILE") from exc
 
 
-def _load_form(path: str) -> Form:
-    """Read a form definition (``{"fields": [...]}``) from a TOML or JSON file."""
+def _load_form(path: str, base: Form | None = None) -> Form:
+    """Read a form definition (``{"fields": [...], "replace": false}``) from a TOML or JSON file.
+
+    Its fields are added to ``base`` (default: the default form), replacing fields of the same name;
+    with ``replace = true`` the file's fields are the whole form.
+    """
     try:
         with open(path, "rb") as handle:
             data = handle.read()
@@ -125,7 +134,15 @@ def _load_form(path: str) -> Form:
         raise ConfigError(f"{path}: not valid {'JSON' if path.endswith('.json') else 'TOML'}: {exc}") from exc
     if not isinstance(loaded, dict):
         raise ConfigError(f"{path}: expected a table with a 'fields' list", field="--form")
-    return Form.from_mapping(loaded, source=path)
+    replace = loaded.pop("replace", False)
+    if not isinstance(replace, bool):
+        raise ConfigError(f"{path}: replace: expected true or false", field="--form")
+    own = Form.from_mapping(loaded, source=path)
+    if replace:
+        return own
+    names = {f.name for f in own.fields}
+    kept = [f for f in (base or Form.default()).fields if f.name not in names]
+    return Form((*kept, *own.fields))
 
 
 def _rules_module() -> Any:
@@ -138,17 +155,25 @@ def _rules_module() -> Any:
 
 
 def _document(args: argparse.Namespace, body: bytes) -> dict[str, Any]:
+    from ticketmail.cli._config import load_config
     from ticketmail.parsing import parse, sniff_format
 
+    config = load_config(getattr(args, "config", None))
     rules = _rules_module()
-    ruleset = None
+    ruleset = config.rules
     if args.rules:
         loader = getattr(rules, "load_rules_file", None)
         if loader is None or getattr(rules, "evaluate", None) is None:
             raise ConfigError("rule evaluation is not available in this installation", field="--rules")
         ruleset = loader(args.rules)
-    form = _load_form(args.form) if args.form else None
-    model = parse(body, format=args.format, form=form, ignore_unknown_fields=bool(args.ignore_unknown_fields))
+    form = _load_form(args.form, config.form) if args.form else config.form
+    unknown_ok = bool(args.ignore_unknown_fields) or config.ignore_unknown_fields
+    options: dict[str, Any] = {"form": form, "ignore_unknown_fields": unknown_ok}
+    if config.path is not None:
+        import attrs
+
+        options["limits"] = attrs.evolve(config.limits, allowed_types=("*/*",))
+    model = parse(body, format=args.format, **options)
     include = bool(args.include_bytes)
     document: dict[str, Any]
     if isinstance(model, TicketRequest):
@@ -161,6 +186,13 @@ def _document(args: argparse.Namespace, body: bytes) -> dict[str, Any]:
         if classify is not None:
             ignore = ruleset.ignore_signals if ruleset is not None else ()
             document["automatic"] = to_jsonable(classify(model, ignore=ignore))
+    if config.path is not None:
+        # What the attachment policy of the file would keep of this input (the ticket keeps the rest out).
+        files = config.attachments.apply(model.attachments)
+        document["attachment_policy"] = {
+            "kept": [a.filename for a in files.kept],
+            "rejected": [to_jsonable(r) for r in files.rejected],
+        }
     if ruleset is not None:
         now = _dt.datetime.now(_dt.timezone.utc)
         decision = rules.evaluate(model, ruleset, context=MailboxContext(), now=now)

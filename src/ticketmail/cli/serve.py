@@ -1,8 +1,10 @@
 """``ticketmail serve`` and ``ticketmail apikey add/list/revoke``.
 
 ``serve`` runs osTicket's ticket API (:mod:`ticketmail.api`) on the embedded threaded server, storing into
-a SQLite file; API keys live in their own table of that same file. With ``--config`` the mailboxes of that
-file can be fetched through ``POST /api/tasks/cron`` by a key with the ``run_cron`` permission.
+the ticket database (``--db`` or ``[storage]``); API keys live in their own table of that same file (or in
+``[api] keys``). ``--config`` applies the whole file: rules, threading, the ``[forms]`` custom fields, the
+``[attachments]`` policy, ``[limits]`` and ``[api]`` (body limit, listen address, trusted proxies); its
+mailboxes can be fetched through ``POST /api/tasks/cron`` by a key with the ``run_cron`` permission.
 
 ``apikey add`` prints the new key alone on the last line of its output, so scripts can take it with
 ``tail -n 1``; it is shown only this once (only its SHA-256 digest is stored).
@@ -11,20 +13,33 @@ file can be fetched through ``POST /api/tasks/cron`` by a key with the ``run_cro
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import json
 import logging
 import signal
 import sys
 from collections.abc import Callable
-from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from ticketmail.api.handler import DEFAULT_MAX_BODY, ApiHandler
+import attrs
+
+from ticketmail.api.handler import DEFAULT_MAX_BODY, ApiHandler, Request, Response
 from ticketmail.api.keys import PERMISSIONS, issue_key
 from ticketmail.api.server import ApiServer, serve
+from ticketmail.backends.url import open_key_store
 from ticketmail.cli._args import positive_int
-from ticketmail.errors import TicketmailError
+from ticketmail.cli._config import (
+    add_config_argument,
+    add_threading_arguments,
+    build_pipeline,
+    load_config,
+    report_mailbox_errors,
+    state_dir,
+    storage_target,
+)
+from ticketmail.config import Config
+from ticketmail.errors import ConfigError, TicketmailError
 
 __all__ = ["CRON_TIME_BUDGET", "register"]
 
@@ -37,23 +52,18 @@ def _fail(error: TicketmailError) -> int:
     return 1
 
 
-def _cron(args: argparse.Namespace, pipeline: Any) -> Callable[[], object]:
+def _cron(config: Config, args: argparse.Namespace, target: str, pipeline: Any) -> Callable[[], object] | None:
     """``poll_once`` over the configured mailboxes, sharing ``fetch``'s state directory (and so its locks)."""
-    from ticketmail.sources.config import load_config
+    from ticketmail.sources.config import DELIVERED_PROTOCOLS
     from ticketmail.sources.poller import Poller, target_for
 
-    config = load_config(args.config)
-    from ticketmail.backends.url import local_state_dir
-
-    state = local_state_dir(args.db)
-    configured = config.storage.get("state_dir")
-    if isinstance(configured, str) and configured:
-        base = Path(config.path).resolve().parent if config.path else Path.cwd()
-        state = base / configured
+    # pipe and lmtp mailboxes are delivered by the mail server: nothing to fetch
+    mailboxes = [m for m in config.mailboxes if m.protocol not in DELIVERED_PROTOCOLS]
+    if not mailboxes:
+        return None
+    state = state_dir(config, args, target)
     targets = [
-        target_for(m, skip=pipeline.is_processed, state_dir=state, time_budget=CRON_TIME_BUDGET)
-        for m in config.mailboxes
-        if m.protocol != "lmtp"  # delivered by the mail server to `ticketmail receive`: nothing to fetch
+        target_for(m, skip=pipeline.is_processed, state_dir=state, time_budget=CRON_TIME_BUDGET) for m in mailboxes
     ]
     make_leases = getattr(pipeline.backend, "lease_manager", None)  # PostgreSQL: leases shared by every process
     leases = make_leases([t.name for t in targets], fair_share=False) if callable(make_leases) else None
@@ -61,24 +71,72 @@ def _cron(args: argparse.Namespace, pipeline: Any) -> Callable[[], object]:
     return poller.poll_once
 
 
-def _with_status_page(args: argparse.Namespace, handler: ApiHandler, backend: Any, keys: Any) -> Any:
+def _client_address(proxies: tuple[Any, ...]) -> Callable[[Request], Request]:
+    """The request with ``remote_addr`` set from ``X-Forwarded-For`` when the peer is a trusted proxy.
+
+    The address is taken from the right: the first hop that is not itself a trusted proxy is the client
+    (a client can put anything on the left of the header).
+    """
+
+    def trusted(address: str) -> bool:
+        try:
+            ip = ipaddress.ip_address(address.strip().strip("[]"))
+        except ValueError:
+            return False
+        return any(ip in network for network in proxies)
+
+    def resolve(request: Request) -> Request:
+        if not proxies or not trusted(request.remote_addr):
+            return request
+        forwarded = ",".join(value for name, value in request.headers if name == "x-forwarded-for")
+        hops = [hop.strip() for hop in forwarded.split(",") if hop.strip()]
+        for hop in reversed(hops):
+            if not trusted(hop):
+                try:
+                    client = str(ipaddress.ip_address(hop.strip("[]")))
+                except ValueError:
+                    return request  # a garbled header: keep the proxy's own address (matches no client key)
+                return attrs.evolve(request, remote_addr=client)
+        return request
+
+    return resolve
+
+
+def _handler(config: Config, args: argparse.Namespace, target: str, pipeline: Any, keys: Any) -> ApiHandler:
+    from ticketmail.cli._config import context_for, parse_options
+
+    max_body = args.max_body if args.max_body is not None else config.api.max_body
+    return ApiHandler(
+        pipeline,
+        keys,
+        cron=_cron(config, args, target, pipeline) if args.config else None,
+        max_body=max_body,
+        context=context_for(config, config.api.mailbox),
+        parse_options=parse_options(config),
+    )
+
+
+def _behind_proxies(config: Config, app: Callable[[Request], Response]) -> Callable[[Request], Response]:
+    """``app`` seeing the client's address behind ``[api] trusted_proxies`` (``app`` itself without any)."""
+    if not config.api.trusted_proxies:
+        return app
+    resolve = _client_address(config.api.trusted_proxies)
+
+    def behind_proxy(request: Request) -> Response:
+        return app(resolve(request))
+
+    return behind_proxy
+
+
+def _with_status_page(
+    config: Config, args: argparse.Namespace, target: str, handler: ApiHandler, backend: Any, keys: Any
+) -> Any:
     """`/status` and `/status.json` in front of the API, reading the health `fetch` writes for this database."""
     from ticketmail.api.status import StatusPage
-    from ticketmail.backends.url import local_state_dir
     from ticketmail.sources.health import read_health
 
-    names: list[str] = []
-    state = local_state_dir(args.db)
-    if args.config:
-        from ticketmail.sources.config import load_config
-
-        config = load_config(args.config)
-        names = [m.name for m in config.mailboxes]
-        configured = config.storage.get("state_dir")
-        if isinstance(configured, str) and configured:
-            base = Path(config.path).resolve().parent if config.path else Path.cwd()
-            state = base / configured
-    health_file = state / "health.json"
+    names = [m.name for m in config.mailboxes if m.protocol not in ("pipe", "lmtp")]
+    health_file = state_dir(config, args, target) / "health.json"
     return StatusPage(handler, backend=backend, keys=keys, health=lambda: read_health(health_file), mailboxes=names)
 
 
@@ -86,25 +144,26 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=getattr(logging, str(args.log_level).upper()), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    backend = keys = None
     try:
-        from ticketmail.backends.url import open_backend, open_key_store
-        from ticketmail.pipeline import Pipeline
+        from ticketmail.cli.ingest import _open_backend
 
-        rules = None
-        if args.rules:
-            from ticketmail.rules import load_rules_file
-
-            rules = load_rules_file(args.rules)
-        backend = open_backend(args.db)
-        pipeline = Pipeline(backend, rules=rules)
-        keys = open_key_store(args.db)
-        cron = None
-        if args.config:
-            cron = _cron(args, pipeline)
-        handler = ApiHandler(pipeline, keys, cron=cron, max_body=args.max_body)
-        app = _with_status_page(args, handler, backend, keys)
+        config = load_config(args.config)
+        report_mailbox_errors(config, sys.stderr)
+        target = storage_target(config, args, default=None)
+        backend = _open_backend(target, create=True)
+        pipeline = build_pipeline(config, backend, args)
+        keys = open_key_store(_keys_path(config, args, target))
+        handler = _handler(config, args, target, pipeline, keys)
+        app = _behind_proxies(config, _with_status_page(config, args, target, handler, backend, keys))
     except TicketmailError as exc:
+        if keys is not None:
+            keys.close()
+        if backend is not None:
+            backend.close()
         return _fail(exc)
+    host = args.host if args.host is not None else config.api.host
+    port = args.port if args.port is not None else config.api.port
 
     def stop(signum: int, frame: FrameType | None) -> None:
         raise KeyboardInterrupt
@@ -116,11 +175,11 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         print(f"ticketmail: serving the ticket API on http://{host}:{port}/api/ (Ctrl-C to stop)", flush=True)
 
     try:
-        serve(app, args.host, args.port, ready=ready)
+        serve(app, host, port, ready=ready)
     except KeyboardInterrupt:
         pass
     except OSError as exc:
-        print(f"ticketmail: error: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}", file=sys.stderr)
+        print(f"ticketmail: error: cannot listen on {host}:{port}: {exc.strerror or exc}", file=sys.stderr)
         return 1
     finally:
         keys.close()
@@ -128,15 +187,28 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _key_store(db: str) -> Any:
-    from ticketmail.backends.url import open_key_store
+def _keys_path(config: Config, args: argparse.Namespace, target: str | None = None) -> str:
+    """Where API keys live: ``--db`` when given, else ``[api] keys``, else the ticket store itself.
 
-    return open_key_store(db)  # a postgresql:// URL or a SQLite file
+    A SQLite file or a ``postgresql://`` URL (the keys then sit in the same database and schema).
+    """
+    if getattr(args, "db", None):
+        return str(args.db)
+    if config.api.keys:
+        return config.api.keys
+    target = target or config.storage.target
+    if target:
+        return target
+    raise ConfigError("name the database of the API keys with --db (or --config)", field="db")
+
+
+def _key_store(args: argparse.Namespace) -> Any:
+    return open_key_store(_keys_path(load_config(args.config), args))
 
 
 def _cmd_add(args: argparse.Namespace) -> int:
     try:
-        store = _key_store(args.db)
+        store = _key_store(args)
         issued = issue_key(
             store, networks=args.ip, permissions=args.permission or ("create_tickets", "submit_email"), name=args.name
         )
@@ -154,7 +226,7 @@ def _cmd_add(args: argparse.Namespace) -> int:
 
 def _cmd_list(args: argparse.Namespace) -> int:
     try:
-        store = _key_store(args.db)
+        store = _key_store(args)
         keys = store.list()
         store.close()
     except TicketmailError as exc:
@@ -176,7 +248,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 def _cmd_revoke(args: argparse.Namespace) -> int:
     try:
-        store = _key_store(args.db)
+        store = _key_store(args)
         key = store.revoke(args.key_id)
         store.close()
     except TicketmailError as exc:
@@ -192,17 +264,23 @@ def register(subparsers: Any) -> None:
         help="serve osTicket's HTTP ticket API",
         description="Serve osTicket's HTTP ticket API (POST /api/tickets.json, .xml, .email) on the SQLite default.",
     )
-    p.add_argument("--db", required=True, help="a SQLite file or postgresql:// URL (created if missing)")
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=8080, help="port to listen on (default 8080)")
-    p.add_argument("--config", help="TOML configuration with [[mailboxes]]: enables POST /api/tasks/cron")
-    p.add_argument("--rules", metavar="FILE", help="a rules TOML file (default: built-in rules only)")
+    p.add_argument("--db", metavar="FILE|URL", help="the tickets database (created if missing; overrides [storage])")
+    p.add_argument("--host", default=None, help="address to listen on (overrides [api] host; default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=None, help="port to listen on (overrides [api] port; default 8080)")
+    p.add_argument(
+        "--config",
+        metavar="FILE",
+        help="the ticketmail TOML file: storage, rules, threading, forms, attachment policy, limits and [api]; "
+        "its [[mailboxes]] enable POST /api/tasks/cron",
+    )
+    p.add_argument("--rules", metavar="FILE", help="a rules TOML file (replaces [rules])")
     p.add_argument(
         "--max-body",
         type=positive_int("a number of bytes"),
-        default=DEFAULT_MAX_BODY,
-        help="request body limit in bytes (default 10 MiB)",
+        default=None,
+        help=f"request body limit in bytes (overrides [api] max_body; default {DEFAULT_MAX_BODY // 1048576} MiB)",
     )
+    add_threading_arguments(p)
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.set_defaults(func=_cmd_serve)
 
@@ -210,7 +288,8 @@ def register(subparsers: Any) -> None:
     ksub = k.add_subparsers(dest="apikey_command", metavar="ACTION", required=True)
 
     add = ksub.add_parser("add", help="issue a new key; prints it alone on the last line, only this once")
-    add.add_argument("--db", required=True, help="tickets database: a SQLite file or postgresql:// URL")
+    add.add_argument("--db", help="SQLite tickets database (default: [api] keys or [storage] path of --config)")
+    add_config_argument(add)
     add.add_argument("--ip", action="append", required=True, help="allowed client address or CIDR network (repeatable)")
     add.add_argument(
         "--permission",
@@ -222,11 +301,13 @@ def register(subparsers: Any) -> None:
     add.set_defaults(func=_cmd_add)
 
     lst = ksub.add_parser("list", help="list keys (never the secrets)")
-    lst.add_argument("--db", required=True, help="tickets database: a SQLite file or postgresql:// URL")
+    lst.add_argument("--db", help="SQLite tickets database (default: [api] keys or [storage] path of --config)")
+    add_config_argument(lst)
     lst.add_argument("--json", action="store_true", help="print JSON")
     lst.set_defaults(func=_cmd_list)
 
     rev = ksub.add_parser("revoke", help="deactivate a key by its id")
-    rev.add_argument("--db", required=True, help="tickets database: a SQLite file or postgresql:// URL")
+    rev.add_argument("--db", help="SQLite tickets database (default: [api] keys or [storage] path of --config)")
+    add_config_argument(rev)
     rev.add_argument("key_id", metavar="KEY_ID", help="the key's id, as `apikey list` shows it")
     rev.set_defaults(func=_cmd_revoke)

@@ -4,6 +4,7 @@ Why: "connection failed" is the most common support question of the seed product
 path a fetch does, one stage at a time, and stops at the first failure:
 
 * ``config``: the password variable/file or the token provider is unusable (``password_env`` unset ...);
+  checked first, before any DNS lookup or connection, since no server can fix it;
 * ``oauth``: the built-in OAuth2 lifecycle cannot get a token (see ``ticketmail.oauth.diagnose``);
 * ``dns``: the host name does not resolve;
 * ``connect``: TCP connect refused (nothing listens: wrong port, server down) or timed out (firewall);
@@ -45,10 +46,12 @@ class CheckResult:
         ok: True when every stage passed.
         stage: The failing stage (``config``, ``dns``, ``connect``, ``tls``, ``protocol``, ``auth``, ``folder``),
             or ``None`` on success.
-        message: A sentence for the operator: what failed and what to try.
+        message: A sentence for the operator: what failed and what to try (and ``disabled`` when the mailbox
+            is disabled: checked all the same, but never polled).
         capabilities: Server capabilities (upper case, sorted), on success.
         message_count: Messages in the folder / maildrop, on success.
         elapsed: Seconds the check took.
+        enabled: Whether the mailbox is enabled (a disabled one is checked all the same, never polled).
     """
 
     mailbox: str
@@ -58,6 +61,7 @@ class CheckResult:
     capabilities: tuple[str, ...] = ()
     message_count: int | None = None
     elapsed: float = 0.0
+    enabled: bool = True
 
     @property
     def idle(self) -> bool:
@@ -77,6 +81,7 @@ class CheckResult:
             "uidplus": "UIDPLUS" in self.capabilities,
             "message_count": self.message_count,
             "elapsed": round(self.elapsed, 3),
+            "enabled": self.enabled,
         }
 
 
@@ -123,6 +128,10 @@ def _check_local(config: MailboxConfig) -> tuple[tuple[str, ...], int]:
     return (), count
 
 
+def _check_pipe(config: MailboxConfig) -> tuple[tuple[str, ...], int]:
+    return (), 0
+
+
 def _check_graph(config: MailboxConfig) -> tuple[tuple[str, ...], int]:
     from ticketmail.sources.graph import check_graph
 
@@ -135,7 +144,21 @@ _CHECKERS: dict[str, Callable[[MailboxConfig], tuple[tuple[str, ...], int]]] = {
     "pop3": _check_pop3,
     "maildir": _check_local,
     "mbox": _check_local,
+    "pipe": _check_pipe,
+    "lmtp": _check_pipe,
 }
+
+
+def _check_credentials(mailbox: MailboxConfig) -> None:
+    """Read the password source now (``password_env`` set? ``password_file`` readable and not empty?).
+
+    Raises:
+        ConfigError: naming the variable or file, never the value.
+    """
+    if mailbox.protocol in ("imap", "pop3") and mailbox.auth == "password":
+        mailbox.secret()
+    elif mailbox.auth == "oauth2" and mailbox.token_provider is None and getattr(mailbox, "provider", None) is None:
+        raise ConfigError(f"mailbox {mailbox.name!r}: auth is 'oauth2' but no token provider is configured")
 
 
 def check(
@@ -157,6 +180,7 @@ def check(
     """
     started = clock()
     try:
+        _check_credentials(mailbox)
         if getattr(mailbox, "provider", None) is not None:  # built-in OAuth2: the token is its own stage
             from ticketmail.oauth.diagnose import check_oauth
 
@@ -168,13 +192,27 @@ def check(
             from ticketmail.oauth.diagnose import refusal_hint
 
             message += refusal_hint(mailbox)
-        return CheckResult(mailbox.name, False, exc.stage, message, elapsed=clock() - started)
+        return CheckResult(mailbox.name, False, exc.stage, message, elapsed=clock() - started, enabled=mailbox.enabled)
     except ConfigError as exc:
-        return CheckResult(mailbox.name, False, "config", exc.message, elapsed=clock() - started)
+        return CheckResult(
+            mailbox.name, False, "config", exc.message, elapsed=clock() - started, enabled=mailbox.enabled
+        )
+    if mailbox.protocol in ("pipe", "lmtp"):
+        command = "ticketmail pipe" if mailbox.protocol == "pipe" else "ticketmail receive"
+        return CheckResult(
+            mailbox.name,
+            True,
+            None,
+            f"ok: delivered by the mail server ({command}); nothing to connect to",
+            elapsed=clock() - started,
+            enabled=mailbox.enabled,
+        )
     summary = f"ok: {count} message(s)"
     if capabilities:
         wanted = [c for c in ("IDLE", "MOVE", "UIDPLUS") if c in capabilities]
         summary += f"; supports {', '.join(wanted) or 'none of IDLE, MOVE, UIDPLUS'}"
+    if not mailbox.enabled:
+        summary += "; disabled: fetch skips this mailbox"
     return CheckResult(
         mailbox.name,
         True,
@@ -183,4 +221,5 @@ def check(
         capabilities=capabilities,
         message_count=count,
         elapsed=clock() - started,
+        enabled=mailbox.enabled,
     )

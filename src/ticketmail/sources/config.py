@@ -28,6 +28,8 @@ The TOML file shape (every key is documented in ``docs/sources.md``)::
 
 from __future__ import annotations
 
+import copy
+import difflib
 import hmac
 import importlib
 import os
@@ -48,15 +50,17 @@ else:  # pragma: no cover - exercised on 3.10 only
 
 __all__ = [
     "DEFAULT_PORTS",
+    "DELIVERED_PROTOCOLS",
     "MailboxConfig",
     "Secret",
     "SourcesConfig",
     "TokenProvider",
     "load_config",
     "mailbox_from_dict",
+    "mask_secrets",
 ]
 
-Protocol_ = Literal["imap", "pop3", "maildir", "mbox", "lmtp", "graph"]
+Protocol_ = Literal["imap", "pop3", "maildir", "mbox", "pipe", "lmtp", "graph"]
 Security = Literal["none", "ssl", "starttls"]
 TokenProvider = Callable[[], str]
 """Returns a current OAuth2 access token (called at every login; cache and refresh inside it)."""
@@ -71,7 +75,9 @@ DEFAULT_PORTS: Mapping[tuple[str, str], int] = {
 }
 """Well-known ports (RFC 9051 section 2.1 / RFC 8314 section 7 for IMAP, RFC 1939 / RFC 8314 for POP3)."""
 
-_PROTOCOLS = ("imap", "pop3", "maildir", "mbox", "lmtp", "graph")
+_PROTOCOLS = ("imap", "pop3", "maildir", "mbox", "pipe", "lmtp", "graph")
+DELIVERED_PROTOCOLS = ("pipe", "lmtp")
+"""Protocols of mailboxes the mail server delivers to (``ticketmail pipe``, ``ticketmail receive``): never polled."""
 _SECURITIES = ("none", "ssl", "starttls")
 _OVERSIZE = ("skip", "headers")
 _FETCH = ("auto", "unseen", "all")
@@ -175,8 +181,10 @@ class MailboxConfig:
 
     Attributes:
         name: Unique mailbox name (provenance, locks, health, duplicate scope).
-        protocol: ``imap``, ``pop3``, ``maildir``, ``mbox``, or ``lmtp`` (delivered by the mail server to
-            ``ticketmail receive``; nothing to fetch, only ``address``/``addresses`` and the defaults apply).
+        protocol: ``imap``, ``pop3``, ``maildir``, ``mbox``; ``pipe`` for a mailbox the MTA delivers to
+            ``ticketmail pipe --mailbox NAME``, or ``lmtp`` (delivered by the mail server to
+            ``ticketmail receive``): nothing to fetch for those two, only ``address``/``addresses`` and the
+            defaults apply.
         address: The desk's address at this mailbox (mail *from* it is a loop); ``addresses`` adds more.
         host: Server name or IP (remote protocols).
         port: Server port; ``None`` picks the default for protocol and security (see :attr:`effective_port`).
@@ -477,7 +485,8 @@ class SourcesConfig:
         sqlite: ``[storage] sqlite`` path, resolved relative to the file.
         storage: The whole ``[storage]`` table (other keys for other backends).
         mailboxes: The ``[[mailboxes]]`` entries.
-        raw: The whole parsed document, for other layers (rules, limits) to read their own tables.
+        raw: The whole parsed document, for other layers (rules, limits) to read their own tables; secret
+            values are wrapped in :class:`Secret` (see :func:`mask_secrets`).
     """
 
     path: str | None
@@ -549,6 +558,54 @@ _TYPES: dict[str, tuple[type, ...]] = {
 }
 _PATH_KEYS: tuple[str, ...] = ("ca_file", "password_file", "token_file", "path")
 _PATH_KEYS += ("client_secret_file", "service_account_file", "token_store")
+_SECRET_WORDS = ("password", "secret", "token")
+_NOT_SECRET_SUFFIXES = ("_env", "_file", "_provider", "_url", "_endpoint")
+
+
+def _is_secret_key(key: object) -> bool:
+    """Whether a mailbox key holds a secret itself (``password``, ``client_secret``), not where one is kept.
+
+    ``password_env``, ``token_file`` and the like name a variable or a file, which is not secret.
+    """
+    name = str(key).lower()
+    return any(word in name for word in _SECRET_WORDS) and not name.endswith(_NOT_SECRET_SUFFIXES)
+
+
+def _mask_url(value: str) -> str:
+    scheme, sep, rest = value.partition("://")
+    userinfo, at, host = rest.rpartition("@")
+    if not sep or not at or ":" not in userinfo:
+        return value
+    return f"{scheme}://{userinfo.split(':', 1)[0]}:********@{host}"
+
+
+def _mask_tree(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {
+            key: Secret(str(item))
+            if _is_secret_key(key) and item is not None and not isinstance(item, (Secret, dict, list))
+            else _mask_tree(item)
+            for key, item in value.items()
+        }
+    if isinstance(value, list):
+        return [_mask_tree(item) for item in value]
+    return value
+
+
+def mask_secrets(doc: Mapping[str, Any]) -> dict[str, Any]:
+    """A deep copy of a parsed configuration document with every secret value wrapped in :class:`Secret`.
+
+    Covers every key that names a secret in any table (``password``, ``client_secret``, ``*token``, not
+    ``password_env``/``token_file``, which only say where one is kept) and a ``[storage] url`` with a
+    password; what is left is safe to log or keep around.
+    """
+    out: dict[str, Any] = _mask_tree(copy.deepcopy(dict(doc)))
+    storage = out.get("storage")
+    if isinstance(storage, dict) and isinstance(storage.get("url"), str):
+        url = storage["url"]
+        if _mask_url(url) != url:
+            storage["url"] = Secret(url)
+    return out
 
 
 def _import_provider(spec: str) -> TokenProvider:
@@ -601,7 +658,9 @@ def mailbox_from_dict(
     kwargs: dict[str, Any] = {}
     for key, value in data.items():
         if key not in _TYPES:
-            raise ConfigError(f"{where}.{key}: unknown key (known: {', '.join(sorted(_TYPES))})", field=key)
+            close = difflib.get_close_matches(str(key), sorted(_TYPES), n=1, cutoff=0.6)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(f"{where}.{key}: unknown key{hint} (known: {', '.join(sorted(_TYPES))})", field=key)
         if value is None:  # from Python dicts: None means "not set" (TOML has no null)
             continue
         if key == "token_provider" and callable(value):
@@ -611,7 +670,9 @@ def mailbox_from_dict(
         ok = False if isinstance(value, bool) and bool not in expected else isinstance(value, expected)
         if not ok:
             names = " or ".join(t.__name__ for t in expected)
-            raise ConfigError(f"{where}.{key}: expected {names}, got {value!r}", field=key)
+            # Never echo a secret, even a wrong one (an unquoted numeric password is still the password).
+            shown = f"a value of type {type(value).__name__} (quote it)" if _is_secret_key(key) else repr(value)
+            raise ConfigError(f"{where}.{key}: expected {names}, got {shown}", field=key)
         if key in _PATH_KEYS and base_dir is not None:
             value = str(Path(base_dir, value))
         kwargs[key] = value
@@ -662,7 +723,7 @@ def load_config(path: str | Path) -> SourcesConfig:
     storage = doc.get("storage", {})
     if not isinstance(storage, dict):
         raise ConfigError(f"{file}: storage: expected a table, got {type(storage).__name__}", field="storage")
-    sqlite: str | None = storage.get("sqlite")
+    sqlite: str | None = storage.get("sqlite", storage.get("path"))
     if sqlite is not None and not isinstance(sqlite, str):
         raise ConfigError(f"{file}: storage.sqlite: expected a path string, got {sqlite!r}", field="sqlite")
     if sqlite is not None and sqlite != ":memory:":
@@ -679,4 +740,6 @@ def load_config(path: str | Path) -> SourcesConfig:
             raise ConfigError(f"{where}.name: duplicate mailbox name {mailbox.name!r}", field="name")
         seen.add(mailbox.name)
         mailboxes.append(mailbox)
-    return SourcesConfig(path=str(file), sqlite=sqlite, storage=storage, mailboxes=tuple(mailboxes), raw=doc)
+    return SourcesConfig(
+        path=str(file), sqlite=sqlite, storage=storage, mailboxes=tuple(mailboxes), raw=mask_secrets(doc)
+    )
