@@ -40,6 +40,8 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
+import attrs
+
 from ticketmail.cli._args import positive_int
 from ticketmail.cli._config import (
     DEFAULT_DB,
@@ -78,6 +80,12 @@ def register(subparsers: Any) -> None:
     mode = fetch.add_mutually_exclusive_group()
     mode.add_argument("--once", action="store_true", help="visit each mailbox once and exit (default; for cron)")
     mode.add_argument("--watch", action="store_true", help="keep serving the mailboxes until SIGTERM/SIGINT")
+    mode.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="read, parse, decide and thread as for real and print what would happen; change nothing "
+        "(no ticket, ledger row or audit record; nothing acknowledged, moved or flagged; IMAP read-only)",
+    )
     fetch.add_argument("--mailbox", action="append", default=[], metavar="NAME", help="only this mailbox (repeatable)")
     fetch.add_argument("--rules", metavar="FILE", help="a rules TOML file (replaces [rules])")
     fetch.add_argument("--db", metavar="FILE|URL", help="the ticket database (overrides [storage])")
@@ -219,7 +227,11 @@ def _open(
 ) -> Pipeline:
     from ticketmail.cli.ingest import _open_backend
 
-    backend = _open_backend(storage_target(config, args, default=default), create=True)
+    backend: Any = _open_backend(storage_target(config, args, default=default), create=True)
+    if getattr(args, "dry_run", False):
+        from ticketmail.dryrun import DryRunBackend
+
+        backend = DryRunBackend(backend)
     try:
         pipeline: Pipeline = build_pipeline(config, backend, args, context=context, hooks=hooks)
     except BaseException:
@@ -251,7 +263,7 @@ def _select(config: Config, names: Sequence[str]) -> list[MailboxConfig]:
 # -- fetch -----------------------------------------------------------------------------------------------
 
 
-def _line(name: str, item: RawItem, outcome: Outcome) -> str:
+def _line(name: str, item: RawItem, outcome: Outcome, *, dry_run: bool = False) -> str:
     data = outcome.to_dict()
     p = item.provenance
     line: dict[str, Any] = {
@@ -261,6 +273,8 @@ def _line(name: str, item: RawItem, outcome: Outcome) -> str:
         "reasons": data.pop("reasons"),
         "mailbox": name,
     }
+    if dry_run:
+        line["dry_run"] = True
     if item.truncated:
         line["truncated"] = True
         line["note"] = item.note
@@ -333,7 +347,7 @@ def _fetch(args: argparse.Namespace) -> int:
                 print(f"ticketmail: error: {args.config} defines no [[mailboxes]] to fetch", file=err)
             return EXIT_USAGE
         db = storage_target(config, args, default=None)
-        alerter = _alerter(config)
+        alerter = None if args.dry_run else _alerter(config)  # a dry run alerts nobody
         pipeline = _open(config, args, hooks=alerter.hooks() if alerter is not None else None)
     except TicketmailError as exc:
         if alerter is not None:
@@ -345,24 +359,30 @@ def _fetch(args: argparse.Namespace) -> int:
 
     def on_outcome(name: str, item: RawItem, outcome: Outcome) -> None:
         with write_lock:
-            out.write(_line(name, item, outcome) + "\n")
+            out.write(_line(name, item, outcome, dry_run=args.dry_run) + "\n")
             out.flush()
 
     try:
         from ticketmail.sources.poller import target_for
 
-        state = state_dir(config, args, db)
+        state: Any = state_dir(config, args, db)
         settings = config.poller
         budget = args.time_budget if args.time_budget is not None else settings["time_budget"]
         targets = [
             target_for(m, skip=pipeline.is_processed, state_dir=state, time_budget=budget, batch_size=args.batch_size)
             for m in mailboxes
         ]
+        if args.dry_run:  # never with --watch (argparse: one mode)
+            from ticketmail.dryrun import dry_run_source
+
+            # The mailboxes opened so that nothing changes there; health and locks kept in this process only.
+            targets = [attrs.evolve(t, source=dry_run_source(m)) for t, m in zip(targets, mailboxes, strict=True)]
+            state = None
         backoff = Backoff(base=settings["backoff_base"], cap=settings["backoff_cap"], jitter=settings["backoff_jitter"])
         events = [_report_event(err)]
         if alerter is not None:  # [alerts]: down / recovered / quarantined, delivered in the background
             events.append(alerter.health_listener())
-        leases = _leases(pipeline, [t.name for t in targets], config, watch=args.watch)
+        leases = None if args.dry_run else _leases(pipeline, [t.name for t in targets], config, watch=args.watch)
         poller = Poller(
             targets,
             pipeline,
@@ -393,6 +413,8 @@ def _fetch(args: argparse.Namespace) -> int:
             alerter.close()
     for run in report.runs:
         print(f"ticketmail: {_summary(run)}", file=err)
+    if args.dry_run:
+        print("ticketmail: dry run: nothing was stored, acknowledged, moved or flagged", file=err)
     if any(isinstance(run.error, BackendError) for run in report.runs):
         return EXIT_BACKEND
     if broken:

@@ -86,6 +86,11 @@ def register(subparsers: Any) -> None:
         help="commit up to N messages per transaction (default: 50; 1 commits each message on its own)",
     )
     ingest.add_argument("--no-progress", action="store_true", help="never draw a progress bar")
+    ingest.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="decide and thread every input as for real and print what would happen; store nothing",
+    )
     ingest.set_defaults(func=run_ingest)
 
     tickets = subparsers.add_parser("tickets", help="list the tickets in a database")
@@ -246,11 +251,13 @@ def _process(
     return pipeline.process_request(request, context=context, idempotency_key=hashlib.sha256(item.data).hexdigest())
 
 
-def _line(item: LocalItem, outcome: Outcome) -> str:
+def _line(item: LocalItem, outcome: Outcome, *, dry_run: bool = False) -> str:
     data = outcome.to_dict()
     line = {"source": item.source, "action": data.pop("action"), "ticket": data.pop("ticket")}
     line["reasons"] = data.pop("reasons")
     line["kind"] = item.kind
+    if dry_run:
+        line["dry_run"] = True
     line.update(data)
     return json.dumps(line, ensure_ascii=False)
 
@@ -261,7 +268,11 @@ def run_ingest(args: argparse.Namespace) -> int:
     try:
         config, target = _target(args)
         context = context_for(config, args.mailbox, args.address)
-        backend = _open_backend(target, create=True)
+        backend: Any = _open_backend(target, create=True)
+        if args.dry_run:  # every unit of work runs on the real database and is rolled back
+            from ticketmail.dryrun import DryRunBackend
+
+            backend = DryRunBackend(backend)
     except TicketmailError as exc:
         _error(err, exc)
         return EXIT_BACKEND if isinstance(exc, BackendError) else EXIT_USAGE
@@ -290,7 +301,7 @@ def run_ingest(args: argparse.Namespace) -> int:
             for item, outcome in zip(chunk, outcomes, strict=True):
                 done += 1
                 counts[outcome.action] += 1
-                out.write(_line(item, outcome) + "\n")
+                out.write(_line(item, outcome, dry_run=args.dry_run) + "\n")
             out.flush()
             progress.update(done, counts)
         progress.close()
@@ -314,7 +325,10 @@ def run_ingest(args: argparse.Namespace) -> int:
         from ticketmail.config import mask_url
 
         shown = mask_url(target)
-    print(f"ingested {processed} item(s) into {shown} in {elapsed:.2f}s{rate}: {summary}", file=err)
+    if args.dry_run:
+        print(f"dry run: {processed} item(s) would go into {shown}: {summary}; nothing was stored", file=err)
+    else:
+        print(f"ingested {processed} item(s) into {shown} in {elapsed:.2f}s{rate}: {summary}", file=err)
     if code == EXIT_OK and counts["failed"]:
         code = EXIT_FAILED
     return code
