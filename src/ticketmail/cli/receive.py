@@ -65,15 +65,20 @@ def _receive(args: argparse.Namespace) -> int:
     try:
         import attrs
 
-        from ticketmail.receive import Receiver, load_receive_settings, parse_listen_address
-        from ticketmail.sources.config import load_config
-        from ticketmail.threading import load_threading
+        from ticketmail.receive import Receiver, parse_listen_address, receive_settings_from_table
     except ModuleNotFoundError as exc:  # aiosmtpd missing
         print(f"ticketmail: error: {exc.name} is not installed; pip install 'ticketmail[lmtp]'", file=sys.stderr)
         return EXIT_USAGE
+    from ticketmail.cli._config import build_pipeline, load_config, storage_target
+    from ticketmail.cli.ingest import _open_backend
+
     try:
+        # The one configuration: storage, rules, threading, forms, attachment policy and email limits apply
+        # to received mail as to fetched mail; [receive] is validated here.
         config = load_config(args.config)
-        settings = load_receive_settings(args.config)
+        settings = receive_settings_from_table(
+            config.tables.get("receive", {}), path=args.config, base_dir=config.base_dir
+        )
         overrides: dict[str, Any] = {}
         if args.lmtp:
             overrides["lmtp"] = parse_listen_address(args.lmtp, where="--lmtp")
@@ -86,30 +91,22 @@ def _receive(args: argparse.Namespace) -> int:
                 raise ConfigError(f"{args.config}: receive.{exc}") from exc
         if settings.lmtp is None and settings.smtp is None:
             raise ConfigError(f"{args.config}: no listener: give --lmtp/--smtp or [receive] lmtp/smtp", field="lmtp")
-        database = config.storage.get("url") or config.sqlite  # [storage] url = "postgresql://..." or a file
-        if not database:
-            raise ConfigError(f"{config.path}: [storage] sqlite is not set; name the database file", field="sqlite")
-        threading_table = config.raw.get("threading", {})
-        threading = load_threading(threading_table, source=f"{config.path}: threading") if threading_table else None
-        rules = None
-        if args.rules:
-            from ticketmail.rules import load_rules_file
-
-            rules = load_rules_file(args.rules)
+        target = storage_target(config, args, default=None)
     except TicketmailError as exc:
         _error(exc)
         return EXIT_USAGE
-    from ticketmail.backends.url import open_backend
-    from ticketmail.pipeline import Pipeline
-
     try:
-        backend = open_backend(str(database))
+        backend = _open_backend(target, create=True)
     except BackendError as exc:
         _error(exc)
         return EXIT_BACKEND
+    except TicketmailError as exc:
+        _error(exc)
+        return EXIT_USAGE
     try:
-        pipeline = Pipeline(backend, rules=rules, threading=threading)
-        receiver = Receiver.from_config(pipeline, config, settings)
+        pipeline = build_pipeline(config, backend, args)
+        assert config.sources is not None  # noqa: S101 - load() always sets it
+        receiver = Receiver.from_config(pipeline, config.sources, settings)
 
         def ready() -> None:
             for kind, address in receiver.bound.items():
