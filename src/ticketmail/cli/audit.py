@@ -16,7 +16,17 @@ from typing import IO, Any
 
 from ticketmail.audit import OUTCOMES, AuditQuery, reasons_in_words, select_audit
 from ticketmail.backends.base import AuditRecord
-from ticketmail.cli.ingest import EXIT_BACKEND, EXIT_OK, EXIT_USAGE, _db_argument, _error, _open_backend, _since
+from ticketmail.cli._config import add_config_argument
+from ticketmail.cli.ingest import (
+    EXIT_BACKEND,
+    EXIT_OK,
+    EXIT_USAGE,
+    _db_argument,
+    _error,
+    _open_backend,
+    _since,
+    _target,
+)
 from ticketmail.errors import BackendError, TicketmailError
 
 __all__ = ["audit_json", "register"]
@@ -34,6 +44,7 @@ def register(subparsers: Any) -> None:
     audit.add_argument("action", nargs="?", choices=("list", "show"), default="list", help="list (default) or show")
     audit.add_argument("id", nargs="?", type=int, metavar="ID", help="the decision to show (with 'show')")
     _db_argument(audit)
+    add_config_argument(audit)
     audit.add_argument("--mailbox", metavar="NAME", help="only decisions on mail from this mailbox")
     audit.add_argument(
         "--since", type=_since, metavar="WHEN", help="only decisions since WHEN (ISO date/time, or 2h, 3d)"
@@ -132,7 +143,7 @@ def run_audit(args: argparse.Namespace) -> int:
             sender=args.sender,
             limit=None if args.action == "show" or args.limit <= 0 else args.limit,
         )
-        backend = _open_backend(args.db, create=False)
+        backend = _open_backend(_target(args)[1], create=False)
     except TicketmailError as exc:
         _error(err, exc)
         return EXIT_USAGE

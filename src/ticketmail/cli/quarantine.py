@@ -15,9 +15,18 @@ from pathlib import Path
 from typing import IO, Any
 
 from ticketmail.backends.base import Backend, QuarantineRecord
-from ticketmail.cli.ingest import EXIT_BACKEND, EXIT_FAILED, EXIT_OK, EXIT_USAGE, _db_argument, _error, _open_backend
+from ticketmail.cli._config import add_config_argument, build_pipeline
+from ticketmail.cli.ingest import (
+    EXIT_BACKEND,
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_USAGE,
+    _db_argument,
+    _error,
+    _open_backend,
+    _target,
+)
 from ticketmail.errors import BackendError, TicketmailError
-from ticketmail.model import MailboxContext
 from ticketmail.pipeline import Pipeline
 
 __all__ = ["quarantine_json", "register"]
@@ -36,18 +45,21 @@ def register(subparsers: Any) -> None:
 
     listing = actions.add_parser("list", help="one line per quarantined message")
     _db_argument(listing)
+    add_config_argument(listing)
     listing.add_argument("--json", action="store_true", help="one JSON object per line")
     listing.set_defaults(func=run_list)
 
     show = actions.add_parser("show", help="one quarantined message: reason, attempts, headers")
     show.add_argument("ids", nargs=1, type=int, metavar="ID")
     _db_argument(show)
+    add_config_argument(show)
     show.add_argument("--json", action="store_true", help="as one JSON object")
     show.set_defaults(func=run_show)
 
     export = actions.add_parser("export", help="write the raw message as .eml")
     export.add_argument("ids", nargs="+", type=int, metavar="ID")
     _db_argument(export)
+    add_config_argument(export)
     export.add_argument(
         "-o", "--output", metavar="PATH", help="a file (one ID), a directory (several), or - for standard output"
     )
@@ -57,14 +69,15 @@ def register(subparsers: Any) -> None:
     retry.add_argument("ids", nargs="*", type=int, metavar="ID")
     retry.add_argument("--all", action="store_true", help="retry every quarantined message")
     _db_argument(retry)
-    retry.add_argument("--rules", metavar="FILE", help="a rules TOML file (default: built-in rules only)")
-    retry.add_argument("--config", metavar="FILE", help="ticketmail.toml: mailbox departments and defaults")
+    add_config_argument(retry)
+    retry.add_argument("--rules", metavar="FILE", help="a rules TOML file (replaces [rules])")
     retry.add_argument("--json", action="store_true", help="one JSON object per message")
     retry.set_defaults(func=run_retry)
 
     discard = actions.add_parser("discard", help="delete quarantined messages for good (audited)")
     discard.add_argument("ids", nargs="+", type=int, metavar="ID")
     _db_argument(discard)
+    add_config_argument(discard)
     discard.set_defaults(func=run_discard)
 
 
@@ -125,7 +138,7 @@ def _find(backend: Backend, ids: list[int]) -> tuple[list[QuarantineRecord], lis
 
 def _open(args: argparse.Namespace, err: IO[str]) -> Backend | None:
     try:
-        return _open_backend(args.db, create=False)
+        return _open_backend(_target(args)[1], create=False)
     except TicketmailError as exc:
         _error(err, exc)
         return None
@@ -228,14 +241,6 @@ def run_export(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _contexts(config_path: str | None) -> dict[str, MailboxContext]:
-    if not config_path:
-        return {}
-    from ticketmail.sources.config import load_config
-
-    return {mailbox.name: mailbox.context() for mailbox in load_config(config_path).mailboxes}
-
-
 def run_retry(args: argparse.Namespace) -> int:
     """`ticketmail quarantine retry ID...|--all`: exactly once; exit 1 when any fails again."""
     out, err = sys.stdout, sys.stderr
@@ -243,17 +248,19 @@ def run_retry(args: argparse.Namespace) -> int:
         print("ticketmail: error: name the messages to retry (IDs) or give --all", file=err)
         return EXIT_USAGE
     try:
-        contexts = _contexts(args.config)
-        rules = None
-        if args.rules:
-            from ticketmail.rules import load_rules_file
-
-            rules = load_rules_file(args.rules)
-        backend = _open_backend(args.db, create=False)
+        config, target = _target(args)
+        contexts = {mailbox.name: mailbox.context() for mailbox in config.mailboxes}
+        backend = _open_backend(target, create=False)
     except TicketmailError as exc:
         _error(err, exc)
         return EXIT_USAGE
-    pipeline = Pipeline(backend, rules=rules)
+    try:
+        # The current configuration: its rules, threading, attachment policy and limits decide again.
+        pipeline = build_pipeline(config, backend, args)
+    except TicketmailError as exc:
+        backend.close()
+        _error(err, exc)
+        return EXIT_USAGE
     failed = 0
     try:
         records = backend.quarantined()
