@@ -48,6 +48,8 @@ def docs(session: nox.Session) -> None:
     """Build the documentation site into site/ (strict: broken links fail)."""
     session.install("-e", ".[docs]")
     session.run("mkdocs", "build", "--strict", "--site-dir", "site")
+    # One docstring style: no Sphinx roles or reST literals may reach the rendered pages.
+    session.run("python", "scripts/check-docs-html", "site")
 
 
 @nox.session

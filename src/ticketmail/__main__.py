@@ -1,4 +1,4 @@
-"""``python -m ticketmail``: the console script."""
+"""`python -m ticketmail`: the console script."""
 
 from ticketmail.cli import main
 

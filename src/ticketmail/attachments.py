@@ -3,20 +3,20 @@
 A help desk receives files from anyone who can send mail, so what it stores (and later shows to staff) is
 checked against an explicit policy:
 
-* allowed and denied media types (patterns such as ``image/*``) and file name extensions;
+* allowed and denied media types (patterns such as `image/*`) and file name extensions;
 * a per-file size limit, a per-message total and a per-message file count;
-* the type is checked twice: as **declared** (the MIME part's ``Content-Type``, the payload's ``type``) and as
+* the type is checked twice: as **declared** (the MIME part's `Content-Type`, the payload's `type`) and as
   **sniffed** from the first bytes (magic numbers for executables, archives, office documents, PDF, images,
-  HTML and scripts), so ``setup.exe`` declared as ``image/png`` is still an executable;
+  HTML and scripts), so `setup.exe` declared as `image/png` is still an executable;
 * ZIP archives (and office documents, which are ZIP files) are opened far enough to read their member names,
-  and attached messages (``.eml``) are scanned for the file names of their parts: a denied extension inside
+  and attached messages (`.eml`) are scanned for the file names of their parts: a denied extension inside
   is denied like the container itself.
 
 A file the policy refuses is **dropped** from the ticket, never the ticket: the message is still stored,
 with a visible note naming the file and the reason appended to its text, a
-:class:`~ticketmail.decision.Reason` (``attachment.<code>``) on the outcome and in the audit record, and
-(for mail) the raw message is kept whole in the backend's quarantine with reason ``attachment_dropped``.
-Inline ``cid:`` images follow the same policy as any other file.
+`Reason` (`attachment.<code>`) on the outcome and in the audit record, and
+(for mail) the raw message is kept whole in the backend's quarantine with reason `attachment_dropped`.
+Inline `cid:` images follow the same policy as any other file.
 
 Use it from Python::
 
@@ -24,8 +24,8 @@ Use it from Python::
     result = policy.apply(email.attachments)
     result.kept, result.rejected, result.note()
 
-The :class:`~ticketmail.pipeline.Pipeline` applies it when given ``attachments=policy``; the CLI reads it
-from the ``[attachments]`` table of the configuration file (``docs/configuration.md``).
+The `Pipeline` applies it when given `attachments=policy`; the CLI reads it
+from the `[attachments]` table of the configuration file (`docs/configuration.md`).
 """
 
 from __future__ import annotations
@@ -79,7 +79,7 @@ DEFAULT_DENIED_EXTENSIONS: tuple[str, ...] = (
 _PATTERN_RE = re.compile(r"(?:\*/\*|[!#$%&'+\-.^_`|~0-9a-z]+/(?:\*|[!#$%&'+\-.^_`|~0-9a-z]+))")
 _EXT_RE = re.compile(r"[0-9a-z][0-9a-z_+\-]{0,19}")
 _ZIP_MEMBER_LIMIT = 10_000
-# File names declared inside an attached message (``filename="x.exe"``, ``name=x.exe``, RFC 2231 ``*0*=``):
+# File names declared inside an attached message (`filename="x.exe"`, `name=x.exe`, RFC 2231 `*0*=`):
 # read from the raw text of the message, without parsing it, in one bounded pass.
 _NESTED_NAME_RE = re.compile(rb"""(?i)(?:^|[;\s])(?:file)?name(?:\*[0-9]*\*?)?\s*=\s*"?([^"\r\n;]{1,255})""")
 _NESTED_NAME_LIMIT = 1000
@@ -165,10 +165,10 @@ def _nested_names(data: bytes) -> list[str]:
 
 
 def sniff(data: bytes) -> str | None:
-    """The media type the content of ``data`` shows (magic numbers), or ``None`` when it shows none.
+    """The media type the content of `data` shows (magic numbers), or `None` when it shows none.
 
-    Recognises Windows (PE, ``MZ``), ELF and Mach-O executables, Java classes and archives, Windows
-    shortcuts, shell scripts (``#!``), ZIP and the office formats inside it (OOXML, OpenDocument), OLE2
+    Recognises Windows (PE, `MZ`), ELF and Mach-O executables, Java classes and archives, Windows
+    shortcuts, shell scripts (`#!`), ZIP and the office formats inside it (OOXML, OpenDocument), OLE2
     (legacy Office, MSI), PDF, PNG, JPEG, GIF, WebP, BMP, TIFF, gzip, 7-Zip, RAR, RTF, PostScript, SVG and
     HTML (a document starting with an HTML or script tag, after whitespace and a BOM).
     """
@@ -267,11 +267,11 @@ class Rejection:
         content_type: Its declared media type.
         sniffed_type: What its content looks like, when recognised.
         size: Its size in bytes.
-        code: Why, as a stable code: ``type_denied``, ``type_not_allowed``, ``extension_denied``,
-            ``extension_not_allowed``, ``archive_member_denied``, ``too_large``, ``message_too_large``,
-            ``too_many``.
+        code: Why, as a stable code: `type_denied`, `type_not_allowed`, `extension_denied`,
+            `extension_not_allowed`, `archive_member_denied`, `too_large`, `message_too_large`,
+            `too_many`.
         message: The reason as a sentence.
-        inline: Whether it was an inline part (a ``cid:`` image).
+        inline: Whether it was an inline part (a `cid:` image).
     """
 
     filename: str
@@ -283,19 +283,19 @@ class Rejection:
     inline: bool = False
 
     def reason(self) -> Reason:
-        """The :class:`~ticketmail.decision.Reason` recorded on the outcome and in the audit log."""
+        """The `Reason` recorded on the outcome and in the audit log."""
         return Reason(f"attachment.{self.code}", self.message, value=self.filename)
 
 
 @attrs.frozen
 class PolicyResult:
-    """What :meth:`AttachmentPolicy.apply` decided: the files kept, in order, and the files dropped."""
+    """What `AttachmentPolicy.apply()` decided: the files kept, in order, and the files dropped."""
 
     kept: tuple[Attachment, ...]
     rejected: tuple[Rejection, ...] = ()
 
     def note(self) -> str:
-        """A note for the ticket's text naming every dropped file and why; ``""`` when nothing was dropped."""
+        """A note for the ticket's text naming every dropped file and why; `""` when nothing was dropped."""
         if not self.rejected:
             return ""
         lines = [f"[ticketmail: {len(self.rejected)} attachment(s) removed by the attachment policy]"]
@@ -315,22 +315,22 @@ class AttachmentPolicy:
     type (a type that is not recognised from the content is not checked a second time).
 
     Attributes:
-        allowed_types: Media type patterns a file's types must match (``image/*``, ``application/pdf``);
-            default ``*/*`` (everything not denied).
+        allowed_types: Media type patterns a file's types must match (`image/*`, `application/pdf`);
+            default `*/*` (everything not denied).
         denied_types: Media type patterns that are refused even when allowed (default: executables,
-            :data:`DEFAULT_DENIED_TYPES`).
+            `DEFAULT_DENIED_TYPES`).
         allowed_extensions: When not empty, only names with one of these extensions are kept (no dot,
             case-insensitive); a name without an extension is then refused.
-        denied_extensions: Extensions refused (default :data:`DEFAULT_DENIED_EXTENSIONS`).
-        max_file_size: Largest file kept, in bytes; ``None``: no limit.
+        denied_extensions: Extensions refused (default `DEFAULT_DENIED_EXTENSIONS`).
+        max_file_size: Largest file kept, in bytes; `None`: no limit.
         max_message_size: Total bytes of the files kept per message; files that no longer fit are dropped
-            (in message order); ``None``: no limit.
-        max_files: Files kept per message; ``None``: no limit.
+            (in message order); `None`: no limit.
+        max_files: Files kept per message; `None`: no limit.
         sniff_content: Check the type the content shows as well as the declared one (default true).
-        inspect_archives: Refuse a ZIP archive, or an attached message (``message/rfc822``), holding a file
+        inspect_archives: Refuse a ZIP archive, or an attached message (`message/rfc822`), holding a file
             with a denied extension (default true).
         keep_raw: When a file of a mail was dropped, keep the raw message in the backend's quarantine
-            (reason code ``attachment_dropped``) so an administrator can recover a false positive; the
+            (reason code `attachment_dropped`) so an administrator can recover a false positive; the
             message itself is processed and acknowledged as usual (default true).
     """
 
@@ -352,10 +352,10 @@ class AttachmentPolicy:
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any], *, source: str = "<dict>") -> AttachmentPolicy:
-        """A policy from configuration data (the ``[attachments]`` table); keys are the attribute names.
+        """A policy from configuration data (the `[attachments]` table); keys are the attribute names.
 
         Raises:
-            ConfigError: an unknown key or a bad value, naming ``source``, the table and the key.
+            ConfigError: an unknown key or a bad value, naming `source`, the table and the key.
         """
         known = [f.name for f in attrs.fields(cls)]
         for key, value in data.items():
@@ -394,9 +394,9 @@ class AttachmentPolicy:
         return None
 
     def check(self, attachment: Attachment) -> tuple[str, str] | None:
-        """Why ``attachment`` is refused on its own (``(code, message)``), or ``None`` when it may be kept.
+        """Why `attachment` is refused on its own (`(code, message)`), or `None` when it may be kept.
 
-        Counts and the per-message total are checked by :meth:`apply`, which sees every file of a message.
+        Counts and the per-message total are checked by `apply()`, which sees every file of a message.
         """
         return self._check(attachment)[0]
 
@@ -425,7 +425,7 @@ class AttachmentPolicy:
         return problem, sniffed
 
     def apply(self, attachments: Iterable[Attachment]) -> PolicyResult:
-        """Split ``attachments`` into the files kept and the files dropped (with reasons), in order."""
+        """Split `attachments` into the files kept and the files dropped (with reasons), in order."""
         kept: list[Attachment] = []
         rejected: list[Rejection] = []
         total = 0

@@ -1,6 +1,6 @@
-"""One configuration file for every command: ``ticketmail.toml`` loaded once into a validated :class:`Config`.
+"""One configuration file for every command: `ticketmail.toml` loaded once into a validated `Config`.
 
-Every table is optional; ``docs/configuration.md`` documents every key::
+Every table is optional; `docs/configuration.md` documents every key::
 
     [storage]          # path = "tickets.sqlite3" (SQLite) or url = "postgresql://..."; state_dir
     [[mailboxes]]      # ticketmail.sources.config.MailboxConfig, one table per mailbox
@@ -14,12 +14,12 @@ Every table is optional; ``docs/configuration.md`` documents every key::
     [receive]          # kept raw for the LMTP/SMTP receiver to validate (config.tables["receive"])
     [alerts]           # ticketmail.alerts.AlertSettings (config.alerts; raw in config.tables["alerts"])
 
-Errors are :class:`~ticketmail.errors.ConfigError` naming the file, the table and the key, with a "did you
+Errors are `ConfigError` naming the file, the table and the key, with a "did you
 mean" for a misspelt name: ``ticketmail.toml: [threading] subjet_tag: unknown key; did you mean
-'subject_tag'?``. Secret values (passwords, tokens, URL passwords) never appear in a message or a ``repr``.
+'subject_tag'?`. Secret values (passwords, tokens, URL passwords) never appear in a message or a `repr``.
 
-A mailbox whose table is invalid does not stop the others: :func:`load` records its error in
-:attr:`Config.mailbox_errors` (the commands report it and exit non-zero) and keeps the valid mailboxes.
+A mailbox whose table is invalid does not stop the others: `load()` records its error in
+`Config.mailbox_errors` (the commands report it and exit non-zero) and keeps the valid mailboxes.
 Everything else is strict: one bad key anywhere else and nothing runs.
 """
 
@@ -67,8 +67,8 @@ __all__ = [
 DEFAULT_CONFIG_NAME = "ticketmail.toml"
 
 EXTERNAL_TABLES: tuple[str, ...] = ("receive", "alerts")
-"""Tables kept raw in :attr:`Config.tables` for the modules that use them (``[alerts]`` is also validated
-into :attr:`Config.alerts` at load time)."""
+"""Tables kept raw in `Config.tables` for the modules that use them (`[alerts]` is also validated
+into `Config.alerts` at load time)."""
 
 TABLES: tuple[str, ...] = (
     "storage",
@@ -102,7 +102,7 @@ _URL_PASSWORD = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.\-]*://[^/@:]*:)([^/@]*)(@)")
 
 
 def did_you_mean(name: str, known: Iterable[str]) -> str:
-    """``"; did you mean 'x'?"`` for the closest of ``known``, else ``" (known: a, b, ...)"``."""
+    """`"; did you mean 'x'?"` for the closest of `known`, else `" (known: a, b, ...)"`."""
     names = sorted(set(known))
     close = difflib.get_close_matches(name, names, n=1, cutoff=0.6)
     if close:
@@ -111,7 +111,7 @@ def did_you_mean(name: str, known: Iterable[str]) -> str:
 
 
 def mask_url(url: str) -> str:
-    """``url`` with the password of its user-info replaced by ``********``."""
+    """`url` with the password of its user-info replaced by `********`."""
     return _URL_PASSWORD.sub(r"\1********\3", url)
 
 
@@ -121,8 +121,8 @@ class StorageConfig:
 
     Attributes:
         path: The SQLite database file (resolved against the configuration file's directory).
-        url: A backend URL (``postgresql://...``, ``sqlite:///path``); shown with its password masked.
-        state_dir: Locks, health and retry state of the pollers (default ``<database>.state/``).
+        url: A backend URL (`postgresql://...`, `sqlite:///path`); shown with its password masked.
+        state_dir: Locks, health and retry state of the pollers (default `<database>.state/`).
         lease_ttl: Seconds a worker's mailbox lease lasts without a heartbeat (PostgreSQL: workers on several
             machines share the mailboxes; default 30).
     """
@@ -140,15 +140,15 @@ class StorageConfig:
 
 @attrs.frozen
 class ApiConfig:
-    """Settings of ``ticketmail serve`` and the API handler.
+    """Settings of `ticketmail serve` and the API handler.
 
     Attributes:
         keys: The SQLite file holding API keys (default: the ticket database itself).
         max_body: Request body limit in bytes (default 10 MiB).
-        trusted_proxies: Networks of reverse proxies whose ``X-Forwarded-For`` names the real client.
-        host: Address to listen on (default ``127.0.0.1``).
+        trusted_proxies: Networks of reverse proxies whose `X-Forwarded-For` names the real client.
+        host: Address to listen on (default `127.0.0.1`).
         port: Port to listen on (default 8080).
-        mailbox: The mailbox name API tickets are recorded under (default ``api``); when a ``[[mailboxes]]``
+        mailbox: The mailbox name API tickets are recorded under (default `api`); when a `[[mailboxes]]`
             entry has that name, its department, category and priority apply.
     """
 
@@ -165,24 +165,24 @@ class Config:
     """A loaded, validated configuration (see the module docstring for the tables).
 
     Attributes:
-        path: The file it came from (``None`` for data given in Python).
-        storage: ``[storage]``.
-        mailboxes: The valid ``[[mailboxes]]``, in file order.
+        path: The file it came from (`None` for data given in Python).
+        storage: `[storage]`.
+        mailboxes: The valid `[[mailboxes]]`, in file order.
         mailbox_errors: One error per invalid mailbox table (the valid ones still run).
-        rules: The rule set from ``[rules]``, or ``None`` for the built-in defaults.
-        threading: ``[threading]``.
-        form: The custom fields API payloads may carry (``[forms]``; the default form when absent).
-        ignore_unknown_fields: ``[forms] ignore_unknown_fields``: drop payload members the form does not
+        rules: The rule set from `[rules]`, or `None` for the built-in defaults.
+        threading: `[threading]`.
+        form: The custom fields API payloads may carry (`[forms]`; the default form when absent).
+        ignore_unknown_fields: `[forms] ignore_unknown_fields`: drop payload members the form does not
             know instead of refusing the request.
-        attachments: ``[attachments]``.
-        limits: ``[limits]`` (API payload limits).
-        email_options: ``[limits.email]`` (email parsing options and limits).
-        api: ``[api]``.
-        poller: ``[poller]`` with every default filled in.
-        alerts: ``[alerts]`` validated (``ticketmail.alerts.AlertSettings``), or ``None`` without the table.
-        tables: The raw tables other modules validate (``receive``, ``alerts``), by name.
-        sources: The same file as a :class:`~ticketmail.sources.config.SourcesConfig` (secrets masked in
-            its ``raw``).
+        attachments: `[attachments]`.
+        limits: `[limits]` (API payload limits).
+        email_options: `[limits.email]` (email parsing options and limits).
+        api: `[api]`.
+        poller: `[poller]` with every default filled in.
+        alerts: `[alerts]` validated (`ticketmail.alerts.AlertSettings`), or `None` without the table.
+        tables: The raw tables other modules validate (`receive`, `alerts`), by name.
+        sources: The same file as a `SourcesConfig` (secrets masked in
+            its `raw`).
     """
 
     path: str | None
@@ -208,7 +208,7 @@ class Config:
         return Path(self.path).resolve().parent if self.path else Path.cwd()
 
     def mailbox(self, name: str) -> MailboxConfig:
-        """The mailbox called ``name``.
+        """The mailbox called `name`.
 
         Raises:
             ConfigError: No valid mailbox has that name (an invalid one is named with its error).
@@ -246,7 +246,7 @@ def load(path: str | os.PathLike[str]) -> Config:
 
     Raises:
         ConfigError: The file cannot be read, is not TOML, or holds an unknown table or key or a bad
-            value outside ``[[mailboxes]]`` (see :attr:`Config.mailbox_errors` for those).
+            value outside `[[mailboxes]]` (see `Config.mailbox_errors` for those).
     """
     file = Path(path)
     return load_data(_read_toml(file), source=str(file), base_dir=file.resolve().parent)
@@ -276,7 +276,7 @@ def _expect(value: object, kinds: tuple[type, ...], source: str, where: str, wha
 def load_data(
     doc: Mapping[str, Any], *, source: str = "<dict>", base_dir: str | os.PathLike[str] | None = None
 ) -> Config:
-    """Validate configuration data already parsed (a TOML document as a dict); see :func:`load`."""
+    """Validate configuration data already parsed (a TOML document as a dict); see `load()`."""
     base = Path(base_dir) if base_dir is not None else Path.cwd()
     for name, value in doc.items():
         if name not in TABLES:
@@ -429,7 +429,7 @@ def _form_field(entry: object, source: str, index: int) -> FormField:
 
 
 def _form(table: Mapping[str, Any], source: str) -> Form:
-    """``[forms]``: fields added to the default form (a field of the same name replaces it), or alone."""
+    """`[forms]`: fields added to the default form (a field of the same name replaces it), or alone."""
     _check_keys(table, FORMS_KEYS, source, "forms")
     replace = _expect(table.get("replace", False), (bool,), source, "forms.replace", "true or false")
     _expect(table.get("ignore_unknown_fields", False), (bool,), source, "forms.ignore_unknown_fields", "true or false")
@@ -441,9 +441,9 @@ def _form(table: Mapping[str, Any], source: str) -> Form:
 
 
 def build_form(fields: Iterable[FormField], *, replace: bool = False, source: str = "<form>") -> Form:
-    """The default form with ``fields`` added; only ``fields`` when ``replace``.
+    """The default form with `fields` added; only `fields` when `replace`.
 
-    A field named like one of the default form's (``phone``, ``notes``) replaces it.
+    A field named like one of the default form's (`phone`, `notes`) replaces it.
 
     Raises:
         ConfigError: A field is defined twice, or redefines a core ticket field.

@@ -1,12 +1,12 @@
 """The ticketmail exception hierarchy.
 
-Every error the library raises on purpose is a :class:`TicketmailError`. Each one carries
+Every error the library raises on purpose is a `TicketmailError`. Each one carries
 
-* ``code``: a stable, machine-readable string (documented in ``docs/errors.md``; never renamed),
-* ``status``: the HTTP status an API should answer with,
-* ``field``: the offending input field, when there is one,
-* ``message``: a human sentence naming the problem (never a secret, never raw input longer than needed),
-* ``retryable``: whether the same operation may succeed if simply tried again later (storage or a mailbox
+* `code`: a stable, machine-readable string (documented in `docs/errors.md`; never renamed),
+* `status`: the HTTP status an API should answer with,
+* `field`: the offending input field, when there is one,
+* `message`: a human sentence naming the problem (never a secret, never raw input longer than needed),
+* `retryable`: whether the same operation may succeed if simply tried again later (storage or a mailbox
   that is down: yes; bad input, a bad config, a permanent storage fault: no). The HTTP API answers a
   retryable error with `Retry-After`, the poller backs off and comes back, and a CLI exits with a
   temporary-failure status; a permanent one needs a person.
@@ -43,9 +43,9 @@ The tree, with codes::
     +-- SourceError                      source_error            502   (a mailbox failed; has a stage; retryable)
         +-- OAuthError                   oauth_error             502   (getting an OAuth2 token failed)
 
-Modules may define further subclasses; each must set a unique ``code`` (a test pins that).
+Modules may define further subclasses; each must set a unique `code` (a test pins that).
 Lower-level exceptions (sqlite3, imaplib, ssl, socket, json, xml) are translated at the module
-boundary with ``raise ... from exc``; they never escape a public function.
+boundary with `raise ... from exc`; they never escape a public function.
 """
 
 from __future__ import annotations
@@ -90,7 +90,7 @@ class TicketmailError(Exception):
 
     Args:
         message: A clear sentence for a human. Must not contain secrets.
-        field: The input field at fault (``"email"``, ``"attachments[2].data"``), if any.
+        field: The input field at fault (`"email"`, `"attachments[2].data"`), if any.
         status: Override of the class's HTTP status (rarely needed).
     """
 
@@ -106,7 +106,7 @@ class TicketmailError(Exception):
             self.status = status
 
     def to_dict(self) -> dict[str, Any]:
-        """The error as a JSON-ready mapping: ``code``, ``status``, ``message``, ``field``."""
+        """The error as a JSON-ready mapping: `code`, `status`, `message`, `field`."""
         return {"code": self.code, "status": self.status, "message": self.message, "field": self.field}
 
     def __repr__(self) -> str:
@@ -148,7 +148,7 @@ class InvalidEmailError(InputError):
 
 
 class InvalidDataURLError(InputError):
-    """A value is not a valid RFC 2397 ``data:`` URL."""
+    """A value is not a valid RFC 2397 `data:` URL."""
 
     code = "invalid_data_url"
 
@@ -172,7 +172,7 @@ class MalformedJSONError(InputError):
 
 
 class MalformedXMLError(InputError):
-    """The body is not well-formed XML or lacks the expected ``<ticket>`` root."""
+    """The body is not well-formed XML or lacks the expected `<ticket>` root."""
 
     code = "malformed_xml"
 
@@ -285,7 +285,7 @@ class BackendError(TicketmailError):
 
 
 class SourceError(TicketmailError):
-    """A mailbox source failed. ``stage`` names where (dns, connect, tls, auth, folder, fetch, ack)."""
+    """A mailbox source failed. `stage` names where (dns, connect, tls, auth, folder, fetch, ack)."""
 
     code = "source_error"
     status = 502
@@ -305,7 +305,7 @@ class SourceError(TicketmailError):
         self.mailbox = mailbox
 
     def to_dict(self) -> dict[str, Any]:
-        """Like :meth:`TicketmailError.to_dict`, plus ``stage`` and ``mailbox``."""
+        """Like `TicketmailError.to_dict()`, plus `stage` and `mailbox`."""
         data = super().to_dict()
         data["stage"] = self.stage
         data["mailbox"] = self.mailbox
@@ -313,13 +313,13 @@ class SourceError(TicketmailError):
 
 
 class OAuthError(SourceError):
-    """Getting an OAuth2 access token failed; ``reason`` says why, the message what to do.
+    """Getting an OAuth2 access token failed; `reason` says why, the message what to do.
 
-    Reasons: ``unreachable`` (token endpoint down or unresolvable), ``invalid_client`` (wrong or expired
-    client secret, unknown client id), ``invalid_grant`` (refresh token revoked or expired: log in again),
-    ``consent`` (permission or admin consent missing), ``no_token`` (nothing stored yet: log in),
-    ``store`` (the token file cannot be read or written), ``server`` (another answer of the endpoint).
-    The stage is always ``oauth``.
+    Reasons: `unreachable` (token endpoint down or unresolvable), `invalid_client` (wrong or expired
+    client secret, unknown client id), `invalid_grant` (refresh token revoked or expired: log in again),
+    `consent` (permission or admin consent missing), `no_token` (nothing stored yet: log in),
+    `store` (the token file cannot be read or written), `server` (another answer of the endpoint).
+    The stage is always `oauth`.
     """
 
     code = "oauth_error"
@@ -330,14 +330,14 @@ class OAuthError(SourceError):
         self.reason = reason
 
     def to_dict(self) -> dict[str, Any]:
-        """Like `SourceError.to_dict`, plus ``reason``."""
+        """Like `SourceError.to_dict`, plus `reason`."""
         data = super().to_dict()
         data["reason"] = self.reason
         return data
 
 
 def error_classes() -> list[type[TicketmailError]]:
-    """Every loaded ``TicketmailError`` subclass (including the root), depth first."""
+    """Every loaded `TicketmailError` subclass (including the root), depth first."""
     seen: list[type[TicketmailError]] = []
 
     def walk(cls: type[TicketmailError]) -> None:

@@ -7,7 +7,7 @@ the transaction roll back would have told someone about a ticket that does not e
 commits first, then calls hooks in registration order. A hook that raises is logged (with the event kind
 and ticket number, never the message body) and the next hook still runs; the commit stands.
 
-No global registry: a :class:`Hooks` value is passed to each :class:`~ticketmail.pipeline.Pipeline`.
+No global registry: a `Hooks` value is passed to each `Pipeline`.
 """
 
 from __future__ import annotations
@@ -37,8 +37,8 @@ class HookEvent:
     Attributes:
         kind: Which event fired.
         outcome: The pipeline's outcome for the message (ticket number, reasons, alert/autorespond flags).
-        ticket: The ticket as committed (for ``ticket_created`` and ``entry_appended``).
-        entry: The thread entry just stored (for ``ticket_created``, the first message).
+        ticket: The ticket as committed (for `ticket_created` and `entry_appended`).
+        entry: The thread entry just stored (for `ticket_created`, the first message).
     """
 
     kind: HookKind
@@ -60,7 +60,7 @@ def _callables(value: Sequence[Hook] | Hook) -> tuple[Hook, ...]:
 class Hooks:
     """The callables to run after each committed (or failed) message, by event.
 
-    Each attribute takes one callable or a sequence of them; each receives a :class:`HookEvent`.
+    Each attribute takes one callable or a sequence of them; each receives a `HookEvent`.
 
     Attributes:
         ticket_created: A message or request opened a ticket (also fired for a new linked ticket).
@@ -77,7 +77,7 @@ class Hooks:
     message_failed: tuple[Hook, ...] = attrs.field(default=(), converter=_callables)
 
     def dispatch(self, event: HookEvent, *, logger: logging.Logger | None = None) -> int:
-        """Call every hook registered for ``event.kind``; return how many raised (each is logged)."""
+        """Call every hook registered for `event.kind`; return how many raised (each is logged)."""
         log = logger or _log
         failures = 0
         for hook in getattr(self, event.kind):

@@ -1,6 +1,6 @@
 """Turn ticketmail values into JSON-ready data (for the CLI, the API and logs).
 
-Attachment bytes are left out unless asked for (``include_bytes=True``, then base64); everything else of an
+Attachment bytes are left out unless asked for (`include_bytes=True`, then base64); everything else of an
 attrs value is kept. Datetimes become ISO 8601 strings, tuples lists, mappings objects.
 """
 
@@ -17,9 +17,9 @@ __all__ = ["to_jsonable"]
 
 
 def to_jsonable(value: object, *, include_bytes: bool = False) -> Any:
-    """Convert ``value`` (attrs instances, tuples, mappings, datetimes, bytes, scalars) to JSON-ready data.
+    """Convert `value` (attrs instances, tuples, mappings, datetimes, bytes, scalars) to JSON-ready data.
 
-    Fields whose name ends in an underscore (``from_``) are written without it (``from``).
+    Fields whose name ends in an underscore (`from_`) are written without it (`from`).
     """
     if value is None or isinstance(value, (str, bool, int, float)):
         return value

@@ -1,16 +1,16 @@
 """The normalized value model shared by every part of ticketmail.
 
 All classes are frozen attrs classes with slots: values, not records. Parsers build them; rules, threading,
-the pipeline and backends read them. Computed members (an attachment's ``size`` and ``sha256``) are filled
-at construction, so ``attrs.asdict`` never computes anything.
+the pipeline and backends read them. Computed members (an attachment's `size` and `sha256`) are filled
+at construction, so `attrs.asdict` never computes anything.
 
 Two inputs, two models:
 
-* :class:`TicketRequest`: a ticket-creation request from the HTTP API (osTicket JSON/XML contract).
-* :class:`InboundEmail`: one raw RFC 5322 message, decoded.
+* `TicketRequest`: a ticket-creation request from the HTTP API (osTicket JSON/XML contract).
+* `InboundEmail`: one raw RFC 5322 message, decoded.
 
 Both reduce to the same questions the rules layer asks (who, what subject, what text), see
-:func:`message_view`.
+`message_view()`.
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ def _lower_str(value: str) -> str:
 class Address:
     """An email address with an optional display name.
 
-    ``email`` is stored as given by the parser after normalization: the domain part lower-cased and
+    `email` is stored as given by the parser after normalization: the domain part lower-cased and
     IDNA-decoded to Unicode; the local part kept as written (RFC 5321 says it may be case sensitive).
     """
 
@@ -60,12 +60,12 @@ class Address:
 
     @property
     def domain(self) -> str:
-        """The part after the last ``@`` (lower case), or ``""``."""
+        """The part after the last `@` (lower case), or `""`."""
         return self.email.rpartition("@")[2].lower() if "@" in self.email else ""
 
     @property
     def local(self) -> str:
-        """The part before the last ``@``."""
+        """The part before the last `@`."""
         return self.email.rpartition("@")[0] if "@" in self.email else self.email
 
     def __str__(self) -> str:
@@ -74,7 +74,7 @@ class Address:
 
 @attrs.frozen
 class Phone:
-    """A phone number with an optional extension (osTicket's ``3185558634X123`` form)."""
+    """A phone number with an optional extension (osTicket's `3185558634X123` form)."""
 
     number: str
     ext: str | None = None
@@ -97,7 +97,7 @@ CustomValue = str | int | float | bool | _dt.datetime | _dt.date | Phone | Choic
 
 @attrs.frozen
 class MessageBody:
-    """A message body as text, with its type (``text/plain`` or ``text/html``)."""
+    """A message body as text, with its type (`text/plain` or `text/html`)."""
 
     text: str
     content_type: BodyType = attrs.field(default="text/plain", converter=_lower_str)
@@ -112,9 +112,9 @@ class MessageBody:
 class Attachment:
     """One attached file: its bytes and what is known about them.
 
-    ``size`` and ``sha256`` are computed from ``data`` at construction.
-    ``content_type`` is the declared media type (lower case, no parameters); ``sniffed_type`` what the
-    bytes look like, when a parser checked. ``charset`` is the declared charset of a text part.
+    `size` and `sha256` are computed from `data` at construction.
+    `content_type` is the declared media type (lower case, no parameters); `sniffed_type` what the
+    bytes look like, when a parser checked. `charset` is the declared charset of a text part.
     """
 
     filename: str
@@ -137,18 +137,18 @@ class TicketRequest:
     """A normalized ticket-creation request, as the osTicket API contract describes it.
 
     Attributes:
-        email: The submitter (validated, normalized address; ``name`` holds the display name).
+        email: The submitter (validated, normalized address; `name` holds the display name).
         subject: The ticket subject (one line).
         message: The first message of the thread.
         phone: The submitter's phone, with extension.
         ip: The submitter's IP address (normalized text form).
-        alert: Whether staff should be alerted (osTicket ``alert``; default true).
+        alert: Whether staff should be alerted (osTicket `alert`; default true).
         autorespond: Whether the submitter gets an auto-response (default true).
         priority: Priority id.
-        source: Where the ticket came from (default ``"API"``).
+        source: Where the ticket came from (default `"API"`).
         topic_id: Help topic id.
         attachments: Files, in payload order (names may repeat).
-        custom_fields: Values of the caller's form fields, by field name (``notes`` and others).
+        custom_fields: Values of the caller's form fields, by field name (`notes` and others).
     """
 
     email: Address
@@ -172,7 +172,7 @@ class TicketRequest:
 
 @attrs.frozen
 class Defect:
-    """A recoverable problem found while parsing (the stdlib ``email`` package's notion of a defect)."""
+    """A recoverable problem found while parsing (the stdlib `email` package's notion of a defect)."""
 
     code: str
     message: str
@@ -181,10 +181,10 @@ class Defect:
 
 @attrs.frozen
 class ReportPart:
-    """A machine-readable part of a ``multipart/report`` (RFC 6522) message.
+    """A machine-readable part of a `multipart/report` (RFC 6522) message.
 
-    ``content_type`` is e.g. ``message/delivery-status``, ``message/feedback-report``,
-    ``text/rfc822-headers`` or ``message/rfc822``; ``text`` is its decoded content (for a returned
+    `content_type` is e.g. `message/delivery-status`, `message/feedback-report`,
+    `text/rfc822-headers` or `message/rfc822`; `text` is its decoded content (for a returned
     message: its header block).
     """
 
@@ -196,11 +196,11 @@ class ReportPart:
 class Provenance:
     """Where a raw item came from, stable across refetches.
 
-    ``kind`` is ``imap``, ``pop3``, ``maildir``, ``mbox``, ``pipe``, ``file`` or ``api``; ``key`` identifies
-    the item inside the mailbox: ``"<uidvalidity>:<uid>"`` for IMAP, the UIDL for POP3, the file name or
+    `kind` is `imap`, `pop3`, `maildir`, `mbox`, `pipe`, `file` or `api`; `key` identifies
+    the item inside the mailbox: `"<uidvalidity>:<uid>"` for IMAP, the UIDL for POP3, the file name or
     key for local folders, a content hash for pipes and files.
 
-    ``label`` says where the item was for a person (a file's path, for example, where the key is a content
+    `label` says where the item was for a person (a file's path, for example, where the key is a content
     hash). It is not part of the identity: two provenances that differ only in their labels are equal, and
     the ledger key ignores it.
     """
@@ -213,45 +213,45 @@ class Provenance:
 
 @attrs.frozen
 class InboundEmail:
-    """One raw email message, decoded. Built by :func:`ticketmail.parse_email`.
+    """One raw email message, decoded. Built by `ticketmail.parse_email()`.
 
-    Header-derived members are decoded (RFC 2047/2231) to ``str``. Lists are tuples in header order.
+    Header-derived members are decoded (RFC 2047/2231) to `str`. Lists are tuples in header order.
 
     Attributes:
-        message_id: ``Message-ID`` without angle brackets; when absent, a deterministic one derived from
-            a hash of the raw bytes (and ``message_id_generated`` is true).
-        in_reply_to: Message ids in ``In-Reply-To``.
-        references: Message ids in ``References``, oldest first as written.
-        date: ``Date`` as an aware datetime, or ``None`` when absent or unparseable.
-        from_: The ``From`` address (first one), or ``None``.
-        reply_to: ``Reply-To`` addresses.
-        sender: ``Sender`` address, if any.
-        to: ``To`` addresses.
-        cc: ``Cc`` addresses.
-        delivered_to: Envelope recipients seen in ``Delivered-To``, ``X-Original-To``, ``Envelope-To``,
-            ``X-Envelope-To`` (in that order, deduplicated).
-        return_path: ``Return-Path`` value without brackets (``""`` for the null sender ``<>``), or ``None``.
-        subject: Decoded subject (``""`` when absent).
+        message_id: `Message-ID` without angle brackets; when absent, a deterministic one derived from
+            a hash of the raw bytes (and `message_id_generated` is true).
+        in_reply_to: Message ids in `In-Reply-To`.
+        references: Message ids in `References`, oldest first as written.
+        date: `Date` as an aware datetime, or `None` when absent or unparseable.
+        from_: The `From` address (first one), or `None`.
+        reply_to: `Reply-To` addresses.
+        sender: `Sender` address, if any.
+        to: `To` addresses.
+        cc: `Cc` addresses.
+        delivered_to: Envelope recipients seen in `Delivered-To`, `X-Original-To`, `Envelope-To`,
+            `X-Envelope-To` (in that order, deduplicated).
+        return_path: `Return-Path` value without brackets (`""` for the null sender `<>`), or `None`.
+        subject: Decoded subject (`""` when absent).
         text: The plain-text body (derived from HTML when the mail has only HTML).
-        html: The sanitized HTML body, or ``None`` when the mail has no HTML.
+        html: The sanitized HTML body, or `None` when the mail has no HTML.
         new_text: The text the writer added in this message: quoted history and signature removed.
-        attachments: Attached and inline files (inline ones have ``disposition="inline"``).
-        attached_messages: Nested ``message/rfc822`` parts, parsed (each is also in ``attachments``
-            as a ``.eml`` file).
+        attachments: Attached and inline files (inline ones have `disposition="inline"`).
+        attached_messages: Nested `message/rfc822` parts, parsed (each is also in `attachments`
+            as a `.eml` file).
         content_type: The top-level media type (lower case).
-        report_type: The ``report-type`` of a ``multipart/report`` message, else ``None``.
-        report_parts: The machine-readable parts of a ``multipart/report``.
-        signal_headers: Raw values of the headers that signal automatic mail (``Auto-Submitted``,
-            ``Precedence``, ``X-Autoreply``, ``List-Id``, ...), by lower-case header name.
+        report_type: The `report-type` of a `multipart/report` message, else `None`.
+        report_parts: The machine-readable parts of a `multipart/report`.
+        signal_headers: Raw values of the headers that signal automatic mail (`Auto-Submitted`,
+            `Precedence`, `X-Autoreply`, `List-Id`, ...), by lower-case header name.
         headers: Every header as (name, decoded value), in order.
         charsets: Charsets finally used to decode the text parts, in part order.
-        defects: Recoverable problems found while parsing (``code``, ``message``, dotted MIME ``part``).
-        message_id_generated: True when ``message_id`` was derived from the raw bytes (no usable
-            ``Message-ID``): the same bytes always give the same id.
+        defects: Recoverable problems found while parsing (`code`, `message`, dotted MIME `part`).
+        message_id_generated: True when `message_id` was derived from the raw bytes (no usable
+            `Message-ID`): the same bytes always give the same id.
         size: Size of the raw message in bytes.
-        unwrapped: True when the message was a forwarded wrapper (its whole body one ``message/rfc822``
+        unwrapped: True when the message was a forwarded wrapper (its whole body one `message/rfc822`
             part): body and files come from the inner message, header members from the outer envelope,
-            and the inner message is also in ``attached_messages``.
+            and the inner message is also in `attached_messages`.
     """
 
     message_id: str
@@ -283,7 +283,7 @@ class InboundEmail:
     unwrapped: bool = False
 
     def header(self, name: str) -> list[str]:
-        """All decoded values of header ``name`` (case-insensitive), in order."""
+        """All decoded values of header `name` (case-insensitive), in order."""
         wanted = name.lower()
         return [value for key, value in self.headers if key.lower() == wanted]
 

@@ -1,21 +1,21 @@
-"""Ticket numbers: the external ids people see and quote (``[#K7QM2XPA]``), random and unguessable.
+"""Ticket numbers: the external ids people see and quote (`[#K7QM2XPA]`), random and unguessable.
 
 Why random: a sequential number tells anyone how many tickets a desk gets and lets them guess a
 neighbour's ticket, which matters wherever a number alone opens something (a status page, a reply by
 subject tag). osTicket calls these "random" numbers and lets the operator pick a format such as
-``######``; this module does the same: a *format* whose placeholder characters (``#``) are replaced by
-characters drawn from an *alphabet* with :func:`secrets.randbelow`, every other character kept literally
-(``TK-####-####``).
+`######`; this module does the same: a *format* whose placeholder characters (`#`) are replaced by
+characters drawn from an *alphabet* with `secrets.randbelow()`, every other character kept literally
+(`TK-####-####`).
 
 The default alphabet leaves out characters people confuse when they read a number aloud or type it from
-a printout (``0``/``O``, ``1``/``I``); 8 characters of its 32 give 2**40 numbers, so a desk with a
+a printout (`0`/`O`, `1`/`I`); 8 characters of its 32 give 2**40 numbers, so a desk with a
 million tickets still draws a free number on the first try almost always.
 
-Uniqueness is not left to chance: :meth:`RandomTicketNumbers.next_number` checks each candidate with
-``uow.number_exists`` inside the unit of work that will create the ticket (so the check and the insert are
+Uniqueness is not left to chance: `RandomTicketNumbers.next_number()` checks each candidate with
+`uow.number_exists` inside the unit of work that will create the ticket (so the check and the insert are
 one transaction) and draws again on a collision, a bounded number of times.
 
-Pluggable: anything matching :class:`TicketNumberGenerator` (a zero-argument callable returning a
+Pluggable: anything matching `TicketNumberGenerator` (a zero-argument callable returning a
 candidate) can replace the default, e.g. a generator that embeds the year or a department prefix.
 """
 
@@ -42,14 +42,14 @@ __all__ = [
 ]
 
 DEFAULT_ALPHABET = "23456789ABCDEFGHJKLMNPQRSTUVWXYZ"
-"""Digits and upper-case letters without ``0``, ``1``, ``I`` and ``O``: 32 characters, 5 bits each."""
+"""Digits and upper-case letters without `0`, `1`, `I` and `O`: 32 characters, 5 bits each."""
 
 MIN_SPACE = 10_000
 """The fewest distinct numbers a format may allow; fewer would be guessable and collide constantly."""
 
 
 class TicketNumbersExhaustedError(ConfigError):
-    """No free number was drawn in ``max_attempts`` tries: the format's space is (nearly) used up."""
+    """No free number was drawn in `max_attempts` tries: the format's space is (nearly) used up."""
 
     code = "ticket_numbers_exhausted"
 
@@ -59,15 +59,15 @@ class TicketNumberGenerator(Protocol):
     """Produces candidate ticket numbers; the caller checks each against the store."""
 
     def __call__(self) -> str:
-        """A new candidate number (it may collide; callers check ``uow.number_exists``)."""
+        """A new candidate number (it may collide; callers check `uow.number_exists`)."""
 
 
 @runtime_checkable
 class NumberCheck(Protocol):
-    """What :meth:`RandomTicketNumbers.next_number` needs of a unit of work."""
+    """What `RandomTicketNumbers.next_number()` needs of a unit of work."""
 
     def number_exists(self, number: str) -> bool:
-        """Whether ``number`` is taken."""
+        """Whether `number` is taken."""
 
 
 def _check_alphabet(instance: RandomTicketNumbers, attribute: attrs.Attribute[str], value: str) -> None:
@@ -96,12 +96,12 @@ class RandomTicketNumbers:
 
     Attributes:
         alphabet: The characters drawn for each placeholder.
-        length: How many random characters when ``format`` is not given.
-        format: A template such as ``"TK-####-####"``; each ``placeholder`` becomes a random character,
-            everything else is literal. Defaults to ``placeholder * length``.
-        placeholder: The template character replaced by random ones (must not be in ``alphabet``).
-        max_attempts: How many candidates :meth:`next_number` tries before giving up.
-        randbelow: The randomness source, ``secrets.randbelow`` unless a test injects a seeded one.
+        length: How many random characters when `format` is not given.
+        format: A template such as `"TK-####-####"`; each `placeholder` becomes a random character,
+            everything else is literal. Defaults to `placeholder * length`.
+        placeholder: The template character replaced by random ones (must not be in `alphabet`).
+        max_attempts: How many candidates `next_number()` tries before giving up.
+        randbelow: The randomness source, `secrets.randbelow` unless a test injects a seeded one.
 
     Example::
 
@@ -137,7 +137,7 @@ class RandomTicketNumbers:
 
     @property
     def template(self) -> str:
-        """The effective format (``format`` or ``placeholder * length``)."""
+        """The effective format (`format` or `placeholder * length`)."""
         return self.format if self.format is not None else self.placeholder * self.length
 
     @property
@@ -169,7 +169,7 @@ class RandomTicketNumbers:
         return "".join(parts)
 
     def matches(self, number: str) -> bool:
-        """Whether ``number`` has this generator's shape."""
+        """Whether `number` has this generator's shape."""
         return re.fullmatch(self.regex, number) is not None
 
     def __call__(self) -> str:
@@ -179,9 +179,9 @@ class RandomTicketNumbers:
         return "".join(alphabet[self.randbelow(size)] if ch == self.placeholder else ch for ch in self.template)
 
     def next_number(self, uow: NumberCheck) -> str:
-        """A number that ``uow`` does not know yet, drawn at most ``max_attempts`` times.
+        """A number that `uow` does not know yet, drawn at most `max_attempts` times.
 
-        Raises :class:`TicketNumbersExhaustedError` when every draw collided. Call it inside the unit of
+        Raises `TicketNumbersExhaustedError` when every draw collided. Call it inside the unit of
         work that creates the ticket, so no other writer can take the number between the check and the
         insert.
         """
@@ -200,5 +200,5 @@ _DEFAULT = RandomTicketNumbers()
 
 
 def generate_number() -> str:
-    """A candidate number from the default generator (8 characters of :data:`DEFAULT_ALPHABET`)."""
+    """A candidate number from the default generator (8 characters of `DEFAULT_ALPHABET`)."""
     return _DEFAULT()

@@ -1,34 +1,34 @@
 """The ingestion pipeline: parse -> decide -> thread -> store, exactly once.
 
-Sources (IMAP, POP3, local files) call :meth:`Pipeline.process_email`; the HTTP API calls
-:meth:`Pipeline.process_request`. Both return an :class:`Outcome`; a source acknowledges a mailbox item only
-when ``outcome.acknowledge`` is true.
+Sources (IMAP, POP3, local files) call `Pipeline.process_email()`; the HTTP API calls
+`Pipeline.process_request()`. Both return an `Outcome`; a source acknowledges a mailbox item only
+when `outcome.acknowledge` is true.
 
-Exactly once, spelled out (see ``docs/pipeline.md``). For each message the pipeline opens ONE unit of work
+Exactly once, spelled out (see `docs/pipeline.md`). For each message the pipeline opens ONE unit of work
 (transaction) in which it
 
-1. checks the ledger for the item's provenance key (``"<mailbox>/<kind>/<key>"``): a hit means the item was
+1. checks the ledger for the item's provenance key (`"<mailbox>/<kind>/<key>"`): a hit means the item was
    committed before and this is a redelivery (say, after a crash between commit and acknowledgement); the
-   outcome is ``duplicate`` with ``already_processed=True`` and the original ticket, and nothing is written;
+   outcome is `duplicate` with `already_processed=True` and the original ticket, and nothing is written;
 2. checks the ledger for the message's duplicate keys (scoped Message-ID, fingerprint; from
-   :func:`ticketmail.rules.duplicate_keys`): the same message arriving by another route is a ``duplicate``;
+   `ticketmail.rules.duplicate_keys()`): the same message arriving by another route is a `duplicate`;
 3. evaluates the rules (the unit of work serves their lookups, e.g. the per-sender rate limit);
-4. threads the message (:func:`ticketmail.threading.resolve_thread`, lookups again through the unit);
+4. threads the message (`ticketmail.threading.resolve_thread()`, lookups again through the unit);
 5. creates the ticket or appends the entry (the backend stores attachments content-addressed), records the
    message's id on the thread, writes ledger rows for the provenance key and every duplicate key, and one
    audit record;
 
 and commits. Only then do hooks run and may the caller acknowledge. Parsing and the duplicate keys are
 computed before the transaction (pure CPU work; holding the write lock during it would serialize workers for
-nothing). :meth:`Pipeline.process_batch` applies several messages in one unit of work (one commit, the
+nothing). `Pipeline.process_batch()` applies several messages in one unit of work (one commit, the
 dominant cost on SQLite) with the same per-message guarantees, redoing them one by one if any fails.
 
-Failure handling: a :class:`~ticketmail.errors.BackendError` propagates (storage is down: the caller must
+Failure handling: a `BackendError` propagates (storage is down: the caller must
 not acknowledge and retries later). Any other exception while processing one message rolls that unit back,
 then a separate unit quarantines the raw bytes with the reason and writes an audit record, and the outcome
-is ``failed`` (``acknowledge`` false: the source leaves the item). A message is quarantined at most once per
-provenance and content (the backend counts the attempts). Nothing but ``BackendError`` ever escapes (and
-``TypeMismatchError`` for arguments of the wrong type, a programming error).
+is `failed` (`acknowledge` false: the source leaves the item). A message is quarantined at most once per
+provenance and content (the backend counts the attempts). Nothing but `BackendError` ever escapes (and
+`TypeMismatchError` for arguments of the wrong type, a programming error).
 """
 
 from __future__ import annotations
@@ -100,7 +100,7 @@ NumberGenerator = TicketNumberGenerator
 
 _NUMBER_ATTEMPTS = 32
 _MAX_RECIPIENT_PARTICIPANTS = 50
-"""With ``recipients_as_participants``, at most this many recipients of one message join its ticket."""
+"""With `recipients_as_participants`, at most this many recipients of one message join its ticket."""
 _log = logging.getLogger("ticketmail.pipeline")
 
 
@@ -116,9 +116,9 @@ class Outcome:
     """What processing one message did.
 
     Attributes:
-        action: ``created`` a ticket, ``appended`` an entry, ``ignored`` by a filter/policy,
-            ``duplicate`` of a message already processed (including a redelivery after a crash),
-            ``rejected`` by a rule, or ``failed`` (quarantined with its raw bytes; nothing else changed).
+        action: `created` a ticket, `appended` an entry, `ignored` by a filter/policy,
+            `duplicate` of a message already processed (including a redelivery after a crash),
+            `rejected` by a rule, or `failed` (quarantined with its raw bytes; nothing else changed).
         ticket: The ticket number concerned, if any.
         entry_id: The thread entry created, if any.
         message_id: The message's (possibly generated) Message-ID.
@@ -127,7 +127,7 @@ class Outcome:
         autorespond: Whether the application may send an auto-response.
         already_processed: True when this exact mailbox item was processed before (a redelivery).
         provenance: Where the message came from.
-        error: The error behind a ``failed`` (or ``rejected``) outcome.
+        error: The error behind a `failed` (or `rejected`) outcome.
     """
 
     action: OutcomeAction
@@ -143,7 +143,7 @@ class Outcome:
 
     @property
     def acknowledge(self) -> bool:
-        """Whether the source may now delete/move/flag the item: every committed action but ``failed``."""
+        """Whether the source may now delete/move/flag the item: every committed action but `failed`."""
         return self.action != "failed"
 
     def to_dict(self) -> dict[str, Any]:
@@ -162,7 +162,7 @@ class Outcome:
 
 
 def ledger_key(provenance: Provenance) -> str:
-    """The ledger key of a mailbox item: ``"<mailbox>/<kind>/<key>"``."""
+    """The ledger key of a mailbox item: `"<mailbox>/<kind>/<key>"`."""
     return f"{provenance.mailbox}/{provenance.kind}/{provenance.key}"
 
 
@@ -240,29 +240,29 @@ class Pipeline:
 
     Args:
         backend: Where tickets are stored.
-        rules: The rule set (:func:`ticketmail.rules.load_rules`); ``None`` means the built-in defaults
+        rules: The rule set (`ticketmail.rules.load_rules()`); `None` means the built-in defaults
             (automatic-mail detection, loop protection, no filters).
         threading: Threading options (tag format, policies).
         clock: Returns the current time as an aware datetime. Inject one in tests; the default reads
             the system clock in UTC.
         hooks: Callables to run after each commit.
-        email_options: Options and limits for :func:`ticketmail.parsing.mime.parse_email`.
-        duplicate_scope: Default: the rules' ``settings.duplicate_scope``, else ``global``.
-            ``global`` (the same Message-ID is a duplicate whichever mailbox it arrives at) or
-            ``mailbox`` (only within one mailbox) or ``destination`` (per envelope recipient; see
-            :mod:`ticketmail.rules.duplicates`).
+        email_options: Options and limits for `ticketmail.parsing.mime.parse_email()`.
+        duplicate_scope: Default: the rules' `settings.duplicate_scope`, else `global`.
+            `global` (the same Message-ID is a duplicate whichever mailbox it arrives at) or
+            `mailbox` (only within one mailbox) or `destination` (per envelope recipient; see
+            `ticketmail.rules.duplicates`).
         number_generator: Returns candidate ticket numbers (e.g. a
-            :class:`~ticketmail.numbers.RandomTicketNumbers`); collisions are checked and retried.
-            Default: :func:`ticketmail.numbers.generate_number`.
-        token_keys: Keys for signed outbound Message-IDs (:mod:`ticketmail.tokens`; the first one signs,
+            `RandomTicketNumbers`); collisions are checked and retried.
+            Default: `ticketmail.numbers.generate_number()`.
+        token_keys: Keys for signed outbound Message-IDs (`ticketmail.tokens`; the first one signs,
             all of them verify, so a secret can be rotated). Without keys the token route of threading and
-            the own-message loop check are off, and :meth:`outbound_message_id` refuses.
+            the own-message loop check are off, and `outbound_message_id()` refuses.
         context: The default mailbox context when a call passes none.
-        parser: Replaces the email parser (bytes -> :class:`~ticketmail.model.InboundEmail`).
+        parser: Replaces the email parser (bytes -> `InboundEmail`).
         logger: Where failures and hook errors are logged.
-        attachments: The attachment policy (:class:`~ticketmail.attachments.AttachmentPolicy`) applied to
+        attachments: The attachment policy (`AttachmentPolicy`) applied to
             mail and API requests alike: a refused file is dropped with a note in the entry's text and an
-            ``attachment.*`` reason; the ticket is still created. ``None`` (default) keeps every file.
+            `attachment.*` reason; the ticket is still created. `None` (default) keeps every file.
     """
 
     def __init__(
@@ -313,10 +313,10 @@ class Pipeline:
         return self._backend
 
     def process_email(self, raw: bytes, *, provenance: Provenance, context: MailboxContext | None = None) -> Outcome:
-        """Process one raw message; never raises for a bad message, only :class:`BackendError`.
+        """Process one raw message; never raises for a bad message, only `BackendError`.
 
-        Raises :class:`~ticketmail.errors.TypeMismatchError` when ``raw`` is not bytes or ``provenance`` not
-        a :class:`~ticketmail.model.Provenance` (a programming error, not a bad message).
+        Raises `TypeMismatchError` when `raw` is not bytes or `provenance` not
+        a `Provenance` (a programming error, not a bad message).
         """
         ctx = context or self._context
         prepared = self._prepare(raw, provenance, ctx)
@@ -330,13 +330,13 @@ class Pipeline:
         """Process several raw messages in ONE unit of work (group commit); outcomes in input order.
 
         Every message still has all of its effects or none, and the caller acknowledges the items only after
-        this returns, exactly as with :meth:`process_email`; what changes is that one commit covers the whole
+        this returns, exactly as with `process_email()`; what changes is that one commit covers the whole
         batch, which is several times faster on SQLite, where the commit dominates. Messages see the effects
         of earlier ones in the batch (a reply threads onto a ticket opened just before it).
 
         A message that cannot be parsed is quarantined on its own before the batch. If any message fails
         while the batch is being applied, the whole unit is rolled back and every message of the batch is
-        processed again on its own, so one bad message never costs the others. :class:`BackendError`
+        processed again on its own, so one bad message never costs the others. `BackendError`
         propagates (nothing of the unit committed; acknowledge nothing).
         """
         ctx = context or self._context
@@ -446,8 +446,8 @@ class Pipeline:
     ) -> Outcome:
         """Process one API ticket request.
 
-        With an ``idempotency_key``, a retried request (same key, same context name) returns the first
-        outcome as ``duplicate`` with ``already_processed`` instead of opening a second ticket.
+        With an `idempotency_key`, a retried request (same key, same context name) returns the first
+        outcome as `duplicate` with `already_processed` instead of opening a second ticket.
         """
         ctx = context or self._context
         provenance = Provenance(ctx.name, "api", idempotency_key) if idempotency_key else None
@@ -468,11 +468,11 @@ class Pipeline:
     def quarantine(
         self, raw: bytes, *, provenance: Provenance, error: TicketmailError, message_id: str | None = None
     ) -> Outcome:
-        """Keep ``raw`` in the backend's quarantine with ``error`` as the reason; return a ``failed`` outcome.
+        """Keep `raw` in the backend's quarantine with `error` as the reason; return a `failed` outcome.
 
         For callers that found an item unprocessable before it reached the pipeline (an API payload that
         does not parse, a message a source could not fetch whole). Like every failure it is audited and
-        fires the ``message_failed`` hook; an item already committed is reported as ``duplicate`` instead.
+        fires the `message_failed` hook; an item already committed is reported as `duplicate` instead.
         """
         return self._fail(bytes(raw), provenance, ledger_key(provenance), error, message_id)
 
@@ -531,7 +531,7 @@ class Pipeline:
     def is_processed(self, provenance: Provenance) -> bool:
         """Whether this mailbox item was already committed (a source may then just acknowledge it).
 
-        Uses the backend's own ``is_processed`` when it has one (SQLite reads the ledger without taking the
+        Uses the backend's own `is_processed` when it has one (SQLite reads the ledger without taking the
         write lock, so concurrent pollers do not serialize on this check); otherwise a short unit of work.
         """
         key = ledger_key(provenance)
@@ -542,18 +542,18 @@ class Pipeline:
             return uow.processed(key) is not None
 
     def verify_token(self, message_id: str) -> str | None:
-        """The ticket number a signed Message-ID of ours was made for, or ``None``."""
+        """The ticket number a signed Message-ID of ours was made for, or `None`."""
         if not self._token_keys:
             return None
         info = tokens.verify_message_id(message_id, self._token_keys)
         return None if info is None else info.ticket
 
     def outbound_message_id(self, ticket: str, entry: int, *, domain: str) -> str:
-        """A signed Message-ID (with angle brackets) for a mail the application sends about ``entry``.
+        """A signed Message-ID (with angle brackets) for a mail the application sends about `entry`.
 
-        The id is recorded on the ticket's thread (``outbound``) in its own unit of work, so replies thread
-        by ``References`` even without the keys. Raises :class:`~ticketmail.errors.ConfigError` when the
-        pipeline has no ``token_keys``.
+        The id is recorded on the ticket's thread (`outbound`) in its own unit of work, so replies thread
+        by `References` even without the keys. Raises `ConfigError` when the
+        pipeline has no `token_keys`.
         """
         if not self._token_keys:
             raise ConfigError("outbound Message-IDs need token_keys on the pipeline", field="token_keys")
@@ -570,19 +570,19 @@ class Pipeline:
         domain: str,
         kind: Literal["auto-replied", "auto-generated"] | None = "auto-generated",
     ) -> dict[str, str]:
-        """The threading headers for a mail the application sends about ``entry`` of ``ticket``.
+        """The threading headers for a mail the application sends about `entry` of `ticket`.
 
-        ``Message-ID`` (signed and recorded, see :meth:`outbound_message_id`), ``In-Reply-To`` (the
-        entry's own Message-ID, when it has one) and ``References`` (the thread's message ids, oldest
-        first, the last ten: RFC 5322 section 3.6.4 lets a writer trim them). With ``kind``, also the
-        headers that stop auto-responders and loops (:func:`ticketmail.rules.outgoing_headers`):
-        ``auto-replied`` for an auto-response to the requester, ``auto-generated`` (default) for other
-        notifications; ``None`` for a reply written by staff. Put the subject tag
-        (:func:`ticketmail.threading.subject_tag`) in the subject yourself.
+        `Message-ID` (signed and recorded, see `outbound_message_id()`), `In-Reply-To` (the
+        entry's own Message-ID, when it has one) and `References` (the thread's message ids, oldest
+        first, the last ten: RFC 5322 section 3.6.4 lets a writer trim them). With `kind`, also the
+        headers that stop auto-responders and loops (`ticketmail.rules.outgoing_headers()`):
+        `auto-replied` for an auto-response to the requester, `auto-generated` (default) for other
+        notifications; `None` for a reply written by staff. Put the subject tag
+        (`ticketmail.threading.subject_tag()`) in the subject yourself.
 
-        Raises :class:`~ticketmail.errors.NotFoundError` for an unknown ticket or an entry that is not one
-        of its own (no Message-ID is signed or recorded then) and :class:`~ticketmail.errors.ConfigError`
-        without ``token_keys``.
+        Raises `NotFoundError` for an unknown ticket or an entry that is not one
+        of its own (no Message-ID is signed or recorded then) and `ConfigError`
+        without `token_keys`.
         """
         thread = self._backend.entries(ticket)
         if not thread and self._backend.get_ticket(ticket) is None:
@@ -688,7 +688,7 @@ class Pipeline:
     ) -> None:
         """Ledger rows and the audit record, the last writes of every committed message.
 
-        A ``rejected`` mail keeps its raw bytes in the quarantine (``raw``), in the same unit of work, so the
+        A `rejected` mail keeps its raw bytes in the quarantine (`raw`), in the same unit of work, so the
         source may acknowledge (even delete) it: nothing refused is lost, and the operator can review it.
         """
         if raw is not None and outcome.action == "rejected":
@@ -731,7 +731,7 @@ class Pipeline:
         return None
 
     def _verdict(self, decision: Decision, base: Outcome) -> Outcome | None:
-        """An ``ignored``/``rejected`` outcome when the rules say so, else ``None``."""
+        """An `ignored`/`rejected` outcome when the rules say so, else `None`."""
         reasons = base.reasons + decision.reasons
         if decision.action == "ignore":
             return attrs.evolve(base, action="ignored", reasons=reasons)
@@ -995,7 +995,7 @@ class Pipeline:
     def _fail(
         self, raw: bytes, provenance: Provenance, key: str, error: TicketmailError, message_id: str | None
     ) -> Outcome:
-        """Quarantine ``raw`` in its own unit of work and report ``failed``."""
+        """Quarantine `raw` in its own unit of work and report `failed`."""
         now = self._now()
         reasons = (Reason(f"failed.{error.code}", error.message),)
         outcome = Outcome("failed", message_id=message_id, reasons=reasons, provenance=provenance, error=error)
@@ -1090,10 +1090,10 @@ def _unexpected(exc: BaseException, stage: str) -> ProcessingError:
 
 
 def unexpected_error(exc: BaseException, stage: str = "processing") -> ProcessingError:
-    """A :class:`ProcessingError` (code ``processing_failed``) for an exception that is not a ticketmail error.
+    """A `ProcessingError` (code `processing_failed`) for an exception that is not a ticketmail error.
 
-    For callers that parse input themselves (``ticketmail ingest`` parsing a payload file) and then keep it
-    with :meth:`Pipeline.quarantine`. The message names the exception type only, never its text (which may
-    quote the input); the exception is chained as ``__cause__`` for the log.
+    For callers that parse input themselves (`ticketmail ingest` parsing a payload file) and then keep it
+    with `Pipeline.quarantine()`. The message names the exception type only, never its text (which may
+    quote the input); the exception is chained as `__cause__` for the log.
     """
     return _unexpected(exc, stage)

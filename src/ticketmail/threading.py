@@ -1,51 +1,51 @@
 """Reply threading: which existing ticket, if any, an inbound message belongs to.
 
-Pure: given a parsed :class:`~ticketmail.model.InboundEmail` and read-only lookups (the pipeline passes its
-unit of work), :func:`resolve_thread` answers with a :class:`ThreadDecision`. It never writes; the pipeline
+Pure: given a parsed `InboundEmail` and read-only lookups (the pipeline passes its
+unit of work), `resolve_thread()` answers with a `ThreadDecision`. It never writes; the pipeline
 applies the decision inside the same transaction that made the lookups, so the answer cannot go stale.
 
 Routes, tried in this order (the first one that names an existing ticket wins):
 
-1. ``token``: a signed Message-ID of ours (see :mod:`ticketmail.tokens`) in ``In-Reply-To`` or
-   ``References``. RFC 5322 section 3.6.4 says a reply's ``In-Reply-To`` holds the parent's ``Message-ID``
-   and ``References`` the parent's references plus the parent, so a reply to a notification we sent carries
+1. `token`: a signed Message-ID of ours (see `ticketmail.tokens`) in `In-Reply-To` or
+   `References`. RFC 5322 section 3.6.4 says a reply's `In-Reply-To` holds the parent's `Message-ID`
+   and `References` the parent's references plus the parent, so a reply to a notification we sent carries
    our token even when the subject was edited. The HMAC makes the token unforgeable, so this is the most
    trustworthy route.
-2. ``references``: the same headers naming any message id recorded on a ticket's thread (inbound or
-   outbound), ``In-Reply-To`` first, then ``References`` newest first, at most ``max_references`` ids (a
+2. `references`: the same headers naming any message id recorded on a ticket's thread (inbound or
+   outbound), `In-Reply-To` first, then `References` newest first, at most `max_references` ids (a
    hostile message may carry thousands; each one is a lookup).
-3. ``subject``: the ticket tag in the subject (default format ``[#{number}]``). The tag may sit anywhere,
-   so ``Re:``/``AW:``/``Fwd:``/``SV:``/``RE[2]:`` prefixes never matter, and blanks inside the tag are
-   tolerated (``[ #ABC123 ]``).
-4. ``plus_address``: a recipient (``To``, ``Cc`` or an envelope recipient) of the form
-   ``support+ABC123@example.com`` (RFC 5233 subaddressing). When the mailbox context lists the desk's
+3. `subject`: the ticket tag in the subject (default format `[#{number}]`). The tag may sit anywhere,
+   so `Re:`/`AW:`/`Fwd:`/`SV:`/`RE[2]:` prefixes never matter, and blanks inside the tag are
+   tolerated (`[ #ABC123 ]`).
+4. `plus_address`: a recipient (`To`, `Cc` or an envelope recipient) of the form
+   `support+ABC123@example.com` (RFC 5233 subaddressing). When the mailbox context lists the desk's
    addresses, only subaddresses of those count.
 
-Guessing is bounded: only the first ``subject_scan_chars`` characters of the subject are searched, and at
-most ``max_subject_tags`` distinct tags and ``max_plus_tokens`` plus tokens are looked up, whatever the
-message carries (:func:`thread_candidates`). The pipeline checks those numbers against the backend's
-read-only lookups *before* its write transaction (:func:`prefilter_candidates`), so a subject full of
+Guessing is bounded: only the first `subject_scan_chars` characters of the subject are searched, and at
+most `max_subject_tags` distinct tags and `max_plus_tokens` plus tokens are looked up, whatever the
+message carries (`thread_candidates()`). The pipeline checks those numbers against the backend's
+read-only lookups *before* its write transaction (`prefilter_candidates()`), so a subject full of
 guessed tags costs the write lock nothing.
 
 A ticket merged into another redirects to the survivor through the one merge-chain walker
-(:func:`ticketmail.backends.base.merge_chain`); a broken chain (cycle, dangling link, longer than
-:data:`~ticketmail.backends.base.MAX_MERGE_CHAIN` links) raises
-:class:`~ticketmail.backends.base.MergeChainError` instead of stopping on a ticket that is not the survivor.
+(`ticketmail.backends.base.merge_chain()`); a broken chain (cycle, dangling link, longer than
+`MAX_MERGE_CHAIN` links) raises
+`MergeChainError` instead of stopping on a ticket that is not the survivor.
 
 Then policies, each recorded as a reason:
 
-* Sender identity: the requester is ``From`` by default, the first ``Reply-To`` by option.
-* A match by a guessable route only (``subject`` or ``plus_address``: a tag or a number anyone can copy or
-  guess) from a sender who is neither the requester nor a participant (``untrusted_match``): ``new_ticket``
-  (default: the sender gets a ticket of their own and never joins the matched one), ``quarantine`` (the
-  raw message is kept in the quarantine for an operator, no ticket changes: :class:`UntrustedReplyError`),
-  ``reject``, or ``append`` (treat it like any other
-  match, so ``unknown_sender`` decides: the behaviour before this option existed). A reply that carries
-  one of our signed Message-IDs or a message id of the thread matches by ``token``/``references`` first and
+* Sender identity: the requester is `From` by default, the first `Reply-To` by option.
+* A match by a guessable route only (`subject` or `plus_address`: a tag or a number anyone can copy or
+  guess) from a sender who is neither the requester nor a participant (`untrusted_match`): `new_ticket`
+  (default: the sender gets a ticket of their own and never joins the matched one), `quarantine` (the
+  raw message is kept in the quarantine for an operator, no ticket changes: `UntrustedReplyError`),
+  `reject`, or `append` (treat it like any other
+  match, so `unknown_sender` decides: the behaviour before this option existed). A reply that carries
+  one of our signed Message-IDs or a message id of the thread matches by `token`/`references` first and
   is never affected. Automatic mail is exempt (it never adds a participant anyway).
-* Sender not on the matched ticket (neither requester nor participant): ``participant`` (append and add the
-  sender as a participant), ``new_ticket`` (open a new ticket instead) or ``reject``.
-* Matched ticket closed: ``reopen`` it, or ``new_linked`` (open a new ticket linked to the closed one).
+* Sender not on the matched ticket (neither requester nor participant): `participant` (append and add the
+  sender as a participant), `new_ticket` (open a new ticket instead) or `reject`.
+* Matched ticket closed: `reopen` it, or `new_linked` (open a new ticket linked to the closed one).
 * Automatic mail (auto-replies, out-of-office, bounces) never opens a ticket, never reopens a closed ticket
   and never adds a participant: it is appended to an open thread or ignored with a reason.
 """
@@ -90,11 +90,11 @@ ClosedTicketPolicy = Literal["reopen", "new_linked"]
 
 
 class UntrustedReplyError(PolicyRejectedError):
-    """A reply matched only by a guessable route from a stranger, kept for review (``untrusted_match``).
+    """A reply matched only by a guessable route from a stranger, kept for review (`untrusted_match`).
 
-    Raised by the pipeline for a ``quarantine`` decision: the unit of work is rolled back and the raw message
+    Raised by the pipeline for a `quarantine` decision: the unit of work is rolled back and the raw message
     goes to the quarantine with this code, like any failed message (not acknowledged, so a mailbox keeps its
-    copy). An operator retries it (with ``untrusted_match = "append"`` to let it join) or discards it.
+    copy). An operator retries it (with `untrusted_match = "append"` to let it join) or discards it.
     """
 
     code = "untrusted_reply"
@@ -139,29 +139,29 @@ class ThreadingOptions:
     """How replies find their ticket, and what happens when the match is awkward.
 
     Attributes:
-        subject_tag: The tag put in subjects of mail about a ticket; ``{number}`` marks the number.
+        subject_tag: The tag put in subjects of mail about a ticket; `{number}` marks the number.
         number_pattern: A regular expression a ticket number matches (used to find tags and plus tokens);
-            the default accepts 4-32 letters, digits, ``-`` and ``_``. ``RandomTicketNumbers.regex`` gives
+            the default accepts 4-32 letters, digits, `-` and `_`. `RandomTicketNumbers.regex` gives
             the exact pattern of a configured generator.
-        plus_addressing: Whether the ``support+NUMBER@`` route is used.
-        plus_separator: The subaddress separator (``+``; some servers use ``-``).
-        requester: Which header names the sender: ``from`` (default) or ``reply_to``.
-        unknown_sender: A reply from an address not on the ticket: ``participant``, ``new_ticket`` or
-            ``reject``.
-        closed_ticket: A reply to a closed ticket: ``reopen`` or ``new_linked``.
+        plus_addressing: Whether the `support+NUMBER@` route is used.
+        plus_separator: The subaddress separator (`+`; some servers use `-`).
+        requester: Which header names the sender: `from` (default) or `reply_to`.
+        unknown_sender: A reply from an address not on the ticket: `participant`, `new_ticket` or
+            `reject`.
+        closed_ticket: A reply to a closed ticket: `reopen` or `new_linked`.
         untrusted_match: A reply matched only by the subject tag or a plus address (guessable routes) from a
-            sender who is neither the requester nor a participant: ``new_ticket`` (default) opens a new
-            ticket for the sender, ``quarantine`` keeps the raw message in the quarantine for an operator
-            (:class:`UntrustedReplyError`, outcome ``failed``, not acknowledged) without changing a ticket,
-            ``reject`` refuses it, ``append`` treats it like any match (``unknown_sender`` then decides; the
+            sender who is neither the requester nor a participant: `new_ticket` (default) opens a new
+            ticket for the sender, `quarantine` keeps the raw message in the quarantine for an operator
+            (`UntrustedReplyError`, outcome `failed`, not acknowledged) without changing a ticket,
+            `reject` refuses it, `append` treats it like any match (`unknown_sender` then decides; the
             old behaviour). The reason is recorded either way.
-        max_references: At most this many ids of ``In-Reply-To``/``References`` are looked up (the
-            ``In-Reply-To`` ids, then the newest ``References``).
+        max_references: At most this many ids of `In-Reply-To`/`References` are looked up (the
+            `In-Reply-To` ids, then the newest `References`).
         max_subject_tags: At most this many distinct subject tags are looked up (the first ones).
         max_plus_tokens: At most this many distinct plus-address tokens are looked up (the first ones).
         subject_scan_chars: Only this many leading characters of the subject are searched for tags.
-        recipients_as_participants: Add the people in ``To``/``Cc`` of mail written by a person (not the
-            desk's own addresses, see ``MailboxContext.addresses`` and the rules' ``own_addresses``) as
+        recipients_as_participants: Add the people in `To`/`Cc` of mail written by a person (not the
+            desk's own addresses, see `MailboxContext.addresses` and the rules' `own_addresses`) as
             participants, as osTicket does with collaborators. Off by default: with the desk's addresses
             unknown, the desk itself could become a participant and receive its own notifications.
     """
@@ -223,10 +223,10 @@ _OPTION_TYPES: dict[str, type] = {
 
 
 def load_threading(data: Mapping[str, Any], *, source: str = "<dict>") -> ThreadingOptions:
-    """Threading options from plain data (e.g. the ``[threading]`` table of a TOML file).
+    """Threading options from plain data (e.g. the `[threading]` table of a TOML file).
 
     Every key is optional; an unknown key, a wrong type or a bad value raises
-    :class:`~ticketmail.errors.ConfigError` naming ``source`` and the key::
+    `ConfigError` naming `source` and the key::
 
         [threading]
         subject_tag = "[Ticket #{number}]"
@@ -253,22 +253,22 @@ def load_threading(data: Mapping[str, Any], *, source: str = "<dict>") -> Thread
 
 
 def _loose(literal: str) -> str:
-    """A regex for ``literal`` with optional blanks between its characters (``[#`` also matches ``[ #``)."""
+    """A regex for `literal` with optional blanks between its characters (`[#` also matches `[ #`)."""
     parts = [re.escape(ch) for ch in literal if not ch.isspace()]
     return r"\s*".join(parts)
 
 
 def subject_tag(number: str, options: ThreadingOptions | None = None) -> str:
-    """The tag to put in the subject of mail about ticket ``number`` (``[#ABC123]`` by default)."""
+    """The tag to put in the subject of mail about ticket `number` (`[#ABC123]` by default)."""
     return (options or ThreadingOptions()).subject_tag.replace("{number}", number)
 
 
 def find_subject_tags(
     subject: str, options: ThreadingOptions | None = None, *, limit: int | None = None
 ) -> tuple[str, ...]:
-    """Ticket numbers tagged in ``subject``, in order of appearance, without repeats.
+    """Ticket numbers tagged in `subject`, in order of appearance, without repeats.
 
-    Only the first ``options.subject_scan_chars`` characters are searched; with ``limit``, at most that many
+    Only the first `options.subject_scan_chars` characters are searched; with `limit`, at most that many
     numbers are returned (the search stops there).
     """
     opts = options or ThreadingOptions()
@@ -286,23 +286,23 @@ class ThreadLookups(Protocol):
     """What threading reads. A backend's unit of work satisfies it."""
 
     def ticket_by_number(self, number: str) -> Ticket | None:
-        """The ticket with this number, or ``None``."""
+        """The ticket with this number, or `None`."""
 
     def ticket_by_message_id(self, message_id: str) -> Ticket | None:
-        """The ticket whose thread holds this message id, or ``None``."""
+        """The ticket whose thread holds this message id, or `None`."""
 
 
 @attrs.frozen
 class ThreadCandidates:
-    """What a message offers threading, already capped (see :func:`thread_candidates`).
+    """What a message offers threading, already capped (see `thread_candidates()`).
 
     Attributes:
-        message_ids: ``In-Reply-To`` then ``References`` newest first, without repeats, at most
-            ``max_references``.
-        subject_numbers: Ticket numbers tagged in the subject (at most ``max_subject_tags``).
-        plus_tokens: Ticket numbers in plus addresses of the recipients (at most ``max_plus_tokens``).
+        message_ids: `In-Reply-To` then `References` newest first, without repeats, at most
+            `max_references`.
+        subject_numbers: Ticket numbers tagged in the subject (at most `max_subject_tags`).
+        plus_tokens: Ticket numbers in plus addresses of the recipients (at most `max_plus_tokens`).
         checked: True when the numbers were checked against the store already
-            (:func:`prefilter_candidates`): each one is then spelled as the existing ticket is.
+            (`prefilter_candidates()`): each one is then spelled as the existing ticket is.
     """
 
     message_ids: tuple[str, ...] = ()
@@ -314,10 +314,10 @@ class ThreadCandidates:
 def thread_candidates(
     message: InboundEmail, options: ThreadingOptions | None = None, own_addresses: Iterable[str] = ()
 ) -> ThreadCandidates:
-    """The ids, tags and plus tokens threading looks up for ``message``, capped per the options.
+    """The ids, tags and plus tokens threading looks up for `message`, capped per the options.
 
     Linear in the message and bounded in output, whatever the message carries: 45,000 tags in a subject
-    cost one scan of its first ``subject_scan_chars`` characters and yield ``max_subject_tags`` numbers.
+    cost one scan of its first `subject_scan_chars` characters and yield `max_subject_tags` numbers.
     """
     opts = options or ThreadingOptions()
     tokens = _plus_tokens(message, opts, own_addresses) if opts.plus_addressing else ()
@@ -331,7 +331,7 @@ def thread_candidates(
 def prefilter_candidates(candidates: ThreadCandidates, exists: Callable[[str], bool]) -> ThreadCandidates:
     """Keep the numbers naming an existing ticket (as spelled, or upper-cased), spelled as found.
 
-    ``exists`` should be a read-only lookup (the pipeline passes the backend's ``get_ticket``, which takes no
+    `exists` should be a read-only lookup (the pipeline passes the backend's `get_ticket`, which takes no
     write lock), so this runs before the write transaction. A ticket created between this check and the
     transaction is missed, which is harmless: nobody can have a tag of a ticket that did not exist yet.
     Message ids are not filtered (a reply may name a message recorded earlier in the same batch).
@@ -358,12 +358,12 @@ class ThreadDecision:
     """Where a message goes.
 
     Attributes:
-        action: ``new`` ticket, ``append`` to ``ticket``, ``reopen`` ``ticket`` then append, ``new_linked``
-            (a new ticket linked to the closed ``ticket``), ``ignore``, ``reject``, or ``quarantine`` (keep
-            the raw message for staff and change no ticket; see ``untrusted_match``).
-        ticket: The matched ticket after merge redirects (for ``new`` with no match: ``None``).
-        route: The route that matched, or ``None``.
-        requester: The sender identity (``From`` or ``Reply-To`` per the options); ``None`` when neither.
+        action: `new` ticket, `append` to `ticket`, `reopen` `ticket` then append, `new_linked`
+            (a new ticket linked to the closed `ticket`), `ignore`, `reject`, or `quarantine` (keep
+            the raw message for staff and change no ticket; see `untrusted_match`).
+        ticket: The matched ticket after merge redirects (for `new` with no match: `None`).
+        route: The route that matched, or `None`.
+        requester: The sender identity (`From` or `Reply-To` per the options); `None` when neither.
         add_participant: Whether the sender should be added to the ticket's participants.
         reasons: What was found and which policy applied, in order.
     """
@@ -377,7 +377,7 @@ class ThreadDecision:
 
 
 def _candidate_ids(message: InboundEmail, limit: int) -> tuple[str, ...]:
-    """In-Reply-To first, then References newest first; deduplicated; at most ``limit``."""
+    """In-Reply-To first, then References newest first; deduplicated; at most `limit`."""
     seen: dict[str, None] = {}
     if limit <= 0:
         return ()
@@ -394,7 +394,7 @@ _MERGE_REASONS = 16
 
 
 def _follow_merges(ticket: Ticket, lookups: ThreadLookups, reasons: list[Reason]) -> tuple[Ticket, ...]:
-    """The merge chain from ``ticket`` to its survivor (the one walker), with a reason per hop."""
+    """The merge chain from `ticket` to its survivor (the one walker), with a reason per hop."""
     chain = merge_chain(ticket, lookups.ticket_by_number)
     for before, after in itertools.islice(itertools.pairwise(chain), _MERGE_REASONS):
         reasons.append(
@@ -488,7 +488,7 @@ def _match(
 
 
 def requester_of(message: InboundEmail, options: ThreadingOptions | None = None) -> tuple[Address | None, Reason]:
-    """The sender identity per ``options.requester``, and a reason saying which header gave it."""
+    """The sender identity per `options.requester`, and a reason saying which header gave it."""
     opts = options or ThreadingOptions()
     if opts.requester == "reply_to" and message.reply_to:
         addr = message.reply_to[0]
@@ -513,7 +513,7 @@ def _untrusted(
     may_open_ticket: bool,
     reasons: list[Reason],
 ) -> ThreadDecision:
-    """A guessable match from a sender not on the ticket: never join it (see ``untrusted_match``)."""
+    """A guessable match from a sender not on the ticket: never join it (see `untrusted_match`)."""
     how = "the subject tag" if route == "subject" else "a plus address"
     what = f"matched ticket {ticket.number} only by {how}, and {requester.email} is not on it"
     if policy == "reject":
@@ -547,25 +547,25 @@ def resolve_thread(
     may_open_ticket: bool = True,
     candidates: ThreadCandidates | None = None,
 ) -> ThreadDecision:
-    """Decide where ``message`` goes.
+    """Decide where `message` goes.
 
     Args:
         message: The parsed message.
         lookups: Read access to tickets (a unit of work).
         options: Threading configuration.
-        verify_token: Maps a Message-ID to the ticket number it was signed for, or ``None`` when it is not
-            a valid token of ours (see :func:`ticketmail.tokens.verify_message_id`).
+        verify_token: Maps a Message-ID to the ticket number it was signed for, or `None` when it is not
+            a valid token of ours (see `ticketmail.tokens.verify_message_id()`).
         own_addresses: The desk's addresses at the mailbox (restricts the plus-address route).
         automatic: The message is machine-generated (auto-reply, out-of-office, bounce): it may be appended
             to an open ticket but changes nothing else.
         may_open_ticket: Whether a new ticket may be opened (the rules say no for automatic mail and for a
             sender over the rate limit); when not, an unthreaded message is ignored.
-        candidates: What to look up, computed (and pre-checked, see :func:`prefilter_candidates`) before the
-            transaction; by default :func:`thread_candidates` of ``message``.
+        candidates: What to look up, computed (and pre-checked, see `prefilter_candidates()`) before the
+            transaction; by default `thread_candidates()` of `message`.
 
     Raises:
         MergeChainError: the matched ticket's merge chain is broken (see
-            :func:`ticketmail.backends.base.merge_chain`).
+            `ticketmail.backends.base.merge_chain()`).
     """
     opts = options or ThreadingOptions()
     requester, identity = requester_of(message, opts)

@@ -1,27 +1,27 @@
 """Signed Message-IDs for the mail the application sends about a ticket.
 
-Why: a reply carries the Message-ID it answers in ``In-Reply-To`` and ``References`` (RFC 5322 section
+Why: a reply carries the Message-ID it answers in `In-Reply-To` and `References` (RFC 5322 section
 3.6.4), and mail clients keep those headers even when the person rewrites the subject. If the id we put on
 a notification *names* the ticket and entry and is *signed*, threading can trust it without a database
 lookup, nobody can forge one to append to someone else's ticket, and a message whose own Message-ID is one
 of our tokens is our own notification come back (a loop).
 
-Shape (all of it ``dot-atom-text``, so it is a valid RFC 5322 ``id-left``, and URL-safe)::
+Shape (all of it `dot-atom-text`, so it is a valid RFC 5322 `id-left`, and URL-safe)::
 
     <tm1.KEYID.TICKET.ENTRY.NONCE.MAC@domain>
 
-* ``tm1``: format version, so a later format can be told apart.
-* ``KEYID``: which secret signed it; verification accepts any configured key, so a secret is rotated by
+* `tm1`: format version, so a later format can be told apart.
+* `KEYID`: which secret signed it; verification accepts any configured key, so a secret is rotated by
   adding the new key first (it signs) and keeping the old one until mail sent with it stops coming back.
-* ``TICKET``: the ticket number as is when it is made of ``[A-Za-z0-9_-]``, else ``~`` + base64url.
-* ``ENTRY``: the entry id in base 36.
-* ``NONCE``: 48 random bits, because RFC 5322 wants every Message-ID unique and an application may send
+* `TICKET`: the ticket number as is when it is made of `[A-Za-z0-9_-]`, else `~` + base64url.
+* `ENTRY`: the entry id in base 36.
+* `NONCE`: 48 random bits, because RFC 5322 wants every Message-ID unique and an application may send
   several mails (alert, auto-reply, CC) for one entry.
-* ``MAC``: HMAC-SHA256 over all of the above, truncated to 120 bits, base64url (20 characters).
-  Compared with :func:`hmac.compare_digest` (constant time).
+* `MAC`: HMAC-SHA256 over all of the above, truncated to 120 bits, base64url (20 characters).
+  Compared with `hmac.compare_digest()` (constant time).
 
 The domain is not signed: it is the sender's to choose and may change with the sending host.
-Secrets never appear in ``repr``, logs or error messages.
+Secrets never appear in `repr`, logs or error messages.
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ __all__ = [
 ]
 
 MIN_SECRET_BYTES = 16
-"""The shortest secret accepted (128 bits); use :func:`secrets.token_bytes` (32) to make one."""
+"""The shortest secret accepted (128 bits); use `secrets.token_bytes()` (32) to make one."""
 
 _VERSION = "tm1"
 _MAC_BYTES = 15
@@ -100,9 +100,9 @@ Keys = SigningKey | bytes | Sequence[SigningKey | bytes]
 
 
 def signing_keys(keys: Keys) -> tuple[SigningKey, ...]:
-    """Normalize ``keys`` to a tuple of :class:`SigningKey` (raw secrets get derived ids).
+    """Normalize `keys` to a tuple of `SigningKey` (raw secrets get derived ids).
 
-    Raises :class:`~ticketmail.errors.ConfigError` for no keys or two keys with one id.
+    Raises `ConfigError` for no keys or two keys with one id.
     """
     items: Sequence[SigningKey | bytes] = [keys] if isinstance(keys, (SigningKey, bytes)) else keys
     result = tuple(k if isinstance(k, SigningKey) else SigningKey.from_secret(k) for k in items)
@@ -153,11 +153,11 @@ def _mac(key: SigningKey, key_id: str, ticket_field: str, entry_field: str, nonc
 def make_message_id(
     ticket: str | Ticket, entry: int | Entry, *, keys: Keys, domain: str, nonce: str | None = None
 ) -> str:
-    """A signed Message-ID (with angle brackets) for a mail about ``entry`` of ``ticket``.
+    """A signed Message-ID (with angle brackets) for a mail about `entry` of `ticket`.
 
-    ``keys[0]`` signs. ``domain`` is the right-hand side (your sending host). ``nonce`` is random unless
-    given (tests); it must be 1-32 characters of ``[A-Za-z0-9_-]``. Record the result with
-    ``uow.record_message_id(number, mid, "outbound")``.
+    `keys[0]` signs. `domain` is the right-hand side (your sending host). `nonce` is random unless
+    given (tests); it must be 1-32 characters of `[A-Za-z0-9_-]`. Record the result with
+    `uow.record_message_id(number, mid, "outbound")`.
     """
     number = ticket.number if isinstance(ticket, Ticket) else ticket
     entry_id = entry.id if isinstance(entry, Entry) else entry
@@ -179,10 +179,10 @@ def make_message_id(
 
 
 def entry_of(thread: Iterable[Entry], ticket: str, entry: int) -> Entry:
-    """The entry ``entry`` (a backend entry id) of ``ticket``'s ``thread``, for a mail about it.
+    """The entry `entry` (a backend entry id) of `ticket`'s `thread`, for a mail about it.
 
     Raises:
-        InvalidValueError: ``entry`` is not a non-negative integer.
+        InvalidValueError: `entry` is not a non-negative integer.
         NotFoundError: the thread has no such entry (it does not exist, or belongs to another ticket), so
             no Message-ID is signed for it.
     """
@@ -195,10 +195,10 @@ def entry_of(thread: Iterable[Entry], ticket: str, entry: int) -> Entry:
 
 
 def verify_message_id(message_id: str, keys: Keys) -> TokenInfo | None:
-    """What a Message-ID of ours says, or ``None`` when it is not one (or not validly signed).
+    """What a Message-ID of ours says, or `None` when it is not one (or not validly signed).
 
     Accepts the id with or without angle brackets. Never raises for any input string; a malformed,
-    foreign, tampered or unknown-key id gives ``None``. ``keys`` may be passed by keyword.
+    foreign, tampered or unknown-key id gives `None`. `keys` may be passed by keyword.
     """
     candidate: object = message_id
     if not isinstance(candidate, str):
@@ -227,7 +227,7 @@ def verify_message_id(message_id: str, keys: Keys) -> TokenInfo | None:
 
 
 def find_token(message_ids: Iterable[str], keys: Keys) -> TokenInfo | None:
-    """The first id in ``message_ids`` that is a valid token of ours (pass them newest first)."""
+    """The first id in `message_ids` that is a valid token of ours (pass them newest first)."""
     normalized = signing_keys(keys)
     for message_id in message_ids:
         info = verify_message_id(message_id, normalized)

@@ -1,9 +1,9 @@
 """osTicket's HTTP ticket API: a framework-free handler, API keys, WSGI/ASGI adapters and a small server.
 
-* :mod:`ticketmail.api.handler`: :class:`ApiHandler`, :class:`Request`, :class:`Response`.
-* :mod:`ticketmail.api.keys`: API keys bound to client networks, with permissions, stored hashed.
-* :mod:`ticketmail.api.wsgi` / :mod:`ticketmail.api.asgi`: adapters to mount in any web framework.
-* :mod:`ticketmail.api.server`: ``ticketmail serve``'s threaded stdlib server.
+* `ticketmail.api.handler`: `ApiHandler`, `Request`, `Response`.
+* `ticketmail.api.keys`: API keys bound to client networks, with permissions, stored hashed.
+* `ticketmail.api.wsgi` / `ticketmail.api.asgi`: adapters to mount in any web framework.
+* `ticketmail.api.server`: `ticketmail serve`'s threaded stdlib server.
 """
 
 from __future__ import annotations

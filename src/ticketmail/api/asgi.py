@@ -1,14 +1,14 @@
-"""An ASGI 3 application around :class:`~ticketmail.api.handler.ApiHandler`. No framework.
+"""An ASGI 3 application around `ApiHandler`. No framework.
 
 The handler is synchronous (it talks to SQLite), so it runs in a worker thread
-(:func:`asyncio.to_thread`) and never blocks the event loop. The body is not collected up front: the
-handler gets a reader whose ``read(n)`` pulls ``http.request`` events from the loop on demand
-(:func:`asyncio.run_coroutine_threadsafe`). So the handler's order of checks holds under ASGI exactly as under
-WSGI: route, method, API key and a declared ``content-length`` are checked before a single body byte is
+(`asyncio.to_thread()`) and never blocks the event loop. The body is not collected up front: the
+handler gets a reader whose `read(n)` pulls `http.request` events from the loop on demand
+(`asyncio.run_coroutine_threadsafe()`). So the handler's order of checks holds under ASGI exactly as under
+WSGI: route, method, API key and a declared `content-length` are checked before a single body byte is
 received, and an undeclared (chunked) body is pulled only up to one byte past the limit.
 
-Routing uses ``path`` minus ``root_path``, so the same app works mounted under a prefix (Starlette's
-``Mount``, FastAPI's ``app.mount``). ``lifespan`` events are acknowledged, so servers such as uvicorn start
+Routing uses `path` minus `root_path`, so the same app works mounted under a prefix (Starlette's
+`Mount`, FastAPI's `app.mount`). `lifespan` events are acknowledged, so servers such as uvicorn start
 cleanly with the app alone. A client that disconnects mid-body gets nothing sent.
 """
 
@@ -34,7 +34,7 @@ class ClientDisconnected(OSError):
 
 
 class _BodyReader:
-    """``read(n)`` for the worker thread, pulling ``http.request`` events from the event loop."""
+    """`read(n)` for the worker thread, pulling `http.request` events from the event loop."""
 
     def __init__(self, receive: Receive, loop: asyncio.AbstractEventLoop) -> None:
         self._receive = receive
@@ -61,7 +61,7 @@ class _BodyReader:
 
 
 def make_asgi_app(handler: Callable[[Request], Response]) -> ASGIApp:
-    """An ASGI 3 application calling ``handler`` (usually an :class:`~ticketmail.api.handler.ApiHandler`)."""
+    """An ASGI 3 application calling `handler` (usually an `ApiHandler`)."""
 
     async def lifespan(receive: Receive, send: Send) -> None:
         while True:

@@ -1,29 +1,29 @@
-"""osTicket's HTTP ticket API as a pure function from :class:`Request` to :class:`Response`.
+"""osTicket's HTTP ticket API as a pure function from `Request` to `Response`.
 
 No web framework and no socket here (the h11 idea): the WSGI and ASGI adapters and the small server
-translate to and from these values, and any application can call :class:`ApiHandler` from its own views.
+translate to and from these values, and any application can call `ApiHandler` from its own views.
 
-The contract, as osTicket documents it (``setup/doc/api/tickets.md``):
+The contract, as osTicket documents it (`setup/doc/api/tickets.md`):
 
-* ``POST /api/tickets.json`` and ``POST /api/tickets.xml`` create a ticket from a JSON or XML payload;
-  ``POST /api/tickets.email`` takes one raw RFC 5322 message. The key goes in ``X-API-Key``.
-* Success is ``201 Created`` with the external ticket number as the whole body.
+* `POST /api/tickets.json` and `POST /api/tickets.xml` create a ticket from a JSON or XML payload;
+  `POST /api/tickets.email` takes one raw RFC 5322 message. The key goes in `X-API-Key`.
+* Success is `201 Created` with the external ticket number as the whole body.
 * Failure is "an appropriate HTTP status with the content being the error description". The body is plain
-  text, as in osTicket; a client that prefers ``application/json`` (``Accept``) gets
-  ``{"error": {"code", "status", "message", "field"}}`` instead.
+  text, as in osTicket; a client that prefers `application/json` (`Accept`) gets
+  `{"error": {"code", "status", "message", "field"}}` instead.
 
 Order of checks, each cheaper than the next, so an anonymous client cannot make us read a body:
-route (404) -> method (405 with ``Allow``, RFC 9110 section 15.5.6) -> key and address (401) ->
-permission (403) -> declared ``Content-Length`` (413 before reading anything, RFC 9110 section 15.5.14) ->
-``Content-Type`` (415) -> bounded read (413) -> parse (400/413/415/422) -> pipeline.
+route (404) -> method (405 with `Allow`, RFC 9110 section 15.5.6) -> key and address (401) ->
+permission (403) -> declared `Content-Length` (413 before reading anything, RFC 9110 section 15.5.14) ->
+`Content-Type` (415) -> bounded read (413) -> parse (400/413/415/422) -> pipeline.
 
-Retries are safe: a raw email is processed under provenance ``api``/``sha256(body)``, so posting the same
+Retries are safe: a raw email is processed under provenance `api`/`sha256(body)`, so posting the same
 bytes again finds the ledger entry and answers with the same ticket number; JSON and XML requests may carry
-an ``Idempotency-Key`` header (scoped to the API key) for the same effect.
+an `Idempotency-Key` header (scoped to the API key) for the same effect.
 
 No client input produces a 500: every failure of the caller's bytes is a
-:class:`~ticketmail.errors.TicketmailError` with a 4xx status, and an unexpected exception inside a parser
-is logged as a bug and answered with 400. Storage failures answer 503 with ``Retry-After``.
+`TicketmailError` with a 4xx status, and an unexpected exception inside a parser
+is logged as a bug and answered with 400. Storage failures answer 503 with `Retry-After`.
 """
 
 from __future__ import annotations
@@ -99,7 +99,7 @@ _IDEMPOTENCY_RE = re.compile(r"^[\x21-\x7e]{1,200}$")
 
 
 class MethodNotAllowedError(TicketmailError):
-    """The route exists but does not take this method (HTTP 405); ``allow`` is the ``Allow`` header value."""
+    """The route exists but does not take this method (HTTP 405); `allow` is the `Allow` header value."""
 
     code = "method_not_allowed"
     allow = "POST"
@@ -114,22 +114,22 @@ class LengthRequiredError(InputError):
 
 
 class IncompleteBodyError(InputError):
-    """The body ended before the declared ``Content-Length`` or could not be read."""
+    """The body ended before the declared `Content-Length` or could not be read."""
 
     code = "incomplete_body"
 
 
 @runtime_checkable
 class BodyReader(Protocol):
-    """A file-like request body: ``read(n)`` returns at most ``n`` bytes, ``b""`` at the end."""
+    """A file-like request body: `read(n)` returns at most `n` bytes, `b""` at the end."""
 
     def read(self, size: int, /) -> bytes:
-        """Read at most ``size`` bytes."""
+        """Read at most `size` bytes."""
 
 
 @runtime_checkable
 class TicketPipeline(Protocol):
-    """What the handler needs of :class:`ticketmail.pipeline.Pipeline`."""
+    """What the handler needs of `ticketmail.pipeline.Pipeline`."""
 
     def process_request(
         self, request: TicketRequest, *, context: MailboxContext | None = None, idempotency_key: str | None = None
@@ -164,7 +164,7 @@ class Request:
     remote_addr: str = ""
 
     def header(self, name: str) -> str | None:
-        """The first value of header ``name`` (case-insensitive), or ``None``."""
+        """The first value of header `name` (case-insensitive), or `None`."""
         wanted = name.lower()
         for key, value in self.headers:
             if key == wanted:
@@ -182,16 +182,16 @@ class Response:
 
     @property
     def reason(self) -> str:
-        """The reason phrase for ``status``."""
+        """The reason phrase for `status`."""
         return _REASONS.get(self.status, "Unknown")
 
     @property
     def status_line(self) -> str:
-        """``"201 Created"``, as WSGI's ``start_response`` wants it."""
+        """`"201 Created"`, as WSGI's `start_response` wants it."""
         return f"{self.status} {self.reason}"
 
     def header(self, name: str) -> str | None:
-        """The first value of header ``name`` (case-insensitive), or ``None``."""
+        """The first value of header `name` (case-insensitive), or `None`."""
         wanted = name.lower()
         return next((v for k, v in self.headers if k.lower() == wanted), None)
 
@@ -206,7 +206,7 @@ def _media_type(value: str | None) -> str:
 
 
 def _wants_json(accept: str | None) -> bool:
-    """Whether ``Accept`` prefers JSON over plain text (RFC 9110 section 12.5.1, q-values honoured)."""
+    """Whether `Accept` prefers JSON over plain text (RFC 9110 section 12.5.1, q-values honoured)."""
     if not accept:
         return False
     best_json = best_text = 0.0
@@ -229,7 +229,7 @@ def _wants_json(accept: str | None) -> bool:
 
 
 def _default_parser(options: Mapping[str, Any]) -> Callable[[bytes, PayloadFormat], TicketRequest]:
-    """``ticketmail.parsing``'s JSON and XML parsers, with ``options`` (form, limits, ...) passed on."""
+    """`ticketmail.parsing`'s JSON and XML parsers, with `options` (form, limits, ...) passed on."""
 
     def parse(body: bytes, fmt: PayloadFormat) -> TicketRequest:
         try:
@@ -254,21 +254,21 @@ _ROUTE_PERMISSION: dict[_Route, Permission] = {
 
 
 class ApiHandler:
-    """osTicket's ticket API over a :class:`ticketmail.pipeline.Pipeline`, with API keys.
+    """osTicket's ticket API over a `ticketmail.pipeline.Pipeline`, with API keys.
 
     Args:
         pipeline: Processes the parsed requests and raw emails.
         keys: Where API keys are looked up.
-        cron: Runs one fetch cycle for ``POST /api/tasks/cron`` (e.g. ``poller.poll_once``); without it
+        cron: Runs one fetch cycle for `POST /api/tasks/cron` (e.g. `poller.poll_once`); without it
             that route answers 404.
         max_body: Request body limit in bytes, enforced before the body is read.
-        context: The :class:`~ticketmail.model.MailboxContext` API messages are processed in (its name is
-            the provenance mailbox of raw emails; default ``"api"``).
-        prefix: Where the routes live, relative to the mount point (default ``"/api"``).
-        parse: ``parse(body, "json" | "xml") -> TicketRequest``; default :mod:`ticketmail.parsing`'s
-            ``parse_json``/``parse_xml``.
-        parse_options: Keyword options for the default parsers (``form``, ``limits``,
-            ``ignore_unknown_fields``, ...).
+        context: The `MailboxContext` API messages are processed in (its name is
+            the provenance mailbox of raw emails; default `"api"`).
+        prefix: Where the routes live, relative to the mount point (default `"/api"`).
+        parse: `parse(body, "json" | "xml") -> TicketRequest`; default `ticketmail.parsing`'s
+            `parse_json`/`parse_xml`.
+        parse_options: Keyword options for the default parsers (`form`, `limits`,
+            `ignore_unknown_fields`, ...).
         logger: Where parser bugs and server errors are logged.
     """
 
@@ -432,11 +432,11 @@ class ApiHandler:
         return self._outcome_response(outcome)
 
     def _cron(self) -> Response:
-        """Run one fetch cycle: 200 ``Completed``, or 502 ``source_error`` when any mailbox failed.
+        """Run one fetch cycle: 200 `Completed`, or 502 `source_error` when any mailbox failed.
 
-        A failure must be visible to the caller (``curl -f``, ``wget`` exit status, a monitoring probe), so
+        A failure must be visible to the caller (`curl -f`, `wget` exit status, a monitoring probe), so
         it is an error status, naming the failed mailboxes; the details (stage, server reply) are in the
-        health state (``ticketmail status``) and the log, not in the response.
+        health state (`ticketmail status`) and the log, not in the response.
         """
         assert self.cron is not None  # noqa: S101 - checked by the router
         result = self.cron()
@@ -470,7 +470,7 @@ class ApiHandler:
 
     @staticmethod
     def error_response(error: TicketmailError, *, json_body: bool = False) -> Response:
-        """The response for ``error``: its status, plain text or ``{"error": {...}}`` JSON."""
+        """The response for `error`: its status, plain text or `{"error": {...}}` JSON."""
         status = error.status if error.status in _REASONS else (400 if 400 <= error.status < 500 else 500)
         extra: list[tuple[str, str]] = [("X-Ticketmail-Error", error.code)]
         if isinstance(error, MethodNotAllowedError):

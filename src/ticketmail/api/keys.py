@@ -3,23 +3,23 @@
 Why this shape:
 
 * osTicket binds every key to the client's IP address, so a leaked key is useless from elsewhere. We
-  keep that and allow several addresses or CIDR networks per key (``10.0.0.0/24``, ``2001:db8::/48``).
-* A key is a high-entropy random secret (256 bits from :mod:`secrets`), so storing ``sha256(key)`` is
+  keep that and allow several addresses or CIDR networks per key (`10.0.0.0/24`, `2001:db8::/48`).
+* A key is a high-entropy random secret (256 bits from `secrets`), so storing `sha256(key)` is
   enough: a slow password hash protects low-entropy secrets against guessing, and a 256-bit secret cannot
   be guessed. Only the digest and a short public id (the key's prefix, used to find the row) are stored;
   the key itself is shown once, when issued.
-* Digests are compared with :func:`hmac.compare_digest`, and an unknown id costs the same work as a known
+* Digests are compared with `hmac.compare_digest()`, and an unknown id costs the same work as a known
   id with a wrong secret: one store lookup, one hash, one comparison, one address check (against a dummy
   record when there is no row), and the SQLite store decodes a dummy row when it finds none. Timing tells
   an attacker nothing about which ids exist.
-* The secret is never part of a value that is printed or serialized by accident: :class:`IssuedKey` is not
-  an attrs class (``attrs.asdict`` refuses it) and its ``repr`` masks the secret; :class:`ApiKey` holds only
-  the digest, left out of its ``repr`` and ``to_dict``.
+* The secret is never part of a value that is printed or serialized by accident: `IssuedKey` is not
+  an attrs class (`attrs.asdict` refuses it) and its `repr` masks the secret; `ApiKey` holds only
+  the digest, left out of its `repr` and `to_dict`.
 * Every authentication failure (unknown key, inactive key, wrong remote address, malformed header)
-  raises the same :class:`ApiKeyError` with osTicket's message, ``Unknown remote host or invalid API
+  raises the same `ApiKeyError` with osTicket's message, ``Unknown remote host or invalid API
   key``: which part was wrong is not disclosed.
 
-Key format: ``tm_<id>_<secret>``, where ``<id>`` is 12 lowercase hex characters and ``<secret>`` 43
+Key format: `tm_<id>_<secret>`, where `<id>` is 12 lowercase hex characters and `<secret>` 43
 URL-safe base64 characters.
 """
 
@@ -78,7 +78,7 @@ _DUMMY_DIGEST = hashlib.sha256(b"ticketmail: no such key").hexdigest()
 class ApiKeyError(AuthError):
     """The API key is unknown, inactive or malformed, or the remote address is not allowed for it.
 
-    The message is always osTicket's ``Unknown remote host or invalid API key``: nothing more is leaked.
+    The message is always osTicket's `Unknown remote host or invalid API key`: nothing more is leaked.
     """
 
     code = "invalid_api_key"
@@ -106,10 +106,10 @@ def hash_key(key: str) -> str:
 
 
 def parse_network(value: str) -> Network:
-    """Parse an address (``127.0.0.1``, ``::1``) or CIDR network (``10.0.0.0/8``).
+    """Parse an address (`127.0.0.1`, `::1`) or CIDR network (`10.0.0.0/8`).
 
     Raises:
-        InvalidValueError: naming the value; a network with host bits set (``10.0.0.5/8``) is refused
+        InvalidValueError: naming the value; a network with host bits set (`10.0.0.5/8`) is refused
             rather than silently widened, since that is almost always a typo.
     """
     text = value.strip()
@@ -164,7 +164,7 @@ class ApiKey:
 
     Attributes:
         key_id: The public id (the key's prefix), used to find the row and to revoke the key.
-        digest: Hex SHA-256 of the full key. Left out of ``repr``.
+        digest: Hex SHA-256 of the full key. Left out of `repr`.
         networks: Client addresses/networks the key may be used from.
         permissions: What the key may do.
         active: Inactive (revoked) keys authenticate nothing.
@@ -181,7 +181,7 @@ class ApiKey:
     created: _dt.datetime = attrs.field(factory=_utc_now)
 
     def allows_address(self, remote_addr: str) -> bool:
-        """Whether ``remote_addr`` (text form, as a server reports it) is inside one of the key's networks."""
+        """Whether `remote_addr` (text form, as a server reports it) is inside one of the key's networks."""
         address = _remote_address(remote_addr)
         if address is None:
             return False
@@ -202,8 +202,8 @@ class ApiKey:
 class IssuedKey:
     """A freshly issued key: the stored record and the secret, which is shown this once and never again.
 
-    Deliberately not an attrs class, so ``attrs.asdict`` (or a JSON encoder walking attrs values) cannot put
-    the secret into logs or responses; ``repr`` shows the key id only. Read ``secret`` explicitly.
+    Deliberately not an attrs class, so `attrs.asdict` (or a JSON encoder walking attrs values) cannot put
+    the secret into logs or responses; `repr` shows the key id only. Read `secret` explicitly.
     """
 
     __slots__ = ("_key", "_secret")
@@ -242,13 +242,13 @@ class ApiKeyStore(Protocol):
         """Store a new key record (its id must be new)."""
 
     def get(self, key_id: str) -> ApiKey | None:
-        """The key with this id, or ``None``."""
+        """The key with this id, or `None`."""
 
     def list(self) -> Sequence[ApiKey]:
         """Every key, oldest first."""
 
     def revoke(self, key_id: str) -> ApiKey:
-        """Deactivate a key (the row is kept for the record); raises :class:`UnknownKeyError`."""
+        """Deactivate a key (the row is kept for the record); raises `UnknownKeyError`."""
 
 
 def issue_key(
@@ -312,7 +312,7 @@ _DUMMY_KEY = ApiKey(
 
 
 def require(key: ApiKey, permission: Permission) -> None:
-    """Raise :class:`PermissionDeniedError` (403) unless ``key`` has ``permission``."""
+    """Raise `PermissionDeniedError` (403) unless `key` has `permission`."""
     if permission not in key.permissions:
         raise PermissionDeniedError(f"this API key is not allowed to {permission.replace('_', ' ')}")
 
@@ -332,7 +332,7 @@ class InMemoryKeyStore:
             self._keys[key.key_id] = key
 
     def get(self, key_id: str) -> ApiKey | None:
-        """The key with this id, or ``None``."""
+        """The key with this id, or `None`."""
         with self._lock:
             return self._keys.get(key_id)
 
@@ -377,10 +377,10 @@ _DUMMY_ROW = (
 
 
 class SQLiteKeyStore:
-    """Keys in their own table (``ticketmail_api_keys``) of a SQLite file, usually the tickets database.
+    """Keys in their own table (`ticketmail_api_keys`) of a SQLite file, usually the tickets database.
 
     The store keeps its own connection (guarded by a lock, so one store serves a threading server) and
-    creates the table if it is missing. ``sqlite3`` errors surface as :class:`BackendError`.
+    creates the table if it is missing. `sqlite3` errors surface as `BackendError`.
     """
 
     def __init__(self, path: str | Path, *, timeout: float = 10.0) -> None:
@@ -434,7 +434,7 @@ class SQLiteKeyStore:
         )
 
     def get(self, key_id: str) -> ApiKey | None:
-        """The key with this id, or ``None``."""
+        """The key with this id, or `None`."""
         rows = self._run(
             "SELECT key_id, digest, networks, permissions, active, name, created FROM ticketmail_api_keys"
             " WHERE key_id = ?",

@@ -1,22 +1,22 @@
-"""A small threaded HTTP server for the API: ``ticketmail serve``, for people who just want it running.
+"""A small threaded HTTP server for the API: `ticketmail serve`, for people who just want it running.
 
-Built on :mod:`wsgiref` with :class:`socketserver.ThreadingMixIn`: stdlib only, one thread per
+Built on `wsgiref` with `socketserver.ThreadingMixIn`: stdlib only, one thread per
 connection, one request per connection. It logs one line per request (method, path, status, duration,
 remote address) and never the API key or the query string.
 
 Limits, so that a slow or greedy client cannot take the server down:
 
-* **One deadline for reading a request** (``request_timeout``, 30 s by default): the request line, the
+* **One deadline for reading a request** (`request_timeout`, 30 s by default): the request line, the
   headers and the body must all arrive within it, however the client spreads its bytes (a "slowloris"
   client sending one byte every few seconds is cut off at the deadline, not kept alive by each byte). A
   header read that runs out closes the connection; a body read that runs out is answered 400.
-* **A cap on concurrent connections** (``max_connections``, 64 by default): one more is answered
-  ``503 Service Unavailable`` with ``Retry-After`` at once, without a thread. When the process runs out of
-  file descriptors (``EMFILE``), accepting pauses briefly instead of spinning.
+* **A cap on concurrent connections** (`max_connections`, 64 by default): one more is answered
+  `503 Service Unavailable` with `Retry-After` at once, without a thread. When the process runs out of
+  file descriptors (`EMFILE`), accepting pauses briefly instead of spinning.
 
 For heavy traffic, many slow clients (uploads over slow links), TLS, or more than one process, mount
-:func:`~ticketmail.api.wsgi.make_wsgi_app` in gunicorn or uWSGI (or :mod:`ticketmail.api.asgi` in
-uvicorn), behind a reverse proxy such as nginx that buffers request bodies (see ``docs/api.md``).
+`make_wsgi_app()` in gunicorn or uWSGI (or `ticketmail.api.asgi` in
+uvicorn), behind a reverse proxy such as nginx that buffers request bodies (see `docs/api.md`).
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ log = logging.getLogger("ticketmail.api.access")
 
 
 DEFAULT_MAX_CONNECTIONS = 64
-"""Concurrent connections :func:`make_api_server` serves by default; one more is answered 503."""
+"""Concurrent connections `make_api_server()` serves by default; one more is answered 503."""
 DEFAULT_REQUEST_TIMEOUT = 30.0
 """Seconds a client has, by default, to send a whole request (request line, headers and body)."""
 
@@ -57,7 +57,7 @@ _OUT_OF_FILES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOM
 
 
 class ApiServer(socketserver.ThreadingMixIn, WSGIServer):
-    """A WSGI server handling each connection in its own daemon thread, at most ``max_connections`` at once.
+    """A WSGI server handling each connection in its own daemon thread, at most `max_connections` at once.
 
     Attributes:
         max_connections: Connections served at once; one more is answered 503 without a thread.
@@ -96,7 +96,7 @@ class ApiServer(socketserver.ThreadingMixIn, WSGIServer):
             raise
 
     def process_request(self, request: Any, client_address: Any) -> None:
-        """Serve the connection in a thread, or answer 503 at once when ``max_connections`` are busy."""
+        """Serve the connection in a thread, or answer 503 at once when `max_connections` are busy."""
         with self._active_lock:
             busy = self._active >= self.max_connections
             if not busy:
@@ -142,7 +142,7 @@ def _answer_busy(sock: socket.socket) -> None:
 
 
 class _DeadlineReader(io.RawIOBase):
-    """The socket's reading side with one deadline for everything read through it (not one per ``recv``)."""
+    """The socket's reading side with one deadline for everything read through it (not one per `recv`)."""
 
     def __init__(self, sock: socket.socket, deadline: float, idle_timeout: float | None) -> None:
         self._sock = sock
@@ -256,10 +256,10 @@ def make_api_server(
     max_connections: int = DEFAULT_MAX_CONNECTIONS,
     request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
 ) -> ApiServer:
-    """Bind a threaded server for ``handler`` (port 0 picks a free port: see ``server.server_port``).
+    """Bind a threaded server for `handler` (port 0 picks a free port: see `server.server_port`).
 
     Args:
-        handler: The API (usually an :class:`~ticketmail.api.handler.ApiHandler`).
+        handler: The API (usually an `ApiHandler`).
         host: The address to listen on.
         port: The port (0: a free one).
         logger: Where access lines go.
@@ -288,10 +288,10 @@ def serve(
     max_connections: int = DEFAULT_MAX_CONNECTIONS,
     request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
 ) -> None:
-    """Serve ``handler`` until interrupted (``KeyboardInterrupt``/``SystemExit``), then close the socket.
+    """Serve `handler` until interrupted (`KeyboardInterrupt`/`SystemExit`), then close the socket.
 
-    ``ready`` is called with the bound server before serving starts (e.g. to print the address); the limits
-    are those of :func:`make_api_server`.
+    `ready` is called with the bound server before serving starts (e.g. to print the address); the limits
+    are those of `make_api_server()`.
     """
     server = make_api_server(
         handler, host, port, logger=logger, max_connections=max_connections, request_timeout=request_timeout

@@ -1,13 +1,13 @@
-"""A WSGI (PEP 3333) application around :class:`~ticketmail.api.handler.ApiHandler`. Stdlib only.
+"""A WSGI (PEP 3333) application around `ApiHandler`. Stdlib only.
 
-The body is never read past ``CONTENT_LENGTH``: PEP 3333 says a server may block, or hand over the next
-request's bytes, when an application reads more than the declared length. Without ``CONTENT_LENGTH`` the
-body is read only when the server sets ``wsgi.input_terminated`` (it then ends the stream itself), and
+The body is never read past `CONTENT_LENGTH`: PEP 3333 says a server may block, or hand over the next
+request's bytes, when an application reads more than the declared length. Without `CONTENT_LENGTH` the
+body is read only when the server sets `wsgi.input_terminated` (it then ends the stream itself), and
 then at most one byte past the handler's limit. Either way the handler's size limit is enforced before
 the whole body is read.
 
-Routing uses ``PATH_INFO``, i.e. paths relative to where the app is mounted (``SCRIPT_NAME``), so the same
-app serves ``/api/tickets.json`` at the root or ``/helpdesk/api/tickets.json`` under a dispatcher.
+Routing uses `PATH_INFO`, i.e. paths relative to where the app is mounted (`SCRIPT_NAME`), so the same
+app serves `/api/tickets.json` at the root or `/helpdesk/api/tickets.json` under a dispatcher.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 
 
 class _BoundedInput:
-    """``wsgi.input`` limited to ``remaining`` bytes (``None``: read until the server ends the stream)."""
+    """`wsgi.input` limited to `remaining` bytes (`None`: read until the server ends the stream)."""
 
     def __init__(self, stream: IO[bytes], remaining: int | None) -> None:
         self._stream = stream
@@ -53,7 +53,7 @@ def _wsgi_str(value: str) -> str:
 
 
 def request_from_environ(environ: dict[str, Any]) -> Request:
-    """Build a :class:`Request` from a WSGI environ (body as a bounded reader, not read yet)."""
+    """Build a `Request` from a WSGI environ (body as a bounded reader, not read yet)."""
     headers: list[tuple[str, str]] = []
     for name, value in environ.items():
         if name.startswith("HTTP_"):
@@ -83,9 +83,9 @@ def request_from_environ(environ: dict[str, Any]) -> Request:
 
 
 def make_wsgi_app(handler: Callable[[Request], Response]) -> WSGIApp:
-    """A WSGI application calling ``handler`` (usually an :class:`~ticketmail.api.handler.ApiHandler`).
+    """A WSGI application calling `handler` (usually an `ApiHandler`).
 
-    Example (Flask, mounting the API under ``/helpdesk``)::
+    Example (Flask, mounting the API under `/helpdesk`)::
 
         from werkzeug.middleware.dispatcher import DispatcherMiddleware
         app.wsgi_app = DispatcherMiddleware(app.wsgi_app, {"/helpdesk": make_wsgi_app(api)})

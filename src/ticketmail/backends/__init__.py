@@ -1,4 +1,4 @@
-"""Storage backends: the :class:`~ticketmail.backends.base.Backend` protocol, in-memory and SQLite."""
+"""Storage backends: the `Backend` protocol, in-memory and SQLite."""
 
 from ticketmail.backends.base import (
     AttachmentRef,

@@ -28,13 +28,13 @@ def quarantine_key(record: QuarantineRecord) -> QuarantineKey:
 
 
 def check_kind(kind: str) -> None:
-    """Refuse an entry kind other than ``message``/``reply``/``note``."""
+    """Refuse an entry kind other than `message`/`reply`/`note`."""
     if kind not in ("message", "reply", "note"):
         raise InvalidValueError(f"entry kind must be 'message', 'reply' or 'note', got {kind!r}", field="kind")
 
 
 def check_direction(direction: str) -> None:
-    """Refuse a direction other than ``inbound``/``outbound``."""
+    """Refuse a direction other than `inbound`/`outbound`."""
     if direction not in ("inbound", "outbound"):
         raise InvalidValueError(f"direction must be 'inbound' or 'outbound', got {direction!r}", field="direction")
 
@@ -57,7 +57,7 @@ def check_status_change(
     if target is None:
         raise InvalidMergeError(f"cannot merge ticket {number} into missing ticket {merged_into}", field="merged_into")
     try:
-        # After the merge, the chain from ``number`` is one link longer than the target's.
+        # After the merge, the chain from `number` is one link longer than the target's.
         chain = merge_chain(target, lookup, limit=MAX_MERGE_CHAIN - 1)
     except MergeChainError as exc:
         raise InvalidMergeError(

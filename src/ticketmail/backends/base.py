@@ -1,7 +1,7 @@
 """The storage contract: what a backend must do so that every message has exactly one effect.
 
 OWNER: the backends work (issue 5). The protocol may grow (new methods get default implementations in
-:class:`BaseBackend`, new record fields get defaults), but existing names keep their meaning.
+`BaseBackend`, new record fields get defaults), but existing names keep their meaning.
 
 The pipeline opens one unit of work per message::
 
@@ -15,30 +15,30 @@ The pipeline opens one unit of work per message::
 
 Every method of a unit of work runs inside that one transaction, and reads see the unit's own earlier
 writes. The exception that ended a unit is re-raised unchanged after the rollback. Backend failures surface
-as :class:`ticketmail.errors.BackendError` (retry later), never as a driver exception; misuse by the caller
+as `ticketmail.errors.BackendError` (retry later), never as a driver exception; misuse by the caller
 (appending to a ticket that does not exist, an impossible merge) raises the specific errors defined here,
 which also roll the unit back.
 
-Semantics every backend shares (the conformance suite, :mod:`ticketmail.testing.conformance`, checks them):
+Semantics every backend shares (the conformance suite, `ticketmail.testing.conformance`, checks them):
 
-* Message ids are stored normalized (:func:`normalize_message_id`: surrounding white space and one pair of
+* Message ids are stored normalized (`normalize_message_id()`: surrounding white space and one pair of
   angle brackets removed; case kept, RFC 5322 section 3.6.4 gives the left part no case rules). A message
   id belongs to the first ticket that recorded it; recording it again is a no-op.
-* :meth:`UnitOfWork.append_entry` records the entry's ``message_id`` as ``inbound`` unless the id is known
-  already, so every threaded message is findable by ``In-Reply-To``/``References`` without a second call.
-  Record the ids of mail the application *sends* with ``record_message_id(..., "outbound")``.
+* `UnitOfWork.append_entry()` records the entry's `message_id` as `inbound` unless the id is known
+  already, so every threaded message is findable by `In-Reply-To`/`References` without a second call.
+  Record the ids of mail the application *sends* with `record_message_id(..., "outbound")`.
 * Attachments are content addressed: one copy per sha256, however many entries carry it.
-* Datetimes are returned timezone-aware in UTC (a naive datetime is taken to be UTC, see :func:`as_utc`).
+* Datetimes are returned timezone-aware in UTC (a naive datetime is taken to be UTC, see `as_utc()`).
 * Custom field values are JSON values (`CustomFieldValue`) and come back as the same JSON types:
-  a number stays a number (``int`` or ``float``), a boolean a boolean, a choice an object
-  ``{"key": ..., "label": ...}``; `custom_field_value` turns the parsed form values (datetimes,
+  a number stays a number (`int` or `float`), a boolean a boolean, a choice an object
+  `{"key": ..., "label": ...}`; `custom_field_value` turns the parsed form values (datetimes,
   dates, choices, phones) into them, and `dump_custom_value`/`load_custom_value` are the JSON
   text a SQL backend stores.
-* Ticket numbers are unique; ``merged_into`` names the surviving ticket. Lookups return the ticket that owns
-  a number or message id, merged or not: following ``merged_into`` is the caller's job, and every caller
-  (the shipped backends, threading, the conformance suite) does it with the one walker :func:`merge_chain`
-  (or :func:`follow_merges`, its survivor), so every path agrees on the survivor, the limit
-  (:data:`MAX_MERGE_CHAIN` links) and what a broken chain does (:class:`MergeChainError`).
+* Ticket numbers are unique; `merged_into` names the surviving ticket. Lookups return the ticket that owns
+  a number or message id, merged or not: following `merged_into` is the caller's job, and every caller
+  (the shipped backends, threading, the conformance suite) does it with the one walker `merge_chain()`
+  (or `follow_merges()`, its survivor), so every path agrees on the survivor, the limit
+  (`MAX_MERGE_CHAIN` links) and what a broken chain does (`MergeChainError`).
 """
 
 from __future__ import annotations
@@ -96,14 +96,14 @@ ENTRY_KINDS: tuple[EntryKind, ...] = ("message", "reply", "note")
 DIRECTIONS: tuple[Direction, ...] = ("inbound", "outbound")
 
 MAX_MERGE_CHAIN = 1000
-"""The most ``merged_into`` links :func:`merge_chain` follows; a longer chain is a :class:`MergeChainError`.
+"""The most `merged_into` links `merge_chain()` follows; a longer chain is a `MergeChainError`.
 
-Merging refuses to make a chain longer than this (:class:`InvalidMergeError`), so only a store edited behind
+Merging refuses to make a chain longer than this (`InvalidMergeError`), so only a store edited behind
 the library's back (or merges into a ticket that was itself the survivor of a long chain) can reach it.
 """
 
 MAX_MERGE_HOPS = MAX_MERGE_CHAIN
-"""Former name of :data:`MAX_MERGE_CHAIN` (kept for compatibility)."""
+"""Former name of `MAX_MERGE_CHAIN` (kept for compatibility)."""
 
 
 # --- errors ------------------------------------------------------------------------------------------------
@@ -116,17 +116,17 @@ class TicketNotFoundError(NotFoundError):
 
 
 class TicketNumberTakenError(BackendError):
-    """``create_ticket`` was given a number that is already in use. Draw a new number and retry."""
+    """`create_ticket` was given a number that is already in use. Draw a new number and retry."""
 
     code = "ticket_number_taken"
     status = 409
 
 
 class LedgerConflictError(BackendError):
-    """``record_processed`` was given a key already recorded with a different effect.
+    """`record_processed` was given a key already recorded with a different effect.
 
     Recording the identical record again is a no-op; a different one means the caller skipped the
-    ``processed()`` check, which would break exactly-once, so the unit is refused and rolled back.
+    `processed()` check, which would break exactly-once, so the unit is refused and rolled back.
     """
 
     code = "ledger_conflict"
@@ -144,7 +144,7 @@ class MergeChainError(TicketmailError):
     """A stored merge chain is broken: a cycle, a link to a missing ticket, or longer than the limit.
 
     Backends refuse to store such chains, so this means the store was edited behind the library's back. It
-    is permanent (retrying does not help), so it is not a :class:`~ticketmail.errors.BackendError`: the
+    is permanent (retrying does not help), so it is not a `BackendError`: the
     pipeline quarantines the message that needed the chain (raw bytes kept, nothing acknowledged) instead
     of threading it onto a ticket that is not the survivor.
     """
@@ -169,7 +169,7 @@ def normalize_message_id(message_id: str) -> str:
 
 
 def as_utc(value: _dt.datetime) -> _dt.datetime:
-    """``value`` as an aware UTC datetime; a naive value is taken to be UTC already."""
+    """`value` as an aware UTC datetime; a naive value is taken to be UTC already."""
     if value.tzinfo is None:
         return value.replace(tzinfo=_dt.timezone.utc)
     return value.astimezone(_dt.timezone.utc)
@@ -202,10 +202,10 @@ def custom_field_value(value: object, *, field: str = "custom_fields", _depth: i
     """The JSON value a backend stores for a custom field value.
 
     * text, booleans, integers and finite floats stay what they are (a boolean is never a number);
-    * a `ticketmail.model.Choice` becomes ``{"key": ..., "label": ...}``, several choices a list;
-    * a datetime becomes ISO 8601 text with its offset (``2026-03-01T09:00:00+00:00``; a naive one is
-      taken to be UTC), a date ``2026-03-01``, a time ``09:30:00``;
-    * a `ticketmail.model.Phone` becomes its text form (``3185558634X123``);
+    * a `ticketmail.model.Choice` becomes `{"key": ..., "label": ...}`, several choices a list;
+    * a datetime becomes ISO 8601 text with its offset (`2026-03-01T09:00:00+00:00`; a naive one is
+      taken to be UTC), a date `2026-03-01`, a time `09:30:00`;
+    * a `ticketmail.model.Phone` becomes its text form (`3185558634X123`);
     * lists/tuples and mappings with text keys are converted item by item (at most 16 levels deep).
 
     Raises:
@@ -251,7 +251,7 @@ def dump_custom_value(value: CustomFieldValue) -> str:
 
 
 def load_custom_value(text: str) -> CustomFieldValue:
-    """The custom field value stored as ``text`` by `dump_custom_value`."""
+    """The custom field value stored as `text` by `dump_custom_value`."""
     value: CustomFieldValue = json.loads(text)
     return value
 
@@ -290,9 +290,9 @@ def _check_custom_fields(
 class AttachmentRef:
     """How one entry refers to a stored attachment: the digest plus the per-entry file metadata.
 
-    The bytes are stored once per ``sha256``; the name and type belong to the entry that carried them (the
-    same bytes may arrive as ``report.pdf`` and ``scan.pdf``). Fetch the bytes with
-    :meth:`Backend.attachment`.
+    The bytes are stored once per `sha256`; the name and type belong to the entry that carried them (the
+    same bytes may arrive as `report.pdf` and `scan.pdf`). Fetch the bytes with
+    `Backend.attachment()`.
     """
 
     sha256: str
@@ -304,7 +304,7 @@ class AttachmentRef:
 
     @classmethod
     def from_attachment(cls, attachment: Attachment) -> AttachmentRef:
-        """The reference a backend stores for a model :class:`~ticketmail.model.Attachment`."""
+        """The reference a backend stores for a model `Attachment`."""
         return cls(
             sha256=attachment.sha256,
             filename=attachment.filename,
@@ -319,10 +319,10 @@ class AttachmentRef:
 class Ticket:
     """A stored ticket.
 
-    ``number`` is the external id shown to people (random, unguessable). ``merged_into`` names the
-    surviving ticket when this one was merged. ``participants`` are addresses (besides the requester) that
-    take part in the thread, in the order they were added. ``custom_fields`` are (name, value) pairs in the
-    order given at creation; each value is a JSON value (`CustomFieldValue`). ``entry_count`` is the length
+    `number` is the external id shown to people (random, unguessable). `merged_into` names the
+    surviving ticket when this one was merged. `participants` are addresses (besides the requester) that
+    take part in the thread, in the order they were added. `custom_fields` are (name, value) pairs in the
+    order given at creation; each value is a JSON value (`CustomFieldValue`). `entry_count` is the length
     of the thread.
     """
 
@@ -347,7 +347,7 @@ class Ticket:
     custom_fields: tuple[tuple[str, CustomFieldValue], ...] = ()
 
     def custom(self, name: str, default: CustomFieldValue = None) -> CustomFieldValue:
-        """The value of custom field ``name`` (``default`` when the ticket has none)."""
+        """The value of custom field `name` (`default` when the ticket has none)."""
         for key, value in self.custom_fields:
             if key == name:
                 return value
@@ -358,7 +358,7 @@ class Ticket:
 class Entry:
     """One entry of a ticket's thread (the first message, a reply, an internal note).
 
-    ``attachments`` lists the sha256 digests in the order given; ``files`` carries the same attachments
+    `attachments` lists the sha256 digests in the order given; `files` carries the same attachments
     with their per-entry names and types.
     """
 
@@ -376,10 +376,10 @@ class Entry:
 
 @attrs.frozen
 class NewTicket:
-    """What the pipeline asks a backend to create. ``updated`` starts equal to ``created``.
+    """What the pipeline asks a backend to create. `updated` starts equal to `created`.
 
     Duplicate tags are dropped (first kept); custom field names must be unique. Custom field values are
-    converted with `custom_field_value` (so a ``Choice``, a datetime or a date may be passed as is);
+    converted with `custom_field_value` (so a `Choice`, a datetime or a date may be passed as is);
     a mapping of name to value is accepted too.
     """
 
@@ -418,9 +418,9 @@ class NewEntry:
 class ProcessedRecord:
     """A ledger row: one inbound message (or API request) and the effect it had.
 
-    ``key`` is what makes a redelivery recognisable: the provenance key for mailbox items
-    (``"<mailbox>/<kind>/<key>"``), and separately each duplicate key (scoped message id or fingerprint).
-    ``at`` is converted to UTC.
+    `key` is what makes a redelivery recognisable: the provenance key for mailbox items
+    (`"<mailbox>/<kind>/<key>"`), and separately each duplicate key (scoped message id or fingerprint).
+    `at` is converted to UTC.
     """
 
     key: str
@@ -433,7 +433,7 @@ class ProcessedRecord:
 
 @attrs.frozen
 class AuditRecord:
-    """One decision, as an operator will want to read it later. ``at`` is converted to UTC.
+    """One decision, as an operator will want to read it later. `at` is converted to UTC.
 
     Attributes:
         at: When the decision was committed.
@@ -471,9 +471,9 @@ class AuditRecord:
 class QuarantineRecord:
     """A message that could not be processed, kept with its raw bytes and the reason.
 
-    ``id`` is ``None`` on a record passed to :meth:`UnitOfWork.quarantine` and set on stored ones.
+    `id` is `None` on a record passed to `UnitOfWork.quarantine()` and set on stored ones.
     Quarantining the same bytes from the same provenance again does not add a row: the stored one gets
-    the new reason and time and its ``attempts`` count goes up (a source retries a failing item a bounded
+    the new reason and time and its `attempts` count goes up (a source retries a failing item a bounded
     number of times; the operator sees one row with the count).
     """
 
@@ -493,44 +493,44 @@ class QuarantineRecord:
 class UnitOfWork(Protocol):
     """One transaction. All reads see the writes made earlier in the same unit.
 
-    A unit of work object is only valid inside its ``with`` block; using it afterwards raises
-    :class:`~ticketmail.errors.BackendError`.
+    A unit of work object is only valid inside its `with` block; using it afterwards raises
+    `BackendError`.
     """
 
     def processed(self, key: str) -> ProcessedRecord | None:
-        """The ledger row for ``key``, if that key was recorded before."""
+        """The ledger row for `key`, if that key was recorded before."""
 
     def record_processed(self, record: ProcessedRecord) -> None:
-        """Add a ledger row. Identical again: no-op. Same key, other content: :class:`LedgerConflictError`."""
+        """Add a ledger row. Identical again: no-op. Same key, other content: `LedgerConflictError`."""
 
     def ticket_by_number(self, number: str) -> Ticket | None:
-        """The ticket with this external number, or ``None`` (merged tickets are returned as they are)."""
+        """The ticket with this external number, or `None` (merged tickets are returned as they are)."""
 
     def ticket_by_message_id(self, message_id: str) -> Ticket | None:
-        """The ticket whose thread contains this message id (inbound or outbound), or ``None``.
+        """The ticket whose thread contains this message id (inbound or outbound), or `None`.
 
-        The id is normalized first (:func:`normalize_message_id`), so ``<a@b>`` and ``a@b`` match.
+        The id is normalized first (`normalize_message_id()`), so `<a@b>` and `a@b` match.
         """
 
     def number_exists(self, number: str) -> bool:
         """Whether a ticket number is taken (the number generator's collision check)."""
 
     def count_tickets_by_requester(self, email: str, since: _dt.datetime) -> int:
-        """How many tickets this requester opened at or after ``since`` (rate limiting).
+        """How many tickets this requester opened at or after `since` (rate limiting).
 
-        Addresses compare case-insensitively (``str.casefold``), although RFC 5321 allows case-sensitive
-        local parts: no real mailbox relies on it, and a limit that ``Bob@`` evades is no limit.
+        Addresses compare case-insensitively (`str.casefold`), although RFC 5321 allows case-sensitive
+        local parts: no real mailbox relies on it, and a limit that `Bob@` evades is no limit.
         """
 
     def create_ticket(self, ticket: NewTicket) -> Ticket:
-        """Store a new, ``open`` ticket without entries. A taken number: :class:`TicketNumberTakenError`."""
+        """Store a new, `open` ticket without entries. A taken number: `TicketNumberTakenError`."""
 
     def append_entry(self, number: str, entry: NewEntry) -> Entry:
         """Append an entry to a ticket's thread and return it with its id.
 
-        Stores each attachment once by sha256, records ``entry.message_id`` as an inbound message id of the
-        ticket unless the id is already known, bumps ``entry_count`` and moves ``updated`` forward to
-        ``entry.created`` (never backwards). Unknown ticket: :class:`TicketNotFoundError`.
+        Stores each attachment once by sha256, records `entry.message_id` as an inbound message id of the
+        ticket unless the id is already known, bumps `entry_count` and moves `updated` forward to
+        `entry.created` (never backwards). Unknown ticket: `TicketNotFoundError`.
         """
 
     def set_status(
@@ -538,9 +538,9 @@ class UnitOfWork(Protocol):
     ) -> None:
         """Change a ticket's status (reopen, close, merge).
 
-        ``merged_into`` is required for ``merged`` and forbidden otherwise; the target must exist and the
-        merge must not form a cycle (:class:`InvalidMergeError`). Leaving ``merged`` clears
-        ``merged_into``. ``at``, when given, moves ``updated`` forward.
+        `merged_into` is required for `merged` and forbidden otherwise; the target must exist and the
+        merge must not form a cycle (`InvalidMergeError`). Leaving `merged` clears
+        `merged_into`. `at`, when given, moves `updated` forward.
         """
 
     def add_participant(self, number: str, email: str) -> None:
@@ -558,7 +558,7 @@ class UnitOfWork(Protocol):
     def quarantine(self, record: QuarantineRecord) -> int:
         """Keep an unprocessable message with its raw bytes; return its quarantine id.
 
-        The same bytes from the same provenance are kept once (see :class:`QuarantineRecord`).
+        The same bytes from the same provenance are kept once (see `QuarantineRecord`).
         """
 
 
@@ -578,7 +578,7 @@ class QuarantineAdmin(Protocol):
 
 @runtime_checkable
 class Backend(Protocol):
-    """A ticket store. Implement this (or subclass :class:`BaseBackend`) to store into your own database."""
+    """A ticket store. Implement this (or subclass `BaseBackend`) to store into your own database."""
 
     def unit_of_work(self) -> AbstractContextManager[UnitOfWork]:
         """Begin a transaction; commit when the block exits normally, roll back on an exception."""
@@ -587,10 +587,10 @@ class Backend(Protocol):
         """Read one ticket outside any unit of work."""
 
     def list_tickets(self, *, limit: int | None = None, offset: int = 0) -> Sequence[Ticket]:
-        """Tickets oldest first (creation order); ``offset``/``limit`` page through them."""
+        """Tickets oldest first (creation order); `offset`/`limit` page through them."""
 
     def entries(self, number: str) -> Sequence[Entry]:
-        """A ticket's thread, oldest first (``[]`` for an unknown ticket)."""
+        """A ticket's thread, oldest first (`[]` for an unknown ticket)."""
 
     def attachment(self, sha256: str) -> bytes | None:
         """An attachment's bytes by digest."""
@@ -599,7 +599,7 @@ class Backend(Protocol):
         """Every recorded decision, oldest first."""
 
     def quarantined(self) -> Sequence[QuarantineRecord]:
-        """Every quarantined message, oldest first, with ``id`` set."""
+        """Every quarantined message, oldest first, with `id` set."""
 
     def close(self) -> None:
         """Release connections and files."""
@@ -611,8 +611,8 @@ _B = TypeVar("_B", bound="BaseBackend")
 class BaseBackend:
     """Optional base class for backends: context-manager support and conveniences built on the protocol.
 
-    A subclass implements the :class:`Backend` methods (at least :meth:`unit_of_work` and the readers);
-    it inherits ``with backend: ...`` (closes on exit), :meth:`is_processed` and :meth:`find_ticket`.
+    A subclass implements the `Backend` methods (at least `unit_of_work()` and the readers);
+    it inherits `with backend: ...` (closes on exit), `is_processed()` and `find_ticket()`.
     """
 
     def unit_of_work(self) -> AbstractContextManager[UnitOfWork]:
@@ -631,12 +631,12 @@ class BaseBackend:
         self.close()
 
     def is_processed(self, key: str) -> bool:
-        """Whether ``key`` is in the ledger (a short read-only unit of work)."""
+        """Whether `key` is in the ledger (a short read-only unit of work)."""
         with self.unit_of_work() as uow:
             return uow.processed(key) is not None
 
     def find_ticket(self, number: str, *, follow: bool = True) -> Ticket | None:
-        """The ticket with ``number``; with ``follow``, the surviving ticket of a merge chain."""
+        """The ticket with `number`; with `follow`, the surviving ticket of a merge chain."""
         with self.unit_of_work() as uow:
             ticket = uow.ticket_by_number(number)
             return follow_merges(uow, ticket) if follow and ticket is not None else ticket
@@ -649,20 +649,20 @@ class _NumberLookup(Protocol):
 def merge_chain(
     ticket: Ticket, lookup: Callable[[str], Ticket | None], *, limit: int = MAX_MERGE_CHAIN
 ) -> tuple[Ticket, ...]:
-    """The merge chain from ``ticket`` to its surviving ticket: ``(ticket, ..., survivor)``.
+    """The merge chain from `ticket` to its surviving ticket: `(ticket, ..., survivor)`.
 
-    The one merge-chain walker of the library: backends (validating a merge, ``find_ticket``), threading
+    The one merge-chain walker of the library: backends (validating a merge, `find_ticket`), threading
     and the conformance suite all use it, so they agree on the survivor and on the limit. It is a pure
-    function of ``lookup`` (a number to its ticket, or ``None``; e.g. a unit of work's ``ticket_by_number``),
+    function of `lookup` (a number to its ticket, or `None`; e.g. a unit of work's `ticket_by_number`),
     so any backend reuses it as it is.
 
     Args:
         ticket: Where to start (returned alone when it is not merged).
-        lookup: The ticket with a number, or ``None`` when there is none.
-        limit: The most ``merged_into`` links followed (default :data:`MAX_MERGE_CHAIN`).
+        lookup: The ticket with a number, or `None` when there is none.
+        limit: The most `merged_into` links followed (default `MAX_MERGE_CHAIN`).
 
     Raises:
-        MergeChainError: the chain loops, names a missing ticket, or has more than ``limit`` links. Never a
+        MergeChainError: the chain loops, names a missing ticket, or has more than `limit` links. Never a
             silent stop on a ticket that is itself merged.
     """
     chain = [ticket]
@@ -683,10 +683,10 @@ def merge_chain(
 
 
 def follow_merges(lookup: _NumberLookup, ticket: Ticket) -> Ticket:
-    """The surviving ticket of ``ticket``'s merge chain (``ticket`` itself if not merged).
+    """The surviving ticket of `ticket`'s merge chain (`ticket` itself if not merged).
 
-    ``lookup`` is a unit of work (or anything with ``ticket_by_number``). This is the last ticket of
-    :func:`merge_chain`, with the same errors: :class:`MergeChainError` for a cycle, a dangling link or a
-    chain longer than :data:`MAX_MERGE_CHAIN` links.
+    `lookup` is a unit of work (or anything with `ticket_by_number`). This is the last ticket of
+    `merge_chain()`, with the same errors: `MergeChainError` for a cycle, a dangling link or a
+    chain longer than `MAX_MERGE_CHAIN` links.
     """
     return merge_chain(ticket, lookup.ticket_by_number)[-1]

@@ -1,7 +1,7 @@
 """An in-memory backend: for tests, for embedding, and as the reference model of the conformance suite.
 
 Everything lives in plain dicts and lists guarded by one re-entrant lock. A unit of work holds the lock for
-its whole ``with`` block, so units are serialized exactly as SQLite's ``BEGIN IMMEDIATE`` serializes them,
+its whole `with` block, so units are serialized exactly as SQLite's `BEGIN IMMEDIATE` serializes them,
 and readers never see half a unit.
 
 Rollback uses an undo log rather than copying the store per unit: every write first pushes a closure that
@@ -64,7 +64,7 @@ class _Store:
 
 
 class _MemoryUnitOfWork:
-    """One unit of work on an :class:`InMemoryBackend`; writes push their undo onto ``undo``."""
+    """One unit of work on an `InMemoryBackend`; writes push their undo onto `undo`."""
 
     def __init__(self, store: _Store) -> None:
         self._store = store
@@ -100,15 +100,15 @@ class _MemoryUnitOfWork:
     # -- reads --
 
     def processed(self, key: str) -> ProcessedRecord | None:
-        """The ledger row for ``key``, if any."""
+        """The ledger row for `key`, if any."""
         return self._state().ledger.get(key)
 
     def ticket_by_number(self, number: str) -> Ticket | None:
-        """The ticket with this number, or ``None``."""
+        """The ticket with this number, or `None`."""
         return self._state().tickets.get(number)
 
     def ticket_by_message_id(self, message_id: str) -> Ticket | None:
-        """The ticket whose thread holds this message id, or ``None``."""
+        """The ticket whose thread holds this message id, or `None`."""
         store = self._state()
         found = store.message_ids.get(normalize_message_id(message_id))
         return None if found is None else store.tickets[found[0]]
@@ -118,7 +118,7 @@ class _MemoryUnitOfWork:
         return number in self._state().tickets
 
     def count_tickets_by_requester(self, email: str, since: _dt.datetime) -> int:
-        """Tickets opened by ``email`` (case-insensitive) at or after ``since``."""
+        """Tickets opened by `email` (case-insensitive) at or after `since`."""
         cutoff = as_utc(since)
         return sum(1 for created in self._state().by_requester.get(email.casefold(), ()) if created >= cutoff)
 
@@ -301,10 +301,10 @@ class _MemoryUnitOfWork:
 
 
 class InMemoryBackend(BaseBackend):
-    """A complete :class:`~ticketmail.backends.base.Backend` in process memory.
+    """A complete `Backend` in process memory.
 
     Thread-safe: one re-entrant lock serializes units of work and reads. A unit of work opened while the
-    same thread already has one open raises :class:`~ticketmail.errors.BackendError` (nested transactions
+    same thread already has one open raises `BackendError` (nested transactions
     are not supported by the SQLite backend either). Nothing survives the process.
     """
 
@@ -347,7 +347,7 @@ class InMemoryBackend(BaseBackend):
             return self._store.tickets.get(number)
 
     def list_tickets(self, *, limit: int | None = None, offset: int = 0) -> Sequence[Ticket]:
-        """Tickets oldest first; ``offset``/``limit`` page through them."""
+        """Tickets oldest first; `offset`/`limit` page through them."""
         with self._lock:
             self._check_open()
             tickets = list(self._store.tickets.values())
@@ -380,5 +380,5 @@ class InMemoryBackend(BaseBackend):
             return list(self._store.quarantine.values())
 
     def close(self) -> None:
-        """Mark the backend closed; later calls raise :class:`~ticketmail.errors.BackendError`."""
+        """Mark the backend closed; later calls raise `BackendError`."""
         self._closed = True

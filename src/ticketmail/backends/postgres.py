@@ -1,15 +1,15 @@
-"""The PostgreSQL backend: many processes on many machines sharing one store (``ticketmail[postgres]``).
+"""The PostgreSQL backend: many processes on many machines sharing one store (`ticketmail[postgres]`).
 
 Built on psycopg 3 and its connection pool. Why it is built this way:
 
-* **One transaction per unit of work, at ``READ COMMITTED``.** Every rule that must hold under concurrent
+* **One transaction per unit of work, at `READ COMMITTED`.** Every rule that must hold under concurrent
   writers is enforced by a constraint or a lock rather than by a snapshot: ticket numbers and message ids
-  are ``UNIQUE`` and written with ``ON CONFLICT``; the ledger key is ``PRIMARY KEY`` *and* the ledger check
-  (:meth:`processed`) first takes a transaction-level advisory lock on the key, so a second worker handed the
-  same message waits for the first one's commit and then *sees* it (each ``READ COMMITTED`` statement reads
-  the latest committed data), exactly what SQLite's ``BEGIN IMMEDIATE`` gives; ticket rows are locked
-  (``FOR UPDATE``) before they are changed, so counters, participant positions and merge-cycle checks are
-  never computed from stale rows. ``REPEATABLE READ`` or ``SERIALIZABLE`` would add nothing to these
+  are `UNIQUE` and written with `ON CONFLICT`; the ledger key is `PRIMARY KEY` *and* the ledger check
+  (`processed()`) first takes a transaction-level advisory lock on the key, so a second worker handed the
+  same message waits for the first one's commit and then *sees* it (each `READ COMMITTED` statement reads
+  the latest committed data), exactly what SQLite's `BEGIN IMMEDIATE` gives; ticket rows are locked
+  (`FOR UPDATE`) before they are changed, so counters, participant positions and merge-cycle checks are
+  never computed from stale rows. `REPEATABLE READ` or `SERIALIZABLE` would add nothing to these
   guarantees (the snapshot would even hide the first worker's commit from the waiting one) and would turn
   ordinary contention, two replies to one ticket, into serialization failures.
 * **Retries inside the backend.** Deadlocks (two units locking two tickets in opposite order) and
@@ -17,19 +17,19 @@ Built on psycopg 3 and its connection pool. Why it is built this way:
   and, after such a failure, rolls back, starts a new transaction and replays the calls, checking that
   each gives the answer the caller already acted on (entry ids are kept). If all agree the unit simply
   continues; if one differs (another worker committed the same message meanwhile) the unit raises
-  :class:`BackendConflictError`, a transient :class:`~ticketmail.errors.BackendError`: nothing is
+  `BackendConflictError`, a transient `BackendError`: nothing is
   committed and the source keeps the message. The same replay stands in for savepoints: after a statement
   error the caller catches, the unit's earlier work is restored before the next call.
-* **Ticket numbers unique across processes**: the ``UNIQUE`` constraint decides; a number taken by a
-  concurrent unit makes :meth:`create_ticket` raise :class:`TicketNumberTakenError` without aborting the
+* **Ticket numbers unique across processes**: the `UNIQUE` constraint decides; a number taken by a
+  concurrent unit makes `create_ticket()` raise `TicketNumberTakenError` without aborting the
   transaction.
 * **Errors at the boundary**: psycopg exceptions become ticketmail errors (see
-  :mod:`ticketmail.backends.postgres_schema`), transient (:class:`BackendUnavailableError`,
-  :class:`BackendConflictError`) kept apart from permanent (:class:`BackendSetupError`). Passwords in
+  `ticketmail.backends.postgres_schema`), transient (`BackendUnavailableError`,
+  `BackendConflictError`) kept apart from permanent (`BackendSetupError`). Passwords in
   connection URLs never appear in reprs or errors.
-* **Durability**: ``synchronous_commit`` is the server's (``on``: a commit is on disk before the source
-  acknowledges). ``synchronous_commit="off"`` trades the last few hundred milliseconds of commits on a
-  server crash for speed, the same trade as SQLite's ``synchronous=NORMAL``; the database stays consistent.
+* **Durability**: `synchronous_commit` is the server's (`on`: a commit is on disk before the source
+  acknowledges). `synchronous_commit="off"` trades the last few hundred milliseconds of commits on a
+  server crash for speed, the same trade as SQLite's `synchronous=NORMAL`; the database stays consistent.
 
 Threads and processes: the backend object is thread-safe (each unit of work borrows its own connection from
 the pool); open one backend per process (after a fork, never share one across it).
@@ -116,7 +116,7 @@ _PAGE = 500
 
 
 def redact_url(url: str) -> str:
-    """``url`` with any password replaced by ``***`` (for reprs, logs and errors)."""
+    """`url` with any password replaced by `***` (for reprs, logs and errors)."""
     try:
         parts = urlsplit(url)
     except ValueError:
@@ -138,17 +138,17 @@ _fence_local = threading.local()
 
 
 def current_fence() -> tuple[str, str, int] | None:
-    """The ``(mailbox, holder, token)`` lease that commits in this thread must still hold, if any.
+    """The `(mailbox, holder, token)` lease that commits in this thread must still hold, if any.
 
-    Set by :class:`ticketmail.sources.leases.MailboxLease` while a worker holds a mailbox; a unit of work
-    whose lease expired or was taken over is refused at commit time (:class:`LeaseLostError`).
+    Set by `ticketmail.sources.leases.MailboxLease` while a worker holds a mailbox; a unit of work
+    whose lease expired or was taken over is refused at commit time (`LeaseLostError`).
     """
     value = getattr(_fence_local, "fence", None)
     return value if isinstance(value, tuple) else None
 
 
 def set_fence(value: tuple[str, str, int] | None) -> None:
-    """Set (or clear with ``None``) the lease the current thread's commits must hold."""
+    """Set (or clear with `None`) the lease the current thread's commits must hold."""
     _fence_local.fence = value
 
 
@@ -262,7 +262,7 @@ class _Call:
 
 
 class _PgUnitOfWork:
-    """One ``READ COMMITTED`` transaction on a pooled connection; see the module docstring for the retries."""
+    """One `READ COMMITTED` transaction on a pooled connection; see the module docstring for the retries."""
 
     def __init__(self, backend: PostgresBackend, conn: psycopg.Connection[Any]) -> None:
         self._backend = backend
@@ -375,7 +375,7 @@ class _PgUnitOfWork:
     # -- reads --
 
     def processed(self, key: str) -> ProcessedRecord | None:
-        """The ledger row for ``key``, if any (waits for a concurrent unit holding the same key)."""
+        """The ledger row for `key`, if any (waits for a concurrent unit holding the same key)."""
         return self._call(self._processed, key)  # type: ignore[no-any-return]
 
     def _processed(self, key: str) -> ProcessedRecord | None:
@@ -393,11 +393,11 @@ class _PgUnitOfWork:
         return ProcessedRecord(key=key, action=row[0], at=row[1], ticket=row[2], entry_id=row[3], message_id=row[4])
 
     def ticket_by_number(self, number: str) -> Ticket | None:
-        """The ticket with this number, or ``None``."""
+        """The ticket with this number, or `None`."""
         return self._call(self._ticket_by, _BY_NUMBER, number)  # type: ignore[no-any-return]
 
     def ticket_by_message_id(self, message_id: str) -> Ticket | None:
-        """The ticket whose thread holds this message id, or ``None``."""
+        """The ticket whose thread holds this message id, or `None`."""
         return self._call(self._ticket_by, _BY_MESSAGE_ID, normalize_message_id(message_id))  # type: ignore[no-any-return]
 
     def _ticket_by(self, query: str, param: str) -> Ticket | None:
@@ -419,7 +419,7 @@ class _PgUnitOfWork:
             return self._conn.execute("SELECT 1 FROM tickets WHERE number = %s", (number,)).fetchone() is not None
 
     def count_tickets_by_requester(self, email: str, since: _dt.datetime) -> int:
-        """Tickets opened by ``email`` (case-insensitive) at or after ``since``."""
+        """Tickets opened by `email` (case-insensitive) at or after `since`."""
         return self._call(self._count, email, since)  # type: ignore[no-any-return]
 
     def _count(self, email: str, since: _dt.datetime) -> int:
@@ -768,7 +768,7 @@ class _PgUnitOfWork:
 
 
 class _Lookup:
-    """Ticket lookups on a read connection (for :func:`follow_merges`)."""
+    """Ticket lookups on a read connection (for `follow_merges()`)."""
 
     def __init__(self, conn: psycopg.Connection[Any]) -> None:
         self._conn = conn
@@ -782,25 +782,25 @@ class _Lookup:
 
 
 class PostgresBackend(BaseBackend):
-    """A :class:`~ticketmail.backends.base.Backend` in a PostgreSQL database, shared by any number of processes.
+    """A `Backend` in a PostgreSQL database, shared by any number of processes.
 
     Args:
-        url: A libpq connection URL (``postgresql://user:password@host:5432/dbname``) or key/value string.
-            The password may also come from ``PGPASSWORD`` or ``~/.pgpass`` as libpq reads them.
+        url: A libpq connection URL (`postgresql://user:password@host:5432/dbname`) or key/value string.
+            The password may also come from `PGPASSWORD` or `~/.pgpass` as libpq reads them.
         schema: The PostgreSQL schema holding ticketmail's tables (created if missing). Different schemas in
             one database are independent stores.
         pool_size: Most connections this backend opens (one per concurrent unit of work or read). A worker
             with N mailbox threads wants about N + 1.
         min_connections: Connections kept open while idle.
         timeout: Seconds to wait for a free pooled connection (and for connecting) before
-            :class:`BackendUnavailableError`.
-        synchronous_commit: ``None`` keeps the server's setting; ``"off"`` makes commits faster at the risk
+            `BackendUnavailableError`.
+        synchronous_commit: `None` keeps the server's setting; `"off"` makes commits faster at the risk
             of losing the last moments of commits (never consistency) if the server crashes.
-        create: Create or migrate the schema when it is missing or older (default). With ``False`` a missing
-            schema is :class:`BackendSetupError`.
-        application_name: Shown in ``pg_stat_activity``.
+        create: Create or migrate the schema when it is missing or older (default). With `False` a missing
+            schema is `BackendSetupError`.
+        application_name: Shown in `pg_stat_activity`.
 
-    Use as a context manager or call :meth:`close`. Thread-safe.
+    Use as a context manager or call `close()`. Thread-safe.
     """
 
     def __init__(
@@ -897,7 +897,7 @@ class PostgresBackend(BaseBackend):
 
     @property
     def url(self) -> str:
-        """The connection URL with any password replaced by ``***``."""
+        """The connection URL with any password replaced by `***`."""
         return redact_url(self._url)
 
     @property
@@ -949,7 +949,7 @@ class PostgresBackend(BaseBackend):
 
     @contextmanager
     def unit_of_work(self) -> Iterator[_PgUnitOfWork]:
-        """``BEGIN`` (``READ COMMITTED``); ``COMMIT`` on normal exit, ``ROLLBACK`` when the block raises.
+        """`BEGIN` (`READ COMMITTED`); `COMMIT` on normal exit, `ROLLBACK` when the block raises.
 
         The unit runs in psycopg's pipeline mode: statements whose results the unit does not need (most
         inserts) are sent without waiting for the server, and a read waits for everything before it, so a
@@ -978,10 +978,10 @@ class PostgresBackend(BaseBackend):
             self._putconn(conn)
 
     def _begin(self) -> psycopg.Connection[Any]:
-        """A pooled connection inside ``BEGIN``; a connection the server dropped meanwhile is replaced once.
+        """A pooled connection inside `BEGIN`; a connection the server dropped meanwhile is replaced once.
 
         A connection used within the last second starts its transaction in the unit's pipeline (no round
-        trip of its own); an older one is checked by a synchronous ``BEGIN`` first.
+        trip of its own); an older one is checked by a synchronous `BEGIN` first.
         """
         for attempt in (1, 2):
             conn = self._getconn("begin a transaction")
@@ -1010,12 +1010,12 @@ class PostgresBackend(BaseBackend):
     # -- readers --
 
     def is_processed(self, key: str) -> bool:
-        """Whether ``key`` is in the ledger (a plain read: no lock taken)."""
+        """Whether `key` is in the ledger (a plain read: no lock taken)."""
         with self._read("read the ledger") as conn:
             return conn.execute("SELECT 1 FROM ledger WHERE key = %s", (key,)).fetchone() is not None
 
     def find_ticket(self, number: str, *, follow: bool = True) -> Ticket | None:
-        """The ticket with ``number``; with ``follow``, the surviving ticket of its merge chain."""
+        """The ticket with `number`; with `follow`, the surviving ticket of its merge chain."""
         with self._read("read a ticket") as conn:
             lookup = _Lookup(conn)
             ticket = lookup.ticket_by_number(number)
@@ -1028,7 +1028,7 @@ class PostgresBackend(BaseBackend):
         return None if row is None else _ticket_from_row(row)
 
     def list_tickets(self, *, limit: int | None = None, offset: int = 0) -> Sequence[Ticket]:
-        """Tickets oldest first; ``offset``/``limit`` page through them."""
+        """Tickets oldest first; `offset`/`limit` page through them."""
         with self._read("list tickets") as conn:
             rows = conn.execute(
                 _TICKET_SELECT + " ORDER BY t.id LIMIT %s OFFSET %s",
@@ -1089,16 +1089,16 @@ class PostgresBackend(BaseBackend):
     def lease_manager(
         self, mailboxes: Sequence[str], *, ttl: float | None = None, fair_share: bool = True
     ) -> LeaseManager:
-        """Mailbox leases for a fetch worker sharing ``mailboxes`` with workers on other machines.
+        """Mailbox leases for a fetch worker sharing `mailboxes` with workers on other machines.
 
-        See :mod:`ticketmail.backends.postgres_leases`; ``ttl`` defaults to ``DEFAULT_LEASE_TTL`` (30 s).
+        See `ticketmail.backends.postgres_leases`; `ttl` defaults to `DEFAULT_LEASE_TTL` (30 s).
         """
         from ticketmail.backends.postgres_leases import DEFAULT_LEASE_TTL, LeaseManager
 
         return LeaseManager(self, mailboxes, ttl=DEFAULT_LEASE_TTL if ttl is None else ttl, fair_share=fair_share)
 
     def dedicated_connection(self, application_name: str = "ticketmail") -> psycopg.Connection[Any]:
-        """A new connection outside the pool (autocommit, ``search_path`` set); the caller closes it."""
+        """A new connection outside the pool (autocommit, `search_path` set); the caller closes it."""
         with translate_all(f"connect to {redact_url(self._url)}"):
             conn = psycopg.connect(self._url, **{**self._kwargs, "application_name": application_name})
             self._configure(conn)
@@ -1106,7 +1106,7 @@ class PostgresBackend(BaseBackend):
 
     @contextmanager
     def connection(self) -> Iterator[psycopg.Connection[Any]]:
-        """A pooled connection (autocommit, ``search_path`` set to the schema) for tooling and leases."""
+        """A pooled connection (autocommit, `search_path` set to the schema) for tooling and leases."""
         conn = self._getconn("borrow a connection")
         try:
             yield conn
@@ -1114,7 +1114,7 @@ class PostgresBackend(BaseBackend):
             self._putconn(conn)
 
     def close(self) -> None:
-        """Close the pool (idempotent). Later calls raise :class:`~ticketmail.errors.BackendError`."""
+        """Close the pool (idempotent). Later calls raise `BackendError`."""
         if self._closed:
             return
         self._closed = True

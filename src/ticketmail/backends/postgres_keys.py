@@ -1,7 +1,7 @@
-"""API keys in PostgreSQL (table ``api_keys`` in the backend's schema), for ``serve`` on a database URL.
+"""API keys in PostgreSQL (table `api_keys` in the backend's schema), for `serve` on a database URL.
 
-The same records and behaviour as :class:`ticketmail.api.keys.SQLiteKeyStore`: only digests are stored, a
-revoked key is kept for the record, a duplicate id is :class:`~ticketmail.errors.InvalidValueError`.
+The same records and behaviour as `ticketmail.api.keys.SQLiteKeyStore`: only digests are stored, a
+revoked key is kept for the record, a duplicate id is `InvalidValueError`.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ _COLUMNS = "key_id, digest, networks, permissions, active, name, created"
 
 
 class PostgresKeyStore:
-    """API keys in the ``api_keys`` table of a PostgreSQL schema (created by the schema migrations).
+    """API keys in the `api_keys` table of a PostgreSQL schema (created by the schema migrations).
 
     Args:
         url: A libpq connection URL.
@@ -86,7 +86,7 @@ class PostgresKeyStore:
         )
 
     def get(self, key_id: str) -> ApiKey | None:
-        """The key with this id, or ``None``."""
+        """The key with this id, or `None`."""
         rows = self._run(f"SELECT {_COLUMNS} FROM api_keys WHERE key_id = %s", (key_id,))  # noqa: S608
         return self._row(rows[0]) if rows else None
 

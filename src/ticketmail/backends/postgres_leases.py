@@ -1,30 +1,30 @@
 """Mailbox leases in PostgreSQL: fetch workers on any number of machines share the configured mailboxes.
 
-A ``flock`` (:mod:`ticketmail.sources.lock`) means nothing to a second machine; these leases live in the
+A `flock` (`ticketmail.sources.lock`) means nothing to a second machine; these leases live in the
 database every worker already writes to. The guarantees:
 
-* **At most one worker polls a mailbox at a time.** A lease is a row ``(mailbox, holder, token, expires)``.
-  A worker takes it only when it is free or expired, in one ``INSERT ... ON CONFLICT DO UPDATE ... WHERE``
-  statement, which gets a new, larger ``token`` from a sequence each time (a fencing token).
+* **At most one worker polls a mailbox at a time.** A lease is a row `(mailbox, holder, token, expires)`.
+  A worker takes it only when it is free or expired, in one `INSERT ... ON CONFLICT DO UPDATE ... WHERE`
+  statement, which gets a new, larger `token` from a sequence each time (a fencing token).
 * **Fencing.** While a worker holds a lease, every unit of work its poller thread commits first checks, in
   the same transaction and under a row lock, that the lease row still names this worker and this token and
-  has not expired (``ticketmail.backends.postgres``). A worker that was paused or partitioned past its lease
+  has not expired (`ticketmail.backends.postgres`). A worker that was paused or partitioned past its lease
   and then wakes up cannot commit anything, so it cannot acknowledge anything either (the poller
-  acknowledges an item only after its commit); it gets :class:`~ticketmail.backends.postgres.LeaseLostError`
-  and leaves the item in the mailbox. A takeover (an ``UPDATE`` of the row) waits for a commit that holds
+  acknowledges an item only after its commit); it gets `LeaseLostError`
+  and leaves the item in the mailbox. A takeover (an `UPDATE` of the row) waits for a commit that holds
   the row lock, so the old and new holder's commits never interleave.
-* **Takeover within the lease timeout.** A heartbeat thread renews the worker's leases every ``ttl / 3``
-  seconds. A worker that dies (``SIGKILL``, power loss, a network partition) stops renewing; its leases
-  expire after at most ``ttl`` seconds and the other workers take its mailboxes at their next try (the
-  mailbox's ``interval``).
-* **Even spread.** Workers register in ``workers`` with the same heartbeat. With ``N`` live workers and
-  ``M`` mailboxes each worker holds at most its fair share (``M // N``, plus one for the first ``M % N``
+* **Takeover within the lease timeout.** A heartbeat thread renews the worker's leases every `ttl / 3`
+  seconds. A worker that dies (`SIGKILL`, power loss, a network partition) stops renewing; its leases
+  expire after at most `ttl` seconds and the other workers take its mailboxes at their next try (the
+  mailbox's `interval`).
+* **Even spread.** Workers register in `workers` with the same heartbeat. With `N` live workers and
+  `M` mailboxes each worker holds at most its fair share (`M // N`, plus one for the first `M % N`
   workers in id order); a worker above its share after another one joined gives the extra mailboxes up at
   its next heartbeat (an idling IMAP session ends, the lease is released, another worker takes it).
 
-Clocks: expiry is decided by the database server's clock only (``clock_timestamp()``), never by comparing
+Clocks: expiry is decided by the database server's clock only (`clock_timestamp()`), never by comparing
 clocks of different machines. Locally a lease is treated as lost a little *before* the server would expire it
-(``ttl`` minus a margin from the last successful renewal), so a stalled heartbeat stops the worker first.
+(`ttl` minus a margin from the last successful renewal), so a stalled heartbeat stops the worker first.
 """
 
 from __future__ import annotations
@@ -65,9 +65,9 @@ _ACQUIRE = (
 
 
 class MailboxLease:
-    """The lease on one mailbox, used by the poller like a :class:`~ticketmail.sources.lock.MailboxLock`.
+    """The lease on one mailbox, used by the poller like a `MailboxLock`.
 
-    :meth:`acquire` is non-blocking (``False``: another worker holds it, or this worker already holds its
+    `acquire()` is non-blocking (`False`: another worker holds it, or this worker already holds its
     fair share); while held, commits in the acquiring thread are fenced by the lease's token.
     """
 
@@ -93,7 +93,7 @@ class MailboxLease:
         return self.token is not None and not self._yield and time.monotonic() < self._deadline
 
     def acquire(self) -> bool:
-        """Take the lease if it is free or expired; ``True`` when taken (commits in this thread are fenced)."""
+        """Take the lease if it is free or expired; `True` when taken (commits in this thread are fenced)."""
         if not self._local.acquire(blocking=False):
             return False
         try:
@@ -170,12 +170,12 @@ class LeaseManager:
         mailboxes: The mailbox names this worker serves (every worker should serve the same set; the count
             decides the fair share).
         ttl: Seconds a lease lasts without renewal (default 30). Takeover of a dead worker's mailboxes
-            happens within ``ttl`` plus the mailbox's polling interval.
-        fair_share: Hold at most this worker's share of the mailboxes (``fetch --watch``). ``False`` takes any
-            free mailbox (a one-shot ``fetch`` from cron on several machines).
+            happens within `ttl` plus the mailbox's polling interval.
+        fair_share: Hold at most this worker's share of the mailboxes (`fetch --watch`). `False` takes any
+            free mailbox (a one-shot `fetch` from cron on several machines).
         worker: This worker's id (default: host, pid and a random suffix).
 
-    Use :meth:`lock` as the poller's lock factory; :meth:`close` (or ``with``) releases everything.
+    Use `lock()` as the poller's lock factory; `close()` (or `with`) releases everything.
     """
 
     def __init__(
@@ -224,7 +224,7 @@ class LeaseManager:
                 raise
 
     def lock(self, mailbox: str) -> MailboxLease:
-        """The lease object for ``mailbox`` (one per name; pass this method as the poller's lock factory)."""
+        """The lease object for `mailbox` (one per name; pass this method as the poller's lock factory)."""
         with self._guard:
             lease = self._leases.get(mailbox)
             if lease is None:
@@ -247,12 +247,12 @@ class LeaseManager:
             return not self.fair_share or len(self._held) < self._share
 
     def held(self, lease: MailboxLease) -> None:
-        """Bookkeeping: ``lease`` was acquired."""
+        """Bookkeeping: `lease` was acquired."""
         with self._guard:
             self._held.add(lease.mailbox)
 
     def released(self, lease: MailboxLease) -> None:
-        """Bookkeeping: ``lease`` was released."""
+        """Bookkeeping: `lease` was released."""
         with self._guard:
             self._held.discard(lease.mailbox)
 

@@ -1,27 +1,27 @@
 """The PostgreSQL schema: forward migrations, the schema version check, and error translation.
 
-The same mechanism as the SQLite schema (:mod:`ticketmail.backends.sqlite_schema`): :data:`MIGRATIONS` is
-an append-only list of numbered steps, ``schema_version`` records each applied step, and :func:`migrate`
-runs every missing step inside one transaction. PostgreSQL has no ``BEGIN IMMEDIATE``, so concurrent
+The same mechanism as the SQLite schema (`ticketmail.backends.sqlite_schema`): `MIGRATIONS` is
+an append-only list of numbered steps, `schema_version` records each applied step, and `migrate()`
+runs every missing step inside one transaction. PostgreSQL has no `BEGIN IMMEDIATE`, so concurrent
 openers (ten workers started at once against an empty database) serialize on a transaction-level advisory
 lock taken before anything else; the second opener then finds the schema current and does nothing. DDL is
 transactional in PostgreSQL, so a failing step leaves the database as it was.
 
-All tables live in one PostgreSQL schema (default ``ticketmail``), so they never collide with an
-application's own ``tickets`` table and several independent stores can share one database.
+All tables live in one PostgreSQL schema (default `ticketmail`), so they never collide with an
+application's own `tickets` table and several independent stores can share one database.
 
-Error translation (:func:`translate_errors`) maps psycopg exceptions onto the ticketmail tree at the
+Error translation (`translate_errors()`) maps psycopg exceptions onto the ticketmail tree at the
 boundary, keeping the transient/permanent distinction callers act on:
 
-* :class:`BackendUnavailableError` (transient): the server cannot be reached, the connection broke, the
+* `BackendUnavailableError` (transient): the server cannot be reached, the connection broke, the
   server is shutting down or out of connections, the pool had no free connection in time;
-* :class:`BackendConflictError` (transient): a serialization failure or deadlock that the backend could not
-  retry away by itself (see :mod:`ticketmail.backends.postgres`);
-* :class:`BackendSetupError` (permanent): authentication, permissions, a missing database, a broken schema:
+* `BackendConflictError` (transient): a serialization failure or deadlock that the backend could not
+  retry away by itself (see `ticketmail.backends.postgres`);
+* `BackendSetupError` (permanent): authentication, permissions, a missing database, a broken schema:
   retrying will not help until an operator acts;
-* :class:`~ticketmail.errors.InvalidValueError`: a value PostgreSQL cannot store (a NUL character in text,
+* `InvalidValueError`: a value PostgreSQL cannot store (a NUL character in text,
   an integer beyond 64 bits, a lone surrogate);
-* anything else: :class:`~ticketmail.errors.BackendError`.
+* anything else: `BackendError`.
 """
 
 from __future__ import annotations
@@ -86,8 +86,8 @@ class BackendSetupError(BackendError):
 class PgMigration:
     """One forward step of the PostgreSQL schema: SQL statements run in order, then an optional Python step.
 
-    Released steps are never edited; a schema change is a new step at the end of :data:`MIGRATIONS`.
-    ``python`` receives the connection inside the migration transaction (for backfills SQL cannot express).
+    Released steps are never edited; a schema change is a new step at the end of `MIGRATIONS`.
+    `python` receives the connection inside the migration transaction (for backfills SQL cannot express).
     """
 
     version: int
@@ -258,7 +258,7 @@ MIGRATIONS: tuple[PgMigration, ...] = (
         ),
     ),
 )
-"""Every schema step, oldest first. ``MIGRATIONS[-1].version`` is the version this code writes."""
+"""Every schema step, oldest first. `MIGRATIONS[-1].version` is the version this code writes."""
 
 SCHEMA_VERSION = MIGRATIONS[-1].version
 
@@ -291,7 +291,7 @@ def _sqlstate(exc: psycopg.Error) -> str:
 
 
 def classify(exc: psycopg.Error, action: str) -> BackendError | InvalidValueError:
-    """The ticketmail error for a psycopg exception raised while doing ``action`` (no secrets in the text)."""
+    """The ticketmail error for a psycopg exception raised while doing `action` (no secrets in the text)."""
     state = _sqlstate(exc)
     detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     message = f"PostgreSQL failed to {action}: {detail}"
@@ -312,10 +312,10 @@ def classify(exc: psycopg.Error, action: str) -> BackendError | InvalidValueErro
 
 @contextmanager
 def translate_errors(action: str) -> Iterator[None]:
-    """Map psycopg exceptions raised while doing ``action`` onto ticketmail errors.
+    """Map psycopg exceptions raised while doing `action` onto ticketmail errors.
 
-    Serialization failures and deadlocks become the internal :class:`RetryableError` so the unit of work
-    can replay itself; outside a unit of work, wrap with :func:`translate_all` instead.
+    Serialization failures and deadlocks become the internal `RetryableError` so the unit of work
+    can replay itself; outside a unit of work, wrap with `translate_all()` instead.
     """
     try:
         yield
@@ -331,7 +331,7 @@ def translate_errors(action: str) -> Iterator[None]:
 
 @contextmanager
 def translate_all(action: str) -> Iterator[None]:
-    """Like :func:`translate_errors`, but a serialization failure or deadlock is a :class:`BackendConflictError`."""
+    """Like `translate_errors()`, but a serialization failure or deadlock is a `BackendConflictError`."""
     try:
         with translate_errors(action):
             yield
@@ -340,7 +340,7 @@ def translate_all(action: str) -> Iterator[None]:
 
 
 def lock_key(*parts: str) -> int:
-    """A stable signed 32-bit key for ``pg_advisory_xact_lock(LOCK_CLASS, key)`` from text parts."""
+    """A stable signed 32-bit key for `pg_advisory_xact_lock(LOCK_CLASS, key)` from text parts."""
     digest = hashlib.blake2b("\x1f".join(parts).encode("utf-8", "surrogatepass"), digest_size=4).digest()
     return int.from_bytes(digest, "big", signed=True)
 
@@ -352,11 +352,11 @@ def current_version(conn: psycopg.Connection[Any]) -> int:
 
 
 def migrate(conn: psycopg.Connection[Any], schema: str, *, target: int | None = None) -> int:
-    """Bring ``schema`` forward to ``target`` (default: the newest); return the version reached.
+    """Bring `schema` forward to `target` (default: the newest); return the version reached.
 
-    ``conn`` must be in autocommit mode. Runs in one transaction behind an advisory lock, so concurrent
+    `conn` must be in autocommit mode. Runs in one transaction behind an advisory lock, so concurrent
     openers serialize and a failed step changes nothing. A schema newer than this code raises
-    :class:`SchemaVersionError`.
+    `SchemaVersionError`.
     """
     goal = SCHEMA_VERSION if target is None else target
     with translate_all("migrate the schema"):

@@ -1,25 +1,25 @@
-"""The SQLite backend: the embedded default, on the standard library's ``sqlite3`` only.
+"""The SQLite backend: the embedded default, on the standard library's `sqlite3` only.
 
 Why it is built this way:
 
-* **One transaction per message.** A unit of work is ``BEGIN IMMEDIATE`` ... ``COMMIT``: the write lock is
+* **One transaction per message.** A unit of work is `BEGIN IMMEDIATE` ... `COMMIT`: the write lock is
   taken *before* the ledger check, so two processes ingesting the same mailbox serialize cleanly and can
-  never both see "not processed yet" for one message (a deferred ``BEGIN`` would let both read, then one
-  fail to upgrade its lock with ``SQLITE_BUSY``).
-* **WAL journal, ``synchronous=NORMAL``.** Readers never block the writer and the writer never blocks
-  readers. In WAL mode ``NORMAL`` syncs the log only at checkpoints, not at every commit: a power loss may
+  never both see "not processed yet" for one message (a deferred `BEGIN` would let both read, then one
+  fail to upgrade its lock with `SQLITE_BUSY`).
+* **WAL journal, `synchronous=NORMAL`.** Readers never block the writer and the writer never blocks
+  readers. In WAL mode `NORMAL` syncs the log only at checkpoints, not at every commit: a power loss may
   lose the last few committed units, but never corrupts the file and never keeps half a unit. Losing a
   committed unit is safe for exactly-once as long as the mailbox item was not yet acknowledged; with
-  ``synchronous="FULL"`` every commit is durable before the source acknowledges (about 2-10x slower on
-  spinning disks, little difference on SSDs). See ``docs/backends.md``.
-* **Foreign keys on, parameterized SQL only.** Every value travels as a ``?`` parameter; the only values
+  `synchronous="FULL"` every commit is durable before the source acknowledges (about 2-10x slower on
+  spinning disks, little difference on SSDs). See `docs/backends.md`.
+* **Foreign keys on, parameterized SQL only.** Every value travels as a `?` parameter; the only values
   formatted into SQL are pragma settings (pragmas take no parameters), each checked first.
-* **Forward migrations.** :data:`MIGRATIONS` is an append-only list; ``schema_version`` records each
-  applied step. Opening an older file migrates it inside one ``BEGIN IMMEDIATE`` transaction; a file from
-  newer code raises :class:`SchemaVersionError` instead of guessing.
-* **Errors at the boundary.** ``sqlite3`` exceptions become :class:`~ticketmail.errors.BackendError`
-  (``raise ... from exc``); "database is locked" after ``timeout`` seconds becomes
-  :class:`BackendLockedError`.
+* **Forward migrations.** `MIGRATIONS` is an append-only list; `schema_version` records each
+  applied step. Opening an older file migrates it inside one `BEGIN IMMEDIATE` transaction; a file from
+  newer code raises `SchemaVersionError` instead of guessing.
+* **Errors at the boundary.** `sqlite3` exceptions become `BackendError`
+  (`raise ... from exc`); "database is locked" after `timeout` seconds becomes
+  `BackendLockedError`.
 
 Threads: a backend object owns one connection, guarded by a re-entrant lock, so it may be shared by threads
 (their units of work then run one after another). For parallel writers, open one backend per process (or per
@@ -145,7 +145,7 @@ _SIDE_TABLES = (
 
 
 def _load_ticket(conn: sqlite3.Connection, where: str, param: object) -> tuple[int, Ticket] | None:
-    # ``where`` is one of the fixed strings below, never caller input.
+    # `where` is one of the fixed strings below, never caller input.
     row = conn.execute(f"SELECT {_TICKET_COLUMNS} FROM tickets WHERE {where}", (param,)).fetchone()  # noqa: S608
     if row is None:
         return None
@@ -168,7 +168,7 @@ _BY_MESSAGE_ID = "id = (SELECT ticket_id FROM message_ids WHERE message_id = ?)"
 
 
 class _Lookup:
-    """Ticket lookups on a connection inside a read transaction (for :func:`follow_merges`)."""
+    """Ticket lookups on a connection inside a read transaction (for `follow_merges()`)."""
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn
@@ -179,7 +179,7 @@ class _Lookup:
 
 
 class _SQLiteUnitOfWork:
-    """One ``BEGIN IMMEDIATE`` transaction on a :class:`SQLiteBackend`'s connection."""
+    """One `BEGIN IMMEDIATE` transaction on a `SQLiteBackend`'s connection."""
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn
@@ -200,7 +200,7 @@ class _SQLiteUnitOfWork:
     # -- reads --
 
     def processed(self, key: str) -> ProcessedRecord | None:
-        """The ledger row for ``key``, if any."""
+        """The ledger row for `key`, if any."""
         with translate_errors("read the ledger"):
             row = (
                 self._c()
@@ -214,13 +214,13 @@ class _SQLiteUnitOfWork:
         )
 
     def ticket_by_number(self, number: str) -> Ticket | None:
-        """The ticket with this number, or ``None``."""
+        """The ticket with this number, or `None`."""
         with translate_errors("read a ticket"):
             found = _load_ticket(self._c(), _BY_NUMBER, number)
         return None if found is None else found[1]
 
     def ticket_by_message_id(self, message_id: str) -> Ticket | None:
-        """The ticket whose thread holds this message id, or ``None``."""
+        """The ticket whose thread holds this message id, or `None`."""
         with translate_errors("look up a message id"):
             found = _load_ticket(self._c(), _BY_MESSAGE_ID, normalize_message_id(message_id))
         return None if found is None else found[1]
@@ -231,7 +231,7 @@ class _SQLiteUnitOfWork:
             return self._c().execute("SELECT 1 FROM tickets WHERE number = ?", (number,)).fetchone() is not None
 
     def count_tickets_by_requester(self, email: str, since: _dt.datetime) -> int:
-        """Tickets opened by ``email`` (case-insensitive) at or after ``since``."""
+        """Tickets opened by `email` (case-insensitive) at or after `since`."""
         with translate_errors("count tickets"):
             row = (
                 self._c()
@@ -487,21 +487,21 @@ _PAGE = 500
 
 
 class SQLiteBackend(BaseBackend):
-    """A :class:`~ticketmail.backends.base.Backend` in one SQLite file (or ``":memory:"``).
+    """A `Backend` in one SQLite file (or `":memory:"`).
 
     Args:
-        path: The database file (created if missing) or ``":memory:"``.
+        path: The database file (created if missing) or `":memory:"`.
         timeout: Seconds to wait for another connection's lock (SQLite's busy timeout) before raising
-            :class:`BackendLockedError`.
-        synchronous: The ``synchronous`` pragma. ``NORMAL`` (default) with WAL is crash-safe and fast;
-            ``FULL`` makes every commit durable against power loss too.
+            `BackendLockedError`.
+        synchronous: The `synchronous` pragma. `NORMAL` (default) with WAL is crash-safe and fast;
+            `FULL` makes every commit durable against power loss too.
         wal_autocheckpoint: WAL pages (4 KiB) written before SQLite copies them into the database file.
-            A checkpoint is the only point where ``NORMAL`` syncs, so a larger value means fewer fsyncs
+            A checkpoint is the only point where `NORMAL` syncs, so a larger value means fewer fsyncs
             during bulk ingestion (the default, about 64 MiB, roughly doubled throughput in our
-            measurements against SQLite's 1000) at the cost of a larger ``-wal`` file between checkpoints.
+            measurements against SQLite's 1000) at the cost of a larger `-wal` file between checkpoints.
         cache_mib: Page cache size per connection, in MiB.
 
-    Use as a context manager or call :meth:`close`. Safe to share between threads (one lock serializes
+    Use as a context manager or call `close()`. Safe to share between threads (one lock serializes
     use of the connection) and between processes (one backend per process on the same file).
     """
 
@@ -568,7 +568,7 @@ class SQLiteBackend(BaseBackend):
 
     @contextmanager
     def unit_of_work(self) -> Iterator[_SQLiteUnitOfWork]:
-        """``BEGIN IMMEDIATE``; ``COMMIT`` on normal exit, ``ROLLBACK`` when the block raises."""
+        """`BEGIN IMMEDIATE`; `COMMIT` on normal exit, `ROLLBACK` when the block raises."""
         with self._lock:
             if self._in_unit:
                 raise BackendError("a unit of work is already open on this backend; nested units are not supported")
@@ -616,12 +616,12 @@ class SQLiteBackend(BaseBackend):
                 conn.execute("COMMIT")
 
     def is_processed(self, key: str) -> bool:
-        """Whether ``key`` is in the ledger (a read transaction: no write lock taken)."""
+        """Whether `key` is in the ledger (a read transaction: no write lock taken)."""
         with self._read("read the ledger") as conn:
             return conn.execute("SELECT 1 FROM ledger WHERE key = ?", (key,)).fetchone() is not None
 
     def find_ticket(self, number: str, *, follow: bool = True) -> Ticket | None:
-        """The ticket with ``number``; with ``follow``, the surviving ticket of its merge chain."""
+        """The ticket with `number`; with `follow`, the surviving ticket of its merge chain."""
         with self._read("read a ticket") as conn:
             lookup = _Lookup(conn)
             ticket = lookup.ticket_by_number(number)
@@ -634,7 +634,7 @@ class SQLiteBackend(BaseBackend):
         return None if found is None else found[1]
 
     def list_tickets(self, *, limit: int | None = None, offset: int = 0) -> Sequence[Ticket]:
-        """Tickets oldest first; ``offset``/``limit`` page through them."""
+        """Tickets oldest first; `offset`/`limit` page through them."""
         with self._read("list tickets") as conn:
             rows = conn.execute(
                 f"SELECT {_TICKET_COLUMNS} FROM tickets ORDER BY id LIMIT ? OFFSET ?",  # noqa: S608
@@ -756,7 +756,7 @@ class SQLiteBackend(BaseBackend):
         return [_quarantine_record(row) for row in rows]
 
     def close(self) -> None:
-        """Close the connection (idempotent). Later calls raise :class:`~ticketmail.errors.BackendError`."""
+        """Close the connection (idempotent). Later calls raise `BackendError`."""
         with self._lock:
             if self._closed:
                 return

@@ -1,8 +1,8 @@
 """The SQLite schema: forward migrations, the schema version check, and error translation.
 
-Split from :mod:`ticketmail.backends.sqlite` so the schema reads as one document. :data:`MIGRATIONS` is
+Split from `ticketmail.backends.sqlite` so the schema reads as one document. `MIGRATIONS` is
 append-only: a released step is never edited; a schema change is a new step at the end. Each step runs
-inside the one ``BEGIN IMMEDIATE`` transaction :func:`migrate` opens, so concurrent openers serialize and
+inside the one `BEGIN IMMEDIATE` transaction `migrate()` opens, so concurrent openers serialize and
 a failing step leaves the file as it was.
 """
 
@@ -33,7 +33,7 @@ __all__ = [
 
 
 class BackendLockedError(BackendError):
-    """The database stayed locked by another connection for longer than the backend's ``timeout``."""
+    """The database stayed locked by another connection for longer than the backend's `timeout`."""
 
     code = "backend_locked"
 
@@ -51,7 +51,7 @@ class Migration:
     """One forward step of the schema: SQL statements run in order, then an optional Python step.
 
     Steps are never edited once released; a change to the schema is a new step at the end of
-    :data:`MIGRATIONS`. ``python`` receives the connection inside the migration transaction (for backfills
+    `MIGRATIONS`. `python` receives the connection inside the migration transaction (for backfills
     SQL cannot express).
     """
 
@@ -76,11 +76,11 @@ _CHOICES_REPR = re.compile(rf"\(\s*(?:{_CHOICE_REPR.pattern}\s*,\s*)+(?:{_CHOICE
 
 
 def _old_custom_value(text: str) -> object:
-    """The JSON value for a custom field written before version 4, which stored ``str(value)``.
+    """The JSON value for a custom field written before version 4, which stored `str(value)`.
 
-    Text stays text: whether ``"12.5"`` was a number or a product code cannot be told any more. Only the
-    unmistakable ``repr`` of a choice (``Choice(key='p2', label='Scanner')``, or a tuple of them) is turned
-    back into ``{"key": ..., "label": ...}`` (a list for several).
+    Text stays text: whether `"12.5"` was a number or a product code cannot be told any more. Only the
+    unmistakable `repr` of a choice (`Choice(key='p2', label='Scanner')`, or a tuple of them) is turned
+    back into `{"key": ..., "label": ...}` (a list for several).
     """
     single = _CHOICE_REPR.fullmatch(text)
     if single is not None:
@@ -246,14 +246,14 @@ MIGRATIONS: tuple[Migration, ...] = (
         python=_custom_values_to_json,
     ),
 )
-"""Every schema step, oldest first. ``MIGRATIONS[-1].version`` is the version this code writes."""
+"""Every schema step, oldest first. `MIGRATIONS[-1].version` is the version this code writes."""
 
 SCHEMA_VERSION = MIGRATIONS[-1].version
 
 
 @contextmanager
 def translate_errors(action: str) -> Iterator[None]:
-    """Map ``sqlite3`` exceptions raised while doing ``action`` onto ticketmail errors."""
+    """Map `sqlite3` exceptions raised while doing `action` onto ticketmail errors."""
     try:
         yield
     except sqlite3.OperationalError as exc:
@@ -272,16 +272,16 @@ def translate_errors(action: str) -> Iterator[None]:
 
 
 def current_version(conn: sqlite3.Connection) -> int:
-    """The highest applied migration of ``conn`` (0 for a new file)."""
+    """The highest applied migration of `conn` (0 for a new file)."""
     row = conn.execute("SELECT max(version) FROM schema_version").fetchone()
     return int(row[0] or 0)
 
 
 def migrate(conn: sqlite3.Connection, *, target: int | None = None) -> int:
-    """Bring the schema of ``conn`` forward to ``target`` (default: the newest); return the version reached.
+    """Bring the schema of `conn` forward to `target` (default: the newest); return the version reached.
 
-    Runs in one ``BEGIN IMMEDIATE`` transaction, so concurrent openers serialize and a failed step leaves
-    the file as it was. A database newer than this code raises :class:`SchemaVersionError`.
+    Runs in one `BEGIN IMMEDIATE` transaction, so concurrent openers serialize and a failed step leaves
+    the file as it was. A database newer than this code raises `SchemaVersionError`.
     """
     goal = SCHEMA_VERSION if target is None else target
     with translate_errors("migrate the schema"):

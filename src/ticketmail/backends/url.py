@@ -1,12 +1,12 @@
-"""Open a backend from one string: a ``postgresql://`` URL or a SQLite file path.
+"""Open a backend from one string: a `postgresql://` URL or a SQLite file path.
 
-Every command that takes ``--db`` (and the ``[storage] url`` setting) goes through :func:`open_backend`, so
-``--db tickets.sqlite3`` keeps meaning SQLite while ``--db postgresql://desk@db.internal/helpdesk`` opens
-:class:`~ticketmail.backends.postgres.PostgresBackend` (``pip install 'ticketmail[postgres]'``).
+Every command that takes `--db` (and the `[storage] url` setting) goes through `open_backend()`, so
+`--db tickets.sqlite3` keeps meaning SQLite while `--db postgresql://desk@db.internal/helpdesk` opens
+`PostgresBackend` (`pip install 'ticketmail[postgres]'`).
 
 Besides the libpq parameters, a PostgreSQL URL may carry two ticketmail options in its query string, which
-are removed before the URL reaches libpq: ``schema`` (default ``ticketmail``) and ``pool_size`` (default 5),
-e.g. ``postgresql://desk@db/helpdesk?schema=support&pool_size=10``.
+are removed before the URL reaches libpq: `schema` (default `ticketmail`) and `pool_size` (default 5),
+e.g. `postgresql://desk@db/helpdesk?schema=support&pool_size=10`.
 """
 
 from __future__ import annotations
@@ -32,13 +32,13 @@ _OPTIONS = ("schema", "pool_size")
 
 
 def is_database_url(target: str | os.PathLike[str]) -> bool:
-    """Whether ``target`` is a ``postgresql://`` / ``postgres://`` URL (anything else is a SQLite path)."""
+    """Whether `target` is a `postgresql://` / `postgres://` URL (anything else is a SQLite path)."""
     match = _URL.match(os.fspath(target))
     return bool(match) and match.group(1).lower() in POSTGRES_SCHEMES  # type: ignore[union-attr]
 
 
 def split_options(url: str) -> tuple[str, dict[str, Any]]:
-    """``url`` without the ticketmail options (``schema``, ``pool_size``), and those options."""
+    """`url` without the ticketmail options (`schema`, `pool_size`), and those options."""
     parts = urlsplit(url)
     kept: list[tuple[str, str]] = []
     options: dict[str, Any] = {}
@@ -69,15 +69,15 @@ def _check(target: str) -> None:
 
 
 def open_backend(target: str, *, create: bool = True, **options: Any) -> Backend:
-    """The backend ``target`` names: PostgreSQL for a ``postgresql://`` URL, else a SQLite file.
+    """The backend `target` names: PostgreSQL for a `postgresql://` URL, else a SQLite file.
 
     Args:
-        target: ``postgresql://user:password@host:5432/dbname`` (``postgres://`` too) or a file path.
+        target: `postgresql://user:password@host:5432/dbname` (`postgres://` too) or a file path.
         create: Create the database (SQLite file, PostgreSQL schema) when missing and migrate an older one.
-            With ``False`` a missing SQLite file is a :class:`~ticketmail.errors.ConfigError` and a missing
-            PostgreSQL schema a ``BackendSetupError``.
-        **options: Passed to the backend's constructor (e.g. ``pool_size`` for PostgreSQL, ``synchronous``
-            for SQLite); the URL's own ``schema``/``pool_size`` options come first.
+            With `False` a missing SQLite file is a `ConfigError` and a missing
+            PostgreSQL schema a `BackendSetupError`.
+        **options: Passed to the backend's constructor (e.g. `pool_size` for PostgreSQL, `synchronous`
+            for SQLite); the URL's own `schema`/`pool_size` options come first.
     """
     _check(target)
     if is_database_url(target):
@@ -97,7 +97,7 @@ def open_backend(target: str, *, create: bool = True, **options: Any) -> Backend
 
 
 def open_key_store(target: str) -> SQLiteKeyStore | PostgresKeyStore:
-    """The API key store living next to the tickets of ``target`` (same database, same schema)."""
+    """The API key store living next to the tickets of `target` (same database, same schema)."""
     _check(target)
     if is_database_url(target):
         from ticketmail.backends.postgres_keys import PostgresKeyStore
@@ -110,9 +110,9 @@ def open_key_store(target: str) -> SQLiteKeyStore | PostgresKeyStore:
 
 
 def local_state_dir(target: str) -> Path:
-    """The default state directory (health, local locks) for ``target``.
+    """The default state directory (health, local locks) for `target`.
 
-    Next to a SQLite file (``tickets.sqlite3.state``); for a database URL, ``ticketmail.state`` in the current
+    Next to a SQLite file (`tickets.sqlite3.state`); for a database URL, `ticketmail.state` in the current
     directory (the state is per machine: health and local retry counters; leases live in the database).
     """
     if is_database_url(target):

@@ -1,7 +1,7 @@
-"""The ``ticketmail`` console script.
+"""The `ticketmail` console script.
 
-Each command group lives in its own module with a ``register(subparsers)`` function that adds its
-sub-commands and sets ``func`` (a callable taking the parsed namespace and returning an exit code).
+Each command group lives in its own module with a `register(subparsers)` function that adds its
+sub-commands and sets `func` (a callable taking the parsed namespace and returning an exit code).
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ __all__ = ["positive_int"]
 
 
 def positive_int(what: str) -> Callable[[str], int]:
-    """An argparse ``type`` for an integer >= 1; ``what`` names it in the error (argparse exits 2 with it)."""
+    """An argparse `type` for an integer >= 1; `what` names it in the error (argparse exits 2 with it)."""
 
     def parse(text: str) -> int:
         try:

@@ -1,7 +1,7 @@
-"""What every command does with ``--config``: load the file once, then let command-line flags override it.
+"""What every command does with `--config`: load the file once, then let command-line flags override it.
 
-The commands share these helpers so that ``fetch``, ``pipe``, ``ingest``, ``serve``, ``check``, ``status``
-and ``parse`` apply the same storage, rules, threading, forms, attachment policy and limits from one file.
+The commands share these helpers so that `fetch`, `pipe`, `ingest`, `serve`, `check`, `status`
+and `parse` apply the same storage, rules, threading, forms, attachment policy and limits from one file.
 """
 
 from __future__ import annotations
@@ -40,13 +40,13 @@ DEFAULT_DB = "tickets.sqlite3"
 
 
 class _UnsetDb(str):
-    """The default of ``--db``: reads as ``tickets.sqlite3``, but `storage_target` knows it was not given."""
+    """The default of `--db`: reads as `tickets.sqlite3`, but `storage_target` knows it was not given."""
 
     __slots__ = ()
 
 
 UNSET_DB = _UnsetDb(DEFAULT_DB)
-"""Default value of ``--db``; a command given no ``--db`` uses ``[storage]`` first (see `storage_target`)."""
+"""Default value of `--db`; a command given no `--db` uses `[storage]` first (see `storage_target`)."""
 
 # Flag destination -> ThreadingOptions attribute.
 _THREADING_FLAGS = {
@@ -59,7 +59,7 @@ _THREADING_FLAGS = {
 
 
 def add_config_argument(parser: argparse.ArgumentParser, *, required: bool = False) -> None:
-    """``--config FILE``: the ticketmail TOML file (``docs/configuration.md``)."""
+    """`--config FILE`: the ticketmail TOML file (`docs/configuration.md`)."""
     parser.add_argument(
         "--config",
         required=required,
@@ -70,7 +70,7 @@ def add_config_argument(parser: argparse.ArgumentParser, *, required: bool = Fal
 
 
 def add_threading_arguments(parser: argparse.ArgumentParser) -> None:
-    """The threading flags; each overrides the ``[threading]`` key of the same meaning."""
+    """The threading flags; each overrides the `[threading]` key of the same meaning."""
     group = parser.add_argument_group("threading (override [threading])")
     group.add_argument(
         "--requester-header",
@@ -106,12 +106,12 @@ def add_threading_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def load_config(path: str | None) -> Config:
-    """The configuration in ``path``, or the built-in defaults without a file."""
+    """The configuration in `path`, or the built-in defaults without a file."""
     return load(path) if path else Config(path=None)
 
 
 def threading_for(config: Config, args: argparse.Namespace) -> ThreadingOptions:
-    """``[threading]`` with the command-line threading flags applied over it."""
+    """`[threading]` with the command-line threading flags applied over it."""
     overrides = {
         option: getattr(args, flag)
         for flag, option in _THREADING_FLAGS.items()
@@ -127,7 +127,7 @@ def threading_for(config: Config, args: argparse.Namespace) -> ThreadingOptions:
 
 
 def rules_for(config: Config, args: argparse.Namespace) -> RuleSet | None:
-    """``--rules FILE`` when given (it replaces ``[rules]``), else the file's ``[rules]``."""
+    """`--rules FILE` when given (it replaces `[rules]`), else the file's `[rules]`."""
     path = getattr(args, "rules", None)
     if path:
         from ticketmail.rules import load_rules_file
@@ -137,7 +137,7 @@ def rules_for(config: Config, args: argparse.Namespace) -> RuleSet | None:
 
 
 def storage_target(config: Config, args: argparse.Namespace, *, default: str | None = DEFAULT_DB) -> str:
-    """``--db`` (a path or URL) when given, else ``[storage]`` (``url`` or ``path``), else ``default``."""
+    """`--db` (a path or URL) when given, else `[storage]` (`url` or `path`), else `default`."""
     given = getattr(args, "db", None)
     if isinstance(given, _UnsetDb):
         given = None
@@ -149,7 +149,7 @@ def storage_target(config: Config, args: argparse.Namespace, *, default: str | N
 
 
 def state_dir(config: Config, args: argparse.Namespace, target: str) -> Path:
-    """``--state-dir``, else ``[storage] state_dir``, else ``<database>.state`` next to the database."""
+    """`--state-dir`, else `[storage] state_dir`, else `<database>.state` next to the database."""
     explicit = getattr(args, "state_dir", None)
     if explicit:
         return Path(explicit)
@@ -161,7 +161,7 @@ def state_dir(config: Config, args: argparse.Namespace, target: str) -> Path:
 
 
 def context_for(config: Config, name: str, addresses: Sequence[str] = ()) -> MailboxContext:
-    """The context of mailbox ``name``: its configured defaults when the file defines it, plus ``addresses``."""
+    """The context of mailbox `name`: its configured defaults when the file defines it, plus `addresses`."""
     for mailbox in config.mailboxes:
         if mailbox.name == name:
             context = mailbox.context()
@@ -180,7 +180,7 @@ def build_pipeline(
     context: MailboxContext | None = None,
     hooks: Any = None,
 ) -> Any:
-    """A :class:`~ticketmail.pipeline.Pipeline` with everything the file and the flags say."""
+    """A `Pipeline` with everything the file and the flags say."""
     from ticketmail.pipeline import Pipeline
 
     return Pipeline(
@@ -195,7 +195,7 @@ def build_pipeline(
 
 
 def parse_options(config: Config) -> dict[str, Any]:
-    """Keyword options for ``parse_json``/``parse_xml``: the form, the limits, unknown-field handling.
+    """Keyword options for `parse_json`/`parse_xml`: the form, the limits, unknown-field handling.
 
     The type allow-list is left to the attachment policy, which drops a refused file instead of refusing
     the whole request.
@@ -208,7 +208,7 @@ def parse_options(config: Config) -> dict[str, Any]:
 
 
 def report_mailbox_errors(config: Config, stream: IO[str], names: Sequence[str] = ()) -> int:
-    """Print each invalid mailbox's error (only those in ``names`` when given); return how many."""
+    """Print each invalid mailbox's error (only those in `names` when given); return how many."""
     count = 0
     for error in config.mailbox_errors:
         name = (error.field or "").removeprefix("mailbox:")

@@ -1,30 +1,30 @@
-"""``ticketmail fetch``, ``check``, ``status`` and ``pipe``: mailboxes from the command line.
+"""`ticketmail fetch`, `check`, `status` and `pipe`: mailboxes from the command line.
 
-Every command reads the same ``--config`` file (``docs/configuration.md``): storage, mailboxes, rules,
-threading, forms, attachment policy and limits; flags (``--db``, ``--rules``, the threading flags) override it.
+Every command reads the same `--config` file (`docs/configuration.md`): storage, mailboxes, rules,
+threading, forms, attachment policy and limits; flags (`--db`, `--rules`, the threading flags) override it.
 
-* ``fetch --config FILE [--once | --watch]`` polls the configured mailboxes into the database named by
-  ``[storage]`` and prints one JSON line per message on stdout (like ``ingest``). ``--once`` (the
-  default) suits cron; ``--watch`` serves every mailbox until SIGTERM/SIGINT (IDLE where ``idle = true``).
-  ``--batch-size N`` overrides every mailbox's ``batch_size`` (messages committed per transaction).
-* ``check --config FILE [--json]`` validates each mailbox's settings (credentials first), then tests its
+* `fetch --config FILE [--once | --watch]` polls the configured mailboxes into the database named by
+  `[storage]` and prints one JSON line per message on stdout (like `ingest`). `--once` (the
+  default) suits cron; `--watch` serves every mailbox until SIGTERM/SIGINT (IDLE where `idle = true`).
+  `--batch-size N` overrides every mailbox's `batch_size` (messages committed per transaction).
+* `check --config FILE [--json]` validates each mailbox's settings (credentials first), then tests its
   connection and names the failing stage; a disabled mailbox is checked and marked as disabled.
-* ``status --config FILE [--json]`` prints the health table written by fetch runs (another process).
-* ``pipe [--db PATH] [--config FILE] [--mailbox NAME]`` reads ONE message from stdin for MTA delivery and
-  exits with a sysexits status (see :mod:`ticketmail.sources.pipe`); never a traceback, one line on stderr.
-  With ``--config``, ``--mailbox`` must name a ``[[mailboxes]]`` entry (``protocol = "pipe"`` for one that
+* `status --config FILE [--json]` prints the health table written by fetch runs (another process).
+* `pipe [--db PATH] [--config FILE] [--mailbox NAME]` reads ONE message from stdin for MTA delivery and
+  exits with a sysexits status (see `ticketmail.sources.pipe`); never a traceback, one line on stderr.
+  With `--config`, `--mailbox` must name a `[[mailboxes]]` entry (`protocol = "pipe"` for one that
   is only delivered to): an unknown name exits 75 (EX_TEMPFAIL), like every configuration problem, so the
   MTA keeps the message queued and retries while the operator fixes the alias; 64 (EX_USAGE) would make
   it bounce the message to its sender, and the request would be lost to the desk.
 
-State (locks, ``health.json``, retry counters) lives in ``[storage] state_dir`` or, by default, in
-``<database>.state/`` next to the database (:func:`ticketmail.sources.poller.default_state_dir`).
+State (locks, `health.json`, retry counters) lives in `[storage] state_dir` or, by default, in
+`<database>.state/` next to the database (`ticketmail.sources.poller.default_state_dir()`).
 
 Exit codes of fetch: 0 every mailbox polled (or skipped because another fetch holds it) and every message
 committed; 1 some message failed (left in place, retried later) or some mailbox failed (see stderr and
-``status``); 2 bad usage or configuration (also when only some ``[[mailboxes]]`` tables are invalid: the
-valid ones were still fetched); 3 the database failed. ``check``: 0 all ok, 1 some mailbox failed (an
-invalid table fails at the ``config`` stage). ``status``: 0 all ok (or never polled), 1 some mailbox is
+`status`); 2 bad usage or configuration (also when only some `[[mailboxes]]` tables are invalid: the
+valid ones were still fetched); 3 the database failed. `check`: 0 all ok, 1 some mailbox failed (an
+invalid table fails at the `config` stage). `status`: 0 all ok (or never polled), 1 some mailbox is
 failing or unreachable, 2 bad configuration.
 """
 
@@ -70,7 +70,7 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_BACKEND = 0, 1, 2, 3
 
 
 def register(subparsers: Any) -> None:
-    """Add the ``fetch``, ``check``, ``status`` and ``pipe`` sub-commands."""
+    """Add the `fetch`, `check`, `status` and `pipe` sub-commands."""
     fetch = subparsers.add_parser(
         "fetch",
         help="fetch mail from the configured mailboxes into the ticket database",
@@ -163,7 +163,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 
 class _OneLine(logging.Formatter):
-    """``ticketmail: warning: message``; tracebacks only with ``--verbose``."""
+    """`ticketmail: warning: message`; tracebacks only with `--verbose`."""
 
     def __init__(self, verbose: bool) -> None:
         super().__init__()
@@ -178,7 +178,7 @@ class _OneLine(logging.Formatter):
 
 @contextlib.contextmanager
 def _cli_logging(verbose: bool, *, quiet: bool = False, poller_level: int | None = None) -> Iterator[None]:
-    """Route ``ticketmail`` logs to stderr as one-liners for the command's duration, then restore."""
+    """Route `ticketmail` logs to stderr as one-liners for the command's duration, then restore."""
     logger = logging.getLogger("ticketmail")
     poller = logging.getLogger("ticketmail.sources.poller")
     saved = (logger.level, logger.propagate, poller.level)
@@ -241,7 +241,7 @@ def _open(
 
 
 def _alerter(config: Config) -> Any:
-    """An `Alerter` for the file's ``[alerts]`` table, or ``None`` without one."""
+    """An `Alerter` for the file's `[alerts]` table, or `None` without one."""
     if config.alerts is None:
         return None
     from ticketmail.alerts import Alerter
@@ -479,7 +479,7 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _check_state_dir(args: argparse.Namespace, config: Config | SourcesConfig) -> Path | None:
-    """Where ``fetch`` keeps its state (the OAuth2 token files live there), if the config says."""
+    """Where `fetch` keeps its state (the OAuth2 token files live there), if the config says."""
     try:
         if isinstance(config, SourcesConfig):  # a caller holding the older mailbox-only view of the file
             config = load_config(config.path)

@@ -1,11 +1,11 @@
-"""``ticketmail ingest``, ``ticketmail tickets`` and ``ticketmail show``: the main job on the embedded default.
+"""`ticketmail ingest`, `ticketmail tickets` and `ticketmail show`: the main job on the embedded default.
 
-``ingest`` reads local inputs (.eml files, Maildir folders, mbox files, JSON/XML payload files; see
-:mod:`ticketmail.sources.local`) into a SQLite database through the pipeline and prints one JSON line per
+`ingest` reads local inputs (.eml files, Maildir folders, mbox files, JSON/XML payload files; see
+`ticketmail.sources.local`) into a SQLite database through the pipeline and prints one JSON line per
 message on stdout. Because every item has a stable provenance, running the same command twice changes
-nothing the second time: each line then says ``"action": "duplicate", "already_processed": true``.
+nothing the second time: each line then says `"action": "duplicate", "already_processed": true`.
 
-Standard output carries data only (JSON lines, or the tables of ``tickets``/``show``); progress and the
+Standard output carries data only (JSON lines, or the tables of `tickets`/`show`); progress and the
 summary go to standard error, and the progress bar is drawn only when standard error is a terminal, so
 pipes and log files stay clean.
 
@@ -53,7 +53,7 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_BACKEND = 0, 1, 2, 3
 
 
 def register(subparsers: Any) -> None:
-    """Add the ``ingest``, ``tickets`` and ``show`` sub-commands."""
+    """Add the `ingest`, `tickets` and `show` sub-commands."""
     ingest = subparsers.add_parser(
         "ingest",
         help="ingest .eml files, Maildir folders, mbox files and JSON/XML payloads into a ticket database",
@@ -161,13 +161,13 @@ def _open_backend(target: str, *, create: bool) -> Backend:
 
 
 def _target(args: argparse.Namespace) -> tuple[Config, str]:
-    """The configuration (``--config``) and the ticket store (``--db`` over ``[storage]``) of a command."""
+    """The configuration (`--config`) and the ticket store (`--db` over `[storage]`) of a command."""
     config = load_config(getattr(args, "config", None))
     return config, storage_target(config, args)
 
 
 def _quiet_broken_pipe() -> None:
-    """The reader went away (``| head``): send further output to /dev/null so exit is quiet."""
+    """The reader went away (`| head`): send further output to /dev/null so exit is quiet."""
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, sys.stdout.fileno())
 
@@ -215,7 +215,7 @@ class _Progress:
 
 
 def _chunks(items: Iterable[LocalItem], size: int) -> Iterator[list[LocalItem]]:
-    """Consecutive emails in groups of up to ``size`` (one unit of work each); payloads alone."""
+    """Consecutive emails in groups of up to `size` (one unit of work each); payloads alone."""
     batch: list[LocalItem] = []
     for item in items:
         if item.kind != "email":
@@ -263,7 +263,7 @@ def _line(item: LocalItem, outcome: Outcome, *, dry_run: bool = False) -> str:
 
 
 def run_ingest(args: argparse.Namespace) -> int:
-    """Ingest every item under ``args.paths``; return the exit code."""
+    """Ingest every item under `args.paths`; return the exit code."""
     out, err = sys.stdout, sys.stderr
     try:
         config, target = _target(args)
@@ -338,7 +338,7 @@ def run_ingest(args: argparse.Namespace) -> int:
 
 
 def ticket_summary(ticket: Ticket) -> dict[str, Any]:
-    """A ticket as the JSON object ``tickets --json`` prints (``requester`` is the email address)."""
+    """A ticket as the JSON object `tickets --json` prints (`requester` is the email address)."""
     return {
         "number": ticket.number,
         "subject": ticket.subject,
@@ -365,7 +365,7 @@ def ticket_summary(ticket: Ticket) -> dict[str, Any]:
 
 def _entry_json(entry: Entry, position: int) -> dict[str, Any]:
     data: dict[str, Any] = to_jsonable(entry)
-    data["position"] = position  # 1 for the ticket's first entry; ``id`` is the backend's own id
+    data["position"] = position  # 1 for the ticket's first entry; `id` is the backend's own id
     data["author"] = entry.author.email if entry.author else None
     data["author_name"] = entry.author.name if entry.author else None
     return data

@@ -1,10 +1,10 @@
-"""``ticketmail oauth``: sign a mailbox in once (``login``), see its token state (``status``), forget it (``logout``).
+"""`ticketmail oauth`: sign a mailbox in once (`login`), see its token state (`status`), forget it (`logout`).
 
-``ticketmail oauth login --config tickets.toml --mailbox support`` runs the device-code flow (prints a URL and
-a code; the default for Microsoft and generic servers with a device endpoint) or ``--flow browser``, the
-authorization-code flow with PKCE on a loopback redirect (the default for Google; ``--no-browser`` only
-prints the URL). The refresh token goes to ``<state dir>/oauth/<mailbox>.json`` (0600), where ``fetch``,
-``check`` and the poller read it. Exit codes: 0 signed in, 1 the sign-in failed, 2 usage or configuration.
+`ticketmail oauth login --config tickets.toml --mailbox support` runs the device-code flow (prints a URL and
+a code; the default for Microsoft and generic servers with a device endpoint) or `--flow browser`, the
+authorization-code flow with PKCE on a loopback redirect (the default for Google; `--no-browser` only
+prints the URL). The refresh token goes to `<state dir>/oauth/<mailbox>.json` (0600), where `fetch`,
+`check` and the poller read it. Exit codes: 0 signed in, 1 the sign-in failed, 2 usage or configuration.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ EXIT_USAGE = 2
 
 
 def register(subparsers: Any) -> None:
-    """Add the ``oauth`` command group (``login``, ``status``, ``logout``)."""
+    """Add the `oauth` command group (`login`, `status`, `logout`)."""
     oauth = subparsers.add_parser(
         "oauth",
         help="sign mailboxes in with OAuth2 (Microsoft 365, Google, generic servers)",

@@ -1,27 +1,27 @@
-"""``ticketmail parse``: parse one payload or message and print the normalized result as JSON.
+"""`ticketmail parse`: parse one payload or message and print the normalized result as JSON.
 
 Usage::
 
     ticketmail parse [--as auto|json|xml|email] [--include-bytes] [--rules FILE] [--form FILE]
                      [--ignore-unknown-fields] FILE|-
 
-Output: exactly one JSON document on stdout (schema in ``docs/cli.md``)::
+Output: exactly one JSON document on stdout (schema in `docs/cli.md`)::
 
     {"format": "json", "kind": "ticket_request", "result": {...}}            # + "decision" with --rules
     {"format": "email", "kind": "email", "result": {...}, "automatic": ...}  # + "decision" with --rules
 
 Exit status (sysexits-style, so a script can tell whose fault a failure is):
 
-* ``0``: parsed; the document above.
-* ``1``: the input was rejected (any :class:`~ticketmail.errors.TicketmailError`, including a rules or
-  form file that does not load): ``{"error": {"code", "status", "message", "field"}}``.
-* ``2``: usage error: bad arguments (argparse, message on stderr) or an unreadable FILE (error document
-  with code ``unreadable_input``).
-* ``70`` (``EX_SOFTWARE``): a bug, i.e. an unexpected exception: ``{"error": {"code": "internal_error",
-  "status": 500, ...}}`` naming only the exception type; no traceback unless ``TICKETMAIL_DEBUG=1``.
+* `0`: parsed; the document above.
+* `1`: the input was rejected (any `TicketmailError`, including a rules or
+  form file that does not load): `{"error": {"code", "status", "message", "field"}}`.
+* `2`: usage error: bad arguments (argparse, message on stderr) or an unreadable FILE (error document
+  with code `unreadable_input`).
+* `70` (`EX_SOFTWARE`): a bug, i.e. an unexpected exception: ``{"error": {"code": "internal_error",
+  "status": 500, ...}}` naming only the exception type; no traceback unless `TICKETMAIL_DEBUG=1``.
 
-The email format, the automatic-mail classification and ``--rules`` use :mod:`ticketmail.parsing.mime` and
-:mod:`ticketmail.rules` when those are installed; without them the command still works and says what is
+The email format, the automatic-mail classification and `--rules` use `ticketmail.parsing.mime` and
+`ticketmail.rules` when those are installed; without them the command still works and says what is
 unavailable. The clock for rule evaluation is read here, at the edge, never inside the pure core.
 """
 
@@ -55,14 +55,14 @@ EXIT_INTERNAL = 70
 
 
 class UnreadableInputError(InputError):
-    """The FILE given to ``ticketmail parse`` cannot be read (missing, a directory, no permission)."""
+    """The FILE given to `ticketmail parse` cannot be read (missing, a directory, no permission)."""
 
     code = "unreadable_input"
     status = 400
 
 
 def register(subparsers: Any) -> None:
-    """Add the ``parse`` sub-command."""
+    """Add the `parse` sub-command."""
     parser = subparsers.add_parser(
         "parse",
         help="parse a JSON/XML ticket payload or a raw email and print it as JSON",
@@ -116,10 +116,10 @@ def _read(path: str) -> bytes:
 
 
 def _load_form(path: str, base: Form | None = None) -> Form:
-    """Read a form definition (``{"fields": [...], "replace": false}``) from a TOML or JSON file.
+    """Read a form definition (`{"fields": [...], "replace": false}`) from a TOML or JSON file.
 
-    Its fields are added to ``base`` (default: the default form), replacing fields of the same name;
-    with ``replace = true`` the file's fields are the whole form.
+    Its fields are added to `base` (default: the default form), replacing fields of the same name;
+    with `replace = true` the file's fields are the whole form.
     """
     try:
         with open(path, "rb") as handle:
@@ -201,7 +201,7 @@ def _document(args: argparse.Namespace, body: bytes) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run ``ticketmail parse`` with parsed arguments; returns the exit status."""
+    """Run `ticketmail parse` with parsed arguments; returns the exit status."""
     try:
         body = _read(args.file)
         document = _document(args, body)

@@ -1,13 +1,13 @@
-"""``ticketmail serve`` and ``ticketmail apikey add/list/revoke``.
+"""`ticketmail serve` and `ticketmail apikey add/list/revoke`.
 
-``serve`` runs osTicket's ticket API (:mod:`ticketmail.api`) on the embedded threaded server, storing into
-the ticket database (``--db`` or ``[storage]``); API keys live in their own table of that same file (or in
-``[api] keys``). ``--config`` applies the whole file: rules, threading, the ``[forms]`` custom fields, the
-``[attachments]`` policy, ``[limits]`` and ``[api]`` (body limit, listen address, trusted proxies); its
-mailboxes can be fetched through ``POST /api/tasks/cron`` by a key with the ``run_cron`` permission.
+`serve` runs osTicket's ticket API (`ticketmail.api`) on the embedded threaded server, storing into
+the ticket database (`--db` or `[storage]`); API keys live in their own table of that same file (or in
+`[api] keys`). `--config` applies the whole file: rules, threading, the `[forms]` custom fields, the
+`[attachments]` policy, `[limits]` and `[api]` (body limit, listen address, trusted proxies); its
+mailboxes can be fetched through `POST /api/tasks/cron` by a key with the `run_cron` permission.
 
-``apikey add`` prints the new key alone on the last line of its output, so scripts can take it with
-``tail -n 1``; it is shown only this once (only its SHA-256 digest is stored).
+`apikey add` prints the new key alone on the last line of its output, so scripts can take it with
+`tail -n 1`; it is shown only this once (only its SHA-256 digest is stored).
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ from ticketmail.errors import ConfigError, TicketmailError
 __all__ = ["CRON_TIME_BUDGET", "register"]
 
 CRON_TIME_BUDGET = 20.0
-"""Seconds one mailbox may take in a ``POST /api/tasks/cron`` request: URL probers rarely wait long."""
+"""Seconds one mailbox may take in a `POST /api/tasks/cron` request: URL probers rarely wait long."""
 
 
 def _fail(error: TicketmailError) -> int:
@@ -53,7 +53,7 @@ def _fail(error: TicketmailError) -> int:
 
 
 def _cron(config: Config, args: argparse.Namespace, target: str, pipeline: Any) -> Callable[[], object] | None:
-    """``poll_once`` over the configured mailboxes, sharing ``fetch``'s state directory (and so its locks)."""
+    """`poll_once` over the configured mailboxes, sharing `fetch`'s state directory (and so its locks)."""
     from ticketmail.sources.config import DELIVERED_PROTOCOLS
     from ticketmail.sources.poller import Poller, target_for
 
@@ -72,7 +72,7 @@ def _cron(config: Config, args: argparse.Namespace, target: str, pipeline: Any) 
 
 
 def _client_address(proxies: tuple[Any, ...]) -> Callable[[Request], Request]:
-    """The request with ``remote_addr`` set from ``X-Forwarded-For`` when the peer is a trusted proxy.
+    """The request with `remote_addr` set from `X-Forwarded-For` when the peer is a trusted proxy.
 
     The address is taken from the right: the first hop that is not itself a trusted proxy is the client
     (a client can put anything on the left of the header).
@@ -117,7 +117,7 @@ def _handler(config: Config, args: argparse.Namespace, target: str, pipeline: An
 
 
 def _behind_proxies(config: Config, app: Callable[[Request], Response]) -> Callable[[Request], Response]:
-    """``app`` seeing the client's address behind ``[api] trusted_proxies`` (``app`` itself without any)."""
+    """`app` seeing the client's address behind `[api] trusted_proxies` (`app` itself without any)."""
     if not config.api.trusted_proxies:
         return app
     resolve = _client_address(config.api.trusted_proxies)
@@ -188,9 +188,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _keys_path(config: Config, args: argparse.Namespace, target: str | None = None) -> str:
-    """Where API keys live: ``--db`` when given, else ``[api] keys``, else the ticket store itself.
+    """Where API keys live: `--db` when given, else `[api] keys`, else the ticket store itself.
 
-    A SQLite file or a ``postgresql://`` URL (the keys then sit in the same database and schema).
+    A SQLite file or a `postgresql://` URL (the keys then sit in the same database and schema).
     """
     if getattr(args, "db", None):
         return str(args.db)
@@ -258,7 +258,7 @@ def _cmd_revoke(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: Any) -> None:
-    """Add ``serve`` and ``apikey`` to the ``ticketmail`` command."""
+    """Add `serve` and `apikey` to the `ticketmail` command."""
     p = subparsers.add_parser(
         "serve",
         help="serve osTicket's HTTP ticket API",

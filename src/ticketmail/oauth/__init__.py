@@ -1,6 +1,6 @@
 """Built-in OAuth2 for mailboxes: the token lifecycle, the first login, and diagnostics.
 
-A mailbox opts in with ``auth = "oauth2"`` (implied for ``protocol = "graph"``) and a ``provider``::
+A mailbox opts in with `auth = "oauth2"` (implied for `protocol = "graph"`) and a `provider`::
 
     [[mailboxes]]
     name = "support"
@@ -15,11 +15,11 @@ A mailbox opts in with ``auth = "oauth2"`` (implied for ``protocol = "graph"``) 
 
 * `ticketmail.oauth.tokens`: `TokenManager` (cache, refresh, rotation, locking);
 * `ticketmail.oauth.store`: the 0600 token file in the state directory;
-* `ticketmail.oauth.login`: device-code and authorization-code + PKCE logins (``ticketmail oauth login``);
+* `ticketmail.oauth.login`: device-code and authorization-code + PKCE logins (`ticketmail oauth login`);
 * `ticketmail.oauth.settings`: provider endpoints and default scopes.
 
-Everything that talks HTTP needs the ``oauth`` extra (Authlib, httpx): ``pip install 'ticketmail[oauth]'``;
-it is imported only when a token is first needed. The SASL ``XOAUTH2`` helpers stay in
+Everything that talks HTTP needs the `oauth` extra (Authlib, httpx): `pip install 'ticketmail[oauth]'`;
+it is imported only when a token is first needed. The SASL `XOAUTH2` helpers stay in
 `ticketmail.sources.oauth`.
 """
 
@@ -56,7 +56,7 @@ _MANAGERS_GUARD = threading.Lock()
 
 
 def uses_builtin_oauth(config: MailboxConfig) -> bool:
-    """Whether ``config`` gets its tokens from the built-in lifecycle (``provider`` set, no ``token_provider``)."""
+    """Whether `config` gets its tokens from the built-in lifecycle (`provider` set, no `token_provider`)."""
     return getattr(config, "provider", None) is not None and getattr(config, "token_provider", None) is None
 
 
@@ -75,10 +75,10 @@ def tokens_for(config: MailboxConfig, state_dir: str | os.PathLike[str] | None =
 
 
 def bind_state_dir(config: MailboxConfig, state_dir: str | os.PathLike[str] | None) -> MailboxConfig:
-    """``config`` with its token provider bound to the token file under ``state_dir`` (when it uses one).
+    """`config` with its token provider bound to the token file under `state_dir` (when it uses one).
 
-    The poller and ``ticketmail check`` call this with their state directory, so a refresh token stored
-    by ``ticketmail oauth login`` is found at ``<state_dir>/oauth/<name>.json``. Other configurations are
+    The poller and `ticketmail check` call this with their state directory, so a refresh token stored
+    by `ticketmail oauth login` is found at `<state_dir>/oauth/<name>.json`. Other configurations are
     returned unchanged.
     """
     if not uses_builtin_oauth(config) or state_dir is None:
@@ -93,7 +93,7 @@ def bind_state_dir(config: MailboxConfig, state_dir: str | os.PathLike[str] | No
 
 
 def manager_of(config: MailboxConfig) -> TokenManager | None:
-    """The `TokenManager` behind ``config``'s tokens, if the built-in lifecycle provides them."""
+    """The `TokenManager` behind `config`'s tokens, if the built-in lifecycle provides them."""
     provider = getattr(config, "token_provider", None)
     manager = getattr(provider, "manager", None)
     if isinstance(manager, TokenManager):

@@ -2,14 +2,14 @@
 
 Delegated access (a user's or a shared mailbox, read with the signed-in user's rights) needs one interactive
 sign-in; afterwards the refresh token keeps the mailbox going on its own (`ticketmail.oauth.tokens`).
-``ticketmail oauth login --mailbox NAME`` runs one of:
+`ticketmail oauth login --mailbox NAME` runs one of:
 
 * **device code** (RFC 8628; Microsoft's default): prints a URL and a short code, the operator opens the
   URL on any device, enters the code and consents; ticketmail polls the token endpoint meanwhile. Works on a
   headless server. Google does not allow Gmail scopes with this flow;
 * **authorization code + PKCE** on a loopback redirect (RFC 8252 section 7.3, RFC 7636; Google's default):
-  ticketmail listens on ``127.0.0.1`` (``localhost`` for Microsoft) on a free port, prints the sign-in URL
-  (and opens a browser unless ``--no-browser``), and receives the code when the provider redirects back.
+  ticketmail listens on `127.0.0.1` (`localhost` for Microsoft) on a free port, prints the sign-in URL
+  (and opens a browser unless `--no-browser`), and receives the code when the provider redirects back.
 
 Either way the answer is stored with `save_login`, in the same
 token file the fetch reads. Nothing secret is printed: the code shown is the short user code meant for the
@@ -47,7 +47,7 @@ DEVICE_CODE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
 def discover(manager: TokenManager) -> dict[str, str]:
     """Endpoints from the server's metadata (RFC 8414, then OpenID Connect discovery) at the token URL's origin.
 
-    Used for ``provider = "generic"`` when ``device_authorization_url`` or ``authorization_url`` is not set;
+    Used for `provider = "generic"` when `device_authorization_url` or `authorization_url` is not set;
     an empty mapping when the server publishes none.
     """
     import httpx
@@ -71,7 +71,7 @@ def discover(manager: TokenManager) -> dict[str, str]:
 
 
 def with_discovered_endpoints(manager: TokenManager) -> TokenManager:
-    """``manager``, or one whose settings gained the endpoints a generic server's metadata names."""
+    """`manager`, or one whose settings gained the endpoints a generic server's metadata names."""
     import attrs
 
     s = manager.settings
@@ -86,7 +86,7 @@ def with_discovered_endpoints(manager: TokenManager) -> TokenManager:
 
 
 def default_flow(manager: TokenManager) -> str:
-    """``device`` when the provider has a device endpoint that allows mail scopes, else ``browser``."""
+    """`device` when the provider has a device endpoint that allows mail scopes, else `browser`."""
     s = manager.settings
     if s.provider == "google" or not s.device_authorization_url:
         return "browser"
@@ -144,7 +144,7 @@ def device_code_login(
         on_code: Called with the device-authorization answer (tests play the user with it).
 
     Raises:
-        OAuthError: The endpoint refused (``consent``, ``invalid_client`` ...), the code expired, or the
+        OAuthError: The endpoint refused (`consent`, `invalid_client` ...), the code expired, or the
             operator declined.
     """
     s = manager.settings
@@ -289,14 +289,14 @@ def authorization_code_login(
         manager: The mailbox's token manager.
         out: Where the sign-in URL is printed.
         open_browser: Also open it in the local browser.
-        port: Loopback port for the redirect (0: any free port; register ``http://localhost`` for Microsoft,
+        port: Loopback port for the redirect (0: any free port; register `http://localhost` for Microsoft,
             a desktop client for Google).
         timeout: Seconds to wait for the redirect.
         on_url: Called with the sign-in URL (tests play the browser with it).
 
     Raises:
-        OAuthError: No authorization URL, the provider answered with an error, the ``state`` did not match,
-            or nobody signed in within ``timeout``.
+        OAuthError: No authorization URL, the provider answered with an error, the `state` did not match,
+            or nobody signed in within `timeout`.
     """
     s = manager.settings
     if not s.authorization_url:

@@ -4,22 +4,22 @@ A `OAuthSettings` is everything the token lifecycle needs of a mailbox, resolved
 `MailboxConfig`:
 
 ========================  =================================================================================
-provider                  endpoints (``tenant`` defaults to ``organizations``)
+provider                  endpoints (`tenant` defaults to `organizations`)
 ========================  =================================================================================
-``microsoft``             ``https://login.microsoftonline.com/{tenant}/oauth2/v2.0/{token,authorize,devicecode}``
-``google``                ``https://oauth2.googleapis.com/token``, ``https://accounts.google.com/o/oauth2/v2/auth``,
-                          ``https://oauth2.googleapis.com/device/code``
-``generic``               ``token_url`` (required), ``authorization_url``, ``device_authorization_url``
+`microsoft`             `https://login.microsoftonline.com/{tenant}/oauth2/v2.0/{token,authorize,devicecode}`
+`google`                `https://oauth2.googleapis.com/token`, `https://accounts.google.com/o/oauth2/v2/auth`,
+                          `https://oauth2.googleapis.com/device/code`
+`generic`               `token_url` (required), `authorization_url`, `device_authorization_url`
 ========================  =================================================================================
 
 Default scopes, when the mailbox sets none:
 
-* Microsoft, delegated (refresh token): ``https://outlook.office.com/IMAP.AccessAsUser.All`` (IMAP),
-  ``https://outlook.office.com/POP.AccessAsUser.All`` (POP3) or ``https://graph.microsoft.com/Mail.ReadWrite``
-  (Graph), each with ``offline_access`` so that a refresh token is issued;
-* Microsoft, app-only (client credentials): ``https://outlook.office365.com/.default`` (IMAP/POP3) or
-  ``https://graph.microsoft.com/.default`` (Graph);
-* Google: ``https://mail.google.com/`` (the only scope Gmail's IMAP/POP3 accept).
+* Microsoft, delegated (refresh token): `https://outlook.office.com/IMAP.AccessAsUser.All` (IMAP),
+  `https://outlook.office.com/POP.AccessAsUser.All` (POP3) or `https://graph.microsoft.com/Mail.ReadWrite`
+  (Graph), each with `offline_access` so that a refresh token is issued;
+* Microsoft, app-only (client credentials): `https://outlook.office365.com/.default` (IMAP/POP3) or
+  `https://graph.microsoft.com/.default` (Graph);
+* Google: `https://mail.google.com/` (the only scope Gmail's IMAP/POP3 accept).
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 __all__ = ["MICROSOFT_LOGIN", "OAuthSettings", "default_scopes", "settings_for"]
 
 MICROSOFT_LOGIN = "https://login.microsoftonline.com"
-"""The Microsoft Entra ID authority of the public cloud (override with ``token_url``/``authorization_url``)."""
+"""The Microsoft Entra ID authority of the public cloud (override with `token_url`/`authorization_url`)."""
 
 _GOOGLE = {
     "token": "https://oauth2.googleapis.com/token",
@@ -78,21 +78,21 @@ class OAuthSettings:
 
     Attributes:
         mailbox: The mailbox name.
-        provider: ``microsoft``, ``google`` or ``generic``.
+        provider: `microsoft`, `google` or `generic`.
         protocol: The mailbox protocol (for default scopes).
         client_id: The application (client) id.
         token_url: The token endpoint.
         authorization_url: The authorization endpoint (authorization-code login), if known.
         device_authorization_url: The device-authorization endpoint (device-code login), if known.
         scopes: Scopes requested (explicit, or the default for the grant).
-        grant: The configured grant: ``auto`` or a fixed one.
+        grant: The configured grant: `auto` or a fixed one.
         client_auth: How the client authenticates at the token endpoint.
         has_secret: Whether a client secret is configured.
         service_account_file: Google service-account key file, if any.
         subject: The mailbox user (the service account acts for it; the login hint).
-        token_store: The token file (``None``: in memory only, enough for client credentials).
+        token_store: The token file (`None`: in memory only, enough for client credentials).
         timeout: Seconds for each HTTP request.
-        ca_file: PEM bundle for the token endpoint's certificate (the mailbox's ``ca_file``).
+        ca_file: PEM bundle for the token endpoint's certificate (the mailbox's `ca_file`).
     """
 
     mailbox: str
@@ -115,7 +115,7 @@ class OAuthSettings:
     _secret_value: Secret | None = attrs.field(default=None, repr=False, alias="secret_value")
 
     def client_secret(self) -> Secret | None:
-        """The client secret, read now (environment variable or file), or ``None`` for a public client.
+        """The client secret, read now (environment variable or file), or `None` for a public client.
 
         Raises:
             ConfigError: The variable is unset or the file unreadable (named, the value never shown).
@@ -147,13 +147,13 @@ class OAuthSettings:
         return Secret(text)
 
     def scopes_for(self, grant: Grant) -> tuple[str, ...]:
-        """The scopes to request with ``grant``: the configured ones, else the provider default."""
+        """The scopes to request with `grant`: the configured ones, else the provider default."""
         if self.scopes:
             return self.scopes
         return default_scopes(self.provider, self.protocol, app_only=grant == "client_credentials")
 
     def login_scopes(self) -> tuple[str, ...]:
-        """Scopes for an interactive (delegated) login: app-only ``.default`` scopes are not delegated."""
+        """Scopes for an interactive (delegated) login: app-only `.default` scopes are not delegated."""
         chosen = self.scopes_for("refresh_token")
         if self.provider == "microsoft" and chosen and all(s.endswith("/.default") for s in chosen):
             chosen = default_scopes("microsoft", self.protocol, app_only=False)
@@ -168,14 +168,14 @@ def _microsoft_url(config: MailboxConfig, leaf: str) -> str:
 
 
 def settings_for(config: MailboxConfig, *, state_dir: str | os.PathLike[str] | None = None) -> OAuthSettings:
-    """Resolve the OAuth2 settings of ``config`` (which has ``provider`` set).
+    """Resolve the OAuth2 settings of `config` (which has `provider` set).
 
     Args:
         config: The mailbox.
-        state_dir: The state directory; the token file defaults to ``<state_dir>/oauth/<name>.json``.
+        state_dir: The state directory; the token file defaults to `<state_dir>/oauth/<name>.json`.
 
     Raises:
-        ConfigError: ``provider`` is not set.
+        ConfigError: `provider` is not set.
     """
     provider = config.provider
     device_url: str | None
@@ -249,7 +249,7 @@ def _safe(name: str) -> str:
 
 
 def missing_extra(exc: ImportError, mailbox: str | None = None) -> OAuthError:
-    """The error for a missing ``ticketmail[oauth]`` extra (Authlib, httpx)."""
+    """The error for a missing `ticketmail[oauth]` extra (Authlib, httpx)."""
     name = getattr(exc, "name", None) or "authlib/httpx"
     return OAuthError(
         f"the OAuth2 token lifecycle needs the 'oauth' extra ({name} is not installed): "

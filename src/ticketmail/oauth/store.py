@@ -3,15 +3,15 @@
 Why a file of its own and these rules:
 
 * **0600, atomic.** The file is written to a temporary file in the same directory (created 0600),
-  ``fsync``-ed, renamed over the old one and the directory is ``fsync``-ed: a crash leaves the old file or
+  `fsync`-ed, renamed over the old one and the directory is `fsync`-ed: a crash leaves the old file or
   the new one, never half of either.
 * **Persisted before use.** Providers that rotate refresh tokens (Microsoft does, so do most generic
   servers) invalidate the old one when they hand out the new one. `TokenStore` is written with the new
   refresh token *before* the access token that came with it is used, so a crash right after a refresh never
   leaves the mailbox with only a dead token on disk.
-* **One refresher at a time.** `TokenStore.locked` takes an exclusive ``flock`` on ``<file>.lock``
+* **One refresher at a time.** `TokenStore.locked` takes an exclusive `flock` on `<file>.lock`
   (across processes and threads), so two workers whose access token expired together do not both spend the
-  same refresh token (the second would get ``invalid_grant`` from a rotating server). The second waits,
+  same refresh token (the second would get `invalid_grant` from a rotating server). The second waits,
   re-reads the file, finds the fresh token and uses it.
 
 The file never leaves the state directory and its content never appears in logs, reprs or errors.
@@ -48,9 +48,9 @@ class StoredTokens:
     """What the store holds for one mailbox (the values are secrets: the repr masks them).
 
     Attributes:
-        refresh_token: The current refresh token (``None`` for client credentials).
+        refresh_token: The current refresh token (`None` for client credentials).
         access_token: The cached access token.
-        expires_at: Unix time the access token expires (``0``: unknown, treat as expired).
+        expires_at: Unix time the access token expires (`0`: unknown, treat as expired).
         obtained_at: Unix time it was obtained (its lifetime decides how early it is refreshed).
         scope: The scopes granted, as the token endpoint reported them.
         client_id: The client the tokens were issued to (a store of another app is not used).
@@ -66,7 +66,7 @@ class StoredTokens:
     token_url: str | None = None
 
     def refresh_at(self) -> float:
-        """Unix time from which the cached access token counts as expired (a margin before ``expires_at``)."""
+        """Unix time from which the cached access token counts as expired (a margin before `expires_at`)."""
         from ticketmail.oauth.tokens import refresh_margin
 
         if not self.access_token or not self.expires_at:
@@ -142,10 +142,10 @@ class TokenStore:
         )
 
     def load(self) -> StoredTokens | None:
-        """The stored tokens, or ``None`` when there is no file yet.
+        """The stored tokens, or `None` when there is no file yet.
 
         Raises:
-            OAuthError: ``store``: the file exists but cannot be read or is not a token file.
+            OAuthError: `store`: the file exists but cannot be read or is not a token file.
         """
         try:
             raw = self.path.read_bytes()
@@ -162,10 +162,10 @@ class TokenStore:
         return StoredTokens.from_json(data)
 
     def save(self, tokens: StoredTokens) -> None:
-        """Write ``tokens`` atomically (temporary file 0600, fsync, rename, fsync of the directory).
+        """Write `tokens` atomically (temporary file 0600, fsync, rename, fsync of the directory).
 
         Raises:
-            OAuthError: ``store``: the directory is not writable (nothing was changed then).
+            OAuthError: `store`: the directory is not writable (nothing was changed then).
         """
         body = json.dumps(tokens.to_json(), indent=1).encode()
         directory = self.path.parent
@@ -197,7 +197,7 @@ class TokenStore:
                 os.close(dir_fd)
 
     def delete(self) -> None:
-        """Remove the stored tokens (``oauth logout``)."""
+        """Remove the stored tokens (`oauth logout`)."""
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
 
@@ -206,7 +206,7 @@ class TokenStore:
         """Hold the store's exclusive lock: threads of this process and other processes wait.
 
         Raises:
-            OAuthError: ``store``: the lock was not obtained within ``lock_timeout`` seconds, or the lock
+            OAuthError: `store`: the lock was not obtained within `lock_timeout` seconds, or the lock
                 file cannot be created.
         """
         import fcntl  # POSIX only; imported here so the module loads everywhere

@@ -1,6 +1,6 @@
 """The token lifecycle: get, cache, refresh and persist OAuth2 access tokens for one mailbox.
 
-`TokenManager` is what a mailbox with ``provider`` set uses as its token provider. Each call of
+`TokenManager` is what a mailbox with `provider` set uses as its token provider. Each call of
 `TokenManager.access_token`:
 
 1. returns the access token cached in memory while it is more than a minute (or half its lifetime, for
@@ -9,20 +9,20 @@
    processes wait), re-reads the store (another worker may have refreshed meanwhile: then its token is used
    and nothing is spent), and only then asks the token endpoint, with the grant the mailbox uses:
 
-   * ``refresh_token`` (delegated access; the refresh token comes from ``ticketmail oauth login``),
-   * ``client_credentials`` (app-only: Microsoft ``IMAP.AccessAsApp`` / ``POP.AccessAsApp`` / Graph
+   * `refresh_token` (delegated access; the refresh token comes from `ticketmail oauth login`),
+   * `client_credentials` (app-only: Microsoft `IMAP.AccessAsApp` / `POP.AccessAsApp` / Graph
      application permissions),
-   * ``service_account`` (Google domain-wide delegation: a JWT signed with the service account's key,
+   * `service_account` (Google domain-wide delegation: a JWT signed with the service account's key,
      RFC 7523, acting for the mailbox user);
 3. writes the answer to the store *before* returning it, including a rotated refresh token, so a crash
    after the refresh never strands the mailbox with a dead token (see `ticketmail.oauth.store`).
 
-Failures become `OAuthError` with a ``reason`` (``unreachable``,
-``invalid_client``, ``invalid_grant``, ``consent``, ``no_token``, ``store``, ``server``) and a sentence
+Failures become `OAuthError` with a `reason` (`unreachable`,
+`invalid_client`, `invalid_grant`, `consent`, `no_token`, `store`, `server`) and a sentence
 saying what to do. No token, secret or assertion ever appears in a message, a log line or a repr.
 
-Authlib does the protocol work (its httpx ``OAuth2Client`` and ``AssertionClient``); both are imported when
-the first token is needed, so a core install without the ``oauth`` extra never loads them.
+Authlib does the protocol work (its httpx `OAuth2Client` and `AssertionClient`); both are imported when
+the first token is needed, so a core install without the `oauth` extra never loads them.
 """
 
 from __future__ import annotations
@@ -62,9 +62,9 @@ def refresh_margin(lifetime: float) -> float:
 def describe_token_error(
     error: str | None, description: str | None, *, mailbox: str, status: int | None = None
 ) -> OAuthError:
-    """Turn a token endpoint's ``error`` answer into an `OAuthError` with a remedy.
+    """Turn a token endpoint's `error` answer into an `OAuthError` with a remedy.
 
-    Only the error code and, for Microsoft, the ``AADSTS`` number are quoted from the answer.
+    Only the error code and, for Microsoft, the `AADSTS` number are quoted from the answer.
     """
     error = (error or "").strip() or "unknown_error"
     text = description or ""
@@ -148,7 +148,7 @@ class TokenManager:
 
         Raises:
             OAuthError: The token endpoint refused or is unreachable; the store is unusable; nothing is
-                stored to refresh from (``no_token``: log in first).
+                stored to refresh from (`no_token`: log in first).
             ConfigError: The client secret's variable or file is missing.
         """
         with self._lock:
@@ -172,7 +172,7 @@ class TokenManager:
                 return Secret(self._obtain(stored))
 
     def renew(self) -> Secret:
-        """A new access token from the token endpoint now, whatever is cached (``check`` proves the grant).
+        """A new access token from the token endpoint now, whatever is cached (`check` proves the grant).
 
         Raises:
             OAuthError: As `access_token`.
@@ -193,7 +193,7 @@ class TokenManager:
             self._refresh_at = 0.0
 
     def grant(self, stored: StoredTokens | None = None) -> Grant:
-        """The grant the next token request uses (``auto`` resolved against what is stored)."""
+        """The grant the next token request uses (`auto` resolved against what is stored)."""
         s = self.settings
         if s.grant != "auto":
             return s.grant  # type: ignore[return-value]
@@ -216,7 +216,7 @@ class TokenManager:
         """Store the answer of an interactive login (authorization code or device code).
 
         Raises:
-            OAuthError: ``store``: no token store is configured, or it cannot be written.
+            OAuthError: `store`: no token store is configured, or it cannot be written.
         """
         if self.store is None:
             raise OAuthError(
@@ -346,8 +346,8 @@ class TokenManager:
     def _client_grant(self, grant: Grant, refresh_token: str | None, verify: Any, oauth_error: Any) -> Any:
         """A refresh-token or client-credentials request with the client's authentication method.
 
-        A generic server that refuses HTTP Basic client authentication (``invalid_client``) is asked once
-        more with the secret in the form (``client_secret_post``); the method that worked is kept.
+        A generic server that refuses HTTP Basic client authentication (`invalid_client`) is asked once
+        more with the secret in the form (`client_secret_post`); the method that worked is kept.
         """
         from authlib.integrations.httpx_client import OAuth2Client
 

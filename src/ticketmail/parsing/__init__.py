@@ -1,20 +1,20 @@
 """Parsers: bytes in, normalized models out. Pure, no I/O.
 
 OWNER: the payload work (issue 2) for JSON/XML/data URLs and the dispatcher; the email work (issue 3) for
-``mime.py`` and its helpers.
+`mime.py` and its helpers.
 
 Public entry points:
 
-* :func:`parse_json`, :func:`parse_xml`: osTicket's ticket API payloads -> :class:`~ticketmail.model.TicketRequest`;
-* :func:`parse`: dispatch by content type (or an explicit ``format``, or by sniffing the bytes);
-* :func:`to_json`, :func:`to_xml`: the inverse, for clients and round-trip tests;
-* :func:`parse_data_url`: RFC 2397;
-* :class:`Form`, :class:`FormField`: the caller's custom fields; :class:`Limits`: size/count/type/depth bounds.
+* `parse_json()`, `parse_xml()`: osTicket's ticket API payloads -> `TicketRequest`;
+* `parse()`: dispatch by content type (or an explicit `format`, or by sniffing the bytes);
+* `to_json()`, `to_xml()`: the inverse, for clients and round-trip tests;
+* `parse_data_url()`: RFC 2397;
+* `Form`, `FormField`: the caller's custom fields; `Limits`: size/count/type/depth bounds.
 
-Format sniffing (``format="auto"`` without a content type), after an optional UTF-8 byte order mark and
-leading whitespace: ``{`` or ``[`` -> JSON; ``<`` (or a UTF-16 BOM) -> XML; a first line that is an RFC 5322
-header field (``Name: value``, the name made of printable ASCII except ``:``) or an mbox ``From`` line ->
-email; anything else -> :class:`~ticketmail.errors.UnsupportedContentTypeError`.
+Format sniffing (`format="auto"` without a content type), after an optional UTF-8 byte order mark and
+leading whitespace: `{` or `[` -> JSON; `<` (or a UTF-16 BOM) -> XML; a first line that is an RFC 5322
+header field (`Name: value`, the name made of printable ASCII except `:`) or an mbox `From` line ->
+email; anything else -> `UnsupportedContentTypeError`.
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ _EMAIL_TYPES = frozenset({"message/rfc822"})
 
 
 def sniff_format(body: bytes) -> str | None:
-    """Guess ``json``, ``xml`` or ``email`` from the first bytes of ``body``; ``None`` when unsure."""
+    """Guess `json`, `xml` or `email` from the first bytes of `body`; `None` when unsure."""
     if body.startswith((b"\xff\xfe", b"\xfe\xff")):
         return "xml"
     head = body[:4096]
@@ -78,10 +78,10 @@ def sniff_format(body: bytes) -> str | None:
 
 
 def format_for_content_type(content_type: str) -> str:
-    """Map a ``Content-Type`` value to ``json``, ``xml`` or ``email``.
+    """Map a `Content-Type` value to `json`, `xml` or `email`.
 
-    ``application/json`` (and any ``+json`` type), ``application/xml``/``text/xml`` (and ``+xml``),
-    ``message/rfc822``; parameters such as ``charset`` are ignored here.
+    `application/json` (and any `+json` type), `application/xml`/`text/xml` (and `+xml`),
+    `message/rfc822`; parameters such as `charset` are ignored here.
 
     Raises:
         UnsupportedContentTypeError: any other type.
@@ -123,18 +123,18 @@ def parse(
     ignore_unknown_fields: bool = False,
     check_deliverability: bool = False,
 ) -> TicketRequest | InboundEmail:
-    """Parse ``body`` as JSON, XML or a raw email, whichever it is.
+    """Parse `body` as JSON, XML or a raw email, whichever it is.
 
     Args:
         body: The request body or raw message.
-        content_type: The HTTP ``Content-Type``; used when ``format`` is ``auto``.
-        format: ``auto`` (content type, else sniffing; see the module docs), ``json``, ``xml`` or
-            ``email``. An explicit format wins over ``content_type``.
-        form: Custom fields (JSON/XML), as for :func:`parse_json`.
-        limits: As for :func:`parse_json`. When given, ``max_payload_bytes`` also bounds a raw email;
+        content_type: The HTTP `Content-Type`; used when `format` is `auto`.
+        format: `auto` (content type, else sniffing; see the module docs), `json`, `xml` or
+            `email`. An explicit format wins over `content_type`.
+        form: Custom fields (JSON/XML), as for `parse_json()`.
+        limits: As for `parse_json()`. When given, `max_payload_bytes` also bounds a raw email;
             otherwise the email parser's own size limit applies (50 MiB by default, mail being larger).
-        ignore_unknown_fields: As for :func:`parse_json`.
-        check_deliverability: As for :func:`parse_json`.
+        ignore_unknown_fields: As for `parse_json()`.
+        check_deliverability: As for `parse_json()`.
 
     Raises:
         UnsupportedContentTypeError: unknown content type or format, an undecidable body, or email

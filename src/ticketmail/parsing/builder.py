@@ -1,15 +1,15 @@
-"""The one validation path from a raw mapping to a :class:`~ticketmail.model.TicketRequest`.
+"""The one validation path from a raw mapping to a `TicketRequest`.
 
-Both wire formats reduce to the same raw shape first (``parsing/json.py`` by ``json.loads``,
-``parsing/xml.py`` by mapping osTicket's lax XML onto it) and then come here, so a rule is written once and
+Both wire formats reduce to the same raw shape first (`parsing/json.py` by `json.loads`,
+`parsing/xml.py` by mapping osTicket's lax XML onto it) and then come here, so a rule is written once and
 JSON and XML cannot drift apart. The raw shape:
 
 * simple members: JSON scalars, or strings from XML;
-* ``message``: a string (JSON: plain text or an RFC 2397 data URL) or an :class:`XmlMessage`;
-* ``attachments``: a list of objects, either ``{"file.txt": "data:..."}`` (osTicket's JSON form: exactly one
+* `message`: a string (JSON: plain text or an RFC 2397 data URL) or an `XmlMessage`;
+* `attachments`: a list of objects, either `{"file.txt": "data:..."}` (osTicket's JSON form: exactly one
   member, file name -> data URL, the name not being one of the long form's member names) or
-  ``{"name", "data", "type", "encoding", "size"}`` (the long form, which XML ``<file>`` elements become);
-* custom fields named by the caller's :class:`~ticketmail.parsing.fields.Form`.
+  `{"name", "data", "type", "encoding", "size"}` (the long form, which XML `<file>` elements become);
+* custom fields named by the caller's `Form`.
 
 Work is ordered cheap-first: unknown members, scalars, then attachments (count before any decoding, type
 before decoding, decoded size computed before decoding).
@@ -63,7 +63,7 @@ _MAX_SOURCE = 64
 
 @attrs.frozen
 class XmlMessage:
-    """An XML ``<message>`` element: its text and the ``type``/``encoding``/``charset`` attributes."""
+    """An XML `<message>` element: its text and the `type`/`encoding`/`charset` attributes."""
 
     body: str
     type: str | None = None
@@ -72,10 +72,10 @@ class XmlMessage:
 
 
 def body_bytes(body: object) -> bytes:
-    """The request body as ``bytes``: bytes-like values as they are, ``str`` as UTF-8.
+    """The request body as `bytes`: bytes-like values as they are, `str` as UTF-8.
 
     Raises:
-        TypeMismatchError: anything else (``None``, a dict), with field ``body``.
+        TypeMismatchError: anything else (`None`, a dict), with field `body`.
     """
     if isinstance(body, (bytes, bytearray, memoryview)):
         return bytes(body)
@@ -140,7 +140,7 @@ def _required_text(raw: Mapping[str, Any], key: str) -> str:
 def _filename(value: object, *, field: str, content_type: str, index: int) -> str:
     """Validate a file name, then make it safe exactly as email attachment names are.
 
-    :func:`ticketmail.parsing.filenames.safe_filename` drops path components, bidi and other format
+    `ticketmail.parsing.filenames.safe_filename()` drops path components, bidi and other format
     characters, replaces reserved characters, prefixes Windows device names and caps the length, so a
     name means the same whichever way the file arrived.
     """
@@ -165,7 +165,7 @@ def _message(value: object) -> MessageBody:
         if encoding == "base64":
             text = decode_text(decode_base64(text, field=field), value.charset, field=field)
         elif encoding not in ("", "7bit", "8bit", "binary"):
-            # osTicket treats ``encoding`` as the body's charset; the XML parser already decoded the
+            # osTicket treats `encoding` as the body's charset; the XML parser already decoded the
             # document with its declared encoding, so only the name is checked.
             decode_text(b"", encoding, field=f"{field}.encoding")
     elif isinstance(value, str):
@@ -283,10 +283,10 @@ def build_request(
     ignore_unknown_fields: bool = False,
     check_deliverability: bool = False,
 ) -> TicketRequest:
-    """Validate a raw payload mapping and build the normalized :class:`TicketRequest`.
+    """Validate a raw payload mapping and build the normalized `TicketRequest`.
 
     Raises:
-        InputError: a subclass naming the offending field (see ``docs/errors.md``).
+        InputError: a subclass naming the offending field (see `docs/errors.md`).
     """
     form = Form.default() if form is None else form
     limits = Limits() if limits is None else limits

@@ -1,23 +1,23 @@
-"""Turn the bytes of a text part or an encoded word into ``str``, whatever the label says.
+"""Turn the bytes of a text part or an encoded word into `str`, whatever the label says.
 
 Real mailboxes mislabel text constantly, and a helpdesk that trusts labels shows mojibake or drops mail.
-The strategy, per declared label (see ``docs/email.md``):
+The strategy, per declared label (see `docs/email.md`):
 
-* Labels are mapped to the superset codec that mail clients actually emit: ``GB2312``/``GBK`` ->
-  ``gb18030``, ``KS_C_5601-1987``/``EUC-KR`` -> ``cp949``, ``Shift_JIS`` -> ``cp932``, ``Big5`` -> ``cp950``,
-  ``ISO-8859-1``/``US-ASCII`` -> ``cp1252`` (the WHATWG Encoding Standard does the same for the web).
-* ``ISO-2022-JP`` (RFC 1468) is tried strictly first; mail from Windows uses Microsoft's CP50220/CP50221
+* Labels are mapped to the superset codec that mail clients actually emit: `GB2312`/`GBK` ->
+  `gb18030`, `KS_C_5601-1987`/`EUC-KR` -> `cp949`, `Shift_JIS` -> `cp932`, `Big5` -> `cp950`,
+  `ISO-8859-1`/`US-ASCII` -> `cp1252` (the WHATWG Encoding Standard does the same for the web).
+* `ISO-2022-JP` (RFC 1468) is tried strictly first; mail from Windows uses Microsoft's CP50220/CP50221
   extensions (NEC row 13 such as "①" and "㈱", IBM extensions, half-width katakana), which Python's
-  ``iso2022_jp*`` codecs reject. :func:`decode_iso2022jp_superset` handles those by converting each JIS X 0208
-  run to Shift_JIS and decoding it with ``cp932`` (the repertoire CP50220 is defined over). Mail labeled
+  `iso2022_jp*` codecs reject. `decode_iso2022jp_superset()` handles those by converting each JIS X 0208
+  run to Shift_JIS and decoding it with `cp932` (the repertoire CP50220 is defined over). Mail labeled
   ISO-2022-JP without any escape sequence but with 8-bit bytes is in fact Shift_JIS (or UTF-8).
 * A latin-1/ASCII label on bytes that are valid UTF-8 with multi-byte sequences is UTF-8 (valid UTF-8
   by accident is vanishingly rare for Western text).
 * Missing or unknown labels are sniffed: ISO-2022 escape sequences, then ASCII, then UTF-8, then
   charset-normalizer on a bounded sample when at least a tenth of it is 8-bit (Cyrillic, Greek, CJK
-  legacy encodings), then ``cp1252`` (which with the latin-1 fallback never fails).
+  legacy encodings), then `cp1252` (which with the latin-1 fallback never fails).
 
-Every function here returns valid ``str`` (no lone surrogates) and the name of the codec finally used; none
+Every function here returns valid `str` (no lone surrogates) and the name of the codec finally used; none
 raises on any input. The work is linear in the input size.
 """
 
@@ -45,15 +45,15 @@ __all__ = [
 MIN_DETECT_BYTES = 32
 """Shorter unlabeled 8-bit text is read as UTF-8 or cp1252: statistical detection needs more evidence."""
 MAX_DETECTIONS = 4
-"""Statistical detections (about a millisecond each) allowed per message inside :func:`detection_budget`."""
+"""Statistical detections (about a millisecond each) allowed per message inside `detection_budget()`."""
 _DETECTIONS: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar("ticketmail_detections", default=None)
 
 
 @contextlib.contextmanager
 def detection_budget(count: int = MAX_DETECTIONS) -> Iterator[None]:
-    """Allow at most ``count`` statistical charset detections inside the block (then cp1252 is used).
+    """Allow at most `count` statistical charset detections inside the block (then cp1252 is used).
 
-    :func:`ticketmail.parsing.mime.parse_email` runs inside one, so a message with thousands of encoded
+    `ticketmail.parsing.mime.parse_email()` runs inside one, so a message with thousands of encoded
     words in unknown charsets costs a bounded number of detections.
     """
     token = _DETECTIONS.set([count])
@@ -152,11 +152,11 @@ _ESC = 0x1B
 
 
 def text_codec(label: str | None) -> codecs.CodecInfo | None:
-    """The Python codec for a charset label taken from a stranger, or ``None`` when it is not allowed.
+    """The Python codec for a charset label taken from a stranger, or `None` when it is not allowed.
 
-    Allowed: character encodings only (``_is_text_encoding``), labels of at most 40 characters, none of the
-    codecs that are not mail text or run arbitrary transformations (``rot13``, ``zlib_codec``, ``bz2_codec``,
-    ``quopri``, ``base64``, ``unicode_escape``, ``idna``, ``punycode``...). Used for XML declarations, data
+    Allowed: character encodings only (`_is_text_encoding`), labels of at most 40 characters, none of the
+    codecs that are not mail text or run arbitrary transformations (`rot13`, `zlib_codec`, `bz2_codec`,
+    `quopri`, `base64`, `unicode_escape`, `idna`, `punycode`...). Used for XML declarations, data
     URL charsets and MIME charsets alike.
     """
     if not label or not isinstance(label, str):
@@ -175,11 +175,11 @@ def text_codec(label: str | None) -> codecs.CodecInfo | None:
 
 @functools.lru_cache(maxsize=512)
 def normalize_charset(label: str | None) -> str | None:
-    """Map a declared charset label to the codec name ticketmail decodes it with, or ``None`` if unusable.
+    """Map a declared charset label to the codec name ticketmail decodes it with, or `None` if unusable.
 
     The result is a superset codec where mail clients are known to write more than the label allows
-    (``gb2312`` -> ``gb18030``), ``"iso-2022-jp"`` for the ISO-2022-JP family, or Python's canonical codec
-    name. Unknown labels and non-text codecs (``rot13``, ``zlib``, ``unicode_escape``) give ``None``.
+    (`gb2312` -> `gb18030`), `"iso-2022-jp"` for the ISO-2022-JP family, or Python's canonical codec
+    name. Unknown labels and non-text codecs (`rot13`, `zlib`, `unicode_escape`) give `None`.
     """
     if not label:
         return None
@@ -203,7 +203,7 @@ def normalize_charset(label: str | None) -> str | None:
 
 
 def _has_utf8_multibyte(data: bytes) -> bool:
-    """True when ``data`` is valid UTF-8 and contains at least one non-ASCII character."""
+    """True when `data` is valid UTF-8 and contains at least one non-ASCII character."""
     if data.isascii():
         return False
     try:
@@ -265,12 +265,12 @@ def _jis_run(run: bytes, out: list[str]) -> None:
 def decode_iso2022jp_superset(data: bytes) -> str:
     """Decode ISO-2022-JP the way Microsoft's CP50220/CP50221 do: a superset of RFC 1468.
 
-    Two-byte runs (``ESC $ B``, ``ESC $ @``) are converted to Shift_JIS and decoded with ``cp932``, so NEC
-    row 13 ("①", "㈱", "№") and the IBM extensions decode; ``ESC ( I`` and SO/SI runs are half-width katakana;
-    ``ESC ( J`` is JIS-Roman (read as ASCII). Undecodable bytes and unknown escapes become U+FFFD. Linear in
-    ``len(data)``: the input is cut into escape sequences and runs by one regular expression, and each run
-    is converted in bulk (``bytes.translate``, ``str.translate``), not byte by byte. Text of more than 4 KiB
-    with more than one escape per 8 bytes is noise: Python's lenient ``iso2022_jp_ext`` decodes it.
+    Two-byte runs (`ESC $ B`, `ESC $ @`) are converted to Shift_JIS and decoded with `cp932`, so NEC
+    row 13 ("①", "㈱", "№") and the IBM extensions decode; `ESC ( I` and SO/SI runs are half-width katakana;
+    `ESC ( J` is JIS-Roman (read as ASCII). Undecodable bytes and unknown escapes become U+FFFD. Linear in
+    `len(data)`: the input is cut into escape sequences and runs by one regular expression, and each run
+    is converted in bulk (`bytes.translate`, `str.translate`), not byte by byte. Text of more than 4 KiB
+    with more than one escape per 8 bytes is noise: Python's lenient `iso2022_jp_ext` decodes it.
     """
     if len(data) > _DENSE_ESCAPES_MIN and data.count(b"\x1b") * 8 > len(data):
         # More than one escape sequence per 8 bytes is not Japanese text but noise (or an attack on the
@@ -373,9 +373,9 @@ def _valid(text: str) -> str:
 
 
 def decode_text(data: bytes, declared: str | None) -> tuple[str, str, bool]:
-    """Decode ``data`` labeled ``declared`` (or unlabeled) to text.
+    """Decode `data` labeled `declared` (or unlabeled) to text.
 
-    Returns ``(text, codec_used, trusted)``: ``trusted`` is false when the declared label was missing,
+    Returns `(text, codec_used, trusted)`: `trusted` is false when the declared label was missing,
     unknown or wrong and the codec was found by a fallback. Never raises.
     """
     codec = normalize_charset(declared)

@@ -1,4 +1,4 @@
-"""RFC 2397 ``data:`` URLs, as osTicket's JSON API uses them for messages and attachments.
+"""RFC 2397 `data:` URLs, as osTicket's JSON API uses them for messages and attachments.
 
 Grammar (RFC 2397 section 3)::
 
@@ -10,19 +10,19 @@ Grammar (RFC 2397 section 3)::
 Rules implemented here, and why:
 
 * "If <mediatype> is omitted, it defaults to text/plain;charset=US-ASCII" (section 2). The default applies
-  only when the type is omitted; ``data:;charset=utf-8,x`` is ``text/plain`` with charset ``utf-8``.
+  only when the type is omitted; `data:;charset=utf-8,x` is `text/plain` with charset `utf-8`.
 * The data (and parameter values) are percent-decoded (section 2: "the data ... is represented using
   ASCII encoding for octets inside the range of safe URL characters and using the standard %xx hex
-  encoding of URLs for octets outside that range"). A ``%`` not followed by two hex digits is an error
+  encoding of URLs for octets outside that range"). A `%` not followed by two hex digits is an error
   (RFC 3986 section 2.1), not silently kept. Characters outside ASCII (JSON strings may carry them
   unescaped) stand for their UTF-8 octets, as a browser would encode them.
-* With ``;base64`` the percent-decoded data is base64 (RFC 4648 section 4). ASCII whitespace is ignored and
-  missing ``=`` padding is tolerated, as in the WHATWG "forgiving-base64 decode"; any other character
-  outside the alphabet is an :class:`~ticketmail.errors.InvalidBase64Error`.
+* With `;base64` the percent-decoded data is base64 (RFC 4648 section 4). ASCII whitespace is ignored and
+  missing `=` padding is tolerated, as in the WHATWG "forgiving-base64 decode"; any other character
+  outside the alphabet is an `InvalidBase64Error`.
 * Media type and parameter names are tokens (RFC 2045 section 5.1) and compared case-insensitively; they
   are normalized to lower case, as is the charset value.
 
-Decoded sizes are bounded before decoding: the caller passes ``check_size``, called with a lower bound of
+Decoded sizes are bounded before decoding: the caller passes `check_size`, called with a lower bound of
 the decoded size before anything is allocated and with the exact size before the bytes are produced, so a
 1 GB base64 string is refused without decoding it. Every regular expression here is linear: no nested
 quantifiers, anchored alternatives over disjoint character classes.
@@ -68,13 +68,13 @@ _DEFAULT_CHARSET = "us-ascii"
 
 @attrs.frozen
 class DataURL:
-    """A parsed ``data:`` URL.
+    """A parsed `data:` URL.
 
     Attributes:
-        media_type: ``type/subtype`` in lower case (``text/plain`` when omitted).
-        params: Media type parameters as ``(name, value)`` pairs in order; names lower case, values
+        media_type: `type/subtype` in lower case (`text/plain` when omitted).
+        params: Media type parameters as `(name, value)` pairs in order; names lower case, values
             percent-decoded (the charset value lower case).
-        base64: Whether the ``;base64`` flag was present.
+        base64: Whether the `;base64` flag was present.
         data: The decoded bytes.
         type_omitted: Whether the URL omitted the media type (so the RFC default applied).
     """
@@ -87,21 +87,21 @@ class DataURL:
 
     @property
     def charset(self) -> str | None:
-        """The ``charset`` parameter; ``us-ascii`` when the whole media type was omitted (RFC 2397 default)."""
+        """The `charset` parameter; `us-ascii` when the whole media type was omitted (RFC 2397 default)."""
         for name, value in self.params:
             if name == "charset":
                 return value
         return _DEFAULT_CHARSET if self.type_omitted else None
 
     def text(self, *, field: str = "data") -> str:
-        """The data decoded with :attr:`charset` (UTF-8 when none; see :func:`decode_text`)."""
+        """The data decoded with `charset` (UTF-8 when none; see `decode_text()`)."""
         return decode_text(self.data, self.charset, field=field)
 
 
 def decode_text(data: bytes, charset: str | None, *, field: str) -> str:
-    """Decode ``data`` with ``charset`` into ``str``.
+    """Decode `data` with `charset` into `str`.
 
-    ``None`` means UTF-8. ``us-ascii`` (RFC 2397's default, and a label many clients add without thinking)
+    `None` means UTF-8. `us-ascii` (RFC 2397's default, and a label many clients add without thinking)
     is decoded as UTF-8, its superset, so a mislabeled UTF-8 message is not rejected; a text in any other
     charset is decoded strictly with it.
 
@@ -124,10 +124,10 @@ def decode_text(data: bytes, charset: str | None, *, field: str) -> str:
 
 
 def percent_decode(text: str, *, field: str) -> bytes:
-    """Percent-decode ``text`` (RFC 3986 section 2.1) to bytes; non-ASCII characters become UTF-8 octets.
+    """Percent-decode `text` (RFC 3986 section 2.1) to bytes; non-ASCII characters become UTF-8 octets.
 
     Raises:
-        InvalidDataURLError: a ``%`` not followed by two hex digits, or an unpaired surrogate.
+        InvalidDataURLError: a `%` not followed by two hex digits, or an unpaired surrogate.
     """
     if "%" in text and _BAD_PERCENT_RE.search(text):
         raise InvalidDataURLError("'%' must be followed by two hex digits", field=field)
@@ -140,7 +140,7 @@ def percent_decode(text: str, *, field: str) -> bytes:
 def decode_base64(data: str | bytes, *, field: str, check_size: SizeCheck | None = None) -> bytes:
     """Decode base64 (RFC 4648 section 4), ignoring ASCII whitespace and tolerating missing padding.
 
-    ``check_size`` is called with the exact decoded size *before* decoding (and with a lower bound before
+    `check_size` is called with the exact decoded size *before* decoding (and with a lower bound before
     any copy of the text is made), so limits are enforced without allocating the result.
 
     Raises:
@@ -191,17 +191,17 @@ def parse_data_url(
     check_size: SizeCheck | None = None,
     check_type: Callable[[str], None] | None = None,
 ) -> DataURL:
-    """Parse an RFC 2397 ``data:`` URL.
+    """Parse an RFC 2397 `data:` URL.
 
     Args:
-        text: The URL (``data:[<mediatype>][;base64],<data>``); the scheme is case-insensitive.
+        text: The URL (`data:[<mediatype>][;base64],<data>`); the scheme is case-insensitive.
         field: The input field named in errors.
         check_size: Called with the decoded size before decoding (raise to refuse).
         check_type: Called with the media type before decoding (raise to refuse).
 
     Raises:
         InvalidDataURLError: not a data URL, bad media type or parameter, bad percent-encoding.
-        InvalidBase64Error: the ``;base64`` data does not decode.
+        InvalidBase64Error: the `;base64` data does not decode.
     """
     if not isinstance(text, str):
         raise InvalidDataURLError(f"expected a data: URL string, got {type(text).__name__}", field=field)
@@ -261,10 +261,10 @@ def parse_data_url(
 
 
 def parse_media_type(text: str, *, field: str) -> tuple[str, str | None]:
-    """Parse ``type/subtype; charset=x`` (RFC 2045 section 5.1) into the lower-case type and the charset.
+    """Parse `type/subtype; charset=x` (RFC 2045 section 5.1) into the lower-case type and the charset.
 
     Raises:
-        InvalidValueError: not ``type/subtype``.
+        InvalidValueError: not `type/subtype`.
     """
     main_part, _, rest = text.partition(";")
     main, slash, sub = main_part.strip().partition("/")
@@ -279,7 +279,7 @@ def parse_media_type(text: str, *, field: str) -> tuple[str, str | None]:
 
 
 def format_data_url(data: bytes, media_type: str = "text/plain", *, charset: str | None = None) -> str:
-    """Build a base64 ``data:`` URL for ``data`` (the inverse of :func:`parse_data_url`)."""
+    """Build a base64 `data:` URL for `data` (the inverse of `parse_data_url()`)."""
     header = media_type
     if charset:
         header += f";charset={charset}"

@@ -2,32 +2,32 @@ r"""Custom fields: the caller's form definition and the typed converters behind 
 
 osTicket lets an administrator add fields to the contact and ticket forms; its API then accepts a payload
 member for every field by its *name*, and rejects anything else ("Unsupported field sent"). ticketmail does the
-same with a :class:`Form` the caller supplies: it names the accepted custom fields and their types, and each
-value is converted to a typed Python value (see :data:`ticketmail.model.CustomValue`).
+same with a `Form` the caller supplies: it names the accepted custom fields and their types, and each
+value is converted to a typed Python value (see `ticketmail.model.CustomValue`).
 
 The default form is osTicket's default contact form minus what the core contract already carries:
-``phone`` (a phone number with extension, stored in :attr:`TicketRequest.phone`) and ``notes`` (a memo).
-A form that leaves out ``phone`` makes ``phone``/``phone_ext`` unsupported, exactly as deleting the field in
+`phone` (a phone number with extension, stored in `TicketRequest.phone`) and `notes` (a memo).
+A form that leaves out `phone` makes `phone`/`phone_ext` unsupported, exactly as deleting the field in
 osTicket does.
 
 Type rules (the converters below name field, expected and actual value in every error):
 
 =========== ==============================================================================================
-``text``    one line of text (surrounding whitespace stripped; a line break is an error)
-``memo``    multi-line text (line endings normalized to ``\\n``, surrounding whitespace stripped)
-``phone``   ``3185558634X123``: number, then an extension after a capital ``X`` (osTicket upper-cases
-            the value first, so ``x`` is accepted too); digits, spaces and ``+ - ( ) . /`` only
-``date``    ISO 8601 date (``2024-05-01``) or Unix epoch seconds -> :class:`datetime.date` (UTC for epoch)
-``datetime`` ISO 8601 date-time or Unix epoch seconds -> :class:`datetime.datetime`; aware when the text
-            carries ``Z`` or an offset, and for epoch values (UTC); naive otherwise
-``choice``  a key or a label of one of the field's choices (key first, then label, case-insensitively)
-            -> :class:`~ticketmail.model.Choice`; with ``multiple=True`` a list -> a tuple of choices
-``bool``    JSON ``true``/``false`` or the strings ``"true"``, ``"false"``, ``"1"``, ``"0"``
-``number``  a JSON number or a numeric string -> ``int`` when integral, else ``float`` (finite only)
+`text`    one line of text (surrounding whitespace stripped; a line break is an error)
+`memo`    multi-line text (line endings normalized to `\\n`, surrounding whitespace stripped)
+`phone`   `3185558634X123`: number, then an extension after a capital `X` (osTicket upper-cases
+            the value first, so `x` is accepted too); digits, spaces and `+ - ( ) . /` only
+`date`    ISO 8601 date (`2024-05-01`) or Unix epoch seconds -> `datetime.date` (UTC for epoch)
+`datetime` ISO 8601 date-time or Unix epoch seconds -> `datetime.datetime`; aware when the text
+            carries `Z` or an offset, and for epoch values (UTC); naive otherwise
+`choice`  a key or a label of one of the field's choices (key first, then label, case-insensitively)
+            -> `Choice`; with `multiple=True` a list -> a tuple of choices
+`bool`    JSON `true`/`false` or the strings `"true"`, `"false"`, `"1"`, `"0"`
+`number`  a JSON number or a numeric string -> `int` when integral, else `float` (finite only)
 =========== ==============================================================================================
 
-A custom value that is ``null``, an empty string or an empty list counts as "not given" and is left out of
-:attr:`TicketRequest.custom_fields` (a ``required`` field then fails with ``missing_field``).
+A custom value that is `null`, an empty string or an empty list counts as "not given" and is left out of
+`TicketRequest.custom_fields` (a `required` field then fails with `missing_field`).
 """
 
 from __future__ import annotations
@@ -90,7 +90,7 @@ _MAX_CHOICES = 256
 
 
 def describe(value: object) -> str:
-    """A short, safe description of a raw value's type for error messages (``a list``, ``null``)."""
+    """A short, safe description of a raw value's type for error messages (`a list`, `null`)."""
     if value is None:
         return "null"
     if isinstance(value, bool):
@@ -107,7 +107,7 @@ def describe(value: object) -> str:
 
 
 def is_empty(value: object) -> bool:
-    """Whether a raw value counts as "not given": ``None``, a blank string, an empty list or object."""
+    """Whether a raw value counts as "not given": `None`, a blank string, an empty list or object."""
     if value is None:
         return True
     if isinstance(value, str):
@@ -118,7 +118,7 @@ def is_empty(value: object) -> bool:
 
 
 def clean_text(value: str, *, field: str, multiline: bool) -> str:
-    r"""Validate the characters of ``value``, normalize line endings to ``\\n`` and strip it.
+    r"""Validate the characters of `value`, normalize line endings to `\\n` and strip it.
 
     Raises:
         InvalidValueError: a control character, unpaired surrogate or noncharacter; a line break in
@@ -134,7 +134,7 @@ def clean_text(value: str, *, field: str, multiline: bool) -> str:
 
 
 def to_one_line(value: object, *, field: str, required: bool = False) -> str | None:
-    """A single line of text (stripped), or ``None`` when not given (``MissingFieldError`` if required)."""
+    """A single line of text (stripped), or `None` when not given (`MissingFieldError` if required)."""
     if is_empty(value):
         if required:
             raise MissingFieldError(f"{field} is required", field=field)
@@ -145,7 +145,7 @@ def to_one_line(value: object, *, field: str, required: bool = False) -> str | N
 
 
 def to_bool(value: object, *, field: str) -> bool:
-    """A boolean: ``true``/``false``, ``1``/``0`` (JSON numbers) or those spelled as strings."""
+    """A boolean: `true`/`false`, `1`/`0` (JSON numbers) or those spelled as strings."""
     if isinstance(value, bool):
         return value
     if isinstance(value, int) and value in (0, 1):
@@ -175,7 +175,7 @@ def to_id(value: object, *, field: str) -> int:
 
 
 def parse_phone(value: object, *, field: str, ext: object = None) -> Phone:
-    """A :class:`~ticketmail.model.Phone` from ``"3185558634X123"`` (or ``number`` plus a separate ``ext``)."""
+    """A `Phone` from `"3185558634X123"` (or `number` plus a separate `ext`)."""
     if isinstance(value, int) and not isinstance(value, bool):
         value = str(value)
     if not isinstance(value, str):
@@ -207,8 +207,8 @@ def parse_phone(value: object, *, field: str, ext: object = None) -> Phone:
 def parse_iso8601(text: str, *, field: str) -> _dt.datetime | _dt.date:
     """Parse an ISO 8601 calendar date or date-time (extended format).
 
-    Returns a :class:`datetime.date` for a date alone; a datetime otherwise, aware when the text carries
-    ``Z`` or an offset. Works the same on Python 3.10 (whose ``fromisoformat`` lacks ``Z``).
+    Returns a `datetime.date` for a date alone; a datetime otherwise, aware when the text carries
+    `Z` or an offset. Works the same on Python 3.10 (whose `fromisoformat` lacks `Z`).
     """
     match = _ISO_RE.fullmatch(text.strip())
     if not match:
@@ -279,17 +279,17 @@ def _to_choices(value: object) -> tuple[Choice, ...]:
 
 @attrs.frozen
 class FormField:
-    """One custom field of a :class:`Form`.
+    """One custom field of a `Form`.
 
     Attributes:
-        name: The payload member name (``notes``, ``department_code``).
-        type: One of ``text``, ``memo``, ``phone``, ``date``, ``datetime``, ``choice``, ``bool``, ``number``.
+        name: The payload member name (`notes`, `department_code`).
+        type: One of `text`, `memo`, `phone`, `date`, `datetime`, `choice`, `bool`, `number`.
         label: A human label (documentation only).
-        required: Whether a request without it is refused (``missing_field``).
-        choices: For ``choice``: the allowed values, as :class:`~ticketmail.model.Choice` (a mapping
+        required: Whether a request without it is refused (`missing_field`).
+        choices: For `choice`: the allowed values, as `Choice` (a mapping
             key -> label is accepted).
-        multiple: For ``choice``: whether a list of choices is accepted (value: a tuple of choices).
-        max_length: For ``text``/``memo``: maximum length in characters.
+        multiple: For `choice`: whether a list of choices is accepted (value: a tuple of choices).
+        max_length: For `text`/`memo`: maximum length in characters.
     """
 
     name: str
@@ -311,11 +311,11 @@ class FormField:
             raise ConfigError(f"form field {self.name!r}: only choice fields may be multiple")
 
     def convert(self, value: object, *, field: str | None = None) -> CustomValue:
-        """Convert a raw payload value to this field's type; ``None`` when the value is empty.
+        """Convert a raw payload value to this field's type; `None` when the value is empty.
 
         Raises:
-            MissingFieldError: empty and ``required``.
-            TypeMismatchError, InvalidValueError: naming ``field`` (default: the field name).
+            MissingFieldError: empty and `required`.
+            TypeMismatchError, InvalidValueError: naming `field` (default: the field name).
         """
         where = field or self.name
         if is_empty(value):
@@ -390,7 +390,7 @@ def _to_fields(value: Iterable[FormField]) -> tuple[FormField, ...]:
 
 @attrs.frozen
 class Form:
-    """The set of custom fields a payload may carry. ``Form.default()`` is ``phone`` + ``notes``."""
+    """The set of custom fields a payload may carry. `Form.default()` is `phone` + `notes`."""
 
     fields: tuple[FormField, ...] = attrs.field(factory=tuple, converter=_to_fields)
 
@@ -409,15 +409,15 @@ class Form:
 
     @classmethod
     def default(cls) -> Form:
-        """The default form, as osTicket's default contact form: ``phone`` (type phone) and ``notes`` (type memo)."""
+        """The default form, as osTicket's default contact form: `phone` (type phone) and `notes` (type memo)."""
         return cls((FormField("phone", "phone", label="Phone Number"), FormField("notes", "memo", label="Notes")))
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any], *, source: str = "<dict>") -> Form:
-        """Build a form from configuration data: ``{"fields": [{"name": ..., "type": ..., ...}, ...]}``.
+        """Build a form from configuration data: `{"fields": [{"name": ..., "type": ..., ...}, ...]}`.
 
         Raises:
-            ConfigError: naming ``source`` and the offending entry.
+            ConfigError: naming `source` and the offending entry.
         """
         entries = data.get("fields", ())
         if not isinstance(entries, (list, tuple)):
@@ -438,12 +438,12 @@ class Form:
         return cls(tuple(fields))
 
     def get(self, name: str) -> FormField | None:
-        """The field called ``name``, or ``None``."""
+        """The field called `name`, or `None`."""
         for item in self.fields:
             if item.name == name:
                 return item
         return None
 
     def with_fields(self, *fields: FormField) -> Form:
-        """A copy with ``fields`` added (e.g. ``Form.default().with_fields(FormField("team", "text"))``)."""
+        """A copy with `fields` added (e.g. `Form.default().with_fields(FormField("team", "text"))`)."""
         return Form((*self.fields, *fields))

@@ -1,10 +1,10 @@
 r"""Safe attachment file names and content sniffing.
 
-A file name in a MIME header is attacker-controlled: it may hold path separators (``../../etc/passwd``,
-``C:\evil.exe``), control characters, bidi overrides that disguise an extension (an RLO character before "gpj.exe"),
-Windows reserved device names or thousands of characters. :func:`safe_filename` keeps what a person would
+A file name in a MIME header is attacker-controlled: it may hold path separators (`../../etc/passwd`,
+`C:\evil.exe`), control characters, bidi overrides that disguise an extension (an RLO character before "gpj.exe"),
+Windows reserved device names or thousands of characters. `safe_filename()` keeps what a person would
 recognise and removes the rest; a missing name gets a fallback built from the media type
-(``attachment-2.png``). :func:`sniff_type` looks at the first bytes (magic numbers) so that rules can
+(`attachment-2.png`). `sniff_type()` looks at the first bytes (magic numbers) so that rules can
 compare the declared type with what the bytes are.
 """
 
@@ -70,7 +70,7 @@ _MAGIC: tuple[tuple[bytes, str], ...] = (
 
 
 def extension_for(content_type: str) -> str:
-    """A file extension (with the dot) for a media type; ``.bin`` when nothing fits."""
+    """A file extension (with the dot) for a media type; `.bin` when nothing fits."""
     known = _EXTENSIONS.get(content_type)
     if known:
         return known
@@ -90,11 +90,11 @@ def _clean_char(ch: str) -> str:
 
 
 def safe_filename(name: str | None, content_type: str, index: int) -> str:
-    r"""Make ``name`` safe to store and show; a fallback ``attachment-<index><ext>`` when nothing is left.
+    r"""Make `name` safe to store and show; a fallback `attachment-<index><ext>` when nothing is left.
 
-    Path components are dropped (both ``/`` and ``\``), control and bidi-format characters removed, other
-    reserved characters replaced with ``_``, whitespace collapsed, leading dots removed (no hidden files, no
-    ``..``), Windows device names prefixed, and the length capped at 200 characters keeping the extension.
+    Path components are dropped (both `/` and `\`), control and bidi-format characters removed, other
+    reserved characters replaced with `_`, whitespace collapsed, leading dots removed (no hidden files, no
+    `..`), Windows device names prefixed, and the length capped at 200 characters keeping the extension.
     """
     if name:
         name = unicodedata.normalize("NFC", name)
@@ -115,7 +115,7 @@ def safe_filename(name: str | None, content_type: str, index: int) -> str:
 
 
 def sniff_type(data: bytes) -> str | None:
-    """The media type the first bytes of ``data`` announce (magic numbers), or ``None`` when unknown."""
+    """The media type the first bytes of `data` announce (magic numbers), or `None` when unknown."""
     head = data[:16]
     for magic, media_type in _MAGIC:
         if head.startswith(magic):

@@ -2,32 +2,32 @@
 
 Sanitizing uses nh3 (Python bindings to the Rust *ammonia* crate, an allow-list sanitizer built on html5ever's
 spec-compliant parser): hand-written sanitizers lose to parser differentials. ammonia already drops scripts,
-``<style>`` content, event handlers (``on*``), ``style`` attributes and unknown URL schemes such as
-``javascript:``. On top of its defaults we
+`<style>` content, event handlers (`on*`), `style` attributes and unknown URL schemes such as
+`javascript:`. On top of its defaults we
 
-* allow ``cid:`` URLs (inline images of ``multipart/related``, RFC 2392) and keep ``img`` ``src``;
-* drop every remote resource (``img src=http...``, which is also a read-receipt tracking pixel) unless the
-  caller allows remote images; links (``a href``) stay, with ``rel="noopener noreferrer"``.
+* allow `cid:` URLs (inline images of `multipart/related`, RFC 2392) and keep `img` `src`;
+* drop every remote resource (`img src=http...`, which is also a read-receipt tracking pixel) unless the
+  caller allows remote images; links (`a href`) stay, with `rel="noopener noreferrer"`.
 
 Text is built by one linear scan of the *original* HTML (a regular-expression tokenizer that follows the
 HTML tokenizer's rules for tags, quoted attribute values, comments and raw-text elements, so it can never
 fail or rescan): block elements become line breaks, paragraphs blank lines, list items "- " or "1. ", table
-cells are separated, ``<a href>`` becomes "text (url)" when the URL adds information, and ``<blockquote>``
+cells are separated, `<a href>` becomes "text (url)" when the URL adds information, and `<blockquote>`
 lines get "> " so that the quote stripper recognises them. Script, style, head and title content is skipped.
 
 Bounded cost on hostile HTML (html5ever, inside nh3, is quadratic in the nesting depth):
 
-* the same scan tracks the stack of open elements (with the end tags HTML implies: ``<li>``, ``<p>``,
-  ``<td>``, ...) and drops the start and end tags of elements nested deeper than ``MAX_TAG_DEPTH`` (100),
+* the same scan tracks the stack of open elements (with the end tags HTML implies: `<li>`, `<p>`,
+  `<td>`, ...) and drops the start and end tags of elements nested deeper than `MAX_TAG_DEPTH` (100),
   keeping their content: the HTML given to nh3 and the text are both *flattened* beyond that depth; after
-  ``MAX_FLATTENED`` (200) dropped tags the rest of the document is reduced to its text in one pass;
-* quote prefixes stop growing at ``MAX_QUOTE_DEPTH`` (10) levels and list indentation at ``MAX_LIST_DEPTH``
+  `MAX_FLATTENED` (200) dropped tags the rest of the document is reduced to its text in one pass;
+* quote prefixes stop growing at `MAX_QUOTE_DEPTH` (10) levels and list indentation at `MAX_LIST_DEPTH`
   (10), so no line gets a prefix longer than a few dozen characters;
-* the text is at most ``TEXT_GROWTH`` (2) times the HTML's length plus 4096 characters; beyond that it is
+* the text is at most `TEXT_GROWTH` (2) times the HTML's length plus 4096 characters; beyond that it is
   truncated.
 
-:func:`render_html` returns the sanitized HTML, the text and what was flattened or truncated, so that
-:func:`ticketmail.parsing.mime.parse_email` records defects (``html_too_deep``, ``text_truncated``).
+`render_html()` returns the sanitized HTML, the text and what was flattened or truncated, so that
+`ticketmail.parsing.mime.parse_email()` records defects (`html_too_deep`, `text_truncated`).
 """
 
 from __future__ import annotations
@@ -54,13 +54,13 @@ __all__ = [
 MAX_TAG_DEPTH = 100
 """Open elements kept nested; deeper start/end tags are dropped (their content stays)."""
 MAX_QUOTE_DEPTH = 10
-"""Most ``> `` prefixes given to one line of text."""
+"""Most `> ` prefixes given to one line of text."""
 MAX_LIST_DEPTH = 10
 """Most indentation levels given to a list item."""
 TEXT_GROWTH = 2
 MAX_FLATTENED = 200
 """After this many dropped tags the rest of the document is reduced to its text in one C-speed pass."""
-"""The text of an HTML document is at most ``TEXT_GROWTH * len(html) + 4096`` characters."""
+"""The text of an HTML document is at most `TEXT_GROWTH * len(html) + 4096` characters."""
 
 _TAGS = frozenset(nh3.ALLOWED_TAGS) - {"img"} | {"img", "font", "center", "span", "div"}
 _ATTRIBUTES: dict[str, set[str]] = {tag: set(attrs) for tag, attrs in nh3.ALLOWED_ATTRIBUTES.items()}
@@ -315,13 +315,13 @@ class _TextBuilder:
 
 @attrs.frozen
 class RenderedHTML:
-    """What :func:`render_html` produced from one HTML document.
+    """What `render_html()` produced from one HTML document.
 
     Attributes:
-        html: The sanitized HTML (``None`` when only the text was asked for).
+        html: The sanitized HTML (`None` when only the text was asked for).
         text: The readable plain text.
-        flattened: How many start tags nested deeper than ``MAX_TAG_DEPTH`` were dropped.
-        truncated: Whether the text was cut at ``TEXT_GROWTH`` times the input length.
+        flattened: How many start tags nested deeper than `MAX_TAG_DEPTH` were dropped.
+        truncated: Whether the text was cut at `TEXT_GROWTH` times the input length.
     """
 
     html: str | None
@@ -353,7 +353,7 @@ class _Scan:
         self.last = end
 
     def _pop_to(self, index: int) -> None:
-        """Close the elements above and including ``stack[index]``, innermost first."""
+        """Close the elements above and including `stack[index]`, innermost first."""
         builder = self.builder
         while len(self.stack) > index:
             name = self.stack.pop()
@@ -501,7 +501,7 @@ class _Scan:
                 builder.handle_endtag(tag)  # "<div/>": XHTML-style empty element (html5ever keeps it open)
 
     def flatten_rest(self, pos: int) -> None:
-        """Past ``MAX_FLATTENED`` dropped tags: the rest of the document becomes text, at C speed.
+        """Past `MAX_FLATTENED` dropped tags: the rest of the document becomes text, at C speed.
 
         Raw-text elements (scripts, styles) are removed with their content, then every tag and comment is
         replaced by a space (a space, so that removing a tag cannot join "<" and a name into a new tag).
@@ -525,9 +525,9 @@ class _Scan:
 
 
 def limit_html_depth(html: str, max_depth: int = MAX_TAG_DEPTH) -> tuple[str, int]:
-    """``html`` with the tags of elements nested deeper than ``max_depth`` removed, and how many were removed.
+    """`html` with the tags of elements nested deeper than `max_depth` removed, and how many were removed.
 
-    Content is kept; only the start and end tags beyond the depth go. Linear in ``len(html)``.
+    Content is kept; only the start and end tags beyond the depth go. Linear in `len(html)`.
     """
     if html.count("<") <= max_depth:
         return html, 0
@@ -545,13 +545,13 @@ def sanitize_html(html: str, *, allow_remote_images: bool = False) -> str:
 def render_html(
     html: str, *, allow_remote_images: bool = False, sanitize: bool = True, text: bool = True
 ) -> RenderedHTML:
-    """Sanitize ``html`` and build its text in one scan (see the module docstring).
+    """Sanitize `html` and build its text in one scan (see the module docstring).
 
     Args:
         html: An HTML document or fragment, as received.
-        allow_remote_images: As for :func:`sanitize_html`.
-        sanitize: False to build the text only (``RenderedHTML.html`` is then ``None``).
-        text: False to sanitize only (``RenderedHTML.text`` is then ``""``); the depth limit still applies.
+        allow_remote_images: As for `sanitize_html()`.
+        sanitize: False to build the text only (`RenderedHTML.html` is then `None`).
+        text: False to sanitize only (`RenderedHTML.text` is then `""`); the depth limit still applies.
     """
     if not text:
         limited, flattened = limit_html_depth(html)
@@ -569,7 +569,7 @@ def render_html(
 def html_to_text(html: str) -> str:
     """Readable plain text of an HTML document: paragraphs, line breaks, lists, links and quotes kept.
 
-    Reads any HTML (raw mail bodies as well as the output of :func:`sanitize_html`); linear in its length,
+    Reads any HTML (raw mail bodies as well as the output of `sanitize_html()`); linear in its length,
     with the depth and length bounds of the module docstring.
     """
     return render_html(html, sanitize=False).text

@@ -2,22 +2,22 @@
 
 Mail clients mark the quote they append to a reply, and the mark is more reliable than any text rule:
 
-* Gmail: ``<div class="gmail_quote">`` (attribution and ``<blockquote class="gmail_quote">`` inside).
-* Outlook web and new Outlook: ``<div id="appendonsend">``, ``<div id="divRplyFwdMsg">`` (also
-  ``x_``-prefixed), ``id="mail-editor-reference-message-container"``; Outlook for Mac:
-  ``<span id="OLK_SRC_BODY_SECTION">``.
-* Outlook desktop and Exchange: the ``border:none;border-top:solid ...`` div right above the
+* Gmail: `<div class="gmail_quote">` (attribution and `<blockquote class="gmail_quote">` inside).
+* Outlook web and new Outlook: `<div id="appendonsend">`, `<div id="divRplyFwdMsg">` (also
+  `x_`-prefixed), `id="mail-editor-reference-message-container"`; Outlook for Mac:
+  `<span id="OLK_SRC_BODY_SECTION">`.
+* Outlook desktop and Exchange: the `border:none;border-top:solid ...` div right above the
   From/Sent/To/Subject block (taken only when a header line follows it).
-* Apple Mail: ``<blockquote type="cite">``; Thunderbird: ``<div class="moz-cite-prefix">`` (the attribution)
-  then ``<blockquote type="cite">``.
-* Outlook for iOS and Android: ``<div name="messageReplySection">``.
-* Yahoo: ``<div class="yahoo_quoted">``; Zimbra: ``<hr id="zwchr">``, ``data-marker="__QUOTED_TEXT__"``;
-  Zoho: ``class="zmail_extra"``; Proton: ``class="protonmail_quote"``.
+* Apple Mail: `<blockquote type="cite">`; Thunderbird: `<div class="moz-cite-prefix">` (the attribution)
+  then `<blockquote type="cite">`.
+* Outlook for iOS and Android: `<div name="messageReplySection">`.
+* Yahoo: `<div class="yahoo_quoted">`; Zimbra: `<hr id="zwchr">`, `data-marker="__QUOTED_TEXT__"`;
+  Zoho: `class="zmail_extra"`; Proton: `class="protonmail_quote"`.
 
 `extract_reply` first runs the text rules of `ticketmail.parsing.quotes`; when a history marker in the
 text decided (an attribution, a header block, an "Original Message" line, a mobile signature, a
 forward), that is the answer, and the HTML is not read. Otherwise (an attribution in a language
-without a table, a quote without ``>`` markers) `quote_start` finds the first mark (substring search
+without a table, a quote without `>` markers) `quote_start` finds the first mark (substring search
 for the mark names, each candidate tag read from a bounded slice, comments skipped, no DOM, no
 backtracking pattern); the HTML above it is turned into text, lined up with the message's plain text,
 and the plain text is cut there; the text rules then run on what is left (signatures, a trailing
@@ -85,7 +85,7 @@ def _attributes(text: str) -> dict[str, str]:
 
 
 def _mark(tag: str, attributes: dict[str, str]) -> str | None:
-    """The kind of quote mark a start tag is, or ``None``."""
+    """The kind of quote mark a start tag is, or `None`."""
     classes = set(attributes.get("class", "").lower().split())
     hit = classes & _CLASS_MARKS
     if hit:
@@ -111,7 +111,7 @@ def _mark(tag: str, attributes: dict[str, str]) -> str | None:
 
 
 def _peek_lines(html: str, start: int) -> list[str]:
-    """The first few text lines of ``html`` from ``start`` (tags removed), cheaply and bounded."""
+    """The first few text lines of `html` from `start` (tags removed), cheaply and bounded."""
     window = _BREAKS.sub("\n", html[start : start + _PEEK])
     text = _html.unescape(_TAG_TEXT.sub("", window)).replace("\u00a0", " ")
     return [line.strip() for line in text.split("\n") if line.strip()][:6]
@@ -124,7 +124,7 @@ def _has_text(html: str) -> bool:
 
 
 def _element_end(html: str, tag: str, start: int, limit: int) -> int:
-    """Offset just after the element ``tag`` that starts at ``start`` closes (``limit`` if it never does)."""
+    """Offset just after the element `tag` that starts at `start` closes (`limit` if it never does)."""
     depth = 0
     pos = start
     opener = f"<{tag}"
@@ -155,8 +155,8 @@ def _element_end(html: str, tag: str, start: int, limit: int) -> int:
 def quote_start(html: str) -> tuple[int, str, str] | None:
     """Find the first quote mark in an HTML body.
 
-    Returns ``(offset, kind, tag)``: where the marked element starts, which mark it is (``gmail_quote``,
-    ``divrplyfwdmsg``, ``blockquote``, ``outlook_border``, ...) and its tag name. ``None`` when no mark is
+    Returns `(offset, kind, tag)`: where the marked element starts, which mark it is (`gmail_quote`,
+    `divrplyfwdmsg`, `blockquote`, `outlook_border`, ...) and its tag name. `None` when no mark is
     found. Linear in the input: each mark name is looked for with one substring search over the
     lower-cased HTML, and each occurrence's tag is read from a bounded slice around it (at most
     `MAX_CANDIDATES` occurrences per name; most mail has none at all).
@@ -179,7 +179,7 @@ def quote_start(html: str) -> tuple[int, str, str] | None:
 
 
 def _tag_mark(html: str, lowered: str, at: int, limit: int) -> tuple[int, str, str] | None:
-    """The quote mark of the tag around offset ``at``, or ``None`` (text, another tag, a comment)."""
+    """The quote mark of the tag around offset `at`, or `None` (text, another tag, a comment)."""
     lt = lowered.rfind("<", max(0, at - _TAG_BACK), at)
     if lt < 0 or lowered.find(">", lt, at) >= 0:
         return None  # the name is in text, not inside a tag
@@ -203,7 +203,7 @@ def _tag_mark(html: str, lowered: str, at: int, limit: int) -> tuple[int, str, s
 
 
 def _in_comment(html: str, at: int) -> bool:
-    """Whether ``at`` is inside an HTML comment (looking back a bounded distance)."""
+    """Whether `at` is inside an HTML comment (looking back a bounded distance)."""
     start = max(0, at - 20000)
     return html.rfind("<!--", start, at) > html.rfind("-->", start, at)
 
@@ -214,7 +214,7 @@ def _tokens(text: str) -> list[str]:
 
 
 def _aligned_cut(text_lines: list[str], words: list[str]) -> int | None:
-    """The line index in ``text_lines`` right after the plain text has used up ``words``; ``None`` if they differ."""
+    """The line index in `text_lines` right after the plain text has used up `words`; `None` if they differ."""
     position = 0
     total = len(words)
     for index, line in enumerate(text_lines):
@@ -237,8 +237,8 @@ def extract_reply(text: str, html: str | None = None, separator: str | None = No
         subject: The subject (a forward prefix keeps the forwarded content).
 
     Returns:
-        What `ticketmail.parsing.quotes.extract_new_text` returns for the part of ``text`` above the
-        HTML quote mark; for ``text`` as a whole when there is no usable mark.
+        What `ticketmail.parsing.quotes.extract_new_text` returns for the part of `text` above the
+        HTML quote mark; for `text` as a whole when there is no usable mark.
     """
     by_text, decided = extract_with_verdict(text, separator, subject=subject)
     if decided or not html:

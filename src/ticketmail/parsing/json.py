@@ -1,16 +1,16 @@
-"""``POST /api/tickets.json``: osTicket's JSON ticket payload (RFC 8259) to a :class:`TicketRequest`.
+"""`POST /api/tickets.json`: osTicket's JSON ticket payload (RFC 8259) to a `TicketRequest`.
 
-What is checked here, before the shared validation in :mod:`ticketmail.parsing.builder`:
+What is checked here, before the shared validation in `ticketmail.parsing.builder`:
 
-* the size of the body (``Limits.max_payload_bytes``), before anything else;
+* the size of the body (`Limits.max_payload_bytes`), before anything else;
 * the text is UTF-8 (RFC 8259 section 8.1: "JSON text exchanged between systems that are not part of a
   closed ecosystem MUST be encoded using UTF-8"); a UTF-8 byte order mark is tolerated and dropped;
-* the nesting depth, *before* ``json.loads`` runs (the stdlib decoder recurses once per level): an exact
-  linear pre-scan (see :func:`_too_deep`) with memory about the input size, stopping at the first chunk
+* the nesting depth, *before* `json.loads` runs (the stdlib decoder recurses once per level): an exact
+  linear pre-scan (see `_too_deep()`) with memory about the input size, stopping at the first chunk
   that goes too deep (a 6 MB deeply nested document is refused after reading its first megabyte);
 * the top level is an object; member names are unique (RFC 8259 section 4 says they SHOULD be; a
   duplicate is ambiguous, so it is refused rather than letting the last one silently win);
-* ``NaN``/``Infinity`` (accepted by Python, not by RFC 8259) are refused.
+* `NaN`/`Infinity` (accepted by Python, not by RFC 8259) are refused.
 """
 
 from __future__ import annotations
@@ -36,10 +36,10 @@ _CHUNK = 1 << 16
 
 
 def _too_deep(body: bytes, max_depth: int) -> bool:
-    """Whether arrays/objects in ``body`` nest deeper than ``max_depth`` (brackets in strings do not count).
+    """Whether arrays/objects in `body` nest deeper than `max_depth` (brackets in strings do not count).
 
     Linear time and bounded memory (about the input size once, then 64 KiB chunks): escapes are removed
-    with ``bytes.replace`` (pairs of backslashes first, as a JSON reader pairs them), strings are told
+    with `bytes.replace` (pairs of backslashes first, as a JSON reader pairs them), strings are told
     apart by the parity of the quotes before each chunk, and the depth is a running sum that stops at the
     first chunk that goes too deep.
     """
@@ -66,16 +66,16 @@ def _too_deep(body: bytes, max_depth: int) -> bool:
 
 
 def _depth_verdict(body: bytes, max_depth: int) -> Literal["ok", "deep"]:
-    """``deep`` when ``body`` nests deeper than ``max_depth``; the cheapest test (few openers) first."""
+    """`deep` when `body` nests deeper than `max_depth`; the cheapest test (few openers) first."""
     if body.count(b"[") + body.count(b"{") <= max_depth:
         return "ok"
     return "deep" if _too_deep(body, max_depth) else "ok"
 
 
 def check_json_depth(body: bytes, max_depth: int) -> None:
-    """Raise :class:`NestingTooDeepError` when arrays/objects in ``body`` nest deeper than ``max_depth``.
+    """Raise `NestingTooDeepError` when arrays/objects in `body` nest deeper than `max_depth`.
 
-    Brackets inside strings do not count. Linear time, memory about the size of ``body``.
+    Brackets inside strings do not count. Linear time, memory about the size of `body`.
     """
     if _depth_verdict(body, max_depth) == "deep":
         raise NestingTooDeepError(f"JSON nests deeper than {max_depth} levels")
@@ -95,7 +95,7 @@ def _no_constants(name: str) -> Any:
 
 
 def load_json_object(body: bytes | bytearray | memoryview | str, limits: Limits) -> dict[str, Any]:
-    """Decode ``body`` into the top-level JSON object, enforcing size, encoding and depth limits."""
+    """Decode `body` into the top-level JSON object, enforcing size, encoding and depth limits."""
     data = body_bytes(body)
     if len(data) > limits.max_payload_bytes:
         raise PayloadTooLargeError(f"payload is {len(data)} bytes; the limit is {limits.max_payload_bytes}")
@@ -129,18 +129,18 @@ def parse_json(
     ignore_unknown_fields: bool = False,
     check_deliverability: bool = False,
 ) -> TicketRequest:
-    """Parse an osTicket JSON ticket payload into a validated :class:`~ticketmail.model.TicketRequest`.
+    """Parse an osTicket JSON ticket payload into a validated `TicketRequest`.
 
     Args:
         body: The request body (UTF-8 JSON).
-        form: The accepted custom fields (default :meth:`Form.default`: ``phone`` and ``notes``).
-        limits: Size, count, type and depth limits (default :class:`Limits` ()).
+        form: The accepted custom fields (default `Form.default()`: `phone` and `notes`).
+        limits: Size, count, type and depth limits (default `Limits` ()).
         ignore_unknown_fields: Drop members that are neither core fields nor form fields instead of
-            raising :class:`~ticketmail.errors.UnsupportedFieldError`.
+            raising `UnsupportedFieldError`.
         check_deliverability: Also check that the email domain can receive mail (DNS lookups).
 
     Raises:
-        TicketmailError: an :class:`~ticketmail.errors.InputError` subclass naming the field at fault.
+        TicketmailError: an `InputError` subclass naming the field at fault.
     """
     limits = Limits() if limits is None else limits
     raw = load_json_object(body, limits)

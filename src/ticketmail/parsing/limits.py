@@ -10,10 +10,10 @@ controls is bounded *before* work proportional to it is done:
   per-attachment limit and what is left of the total budget,
 * the declared media type is matched against an allow-list before decoding.
 
-Misconfigured limits raise :class:`~ticketmail.errors.ConfigError` at construction. Exceeding a size or
-count limit raises a :class:`~ticketmail.errors.LimitExceededError` subclass (HTTP 413);
-too deep nesting raises :class:`~ticketmail.errors.NestingTooDeepError` (HTTP 400); a type outside the
-allow-list raises :class:`~ticketmail.errors.AttachmentTypeError` (HTTP 415).
+Misconfigured limits raise `ConfigError` at construction. Exceeding a size or
+count limit raises a `LimitExceededError` subclass (HTTP 413);
+too deep nesting raises `NestingTooDeepError` (HTTP 400); a type outside the
+allow-list raises `AttachmentTypeError` (HTTP 415).
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ def _check_patterns(instance: object, attribute: attrs.Attribute[tuple[str, ...]
 
 
 def media_type_matches(media_type: str, pattern: str) -> bool:
-    """Whether ``media_type`` (``type/subtype``, no parameters) matches ``pattern`` (``*/*``, ``image/*``, ...).
+    """Whether `media_type` (`type/subtype`, no parameters) matches `pattern` (`*/*`, `image/*`, ...).
 
     Matching is case-insensitive (RFC 2045 section 5.1: type and subtype names are case-insensitive).
     """
@@ -83,8 +83,8 @@ class Limits:
         max_attachments: Number of attachments (default 20).
         max_attachment_bytes: Decoded size of one attachment (default 10 MiB).
         max_total_attachment_bytes: Decoded size of all attachments together (default 20 MiB).
-        allowed_types: Media type patterns an attachment's declared type must match (``image/*``,
-            ``application/pdf``, ``*/*``); default everything, as osTicket does when no type list is set.
+        allowed_types: Media type patterns an attachment's declared type must match (`image/*`,
+            `application/pdf`, `*/*`); default everything, as osTicket does when no type list is set.
         max_depth: Nesting depth of the JSON or XML document (default 16; the contract itself needs 3).
     """
 
@@ -100,7 +100,7 @@ class Limits:
         """Build limits from configuration data (a TOML table): keys are the attribute names.
 
         Raises:
-            ConfigError: an unknown key or a bad value, naming ``source`` and the key.
+            ConfigError: an unknown key or a bad value, naming `source` and the key.
         """
         known = {field.name for field in attrs.fields(cls)}
         unknown = sorted(set(data) - known)
@@ -112,11 +112,11 @@ class Limits:
             raise ConfigError(f"{source}: {exc.message}") from exc
 
     def type_allowed(self, media_type: str) -> bool:
-        """Whether an attachment of ``media_type`` is allowed."""
+        """Whether an attachment of `media_type` is allowed."""
         return any(media_type_matches(media_type, pattern) for pattern in self.allowed_types)
 
     def check_type(self, media_type: str, *, field: str) -> None:
-        """Raise :class:`AttachmentTypeError` naming ``field`` unless ``media_type`` is allowed."""
+        """Raise `AttachmentTypeError` naming `field` unless `media_type` is allowed."""
         if not self.type_allowed(media_type):
             allowed = ", ".join(self.allowed_types) or "none"
             raise AttachmentTypeError(

@@ -1,17 +1,17 @@
-"""Header decoding for :mod:`ticketmail.parsing.mime`: RFC 2047 encoded words, addresses, ids, parameters.
+"""Header decoding for `ticketmail.parsing.mime`: RFC 2047 encoded words, addresses, ids, parameters.
 
-Why not ``email.header.decode_header``/``policy.default``: they are slower (``policy.default`` parses every
+Why not `email.header.decode_header`/`policy.default`: they are slower (`policy.default` parses every
 header into objects, about 3x the compat32 cost) and give up on the malformed words mail clients produce.
 This module decodes
 
-* encoded words (RFC 2047 section 2) with ``B`` and ``Q`` encodings, joining *adjacent words of the same
+* encoded words (RFC 2047 section 2) with `B` and `Q` encodings, joining *adjacent words of the same
   charset before decoding* so that a multi-byte character split across two words (a common bug, RFC 2047
   section 5 forbids it) still decodes; whitespace between adjacent encoded words is dropped (section 6.2);
 * encoded words written where RFC 2047 forbids them (inside quoted strings, glued to text, with spaces inside
-  ``Q`` text) since senders do that;
+  `Q` text) since senders do that;
 * raw 8-bit header bytes (RFC 6532 allows UTF-8; older clients write their local charset), through
-  :func:`ticketmail.parsing.charsets.decode_text`;
-* RFC 2231 parameter values (``filename*0*=utf-8''...``) with charset fallbacks.
+  `ticketmail.parsing.charsets.decode_text()`;
+* RFC 2231 parameter values (`filename*0*=utf-8''...`) with charset fallbacks.
 
 Work is linear in the header length; the encoded-word regular expression has no nested quantifiers.
 """
@@ -55,11 +55,11 @@ _MAX_ADDRESSES = 1000
 
 
 def decode_8bit(raw: bytes, hint: str | None = None) -> tuple[str, bool]:
-    """Header bytes to ``str``: ASCII, else UTF-8 (RFC 6532), else ``hint``, else a sniffed charset.
+    """Header bytes to `str`: ASCII, else UTF-8 (RFC 6532), else `hint`, else a sniffed charset.
 
-    ``hint`` is the charset the message declares for its body: mail clients that write raw 8-bit headers
-    write them in that charset (a Shift_JIS subject above a ``charset=shift_jis`` body). Returns
-    ``(text, was_8bit)``.
+    `hint` is the charset the message declares for its body: mail clients that write raw 8-bit headers
+    write them in that charset (a Shift_JIS subject above a `charset=shift_jis` body). Returns
+    `(text, was_8bit)`.
     """
     if raw.isascii():
         return raw.decode("ascii"), False
@@ -90,7 +90,7 @@ def _word_bytes(encoding: str, text: str) -> bytes:
 
 
 def decode_rfc2047(value: str) -> str:
-    """Decode every RFC 2047 encoded word in ``value`` (lenient, see the module docstring)."""
+    """Decode every RFC 2047 encoded word in `value` (lenient, see the module docstring)."""
     if "=?" not in value:
         return value
     # Segments: [text] with charset None for literal text, [bytes, ...] with a charset for encoded words;
@@ -144,10 +144,10 @@ def _normalize_email(addr: str) -> str:
 
 
 def _simple_pairs(value: str) -> list[tuple[str, str]] | None:
-    """Fast path for the common ``Name <a@b>, c@d`` lists (no quotes, comments, groups or escapes).
+    """Fast path for the common `Name <a@b>, c@d` lists (no quotes, comments, groups or escapes).
 
     Without those constructs a comma can only separate addresses, so splitting on it is exact; anything
-    else returns ``None`` and the stdlib parser (about ten times slower) takes over.
+    else returns `None` and the stdlib parser (about ten times slower) takes over.
     """
     if _NOT_SIMPLE_LIST.search(value):
         return None
@@ -173,16 +173,16 @@ def _quoted_name(match: re.Match[str]) -> str:
 
 
 def _repair_words(value: str) -> str:
-    """Close encoded words that a broken client left open right before an ``<address>``, as quoted names.
+    """Close encoded words that a broken client left open right before an `<address>`, as quoted names.
 
-    ``=?iso-8859-1?Q?B=FCrling <smith@example.com>`` becomes ``"Bürling" <smith@example.com>``, so the
+    `=?iso-8859-1?Q?B=FCrling <smith@example.com>` becomes `"Bürling" <smith@example.com>`, so the
     address parser sees a display name and an address instead of one garbled token.
     """
     return _OPEN_WORD.sub(_quoted_name, value)
 
 
 def is_valid_mailbox(address: str) -> bool:
-    """Whether ``address`` can be a sender: ``local@domain``, no whitespace, no encoded-word fragment."""
+    """Whether `address` can be a sender: `local@domain`, no whitespace, no encoded-word fragment."""
     local, at, domain = address.rpartition("@")
     if not at or not local or not domain or "=?" in address or "?=" in address:
         return False
@@ -190,10 +190,10 @@ def is_valid_mailbox(address: str) -> bool:
 
 
 def parse_addresses(values: list[str]) -> tuple[Address, ...]:
-    """Parse address-list header values (undecoded text) into :class:`Address` values, in order.
+    """Parse address-list header values (undecoded text) into `Address` values, in order.
 
     The list is split first and display names decoded afterwards, so that a decoded name containing a comma
-    or angle brackets cannot break the list. Entries without an address (groups, ``undisclosed-recipients:;``)
+    or angle brackets cannot break the list. Entries without an address (groups, `undisclosed-recipients:;`)
     are dropped. At most 64 KiB of one field and 1000 addresses are read (bounded work on hostile input).
     """
     out: list[Address] = []
@@ -218,7 +218,7 @@ def parse_addresses(values: list[str]) -> tuple[Address, ...]:
 
 
 def parse_msgids(value: str) -> tuple[str, ...]:
-    """Message ids in an ``In-Reply-To``/``References`` value, without angle brackets, in order, deduplicated.
+    """Message ids in an `In-Reply-To`/`References` value, without angle brackets, in order, deduplicated.
 
     Ids written without brackets (a common bug) are taken as whitespace-separated tokens.
     """
@@ -233,7 +233,7 @@ def parse_msgids(value: str) -> tuple[str, ...]:
 
 
 def parse_date(value: str) -> _dt.datetime | None:
-    """RFC 5322 date to an aware datetime; ``-0000`` (unknown zone, section 3.3) is read as UTC. None if bad."""
+    """RFC 5322 date to an aware datetime; `-0000` (unknown zone, section 3.3) is read as UTC. None if bad."""
     try:
         parsed = email.utils.parsedate_to_datetime(value.strip())
     except (TypeError, ValueError, IndexError, OverflowError):
@@ -244,7 +244,7 @@ def parse_date(value: str) -> _dt.datetime | None:
 
 
 def _simple_params(value: str) -> tuple[str, dict[str, str]] | None:
-    """Fast path for ``type/sub; a=b; c="d"`` values; ``None`` sends anything unusual to the stdlib parser."""
+    """Fast path for `type/sub; a=b; c="d"` values; `None` sends anything unusual to the stdlib parser."""
     main, sep, rest = value.partition(";")
     params: dict[str, str] = {}
     rest = rest.rstrip(" \t;")
@@ -273,10 +273,10 @@ _SECTION = re.compile(r"(.+?)\*(\d{1,4})(\*?)")
 
 
 def _iter_params(rest: str) -> Iterator[tuple[str, str | None]]:
-    """(name, raw value or None) of each ``;``-separated parameter in ``rest``; one linear pass.
+    """(name, raw value or None) of each `;`-separated parameter in `rest`; one linear pass.
 
-    A quoted value ends at the first ``"`` not escaped by a backslash (an unclosed one runs to the end); an
-    unquoted value at the next ``;``.
+    A quoted value ends at the first `"` not escaped by a backslash (an unclosed one runs to the end); an
+    unquoted value at the next `;`.
     """
     pos = 0
     length = len(rest)
@@ -327,7 +327,7 @@ def _extended_bytes(text: str) -> bytes:
 
 
 def _split_extended(value: str) -> tuple[str | None, str]:
-    """``charset'language'text`` (RFC 2231 section 4) to (charset, text); no quotes: (None, value)."""
+    """`charset'language'text` (RFC 2231 section 4) to (charset, text); no quotes: (None, value)."""
     first = value.find("'")
     second = value.find("'", first + 1) if first >= 0 else -1
     if second < 0:
@@ -336,13 +336,13 @@ def _split_extended(value: str) -> tuple[str | None, str]:
 
 
 def parse_params(header_name: str, value: str) -> tuple[str, dict[str, str]]:
-    """Split a ``Content-Type``/``Content-Disposition`` value into its lower-case main value and parameters.
+    """Split a `Content-Type`/`Content-Disposition` value into its lower-case main value and parameters.
 
-    Parameters are decoded: RFC 2231 (charset'lang'%XX, continuations ``name*0*=``) with charset fallbacks,
+    Parameters are decoded: RFC 2231 (charset'lang'%XX, continuations `name*0*=`) with charset fallbacks,
     and RFC 2047 words inside quoted values (not allowed by the RFC, written by Outlook and others). Names
-    are lower case; the first of a repeated parameter wins. One linear pass (no stdlib ``_parseparam``, which
-    is quadratic on quotes and backslashes); at most ``MAX_CONTINUATIONS`` segments per parameter and
-    ``MAX_PARAM_CHARS`` characters per value are kept.
+    are lower case; the first of a repeated parameter wins. One linear pass (no stdlib `_parseparam`, which
+    is quadratic on quotes and backslashes); at most `MAX_CONTINUATIONS` segments per parameter and
+    `MAX_PARAM_CHARS` characters per value are kept.
     """
     if not _NOT_SIMPLE_PARAMS.search(value):
         simple = _simple_params(value)

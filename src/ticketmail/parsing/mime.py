@@ -1,27 +1,27 @@
-"""Parse one raw RFC 5322 message into an :class:`~ticketmail.model.InboundEmail`.
+"""Parse one raw RFC 5322 message into an `InboundEmail`.
 
-``parse_email(raw)`` is eager: every member is computed once, so ``attrs.asdict`` costs nothing more. The
-pipeline (see ``docs/email.md``):
+`parse_email(raw)` is eager: every member is computed once, so `attrs.asdict` costs nothing more. The
+pipeline (see `docs/email.md`):
 
-1. Limits: a message larger than ``EmailOptions.max_size`` raises :class:`~ticketmail.errors.PayloadTooLargeError`;
+1. Limits: a message larger than `EmailOptions.max_size` raises `PayloadTooLargeError`;
    deeper nesting, more parts or more header fields than allowed are cut off with a defect (a helpdesk should
    still open the ticket).
-2. Structure: :mod:`ticketmail.parsing.mimetree` splits the bytes into entities without copying bodies.
-3. Headers: decoded by :mod:`ticketmail.parsing.mailheaders` (RFC 2047/2231/6532, lenient).
-4. Bodies (RFC 2046): ``multipart/alternative`` keeps both the plain and the HTML alternative and picks the
-   one the caller prefers for ``text``; ``multipart/related`` maps ``cid:`` resources (RFC 2392) to inline
-   attachments; ``multipart/mixed`` concatenates the body parts in order, also text after attachments;
-   ``multipart/report`` (RFC 6522) fills ``report_parts``; ``message/rfc822`` parts become ``.eml``
-   attachments and parsed ``attached_messages``; ``winmail.dat`` is unpacked; ``text/plain; format=flowed``
-   (RFC 3676) is unwrapped. A message whose whole body is one ``message/rfc822`` part (a forwarded wrapper)
+2. Structure: `ticketmail.parsing.mimetree` splits the bytes into entities without copying bodies.
+3. Headers: decoded by `ticketmail.parsing.mailheaders` (RFC 2047/2231/6532, lenient).
+4. Bodies (RFC 2046): `multipart/alternative` keeps both the plain and the HTML alternative and picks the
+   one the caller prefers for `text`; `multipart/related` maps `cid:` resources (RFC 2392) to inline
+   attachments; `multipart/mixed` concatenates the body parts in order, also text after attachments;
+   `multipart/report` (RFC 6522) fills `report_parts`; `message/rfc822` parts become `.eml`
+   attachments and parsed `attached_messages`; `winmail.dat` is unpacked; `text/plain; format=flowed`
+   (RFC 3676) is unwrapped. A message whose whole body is one `message/rfc822` part (a forwarded wrapper)
    is unwrapped: body and files come from the inner message, the envelope headers from the outer one.
-5. Text: charset fallbacks (:mod:`ticketmail.parsing.charsets`), HTML sanitized with nh3 and converted to
-   text when there is no plain part (:mod:`ticketmail.parsing.html`), new text of a reply extracted
-   (:mod:`ticketmail.parsing.quotes`).
+5. Text: charset fallbacks (`ticketmail.parsing.charsets`), HTML sanitized with nh3 and converted to
+   text when there is no plain part (`ticketmail.parsing.html`), new text of a reply extracted
+   (`ticketmail.parsing.quotes`).
 
-Only :class:`~ticketmail.errors.TicketmailError` subclasses leave :func:`parse_email`:
-``MalformedEmailError`` when nothing usable remains (empty input; no header field and no body),
-``PayloadTooLargeError`` above ``max_size``, ``TypeMismatchError`` when ``raw`` is not bytes.
+Only `TicketmailError` subclasses leave `parse_email()`:
+`MalformedEmailError` when nothing usable remains (empty input; no header field and no body),
+`PayloadTooLargeError` above `max_size`, `TypeMismatchError` when `raw` is not bytes.
 """
 
 from __future__ import annotations
@@ -78,7 +78,7 @@ SIGNAL_HEADERS: tuple[str, ...] = (
     "feedback-id",
     "x-ms-exchange-generated-message-source",
 )
-"""Headers whose raw values are copied into ``InboundEmail.signal_headers`` (lower-case names)."""
+"""Headers whose raw values are copied into `InboundEmail.signal_headers` (lower-case names)."""
 
 _ENVELOPE = ("delivered-to", "x-original-to", "envelope-to", "x-envelope-to")
 _REPORT_TYPES = frozenset(
@@ -116,21 +116,21 @@ def _separator(instance: object, attribute: attrs.Attribute[str | None], value: 
 
 @attrs.frozen
 class EmailOptions:
-    """How :func:`parse_email` reads a message.
+    """How `parse_email()` reads a message.
 
     Attributes:
-        prefer: Which alternative of a ``multipart/alternative`` feeds ``text``: ``"text"`` (default) uses
-            the plain-text part when it has content; ``"html"`` derives the text from the HTML part, which is
-            richer when clients write poor plain parts. ``html`` is filled either way.
-        reply_separator: A line marker such as ``"-- reply above this line --"`` (osTicket style); when a
-            body contains it, everything from that line on is history for ``new_text``.
-        allow_remote_images: Keep ``<img src="http...">`` in the sanitized HTML (default false: remote
+        prefer: Which alternative of a `multipart/alternative` feeds `text`: `"text"` (default) uses
+            the plain-text part when it has content; `"html"` derives the text from the HTML part, which is
+            richer when clients write poor plain parts. `html` is filled either way.
+        reply_separator: A line marker such as `"-- reply above this line --"` (osTicket style); when a
+            body contains it, everything from that line on is history for `new_text`.
+        allow_remote_images: Keep `<img src="http...">` in the sanitized HTML (default false: remote
             images leak that the message was read).
         max_size: Largest raw message accepted, in bytes (default 50 MiB); larger raises
-            ``PayloadTooLargeError``.
+            `PayloadTooLargeError`.
         max_depth: Deepest MIME nesting followed (multiparts and embedded messages, default 20).
-        max_attached_depth: How many levels of attached messages are parsed into ``attached_messages``
-            (default 3; 0 parses none). Deeper ``message/rfc822`` parts are still attached as ``.eml``
+        max_attached_depth: How many levels of attached messages are parsed into `attached_messages`
+            (default 3; 0 parses none). Deeper `message/rfc822` parts are still attached as `.eml`
             files. Each level keeps its own copy of the embedded bytes, so this bounds memory.
         max_parts: Most MIME entities read (default 1000); later ones are ignored with a defect.
         max_headers: Most header fields kept per entity (default 1000); later ones are ignored with a defect.
@@ -150,7 +150,7 @@ _DEFAULT_OPTIONS = EmailOptions()
 
 
 def looks_like_email(body: bytes) -> bool:
-    """True when ``body`` starts like an RFC 5322 message (a header field, or an mbox ``From `` line)."""
+    """True when `body` starts like an RFC 5322 message (a header field, or an mbox `From ` line)."""
     head = body[:1024].lstrip(b"\r\n")
     if head.startswith(b"From "):
         return True
@@ -247,7 +247,7 @@ def _enriched_to_text(text: str) -> str:
 
 
 class _Builder:
-    """Walks a :class:`Part` tree once and collects bodies, files and reports (one per parse call)."""
+    """Walks a `Part` tree once and collects bodies, files and reports (one per parse call)."""
 
     def __init__(self, options: EmailOptions, ctx: ParseContext, depth_budget: int) -> None:
         self.options = options
@@ -527,9 +527,9 @@ def _body_charset(part: Part) -> str | None:
 def _usable_sender(
     senders: tuple[Address, ...], raw_from: Iterable[str], sender: tuple[Address, ...], ctx: ParseContext, path: str
 ) -> Address | None:
-    """``From``'s first valid mailbox; else a bare address found in the raw field; else ``Sender``; else None.
+    """`From`'s first valid mailbox; else a bare address found in the raw field; else `Sender`; else None.
 
-    A sender is never an encoded-word fragment or a malformed address: ``None`` (with an ``invalid_sender``
+    A sender is never an encoded-word fragment or a malformed address: `None` (with an `invalid_sender`
     defect) lets the pipeline refuse the message rather than open a ticket for a wrong requester.
     """
     for address in senders:
@@ -664,15 +664,15 @@ def _build_email(part: Part, raw: bytes, options: EmailOptions, ctx: ParseContex
 
 
 def parse_email(raw: bytes, *, options: EmailOptions | None = None) -> InboundEmail:
-    """Parse the raw bytes of one RFC 5322 message into an :class:`~ticketmail.model.InboundEmail`.
+    """Parse the raw bytes of one RFC 5322 message into an `InboundEmail`.
 
     Args:
-        raw: The message as received (CRLF or LF line ends; an mbox ``From `` line is skipped).
-        options: Preferences and limits; defaults to ``EmailOptions()``.
+        raw: The message as received (CRLF or LF line ends; an mbox `From ` line is skipped).
+        options: Preferences and limits; defaults to `EmailOptions()`.
 
     Raises:
-        TypeMismatchError: ``raw`` is not bytes.
-        PayloadTooLargeError: ``raw`` is larger than ``options.max_size``.
+        TypeMismatchError: `raw` is not bytes.
+        PayloadTooLargeError: `raw` is larger than `options.max_size`.
         MalformedEmailError: nothing usable remains (empty input, or neither a header field nor a body).
     """
     options = options or _DEFAULT_OPTIONS

@@ -1,17 +1,17 @@
 """Split raw message bytes into a tree of MIME entities (RFC 2045/2046), without copying bodies.
 
-Why not ``email.parser``: the stdlib feed parser works line by line in Python and keeps every line of a
-part as a separate ``str`` before joining them; a message with a 25 MB attachment costs about 7.7x its
-size in memory and two seconds. This splitter works on the raw ``bytes`` with offsets: boundaries are
-found with ``bytes.find`` (memchr speed), bodies are ``memoryview`` slices of the input, and transfer
-decoding (``binascii``, C) runs once per part, when the part is used. Header fields are read by the same
+Why not `email.parser`: the stdlib feed parser works line by line in Python and keeps every line of a
+part as a separate `str` before joining them; a message with a 25 MB attachment costs about 7.7x its
+size in memory and two seconds. This splitter works on the raw `bytes` with offsets: boundaries are
+found with `bytes.find` (memchr speed), bodies are `memoryview` slices of the input, and transfer
+decoding (`binascii`, C) runs once per part, when the part is used. Header fields are read by the same
 rules as RFC 5322 section 2.2 (unfolding removes the CRLF only) and parameters by
-:func:`ticketmail.parsing.mailheaders.parse_params`.
+`ticketmail.parsing.mailheaders.parse_params()`.
 
 Robustness (RFC 2046 section 5.1.1 and what mail servers actually deliver):
 
 * line ends may be CRLF, LF or bare CR, mixed;
-* a boundary line is ``--boundary`` at the start of a line followed only by optional ``--`` and
+* a boundary line is `--boundary` at the start of a line followed only by optional `--` and
   transport padding (whitespace), so a nested boundary that extends an outer one is not mistaken for it;
 * a missing close delimiter, a multipart without its boundary, a header block without the blank line,
   a missing boundary parameter, depth/part/header counts beyond the limits: all are recorded as defects and
@@ -51,7 +51,7 @@ _NOT_B64 = bytes(b for b in range(256) if b not in _B64_ALPHABET)
 
 @attrs.frozen
 class Limits:
-    """Structural limits applied while splitting (see ``EmailOptions``)."""
+    """Structural limits applied while splitting (see `EmailOptions`)."""
 
     max_depth: int
     max_parts: int
@@ -76,9 +76,9 @@ class ParseContext:
 class Part:
     """One MIME entity: its header fields, media type, parameters, body and sub-entities.
 
-    ``headers`` holds (name, unfolded raw value bytes). ``body`` is the still transfer-encoded body of a
-    leaf (a view into the input). ``children`` are the parts of a multipart, or the one embedded message of
-    a ``message/rfc822`` part. ``path`` is the dotted part number used in defects (``"1.2"``).
+    `headers` holds (name, unfolded raw value bytes). `body` is the still transfer-encoded body of a
+    leaf (a view into the input). `children` are the parts of a multipart, or the one embedded message of
+    a `message/rfc822` part. `path` is the dotted part number used in defects (`"1.2"`).
     """
 
     headers: tuple[tuple[str, bytes], ...]
@@ -91,7 +91,7 @@ class Part:
     offset: int = 0
 
     def get(self, name: str) -> bytes | None:
-        """The raw value of the first header ``name`` (case-insensitive), or ``None``."""
+        """The raw value of the first header `name` (case-insensitive), or `None`."""
         wanted = name.lower()
         for key, value in self.headers:
             if key.lower() == wanted:
@@ -99,12 +99,12 @@ class Part:
         return None
 
     def get_text(self, name: str) -> str:
-        """The first header ``name`` as undecoded text (8-bit bytes read as UTF-8 or sniffed), or ``""``."""
+        """The first header `name` as undecoded text (8-bit bytes read as UTF-8 or sniffed), or `""`."""
         raw = self.get(name)
         return decode_8bit(raw)[0].strip() if raw is not None else ""
 
     def disposition(self) -> tuple[str, dict[str, str]]:
-        """``Content-Disposition`` value (lower case, ``""`` if absent) and its decoded parameters."""
+        """`Content-Disposition` value (lower case, `""` if absent) and its decoded parameters."""
         raw = self.get_text("content-disposition")
         if not raw:
             return "", {}
@@ -112,7 +112,7 @@ class Part:
 
     @property
     def transfer_encoding(self) -> str:
-        """``Content-Transfer-Encoding`` (lower case, ``7bit`` when absent)."""
+        """`Content-Transfer-Encoding` (lower case, `7bit` when absent)."""
         return self.get_text("content-transfer-encoding").lower().strip("\"' ") or "7bit"
 
 
@@ -120,7 +120,7 @@ def _eol(data: bytes, pos: int, end: int) -> tuple[int, int]:
     """(end of the line starting at pos, start of the next line), for CRLF, LF or bare CR.
 
     One regex search stops at the first line end, so reading a header block is linear even when the
-    input uses bare CRs only (two ``find`` calls would rescan to the next LF for every line).
+    input uses bare CRs only (two `find` calls would rescan to the next LF for every line).
     """
     match = _EOL.search(data, pos, end)
     if match is None:
@@ -129,7 +129,7 @@ def _eol(data: bytes, pos: int, end: int) -> tuple[int, int]:
 
 
 def _is_field_name(line: bytes) -> int:
-    """Position of the colon when ``line`` starts a header field (RFC 5322 ftext name), else -1."""
+    """Position of the colon when `line` starts a header field (RFC 5322 ftext name), else -1."""
     colon = line.find(b":")
     if colon <= 0 or colon > 200:
         return -1
@@ -138,7 +138,7 @@ def _is_field_name(line: bytes) -> int:
 
 
 def _skip_header_block(data: bytes, pos: int, end: int) -> int:
-    """Where the body starts when the rest of a header block (from the line start ``pos``) is skipped."""
+    """Where the body starts when the rest of a header block (from the line start `pos`) is skipped."""
     blank = _EOL.match(data, pos, end)
     if blank is not None:
         return blank.end()
@@ -149,14 +149,14 @@ def _skip_header_block(data: bytes, pos: int, end: int) -> int:
 def _read_headers(
     data: bytes, start: int, end: int, ctx: ParseContext, path: str, is_message: bool
 ) -> tuple[list[tuple[str, bytes]], int]:
-    """The header fields of the entity at ``start`` (name, unfolded raw value) and where its body starts.
+    """The header fields of the entity at `start` (name, unfolded raw value) and where its body starts.
 
     One regular expression search finds the end of a whole field with its continuation lines (C speed,
-    however often it is folded). Bounds: at most ``max_headers`` fields and ``MAX_HEADER_BYTES`` of header
+    however often it is folded). Bounds: at most `max_headers` fields and `MAX_HEADER_BYTES` of header
     block are read; the rest of the block is skipped with one search for the blank line. A value longer than
-    ``MAX_FIELD_BYTES`` is cut (``References`` keeps its end, the most recent ids). A line that is not a
-    header field is skipped with a ``malformed_header_line`` defect when the next line is a field again (a
-    leading junk line, a broken field); otherwise the body starts there (``missing_header_body_separator``).
+    `MAX_FIELD_BYTES` is cut (`References` keeps its end, the most recent ids). A line that is not a
+    header field is skipped with a `malformed_header_line` defect when the next line is a field again (a
+    leading junk line, a broken field); otherwise the body starts there (`missing_header_body_separator`).
     """
     headers: list[tuple[str, bytes]] = []
     max_headers = ctx.limits.max_headers
@@ -313,9 +313,9 @@ def parse_entity(
     default_type: str = "text/plain",
     is_message: bool = True,
 ) -> Part:
-    """Parse the entity ``data[start:end]`` (header block and body) into a :class:`Part` tree.
+    """Parse the entity `data[start:end]` (header block and body) into a `Part` tree.
 
-    ``is_message`` is true for a whole message (top level or embedded), where an mbox ``From `` line may
+    `is_message` is true for a whole message (top level or embedded), where an mbox `From ` line may
     precede the header block.
     """
     ctx.parts += 1

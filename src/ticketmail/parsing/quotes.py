@@ -3,27 +3,27 @@
 
 The order follows what helpdesks learned the hard way (osTicket, Zammad, talon):
 
-1. A configured separator line ("-- reply above this line --", osTicket's ``reply_separator``): everything
+1. A configured separator line ("-- reply above this line --", osTicket's `reply_separator`): everything
    from the line that contains it is history. The attribution line a client puts right above the quote
    ("On ..., X wrote:") is removed with it.
 2. Attribution lines ("On <date>, <name> wrote:" and its equivalents), from per-language tables
    (`ATTRIBUTIONS`): English, German, French, Spanish, Italian, Portuguese, Dutch, Swedish, Norwegian,
    Danish, Finnish, Polish, Czech, Slovak, Hungarian, Turkish, Russian, Ukrainian, Japanese, Chinese and
    Korean, with ASCII or full-width colons, also when a client wrapped them over two or three lines
-   (``Le 4 janv. 2016 19:03, "Name"`` / ``<address>`` / ``a écrit :``), without the colon, or framed in
-   dashes (Zoho). A bare ``<name> wrote:`` counts only right above a ``>`` quote. An attribution followed
-   by a ``>`` quote and then more unquoted text introduces an inline or bottom-posted reply: it is not cut.
+   (`Le 4 janv. 2016 19:03, "Name"` / `<address>` / `a écrit :`), without the colon, or framed in
+   dashes (Zoho). A bare `<name> wrote:` counts only right above a `>` quote. An attribution followed
+   by a `>` quote and then more unquoted text introduces an inline or bottom-posted reply: it is not cut.
 3. "-----Original Message-----" lines and their translations; quoted header blocks (Outlook, Exchange,
    Notes, GMX/Web.de, Foxmail, Naver: a From line with at least two of Sent/Date, To, Subject, Cc within a
    few lines, in the languages of `HEADER_LABELS`), with the "______" rule Outlook draws above them.
 4. "Sent from my iPhone" style lines (`MOBILE_LINES`): mobile clients put the (unquoted) history
    below them.
-5. A trailing block of ``>``-quoted lines (interleaved answers between quotes are kept).
+5. A trailing block of `>`-quoted lines (interleaved answers between quotes are kept).
 6. A signature after the RFC 3676 section 4.3 delimiter "-- " (also "--", which many clients trim).
 
 Forwarded mail keeps its forwarded content: a forward marker ("---------- Forwarded message ---------",
 "Begin forwarded message:", their translations) above the first history marker, or a forward prefix on
-the subject (``Fwd:``, ``WG:``, ``TR:``, ...; pass ``subject``), makes the whole text the new text.
+the subject (`Fwd:`, `WG:`, `TR:`, ...; pass `subject`), makes the whole text the new text.
 
 When cutting would leave nothing (a forward whose header block starts the message), the full text is
 returned: a helpdesk must never show an empty message for a non-empty mail.
@@ -31,7 +31,7 @@ returned: a helpdesk must never show an empty message for a non-empty mail.
 Cost: every step is a pass over the lines with plain string tests and short anchored patterns on lines
 of bounded length; the look-ahead after an attribution is precomputed in one backward pass, so the work is
 linear in the input. Only the first `MAX_SCAN_CHARS` characters are searched for history markers;
-beyond that a trailing ``>`` block is still removed (scanning back from the end), the rest is kept.
+beyond that a trailing `>` block is still removed (scanning back from the end), the rest is kept.
 """
 
 from __future__ import annotations
@@ -60,8 +60,8 @@ _TOP_WORDS = 8  # words above an attribution that make a reply top-posted
 _HEADER_WINDOW = 14  # lines after a From line searched for the rest of a header block (blank lines included)
 
 # --- attribution lines, one table per language --------------------------------------------------------
-# ``ends``: how the attribution ends (before the colon, lower case); ``starts``: how it begins;
-# ``middles``: a verb phrase inside the line when the name comes first ("Name <a@b> schrieb am ...:").
+# `ends`: how the attribution ends (before the colon, lower case); `starts`: how it begins;
+# `middles`: a verb phrase inside the line when the name comes first ("Name <a@b> schrieb am ...:").
 ATTRIBUTIONS: Mapping[str, Mapping[str, tuple[str, ...]]] = {
     "en": {"starts": ("on ", "at ", "quoting "), "ends": ("wrote", "writes", "said", "wrote the following"),
            "afters": (" wrote ",), "middles": (" wrote on ", " wrote at ")},
@@ -288,7 +288,7 @@ _BARE_WROTE = re.compile(r"[^\W\d_][\w.'\- ]{0,60}\s(?:wrote|schrieb|a écrit|es
 
 
 def _fold(text: str) -> str:
-    """Full-width colons and no-break/ideographic spaces as ASCII (``str.translate`` is slower for short lines)."""
+    """Full-width colons and no-break/ideographic spaces as ASCII (`str.translate` is slower for short lines)."""
     if text.isascii():
         return text
     return text.replace("\uff1a", ":").replace("\u00a0", " ").replace("\u3000", " ")
@@ -296,12 +296,12 @@ def _fold(text: str) -> str:
 
 
 def is_forward_subject(subject: str) -> bool:
-    """Whether a subject starts with a forward prefix (``Fwd:``, ``FW:``, ``WG:``, ``TR:``, ``RV:``, ...)."""
+    """Whether a subject starts with a forward prefix (`Fwd:`, `FW:`, `WG:`, `TR:`, `RV:`, ...)."""
     return _FORWARD_SUBJECT.match(subject[:200]) is not None
 
 
 def _is_attribution(line: str, *, loose: bool = False) -> bool:
-    """Whether ``line`` is an attribution; ``loose``: also without a date or address (right above a quote)."""
+    """Whether `line` is an attribution; `loose`: also without a date or address (right above a quote)."""
     text = _fold(line.strip().lower())
     if not text or len(text) > _MAX_ATTRIBUTION or text.startswith(">"):
         return False
@@ -367,11 +367,11 @@ def _header_kind(line: str) -> str | None:
 
 
 def _is_header_block(lines: list[str], index: int, cache: dict[int, str | None] | None = None) -> bool:
-    """True when a quoted header block starts at ``index``.
+    """True when a quoted header block starts at `index`.
 
     A From/Sent/Date/To/Subject/Cc line begins at least three distinct kinds (From among them) within a
     few lines. Outlook starts such a block with From:, Hotmail with Date:, GMX/Web.de with Gesendet:.
-    ``cache`` keeps each line's kind, so that a run of header-like lines costs O(1) per line.
+    `cache` keeps each line's kind, so that a run of header-like lines costs O(1) per line.
     """
     memo: dict[int, str | None] = {} if cache is None else cache
 
@@ -402,7 +402,7 @@ def _is_header_block(lines: list[str], index: int, cache: dict[int, str | None] 
 
 
 def _labelled_lines(lines: list[str], start: int) -> bool:
-    """Whether at least three of the next four non-blank lines are ``Label: value`` lines (short labels)."""
+    """Whether at least three of the next four non-blank lines are `Label: value` lines (short labels)."""
     seen = labelled = 0
     for line in lines[start : start + 10]:
         text = _fold(line.strip())
@@ -423,7 +423,7 @@ def _is_rule(line: str) -> bool:
 
 
 def _look_ahead(lines: list[str]) -> tuple[list[int], list[int]]:
-    """For each index: the next non-blank unquoted line and the next ``>``-quoted line at or after it.
+    """For each index: the next non-blank unquoted line and the next `>`-quoted line at or after it.
 
     One backward pass, so that the look-ahead after each candidate attribution costs O(1).
     """
@@ -442,18 +442,18 @@ def _is_quoted(line: str) -> bool:
 
 
 def _is_wrapped(quoted: str, line: str) -> bool:
-    """Whether ``line`` continues the sentence of the ``>`` line above it (a client re-wrapped the quote)."""
+    """Whether `line` continues the sentence of the `>` line above it (a client re-wrapped the quote)."""
     above = quoted.lstrip().lstrip("> ").rstrip()
     text = line.strip()
     return _is_quoted(quoted) and bool(above) and above[-1] not in "?:" and text[:1].islower()
 
 
 def _quote_then_answer(lines: list[str], start: int, ahead: tuple[list[int], list[int]], top: int) -> bool:
-    """True when lines from ``start`` are a ``>`` quote followed by more unquoted text (inline/bottom reply).
+    """True when lines from `start` are a `>` quote followed by more unquoted text (inline/bottom reply).
 
-    ``top`` counts the words written above the attribution. When the writer top-posted (``top`` is
+    `top` counts the words written above the attribution. When the writer top-posted (`top` is
     substantial), unquoted text after the quote is a footer or a disclaimer a server appended, unless
-    answers interleave with more quotes (a quoted line that lost its ``>`` does not count as an answer).
+    answers interleave with more quotes (a quoted line that lost its `>` does not count as an answer).
     """
     next_plain, next_quote = ahead
     count = len(lines)
@@ -486,13 +486,13 @@ def _quote_then_answer(lines: list[str], start: int, ahead: tuple[list[int], lis
 
 
 def _followed_by_quote(start: int, ahead: tuple[list[int], list[int]]) -> bool:
-    """True when the next non-blank line from ``start`` is ``>``-quoted."""
+    """True when the next non-blank line from `start` is `>`-quoted."""
     next_plain, next_quote = ahead
     return start < len(next_plain) - 1 and next_quote[start] < next_plain[start]
 
 
 def _attribution_at(lines: list[str], index: int, stripped: str) -> int:
-    """How many lines (1-3) an attribution starting at ``index`` spans, or 0."""
+    """How many lines (1-3) an attribution starting at `index` spans, or 0."""
     if (stripped[-1] in ":\uff1a-*" or stripped.lower().endswith("wrote")) and _is_attribution(stripped):
         return 1
     joined = stripped
@@ -570,10 +570,10 @@ def _cut_index(lines: list[str]) -> tuple[int | None, bool]:
 
 
 def _strip_trailing_quote(lines: list[str]) -> list[str]:
-    """Remove a trailing ``>`` block, and the attribution right above it in a language without a table.
+    """Remove a trailing `>` block, and the attribution right above it in a language without a table.
 
-    That attribution is a line ending with a colon that names an address (``<a@b>``) or a time
-    (``10:00``); a Gmail line wrapped inside the address (``... Name <`` / ``a@b>:``) goes whole.
+    That attribution is a line ending with a colon that names an address (`<a@b>`) or a time
+    (`10:00`); a Gmail line wrapped inside the address (`... Name <` / `a@b>:`) goes whole.
     """
     end = len(lines)
     while end and (lines[end - 1].lstrip().startswith(">") or not lines[end - 1].strip()):
@@ -603,7 +603,7 @@ def _strip_signature(lines: list[str]) -> list[str]:
 
 
 def _trailing_quote_start(text: str) -> int:
-    """Offset where a trailing block of ``>``-quoted and blank lines begins (scanning back from the end)."""
+    """Offset where a trailing block of `>`-quoted and blank lines begins (scanning back from the end)."""
     end = len(text)
     while end > 0:
         start = text.rfind("\n", 0, end - 1) + 1 if end > 1 else 0
@@ -629,12 +629,12 @@ def _clean_result(lines: list[str], original: str) -> str:
 
 
 def extract_new_text(text: str, separator: str | None = None, *, subject: str = "") -> str:
-    """The new text of a reply (see the module docstring); ``text`` itself when nothing would remain.
+    """The new text of a reply (see the module docstring); `text` itself when nothing would remain.
 
     Args:
         text: The plain text of the message.
         separator: A configured "reply above this line" separator, if any.
-        subject: The message's subject: a forward prefix (``Fwd:``, ``WG:``, ...) keeps the quoted content.
+        subject: The message's subject: a forward prefix (`Fwd:`, `WG:`, ...) keeps the quoted content.
     """
     return extract_with_verdict(text, separator, subject=subject)[0]
 
@@ -643,7 +643,7 @@ def extract_with_verdict(text: str, separator: str | None = None, *, subject: st
     """`extract_new_text`, and whether a history marker in the text decided it.
 
     The markers: a separator, an attribution, a header block, an "Original Message" line, a mobile
-    signature or a forward marker; not only the trailing ``>`` block and signature rules.
+    signature or a forward marker; not only the trailing `>` block and signature rules.
     """
     if not text:
         return "", False

@@ -1,19 +1,19 @@
-"""Serialize a :class:`TicketRequest` back into osTicket's JSON and XML payload formats.
+"""Serialize a `TicketRequest` back into osTicket's JSON and XML payload formats.
 
 Useful to clients (build a request in Python, post it to a ticketmail or osTicket endpoint) and to tests:
-``parse_json(to_json(r)) == r`` and ``parse_xml(to_xml(r)) == r`` for every normalized request ``r``
+`parse_json(to_json(r)) == r` and `parse_xml(to_xml(r)) == r` for every normalized request `r`
 (hypothesis checks both round trips).
 
 Choices made for compatibility with osTicket itself:
 
-* attachments use the one-member form ``{"file.txt": "data:...;base64,..."}`` (the only one osTicket's
-  JSON parser reads) and ``<file encoding="base64">`` in XML;
-* the priority is written as ``priorityId``, the name osTicket's API accepts;
-* an HTML message is a ``data:text/html;charset=utf-8,...`` URL in JSON and ``<message type="text/html">``
-  in XML; a plain message is a plain string unless it itself starts with ``data:``.
+* attachments use the one-member form `{"file.txt": "data:...;base64,..."}` (the only one osTicket's
+  JSON parser reads) and `<file encoding="base64">` in XML;
+* the priority is written as `priorityId`, the name osTicket's API accepts;
+* an HTML message is a `data:text/html;charset=utf-8,...` URL in JSON and `<message type="text/html">`
+  in XML; a plain message is a plain string unless it itself starts with `data:`.
 
 Custom values are written in the form the parser reads back: choices by key (a list for multiple),
-dates and datetimes in ISO 8601, phones as ``numberXext``.
+dates and datetimes in ISO 8601, phones as `numberXext`.
 """
 
 from __future__ import annotations

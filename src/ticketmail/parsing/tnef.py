@@ -1,7 +1,7 @@
-"""Unpack Outlook's ``winmail.dat`` (TNEF, ``application/ms-tnef``) into the files it carries.
+"""Unpack Outlook's `winmail.dat` (TNEF, `application/ms-tnef`) into the files it carries.
 
 Outlook and Exchange send "rich text" mail as a TNEF blob (MS-OXTNEF) instead of MIME parts; clients outside
-the Microsoft world show a useless ``winmail.dat`` and the customer's real attachments are lost to the
+the Microsoft world show a useless `winmail.dat` and the customer's real attachments are lost to the
 helpdesk. tnefparse reads the blob; this module turns its attachments into ordinary files and exposes the
 message body TNEF may carry (plain text or HTML) for when the MIME parts have none.
 """
@@ -17,7 +17,7 @@ _SIGNATURE = b"\x78\x9f\x3e\x22"
 
 @attrs.frozen
 class TnefContent:
-    """What a TNEF blob contained: files as ``(name, data)`` pairs, and optional bodies."""
+    """What a TNEF blob contained: files as `(name, data)` pairs, and optional bodies."""
 
     files: tuple[tuple[str, bytes], ...] = ()
     text: str | None = None
@@ -25,7 +25,7 @@ class TnefContent:
 
 
 def is_tnef(content_type: str, filename: str | None, data: bytes) -> bool:
-    """True when a part is a TNEF blob (by type, by the ``winmail.dat`` name, and by its signature)."""
+    """True when a part is a TNEF blob (by type, by the `winmail.dat` name, and by its signature)."""
     named = (filename or "").lower() in ("winmail.dat", "win.dat")
     typed = content_type in ("application/ms-tnef", "application/vnd.ms-tnef")
     return (typed or named) and data.startswith(_SIGNATURE)
@@ -45,7 +45,7 @@ def _text(value: object) -> str | None:
 
 
 def unpack_tnef(data: bytes) -> TnefContent | None:
-    """Read a TNEF blob; ``None`` when it cannot be read (the caller keeps ``winmail.dat`` as it is)."""
+    """Read a TNEF blob; `None` when it cannot be read (the caller keeps `winmail.dat` as it is)."""
     try:
         from tnefparse.tnef import TNEF
 

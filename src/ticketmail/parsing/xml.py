@@ -1,26 +1,26 @@
-"""``POST /api/tickets.xml``: osTicket's lax XML ticket payload to a :class:`TicketRequest`.
+"""`POST /api/tickets.xml`: osTicket's lax XML ticket payload to a `TicketRequest`.
 
-osTicket's format (``setup/doc/api/tickets.md``): the root is ``<ticket>``; "content can be either sent as
-an attribute or a named element if it has no sub-content"; ``<phone ext="123">``; ``<message
-type="text/html">`` usually with CDATA; ``<attachments><file name=".." type=".." encoding="base64">``
+osTicket's format (`setup/doc/api/tickets.md`): the root is `<ticket>`; "content can be either sent as
+an attribute or a named element if it has no sub-content"; `<phone ext="123">`; ``<message
+type="text/html">` usually with CDATA; `<attachments><file name=".." type=".." encoding="base64">``
 where file content "is automatically trimmed". This module maps that onto the raw shape of
-:mod:`ticketmail.parsing.builder`, so JSON and XML share every validation rule.
+`ticketmail.parsing.builder`, so JSON and XML share every validation rule.
 
 Security (why defusedxml, and how it is used):
 
-* The document is parsed by :class:`defusedxml.ElementTree.DefusedXMLParser` with ``forbid_dtd``,
-  ``forbid_entities`` and ``forbid_external`` all on. Any ``<!DOCTYPE`` is refused at the start of the
+* The document is parsed by `defusedxml.ElementTree.DefusedXMLParser` with `forbid_dtd`,
+  `forbid_entities` and `forbid_external` all on. Any `<!DOCTYPE` is refused at the start of the
   declaration, i.e. before an entity could be declared, let alone expanded ("billion laughs", XXE,
-  external DTD fetches). These surface as :class:`~ticketmail.errors.ForbiddenXMLError`.
-* A depth-counting tree builder refuses nesting beyond ``Limits.max_depth`` and more elements than a
+  external DTD fetches). These surface as `ForbiddenXMLError`.
+* A depth-counting tree builder refuses nesting beyond `Limits.max_depth` and more elements than a
   ticket can use, while parsing (expat does not recurse, so nothing else can blow the stack).
 * The declared encoding is honoured: encodings expat knows (UTF-8, UTF-16, ISO-8859-1, US-ASCII) are
-  left to it; any other label Python knows (``windows-1252``, ``iso-8859-15``, ``koi8-r``...) is decoded
+  left to it; any other label Python knows (`windows-1252`, `iso-8859-15`, `koi8-r`...) is decoded
   here first (XML 1.0 section 4.3.3), so a legacy client is not refused.
 
 Strictness where osTicket is vague: unknown attributes on known elements, child elements inside simple
-values, text directly inside ``<ticket>``, and a value given twice (attribute and element, or two
-elements, except for ``multiple`` choice fields) are errors naming the field.
+values, text directly inside `<ticket>`, and a value given twice (attribute and element, or two
+elements, except for `multiple` choice fields) are errors naming the field.
 """
 
 from __future__ import annotations
@@ -162,10 +162,10 @@ def _attachments(element: Element) -> list[dict[str, Any]]:
 def load_xml_ticket(
     body: bytes | bytearray | memoryview | str, limits: Limits, form: Form, *, ignore_unknown_fields: bool = False
 ) -> dict[str, Any]:
-    """Parse ``body`` and map the ``<ticket>`` document onto the builder's raw mapping.
+    """Parse `body` and map the `<ticket>` document onto the builder's raw mapping.
 
-    An element that is neither a core field nor a form field is an ``unsupported_field`` error, or, with
-    ``ignore_unknown_fields``, skipped whole (its attributes and children are not looked at).
+    An element that is neither a core field nor a form field is an `unsupported_field` error, or, with
+    `ignore_unknown_fields`, skipped whole (its attributes and children are not looked at).
     """
     data = body_bytes(body)
     if len(data) > limits.max_payload_bytes:
@@ -229,13 +229,13 @@ def parse_xml(
     ignore_unknown_fields: bool = False,
     check_deliverability: bool = False,
 ) -> TicketRequest:
-    """Parse an osTicket XML ticket payload into a validated :class:`~ticketmail.model.TicketRequest`.
+    """Parse an osTicket XML ticket payload into a validated `TicketRequest`.
 
-    Takes the same options as :func:`ticketmail.parsing.parse_json`.
+    Takes the same options as `ticketmail.parsing.parse_json()`.
 
     Raises:
-        TicketmailError: an :class:`~ticketmail.errors.InputError` subclass naming the field at fault;
-            :class:`~ticketmail.errors.ForbiddenXMLError` for a DTD, entity or external reference.
+        TicketmailError: an `InputError` subclass naming the field at fault;
+            `ForbiddenXMLError` for a DTD, entity or external reference.
     """
     limits = Limits() if limits is None else limits
     form = Form.default() if form is None else form

@@ -12,7 +12,7 @@ and the CLI::
     outgoing_headers(kind, *, loop_token=None) -> dict[str, str]
     never_autorespond(address: str) -> bool
 
-``Lookups`` is a Protocol with ``count_tickets_by_requester(email, since) -> int`` (the pipeline passes
+`Lookups` is a Protocol with `count_tickets_by_requester(email, since) -> int` (the pipeline passes
 its unit of work) for the per-sender rate limit. See docs/rules.md.
 """
 

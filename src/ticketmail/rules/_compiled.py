@@ -1,27 +1,27 @@
-r"""The rule set as one generated Python function: the fast path of :meth:`RulePlan.matching`.
+r"""The rule set as one generated Python function: the fast path of `RulePlan.matching()`.
 
 Why generate code: evaluating a hundred rules in a loop costs a dozen interpreter steps per rule (fetch the
 rule, its masks, compare, branch), which is what made 100 rules cost as much as parsing the message. A
 function written for one rule set does the same work in straight-line code: every field is prepared once
-(case-folded and trimmed, written as ``"\0v1\0v2\0"``), every literal condition is one C-level ``in``
-test against a constant needle (``equals N`` is ``"\0N\0"``, ``starts_with N`` is ``"\0N"``,
-``ends_with N`` is ``"N\0"``), and every rule is one ``if`` over its conditions with Python's own
-short-circuit ``and``/``or``. Only the literals are embedded in the source, always through :func:`repr`.
+(case-folded and trimmed, written as `"\0v1\0v2\0"`), every literal condition is one C-level `in`
+test against a constant needle (`equals N` is `"\0N\0"`, `starts_with N` is `"\0N"`,
+`ends_with N` is `"N\0"`), and every rule is one `if` over its conditions with Python's own
+short-circuit `and`/`or`. Only the literals are embedded in the source, always through `repr()`.
 
-Exactly the semantics of the plan (and so of one-by-one :meth:`Condition.test`):
+Exactly the semantics of the plan (and so of one-by-one `Condition.test()`):
 
 * within a rule, literal conditions come first and regex conditions after them in the plan's first-use
   order, so a regex runs exactly when the plan would run it (when some rule using it is undecided once
   literals and earlier regexes are known); each regex runs at most once per message;
 * timeouts are reported in first-use order with the first rule using the regex, as the plan does, and
   count as "condition not met" for either polarity; once the message's regex budget
-  (:data:`~ticketmail.rules.routing.REGEX_MESSAGE_BUDGET`) is spent, the remaining searches are not run and
+  (`REGEX_MESSAGE_BUDGET`) is spent, the remaining searches are not run and
   count as timeouts, as in the plan;
 * a value containing NUL would break the encoding: the generated function then gives up
-  (:class:`Fallback`) and the plan's general path decides the message;
+  (`Fallback`) and the plan's general path decides the message;
 * the body is prepared only when a rule reaches a body condition.
 
-The generated source is kept on the function (``__source__``) for debugging.
+The generated source is kept on the function (`__source__`) for debugging.
 """
 
 from __future__ import annotations
@@ -35,8 +35,8 @@ __all__ = ["REGEX_MESSAGE_BUDGET", "Fallback", "FastMatcher", "budget_message", 
 
 REGEX_MESSAGE_BUDGET = 0.25
 """Seconds all the regex conditions of one message may spend together (each one also has its own deadline,
-:data:`~ticketmail.rules.routing.REGEX_TIMEOUT`); once it is spent, the remaining regex conditions are not
-searched and count as timed out ("not met", with a ``rule.regex_timeout`` reason)."""
+`REGEX_TIMEOUT`); once it is spent, the remaining regex conditions are not
+searched and count as timed out ("not met", with a `rule.regex_timeout` reason)."""
 
 
 def budget_message(condition: Condition) -> str:
@@ -51,7 +51,7 @@ FastMatcher = Callable[
     [Callable[[str], tuple[str, ...]], Callable[[RegexTimeout, str], None], "dict[Condition, tuple[bool, str | None]]"],
     list[int],
 ]
-"""``(values, on_timeout, tested) -> indexes of the matching enabled rules, in order``."""
+"""`(values, on_timeout, tested) -> indexes of the matching enabled rules, in order`."""
 
 _LAZY_FIELDS = frozenset({"body"})
 
@@ -61,7 +61,7 @@ class Fallback(Exception):
 
 
 def _text(raw: tuple[str, ...], case_sensitive: bool) -> str:
-    r"""The prepared field text ``"\0v1\0v2\0"`` (``""`` for no value)."""
+    r"""The prepared field text `"\0v1\0v2\0"` (`""` for no value)."""
     if len(raw) == 1:
         value = raw[0].strip() if case_sensitive else raw[0].casefold().strip()
         if "\0" in value:
@@ -77,9 +77,9 @@ def _text(raw: tuple[str, ...], case_sensitive: bool) -> str:
 
 
 def _fold(raw: tuple[str, ...], limit: int, case_sensitive: bool) -> str | bool:
-    """The values as regexes see them (cut to ``limit``), lower-cased unless case-sensitive, joined with NUL.
+    """The values as regexes see them (cut to `limit`), lower-cased unless case-sensitive, joined with NUL.
 
-    ``False`` when a value is not ASCII: :meth:`Condition.test` makes no literal pre-check then.
+    `False` when a value is not ASCII: `Condition.test()` makes no literal pre-check then.
     """
     if len(raw) == 1:
         text = raw[0][:limit]
@@ -94,10 +94,10 @@ def _fold(raw: tuple[str, ...], limit: int, case_sensitive: bool) -> str | bool:
 
 
 def _fold_from(raw: tuple[str, ...], text: str, limit: int, case_sensitive: bool) -> str | bool:
-    r""":func:`_fold`, reusing the field's prepared text when its one value is ASCII and within ``limit``.
+    r"""`_fold()`, reusing the field's prepared text when its one value is ASCII and within `limit`.
 
-    Only for required texts without surrounding whitespace (see :func:`generate`): for those, presence in
-    ``"\0" + value.lower().strip() + "\0"`` and in ``value.lower()`` is the same thing.
+    Only for required texts without surrounding whitespace (see `generate()`): for those, presence in
+    `"\0" + value.lower().strip() + "\0"` and in `value.lower()` is the same thing.
     """
     if len(raw) == 1 and len(raw[0]) <= limit and raw[0].isascii():
         return text
@@ -149,7 +149,7 @@ def _regex_runner(
 
 
 def generate(rules: Sequence[Rule], regex_order: Sequence[Condition], first_rules: Sequence[str]) -> FastMatcher:
-    """Generate the matcher for the enabled ``rules``; ``regex_order``: the regex conditions in first-use order."""
+    """Generate the matcher for the enabled `rules`; `regex_order`: the regex conditions in first-use order."""
     groups: dict[tuple[str, bool], int] = {}
     raws: dict[str, int] = {}  # field -> number of its local "r<n>" (raw values)
 

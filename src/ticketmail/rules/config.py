@@ -1,9 +1,9 @@
 """Loading rule sets from plain data (dicts, TOML), failing at load time with precise errors.
 
 Rules arrive from TOML files, JSON, YAML or database rows; all of those become dicts, so
-:func:`load_rules` takes a mapping and :func:`load_rules_file` reads TOML into one. Everything is
+`load_rules()` takes a mapping and `load_rules_file()` reads TOML into one. Everything is
 validated and compiled here: an unknown key, a wrong type, an unknown operator or a dangerous regex is a
-:class:`RulesConfigError` naming the source, the rule and the field (``rules.toml: rules[2] ('vip'):
+`RulesConfigError` naming the source, the rule and the field (``rules.toml: rules[2] ('vip'):
 conditions[0].op: expected one of equals, ..., got 'eq'``), never a failure while a message is processed.
 
 Shape (every table optional)::
@@ -77,9 +77,9 @@ AUTOMATIC_DEFAULTS: Mapping[str, AutomaticPolicy] = {
     "mailing_list": "open",
     "bulk": "open",
 }
-"""What each kind of automatic mail may do: ``open`` a ticket, only be ``append``-ed to an existing one,
-or be ``ignore``-d. Auto-replies, out-of-office notices, bounces and feedback reports can never be set to
-``open`` (that is how mail loops start)."""
+"""What each kind of automatic mail may do: `open` a ticket, only be `append`-ed to an existing one,
+or be `ignore`-d. Auto-replies, out-of-office notices, bounces and feedback reports can never be set to
+`open` (that is how mail loops start)."""
 
 _NEVER_OPEN = frozenset({"auto_reply", "out_of_office", "bounce", "delivery_report", "feedback_report"})
 
@@ -92,7 +92,7 @@ class RulesConfigError(ConfigError):
 
 @attrs.frozen
 class RateLimit:
-    """At most ``max_tickets`` new tickets per sender within ``window``."""
+    """At most `max_tickets` new tickets per sender within `window`."""
 
     max_tickets: int
     window: _dt.timedelta
@@ -116,7 +116,7 @@ def _signal_codes(value: object) -> frozenset[str]:
 
 @attrs.frozen
 class RuleSet:
-    """A validated, compiled rule set. Build it once with :func:`load_rules` and share it freely."""
+    """A validated, compiled rule set. Build it once with `load_rules()` and share it freely."""
 
     filters: tuple[Filter, ...] = ()
     rules: tuple[Rule, ...] = ()
@@ -133,7 +133,7 @@ class RuleSet:
 
 
 class _Path:
-    """Builds error messages: ``<source>: rules[2] ('vip'): conditions[0].op: ...``."""
+    """Builds error messages: `<source>: rules[2] ('vip'): conditions[0].op: ...`."""
 
     def __init__(self, source: str) -> None:
         self.source = source
@@ -224,7 +224,7 @@ def _load_filter(path: _Path, index: int, data: object) -> Filter:
 
 
 def _load_header_test(path: _Path, where: str, data: object, rule: str) -> HeaderTest:
-    """``"Name"`` (present), ``"Name: value"`` (equals) or ``{ name, value, op, case_sensitive }``."""
+    """`"Name"` (present), `"Name: value"` (equals) or `{ name, value, op, case_sensitive }`."""
     if isinstance(data, str):
         name, colon, value = data.partition(":")
         fields: dict[str, Any] = {"name": name.strip(), "value": value.strip() if colon else None}
@@ -371,7 +371,7 @@ def load_rules(data: Mapping[str, Any], *, source: str = "<dict>") -> RuleSet:
     """Validate and compile a rule set from plain data (see the module docstring for the shape).
 
     Raises:
-        RulesConfigError: (a :class:`~ticketmail.errors.ConfigError`) naming ``source``, the rule and the field.
+        RulesConfigError: (a `ConfigError`) naming `source`, the rule and the field.
     """
     path = _Path(source)
     table = _expect_map(path, "<top>", data)

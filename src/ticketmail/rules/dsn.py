@@ -3,15 +3,15 @@
 A bounce must never become a ticket, and the desk wants to know *which* recipient failed and *which*
 message of ours bounced, so the caller can flag the address. Two sources of truth, in order:
 
-1. A ``multipart/report; report-type=delivery-status`` message (RFC 6522) carries a machine-readable
-   ``message/delivery-status`` part (RFC 3464 section 2): one block of per-message fields, then one block
-   per recipient with ``Final-Recipient``, ``Action`` (``failed``, ``delayed``, ``delivered``,
-   ``relayed``, ``expanded``; section 2.3.3), ``Status`` (an RFC 3463 code: ``5.x.x`` permanent,
-   ``4.x.x`` transient, ``2.x.x`` success) and ``Diagnostic-Code``. The returned message, or its header
-   block (``text/rfc822-headers``), gives the original Message-ID.
+1. A `multipart/report; report-type=delivery-status` message (RFC 6522) carries a machine-readable
+   `message/delivery-status` part (RFC 3464 section 2): one block of per-message fields, then one block
+   per recipient with `Final-Recipient`, `Action` (`failed`, `delayed`, `delivered`,
+   `relayed`, `expanded`; section 2.3.3), `Status` (an RFC 3463 code: `5.x.x` permanent,
+   `4.x.x` transient, `2.x.x` success) and `Diagnostic-Code`. The returned message, or its header
+   block (`text/rfc822-headers`), gives the original Message-ID.
 2. Everything else (qmail, old Exim and Postfix, Exchange/M365 NDR text, Gmail, Yahoo, ...) is read from the
-   human-readable text with a bounded, line-based scan: only the first :data:`MAX_LINES` lines before
-   the returned message, each cut to :data:`MAX_LINE` characters, with simple linear regexes. No pattern
+   human-readable text with a bounded, line-based scan: only the first `MAX_LINES` lines before
+   the returned message, each cut to `MAX_LINE` characters, with simple linear regexes. No pattern
    here can backtrack catastrophically, and the cost is O(size of the diagnostic section).
 """
 
@@ -173,7 +173,7 @@ class DeliveryReport:
     Attributes:
         recipients: Per-recipient status, in report order (deduplicated by address).
         original_message_id: The Message-ID of the message the report is about, when found.
-        standard: True when read from an RFC 3464 ``message/delivery-status`` part.
+        standard: True when read from an RFC 3464 `message/delivery-status` part.
     """
 
     recipients: tuple[BounceRecipient, ...] = ()
@@ -182,12 +182,12 @@ class DeliveryReport:
 
     @property
     def failed(self) -> tuple[BounceRecipient, ...]:
-        """Recipients whose delivery failed (``Action: failed``)."""
+        """Recipients whose delivery failed (`Action: failed`)."""
         return tuple(r for r in self.recipients if r.action == "failed")
 
 
 def _unfold_blocks(text: str) -> Iterator[dict[str, str]]:
-    """Split a ``message/delivery-status`` body into field blocks (RFC 3464 section 2.1), unfolding lines."""
+    """Split a `message/delivery-status` body into field blocks (RFC 3464 section 2.1), unfolding lines."""
     block: dict[str, str] = {}
     last: str | None = None
     for raw in text[:MAX_CHARS].splitlines()[: MAX_LINES * 2]:
@@ -211,7 +211,7 @@ def _unfold_blocks(text: str) -> Iterator[dict[str, str]]:
 
 
 def _typed_value(value: str) -> str:
-    """``rfc822; user@example.com`` -> ``user@example.com`` (the address-type or diagnostic-type prefix)."""
+    """`rfc822; user@example.com` -> `user@example.com` (the address-type or diagnostic-type prefix)."""
     _, semi, rest = value.partition(";")
     return (rest if semi else value).strip()
 
@@ -233,7 +233,7 @@ _ACTION_ALIASES = {"failure": "failed", "fail": "failed", "delay": "delayed", "d
 
 
 def _recipient_of(block: dict[str, str]) -> str | None:
-    """The address the sender used: ``Original-Recipient`` when it is an RFC 822 address, else ``Final-Recipient``.
+    """The address the sender used: `Original-Recipient` when it is an RFC 822 address, else `Final-Recipient`.
 
     RFC 3464 section 2.3.1: Original-Recipient is the address as the sender gave it, Final-Recipient the one
     the reporting MTA tried (after aliasing/forwarding, possibly an X.400 form). The desk wants to flag the
@@ -252,10 +252,10 @@ def _recipient_of(block: dict[str, str]) -> str | None:
 
 
 def parse_delivery_status(text: str) -> tuple[BounceRecipient, ...]:
-    """Parse the body of a ``message/delivery-status`` part into per-recipient statuses.
+    """Parse the body of a `message/delivery-status` part into per-recipient statuses.
 
-    Recipient blocks are those with ``Final-Recipient`` (or, from sloppy MTAs, only ``Original-Recipient``).
-    ``permanent`` is false for a ``4.x.x`` status or an ``Action: delayed``.
+    Recipient blocks are those with `Final-Recipient` (or, from sloppy MTAs, only `Original-Recipient`).
+    `permanent` is false for a `4.x.x` status or an `Action: delayed`.
     """
     out: list[BounceRecipient] = []
     seen: set[str] = set()
@@ -329,12 +329,12 @@ def _is_reporter(address: str, own: Iterable[str]) -> bool:
 def scan_bounce_text(text: str, *, exclude: Iterable[str] = ()) -> tuple[BounceRecipient, ...]:
     """Find failed recipients in the human-readable text of a non-standard bounce.
 
-    An address is taken when it starts a line (``<user@host>:`` as qmail and Yahoo write it, or an
-    indented address alone as Exim, Gmail and Exchange do), when it follows ``SMTP=`` (old Exchange X.400
+    An address is taken when it starts a line (`<user@host>:` as qmail and Yahoo write it, or an
+    indented address alone as Exim, Gmail and Exchange do), when it follows `SMTP=` (old Exchange X.400
     form), when it appears within the few lines after a phrase that introduces failed recipients
     ("did not reach the following recipient(s):", "The following address(es) failed:"), or when its line
     also carries a failure phrase ("User unknown", "does not exist"). Reporter addresses (postmaster,
-    MAILER-DAEMON) and ``exclude`` (the bounce's own sender and recipients) are never taken.
+    MAILER-DAEMON) and `exclude` (the bounce's own sender and recipients) are never taken.
     """
     lines = _diagnostic_lines(text)
     blob = "\n".join(lines).lower()
@@ -404,7 +404,7 @@ def scan_bounce_text(text: str, *, exclude: Iterable[str] = ()) -> tuple[BounceR
 
 
 def _detail(lines: list[str], index: int, line: str) -> str | None:
-    """The diagnostic text for the address on ``lines[index]``: the rest of its line and the lines that follow.
+    """The diagnostic text for the address on `lines[index]`: the rest of its line and the lines that follow.
 
     Following lines are taken up to a blank line, a line that starts another address, or four lines.
     """
@@ -430,7 +430,7 @@ def _report_texts(email: InboundEmail) -> Iterator[tuple[str, str]]:
     """(content type, text) of the report parts, then of report-typed attachments.
 
     Some relays (disclaimer appenders, broken MIME writers) leave the machine-readable parts as plain
-    attachments outside a ``multipart/report``; they are read the same way.
+    attachments outside a `multipart/report`; they are read the same way.
     """
     for part in email.report_parts:
         yield part.content_type.lower(), part.text
@@ -443,7 +443,7 @@ def _report_texts(email: InboundEmail) -> Iterator[tuple[str, str]]:
 def read_delivery_report(email: InboundEmail, *, scan_text: bool) -> DeliveryReport:
     """Read the per-recipient status and the original Message-ID from a report or a bounce.
 
-    ``scan_text`` enables the non-standard scan (used when other signals say this is a bounce).
+    `scan_text` enables the non-standard scan (used when other signals say this is a bounce).
     """
     recipients: tuple[BounceRecipient, ...] = ()
     standard = False
@@ -505,10 +505,10 @@ def _ses_recipient(item: Any, action: str, permanent: bool) -> BounceRecipient |
 
 
 def read_ses_notification(text: str) -> tuple[str, tuple[BounceRecipient, ...], str | None] | None:
-    """Read an Amazon SES notification as SNS e-mails it: ``(type, recipients, original Message-ID)``.
+    """Read an Amazon SES notification as SNS e-mails it: `(type, recipients, original Message-ID)`.
 
-    The body is the notification's JSON (``notificationType`` or ``eventType``: ``Bounce``, ``Complaint``,
-    ``Delivery``), followed by SNS's unsubscribe footer. ``type`` is lower case; ``None`` when the text
+    The body is the notification's JSON (`notificationType` or `eventType`: `Bounce`, `Complaint`,
+    `Delivery`), followed by SNS's unsubscribe footer. `type` is lower case; `None` when the text
     holds no such JSON. Only the first `MAX_CHARS` characters are read.
     """
     start = text.find("{", 0, 4096)
@@ -561,7 +561,7 @@ def read_ses_notification(text: str) -> tuple[str, tuple[BounceRecipient, ...], 
 
 
 def _failed_recipients_header(email: InboundEmail) -> tuple[BounceRecipient, ...]:
-    """``X-Failed-Recipients`` (Exim, Gmail, Google Groups): the failed addresses when the text names none."""
+    """`X-Failed-Recipients` (Exim, Gmail, Google Groups): the failed addresses when the text names none."""
     out: dict[str, BounceRecipient] = {}
     for name, value in email.headers[:MAX_LINES]:
         if name.strip().lower() != "x-failed-recipients":

@@ -1,17 +1,17 @@
-"""Evaluating a message against a rule set: one pure function, one explainable :class:`Decision`.
+"""Evaluating a message against a rule set: one pure function, one explainable `Decision`.
 
 Order (each step adds reasons; the first three can end evaluation):
 
-1. Mailbox defaults (department, category, priority from :class:`MailboxContext`) set the attributes.
-2. Loop protection: mail from the desk's own addresses (context + ``settings.own_addresses``, also with a
-   ``+tag`` subaddress) or carrying our ``X-Ticketmail-Loop`` echo header is ignored.
+1. Mailbox defaults (department, category, priority from `MailboxContext`) set the attributes.
+2. Loop protection: mail from the desk's own addresses (context + `settings.own_addresses`, also with a
+   `+tag` subaddress) or carrying our `X-Ticketmail-Loop` echo header is ignored.
 3. Filters: a matching ignore filter ignores; when allow filters apply and none matches, ignored.
-4. Automatic mail (:func:`classify_automatic`): never autoresponded; auto-replies, out-of-office notices,
-   bounces and reports never open a ticket (``may_open_ticket=False``); the ``settings.automatic``
+4. Automatic mail (`classify_automatic()`): never autoresponded; auto-replies, out-of-office notices,
+   bounces and reports never open a ticket (`may_open_ticket=False`); the `settings.automatic`
    policy may ignore a kind instead.
-5. Never-autorespond senders (MAILER-DAEMON, noreply, ...) and API requests with ``autorespond=false``.
-6. Per-sender rate limit: with ``lookups``, a sender with ``max_tickets`` or more tickets since
-   ``now - window`` may not open another one (nor get an autoresponse).
+5. Never-autorespond senders (MAILER-DAEMON, noreply, ...) and API requests with `autorespond=false`.
+6. Per-sender rate limit: with `lookups`, a sender with `max_tickets` or more tickets since
+   `now - window` may not open another one (nor get an autoresponse).
 7. Routing rules, in order.
 
 Same inputs, same Decision: nothing here reads a clock, a file or a global.
@@ -40,7 +40,7 @@ class Lookups(Protocol):
     """What evaluation may ask the store (the pipeline passes its backend unit of work)."""
 
     def count_tickets_by_requester(self, email: str, since: _dt.datetime) -> int:
-        """How many tickets ``email`` opened at or after ``since``."""
+        """How many tickets `email` opened at or after `since`."""
         ...
 
 
@@ -63,7 +63,7 @@ class _Facts:
         self.cache: dict[str, tuple[str, ...]] = {}
 
     def values(self, field: str) -> tuple[str, ...]:
-        """The values of a condition field (see :data:`ticketmail.rules.routing.FIELDS`)."""
+        """The values of a condition field (see `ticketmail.rules.routing.FIELDS`)."""
         cached = self.cache.get(field)
         if cached is not None:
             return cached
@@ -131,7 +131,7 @@ _LOOP_KEY = LOOP_HEADER.lower()
 
 
 def _is_own(sender: str, rules: RuleSet, context: MailboxContext) -> bool:
-    """Whether the normalized ``sender`` (or it without a ``+tag``) is one of the desk's own addresses."""
+    """Whether the normalized `sender` (or it without a `+tag`) is one of the desk's own addresses."""
     base = _without_subaddress(sender)
     own = rules.own_addresses
     if sender in own or base in own:
@@ -144,7 +144,7 @@ def _is_own(sender: str, rules: RuleSet, context: MailboxContext) -> bool:
 
 
 def _without_subaddress(address: str) -> str:
-    """``support+t123@example.com`` -> ``support@example.com`` (RFC 5233 subaddress removed)."""
+    """`support+t123@example.com` -> `support@example.com` (RFC 5233 subaddress removed)."""
     local, _, domain = address.rpartition("@")
     base = local.split("+", 1)[0]
     return f"{base}@{domain}" if base else address
@@ -153,7 +153,7 @@ def _without_subaddress(address: str) -> str:
 def _deciding_value(rule: Rule, facts: _Facts, tested: dict[Condition, tuple[bool, str | None]]) -> str | None:
     """The value that made a matched rule match (for its reason): the first true condition's value.
 
-    ``tested`` holds the regex results the plan already found for this message (a search is not repeated).
+    `tested` holds the regex results the plan already found for this message (a search is not repeated).
     """
     for condition in rule.conditions:
         try:
@@ -206,11 +206,11 @@ def evaluate(
     now: _dt.datetime,
     lookups: Lookups | None = None,
 ) -> Decision:
-    """Decide what to do with ``message`` (see the module docstring for the order of steps).
+    """Decide what to do with `message` (see the module docstring for the order of steps).
 
     Args:
         message: A parsed email or an API ticket request.
-        rules: A rule set from :func:`ticketmail.rules.load_rules`.
+        rules: A rule set from `ticketmail.rules.load_rules()`.
         context: The mailbox (or API endpoint) the message arrived at, with its defaults.
         now: The current time (from the caller's injected clock); used only for the rate limit window.
         lookups: Store queries for the rate limit; without them the rate limit is not checked.

@@ -6,16 +6,16 @@ Semantics (documented in docs/rules.md, pinned by hypothesis tests):
   the sender address equals an address entry, the sender domain is a domain entry or a subdomain of
   it, a keyword occurs in the subject or the body, or a header test holds for ANY value of its header
   (`HeaderTest`: the name is case-insensitive; without a value the header only has to be present;
-  ``X-Spam-Flag: YES`` catches mail a spam filter upstream marked). A filter with no entries matches
+  `X-Spam-Flag: YES` catches mail a spam filter upstream marked). A filter with no entries matches
   nothing.
-* ``ignore`` filters drop matching messages. ``allow`` filters let only matching messages through;
+* `ignore` filters drop matching messages. `allow` filters let only matching messages through;
   when several allow filters apply, matching any one of them is enough. Ignore wins over allow.
-* A filter with ``mailboxes`` applies only there; without, everywhere. No applicable filter: all pass.
+* A filter with `mailboxes` applies only there; without, everywhere. No applicable filter: all pass.
 
-Domain entries match subdomains (``example.com`` matches ``mail.example.com``) because organisations
+Domain entries match subdomains (`example.com` matches `mail.example.com`) because organisations
 send from many hosts of their domain; list the exact subdomain to be narrower. Keywords match whole
-words, case-insensitively (``sale`` matches "Sale!" but not "wholesale"), in the subject and the first
-:data:`BODY_CHARS` characters of the body.
+words, case-insensitively (`sale` matches "Sale!" but not "wholesale"), in the subject and the first
+`BODY_CHARS` characters of the body.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ HEADER_NAME = re.compile(r"[!-9;-~]{1,200}")
 FilterType = Literal["allow", "ignore"]
 
 BODY_CHARS = 65536
-"""Filters and ``body`` conditions look at this many characters of the body."""
+"""Filters and `body` conditions look at this many characters of the body."""
 
 
 def _addresses(values: Iterable[str]) -> frozenset[str]:
@@ -68,12 +68,12 @@ def _names(values: Iterable[str]) -> tuple[str, ...]:
 
 @attrs.frozen
 class HeaderTest:
-    """One header entry of a filter: header ``name`` (any case) and a test on its values.
+    """One header entry of a filter: header `name` (any case) and a test on its values.
 
-    ``op`` is a condition operator (``equals``, ``contains``, ``starts_with``, ``ends_with``, ``regex`` and
-    their ``not_`` forms; see `ticketmail.rules.routing`), applied like a ``header:<Name>`` rule
-    condition: values trimmed, compared case-insensitively unless ``case_sensitive``, true when ANY value
-    matches (``not_*``: when NO value does). ``value=None`` only asks that the header be present. A header
+    `op` is a condition operator (`equals`, `contains`, `starts_with`, `ends_with`, `regex` and
+    their `not_` forms; see `ticketmail.rules.routing`), applied like a `header:<Name>` rule
+    condition: values trimmed, compared case-insensitively unless `case_sensitive`, true when ANY value
+    matches (`not_*`: when NO value does). `value=None` only asks that the header be present. A header
     the message does not carry never matches, whatever the operator.
 
     Raises:
@@ -95,7 +95,7 @@ class HeaderTest:
         object.__setattr__(self, "condition", condition)
 
     def match(self, values: tuple[str, ...]) -> str | None:
-        """The value that made the test true (``""`` for a bare presence test), or ``None``."""
+        """The value that made the test true (`""` for a bare presence test), or `None`."""
         if not values:
             return None
         if self.condition is None:
@@ -121,7 +121,7 @@ def _header_tests(values: Iterable[HeaderTest | str]) -> tuple[HeaderTest, ...]:
 
 
 def header_values(view: MessageView, name: str) -> tuple[str, ...]:
-    """Every value of header ``name`` (any case) in ``view``, in message order."""
+    """Every value of header `name` (any case) in `view`, in message order."""
     wanted = name.lower()
     return tuple(value for key, value in view.headers if key.lower() == wanted)
 
@@ -132,9 +132,9 @@ def _check_filter_type(instance: object, attribute: attrs.Attribute[str], value:
 
 
 def find_word(haystack: str, needle: str) -> bool:
-    """Whether ``needle`` occurs in ``haystack`` with no letter or digit right before or after it.
+    """Whether `needle` occurs in `haystack` with no letter or digit right before or after it.
 
-    Both must already be case-folded. Linear in ``len(haystack)`` per distinct occurrence.
+    Both must already be case-folded. Linear in `len(haystack)` per distinct occurrence.
     """
     if not needle:
         return False
@@ -151,7 +151,7 @@ def find_word(haystack: str, needle: str) -> bool:
 
 @attrs.frozen
 class FilterMatch:
-    """Which entry of a filter matched: ``field`` is ``address``, ``domain``, ``keyword`` or ``header``."""
+    """Which entry of a filter matched: `field` is `address`, `domain`, `keyword` or `header`."""
 
     field: str
     value: str
@@ -163,11 +163,11 @@ class Filter:
 
     Attributes:
         name: Shown in decision reasons.
-        type: ``allow`` or ``ignore``.
+        type: `allow` or `ignore`.
         addresses: Sender addresses (normalized: lower case, IDNA-decoded domain).
-        domains: Sender domains, without ``@`` (a leading ``@`` is tolerated and removed).
+        domains: Sender domains, without `@` (a leading `@` is tolerated and removed).
         keywords: Words or phrases looked for in the subject and body.
-        headers: `HeaderTest` entries (or ``"Name"``/``"Name: value"`` strings).
+        headers: `HeaderTest` entries (or `"Name"`/`"Name: value"` strings).
         mailboxes: Mailbox names the filter applies to; empty means every mailbox.
     """
 
@@ -185,13 +185,13 @@ class Filter:
         return not (self.addresses or self.domains or self.keywords or self.headers)
 
     def applies_to(self, mailbox: str) -> bool:
-        """Whether the filter is active for ``mailbox``."""
+        """Whether the filter is active for `mailbox`."""
         return not self.mailboxes or mailbox in self.mailboxes
 
     def match(self, view: MessageView, *, subject: str | None = None, body: str | None = None) -> FilterMatch | None:
-        """The first entry matching ``view``, or ``None``.
+        """The first entry matching `view`, or `None`.
 
-        ``subject`` and ``body`` may be passed already case-folded (and the body cut) to share that work
+        `subject` and `body` may be passed already case-folded (and the body cut) to share that work
         between filters.
         """
         if view.sender is not None and (self.addresses or self.domains):

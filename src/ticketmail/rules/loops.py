@@ -1,12 +1,12 @@
 """Loop protection: headers for the desk's own automatic mail, and addresses that must never get one.
 
-RFC 3834 section 2 asks every responder to mark its responses (``Auto-Submitted: auto-replied``) and
-to never respond to automatic mail or to addresses such as ``MAILER-DAEMON`` and ``owner-*`` list
-addresses (section 2 "Where to send responses" and appendix). :func:`outgoing_headers` gives an
+RFC 3834 section 2 asks every responder to mark its responses (`Auto-Submitted: auto-replied`) and
+to never respond to automatic mail or to addresses such as `MAILER-DAEMON` and `owner-*` list
+addresses (section 2 "Where to send responses" and appendix). `outgoing_headers()` gives an
 application exactly the headers that make *other* systems (and ticketmail itself) recognise its mail as
-automatic; :func:`never_autorespond` is the address check.
+automatic; `never_autorespond()` is the address check.
 
-Our own echo header, :data:`LOOP_HEADER` (``X-Ticketmail-Loop``), carries an application-chosen token.
+Our own echo header, `LOOP_HEADER` (`X-Ticketmail-Loop`), carries an application-chosen token.
 Mail that comes back with it (a forward of our own notification into a desk mailbox) is a loop; its
 token also survives providers that rewrite Message-IDs, which makes it a duplicate key.
 """
@@ -42,16 +42,16 @@ _NEVER_LOCAL = re.compile(
 
 
 def outgoing_headers(kind: OutgoingKind, *, loop_token: str | None = None) -> dict[str, str]:
-    """The headers to put on the desk's own auto-responses (``auto-replied``) and notifications (``auto-generated``).
+    """The headers to put on the desk's own auto-responses (`auto-replied`) and notifications (`auto-generated`).
 
-    * ``Auto-Submitted``: ``kind`` (RFC 3834 section 5).
-    * ``X-Auto-Response-Suppress: All``: Exchange and Outlook then send no OOF, read or delivery receipts.
-    * ``Precedence``: ``auto_reply`` for responses, ``bulk`` for notifications (de facto; honoured by
+    * `Auto-Submitted`: `kind` (RFC 3834 section 5).
+    * `X-Auto-Response-Suppress: All`: Exchange and Outlook then send no OOF, read or delivery receipts.
+    * `Precedence`: `auto_reply` for responses, `bulk` for notifications (de facto; honoured by
       vacation programs and list servers).
-    * ``X-Ticketmail-Loop``: ``loop_token``, when given (printable ASCII, no spaces, at most 200 chars).
+    * `X-Ticketmail-Loop`: `loop_token`, when given (printable ASCII, no spaces, at most 200 chars).
 
     Raises:
-        InvalidValueError: for an unknown ``kind`` or an unusable ``loop_token``.
+        InvalidValueError: for an unknown `kind` or an unusable `loop_token`.
     """
     if kind not in ("auto-replied", "auto-generated"):
         raise InvalidValueError(
@@ -72,11 +72,11 @@ def outgoing_headers(kind: OutgoingKind, *, loop_token: str | None = None) -> di
 
 
 def never_autorespond(address: str) -> bool:
-    """Whether ``address`` must never receive an automatic response.
+    """Whether `address` must never receive an automatic response.
 
-    True for mail-system and list addresses (``MAILER-DAEMON``, ``postmaster``, ``owner-*``, ``*-request``,
-    ``*-bounces``, ``listserv``, ``majordomo``), ``noreply``/``no-reply``/``donotreply`` senders and
-    ``notifications``, compared case-insensitively with a ``+tag`` removed. An empty address (the null
+    True for mail-system and list addresses (`MAILER-DAEMON`, `postmaster`, `owner-*`, `*-request`,
+    `*-bounces`, `listserv`, `majordomo`), `noreply`/`no-reply`/`donotreply` senders and
+    `notifications`, compared case-insensitively with a `+tag` removed. An empty address (the null
     sender) is also never answered.
     """
     address = address.strip().strip("<>").strip()

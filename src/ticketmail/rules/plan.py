@@ -1,29 +1,29 @@
 r"""A compiled form of the routing rules, so 100 rules cost little more per message than a handful.
 
 Testing rules one by one in Python costs a few microseconds per rule, as much as parsing a small message
-when there are a hundred of them. The plan, built once per :class:`~ticketmail.rules.RuleSet`, works on
+when there are a hundred of them. The plan, built once per `RuleSet`, works on
 *tests* instead of rules:
 
 * every distinct literal comparison (field, case sensitivity, operator, prepared value) is one *test*
-  with one bit; ``contains X`` and ``not_contains X`` share the test ``X in field`` (a negated condition is
+  with one bit; `contains X` and `not_contains X` share the test `X in field` (a negated condition is
   the test's bit inverted), and equal conditions of different rules share it too;
 * per field, the tests run in one pass over the field's values, each value case-folded and trimmed once:
-  ``equals`` is one dict lookup per value, ``starts_with``/``ends_with`` one dict lookup per value and
-  distinct needle length (``value[:n]``, ``value[-n:]``), ``contains`` a C-level ``in`` per needle on the
+  `equals` is one dict lookup per value, `starts_with`/`ends_with` one dict lookup per value and
+  distinct needle length (`value[:n]`, `value[-n:]`), `contains` a C-level `in` per needle on the
   values joined with NUL (condition values may not contain NUL, so no needle spans two values);
 * the body is *lazy*: its tests run only when a rule still needs them, because a body is long and most
   rules are decided by a cheaper field first;
-* each rule is indexed under one *trigger* test that must hold for the rule to hold (for an ``all`` rule
-  the first positive literal condition on a cheap field; for an ``any`` rule made only of such conditions,
+* each rule is indexed under one *trigger* test that must hold for the rule to hold (for an `all` rule
+  the first positive literal condition on a cheap field; for an `any` rule made only of such conditions,
   each of them). Ordinary mail sets few test bits, so only the few rules they trigger, plus the rules that
   cannot be indexed (only negated, regex or body conditions), are looked at; every other rule is known
   false without touching it;
 * the remaining rules are decided by two integer ANDs each; regex conditions then run exactly as before
-  (in first-use order, only while a rule using them is undecided, so ``rule.regex_timeout`` reasons are
+  (in first-use order, only while a rule using them is undecided, so `rule.regex_timeout` reasons are
   unchanged), and the matched rules are yielded in order.
 
-The result is exactly that of testing each rule in order with :meth:`Condition.test` (hypothesis tests in
-``tests/rules/test_plan*.py`` compare both over random rule sets and messages).
+The result is exactly that of testing each rule in order with `Condition.test()` (hypothesis tests in
+`tests/rules/test_plan*.py` compare both over random rule sets and messages).
 """
 
 from __future__ import annotations
@@ -53,13 +53,13 @@ _COST = {_EQUALS: 0, _STARTS: 1, _ENDS: 1, _CONTAINS: 2}
 class _Group:
     r"""All literal tests on one field (and case sensitivity), as substring needles of one string.
 
-    The prepared values are written as ``"\0v1\0v2\0"``; then ``equals N`` is the needle ``"\0N\0"``,
-    ``starts_with N`` is ``"\0N"``, ``ends_with N`` is ``"N\0"`` and ``contains N`` is ``"N"``. Condition
+    The prepared values are written as `"\0v1\0v2\0"`; then `equals N` is the needle `"\0N\0"`,
+    `starts_with N` is `"\0N"`, `ends_with N` is `"N\0"` and `contains N` is `"N"`. Condition
     values may not contain NUL, so a needle can only match inside one value, anchored where it says. Every
-    needle of the field is then tested in one list comprehension of C-level ``in`` tests, and the results
-    become the group's run of bits in one conversion (``bytes`` -> ``"0101"`` -> ``int``). A value that
+    needle of the field is then tested in one list comprehension of C-level `in` tests, and the results
+    become the group's run of bits in one conversion (`bytes` -> `"0101"` -> `int`). A value that
     itself contains NUL would break the encoding; such a
-    message takes the exact per-condition path (:meth:`slow_scan`).
+    message takes the exact per-condition path (`slow_scan()`).
     """
 
     field: str
@@ -72,7 +72,7 @@ class _Group:
     offset: int  # the bit of the first test; the others follow it
 
     def scan(self, raw: tuple[str, ...], wanted: int) -> int:
-        """The bits of the tests that hold for the field values ``raw`` (a lazy group: only ``wanted`` ones)."""
+        """The bits of the tests that hold for the field values `raw` (a lazy group: only `wanted` ones)."""
         if not raw:
             return 0  # no value: no positive test holds (every negated one does)
         prepared = [v.strip() for v in raw] if self.case_sensitive else [v.casefold().strip() for v in raw]
@@ -92,7 +92,7 @@ class _Group:
         return int(bytes(truths).translate(_BITS)[::-1], 2) << self.offset
 
     def slow_scan(self, raw: tuple[str, ...]) -> int:
-        """The same as :meth:`scan`, one condition at a time with :meth:`Condition.test`."""
+        """The same as `scan()`, one condition at a time with `Condition.test()`."""
         found = 0
         for condition, bit in zip(self.conditions, self.bits, strict=True):
             if condition.test(raw)[0] != condition.negated:
@@ -124,9 +124,9 @@ class _RegexEntry:
 
 @attrs.frozen
 class _Literals:
-    """The required texts (:attr:`Condition.required_texts`) of the regexes on one field, checked in one pass.
+    """The required texts (`Condition.required_texts`) of the regexes on one field, checked in one pass.
 
-    The same pre-check :meth:`Condition.test` makes per value and regex (the pattern cannot match an ASCII
+    The same pre-check `Condition.test()` makes per value and regex (the pattern cannot match an ASCII
     value without its required text), once per message and field instead of once per regex.
     """
 
@@ -182,9 +182,9 @@ class RulePlan:
         on_timeout: Callable[[RegexTimeout, str], None],
         tested: dict[Condition, tuple[bool, str | None]] | None = None,
     ) -> Iterator[Rule]:
-        """The rules that match, in order. ``values(field)`` gives a field's raw values.
+        """The rules that match, in order. `values(field)` gives a field's raw values.
 
-        ``tested``, when given, receives the :meth:`Condition.test` results of the regex searches run (so the
+        `tested`, when given, receives the `Condition.test()` results of the regex searches run (so the
         caller can explain a match without searching again).
         """
         try:  # the generated straight-line matcher (see ticketmail.rules._compiled)
@@ -299,7 +299,7 @@ def _test_key(condition: Condition) -> tuple[str, bool, int, str]:
 
 
 def _group(field: str, case_sensitive: bool, tests: list[tuple[int, str, int, Condition]]) -> _Group:
-    """The group of ``tests`` (kind, prepared needle, bit, a condition), whose bits are contiguous and ascending."""
+    """The group of `tests` (kind, prepared needle, bit, a condition), whose bits are contiguous and ascending."""
     needles = []
     bits = []
     conditions = []
@@ -328,7 +328,7 @@ def _group(field: str, case_sensitive: bool, tests: list[tuple[int, str, int, Co
 
 
 def compile_rules(rules: Iterable[Rule]) -> RulePlan:
-    """Build the plan for ``rules`` (disabled rules are left out)."""
+    """Build the plan for `rules` (disabled rules are left out)."""
     enabled = tuple(rule for rule in rules if rule.enabled)
     # Test bits are numbered field by field, so a field's results are one contiguous run of bits.
     test_keys: dict[tuple[str, bool, int, str], Condition] = {}  # test -> a condition using it

@@ -1,31 +1,31 @@
 """Routing rules: ordered conditions and actions, regexes guarded at load time.
 
-A rule has conditions (combined with ``all`` or ``any``; no condition means "always") and actions.
+A rule has conditions (combined with `all` or `any`; no condition means "always") and actions.
 Rules run in order; each matching rule applies its actions, later rules overwrite scalar attributes set
-by earlier ones and add to ``tags``; ``stop`` ends the run; ``reject`` rejects and ends the run; ``drop``
-ignores the message silently (no ticket, no bounce; recorded with ``drop_reason``) and ends the run.
+by earlier ones and add to `tags`; `stop` ends the run; `reject` rejects and ends the run; `drop`
+ignores the message silently (no ticket, no bounce; recorded with `drop_reason`) and ends the run.
 
-Condition fields: ``mailbox`` (the mailbox name), ``recipient`` (envelope recipients, To and Cc),
-``from`` (sender address), ``from_domain``, ``from_name``, ``to``, ``cc``, ``subject``, ``body``,
-``header:<Name>`` (every value of that header). Multi-valued fields match when ANY value matches; a
-``not_*`` operator matches when NO value matches the positive operator (so ``to not_contains "sales"``
-means "no To address contains sales"). Comparisons are case-insensitive unless ``case_sensitive``.
+Condition fields: `mailbox` (the mailbox name), `recipient` (envelope recipients, To and Cc),
+`from` (sender address), `from_domain`, `from_name`, `to`, `cc`, `subject`, `body`,
+`header:<Name>` (every value of that header). Multi-valued fields match when ANY value matches; a
+`not_*` operator matches when NO value matches the positive operator (so `to not_contains "sales"`
+means "no To address contains sales"). Comparisons are case-insensitive unless `case_sensitive`.
 
-Regular expressions (``regex``/``not_regex``) search the value. Backtracking engines can take exponential
-time on patterns such as ``(a+)+$`` and polynomial time on ``.*a.*a.*b``; messages are attacker-controlled,
+Regular expressions (`regex`/`not_regex`) search the value. Backtracking engines can take exponential
+time on patterns such as `(a+)+$` and polynomial time on `.*a.*a.*b`; messages are attacker-controlled,
 so three layers guard them:
 
-1. At load time (:func:`regex_problem`): at most :data:`MAX_PATTERN` characters; no repeated group that
-   itself contains a repetition or an alternation (``(a+)+``, ``(a|aa)*``); no backreferences; at most
-   :data:`MAX_UNBOUNDED` unbounded quantifiers. This removes the exponential cases.
-2. At match time the subject is cut to :data:`SUBJECT_CHARS` and any other value to :data:`REGEX_CHARS`
+1. At load time (`regex_problem()`): at most `MAX_PATTERN` characters; no repeated group that
+   itself contains a repetition or an alternation (`(a+)+`, `(a|aa)*`); no backreferences; at most
+   `MAX_UNBOUNDED` unbounded quantifiers. This removes the exponential cases.
+2. At match time the subject is cut to `SUBJECT_CHARS` and any other value to `REGEX_CHARS`
    characters.
-3. When the third-party ``regex`` package is installed, patterns are compiled with it and every condition
-   has one :data:`REGEX_TIMEOUT` deadline for all the values it examines (a header with 999 values gets
-   the same budget as one value, not 999 of them); a condition that runs out raises :class:`RegexTimeout`,
+3. When the third-party `regex` package is installed, patterns are compiled with it and every condition
+   has one `REGEX_TIMEOUT` deadline for all the values it examines (a header with 999 values gets
+   the same budget as one value, not 999 of them); a condition that runs out raises `RegexTimeout`,
    and evaluation then treats the condition as not matching (whatever its polarity) and records a
-   ``rule.regex_timeout`` reason. Without the package, the stdlib :mod:`re` is used and only layers 1 and
-   2 apply, plus the same deadline checked between values: one polynomial search (``.*a.*a.*b``) on one
+   `rule.regex_timeout` reason. Without the package, the stdlib `re` is used and only layers 1 and
+   2 apply, plus the same deadline checked between values: one polynomial search (`.*a.*a.*b`) on one
    crafted value can still cost seconds.
 """
 
@@ -63,7 +63,7 @@ __all__ = [
 MAX_PATTERN = 500
 """Longest accepted regular expression."""
 MAX_UNBOUNDED = 3
-"""Most unbounded quantifiers (``*``, ``+``, ``{n,}``, ``{n,m}`` with m > 100) in one pattern."""
+"""Most unbounded quantifiers (`*`, `+`, `{n,}`, `{n,m}` with m > 100) in one pattern."""
 SUBJECT_CHARS = 1000
 """Regexes see at most this many characters of the subject."""
 REGEX_CHARS = 8192
@@ -73,11 +73,11 @@ REGEX_TIMEOUT = 0.05
 
 
 class RegexTimeout(Exception):
-    """A regex search ran out of its time budget (only with the ``regex`` package)."""
+    """A regex search ran out of its time budget (only with the `regex` package)."""
 
 
 FIELDS: tuple[str, ...] = ("mailbox", "recipient", "from", "from_domain", "from_name", "to", "cc", "subject", "body")
-"""Condition fields; plus ``header:<Name>``."""
+"""Condition fields; plus `header:<Name>`."""
 
 _POSITIVE = ("equals", "contains", "starts_with", "ends_with", "regex")
 OPERATORS: tuple[str, ...] = (*_POSITIVE, *(f"not_{op}" for op in _POSITIVE))
@@ -89,7 +89,7 @@ _HEADER_NAME = re.compile(r"[!-9;-~]{1,200}")  # RFC 5322 section 3.6.8 field na
 
 
 def _quantifier(pattern: str, index: int) -> tuple[str | None, int]:
-    """Read a quantifier at ``index``: returns (``"repeat"``, ``"unbounded"``, ``"optional"`` or None, next index)."""
+    """Read a quantifier at `index`: returns (`"repeat"`, `"unbounded"`, `"optional"` or None, next index)."""
     if index >= len(pattern):
         return None, index
     char = pattern[index]
@@ -115,7 +115,7 @@ def _quantifier(pattern: str, index: int) -> tuple[str | None, int]:
 
 
 def _group_prefix_end(pattern: str, index: int) -> int:
-    """Skip ``?:``, ``?=``, ``?!``, ``?<=``, ``?<!``, ``?P<name>``, ``?i:`` after an opening parenthesis."""
+    """Skip `?:`, `?=`, `?!`, `?<=`, `?<!`, `?P<name>`, `?i:` after an opening parenthesis."""
     if index >= len(pattern) or pattern[index] != "?":
         return index
     index += 1
@@ -132,7 +132,7 @@ def _group_prefix_end(pattern: str, index: int) -> int:
 
 
 def regex_problem(pattern: str) -> str | None:
-    """Why ``pattern`` is refused (a sentence), or ``None`` when it is accepted. See the module docstring."""
+    """Why `pattern` is refused (a sentence), or `None` when it is accepted. See the module docstring."""
     if len(pattern) > MAX_PATTERN:
         return f"is {len(pattern)} characters long; at most {MAX_PATTERN} are allowed"
     try:
@@ -193,10 +193,10 @@ _ESCAPED_LITERALS = frozenset(".-:@#/,;'\"=<>!%&~`[](){}*+?|^$\\ ")
 
 
 def required_literal(pattern: str) -> str | None:
-    r"""An ASCII text every match of ``pattern`` must contain (at least 3 characters), or ``None``.
+    r"""An ASCII text every match of `pattern` must contain (at least 3 characters), or `None`.
 
     Conservative: only top-level runs of plain characters count; groups, classes, escapes such as
-    ``\s``, optional or repeated characters end a run; a pattern with ``|`` or inline flags gives ``None``.
+    `\s`, optional or repeated characters end a run; a pattern with `|` or inline flags gives `None`.
     Used to skip a regex search when the literal is absent from an ASCII text (searching for a substring is
     much cheaper than starting the regex engine).
     """
@@ -208,17 +208,17 @@ def required_literal(pattern: str) -> str | None:
 
 
 def required_literals(pattern: str) -> tuple[str, ...]:
-    r"""Every ASCII text of at least 3 characters that every match of ``pattern`` must contain.
+    r"""Every ASCII text of at least 3 characters that every match of `pattern` must contain.
 
-    The top-level runs :func:`required_literal` chooses its longest from: ``\binvoice\s+overdue\b``
-    gives ``("invoice", "overdue")``. A match contains all of them, so a search can be skipped when any one
+    The top-level runs `required_literal()` chooses its longest from: `\binvoice\s+overdue\b`
+    gives `("invoice", "overdue")`. A match contains all of them, so a search can be skipped when any one
     is absent from an ASCII text.
     """
     return tuple(dict.fromkeys(run for run in _literal_runs(pattern) if len(run) >= 3))
 
 
 def _literal_runs(pattern: str) -> list[str]:
-    """The top-level runs of plain characters of ``pattern`` (empty for ``|`` or inline flags)."""
+    """The top-level runs of plain characters of `pattern` (empty for `|` or inline flags)."""
     if "|" in pattern or "(?" in pattern.replace("(?:", ""):
         return []
     runs: list[str] = []
@@ -275,8 +275,8 @@ def _literal_runs(pattern: str) -> list[str]:
 class Condition:
     """One test on a message field.
 
-    Build through :func:`ticketmail.rules.load_rules` (which reports errors with file and rule names) or
-    directly; the constructor validates and compiles the pattern, raising ``ValueError``.
+    Build through `ticketmail.rules.load_rules()` (which reports errors with file and rule names) or
+    directly; the constructor validates and compiles the pattern, raising `ValueError`.
     """
 
     field: str
@@ -338,14 +338,14 @@ class Condition:
     def required_texts(self) -> tuple[str, ...]:
         """For a regex condition: the texts every match contains (lower case unless case-sensitive).
 
-        :meth:`test` skips the search when one of them is absent from an ASCII value (see
-        :func:`required_literals`); the rule plan uses them to make that check once per message and field.
+        `test()` skips the search when one of them is absent from an ASCII value (see
+        `required_literals()`); the rule plan uses them to make that check once per message and field.
         """
         return self._literals
 
     @property
     def negated(self) -> bool:
-        """True for the ``not_*`` operators."""
+        """True for the `not_*` operators."""
         return self._negated
 
     def prepare(self, values: tuple[str, ...]) -> tuple[str, ...]:
@@ -357,8 +357,8 @@ class Condition:
     def test(self, values: tuple[str, ...], prepared: tuple[str, ...] | None = None) -> tuple[bool, str | None]:
         """Apply the condition to a field's values: (matched, the value that decided it).
 
-        Values are compared after trimming surrounding whitespace and, unless ``case_sensitive``, after
-        case folding; ``prepared`` may pass them already in that form (see :meth:`prepare`).
+        Values are compared after trimming surrounding whitespace and, unless `case_sensitive`, after
+        case folding; `prepared` may pass them already in that form (see `prepare()`).
 
         Raises:
             RegexTimeout: a regex search ran out of time (see the module docstring).
@@ -401,7 +401,7 @@ class Condition:
 
 @attrs.frozen
 class Actions:
-    """What a matching rule does. ``None``/empty means "leave unchanged"."""
+    """What a matching rule does. `None`/empty means "leave unchanged"."""
 
     department: str | None = None
     team: str | None = None

@@ -1,4 +1,4 @@
 """Mailbox sources: IMAP, POP3, Maildir, mbox, stdin pipe. Thin adapters around the pipeline.
 
-OWNER: the sources work (issue 6); local files (``local.py``) come with the pipeline work (issue 5).
+OWNER: the sources work (issue 6); local files (`local.py`) come with the pipeline work (issue 5).
 """

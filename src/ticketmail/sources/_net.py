@@ -1,17 +1,17 @@
 """Connecting to a mail server stage by stage, so every failure names its stage.
 
-Why not just ``imaplib.IMAP4_SSL(host, port)``: that one call resolves, connects, handshakes and reads the
-greeting, and its exceptions (``gaierror``, ``ConnectionRefusedError``, ``SSLCertVerificationError``,
-``SSLError: wrong version number``, a bare timeout) tell an operator little. Here each step is separate and
-translated into a :class:`~ticketmail.errors.SourceError` with ``stage`` one of:
+Why not just `imaplib.IMAP4_SSL(host, port)`: that one call resolves, connects, handshakes and reads the
+greeting, and its exceptions (`gaierror`, `ConnectionRefusedError`, `SSLCertVerificationError`,
+`SSLError: wrong version number`, a bare timeout) tell an operator little. Here each step is separate and
+translated into a `SourceError` with `stage` one of:
 
-``dns``      the host name does not resolve;
-``connect``  TCP connect refused (nothing listens: wrong port) or timed out (firewall, wrong host);
-``tls``      certificate verification failed, or the port speaks a different security than configured
-             (``ssl`` against a plaintext port, or plaintext/STARTTLS against an implicit-TLS port, RFC 8314);
-``protocol`` the server's greeting is not IMAP/POP3.
+`dns`      the host name does not resolve;
+`connect`  TCP connect refused (nothing listens: wrong port) or timed out (firewall, wrong host);
+`tls`      certificate verification failed, or the port speaks a different security than configured
+             (`ssl` against a plaintext port, or plaintext/STARTTLS against an implicit-TLS port, RFC 8314);
+`protocol` the server's greeting is not IMAP/POP3.
 
-The adapters hand the prepared socket to ``imaplib``/``poplib`` through their ``_create_socket`` hook.
+The adapters hand the prepared socket to `imaplib`/`poplib` through their `_create_socket` hook.
 Messages never contain credentials.
 """
 
@@ -36,7 +36,7 @@ _GREETING_WAIT = 5.0  # seconds to wait for a plaintext greeting before suspecti
 
 
 def make_ssl_context(config: MailboxConfig) -> ssl.SSLContext:
-    """The TLS context for ``config``: system CAs or ``ca_file``; no verification only when ``verify=False``."""
+    """The TLS context for `config`: system CAs or `ca_file`; no verification only when `verify=False`."""
     try:
         ctx = ssl.create_default_context(cafile=config.ca_file) if config.ca_file else ssl.create_default_context()
     except (OSError, ssl.SSLError) as exc:
@@ -195,10 +195,10 @@ def _check_greeting(config: MailboxConfig, sock: socket.socket, addr: tuple[int,
 
 
 def open_socket(config: MailboxConfig, ctx: ssl.SSLContext | None = None) -> socket.socket:
-    """Resolve, connect and (for ``security = "ssl"``) handshake; the socket is ready for the greeting.
+    """Resolve, connect and (for `security = "ssl"`) handshake; the socket is ready for the greeting.
 
     Raises:
-        SourceError: With stage ``dns``, ``connect``, ``tls`` or ``protocol``.
+        SourceError: With stage `dns`, `connect`, `tls` or `protocol`.
     """
     addresses = _resolve(config)
     sock = _connect(config, addresses)
@@ -239,7 +239,7 @@ def _is_translatable(exc: BaseException) -> bool:
 
 
 def server_text(value: object) -> str:
-    """A server reply (or an exception carrying one) as readable text, never a Python ``b'...'`` literal.
+    """A server reply (or an exception carrying one) as readable text, never a Python `b'...'` literal.
 
     imaplib and poplib put the server's raw reply bytes into their exceptions and responses; this decodes
     them (UTF-8, else Latin-1), joins lists of reply lines with spaces, drops control characters and cuts
@@ -267,7 +267,7 @@ def server_text(value: object) -> str:
 
 
 def scrub(text: str, secrets: tuple[str, ...]) -> str:
-    """``text`` with every secret (and its obvious encodings) replaced by ``********``."""
+    """`text` with every secret (and its obvious encodings) replaced by `********`."""
     for secret in secrets:
         if secret:
             text = text.replace(secret, "********")

@@ -1,24 +1,24 @@
-"""``check(mailbox)``: a connection test that says which stage failed and what to do about it.
+"""`check(mailbox)`: a connection test that says which stage failed and what to do about it.
 
 Why: "connection failed" is the most common support question of the seed products. A check walks the same
 path a fetch does, one stage at a time, and stops at the first failure:
 
-* ``config``: the password variable/file or the token provider is unusable (``password_env`` unset ...);
+* `config`: the password variable/file or the token provider is unusable (`password_env` unset ...);
   checked first, before any DNS lookup or connection, since no server can fix it;
-* ``oauth``: the built-in OAuth2 lifecycle cannot get a token (see ``ticketmail.oauth.diagnose``);
-* ``dns``: the host name does not resolve;
-* ``connect``: TCP connect refused (nothing listens: wrong port, server down) or timed out (firewall);
-* ``tls``: certificate verification failed (untrusted CA, or issued for another name); or the port speaks
-  another security than configured (``ssl`` on a plaintext port, plaintext/STARTTLS on an implicit-TLS
+* `oauth`: the built-in OAuth2 lifecycle cannot get a token (see `ticketmail.oauth.diagnose`);
+* `dns`: the host name does not resolve;
+* `connect`: TCP connect refused (nothing listens: wrong port, server down) or timed out (firewall);
+* `tls`: certificate verification failed (untrusted CA, or issued for another name); or the port speaks
+  another security than configured (`ssl` on a plaintext port, plaintext/STARTTLS on an implicit-TLS
   port, RFC 8314); or STARTTLS is not offered;
-* ``protocol``: the server does not greet like IMAP/POP3 (another service on that port);
-* ``auth``: the server refused the credentials or the OAuth2 token;
-* ``folder``: the IMAP folder does not exist (the message lists those that do); for Maildir/mbox, the
+* `protocol`: the server does not greet like IMAP/POP3 (another service on that port);
+* `auth`: the server refused the credentials or the OAuth2 token;
+* `folder`: the IMAP folder does not exist (the message lists those that do); for Maildir/mbox, the
   path is missing or not a mailbox.
 
-On success the result carries the server's capabilities (``IDLE``, ``MOVE``, ``UIDPLUS`` ...) and the number
-of messages in the folder. Nothing on the server is changed: the IMAP folder is opened with ``EXAMINE`` (read-only,
-no fetch, no store), a POP3 session ends with ``QUIT`` without ``DELE``.
+On success the result carries the server's capabilities (`IDLE`, `MOVE`, `UIDPLUS` ...) and the number
+of messages in the folder. Nothing on the server is changed: the IMAP folder is opened with `EXAMINE` (read-only,
+no fetch, no store), a POP3 session ends with `QUIT` without `DELE`.
 """
 
 from __future__ import annotations
@@ -39,14 +39,14 @@ __all__ = ["CheckResult", "check"]
 
 @attrs.frozen
 class CheckResult:
-    """The outcome of :func:`check`.
+    """The outcome of `check()`.
 
     Attributes:
         mailbox: The mailbox name.
         ok: True when every stage passed.
-        stage: The failing stage (``config``, ``dns``, ``connect``, ``tls``, ``protocol``, ``auth``, ``folder``),
-            or ``None`` on success.
-        message: A sentence for the operator: what failed and what to try (and ``disabled`` when the mailbox
+        stage: The failing stage (`config`, `dns`, `connect`, `tls`, `protocol`, `auth`, `folder`),
+            or `None` on success.
+        message: A sentence for the operator: what failed and what to try (and `disabled` when the mailbox
             is disabled: checked all the same, but never polled).
         capabilities: Server capabilities (upper case, sorted), on success.
         message_count: Messages in the folder / maildrop, on success.
@@ -69,7 +69,7 @@ class CheckResult:
         return "IDLE" in self.capabilities
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready mapping (used by ``ticketmail check --json``)."""
+        """A JSON-ready mapping (used by `ticketmail check --json`)."""
         return {
             "mailbox": self.mailbox,
             "ok": self.ok,
@@ -150,7 +150,7 @@ _CHECKERS: dict[str, Callable[[MailboxConfig], tuple[tuple[str, ...], int]]] = {
 
 
 def _check_credentials(mailbox: MailboxConfig) -> None:
-    """Read the password source now (``password_env`` set? ``password_file`` readable and not empty?).
+    """Read the password source now (`password_env` set? `password_file` readable and not empty?).
 
     Raises:
         ConfigError: naming the variable or file, never the value.
@@ -167,16 +167,16 @@ def check(
     clock: Callable[[], float] = time.monotonic,
     state_dir: str | os.PathLike[str] | None = None,
 ) -> CheckResult:
-    """Test the connection to ``mailbox`` stage by stage; never raises for a failing mailbox.
+    """Test the connection to `mailbox` stage by stage; never raises for a failing mailbox.
 
     Args:
         mailbox: The mailbox configuration.
-        clock: Monotonic seconds (for ``elapsed``).
+        clock: Monotonic seconds (for `elapsed`).
         state_dir: The state directory, where the built-in OAuth2 lifecycle keeps its token file.
 
     Returns:
-        A :class:`CheckResult`: ``ok`` with capabilities and message count, or the failing ``stage`` with an
-        actionable ``message`` (credentials never appear in it).
+        A `CheckResult`: `ok` with capabilities and message count, or the failing `stage` with an
+        actionable `message` (credentials never appear in it).
     """
     started = clock()
     try:

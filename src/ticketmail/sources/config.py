@@ -1,14 +1,14 @@
 """Mailbox configuration: one frozen attrs value per mailbox, loadable from TOML or a dict.
 
-Why a dedicated module: the poller, the CLI, ``check`` and every adapter read the same settings, and the
-operator's mistakes must surface once, at load time, as a :class:`~ticketmail.errors.ConfigError` that names
-the file, the ``[[mailboxes]]`` index and the key (``tickets.toml: mailboxes[2].port: expected an integer
+Why a dedicated module: the poller, the CLI, `check` and every adapter read the same settings, and the
+operator's mistakes must surface once, at load time, as a `ConfigError` that names
+the file, the `[[mailboxes]]` index and the key (``tickets.toml: mailboxes[2].port: expected an integer
 1-65535, got 'x'``), never as a socket error at 3 a.m.
 
-Secrets (passwords, OAuth2 tokens) are held in :class:`Secret`, whose ``repr``/``str`` are masked, so a
+Secrets (passwords, OAuth2 tokens) are held in `Secret`, whose `repr`/`str` are masked, so a
 config object can be logged, printed or put into an exception message without leaking them.
 
-The TOML file shape (every key is documented in ``docs/sources.md``)::
+The TOML file shape (every key is documented in `docs/sources.md`)::
 
     [storage]
     sqlite = "tickets.sqlite3"
@@ -77,7 +77,7 @@ DEFAULT_PORTS: Mapping[tuple[str, str], int] = {
 
 _PROTOCOLS = ("imap", "pop3", "maildir", "mbox", "pipe", "lmtp", "graph")
 DELIVERED_PROTOCOLS = ("pipe", "lmtp")
-"""Protocols of mailboxes the mail server delivers to (``ticketmail pipe``, ``ticketmail receive``): never polled."""
+"""Protocols of mailboxes the mail server delivers to (`ticketmail pipe`, `ticketmail receive`): never polled."""
 _SECURITIES = ("none", "ssl", "starttls")
 _OVERSIZE = ("skip", "headers")
 _FETCH = ("auto", "unseen", "all")
@@ -87,10 +87,10 @@ _OAUTH_GRANTS = ("auto", "refresh_token", "client_credentials", "service_account
 
 
 class Secret:
-    """A secret string that never shows itself in ``repr``, ``str``, f-strings or ``attrs.asdict``.
+    """A secret string that never shows itself in `repr`, `str`, f-strings or `attrs.asdict`.
 
-    Deliberately not an attrs class, so ``attrs.asdict(config)`` keeps the wrapper (masked) instead of
-    recursing into it. Use :meth:`reveal` at the one place that needs the value (the login command).
+    Deliberately not an attrs class, so `attrs.asdict(config)` keeps the wrapper (masked) instead of
+    recursing into it. Use `reveal()` at the one place that needs the value (the login command).
     """
 
     __slots__ = ("_value",)
@@ -177,65 +177,65 @@ class MailboxConfig:
     r"""Everything needed to fetch one mailbox, and the defaults the rules layer applies to its mail.
 
     Construct directly from Python (apps keeping config in their own database) or through
-    :func:`mailbox_from_dict` / :func:`load_config`. Every attribute is documented in ``docs/sources.md``.
+    `mailbox_from_dict()` / `load_config()`. Every attribute is documented in `docs/sources.md`.
 
     Attributes:
         name: Unique mailbox name (provenance, locks, health, duplicate scope).
-        protocol: ``imap``, ``pop3``, ``maildir``, ``mbox``; ``pipe`` for a mailbox the MTA delivers to
-            ``ticketmail pipe --mailbox NAME``, or ``lmtp`` (delivered by the mail server to
-            ``ticketmail receive``): nothing to fetch for those two, only ``address``/``addresses`` and the
+        protocol: `imap`, `pop3`, `maildir`, `mbox`; `pipe` for a mailbox the MTA delivers to
+            `ticketmail pipe --mailbox NAME`, or `lmtp` (delivered by the mail server to
+            `ticketmail receive`): nothing to fetch for those two, only `address`/`addresses` and the
             defaults apply.
-        address: The desk's address at this mailbox (mail *from* it is a loop); ``addresses`` adds more.
+        address: The desk's address at this mailbox (mail *from* it is a loop); `addresses` adds more.
         host: Server name or IP (remote protocols).
-        port: Server port; ``None`` picks the default for protocol and security (see :attr:`effective_port`).
-        security: ``ssl`` (implicit TLS, RFC 8314), ``starttls`` or ``none`` (plaintext; loopback/tests only).
+        port: Server port; `None` picks the default for protocol and security (see `effective_port`).
+        security: `ssl` (implicit TLS, RFC 8314), `starttls` or `none` (plaintext; loopback/tests only).
         ca_file: PEM bundle to verify the server certificate against, instead of the system store.
         verify: Verify the server certificate and host name. Turning it off must be explicit.
-        username: Login name (defaults to ``address`` when empty).
-        auth: ``password`` or ``oauth2`` (SASL XOAUTH2 with ``token_provider``).
-        password: The password (a :class:`Secret`); or use ``password_env`` / ``password_file``.
+        username: Login name (defaults to `address` when empty).
+        auth: `password` or `oauth2` (SASL XOAUTH2 with `token_provider`).
+        password: The password (a `Secret`); or use `password_env` / `password_file`.
         password_env: Name of an environment variable holding the password, read at login.
         password_file: Path of a file holding the password (trailing newline stripped), read at login.
-        token_provider: OAuth2 access-token callable (``auth = "oauth2"``); see ``ticketmail.sources.oauth``.
+        token_provider: OAuth2 access-token callable (`auth = "oauth2"`); see `ticketmail.sources.oauth`.
         path: Directory (Maildir) or file (mbox) for local protocols.
         folder: IMAP folder to fetch from.
-        after: Post-commit action: ``delete``, ``seen`` (keep, flag ``\Seen``) or ``move:FOLDER``.
-        fetch: ``unseen`` (only unseen messages), ``all`` (everything not yet processed) or ``auto``
-            (``unseen`` when ``after = "seen"``, else ``all``).
+        after: Post-commit action: `delete`, `seen` (keep, flag `\Seen`) or `move:FOLDER`.
+        fetch: `unseen` (only unseen messages), `all` (everything not yet processed) or `auto`
+            (`unseen` when `after = "seen"`, else `all`).
         max_per_run: Per-run message cap (a huge backlog cannot starve other mailboxes).
         batch_size: Messages the poller commits together in one unit of work (group commit); 1 commits each
             message on its own. Each message stays all-or-nothing and is acknowledged only after its group
             committed.
-        max_message_size: Messages larger than this (bytes) are never downloaded whole; ``None``: no limit.
-        oversize: ``skip`` (leave on the server, report) or ``headers`` (ingest the headers with a note).
+        max_message_size: Messages larger than this (bytes) are never downloaded whole; `None`: no limit.
+        oversize: `skip` (leave on the server, report) or `headers` (ingest the headers with a note).
         poll_interval: Seconds between polls (long-running mode).
         idle: Use IMAP IDLE for real-time delivery (polling fallback when the server lacks IDLE).
         enabled: Disabled mailboxes are loaded but never polled.
         max_retries: Failed processing attempts before quarantine.
-        quarantine_folder: IMAP folder a message moves to after ``max_retries`` failures.
+        quarantine_folder: IMAP folder a message moves to after `max_retries` failures.
         timeout: Network timeout in seconds for connect and every command.
         department: Default department for tickets from this mailbox.
         category: Default category.
         priority: Default priority id.
-        provider: Built-in OAuth2 token lifecycle (``microsoft``, ``google`` or ``generic``); see
-            ``docs/guides/oauth2.md``. Used when ``auth = "oauth2"`` (or ``protocol = "graph"``) and no
-            ``token_provider`` is given.
+        provider: Built-in OAuth2 token lifecycle (`microsoft`, `google` or `generic`); see
+            `docs/guides/oauth2.md`. Used when `auth = "oauth2"` (or `protocol = "graph"`) and no
+            `token_provider` is given.
         client_id: The OAuth2 application (client) id.
-        client_secret: The client secret (a :class:`Secret`); or ``client_secret_env`` / ``client_secret_file``.
+        client_secret: The client secret (a `Secret`); or `client_secret_env` / `client_secret_file`.
         client_secret_env: Environment variable holding the client secret.
         client_secret_file: File holding the client secret.
-        tenant: Microsoft Entra tenant id or domain (``organizations`` when unset).
+        tenant: Microsoft Entra tenant id or domain (`organizations` when unset).
         scopes: OAuth2 scopes; the default depends on provider, protocol and grant.
         token_url: Token endpoint override (sovereign clouds, tests).
         authorization_url: Authorization endpoint override.
         device_authorization_url: Device-authorization endpoint override (RFC 8628).
-        grant: ``auto`` (a stored refresh token, else client credentials or the service account),
-            ``refresh_token``, ``client_credentials`` or ``service_account`` (Google domain-wide delegation).
-        service_account_file: Google service-account JSON key file (``grant = "service_account"``).
+        grant: `auto` (a stored refresh token, else client credentials or the service account),
+            `refresh_token`, `client_credentials` or `service_account` (Google domain-wide delegation).
+        service_account_file: Google service-account JSON key file (`grant = "service_account"`).
         token_store: File of the stored refresh token and cached access token (default
-            ``<state dir>/oauth/<name>.json``).
-        mailbox: Microsoft Graph: the user or shared mailbox (``support@contoso.com``); defaults to ``address``.
-        graph_url: Microsoft Graph base URL (default ``https://graph.microsoft.com/v1.0``).
+            `<state dir>/oauth/<name>.json`).
+        mailbox: Microsoft Graph: the user or shared mailbox (`support@contoso.com`); defaults to `address`.
+        graph_url: Microsoft Graph base URL (default `https://graph.microsoft.com/v1.0`).
     """
 
     name: str = attrs.field(validator=_nonempty_str)
@@ -325,37 +325,37 @@ class MailboxConfig:
 
     @property
     def effective_port(self) -> int:
-        """``port``, or the well-known default for protocol and security."""
+        """`port`, or the well-known default for protocol and security."""
         if self.port is not None:
             return self.port
         return DEFAULT_PORTS.get((self.protocol, self.security), 0)
 
     @property
     def login(self) -> str:
-        """The login name: ``username``, or ``address`` when no username is set."""
+        """The login name: `username`, or `address` when no username is set."""
         return self.username or self.address or ""
 
     @property
     def after_action(self) -> Literal["delete", "seen", "move"]:
-        """``delete``, ``seen`` or ``move`` (see :attr:`move_folder`)."""
+        """`delete`, `seen` or `move` (see `move_folder`)."""
         if self.after.startswith("move:"):
             return "move"
         return "delete" if self.after == "delete" else "seen"
 
     @property
     def move_folder(self) -> str | None:
-        """Target folder of ``after = "move:FOLDER"``, else ``None``."""
+        """Target folder of `after = "move:FOLDER"`, else `None`."""
         return self.after[5:].strip() if self.after.startswith("move:") else None
 
     @property
     def fetch_mode(self) -> Literal["unseen", "all"]:
-        """``fetch`` with ``auto`` resolved."""
+        """`fetch` with `auto` resolved."""
         if self.fetch == "auto":
             return "unseen" if self.after_action == "seen" else "all"
         return self.fetch
 
     def secret(self) -> Secret:
-        """The password, read now from ``password``, ``password_env`` or ``password_file``.
+        """The password, read now from `password`, `password_env` or `password_file`.
 
         Raises:
             ConfigError: The variable is unset or the file unreadable (the message names it, never the value).
@@ -385,9 +385,9 @@ class MailboxConfig:
         raise ConfigError(f"mailbox {self.name!r}: no password configured", field="password")
 
     def access_token(self) -> Secret:
-        """A current OAuth2 access token from ``token_provider``, wrapped as a :class:`Secret`.
+        """A current OAuth2 access token from `token_provider`, wrapped as a `Secret`.
 
-        With ``provider`` set and no ``token_provider``, the built-in lifecycle (``ticketmail.oauth``) gets,
+        With `provider` set and no `token_provider`, the built-in lifecycle (`ticketmail.oauth`) gets,
         caches and refreshes it.
         """
         if self.token_provider is None and self.provider is not None:
@@ -417,7 +417,7 @@ class MailboxConfig:
     def token_refused(self) -> None:
         """Tell the built-in OAuth2 lifecycle that the server refused the last access token.
 
-        The next :meth:`access_token` then asks the token endpoint instead of reusing the cached one
+        The next `access_token()` then asks the token endpoint instead of reusing the cached one
         (a token revoked before its expiry). Does nothing for other token sources.
         """
         if self.provider is None:
@@ -429,7 +429,7 @@ class MailboxConfig:
             manager.invalidate()
 
     def context(self) -> MailboxContext:
-        """The :class:`~ticketmail.model.MailboxContext` the pipeline receives for this mailbox's mail."""
+        """The `MailboxContext` the pipeline receives for this mailbox's mail."""
         addresses = tuple(dict.fromkeys(a for a in (self.address, *self.addresses) if a))
         return MailboxContext(
             name=self.name,
@@ -441,7 +441,7 @@ class MailboxConfig:
 
 
 def _check_graph(config: MailboxConfig) -> None:
-    """Validation of ``protocol = "graph"`` (token only: Graph takes no password)."""
+    """Validation of `protocol = "graph"` (token only: Graph takes no password)."""
     if not (config.mailbox or config.address):
         raise ValueError("mailbox: required for protocol 'graph' (the user or shared mailbox address)")
     if config.token_provider is None and config.provider is None:
@@ -453,7 +453,7 @@ def _check_graph(config: MailboxConfig) -> None:
 
 
 def _check_oauth(config: MailboxConfig) -> None:
-    """Validation of the built-in OAuth2 lifecycle settings (``provider`` is set)."""
+    """Validation of the built-in OAuth2 lifecycle settings (`provider` is set)."""
     if config.auth != "oauth2" and config.protocol != "graph":
         raise ValueError("provider: set auth = 'oauth2' to use the built-in OAuth2 token lifecycle")
     secrets = [n for n in ("client_secret", "client_secret_env", "client_secret_file") if getattr(config, n)]
@@ -481,12 +481,12 @@ class SourcesConfig:
     """A loaded configuration file: storage settings and the mailboxes, in file order.
 
     Attributes:
-        path: The file it came from (``None`` for dicts).
-        sqlite: ``[storage] sqlite`` path, resolved relative to the file.
-        storage: The whole ``[storage]`` table (other keys for other backends).
-        mailboxes: The ``[[mailboxes]]`` entries.
+        path: The file it came from (`None` for dicts).
+        sqlite: `[storage] sqlite` path, resolved relative to the file.
+        storage: The whole `[storage]` table (other keys for other backends).
+        mailboxes: The `[[mailboxes]]` entries.
         raw: The whole parsed document, for other layers (rules, limits) to read their own tables; secret
-            values are wrapped in :class:`Secret` (see :func:`mask_secrets`).
+            values are wrapped in `Secret` (see `mask_secrets()`).
     """
 
     path: str | None
@@ -496,7 +496,7 @@ class SourcesConfig:
     raw: Mapping[str, Any] = attrs.field(factory=dict, hash=False, repr=False)
 
     def mailbox(self, name: str) -> MailboxConfig:
-        """The mailbox called ``name``; raises ConfigError when there is none."""
+        """The mailbox called `name`; raises ConfigError when there is none."""
         for mb in self.mailboxes:
             if mb.name == name:
                 return mb
@@ -563,9 +563,9 @@ _NOT_SECRET_SUFFIXES = ("_env", "_file", "_provider", "_url", "_endpoint")
 
 
 def _is_secret_key(key: object) -> bool:
-    """Whether a mailbox key holds a secret itself (``password``, ``client_secret``), not where one is kept.
+    """Whether a mailbox key holds a secret itself (`password`, `client_secret`), not where one is kept.
 
-    ``password_env``, ``token_file`` and the like name a variable or a file, which is not secret.
+    `password_env`, `token_file` and the like name a variable or a file, which is not secret.
     """
     name = str(key).lower()
     return any(word in name for word in _SECRET_WORDS) and not name.endswith(_NOT_SECRET_SUFFIXES)
@@ -593,10 +593,10 @@ def _mask_tree(value: Any) -> Any:
 
 
 def mask_secrets(doc: Mapping[str, Any]) -> dict[str, Any]:
-    """A deep copy of a parsed configuration document with every secret value wrapped in :class:`Secret`.
+    """A deep copy of a parsed configuration document with every secret value wrapped in `Secret`.
 
-    Covers every key that names a secret in any table (``password``, ``client_secret``, ``*token``, not
-    ``password_env``/``token_file``, which only say where one is kept) and a ``[storage] url`` with a
+    Covers every key that names a secret in any table (`password`, `client_secret`, `*token`, not
+    `password_env`/`token_file`, which only say where one is kept) and a `[storage] url` with a
     password; what is left is safe to log or keep around.
     """
     out: dict[str, Any] = _mask_tree(copy.deepcopy(dict(doc)))
@@ -643,15 +643,15 @@ def _file_token(path: str) -> TokenProvider:
 def mailbox_from_dict(
     data: Mapping[str, Any], *, base_dir: str | Path | None = None, where: str = "mailbox"
 ) -> MailboxConfig:
-    """Build a :class:`MailboxConfig` from a plain mapping (one ``[[mailboxes]]`` table).
+    """Build a `MailboxConfig` from a plain mapping (one `[[mailboxes]]` table).
 
-    Besides the attribute names, accepts ``token_provider = "pkg.mod:callable"`` (imported),
-    ``token_env = "VAR"`` and ``token_file = "path"`` for OAuth2. Relative paths (``ca_file``,
-    ``password_file``, ``token_file``, ``path``) are resolved against ``base_dir`` when given.
-    A ``token_provider`` given as a callable is used as is.
+    Besides the attribute names, accepts `token_provider = "pkg.mod:callable"` (imported),
+    `token_env = "VAR"` and `token_file = "path"` for OAuth2. Relative paths (`ca_file`,
+    `password_file`, `token_file`, `path`) are resolved against `base_dir` when given.
+    A `token_provider` given as a callable is used as is.
 
     Raises:
-        ConfigError: Unknown key, wrong type or invalid value; the message starts with ``where`` and the key.
+        ConfigError: Unknown key, wrong type or invalid value; the message starts with `where` and the key.
     """
     if not isinstance(data, Mapping):
         raise ConfigError(f"{where}: expected a table, got {type(data).__name__}")
@@ -705,11 +705,11 @@ def mailbox_from_dict(
 
 
 def load_config(path: str | Path) -> SourcesConfig:
-    """Load a TOML configuration file: ``[storage]`` and ``[[mailboxes]]``.
+    """Load a TOML configuration file: `[storage]` and `[[mailboxes]]`.
 
-    Every error is a :class:`~ticketmail.errors.ConfigError` whose message names the file, the mailbox
-    index and the key, e.g. ``/etc/tm.toml: mailboxes[1].port: expected int, got '993'``.
-    Mailbox names must be unique. Unknown top-level tables are kept in ``raw`` for other layers.
+    Every error is a `ConfigError` whose message names the file, the mailbox
+    index and the key, e.g. `/etc/tm.toml: mailboxes[1].port: expected int, got '993'`.
+    Mailbox names must be unique. Unknown top-level tables are kept in `raw` for other layers.
     """
     file = Path(path)
     try:

@@ -1,37 +1,37 @@
 r"""Microsoft Graph mailbox source: Exchange Online without IMAP, through the documented REST contract.
 
-``protocol = "graph"`` reads one folder of a user or shared mailbox (``mailbox = "support@contoso.com"``)
+`protocol = "graph"` reads one folder of a user or shared mailbox (`mailbox = "support@contoso.com"`)
 with the endpoints Microsoft documents for synchronising mail:
 
-* **delta query** on the folder, ``GET /users/{mailbox}/mailFolders/{folder}/messages/delta``: the first
+* **delta query** on the folder, `GET /users/{mailbox}/mailFolders/{folder}/messages/delta`: the first
   round lists every message, later rounds only what changed. A round is a chain of pages linked by
-  ``@odata.nextLink``; its last page carries ``@odata.deltaLink``, the start of the next round;
-* **the MIME of each message**, ``GET /users/{mailbox}/messages/{id}/$value``, so the same
-  `parse_email` applies as for IMAP; read as a stream and cut at ``max_message_size``
-  (``oversize = "skip"`` leaves the message in the folder and reports it, ``"headers"`` ingests its header
+  `@odata.nextLink`; its last page carries `@odata.deltaLink`, the start of the next round;
+* **the MIME of each message**, `GET /users/{mailbox}/messages/{id}/$value`, so the same
+  `parse_email` applies as for IMAP; read as a stream and cut at `max_message_size`
+  (`oversize = "skip"` leaves the message in the folder and reports it, `"headers"` ingests its header
   block with a note, as the IMAP source does);
-* **acknowledgement after commit**: ``after = "seen"`` is ``PATCH /messages/{id}`` with ``{"isRead": true}``,
-  ``"move:FOLDER"`` is ``POST /messages/{id}/move``, ``"delete"`` is ``DELETE /messages/{id}`` (to Deleted
+* **acknowledgement after commit**: `after = "seen"` is `PATCH /messages/{id}` with `{"isRead": true}`,
+  `"move:FOLDER"` is `POST /messages/{id}/move`, `"delete"` is `DELETE /messages/{id}` (to Deleted
   Items, like Outlook).
 
 Exactly once, as with every source: the provenance key is the message's **immutable id** (every request
-sends ``Prefer: IdType="ImmutableId"``, so the id survives moves between folders), the pipeline's ledger
+sends `Prefer: IdType="ImmutableId"`, so the id survives moves between folders), the pipeline's ledger
 turns a redelivery into a duplicate, and a message is acknowledged only after its commit. The delta link is
-persisted (``<state dir>/graph-<name>.json``, atomically) **only when a round is complete and every message
+persisted (`<state dir>/graph-<name>.json`, atomically) **only when a round is complete and every message
 it handed over was committed and acknowledged**. A visit cut short by the cap or the time budget saves a
-resume point instead (the ``@odata.nextLink`` of the first page with a message not yet acknowledged); after
-a crash or a failure, the next visit replays the round from the last saved point, and the ``skip`` check
-(``Pipeline.is_processed``) finishes the acknowledgement of what was already committed without downloading
-it again. A delta link the service no longer accepts (``410 Gone``) restarts with a full round.
+resume point instead (the `@odata.nextLink` of the first page with a message not yet acknowledged); after
+a crash or a failure, the next visit replays the round from the last saved point, and the `skip` check
+(`Pipeline.is_processed`) finishes the acknowledgement of what was already committed without downloading
+it again. A delta link the service no longer accepts (`410 Gone`) restarts with a full round.
 
-Throttling is honoured: ``429``, ``503`` and ``504`` are retried after the ``Retry-After`` the service sent
-(seconds or an HTTP date; exponential backoff without one), at most ``6`` times and never longer than 60 s
-per wait, then the visit ends with a ``throttled`` error and the poller's backoff takes over. A ``401``
-gets one retry with a fresh token. ``check`` stages: ``oauth`` (token), ``auth`` (the service refuses the
-token), ``permission`` (``403``: the app lacks ``Mail.ReadWrite`` or an application access policy excludes
-the mailbox), ``mailbox`` (unknown mailbox), ``folder`` (unknown folder).
+Throttling is honoured: `429`, `503` and `504` are retried after the `Retry-After` the service sent
+(seconds or an HTTP date; exponential backoff without one), at most `6` times and never longer than 60 s
+per wait, then the visit ends with a `throttled` error and the poller's backoff takes over. A `401`
+gets one retry with a fresh token. `check` stages: `oauth` (token), `auth` (the service refuses the
+token), `permission` (`403`: the app lacks `Mail.ReadWrite` or an application access policy excludes
+the mailbox), `mailbox` (unknown mailbox), `folder` (unknown folder).
 
-Needs the ``oauth`` extra (httpx), imported when a session opens.
+Needs the `oauth` extra (httpx), imported when a session opens.
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ __all__ = ["DEFAULT_GRAPH_URL", "GraphSession", "GraphSource", "check_graph"]
 log = logging.getLogger(__name__)
 
 DEFAULT_GRAPH_URL = "https://graph.microsoft.com/v1.0"
-"""The public cloud's Graph endpoint (national clouds: set ``graph_url``)."""
+"""The public cloud's Graph endpoint (national clouds: set `graph_url`)."""
 
 WELL_KNOWN_FOLDERS = frozenset(
     {
@@ -86,7 +86,7 @@ def _quote(value: str) -> str:
 
 
 class _Graph:
-    """A small Graph client: auth header, ``Prefer``, throttling, token refresh on 401, error mapping."""
+    """A small Graph client: auth header, `Prefer`, throttling, token refresh on 401, error mapping."""
 
     def __init__(
         self,
@@ -167,8 +167,8 @@ class _Graph:
         """Send a request (throttling and one token refresh handled); yield the response (any status < 500).
 
         Raises:
-            SourceError: Transport failure (``connect``), 401 twice (``auth``), throttled past the limit
-                (``throttled``), server errors (``stage``).
+            SourceError: Transport failure (`connect`), 401 twice (`auth`), throttled past the limit
+                (`throttled`), server errors (`stage`).
         """
         refreshed = False
         attempt = 0
@@ -226,7 +226,7 @@ class _Graph:
                 response.close()
 
     def json(self, method: str, url: str, *, what: str, stage: str = "fetch", json_body: Any = None) -> tuple[int, Any]:
-        """``(status, parsed JSON or None)`` of a request."""
+        """`(status, parsed JSON or None)` of a request."""
         with self.request(method, url, what=what, stage=stage, json_body=json_body) as response:
             response.read()
             try:
@@ -237,7 +237,7 @@ class _Graph:
 
 
 def _code(response: httpx.Response) -> str:
-    """``": ErrorCode"`` from a Graph error body (never its message: it may quote request data)."""
+    """`": ErrorCode"` from a Graph error body (never its message: it may quote request data)."""
     try:
         if not response.is_stream_consumed:
             response.read()
@@ -254,10 +254,10 @@ def _code(response: httpx.Response) -> str:
 class _DeltaState:
     """The persisted sync state of one mailbox folder (atomic JSON file, or memory without a state dir).
 
-    ``delta_link``: where the current round started (the previous round's ``@odata.deltaLink``; ``None``
-    before the first complete round). ``resume``: a ``@odata.nextLink`` of the current round before which
+    `delta_link`: where the current round started (the previous round's `@odata.deltaLink`; `None`
+    before the first complete round). `resume`: a `@odata.nextLink` of the current round before which
     every message was committed and acknowledged (a visit cut short by the cap or the budget continues
-    there instead of replaying the round); ``None`` to start at ``delta_link``.
+    there instead of replaying the round); `None` to start at `delta_link`.
     """
 
     def __init__(self, path: Path | None, key: str) -> None:
@@ -266,7 +266,7 @@ class _DeltaState:
         self._memory: tuple[str | None, str | None] = (None, None)
 
     def load(self) -> tuple[str | None, str | None]:
-        """``(delta_link, resume)``."""
+        """`(delta_link, resume)`."""
         if self.path is None:
             return self._memory
         try:
@@ -343,7 +343,7 @@ class GraphSession:
     # -- setup ------------------------------------------------------------------------------------------
 
     def open(self) -> None:
-        """Resolve the folder (stages ``mailbox``, ``permission``, ``folder``).
+        """Resolve the folder (stages `mailbox`, `permission`, `folder`).
 
         A well-known folder name needs no request (the delta query's answer tells an unknown mailbox or a
         missing permission); other names are looked up by display name.
@@ -353,10 +353,10 @@ class GraphSession:
         self._total = total if isinstance(total, int) else None
 
     def describe(self) -> int | None:
-        """For ``check``: read the folder resource (its message count) and the first delta page.
+        """For `check`: read the folder resource (its message count) and the first delta page.
 
         Raises:
-            SourceError: ``auth``, ``permission``, ``mailbox`` or ``folder``, as for a fetch.
+            SourceError: `auth`, `permission`, `mailbox` or `folder`, as for a fetch.
         """
         count = self._total
         if count is None:
@@ -389,7 +389,7 @@ class GraphSession:
         return self.graph._error(f"Microsoft Graph answered HTTP {status} while {what}", "fetch")
 
     def _resolve_folder(self, folder: str, *, stage: str) -> tuple[str, Any]:
-        """``(folder id or well-known name, folder resource or None)``; raises ``mailbox``/``folder`` errors."""
+        """`(folder id or well-known name, folder resource or None)`; raises `mailbox`/`folder` errors."""
         name = folder.strip().strip("/")
         if name.lower() in WELL_KNOWN_FOLDERS:
             return name.lower(), None
@@ -450,7 +450,7 @@ class GraphSession:
         return f"{self._folder_url(self.folder_id)}/messages/delta?$select=id,isRead,parentFolderId"
 
     def fetch(self, *, limit: int | None = None) -> Iterator[RawItem]:
-        """Yield the messages of the current delta round not yet committed, at most ``limit``."""
+        """Yield the messages of the current delta round not yet committed, at most `limit`."""
         stored, resume = self.source.delta.load()
         self._start_delta = stored
         link: str | None = resume or stored or self._initial_link()
@@ -509,7 +509,7 @@ class GraphSession:
         self._settle_round()
 
     def _item(self, entry: dict[str, Any], page: _Page | None = None) -> RawItem | None:
-        """The item for one delta entry, or ``None`` (already committed, not wanted, oversize-skipped)."""
+        """The item for one delta entry, or `None` (already committed, not wanted, oversize-skipped)."""
         cfg = self.config
         message_id: str = entry["id"]
         provenance = Provenance(mailbox=cfg.name, kind="graph", key=message_id)
@@ -587,13 +587,13 @@ class GraphSession:
         return self._destination
 
     def _ensure_folder(self, name: str) -> str:
-        """The id of folder ``name`` (a well-known name or a display-name path), created when missing.
+        """The id of folder `name` (a well-known name or a display-name path), created when missing.
 
-        Like the IMAP source, a missing target of ``after = "move:F"`` (or the quarantine folder) is created:
+        Like the IMAP source, a missing target of `after = "move:F"` (or the quarantine folder) is created:
         its last path segment under the folder its parents name (the top level for a single name).
 
         Raises:
-            SourceError: ``ack``: the folder could not be found nor created.
+            SourceError: `ack`: the folder could not be found nor created.
         """
         try:
             folder_id, _ = self._resolve_folder(name, stage="ack")
@@ -639,7 +639,7 @@ class GraphSession:
             )
 
     def acknowledge(self, item: RawItem) -> None:
-        """Apply ``after`` to a committed message; the delta link advances once the round is all done."""
+        """Apply `after` to a committed message; the delta link advances once the round is all done."""
         self._apply_after(item.provenance.key)
         self._outstanding.discard(item.provenance.key)
         self._acked.add(item.provenance.key)
@@ -699,7 +699,7 @@ class GraphSession:
         self._pages.clear()
 
     def pending(self) -> int | None:
-        """Messages in the folder when the visit began (Graph's ``totalItemCount``), if known."""
+        """Messages in the folder when the visit began (Graph's `totalItemCount`), if known."""
         return self._total
 
     def close(self) -> None:
@@ -714,11 +714,11 @@ class GraphSource:
     """A Microsoft Graph mailbox folder as a `Source`.
 
     Args:
-        config: The mailbox (``protocol = "graph"``).
-        skip: ``skip(provenance)``: already committed (``Pipeline.is_processed``); see the module docstring.
-        state_dir: Where the delta link (``graph-<name>.json``) and retry counters live; ``None`` keeps them
+        config: The mailbox (`protocol = "graph"`).
+        skip: `skip(provenance)`: already committed (`Pipeline.is_processed`); see the module docstring.
+        state_dir: Where the delta link (`graph-<name>.json`) and retry counters live; `None` keeps them
             in memory for the life of this object.
-        client: An ``httpx.Client`` to use (tests, proxies); by default one per session.
+        client: An `httpx.Client` to use (tests, proxies); by default one per session.
         sleep: Waits for throttling (tests pass a fake).
     """
 
@@ -781,13 +781,13 @@ def _body_code(body: Any) -> str:
 
 
 def _mailbox_missing(body: Any) -> bool:
-    """Whether a Graph 404 names the mailbox (``ErrorInvalidUser``, ``MailboxNotEnabledForRESTAPI`` ...)."""
+    """Whether a Graph 404 names the mailbox (`ErrorInvalidUser`, `MailboxNotEnabledForRESTAPI` ...)."""
     code = _body_code(body).lower()
     return any(word in code for word in ("user", "mailbox", "recipient"))
 
 
 def check_graph(config: MailboxConfig) -> tuple[tuple[str, ...], int]:
-    """For ``ticketmail check``: open the folder, read its count and one delta page; nothing is changed."""
+    """For `ticketmail check`: open the folder, read its count and one delta page; nothing is changed."""
     source = GraphSource(config)
     with source.session() as session:
         return (), session.describe() or 0

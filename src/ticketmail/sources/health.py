@@ -1,23 +1,23 @@
 """Mailbox health: what an operator needs to see before users complain that "mail stopped".
 
 The seed products answer "connection failed" and nothing else. Here every poll of a mailbox updates one
-:class:`MailboxHealth` record: whether the mailbox is reachable, when it last synced successfully, how many
-messages are still waiting, the last error *with the stage that failed* (``dns``, ``connect``, ``tls``,
-``auth``, ``folder``, ``fetch``, ``ack``, ``backend``, ``lock``), and how many runs in a row failed.
+`MailboxHealth` record: whether the mailbox is reachable, when it last synced successfully, how many
+messages are still waiting, the last error *with the stage that failed* (`dns`, `connect`, `tls`,
+`auth`, `folder`, `fetch`, `ack`, `backend`, `lock`), and how many runs in a row failed.
 
 State file
-    The records live in a small JSON file (by default ``health.json`` in the state directory next to the
-    database, see :mod:`ticketmail.sources.poller`) so that ``ticketmail status`` in another process can read
-    them. Writers serialise on an ``flock`` of ``health.json.lock`` and replace the file atomically
-    (write a temporary file, ``fsync``, ``rename``), so a reader never sees half a file and a crashed
-    writer never corrupts it. The format is a JSON object ``{"version": 1, "mailboxes": {name: record}}``;
-    timestamps are ISO 8601 with offset. No secret ever goes into it: errors are stored by ``code``,
-    ``stage`` and their (secret-free) message.
+    The records live in a small JSON file (by default `health.json` in the state directory next to the
+    database, see `ticketmail.sources.poller`) so that `ticketmail status` in another process can read
+    them. Writers serialise on an `flock` of `health.json.lock` and replace the file atomically
+    (write a temporary file, `fsync`, `rename`), so a reader never sees half a file and a crashed
+    writer never corrupts it. The format is a JSON object `{"version": 1, "mailboxes": {name: record}}`;
+    timestamps are ISO 8601 with offset. No secret ever goes into it: errors are stored by `code`,
+    `stage` and their (secret-free) message.
 
 Events
-    Plain callables receive a :class:`HealthEvent` when a mailbox becomes unreachable (its first failed
+    Plain callables receive a `HealthEvent` when a mailbox becomes unreachable (its first failed
     connection after being reachable or never tried) and when it recovers (its first success after being
-    unreachable). A storage failure (``BackendError``) is an error of the run, not of the mailbox: it is
+    unreachable). A storage failure (`BackendError`) is an error of the run, not of the mailbox: it is
     recorded and counted, but does not mark the mailbox unreachable. A listener that raises is logged and
     ignored: alerting must never break polling.
 """
@@ -61,7 +61,7 @@ def _parse_time(value: object) -> _dt.datetime | None:
 
 @attrs.frozen
 class ErrorInfo:
-    """The last error of a mailbox: stable ``code``, the failing ``stage`` and a human ``message``."""
+    """The last error of a mailbox: stable `code`, the failing `stage` and a human `message`."""
 
     code: str
     stage: str
@@ -89,16 +89,16 @@ class MailboxHealth:
 
     Attributes:
         name: The mailbox name.
-        reachable: ``True`` after a successful connection, ``False`` after a failed one, ``None`` if never
+        reachable: `True` after a successful connection, `False` after a failed one, `None` if never
             polled.
         last_attempt: When the last poll started.
         last_success: When a poll last completed without error.
-        waiting: Messages still waiting after the last successful poll (``None`` when the source cannot tell).
+        waiting: Messages still waiting after the last successful poll (`None` when the source cannot tell).
         last_error: The last error, if the last poll failed (cleared by a success).
         consecutive_failures: Failed polls in a row (0 after a success).
         last_processed: Messages processed (acknowledged) by the last poll.
         last_failed: Messages the last poll left in place because processing failed.
-        last_oversized: Messages the last poll left on the server for exceeding ``max_message_size``.
+        last_oversized: Messages the last poll left on the server for exceeding `max_message_size`.
     """
 
     name: str
@@ -114,7 +114,7 @@ class MailboxHealth:
 
     @property
     def state(self) -> str:
-        """``ok``, ``failing`` (reachable, but runs fail), ``unreachable`` or ``unknown``."""
+        """`ok`, `failing` (reachable, but runs fail), `unreachable` or `unknown`."""
         if self.reachable is None:
             return "unknown"
         if not self.reachable:
@@ -139,7 +139,7 @@ class MailboxHealth:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> MailboxHealth:
-        """Rebuild a record written by :meth:`to_dict`; unknown or mistyped values fall back to defaults."""
+        """Rebuild a record written by `to_dict()`; unknown or mistyped values fall back to defaults."""
         err = data.get("last_error")
         error = None
         if isinstance(err, Mapping):
@@ -169,7 +169,7 @@ class MailboxHealth:
 
 @attrs.frozen
 class HealthEvent:
-    """A change of reachability: ``kind`` is ``unreachable`` or ``recovered``."""
+    """A change of reachability: `kind` is `unreachable` or `recovered`."""
 
     kind: Literal["unreachable", "recovered"]
     mailbox: str
@@ -181,7 +181,7 @@ HealthListener = Callable[[HealthEvent], None]
 
 
 def read_health(path: str | os.PathLike[str]) -> dict[str, MailboxHealth]:
-    """Read a health state file (what ``ticketmail status`` does); a missing file means no data yet.
+    """Read a health state file (what `ticketmail status` does); a missing file means no data yet.
 
     Raises:
         TicketmailError: the file exists but is not a health state file.
@@ -208,10 +208,10 @@ class HealthStore:
     """Health records of many mailboxes, optionally persisted to a JSON state file.
 
     Args:
-        path: The state file (``None`` keeps records in memory only).
-        listeners: Callables notified of :class:`HealthEvent` changes.
+        path: The state file (`None` keeps records in memory only).
+        listeners: Callables notified of `HealthEvent` changes.
 
-    Thread-safe; several processes may share one file (updates are read-modify-write under ``flock``).
+    Thread-safe; several processes may share one file (updates are read-modify-write under `flock`).
     """
 
     def __init__(self, path: str | os.PathLike[str] | None = None, *, listeners: Sequence[HealthListener] = ()) -> None:
@@ -221,7 +221,7 @@ class HealthStore:
         self._mutex = threading.Lock()
 
     def get(self, name: str) -> MailboxHealth:
-        """The record of ``name`` (a fresh ``unknown`` one if never polled)."""
+        """The record of `name` (a fresh `unknown` one if never polled)."""
         return self.all().get(name) or MailboxHealth(name=name)
 
     def all(self) -> dict[str, MailboxHealth]:
@@ -235,7 +235,7 @@ class HealthStore:
             return dict(self._memory)
 
     def record_attempt(self, name: str, *, at: _dt.datetime) -> MailboxHealth:
-        """Note that a poll of ``name`` started."""
+        """Note that a poll of `name` started."""
         return self._update(name, lambda h: attrs.evolve(h, last_attempt=at))[1]
 
     def record_success(
@@ -248,7 +248,7 @@ class HealthStore:
         failed: int = 0,
         oversized: int = 0,
     ) -> MailboxHealth:
-        """Record a completed poll; fires ``recovered`` if the mailbox was unreachable."""
+        """Record a completed poll; fires `recovered` if the mailbox was unreachable."""
 
         def change(h: MailboxHealth) -> MailboxHealth:
             return attrs.evolve(
@@ -271,7 +271,7 @@ class HealthStore:
     def record_failure(
         self, name: str, *, at: _dt.datetime, error: TicketmailError, processed: int = 0, failed: int = 0
     ) -> MailboxHealth:
-        """Record a failed poll; a source error marks the mailbox unreachable (and fires ``unreachable``)."""
+        """Record a failed poll; a source error marks the mailbox unreachable (and fires `unreachable`)."""
         info = ErrorInfo.from_error(error)
         # The mailbox answered if the failure came after connecting: storage, an acknowledgement or a lock.
         mailbox_down = isinstance(error, SourceError) and info.stage not in ("ack", "lock")
@@ -349,7 +349,7 @@ class HealthStore:
         payload = {"version": _FORMAT_VERSION, "mailboxes": {k: v.to_dict() for k, v in sorted(records.items())}}
         fd, tmp = tempfile.mkstemp(prefix=".health-", dir=path.parent)
         try:
-            os.fchmod(fd, 0o644)  # ``ticketmail status`` may run as another user; no secrets inside
+            os.fchmod(fd, 0o644)  # `ticketmail status` may run as another user; no secrets inside
             with os.fdopen(fd, "w", encoding="utf-8") as fh:
                 json.dump(payload, fh, indent=1, sort_keys=True)
                 fh.flush()

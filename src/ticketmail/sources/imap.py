@@ -1,40 +1,40 @@
 r"""IMAP source: bulk UID fetches of the original bytes, acknowledgement after commit, bounded retries, IDLE.
 
 The only module that imports imap-tools (for its IDLE manager and modified UTF-7 folder names, RFC 3501
-section 5.1.3); the protocol work is plain ``imaplib`` because imap-tools neither keeps the original bytes nor
-leaves ``\Seen`` alone by default.
+section 5.1.3); the protocol work is plain `imaplib` because imap-tools neither keeps the original bytes nor
+leaves `\Seen` alone by default.
 
 How a session works (RFC 9051 / RFC 3501 references):
 
-* Connect stage by stage (``ticketmail.sources._net``), STARTTLS when configured (RFC 3501 section 6.2.1),
+* Connect stage by stage (`ticketmail.sources._net`), STARTTLS when configured (RFC 3501 section 6.2.1),
   authenticate with LOGIN (AUTHENTICATE PLAIN for non-ASCII credentials) or SASL XOAUTH2, then SELECT the
-  folder read-write and remember ``UIDVALIDITY`` (section 2.3.1.1): provenance keys are
-  ``"<uidvalidity>:<uid>"``, never sequence numbers, so a server renumbering invalidates old keys instead of
+  folder read-write and remember `UIDVALIDITY` (section 2.3.1.1): provenance keys are
+  `"<uidvalidity>:<uid>"`, never sequence numbers, so a server renumbering invalidates old keys instead of
   silently pointing them at other messages.
-* ``fetch``: ``UID SEARCH UNDELETED NOT KEYWORD $TmQuarantined`` (+ ``UNSEEN`` in ``unseen`` mode), oldest
-  first. UIDs the ``skip`` callable reports as already committed are acknowledged without download. Then one
-  ``UID FETCH <set> (RFC822.SIZE FLAGS)`` for the selected UIDs, and the bodies with ``BODY.PEEK[]`` (PEEK:
-  fetching must not set ``\Seen``, section 6.4.5) in batches of up to ``batch_size`` messages or
-  ``batch_bytes`` bytes: one round trip per batch, not per message. Oversize messages (``RFC822.SIZE`` above
-  ``max_message_size``) are never downloaded whole: ``skip`` leaves them and records an
-  :class:`~ticketmail.sources.base.OversizeNotice`; ``headers`` fetches ``BODY.PEEK[HEADER]``, flags the
-  message ``$TmTruncated`` and yields a truncated item whose body is a note saying where the original stays.
-* ``acknowledge`` (only after the pipeline committed): ``seen`` stores ``\Seen``; ``move:F`` uses ``UID MOVE``
-  (RFC 6851) or ``UID COPY`` + ``\Deleted`` + expunge; ``delete`` stores ``\Deleted`` at once and expunges with
-  ``UID EXPUNGE`` (RFC 4315 UIDPLUS) every few messages and at the end (plain ``EXPUNGE`` without UIDPLUS).
-  A message flagged ``\Deleted`` is already committed, so a crash before the expunge loses nothing; the next
-  session expunges such leftovers once the ledger (``skip``) confirms they were committed.
-* A truncated item (``oversize = "headers"``) is never deleted or moved away as if processed, whatever
-  ``after`` says: its original is the only full copy. With ``after = "seen"`` it is flagged ``\Seen`` and
-  stays where it is; with ``delete`` or ``move:F`` it moves to ``quarantine_folder`` (flagged
-  ``$TmQuarantined`` in place when that folder cannot be used). A committed item whose acknowledgement was
-  lost is recognised as truncated by its ``$TmTruncated`` keyword or its size, and kept the same way.
-* ``release(failed=True)`` counts failures in a keyword ``$TmFail1`` .. ``$TmFailN`` on the message itself
-  (survives restarts and other hosts). At ``max_retries`` it is moved to ``quarantine_folder`` (created when
-  missing), or, if that fails, flagged ``$TmQuarantined`` so fetch ignores it. Never deleted. Servers that
-  cannot store keywords (``PERMANENTFLAGS`` without ``\*``) quarantine at the first failure.
-* ``wait_for_changes(timeout)``: IDLE (RFC 2177), re-issued at least every 25 minutes (the RFC's 29-minute
-  server limit with margin); without IDLE a ``NOOP`` every few seconds (polling fallback).
+* `fetch`: `UID SEARCH UNDELETED NOT KEYWORD $TmQuarantined` (+ `UNSEEN` in `unseen` mode), oldest
+  first. UIDs the `skip` callable reports as already committed are acknowledged without download. Then one
+  `UID FETCH <set> (RFC822.SIZE FLAGS)` for the selected UIDs, and the bodies with `BODY.PEEK[]` (PEEK:
+  fetching must not set `\Seen`, section 6.4.5) in batches of up to `batch_size` messages or
+  `batch_bytes` bytes: one round trip per batch, not per message. Oversize messages (`RFC822.SIZE` above
+  `max_message_size`) are never downloaded whole: `skip` leaves them and records an
+  `OversizeNotice`; `headers` fetches `BODY.PEEK[HEADER]`, flags the
+  message `$TmTruncated` and yields a truncated item whose body is a note saying where the original stays.
+* `acknowledge` (only after the pipeline committed): `seen` stores `\Seen`; `move:F` uses `UID MOVE`
+  (RFC 6851) or `UID COPY` + `\Deleted` + expunge; `delete` stores `\Deleted` at once and expunges with
+  `UID EXPUNGE` (RFC 4315 UIDPLUS) every few messages and at the end (plain `EXPUNGE` without UIDPLUS).
+  A message flagged `\Deleted` is already committed, so a crash before the expunge loses nothing; the next
+  session expunges such leftovers once the ledger (`skip`) confirms they were committed.
+* A truncated item (`oversize = "headers"`) is never deleted or moved away as if processed, whatever
+  `after` says: its original is the only full copy. With `after = "seen"` it is flagged `\Seen` and
+  stays where it is; with `delete` or `move:F` it moves to `quarantine_folder` (flagged
+  `$TmQuarantined` in place when that folder cannot be used). A committed item whose acknowledgement was
+  lost is recognised as truncated by its `$TmTruncated` keyword or its size, and kept the same way.
+* `release(failed=True)` counts failures in a keyword `$TmFail1` .. `$TmFailN` on the message itself
+  (survives restarts and other hosts). At `max_retries` it is moved to `quarantine_folder` (created when
+  missing), or, if that fails, flagged `$TmQuarantined` so fetch ignores it. Never deleted. Servers that
+  cannot store keywords (`PERMANENTFLAGS` without `\*`) quarantine at the first failure.
+* `wait_for_changes(timeout)`: IDLE (RFC 2177), re-issued at least every 25 minutes (the RFC's 29-minute
+  server limit with margin); without IDLE a `NOOP` every few seconds (polling fallback).
 """
 
 from __future__ import annotations
@@ -81,11 +81,11 @@ __all__ = [
 log = logging.getLogger("ticketmail.sources.imap")
 
 FAIL_KEYWORD_PREFIX = "$TmFail"
-"""Keywords ``$TmFail1`` .. ``$TmFailN`` count processing failures on a message."""
+"""Keywords `$TmFail1` .. `$TmFailN` count processing failures on a message."""
 QUARANTINE_KEYWORD = "$TmQuarantined"
-"""Set on a message that reached ``max_retries`` but could not be moved to the quarantine folder."""
+"""Set on a message that reached `max_retries` but could not be moved to the quarantine folder."""
 TRUNCATED_KEYWORD = "$TmTruncated"
-"""Set on a message ingested headers-only (``oversize = "headers"``): it is kept, never deleted."""
+"""Set on a message ingested headers-only (`oversize = "headers"`): it is kept, never deleted."""
 
 _IDLE_MAX = 25 * 60.0  # RFC 2177: servers may log out an idle client after 29 minutes; re-IDLE well before
 _POLL_STEP = 5.0  # polling fallback: NOOP interval
@@ -99,7 +99,7 @@ _FAIL_RE = re.compile(r"^\$TmFail(\d+)$", re.IGNORECASE)
 
 
 def uid_set(uids: Iterable[int]) -> str:
-    """A compact IMAP sequence set (RFC 3501 section 9, ``sequence-set``): ``1:3,7,9:10``."""
+    """A compact IMAP sequence set (RFC 3501 section 9, `sequence-set`): `1:3,7,9:10`."""
     ordered = sorted(set(uids))
     parts: list[str] = []
     i = 0
@@ -113,7 +113,7 @@ def uid_set(uids: Iterable[int]) -> str:
 
 
 def _chunks(uids: list[int], size: int | None = None) -> Iterator[list[int]]:
-    """Slices of ``uids``, so no command line outgrows server limits (Dovecot: 64 KiB, others 8 KiB)."""
+    """Slices of `uids`, so no command line outgrows server limits (Dovecot: 64 KiB, others 8 KiB)."""
     size = size or _MAX_UIDS_PER_COMMAND
     for start in range(0, len(uids), size):
         yield uids[start : start + size]
@@ -125,7 +125,7 @@ def _quote(folder: str) -> str:
 
 
 def fail_count(flags: Iterable[str]) -> int:
-    """The failure count recorded in ``$TmFailN`` keywords (the highest N, 0 when none)."""
+    """The failure count recorded in `$TmFailN` keywords (the highest N, 0 when none)."""
     best = 0
     for flag in flags:
         m = _FAIL_RE.match(flag)
@@ -135,7 +135,7 @@ def fail_count(flags: Iterable[str]) -> int:
 
 
 class _IMAP4(imaplib.IMAP4):
-    """imaplib on a socket that ``_net.open_socket`` already connected (and maybe TLS-wrapped)."""
+    """imaplib on a socket that `_net.open_socket` already connected (and maybe TLS-wrapped)."""
 
     def __init__(self, sock: socket.socket, host: str, port: int, timeout: float) -> None:
         self._tm_sock = sock
@@ -160,12 +160,12 @@ class ImapSource:
     """An IMAP mailbox (see the module docstring).
 
     Args:
-        config: The mailbox (``protocol = "imap"``).
-        skip: ``skip(provenance) -> True`` for items already committed (e.g. ``Pipeline.is_processed``); they
+        config: The mailbox (`protocol = "imap"`).
+        skip: `skip(provenance) -> True` for items already committed (e.g. `Pipeline.is_processed`); they
             are acknowledged without being downloaded.
-        batch_size: Messages per ``UID FETCH`` round trip.
+        batch_size: Messages per `UID FETCH` round trip.
         batch_bytes: Upper bound of message bytes per round trip.
-        ack_batch: Acknowledgements sent together (1: each at once); see :meth:`ImapSession.acknowledge`.
+        ack_batch: Acknowledgements sent together (1: each at once); see `ImapSession.acknowledge()`.
     """
 
     def __init__(
@@ -213,17 +213,17 @@ class ImapSource:
 
 
 class ImapSession:
-    r"""One authenticated IMAP connection with the folder selected. Obtain through :meth:`ImapSource.session`.
+    r"""One authenticated IMAP connection with the folder selected. Obtain through `ImapSource.session()`.
 
-    ``readonly=True`` opens the folder with ``EXAMINE`` (used by ``check``): nothing, not even ``\Recent``,
+    `readonly=True` opens the folder with `EXAMINE` (used by `check`): nothing, not even `\Recent`,
     changes; acknowledging is then refused by the server.
 
     Attributes:
-        capabilities: Server capabilities after login (upper case), e.g. ``{"IDLE", "MOVE", "UIDPLUS"}``.
+        capabilities: Server capabilities after login (upper case), e.g. `{"IDLE", "MOVE", "UIDPLUS"}`.
         uidvalidity: The selected folder's UIDVALIDITY.
         exists: Message count of the folder at SELECT (updated by IDLE/NOOP).
-        oversized: Messages left on the server by the ``skip`` oversize policy during this session.
-        acknowledged_skipped: Items acknowledged without download because ``skip`` reported them committed.
+        oversized: Messages left on the server by the `skip` oversize policy during this session.
+        acknowledged_skipped: Items acknowledged without download because `skip` reported them committed.
     """
 
     def __init__(
@@ -402,7 +402,7 @@ class ImapSession:
     def search(self, *extra: str) -> list[int]:
         """UIDs of candidate messages, oldest first (see the module docstring for the criteria).
 
-        With ``oversize = "skip"`` the server filters out messages over the limit (``SMALLER``, RFC 3501
+        With `oversize = "skip"` the server filters out messages over the limit (`SMALLER`, RFC 3501
         section 6.4.4), so a pile of oversize mail never eats the per-run cap; they are reported separately.
         """
         criteria = ["UNDELETED"]
@@ -414,11 +414,11 @@ class ImapSession:
         return sorted(int(x) for x in (data[0] or b"").split())
 
     def pending(self) -> int:
-        """Messages still waiting to be processed, as of the last :meth:`fetch`'s ``UID SEARCH``.
+        """Messages still waiting to be processed, as of the last `fetch()`'s `UID SEARCH`.
 
         No server round trip (so it never delays IDLE): the candidates of the last search, less those
         acknowledged, handed over and committed in this session, or reported committed by the ledger
-        (``skip``). Oversize messages left by ``oversize = "skip"`` (reported in ``oversized``) and
+        (`skip`). Oversize messages left by `oversize = "skip"` (reported in `oversized`) and
         quarantined ones were never candidates. Mail that arrived after that search is not counted yet.
         """
         candidates = self._last_candidates
@@ -428,10 +428,10 @@ class ImapSession:
         return sum(1 for uid in candidates if uid not in self._committed and not skip(self._provenance(uid)))
 
     def _queue_committed_leftovers(self) -> None:
-        r"""Queue for expunge the messages a killed earlier run flagged ``\Deleted`` but never expunged.
+        r"""Queue for expunge the messages a killed earlier run flagged `\Deleted` but never expunged.
 
-        Once per session, and only with ``UIDPLUS`` (``UID EXPUNGE`` removes exactly the UIDs named) and a
-        ``skip`` callback: a ``\Deleted`` message is expunged only when the ledger says it was committed,
+        Once per session, and only with `UIDPLUS` (`UID EXPUNGE` removes exactly the UIDs named) and a
+        `skip` callback: a `\Deleted` message is expunged only when the ledger says it was committed,
         so mail someone else flagged for deletion in a shared folder is left to its owner.
         """
         if self._leftovers_checked or self.readonly or self.skip is None:
@@ -456,7 +456,7 @@ class ImapSession:
             self._oversize(uid, size, flags, limit)
 
     def fetch(self, *, limit: int | None = None) -> Iterator[RawItem]:
-        """Yield up to ``limit`` (default ``max_per_run``) messages, oldest first, fetched in batches."""
+        """Yield up to `limit` (default `max_per_run`) messages, oldest first, fetched in batches."""
         cap = self.config.max_per_run if limit is None else limit
         if cap <= 0:
             return
@@ -636,14 +636,14 @@ class ImapSession:
     # --- acknowledgement ------------------------------------------------------------------------------
 
     def acknowledge(self, item: RawItem) -> None:
-        """Apply ``after`` (delete / move / seen) to a committed item.
+        """Apply `after` (delete / move / seen) to a committed item.
 
-        Acknowledgements are queued and sent as one ``UID STORE``/``UID MOVE`` with a UID set every
-        ``ack_batch`` items, before IDLE and when the session ends (also when it ends with an exception).
+        Acknowledgements are queued and sent as one `UID STORE`/`UID MOVE` with a UID set every
+        `ack_batch` items, before IDLE and when the session ends (also when it ends with an exception).
         A truncated item is kept instead, at once (see the module docstring): never deleted or moved away.
         Deferring is safe because the item is already committed: a crash loses at most the pending
-        acknowledgements, and the ledger turns their redelivery into ``duplicate`` outcomes that are
-        acknowledged then. Errors of a deferred batch surface from the call that sends it (stage ``ack``).
+        acknowledgements, and the ledger turns their redelivery into `duplicate` outcomes that are
+        acknowledged then. Errors of a deferred batch surface from the call that sends it (stage `ack`).
         """
         uid = self._uid_of(item)
         self._committed.add(uid)
@@ -715,7 +715,7 @@ class ImapSession:
                 raise imaplib.IMAP4.error(f"EXPUNGE answered {typ}: {server_text(data)}")
 
     def flush(self) -> None:
-        """Send queued acknowledgements and expunge messages acknowledged with ``delete``."""
+        """Send queued acknowledgements and expunge messages acknowledged with `delete`."""
         if self._client is None:
             return
         self._send_acks()
@@ -724,7 +724,7 @@ class ImapSession:
                 self._expunge()
 
     def release(self, item: RawItem, *, failed: bool) -> None:
-        """Leave the message; on failure count it (``$TmFailN``) and quarantine it at ``max_retries``."""
+        """Leave the message; on failure count it (`$TmFailN`) and quarantine it at `max_retries`."""
         if not failed:
             return
         uid = self._uid_of(item)
@@ -757,9 +757,9 @@ class ImapSession:
     # --- waiting --------------------------------------------------------------------------------------
 
     def wait_for_changes(self, timeout: float) -> bool:
-        """Block up to ``timeout`` s until new mail arrives: IDLE when offered, else NOOP polling.
+        """Block up to `timeout` s until new mail arrives: IDLE when offered, else NOOP polling.
 
-        Returns true at once when the last :meth:`fetch` stopped at its limit with more messages waiting
+        Returns true at once when the last `fetch()` stopped at its limit with more messages waiting
         (a backlog is not "no changes").
         """
         self.flush()
@@ -810,8 +810,8 @@ class ImapSession:
     def _take_new_mail(self) -> bool:
         """Pop the EXISTS/RECENT/EXPUNGE notifications imaplib stored; true when an EXISTS came.
 
-        In the selected folder only new mail produces ``EXISTS`` (our own expunges and moves produce
-        ``EXPUNGE``), so any ``EXISTS`` means "fetch again"; a false alarm costs one cheap SEARCH.
+        In the selected folder only new mail produces `EXISTS` (our own expunges and moves produce
+        `EXPUNGE`), so any `EXISTS` means "fetch again"; a false alarm costs one cheap SEARCH.
         """
         responses = self.client.untagged_responses
         responses.pop("RECENT", None)

@@ -1,28 +1,28 @@
-"""Read-only local inputs for ``ticketmail ingest``: .eml files, Maildir folders, mbox files, JSON/XML payloads.
+"""Read-only local inputs for `ticketmail ingest`: .eml files, Maildir folders, mbox files, JSON/XML payloads.
 
-Nothing here writes to the inputs: a Maildir message is not moved to ``cur/``, an mbox is not rewritten. Being
-read-only is what makes re-running ``ingest`` safe: exactly-once rests on each item's :class:`Provenance`
+Nothing here writes to the inputs: a Maildir message is not moved to `cur/`, an mbox is not rewritten. Being
+read-only is what makes re-running `ingest` safe: exactly-once rests on each item's `Provenance`
 being stable across runs, so the pipeline's ledger recognises what it already committed.
 
 Provenance per input:
 
-* a single file (``.eml``, ``.json``, ``.xml``): ``kind="file"``, ``mailbox="file"``, ``key`` = the sha256 of
+* a single file (`.eml`, `.json`, `.xml`): `kind="file"`, `mailbox="file"`, `key` = the sha256 of
   its bytes. The same message copied under another name is the same item; an edited file is a new one.
-* a Maildir (a directory holding ``cur/``, ``new/`` and ``tmp/``): ``kind="maildir"``, ``key`` = the Maildir
-  unique name (the file name without the ``:2,FLAGS`` info part, which changes when a mail client sets
+* a Maildir (a directory holding `cur/`, `new/` and `tmp/`): `kind="maildir"`, `key` = the Maildir
+  unique name (the file name without the `:2,FLAGS` info part, which changes when a mail client sets
   flags).
-* an mbox: ``kind="mbox"``, ``key`` = :func:`ticketmail.sources.mbox.mbox_key` of the message (a hash of
-  the message without its ``Status``/``X-Status`` headers, which mail clients rewrite), with ``#1``,
-  ``#2``... appended for further identical copies in the same file. Python's mbox keys are positions,
+* an mbox: `kind="mbox"`, `key` = `ticketmail.sources.mbox.mbox_key()` of the message (a hash of
+  the message without its `Status`/`X-Status` headers, which mail clients rewrite), with `#1`,
+  `#2`... appended for further identical copies in the same file. Python's mbox keys are positions,
   which shift when messages are removed, so they cannot identify a message.
 
-For Maildir and mbox, ``mailbox`` is the ``mailbox`` argument when given (the CLI passes its ``--mailbox``
+For Maildir and mbox, `mailbox` is the `mailbox` argument when given (the CLI passes its `--mailbox`
 name), else the resolved path. These keys are the ones the Maildir and mbox sources of the poller use, so a
-folder ingested once with ``ticketmail ingest --mailbox NAME`` and later polled as mailbox ``NAME`` is not
+folder ingested once with `ticketmail ingest --mailbox NAME` and later polled as mailbox `NAME` is not
 processed twice.
 
 A directory that is not a Maildir is walked (sorted by name, so numbered example files are read in order):
-``*.eml`` are messages, ``*.json``/``*.xml`` payloads, ``*.mbox`` and files named ``mbox`` are
+`*.eml` are messages, `*.json`/`*.xml` payloads, `*.mbox` and files named `mbox` are
 mboxes, and nested Maildirs are read as such. Hidden files and symlinked folders (cycles) are skipped.
 """
 
@@ -56,9 +56,9 @@ class LocalItem:
 
     Attributes:
         data: The raw bytes (an RFC 5322 message or an API payload).
-        kind: ``email`` (for :meth:`Pipeline.process_email`) or ``json``/``xml`` (an API payload).
+        kind: `email` (for `Pipeline.process_email()`) or `json`/`xml` (an API payload).
         provenance: Stable identity of the item (see the module docstring).
-        source: A human-readable location: ``path`` or ``path#key`` for folder/mbox members.
+        source: A human-readable location: `path` or `path#key` for folder/mbox members.
     """
 
     data: bytes = attrs.field(repr=lambda d: f"<{len(d)} bytes>")
@@ -67,7 +67,7 @@ class LocalItem:
     source: str
 
     def raw_item(self) -> RawItem:
-        """The item as a source's :class:`~ticketmail.sources.base.RawItem`."""
+        """The item as a source's `RawItem`."""
         return RawItem(self.data, self.provenance, size=len(self.data))
 
 
@@ -80,7 +80,7 @@ def _is_maildir(path: Path) -> bool:
 
 
 def local_kind(path: Path) -> Literal["maildir", "mbox", "email", "json", "xml", "directory"] | None:
-    """What ``path`` looks like to ``ingest``, or ``None`` when it is not an input."""
+    """What `path` looks like to `ingest`, or `None` when it is not an input."""
     if path.is_dir():
         return "maildir" if _is_maildir(path) else "directory"
     name = path.name.lower()
@@ -176,12 +176,12 @@ def _walk(path: Path, mailbox_name: str | None) -> Iterator[LocalItem]:
 
 
 def iter_local(paths: Sequence[str | os.PathLike[str]], *, mailbox: str | None = None) -> Iterator[LocalItem]:
-    """Yield every item under ``paths``, in the order given (directories sorted by name).
+    """Yield every item under `paths`, in the order given (directories sorted by name).
 
-    ``mailbox`` names the mailbox in the provenance of Maildir and mbox items (default: their path).
+    `mailbox` names the mailbox in the provenance of Maildir and mbox items (default: their path).
 
     A path given explicitly is read even when its name has no known suffix (as an email). Raises
-    :class:`~ticketmail.errors.SourceError` (stage ``folder``/``fetch``) for a missing or unreadable path.
+    `SourceError` (stage `folder`/`fetch`) for a missing or unreadable path.
     """
     for raw_path in paths:
         path = Path(raw_path)
@@ -209,9 +209,9 @@ def _count(path: Path) -> int:
 
 
 def count_local(paths: Sequence[str | os.PathLike[str]]) -> int:
-    """How many items :func:`iter_local` will yield, without reading message contents (for progress bars).
+    """How many items `iter_local()` will yield, without reading message contents (for progress bars).
 
-    Raises :class:`~ticketmail.errors.SourceError` like :func:`iter_local`.
+    Raises `SourceError` like `iter_local()`.
     """
     total = 0
     for raw_path in paths:

@@ -1,21 +1,21 @@
 """One fetch per mailbox at a time, across threads and processes on one machine.
 
 Two fetches of the same mailbox at once would not lose mail (the pipeline's ledger makes a second
-delivery a no-op), but they would double the work, race on the post-fetch action (a ``MOVE`` of a message
+delivery a no-op), but they would double the work, race on the post-fetch action (a `MOVE` of a message
 the other run already expunged) and make health reports flap. Cron makes the overlap likely: a run that
 takes longer than the cron period meets the next one.
 
-The lock is an advisory ``flock(2)`` on a lock file per mailbox (``<state>/locks/<name>.lock``):
+The lock is an advisory `flock(2)` on a lock file per mailbox (`<state>/locks/<name>.lock`):
 
-* ``flock`` belongs to the open file description, so two opens of the same file conflict even inside one
+* `flock` belongs to the open file description, so two opens of the same file conflict even inside one
   process (two threads of a worker), not only across processes;
-* the kernel drops it when the process dies, even by ``SIGKILL``: a crashed run never leaves a stale lock
+* the kernel drops it when the process dies, even by `SIGKILL`: a crashed run never leaves a stale lock
   that an operator has to delete by hand (the file itself stays and is reused);
-* it is non-blocking: a run that finds the mailbox busy gets :data:`LockResult.BUSY` and skips it, which is
+* it is non-blocking: a run that finds the mailbox busy gets `LockResult.BUSY` and skips it, which is
   what a cron job wants ("already running, skip").
 
-``flock`` is not reliable over NFS; keep the state directory on a local disk. The file records the pid
-and start time of the holder for humans (``cat`` it); the lock itself is the only thing that counts.
+`flock` is not reliable over NFS; keep the state directory on a local disk. The file records the pid
+and start time of the holder for humans (`cat` it); the lock itself is the only thing that counts.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ class LockBusyError(SourceError):
 
 
 def lock_path(state_dir: str | os.PathLike[str], mailbox: str) -> Path:
-    """The lock file of ``mailbox`` under ``state_dir`` (names are made file-system safe)."""
+    """The lock file of `mailbox` under `state_dir` (names are made file-system safe)."""
     if not mailbox:
         raise ConfigError("mailbox name must not be empty for a lock file", field="name")
     safe = _SAFE_NAME.sub("_", mailbox)
@@ -66,9 +66,9 @@ class MailboxLock:
         finally:
             lock.release()
 
-    or ``with MailboxLock(state_dir, "support"):`` which raises :class:`LockBusyError` when busy.
-    With ``state_dir=None`` the lock is only process-local (a :class:`threading.Lock` per name kept by
-    the caller's ``MailboxLock`` object), which suits tests and apps that run one worker per machine.
+    or `with MailboxLock(state_dir, "support"):` which raises `LockBusyError` when busy.
+    With `state_dir=None` the lock is only process-local (a `threading.Lock` per name kept by
+    the caller's `MailboxLock` object), which suits tests and apps that run one worker per machine.
     """
 
     def __init__(self, state_dir: str | os.PathLike[str] | None, mailbox: str) -> None:
@@ -84,7 +84,7 @@ class MailboxLock:
         return self._held
 
     def acquire(self) -> bool:
-        """Try to take the lock without waiting; ``False`` means another run holds it."""
+        """Try to take the lock without waiting; `False` means another run holds it."""
         if not self._local.acquire(blocking=False):
             return False
         if self.path is None:

@@ -1,35 +1,35 @@
 """A Maildir folder as a mailbox source, with the same acknowledge-after-commit contract as IMAP.
 
-Maildir (https://cr.yp.to/proto/maildir.html) delivers each message as one file: written to ``tmp/``, then
-renamed into ``new/``; a reader moves it to ``cur/`` and records flags after ``:2,`` in the file name
-(``S`` seen, ``T`` trashed, ...). Renames within one file system are atomic, which is exactly what
+Maildir (https://cr.yp.to/proto/maildir.html) delivers each message as one file: written to `tmp/`, then
+renamed into `new/`; a reader moves it to `cur/` and records flags after `:2,` in the file name
+(`S` seen, `T` trashed, ...). Renames within one file system are atomic, which is exactly what
 exactly-once needs: a message is either still waiting or acknowledged, never half of each.
 
-Semantics (``after`` of the mailbox configuration):
+Semantics (`after` of the mailbox configuration):
 
-``seen``
-    rename to ``cur/<unique>:2,<flags>S``; unseen fetching (the default for ``seen``) skips it from then on.
-``delete``
+`seen`
+    rename to `cur/<unique>:2,<flags>S`; unseen fetching (the default for `seen`) skips it from then on.
+`delete`
     unlink the file.
-``move:NAME``
-    rename into the Maildir++ sub-folder ``.NAME/cur/`` (created with ``maildirfolder`` if missing),
-    flagged ``S``.
+`move:NAME`
+    rename into the Maildir++ sub-folder `.NAME/cur/` (created with `maildirfolder` if missing),
+    flagged `S`.
 
-The provenance key is the file's unique name (the part before ``:2,``): it survives the ``new/`` -> ``cur/``
+The provenance key is the file's unique name (the part before `:2,`): it survives the `new/` -> `cur/`
 move and flag changes, so a redelivery after a crash is recognised by the pipeline's ledger.
 
 Failures: an item whose processing failed stays where it is and its failure is counted in a small JSON
-retry file (``retries-<mailbox>.json`` in the poller's state directory; in memory without one). After
-``max_retries`` failures it is moved to the ``.<quarantine_folder>/new/`` sub-folder (unseen, so a human
+retry file (`retries-<mailbox>.json` in the poller's state directory; in memory without one). After
+`max_retries` failures it is moved to the `.<quarantine_folder>/new/` sub-folder (unseen, so a human
 notices it) and no longer fetched. We never write into the user's Maildir anything but standard folders.
 
-Waiting for mail: :meth:`MaildirSession.wait_for_changes` (used by the poller's worker with ``idle``) watches
-the modification times of ``new/`` and ``cur/``; there is no notification protocol for Maildir, and polling
-two ``stat`` calls a few times a second costs nothing.
+Waiting for mail: `MaildirSession.wait_for_changes()` (used by the poller's worker with `idle`) watches
+the modification times of `new/` and `cur/`; there is no notification protocol for Maildir, and polling
+two `stat` calls a few times a second costs nothing.
 
-Oversize messages (``max_message_size``) are never read whole: with ``oversize = "skip"`` they are left in
-place and reported in ``session.oversized``; with ``"headers"`` only the header block is read and the item is
-marked ``truncated`` with a note.
+Oversize messages (`max_message_size`) are never read whole: with `oversize = "skip"` they are left in
+place and reported in `session.oversized`; with `"headers"` only the header block is read and the item is
+marked `truncated` with a note.
 """
 
 from __future__ import annotations
@@ -78,19 +78,19 @@ class RetryCounter:
         return {str(k): v for k, v in data.items() if isinstance(v, int) and not isinstance(v, bool)}
 
     def get(self, key: str) -> int:
-        """Failures recorded for ``key``."""
+        """Failures recorded for `key`."""
         with self._mutex:
             return self._counts.get(key, 0)
 
     def increment(self, key: str) -> int:
-        """Count one more failure of ``key``; returns the new count."""
+        """Count one more failure of `key`; returns the new count."""
         with self._mutex:
             self._counts[key] = self._counts.get(key, 0) + 1
             self._save()
             return self._counts[key]
 
     def clear(self, key: str) -> None:
-        """Forget ``key`` (after it was acknowledged or quarantined)."""
+        """Forget `key` (after it was acknowledged or quarantined)."""
         with self._mutex:
             if self._counts.pop(key, None) is not None:
                 self._save()
@@ -109,7 +109,7 @@ class RetryCounter:
 
 
 def read_headers(fh: Any, limit: int = _HEADER_READ_LIMIT) -> bytes:
-    """Read a message's header block (up to and including the empty line), at most ``limit`` bytes."""
+    """Read a message's header block (up to and including the empty line), at most `limit` bytes."""
     out = bytearray()
     while len(out) < limit:
         line = fh.readline(limit - len(out))
@@ -122,7 +122,7 @@ def read_headers(fh: Any, limit: int = _HEADER_READ_LIMIT) -> bytes:
 
 
 def _split_name(name: str) -> tuple[str, str]:
-    """``"123.abc:2,RS"`` -> (``"123.abc"``, ``"RS"``); names without info have no flags."""
+    """`"123.abc:2,RS"` -> (`"123.abc"`, `"RS"`); names without info have no flags."""
     unique, sep, info = name.partition(":2,")
     return unique, info if sep else ""
 
@@ -131,9 +131,9 @@ _LocalT = TypeVar("_LocalT", bound="LocalFolderSource")
 
 
 class LocalFolderSource:
-    """What Maildir and mbox sources share: the ``after``/``fetch``/``oversize`` options, retries, ``from_config``.
+    """What Maildir and mbox sources share: the `after`/`fetch`/`oversize` options, retries, `from_config`.
 
-    Args are those of :class:`MaildirSource` (see there). ``_dot_folders_ok`` is false for Maildir, where a
+    Args are those of `MaildirSource` (see there). `_dot_folders_ok` is false for Maildir, where a
     folder whose name starts with a dot is a Maildir++ sub-folder of its own.
     """
 
@@ -186,7 +186,7 @@ class LocalFolderSource:
         skip: SkipCallback | None = None,
         state_dir: str | os.PathLike[str] | None = None,
     ) -> _LocalT:
-        """Build from a :class:`~ticketmail.sources.config.MailboxConfig` (``protocol`` maildir or mbox)."""
+        """Build from a `MailboxConfig` (`protocol` maildir or mbox)."""
         retries = RetryCounter(Path(state_dir) / f"retries-{config.name}.json" if state_dir is not None else None)
         return cls(
             config.name,
@@ -203,27 +203,27 @@ class LocalFolderSource:
 
 
 class MaildirSource(LocalFolderSource):
-    """A Maildir folder (``cur/``, ``new/``, ``tmp/``) read as a mailbox.
+    """A Maildir folder (`cur/`, `new/`, `tmp/`) read as a mailbox.
 
     Args:
         name: The mailbox name (provenance, health, locks).
         path: The Maildir directory.
-        after: ``seen``, ``delete`` or ``move:NAME`` (see the module docstring).
-        fetch: ``unseen`` skips messages flagged ``S``; ``all`` takes every message not yet acknowledged
-            (``auto``: ``unseen`` when ``after`` is ``seen``, else ``all``).
-        skip: ``skip(provenance)`` true means committed already: acknowledge without yielding.
+        after: `seen`, `delete` or `move:NAME` (see the module docstring).
+        fetch: `unseen` skips messages flagged `S`; `all` takes every message not yet acknowledged
+            (`auto`: `unseen` when `after` is `seen`, else `all`).
+        skip: `skip(provenance)` true means committed already: acknowledge without yielding.
         max_retries: Failures before an item is quarantined.
-        quarantine_folder: Sub-folder receiving items that failed ``max_retries`` times.
+        quarantine_folder: Sub-folder receiving items that failed `max_retries` times.
         retries: Where failures are counted (default: in memory).
-        max_message_size: Bytes above which the ``oversize`` policy applies (``None``: no limit).
-        oversize: ``skip`` (leave and report) or ``headers`` (yield the header block only).
+        max_message_size: Bytes above which the `oversize` policy applies (`None`: no limit).
+        oversize: `skip` (leave and report) or `headers` (yield the header block only).
     """
 
     _dot_folders_ok = False
 
     @contextlib.contextmanager
     def session(self) -> Iterator[MaildirSession]:
-        """Check the folder and open a session (raises ``SourceError`` with stage ``folder``)."""
+        """Check the folder and open a session (raises `SourceError` with stage `folder`)."""
         for sub in ("cur", "new", "tmp"):
             if not (self.path / sub).is_dir():
                 raise SourceError(
@@ -239,7 +239,7 @@ class MaildirSession:
     """An open Maildir: yields waiting messages, acknowledges by rename/unlink."""
 
     poll_step = 0.25
-    """Seconds between two checks of the directories in :meth:`wait_for_changes`."""
+    """Seconds between two checks of the directories in `wait_for_changes()`."""
 
     def __init__(self, source: MaildirSource) -> None:
         self.source = source
@@ -287,10 +287,10 @@ class MaildirSession:
             return ()
 
     def wait_for_changes(self, timeout: float) -> bool:
-        """Block up to ``timeout`` seconds until a message is delivered (``new/`` or ``cur/`` changes).
+        """Block up to `timeout` seconds until a message is delivered (`new/` or `cur/` changes).
 
         Maildir has no notification protocol; this checks the directories' modification times every
-        ``poll_step`` seconds, which a delivery (a rename into ``new/``) always updates. True when they changed
+        `poll_step` seconds, which a delivery (a rename into `new/`) always updates. True when they changed
         since the last listing (or when messages are already waiting).
         """
         deadline = time.monotonic() + max(0.0, timeout)
@@ -404,7 +404,7 @@ class MaildirSession:
         src.retries.clear(unique)
 
     def _truncated(self, path: Path) -> bool:
-        """Whether this message is ingested headers-only (``oversize = "headers"`` and over the limit)."""
+        """Whether this message is ingested headers-only (`oversize = "headers"` and over the limit)."""
         src = self.source
         if src.oversize != "headers" or src.max_message_size is None:
             return False
@@ -414,7 +414,7 @@ class MaildirSession:
             return False
 
     def acknowledge(self, item: RawItem) -> None:
-        """Apply ``after`` to a committed item (a truncated one moves to the quarantine folder instead)."""
+        """Apply `after` to a committed item (a truncated one moves to the quarantine folder instead)."""
         unique = item.provenance.key
         path = self._current(unique)
         if path is None:
@@ -422,7 +422,7 @@ class MaildirSession:
         self._ack_path(unique, path)
 
     def release(self, item: RawItem, *, failed: bool) -> None:
-        """Leave the item; count a failure and quarantine after ``max_retries``."""
+        """Leave the item; count a failure and quarantine after `max_retries`."""
         if not failed:
             return
         src = self.source

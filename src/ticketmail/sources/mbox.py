@@ -1,40 +1,40 @@
-"""An mbox file as a mailbox source (stdlib :mod:`mailbox`), acknowledging after commit.
+"""An mbox file as a mailbox source (stdlib `mailbox`), acknowledging after commit.
 
 An mbox is one file that an MTA (or procmail) appends to. Removing or changing a message means rewriting
-the file, so the session holds the mailbox lock for its whole duration, as mail clients do: ``lockf`` plus a
-``.lock`` dot file (the stdlib's :meth:`mailbox.mbox.lock`, the convention of Debian's ``/var/mail``). An MTA
+the file, so the session holds the mailbox lock for its whole duration, as mail clients do: `lockf` plus a
+`.lock` dot file (the stdlib's `mailbox.mbox.lock()`, the convention of Debian's `/var/mail`). An MTA
 delivering meanwhile waits or retries; the poller's per-visit cap and time budget keep that short. We write
-our pid into the dot lock; a dot lock whose pid is dead (a run killed by ``SIGKILL``), or older than
-``stale_lock_after`` seconds (default 300, as procmail/mutt assume), is stale and removed.
+our pid into the dot lock; a dot lock whose pid is dead (a run killed by `SIGKILL`), or older than
+`stale_lock_after` seconds (default 300, as procmail/mutt assume), is stale and removed.
 
-Semantics (``after``):
+Semantics (`after`):
 
-``delete``
+`delete`
     the message is removed from the file.
-``seen``
-    the message keeps its place and gets ``Status: RO`` (the mbox status header of mutt/Thunderbird/
-    Dovecot); unseen fetching (the default for ``seen``) skips messages whose ``Status`` has ``R``.
-``move:NAME``
-    the message is appended to the sibling mbox ``<file>.<NAME>`` (created if missing), then removed.
+`seen`
+    the message keeps its place and gets `Status: RO` (the mbox status header of mutt/Thunderbird/
+    Dovecot); unseen fetching (the default for `seen`) skips messages whose `Status` has `R`.
+`move:NAME`
+    the message is appended to the sibling mbox `<file>.<NAME>` (created if missing), then removed.
 
 All changes are written by one rewrite when the session ends (also when it ends by an error: every change
-recorded belongs to a committed item): the kept messages, byte for byte (``seen`` ones with their new
-``Status`` header), go to a temporary file in the same directory, which is fsynced and renamed over the old
-one. Nothing is written to the live file before that rename (the stdlib's ``mbox[key] = msg`` would append a
-copy at once, which a crash would leave behind), so a crash, even ``SIGKILL``, leaves either the old or the
+recorded belongs to a committed item): the kept messages, byte for byte (`seen` ones with their new
+`Status` header), go to a temporary file in the same directory, which is fsynced and renamed over the old
+one. Nothing is written to the live file before that rename (the stdlib's `mbox[key] = msg` would append a
+copy at once, which a crash would leave behind), so a crash, even `SIGKILL`, leaves either the old or the
 new file. A crash before the rename only loses the session's acknowledgements: the items are fetched again,
-``skip(provenance)`` or the pipeline's ledger recognises them, and each still has exactly one effect. Bytes
+`skip(provenance)` or the pipeline's ledger recognises them, and each still has exactly one effect. Bytes
 that a writer ignoring the lock appended meanwhile are carried over.
 
 Provenance: mbox keys are positions and change on rewrite, so the key is a content hash: the SHA-256 of the
-message without its ``Status``/``X-Status`` headers (which ``seen`` changes), plus ``#n`` for the n-th
+message without its `Status`/`X-Status` headers (which `seen` changes), plus `#n` for the n-th
 byte-identical copy in the file.
 
-There is deliberately no ``wait_for_changes``: a session holds the lock, and waiting with it would keep the
-MTA from delivering. A worker polls mbox mailboxes every ``poll_interval``.
+There is deliberately no `wait_for_changes`: a session holds the lock, and waiting with it would keep the
+MTA from delivering. A worker polls mbox mailboxes every `poll_interval`.
 
-Failures are counted in the same retry file as Maildir's; after ``max_retries`` the item is moved to the
-sibling mbox ``<file>.<quarantine_folder>``.
+Failures are counted in the same retry file as Maildir's; after `max_retries` the item is moved to the
+sibling mbox `<file>.<quarantine_folder>`.
 """
 
 from __future__ import annotations
@@ -77,8 +77,8 @@ def _status(data: bytes) -> str:
 class MboxSource(LocalFolderSource):
     """An mbox file read as a mailbox (see the module docstring for the semantics).
 
-    Args mirror :class:`~ticketmail.sources.maildir.MaildirSource`, plus ``stale_lock_after`` and
-    ``lock_timeout`` (seconds to keep retrying a lock held by a delivering MTA).
+    Args mirror `MaildirSource`, plus `stale_lock_after` and
+    `lock_timeout` (seconds to keep retrying a lock held by a delivering MTA).
     """
 
     def __init__(
@@ -113,7 +113,7 @@ class MboxSource(LocalFolderSource):
         self.stale_lock_after = stale_lock_after
 
     def sibling(self, folder: str) -> Path:
-        """The mbox file that ``move:folder`` / quarantine append to."""
+        """The mbox file that `move:folder` / quarantine append to."""
         return self.path.with_name(f"{self.path.name}.{folder}")
 
     def _lock(self, box: mailbox.mbox, path: Path) -> None:
@@ -144,7 +144,7 @@ class MboxSource(LocalFolderSource):
                 return
 
     def _stale(self, dot: Path) -> bool:
-        """A dot lock left by a dead process (its pid inside) or older than ``stale_lock_after``."""
+        """A dot lock left by a dead process (its pid inside) or older than `stale_lock_after`."""
         try:
             age = time.time() - dot.stat().st_mtime
             text = dot.read_text(encoding="ascii", errors="replace").strip()
@@ -199,7 +199,7 @@ class MboxSession:
         self._sizes: dict[str, int] = {}  # message sizes by provenance key (truncated items are kept)
         self._moves: dict[str, list[bytes]] = {}  # sibling folder -> messages (with From_ lines) to append
         self._drop: set[str] = set()  # mailbox keys to remove at the rewrite
-        self._seen: set[str] = set()  # mailbox keys to mark ``Status: RO`` at the rewrite
+        self._seen: set[str] = set()  # mailbox keys to mark `Status: RO` at the rewrite
         try:
             self._size = source.path.stat().st_size  # under the lock: what we list is what we rewrite
         except OSError as exc:
@@ -296,11 +296,11 @@ class MboxSession:
         src.retries.clear(pkey)
 
     def acknowledge(self, item: RawItem) -> None:
-        """Record ``after`` for a committed item (written at the end of the session)."""
+        """Record `after` for a committed item (written at the end of the session)."""
         self._ack_key(item.provenance.key)
 
     def release(self, item: RawItem, *, failed: bool) -> None:
-        """Leave the item; count a failure, and quarantine it after ``max_retries``."""
+        """Leave the item; count a failure, and quarantine it after `max_retries`."""
         if not failed:
             return
         src = self.source
@@ -340,9 +340,9 @@ class MboxSession:
             raise SourceError(f"cannot write {src.path}: {exc}", stage="ack", mailbox=src.name) from exc
 
     def _rewrite(self) -> None:
-        """Write the kept messages (``seen`` ones with ``Status: RO``) to a new file and rename it over the old.
+        """Write the kept messages (`seen` ones with `Status: RO`) to a new file and rename it over the old.
 
-        Unlike the stdlib's ``__setitem__``, nothing is appended to the live file before the rename, so a
+        Unlike the stdlib's `__setitem__`, nothing is appended to the live file before the rename, so a
         crash at any point leaves either the old file or the new one. Bytes a non-locking writer appended
         after we listed the file are carried over verbatim.
         """
@@ -376,7 +376,7 @@ class MboxSession:
 
 
 def _mark_read(raw: bytes) -> bytes:
-    """``raw`` (with its From_ line) with ``Status: RO`` replacing any Status/X-Status header."""
+    """`raw` (with its From_ line) with `Status: RO` replacing any Status/X-Status header."""
     head, sep, body = raw.partition(b"\n\n")
     head = _STATUS_LINE.sub(b"", head + b"\n").rstrip(b"\n")
     return head + b"\nStatus: RO\n" + (b"\n" + body if sep else b"")

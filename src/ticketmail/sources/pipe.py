@@ -1,7 +1,7 @@
 """MTA delivery through a pipe: one message on stdin, an exit status the MTA understands.
 
-Postfix (``local(8)``/``pipe(8)``) and Exim (``pipe`` transport) run the command per message and decide from
-its exit status what to do with the mail, using the BSD ``sysexits.h`` codes:
+Postfix (`local(8)`/`pipe(8)`) and Exim (`pipe` transport) run the command per message and decide from
+its exit status what to do with the mail, using the BSD `sysexits.h` codes:
 
 ======  ==============  ==================================================  ==============================
 status  name            when ticketmail returns it                          what the MTA does
@@ -13,22 +13,22 @@ status  name            when ticketmail returns it                          what
                         unparseable, both kept with their raw bytes in the
                         quarantine
 65      EX_DATAERR      nothing that could be kept: empty input, no         bounces it to the sender
-                        header lines at all, over ``--max-size``
+                        header lines at all, over `--max-size`
 75      EX_TEMPFAIL     backend unavailable, or any unexpected failure      keeps it queued, retries later
 ======  ==============  ==================================================  ==============================
 
-Why policy refusals exit 0, not 77 (``EX_NOPERM``): the MTA would bounce the mail to its envelope sender,
+Why policy refusals exit 0, not 77 (`EX_NOPERM`): the MTA would bounce the mail to its envelope sender,
 which nobody verified. Spam and phishing forge it, so a bounce is backscatter to an innocent third party.
 A refused message is recorded in the audit log with its reasons and its raw bytes are kept in the quarantine
-(same transaction), where an operator can review it. :data:`EX_NOPERM` stays defined for callers that map
-outcomes themselves; :func:`exit_code_for` never returns it.
+(same transaction), where an operator can review it. `EX_NOPERM` stays defined for callers that map
+outcomes themselves; `exit_code_for()` never returns it.
 
 Why 75 for anything unexpected: a bounce loses the message for the helpdesk, a deferral never does (the
 MTA retries for days, typically 5). Redelivery after a crash that happened *after* the commit is harmless:
 the provenance key of a piped message is the SHA-256 of its bytes, so the pipeline's ledger answers
-``duplicate`` and we exit 0.
+`duplicate` and we exit 0.
 
-:func:`deliver` never raises; the CLI prints :attr:`PipeResult.message` as one line on standard error.
+`deliver()` never raises; the CLI prints `PipeResult.message` as one line on standard error.
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ DEFAULT_MAX_SIZE: Final = 50 * 1024 * 1024
 
 @attrs.frozen
 class PipeResult:
-    """The result of one piped delivery: the exit ``code``, a one-line ``message`` and the ``outcome``."""
+    """The result of one piped delivery: the exit `code`, a one-line `message` and the `outcome`."""
 
     code: int
     message: str
@@ -85,10 +85,10 @@ def exit_code_for(outcome: Outcome) -> int:
 
 
 def read_message(stream: IO[bytes], max_size: int = DEFAULT_MAX_SIZE) -> bytes:
-    """Read all of ``stream``, refusing more than ``max_size`` bytes.
+    """Read all of `stream`, refusing more than `max_size` bytes.
 
     Raises:
-        PayloadTooLargeError: the message is larger than ``max_size`` (the rest is not read).
+        PayloadTooLargeError: the message is larger than `max_size` (the rest is not read).
         OSError: reading failed (the caller answers EX_TEMPFAIL).
     """
     data = stream.read(max_size + 1)

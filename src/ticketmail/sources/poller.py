@@ -2,39 +2,39 @@
 
 Two ways to run it, same guarantees:
 
-* :meth:`Poller.poll_once` (cron, a task queue, an app's own scheduler): visit each enabled mailbox once and
-  return a :class:`PollReport`.
-* :meth:`Poller.run` (a worker process): serve every mailbox until :meth:`Poller.stop` (or SIGTERM/SIGINT
-  with ``handle_signals=True``). Each mailbox gets its own thread, so one slow or hanging server cannot
-  delay another; a mailbox with ``idle`` enabled whose session implements
-  :class:`~ticketmail.sources.base.WaitableSession` (IMAP IDLE, RFC 2177) keeps its connection open and
-  waits for the server to announce new mail; the others are polled every ``interval`` seconds.
+* `Poller.poll_once()` (cron, a task queue, an app's own scheduler): visit each enabled mailbox once and
+  return a `PollReport`.
+* `Poller.run()` (a worker process): serve every mailbox until `Poller.stop()` (or SIGTERM/SIGINT
+  with `handle_signals=True`). Each mailbox gets its own thread, so one slow or hanging server cannot
+  delay another; a mailbox with `idle` enabled whose session implements
+  `WaitableSession` (IMAP IDLE, RFC 2177) keeps its connection open and
+  waits for the server to announce new mail; the others are polled every `interval` seconds.
 
-What each visit guarantees (the exactly-once contract of :mod:`ticketmail.sources.base`):
+What each visit guarantees (the exactly-once contract of `ticketmail.sources.base`):
 
 * an item is acknowledged (deleted, moved, flagged) only when the pipeline's outcome says so, i.e. after the
-  backend committed; a ``failed`` outcome is released with ``failed=True`` so the source can count retries
+  backend committed; a `failed` outcome is released with `failed=True` so the source can count retries
   and eventually quarantine it;
-* items are committed in groups of up to ``batch_size`` (group commit through
-  :meth:`~ticketmail.pipeline.Pipeline.process_batch`): one transaction per group instead of one per
+* items are committed in groups of up to `batch_size` (group commit through
+  `process_batch()`): one transaction per group instead of one per
   message, which on SQLite is where the time goes. Each message is still all-or-nothing and carries its own
   outcome; nothing of a group is acknowledged before the group committed; a group is processed as soon as
   the source has nothing more to hand over (never held back waiting for mail, so IDLE stays real-time);
   an unexpected exception from the batch call sends that group through the one-by-one path, so a poison
-  message is counted against itself only. ``batch_size = 1`` (or a pipeline without ``process_batch``)
+  message is counted against itself only. `batch_size = 1` (or a pipeline without `process_batch`)
   processes each message on its own, as before;
-* a :class:`~ticketmail.errors.BackendError` (storage down) stops that mailbox's visit at once, with the
+* a `BackendError` (storage down) stops that mailbox's visit at once, with the
   item (or every item of the group) released unacknowledged: nothing is lost, the next visit fetches it
   again;
-* a per-visit message cap (``max_messages``) and time budget (``time_budget`` seconds) bound the work, so a
+* a per-visit message cap (`max_messages`) and time budget (`time_budget` seconds) bound the work, so a
   backlog of 50,000 messages in one mailbox cannot starve the others; what is left waits for the next visit;
 * any failure of one mailbox (bad credentials, expired OAuth token, unreachable host, a bug in an adapter) is
-  recorded in :mod:`~ticketmail.sources.health` and never stops the others;
-* a per-mailbox :class:`~ticketmail.sources.lock.MailboxLock` (``flock`` under the state directory) makes a
-  second concurrent visit, in this process or another, skip the mailbox with status ``busy``.
+  recorded in `health` and never stops the others;
+* a per-mailbox `MailboxLock` (`flock` under the state directory) makes a
+  second concurrent visit, in this process or another, skip the mailbox with status `busy`.
 
-Errors back off exponentially with jitter (:class:`Backoff`): ``base * 2**(n-1)`` capped at ``cap``, of
-which a random part (``jitter``) is shaved off so that many workers restarted together do not hammer a
+Errors back off exponentially with jitter (`Backoff`): `base * 2**(n-1)` capped at `cap`, of
+which a random part (`jitter`) is shaved off so that many workers restarted together do not hammer a
 recovering server in lockstep.
 """
 
@@ -83,14 +83,14 @@ log = logging.getLogger(__name__)
 
 Clock = Callable[[], _dt.datetime]
 OutcomeCallback = Callable[[str, RawItem, Outcome], None]
-"""``on_outcome(mailbox_name, item, outcome)``, called after each processed item (e.g. to print a line)."""
+"""`on_outcome(mailbox_name, item, outcome)`, called after each processed item (e.g. to print a line)."""
 
 
 class ProcessesEmail(Protocol):
-    """What the poller needs of a :class:`~ticketmail.pipeline.Pipeline`."""
+    """What the poller needs of a `Pipeline`."""
 
     def process_email(self, raw: bytes, *, provenance: Provenance, context: MailboxContext | None = None) -> Outcome:
-        """Process one raw message (raises ``BackendError`` when storage is unavailable)."""
+        """Process one raw message (raises `BackendError` when storage is unavailable)."""
 
     def is_processed(self, provenance: Provenance) -> bool:
         """Whether this mailbox item was already committed."""
@@ -99,24 +99,24 @@ class ProcessesEmail(Protocol):
 class ProcessesBatches(ProcessesEmail, Protocol):
     """A pipeline that can also commit several messages in one unit of work (group commit).
 
-    The poller uses ``process_batch`` when the pipeline has it and ``batch_size`` is above 1; see
-    :meth:`ticketmail.pipeline.Pipeline.process_batch` for the contract (outcomes in input order, each message
-    all-or-nothing, ``BackendError`` with nothing committed).
+    The poller uses `process_batch` when the pipeline has it and `batch_size` is above 1; see
+    `ticketmail.pipeline.Pipeline.process_batch()` for the contract (outcomes in input order, each message
+    all-or-nothing, `BackendError` with nothing committed).
     """
 
     def process_batch(
         self, items: Iterable[tuple[bytes, Provenance]], *, context: MailboxContext | None = None
     ) -> list[Outcome]:
-        """Process ``(raw, provenance)`` pairs in one unit of work; one outcome per pair, in order."""
+        """Process `(raw, provenance)` pairs in one unit of work; one outcome per pair, in order."""
 
 
 BatchFunction = Callable[..., Any]
 
 DEFAULT_BATCH_SIZE = 50
-"""Messages per group commit when a mailbox does not say (``batch_size``)."""
+"""Messages per group commit when a mailbox does not say (`batch_size`)."""
 
 DEFAULT_BATCH_BYTES = 16 * 1024 * 1024
-"""Raw bytes one group may hold in memory before it is processed, whatever ``batch_size`` says."""
+"""Raw bytes one group may hold in memory before it is processed, whatever `batch_size` says."""
 
 
 def _utcnow() -> _dt.datetime:
@@ -124,9 +124,9 @@ def _utcnow() -> _dt.datetime:
 
 
 def default_state_dir(db_path: str | os.PathLike[str]) -> Path:
-    """The state directory next to a database file: ``tickets.sqlite3`` -> ``tickets.sqlite3.state/``.
+    """The state directory next to a database file: `tickets.sqlite3` -> `tickets.sqlite3.state/`.
 
-    It holds ``health.json`` (read by ``ticketmail status``), ``locks/<mailbox>.lock`` and the local
+    It holds `health.json` (read by `ticketmail status`), `locks/<mailbox>.lock` and the local
     sources' retry counters.
     """
     path = Path(db_path)
@@ -157,8 +157,8 @@ def _fraction(instance: object, attribute: attrs.Attribute[float], value: float)
 class Backoff:
     """Jittered exponential backoff after consecutive errors.
 
-    ``delay(n)`` for the n-th consecutive failure is ``min(cap, base * 2**(n-1))`` minus up to ``jitter`` of
-    it at random (``jitter=0.5``: between half and all of the nominal delay).
+    `delay(n)` for the n-th consecutive failure is `min(cap, base * 2**(n-1))` minus up to `jitter` of
+    it at random (`jitter=0.5`: between half and all of the nominal delay).
     """
 
     base: float = attrs.field(default=5.0, validator=_positive)
@@ -172,7 +172,7 @@ class Backoff:
         return float(min(self.cap, self.base * 2 ** min(failures - 1, 62)))
 
     def delay(self, failures: int, rng: random.Random) -> float:
-        """The jittered delay for ``failures`` consecutive failures."""
+        """The jittered delay for `failures` consecutive failures."""
         nominal = self.nominal(failures)
         return nominal * (1.0 - self.jitter * rng.random())
 
@@ -183,17 +183,17 @@ class PollTarget:
 
     Attributes:
         name: The mailbox name (health records, locks, output).
-        source: The :class:`~ticketmail.sources.base.Source` to open.
-        context: The :class:`~ticketmail.model.MailboxContext` handed to the pipeline.
-        max_messages: Message cap per visit (``None``: no cap; the time budget still applies).
+        source: The `Source` to open.
+        context: The `MailboxContext` handed to the pipeline.
+        max_messages: Message cap per visit (`None`: no cap; the time budget still applies).
         time_budget: Seconds one visit may spend before leaving the rest for the next one.
-        interval: Seconds between polls in :meth:`Poller.run` (also the safety re-poll period under IDLE).
-        idle: Use the session's ``wait_for_changes`` (IMAP IDLE) in :meth:`Poller.run` when it has one.
-        enabled: Disabled mailboxes are skipped (status ``disabled``).
+        interval: Seconds between polls in `Poller.run()` (also the safety re-poll period under IDLE).
+        idle: Use the session's `wait_for_changes` (IMAP IDLE) in `Poller.run()` when it has one.
+        enabled: Disabled mailboxes are skipped (status `disabled`).
         batch_size: Messages committed together in one unit of work (group commit, through the pipeline's
-            ``process_batch``); 1 processes and commits each message on its own.
+            `process_batch`); 1 processes and commits each message on its own.
         batch_bytes: Raw bytes a group may hold before it is processed even if it has fewer than
-            ``batch_size`` messages, so a run of large messages never sits in memory at once.
+            `batch_size` messages, so a run of large messages never sits in memory at once.
     """
 
     name: str
@@ -215,10 +215,10 @@ RunStatus = Literal["ok", "busy", "error", "disabled"]
 class MailboxRun:
     """What one visit of one mailbox did.
 
-    ``status``: ``ok``; ``busy`` (another run holds the lock; nothing done); ``error`` (see ``error``; the
-    counters say what happened before it); ``disabled``. ``stopped`` says why the visit ended early
-    (``cap``, ``budget``, ``backend``, ``stop``), if it did; ``waiting`` is what the source reports as still
-    waiting (``None`` when it cannot tell).
+    `status`: `ok`; `busy` (another run holds the lock; nothing done); `error` (see `error`; the
+    counters say what happened before it); `disabled`. `stopped` says why the visit ended early
+    (`cap`, `budget`, `backend`, `stop`), if it did; `waiting` is what the source reports as still
+    waiting (`None` when it cannot tell).
     """
 
     name: str
@@ -250,17 +250,17 @@ class MailboxRun:
 
 @attrs.frozen
 class PollReport:
-    """The result of :meth:`Poller.poll_once`: one :class:`MailboxRun` per mailbox, in configuration order."""
+    """The result of `Poller.poll_once()`: one `MailboxRun` per mailbox, in configuration order."""
 
     runs: tuple[MailboxRun, ...]
 
     @property
     def ok(self) -> bool:
-        """True when no mailbox ended in ``error``."""
+        """True when no mailbox ended in `error`."""
         return all(run.status != "error" for run in self.runs)
 
     def run(self, name: str) -> MailboxRun:
-        """The run of mailbox ``name``."""
+        """The run of mailbox `name`."""
         for run in self.runs:
             if run.name == name:
                 return run
@@ -303,24 +303,24 @@ class Poller:
     """Polls many mailboxes into one pipeline.
 
     Args:
-        mailboxes: :class:`PollTarget` values, or mailbox configurations that ``target_factory`` turns into
-            targets (the CLI passes :class:`~ticketmail.sources.config.MailboxConfig` values).
-        pipeline: The :class:`~ticketmail.pipeline.Pipeline` (anything with ``process_email``/``is_processed``;
-            ``process_batch``, when present, commits each mailbox's items in groups of ``batch_size``).
+        mailboxes: `PollTarget` values, or mailbox configurations that `target_factory` turns into
+            targets (the CLI passes `MailboxConfig` values).
+        pipeline: The `Pipeline` (anything with `process_email`/`is_processed`;
+            `process_batch`, when present, commits each mailbox's items in groups of `batch_size`).
         clock: Returns the current aware datetime; used for budgets and health timestamps.
-        sleep: ``sleep(seconds)`` used by :meth:`run` between polls (tests pass a fake that advances their
-            clock). ``None`` waits on the internal stop event, which :meth:`stop` interrupts at once.
-        state: The state directory (locks and ``health.json``); ``None`` keeps locks per process and health
+        sleep: `sleep(seconds)` used by `run()` between polls (tests pass a fake that advances their
+            clock). `None` waits on the internal stop event, which `stop()` interrupts at once.
+        state: The state directory (locks and `health.json`); `None` keeps locks per process and health
             in memory.
-        events: Health listeners (see :class:`~ticketmail.sources.health.HealthEvent`).
+        events: Health listeners (see `HealthEvent`).
         on_outcome: Called after every processed item.
-        backoff: Error backoff policy for :meth:`run`.
+        backoff: Error backoff policy for `run()`.
         rng: Random source for jitter (seed it for reproducible tests).
-        target_factory: ``factory(config, skip) -> PollTarget`` for non-target mailbox entries.
-        lock_factory: ``factory(mailbox_name)`` returning the per-mailbox lock (``acquire() -> bool`` and
-            ``release()``; an optional ``valid`` property ends an idling visit when it turns false). Default:
-            a :class:`~ticketmail.sources.lock.MailboxLock` under ``state``. PostgreSQL workers on several
-            machines pass :meth:`ticketmail.backends.postgres_leases.LeaseManager.lock`.
+        target_factory: `factory(config, skip) -> PollTarget` for non-target mailbox entries.
+        lock_factory: `factory(mailbox_name)` returning the per-mailbox lock (`acquire() -> bool` and
+            `release()`; an optional `valid` property ends an idling visit when it turns false). Default:
+            a `MailboxLock` under `state`. PostgreSQL workers on several
+            machines pass `ticketmail.backends.postgres_leases.LeaseManager.lock()`.
     """
 
     def __init__(
@@ -414,24 +414,24 @@ class Poller:
     # -- long-running -----------------------------------------------------------------------------------
 
     def stop(self) -> None:
-        """Ask :meth:`run` (and a running :meth:`poll_once`) to finish the current item or group and return.
+        """Ask `run()` (and a running `poll_once()`) to finish the current item or group and return.
 
-        A stopped poller stays stopped (a later :meth:`poll_once` visits nothing); make a new one to resume.
+        A stopped poller stays stopped (a later `poll_once()` visits nothing); make a new one to resume.
         """
         self._stop.set()
 
     @property
     def stopping(self) -> bool:
-        """Whether :meth:`stop` was called."""
+        """Whether `stop()` was called."""
         return self._stop.is_set()
 
     def run(self, *, handle_signals: bool = False, idle_slice: float = 5.0) -> None:
-        """Serve every enabled mailbox until :meth:`stop` is called.
+        """Serve every enabled mailbox until `stop()` is called.
 
         Args:
-            handle_signals: Install SIGTERM/SIGINT handlers that call :meth:`stop` (main thread only); the
+            handle_signals: Install SIGTERM/SIGINT handlers that call `stop()` (main thread only); the
                 previous handlers are restored on return.
-            idle_slice: Longest single ``wait_for_changes`` call, so a stop is noticed within this time.
+            idle_slice: Longest single `wait_for_changes` call, so a stop is noticed within this time.
         """
         restore = self.install_signal_handlers() if handle_signals else None
         try:
@@ -460,7 +460,7 @@ class Poller:
         raise KeyError(name)
 
     def install_signal_handlers(self) -> Callable[[], None]:
-        """Make SIGTERM/SIGINT call :meth:`stop`; returns a function restoring the previous handlers.
+        """Make SIGTERM/SIGINT call `stop()`; returns a function restoring the previous handlers.
 
         Only the main thread may install signal handlers; elsewhere this does nothing.
         """
@@ -480,7 +480,7 @@ class Poller:
         return restore
 
     def _wait(self, seconds: float) -> bool:
-        """Wait ``seconds`` (interruptible by :meth:`stop`); returns True when stopping."""
+        """Wait `seconds` (interruptible by `stop()`); returns True when stopping."""
         if seconds <= 0:
             return self._stop.is_set()
         if self._sleep is None:
@@ -496,7 +496,7 @@ class Poller:
         return (self._clock() - start).total_seconds()
 
     def _visit(self, target: PollTarget, keep_open: Callable[[SourceSession, _Tally], None] | None) -> MailboxRun:
-        """Open a session, drain one batch, record health; ``keep_open`` may keep using the session."""
+        """Open a session, drain one batch, record health; `keep_open` may keep using the session."""
         start = self._clock()
         self.health.record_attempt(target.name, at=start)
         tally = _Tally()
@@ -536,14 +536,14 @@ class Poller:
         return tally.run(target.name, "error", exc)
 
     def _batch_function(self) -> BatchFunction | None:
-        """The pipeline's ``process_batch``, or ``None`` for a pipeline that only has ``process_email``."""
+        """The pipeline's `process_batch`, or `None` for a pipeline that only has `process_email`."""
         function = getattr(self.pipeline, "process_batch", None)
         return function if callable(function) else None
 
     def _drain(self, target: PollTarget, session: SourceSession, tally: _Tally, start: _dt.datetime) -> None:
         """Process items of an open session until the cap, the budget, a stop or a backend failure.
 
-        Items are gathered into groups of up to ``target.batch_size`` (and ``target.batch_bytes``); a group is
+        Items are gathered into groups of up to `target.batch_size` (and `target.batch_bytes`); a group is
         processed when full, when the next item would overflow its bytes, when the visit stops early and when
         the source has nothing more to hand over, so an IDLE wake-up with one new message commits it at once.
         """
@@ -610,10 +610,10 @@ class Poller:
         tally: _Tally,
         batch_function: BatchFunction | None,
     ) -> None:
-        """Process the gathered items (emptying ``batch``), then acknowledge or release each in order.
+        """Process the gathered items (emptying `batch`), then acknowledge or release each in order.
 
         When this raises, every item of the group not yet handed to its own acknowledge/release has been
-        released with ``failed=False`` (left in place, not counted against it).
+        released with `failed=False` (left in place, not counted against it).
         """
         group = list(batch)
         batch.clear()
@@ -637,9 +637,9 @@ class Poller:
     def _process_group(
         self, target: PollTarget, group: list[RawItem], batch_function: BatchFunction | None
     ) -> list[Outcome] | None:
-        """One outcome per item from ``process_batch``, or ``None``: process the group one by one instead.
+        """One outcome per item from `process_batch`, or `None`: process the group one by one instead.
 
-        ``BackendError`` propagates (nothing committed; the caller releases the whole group).
+        `BackendError` propagates (nothing committed; the caller releases the whole group).
         """
         if batch_function is None or len(group) == 1:
             return None
@@ -691,7 +691,7 @@ class Poller:
     def _settle(
         self, target: PollTarget, session: SourceSession, item: RawItem, outcome: Outcome, tally: _Tally
     ) -> None:
-        """Acknowledge or release one item from its own (committed) outcome; count it; tell ``on_outcome``."""
+        """Acknowledge or release one item from its own (committed) outcome; count it; tell `on_outcome`."""
         tally.actions[outcome.action] = tally.actions.get(outcome.action, 0) + 1
         if outcome.acknowledge:
             session.acknowledge(item)
@@ -753,7 +753,7 @@ class Poller:
         while not self._stop.is_set() and getattr(lock, "valid", True):  # a lease lost or handed over ends it
             waited = 0.0
             changed = False
-            # Re-poll at least every ``interval`` even without a notification (missed EXISTS, NAT timeouts).
+            # Re-poll at least every `interval` even without a notification (missed EXISTS, NAT timeouts).
             while not self._stop.is_set() and waited < target.interval and getattr(lock, "valid", True):
                 step = min(idle_slice, target.interval - waited)
                 if session.wait_for_changes(step):
@@ -776,7 +776,7 @@ class Poller:
 def source_for(
     config: Any, *, skip: SkipCallback | None = None, state_dir: str | os.PathLike[str] | None = None
 ) -> Source:
-    """The :class:`~ticketmail.sources.base.Source` for a :class:`~ticketmail.sources.config.MailboxConfig`."""
+    """The `Source` for a `MailboxConfig`."""
     protocol = getattr(config, "protocol", None)
     if getattr(config, "provider", None) is not None:  # built-in OAuth2: tokens kept under the state directory
         from ticketmail.oauth import bind_state_dir
@@ -815,10 +815,10 @@ def target_for(
     time_budget: float = 120.0,
     batch_size: int | None = None,
 ) -> PollTarget:
-    """A :class:`PollTarget` from a mailbox configuration (cap ``max_per_run``, ``poll_interval``, ``idle``).
+    """A `PollTarget` from a mailbox configuration (cap `max_per_run`, `poll_interval`, `idle`).
 
-    ``batch_size`` overrides the configuration's ``batch_size`` (a configuration without one gets
-    :data:`DEFAULT_BATCH_SIZE`).
+    `batch_size` overrides the configuration's `batch_size` (a configuration without one gets
+    `DEFAULT_BATCH_SIZE`).
     """
     if batch_size is None:
         batch_size = getattr(config, "batch_size", DEFAULT_BATCH_SIZE)

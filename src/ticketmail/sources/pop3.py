@@ -1,27 +1,27 @@
-"""POP3 source (stdlib ``poplib``): UIDL-tracked, ``DELE`` only after commit, STLS and POP3S.
+"""POP3 source (stdlib `poplib`): UIDL-tracked, `DELE` only after commit, STLS and POP3S.
 
 POP3 (RFC 1939) has no flags and no folders, so the contract maps as follows:
 
-* Provenance key = the ``UIDL`` (RFC 1939 section 7), the only identifier that is stable across sessions;
+* Provenance key = the `UIDL` (RFC 1939 section 7), the only identifier that is stable across sessions;
   message numbers are not.
-* ``fetch`` lists ``UIDL`` and ``LIST`` (sizes) once, then ``RETR`` per message (POP3 has no bulk retrieval;
+* `fetch` lists `UIDL` and `LIST` (sizes) once, then `RETR` per message (POP3 has no bulk retrieval;
   pipelining, RFC 2449, is not used because poplib reads strictly request/response). Messages larger than
-  ``max_message_size`` are never downloaded whole: ``skip`` leaves them (an ``OversizeNotice``);
-  ``headers`` fetches ``TOP n 0`` (headers only) and yields a truncated item with a note. A truncated item is
-  never deleted, whatever ``after`` says: the original on the server is its only full copy. Its UIDL is
-  remembered in the ``kept`` store (persisted in the poller's state directory) before it is processed, so a
-  lost acknowledgement cannot turn into a ``DELE`` either; such messages stay on the server for the operator.
-* ``acknowledge``: with ``after = "delete"`` sends ``DELE``. The server applies deletions only when the session
-  ends with ``QUIT`` (RFC 1939 section 6, UPDATE state), so a crash before ``QUIT`` leaves every message in
-  place and the processed-message ledger turns the refetch into a duplicate. With ``after = "seen"`` the
-  mail stays on the server ("leave a copy"): the ``skip`` callable (``Pipeline.is_processed``) keeps it from
+  `max_message_size` are never downloaded whole: `skip` leaves them (an `OversizeNotice`);
+  `headers` fetches `TOP n 0` (headers only) and yields a truncated item with a note. A truncated item is
+  never deleted, whatever `after` says: the original on the server is its only full copy. Its UIDL is
+  remembered in the `kept` store (persisted in the poller's state directory) before it is processed, so a
+  lost acknowledgement cannot turn into a `DELE` either; such messages stay on the server for the operator.
+* `acknowledge`: with `after = "delete"` sends `DELE`. The server applies deletions only when the session
+  ends with `QUIT` (RFC 1939 section 6, UPDATE state), so a crash before `QUIT` leaves every message in
+  place and the processed-message ledger turns the refetch into a duplicate. With `after = "seen"` the
+  mail stays on the server ("leave a copy"): the `skip` callable (`Pipeline.is_processed`) keeps it from
   being downloaded again, and the source remembers acknowledged UIDLs for its own lifetime as well.
-* ``release(failed=True)``: POP3 cannot mark a message, so failures are counted per UIDL in a
-  :class:`~ticketmail.sources.maildir.RetryCounter` (persisted in the poller's state directory, so separate
-  cron runs add up); at ``max_retries`` the message is left on the server and
+* `release(failed=True)`: POP3 cannot mark a message, so failures are counted per UIDL in a
+  `RetryCounter` (persisted in the poller's state directory, so separate
+  cron runs add up); at `max_retries` the message is left on the server and
   ignored by this source from then on (never deleted); the pipeline's quarantine keeps its raw bytes.
-* STLS (RFC 2595 section 4) for ``security = "starttls"``, implicit TLS on 995 (RFC 8314) for ``ssl``;
-  ``auth = "oauth2"`` uses ``AUTH XOAUTH2`` (RFC 5034 with an initial response).
+* STLS (RFC 2595 section 4) for `security = "starttls"`, implicit TLS on 995 (RFC 8314) for `ssl`;
+  `auth = "oauth2"` uses `AUTH XOAUTH2` (RFC 5034 with an initial response).
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ log = logging.getLogger("ticketmail.sources.pop3")
 
 
 class _POP3(poplib.POP3):
-    """poplib on a socket that ``_net.open_socket`` already connected (and maybe TLS-wrapped)."""
+    """poplib on a socket that `_net.open_socket` already connected (and maybe TLS-wrapped)."""
 
     def __init__(self, sock: socket.socket, host: str, port: int, timeout: float) -> None:
         self._tm_sock = sock
@@ -69,11 +69,11 @@ class Pop3Source:
     """A POP3 mailbox (see the module docstring).
 
     Args:
-        config: The mailbox (``protocol = "pop3"``).
-        skip: ``skip(provenance) -> True`` for items already committed (``Pipeline.is_processed``); they are
-            not downloaded again (and are deleted when ``after = "delete"``, unless they were truncated).
+        config: The mailbox (`protocol = "pop3"`).
+        skip: `skip(provenance) -> True` for items already committed (`Pipeline.is_processed`); they are
+            not downloaded again (and are deleted when `after = "delete"`, unless they were truncated).
         retries: Failure counts per UIDL (persist them to add up across runs).
-        keep: UIDLs that must never be deleted (messages ingested headers-only); persist it like ``retries``.
+        keep: UIDLs that must never be deleted (messages ingested headers-only); persist it like `retries`.
     """
 
     def __init__(
@@ -99,7 +99,7 @@ class Pop3Source:
 
     @contextlib.contextmanager
     def session(self) -> Iterator[Pop3Session]:
-        """Connect and authenticate; ``QUIT`` on exit, which applies the ``DELE`` of acknowledged items."""
+        """Connect and authenticate; `QUIT` on exit, which applies the `DELE` of acknowledged items."""
         session = Pop3Session(self)
         try:
             session.open()
@@ -110,13 +110,13 @@ class Pop3Source:
 
 
 class Pop3Session:
-    """One authenticated POP3 connection. Obtain through :meth:`Pop3Source.session`.
+    """One authenticated POP3 connection. Obtain through `Pop3Source.session()`.
 
     Attributes:
-        capabilities: ``CAPA`` answer (upper case first words), e.g. ``{"UIDL", "TOP", "STLS", "SASL"}``.
+        capabilities: `CAPA` answer (upper case first words), e.g. `{"UIDL", "TOP", "STLS", "SASL"}`.
         count: Messages in the maildrop at login.
-        oversized: Messages left on the server by the ``skip`` oversize policy during this session.
-        acknowledged_skipped: Items acknowledged without download because ``skip`` reported them committed.
+        oversized: Messages left on the server by the `skip` oversize policy during this session.
+        acknowledged_skipped: Items acknowledged without download because `skip` reported them committed.
     """
 
     def __init__(self, source: Pop3Source) -> None:
@@ -211,14 +211,14 @@ class Pop3Session:
             ) from exc.__cause__
 
     def quit(self) -> None:
-        """End the session with ``QUIT``: the server now applies the ``DELE`` of acknowledged messages."""
+        """End the session with `QUIT`: the server now applies the `DELE` of acknowledged messages."""
         client, self._client = self._client, None
         if client is not None:
             with self._guard("ack", "QUIT (applying deletions)"):
                 client.quit()
 
     def close(self) -> None:
-        """Drop the connection without ``QUIT`` if still open (pending deletions are then not applied)."""
+        """Drop the connection without `QUIT` if still open (pending deletions are then not applied)."""
         client, self._client = self._client, None
         if client is not None:
             with contextlib.suppress(Exception):
@@ -230,7 +230,7 @@ class Pop3Session:
         return Provenance(mailbox=self.config.name, kind="pop3", key=uidl)
 
     def listing(self) -> list[tuple[int, str, int]]:
-        """``(number, uidl, size)`` for every message, in maildrop order (oldest first)."""
+        """`(number, uidl, size)` for every message, in maildrop order (oldest first)."""
         client = self.client
         with self._guard("fetch", "UIDL/LIST"):
             _, uidl_lines, _ = client.uidl()
@@ -246,7 +246,7 @@ class Pop3Session:
         return out
 
     def fetch(self, *, limit: int | None = None) -> Iterator[RawItem]:
-        """Yield up to ``limit`` (default ``max_per_run``) messages not yet committed, in maildrop order."""
+        """Yield up to `limit` (default `max_per_run`) messages not yet committed, in maildrop order."""
         cap = self.config.max_per_run if limit is None else limit
         src = self.source
         yielded = 0
@@ -281,11 +281,11 @@ class Pop3Session:
             yield item
 
     def pending(self) -> int:
-        """Messages still waiting to be processed: what the next :meth:`fetch` would download.
+        """Messages still waiting to be processed: what the next `fetch()` would download.
 
-        One ``UIDL``/``LIST`` (messages deleted in this session are no longer listed); not counted: items
-        the ledger (``skip``) reports as committed, messages kept on the server (truncated, or kept with
-        ``after = "seen"``), ones that reached ``max_retries``, and oversize ones under ``oversize = "skip"``.
+        One `UIDL`/`LIST` (messages deleted in this session are no longer listed); not counted: items
+        the ledger (`skip`) reports as committed, messages kept on the server (truncated, or kept with
+        `after = "seen"`), ones that reached `max_retries`, and oversize ones under `oversize = "skip"`.
         """
         src = self.source
         limit = self.config.max_message_size
@@ -301,7 +301,7 @@ class Pop3Session:
         return waiting
 
     def skip_committed(self, provenance: Provenance) -> bool:
-        """Whether the source's ``skip`` callable reports this item already committed."""
+        """Whether the source's `skip` callable reports this item already committed."""
         return self.source.skip is not None and self.source.skip(provenance)
 
     def _oversize(self, number: int, prov: Provenance, size: int, limit: int) -> RawItem | None:
@@ -338,7 +338,7 @@ class Pop3Session:
         return number
 
     def acknowledge(self, item: RawItem) -> None:
-        """``DELE`` (applied at ``QUIT``) for ``after = "delete"``; otherwise keep and remember the UIDL.
+        """`DELE` (applied at `QUIT`) for `after = "delete"`; otherwise keep and remember the UIDL.
 
         A truncated item is never deleted: it is remembered as kept and stays on the server.
         """
@@ -366,7 +366,7 @@ class Pop3Session:
         self.source.retries.clear(uidl)
 
     def release(self, item: RawItem, *, failed: bool) -> None:
-        """Leave the message; a failure is counted (``retries``) and ``max_retries`` stops retries."""
+        """Leave the message; a failure is counted (`retries`) and `max_retries` stops retries."""
         self._number_of(item)
         if not failed:
             return

@@ -1,6 +1,6 @@
 """The backend conformance suite: run it against your backend to know it keeps ticketmail's promises.
 
-Usage (in your test suite; needs ``pytest`` and ``hypothesis``)::
+Usage (in your test suite; needs `pytest` and `hypothesis`)::
 
     from ticketmail.testing.conformance import BackendConformance
 
@@ -8,21 +8,21 @@ Usage (in your test suite; needs ``pytest`` and ``hypothesis``)::
         def make_backend(self, directory):          # a fresh, empty store each call
             return MyBackend(dsn=..., schema=f"t_{directory.name}")
 
-pytest collects every ``test_*`` method of :class:`BackendConformance` for your subclass. They check the
-contract written down in :mod:`ticketmail.backends.base`:
+pytest collects every `test_*` method of `BackendConformance` for your subclass. They check the
+contract written down in `ticketmail.backends.base`:
 
 * a unit of work commits as a whole or not at all: an exception raised inside it, at *any* write, leaves
-  no partial ticket, no ledger row, no audit row (:meth:`BackendConformance.test_failure_at_every_write`);
+  no partial ticket, no ledger row, no audit row (`BackendConformance.test_failure_at_every_write()`);
 * the ledger is idempotent for identical records and refuses conflicting ones;
 * attachments are stored once per sha256 and read back intact;
 * message ids are found inbound and outbound, with or without angle brackets;
 * merges refuse cycles and missing targets; numbers are unique; datetimes come back as aware UTC;
 * custom field values round-trip as the same JSON types (a number stays a number, a boolean a boolean, a
-  choice ``{"key", "label"}``, datetimes ISO 8601 text with offset), in order, through every reader.
+  choice `{"key", "label"}`, datetimes ISO 8601 text with offset), in order, through every reader.
 
-:meth:`BackendConformance.test_state_machine` then drives random sequences of units of work (new mails,
+`BackendConformance.test_state_machine()` then drives random sequences of units of work (new mails,
 replies by message id and by number, outbound ids, redeliveries, merges, status changes, participants,
-quarantine) against the backend under test *and* the reference model (:class:`InMemoryBackend`), injecting
+quarantine) against the backend under test *and* the reference model (`InMemoryBackend`), injecting
 a failure at a random write of some units, and asserts after every step that both hold the same state and
 that a failed unit changed nothing (the shape hypothesis's own database tests use).
 """
@@ -91,13 +91,13 @@ WRITE_METHODS = frozenset(
 
 
 class InjectedFault(Exception):
-    """Raised by :class:`FaultInjectingUnit` at the chosen write; the unit must then roll back."""
+    """Raised by `FaultInjectingUnit` at the chosen write; the unit must then roll back."""
 
 
 class FaultInjectingUnit:
-    """Wraps a unit of work and raises :class:`InjectedFault` at write number ``fail_at`` (0-based).
+    """Wraps a unit of work and raises `InjectedFault` at write number `fail_at` (0-based).
 
-    With ``after`` the write is performed first and the fault raised afterwards, so the backend has
+    With `after` the write is performed first and the fault raised afterwards, so the backend has
     really changed something that must be rolled back.
     """
 
@@ -142,7 +142,7 @@ def _quiet_entry(entry: Entry, positions: dict[int, tuple[str, int]]) -> tuple[o
 def snapshot(backend: Backend, *, keys: Iterable[str] = (), message_ids: Iterable[str] = ()) -> dict[str, object]:
     """Everything observable through the protocol, with backend-assigned ids replaced by positions.
 
-    ``keys`` and ``message_ids`` name the ledger keys and message ids to look up (the protocol has no
+    `keys` and `message_ids` name the ledger keys and message ids to look up (the protocol has no
     listing for them). Two backends that did the same things have equal snapshots.
     """
     tickets = list(backend.list_tickets())
@@ -207,7 +207,7 @@ PROV = Provenance("support", "imap", "7:42")
 
 
 def _typed(value: object) -> object:
-    """``value`` with every scalar paired with its exact type, so ``1 == 1.0 == True`` cannot hide a change."""
+    """`value` with every scalar paired with its exact type, so `1 == 1.0 == True` cannot hide a change."""
     if isinstance(value, dict):
         return {key: _typed(item) for key, item in value.items()}
     if isinstance(value, (list, tuple)):
@@ -235,9 +235,9 @@ def _open_message(uow: UnitOfWork, number: str, mid: str, key: str, at: _dt.date
 
 
 class BackendConformance:
-    """Subclass this in a test module and implement :meth:`make_backend`; pytest runs every check.
+    """Subclass this in a test module and implement `make_backend()`; pytest runs every check.
 
-    Override :attr:`state_machine_settings` to change how hard the stateful test works. The default has no
+    Override `state_machine_settings` to change how hard the stateful test works. The default has no
     per-example deadline and does not fail on slow data generation: a backend over a network database
     (PostgreSQL, a SQLAlchemy engine) is slower per step than the 200 ms Hypothesis allows by default, and
     that is not a conformance failure.
@@ -246,7 +246,7 @@ class BackendConformance:
     state_machine_settings: ClassVar[settings | None] = None
 
     def make_backend(self, directory: pathlib.Path) -> Backend:
-        """A new, empty backend whose files (if any) live in ``directory``."""
+        """A new, empty backend whose files (if any) live in `directory`."""
         raise NotImplementedError("subclasses of BackendConformance implement make_backend(directory)")
 
     @pytest.fixture
@@ -536,7 +536,7 @@ class BackendConformance:
         assert ticket is not None and ticket.participants == ("Bob@example.net", "carol@example.org")
 
     def test_count_tickets_by_requester(self, backend: Backend) -> None:
-        """Rate-limit counting is case-insensitive and honours ``since`` (inclusive)."""
+        """Rate-limit counting is case-insensitive and honours `since` (inclusive)."""
         with backend.unit_of_work() as uow:
             for i in range(4):
                 uow.create_ticket(_new_ticket(f"CNT0000{i}", at=T0 + _dt.timedelta(minutes=i)))
@@ -614,7 +614,7 @@ class BackendConformance:
         assert sorted(q.attempts for q in backend.quarantined()) == [1, 1]
 
     def test_quarantine_keeps_bytes_once_per_item(self, backend: Backend) -> None:
-        """Quarantine keeps raw bytes; the same item again bumps ``attempts`` instead of a new row."""
+        """Quarantine keeps raw bytes; the same item again bumps `attempts` instead of a new row."""
         raw = b"From: x\r\n\r\n\xff\xfe broken"
         with backend.unit_of_work() as uow:
             first = uow.quarantine(QuarantineRecord(T0, raw, "malformed_email", "bad", PROV))
@@ -699,7 +699,7 @@ _op_kinds = st.sampled_from(
 class BackendStateMachine(RuleBasedStateMachine):
     """Drives the backend under test and the reference model with identical units of work.
 
-    Subclass via :func:`state_machine_for`, which sets :attr:`factory`.
+    Subclass via `state_machine_for()`, which sets `factory`.
     """
 
     factory: ClassVar[Callable[[], Backend]]
@@ -915,13 +915,13 @@ class BackendStateMachine(RuleBasedStateMachine):
 
 
 def state_machine_for(factory: Callable[[], Backend]) -> type[BackendStateMachine]:
-    """A :class:`BackendStateMachine` subclass whose backend under test comes from ``factory``.
+    """A `BackendStateMachine` subclass whose backend under test comes from `factory`.
 
-    Run it with ``run_state_machine_as_test(state_machine_for(f))`` or expose ``.TestCase`` to pytest.
+    Run it with `run_state_machine_as_test(state_machine_for(f))` or expose `.TestCase` to pytest.
     """
     return type("BackendStateMachineFor", (BackendStateMachine,), {"factory": staticmethod(factory)})
 
 
 def scratch_directory() -> pathlib.Path:
-    """A new temporary directory (for factories used outside pytest's ``tmp_path``)."""
+    """A new temporary directory (for factories used outside pytest's `tmp_path`)."""
     return pathlib.Path(tempfile.mkdtemp(prefix="ticketmail-conformance-"))

@@ -1,7 +1,7 @@
 # ruff: noqa: RUF001
-"""Hypothesis strategies for raw email messages, built with the stdlib ``email`` API.
+"""Hypothesis strategies for raw email messages, built with the stdlib `email` API.
 
-Use them to test code that consumes :class:`ticketmail.model.InboundEmail`::
+Use them to test code that consumes `ticketmail.model.InboundEmail`::
 
     from hypothesis import given
     from ticketmail.testing.emails import generated_emails
@@ -11,11 +11,11 @@ Use them to test code that consumes :class:`ticketmail.model.InboundEmail`::
         parsed = parse_email(sample.raw)
         assert parsed.subject == sample.subject
 
-Every :class:`GeneratedEmail` carries the raw bytes and the values a correct parser must recover from them
+Every `GeneratedEmail` carries the raw bytes and the values a correct parser must recover from them
 (already normalized the way ticketmail normalizes: folded whitespace in the subject collapsed, the body's
 surrounding blank lines removed). Bodies are encoded in several charsets (UTF-8, Latin-1, cp1252, KOI8-R,
 Shift_JIS, ISO-2022-JP, GB2312, EUC-KR), with and without an HTML alternative; attachments have non-ASCII
-names (which the stdlib writes as RFC 2231 parameters) and arbitrary bytes. :func:`mutated_emails` damages
+names (which the stdlib writes as RFC 2231 parameters) and arbitrary bytes. `mutated_emails()` damages
 such messages (truncation, flipped and inserted bytes, removed line ends) for robustness tests.
 
 This module imports hypothesis, a test dependency: import it from tests only.
@@ -101,7 +101,7 @@ def header_texts(alphabet: str = _SUBJECT_ALPHABET, max_size: int = 60) -> st.Se
 
 @st.composite
 def addresses(draw: st.DrawFn) -> str:
-    """A plain ``local@domain`` address (lower case)."""
+    """A plain `local@domain` address (lower case)."""
     local = draw(st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789", min_size=1, max_size=12))
     sep = draw(st.sampled_from(["", ".", "+", "_"]))
     tail = draw(st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789", min_size=1, max_size=6))
@@ -130,7 +130,7 @@ def _attachment(draw: st.DrawFn) -> GeneratedAttachment:
 
 @st.composite
 def generated_emails(draw: st.DrawFn, *, max_attachments: int = 3) -> GeneratedEmail:
-    """A message built with ``email.message.EmailMessage``; see :class:`GeneratedEmail`."""
+    """A message built with `email.message.EmailMessage`; see `GeneratedEmail`."""
     sender = draw(addresses())
     name = " ".join(draw(header_texts(_NAME_ALPHABET, 30)).split()) or None
     subject = draw(header_texts())

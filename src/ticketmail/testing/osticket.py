@@ -1,7 +1,7 @@
-"""osTicket's documented API examples (``setup/doc/api/tickets.md``), verbatim, for tests of clients and servers.
+"""osTicket's documented API examples (`setup/doc/api/tickets.md`), verbatim, for tests of clients and servers.
 
 They are reference inputs, not valid samples: the JSON example as osTicket prints it has a trailing comma and
-elided base64, so a strict parser must refuse it clearly (``malformed_json``); the XML example parses.
+elided base64, so a strict parser must refuse it clearly (`malformed_json`); the XML example parses.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ OSTICKET_JSON_VERBATIM = b"""{
         {"image.png": "data:image/png;base64,R0lGODdhMAA..."},
     ]
 }"""
-"""The JSON example exactly as documented (trailing comma, ``...`` in the base64)."""
+"""The JSON example exactly as documented (trailing comma, `...` in the base64)."""
 
 OSTICKET_XML = b"""<?xml version="1.0" encoding="UTF-8"?>
 <ticket alert="true" autorespond="true" source="API">

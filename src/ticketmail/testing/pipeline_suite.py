@@ -5,15 +5,15 @@ message whose ticket was rolled back, a retry after a failed write), which examp
 Hypothesis drives random sequences of
 
 * new conversations (each must open exactly one ticket),
-* replies by every threading route (``In-Reply-To``, ``References``, subject tag, plus address, signed
+* replies by every threading route (`In-Reply-To`, `References`, subject tag, plus address, signed
   token of a notification we "sent"),
 * auto-replies (appended to an open ticket, never reopening a closed one), closing and merging tickets
   (replies to a merged ticket must land on the survivor),
 * duplicates (the same message through another mailbox) and redeliveries (the same mailbox item again),
-* batches of new conversations and replies in one unit of work (:meth:`Pipeline.process_batch`),
+* batches of new conversations and replies in one unit of work (`Pipeline.process_batch()`),
 * failures injected at every backend write: a wrapper backend raises at the Nth write of the next message,
-  either a :class:`~ticketmail.errors.BackendError` (the pipeline must propagate it and leave no trace) or
-  an unexpected exception (the pipeline must roll back, quarantine and report ``failed``). Failed messages
+  either a `BackendError` (the pipeline must propagate it and leave no trace) or
+  an unexpected exception (the pipeline must roll back, quarantine and report `failed`). Failed messages
   are retried later and must then have their normal effect;
 
 and checks after every step that the backend agrees with a simple model: one ticket per conversation,
@@ -63,7 +63,7 @@ WRITE_METHODS = frozenset(
         "quarantine",
     }
 )
-"""The unit-of-work methods that write; :class:`FaultyBackend` counts calls to these."""
+"""The unit-of-work methods that write; `FaultyBackend` counts calls to these."""
 
 _KEY = b"pipeline-suite-signing-key-0001!"
 _DOMAIN = "desk.example"
@@ -81,13 +81,13 @@ def _present(value: _T | None, what: str) -> _T:
 
 
 def _expect(condition: object, message: str) -> None:
-    """Like ``assert``, but not stripped by ``python -O`` (this suite must never pass silently)."""
+    """Like `assert`, but not stripped by `python -O` (this suite must never pass silently)."""
     if not condition:
         raise AssertionError(message)
 
 
 class InjectedFault(RuntimeError):
-    """The unexpected exception :class:`FaultyBackend` raises (not a ticketmail error on purpose)."""
+    """The unexpected exception `FaultyBackend` raises (not a ticketmail error on purpose)."""
 
 
 class _FaultyUnit:
@@ -111,7 +111,7 @@ class _FaultyUnit:
 class FaultyBackend:
     """Wraps a backend; when armed, the Nth write (counted across units of work) raises.
 
-    ``arm(n, error)`` makes the ``n``-th write from now raise ``error``, once. ``writes`` counts every write
+    `arm(n, error)` makes the `n`-th write from now raise `error`, once. `writes` counts every write
     seen. Everything else is delegated to the wrapped backend.
     """
 
@@ -123,7 +123,7 @@ class FaultyBackend:
         self.fired: str | None = None
 
     def arm(self, n: int, error: BaseException) -> None:
-        """Raise ``error`` at the ``n``-th write from now (1 = the next write)."""
+        """Raise `error` at the `n`-th write from now (1 = the next write)."""
         self._countdown = n
         self._error = error
         self.fired = None
@@ -211,11 +211,11 @@ def build_mail(
     attachment: tuple[str, bytes] | None = None,
     date: _dt.datetime = _START,
 ) -> bytes:
-    """The raw bytes of a simple test message (stdlib ``email``, CRLF-free, UTF-8).
+    """The raw bytes of a simple test message (stdlib `email`, CRLF-free, UTF-8).
 
-    ``message_id`` is given without angle brackets (``None``: no Message-ID header). ``references`` is a
-    header value or a sequence of ids (written oldest first, in brackets). ``headers`` are added as given
-    (``{"Auto-Submitted": "auto-replied"}``); ``attachment`` is ``(filename, bytes)``.
+    `message_id` is given without angle brackets (`None`: no Message-ID header). `references` is a
+    header value or a sequence of ids (written oldest first, in brackets). `headers` are added as given
+    (`{"Auto-Submitted": "auto-replied"}`); `attachment` is `(filename, bytes)`.
     """
     msg = EmailMessage()
     msg["From"] = sender
@@ -237,7 +237,7 @@ def build_mail(
 
 
 class StepClock:
-    """A deterministic clock for tests: ``start``, then ``step`` later at every call."""
+    """A deterministic clock for tests: `start`, then `step` later at every call."""
 
     def __init__(self, start: _dt.datetime = _START, step: _dt.timedelta = _dt.timedelta(seconds=1)) -> None:
         self._next = start
@@ -276,9 +276,9 @@ ROUTES: tuple[Route, ...] = ("in_reply_to", "references", "subject", "plus_addre
 
 
 def pipeline_machine(backend_factory: Callable[[], Backend], *, steps: int = 40) -> type[RuleBasedStateMachine]:
-    """A :class:`RuleBasedStateMachine` class that checks the pipeline on backends from ``backend_factory``.
+    """A `RuleBasedStateMachine` class that checks the pipeline on backends from `backend_factory`.
 
-    Run it with ``TestX = pipeline_machine(factory).TestCase`` in a pytest module. ``steps`` bounds the
+    Run it with `TestX = pipeline_machine(factory).TestCase` in a pytest module. `steps` bounds the
     length of each generated sequence.
     """
 
@@ -415,7 +415,7 @@ def pipeline_machine(backend_factory: Callable[[], Backend], *, steps: int = 40)
 
         @rule(data=st.data(), size=st.integers(min_value=2, max_value=5), fault=faults)
         def batch(self, data: st.DataObject, size: int, fault: tuple[int, bool] | None) -> None:
-            """New conversations and replies in one ``process_batch`` (one unit of work)."""
+            """New conversations and replies in one `process_batch` (one unit of work)."""
             items: list[_Pending] = []
             for _ in range(size):
                 n = next(self.ids)

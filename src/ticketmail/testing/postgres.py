@@ -8,14 +8,14 @@ Usage::
     url = server.create_database()            # a fresh, empty database
     backend = PostgresBackend(url)
 
-or in a test module, ``postgres = pytest.fixture(scope="session")(postgres_fixture)``.
+or in a test module, `postgres = pytest.fixture(scope="session")(postgres_fixture)`.
 
-How it runs: ``initdb`` into a ``tempfile.mkdtemp()`` directory (``trust`` authentication, UTF-8), then
-``postgres`` listening on ``127.0.0.1`` on a free port chosen per process, with its Unix socket inside the
-same directory, so parallel test runs never meet. ``initdb`` refuses to run as root: as root the cluster
-belongs to the unprivileged ``postgres`` system user (or ``nobody``) and the server runs as that user.
-The binaries come from ``TICKETMAIL_PG_BIN`` or the newest ``/usr/lib/postgresql/*/bin``, else ``PATH``.
-``fsync`` is off by default (test data only; several times faster); pass ``fsync=True`` to measure.
+How it runs: `initdb` into a `tempfile.mkdtemp()` directory (`trust` authentication, UTF-8), then
+`postgres` listening on `127.0.0.1` on a free port chosen per process, with its Unix socket inside the
+same directory, so parallel test runs never meet. `initdb` refuses to run as root: as root the cluster
+belongs to the unprivileged `postgres` system user (or `nobody`) and the server runs as that user.
+The binaries come from `TICKETMAIL_PG_BIN` or the newest `/usr/lib/postgresql/*/bin`, else `PATH`.
+`fsync` is off by default (test data only; several times faster); pass `fsync=True` to measure.
 """
 
 from __future__ import annotations
@@ -41,11 +41,11 @@ __all__ = ["PostgresServer", "PostgresUnavailable", "find_bindir", "postgres_fix
 
 
 class PostgresUnavailable(RuntimeError):
-    """No PostgreSQL server binaries on this machine (install Debian's ``postgresql``)."""
+    """No PostgreSQL server binaries on this machine (install Debian's `postgresql`)."""
 
 
 def find_bindir() -> Path:
-    """The directory holding ``initdb`` and ``postgres``: ``$TICKETMAIL_PG_BIN``, the newest Debian one, or PATH."""
+    """The directory holding `initdb` and `postgres`: `$TICKETMAIL_PG_BIN`, the newest Debian one, or PATH."""
     env = os.environ.get("TICKETMAIL_PG_BIN")
     if env:
         return Path(env)
@@ -70,7 +70,7 @@ def _free_port() -> int:
 
 
 class PostgresServer:
-    """One private PostgreSQL cluster; :meth:`stop` (or process exit for :meth:`shared`) removes it."""
+    """One private PostgreSQL cluster; `stop()` (or process exit for `shared()`) removes it."""
 
     _shared: PostgresServer | None = None
     _shared_lock = threading.Lock()
@@ -221,7 +221,7 @@ class PostgresServer:
     # -- databases --
 
     def url(self, database: str = "postgres") -> str:
-        """A ``postgresql://`` URL for ``database`` on this server (TCP on loopback)."""
+        """A `postgresql://` URL for `database` on this server (TCP on loopback)."""
         return f"postgresql://{self.user}@127.0.0.1:{self.port}/{database}"
 
     def create_database(self, name: str | None = None) -> str:
@@ -235,7 +235,7 @@ class PostgresServer:
         return self.url(name)
 
     def drop_database(self, url: str) -> None:
-        """Drop the database of ``url`` (connections to it are terminated first)."""
+        """Drop the database of `url` (connections to it are terminated first)."""
         import psycopg
         from psycopg import sql
 
@@ -245,5 +245,5 @@ class PostgresServer:
 
 
 def postgres_fixture() -> Iterator[PostgresServer]:
-    """A fixture body: the shared server (wrap with ``pytest.fixture(scope="session")``)."""
+    """A fixture body: the shared server (wrap with `pytest.fixture(scope="session")`)."""
     yield PostgresServer.shared()

@@ -1,11 +1,11 @@
 """Hypothesis strategies for ticketmail values, shipped for applications and the other parts' tests.
 
-Every generated :class:`~ticketmail.model.TicketRequest` is *normalized*: it is exactly what the parsers
-produce, so ``parse_json(to_json(r)) == r`` and ``parse_xml(to_xml(r)) == r`` hold for it. Custom fields are
-generated for :data:`EXAMPLE_FORM` (one field of every type) unless another form is given.
+Every generated `TicketRequest` is *normalized*: it is exactly what the parsers
+produce, so `parse_json(to_json(r)) == r` and `parse_xml(to_xml(r)) == r` hold for it. Custom fields are
+generated for `EXAMPLE_FORM` (one field of every type) unless another form is given.
 
-Also here: :func:`byte_mutations` and :func:`json_mutations` turn valid payloads into nearly-valid ones,
-to check that parsers answer arbitrary input with a result or a ``TicketmailError`` and nothing else.
+Also here: `byte_mutations()` and `json_mutations()` turn valid payloads into nearly-valid ones,
+to check that parsers answer arbitrary input with a result or a `TicketmailError` and nothing else.
 
 Requires hypothesis (a test dependency, not a runtime one).
 """
@@ -57,7 +57,7 @@ EXAMPLE_FORM = Form(
         FormField("budget", "number"),
     )
 )
-"""A form with one field of every type (plus the default ``phone`` and ``notes``)."""
+"""A form with one field of every type (plus the default `phone` and `notes`)."""
 
 # Printable characters only: no controls (Cc), surrogates (Cs), line/paragraph separators, U+FFFE/U+FFFF.
 _CHARS = st.characters(
@@ -74,12 +74,12 @@ _ZONES = (
 
 
 def one_line_text(*, min_size: int = 1, max_size: int = 40) -> st.SearchStrategy[str]:
-    """Normalized single-line text: printable, stripped, ``min_size`` characters or more after stripping."""
+    """Normalized single-line text: printable, stripped, `min_size` characters or more after stripping."""
     return st.text(_CHARS, min_size=min_size, max_size=max_size).map(str.strip).filter(lambda s: len(s) >= min_size)
 
 
 def multi_line_text(*, max_lines: int = 4) -> st.SearchStrategy[str]:
-    r"""Normalized multi-line text: lines of printable characters and tabs joined by ``\\n``, stripped."""
+    r"""Normalized multi-line text: lines of printable characters and tabs joined by `\\n`, stripped."""
     line = st.text(st.one_of(_CHARS, st.just("\t")), max_size=30)
     return st.lists(line, min_size=1, max_size=max_lines).map(lambda lines: "\n".join(lines).strip()).filter(bool)
 
@@ -98,7 +98,7 @@ def email_addresses() -> st.SearchStrategy[str]:
 
 
 def addresses() -> st.SearchStrategy[Address]:
-    """Submitter addresses with a display name (the payload's ``name``)."""
+    """Submitter addresses with a display name (the payload's `name`)."""
     return st.builds(Address, email=email_addresses(), name=one_line_text())
 
 
@@ -151,7 +151,7 @@ def attachments(*, max_size: int = 256) -> st.SearchStrategy[Attachment]:
 
 
 def custom_values(spec: FormField) -> st.SearchStrategy[CustomValue]:
-    """Normalized values for the form field ``spec`` (never empty)."""
+    """Normalized values for the form field `spec` (never empty)."""
     kind = spec.type
     if kind == "text":
         return one_line_text()
@@ -185,7 +185,7 @@ def _custom_fields(draw: st.DrawFn, form: Form) -> dict[str, CustomValue]:
 def ticket_requests(
     *, form: Form = EXAMPLE_FORM, max_attachments: int = 3, max_attachment_size: int = 256
 ) -> st.SearchStrategy[TicketRequest]:
-    """Normalized ticket requests whose custom fields belong to ``form``."""
+    """Normalized ticket requests whose custom fields belong to `form`."""
     ids = st.none() | st.integers(0, 2**31 - 1)
     return st.builds(
         TicketRequest,
@@ -216,7 +216,7 @@ def json_values(*, max_leaves: int = 8) -> st.SearchStrategy[Any]:
 
 @st.composite
 def byte_mutations(draw: st.DrawFn, payload: bytes) -> bytes:
-    """``payload`` with a few random byte-level edits: flips, deletions, insertions, truncation."""
+    """`payload` with a few random byte-level edits: flips, deletions, insertions, truncation."""
     data = bytearray(payload)
     for _ in range(draw(st.integers(1, 4))):
         op = draw(st.sampled_from(["flip", "delete", "insert", "truncate"]))
@@ -236,7 +236,7 @@ def byte_mutations(draw: st.DrawFn, payload: bytes) -> bytes:
 
 @st.composite
 def json_mutations(draw: st.DrawFn, payload: bytes) -> bytes:
-    """A JSON ``payload`` with members replaced, removed or added at the top level or in an attachment."""
+    """A JSON `payload` with members replaced, removed or added at the top level or in an attachment."""
     document = json.loads(payload)
     keys = [*document, "attachments", "priority", "unknown_field", "phone_ext", "topicId", "alert"]
     for _ in range(draw(st.integers(1, 3))):
@@ -262,7 +262,7 @@ def json_mutations(draw: st.DrawFn, payload: bytes) -> bytes:
 
 @st.composite
 def xml_mutations(draw: st.DrawFn, payload: bytes) -> bytes:
-    """An XML ``payload`` with elements or attributes changed, duplicated, nested, added or removed."""
+    """An XML `payload` with elements or attributes changed, duplicated, nested, added or removed."""
     root = ElementTree.fromstring(payload)  # noqa: S314 - our own serializer's output, not untrusted input
     names = ["name", "email", "subject", "message", "phone", "ip", "priority", "topicId", "alert", "attachments",
              "file", "notes", "tags", "x"]  # fmt: skip
