@@ -312,3 +312,35 @@ def test_alerts_are_validated_at_load_time(tmp_path: Path) -> None:
     assert message.startswith(str(tmp_path / "ticketmail.toml"))
     assert "did you mean 'webhook'?" in message
     assert "[alerts]" in error_of(tmp_path, "[alerts]\nwebhook = 'file:///etc/passwd'\n")
+
+
+def test_server_limits_leases_and_untrusted_match_from_the_file(tmp_path: Path) -> None:
+    from ticketmail.config import load
+
+    path = tmp_path / "ticketmail.toml"
+    path.write_text(
+        '[storage]\npath = "t.sqlite3"\nlease_ttl = 12\n\n[threading]\nuntrusted_match = "quarantine"\n\n'
+        "[api]\nmax_connections = 8\nrequest_timeout = 5\n",
+        encoding="utf-8",
+    )
+    config = load(str(path))
+    assert config.storage.lease_ttl == 12.0
+    assert config.threading.untrusted_match == "quarantine"
+    assert (config.api.max_connections, config.api.request_timeout) == (8, 5.0)
+    path.write_text("[api]\nmax_connections = 0\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="max_connections"):
+        load(str(path))
+    path.write_text('[storage]\nlease_ttl = "soon"\n', encoding="utf-8")
+    with pytest.raises(ConfigError, match="lease_ttl"):
+        load(str(path))
+
+
+def test_untrusted_match_flag_overrides_the_file() -> None:
+    import argparse
+
+    from ticketmail.cli._config import add_threading_arguments, load_config, threading_for
+
+    parser = argparse.ArgumentParser()
+    add_threading_arguments(parser)
+    args = parser.parse_args(["--untrusted-match", "append"])
+    assert threading_for(load_config(None), args).untrusted_match == "append"

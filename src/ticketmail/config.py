@@ -85,7 +85,16 @@ TABLES: tuple[str, ...] = (
 """Every top-level table a configuration file may hold."""
 
 STORAGE_KEYS: tuple[str, ...] = ("path", "sqlite", "url", "state_dir", "lease_ttl")
-API_KEYS: tuple[str, ...] = ("keys", "max_body", "trusted_proxies", "host", "port", "mailbox")
+API_KEYS: tuple[str, ...] = (
+    "keys",
+    "max_body",
+    "trusted_proxies",
+    "host",
+    "port",
+    "mailbox",
+    "max_connections",
+    "request_timeout",
+)
 RULES_KEYS: tuple[str, ...] = ("include", "settings", "filters", "rules")
 FORMS_KEYS: tuple[str, ...] = ("replace", "fields", "ignore_unknown_fields")
 POLLER_DEFAULTS: Mapping[str, float] = {
@@ -150,6 +159,8 @@ class ApiConfig:
         port: Port to listen on (default 8080).
         mailbox: The mailbox name API tickets are recorded under (default `api`); when a `[[mailboxes]]`
             entry has that name, its department, category and priority apply.
+        max_connections: Connections `ticketmail serve` handles at once; one more is answered 503 (default 64).
+        request_timeout: Seconds a client has to send a whole request, headers and body (default 30).
     """
 
     keys: str | None = None
@@ -158,6 +169,8 @@ class ApiConfig:
     host: str = "127.0.0.1"
     port: int = 8080
     mailbox: str = "api"
+    max_connections: int = 64
+    request_timeout: float = 30.0
 
 
 @attrs.frozen
@@ -520,6 +533,20 @@ def _api(table: Mapping[str, Any], source: str, base: Path) -> ApiConfig:
         kwargs["port"] = port
     if "mailbox" in table:
         kwargs["mailbox"] = _expect(table["mailbox"], (str,), source, "api.mailbox", "a mailbox name")
+    if "max_connections" in table:
+        count = _expect(table["max_connections"], (int,), source, "api.max_connections", "a number of connections")
+        if count < 1:
+            raise ConfigError(
+                f"{source}: [api] max_connections: expected at least 1, got {count}", field="api.max_connections"
+            )
+        kwargs["max_connections"] = count
+    if "request_timeout" in table:
+        seconds = _expect(table["request_timeout"], (int, float), source, "api.request_timeout", "a number of seconds")
+        if seconds <= 0:
+            raise ConfigError(
+                f"{source}: [api] request_timeout: expected a positive number", field="api.request_timeout"
+            )
+        kwargs["request_timeout"] = float(seconds)
     return ApiConfig(**kwargs)
 
 

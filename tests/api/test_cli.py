@@ -34,7 +34,7 @@ def test_apikey_add_list_revoke(tmp_path):
     assert secret.startswith("tm_")
     assert " " not in secret
     key_id = secret.split("_")[1]
-    listing = json.loads(tm("apikey", "list", "--db", db, "--json").stdout)
+    listing = [json.loads(line) for line in tm("apikey", "list", "--db", db, "--json").stdout.splitlines()]
     assert listing == [
         {
             "key_id": key_id,
@@ -49,7 +49,7 @@ def test_apikey_add_list_revoke(tmp_path):
     assert key_id in table
     assert secret not in table
     assert tm("apikey", "revoke", "--db", db, key_id).stdout.strip() == f"API key {key_id} revoked"
-    assert json.loads(tm("apikey", "list", "--db", db, "--json").stdout)[0]["active"] is False
+    assert json.loads(tm("apikey", "list", "--db", db, "--json").stdout.splitlines()[0])["active"] is False
 
 
 def test_apikey_errors(tmp_path):

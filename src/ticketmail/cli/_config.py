@@ -55,6 +55,7 @@ _THREADING_FLAGS = {
     "closed_ticket": "closed_ticket",
     "subject_tag": "subject_tag",
     "recipients_as_participants": "recipients_as_participants",
+    "untrusted_match": "untrusted_match",
 }
 
 
@@ -96,6 +97,13 @@ def add_threading_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         metavar="FORMAT",
         help="the ticket tag format in subjects (default: '[#{number}]')",
+    )
+    group.add_argument(
+        "--untrusted-match",
+        choices=("new_ticket", "quarantine", "reject", "append"),
+        default=None,
+        help="a reply matched only by the subject tag or a plus address, from someone not on the ticket: "
+        "open a new ticket (default), quarantine it, reject it, or append it (then --unknown-sender decides)",
     )
     group.add_argument(
         "--recipients-as-participants",

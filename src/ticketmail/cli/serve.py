@@ -164,6 +164,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         return _fail(exc)
     host = args.host if args.host is not None else config.api.host
     port = args.port if args.port is not None else config.api.port
+    max_connections: int = args.max_connections or config.api.max_connections
+    request_timeout: float = args.request_timeout or config.api.request_timeout
 
     def stop(signum: int, frame: FrameType | None) -> None:
         raise KeyboardInterrupt
@@ -175,7 +177,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         print(f"ticketmail: serving the ticket API on http://{host}:{port}/api/ (Ctrl-C to stop)", flush=True)
 
     try:
-        serve(app, host, port, ready=ready)
+        serve(app, host, port, ready=ready, max_connections=max_connections, request_timeout=request_timeout)
     except KeyboardInterrupt:
         pass
     except OSError as exc:
@@ -231,8 +233,9 @@ def _cmd_list(args: argparse.Namespace) -> int:
         store.close()
     except TicketmailError as exc:
         return _fail(exc)
-    if args.json:
-        print(json.dumps([k.to_dict() for k in keys], indent=2))
+    if args.json:  # one JSON object per key per line, like every other --json
+        for k in keys:
+            print(json.dumps(k.to_dict(), ensure_ascii=False))
         return 0
     if not keys:
         print("no API keys")
@@ -279,6 +282,19 @@ def register(subparsers: Any) -> None:
         type=positive_int("a number of bytes"),
         default=None,
         help=f"request body limit in bytes (overrides [api] max_body; default {DEFAULT_MAX_BODY // 1048576} MiB)",
+    )
+    p.add_argument(
+        "--max-connections",
+        type=positive_int("a number of connections"),
+        default=None,
+        help="connections served at once; one more is answered 503 (overrides [api] max_connections; default 64)",
+    )
+    p.add_argument(
+        "--request-timeout",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="time a client has to send its whole request (overrides [api] request_timeout; default 30)",
     )
     add_threading_arguments(p)
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
