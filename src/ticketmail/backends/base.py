@@ -1,6 +1,6 @@
 """The storage contract: what a backend must do so that every message has exactly one effect.
 
-OWNER: the backends work (issue 5). The protocol may grow (new methods get default implementations in
+The protocol may grow (new methods get default implementations in
 `BaseBackend`, new record fields get defaults), but existing names keep their meaning.
 
 The pipeline opens one unit of work per message::

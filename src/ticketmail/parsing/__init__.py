@@ -1,8 +1,5 @@
 """Parsers: bytes in, normalized models out. Pure, no I/O.
 
-OWNER: the payload work (issue 2) for JSON/XML/data URLs and the dispatcher; the email work (issue 3) for
-`mime.py` and its helpers.
-
 Public entry points:
 
 * `parse_json()`, `parse_xml()`: osTicket's ticket API payloads -> `TicketRequest`;

@@ -1,4 +1,5 @@
-"""Mailbox sources: IMAP, POP3, Maildir, mbox, stdin pipe. Thin adapters around the pipeline.
+"""Mailbox sources: IMAP, POP3, Microsoft Graph, Maildir, mbox, stdin pipe. Thin adapters around the pipeline.
 
-OWNER: the sources work (issue 6); local files (`local.py`) come with the pipeline work (issue 5).
+Local files for `ticketmail ingest` are read by `local.py`; mail delivered by a mail server over LMTP or SMTP
+is received by `ticketmail.receive`.
 """

@@ -1,7 +1,6 @@
 r"""The source contract: fetch raw items, acknowledge them only after the pipeline committed.
 
-OWNER: the sources work (issue 6). A source is a thin adapter: it knows its mailbox protocol and nothing of
-tickets. The poller drives it::
+A source is a thin adapter: it knows its mailbox protocol and nothing of tickets. The poller drives it::
 
     with source.session() as session:                       # connect + authenticate + select
         for item in session.fetch(limit=cap):               # raw bytes + stable provenance
