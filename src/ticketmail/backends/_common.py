@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import datetime as _dt
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from ticketmail.backends.base import (
     MAX_MERGE_CHAIN,
+    CustomFieldValue,
     InvalidMergeError,
     MergeChainError,
     QuarantineRecord,
@@ -14,8 +17,47 @@ from ticketmail.backends.base import (
     merge_chain,
 )
 from ticketmail.errors import InvalidValueError
+from ticketmail.model import Address
 
 QuarantineKey = tuple[str | None, str | None, str | None, str]
+
+
+def ticket_from_columns(
+    row: Sequence[Any],
+    *,
+    created: _dt.datetime,
+    updated: _dt.datetime,
+    tags: tuple[str, ...],
+    participants: tuple[str, ...],
+    custom_fields: tuple[tuple[str, CustomFieldValue], ...],
+) -> Ticket:
+    """A `Ticket` from the SQL backends' ticket columns, in their shared order.
+
+    `row` holds id, number, subject, requester email and name, status, created, updated, source, mailbox,
+    department, team, category, priority, topic_id, assignee, merged_into, entry_count; the times (stored
+    differently by each database) and the lists (read differently) come already converted.
+    """
+    return Ticket(
+        number=row[1],
+        subject=row[2],
+        requester=Address(row[3], row[4]),
+        status=row[5],
+        created=created,
+        updated=updated,
+        source=row[8],
+        mailbox=row[9],
+        department=row[10],
+        team=row[11],
+        category=row[12],
+        priority=row[13],
+        topic_id=row[14],
+        assignee=row[15],
+        merged_into=row[16],
+        entry_count=row[17],
+        tags=tags,
+        participants=participants,
+        custom_fields=custom_fields,
+    )
 
 
 def quarantine_key(record: QuarantineRecord) -> QuarantineKey:

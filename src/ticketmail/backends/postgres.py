@@ -53,7 +53,13 @@ from psycopg import sql
 from psycopg.pq import TransactionStatus
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from ticketmail.backends._common import check_direction, check_kind, check_status_change, quarantine_key
+from ticketmail.backends._common import (
+    check_direction,
+    check_kind,
+    check_status_change,
+    quarantine_key,
+    ticket_from_columns,
+)
 from ticketmail.backends.base import (
     AttachmentRef,
     AuditRecord,
@@ -186,23 +192,10 @@ _BY_MESSAGE_ID = _TICKET_SELECT + " WHERE t.id = (SELECT ticket_id FROM message_
 
 
 def _ticket_from_row(row: Sequence[Any]) -> Ticket:
-    return Ticket(
-        number=row[1],
-        subject=row[2],
-        requester=Address(row[3], row[4]),
-        status=row[5],
+    return ticket_from_columns(
+        row,
         created=_utc(row[6]),
         updated=_utc(row[7]),
-        source=row[8],
-        mailbox=row[9],
-        department=row[10],
-        team=row[11],
-        category=row[12],
-        priority=row[13],
-        topic_id=row[14],
-        assignee=row[15],
-        merged_into=row[16],
-        entry_count=row[17],
         tags=tuple(row[18]),
         participants=tuple(row[19]),
         custom_fields=tuple((name, load_custom_value(value)) for name, value in zip(row[20], row[21], strict=True)),

@@ -38,7 +38,13 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, Literal
 
-from ticketmail.backends._common import check_direction, check_kind, check_status_change, quarantine_key
+from ticketmail.backends._common import (
+    check_direction,
+    check_kind,
+    check_status_change,
+    quarantine_key,
+    ticket_from_columns,
+)
 from ticketmail.backends.base import (
     AttachmentRef,
     AuditRecord,
@@ -113,23 +119,10 @@ _Extras = tuple[tuple[str, ...], tuple[str, ...], tuple[tuple[str, CustomFieldVa
 
 def _ticket_from_row(row: Sequence[Any], extras: _Extras) -> Ticket:
     tags, participants, custom = extras
-    return Ticket(
-        number=row[1],
-        subject=row[2],
-        requester=Address(row[3], row[4]),
-        status=row[5],
+    return ticket_from_columns(
+        row,
         created=_dt_from(row[6]),
         updated=_dt_from(row[7]),
-        source=row[8],
-        mailbox=row[9],
-        department=row[10],
-        team=row[11],
-        category=row[12],
-        priority=row[13],
-        topic_id=row[14],
-        assignee=row[15],
-        merged_into=row[16],
-        entry_count=row[17],
         tags=tags,
         participants=participants,
         custom_fields=custom,
