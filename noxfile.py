@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 from pathlib import Path
 
 import nox
@@ -12,6 +14,27 @@ nox.options.reuse_existing_virtualenvs = True
 
 ROOT = Path(__file__).parent
 CORPUS = ROOT.parent / "shared" / "corpus"
+# The Python versions ticketmail supports (pyproject's requires-python and classifiers say the same).
+SUPPORTED = ("3.10", "3.11", "3.12", "3.13")
+
+
+def _interpreter(version: str) -> str | None:
+    """A working interpreter for `version`: `pythonX.Y` on PATH, else a pyenv build of it."""
+    candidates = [shutil.which(f"python{version}")]
+    candidates += sorted(str(p) for p in Path.home().glob(f".pyenv/versions/{version}.*/bin/python"))
+    for candidate in filter(None, candidates):
+        probe = subprocess.run(
+            [candidate, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"], capture_output=True, text=True
+        )
+        if probe.returncode == 0 and probe.stdout.strip() == version:
+            return candidate
+    return None
+
+
+def oldest_and_newest() -> list[tuple[str, str]]:
+    """(version, interpreter) for the oldest and the newest supported Python on this machine."""
+    found = [(version, path) for version in SUPPORTED if (path := _interpreter(version))]
+    return list(dict.fromkeys([found[0], found[-1]])) if found else []
 
 
 @nox.session(python=False if os.environ.get("TICKETMAIL_NO_VENV") else None)
@@ -22,11 +45,24 @@ def tests(session: nox.Session) -> None:
     session.run("pytest", *session.posargs)
 
 
-@nox.session(python=["3.10", "3.11", "3.12", "3.13"])
-def tests_all(session: nox.Session) -> None:
-    """The suite on every supported Python (those installed)."""
-    session.install("-e", ".[test]")
-    session.run("pytest", "-x", "-q", *session.posargs)
+@nox.session(python=False)
+def tests_versions(session: nox.Session) -> None:
+    """The whole suite again on the oldest and the newest supported Python found (PATH or pyenv).
+
+    Run after `tests` (which installs the system packages). Each interpreter gets its own virtualenv under
+    `.nox/`. In CI (`CI=true`) finding no supported interpreter at all is a failure.
+    """
+    targets = oldest_and_newest()
+    if not targets:
+        if os.environ.get("CI") == "true":
+            session.error(f"no supported Python ({', '.join(SUPPORTED)}) found")
+        session.skip("no supported Python found")
+    for version, interpreter in targets:
+        env_dir = ROOT / ".nox" / f"suite-{version}"
+        session.log(f"Python {version}: {interpreter}")
+        session.run(interpreter, "-m", "venv", "--clear", str(env_dir), external=True)
+        session.run(str(env_dir / "bin" / "pip"), "install", "-q", "-e", ".[test]", external=True)
+        session.run(str(env_dir / "bin" / "pytest"), "-q", "-p", "no:cacheprovider", *session.posargs, external=True)
 
 
 @nox.session
