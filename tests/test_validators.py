@@ -41,3 +41,17 @@ def test_good_values_pass() -> None:
     options = _Options(count=3, delay=0.5, mode="b", limit=0)
     assert options.limit == 0
     assert _Options(limit=None).limit is None
+
+
+def test_a_moved_name_still_resolves_with_a_warning_naming_the_new_place() -> None:
+    import types
+
+    from ticketmail._deprecated import moved
+
+    getter = moved("ticketmail.old", {"OldName": "ticketmail.errors:ConfigError"})
+    module = types.ModuleType("ticketmail.old")
+    module.__getattr__ = getter  # type: ignore[method-assign]
+    with pytest.warns(DeprecationWarning, match="import ConfigError from ticketmail.errors"):
+        assert module.OldName is ConfigError
+    with pytest.raises(AttributeError, match="no attribute 'Other'"):
+        module.Other  # noqa: B018
