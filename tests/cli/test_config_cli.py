@@ -42,12 +42,13 @@ def test_one_bad_mailbox_is_reported_and_the_good_ones_still_run(
         '[[mailboxes]]\nname = "broken"\nprotocol = "imap"\nhost = "h"\nusername = "u"\npassword = 12345\n'
         '[[mailboxes]]\nname = "md"\nprotocol = "maildir"\npath = "md"\n'
     )
-    code, out, err = run(capsys, "fetch", "--config", str(config))
+    code, out, err = run(capsys, "fetch", "--json", "--config", str(config))
     assert code == 2
     assert [json.loads(line)["action"] for line in out.splitlines()] == ["created", "created"]
     assert "mailboxes[0].password" in err
     assert "12345" not in err
-    assert "md: 2 created" in err
+    assert "md: 2 created" in err  # with --json the summary lines go to stderr
+    assert "2 messages: 2 created in " in err
     code, out, err = run(capsys, "status", "--config", str(config))
     assert code == 2
     assert "md" in out
@@ -135,7 +136,7 @@ def test_ingest_json_uses_the_forms_of_the_file(tmp_path: Path, capsys: pytest.C
     payload = {"email": "a@example.org", "name": "A", "subject": "S", "message": "M"}
     body = tmp_path / "p.json"
     body.write_text(json.dumps({**payload, "order_date": "2026-03-09", "budget": 12.5, "phone": "5551234"}))
-    code, out, err = run(capsys, "ingest", "--config", str(config), str(body))
+    code, out, err = run(capsys, "ingest", "--json", "--config", str(config), str(body))
     assert code == 0, err
     line = json.loads(out)
     assert line["action"] == "created"
