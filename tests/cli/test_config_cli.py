@@ -151,13 +151,13 @@ def test_parse_form_extends_the_default_form(tmp_path: Path, capsys: pytest.Capt
     body.write_text(json.dumps({**payload, "team": "red"}))
     form = tmp_path / "form.toml"
     form.write_text('[[fields]]\nname = "team"\n')
-    code, out, _ = run(capsys, "parse", "--form", str(form), str(body))
+    code, out, _ = run(capsys, "parse", "--json", "--form", str(form), str(body))
     assert code == 0
     doc: dict[str, Any] = json.loads(out)
     assert doc["result"]["custom_fields"] == {"team": "red"}
     assert doc["result"]["phone"]["number"] == "5551234"
     form.write_text('replace = true\n[[fields]]\nname = "team"\n')
-    code, out, _ = run(capsys, "parse", "--form", str(form), str(body))
+    code, out, _ = run(capsys, "parse", "--json", "--form", str(form), str(body))
     assert (code, json.loads(out)["error"]["field"]) == (1, "phone")
 
 
@@ -174,7 +174,7 @@ def test_parse_with_config_shows_the_attachment_policy(tmp_path: Path, capsys: p
     }
     body = tmp_path / "p.json"
     body.write_text(json.dumps(payload))
-    code, out, _ = run(capsys, "parse", "--config", str(config), str(body))
+    code, out, _ = run(capsys, "parse", "--json", "--config", str(config), str(body))
     assert code == 0
     doc = json.loads(out)
     assert doc["result"]["custom_fields"] == {"team": "red"}

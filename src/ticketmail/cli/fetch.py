@@ -7,8 +7,8 @@ threading, forms, attachment policy and limits; flags (`--db`, `--rules`, the th
   `[storage]`. `--once` (the default) suits cron; `--watch` serves every mailbox until SIGTERM/SIGINT (IDLE
   where `idle = true`). `--batch-size N` overrides every mailbox's `batch_size`; `--lease-ttl SECONDS`
   overrides `[storage] lease_ttl` (PostgreSQL leases shared by workers on several machines).
-  Output (`ticketmail.cli._output`): one line per mailbox and a total line at the end by default (with
-  `--watch`, the total when it stops); `--json` prints one JSON object per message; `--quiet` only errors.
+  Output (`ticketmail.cli._output`): a line per mailbox on stderr, and the run's summary line at the end
+  (with `--watch`, when it stops); `--json` prints one JSON object per message; `--quiet` only errors.
 * `check` and `status` (`ticketmail.cli._health`): each mailbox's connection, and the health recorded by
   fetch runs.
 * `pipe` (`ticketmail.cli._pipe`): ONE message from stdin for MTA delivery, with a sysexits status.
@@ -47,7 +47,7 @@ from ticketmail.cli._health import _check_state_dir
 from ticketmail.cli._health import register as _register_health
 from ticketmail.cli._output import Output, RunTally, add_output_flags, message_line, report_failure
 from ticketmail.cli._pipe import register as _register_pipe
-from ticketmail.config import Config
+from ticketmail.config import LEASE_TTL_RANGE, Config
 from ticketmail.errors import BackendError, TicketmailError
 from ticketmail.model import MailboxContext
 from ticketmail.pipeline import Outcome, Pipeline
@@ -56,13 +56,11 @@ from ticketmail.sources.config import DELIVERED_PROTOCOLS, MailboxConfig
 from ticketmail.sources.health import HealthEvent
 from ticketmail.sources.poller import Backoff, MailboxRun, Poller, PollReport
 
-__all__ = ["LEASE_TTL_RANGE", "message_json", "register", "run_fetch"]
+__all__ = ["message_json", "register", "run_fetch"]
 
 # Kept importable from here for the commands that used to take it from this module.
 __all__ += ["_check_state_dir"]
 
-LEASE_TTL_RANGE = (0.5, 3600.0)
-"""The seconds `--lease-ttl` and `[storage] lease_ttl` accept (what the PostgreSQL lease manager takes)."""
 
 _FETCH_ARGS: tuple[ArgSpec, ...] = (
     (("--config",), {"required": True, "metavar": "FILE", "help": "the ticketmail TOML file"}),
@@ -237,11 +235,11 @@ def _summary(run: MailboxRun) -> str:
 
 
 def _print_report(output: Output, report: PollReport, tally: RunTally, *, dry_run: bool) -> None:
-    for run in report.runs:
+    for run in report.runs:  # one line per mailbox on stderr, then the run's summary line
         if run.status == "error" and run.error is not None:
             output.error(_summary(run), run.error.code)
         else:
-            output.summary(_summary(run))
+            output.note(f"ticketmail: {_summary(run)}")
     line = tally.line(dry_run=dry_run)
     if dry_run:
         line = line.replace("nothing was stored", "nothing was stored, acknowledged, moved or flagged")
