@@ -49,7 +49,8 @@ def test_ingest_dry_run_decides_and_stores_nothing(tmp_path: Path, capsys: pytes
     assert main(["ingest", "--db", str(db), "--no-progress", str(rest)]) == 0
     real = capsys.readouterr().out
     # by default a summary line; a dry run also says what would happen to each message, for people
-    assert real.startswith(f"{len(lines)} messages: ") and real.count("\n") == 1
+    assert real.startswith(f"{len(lines)} messages: ")
+    assert real.count("\n") == 1
     summary = dry.out.splitlines()[-1]
     assert summary.startswith(f"dry run: {len(lines)} messages would be: ")
     assert summary.endswith("; nothing was stored")

@@ -79,7 +79,8 @@ def test_main_job_on_the_examples(
     # running the same ingest again changes nothing; by default one summary line on stdout
     code, out, err = run(capsys, "ingest", str(EXAMPLES))
     assert code == 0
-    assert out.startswith("19 messages: 19 duplicate in ") and out.count("\n") == 1
+    assert out.startswith("19 messages: 19 duplicate in ")
+    assert out.count("\n") == 1
     assert err == ""
     code, out, err = run(capsys, "ingest", "--quiet", str(EXAMPLES))
     assert (code, out, err) == (0, "", "")
@@ -152,7 +153,8 @@ def test_errors_and_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str
         code, out, err = run(capsys, "ingest", *mode, "--db", db, str(bad))
         assert code == 1  # the exit status does not depend on the mode
         assert out == "" if mode else out.startswith("1 message: 1 failed (quarantined) in ")
-        assert err.startswith(f"ticketmail: error: {bad}: failed, quarantined: ") and "[malformed_json]" in err
+        assert err.startswith(f"ticketmail: error: {bad}: failed, quarantined: ")
+        assert "[malformed_json]" in err
     code, _, err = run(capsys, "show", "NOPE1234", "--db", db)
     assert code == 1
     assert "NOPE1234" in err
