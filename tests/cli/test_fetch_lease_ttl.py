@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -35,7 +35,7 @@ class _Manager:
 class _LeasingBackend(SQLiteBackend):
     """SQLite with the lease capability PostgreSQL has: `fetch` must find it and pass the TTL."""
 
-    managers: list[_Manager] = []
+    managers: ClassVar[list[_Manager]] = []
 
     def lease_manager(self, mailboxes: Any, *, ttl: float | None = None, fair_share: bool = True) -> _Manager:
         manager = _Manager(mailboxes, ttl, fair_share)

@@ -27,8 +27,11 @@ _TYPES: Mapping[str, tuple[type, ...]] = {
 
 @attrs.frozen
 class Field:
-    """One member of a JSON object: `type` is `string`, `integer`, `number`, `boolean`, `array`, `object`,
-    `null`, or several joined with ` or `; `present` is `always` or says when."""
+    """One member of a JSON object.
+
+    `type` is `string`, `integer`, `number`, `boolean`, `array`, `object`, `null`, or several joined with
+    ` or `; `present` is `always` or says when.
+    """
 
     name: str
     type: str
