@@ -253,6 +253,18 @@ SCHEMAS: tuple[Schema, ...] = (
         ),
     ),
     Schema(
+        "oauth",
+        "`oauth status --json`",
+        (
+            _f("mailbox", "string", "the mailbox"),
+            _f("stored", "boolean", "whether tokens are stored for it"),
+            _f("refresh_token", "boolean", "whether a refresh token is stored"),
+            _f("expires_in", "integer or null", "seconds the cached access token still lasts (0: expired)"),
+            _f("grant", "string", "the grant the next sign-in uses (`refresh_token`, `client_credentials`, ...)"),
+            _f("scope", "string or null", "the scope granted"),
+        ),
+    ),
+    Schema(
         "parse",
         "`parse --json` (one document)",
         (
@@ -292,7 +304,7 @@ def problems(schema: Schema, obj: Mapping[str, Any]) -> list[str]:
 def document() -> str:
     """Every schema as the `docs/cli.md` blocks (`python -m ticketmail.cli._schemas` prints them)."""
     return "\n\n".join(
-        f"### {s.name}\n\n<!-- json-schema: {s.name} -->\n{render(s)}\n<!-- /json-schema -->" for s in SCHEMAS
+        f"### JSON: {s.name}\n\n<!-- json-schema: {s.name} -->\n{render(s)}\n<!-- /json-schema -->" for s in SCHEMAS
     )
 
 
