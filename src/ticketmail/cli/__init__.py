@@ -2,6 +2,8 @@
 
 Each command group lives in its own module with a `register(subparsers)` function that adds its
 sub-commands and sets `func` (a callable taking the parsed namespace and returning an exit code).
+What they print follows one set of conventions (`ticketmail.cli._output`): readable by default, one JSON
+object per line with `--json` (fields in `ticketmail.cli._schemas`), nothing but errors with `--quiet`.
 """
 
 from __future__ import annotations

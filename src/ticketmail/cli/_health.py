@@ -105,7 +105,7 @@ def _print_check(output: Output, data: dict[str, Any]) -> None:
     output.record(data)
     output.text(_check_text(data))
     if output.quiet and not data.get("ok"):
-        output.error(_check_text(data), data.get("code") or "check_failed")
+        output.error(_check_text(data), data.get("code") or "source_error")
 
 
 def _check(args: argparse.Namespace, output: Output) -> int:
@@ -176,7 +176,7 @@ def _status(args: argparse.Namespace, output: Output) -> int:
         if output.quiet and health.state in ("failing", "unreachable"):
             error = health.last_error
             detail = f" ({error.stage}): {error.message}" if error else ""
-            output.error(f"{health.state}{detail}", error.code if error else health.state, subject=health.name)
+            output.error(f"{health.state}{detail}", error.code if error else "source_error", subject=health.name)
     output.table([["MAILBOX", "STATE", "LAST SUCCESS", "WAITING", "FAILURES", "LAST ERROR"], *map(_status_row, rows)])
     if broken:
         return EXIT_USAGE

@@ -152,7 +152,7 @@ def run_audit(args: argparse.Namespace) -> int:
     """Run `ticketmail audit`."""
     output = Output(args)
     if args.action == "show" and args.id is None:
-        output.error("'audit show' needs the decision's ID (from 'ticketmail audit')", "usage")
+        output.error("'audit show' needs the decision's ID (from 'ticketmail audit')", "invalid_input")
         return EXIT_USAGE
     try:
         backend = open_backend(target(args)[1], create=False)

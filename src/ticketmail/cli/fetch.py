@@ -302,7 +302,7 @@ def _chosen(config: Config, args: argparse.Namespace, output: Output) -> tuple[l
             mailboxes.append(mailbox)
     if not mailboxes:
         if not broken and not piped:
-            output.error(f"{args.config} defines no [[mailboxes]] to fetch", "config_error")
+            output.error(f"{args.config} defines no [[mailboxes]] to fetch", "invalid_config")
         return EXIT_USAGE
     return mailboxes, broken
 

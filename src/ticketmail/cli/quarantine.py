@@ -225,7 +225,7 @@ def run_export(args: argparse.Namespace) -> int:
         return failed
     if args.output == "-":
         if len(found) != 1:
-            output.error("only one message can go to standard output", "usage")
+            output.error("only one message can go to standard output", "invalid_input")
             return EXIT_USAGE
         sys.stdout.buffer.write(found[0].raw)
         sys.stdout.flush()
@@ -283,7 +283,7 @@ def run_retry(args: argparse.Namespace) -> int:
     """`ticketmail quarantine retry ID...|--all`: exactly once; exit 1 when any fails again."""
     output = Output(args)
     if not args.ids and not args.all:
-        output.error("name the messages to retry (IDs) or give --all", "usage")
+        output.error("name the messages to retry (IDs) or give --all", "invalid_input")
         return EXIT_USAGE
     prepared = _retry_pipeline(args, output)
     if isinstance(prepared, int):
