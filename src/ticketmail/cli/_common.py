@@ -6,14 +6,17 @@ import argparse
 import contextlib
 import logging
 import sys
-from collections.abc import Iterator
-from typing import IO
+from collections.abc import Iterator, Sequence
+from typing import IO, Any
 
 from ticketmail.backends.base import Backend
-from ticketmail.cli._config import DEFAULT_DB, UNSET_DB, load_config, storage_target
+from ticketmail.cli._config import DEFAULT_DB, UNSET_DB, build_pipeline, load_config, storage_target
 from ticketmail.cli._output import error_line
 from ticketmail.config import Config
 from ticketmail.errors import TicketmailError
+from ticketmail.model import MailboxContext
+from ticketmail.pipeline import Pipeline
+from ticketmail.sources.config import DELIVERED_PROTOCOLS, MailboxConfig
 
 __all__ = [
     "EXIT_BACKEND",
@@ -21,9 +24,12 @@ __all__ = [
     "EXIT_OK",
     "EXIT_USAGE",
     "cli_logging",
+    "close_pipeline",
     "db_argument",
     "open_backend",
+    "open_pipeline",
     "print_error",
+    "select_mailboxes",
     "target",
 ]
 
@@ -54,6 +60,45 @@ def target(args: argparse.Namespace) -> tuple[Config, str]:
     """The configuration (`--config`) and the ticket store (`--db` over `[storage]`) of a command."""
     config = load_config(getattr(args, "config", None))
     return config, storage_target(config, args)
+
+
+def open_pipeline(
+    config: Config,
+    args: argparse.Namespace,
+    *,
+    context: MailboxContext | None = None,
+    default: str | None = None,
+    hooks: Any = None,
+) -> Pipeline:
+    """The pipeline of a mailbox command on the store `--db`/`[storage]` names (rolled back with `--dry-run`)."""
+    backend: Any = open_backend(storage_target(config, args, default=default), create=True)
+    if getattr(args, "dry_run", False):
+        from ticketmail.dryrun import DryRunBackend
+
+        backend = DryRunBackend(backend)
+    try:
+        pipeline: Pipeline = build_pipeline(config, backend, args, context=context, hooks=hooks)
+    except BaseException:
+        backend.close()
+        raise
+    return pipeline
+
+
+def close_pipeline(pipeline: Pipeline) -> None:
+    """Close the pipeline's backend; a failure to close is not worth reporting."""
+    with contextlib.suppress(TicketmailError):
+        pipeline.backend.close()
+
+
+def select_mailboxes(config: Config, names: Sequence[str]) -> list[MailboxConfig]:
+    """The mailboxes named (all polled ones by default).
+
+    A name with a configuration error is left out here and reported by `report_mailbox_errors`.
+    """
+    if not names:
+        return [m for m in config.mailboxes if m.protocol not in DELIVERED_PROTOCOLS]
+    broken = {(e.field or "").removeprefix("mailbox:") for e in config.mailbox_errors}
+    return [config.mailbox(name) for name in names if name not in broken]
 
 
 def print_error(stream: IO[str], exc: TicketmailError) -> None:

@@ -17,7 +17,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from ticketmail.cli._common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, cli_logging
+from ticketmail.cli._common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, cli_logging, select_mailboxes
 from ticketmail.cli._config import load_config, report_mailbox_errors, state_dir, storage_target
 from ticketmail.cli._output import Output, add_output_flags
 from ticketmail.config import Config
@@ -52,12 +52,6 @@ def register(subparsers: Any) -> None:
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--state-dir", metavar="DIR", help="locks and health state (default: <database>.state)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log details (with tracebacks) on stderr")
-
-
-def _select(config: Config, names: list[str]) -> list[MailboxConfig]:
-    from ticketmail.cli.fetch import _select as select
-
-    return select(config, names)
 
 
 # -- check -----------------------------------------------------------------------------------------------
@@ -111,7 +105,7 @@ def _print_check(output: Output, data: dict[str, Any]) -> None:
 def _check(args: argparse.Namespace, output: Output) -> int:
     try:
         config = load_config(args.config)
-        mailboxes = _select(config, args.mailbox)
+        mailboxes = select_mailboxes(config, args.mailbox)
     except TicketmailError as exc:
         output.error(exc)
         return EXIT_USAGE

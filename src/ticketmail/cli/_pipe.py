@@ -16,7 +16,7 @@ import sys
 from typing import Any
 
 from ticketmail.cli._args import ArgSpec, add_arguments
-from ticketmail.cli._common import cli_logging
+from ticketmail.cli._common import cli_logging, close_pipeline, open_pipeline
 from ticketmail.cli._config import DEFAULT_DB, add_config_argument, add_threading_arguments, context_for, load_config
 from ticketmail.cli._output import Output, add_output_flags
 from ticketmail.errors import PayloadTooLargeError, TicketmailError
@@ -96,8 +96,6 @@ def run_pipe(args: argparse.Namespace) -> int:
 
 
 def _pipe(args: argparse.Namespace, output: Output) -> int:
-    from ticketmail.cli.fetch import _close, open_pipeline
-
     name = args.mailbox or "pipe"
     try:
         config = load_config(args.config)
@@ -115,7 +113,7 @@ def _pipe(args: argparse.Namespace, output: Output) -> int:
     try:
         result = _read_and_deliver(args, pipeline, name, context)
     finally:
-        _close(pipeline)
+        close_pipeline(pipeline)
     _report(output, name, result)
     return result.code
 

@@ -25,7 +25,6 @@ valid ones were still fetched); 3 the database failed.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
 import threading
 from collections.abc import Callable, Sequence
@@ -34,10 +33,18 @@ from typing import Any, Protocol, runtime_checkable
 import attrs
 
 from ticketmail.cli._args import ArgSpec, add_arguments, bounded_float, positive_int
-from ticketmail.cli._common import EXIT_BACKEND, EXIT_FAILED, EXIT_OK, EXIT_USAGE, cli_logging, open_backend
+from ticketmail.cli._common import (
+    EXIT_BACKEND,
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_USAGE,
+    cli_logging,
+    close_pipeline,
+    open_pipeline,
+    select_mailboxes,
+)
 from ticketmail.cli._config import (
     add_threading_arguments,
-    build_pipeline,
     load_config,
     report_mailbox_errors,
     state_dir,
@@ -49,7 +56,6 @@ from ticketmail.cli._output import Output, RunTally, add_output_flags, message_l
 from ticketmail.cli._pipe import register as _register_pipe
 from ticketmail.config import LEASE_TTL_RANGE, Config
 from ticketmail.errors import BackendError, TicketmailError
-from ticketmail.model import MailboxContext
 from ticketmail.pipeline import Outcome, Pipeline
 from ticketmail.sources.base import RawItem
 from ticketmail.sources.config import DELIVERED_PROTOCOLS, MailboxConfig
@@ -123,36 +129,6 @@ def _leases(pipeline: Pipeline, names: list[str], ttl: float | None, *, watch: b
     return backend.lease_manager(names, ttl=ttl, fair_share=watch)
 
 
-def _close(pipeline: Pipeline) -> None:
-    with contextlib.suppress(TicketmailError):
-        pipeline.backend.close()
-
-
-def open_pipeline(
-    config: Config,
-    args: argparse.Namespace,
-    *,
-    context: MailboxContext | None = None,
-    default: str | None = None,
-    hooks: Any = None,
-) -> Pipeline:
-    """The pipeline of a mailbox command on the store `--db`/`[storage]` names (rolled back with `--dry-run`)."""
-    backend: Any = open_backend(storage_target(config, args, default=default), create=True)
-    if getattr(args, "dry_run", False):
-        from ticketmail.dryrun import DryRunBackend
-
-        backend = DryRunBackend(backend)
-    try:
-        pipeline: Pipeline = build_pipeline(config, backend, args, context=context, hooks=hooks)
-    except BaseException:
-        backend.close()
-        raise
-    return pipeline
-
-
-_open = open_pipeline
-
-
 def _alerter(config: Config) -> Any:
     """An `Alerter` for the file's `[alerts]` table, or `None` without one."""
     if config.alerts is None:
@@ -160,17 +136,6 @@ def _alerter(config: Config) -> Any:
     from ticketmail.alerts import Alerter
 
     return Alerter(config.alerts)
-
-
-def _select(config: Config, names: Sequence[str]) -> list[MailboxConfig]:
-    """The mailboxes named (all polled ones by default).
-
-    A name with a configuration error is left out here and reported by `report_mailbox_errors`.
-    """
-    if not names:
-        return [m for m in config.mailboxes if m.protocol not in DELIVERED_PROTOCOLS]
-    broken = {(e.field or "").removeprefix("mailbox:") for e in config.mailbox_errors}
-    return [config.mailbox(name) for name in names if name not in broken]
 
 
 # -- what is printed ---------------------------------------------------------------------------------------
@@ -274,7 +239,7 @@ class _Job:
     def close(self) -> None:
         if self.leases is not None:
             self.leases.close()
-        _close(self.pipeline)
+        close_pipeline(self.pipeline)
         if self.alerter is not None:
             self.alerter.close()
 
@@ -291,7 +256,7 @@ def _chosen(config: Config, args: argparse.Namespace, output: Output) -> tuple[l
     # A mailbox whose table is invalid is reported; the others still run and the exit status says so.
     broken = report_mailbox_errors(config, output.err, args.mailbox)
     mailboxes, piped = [], 0
-    for mailbox in _select(config, args.mailbox):
+    for mailbox in select_mailboxes(config, args.mailbox):
         if mailbox.protocol in DELIVERED_PROTOCOLS:  # named with --mailbox: say why nothing happens
             output.note(
                 f"ticketmail: {mailbox.name}: delivered by the mail server (protocol {mailbox.protocol}), "

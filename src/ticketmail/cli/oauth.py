@@ -60,7 +60,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 
 def _manager(args: argparse.Namespace) -> Any:
-    from ticketmail.cli.fetch import _check_state_dir
+    from ticketmail.cli._health import _check_state_dir
     from ticketmail.oauth import tokens_for
     from ticketmail.sources.config import load_config
 
