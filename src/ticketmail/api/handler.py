@@ -32,7 +32,7 @@ import hashlib
 import json
 import logging
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal, Protocol, runtime_checkable
 
 from ticketmail.api._http import REASONS, BodyReader, Request, Response
@@ -98,6 +98,36 @@ class IncompleteBodyError(InputError):
     """The body ended before the declared `Content-Length` or could not be read."""
 
     code = "incomplete_body"
+
+
+class _CronRun(Protocol):
+    """One mailbox of a cron report (`ticketmail.sources.poller.MailboxRun`)."""
+
+    @property
+    def name(self) -> str:
+        """The mailbox."""
+
+    @property
+    def status(self) -> str:
+        """`ok`, `busy`, `error` or `disabled`."""
+
+
+@runtime_checkable
+class _CronStatus(Protocol):
+    """What a cron callable may return to have a failure answered 502."""
+
+    @property
+    def ok(self) -> bool:
+        """Whether every mailbox was fetched."""
+
+
+@runtime_checkable
+class _CronReport(_CronStatus, Protocol):
+    """A cron result that also names its mailboxes (`ticketmail.sources.poller.PollReport`)."""
+
+    @property
+    def runs(self) -> Sequence[_CronRun]:
+        """One entry per mailbox."""
 
 
 @runtime_checkable
@@ -352,9 +382,9 @@ class ApiHandler:
         """
         assert self.cron is not None  # noqa: S101 - checked by the router
         result = self.cron()
-        if getattr(result, "ok", True) is False:
-            runs = getattr(result, "runs", ())
-            failed = [str(getattr(run, "name", "?")) for run in runs if getattr(run, "status", None) == "error"]
+        if isinstance(result, _CronStatus) and not result.ok:
+            runs = result.runs if isinstance(result, _CronReport) else ()
+            failed = [run.name for run in runs if run.status == "error"]
             total = len(runs)
             names = ", ".join(failed[:20]) + (", ..." if len(failed) > 20 else "")
             what = f"{len(failed)} of {total} mailboxes failed: {names}" if failed else "a mailbox failed"

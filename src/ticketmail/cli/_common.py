@@ -7,7 +7,7 @@ import contextlib
 import logging
 import sys
 from collections.abc import Iterator, Sequence
-from typing import IO, Any
+from typing import IO, Any, Protocol, runtime_checkable
 
 from ticketmail.backends.base import Backend
 from ticketmail.cli._config import DEFAULT_DB, UNSET_DB, build_pipeline, load_config, storage_target
@@ -23,6 +23,7 @@ __all__ = [
     "EXIT_FAILED",
     "EXIT_OK",
     "EXIT_USAGE",
+    "LeasingBackend",
     "cli_logging",
     "close_pipeline",
     "db_argument",
@@ -34,6 +35,14 @@ __all__ = [
 ]
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_BACKEND = 0, 1, 2, 3
+
+
+@runtime_checkable
+class LeasingBackend(Protocol):
+    """A backend whose workers on several machines share the mailboxes through leases (PostgreSQL)."""
+
+    def lease_manager(self, mailboxes: Sequence[str], *, ttl: float | None = None, fair_share: bool = True) -> Any:
+        """The leases of `mailboxes` for this worker."""
 
 
 def db_argument(parser: argparse.ArgumentParser) -> None:

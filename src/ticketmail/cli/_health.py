@@ -21,7 +21,7 @@ from ticketmail.cli._common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, cli_logging
 from ticketmail.cli._config import load_config, report_mailbox_errors, state_dir, storage_target
 from ticketmail.cli._output import Output, add_output_flags
 from ticketmail.config import Config
-from ticketmail.errors import ConfigError, TicketmailError
+from ticketmail.errors import ConfigError, SourceError, TicketmailError
 from ticketmail.sources.config import DELIVERED_PROTOCOLS, MailboxConfig, SourcesConfig
 from ticketmail.sources.health import MailboxHealth, read_health
 
@@ -80,7 +80,12 @@ def check_json(mailbox: MailboxConfig, args: argparse.Namespace, config: Config)
     try:
         data: dict[str, Any] = dict(check(mailbox, state_dir=_check_state_dir(args, config)).to_dict())
     except TicketmailError as exc:  # check() should report, not raise; be safe anyway
-        data = {"mailbox": mailbox.name, "ok": False, "stage": getattr(exc, "stage", None), "message": exc.message}
+        data = {
+            "mailbox": mailbox.name,
+            "ok": False,
+            "stage": exc.stage if isinstance(exc, SourceError) else None,
+            "message": exc.message,
+        }
     data.setdefault("mailbox", mailbox.name)
     data.setdefault("enabled", mailbox.enabled)
     return data

@@ -27,8 +27,8 @@ from __future__ import annotations
 import argparse
 import logging
 import threading
-from collections.abc import Callable, Sequence
-from typing import Any, Protocol, runtime_checkable
+from collections.abc import Callable
+from typing import Any
 
 import attrs
 
@@ -38,6 +38,7 @@ from ticketmail.cli._common import (
     EXIT_FAILED,
     EXIT_OK,
     EXIT_USAGE,
+    LeasingBackend,
     cli_logging,
     close_pipeline,
     open_pipeline,
@@ -50,12 +51,11 @@ from ticketmail.cli._config import (
     state_dir,
     storage_target,
 )
-from ticketmail.cli._health import _check_state_dir
 from ticketmail.cli._health import register as _register_health
 from ticketmail.cli._output import Output, RunTally, add_output_flags, message_line, report_failure
 from ticketmail.cli._pipe import register as _register_pipe
 from ticketmail.config import LEASE_TTL_RANGE, Config
-from ticketmail.errors import BackendError, TicketmailError
+from ticketmail.errors import BackendError, SourceError, TicketmailError
 from ticketmail.pipeline import Outcome, Pipeline
 from ticketmail.sources.base import RawItem
 from ticketmail.sources.config import DELIVERED_PROTOCOLS, MailboxConfig
@@ -63,9 +63,6 @@ from ticketmail.sources.health import HealthEvent
 from ticketmail.sources.poller import Backoff, MailboxRun, Poller, PollReport
 
 __all__ = ["message_json", "register", "run_fetch"]
-
-# Kept importable from here for the commands that used to take it from this module.
-__all__ += ["_check_state_dir"]
 
 
 _FETCH_ARGS: tuple[ArgSpec, ...] = (
@@ -113,18 +110,10 @@ def register(subparsers: Any) -> None:
     _register_pipe(subparsers)
 
 
-@runtime_checkable
-class _Leasing(Protocol):
-    """A backend whose workers on several machines share the mailboxes through leases (PostgreSQL)."""
-
-    def lease_manager(self, mailboxes: Sequence[str], *, ttl: float | None = None, fair_share: bool = True) -> Any:
-        """The leases of `mailboxes` for this worker."""
-
-
 def _leases(pipeline: Pipeline, names: list[str], ttl: float | None, *, watch: bool) -> Any:
     """Database leases when the backend has them (PostgreSQL: workers on several machines), else `None`."""
     backend = pipeline.backend
-    if not isinstance(backend, _Leasing):
+    if not isinstance(backend, LeasingBackend):
         return None  # SQLite: the local flock under the state directory
     return backend.lease_manager(names, ttl=ttl, fair_share=watch)
 
@@ -190,7 +179,7 @@ def _run_extra(run: MailboxRun) -> str:
 def _summary(run: MailboxRun) -> str:
     counts = ", ".join(f"{n} {k}" for k, n in run.actions) or "nothing new"
     if run.status == "error" and run.error is not None:
-        stage = getattr(run.error, "stage", "backend")
+        stage = run.error.stage if isinstance(run.error, SourceError) else "backend"
         return f"{run.name}: FAILED at {stage}: {run.error.message} ({counts} before that)"
     if run.status == "busy":
         return f"{run.name}: skipped, another fetch is running"

@@ -25,15 +25,13 @@ Exit status (sysexits-style, so a script can tell whose fault a failure is):
   "status": 500, ...}}` naming only the exception type; no traceback unless `TICKETMAIL_DEBUG=1`.
 
 The email format, the automatic-mail classification and `--rules` use `ticketmail.parsing.mime` and
-`ticketmail.rules` when those are installed; without them the command still works and says what is
-unavailable. The clock for rule evaluation is read here, at the edge, never inside the pure core.
+`ticketmail.rules`. The clock for rule evaluation is read here, at the edge, never inside the pure core.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as _dt
-import importlib
 import json
 import os
 import sys
@@ -215,27 +213,13 @@ def _load_form(path: str, base: Form | None = None) -> Form:
     return Form((*kept, *own.fields))
 
 
-def _rules_module() -> Any:
-    try:
-        return importlib.import_module("ticketmail.rules")
-    except ModuleNotFoundError as exc:  # pragma: no cover - the package ships it
-        if exc.name != "ticketmail.rules":
-            raise
-        return None
-
-
 def _document(args: argparse.Namespace, body: bytes) -> dict[str, Any]:
     from ticketmail.cli._config import load_config
     from ticketmail.parsing import parse, sniff_format
+    from ticketmail.rules import classify_automatic, evaluate, load_rules_file
 
-    config = load_config(getattr(args, "config", None))
-    rules = _rules_module()
-    ruleset = config.rules
-    if args.rules:
-        loader = getattr(rules, "load_rules_file", None)
-        if loader is None or getattr(rules, "evaluate", None) is None:
-            raise ConfigError("rule evaluation is not available in this installation", field="--rules")
-        ruleset = loader(args.rules)
+    config = load_config(args.config)
+    ruleset = load_rules_file(args.rules) if args.rules else config.rules
     form = _load_form(args.form, config.form) if args.form else config.form
     unknown_ok = bool(args.ignore_unknown_fields) or config.ignore_unknown_fields
     options: dict[str, Any] = {"form": form, "ignore_unknown_fields": unknown_ok}
@@ -252,10 +236,8 @@ def _document(args: argparse.Namespace, body: bytes) -> dict[str, Any]:
     else:
         assert isinstance(model, InboundEmail)  # noqa: S101 - parse returns one of the two models
         document = {"format": "email", "kind": "email", "result": to_jsonable(model, include_bytes=include)}
-        classify = getattr(rules, "classify_automatic", None)
-        if classify is not None:
-            ignore = ruleset.ignore_signals if ruleset is not None else ()
-            document["automatic"] = to_jsonable(classify(model, ignore=ignore))
+        ignore = ruleset.ignore_signals if ruleset is not None else ()
+        document["automatic"] = to_jsonable(classify_automatic(model, ignore=ignore))
     if config.path is not None:
         # What the attachment policy of the file would keep of this input (the ticket keeps the rest out).
         files = config.attachments.apply(model.attachments)
@@ -265,7 +247,7 @@ def _document(args: argparse.Namespace, body: bytes) -> dict[str, Any]:
         }
     if ruleset is not None:
         now = _dt.datetime.now(_dt.timezone.utc)
-        decision = rules.evaluate(model, ruleset, context=MailboxContext(), now=now)
+        decision = evaluate(model, ruleset, context=MailboxContext(), now=now)
         document["decision"] = to_jsonable(decision)
     return document
 

@@ -28,6 +28,7 @@ from ticketmail.api.keys import PERMISSIONS, issue_key
 from ticketmail.api.server import ApiServer, serve
 from ticketmail.backends.url import open_key_store
 from ticketmail.cli._args import ArgSpec, add_arguments, positive_int
+from ticketmail.cli._common import LeasingBackend
 from ticketmail.cli._config import (
     add_config_argument,
     add_threading_arguments,
@@ -65,8 +66,12 @@ def _cron(config: Config, args: argparse.Namespace, target: str, pipeline: Any) 
     targets = [
         target_for(m, skip=pipeline.is_processed, state_dir=state, time_budget=CRON_TIME_BUDGET) for m in mailboxes
     ]
-    make_leases = getattr(pipeline.backend, "lease_manager", None)  # PostgreSQL: leases shared by every process
-    leases = make_leases([t.name for t in targets], fair_share=False) if callable(make_leases) else None
+    backend = pipeline.backend  # PostgreSQL: leases shared by every process
+    leases = (
+        backend.lease_manager([t.name for t in targets], ttl=config.storage.lease_ttl, fair_share=False)
+        if isinstance(backend, LeasingBackend)
+        else None
+    )
     poller = Poller(targets, pipeline, state=state, lock_factory=None if leases is None else leases.lock)
     return poller.poll_once
 
