@@ -263,7 +263,7 @@ def message_line(source: str, data: Mapping[str, Any]) -> str:
     """One processed message for people: action, ticket, source and the reasons in words."""
     reasons = "; ".join(str(r.get("message", "")) for r in data.get("reasons") or () if r.get("message"))
     ticket = data.get("ticket") or "-"
-    return f"{data.get('action', '?'):<9}  {ticket:<10}  {source}" + (f"  ({reasons})" if reasons else "")
+    return f"{data.get('action', '?'):<9}  {ticket:<10}  {source}" + (f"  ({short(reasons, 100)})" if reasons else "")
 
 
 def report_failure(output: Output, source: str, data: Mapping[str, Any]) -> None:
