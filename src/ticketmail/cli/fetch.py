@@ -51,9 +51,7 @@ from ticketmail.cli._config import (
     state_dir,
     storage_target,
 )
-from ticketmail.cli._health import register as _register_health
 from ticketmail.cli._output import Output, RunTally, add_output_flags, message_line, report_failure
-from ticketmail.cli._pipe import register as _register_pipe
 from ticketmail.config import LEASE_TTL_RANGE, Config
 from ticketmail.errors import BackendError, SourceError, TicketmailError
 from ticketmail.pipeline import Outcome, Pipeline
@@ -94,7 +92,7 @@ _MODES: tuple[ArgSpec, ...] = (
 
 
 def register(subparsers: Any) -> None:
-    """Add the `fetch`, `check`, `status` and `pipe` sub-commands."""
+    """Add the `fetch` sub-command (`check` and `status`: `ticketmail.cli._health`; `pipe`: `_pipe`)."""
     fetch = subparsers.add_parser(
         "fetch",
         help="fetch mail from the configured mailboxes into the ticket database",
@@ -106,8 +104,6 @@ def register(subparsers: Any) -> None:
     add_threading_arguments(fetch)
     add_output_flags(fetch, what="message")
     fetch.set_defaults(func=run_fetch)
-    _register_health(subparsers)
-    _register_pipe(subparsers)
 
 
 def _leases(pipeline: Pipeline, names: list[str], ttl: float | None, *, watch: bool) -> Any:

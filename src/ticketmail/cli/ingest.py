@@ -12,7 +12,7 @@ message saying what would happen to it.
 
 Exit codes: 0 all messages committed; 1 some messages failed (quarantined); 2 bad usage, configuration or
 unreadable input; 3 the database failed (nothing after that point was acknowledged; rerun later).
-`tickets` and `show` live in `ticketmail.cli._tickets` and are registered with `ingest`.
+`tickets` and `show` live in `ticketmail.cli._tickets`.
 """
 
 from __future__ import annotations
@@ -42,7 +42,6 @@ from ticketmail.cli._config import (
     parse_options,
 )
 from ticketmail.cli._output import Output, RunTally, add_output_flags, message_line, report_failure
-from ticketmail.cli._tickets import register as _register_tickets
 from ticketmail.cli._tickets import ticket_summary
 from ticketmail.config import Config
 from ticketmail.errors import BackendError, SourceError, TicketmailError
@@ -99,7 +98,7 @@ _INGEST_ARGS: tuple[ArgSpec, ...] = (
 
 
 def register(subparsers: Any) -> None:
-    """Add the `ingest`, `tickets` and `show` sub-commands."""
+    """Add the `ingest` sub-command."""
     ingest = subparsers.add_parser(
         "ingest",
         help="ingest .eml files, Maildir folders, mbox files and JSON/XML payloads into a ticket database",
@@ -112,7 +111,6 @@ def register(subparsers: Any) -> None:
     add_threading_arguments(ingest)
     add_output_flags(ingest, what="message")
     ingest.set_defaults(func=run_ingest)
-    _register_tickets(subparsers)
 
 
 @attrs.define

@@ -69,7 +69,7 @@ def register(subparsers: Any) -> None:
     """Add the `parse` sub-command."""
     parser = subparsers.add_parser(
         "parse",
-        help="parse a JSON/XML ticket payload or a raw email and print it as JSON",
+        help="parse a JSON/XML ticket payload or a raw email and show the result (--json: as JSON)",
         description="Parse FILE (or stdin with '-') and print the normalized result as one JSON document.",
     )
     parser.add_argument(
