@@ -263,7 +263,7 @@ def test_api_table(tmp_path: Path) -> None:
     assert config.api.keys == str(tmp_path / "keys.db")
     assert [str(n) for n in config.api.trusted_proxies] == ["10.0.0.0/8", "::1/128"]
     assert "not an IP address" in error_of(tmp_path, "[api]\ntrusted_proxies = ['proxy.local']\n")
-    assert "[api] max_body" in error_of(tmp_path, "[api]\nmax_body = 0\n")
+    assert "api.max_body must be an integer >= 1, got 0" in error_of(tmp_path, "[api]\nmax_body = 0\n")
 
 
 def test_tables_of_other_modules_are_kept_raw(tmp_path: Path) -> None:
@@ -344,3 +344,23 @@ def test_untrusted_match_flag_overrides_the_file() -> None:
     add_threading_arguments(parser)
     args = parser.parse_args(["--untrusted-match", "append"])
     assert threading_for(load_config(None), args).untrusted_match == "append"
+
+
+@pytest.mark.parametrize(
+    ("table", "expected"),
+    [
+        ("[storage]\nlease_ttl = 0.1\n", "storage.lease_ttl must be a number >= 0.5, got 0.1"),
+        ("[storage]\nlease_ttl = 7200\n", "storage.lease_ttl must be at most 3600, got 7200.0"),
+        ("[api]\nport = 70000\n", "api.port must be at most 65535, got 70000"),
+        ("[api]\nport = -1\n", "api.port must be an integer >= 0, got -1"),
+        ("[api]\nrequest_timeout = 0\n", "api.request_timeout must be a number > 0, got 0.0"),
+        ("[api]\nmax_connections = 0\n", "api.max_connections must be an integer >= 1, got 0"),
+        ("[api]\nport = true\n", "[api.port]: expected a port number, got bool"),
+    ],
+)
+def test_range_errors_name_the_field(tmp_path: Path, table: str, expected: str) -> None:
+    path = tmp_path / "t.toml"
+    path.write_text(table, encoding="utf-8")
+    with pytest.raises(ConfigError) as raised:
+        load(path)
+    assert raised.value.message == f"{path}: {expected}"

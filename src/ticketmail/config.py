@@ -25,17 +25,28 @@ Everything else is strict: one bad key anywhere else and nothing runs.
 
 from __future__ import annotations
 
-import difflib
-import ipaddress
 import os
-import re
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import attrs
 
+from ticketmail._config_tables import (
+    API_KEYS,
+    DEFAULT_MAX_BODY,
+    LEASE_TTL_RANGE,
+    STORAGE_KEYS,
+    ApiConfig,
+    StorageConfig,
+    api_from_table,
+    check_keys,
+    did_you_mean,
+    expect,
+    mask_url,
+    storage_from_table,
+)
 from ticketmail.attachments import AttachmentPolicy
 from ticketmail.errors import ConfigError
 from ticketmail.parsing.fields import Form, FormField
@@ -51,8 +62,12 @@ else:  # pragma: no cover - exercised on 3.10 only
     import tomli as tomllib  # type: ignore[import-not-found, unused-ignore]
 
 __all__ = [
+    "API_KEYS",
     "DEFAULT_CONFIG_NAME",
+    "DEFAULT_MAX_BODY",
     "EXTERNAL_TABLES",
+    "LEASE_TTL_RANGE",
+    "STORAGE_KEYS",
     "TABLES",
     "ApiConfig",
     "Config",
@@ -84,17 +99,6 @@ TABLES: tuple[str, ...] = (
 )
 """Every top-level table a configuration file may hold."""
 
-STORAGE_KEYS: tuple[str, ...] = ("path", "sqlite", "url", "state_dir", "lease_ttl")
-API_KEYS: tuple[str, ...] = (
-    "keys",
-    "max_body",
-    "trusted_proxies",
-    "host",
-    "port",
-    "mailbox",
-    "max_connections",
-    "request_timeout",
-)
 RULES_KEYS: tuple[str, ...] = ("include", "settings", "filters", "rules")
 FORMS_KEYS: tuple[str, ...] = ("replace", "fields", "ignore_unknown_fields")
 POLLER_DEFAULTS: Mapping[str, float] = {
@@ -105,72 +109,6 @@ POLLER_DEFAULTS: Mapping[str, float] = {
     "backoff_jitter": 0.5,
     "concurrency": 1.0,
 }
-DEFAULT_MAX_BODY = 10 * 1024 * 1024
-
-_URL_PASSWORD = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.\-]*://[^/@:]*:)([^/@]*)(@)")
-
-
-def did_you_mean(name: str, known: Iterable[str]) -> str:
-    """`"; did you mean 'x'?"` for the closest of `known`, else `" (known: a, b, ...)"`."""
-    names = sorted(set(known))
-    close = difflib.get_close_matches(name, names, n=1, cutoff=0.6)
-    if close:
-        return f"; did you mean {close[0]!r}?"
-    return f" (known: {', '.join(names)})" if names else ""
-
-
-def mask_url(url: str) -> str:
-    """`url` with the password of its user-info replaced by `********`."""
-    return _URL_PASSWORD.sub(r"\1********\3", url)
-
-
-@attrs.frozen
-class StorageConfig:
-    """Where tickets are stored.
-
-    Attributes:
-        path: The SQLite database file (resolved against the configuration file's directory).
-        url: A backend URL (`postgresql://...`, `sqlite:///path`); shown with its password masked.
-        state_dir: Locks, health and retry state of the pollers (default `<database>.state/`).
-        lease_ttl: Seconds a worker's mailbox lease lasts without a heartbeat (PostgreSQL: workers on several
-            machines share the mailboxes; default 30).
-    """
-
-    path: str | None = None
-    url: str | None = attrs.field(default=None, repr=lambda u: "None" if u is None else repr(mask_url(u)))
-    state_dir: str | None = None
-    lease_ttl: float | None = None
-
-    @property
-    def target(self) -> str | None:
-        """What the backend is opened from: the URL when set, else the SQLite path."""
-        return self.url or self.path
-
-
-@attrs.frozen
-class ApiConfig:
-    """Settings of `ticketmail serve` and the API handler.
-
-    Attributes:
-        keys: The SQLite file holding API keys (default: the ticket database itself).
-        max_body: Request body limit in bytes (default 10 MiB).
-        trusted_proxies: Networks of reverse proxies whose `X-Forwarded-For` names the real client.
-        host: Address to listen on (default `127.0.0.1`).
-        port: Port to listen on (default 8080).
-        mailbox: The mailbox name API tickets are recorded under (default `api`); when a `[[mailboxes]]`
-            entry has that name, its department, category and priority apply.
-        max_connections: Connections `ticketmail serve` handles at once; one more is answered 503 (default 64).
-        request_timeout: Seconds a client has to send a whole request, headers and body (default 30).
-    """
-
-    keys: str | None = None
-    max_body: int = DEFAULT_MAX_BODY
-    trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
-    host: str = "127.0.0.1"
-    port: int = 8080
-    mailbox: str = "api"
-    max_connections: int = 64
-    request_timeout: float = 30.0
 
 
 @attrs.frozen
@@ -199,7 +137,7 @@ class Config:
     """
 
     path: str | None
-    storage: StorageConfig = StorageConfig()
+    storage: StorageConfig = attrs.field(factory=StorageConfig)
     mailboxes: tuple[MailboxConfig, ...] = ()
     mailbox_errors: tuple[ConfigError, ...] = ()
     rules: RuleSet | None = None
@@ -209,7 +147,7 @@ class Config:
     attachments: AttachmentPolicy = attrs.field(factory=AttachmentPolicy)
     limits: Limits = attrs.field(factory=Limits)
     email_options: EmailOptions = attrs.field(factory=EmailOptions)
-    api: ApiConfig = ApiConfig()
+    api: ApiConfig = attrs.field(factory=ApiConfig)
     poller: Mapping[str, float] = attrs.field(factory=lambda: dict(POLLER_DEFAULTS), hash=False)
     alerts: Any = None
     tables: Mapping[str, Mapping[str, Any]] = attrs.field(factory=dict, hash=False, repr=False)
@@ -272,20 +210,6 @@ def _table(doc: Mapping[str, Any], name: str, source: str) -> dict[str, Any]:
     return value
 
 
-def _check_keys(table: Mapping[str, Any], known: Sequence[str], source: str, where: str) -> None:
-    for key in table:
-        if key not in known:
-            raise ConfigError(
-                f"{source}: [{where}] {key}: unknown key{did_you_mean(key, known)}", field=f"{where}.{key}"
-            )
-
-
-def _expect(value: object, kinds: tuple[type, ...], source: str, where: str, what: str) -> Any:
-    if (isinstance(value, bool) and bool not in kinds) or not isinstance(value, kinds):
-        raise ConfigError(f"{source}: [{where}]: expected {what}, got {type(value).__name__}", field=where)
-    return value
-
-
 def load_data(
     doc: Mapping[str, Any], *, source: str = "<dict>", base_dir: str | os.PathLike[str] | None = None
 ) -> Config:
@@ -296,10 +220,10 @@ def load_data(
             kind = "table" if isinstance(value, (dict, list)) else "key"
             hint = did_you_mean(name, TABLES)
             raise ConfigError(f"{source}: [{name}]: unknown {kind}{hint}", field=name)
-    storage = _storage(_table(doc, "storage", source), source, base)
+    storage = storage_from_table(_table(doc, "storage", source), source, base)
     mailboxes, errors = _mailboxes(doc.get("mailboxes", []), source, base)
     tables = {name: dict(_table(doc, name, source)) for name in EXTERNAL_TABLES if name in doc}
-    api = _api(_table(doc, "api", source), source, base)
+    api = api_from_table(_table(doc, "api", source), source, base)
     limits_table = dict(_table(doc, "limits", source))
     email_table = limits_table.pop("email", {})
     sources = SourcesConfig(
@@ -329,42 +253,6 @@ def load_data(
     )
 
 
-def _resolve(base: Path, value: str) -> str:
-    return value if value == ":memory:" else str(base / value)
-
-
-def _storage(table: Mapping[str, Any], source: str, base: Path) -> StorageConfig:
-    _check_keys(table, STORAGE_KEYS, source, "storage")
-    lease_ttl = table.get("lease_ttl")
-    bad_ttl = isinstance(lease_ttl, bool) or not isinstance(lease_ttl, int | float) or lease_ttl <= 0
-    if lease_ttl is not None and bad_ttl:
-        raise ConfigError(f"{source}: [storage] lease_ttl: expected a positive number of seconds", field="lease_ttl")
-    for key in ("path", "sqlite", "url", "state_dir"):
-        if key in table and (not isinstance(table[key], str) or not table[key].strip()):
-            shown = "a secret-bearing value" if key == "url" else type(table[key]).__name__
-            raise ConfigError(f"{source}: [storage] {key}: expected a non-empty string, got {shown}", field=key)
-    if "path" in table and "sqlite" in table:
-        raise ConfigError(f"{source}: [storage] sqlite: give path or sqlite (the older name), not both", field="sqlite")
-    path = table.get("path", table.get("sqlite"))
-    url = table.get("url")
-    if url is not None and path is not None:
-        raise ConfigError(f"{source}: [storage] url: give either path (SQLite) or url, not both", field="url")
-    if url is not None and "://" not in url:
-        raise ConfigError(
-            f"{source}: [storage] url: expected a URL such as postgresql://user@host/db, got {mask_url(url)!r}",
-            field="url",
-        )
-    if url is not None and url.startswith("sqlite:///"):
-        # SQLAlchemy's spelling: sqlite:///relative.db, sqlite:////absolute/path.db
-        path, url = url[len("sqlite:///") :], None
-    return StorageConfig(
-        path=_resolve(base, path) if path is not None else None,
-        url=url,
-        state_dir=_resolve(base, table["state_dir"]) if "state_dir" in table else None,
-        lease_ttl=float(lease_ttl) if lease_ttl is not None else None,
-    )
-
-
 def _mailboxes(entries: object, source: str, base: Path) -> tuple[tuple[MailboxConfig, ...], tuple[ConfigError, ...]]:
     if not isinstance(entries, list):
         raise ConfigError(f"{source}: [mailboxes]: expected an array of tables ([[mailboxes]])", field="mailboxes")
@@ -390,7 +278,7 @@ def _mailboxes(entries: object, source: str, base: Path) -> tuple[tuple[MailboxC
 def _rules(table: Mapping[str, Any], source: str, base: Path) -> RuleSet | None:
     if not table:
         return None
-    _check_keys(table, RULES_KEYS, source, "rules")
+    check_keys(table, RULES_KEYS, source, "rules")
     includes = table.get("include", [])
     if isinstance(includes, str):
         includes = [includes]
@@ -423,7 +311,7 @@ def _threading_keys() -> list[str]:
 
 
 def _threading(table: Mapping[str, Any], source: str) -> ThreadingOptions:
-    _check_keys(table, _threading_keys(), source, "threading")
+    check_keys(table, _threading_keys(), source, "threading")
     return load_threading(table, source=source)
 
 
@@ -432,7 +320,7 @@ def _form_field(entry: object, source: str, index: int) -> FormField:
     if not isinstance(entry, Mapping):
         raise ConfigError(f"{source}: [{where}]: expected a table", field=where)
     known = [f.name for f in attrs.fields(FormField)]
-    _check_keys(entry, known, source, where)
+    check_keys(entry, known, source, where)
     try:
         return FormField(**dict(entry))
     except ConfigError as exc:
@@ -443,9 +331,9 @@ def _form_field(entry: object, source: str, index: int) -> FormField:
 
 def _form(table: Mapping[str, Any], source: str) -> Form:
     """`[forms]`: fields added to the default form (a field of the same name replaces it), or alone."""
-    _check_keys(table, FORMS_KEYS, source, "forms")
-    replace = _expect(table.get("replace", False), (bool,), source, "forms.replace", "true or false")
-    _expect(table.get("ignore_unknown_fields", False), (bool,), source, "forms.ignore_unknown_fields", "true or false")
+    check_keys(table, FORMS_KEYS, source, "forms")
+    replace = expect(table.get("replace", False), (bool,), source, "forms.replace", "true or false")
+    expect(table.get("ignore_unknown_fields", False), (bool,), source, "forms.ignore_unknown_fields", "true or false")
     entries = table.get("fields", [])
     if not isinstance(entries, list):
         raise ConfigError(f"{source}: [forms] fields: expected an array of tables ([[forms.fields]])", field="fields")
@@ -481,7 +369,7 @@ def _limits(table: Mapping[str, Any], source: str) -> Limits:
             "refused file and keeps the ticket",
             field="limits.allowed_types",
         )
-    _check_keys(table, [k for k in known if k != "allowed_types"] + ["email"], source, "limits")
+    check_keys(table, [k for k in known if k != "allowed_types"] + ["email"], source, "limits")
     try:
         return Limits(**dict(table))
     except ConfigError as exc:
@@ -494,60 +382,12 @@ def _email_options(table: object, source: str) -> EmailOptions:
     if not isinstance(table, Mapping):
         raise ConfigError(f"{source}: [limits.email]: expected a table", field="limits.email")
     known = [f.name for f in attrs.fields(EmailOptions) if f.init]
-    _check_keys(table, known, source, "limits.email")
+    check_keys(table, known, source, "limits.email")
     try:
         return EmailOptions(**dict(table))
     except (ConfigError, TypeError, ValueError) as exc:
         text = exc.message if isinstance(exc, ConfigError) else str(exc)
         raise ConfigError(f"{source}: [limits.email] {text}", field="limits.email") from exc
-
-
-def _api(table: Mapping[str, Any], source: str, base: Path) -> ApiConfig:
-    _check_keys(table, API_KEYS, source, "api")
-    kwargs: dict[str, Any] = {}
-    if "keys" in table:
-        kwargs["keys"] = _resolve(base, _expect(table["keys"], (str,), source, "api.keys", "a file name"))
-    if "max_body" in table:
-        value = _expect(table["max_body"], (int,), source, "api.max_body", "a number of bytes")
-        if value < 1:
-            raise ConfigError(f"{source}: [api] max_body: expected at least 1 byte, got {value}", field="api.max_body")
-        kwargs["max_body"] = value
-    if "trusted_proxies" in table:
-        items = _expect(table["trusted_proxies"], (list,), source, "api.trusted_proxies", "a list of networks")
-        networks = []
-        for item in items:
-            try:
-                networks.append(ipaddress.ip_network(str(item), strict=False))
-            except ValueError as exc:
-                raise ConfigError(
-                    f"{source}: [api] trusted_proxies: {str(item)[:60]!r} is not an IP address or network",
-                    field="api.trusted_proxies",
-                ) from exc
-        kwargs["trusted_proxies"] = tuple(networks)
-    if "host" in table:
-        kwargs["host"] = _expect(table["host"], (str,), source, "api.host", "a host name or address")
-    if "port" in table:
-        port = _expect(table["port"], (int,), source, "api.port", "a port number")
-        if not 0 <= port < 65536:
-            raise ConfigError(f"{source}: [api] port: expected 0-65535, got {port}", field="api.port")
-        kwargs["port"] = port
-    if "mailbox" in table:
-        kwargs["mailbox"] = _expect(table["mailbox"], (str,), source, "api.mailbox", "a mailbox name")
-    if "max_connections" in table:
-        count = _expect(table["max_connections"], (int,), source, "api.max_connections", "a number of connections")
-        if count < 1:
-            raise ConfigError(
-                f"{source}: [api] max_connections: expected at least 1, got {count}", field="api.max_connections"
-            )
-        kwargs["max_connections"] = count
-    if "request_timeout" in table:
-        seconds = _expect(table["request_timeout"], (int, float), source, "api.request_timeout", "a number of seconds")
-        if seconds <= 0:
-            raise ConfigError(
-                f"{source}: [api] request_timeout: expected a positive number", field="api.request_timeout"
-            )
-        kwargs["request_timeout"] = float(seconds)
-    return ApiConfig(**kwargs)
 
 
 def _alerts(table: Mapping[str, Any] | None, source: str) -> Any:
@@ -564,7 +404,7 @@ def _alerts(table: Mapping[str, Any] | None, source: str) -> Any:
 
 def _poller(table: Mapping[str, Any], source: str) -> dict[str, float]:
     settings = dict(POLLER_DEFAULTS)
-    _check_keys(table, list(settings), source, "poller")
+    check_keys(table, list(settings), source, "poller")
     for key, value in table.items():
         if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
             raise ConfigError(f"{source}: [poller] {key}: expected a non-negative number, got {value!r}", field=key)

@@ -85,9 +85,9 @@ def test_ingest_tickets_and_show_with_a_database_url(tmp_path: Path) -> None:
         return done.stdout
 
     try:
-        out = cli("ingest", "--db", url, "--no-progress", str(maildir))
+        out = cli("ingest", "--json", "--db", url, "--no-progress", str(maildir))
         assert json.loads(out.splitlines()[0])["action"] == "created"
-        again = cli("ingest", "--db", url, "--no-progress", str(maildir))
+        again = cli("ingest", "--json", "--db", url, "--no-progress", str(maildir))
         assert json.loads(again.splitlines()[0])["action"] == "duplicate"
         tickets = [json.loads(line) for line in cli("tickets", "--db", url, "--json").splitlines()]
         assert [t["subject"] for t in tickets] == ["URL works"]

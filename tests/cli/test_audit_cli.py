@@ -115,7 +115,7 @@ def test_quarantine_list_show_export(quarantined: str, tmp_path: Path, capsys: p
     assert rows[0]["attempts"] == 1
     first = str(rows[0]["id"])
     assert main(["quarantine", "list", "--db", quarantined]) == 0
-    assert "2 quarantined message(s)" in capsys.readouterr().err
+    assert "2 quarantined message(s)" in capsys.readouterr().out
     assert main(["quarantine", "show", first, "--db", quarantined]) == 0
     assert "cannot read this one [malformed_email]" in capsys.readouterr().out
     out = tmp_path / "one.eml"

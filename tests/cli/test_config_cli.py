@@ -42,12 +42,13 @@ def test_one_bad_mailbox_is_reported_and_the_good_ones_still_run(
         '[[mailboxes]]\nname = "broken"\nprotocol = "imap"\nhost = "h"\nusername = "u"\npassword = 12345\n'
         '[[mailboxes]]\nname = "md"\nprotocol = "maildir"\npath = "md"\n'
     )
-    code, out, err = run(capsys, "fetch", "--config", str(config))
+    code, out, err = run(capsys, "fetch", "--json", "--config", str(config))
     assert code == 2
     assert [json.loads(line)["action"] for line in out.splitlines()] == ["created", "created"]
     assert "mailboxes[0].password" in err
     assert "12345" not in err
-    assert "md: 2 created" in err
+    assert "md: 2 created" in err  # with --json the summary lines go to stderr
+    assert "2 messages: 2 created in " in err
     code, out, err = run(capsys, "status", "--config", str(config))
     assert code == 2
     assert "md" in out
@@ -135,7 +136,7 @@ def test_ingest_json_uses_the_forms_of_the_file(tmp_path: Path, capsys: pytest.C
     payload = {"email": "a@example.org", "name": "A", "subject": "S", "message": "M"}
     body = tmp_path / "p.json"
     body.write_text(json.dumps({**payload, "order_date": "2026-03-09", "budget": 12.5, "phone": "5551234"}))
-    code, out, err = run(capsys, "ingest", "--config", str(config), str(body))
+    code, out, err = run(capsys, "ingest", "--json", "--config", str(config), str(body))
     assert code == 0, err
     line = json.loads(out)
     assert line["action"] == "created"
@@ -150,13 +151,13 @@ def test_parse_form_extends_the_default_form(tmp_path: Path, capsys: pytest.Capt
     body.write_text(json.dumps({**payload, "team": "red"}))
     form = tmp_path / "form.toml"
     form.write_text('[[fields]]\nname = "team"\n')
-    code, out, _ = run(capsys, "parse", "--form", str(form), str(body))
+    code, out, _ = run(capsys, "parse", "--json", "--form", str(form), str(body))
     assert code == 0
     doc: dict[str, Any] = json.loads(out)
     assert doc["result"]["custom_fields"] == {"team": "red"}
     assert doc["result"]["phone"]["number"] == "5551234"
     form.write_text('replace = true\n[[fields]]\nname = "team"\n')
-    code, out, _ = run(capsys, "parse", "--form", str(form), str(body))
+    code, out, _ = run(capsys, "parse", "--json", "--form", str(form), str(body))
     assert (code, json.loads(out)["error"]["field"]) == (1, "phone")
 
 
@@ -173,7 +174,7 @@ def test_parse_with_config_shows_the_attachment_policy(tmp_path: Path, capsys: p
     }
     body = tmp_path / "p.json"
     body.write_text(json.dumps(payload))
-    code, out, _ = run(capsys, "parse", "--config", str(config), str(body))
+    code, out, _ = run(capsys, "parse", "--json", "--config", str(config), str(body))
     assert code == 0
     doc = json.loads(out)
     assert doc["result"]["custom_fields"] == {"team": "red"}

@@ -34,7 +34,7 @@ def test_ingest_dry_run_decides_and_stores_nothing(tmp_path: Path, capsys: pytes
     assert main(["ingest", "--db", str(db), "--no-progress", *map(str, first)]) == 0
     capsys.readouterr()
     before = _state(db)
-    assert main(["ingest", "--db", str(db), "--no-progress", "--dry-run", str(rest)]) == 0
+    assert main(["ingest", "--json", "--db", str(db), "--no-progress", "--dry-run", str(rest)]) == 0
     captured = capsys.readouterr()
     lines = [json.loads(line) for line in captured.out.splitlines()]
     assert lines
@@ -42,10 +42,20 @@ def test_ingest_dry_run_decides_and_stores_nothing(tmp_path: Path, capsys: pytes
     assert {line["action"] for line in lines} >= {"created", "appended"}
     assert "nothing was stored" in captured.err
     assert _state(db) == before
+    assert main(["ingest", "--db", str(db), "--no-progress", "--dry-run", str(rest)]) == 0
+    dry = capsys.readouterr()
+    assert _state(db) == before
     # The real run afterwards makes the same decisions.
     assert main(["ingest", "--db", str(db), "--no-progress", str(rest)]) == 0
-    real = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    assert [r["action"] for r in real] == [line["action"] for line in lines]
+    real = capsys.readouterr().out
+    # by default a summary line; a dry run also says what would happen to each message, for people
+    assert real.startswith(f"{len(lines)} messages: ")
+    assert real.count("\n") == 1
+    summary = dry.out.splitlines()[-1]
+    assert summary.startswith(f"dry run: {len(lines)} messages would be: ")
+    assert summary.endswith("; nothing was stored")
+    assert real.split(" in ")[0].split(": ", 1)[1] == summary.split(" in ")[0].split(" be: ", 1)[1]
+    assert [row.split()[0] for row in dry.out.splitlines()[:-1]] == [line["action"] for line in lines]
 
 
 def test_fetch_dry_run_on_a_maildir(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -62,12 +72,13 @@ def test_fetch_dry_run_on_a_maildir(tmp_path: Path, capsys: pytest.CaptureFixtur
         encoding="utf-8",
     )
     files_before = sorted(p.relative_to(maildir).as_posix() for p in maildir.rglob("*") if p.is_file())
-    assert main(["fetch", "--config", str(config), "--dry-run"]) == 0
+    assert main(["fetch", "--json", "--config", str(config), "--dry-run"]) == 0
     captured = capsys.readouterr()
     lines = [json.loads(line) for line in captured.out.splitlines()]
     assert len(lines) == 4
     assert all(line["dry_run"] for line in lines)
-    assert "dry run: nothing was stored" in captured.err
+    assert "dry run: 4 messages would be: " in captured.err
+    assert captured.err.rstrip().endswith("; nothing was stored, acknowledged, moved or flagged")
     assert sorted(p.relative_to(maildir).as_posix() for p in maildir.rglob("*") if p.is_file()) == files_before
     if db.exists():
         backend = SQLiteBackend(db)

@@ -106,7 +106,7 @@ def test_ingest_fetch_pipe_and_serve_share_threading_forms_and_attachment_policy
     # ingest: the first message opens the ticket (mailbox "support": its department applies).
     first = tmp_path / "first.eml"
     first.write_bytes((EXAMPLES / "maildir" / "new" / "1772532000.M101P2201.mx.helpdesk.example").read_bytes())
-    (line,) = json_lines(tm("ingest", "--config", config, "--mailbox", "support", str(first)))
+    (line,) = json_lines(tm("ingest", "--json", "--config", config, "--mailbox", "support", str(first)))
     assert line["action"] == "created"
     number = line["ticket"]
     assert (root / "tickets.sqlite3").exists()  # [storage] path, relative to the configuration file
@@ -114,13 +114,13 @@ def test_ingest_fetch_pipe_and_serve_share_threading_forms_and_attachment_policy
     # ingest: a reply matched only by the custom tag; the disguised executable is dropped.
     one = tmp_path / "reply-1.eml"
     one.write_bytes(reply(number, 1))
-    (line,) = json_lines(tm("ingest", "--config", config, str(one)))
+    (line,) = json_lines(tm("ingest", "--json", "--config", config, str(one)))
     assert (line["action"], line["ticket"]) == ("appended", number)
     assert [r["value"] for r in line["reasons"] if r["code"].startswith("attachment.")] == ["driver-1.png"]
 
     # fetch: the Maildir mailbox of the file.
     (root / "maildir" / "new" / "1800000000.M1P1.test").write_bytes(reply(number, 2))
-    fetched = tm("fetch", "--config", config, "--mailbox", "support")
+    fetched = tm("fetch", "--json", "--config", config, "--mailbox", "support")
     (line,) = json_lines(fetched)
     assert (line["action"], line["ticket"], line["mailbox"]) == ("appended", number, "support")
     assert any(r["code"] == "attachment.type_denied" for r in line["reasons"])
@@ -199,7 +199,7 @@ def test_a_threading_flag_overrides_the_file(deployment: Path, tmp_path: Path) -
     config = str(deployment)
     first = tmp_path / "first.eml"
     first.write_bytes((EXAMPLES / "mail" / "01-printer-broken.eml").read_bytes())
-    number = json_lines(tm("ingest", "--config", config, str(first)))[0]["ticket"]
+    number = json_lines(tm("ingest", "--json", "--config", config, str(first)))[0]["ticket"]
     tagged = tmp_path / "tagged.eml"
     # from the requester: a tag-only match from a stranger would open a new ticket anyway (untrusted_match)
     tagged.write_bytes(
@@ -207,11 +207,11 @@ def test_a_threading_flag_overrides_the_file(deployment: Path, tmp_path: Path) -
         .replace(f"[Helpdesk #{number}]".encode(), f"[#{number}]".encode())
         .replace(b"Grace Hopper <grace@example.org>", b"Alice <alice@example.org>")
     )
-    line = json_lines(tm("ingest", "--config", config, str(tagged)))[0]
+    line = json_lines(tm("ingest", "--json", "--config", config, str(tagged)))[0]
     assert line["action"] == "created"  # the file's tag format does not know "[#N]"
     again = tmp_path / "again.eml"
     again.write_bytes(tagged.read_bytes().replace(b"reply-5@", b"reply-6@"))
-    line = json_lines(tm("ingest", "--config", config, "--subject-tag", "[#{number}]", str(again)))[0]
+    line = json_lines(tm("ingest", "--json", "--config", config, "--subject-tag", "[#{number}]", str(again)))[0]
     assert (line["action"], line["ticket"]) == ("appended", number)
 
 
@@ -231,6 +231,9 @@ def test_the_readme_first_command_runs_the_main_job_from_the_example_config(tmp_
         )
         assert proc.returncode == 0, proc.stderr
         results.append(proc)
-    assert "ingested 19 item(s)" in results[0].stderr
+    # a short summary, one line on stdout, and nothing on stderr
+    assert results[0].stdout.startswith("19 messages: 9 created, 6 appended, 1 duplicate, 3 ignored in ")
+    assert results[0].stdout.count("\n") == 1
+    assert results[0].stderr == ""
     assert (tmp_path / "examples" / "tickets.sqlite3").exists()
     assert "9 ticket(s)" in results[1].stdout

@@ -31,10 +31,11 @@ ERROR_KEYS = {"code", "status", "message", "field"}
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, Any]:
-    code = main(["parse", *argv])
+    code = main(["parse", "--json", *argv])
     out, err = capsys.readouterr()
     assert "Traceback" not in out + err
-    return code, json.loads(out)  # exactly one JSON document
+    assert out.count("\n") == 1  # exactly one JSON document, on one line
+    return code, json.loads(out)
 
 
 def write(tmp_path: Path, name: str, data: bytes) -> str:
@@ -183,13 +184,17 @@ def test_real_subprocess(tmp_path: Path) -> None:
     path = write(tmp_path, "t.xml", OSTICKET_XML)
     env = {**os.environ, "PYTHONIOENCODING": "utf-8"}
     done = subprocess.run(
-        [sys.executable, "-m", "ticketmail", "parse", path], capture_output=True, timeout=60, check=False, env=env
+        [sys.executable, "-m", "ticketmail", "parse", "--json", path],
+        capture_output=True,
+        timeout=60,
+        check=False,
+        env=env,
     )
     assert done.returncode == 0, done.stderr
     doc = json.loads(done.stdout)
     assert doc["result"]["attachments"][0]["size"] == len(b"File content is here and is automatically trimmed")
     bad = subprocess.run(
-        [sys.executable, "-m", "ticketmail", "parse", "-"],
+        [sys.executable, "-m", "ticketmail", "parse", "--json", "-"],
         input=b'{"name": 1}',
         capture_output=True,
         timeout=60,
@@ -234,3 +239,21 @@ def test_rules_switch_a_signal_off_in_the_automatic_member(tmp_path: Path, capsy
     assert doc["automatic"] is None
     assert doc["decision"]["automatic"] is None
     assert doc["decision"]["may_open_ticket"] is True
+
+
+def test_readable_by_default_quiet_on_request(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = write(tmp_path, "t.json", json.dumps(PAYLOAD).encode())
+    assert main(["parse", path]) == 0
+    out, err = capsys.readouterr()
+    assert out.splitlines()[0] == "ticket_request (json)"
+    assert f"subject:      {PAYLOAD['subject']}" in out
+    assert err == ""
+    assert main(["parse", "--quiet", path]) == 0
+    assert capsys.readouterr() == ("", "")
+    bad = write(tmp_path, "bad.json", b"{nope")
+    for mode in ([], ["--quiet"]):
+        assert main(["parse", *mode, bad]) == 1
+        out, err = capsys.readouterr()
+        assert out == ""
+        assert err.startswith("ticketmail: error: malformed JSON")
+        assert err.rstrip().endswith("[malformed_json]")

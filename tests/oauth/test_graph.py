@@ -302,7 +302,7 @@ def test_cli_check_and_fetch_a_graph_mailbox(
     cfg.write_text(f'[storage]\nsqlite = "tickets.sqlite3"\n\n[[mailboxes]]\n{body}\n')
     assert main(["check", "--config", str(cfg)]) == 0
     assert f"{data['name']}: ok" in capsys.readouterr().out
-    assert main(["fetch", "--once", "--config", str(cfg)]) == 0
+    assert main(["fetch", "--json", "--once", "--config", str(cfg)]) == 0
     line = json.loads(capsys.readouterr().out.splitlines()[0])
     assert line["action"] == "created"
     assert graph_server.messages(address) == []

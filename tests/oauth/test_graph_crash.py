@@ -55,7 +55,7 @@ def seed(n_new: int, rng: random.Random) -> list[tuple[str, bytes, str]]:
 
 def fetch(cfg: Path) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, "-m", "ticketmail", "fetch", "--once", "--config", str(cfg)],
+        [sys.executable, "-m", "ticketmail", "fetch", "--json", "--once", "--config", str(cfg)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )

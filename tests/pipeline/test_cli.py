@@ -1,4 +1,4 @@
-"""``ticketmail ingest`` / ``tickets`` / ``show``: the README main job, outputs, exit codes, progress bar."""
+"""`ticketmail ingest` / `tickets` / `show`: the README main job, outputs, exit codes, progress line."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ def test_main_job_on_the_examples(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    code, out, err = run(capsys, "ingest", str(EXAMPLES))
+    code, out, err = run(capsys, "ingest", "--json", str(EXAMPLES))
     assert code == 0
     assert (tmp_path / "tickets.sqlite3").exists()  # the default database
     lines = [json.loads(line) for line in out.splitlines()]
@@ -43,8 +43,8 @@ def test_main_job_on_the_examples(
     assert by_source["09-bounce.eml"]["action"] == "ignored"
     assert by_source["11-re-invoice-new-subject.eml"]["ticket"] == by_source["04-invoice-question.eml"]["ticket"]
     assert by_source["maildir1772535600.M202P2202.mx.helpdesk.example"]["ticket"] == printer
-    assert "ingested 19 item(s)" in err
-    assert "\r" not in err  # no progress bar when stderr is not a terminal
+    assert err.startswith("19 messages: 10 created, 6 appended, 1 duplicate, 2 ignored in ")  # with --json: stderr
+    assert "\r" not in err  # no progress line when stderr is not a terminal
 
     code, out, _ = run(capsys, "tickets", "--json")
     assert code == 0
@@ -76,8 +76,15 @@ def test_main_job_on_the_examples(
     assert "Printer on 3rd floor prints blank pages" in out
     assert "Rolling back the driver fixed it" in out
 
-    # running the same ingest again changes nothing
-    code, out, _ = run(capsys, "ingest", str(EXAMPLES))
+    # running the same ingest again changes nothing; by default one summary line on stdout
+    code, out, err = run(capsys, "ingest", str(EXAMPLES))
+    assert code == 0
+    assert out.startswith("19 messages: 19 duplicate in ")
+    assert out.count("\n") == 1
+    assert err == ""
+    code, out, err = run(capsys, "ingest", "--quiet", str(EXAMPLES))
+    assert (code, out, err) == (0, "", "")
+    code, out, _ = run(capsys, "ingest", "--json", str(EXAMPLES))
     assert code == 0
     again = [json.loads(line) for line in out.splitlines()]
     assert {line["action"] for line in again} == {"duplicate"}
@@ -86,7 +93,7 @@ def test_main_job_on_the_examples(
 
 def test_threading_options(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     db = str(tmp_path / "t.sqlite3")
-    code, out, _ = run(capsys, "ingest", "--db", db, "--unknown-sender", "reject", str(EXAMPLES / "mail"))
+    code, out, _ = run(capsys, "ingest", "--json", "--db", db, "--unknown-sender", "reject", str(EXAMPLES / "mail"))
     assert code == 0
     dana = next(json.loads(line) for line in out.splitlines() if "07-re-vpn-from-dana" in line)
     assert dana["action"] == "rejected"
@@ -95,7 +102,8 @@ def test_threading_options(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
 
 def test_rules_option(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     db = str(tmp_path / "t.sqlite3")
-    code, out, _ = run(capsys, "ingest", "--db", db, "--rules", str(EXAMPLES / "rules.toml"), str(EXAMPLES / "mail"))
+    rules = str(EXAMPLES / "rules.toml")
+    code, out, _ = run(capsys, "ingest", "--json", "--db", db, "--rules", rules, str(EXAMPLES / "mail"))
     assert code == 0
     newsletter = next(json.loads(line) for line in out.splitlines() if "06-newsletter" in line)
     assert newsletter["action"] == "ignored"
@@ -124,16 +132,29 @@ def test_errors_and_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str
     bad.write_text("{not json")
     empty = tmp_path / "empty.eml"
     empty.write_bytes(b"")
-    code, out, _ = run(capsys, "ingest", "--db", db, str(bad), str(empty))
+    code, out, err = run(capsys, "ingest", "--json", "--db", db, str(bad), str(empty))
     assert code == 1
     lines = [json.loads(line) for line in out.splitlines()]
     assert [line["action"] for line in lines] == ["failed", "failed"]
     assert lines[0]["error"]["code"] == "malformed_json"
     assert lines[1]["error"]["code"] == "malformed_email"
+    # each failure is one readable line on stderr with its stable code, in every mode
+    failures = [line for line in err.splitlines() if line.startswith("ticketmail: error: ")]
+    assert len(failures) == 2
+    assert failures[0].startswith(f"ticketmail: error: {bad}: failed, quarantined: ")
+    assert failures[0].endswith("[malformed_json]")
+    assert "2 messages: 2 failed (quarantined) in " in err
     from ticketmail.backends.sqlite import SQLiteBackend
 
     with SQLiteBackend(db) as backend:
         assert sorted(q.reason_code for q in backend.quarantined()) == ["malformed_email", "malformed_json"]
+    for mode in ([], ["--quiet"]):
+        bad.write_text("{still not json " + str(len(mode)))
+        code, out, err = run(capsys, "ingest", *mode, "--db", db, str(bad))
+        assert code == 1  # the exit status does not depend on the mode
+        assert out == "" if mode else out.startswith("1 message: 1 failed (quarantined) in ")
+        assert err.startswith(f"ticketmail: error: {bad}: failed, quarantined: ")
+        assert "[malformed_json]" in err
     code, _, err = run(capsys, "show", "NOPE1234", "--db", db)
     assert code == 1
     assert "NOPE1234" in err
@@ -145,7 +166,7 @@ def test_progress_bar_only_on_a_terminal(tmp_path: Path) -> None:
     controller, terminal = pty.openpty()
     try:
         proc = subprocess.run(
-            [sys.executable, "-m", "ticketmail", "ingest", "--db", db, str(EXAMPLES)],
+            [sys.executable, "-m", "ticketmail", "ingest", "--json", "--db", db, str(EXAMPLES)],
             stdout=subprocess.PIPE,
             stderr=terminal,
             timeout=120,
@@ -169,6 +190,6 @@ def test_progress_bar_only_on_a_terminal(tmp_path: Path) -> None:
     shown = b"".join(chunks).decode()
     assert "\r[" in shown
     assert "19/19" in shown
-    assert "ingested 19 item(s)" in shown
+    assert "19 messages: 10 created" in shown  # the summary, on stderr with --json
     # stdout stays machine-readable
     assert all(json.loads(line)["action"] for line in proc.stdout.decode().splitlines())

@@ -109,7 +109,7 @@ def test_sigkill_at_random_points_gives_exactly_one_effect(tmp_path: Path, batch
     threads, total = _build(maildir, rng)
     assert total >= 200
     db = tmp_path / "tickets.sqlite3"
-    args = [sys.executable, "-m", "ticketmail", "ingest", "--db", str(db), "--no-progress", "--batch", batch]
+    args = [sys.executable, "-m", "ticketmail", "ingest", "--json", "--db", str(db), "--no-progress", "--batch", batch]
     args.append(str(maildir))
 
     kills = 0
@@ -163,7 +163,7 @@ def test_concurrent_ingests_of_one_folder_give_exactly_one_effect(tmp_path: Path
     maildir = tmp_path / "Maildir"
     threads, total = _build(maildir, rng)
     db = tmp_path / "tickets.sqlite3"
-    args = [sys.executable, "-m", "ticketmail", "ingest", "--db", str(db), "--no-progress", str(maildir)]
+    args = [sys.executable, "-m", "ticketmail", "ingest", "--json", "--db", str(db), "--no-progress", str(maildir)]
     procs = [subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL) for _ in range(3)]
     outputs = [proc.communicate(timeout=300)[0] for proc in procs]
     assert [proc.returncode for proc in procs] == [0, 0, 0]

@@ -59,7 +59,7 @@ def test_a_poisoned_file_in_the_middle_does_not_stop_the_run(
     monkeypatch.setattr(parsing, "parse_json", parse_json)
     folder = _folder()
     db = Path(tempfile.mkdtemp(prefix="tm-poison-db-")) / "tickets.sqlite3"
-    code = main(["ingest", "--db", str(db), str(folder)])
+    code = main(["ingest", "--json", "--db", str(db), str(folder)])
     out, err = capsys.readouterr()
     lines = {Path(line["source"]).name: line for line in map(json.loads, out.splitlines())}
     assert set(lines) == {"01-first.eml", *POISON, "05-crash.json", "06-last.eml", "07-payload.json"}
@@ -81,7 +81,7 @@ def test_a_poisoned_file_in_the_middle_does_not_stop_the_run(
     assert kept == {*POISON.values(), b'{"crash": true}'}
 
     # A rerun changes nothing and still does not abort.
-    code = main(["ingest", "--db", str(db), str(folder)])
+    code = main(["ingest", "--json", "--db", str(db), str(folder)])
     out, _ = capsys.readouterr()
     actions = [json.loads(line)["action"] for line in out.splitlines()]
     assert len(actions) == len(lines)

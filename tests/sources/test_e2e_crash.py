@@ -73,7 +73,7 @@ def toml(dovecot: Any, user: str, after: str) -> str:
 
 def fetch(cfg: Path) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, "-m", "ticketmail", "fetch", "--once", "--config", str(cfg)],
+        [sys.executable, "-m", "ticketmail", "fetch", "--json", "--once", "--config", str(cfg)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )

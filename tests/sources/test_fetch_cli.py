@@ -65,7 +65,7 @@ def test_fetch_once_prints_a_line_per_message_and_drains(
 ) -> None:
     dovecot.append_many(mail_user, [make_message(i) for i in range(6)])
     cfg = write_config(tmp_path, imap_block(dovecot, mail_user, "support"))
-    proc = cli("fetch", "--config", str(cfg), "--once")
+    proc = cli("fetch", "--json", "--config", str(cfg), "--once")
     assert proc.returncode == 0, proc.stderr
     out = lines(proc.stdout)
     assert len(out) == 6
@@ -74,7 +74,7 @@ def test_fetch_once_prints_a_line_per_message_and_drains(
     assert all(o["source"].startswith("imap:support/") and o["ticket"] for o in out)
     assert "support: 6 created" in proc.stderr
     assert dovecot.state(mail_user) == []
-    again = cli("fetch", "--config", str(cfg))
+    again = cli("fetch", "--json", "--config", str(cfg))
     assert again.returncode == 0
     assert again.stdout == ""
 
@@ -89,7 +89,7 @@ def test_one_dead_mailbox_does_not_stop_the_others_and_status_shows_it(
         imap_block(dovecot, "nobody", "badpw", password="wrong"),
         imap_block(dovecot, mail_user, "good"),
     )
-    proc = cli("fetch", "--config", str(cfg), "--once")
+    proc = cli("fetch", "--json", "--config", str(cfg), "--once")
     assert proc.returncode == 1
     assert len(lines(proc.stdout)) == 3
     assert "dead: FAILED at connect" in proc.stderr
@@ -153,7 +153,7 @@ def test_watch_with_idle_delivers_in_real_time_and_stops_on_sigterm(
 ) -> None:
     cfg = write_config(tmp_path, imap_block(dovecot, mail_user, "support", idle=True, poll_interval=300))
     proc = subprocess.Popen(
-        [sys.executable, "-m", "ticketmail", "fetch", "--config", str(cfg), "--watch"],
+        [sys.executable, "-m", "ticketmail", "fetch", "--json", "--config", str(cfg), "--watch"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -203,7 +203,7 @@ def test_maildir_and_mbox_mailboxes_through_the_cli(tmp_path: Path, make_message
         '[[mailboxes]]\nname = "md"\nprotocol = "maildir"\npath = "Maildir"\nafter = "move:Done"\n',
         '[[mailboxes]]\nname = "spool"\nprotocol = "mbox"\npath = "spool"\nafter = "delete"\n',
     )
-    proc = cli("fetch", "--config", str(cfg))
+    proc = cli("fetch", "--json", "--config", str(cfg))
     assert proc.returncode == 0, proc.stderr
     out = lines(proc.stdout)
     assert sorted(o["mailbox"] for o in out) == ["md", "md", "md", "spool", "spool"]
@@ -255,7 +255,7 @@ def test_sigterm_during_fetch_once_finishes_the_message_in_hand(tmp_path: Path) 
         )
     cfg = write_config(tmp_path, '[[mailboxes]]\nname = "md"\nprotocol = "maildir"\npath = "md"\nmax_per_run = 1000\n')
     proc = subprocess.Popen(
-        [sys.executable, "-m", "ticketmail", "fetch", "--config", str(cfg)],
+        [sys.executable, "-m", "ticketmail", "fetch", "--json", "--config", str(cfg)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

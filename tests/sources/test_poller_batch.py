@@ -719,7 +719,7 @@ def test_fetch_cli_reads_batch_size_and_takes_an_override(tmp_path: Path) -> Non
         '[storage]\nsqlite = "tickets.sqlite3"\n\n[[mailboxes]]\nname = "support"\nprotocol = "maildir"\n'
         'path = "Maildir"\nafter = "delete"\nbatch_size = 4\n'
     )
-    proc = _fetch_cli("--config", str(config), "--batch-size", "6")
+    proc = _fetch_cli("--json", "--config", str(config), "--batch-size", "6")
     assert proc.returncode == 1, proc.stderr  # the unparseable message failed (left in place, retried later)
     printed = [json.loads(line) for line in proc.stdout.splitlines()]
     assert len(printed) == 20

@@ -32,11 +32,10 @@ import hashlib
 import json
 import logging
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal, Protocol, runtime_checkable
 
-import attrs
-
+from ticketmail.api._http import REASONS, BodyReader, Request, Response
 from ticketmail.api.keys import ApiKey, ApiKeyStore, Permission, authenticate, require
 from ticketmail.errors import (
     BackendError,
@@ -70,24 +69,6 @@ DEFAULT_MAX_BODY = 10 * 1024 * 1024
 
 PayloadFormat = Literal["json", "xml"]
 
-_REASONS = {
-    200: "OK",
-    201: "Created",
-    202: "Accepted",
-    400: "Bad Request",
-    401: "Unauthorized",
-    403: "Forbidden",
-    404: "Not Found",
-    405: "Method Not Allowed",
-    411: "Length Required",
-    413: "Content Too Large",
-    415: "Unsupported Media Type",
-    422: "Unprocessable Content",
-    500: "Internal Server Error",
-    502: "Bad Gateway",
-    503: "Service Unavailable",
-}
-
 # Content types accepted per format. Absent is fine (osTicket decides by the URL's extension, and so do
 # we); so are the types legacy clients send without thinking (curl -d, PHP's CURLOPT_POSTFIELDS string).
 _LENIENT = frozenset({"", "text/plain", "application/octet-stream", "application/x-www-form-urlencoded"})
@@ -119,12 +100,34 @@ class IncompleteBodyError(InputError):
     code = "incomplete_body"
 
 
-@runtime_checkable
-class BodyReader(Protocol):
-    """A file-like request body: `read(n)` returns at most `n` bytes, `b""` at the end."""
+class _CronRun(Protocol):
+    """One mailbox of a cron report (`ticketmail.sources.poller.MailboxRun`)."""
 
-    def read(self, size: int, /) -> bytes:
-        """Read at most `size` bytes."""
+    @property
+    def name(self) -> str:
+        """The mailbox."""
+
+    @property
+    def status(self) -> str:
+        """`ok`, `busy`, `error` or `disabled`."""
+
+
+@runtime_checkable
+class _CronStatus(Protocol):
+    """What a cron callable may return to have a failure answered 502."""
+
+    @property
+    def ok(self) -> bool:
+        """Whether every mailbox was fetched."""
+
+
+@runtime_checkable
+class _CronReport(_CronStatus, Protocol):
+    """A cron result that also names its mailboxes (`ticketmail.sources.poller.PollReport`)."""
+
+    @property
+    def runs(self) -> Sequence[_CronRun]:
+        """One entry per mailbox."""
 
 
 @runtime_checkable
@@ -138,67 +141,6 @@ class TicketPipeline(Protocol):
 
     def process_email(self, raw: bytes, *, provenance: Provenance, context: MailboxContext | None = None) -> Outcome:
         """Process one raw message."""
-
-
-def _headers(value: Mapping[str, str] | Iterable[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
-    items = value.items() if isinstance(value, Mapping) else value
-    return tuple((str(k).lower(), str(v)) for k, v in items)
-
-
-@attrs.frozen
-class Request:
-    """An HTTP request, as any server or framework can describe it.
-
-    Attributes:
-        method: The request method (any case).
-        path: The path, relative to where the API is mounted; a query string is ignored.
-        headers: Header (name, value) pairs or a mapping; names are lower-cased on construction.
-        body: The body as bytes, or a reader the handler reads from (never more than the limit).
-        remote_addr: The client's IP address as the server sees it (what API keys are bound to).
-    """
-
-    method: str
-    path: str
-    headers: tuple[tuple[str, str], ...] = attrs.field(default=(), converter=_headers)
-    body: bytes | BodyReader = attrs.field(default=b"", repr=False)
-    remote_addr: str = ""
-
-    def header(self, name: str) -> str | None:
-        """The first value of header `name` (case-insensitive), or `None`."""
-        wanted = name.lower()
-        for key, value in self.headers:
-            if key == wanted:
-                return value
-        return None
-
-
-@attrs.frozen
-class Response:
-    """An HTTP response: status, headers (name, value pairs) and body bytes."""
-
-    status: int
-    headers: tuple[tuple[str, str], ...] = ()
-    body: bytes = b""
-
-    @property
-    def reason(self) -> str:
-        """The reason phrase for `status`."""
-        return _REASONS.get(self.status, "Unknown")
-
-    @property
-    def status_line(self) -> str:
-        """`"201 Created"`, as WSGI's `start_response` wants it."""
-        return f"{self.status} {self.reason}"
-
-    def header(self, name: str) -> str | None:
-        """The first value of header `name` (case-insensitive), or `None`."""
-        wanted = name.lower()
-        return next((v for k, v in self.headers if k.lower() == wanted), None)
-
-    @property
-    def text(self) -> str:
-        """The body decoded as UTF-8."""
-        return self.body.decode("utf-8", "replace")
 
 
 def _media_type(value: str | None) -> str:
@@ -440,9 +382,9 @@ class ApiHandler:
         """
         assert self.cron is not None  # noqa: S101 - checked by the router
         result = self.cron()
-        if getattr(result, "ok", True) is False:
-            runs = getattr(result, "runs", ())
-            failed = [str(getattr(run, "name", "?")) for run in runs if getattr(run, "status", None) == "error"]
+        if isinstance(result, _CronStatus) and not result.ok:
+            runs = result.runs if isinstance(result, _CronReport) else ()
+            failed = [run.name for run in runs if run.status == "error"]
             total = len(runs)
             names = ", ".join(failed[:20]) + (", ..." if len(failed) > 20 else "")
             what = f"{len(failed)} of {total} mailboxes failed: {names}" if failed else "a mailbox failed"
@@ -471,7 +413,7 @@ class ApiHandler:
     @staticmethod
     def error_response(error: TicketmailError, *, json_body: bool = False) -> Response:
         """The response for `error`: its status, plain text or `{"error": {...}}` JSON."""
-        status = error.status if error.status in _REASONS else (400 if 400 <= error.status < 500 else 500)
+        status = error.status if error.status in REASONS else (400 if 400 <= error.status < 500 else 500)
         extra: list[tuple[str, str]] = [("X-Ticketmail-Error", error.code)]
         if isinstance(error, MethodNotAllowedError):
             extra.append(("Allow", error.allow))

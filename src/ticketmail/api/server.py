@@ -32,11 +32,20 @@ from collections.abc import Callable, Iterable
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
+import attrs
+
+from ticketmail._validators import at_least, positive
 from ticketmail.api.handler import Request, Response
 from ticketmail.api.wsgi import StartResponse, make_wsgi_app
-from ticketmail.errors import ConfigError
 
-__all__ = ["DEFAULT_MAX_CONNECTIONS", "DEFAULT_REQUEST_TIMEOUT", "ApiServer", "make_api_server", "serve"]
+__all__ = [
+    "DEFAULT_MAX_CONNECTIONS",
+    "DEFAULT_REQUEST_TIMEOUT",
+    "ApiServer",
+    "ServerLimits",
+    "make_api_server",
+    "serve",
+]
 
 log = logging.getLogger("ticketmail.api.access")
 
@@ -173,7 +182,7 @@ class _QuietHandler(WSGIRequestHandler):
     def setup(self) -> None:
         """Read the request through a reader with one deadline for the request line, headers and body."""
         super().setup()
-        limit = getattr(self.server, "request_timeout", DEFAULT_REQUEST_TIMEOUT)
+        limit = self.server.request_timeout if isinstance(self.server, ApiServer) else DEFAULT_REQUEST_TIMEOUT
         reader = _DeadlineReader(self.connection, time.monotonic() + limit, self.timeout)
         plain, self.rfile = self.rfile, io.BufferedReader(reader, 65536)
         plain.close()  # releases its reference to the socket (the socket itself stays open)
@@ -247,6 +256,19 @@ def _logged(app: Callable[[dict[str, Any], StartResponse], Iterable[bytes]], log
     return wrapper
 
 
+@attrs.frozen
+class ServerLimits:
+    """The limits of the embedded server, checked when it is made.
+
+    Attributes:
+        max_connections: Connections served at once (at least 1).
+        request_timeout: Seconds a client has to send its whole request (more than 0).
+    """
+
+    max_connections: int = attrs.field(default=DEFAULT_MAX_CONNECTIONS, validator=at_least(1))
+    request_timeout: float = attrs.field(default=DEFAULT_REQUEST_TIMEOUT, validator=positive())
+
+
 def make_api_server(
     handler: Callable[[Request], Response],
     host: str = "127.0.0.1",
@@ -266,15 +288,12 @@ def make_api_server(
         max_connections: Connections served at once; one more is answered 503 at once.
         request_timeout: Seconds a client has to send its whole request (request line, headers, body).
     """
-    if max_connections < 1:
-        raise ConfigError(f"max_connections must be at least 1, got {max_connections}", field="max_connections")
-    if not request_timeout > 0:
-        raise ConfigError(f"request_timeout must be positive, got {request_timeout}", field="request_timeout")
+    limits = ServerLimits(max_connections, request_timeout)  # ConfigError naming the limit when out of range
     app = _logged(make_wsgi_app(handler), logger or log)
     server = make_server(host, port, app, server_class=ApiServer, handler_class=_QuietHandler)
     assert isinstance(server, ApiServer)  # noqa: S101 - make_server returns server_class
-    server.max_connections = max_connections
-    server.request_timeout = request_timeout
+    server.max_connections = limits.max_connections
+    server.request_timeout = limits.request_timeout
     return server
 
 

@@ -2,6 +2,8 @@
 
 Each command group lives in its own module with a `register(subparsers)` function that adds its
 sub-commands and sets `func` (a callable taking the parsed namespace and returning an exit code).
+What they print follows one set of conventions (`ticketmail.cli._output`): readable by default, one JSON
+object per line with `--json` (fields in `ticketmail.cli._schemas`), nothing but errors with `--quiet`.
 """
 
 from __future__ import annotations
@@ -13,13 +15,31 @@ from collections.abc import Sequence
 
 __all__ = ["main"]
 
-# Command modules, in help order. A module that is not there yet is skipped.
-_COMMAND_MODULES = ("parse", "ingest", "fetch", "serve", "audit", "quarantine", "receive", "oauth")
+# Command -> the module that registers it, in help order. A run imports only the module of its command
+# (`pipe`, started once per delivered message, does not load the HTTP API or the poller); `--help` and an
+# unknown command load them all. A module that is not there is skipped.
+_COMMANDS = {
+    "parse": "parse",
+    "ingest": "ingest",
+    "tickets": "_tickets",
+    "show": "_tickets",
+    "fetch": "fetch",
+    "check": "_health",
+    "status": "_health",
+    "pipe": "_pipe",
+    "serve": "serve",
+    "apikey": "serve",
+    "audit": "audit",
+    "quarantine": "quarantine",
+    "receive": "receive",
+    "oauth": "oauth",
+}
+_COMMAND_MODULES = tuple(dict.fromkeys(_COMMANDS.values()))
 _EX_TEMPFAIL = 75  # sysexits.h
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser with every available sub-command."""
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The argument parser with every available sub-command, or only the one of `command` when known."""
     from ticketmail import __version__
 
     parser = argparse.ArgumentParser(
@@ -27,7 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"ticketmail {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in _COMMAND_MODULES:
+    names = (_COMMANDS[command],) if command in _COMMANDS else _COMMAND_MODULES
+    for name in names:
         try:
             module = importlib.import_module(f"ticketmail.cli.{name}")
         except ModuleNotFoundError as exc:
@@ -40,8 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI and return the exit code."""
-    parser = build_parser()
     words = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(words[0] if words else None)
     try:
         args = parser.parse_args(words)
     except SystemExit as exc:

@@ -17,7 +17,6 @@ from ticketmail.config import Config, load
 from ticketmail.errors import ConfigError
 from ticketmail.model import MailboxContext
 from ticketmail.rules import RuleSet
-from ticketmail.sources.poller import default_state_dir
 from ticketmail.threading import ThreadingOptions
 
 __all__ = [
@@ -165,6 +164,8 @@ def state_dir(config: Config, args: argparse.Namespace, target: str) -> Path:
         return Path(config.storage.state_dir)
     if "://" in target:  # a database URL: the per-machine state lives next to the configuration
         return config.base_dir / "ticketmail.state"
+    from ticketmail.sources.poller import default_state_dir  # the poller's own default, loaded when needed
+
     return default_state_dir(target)
 
 

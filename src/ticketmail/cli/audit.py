@@ -10,28 +10,32 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
-import json
-import sys
-from typing import IO, Any
+from collections.abc import Iterator
+from typing import Any
 
 from ticketmail.audit import OUTCOMES, AuditQuery, reasons_in_words, select_audit
 from ticketmail.backends.base import AuditRecord
+from ticketmail.cli._args import ArgSpec, add_arguments, since
+from ticketmail.cli._common import EXIT_BACKEND, EXIT_OK, EXIT_USAGE, db_argument, open_backend, target
 from ticketmail.cli._config import add_config_argument
-from ticketmail.cli.ingest import (
-    EXIT_BACKEND,
-    EXIT_OK,
-    EXIT_USAGE,
-    _db_argument,
-    _error,
-    _open_backend,
-    _since,
-    _target,
-)
+from ticketmail.cli._output import Output, add_output_flags
 from ticketmail.errors import BackendError, TicketmailError
 
 __all__ = ["audit_json", "register"]
 
 EXIT_NOT_FOUND = 1
+
+
+_AUDIT_ARGS: tuple[ArgSpec, ...] = (
+    (("--mailbox",), {"metavar": "NAME", "help": "only decisions on mail from this mailbox"}),
+    (("--since",), {"type": since, "metavar": "WHEN", "help": "only decisions since WHEN (ISO date/time, or 2h, 3d)"}),
+    (("--outcome",), {"action": "append", "choices": OUTCOMES, "metavar": "OUTCOME",
+                      "help": f"only these ({', '.join(OUTCOMES)})"}),
+    (("--ticket",), {"metavar": "NUMBER", "help": "only decisions about this ticket"}),
+    (("--message-id",), {"metavar": "ID", "help": "only decisions about this Message-ID"}),
+    (("--sender",), {"metavar": "TEXT", "help": "only senders whose address contains TEXT"}),
+    (("--limit",), {"type": int, "default": 50, "metavar": "N", "help": "at most N decisions (default 50; 0: all)"}),
+)  # fmt: skip
 
 
 def register(subparsers: Any) -> None:
@@ -43,20 +47,10 @@ def register(subparsers: Any) -> None:
     )
     audit.add_argument("action", nargs="?", choices=("list", "show"), default="list", help="list (default) or show")
     audit.add_argument("id", nargs="?", type=int, metavar="ID", help="the decision to show (with 'show')")
-    _db_argument(audit)
+    db_argument(audit)
     add_config_argument(audit)
-    audit.add_argument("--mailbox", metavar="NAME", help="only decisions on mail from this mailbox")
-    audit.add_argument(
-        "--since", type=_since, metavar="WHEN", help="only decisions since WHEN (ISO date/time, or 2h, 3d)"
-    )
-    audit.add_argument(
-        "--outcome", action="append", choices=OUTCOMES, metavar="OUTCOME", help=f"only these ({', '.join(OUTCOMES)})"
-    )
-    audit.add_argument("--ticket", metavar="NUMBER", help="only decisions about this ticket")
-    audit.add_argument("--message-id", metavar="ID", help="only decisions about this Message-ID")
-    audit.add_argument("--sender", metavar="TEXT", help="only senders whose address contains TEXT")
-    audit.add_argument("--limit", type=int, default=50, metavar="N", help="at most N decisions (default 50; 0: all)")
-    audit.add_argument("--json", action="store_true", help="one JSON object per line")
+    add_arguments(audit, _AUDIT_ARGS)
+    add_output_flags(audit, quiet=False, what="decision")
     audit.set_defaults(func=run_audit)
 
 
@@ -102,67 +96,73 @@ def _line(record: AuditRecord) -> str:
     )
 
 
-def _show(record: AuditRecord, out: IO[str]) -> None:
-    print(f"decision {record.id}: {record.action}", file=out)
-    print(f"  at:         {record.at.isoformat()}", file=out)
-    print(f"  from:       {record.origin or '-'}", file=out)
-    print(f"  sender:     {record.sender or '-'}", file=out)
-    print(f"  subject:    {record.subject or '-'}", file=out)
-    print(f"  message id: {record.message_id or '-'}", file=out)
-    print(
-        f"  ticket:     {record.ticket or '-'}" + (f" (entry {record.entry_id})" if record.entry_id else ""), file=out
-    )
-    print("  reasons:", file=out)
+def _show(record: AuditRecord) -> Iterator[str]:
+    yield f"decision {record.id}: {record.action}"
+    yield f"  at:         {record.at.isoformat()}"
+    yield f"  from:       {record.origin or '-'}"
+    yield f"  sender:     {record.sender or '-'}"
+    yield f"  subject:    {record.subject or '-'}"
+    yield f"  message id: {record.message_id or '-'}"
+    yield f"  ticket:     {record.ticket or '-'}" + (f" (entry {record.entry_id})" if record.entry_id else "")
+    yield "  reasons:"
     if not record.reasons:
-        print("    (none recorded)", file=out)
+        yield "    (none recorded)"
     for code, message, value in record.reasons:
-        print(f"    - {message}", file=out)
-        print(f"      code: {code}" + (f"; value: {value}" if value else ""), file=out)
+        yield f"    - {message}"
+        yield f"      code: {code}" + (f"; value: {value}" if value else "")
     route = [f"{message} ({code})" for code, message, _value in record.reasons if code.startswith("thread.")]
-    print(f"  threading:  {'; '.join(route) if route else '-'}", file=out)
-    print("  headers:", file=out)
+    yield f"  threading:  {'; '.join(route) if route else '-'}"
+    yield "  headers:"
     if not record.headers:
-        print("    (none recorded)", file=out)
+        yield "    (none recorded)"
     for name, value in record.headers:
-        print(f"    {name}: {value}", file=out)
+        yield f"    {name}: {value}"
+
+
+def _query(args: argparse.Namespace) -> AuditQuery:
+    return AuditQuery(
+        mailbox=args.mailbox,
+        since=args.since,
+        outcome=tuple(args.outcome or ()),
+        ticket=args.ticket,
+        message_id=args.message_id,
+        sender=args.sender,
+        limit=None if args.action == "show" or args.limit <= 0 else args.limit,
+    )
+
+
+def _print(output: Output, backend: Any, args: argparse.Namespace) -> int:
+    if args.action == "show":
+        found = next((r for r in backend.audit_log() if r.id == args.id), None)
+        if found is None:
+            output.error(f"no decision {args.id} in {args.db}", "not_found")
+            return EXIT_NOT_FOUND
+        output.record(audit_json(found))
+        output.lines(_show(found))
+        return EXIT_OK
+    for record in select_audit(backend.audit_log(), _query(args)):
+        output.record(audit_json(record))
+        output.text(_line(record))
+        if output.gone:
+            break
+    return EXIT_OK
 
 
 def run_audit(args: argparse.Namespace) -> int:
     """Run `ticketmail audit`."""
-    out, err = sys.stdout, sys.stderr
+    output = Output(args)
     if args.action == "show" and args.id is None:
-        print("ticketmail: error: 'audit show' needs the decision's ID (from 'ticketmail audit')", file=err)
+        output.error("'audit show' needs the decision's ID (from 'ticketmail audit')", "invalid_input")
         return EXIT_USAGE
     try:
-        query = AuditQuery(
-            mailbox=args.mailbox,
-            since=args.since,
-            outcome=tuple(args.outcome or ()),
-            ticket=args.ticket,
-            message_id=args.message_id,
-            sender=args.sender,
-            limit=None if args.action == "show" or args.limit <= 0 else args.limit,
-        )
-        backend = _open_backend(_target(args)[1], create=False)
+        backend = open_backend(target(args)[1], create=False)
     except TicketmailError as exc:
-        _error(err, exc)
+        output.error(exc)
         return EXIT_USAGE
     try:
-        if args.action == "show":
-            found = next((r for r in backend.audit_log() if r.id == args.id), None)
-            if found is None:
-                print(f"ticketmail: error: no decision {args.id} in {args.db}", file=err)
-                return EXIT_NOT_FOUND
-            if args.json:
-                print(json.dumps(audit_json(found), ensure_ascii=False), file=out)
-            else:
-                _show(found, out)
-            return EXIT_OK
-        for record in select_audit(backend.audit_log(), query):
-            print(json.dumps(audit_json(record), ensure_ascii=False) if args.json else _line(record), file=out)
+        return _print(output, backend, args)
     except BackendError as exc:
-        _error(err, exc)
+        output.error(exc)
         return EXIT_BACKEND
     finally:
         backend.close()
-    return EXIT_OK

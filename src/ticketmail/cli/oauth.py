@@ -14,6 +14,7 @@ import sys
 import time
 from typing import Any
 
+from ticketmail.cli._output import Output, add_output_flags, error_line
 from ticketmail.errors import ConfigError, TicketmailError
 
 __all__ = ["register"]
@@ -44,6 +45,7 @@ def register(subparsers: Any) -> None:
     login.set_defaults(func=run_login)
     status = sub.add_parser("status", help="show whether a refresh token is stored and when the access token expires")
     _common(status)
+    add_output_flags(status, quiet=False, what="mailbox")
     status.set_defaults(func=run_status)
     logout = sub.add_parser("logout", help="delete the stored tokens of a mailbox")
     _common(logout)
@@ -58,7 +60,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 
 def _manager(args: argparse.Namespace) -> Any:
-    from ticketmail.cli.fetch import _check_state_dir
+    from ticketmail.cli._health import _check_state_dir
     from ticketmail.oauth import tokens_for
     from ticketmail.sources.config import load_config
 
@@ -81,7 +83,7 @@ def _manager(args: argparse.Namespace) -> Any:
 
 
 def _fail(exc: TicketmailError) -> int:
-    print(f"ticketmail: error: {exc.message} [{exc.code}]", file=sys.stderr)
+    print(error_line(exc), file=sys.stderr)
     return EXIT_USAGE if isinstance(exc, ConfigError) else EXIT_FAILED
 
 
@@ -113,19 +115,30 @@ def run_login(args: argparse.Namespace) -> int:
 
 def run_status(args: argparse.Namespace) -> int:
     """Print the stored token state (never the tokens); return the exit code."""
+    output = Output(args)
     try:
         manager = _manager(args)
         stored = manager.store.load() if manager.store is not None else None
     except TicketmailError as exc:
         return _fail(exc)
     grant = manager.grant(stored)
-    if stored is None:
-        print(f"{args.mailbox}: no tokens stored (grant: {grant})")
+    left = None if stored is None else stored.expires_at - time.time()
+    output.record(
+        {
+            "mailbox": args.mailbox,
+            "stored": stored is not None,
+            "refresh_token": bool(stored is not None and stored.refresh_token),
+            "expires_in": None if left is None else max(0, int(left)),
+            "grant": grant,
+            "scope": None if stored is None else (stored.scope or None),
+        }
+    )
+    if stored is None or left is None:
+        output.text(f"{args.mailbox}: no tokens stored (grant: {grant})")
         return EXIT_OK if grant != "refresh_token" else EXIT_FAILED
-    left = stored.expires_at - time.time()
     expiry = f"access token valid for {int(left)} s" if left > 0 else "access token expired"
     refresh = "refresh token stored" if stored.refresh_token else "no refresh token"
-    print(f"{args.mailbox}: {refresh}; {expiry}; grant: {grant}; scope: {stored.scope or '-'}")
+    output.text(f"{args.mailbox}: {refresh}; {expiry}; grant: {grant}; scope: {stored.scope or '-'}")
     return EXIT_OK
 
 

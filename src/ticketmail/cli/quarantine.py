@@ -9,23 +9,15 @@ from __future__ import annotations
 
 import argparse
 import email.header
-import json
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from ticketmail.backends.base import Backend, QuarantineRecord
+from ticketmail.cli._common import EXIT_BACKEND, EXIT_FAILED, EXIT_OK, EXIT_USAGE, db_argument, open_backend, target
 from ticketmail.cli._config import add_config_argument, build_pipeline
-from ticketmail.cli.ingest import (
-    EXIT_BACKEND,
-    EXIT_FAILED,
-    EXIT_OK,
-    EXIT_USAGE,
-    _db_argument,
-    _error,
-    _open_backend,
-    _target,
-)
+from ticketmail.cli._output import Output, RunTally, add_output_flags, report_failure
 from ticketmail.errors import BackendError, TicketmailError
 from ticketmail.pipeline import Pipeline
 
@@ -44,21 +36,21 @@ def register(subparsers: Any) -> None:
     actions = quarantine.add_subparsers(dest="quarantine_action", metavar="ACTION", required=True)
 
     listing = actions.add_parser("list", help="one line per quarantined message")
-    _db_argument(listing)
+    db_argument(listing)
     add_config_argument(listing)
-    listing.add_argument("--json", action="store_true", help="one JSON object per line")
+    add_output_flags(listing, quiet=False, what="quarantined message")
     listing.set_defaults(func=run_list)
 
     show = actions.add_parser("show", help="one quarantined message: reason, attempts, headers")
     show.add_argument("ids", nargs=1, type=int, metavar="ID")
-    _db_argument(show)
+    db_argument(show)
     add_config_argument(show)
-    show.add_argument("--json", action="store_true", help="as one JSON object")
+    add_output_flags(show, quiet=False, what="quarantined message")
     show.set_defaults(func=run_show)
 
     export = actions.add_parser("export", help="write the raw message as .eml")
     export.add_argument("ids", nargs="+", type=int, metavar="ID")
-    _db_argument(export)
+    db_argument(export)
     add_config_argument(export)
     export.add_argument(
         "-o", "--output", metavar="PATH", help="a file (one ID), a directory (several), or - for standard output"
@@ -68,15 +60,15 @@ def register(subparsers: Any) -> None:
     retry = actions.add_parser("retry", help="process quarantined messages again with the current rules")
     retry.add_argument("ids", nargs="*", type=int, metavar="ID")
     retry.add_argument("--all", action="store_true", help="retry every quarantined message")
-    _db_argument(retry)
+    db_argument(retry)
     add_config_argument(retry)
     retry.add_argument("--rules", metavar="FILE", help="a rules TOML file (replaces [rules])")
-    retry.add_argument("--json", action="store_true", help="one JSON object per message")
+    add_output_flags(retry, what="message")
     retry.set_defaults(func=run_retry)
 
     discard = actions.add_parser("discard", help="delete quarantined messages for good (audited)")
     discard.add_argument("ids", nargs="+", type=int, metavar="ID")
-    _db_argument(discard)
+    db_argument(discard)
     add_config_argument(discard)
     discard.set_defaults(func=run_discard)
 
@@ -136,165 +128,184 @@ def _find(backend: Backend, ids: list[int]) -> tuple[list[QuarantineRecord], lis
     return found, [i for i in ids if i not in by_id]
 
 
-def _open(args: argparse.Namespace, err: IO[str]) -> Backend | None:
+def _open(args: argparse.Namespace, output: Output) -> Backend | None:
     try:
-        return _open_backend(_target(args)[1], create=False)
+        return open_backend(target(args)[1], create=False)
     except TicketmailError as exc:
-        _error(err, exc)
+        output.error(exc)
         return None
+
+
+def _list_line(record: QuarantineRecord, data: dict[str, Any]) -> str:
+    return (
+        f"{record.id!s:>6}  {record.at:%Y-%m-%d %H:%M:%S}  {(data['mailbox'] or '-')[:12]:<12}  "
+        f"{record.reason_code[:24]:<24}  x{record.attempts:<3} {len(record.raw):>9} B  "
+        f"{(data['from'] or '-')[:30]:<30}  {data['subject'] or '-'}"
+    )
 
 
 def run_list(args: argparse.Namespace) -> int:
     """`ticketmail quarantine list`."""
-    out, err = sys.stdout, sys.stderr
-    backend = _open(args, err)
+    output = Output(args)
+    backend = _open(args, output)
     if backend is None:
         return EXIT_USAGE
     try:
         records = backend.quarantined()
-        for record in records:
-            data = quarantine_json(record)
-            if args.json:
-                print(json.dumps(data, ensure_ascii=False), file=out)
-                continue
-            print(
-                f"{record.id!s:>6}  {record.at:%Y-%m-%d %H:%M:%S}  {(data['mailbox'] or '-')[:12]:<12}  "
-                f"{record.reason_code[:24]:<24}  x{record.attempts:<3} {len(record.raw):>9} B  "
-                f"{(data['from'] or '-')[:30]:<30}  {data['subject'] or '-'}",
-                file=out,
-            )
-        if not args.json:
-            print(f"{len(records)} quarantined message(s)", file=err)
     except BackendError as exc:
-        _error(err, exc)
+        output.error(exc)
         return EXIT_BACKEND
     finally:
         backend.close()
+    for record in records:
+        data = quarantine_json(record)
+        output.record(data)
+        output.text(_list_line(record, data))
+    output.text(f"{len(records)} quarantined message(s)")
     return EXIT_OK
 
 
-def _lookup(args: argparse.Namespace, err: IO[str]) -> tuple[list[QuarantineRecord], int | None]:
+def _lookup(args: argparse.Namespace, output: Output) -> tuple[list[QuarantineRecord], int | None]:
     """The records named by `args.ids`, or an exit code after saying what went wrong."""
-    backend = _open(args, err)
+    backend = _open(args, output)
     if backend is None:
         return [], EXIT_USAGE
     try:
         found, missing = _find(backend, args.ids)
     except BackendError as exc:
-        _error(err, exc)
+        output.error(exc)
         return [], EXIT_BACKEND
     finally:
         backend.close()
     if missing:
-        print(f"ticketmail: error: no quarantined message {missing[0]} in {args.db}", file=err)
+        output.error(f"no quarantined message {missing[0]} in {args.db}", "not_found")
         return [], EXIT_FAILED
     return found, None
 
 
-def run_show(args: argparse.Namespace) -> int:
-    """`ticketmail quarantine show ID`."""
-    out = sys.stdout
-    found, failed = _lookup(args, sys.stderr)
-    if failed is not None:
-        return failed
-    record = found[0]
-    data = quarantine_json(record)
-    if args.json:
-        print(json.dumps(data, ensure_ascii=False), file=out)
-        return EXIT_OK
+def _show_lines(record: QuarantineRecord) -> Iterator[str]:
     from ticketmail.audit import describe_provenance
 
-    print(f"quarantined message {record.id}", file=out)
-    print(f"  since:      {record.at.isoformat()} ({record.attempts} attempt(s))", file=out)
-    print(f"  from:       {describe_provenance(record.provenance)}", file=out)
-    print(f"  reason:     {record.reason} [{record.reason_code}]", file=out)
-    print(f"  size:       {len(record.raw)} bytes", file=out)
+    yield f"quarantined message {record.id}"
+    yield f"  since:      {record.at.isoformat()} ({record.attempts} attempt(s))"
+    yield f"  from:       {describe_provenance(record.provenance)}"
+    yield f"  reason:     {record.reason} [{record.reason_code}]"
+    yield f"  size:       {len(record.raw)} bytes"
+    headers = _headers(record.raw)
     for name in ("from", "to", "subject", "date", "message-id"):
-        value = _headers(record.raw).get(name)
+        value = headers.get(name)
         if value:
-            print(f"  {name + ':':<11} {value}", file=out)
+            yield f"  {name + ':':<11} {value}"
+
+
+def run_show(args: argparse.Namespace) -> int:
+    """`ticketmail quarantine show ID`."""
+    output = Output(args)
+    found, failed = _lookup(args, output)
+    if failed is not None:
+        return failed
+    output.record(quarantine_json(found[0]))
+    output.lines(_show_lines(found[0]))
     return EXIT_OK
+
+
+def _export_paths(args: argparse.Namespace, found: list[QuarantineRecord]) -> list[Path]:
+    target_path = Path(args.output) if args.output else Path.cwd()
+    if len(found) > 1 or target_path.is_dir() or not args.output:
+        target_path.mkdir(parents=True, exist_ok=True)
+        return [target_path / f"quarantine-{record.id}.eml" for record in found]
+    return [target_path]
 
 
 def run_export(args: argparse.Namespace) -> int:
     """`ticketmail quarantine export ID... [-o PATH]`."""
-    err = sys.stderr
-    found, failed = _lookup(args, err)
+    output = Output(args)
+    found, failed = _lookup(args, output)
     if failed is not None:
         return failed
     if args.output == "-":
         if len(found) != 1:
-            print("ticketmail: error: only one message can go to standard output", file=err)
+            output.error("only one message can go to standard output", "invalid_input")
             return EXIT_USAGE
         sys.stdout.buffer.write(found[0].raw)
         sys.stdout.flush()
         return EXIT_OK
-    target = Path(args.output) if args.output else Path.cwd()
-    if len(found) > 1 or target.is_dir() or not args.output:
-        target.mkdir(parents=True, exist_ok=True)
-        paths = [target / f"quarantine-{record.id}.eml" for record in found]
-    else:
-        paths = [target]
-    for record, path in zip(found, paths, strict=True):
+    for record, path in zip(found, _export_paths(args, found), strict=True):
         path.write_bytes(record.raw)
-        print(f"wrote {path} ({len(record.raw)} bytes)", file=err)
+        output.note(f"wrote {path} ({len(record.raw)} bytes)")
     return EXIT_OK
+
+
+def _retry_pipeline(args: argparse.Namespace, output: Output) -> tuple[Pipeline, dict[str, Any]] | int:
+    """The pipeline of the current configuration and the mailbox contexts, or an exit code."""
+    try:
+        config, store = target(args)
+        contexts = {mailbox.name: mailbox.context() for mailbox in config.mailboxes}
+        backend = open_backend(store, create=False)
+    except TicketmailError as exc:
+        output.error(exc)
+        return EXIT_USAGE
+    try:
+        # The current configuration: its rules, threading, attachment policy and limits decide again.
+        pipeline: Pipeline = build_pipeline(config, backend, args)
+    except TicketmailError as exc:
+        backend.close()
+        output.error(exc)
+        return EXIT_USAGE
+    return pipeline, contexts
+
+
+def _retry_all(args: argparse.Namespace, output: Output, pipeline: Pipeline, contexts: dict[str, Any]) -> int:
+    """Retry the chosen records; how many were missing or failed again."""
+    backend = pipeline.backend
+    failed = 0
+    tally = RunTally()
+    if args.all:
+        chosen = list(backend.quarantined())
+    else:
+        chosen, missing = _find(backend, args.ids)
+        for quarantine_id in missing:
+            output.error(f"no quarantined message {quarantine_id}", "not_found")
+            failed += 1
+    for record in chosen:
+        mailbox = record.provenance.mailbox if record.provenance else ""
+        outcome = pipeline.retry_quarantined(record, context=contexts.get(mailbox))
+        tally.add(outcome.action)
+        failed += outcome.action == "failed"
+        data = {"id": record.id, **outcome.to_dict()}
+        output.record(data)
+        report_failure(output, f"quarantined message {record.id}", data)
+    output.summary(tally.line(verb="retried"))
+    return failed
 
 
 def run_retry(args: argparse.Namespace) -> int:
     """`ticketmail quarantine retry ID...|--all`: exactly once; exit 1 when any fails again."""
-    out, err = sys.stdout, sys.stderr
+    output = Output(args)
     if not args.ids and not args.all:
-        print("ticketmail: error: name the messages to retry (IDs) or give --all", file=err)
+        output.error("name the messages to retry (IDs) or give --all", "invalid_input")
         return EXIT_USAGE
+    prepared = _retry_pipeline(args, output)
+    if isinstance(prepared, int):
+        return prepared
+    pipeline, contexts = prepared
     try:
-        config, target = _target(args)
-        contexts = {mailbox.name: mailbox.context() for mailbox in config.mailboxes}
-        backend = _open_backend(target, create=False)
-    except TicketmailError as exc:
-        _error(err, exc)
-        return EXIT_USAGE
-    try:
-        # The current configuration: its rules, threading, attachment policy and limits decide again.
-        pipeline = build_pipeline(config, backend, args)
-    except TicketmailError as exc:
-        backend.close()
-        _error(err, exc)
-        return EXIT_USAGE
-    failed = 0
-    try:
-        records = backend.quarantined()
-        if args.all:
-            chosen = list(records)
-        else:
-            chosen, missing = _find(backend, args.ids)
-            for quarantine_id in missing:
-                print(f"ticketmail: error: no quarantined message {quarantine_id}", file=err)
-                failed += 1
-        for record in chosen:
-            mailbox = record.provenance.mailbox if record.provenance else ""
-            outcome = pipeline.retry_quarantined(record, context=contexts.get(mailbox))
-            failed += outcome.action == "failed"
-            if args.json:
-                print(json.dumps({"id": record.id, **outcome.to_dict()}, ensure_ascii=False), file=out)
-            else:
-                why = "; ".join(r.message for r in outcome.reasons) or "-"
-                print(f"{record.id!s:>6}  {outcome.action:<9}  {outcome.ticket or '-':<10}  {why}", file=out)
+        failed = _retry_all(args, output, pipeline, contexts)
     except BackendError as exc:
-        _error(err, exc)
+        output.error(exc)
         return EXIT_BACKEND
     except TicketmailError as exc:
-        _error(err, exc)
+        output.error(exc)
         return EXIT_USAGE
     finally:
-        backend.close()
+        pipeline.backend.close()
     return EXIT_FAILED if failed else EXIT_OK
 
 
 def run_discard(args: argparse.Namespace) -> int:
     """`ticketmail quarantine discard ID...`."""
-    err = sys.stderr
-    backend = _open(args, err)
+    output = Output(args)
+    backend = _open(args, output)
     if backend is None:
         return EXIT_USAGE
     pipeline = Pipeline(backend)
@@ -302,15 +313,15 @@ def run_discard(args: argparse.Namespace) -> int:
     try:
         for quarantine_id in args.ids:
             if pipeline.discard_quarantined(quarantine_id):
-                print(f"discarded quarantined message {quarantine_id}", file=err)
+                output.note(f"discarded quarantined message {quarantine_id}")
             else:
-                print(f"ticketmail: error: no quarantined message {quarantine_id}", file=err)
+                output.error(f"no quarantined message {quarantine_id}", "not_found")
                 missing += 1
     except BackendError as exc:
-        _error(err, exc)
+        output.error(exc)
         return EXIT_BACKEND
     except TicketmailError as exc:
-        _error(err, exc)
+        output.error(exc)
         return EXIT_USAGE
     finally:
         backend.close()

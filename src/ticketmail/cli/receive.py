@@ -17,6 +17,7 @@ import logging
 import sys
 from typing import Any
 
+from ticketmail.cli._output import error_line
 from ticketmail.errors import BackendError, ConfigError, TicketmailError
 
 __all__ = ["register"]
@@ -41,7 +42,7 @@ def register(subparsers: Any) -> None:
 
 
 def _error(exc: TicketmailError) -> None:
-    print(f"ticketmail: error: {exc.message} [{exc.code}]", file=sys.stderr)
+    print(error_line(exc), file=sys.stderr)
 
 
 def run_receive(args: argparse.Namespace) -> int:
@@ -61,48 +62,43 @@ def run_receive(args: argparse.Namespace) -> int:
         logger.propagate = saved[1]
 
 
-def _receive(args: argparse.Namespace) -> int:
-    try:
-        import attrs
+def _settings(args: argparse.Namespace, config: Any) -> Any:
+    """`[receive]` with `--lmtp`/`--smtp` over it; a `ConfigError` without any listener."""
+    import attrs
 
-        from ticketmail.receive import Receiver, parse_listen_address, receive_settings_from_table
-    except ModuleNotFoundError as exc:  # aiosmtpd missing
-        print(f"ticketmail: error: {exc.name} is not installed; pip install 'ticketmail[lmtp]'", file=sys.stderr)
-        return EXIT_USAGE
-    from ticketmail.cli._config import build_pipeline, load_config, storage_target
-    from ticketmail.cli.ingest import _open_backend
+    from ticketmail.receive import parse_listen_address, receive_settings_from_table
+
+    settings = receive_settings_from_table(config.tables.get("receive", {}), path=args.config, base_dir=config.base_dir)
+    overrides: dict[str, Any] = {
+        kind: parse_listen_address(value, where=f"--{kind}")
+        for kind, value in (("lmtp", args.lmtp), ("smtp", args.smtp))
+        if value
+    }
+    if overrides:
+        try:
+            settings = attrs.evolve(settings, **overrides)
+        except ValueError as exc:
+            raise ConfigError(f"{args.config}: receive.{exc}") from exc
+    if settings.lmtp is None and settings.smtp is None:
+        raise ConfigError(f"{args.config}: no listener: give --lmtp/--smtp or [receive] lmtp/smtp", field="lmtp")
+    return settings
+
+
+def _open(target: str) -> Any:
+    """The backend, or the exit code after saying why it cannot be opened."""
+    from ticketmail.cli._common import open_backend
 
     try:
-        # The one configuration: storage, rules, threading, forms, attachment policy and email limits apply
-        # to received mail as to fetched mail; [receive] is validated here.
-        config = load_config(args.config)
-        settings = receive_settings_from_table(
-            config.tables.get("receive", {}), path=args.config, base_dir=config.base_dir
-        )
-        overrides: dict[str, Any] = {}
-        if args.lmtp:
-            overrides["lmtp"] = parse_listen_address(args.lmtp, where="--lmtp")
-        if args.smtp:
-            overrides["smtp"] = parse_listen_address(args.smtp, where="--smtp")
-        if overrides:
-            try:
-                settings = attrs.evolve(settings, **overrides)
-            except ValueError as exc:
-                raise ConfigError(f"{args.config}: receive.{exc}") from exc
-        if settings.lmtp is None and settings.smtp is None:
-            raise ConfigError(f"{args.config}: no listener: give --lmtp/--smtp or [receive] lmtp/smtp", field="lmtp")
-        target = storage_target(config, args, default=None)
+        return open_backend(target, create=True)
     except TicketmailError as exc:
         _error(exc)
-        return EXIT_USAGE
-    try:
-        backend = _open_backend(target, create=True)
-    except BackendError as exc:
-        _error(exc)
-        return EXIT_BACKEND
-    except TicketmailError as exc:
-        _error(exc)
-        return EXIT_USAGE
+        return EXIT_BACKEND if isinstance(exc, BackendError) else EXIT_USAGE
+
+
+def _serve(args: argparse.Namespace, config: Any, settings: Any, backend: Any) -> int:
+    from ticketmail.cli._config import build_pipeline
+    from ticketmail.receive import Receiver
+
     try:
         pipeline = build_pipeline(config, backend, args)
         assert config.sources is not None  # noqa: S101 - load() always sets it
@@ -124,3 +120,26 @@ def _receive(args: argparse.Namespace) -> int:
         with contextlib.suppress(TicketmailError):
             backend.close()
     return EXIT_OK
+
+
+def _receive(args: argparse.Namespace) -> int:
+    try:
+        import ticketmail.receive  # noqa: F401 - needs aiosmtpd
+    except ModuleNotFoundError as exc:  # aiosmtpd missing
+        print(f"ticketmail: error: {exc.name} is not installed; pip install 'ticketmail[lmtp]'", file=sys.stderr)
+        return EXIT_USAGE
+    from ticketmail.cli._config import load_config, storage_target
+
+    try:
+        # The one configuration: storage, rules, threading, forms, attachment policy and email limits apply
+        # to received mail as to fetched mail; [receive] is validated here.
+        config = load_config(args.config)
+        settings = _settings(args, config)
+        target = storage_target(config, args, default=None)
+    except TicketmailError as exc:
+        _error(exc)
+        return EXIT_USAGE
+    backend = _open(target)
+    if isinstance(backend, int):
+        return backend
+    return _serve(args, config, settings, backend)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
-import json
 import logging
 import signal
 import sys
@@ -28,7 +27,8 @@ from ticketmail.api.handler import DEFAULT_MAX_BODY, ApiHandler, Request, Respon
 from ticketmail.api.keys import PERMISSIONS, issue_key
 from ticketmail.api.server import ApiServer, serve
 from ticketmail.backends.url import open_key_store
-from ticketmail.cli._args import positive_int
+from ticketmail.cli._args import ArgSpec, add_arguments, positive_int
+from ticketmail.cli._common import LeasingBackend
 from ticketmail.cli._config import (
     add_config_argument,
     add_threading_arguments,
@@ -38,6 +38,7 @@ from ticketmail.cli._config import (
     state_dir,
     storage_target,
 )
+from ticketmail.cli._output import Output, add_output_flags, error_line
 from ticketmail.config import Config
 from ticketmail.errors import ConfigError, TicketmailError
 
@@ -48,7 +49,7 @@ CRON_TIME_BUDGET = 20.0
 
 
 def _fail(error: TicketmailError) -> int:
-    print(f"ticketmail: error: {error}", file=sys.stderr)
+    print(error_line(error), file=sys.stderr)
     return 1
 
 
@@ -65,8 +66,12 @@ def _cron(config: Config, args: argparse.Namespace, target: str, pipeline: Any) 
     targets = [
         target_for(m, skip=pipeline.is_processed, state_dir=state, time_budget=CRON_TIME_BUDGET) for m in mailboxes
     ]
-    make_leases = getattr(pipeline.backend, "lease_manager", None)  # PostgreSQL: leases shared by every process
-    leases = make_leases([t.name for t in targets], fair_share=False) if callable(make_leases) else None
+    backend = pipeline.backend  # PostgreSQL: leases shared by every process
+    leases = (
+        backend.lease_manager([t.name for t in targets], ttl=config.storage.lease_ttl, fair_share=False)
+        if isinstance(backend, LeasingBackend)
+        else None
+    )
     poller = Poller(targets, pipeline, state=state, lock_factory=None if leases is None else leases.lock)
     return poller.poll_once
 
@@ -209,6 +214,7 @@ def _key_store(args: argparse.Namespace) -> Any:
 
 
 def _cmd_add(args: argparse.Namespace) -> int:
+    output = Output(args)
     try:
         store = _key_store(args)
         issued = issue_key(
@@ -218,34 +224,33 @@ def _cmd_add(args: argparse.Namespace) -> int:
     except TicketmailError as exc:
         return _fail(exc)
     key = issued.key
-    print(f"API key {key.key_id}{f' ({key.name})' if key.name else ''} added")
-    print(f"  allowed from: {', '.join(str(n) for n in key.networks)}")
-    print(f"  permissions:  {', '.join(sorted(key.permissions))}")
-    print("  The key is shown only this once; store it now (only its digest is kept):")
-    print(issued.secret, flush=True)
+    output.record({**key.to_dict(), "secret": issued.secret})
+    output.text(f"API key {key.key_id}{f' ({key.name})' if key.name else ''} added")
+    output.text(f"  allowed from: {', '.join(str(n) for n in key.networks)}")
+    output.text(f"  permissions:  {', '.join(sorted(key.permissions))}")
+    output.text("  The key is shown only this once; store it now (only its digest is kept):")
+    output.text(issued.secret)
     return 0
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
+    output = Output(args)
     try:
         store = _key_store(args)
         keys = store.list()
         store.close()
     except TicketmailError as exc:
         return _fail(exc)
-    if args.json:  # one JSON object per key per line, like every other --json
-        for k in keys:
-            print(json.dumps(k.to_dict(), ensure_ascii=False))
-        return 0
+    for k in keys:  # with --json: one object per key per line, like every other --json
+        output.record(k.to_dict())
     if not keys:
-        print("no API keys")
-        return 0
-    print(f"{'ID':<12}  {'ACTIVE':<6}  {'PERMISSIONS':<40}  {'NETWORKS':<30}  NAME")
-    for k in keys:
-        print(
-            f"{k.key_id:<12}  {'yes' if k.active else 'no':<6}  {','.join(sorted(k.permissions)):<40}  "
-            f"{','.join(str(n) for n in k.networks):<30}  {k.name}"
-        )
+        output.text("no API keys")
+    rows = [["ID", "ACTIVE", "PERMISSIONS", "NETWORKS", "NAME"]]
+    rows += [
+        [k.key_id, "yes" if k.active else "no", ",".join(sorted(k.permissions)), ",".join(map(str, k.networks)), k.name]
+        for k in keys
+    ]
+    output.table(rows)
     return 0
 
 
@@ -260,6 +265,31 @@ def _cmd_revoke(args: argparse.Namespace) -> int:
     return 0
 
 
+_SERVE_ARGS: tuple[ArgSpec, ...] = (
+    (("--db",), {"metavar": "FILE|URL", "help": "the tickets database (created if missing; overrides [storage])"}),
+    (("--host",), {"default": None, "help": "address to listen on (overrides [api] host; default 127.0.0.1)"}),
+    (("--port",), {"type": int, "default": None, "help": "port to listen on (overrides [api] port; default 8080)"}),
+    (("--config",), {"metavar": "FILE",
+                     "help": "the ticketmail TOML file: storage, rules, threading, forms, attachment policy, limits "
+                     "and [api]; its [[mailboxes]] enable POST /api/tasks/cron"}),
+    (("--rules",), {"metavar": "FILE", "help": "a rules TOML file (replaces [rules])"}),
+    (("--max-body",), {"type": positive_int("a number of bytes"), "default": None,
+                       "help": "request body limit in bytes (overrides [api] max_body; default "
+                       f"{DEFAULT_MAX_BODY // 1048576} MiB)"}),
+    (("--max-connections",), {"type": positive_int("a number of connections"), "default": None,
+                              "help": "connections served at once; one more is answered 503 (overrides [api] "
+                              "max_connections; default 64)"}),
+    (("--request-timeout",), {"type": float, "default": None, "metavar": "SECONDS",
+                              "help": "time a client has to send its whole request (overrides [api] "
+                              "request_timeout; default 30)"}),
+)  # fmt: skip
+
+_KEYS_DB: ArgSpec = (
+    ("--db",),
+    {"help": "SQLite tickets database (default: [api] keys or [storage] path of --config)"},
+)
+
+
 def register(subparsers: Any) -> None:
     """Add `serve` and `apikey` to the `ticketmail` command."""
     p = subparsers.add_parser(
@@ -267,44 +297,19 @@ def register(subparsers: Any) -> None:
         help="serve osTicket's HTTP ticket API",
         description="Serve osTicket's HTTP ticket API (POST /api/tickets.json, .xml, .email) on the SQLite default.",
     )
-    p.add_argument("--db", metavar="FILE|URL", help="the tickets database (created if missing; overrides [storage])")
-    p.add_argument("--host", default=None, help="address to listen on (overrides [api] host; default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=None, help="port to listen on (overrides [api] port; default 8080)")
-    p.add_argument(
-        "--config",
-        metavar="FILE",
-        help="the ticketmail TOML file: storage, rules, threading, forms, attachment policy, limits and [api]; "
-        "its [[mailboxes]] enable POST /api/tasks/cron",
-    )
-    p.add_argument("--rules", metavar="FILE", help="a rules TOML file (replaces [rules])")
-    p.add_argument(
-        "--max-body",
-        type=positive_int("a number of bytes"),
-        default=None,
-        help=f"request body limit in bytes (overrides [api] max_body; default {DEFAULT_MAX_BODY // 1048576} MiB)",
-    )
-    p.add_argument(
-        "--max-connections",
-        type=positive_int("a number of connections"),
-        default=None,
-        help="connections served at once; one more is answered 503 (overrides [api] max_connections; default 64)",
-    )
-    p.add_argument(
-        "--request-timeout",
-        type=float,
-        default=None,
-        metavar="SECONDS",
-        help="time a client has to send its whole request (overrides [api] request_timeout; default 30)",
-    )
+    add_arguments(p, _SERVE_ARGS)
     add_threading_arguments(p)
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.set_defaults(func=_cmd_serve)
+    _register_apikey(subparsers)
 
+
+def _register_apikey(subparsers: Any) -> None:
     k = subparsers.add_parser("apikey", help="manage API keys (add, list, revoke)")
     ksub = k.add_subparsers(dest="apikey_command", metavar="ACTION", required=True)
 
     add = ksub.add_parser("add", help="issue a new key; prints it alone on the last line, only this once")
-    add.add_argument("--db", help="SQLite tickets database (default: [api] keys or [storage] path of --config)")
+    add_arguments(add, [_KEYS_DB])
     add_config_argument(add)
     add.add_argument("--ip", action="append", required=True, help="allowed client address or CIDR network (repeatable)")
     add.add_argument(
@@ -314,16 +319,17 @@ def register(subparsers: Any) -> None:
         help="what the key may do (repeatable; default: create_tickets and submit_email)",
     )
     add.add_argument("--name", default="", help="a label for people")
+    add_output_flags(add, quiet=False, what="key issued (with its secret)")
     add.set_defaults(func=_cmd_add)
 
     lst = ksub.add_parser("list", help="list keys (never the secrets)")
-    lst.add_argument("--db", help="SQLite tickets database (default: [api] keys or [storage] path of --config)")
+    add_arguments(lst, [_KEYS_DB])
     add_config_argument(lst)
-    lst.add_argument("--json", action="store_true", help="print JSON")
+    add_output_flags(lst, quiet=False, what="key")
     lst.set_defaults(func=_cmd_list)
 
     rev = ksub.add_parser("revoke", help="deactivate a key by its id")
-    rev.add_argument("--db", help="SQLite tickets database (default: [api] keys or [storage] path of --config)")
+    add_arguments(rev, [_KEYS_DB])
     add_config_argument(rev)
     rev.add_argument("key_id", metavar="KEY_ID", help="the key's id, as `apikey list` shows it")
     rev.set_defaults(func=_cmd_revoke)
