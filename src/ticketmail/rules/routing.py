@@ -319,14 +319,29 @@ class Condition:
         needle = self.value.strip() if self.case_sensitive else self.value.casefold().strip()
         object.__setattr__(self, "_needle", needle)
 
-    def _search(self, text: str, timeout: float = REGEX_TIMEOUT) -> bool:
+    def _may_match_text(self, text: str) -> bool:
+        """The cheap pre-check: the pattern cannot match an ASCII text without its required literals."""
         literals = self._literals
-        # Cheap pre-check: the pattern cannot match without these literals (see required_literals).
         if literals and text.isascii():
             folded = text if self.case_sensitive else text.lower()
             for literal in literals:
                 if literal not in folded:
                     return False
+        return True
+
+    def may_match(self, values: tuple[str, ...]) -> bool:
+        """For a regex condition: False when the pre-check alone rules out every value.
+
+        Then `test()` runs no search at all (and cannot time out); see `required_literals()`.
+        """
+        if not self._literals:
+            return True
+        limit = SUBJECT_CHARS if self.field == "subject" else REGEX_CHARS
+        return any(self._may_match_text(value[:limit]) for value in values)
+
+    def _search(self, text: str, timeout: float = REGEX_TIMEOUT) -> bool:
+        if not self._may_match_text(text):
+            return False
         if _ENGINE is None:
             return self.pattern.search(text) is not None
         try:
