@@ -279,4 +279,3 @@ def contains_body(text: str, phrases: Iterable[str]) -> str | None:
         if phrase in lowered:
             return phrase
     return None
-

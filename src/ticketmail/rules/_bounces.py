@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import re
 
+import attrs
+
 from ticketmail.decision import BounceRecipient
 from ticketmail.model import InboundEmail
 from ticketmail.rules._automatic_text import (
@@ -32,9 +34,10 @@ from ticketmail.rules._automatic_text import (
     is_reporter_address,
     subject_prefix,
 )
-from ticketmail.rules.dsn import read_delivery_report, read_ses_notification
+from ticketmail.rules.dsn import DeliveryReport, read_delivery_report, read_ses_notification
 
 __all__ = ["report_signals"]
+
 
 def _reporter_sender(email: InboundEmail) -> str | None:
     """The sender when it is a mail system's reporting address or name (`MAILER-DAEMON <>` included)."""
@@ -74,84 +77,133 @@ def _list_server_notice(email: InboundEmail) -> str | None:
     return None
 
 
-def report_signals(email: InboundEmail, found: Signals) -> tuple[tuple[BounceRecipient, ...], str | None]:
+Found = tuple[tuple[BounceRecipient, ...], str | None]
+"""(per-recipient status of a bounce or delivery report, Message-ID of the original message)."""
+
+_NOTHING: Found = ((), None)
+
+
+def report_signals(email: InboundEmail, found: Signals) -> Found:
     """Multipart reports and bounces; returns (recipients, original message id)."""
-    report_type = (email.report_type or "").strip().lower()
-    subject = email.subject
-    if report_type == "feedback-report":
-        feedback = _feedback_type(email)
-        found.add("feedback_report", "feedback_report", "ARF feedback report (RFC 5965)", feedback)
-        report = read_delivery_report(email, scan_text=False)
-        return (), report.original_message_id
-    if report_type == "disposition-notification":
-        found.add("delivery_report", "mdn", "Message disposition notification (RFC 8098)", None)
-        report = read_delivery_report(email, scan_text=False)
-        return (), report.original_message_id
-    provider = _provider_notification(email, found)
-    if provider is not None:
-        return provider
-    sender_address = (email.from_.email if email.from_ else "").lower()
-    if sender_address in JMRP_SENDERS and "complaint about message" in subject.lower():
-        # Microsoft's junk mail reporting program (JMRP): the complained-about message is attached.
-        found.add("feedback_report", "provider_notification", "Microsoft JMRP complaint", sender_address)
-        return (), read_delivery_report(email, scan_text=False).original_message_id
-    rejection = _list_server_notice(email)
-    if rejection is not None:
-        found.kinds.discard("bulk")
-        found.kinds.discard("mailing_list")
-        found.add("bounce", "list_rejection", "A mailing-list server rejected the message", rejection)
-        return (), read_delivery_report(email, scan_text=False).original_message_id
-    is_dsn = report_type in ("delivery-status", "global-delivery-status")
-    sender = _reporter_sender(email)
-    from_reporter = sender is not None
-    bounce_subject = subject_prefix(subject, BOUNCE_PREFIX) or contains(subject, BOUNCE_SUBJECTS)
-    delay_subject = contains(subject, DELAY_SUBJECTS)
-    success_subject = subject_prefix(subject, SUCCESS_PREFIX)
-    # Machine-written (auto-reply headers, null reverse-path), unless it is an auto-reply to a bounce's subject.
-    machine = (bool(found.kinds & {"auto_reply", "out_of_office"}) or email.return_path == "") and not (
-        subject_prefix(subject, OOF_PREFIX) or subject_prefix(subject, AUTOREPLY_PREFIX)
-    )
-    body_phrase = contains_body(email.text, BOUNCE_BODY)
-    if not (is_dsn or from_reporter or bounce_subject or delay_subject or success_subject or body_phrase):
-        return (), None
-    null_sender = email.return_path == "" or (email.from_ is not None and not email.from_.email)
-    strong = is_dsn or from_reporter or null_sender
-    if not strong and _forwarded(email):
+    structured = _structured_report(email, found)
+    if structured is not None:
+        return structured
+    evidence = _Evidence.of(email, found)
+    if not evidence.any:
+        return _NOTHING
+    if not evidence.strong and _forwarded(email):
         # A customer forwarding a bounce ("Fwd: Undelivered Mail ...") to ask for help: a ticket.
-        return (), None
+        return _NOTHING
     report = read_delivery_report(email, scan_text=True)
-    returned = bool(bounce_subject or delay_subject or body_phrase) and _returned_headers(email)
-    if not strong and not machine:
-        # From what looks like a person: a bounce subject or phrase alone is not enough; the text must
-        # read like a mail system's notice (its wording, failed recipients, the returned headers).
-        anchored = subject_prefix(subject, BOUNCE_PREFIX) or subject_prefix(subject, DELAY_PREFIX)
-        hint = anchored and report.recipients and contains_body(email.text, BOUNCE_HINTS)
-        if not ((report.recipients and (returned or body_phrase)) or (returned and body_phrase) or hint):
-            return (), None
-    elif not strong and not (bounce_subject or delay_subject or success_subject or body_phrase or returned):
-        return (), None
-    if is_dsn:
-        found.add("bounce", "dsn", "Delivery status notification (RFC 3464)", report_type)
-    if from_reporter:
-        found.add("bounce", "reporter_sender", "Sent by a mail system's reporting address", sender)
-    if bounce_subject or delay_subject or success_subject:
-        found.add("bounce", "bounce_subject", "Subject of a delivery notice", subject[:200])
-    if body_phrase:
-        found.add("bounce", "bounce_body", "Text of a mail system's delivery notice", body_phrase)
-    if returned:
-        found.add("bounce", "returned_headers", "The returned message's headers are quoted in the text", None)
-    actions = {r.action for r in report.recipients}
-    failed = "failed" in actions or (not report.recipients and not (delay_subject or success_subject))
-    if failed:
-        found.kinds.discard("auto_reply")
-        found.kinds.discard("out_of_office")
-        found.kinds.add("bounce")
-    else:
-        found.kinds.discard("bounce")
-        found.kinds.discard("auto_reply")
-        found.kinds.discard("out_of_office")
-        found.kinds.add("delivery_report")
+    returned = bool(evidence.bounce_subject or evidence.delay_subject or evidence.body_phrase) and _returned_headers(
+        email
+    )
+    if not evidence.strong and not evidence.machine and not _reads_like_notice(email, evidence, report, returned):
+        return _NOTHING
+    evidence.record(found, returned)
+    failed = "failed" in {r.action for r in report.recipients} or (
+        not report.recipients and not (evidence.delay_subject or evidence.success_subject)
+    )
+    found.kinds -= {"auto_reply", "out_of_office"} if failed else {"auto_reply", "out_of_office", "bounce"}
+    found.kinds.add("bounce" if failed else "delivery_report")
     return tuple(report.recipients), report.original_message_id
+
+
+def _structured_report(email: InboundEmail, found: Signals) -> Found | None:
+    """A report whose structure or sender says what it is: feedback, disposition, provider, JMRP, list rejection."""
+    report_type = (email.report_type or "").strip().lower()
+    if report_type == "feedback-report":
+        found.add("feedback_report", "feedback_report", "ARF feedback report (RFC 5965)", _feedback_type(email))
+    elif report_type == "disposition-notification":
+        found.add("delivery_report", "mdn", "Message disposition notification (RFC 8098)", None)
+    else:
+        provider = _provider_notification(email, found)
+        if provider is not None:
+            return provider
+        sender_address = (email.from_.email if email.from_ else "").lower()
+        if sender_address in JMRP_SENDERS and "complaint about message" in email.subject.lower():
+            # Microsoft's junk mail reporting program (JMRP): the complained-about message is attached.
+            found.add("feedback_report", "provider_notification", "Microsoft JMRP complaint", sender_address)
+        else:
+            rejection = _list_server_notice(email)
+            if rejection is None:
+                return None
+            found.kinds -= {"bulk", "mailing_list"}
+            found.add("bounce", "list_rejection", "A mailing-list server rejected the message", rejection)
+    return (), read_delivery_report(email, scan_text=False).original_message_id
+
+
+@attrs.frozen
+class _Evidence:
+    """What speaks for a delivery notice without a report structure that decides it."""
+
+    report_type: str
+    subject_line: str  # the subject, cut for the reason
+    is_dsn: bool  # a multipart/report of type delivery-status
+    sender: str | None  # a mail system's reporting sender
+    bounce_subject: str | None
+    delay_subject: str | None
+    success_subject: str | None
+    body_phrase: str | None  # the wording of a mail system's notice
+    machine: bool  # machine-written (auto-reply headers, null reverse-path), not an auto-reply to a bounce
+    null_sender: bool
+
+    @classmethod
+    def of(cls, email: InboundEmail, found: Signals) -> _Evidence:
+        report_type = (email.report_type or "").strip().lower()
+        subject = email.subject
+        return cls(
+            report_type=report_type,
+            subject_line=subject[:200],
+            is_dsn=report_type in ("delivery-status", "global-delivery-status"),
+            sender=_reporter_sender(email),
+            bounce_subject=subject_prefix(subject, BOUNCE_PREFIX) or contains(subject, BOUNCE_SUBJECTS),
+            delay_subject=contains(subject, DELAY_SUBJECTS),
+            success_subject=subject_prefix(subject, SUCCESS_PREFIX),
+            body_phrase=contains_body(email.text, BOUNCE_BODY),
+            machine=(bool(found.kinds & {"auto_reply", "out_of_office"}) or email.return_path == "")
+            and not (subject_prefix(subject, OOF_PREFIX) or subject_prefix(subject, AUTOREPLY_PREFIX)),
+            null_sender=email.return_path == "" or (email.from_ is not None and not email.from_.email),
+        )
+
+    @property
+    def subject(self) -> bool:
+        return bool(self.bounce_subject or self.delay_subject or self.success_subject)
+
+    @property
+    def any(self) -> bool:
+        return self.is_dsn or self.sender is not None or self.subject or bool(self.body_phrase)
+
+    @property
+    def strong(self) -> bool:
+        """Enough on its own: a DSN, a reporting sender or a null sender."""
+        return self.is_dsn or self.sender is not None or self.null_sender
+
+    def record(self, found: Signals, returned: bool) -> None:
+        """Add a reason for every piece of evidence, in a fixed order."""
+        if self.is_dsn:
+            found.add("bounce", "dsn", "Delivery status notification (RFC 3464)", self.report_type)
+        if self.sender is not None:
+            found.add("bounce", "reporter_sender", "Sent by a mail system's reporting address", self.sender)
+        if self.subject:
+            found.add("bounce", "bounce_subject", "Subject of a delivery notice", self.subject_line)
+        if self.body_phrase:
+            found.add("bounce", "bounce_body", "Text of a mail system's delivery notice", self.body_phrase)
+        if returned:
+            found.add("bounce", "returned_headers", "The returned message's headers are quoted in the text", None)
+
+
+def _reads_like_notice(email: InboundEmail, evidence: _Evidence, report: DeliveryReport, returned: bool) -> bool:
+    """From what looks like a person, a bounce subject or phrase alone is not enough.
+
+    The text must read like a mail system's notice: failed recipients with the returned headers or the
+    notice's wording, both of those, or an anchored bounce subject with recipients and a notice's hints.
+    """
+    subject = email.subject
+    anchored = subject_prefix(subject, BOUNCE_PREFIX) or subject_prefix(subject, DELAY_PREFIX)
+    hint = bool(anchored and report.recipients and contains_body(email.text, BOUNCE_HINTS))
+    phrase = bool(evidence.body_phrase)
+    return bool(report.recipients and (returned or phrase)) or (returned and phrase) or hint
 
 
 _SES_TYPES = {"bounce": "bounce", "complaint": "feedback_report", "delivery": "delivery_report"}
@@ -178,9 +230,7 @@ def _provider_notification(
 def _returned_headers(email: InboundEmail) -> bool:
     """Whether the text quotes the header block of a returned message (`Received:` and `Message-ID:`)."""
     head = email.text[:20000].lower()
-    return ("\nreceived: from " in head or "\n>received: " in head or "\nreceived:" in head) and (
-        "message-id:" in head
-    )
+    return ("\nreceived: from " in head or "\n>received: " in head or "\nreceived:" in head) and ("message-id:" in head)
 
 
 _FORWARD_SUBJECT = re.compile(r"[ \t]*(?:fwd?|wg|tr|rv|doorst|vs|i)[ \t]*:", re.IGNORECASE)
@@ -209,5 +259,3 @@ def _feedback_type(email: InboundEmail) -> str | None:
             if colon and name.strip().lower() == "feedback-type":
                 return value.strip().lower() or None
     return None
-
-
