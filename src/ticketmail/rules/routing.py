@@ -131,6 +131,10 @@ def _group_prefix_end(pattern: str, index: int) -> int:
     return index
 
 
+_REPEATING = ("repeat", "unbounded")
+_BACKREFERENCE = "uses a backreference, which is not allowed"
+
+
 def regex_problem(pattern: str) -> str | None:
     """Why `pattern` is refused (a sentence), or `None` when it is accepted. See the module docstring."""
     if len(pattern) > MAX_PATTERN:
@@ -139,53 +143,94 @@ def regex_problem(pattern: str) -> str | None:
         re.compile(pattern)
     except re.error as exc:
         return f"is not a valid regular expression ({exc})"
+    return _structure_problem(pattern)
+
+
+def _structure_problem(pattern: str) -> str | None:
+    """The backreference, nested repetition or unbounded-quantifier count that refuses a valid `pattern`."""
     # Per open group: [contains a repetition, contains an alternation].
     stack: list[list[bool]] = [[False, False]]
     unbounded = 0
     index = 0
     while index < len(pattern):
         char = pattern[index]
-        if char == "\\":
-            following = pattern[index + 1 : index + 2]
-            if (following.isdigit() and following != "0") or pattern.startswith("g<", index + 1):
-                return "uses a backreference, which is not allowed"
-            index += 2
-            kind, index = _quantifier(pattern, index)
-        elif char == "[":
-            index += 1
-            if pattern.startswith("^", index):
-                index += 1
-            if pattern.startswith("]", index):
-                index += 1
-            while index < len(pattern) and pattern[index] != "]":
-                index += 2 if pattern[index] == "\\" else 1
-            kind, index = _quantifier(pattern, index + 1)
-        elif char == "(":
-            if pattern.startswith("(?P=", index):
-                return "uses a backreference, which is not allowed"
+        if _backreference_at(pattern, index):
+            return _BACKREFERENCE
+        if char == "(":
             stack.append([False, False])
             index = _group_prefix_end(pattern, index + 1)
             continue
-        elif char == ")":
-            inner_repeat, inner_alt = stack.pop() if len(stack) > 1 else [False, False]
-            kind, index = _quantifier(pattern, index + 1)
-            if kind in ("repeat", "unbounded") and (inner_repeat or inner_alt):
-                what = "a repetition" if inner_repeat else "an alternation"
-                return f"repeats a group that contains {what} (catastrophic backtracking risk)"
-            stack[-1][0] = stack[-1][0] or inner_repeat
-        elif char == "|":
+        if char == "|":
             stack[-1][1] = True
             index += 1
             continue
-        else:
-            kind, index = _quantifier(pattern, index + 1)
-        if kind in ("repeat", "unbounded"):
+        kind, index = _quantifier(pattern, index + 1 if char == ")" else _atom_end(pattern, index))
+        if char == ")":
+            problem = _close_group(stack, kind)
+            if problem:
+                return problem
+        if kind in _REPEATING:
             stack[-1][0] = True
-        if kind == "unbounded":
-            unbounded += 1
-            if unbounded > MAX_UNBOUNDED:
-                return f"has more than {MAX_UNBOUNDED} unbounded quantifiers"
+        unbounded += kind == "unbounded"
+        if unbounded > MAX_UNBOUNDED:
+            return f"has more than {MAX_UNBOUNDED} unbounded quantifiers"
     return None
+
+
+def _backreference_at(pattern: str, index: int) -> bool:
+    r"""Whether a backreference (`\1`, `\g<name>`, `(?P=name)`) starts at `index`."""
+    if pattern.startswith("(?P=", index):
+        return True
+    if pattern[index] != "\\":
+        return False
+    following = pattern[index + 1 : index + 2]
+    return (following.isdigit() and following != "0") or pattern.startswith("g<", index + 1)
+
+
+def _close_group(stack: list[list[bool]], kind: str | None) -> str | None:
+    """Close the innermost group, repeated as `kind` says: refused when it repeats a repetition or an alternation."""
+    inner_repeat, inner_alt = stack.pop() if len(stack) > 1 else [False, False]
+    if kind in _REPEATING and (inner_repeat or inner_alt):
+        what = "a repetition" if inner_repeat else "an alternation"
+        return f"repeats a group that contains {what} (catastrophic backtracking risk)"
+    stack[-1][0] = stack[-1][0] or inner_repeat
+    return None
+
+
+def _class_end(pattern: str, index: int) -> int:
+    """The index just after the character class that starts at `index` (a `[`)."""
+    index += 1
+    if pattern.startswith("^", index):
+        index += 1
+    if pattern.startswith("]", index):
+        index += 1
+    while index < len(pattern) and pattern[index] != "]":
+        index += 2 if pattern[index] == "\\" else 1
+    return index + 1
+
+
+def _group_end(pattern: str, index: int) -> int:
+    """The index just after the group that starts at `index` (a `(`), nested groups included."""
+    depth = 0
+    while index < len(pattern):
+        if pattern[index] == "\\":
+            index += 2
+            continue
+        depth += {"(": 1, ")": -1}.get(pattern[index], 0)
+        index += 1
+        if depth == 0:
+            break
+    return index
+
+
+def _atom_end(pattern: str, index: int) -> int:
+    """The index just after the escape, character class or single character at `index` (not a group)."""
+    char = pattern[index]
+    if char == "\\":
+        return index + 2
+    if char == "[":
+        return _class_end(pattern, index)
+    return index + 1
 
 
 _LITERAL_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 _-:@#/,;'\"=<>!%&~`")
@@ -218,57 +263,38 @@ def required_literals(pattern: str) -> tuple[str, ...]:
 
 
 def _literal_runs(pattern: str) -> list[str]:
-    """The top-level runs of plain characters of `pattern` (empty for `|` or inline flags)."""
+    """The top-level runs of plain characters of `pattern` (empty for `|` or inline flags).
+
+    The pattern is read atom by atom (a character, an escape, a class, a whole group); a run grows by
+    each plain character that no quantifier follows and ends at anything else.
+    """
     if "|" in pattern or "(?" in pattern.replace("(?:", ""):
         return []
     runs: list[str] = []
     run: list[str] = []
     index = 0
     while index < len(pattern):
-        char = pattern[index]
-        if char in "*?{" or (char == "+" and run):
-            if run:
-                run.pop()  # the quantified character is optional (or its count unknown)
+        literal, end = _atom(pattern, index)
+        kind, index = _quantifier(pattern, end)
+        if literal is not None and kind is None:
+            run.append(literal)
+        else:  # the quantified character is optional (or its count unknown); anything else is not plain
             runs.append("".join(run))
             run = []
-            index = _quantifier(pattern, index)[1] if char != "+" else index + 1
-            continue
-        if char == "\\" and index + 1 < len(pattern) and pattern[index + 1] in _ESCAPED_LITERALS:
-            run.append(pattern[index + 1])
-            index += 2
-            continue
-        if char in _LITERAL_CHARS:
-            run.append(char)
-            index += 1
-            continue
-        runs.append("".join(run))
-        run = []
-        if char == "(":
-            depth = 0
-            while index < len(pattern):  # skip the whole group
-                if pattern[index] == "\\":
-                    index += 2
-                    continue
-                depth += {"(": 1, ")": -1}.get(pattern[index], 0)
-                index += 1
-                if depth == 0:
-                    break
-            if index < len(pattern) and pattern[index] in "*?{+":
-                index = _quantifier(pattern, index)[1]
-            continue
-        if char == "[":
-            index += 1
-            if pattern.startswith("^", index):
-                index += 1
-            if pattern.startswith("]", index):
-                index += 1
-            while index < len(pattern) and pattern[index] != "]":
-                index += 2 if pattern[index] == "\\" else 1
-            index = _quantifier(pattern, index + 1)[1]
-            continue
-        index += 2 if char == "\\" else 1
     runs.append("".join(run))
     return runs
+
+
+def _atom(pattern: str, index: int) -> tuple[str | None, int]:
+    """(the plain character the atom at `index` stands for, or `None`; the index after the atom)."""
+    char = pattern[index]
+    if char == "\\" and index + 1 < len(pattern) and pattern[index + 1] in _ESCAPED_LITERALS:
+        return pattern[index + 1], index + 2
+    if char in _LITERAL_CHARS:
+        return char, index + 1
+    if char == "(":
+        return None, _group_end(pattern, index)
+    return None, _atom_end(pattern, index)
 
 
 @attrs.frozen
