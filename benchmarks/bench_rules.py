@@ -1,7 +1,7 @@
 """Rule evaluation cost against parse cost: 100 rules over 10,000 messages.
 
 Target: evaluating a parsed message against 100 routing rules (plus filters, automatic-mail detection and
-loop checks, i.e. the whole ``evaluate``) takes under 10% of the time ``parse_email`` needs for the same
+loop checks, i.e. the whole `evaluate`) takes under 10% of the time `parse_email` needs for the same
 message. Both are measured in this run, over the same generated messages.
 
     .venv/bin/python benchmarks/bench_rules.py           # 10,000 messages
@@ -103,7 +103,7 @@ def _ignore_timeout(exc: Exception, rule: str) -> None:
 
 
 def measure(label: str, raws: list[bytes], rules: Any, rounds: int) -> float:
-    """Time parse_email and evaluate over ``raws`` (best of ``rounds``, interleaved); print and return the ratio."""
+    """Time parse_email and evaluate over `raws` (best of `rounds`, interleaved); print and return the ratio."""
     context = MailboxContext(name="support", addresses=("support@desk.example",), department="Support")
     now = dt.datetime(2024, 3, 4, 12, 0, tzinfo=dt.timezone.utc)
     count = len(raws)

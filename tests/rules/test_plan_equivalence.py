@@ -169,7 +169,7 @@ def _both(rules: RuleSet, facts: _Facts) -> tuple[list[str], list[str]]:
 
 
 def _message_with(field: str, items: list[str]) -> tuple[InboundEmail, MailboxContext]:
-    """A message whose ``field`` has the values ``items`` (as far as the field can hold them)."""
+    """A message whose `field` has the values `items` (as far as the field can hold them)."""
     first = items[0] if items else ""
     kwargs: dict[str, Any] = {"message_id": "m@x", "subject": "", "text": ""}
     if field in ("subject", "body"):
@@ -222,7 +222,7 @@ def test_dense_conditions_on_one_field(
 ) -> None:
     """Conditions and values from small shared pools on the subject: the edge cases meet often.
 
-    The same conditions on another field (``other``, with the same values) run alongside.
+    The same conditions on another field (`other`, with the same values) run alongside.
     """
     field = other[0]
     moved = [{**c, "field": field} for c in specs]

@@ -3,32 +3,34 @@
 Rules arrive from TOML files, JSON, YAML or database rows; all of those become dicts, so
 `load_rules()` takes a mapping and `load_rules_file()` reads TOML into one. Everything is
 validated and compiled here: an unknown key, a wrong type, an unknown operator or a dangerous regex is a
-`RulesConfigError` naming the source, the rule and the field (``rules.toml: rules[2] ('vip'):
-conditions[0].op: expected one of equals, ..., got 'eq'``), never a failure while a message is processed.
+`RulesConfigError` naming the source, the rule and the field (`rules.toml: rules[2] ('vip'):
+conditions[0].op: expected one of equals, ..., got 'eq'`), never a failure while a message is processed.
 
-Shape (every table optional)::
+Shape (every table optional):
 
-    [settings]
-    own_addresses = ["help@example.com"]     # added to MailboxContext.addresses for loop protection
-    duplicate_scope = "global"               # global | mailbox | destination
-    rate_limit = { max_tickets = 20, window_seconds = 3600 }
-    ignore_signals = ["auto.loop"]           # automatic-mail signals switched off (reason codes)
-    [settings.automatic]                     # kind -> open | append | ignore
-    mailing_list = "open"
+```toml
+[settings]
+own_addresses = ["help@example.com"]     # added to MailboxContext.addresses for loop protection
+duplicate_scope = "global"               # global | mailbox | destination
+rate_limit = { max_tickets = 20, window_seconds = 3600 }
+ignore_signals = ["auto.loop"]           # automatic-mail signals switched off (reason codes)
+[settings.automatic]                     # kind -> open | append | ignore
+mailing_list = "open"
 
-    [[filters]]
-    name = "spam"; type = "ignore"; domains = ["spam.example"]; keywords = ["viagra"]; mailboxes = ["sales"]
-    headers = ["X-Spam-Flag: YES", { name = "X-Spam-Status", op = "starts_with", value = "yes" }]
+[[filters]]
+name = "spam"; type = "ignore"; domains = ["spam.example"]; keywords = ["viagra"]; mailboxes = ["sales"]
+headers = ["X-Spam-Flag: YES", { name = "X-Spam-Status", op = "starts_with", value = "yes" }]
 
-    [[rules]]
-    name = "billing"; match = "all"
-    conditions = [{ field = "subject", op = "contains", value = "invoice" }]
-    actions = { department = "Billing", tags = ["billing"], stop = true }
+[[rules]]
+name = "billing"; match = "all"
+conditions = [{ field = "subject", op = "contains", value = "invoice" }]
+actions = { department = "Billing", tags = ["billing"], stop = true }
 
-    [[rules]]
-    name = "spam"
-    conditions = [{ field = "header:X-Spam-Flag", op = "equals", value = "YES" }]
-    actions = { drop = true, drop_reason = "marked as spam by the mail server" }
+[[rules]]
+name = "spam"
+conditions = [{ field = "header:X-Spam-Flag", op = "equals", value = "YES" }]
+actions = { drop = true, drop_reason = "marked as spam by the mail server" }
+```
 """
 
 from __future__ import annotations
