@@ -153,7 +153,7 @@ def _without_subaddress(address: str) -> str:
 def _deciding_value(rule: Rule, facts: _Facts, tested: dict[Condition, tuple[bool, str | None]]) -> str | None:
     """The value that made a matched rule match (for its reason): the first true condition's value.
 
-    `tested` holds the regex results the plan already found for this message (a search is not repeated).
+    `tested` holds the regex results the matcher already found for this message (a search is not repeated).
     """
     for condition in rule.conditions:
         try:

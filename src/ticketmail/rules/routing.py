@@ -380,7 +380,7 @@ class Condition:
         """For a regex condition: the texts every match contains (lower case unless case-sensitive).
 
         `test()` skips the search when one of them is absent from an ASCII value (see
-        `required_literals()`); the rule plan uses them to make that check once per message and field.
+        `required_literals()`); the generated matcher makes that check once per message and field.
         """
         return self._literals
 
