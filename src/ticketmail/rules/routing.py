@@ -35,14 +35,35 @@ import importlib
 import re
 import time
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Any, Literal, Protocol, cast
 
 import attrs
 
-try:  # optional timeout-capable engine (see the module docstring)
-    _ENGINE: Any = importlib.import_module("regex")
-except ImportError:  # pragma: no cover - depends on the environment
-    _ENGINE = None
+
+class _TimedPattern(Protocol):
+    """A pattern compiled by the `regex` package: its search takes a timeout."""
+
+    def search(self, string: str, *, timeout: float | None = None) -> object | None: ...
+
+
+class _TimedEngine(Protocol):
+    """What is used of the `regex` package: its flags and `compile`."""
+
+    V0: int
+    IGNORECASE: int
+
+    def compile(self, pattern: str, flags: int = 0) -> _TimedPattern: ...
+
+
+def _timed_engine() -> _TimedEngine | None:
+    """The optional timeout-capable engine, when installed (see the module docstring)."""
+    try:
+        return cast("_TimedEngine", importlib.import_module("regex"))
+    except ImportError:  # pragma: no cover - depends on the environment
+        return None
+
+
+_ENGINE = _timed_engine()
 
 __all__ = [
     "FIELDS",
@@ -309,7 +330,7 @@ class Condition:
     op: str
     value: str
     case_sensitive: bool = False
-    pattern: Any = attrs.field(init=False, eq=False, repr=False)
+    pattern: re.Pattern[str] | _TimedPattern | None = attrs.field(init=False, eq=False, repr=False)
     _kind: int = attrs.field(init=False, eq=False, repr=False)
     _negated: bool = attrs.field(init=False, eq=False, repr=False)
     _needle: str = attrs.field(init=False, eq=False, repr=False)
@@ -325,7 +346,7 @@ class Condition:
             raise ValueError(f"unknown operator {self.op!r}; expected one of {', '.join(OPERATORS)}")
         if "\0" in self.value:
             raise ValueError("a condition value may not contain NUL characters")
-        pattern = None
+        pattern: re.Pattern[str] | _TimedPattern | None = None
         if self.op.endswith("regex"):
             problem = regex_problem(self.value)
             if problem:
@@ -368,10 +389,11 @@ class Condition:
     def _search(self, text: str, timeout: float = REGEX_TIMEOUT) -> bool:
         if not self._may_match_text(text):
             return False
-        if _ENGINE is None:
-            return self.pattern.search(text) is not None
+        pattern = self.pattern
+        if pattern is None or isinstance(pattern, re.Pattern):  # the stdlib engine: no timeout
+            return pattern is not None and pattern.search(text) is not None
         try:
-            return self.pattern.search(text, timeout=timeout) is not None
+            return pattern.search(text, timeout=timeout) is not None
         except TimeoutError as exc:
             raise RegexTimeout(f"regex {self.value[:60]!r} on {self.field} exceeded {REGEX_TIMEOUT}s") from exc
 
