@@ -39,7 +39,7 @@ import datetime as _dt
 import os
 import sys
 from collections.abc import Callable, Mapping
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import attrs
 
@@ -49,7 +49,7 @@ from ticketmail.errors import ConfigError, InvalidValueError
 from ticketmail.rules._text import normalize_address
 from ticketmail.rules.automatic import signal_codes
 from ticketmail.rules.duplicates import DUPLICATE_SCOPES
-from ticketmail.rules.filters import FILTER_TYPES, Filter, HeaderTest
+from ticketmail.rules.filters import Filter, FilterType, HeaderTest
 from ticketmail.rules.plan import RulePlan, compile_rules
 from ticketmail.rules.routing import Actions, Condition, Rule
 
@@ -198,7 +198,7 @@ def _load_filter(path: _Path, index: int, data: object) -> Filter:
     name = str(table.get("name") or f"filter {index + 1}")
     _check_keys(path, where, table, {"name", "type", "addresses", "domains", "keywords", "headers", "mailboxes"}, name)
     kind = str(table.get("type", "")).strip().lower()
-    if kind not in FILTER_TYPES:
+    if kind not in ("allow", "ignore"):
         raise path.fail(f"{where}.type", f"expected 'allow' or 'ignore', got {table.get('type')!r}", rule=name)
     lists = {key: _strings(path, f"{where}.{key}", table.get(key, []), name) for key in ("addresses", "domains")}
     keywords = _strings(path, f"{where}.keywords", table.get("keywords", []), name)
@@ -216,7 +216,7 @@ def _load_filter(path: _Path, index: int, data: object) -> Filter:
         raise path.fail(where, "has no addresses, domains, keywords or headers (it would match nothing)", rule=name)
     return Filter(
         name=name,
-        type=kind,
+        type=cast(FilterType, kind),
         addresses=lists["addresses"],
         domains=lists["domains"],
         keywords=keywords,

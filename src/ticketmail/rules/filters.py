@@ -33,7 +33,6 @@ from ticketmail.rules.routing import Condition, RegexTimeout
 
 __all__ = [
     "BODY_CHARS",
-    "FILTER_TYPES",
     "HEADER_NAME",
     "Filter",
     "FilterMatch",
@@ -48,7 +47,7 @@ HEADER_NAME = re.compile(r"[!-9;-~]{1,200}")
 
 FilterType = Literal["allow", "ignore"]
 
-FILTER_TYPES: tuple[FilterType, ...] = ("allow", "ignore")
+_TYPES: tuple[FilterType, ...] = ("allow", "ignore")
 
 BODY_CHARS = 65536
 """Filters and `body` conditions look at this many characters of the body."""
@@ -171,7 +170,7 @@ class Filter:
     """
 
     name: str
-    type: FilterType = attrs.field(validator=one_of(FILTER_TYPES, "Filter"))
+    type: FilterType = attrs.field(validator=one_of(_TYPES, "Filter"))
     addresses: frozenset[str] = attrs.field(default=frozenset(), converter=_addresses)
     domains: tuple[str, ...] = attrs.field(default=(), converter=_domains)
     keywords: tuple[str, ...] = attrs.field(default=(), converter=_keywords)
