@@ -89,7 +89,7 @@ def report_signals(email: InboundEmail, found: Signals) -> Found:
     if structured is not None:
         return structured
     evidence = _Evidence.of(email, found)
-    if not evidence.any:
+    if evidence is None:
         return _NOTHING
     if not evidence.strong and _forwarded(email):
         # A customer forwarding a bounce ("Fwd: Undelivered Mail ...") to ask for help: a ticket.
@@ -149,18 +149,27 @@ class _Evidence:
     null_sender: bool
 
     @classmethod
-    def of(cls, email: InboundEmail, found: Signals) -> _Evidence:
+    def of(cls, email: InboundEmail, found: Signals) -> _Evidence | None:
+        """The evidence in `email`, or `None` when nothing speaks for a notice (most mail)."""
         report_type = (email.report_type or "").strip().lower()
         subject = email.subject
+        is_dsn = report_type in ("delivery-status", "global-delivery-status")
+        sender = _reporter_sender(email)
+        bounce_subject = subject_prefix(subject, BOUNCE_PREFIX) or contains(subject, BOUNCE_SUBJECTS)
+        delay_subject = contains(subject, DELAY_SUBJECTS)
+        success_subject = subject_prefix(subject, SUCCESS_PREFIX)
+        body_phrase = contains_body(email.text, BOUNCE_BODY)
+        if not (is_dsn or sender is not None or bounce_subject or delay_subject or success_subject or body_phrase):
+            return None
         return cls(
             report_type=report_type,
             subject_line=subject[:200],
-            is_dsn=report_type in ("delivery-status", "global-delivery-status"),
-            sender=_reporter_sender(email),
-            bounce_subject=subject_prefix(subject, BOUNCE_PREFIX) or contains(subject, BOUNCE_SUBJECTS),
-            delay_subject=contains(subject, DELAY_SUBJECTS),
-            success_subject=subject_prefix(subject, SUCCESS_PREFIX),
-            body_phrase=contains_body(email.text, BOUNCE_BODY),
+            is_dsn=is_dsn,
+            sender=sender,
+            bounce_subject=bounce_subject,
+            delay_subject=delay_subject,
+            success_subject=success_subject,
+            body_phrase=body_phrase,
             machine=(bool(found.kinds & {"auto_reply", "out_of_office"}) or email.return_path == "")
             and not (subject_prefix(subject, OOF_PREFIX) or subject_prefix(subject, AUTOREPLY_PREFIX)),
             null_sender=email.return_path == "" or (email.from_ is not None and not email.from_.email),
@@ -169,10 +178,6 @@ class _Evidence:
     @property
     def subject(self) -> bool:
         return bool(self.bounce_subject or self.delay_subject or self.success_subject)
-
-    @property
-    def any(self) -> bool:
-        return self.is_dsn or self.sender is not None or self.subject or bool(self.body_phrase)
 
     @property
     def strong(self) -> bool:
