@@ -186,15 +186,15 @@ class _Writer:
 
     def source(self) -> str:
         body = [self.rule(number, rule) for number, rule in enumerate(self.rules)]  # first: it names the locals
+        searches = bool(self.regex_index)  # without regex conditions there is nothing to run or report
         return "\n".join(
             [
                 "def matcher(values, on_timeout, tested):",
-                "    run = _Run(_regexes, values, tested)",
+                *(["    run = _Run(_regexes, values, tested)"] if searches else []),
                 *self.setup(),
                 "    matched = []",
                 *body,
-                "    if run.timeouts:",
-                "        run.report(_first_rules, on_timeout)",
+                *(["    if run.timeouts:", "        run.report(_first_rules, on_timeout)"] if searches else []),
                 "    return matched",
             ]
         )
