@@ -555,6 +555,19 @@ def test_ses_notification_reader_is_total() -> None:
     assert [(r.recipient, r.status, r.permanent) for r in recipients] == [("a@b.example", "4.2.2", False)]
 
 
+@pytest.mark.parametrize("items", ['{"a": 1}', "5", '"x@y.example"', "true"])
+def test_ses_recipient_list_of_the_wrong_type_is_no_recipients(items: str) -> None:
+    """A recipient list that is not a JSON array gives no recipients (it once raised TypeError)."""
+    from ticketmail.rules.dsn import read_ses_notification
+
+    text = f'{{"notificationType": "Bounce", "bounce": {{"bouncedRecipients": {items}}}}}'
+    assert read_ses_notification(text) == ("bounce", (), None)
+    email = mail(from_=Address("no-reply@sns.amazonaws.com"), subject="AWS Notification Message", text=text)
+    result = classify_automatic(email)
+    assert result is not None
+    assert result.kind == "bounce"
+
+
 def test_microsoft_jmrp_complaint_is_a_feedback_report() -> None:
     email = mail(
         from_=Address("staff@hotmail.com"), subject="complaint about message from 192.0.2.1", text="attached"

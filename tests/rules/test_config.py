@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from ticketmail.errors import ConfigError
-from ticketmail.rules import RuleSet, load_rules, load_rules_file
+from ticketmail.rules import Filter, RateLimit, RuleSet, load_rules, load_rules_file
 
 TOML = """
 [settings]
@@ -136,3 +136,13 @@ def test_missing_file_and_bad_toml(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="not valid TOML") as info:
         load_rules_file(bad)
     assert str(bad) in info.value.message
+
+
+def test_direct_construction_uses_the_shared_validators() -> None:
+    """Built in code rather than loaded, the option classes still refuse bad values, naming the field."""
+    with pytest.raises(ConfigError, match=r"Filter\.type must be one of 'allow', 'ignore', got 'block'"):
+        Filter(name="f", type="block", keywords=["x"])  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match=r"RateLimit\.max_tickets must be an integer >= 1, got 0"):
+        RateLimit(max_tickets=0, window=dt.timedelta(seconds=60))
+    with pytest.raises(ConfigError, match=r"RuleSet\.duplicate_scope must be one of"):
+        RuleSet(duplicate_scope="everywhere")

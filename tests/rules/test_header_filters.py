@@ -1,4 +1,4 @@
-"""Filters and rules on any header, and the silent ``drop`` action (spam marked by the mail server)."""
+"""Filters and rules on any header, and the silent `drop` action (spam marked by the mail server)."""
 
 from __future__ import annotations
 
@@ -143,7 +143,7 @@ def test_dropped_spam_is_recorded_acknowledged_and_opens_nothing() -> None:
     values=st.lists(st.sampled_from(["YES", "yes", " Yes ", "NO", "", "YESS"]), max_size=4),
 )
 def test_header_test_matches_like_a_rule_condition(name: str, values: list[str]) -> None:
-    """A filter header entry and a ``header:`` rule condition agree on every message."""
+    """A filter header entry and a `header:` rule condition agree on every message."""
     msg = message(*((name, v) for v in values))
     by_filter = Filter("f", "ignore", headers=(HeaderTest("X-Spam-Flag", "yes"),)).match(message_view(msg))
     by_rule = decide(

@@ -1,11 +1,13 @@
-"""The compiled rule plan and ``evaluate`` give exactly what a straightforward one-by-one evaluation gives.
+"""The two rule matchers agree: the generated fast path and the reference give the same result.
 
-The plan (``ticketmail.rules.plan``) shares tests between conditions, indexes rules by trigger tests,
-runs body tests lazily, encodes field values as NUL-anchored text and pre-checks regex literals once per
-field: every one of those is a place where it could drift from :meth:`Condition.test`. These properties
-compare it with the reference over random rule sets (all operators, regexes, case sensitivity, every
-field) and random messages (multi-valued fields, empty fields, non-ASCII text, case-folding oddities such
-as ``ß``/``İ``/the Kelvin sign, NUL characters inside values).
+The reference (`RulePlan.reference`, `ticketmail.rules._reference`) tests each rule in order with
+`Condition.test`; the fast path (`RulePlan.fast`, `ticketmail.rules._compiled`) is generated code that
+encodes field values as NUL-anchored text, prepares the body lazily and pre-checks regex literals once
+per field: every one of those is a place where it could drift. These properties compare the two (and the
+reference with a plain `all`/`any` over `Condition.test`) over random rule sets (all operators, regexes,
+case sensitivity, every field) and random messages (multi-valued fields, empty fields, non-ASCII text,
+case-folding oddities such as `ß`/`İ`/the Kelvin sign, NUL characters inside values), including which
+regexes are searched and which time out.
 """
 
 from __future__ import annotations
@@ -13,13 +15,16 @@ from __future__ import annotations
 from typing import Any
 
 import attrs
-from hypothesis import example, given
+import pytest
+from hypothesis import assume, example, given
 from hypothesis import strategies as st
 
 from ticketmail.model import Address, InboundEmail, MailboxContext, message_view
 from ticketmail.rules import RuleSet, evaluate, load_rules
+from ticketmail.rules._compiled import Fallback
 from ticketmail.rules.evaluate import _Facts
 from ticketmail.rules.plan import compile_rules
+from ticketmail.rules.routing import Condition, RegexTimeout
 
 _NOW = __import__("datetime").datetime(2024, 3, 4, 12, 0, tzinfo=__import__("datetime").timezone.utc)
 
@@ -156,8 +161,15 @@ def reference_all(rules: RuleSet, facts: _Facts) -> list[str]:
     return out
 
 
+def _both(rules: RuleSet, facts: _Facts) -> tuple[list[str], list[str]]:
+    """(the rules `RulePlan.matching` yields, the rules the reference matcher finds), by name."""
+    planned = [rule.name for rule in rules.plan.matching(facts.values, lambda exc, name: None)]
+    referenced = [rules.plan.rules[i].name for i in rules.plan.reference(facts.values, lambda exc, name: None)]
+    return planned, referenced
+
+
 def _message_with(field: str, items: list[str]) -> tuple[InboundEmail, MailboxContext]:
-    """A message whose ``field`` has the values ``items`` (as far as the field can hold them)."""
+    """A message whose `field` has the values `items` (as far as the field can hold them)."""
     first = items[0] if items else ""
     kwargs: dict[str, Any] = {"message_id": "m@x", "subject": "", "text": ""}
     if field in ("subject", "body"):
@@ -210,7 +222,7 @@ def test_dense_conditions_on_one_field(
 ) -> None:
     """Conditions and values from small shared pools on the subject: the edge cases meet often.
 
-    The same conditions on another field (``other``, with the same values) run alongside.
+    The same conditions on another field (`other`, with the same values) run alongside.
     """
     field = other[0]
     moved = [{**c, "field": field} for c in specs]
@@ -219,16 +231,16 @@ def test_dense_conditions_on_one_field(
     if field != "subject":
         message = attrs.evolve(message, subject=items[0] if items else "")
     facts = _Facts(message_view(message), message, context)
-    planned = [rule.name for rule in rules.plan.matching(facts.values, lambda exc, name: None)]
-    assert planned == reference_all(rules, facts)
+    planned, referenced = _both(rules, facts)
+    assert planned == referenced == reference_all(rules, facts)
 
 
 @given(rules_spec, messages, mailboxes)
 def test_plan_matches_one_by_one_evaluation(spec: list[dict[str, Any]], message: InboundEmail, mailbox: str) -> None:
     rules = _rules(spec)
     facts = _Facts(message_view(message), message, MailboxContext(name=mailbox))
-    planned = [rule.name for rule in rules.plan.matching(facts.values, lambda exc, name: None)]
-    assert planned == reference_all(rules, facts)
+    planned, referenced = _both(rules, facts)
+    assert planned == referenced == reference_all(rules, facts)
 
 
 _BODY_REGEX_AFTER_BODY_LITERAL = [  # found by this property: the lazy body text must not be reused unprepared
@@ -267,3 +279,38 @@ def test_plan_is_deterministic_and_independent_of_compilation(
     second = [r.name for r in again.matching(_Facts(message_view(message), message, context).values, print)]
     assert first == second
     assert evaluate(message, rules, context=context, now=_NOW) == evaluate(message, rules, context=context, now=_NOW)
+
+
+_SLOW = frozenset({r"alp?ha", r"\bbeta\s+gam", "zzz"})
+"""Patterns whose searches time out in `test_timeouts_and_searches_agree`."""
+
+
+@given(rules_spec, messages, mailboxes)
+def test_timeouts_and_searches_agree(spec: list[dict[str, Any]], message: InboundEmail, mailbox: str) -> None:
+    """Both matchers search the same regexes and report the same timeouts, in the same order, for the same rules."""
+    rules = _rules(spec)
+    original = Condition.test
+
+    def test(self: Condition, values: tuple[str, ...], prepared: tuple[str, ...] | None = None) -> Any:
+        if self.pattern is not None and self.may_match(values):
+            searched.append(self)
+            if self.value in _SLOW:
+                raise RegexTimeout(f"slow {self.value}")
+        return original(self, values, prepared)
+
+    def run(matcher: Any) -> tuple[list[int], list[tuple[str, str]], list[Condition]]:
+        searched.clear()
+        timeouts: list[tuple[str, str]] = []
+        facts = _Facts(message_view(message), message, MailboxContext(name=mailbox))
+        indexes = matcher(facts.values, lambda exc, name: timeouts.append((str(exc), name)), {})
+        return indexes, timeouts, list(searched)
+
+    searched: list[Condition] = []
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(Condition, "test", test)
+        try:
+            fast = run(rules.plan.fast)
+        except Fallback:
+            assume(False)  # a value contains NUL: the reference alone decides
+        reference = run(rules.plan.reference)
+    assert fast == reference

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ticketmail.rules import Condition, regex_problem
-from ticketmail.rules.routing import RegexTimeout, required_literal
+from ticketmail.rules import Condition, load_rules, regex_problem
+from ticketmail.rules.routing import RegexTimeout, required_literal, required_literals
 
 
 @pytest.mark.parametrize(
@@ -166,3 +166,20 @@ def test_required_literal_never_skips_a_match(pieces: list[str], text: str) -> N
         if stdlib_re.search(pattern, text, flags) is not None:
             folded = literal.lower() if flags else literal
             assert folded in haystack, (pattern, literal, text)
+
+
+@pytest.mark.parametrize(
+    ("pattern", "expected"), [("abc{x", ("abc",)), ("invoice{", ("invoice",)), ("{ab}cde", ("cde",))]
+)
+def test_a_brace_that_is_no_quantifier_ends_a_literal_run(pattern: str, expected: tuple[str, ...]) -> None:
+    """`{` not followed by a count is a plain character to `re`; reading the pattern once looped forever."""
+    assert regex_problem(pattern) is None
+    assert required_literals(pattern) == expected
+    load_rules({"rules": [{"name": "r", "conditions": [{"field": "subject", "op": "regex", "value": pattern}]}]})
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # re warns of "[[" (a possible nested set)
+@given(st.text(alphabet="ab{}()[]|*+?\\d1,^$:", max_size=16))
+def test_reading_the_required_literals_of_any_accepted_pattern_ends(pattern: str) -> None:
+    if regex_problem(pattern) is None:
+        assert all(len(text) >= 3 for text in required_literals(pattern))

@@ -1,6 +1,6 @@
-"""Switching single automatic-mail signals off (``settings.ignore_signals``).
+"""Switching single automatic-mail signals off (`settings.ignore_signals`).
 
-Why: ``X-Loop`` is set by procmail recipes and list software, and a person's mail forwarded through such a
+Why: `X-Loop` is set by procmail recipes and list software, and a person's mail forwarded through such a
 recipe carries it; a desk that gets real mail that way must be able to switch that one signal off without
 losing the others. Bounce evidence (DSN, reporter sender) cannot be switched off.
 """

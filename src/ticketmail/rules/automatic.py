@@ -37,13 +37,22 @@ Kind precedence, most specific first: `feedback_report`, `bounce`, `delivery_rep
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
-from ticketmail.decision import Automatic, AutomaticKind, BounceRecipient, Reason
+from ticketmail.decision import Automatic, AutomaticKind
 from ticketmail.model import InboundEmail
+from ticketmail.rules._automatic_text import (
+    AUTOREPLY_PREFIX,
+    OOF_BODY_PHRASES,
+    OOF_PREFIX,
+    OOF_SUBJECT_PREFIXES,
+    Signals,
+    contains_body,
+    is_reporter_address,
+    subject_prefix,
+)
+from ticketmail.rules._bounces import report_signals
 from ticketmail.rules._text import header_token, header_tokens
-from ticketmail.rules.dsn import read_delivery_report, read_ses_notification
 
 __all__ = ["OOF_SUBJECT_PREFIXES", "SWITCHABLE_SIGNALS", "classify_automatic", "is_reporter_address"]
 
@@ -69,201 +78,6 @@ _AUTORESPONDER_MAILERS = (
     "vacation",
     "out of office",
 )
-
-OOF_SUBJECT_PREFIXES: tuple[str, ...] = (
-    # Outlook/Exchange "Automatic Replies" (the OOF feature) in its common display languages.
-    "automatic reply",
-    "automatische antwort",
-    "réponse automatique",
-    "respuesta automática",
-    "risposta automatica",
-    "automatisch antwoord",
-    "resposta automática",
-    "autosvar",
-    "automaattinen vastaus",
-    "automatická odpověď",
-    "odpowiedź automatyczna",
-    "automatikus válasz",
-    "otomatik yan\u0131t",  # Turkish, dotless i
-    "автоматический ответ",
-    "自动回复",
-    "自動回覆",
-    "自動応答",
-    "자동 회신",
-    # Older Exchange, Notes, Zimbra, Gmail users' own subjects.
-    "out of office",
-    "out of the office",
-    "abwesenheitsnotiz",
-    "abwesend",
-    "absence",
-    "absent",
-    "fuori sede",
-    "ausente",
-    "afwezig",
-    "frånvaro",
-    "poza biurem",
-    "congés",
-    "on vacation",
-    "vacation reply",
-    "away from the office",
-    "away from office",
-)
-"""Subject prefixes (lower case) that mark an out-of-office reply when followed by `:`, `]` or nothing."""
-
-_AUTOREPLY_SUBJECT_PREFIXES = (
-    "auto-reply",
-    "autoreply",
-    "auto reply",
-    "auto-response",
-    "autoresponse",
-    "auto response",
-    "automatic response",
-    "automated response",
-    "automated reply",
-)
-
-_OOF_BODY_PHRASES = (
-    "out of the office",
-    "out of office",
-    "on vacation",
-    "on holiday",
-    "on leave",
-    "annual leave",
-    "away from the office",
-    "away from my desk until",
-    "abwesend",
-    "nicht im büro",
-    "absent du bureau",
-    "en congé",
-    "fuera de la oficina",
-    "fuori ufficio",
-    "afwezig",
-)
-
-_BOUNCE_SUBJECTS = (
-    # English (Postfix, Exim, Sendmail, qmail, Exchange, Gmail, Yahoo, Notes, GroupWise, carriers).
-    "undeliverable", "undelivered mail", "undeliverable mail", "undelivered message", "undeliverable message",
-    "returned mail", "returned message", "return mail", "mail delivery failed", "mail delivery failure",
-    "delivery status notification (failure)", "delivery failure", "delivery failed", "failure notice",
-    "failure delivery", "failed mail", "failed delivery", "mail system error", "nondeliverable", "non-deliverable",
-    "non-delivery", "non delivery", "delivery notification: delivery has failed", "mail delivery problem",
-    "could not send message", "returned to sender", "message not delivered", "could not be delivered",
-    "delivery problem", "delivery status notification", "user unknown", "mail could not be delivered",
-    "message delivery failure", "delivery report", "notice of delivery failure", "mail not delivered",
-    "permanent delivery failure", "email delivery failure", "message you sent blocked", "rejected:",
-    "mail failure", "bounced mail", "bounce notification", "delivery notification",
-    # Other languages (Exchange, Notes and national providers).
-    "unzustellbar", "nicht zustellbar", "unzustellbare", "zustellung fehlgeschlagen", "fehler bei der zustellung",
-    "non remis", "non distribuable", "impossible de remettre", "échec de la remise", "echec de la remise",
-    "notification d'état de remise", "no se puede entregar", "imposible entregar", "no entregado",
-    "error de entrega", "non recapitabile", "impossibile recapitare", "mancato recapito", "onbestelbaar",
-    "kan niet worden bezorgd", "niet afgeleverd", "não é possível entregar", "não entregue",
-    "não foi possível entregar", "falha na entrega", "olevererbart", "kunde inte levereras", "kan ikke leveres",
-    "ikke levert", "kunne ikke leveres", "ikke leveret", "nie można dostarczyć", "niedostarczalne",
-    "niedostarczona", "nedoručitelné", "nelze doručit", "nedoručeno", "kézbesíthetetlen", "toimittamaton",
-    "teslim edilemedi", "iletilemedi", "недоставлено", "не доставлено", "невозможно доставить",
-    "не удалось доставить", "ошибка доставки", "не вдалося доставити", "недоставлене",
-    "配信不能", "配送不能", "不達", "配信エラー", "配送エラー", "送信エラー", "宛先不明", "エラーメール",
-    "リターンメール", "届きませんでした", "配信できませんでした", "送信できませんでした", "配信失敗",
-    "未送达", "无法投递", "退信", "投递失败", "发送失败", "無法傳送", "傳送失敗", "未能送達",
-    "전달되지 않음", "배달되지 않음", "전송 실패", "배달 실패", "반송",
-)  # fmt: skip
-_DELAY_SUBJECTS = (
-    "delivery status notification (delay)",
-    "delivery delayed",
-    "delayed mail",
-    "warning: message",
-    "warning: could not send message",
-    "mail delivery delayed",
-    "mail delivery warning",
-    "delivery delay notification",
-    "delivery warning",
-    "still being retried",
-    "verzögert",
-    "zustellung verzögert",
-    "remise retardée",
-    "entrega retrasada",
-    "consegna ritardata",
-    "vertraagd",
-    "задержка доставки",
-    "配信遅延",
-)
-_SUCCESS_SUBJECTS = (
-    "delivery status notification (success)",
-    "delivery status notification (relay)",
-    "successful mail delivery report",
-    "delivered:",
-    "relayed:",
-    "zugestellt:",
-    "remis :",
-    "remis:",
-    "entregado:",
-    "recapitato:",
-    "bezorgd:",
-)
-_BOUNCE_BODY = (
-    "this is the mail system at host",
-    "this message was created automatically by mail delivery software",
-    "the following message to <",
-    "delivery to the following recipient",
-    "delivery has failed to these recipients",
-    "your message wasn't delivered",
-    "your message could not be delivered",
-    "could not be delivered to one or more recipients",
-    "i'm sorry to have to inform you that your message could not",
-    "i'm afraid i wasn't able to deliver your message",
-    "there was an error delivering your mail",
-    "this is a permanent error",
-    "permanent fatal errors",
-    "unable to deliver the message",
-    "the original message was received at",
-    "message delivery to the following",
-    "this is the qmail-send program",
-    "delivery to the following recipients failed",
-    "delivery to the following recipients has been delayed",
-)
-_BOUNCE_HINTS = (
-    "could not be delivered", "couldn't be delivered", "was not delivered", "wasn't delivered",
-    "delivery attempts", "has been postponed", "non-delivery", "undeliverable", "advisory-only",
-    "following recipient", "following address", "following user", "permanent error", "temporary error",
-    "user unknown", "unknown user", "recipient address rejected", "mailbox full", "mailbox unavailable",
-    "no such user", "does not exist", "5.1.1", "550 ", "smtp", "will continue to try", "retry",
-    "nicht zugestellt", "n'a pas pu être remis", "no se pudo entregar", "non è stato recapitato",
-)  # fmt: skip
-"""Wording of a delivery notice, taken with an anchored bounce subject and failed recipients found in the text."""
-_SES_SENDERS = ("@sns.amazonaws.com",)
-_JMRP_SENDERS = frozenset({"staff@hotmail.com", "staff@outlook.com"})
-_LIST_REJECTIONS = (
-    "not member", "not a member of this mailing list", "non-member", "fml system error", "loop alert",
-    "loop back warning", "post by non-member", "your message was rejected", "message rejected",
-)  # fmt: skip
-_REPORTER_LOCALS = frozenset(
-    {
-        "mailer-daemon", "mailer_daemon", "maildaemon", "mail-daemon", "mailerdaemon", "mdaemon", "postmaster",
-        "post_master", "post-master", "mail.daemon", "mailer.daemon", "smtp-gateway", "mail-delivery",
-        "mail_delivery", "maildelivery", "nobody-bounces",
-    }
-)  # fmt: skip
-_REPORTER_NAMES = (
-    "mailer-daemon", "mailer daemon", "mail delivery subsystem", "mail delivery system", "postmaster",
-    "mail administrator", "mail delivery service", "microsoft outlook", "mail system",
-)  # fmt: skip
-
-_SIGNAL_KEYS = frozenset(
-    {
-        "auto-submitted",
-        "x-auto-response-suppress",
-        "precedence",
-        "list-id",
-        "list-post",
-        "list-unsubscribe",
-        "x-autogenerated",
-        "x-ms-exchange-inbox-rules-loop",
-        "x-mailer",
-        *_AUTOREPLY_HEADERS,
-    }
-)
-
 
 def _header_code(key: str) -> str:
     """The signal code of a de-facto auto-reply header: `x-autoreply-from` -> `autoreply_from`."""
@@ -304,285 +118,95 @@ _ORDER: tuple[AutomaticKind, ...] = (
     "bulk",
 )
 
-_OOF_BODY_CHARS = 2000
+HeaderSignal = Callable[[str, str], "tuple[AutomaticKind, str] | None"]
+"""`(header name as written, value with whitespace collapsed) -> (kind, reason message)`, or `None`."""
 
 
-def is_reporter_address(address: str) -> bool:
-    """Whether `address` is a mail system's reporting address (`MAILER-DAEMON`, `postmaster`)."""
-    local = address.rpartition("@")[0] if "@" in address else address
-    return local.strip().strip("<>").lower() in _REPORTER_LOCALS
+def _auto_submitted(name: str, value: str) -> tuple[AutomaticKind, str] | None:
+    keyword = header_token(value)
+    return ("auto_reply", f"Auto-Submitted is {keyword!r} (RFC 3834)") if keyword and keyword != "no" else None
 
 
-def _prefix_pattern(prefixes: Iterable[str]) -> re.Pattern[str]:
-    """One anchored pattern for a list of literal prefixes followed by `:`, `]`, `-` or the end.
-
-    Only escaped literals in one alternation, no nested repetition: linear, no backtracking blow-up.
-    """
-    choices = "|".join(re.escape(p) for p in sorted(prefixes, key=len, reverse=True))
-    return re.compile(
-        rf"[\[(]?[ \t]*(?:{choices})[ \t]*(?:[:\uff1a\])\-]|$|autoreply|auto-reply|notification)", re.IGNORECASE
-    )
+def _response_suppress(name: str, value: str) -> tuple[AutomaticKind, str] | None:
+    if set(header_tokens(value)) - {"none"}:
+        return "auto_reply", "X-Auto-Response-Suppress asks for no replies"
+    return None
 
 
-_OOF_PREFIX = _prefix_pattern(OOF_SUBJECT_PREFIXES)
-_AUTOREPLY_PREFIX = _prefix_pattern(_AUTOREPLY_SUBJECT_PREFIXES)
-_BOUNCE_PREFIX = _prefix_pattern(_BOUNCE_SUBJECTS)
-_DELAY_PREFIX = _prefix_pattern(_DELAY_SUBJECTS)
+_PRECEDENCE: dict[str | None, AutomaticKind] = {
+    "bulk": "bulk",
+    "junk": "bulk",
+    "list": "mailing_list",
+    "auto_reply": "auto_reply",
+    "auto-reply": "auto_reply",
+}
 
 
-def _subject_prefix(subject: str, pattern: re.Pattern[str]) -> str | None:
-    """The prefix (of `pattern`) that `subject` starts with, or `None`."""
-    match = pattern.match(subject.strip()[:300])
-    return match.group(0) if match else None
+def _precedence(name: str, value: str) -> tuple[AutomaticKind, str] | None:
+    keyword = header_token(value)
+    kind = _PRECEDENCE.get(keyword)
+    if kind is None:
+        return None
+    return kind, f"Precedence: {'auto_reply' if kind == 'auto_reply' else keyword}"
 
 
-class _Signals:
-    """Accumulates (kind, reason) pairs while the headers are read."""
-
-    def __init__(self, ignore: frozenset[str] = frozenset()) -> None:
-        self.kinds: set[AutomaticKind] = set()
-        self.reasons: list[Reason] = []
-        self.ignore = ignore  # switched-off signal codes (see SWITCHABLE_SIGNALS)
-
-    def add(self, kind: AutomaticKind, code: str, message: str, value: str | None = None) -> None:
-        if code in self.ignore:
-            return
-        self.kinds.add(kind)
-        self.reasons.append(Reason(code=f"auto.{code}", message=message, value=value))
+def _list_header(name: str, value: str) -> tuple[AutomaticKind, str] | None:
+    return "mailing_list", f"{name} header: sent through a mailing list"
 
 
-def _header_signals(email: InboundEmail, found: _Signals, names: list[str] | None = None) -> None:
+def _list_unsubscribe(name: str, value: str) -> tuple[AutomaticKind, str] | None:
+    return "bulk", "List-Unsubscribe header: a newsletter or bulk sender"
+
+
+def _autoreply_header(name: str, value: str) -> tuple[AutomaticKind, str] | None:
+    return None if header_token(value) in _OFF_VALUES else ("auto_reply", f"{name} header marks automatic mail")
+
+
+def _autogenerated(name: str, value: str) -> tuple[AutomaticKind, str] | None:
+    return ("auto_reply", "X-Autogenerated: Reply") if header_token(value) == "reply" else None
+
+
+def _exchange_rules_loop(name: str, value: str) -> tuple[AutomaticKind, str] | None:
+    return "out_of_office", "Exchange inbox rule (out-of-office) generated it"
+
+
+def _mailer(name: str, value: str) -> tuple[AutomaticKind, str] | None:
+    lowered = value.lower()
+    marker = next((marker for marker in _AUTORESPONDER_MAILERS if marker in lowered), None)
+    return ("auto_reply", f"X-Mailer is an auto-responder ({marker})") if marker else None
+
+
+_HEADER_SIGNALS: dict[str, tuple[str, HeaderSignal]] = {
+    "auto-submitted": ("auto_submitted", _auto_submitted),
+    "x-auto-response-suppress": ("auto_response_suppress", _response_suppress),
+    "precedence": ("precedence", _precedence),
+    "list-id": ("list_id", _list_header),
+    "list-post": ("list_post", _list_header),
+    "list-unsubscribe": ("list_unsubscribe", _list_unsubscribe),
+    **{key: (_header_code(key), _autoreply_header) for key in _AUTOREPLY_HEADERS},
+    "x-autogenerated": ("x_autogenerated", _autogenerated),
+    "x-ms-exchange-inbox-rules-loop": ("exchange_rules_loop", _exchange_rules_loop),
+    "x-mailer": ("x_mailer", _mailer),
+}
+"""The header signals: lower-case header name -> (signal code, what its value says)."""
+
+_SIGNAL_KEYS = frozenset(_HEADER_SIGNALS)
+
+
+def _header_signals(email: InboundEmail, found: Signals, names: list[str] | None = None) -> None:
     """Signals of the header fields, in header order. `names`: the header names in lower case, when known."""
     keys = [name.strip() for name in names] if names is not None else [n.strip().lower() for n, _ in email.headers]
     if _SIGNAL_KEYS.isdisjoint(keys):
         return  # ordinary mail: no signal header at all
     for key, (name, raw) in zip(keys, email.headers, strict=True):
-        if key not in _SIGNAL_KEYS:
+        signal = _HEADER_SIGNALS.get(key)
+        if signal is None:
             continue
+        code, read = signal
         value = " ".join(raw.split())
-        if key == "auto-submitted":
-            keyword = header_token(value)
-            if keyword and keyword != "no":
-                found.add("auto_reply", "auto_submitted", f"Auto-Submitted is {keyword!r} (RFC 3834)", value)
-        elif key == "x-auto-response-suppress":
-            tokens = [t for t in header_tokens(value) if t != "none"]
-            if tokens:
-                found.add("auto_reply", "auto_response_suppress", "X-Auto-Response-Suppress asks for no replies", value)
-        elif key == "precedence":
-            keyword = header_token(value)
-            if keyword in ("bulk", "junk"):
-                found.add("bulk", "precedence", f"Precedence: {keyword}", value)
-            elif keyword == "list":
-                found.add("mailing_list", "precedence", "Precedence: list", value)
-            elif keyword in ("auto_reply", "auto-reply"):
-                found.add("auto_reply", "precedence", "Precedence: auto_reply", value)
-        elif key in ("list-id", "list-post"):
-            found.add("mailing_list", key.replace("-", "_"), f"{name} header: sent through a mailing list", value)
-        elif key == "list-unsubscribe":
-            found.add("bulk", "list_unsubscribe", "List-Unsubscribe header: a newsletter or bulk sender", value)
-        elif key in _AUTOREPLY_HEADERS:
-            if header_token(value) not in _OFF_VALUES:
-                code = _header_code(key)
-                found.add("auto_reply", code, f"{name} header marks automatic mail", value)
-        elif key == "x-autogenerated":
-            if header_token(value) == "reply":
-                found.add("auto_reply", "x_autogenerated", "X-Autogenerated: Reply", value)
-        elif key == "x-ms-exchange-inbox-rules-loop":
-            found.add("out_of_office", "exchange_rules_loop", "Exchange inbox rule (out-of-office) generated it", value)
-        elif key == "x-mailer":
-            lowered = value.lower()
-            for marker in _AUTORESPONDER_MAILERS:
-                if marker in lowered:
-                    found.add("auto_reply", "x_mailer", f"X-Mailer is an auto-responder ({marker})", value)
-                    break
-
-
-def _reporter_sender(email: InboundEmail) -> str | None:
-    """The sender when it is a mail system's reporting address or name (`MAILER-DAEMON <>` included)."""
-    if email.from_ is not None:
-        if email.from_.email and is_reporter_address(email.from_.email):
-            return email.from_.email
-        name = " ".join(email.from_.name.split()).strip("\"' ").lower() if email.from_.name else ""
-        if name in _REPORTER_NAMES and (not email.from_.email or email.return_path in ("", None)):
-            return email.from_.name or email.from_.email
-        local = email.from_.email.rpartition("@")[0].lower()
-        if local.startswith("microsoftexchange") and len(local) > 20:
-            return email.from_.email  # Exchange's system mailbox that writes NDRs
-    if email.return_path and is_reporter_address(email.return_path):
-        return email.return_path
-    if email.from_ is None:
-        # "From: MAILER-DAEMON <>" (DragonFly, some appliances) leaves no address to parse.
-        for name, value in email.headers[:200]:
-            if name.strip().lower() == "from":
-                words = value.replace("<", " ").replace(">", " ").replace('"', " ").lower().split()
-                if words and (" ".join(words) in _REPORTER_NAMES or is_reporter_address(words[0])):
-                    return value.strip()[:200]
-                break
-    return None
-
-
-def _list_server_notice(email: InboundEmail) -> str | None:
-    """A mailing-list server rejecting a post (fml, Mailman, Majordomo `-admin`/`owner-` senders)."""
-    sender = email.from_.email.lower() if email.from_ else ""
-    local = sender.rpartition("@")[0]
-    if not (local.endswith(("-admin", "-owner", "-bounces")) or local.startswith("owner-")):
-        return None
-    subject = email.subject.lower()
-    head = email.text[:2000].lower()
-    for phrase in _LIST_REJECTIONS:
-        if phrase in subject or phrase in head:
-            return phrase
-    return None
-
-
-def _report_signals(email: InboundEmail, found: _Signals) -> tuple[tuple[BounceRecipient, ...], str | None]:
-    """Multipart reports and bounces; returns (recipients, original message id)."""
-    report_type = (email.report_type or "").strip().lower()
-    subject = email.subject
-    if report_type == "feedback-report":
-        feedback = _feedback_type(email)
-        found.add("feedback_report", "feedback_report", "ARF feedback report (RFC 5965)", feedback)
-        report = read_delivery_report(email, scan_text=False)
-        return (), report.original_message_id
-    if report_type == "disposition-notification":
-        found.add("delivery_report", "mdn", "Message disposition notification (RFC 8098)", None)
-        report = read_delivery_report(email, scan_text=False)
-        return (), report.original_message_id
-    provider = _provider_notification(email, found)
-    if provider is not None:
-        return provider
-    sender_address = (email.from_.email if email.from_ else "").lower()
-    if sender_address in _JMRP_SENDERS and "complaint about message" in subject.lower():
-        # Microsoft's junk mail reporting program (JMRP): the complained-about message is attached.
-        found.add("feedback_report", "provider_notification", "Microsoft JMRP complaint", sender_address)
-        return (), read_delivery_report(email, scan_text=False).original_message_id
-    rejection = _list_server_notice(email)
-    if rejection is not None:
-        found.kinds.discard("bulk")
-        found.kinds.discard("mailing_list")
-        found.add("bounce", "list_rejection", "A mailing-list server rejected the message", rejection)
-        return (), read_delivery_report(email, scan_text=False).original_message_id
-    is_dsn = report_type in ("delivery-status", "global-delivery-status")
-    sender = _reporter_sender(email)
-    from_reporter = sender is not None
-    bounce_subject = _subject_prefix(subject, _BOUNCE_PREFIX) or _contains(subject, _BOUNCE_SUBJECTS)
-    delay_subject = _contains(subject, _DELAY_SUBJECTS)
-    success_subject = _subject_prefix(subject, _SUCCESS_PREFIX)
-    # Machine-written (auto-reply headers, null reverse-path), unless it is an auto-reply to a bounce's subject.
-    machine = (bool(found.kinds & {"auto_reply", "out_of_office"}) or email.return_path == "") and not (
-        _subject_prefix(subject, _OOF_PREFIX) or _subject_prefix(subject, _AUTOREPLY_PREFIX)
-    )
-    body_phrase = _contains_body(email.text, _BOUNCE_BODY)
-    if not (is_dsn or from_reporter or bounce_subject or delay_subject or success_subject or body_phrase):
-        return (), None
-    null_sender = email.return_path == "" or (email.from_ is not None and not email.from_.email)
-    strong = is_dsn or from_reporter or null_sender
-    if not strong and _forwarded(email):
-        # A customer forwarding a bounce ("Fwd: Undelivered Mail ...") to ask for help: a ticket.
-        return (), None
-    report = read_delivery_report(email, scan_text=True)
-    returned = bool(bounce_subject or delay_subject or body_phrase) and _returned_headers(email)
-    if not strong and not machine:
-        # From what looks like a person: a bounce subject or phrase alone is not enough; the text must
-        # read like a mail system's notice (its wording, failed recipients, the returned headers).
-        anchored = _subject_prefix(subject, _BOUNCE_PREFIX) or _subject_prefix(subject, _DELAY_PREFIX)
-        hint = anchored and report.recipients and _contains_body(email.text, _BOUNCE_HINTS)
-        if not ((report.recipients and (returned or body_phrase)) or (returned and body_phrase) or hint):
-            return (), None
-    elif not strong and not (bounce_subject or delay_subject or success_subject or body_phrase or returned):
-        return (), None
-    if is_dsn:
-        found.add("bounce", "dsn", "Delivery status notification (RFC 3464)", report_type)
-    if from_reporter:
-        found.add("bounce", "reporter_sender", "Sent by a mail system's reporting address", sender)
-    if bounce_subject or delay_subject or success_subject:
-        found.add("bounce", "bounce_subject", "Subject of a delivery notice", subject[:200])
-    if body_phrase:
-        found.add("bounce", "bounce_body", "Text of a mail system's delivery notice", body_phrase)
-    if returned:
-        found.add("bounce", "returned_headers", "The returned message's headers are quoted in the text", None)
-    actions = {r.action for r in report.recipients}
-    failed = "failed" in actions or (not report.recipients and not (delay_subject or success_subject))
-    if failed:
-        found.kinds.discard("auto_reply")
-        found.kinds.discard("out_of_office")
-        found.kinds.add("bounce")
-    else:
-        found.kinds.discard("bounce")
-        found.kinds.discard("auto_reply")
-        found.kinds.discard("out_of_office")
-        found.kinds.add("delivery_report")
-    return tuple(report.recipients), report.original_message_id
-
-
-_SES_TYPES = {"bounce": "bounce", "complaint": "feedback_report", "delivery": "delivery_report"}
-
-
-def _provider_notification(
-    email: InboundEmail, found: _Signals
-) -> tuple[tuple[BounceRecipient, ...], str | None] | None:
-    """Amazon SES notifications delivered by SNS e-mail subscriptions (JSON with `notificationType`)."""
-    sender = (email.from_.email if email.from_ else "").lower()
-    if not sender.endswith(_SES_SENDERS):
-        return None
-    notice = read_ses_notification(email.text)
-    if notice is None:
-        return None
-    kind_name, recipients, original = notice
-    kind = _SES_TYPES.get(kind_name)
-    if kind is None:
-        return None
-    found.add(kind, "provider_notification", f"Amazon SES {kind_name} notification", sender)  # type: ignore[arg-type]
-    return (recipients if kind != "feedback_report" else ()), original
-
-
-_SUCCESS_PREFIX = re.compile(
-    "|".join(re.escape(p) for p in sorted(_SUCCESS_SUBJECTS, key=len, reverse=True)), re.IGNORECASE
-)
-
-
-def _returned_headers(email: InboundEmail) -> bool:
-    """Whether the text quotes the header block of a returned message (`Received:` and `Message-ID:`)."""
-    head = email.text[:20000].lower()
-    return ("\nreceived: from " in head or "\n>received: " in head or "\nreceived:" in head) and (
-        "message-id:" in head
-    )
-
-
-_FORWARD_SUBJECT = re.compile(r"[ \t]*(?:fwd?|wg|tr|rv|doorst|vs|i)[ \t]*:", re.IGNORECASE)
-_FORWARD_MARKERS = (
-    "forwarded message",
-    "begin forwarded message",
-    "-----original message-----",
-    "weitergeleitete nachricht",
-)
-
-
-def _forwarded(email: InboundEmail) -> bool:
-    """Whether a person forwarded this (a forward prefix on the subject, or a forward marker in the text)."""
-    if _FORWARD_SUBJECT.match(email.subject):
-        return True
-    head = email.text[:3000].lower()
-    return any(marker in head for marker in _FORWARD_MARKERS)
-
-
-def _contains(text: str, needles: Iterable[str]) -> str | None:
-    lowered = text[:300].lower()
-    for needle in needles:
-        if needle in lowered:
-            return needle
-    return None
-
-
-def _feedback_type(email: InboundEmail) -> str | None:
-    for part in email.report_parts:
-        if part.content_type.lower() != "message/feedback-report":
-            continue
-        for line in part.text[:20000].splitlines():
-            name, colon, value = line.partition(":")
-            if colon and name.strip().lower() == "feedback-type":
-                return value.strip().lower() or None
-    return None
+        said = read(name, value)
+        if said is not None:
+            found.add(said[0], code, said[1], value)
 
 
 def classify_automatic(email: InboundEmail, *, ignore: Iterable[str] = ()) -> Automatic | None:
@@ -614,18 +238,18 @@ def classify_with_names(
     email: InboundEmail, names: list[str] | None, ignore: frozenset[str] = frozenset()
 ) -> Automatic | None:
     """`classify_automatic()`, given the header names in lower case (shared with the caller's other checks)."""
-    found = _Signals(ignore)
+    found = Signals(ignore)
     _header_signals(email, found, names)
-    recipients, original = _report_signals(email, found)
+    recipients, original = report_signals(email, found)
     if email.return_path == "" and not found.kinds & {"bounce", "delivery_report", "feedback_report"}:
         found.add("auto_reply", "null_return_path", "Null reverse-path (Return-Path: <>)", "<>")
-    oof = _subject_prefix(email.subject, _OOF_PREFIX)
+    oof = subject_prefix(email.subject, OOF_PREFIX)
     if oof:
         found.add("out_of_office", "oof_subject", "Subject of an out-of-office reply", email.subject[:200])
-    elif _subject_prefix(email.subject, _AUTOREPLY_PREFIX):
+    elif subject_prefix(email.subject, AUTOREPLY_PREFIX):
         found.add("auto_reply", "autoreply_subject", "Subject of an automatic reply", email.subject[:200])
     if "auto_reply" in found.kinds and "out_of_office" not in found.kinds:
-        phrase = _contains_body(email.text, _OOF_BODY_PHRASES)
+        phrase = contains_body(email.text, OOF_BODY_PHRASES)
         if phrase:
             found.add("out_of_office", "oof_body", "Automatic reply saying the person is away", phrase)
     if not found.kinds:
@@ -640,9 +264,3 @@ def classify_with_names(
     )
 
 
-def _contains_body(text: str, phrases: Iterable[str]) -> str | None:
-    lowered = text[:_OOF_BODY_CHARS].lower()
-    for phrase in phrases:
-        if phrase in lowered:
-            return phrase
-    return None

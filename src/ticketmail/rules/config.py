@@ -3,32 +3,34 @@
 Rules arrive from TOML files, JSON, YAML or database rows; all of those become dicts, so
 `load_rules()` takes a mapping and `load_rules_file()` reads TOML into one. Everything is
 validated and compiled here: an unknown key, a wrong type, an unknown operator or a dangerous regex is a
-`RulesConfigError` naming the source, the rule and the field (``rules.toml: rules[2] ('vip'):
-conditions[0].op: expected one of equals, ..., got 'eq'``), never a failure while a message is processed.
+`RulesConfigError` naming the source, the rule and the field (`rules.toml: rules[2] ('vip'):
+conditions[0].op: expected one of equals, ..., got 'eq'`), never a failure while a message is processed.
 
-Shape (every table optional)::
+Shape (every table optional):
 
-    [settings]
-    own_addresses = ["help@example.com"]     # added to MailboxContext.addresses for loop protection
-    duplicate_scope = "global"               # global | mailbox | destination
-    rate_limit = { max_tickets = 20, window_seconds = 3600 }
-    ignore_signals = ["auto.loop"]           # automatic-mail signals switched off (reason codes)
-    [settings.automatic]                     # kind -> open | append | ignore
-    mailing_list = "open"
+```toml
+[settings]
+own_addresses = ["help@example.com"]     # added to MailboxContext.addresses for loop protection
+duplicate_scope = "global"               # global | mailbox | destination
+rate_limit = { max_tickets = 20, window_seconds = 3600 }
+ignore_signals = ["auto.loop"]           # automatic-mail signals switched off (reason codes)
+[settings.automatic]                     # kind -> open | append | ignore
+mailing_list = "open"
 
-    [[filters]]
-    name = "spam"; type = "ignore"; domains = ["spam.example"]; keywords = ["viagra"]; mailboxes = ["sales"]
-    headers = ["X-Spam-Flag: YES", { name = "X-Spam-Status", op = "starts_with", value = "yes" }]
+[[filters]]
+name = "spam"; type = "ignore"; domains = ["spam.example"]; keywords = ["viagra"]; mailboxes = ["sales"]
+headers = ["X-Spam-Flag: YES", { name = "X-Spam-Status", op = "starts_with", value = "yes" }]
 
-    [[rules]]
-    name = "billing"; match = "all"
-    conditions = [{ field = "subject", op = "contains", value = "invoice" }]
-    actions = { department = "Billing", tags = ["billing"], stop = true }
+[[rules]]
+name = "billing"; match = "all"
+conditions = [{ field = "subject", op = "contains", value = "invoice" }]
+actions = { department = "Billing", tags = ["billing"], stop = true }
 
-    [[rules]]
-    name = "spam"
-    conditions = [{ field = "header:X-Spam-Flag", op = "equals", value = "YES" }]
-    actions = { drop = true, drop_reason = "marked as spam by the mail server" }
+[[rules]]
+name = "spam"
+conditions = [{ field = "header:X-Spam-Flag", op = "equals", value = "YES" }]
+actions = { drop = true, drop_reason = "marked as spam by the mail server" }
+```
 """
 
 from __future__ import annotations
@@ -36,13 +38,13 @@ from __future__ import annotations
 import datetime as _dt
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Literal, cast
 
 import attrs
 
+from ticketmail._validators import at_least, one_of
 from ticketmail.backends.base import custom_field_value
-from ticketmail.decision import AutomaticKind
 from ticketmail.errors import ConfigError, InvalidValueError
 from ticketmail.rules._text import normalize_address
 from ticketmail.rules.automatic import signal_codes
@@ -94,8 +96,8 @@ class RulesConfigError(ConfigError):
 class RateLimit:
     """At most `max_tickets` new tickets per sender within `window`."""
 
-    max_tickets: int
-    window: _dt.timedelta
+    max_tickets: int = attrs.field(validator=at_least(1, "RateLimit"))
+    window: _dt.timedelta = attrs.field(validator=attrs.validators.instance_of(_dt.timedelta))
 
 
 def _freeze_policy(value: Mapping[str, AutomaticPolicy]) -> Mapping[str, AutomaticPolicy]:
@@ -122,7 +124,7 @@ class RuleSet:
     rules: tuple[Rule, ...] = ()
     own_addresses: frozenset[str] = attrs.field(default=frozenset(), converter=_freeze_addresses)
     rate_limit: RateLimit | None = None
-    duplicate_scope: str = "global"
+    duplicate_scope: str = attrs.field(default="global", validator=one_of(DUPLICATE_SCOPES, "RuleSet"))
     automatic: Mapping[str, AutomaticPolicy] = attrs.field(factory=dict, converter=_freeze_policy, hash=False)
     ignore_signals: frozenset[str] = attrs.field(default=frozenset(), converter=_signal_codes)
     source: str = "<dict>"
@@ -251,40 +253,44 @@ _ACTION_INT = ("priority", "topic_id")
 _ACTION_BOOL = ("reject", "drop", "skip_autorespond", "stop")
 
 
+def _tags(path: _Path, where: str, value: object, rule: str) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(_strings(path, where, value, rule)))
+
+
+def _custom(path: _Path, where: str, value: object, rule: str) -> dict[str, Any]:
+    """Custom field values, stored as typed JSON: numbers stay numbers, TOML dates and datetimes become ISO 8601."""
+    typed: dict[str, Any] = {}
+    for key, item in _expect_map(path, where, value, rule).items():
+        if item is None or isinstance(item, bytes):
+            raise path.fail(
+                f"{where}.{key}", f"expected a string, number, boolean or date, got {_kind_name(item)}", rule=rule
+            )
+        try:
+            typed[str(key)] = custom_field_value(item, field=f"{where}.{key}")
+        except InvalidValueError as exc:
+            raise path.fail(f"{where}.{key}", exc.message, rule=rule) from exc
+    return typed
+
+
+_ACTION_READERS: dict[str, Callable[[_Path, str, object, str], object]] = {
+    **dict.fromkeys(_ACTION_STR, _expect_str),
+    **dict.fromkeys(_ACTION_INT, _expect_int),
+    **dict.fromkeys(_ACTION_BOOL, _expect_bool),
+    "tags": _tags,
+    "custom": _custom,
+}
+"""Action key -> the reader that checks and converts its value (in the order actions are read)."""
+
+
 def _load_actions(path: _Path, where: str, data: object, rule: str) -> Actions:
     table = _expect_map(path, where, data, rule)
-    _check_keys(path, where, table, {*_ACTION_STR, *_ACTION_INT, *_ACTION_BOOL, "tags", "custom"}, rule)
-    values: dict[str, Any] = {}
-    for key in _ACTION_STR:
-        if key in table:
-            values[key] = _expect_str(path, f"{where}.{key}", table[key], rule)
-    for key in _ACTION_INT:
-        if key in table:
-            values[key] = _expect_int(path, f"{where}.{key}", table[key], rule)
-    for key in _ACTION_BOOL:
-        if key in table:
-            values[key] = _expect_bool(path, f"{where}.{key}", table[key], rule)
-    if "tags" in table:
-        values["tags"] = tuple(dict.fromkeys(_strings(path, f"{where}.tags", table["tags"], rule)))
-    if "custom" in table:
-        custom = _expect_map(path, f"{where}.custom", table["custom"], rule)
-        typed: dict[str, Any] = {}
-        for key, value in custom.items():
-            # Stored as a typed JSON value: numbers stay numbers, TOML dates and datetimes become ISO 8601.
-            if value is None or isinstance(value, bytes):
-                raise path.fail(
-                    f"{where}.custom.{key}",
-                    f"expected a string, number, boolean or date, got {_kind_name(value)}",
-                    rule=rule,
-                )
-            try:
-                typed[str(key)] = custom_field_value(value, field=f"{where}.custom.{key}")
-            except InvalidValueError as exc:
-                raise path.fail(f"{where}.custom.{key}", exc.message, rule=rule) from exc
-        values["custom"] = typed
+    _check_keys(path, where, table, set(_ACTION_READERS), rule)
+    values = {
+        key: read(path, f"{where}.{key}", table[key], rule) for key, read in _ACTION_READERS.items() if key in table
+    }
     if values.get("drop") and values.get("reject"):
         raise path.fail(where, "drop and reject exclude each other (drop ignores silently, reject refuses)", rule=rule)
-    return Actions(**values)
+    return Actions(**values)  # type: ignore[arg-type]
 
 
 def _load_rule(path: _Path, index: int, data: object, shared: dict[Condition, Condition]) -> Rule:
@@ -406,8 +412,3 @@ def load_rules_file(path: str | os.PathLike[str]) -> RuleSet:
     except tomllib.TOMLDecodeError as exc:
         raise RulesConfigError(f"{name}: not valid TOML ({exc})", field=None) from exc
     return load_rules(data, source=name)
-
-
-def automatic_kinds() -> tuple[AutomaticKind, ...]:
-    """Every automatic kind a policy can be set for."""
-    return tuple(AUTOMATIC_DEFAULTS)  # type: ignore[arg-type]

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import datetime as _dt
 from collections.abc import Callable
-from typing import Protocol, runtime_checkable
+from typing import Literal, Protocol, runtime_checkable
 
 from ticketmail.decision import Automatic, Decision, DecisionAction, Reason
 from ticketmail.model import InboundEmail, MailboxContext, MessageView, TicketRequest, message_view
@@ -30,7 +30,7 @@ from ticketmail.rules.automatic import classify_with_names
 from ticketmail.rules.config import RuleSet
 from ticketmail.rules.filters import BODY_CHARS
 from ticketmail.rules.loops import LOOP_HEADER, never_autorespond
-from ticketmail.rules.routing import Condition, RegexTimeout, Rule
+from ticketmail.rules.routing import Actions, Condition, RegexTimeout, Rule
 
 __all__ = ["Lookups", "evaluate"]
 
@@ -153,7 +153,7 @@ def _without_subaddress(address: str) -> str:
 def _deciding_value(rule: Rule, facts: _Facts, tested: dict[Condition, tuple[bool, str | None]]) -> str | None:
     """The value that made a matched rule match (for its reason): the first true condition's value.
 
-    `tested` holds the regex results the plan already found for this message (a search is not repeated).
+    `tested` holds the regex results the matcher already found for this message (a search is not repeated).
     """
     for condition in rule.conditions:
         try:
@@ -217,6 +217,24 @@ def evaluate(
     """
     out = _Builder()
     view = message_view(message)
+    _mailbox_defaults(context, out)
+    names: list[str] | None = None  # header names in lower case, shared by every header lookup below
+    if isinstance(message, InboundEmail):
+        names = [name.lower() for name, _ in message.headers]
+        out.automatic = classify_with_names(message, names, rules.ignore_signals)
+    sender = normalize_address(view.sender.email) if view.sender else ""
+    if _is_loop(message, names, sender, rules, context, out) or _apply_filters(message, view, rules, context, out):
+        return out.stop("ignore")
+    if _automatic_policy(rules, out):
+        return out.stop("ignore")
+    _autorespond_policy(message, view, sender, out)
+    if lookups is not None:
+        _rate_limit(lookups, sender, rules, now, out)
+    return _route(_Facts(view, message, context, names), rules, out)
+
+
+def _mailbox_defaults(context: MailboxContext, out: _Builder) -> None:
+    """Step 1: the mailbox's department, category and priority."""
     for key in ("department", "category", "priority"):
         value = getattr(context, key)
         if value is not None:
@@ -224,44 +242,49 @@ def evaluate(
     if out.attributes:
         out.reason("mailbox.defaults", f"Defaults of mailbox {context.name!r} applied", source=context.name)
 
-    names: list[str] = []  # header names in lower case, shared by every header lookup below
-    if isinstance(message, InboundEmail):
-        names = [name.lower() for name, _ in message.headers]
-        out.automatic = classify_with_names(message, names, rules.ignore_signals)
 
-    # 2. Loop protection.
-    sender = normalize_address(view.sender.email) if view.sender else ""
+def _is_loop(
+    message: InboundEmail | TicketRequest,
+    names: list[str] | None,
+    sender: str,
+    rules: RuleSet,
+    context: MailboxContext,
+    out: _Builder,
+) -> bool:
+    """Step 2, loop protection: mail from the desk's own addresses or carrying our echo header."""
     if sender and _is_own(sender, rules, context):
         out.reason("loop.own_address", "Sent from one of the desk's own addresses", sender)
-        return out.stop("ignore")
-    if isinstance(message, InboundEmail) and _LOOP_KEY in names:
-        echo = [value for name, (_, value) in zip(names, message.headers, strict=True) if name == _LOOP_KEY]
-        if echo:
-            out.reason("loop.echo_header", f"Carries our own {LOOP_HEADER} header", echo[0][:200])
-            return out.stop("ignore")
+        return True
+    if names is not None and _LOOP_KEY in names and isinstance(message, InboundEmail):
+        echo = next(value for name, (_, value) in zip(names, message.headers, strict=True) if name == _LOOP_KEY)
+        out.reason("loop.echo_header", f"Carries our own {LOOP_HEADER} header", echo[:200])
+        return True
+    return False
 
-    # 3. Filters.
-    ignored = _apply_filters(message, view, rules, context, out)
-    if ignored:
-        return out.stop("ignore")
 
-    # 4. Automatic mail.
+def _automatic_policy(rules: RuleSet, out: _Builder) -> bool:
+    """Step 4, automatic mail: no autoresponse; the policy appends (no new ticket), ignores or opens."""
     automatic = out.automatic
-    if automatic is not None:
-        policy = rules.automatic.get(automatic.kind, "append")
-        out.autorespond = False
-        out.reason(
-            f"auto.{automatic.kind}",
-            f"Automatic mail ({automatic.kind.replace('_', ' ')}): no autoresponse",
-            automatic.reasons[0].value if automatic.reasons else None,
-        )
-        if policy == "ignore":
-            out.reason("auto.policy_ignore", f"Policy ignores {automatic.kind.replace('_', ' ')} mail")
-            return out.stop("ignore")
-        if policy == "append":
-            out.may_open_ticket = False
+    if automatic is None:
+        return False
+    kind = automatic.kind.replace("_", " ")
+    policy = rules.automatic.get(automatic.kind, "append")
+    out.autorespond = False
+    out.reason(
+        f"auto.{automatic.kind}",
+        f"Automatic mail ({kind}): no autoresponse",
+        automatic.reasons[0].value if automatic.reasons else None,
+    )
+    if policy == "ignore":
+        out.reason("auto.policy_ignore", f"Policy ignores {kind} mail")
+        return True
+    if policy == "append":
+        out.may_open_ticket = False
+    return False
 
-    # 5. Never-autorespond senders; API requests that opt out.
+
+def _autorespond_policy(message: InboundEmail | TicketRequest, view: MessageView, sender: str, out: _Builder) -> None:
+    """Step 5: never-autorespond senders; API requests that opt out."""
     if out.autorespond and (view.sender is None or never_autorespond(view.sender.email)):
         out.autorespond = False
         out.reason("loop.never_autorespond", "Sender must never get an automatic response", sender or None)
@@ -269,54 +292,76 @@ def evaluate(
         out.autorespond = False
         out.reason("request.autorespond", "The request asked for no autoresponse")
 
-    # 6. Rate limit.
-    limit = rules.rate_limit
-    if limit is not None and lookups is not None and sender and out.may_open_ticket:
-        count = lookups.count_tickets_by_requester(sender, now - limit.window)
-        if count >= limit.max_tickets:
-            out.may_open_ticket = False
-            out.autorespond = False
-            out.reason(
-                "loop.rate_limit",
-                f"{count} tickets from this sender in the last {int(limit.window.total_seconds())}s "
-                f"(limit {limit.max_tickets}): no new ticket",
-                sender,
-            )
 
-    # 7. Routing.
-    facts = _Facts(view, message, context, names if isinstance(message, InboundEmail) else None)
+def _rate_limit(lookups: Lookups, sender: str, rules: RuleSet, now: _dt.datetime, out: _Builder) -> None:
+    """Step 6: a sender at the rate limit may not open another ticket (nor get an autoresponse)."""
+    limit = rules.rate_limit
+    if limit is None or not sender or not out.may_open_ticket:
+        return
+    count = lookups.count_tickets_by_requester(sender, now - limit.window)
+    if count >= limit.max_tickets:
+        out.may_open_ticket = False
+        out.autorespond = False
+        out.reason(
+            "loop.rate_limit",
+            f"{count} tickets from this sender in the last {int(limit.window.total_seconds())}s "
+            f"(limit {limit.max_tickets}): no new ticket",
+            sender,
+        )
+
+
+_SCALAR_ACTIONS = ("department", "team", "category", "priority", "topic_id", "assignee")
+"""Actions that set one attribute (a later rule overwrites an earlier one)."""
+
+
+def _route(facts: _Facts, rules: RuleSet, out: _Builder) -> Decision:
+    """Step 7: the matching routing rules, in order, until one rejects, drops or stops."""
 
     def on_timeout(exc: RegexTimeout, rule_name: str) -> None:
         out.reason("rule.regex_timeout", f"{exc}; condition treated as not matching", source=rule_name)
 
     tested: dict[Condition, tuple[bool, str | None]] = {}
     for rule in rules.plan.matching(facts.values, on_timeout, tested):
-        value = _deciding_value(rule, facts, tested)
-        out.reason("rule.match", f"Rule {rule.name!r} matched", value, source=rule.name)
-        actions = rule.actions
-        for key in ("department", "team", "category", "priority", "topic_id", "assignee"):
-            setting = getattr(actions, key)
-            if setting is not None:
-                out.attributes[key] = setting
-        if actions.tags:
-            existing = out.attributes.get("tags", ())
-            current = existing if isinstance(existing, tuple) else ()
-            out.attributes["tags"] = tuple(dict.fromkeys((*current, *actions.tags)))
-        for name, setting in actions.custom.items():
-            out.attributes[f"custom.{name}"] = setting
-        if actions.skip_autorespond and out.autorespond:
-            out.autorespond = False
-            out.reason("rule.skip_autorespond", f"Rule {rule.name!r} skips the autoresponse", source=rule.name)
-        if actions.reject:
-            out.reason("rule.reject", actions.reject_reason or f"Rejected by rule {rule.name!r}", source=rule.name)
-            return out.stop("reject")
-        if actions.drop:
-            out.reason("rule.drop", actions.drop_reason or f"Dropped by rule {rule.name!r}", source=rule.name)
-            return out.stop("ignore")
-        if actions.stop:
-            out.reason("rule.stop", f"Rule {rule.name!r} stops rule processing", source=rule.name)
+        out.reason("rule.match", f"Rule {rule.name!r} matched", _deciding_value(rule, facts, tested), rule.name)
+        _set_attributes(rule.actions, out)
+        ending = _ending(rule, out)
+        if ending == "stop":
             break
+        if ending is not None:
+            return out.stop(ending)
     return out.build()
+
+
+def _set_attributes(actions: Actions, out: _Builder) -> None:
+    """The attributes a matched rule sets: scalars overwrite, tags add, custom fields as `custom.<name>`."""
+    for key in _SCALAR_ACTIONS:
+        setting = getattr(actions, key)
+        if setting is not None:
+            out.attributes[key] = setting
+    if actions.tags:
+        existing = out.attributes.get("tags", ())
+        current = existing if isinstance(existing, tuple) else ()
+        out.attributes["tags"] = tuple(dict.fromkeys((*current, *actions.tags)))
+    for name, setting in actions.custom.items():
+        out.attributes[f"custom.{name}"] = setting
+
+
+def _ending(rule: Rule, out: _Builder) -> DecisionAction | Literal["stop"] | None:
+    """How a matched rule ends the run (`reject`, `ignore` for a drop, `stop`) or `None`; records why."""
+    actions, name = rule.actions, rule.name
+    if actions.skip_autorespond and out.autorespond:
+        out.autorespond = False
+        out.reason("rule.skip_autorespond", f"Rule {name!r} skips the autoresponse", source=name)
+    if actions.reject:
+        out.reason("rule.reject", actions.reject_reason or f"Rejected by rule {name!r}", source=name)
+        return "reject"
+    if actions.drop:
+        out.reason("rule.drop", actions.drop_reason or f"Dropped by rule {name!r}", source=name)
+        return "ignore"
+    if actions.stop:
+        out.reason("rule.stop", f"Rule {name!r} stops rule processing", source=name)
+        return "stop"
+    return None
 
 
 def _apply_filters(

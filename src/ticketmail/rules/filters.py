@@ -26,6 +26,7 @@ from typing import Literal
 
 import attrs
 
+from ticketmail._validators import one_of
 from ticketmail.model import MessageView
 from ticketmail.rules._text import normalize_address, normalize_domain
 from ticketmail.rules.routing import Condition, RegexTimeout
@@ -45,6 +46,8 @@ HEADER_NAME = re.compile(r"[!-9;-~]{1,200}")
 """A header field name (RFC 5322 section 3.6.8: printable ASCII but the colon, no spaces)."""
 
 FilterType = Literal["allow", "ignore"]
+
+_TYPES: tuple[FilterType, ...] = ("allow", "ignore")
 
 BODY_CHARS = 65536
 """Filters and `body` conditions look at this many characters of the body."""
@@ -126,11 +129,6 @@ def header_values(view: MessageView, name: str) -> tuple[str, ...]:
     return tuple(value for key, value in view.headers if key.lower() == wanted)
 
 
-def _check_filter_type(instance: object, attribute: attrs.Attribute[str], value: str) -> None:
-    if value not in ("allow", "ignore"):
-        raise ValueError(f"Filter.type must be 'allow' or 'ignore', got {value!r}")
-
-
 def find_word(haystack: str, needle: str) -> bool:
     """Whether `needle` occurs in `haystack` with no letter or digit right before or after it.
 
@@ -172,7 +170,7 @@ class Filter:
     """
 
     name: str
-    type: FilterType = attrs.field(validator=_check_filter_type)
+    type: FilterType = attrs.field(validator=one_of(_TYPES, "Filter"))
     addresses: frozenset[str] = attrs.field(default=frozenset(), converter=_addresses)
     domains: tuple[str, ...] = attrs.field(default=(), converter=_domains)
     keywords: tuple[str, ...] = attrs.field(default=(), converter=_keywords)

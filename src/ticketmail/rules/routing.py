@@ -35,14 +35,37 @@ import importlib
 import re
 import time
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Any, Literal, Protocol, cast
 
 import attrs
 
-try:  # optional timeout-capable engine (see the module docstring)
-    _ENGINE: Any = importlib.import_module("regex")
-except ImportError:  # pragma: no cover - depends on the environment
-    _ENGINE = None
+from ticketmail.rules._regex_guard import MAX_PATTERN, MAX_UNBOUNDED, regex_problem, required_literal, required_literals
+
+
+class _TimedPattern(Protocol):
+    """A pattern compiled by the `regex` package: its search takes a timeout."""
+
+    def search(self, string: str, *, timeout: float | None = None) -> object | None: ...
+
+
+class _TimedEngine(Protocol):
+    """What is used of the `regex` package: its flags and `compile`."""
+
+    V0: int
+    IGNORECASE: int
+
+    def compile(self, pattern: str, flags: int = 0) -> _TimedPattern: ...
+
+
+def _timed_engine() -> _TimedEngine | None:
+    """The optional timeout-capable engine, when installed (see the module docstring)."""
+    try:
+        return cast("_TimedEngine", importlib.import_module("regex"))
+    except ImportError:  # pragma: no cover - depends on the environment
+        return None
+
+
+_ENGINE = _timed_engine()
 
 __all__ = [
     "FIELDS",
@@ -60,10 +83,6 @@ __all__ = [
     "required_literals",
 ]
 
-MAX_PATTERN = 500
-"""Longest accepted regular expression."""
-MAX_UNBOUNDED = 3
-"""Most unbounded quantifiers (`*`, `+`, `{n,}`, `{n,m}` with m > 100) in one pattern."""
 SUBJECT_CHARS = 1000
 """Regexes see at most this many characters of the subject."""
 REGEX_CHARS = 8192
@@ -88,189 +107,6 @@ Match = Literal["all", "any"]
 _HEADER_NAME = re.compile(r"[!-9;-~]{1,200}")  # RFC 5322 section 3.6.8 field name: printable ASCII but ':'
 
 
-def _quantifier(pattern: str, index: int) -> tuple[str | None, int]:
-    """Read a quantifier at `index`: returns (`"repeat"`, `"unbounded"`, `"optional"` or None, next index)."""
-    if index >= len(pattern):
-        return None, index
-    char = pattern[index]
-    kind: str | None = None
-    if char in "*+":
-        kind, index = "unbounded", index + 1
-    elif char == "?":
-        kind, index = "optional", index + 1
-    elif char == "{":
-        close = pattern.find("}", index)
-        body = pattern[index + 1 : close] if close != -1 else ""
-        low, comma, high = body.partition(",")
-        if close != -1 and low.strip().isdigit() and (not comma or not high.strip() or high.strip().isdigit()):
-            if comma and not high.strip():
-                kind = "unbounded"
-            else:
-                top = int(high) if comma else int(low)
-                kind = "unbounded" if top > 100 else ("repeat" if top > 1 else "optional")
-            index = close + 1
-    if kind is not None and index < len(pattern) and pattern[index] in "?+":
-        index += 1  # lazy or possessive modifier
-    return kind, index
-
-
-def _group_prefix_end(pattern: str, index: int) -> int:
-    """Skip `?:`, `?=`, `?!`, `?<=`, `?<!`, `?P<name>`, `?i:` after an opening parenthesis."""
-    if index >= len(pattern) or pattern[index] != "?":
-        return index
-    index += 1
-    if pattern.startswith(("<=", "<!"), index):
-        return index + 2
-    if pattern.startswith("P<", index) or pattern.startswith("<", index):
-        close = pattern.find(">", index)
-        return close + 1 if close != -1 else len(pattern)
-    while index < len(pattern) and (pattern[index].isalpha() or pattern[index] == "-"):
-        index += 1
-    if index < len(pattern) and pattern[index] in ":=!":
-        index += 1
-    return index
-
-
-def regex_problem(pattern: str) -> str | None:
-    """Why `pattern` is refused (a sentence), or `None` when it is accepted. See the module docstring."""
-    if len(pattern) > MAX_PATTERN:
-        return f"is {len(pattern)} characters long; at most {MAX_PATTERN} are allowed"
-    try:
-        re.compile(pattern)
-    except re.error as exc:
-        return f"is not a valid regular expression ({exc})"
-    # Per open group: [contains a repetition, contains an alternation].
-    stack: list[list[bool]] = [[False, False]]
-    unbounded = 0
-    index = 0
-    while index < len(pattern):
-        char = pattern[index]
-        if char == "\\":
-            following = pattern[index + 1 : index + 2]
-            if (following.isdigit() and following != "0") or pattern.startswith("g<", index + 1):
-                return "uses a backreference, which is not allowed"
-            index += 2
-            kind, index = _quantifier(pattern, index)
-        elif char == "[":
-            index += 1
-            if pattern.startswith("^", index):
-                index += 1
-            if pattern.startswith("]", index):
-                index += 1
-            while index < len(pattern) and pattern[index] != "]":
-                index += 2 if pattern[index] == "\\" else 1
-            kind, index = _quantifier(pattern, index + 1)
-        elif char == "(":
-            if pattern.startswith("(?P=", index):
-                return "uses a backreference, which is not allowed"
-            stack.append([False, False])
-            index = _group_prefix_end(pattern, index + 1)
-            continue
-        elif char == ")":
-            inner_repeat, inner_alt = stack.pop() if len(stack) > 1 else [False, False]
-            kind, index = _quantifier(pattern, index + 1)
-            if kind in ("repeat", "unbounded") and (inner_repeat or inner_alt):
-                what = "a repetition" if inner_repeat else "an alternation"
-                return f"repeats a group that contains {what} (catastrophic backtracking risk)"
-            stack[-1][0] = stack[-1][0] or inner_repeat
-        elif char == "|":
-            stack[-1][1] = True
-            index += 1
-            continue
-        else:
-            kind, index = _quantifier(pattern, index + 1)
-        if kind in ("repeat", "unbounded"):
-            stack[-1][0] = True
-        if kind == "unbounded":
-            unbounded += 1
-            if unbounded > MAX_UNBOUNDED:
-                return f"has more than {MAX_UNBOUNDED} unbounded quantifiers"
-    return None
-
-
-_LITERAL_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 _-:@#/,;'\"=<>!%&~`")
-_ESCAPED_LITERALS = frozenset(".-:@#/,;'\"=<>!%&~`[](){}*+?|^$\\ ")
-
-
-def required_literal(pattern: str) -> str | None:
-    r"""An ASCII text every match of `pattern` must contain (at least 3 characters), or `None`.
-
-    Conservative: only top-level runs of plain characters count; groups, classes, escapes such as
-    `\s`, optional or repeated characters end a run; a pattern with `|` or inline flags gives `None`.
-    Used to skip a regex search when the literal is absent from an ASCII text (searching for a substring is
-    much cheaper than starting the regex engine).
-    """
-    runs = _literal_runs(pattern)
-    if not runs:
-        return None
-    best = max(runs, key=len)
-    return best if len(best) >= 3 else None
-
-
-def required_literals(pattern: str) -> tuple[str, ...]:
-    r"""Every ASCII text of at least 3 characters that every match of `pattern` must contain.
-
-    The top-level runs `required_literal()` chooses its longest from: `\binvoice\s+overdue\b`
-    gives `("invoice", "overdue")`. A match contains all of them, so a search can be skipped when any one
-    is absent from an ASCII text.
-    """
-    return tuple(dict.fromkeys(run for run in _literal_runs(pattern) if len(run) >= 3))
-
-
-def _literal_runs(pattern: str) -> list[str]:
-    """The top-level runs of plain characters of `pattern` (empty for `|` or inline flags)."""
-    if "|" in pattern or "(?" in pattern.replace("(?:", ""):
-        return []
-    runs: list[str] = []
-    run: list[str] = []
-    index = 0
-    while index < len(pattern):
-        char = pattern[index]
-        if char in "*?{" or (char == "+" and run):
-            if run:
-                run.pop()  # the quantified character is optional (or its count unknown)
-            runs.append("".join(run))
-            run = []
-            index = _quantifier(pattern, index)[1] if char != "+" else index + 1
-            continue
-        if char == "\\" and index + 1 < len(pattern) and pattern[index + 1] in _ESCAPED_LITERALS:
-            run.append(pattern[index + 1])
-            index += 2
-            continue
-        if char in _LITERAL_CHARS:
-            run.append(char)
-            index += 1
-            continue
-        runs.append("".join(run))
-        run = []
-        if char == "(":
-            depth = 0
-            while index < len(pattern):  # skip the whole group
-                if pattern[index] == "\\":
-                    index += 2
-                    continue
-                depth += {"(": 1, ")": -1}.get(pattern[index], 0)
-                index += 1
-                if depth == 0:
-                    break
-            if index < len(pattern) and pattern[index] in "*?{+":
-                index = _quantifier(pattern, index)[1]
-            continue
-        if char == "[":
-            index += 1
-            if pattern.startswith("^", index):
-                index += 1
-            if pattern.startswith("]", index):
-                index += 1
-            while index < len(pattern) and pattern[index] != "]":
-                index += 2 if pattern[index] == "\\" else 1
-            index = _quantifier(pattern, index + 1)[1]
-            continue
-        index += 2 if char == "\\" else 1
-    runs.append("".join(run))
-    return runs
-
-
 @attrs.frozen
 class Condition:
     """One test on a message field.
@@ -283,7 +119,7 @@ class Condition:
     op: str
     value: str
     case_sensitive: bool = False
-    pattern: Any = attrs.field(init=False, eq=False, repr=False)
+    pattern: re.Pattern[str] | _TimedPattern | None = attrs.field(init=False, eq=False, repr=False)
     _kind: int = attrs.field(init=False, eq=False, repr=False)
     _negated: bool = attrs.field(init=False, eq=False, repr=False)
     _needle: str = attrs.field(init=False, eq=False, repr=False)
@@ -299,7 +135,7 @@ class Condition:
             raise ValueError(f"unknown operator {self.op!r}; expected one of {', '.join(OPERATORS)}")
         if "\0" in self.value:
             raise ValueError("a condition value may not contain NUL characters")
-        pattern = None
+        pattern: re.Pattern[str] | _TimedPattern | None = None
         if self.op.endswith("regex"):
             problem = regex_problem(self.value)
             if problem:
@@ -319,18 +155,34 @@ class Condition:
         needle = self.value.strip() if self.case_sensitive else self.value.casefold().strip()
         object.__setattr__(self, "_needle", needle)
 
-    def _search(self, text: str, timeout: float = REGEX_TIMEOUT) -> bool:
+    def _may_match_text(self, text: str) -> bool:
+        """The cheap pre-check: the pattern cannot match an ASCII text without its required literals."""
         literals = self._literals
-        # Cheap pre-check: the pattern cannot match without these literals (see required_literals).
         if literals and text.isascii():
             folded = text if self.case_sensitive else text.lower()
             for literal in literals:
                 if literal not in folded:
                     return False
-        if _ENGINE is None:
-            return self.pattern.search(text) is not None
+        return True
+
+    def may_match(self, values: tuple[str, ...]) -> bool:
+        """For a regex condition: False when the pre-check alone rules out every value.
+
+        Then `test()` runs no search at all (and cannot time out); see `required_literals()`.
+        """
+        if not self._literals:
+            return True
+        limit = SUBJECT_CHARS if self.field == "subject" else REGEX_CHARS
+        return any(self._may_match_text(value[:limit]) for value in values)
+
+    def _search(self, text: str, timeout: float = REGEX_TIMEOUT) -> bool:
+        if not self._may_match_text(text):
+            return False
+        pattern = self.pattern
+        if pattern is None or isinstance(pattern, re.Pattern):  # the stdlib engine: no timeout
+            return pattern is not None and pattern.search(text) is not None
         try:
-            return self.pattern.search(text, timeout=timeout) is not None
+            return pattern.search(text, timeout=timeout) is not None
         except TimeoutError as exc:
             raise RegexTimeout(f"regex {self.value[:60]!r} on {self.field} exceeded {REGEX_TIMEOUT}s") from exc
 
@@ -339,7 +191,7 @@ class Condition:
         """For a regex condition: the texts every match contains (lower case unless case-sensitive).
 
         `test()` skips the search when one of them is absent from an ASCII value (see
-        `required_literals()`); the rule plan uses them to make that check once per message and field.
+        `required_literals()`); the generated matcher makes that check once per message and field.
         """
         return self._literals
 
