@@ -74,7 +74,7 @@ def test_table_values_and_defaults():
         ({"idle_timeout": True}, r"receive.idle_timeout: expected int or float"),
         ({"socket_mode": "rw-rw----"}, r"receive.socket_mode: expected an octal mode"),
         ({"socket_mode": 0o1777}, r"tm.toml: receive.socket_mode must be a permission mode 0000-0777"),
-        ({"policy_refusal": "bounce"}, r"tm.toml: receive.policy_refusal must be one of 'reject', 'verified', 'accept'"),
+        ({"policy_refusal": "bounce"}, r"tm.toml: receive.policy_refusal must be one of 'reject', 'verified'"),
         ({"policy_refusal": "verified"}, r"receive.policy_refusal: 'verified' needs trusted_authserv_ids"),
         ({"trusted_authserv_ids": "mx"}, r"receive.trusted_authserv_ids: expected list"),
         ({"tls_cert": "c.pem"}, r"receive.tls_cert: give both"),
