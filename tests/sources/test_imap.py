@@ -542,9 +542,14 @@ def test_imaplib_socket_hook_still_exists() -> None:
 
 def test_idle_speaks_through_public_imaplib_methods_only(dovecot, mail_user, make_message) -> None:
     """IDLE uses `send`/`readline`/`socket`, never imaplib's private command plumbing."""
+    import io
+    import sys
+
     source = ImapSource(dovecot.config(mail_user))
     with source.session() as s:
         client = s.client
+        if sys.version_info < (3, 14):  # _imap_wire peeks at imaplib's reader (3.14 has its own idle())
+            assert isinstance(client.file, io.BufferedReader)
         for private in ("_command", "_get_response", "_get_line"):
             setattr(client, private, _forbidden(private))
         timer = threading.Timer(0.3, lambda: dovecot.append(mail_user, make_message(1)))

@@ -8,9 +8,12 @@ session does, not how IMAP spells it.
 from __future__ import annotations
 
 import imaplib
+import io
 import re
 import select
 import socket
+import ssl
+import sys
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -172,14 +175,37 @@ def _readable(sock: socket.socket, timeout: float) -> bool:
     return bool(readable)
 
 
-def idle_wait(client: imaplib.IMAP4, timeout: float) -> IdleResult:
-    """One IDLE round (RFC 2177): start it, wait up to `timeout` s for a line, end it with `DONE`.
+def _buffered(client: imaplib.IMAP4) -> bool:
+    """Whether bytes already wait in imaplib's reader or the TLS layer, where `select` cannot see them.
 
-    Spoken with our own tag through `imaplib`'s public `send` and `readline`, so imaplib's own command
-    bookkeeping never sees the IDLE command and needs no private hook. Returns at the first untagged line
-    after the continuation (or when the server sent news before confirming IDLE), after `DONE` was
-    answered. Raises `imaplib.IMAP4.error` when the server refuses or ends IDLE with `NO`/`BAD`.
+    Peeks with the socket non-blocking for the moment: what is buffered comes back at once, an empty
+    buffer reads nothing (and loses nothing: whatever arrives stays in the reader for `readline`).
     """
+    reader = client.file
+    if not isinstance(reader, io.BufferedReader):
+        return False
+    sock = client.socket()
+    previous = sock.gettimeout()
+    sock.settimeout(0)
+    try:
+        return bool(reader.peek(1))
+    except (BlockingIOError, ssl.SSLWantReadError):
+        return False
+    finally:
+        sock.settimeout(previous)
+
+
+def idle_wait(client: imaplib.IMAP4, timeout: float) -> IdleResult:
+    """One IDLE round (RFC 2177): start it, wait up to `timeout` s for news, end it with `DONE`.
+
+    Returns at the first untagged line after the continuation (or when the server sent news before
+    confirming IDLE), after `DONE` was answered. Raises `imaplib.IMAP4.error` when the server refuses or
+    ends IDLE with `NO`/`BAD`. Python 3.14 and newer use imaplib's own `idle()`; older ones have none, so
+    the exchange is spoken here with a tag of our own through imaplib's public `send` and `readline`
+    (imaplib's command bookkeeping never sees it).
+    """
+    if sys.version_info >= (3, 14):
+        return _idle_stdlib(client, timeout)
     tag = _IdleTags.next()
     result = IdleResult()
     client.send(tag + b" IDLE\r\n")
@@ -190,7 +216,7 @@ def idle_wait(client: imaplib.IMAP4, timeout: float) -> IdleResult:
         if line.startswith(tag + b" "):
             raise imaplib.IMAP4.error(f"IDLE refused: {_text(line[len(tag) + 1 :])}")
         result.note(line)
-    if result.exists is None and _readable(client.socket(), timeout):
+    if result.exists is None and (_buffered(client) or _readable(client.socket(), timeout)):
         result.note(_read_line(client))
     client.send(b"DONE\r\n")
     while True:  # until the tagged completion of IDLE
@@ -201,6 +227,21 @@ def idle_wait(client: imaplib.IMAP4, timeout: float) -> IdleResult:
                 raise imaplib.IMAP4.error(f"IDLE failed: {_text(status)}")
             return result
         result.note(line)
+
+
+if sys.version_info >= (3, 14):
+
+    def _idle_stdlib(client: imaplib.IMAP4, timeout: float) -> IdleResult:
+        """IDLE through `imaplib.IMAP4.idle()` (Python 3.14+), which ends with `DONE` when the block exits."""
+        result = IdleResult()
+        with client.idle(duration=timeout) as idler:
+            for kind, data in idler:
+                if kind == "EXISTS" and data:
+                    result.exists = int(data[-1])
+                    break
+                if kind == "EXPUNGE":
+                    result.expunged += len(data)
+        return result
 
 
 def _read_line(client: imaplib.IMAP4) -> bytes:
