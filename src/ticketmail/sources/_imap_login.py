@@ -67,8 +67,12 @@ def login(cfg: MailboxConfig) -> Login:
     """Connect, STARTTLS if configured and authenticate (stage-named errors); the caller logs out."""
     ctx = make_ssl_context(cfg) if cfg.security != "none" else None
     sock = open_socket(cfg, ctx)
-    with translate(cfg, "protocol", "IMAP greeting"):
-        client = _IMAP4(sock, cfg.host or "", cfg.effective_port, cfg.timeout)
+    try:
+        with translate(cfg, "protocol", "IMAP greeting"):
+            client = _IMAP4(sock, cfg.host or "", cfg.effective_port, cfg.timeout)
+    except BaseException:
+        sock.close()
+        raise
     try:
         if cfg.security == "starttls":
             _starttls(cfg, client, ctx)

@@ -85,8 +85,11 @@ class ErrorInfo:
         return cls(code=error.code, stage=stage, message=error.message, retryable=is_retryable(error))
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready mapping."""
-        return {"code": self.code, "stage": self.stage, "message": self.message, "retryable": self.retryable}
+        """JSON-ready mapping; `"retryable": false` is added only for an error no retry can fix."""
+        data: dict[str, Any] = {"code": self.code, "stage": self.stage, "message": self.message}
+        if not self.retryable:
+            data["retryable"] = False
+        return data
 
 
 @attrs.frozen
