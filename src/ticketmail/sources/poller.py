@@ -164,7 +164,6 @@ class Poller:
         self.health = HealthStore(
             self.state_dir / "health.json" if self.state_dir is not None else None, listeners=tuple(events or ())
         )
-        self._on_outcome = on_outcome
         self.backoff = backoff or Backoff()
         self._rng = rng or random.Random()
         self._stop = threading.Event()
@@ -311,9 +310,6 @@ class Poller:
             self._sleep(step)
             remaining -= step
         return self._stop.is_set()
-
-    def _elapsed(self, start: _dt.datetime) -> float:
-        return (self._clock() - start).total_seconds()
 
     def _visit(self, target: PollTarget, keep_open: Callable[[SourceSession, Tally], None] | None) -> MailboxRun:
         """Open a session, drain one batch, record health; `keep_open` may keep using the session."""
