@@ -267,37 +267,85 @@ def test_backend_outage_mid_run_loses_nothing(tmp_path: Path, dovecot: Any) -> N
     pipeline.backend.close()  # type: ignore[attr-defined]
 
 
-def test_worker_with_idle_commits_new_mail_within_a_second_or_so(tmp_path: Path, dovecot: Any) -> None:
-    """run() + IMAP IDLE: APPEND -> committed ticket latency (the benchmark target is p95 < 1 s)."""
+def test_worker_with_idle_commits_new_mail_within_a_second_or_so(
+    tmp_path: Path, dovecot: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """run() + IMAP IDLE: every new message is fetched because the server announced it, on one connection.
+
+    The mechanism is asserted, not a latency that a loaded machine cannot promise: one session for the
+    whole run (no reconnect, no periodic re-poll: `poll_interval` is 300 s), an IDLE round woken by
+    `EXISTS` before its timeout, and for each message a `wait_for_changes` that returned true between
+    its APPEND and its commit. The latency figure itself is the benchmark's (p95 < 1 s there).
+    """
     import queue
     import threading
     import time
+
+    from ticketmail.sources import _imap_wire
+    from ticketmail.sources.imap import ImapSession
 
     user = dovecot.new_user("idle")
     config = dovecot.config(user, name="support", after="delete", idle=True, poll_interval=300)
     pipeline = Pipeline(SQLiteBackend(str(tmp_path / "tickets.sqlite3")))
     committed: queue.Queue[float] = queue.Queue()
+    opens: list[float] = []
+    wakes: list[tuple[float, float, float, bool]] = []  # (start, end, timeout, changed)
+    idle_rounds: list[tuple[float, float, bool]] = []  # (elapsed, timeout, woken by EXISTS)
+    noop_polls: list[float] = []
+    real_open, real_wait, real_idle = ImapSession.open, ImapSession.wait_for_changes, _imap_wire.idle_wait
+    real_noop = ImapSession._poll_noop
+
+    def counting_open(self: ImapSession) -> None:
+        opens.append(time.monotonic())
+        real_open(self)
+
+    def recording_wait(self: ImapSession, timeout: float) -> bool:
+        start = time.monotonic()
+        changed = real_wait(self, timeout)
+        wakes.append((start, time.monotonic(), timeout, changed))
+        return changed
+
+    def recording_idle(client: Any, timeout: float) -> Any:
+        start = time.monotonic()
+        seen = real_idle(client, timeout)
+        idle_rounds.append((time.monotonic() - start, timeout, seen.exists is not None))
+        return seen
+
+    def recording_noop(self: ImapSession, deadline: float, *args: Any, **kwargs: Any) -> bool:
+        noop_polls.append(time.monotonic())
+        return real_noop(self, deadline, *args, **kwargs)
+
+    monkeypatch.setattr(ImapSession, "open", counting_open)
+    monkeypatch.setattr(ImapSession, "wait_for_changes", recording_wait)
+    monkeypatch.setattr(ImapSession, "_poll_noop", recording_noop)
+    monkeypatch.setattr(_imap_wire, "idle_wait", recording_idle)
     poller = Poller(
         [config], pipeline, state=tmp_path / "s", on_outcome=lambda n, i, o: committed.put(time.monotonic())
     )
     worker = threading.Thread(target=poller.run, kwargs={"idle_slice": 5.0})
     worker.start()
-    latencies = []
+    spans: list[tuple[float, float]] = []
     try:
-        time.sleep(1.0)  # connected, drained, idling
+        deadline = time.monotonic() + 30
+        while not wakes and time.monotonic() < deadline:  # connected, drained, idling
+            time.sleep(0.05)
         for i in range(15):
             raw = corpus(100 + i, new=1, replies=0, dupes=0, auto=0, bounces=0, oversize=0, malformed=0, junk=0)[0].raw
             sent = time.monotonic()
             dovecot.append(user, raw)
-            latencies.append(committed.get(timeout=10) - sent)
+            spans.append((sent, committed.get(timeout=60)))
     finally:
         poller.stop()
         worker.join(30)
     assert not worker.is_alive()
-    latencies.sort()
-    p95 = latencies[int(0.95 * (len(latencies) - 1))]
-    print(f"IDLE latency APPEND->commit: median {latencies[len(latencies) // 2]:.3f}s p95 {p95:.3f}s")
-    assert p95 < 3.0  # generous on a shared CI machine; the measured figure is reported by the benchmark
+    assert len(opens) == 1  # one connection: every message was fetched inside the idle loop
+    assert noop_polls == []  # the server offers IDLE: no NOOP polling fallback
+    assert any(woken and elapsed < timeout for elapsed, timeout, woken in idle_rounds)
+    for sent, done in spans:  # each fetch followed a wake-up that came between the APPEND and the commit
+        assert any(changed and sent <= end <= done for _, end, _, changed in wakes), (sent, done, wakes)
+    latencies = sorted(done - sent for sent, done in spans)
+    print(f"IDLE latency APPEND->commit: median {latencies[len(latencies) // 2]:.3f}s max {latencies[-1]:.3f}s")
+    assert latencies[len(latencies) // 2] < 5.0  # under one idle slice: a notification, not a timeout
     assert dovecot.state(user) == []
     pipeline.backend.close()  # type: ignore[attr-defined]
 

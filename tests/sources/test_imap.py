@@ -464,9 +464,9 @@ def test_connection_lost_mid_session_is_a_source_error(dovecot, mail_user, make_
 
 
 def test_large_scattered_uid_sets_are_split(dovecot, mail_user, make_message, monkeypatch):
-    from ticketmail.sources import imap as imap_module
+    from ticketmail.sources import _imap_wire
 
-    monkeypatch.setattr(imap_module, "_MAX_UIDS_PER_COMMAND", 3)
+    monkeypatch.setattr(_imap_wire, "MAX_UIDS_PER_COMMAND", 3)
     uids = dovecot.append_many(mail_user, [make_message(i) for i in range(12)])
     validity = dovecot.uidvalidity(mail_user)
     committed = {f"{validity}:{u}" for u in uids[::2]}  # every other one: no contiguous ranges
@@ -490,15 +490,17 @@ def test_large_scattered_uid_sets_are_split(dovecot, mail_user, make_message, mo
     assert all(c.split()[1].count(",") <= 2 for c in stores)
 
 
-def test_logindisabled_gets_actionable_advice(dovecot, mail_user):
+def test_logindisabled_gets_actionable_advice(dovecot, mail_user, monkeypatch):
+    from ticketmail.sources import _imap_login
+
     session = ImapSession(dovecot.config(mail_user, security="none"))
-    original = session._authenticate
+    original = _imap_login._authenticate
 
-    def authenticate(client: Any) -> None:
+    def authenticate(cfg: Any, client: Any) -> tuple[str, ...]:
         client.capabilities = (*client.capabilities, "LOGINDISABLED")  # as a strict server announces it
-        original(client)
+        return original(cfg, client)
 
-    session._authenticate = authenticate  # type: ignore[method-assign]
+    monkeypatch.setattr(_imap_login, "_authenticate", authenticate)
     with pytest.raises(SourceError) as info:
         session.open()
     session.close()
@@ -523,3 +525,44 @@ def test_missing_folder_message_lists_names_with_spaces(dovecot, mail_user, make
     with pytest.raises(SourceError) as info, source.session():
         pass
     assert "Sent Items" in info.value.message
+
+
+def test_imaplib_socket_hook_still_exists() -> None:
+    """`_imap_login._IMAP4` hands imaplib its connected socket through `_create_socket` (no public way)."""
+    import imaplib
+    import inspect
+
+    from ticketmail.sources._imap_login import _IMAP4
+
+    hook = getattr(imaplib.IMAP4, "_create_socket", None)
+    assert callable(hook), "imaplib.IMAP4._create_socket is gone: _imap_login._IMAP4 needs another way in"
+    assert "timeout" in inspect.signature(hook).parameters
+    assert "_create_socket" in vars(_IMAP4)
+
+
+def test_idle_speaks_through_public_imaplib_methods_only(dovecot, mail_user, make_message) -> None:
+    """IDLE uses `send`/`readline`/`socket`, never imaplib's private command plumbing."""
+    import io
+    import sys
+
+    source = ImapSource(dovecot.config(mail_user))
+    with source.session() as s:
+        client = s.client
+        if sys.version_info < (3, 14):  # _imap_wire peeks at imaplib's reader (3.14 has its own idle())
+            assert isinstance(client.file, io.BufferedReader)
+        for private in ("_command", "_get_response", "_get_line"):
+            setattr(client, private, _forbidden(private))
+        timer = threading.Timer(0.3, lambda: dovecot.append(mail_user, make_message(1)))
+        timer.start()
+        assert s.wait_for_changes(10) is True
+        timer.join()
+        for private in ("_command", "_get_response", "_get_line"):
+            delattr(client, private)
+        assert len(list(s.fetch())) == 1
+
+
+def _forbidden(name: str) -> Any:
+    def call(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError(f"IDLE called imaplib's private {name}")
+
+    return call

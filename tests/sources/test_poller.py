@@ -97,7 +97,7 @@ class FakeSource:
         self.released: list[tuple[str, bool]] = []
         self.failures: dict[str, int] = {}
         self.quarantined: set[str] = set()
-        self.fail_connect: SourceError | None = None
+        self.fail_connect: Exception | None = None
         self.fail_fetch: Exception | None = None
         self.fail_ack = False
         self.sessions = 0
@@ -527,3 +527,88 @@ def test_poll_once_with_concurrency_visits_mailboxes_in_parallel_and_keeps_order
     assert [run.acknowledged for run in report.runs] == [1, 1]
     with pytest.raises(ConfigError, match="concurrency"):
         make_poller([], FakePipeline()).poll_once(concurrency=0)
+
+
+def test_run_stops_retrying_a_mailbox_whose_refresh_token_was_revoked() -> None:
+    from ticketmail.errors import OAuthError
+
+    clock = FakeClock()
+    a = FakeSource("a")
+    a.fail_connect = OAuthError("the refresh token was revoked: log in again", reason="invalid_grant", mailbox="a")
+    b = FakeSource("b", 1)
+    sleeps: list[float] = []
+    poller: Poller
+
+    def sleep(seconds: float) -> None:
+        clock.advance(seconds)
+        sleeps.append(seconds)
+        if b.sessions >= 3:
+            poller.stop()
+
+    poller = Poller(
+        [PollTarget("a", a, interval=60), PollTarget("b", b, interval=60)],
+        FakePipeline(),
+        clock=clock,
+        sleep=sleep,
+        backoff=Backoff(base=4, cap=64, jitter=0.0),
+    )
+    thread = threading.Thread(target=poller.run)
+    thread.start()
+    thread.join(10)
+    poller.stop()
+    thread.join(5)
+    assert not thread.is_alive()
+    health = poller.health.get("a")
+    assert health.consecutive_failures == 1  # tried once, not again
+    assert health.last_error is not None
+    assert health.last_error.code == "oauth_error"
+    assert health.last_error.retryable is False
+    assert "not retried" in health.last_error.message
+    assert "log in again" in health.last_error.message
+    assert health.to_dict()["last_error"]["retryable"] is False
+    assert b.sessions >= 3  # the other mailbox goes on
+
+
+def test_run_backs_off_and_retries_an_unreachable_token_endpoint() -> None:
+    from ticketmail.errors import OAuthError
+
+    clock = FakeClock()
+    a = FakeSource("a")
+    a.fail_connect = OAuthError("the token endpoint did not answer", reason="unreachable", mailbox="a")
+    delays: list[float] = []
+    poller: Poller
+
+    def sleep(seconds: float) -> None:
+        clock.advance(seconds)
+        delays.append(seconds)
+        if len(delays) > 100:
+            poller.stop()
+
+    poller = Poller([PollTarget("a", a)], FakePipeline(), clock=clock, sleep=sleep, backoff=Backoff(base=4, jitter=0))
+    poller.run()
+    health = poller.health.get("a")
+    assert health.consecutive_failures >= 3
+    assert health.last_error is not None
+    assert health.last_error.retryable is True
+
+
+@pytest.mark.parametrize(
+    ("reason", "retryable"),
+    [
+        ("unreachable", True),
+        ("server", True),
+        ("store", True),
+        ("invalid_grant", False),
+        ("invalid_client", False),
+        ("consent", False),
+        ("no_token", False),
+        ("something_new", True),
+    ],
+)
+def test_oauth_errors_are_retryable_by_reason(reason: str, retryable: bool) -> None:
+    from ticketmail.errors import OAuthError
+    from ticketmail.sources._retry import is_retryable
+
+    assert is_retryable(OAuthError("x", reason=reason)) is retryable
+    assert is_retryable(SourceError("refused", stage="connect")) is True
+    assert is_retryable(ConfigError("bad")) is False

@@ -195,3 +195,15 @@ def test_connection_lost_mid_session_is_a_source_error(dovecot, mail_user, make_
     assert errors[0].stage == "fetch"
     assert info.value.stage == "ack"
     assert "QUIT" in info.value.message
+
+
+def test_poplib_private_helpers_still_exist() -> None:
+    """POP3 has no public AUTH nor socket hook in poplib; `sources/pop3.py` relies on these private ones."""
+    import inspect
+    import poplib
+
+    for name in ("_create_socket", "_shortcmd", "_putcmd", "_getresp"):
+        member = getattr(poplib.POP3, name, None)
+        assert callable(member), f"poplib.POP3.{name} is gone: sources/pop3.py needs another way"
+    assert "timeout" in inspect.signature(poplib.POP3._create_socket).parameters
+    assert "line" in inspect.signature(poplib.POP3._shortcmd).parameters

@@ -57,7 +57,7 @@ _MANAGERS_GUARD = threading.Lock()
 
 def uses_builtin_oauth(config: MailboxConfig) -> bool:
     """Whether `config` gets its tokens from the built-in lifecycle (`provider` set, no `token_provider`)."""
-    return getattr(config, "provider", None) is not None and getattr(config, "token_provider", None) is None
+    return config.provider is not None and config.token_provider is None
 
 
 def tokens_for(config: MailboxConfig, state_dir: str | os.PathLike[str] | None = None) -> TokenManager:
@@ -83,21 +83,26 @@ def bind_state_dir(config: MailboxConfig, state_dir: str | os.PathLike[str] | No
     """
     if not uses_builtin_oauth(config) or state_dir is None:
         return config
-    manager = tokens_for(config, state_dir)
+    return attrs.evolve(config, token_provider=_BoundProvider(tokens_for(config, state_dir)))
 
-    def provider() -> str:
-        return manager.access_token().reveal()
 
-    provider.manager = manager  # type: ignore[attr-defined]  # lets sources invalidate a refused token
-    return attrs.evolve(config, token_provider=provider)
+class _BoundProvider:
+    """A `token_provider` backed by a `TokenManager` (kept, so sources can invalidate a refused token)."""
+
+    __slots__ = ("manager",)
+
+    def __init__(self, manager: TokenManager) -> None:
+        self.manager = manager
+
+    def __call__(self) -> str:
+        return self.manager.access_token().reveal()
 
 
 def manager_of(config: MailboxConfig) -> TokenManager | None:
     """The `TokenManager` behind `config`'s tokens, if the built-in lifecycle provides them."""
-    provider = getattr(config, "token_provider", None)
-    manager = getattr(provider, "manager", None)
-    if isinstance(manager, TokenManager):
-        return manager
+    provider = config.token_provider
+    if isinstance(provider, _BoundProvider):
+        return provider.manager
     if uses_builtin_oauth(config):
         return tokens_for(config)
     return None

@@ -29,7 +29,7 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import IO, Any
 
 from ticketmail.errors import OAuthError
-from ticketmail.oauth.settings import missing_extra
+from ticketmail.oauth.settings import OAuthSettings, missing_extra
 from ticketmail.oauth.tokens import TokenManager, describe_token_error
 
 __all__ = [
@@ -325,36 +325,11 @@ def authorization_code_login(
         verifier = secrets.token_urlsafe(64)
         scope = " ".join(s.login_scopes())
         with _client(manager, scope=scope, redirect_uri=redirect_uri, code_challenge_method="S256") as client:
-            extra: dict[str, str] = {}
-            if s.provider == "google":
-                extra = {"access_type": "offline", "prompt": "consent"}  # Google issues a refresh token only so
-            if s.subject:
-                extra["login_hint"] = s.subject
-            url, state = client.create_authorization_url(s.authorization_url, code_verifier=verifier, **extra)
-            print(f"To sign in mailbox {s.mailbox!r}, open this URL in a browser:\n\n  {url}\n", file=out)
-            print(f"Waiting for the redirect to {redirect_uri} ...", file=out, flush=True)
-            if open_browser:
-                with contextlib.suppress(Exception):
-                    webbrowser.open(url)
-            if on_url is not None:
-                on_url(url)
-            if not redirect.done.wait(timeout):
-                raise OAuthError(
-                    f"mailbox {s.mailbox!r}: no sign-in arrived within {int(timeout)} s; run `ticketmail oauth "
-                    "login` again",
-                    reason="invalid_grant",
-                    mailbox=s.mailbox,
-                )
-            query = redirect.query or {}
-            if "error" in query:
-                raise describe_token_error(query.get("error"), query.get("error_description"), mailbox=s.mailbox)
-            if not secrets.compare_digest(query.get("state", ""), state):
-                raise OAuthError(
-                    f"mailbox {s.mailbox!r}: the sign-in redirect carried another state (a stale or forged "
-                    "request); run `ticketmail oauth login` again",
-                    reason="server",
-                    mailbox=s.mailbox,
-                )
+            url, state = client.create_authorization_url(
+                s.authorization_url, code_verifier=verifier, **_authorization_extras(s)
+            )
+            _show_sign_in(url, redirect_uri, out=out, open_browser=open_browser, on_url=on_url, mailbox=s.mailbox)
+            query = _await_redirect(redirect, state, timeout=timeout, mailbox=s.mailbox)
             try:
                 token = client.fetch_token(
                     s.token_url,
@@ -372,3 +347,46 @@ def authorization_code_login(
         server.server_close()
     manager.save_login(token)
     print(f"Signed in; the refresh token is stored in {manager.store.path if manager.store else '?'}", file=out)
+
+
+def _authorization_extras(s: OAuthSettings) -> dict[str, str]:
+    """Provider-specific parameters of the authorization URL."""
+    extra: dict[str, str] = {}
+    if s.provider == "google":
+        extra = {"access_type": "offline", "prompt": "consent"}  # Google issues a refresh token only so
+    if s.subject:
+        extra["login_hint"] = s.subject
+    return extra
+
+
+def _show_sign_in(
+    url: str, redirect_uri: str, *, out: IO[str], open_browser: bool, on_url: Callable[[str], None] | None, mailbox: str
+) -> None:
+    print(f"To sign in mailbox {mailbox!r}, open this URL in a browser:\n\n  {url}\n", file=out)
+    print(f"Waiting for the redirect to {redirect_uri} ...", file=out, flush=True)
+    if open_browser:
+        with contextlib.suppress(Exception):
+            webbrowser.open(url)
+    if on_url is not None:
+        on_url(url)
+
+
+def _await_redirect(redirect: _Redirect, state: str, *, timeout: float, mailbox: str) -> dict[str, str]:
+    """The redirect's query once it arrived with our `state`; `OAuthError` for a timeout, an error or a forgery."""
+    if not redirect.done.wait(timeout):
+        raise OAuthError(
+            f"mailbox {mailbox!r}: no sign-in arrived within {int(timeout)} s; run `ticketmail oauth login` again",
+            reason="invalid_grant",
+            mailbox=mailbox,
+        )
+    query = redirect.query or {}
+    if "error" in query:
+        raise describe_token_error(query.get("error"), query.get("error_description"), mailbox=mailbox)
+    if not secrets.compare_digest(query.get("state", ""), state):
+        raise OAuthError(
+            f"mailbox {mailbox!r}: the sign-in redirect carried another state (a stale or forged "
+            "request); run `ticketmail oauth login` again",
+            reason="server",
+            mailbox=mailbox,
+        )
+    return query

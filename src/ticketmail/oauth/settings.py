@@ -167,6 +167,29 @@ def _microsoft_url(config: MailboxConfig, leaf: str) -> str:
     return f"{MICROSOFT_LOGIN}/{tenant}/oauth2/v2.0/{leaf}"
 
 
+def _endpoints(config: MailboxConfig, provider: str) -> tuple[str, str | None, str | None, ClientAuth]:
+    """`(token_url, authorization_url, device_authorization_url, client_auth)` for the provider."""
+    if provider == "microsoft":
+        token_url = config.token_url or _microsoft_url(config, "token")
+        authorization_url = config.authorization_url or _microsoft_url(config, "authorize")
+        device_url = config.device_authorization_url
+        if device_url is None:
+            device_url = (
+                authorization_url.rsplit("/", 1)[0] + "/devicecode"
+                if authorization_url.endswith("/authorize")
+                else _microsoft_url(config, "devicecode")
+            )
+        return token_url, authorization_url, device_url, "client_secret_post"
+    if provider == "google":
+        token_url = config.token_url or _GOOGLE["token"]
+        authorization_url = config.authorization_url or _GOOGLE["authorize"]
+        return token_url, authorization_url, config.device_authorization_url or _GOOGLE["device"], "client_secret_post"
+    if not config.token_url:
+        raise ConfigError(f"mailbox {config.name!r}: token_url is required for provider 'generic'", field="token_url")
+    # RFC 6749 section 2.3.1: every server must support client_secret_basic
+    return config.token_url, config.authorization_url, config.device_authorization_url, "client_secret_basic"
+
+
 def settings_for(config: MailboxConfig, *, state_dir: str | os.PathLike[str] | None = None) -> OAuthSettings:
     """Resolve the OAuth2 settings of `config` (which has `provider` set).
 
@@ -178,35 +201,9 @@ def settings_for(config: MailboxConfig, *, state_dir: str | os.PathLike[str] | N
         ConfigError: `provider` is not set.
     """
     provider = config.provider
-    device_url: str | None
-    authorization_url: str | None
     if provider is None:
         raise ConfigError(f"mailbox {config.name!r}: no OAuth2 provider configured", field="provider")
-    if provider == "microsoft":
-        token_url = config.token_url or _microsoft_url(config, "token")
-        authorization_url = config.authorization_url or _microsoft_url(config, "authorize")
-        device_url = config.device_authorization_url
-        if device_url is None:
-            device_url = (
-                authorization_url.rsplit("/", 1)[0] + "/devicecode"
-                if authorization_url.endswith("/authorize")
-                else _microsoft_url(config, "devicecode")
-            )
-        client_auth: ClientAuth = "client_secret_post"
-    elif provider == "google":
-        token_url = config.token_url or _GOOGLE["token"]
-        authorization_url = config.authorization_url or _GOOGLE["authorize"]
-        device_url = config.device_authorization_url or _GOOGLE["device"]
-        client_auth = "client_secret_post"
-    else:
-        if not config.token_url:
-            raise ConfigError(
-                f"mailbox {config.name!r}: token_url is required for provider 'generic'", field="token_url"
-            )
-        token_url = config.token_url
-        authorization_url = config.authorization_url
-        device_url = config.device_authorization_url
-        client_auth = "client_secret_basic"  # RFC 6749 section 2.3.1: every server must support it
+    token_url, authorization_url, device_url, client_auth = _endpoints(config, provider)
     secret_source: tuple[str, str] | None = None
     if config.client_secret_env:
         secret_source = ("env", config.client_secret_env)
@@ -250,7 +247,7 @@ def _safe(name: str) -> str:
 
 def missing_extra(exc: ImportError, mailbox: str | None = None) -> OAuthError:
     """The error for a missing `ticketmail[oauth]` extra (Authlib, httpx)."""
-    name = getattr(exc, "name", None) or "authlib/httpx"
+    name = exc.name or "authlib/httpx"
     return OAuthError(
         f"the OAuth2 token lifecycle needs the 'oauth' extra ({name} is not installed): "
         "pip install 'ticketmail[oauth]'",

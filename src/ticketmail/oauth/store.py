@@ -133,7 +133,7 @@ class TokenStore:
         return self.path.with_name(self.path.name + ".lock")
 
     def _error(self, what: str, exc: BaseException) -> OAuthError:
-        detail = getattr(exc, "strerror", None) or type(exc).__name__
+        detail = (exc.strerror if isinstance(exc, OSError) else None) or type(exc).__name__
         return OAuthError(
             f"cannot {what} the OAuth2 token store {self.path}: {detail}; check the state directory's "
             "permissions and free space",

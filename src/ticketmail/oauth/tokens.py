@@ -35,12 +35,15 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ticketmail.errors import ConfigError, OAuthError
 from ticketmail.oauth.settings import Grant, OAuthSettings, missing_extra
 from ticketmail.oauth.store import StoredTokens, TokenStore
 from ticketmail.sources.config import Secret
+
+if TYPE_CHECKING:
+    import httpx
 
 __all__ = ["TokenManager", "describe_token_error", "refresh_margin"]
 
@@ -315,7 +318,7 @@ class TokenManager:
         except ImportError as exc:
             raise missing_extra(exc, s.mailbox) from exc
         self.requests += 1
-        verify: Any = ssl.create_default_context(cafile=s.ca_file) if s.ca_file else True
+        verify: ssl.SSLContext | bool = ssl.create_default_context(cafile=s.ca_file) if s.ca_file else True
         try:
             if grant == "service_account":
                 token = self._service_account(verify)
@@ -343,7 +346,9 @@ class TokenManager:
             ) from None
         return dict(token)
 
-    def _client_grant(self, grant: Grant, refresh_token: str | None, verify: Any, oauth_error: Any) -> Any:
+    def _client_grant(
+        self, grant: Grant, refresh_token: str | None, verify: ssl.SSLContext | bool, oauth_error: Any
+    ) -> Any:
         """A refresh-token or client-credentials request with the client's authentication method.
 
         A generic server that refuses HTTP Basic client authentication (`invalid_client`) is asked once
@@ -381,7 +386,7 @@ class TokenManager:
                 return token
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _service_account(self, verify: Any) -> Mapping[str, Any]:
+    def _service_account(self, verify: ssl.SSLContext | bool) -> Mapping[str, Any]:
         from authlib.integrations.httpx_client import AssertionClient
 
         s = self.settings
@@ -448,21 +453,17 @@ def _host(url: str) -> str:
     return parts.netloc.rsplit("@", 1)[-1] or url
 
 
-def _status_error(response: Any, mailbox: str) -> OAuthError:
-    status = getattr(response, "status_code", None)
+def _status_error(response: httpx.Response, mailbox: str) -> OAuthError:
+    status = response.status_code
     try:
         data = response.json()
     except Exception:
         data = None
-    if (
-        isinstance(data, dict)
-        and isinstance(data.get("error"), str)
-        and not (isinstance(status, int) and status >= 500)
-    ):
+    if isinstance(data, dict) and isinstance(data.get("error"), str) and status < 500:
         return describe_token_error(
             data["error"], str(data.get("error_description") or ""), mailbox=mailbox, status=status
         )
-    if isinstance(status, int) and status >= 500:
+    if status >= 500:
         return OAuthError(
             f"mailbox {mailbox!r}: the token endpoint is failing (HTTP {status}); retry later",
             reason="unreachable",

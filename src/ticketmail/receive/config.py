@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 import attrs
 
+from ticketmail._validators import at_least, fail, one_of, positive
 from ticketmail.errors import ConfigError
 
 if sys.version_info >= (3, 11):
@@ -105,19 +106,14 @@ def parse_listen_address(text: str, *, base_dir: str | Path | None = None, where
     return ListenAddress(text=text, host=host, port=int(port_text))
 
 
-def _positive_int(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{attribute.name}: expected an integer >= 1, got {value!r}")
-
-
-def _positive_number(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-        raise ValueError(f"{attribute.name}: expected a number of seconds > 0, got {value!r}")
-
-
 def _mode(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 0o777:
-        raise ValueError(f"{attribute.name}: expected a permission mode 0000-0777, got {value!r}")
+        raise fail("receive", attribute, "a permission mode 0000-0777", value)
+
+
+_COUNT = at_least(1, "receive")
+_POLICIES = ("reject", "verified", "accept")
+_SECONDS = positive("receive")
 
 
 def _names(value: Iterable[str] | None) -> tuple[str, ...] | None:
@@ -168,18 +164,18 @@ class ReceiveSettings:
 
     lmtp: ListenAddress | None = attrs.field(default=None, converter=_listen)
     smtp: ListenAddress | None = attrs.field(default=None, converter=_listen)
-    max_message_size: int = attrs.field(default=DEFAULT_MAX_MESSAGE_SIZE, validator=_positive_int)
-    max_recipients: int = attrs.field(default=100, validator=_positive_int)
-    max_sessions: int = attrs.field(default=50, validator=_positive_int)
-    workers: int = attrs.field(default=4, validator=_positive_int)
-    idle_timeout: float = attrs.field(default=300.0, validator=_positive_number)
-    session_timeout: float = attrs.field(default=1800.0, validator=_positive_number)
+    max_message_size: int = attrs.field(default=DEFAULT_MAX_MESSAGE_SIZE, validator=_COUNT)
+    max_recipients: int = attrs.field(default=100, validator=_COUNT)
+    max_sessions: int = attrs.field(default=50, validator=_COUNT)
+    workers: int = attrs.field(default=4, validator=_COUNT)
+    idle_timeout: float = attrs.field(default=300.0, validator=_SECONDS)
+    session_timeout: float = attrs.field(default=1800.0, validator=_SECONDS)
     tls_cert: str | None = None
     tls_key: str | None = None
     require_tls: bool = False
     socket_mode: int = attrs.field(default=0o660, validator=_mode)
     socket_group: str | None = None
-    policy_refusal: PolicyRefusal = "reject"
+    policy_refusal: PolicyRefusal = attrs.field(default="reject", validator=one_of(_POLICIES, "receive"))
     trusted_authserv_ids: tuple[str, ...] = attrs.field(default=(), converter=_lower_names)
     mailboxes: tuple[str, ...] | None = attrs.field(default=None, converter=_names)
     plus_separator: str = "+"
@@ -187,8 +183,6 @@ class ReceiveSettings:
     allow_remote: bool = False
 
     def __attrs_post_init__(self) -> None:
-        if self.policy_refusal not in ("reject", "verified", "accept"):
-            raise ValueError(f"policy_refusal: expected reject, verified or accept, got {self.policy_refusal!r}")
         if self.policy_refusal == "verified" and not self.trusted_authserv_ids:
             raise ValueError("policy_refusal: 'verified' needs trusted_authserv_ids (your servers' authserv-ids)")
         if bool(self.tls_cert) != bool(self.tls_key):
@@ -197,8 +191,7 @@ class ReceiveSettings:
             raise ValueError("require_tls: needs tls_cert and tls_key")
         if len(self.plus_separator) > 1:
             raise ValueError(f"plus_separator: expected one character or empty, got {self.plus_separator!r}")
-        for name in ("lmtp", "smtp"):
-            address: ListenAddress | None = getattr(self, name)
+        for name, address in (("lmtp", self.lmtp), ("smtp", self.smtp)):
             if address is not None and not self.allow_remote and not address.is_loopback:
                 raise ValueError(
                     f"{name}: {address.text!r} is not a loopback address; set allow_remote = true to listen there"
@@ -247,37 +240,41 @@ def receive_settings_from_table(
         raise ConfigError(f"{where}: expected a table ([receive]), got {type(table).__name__}", field="receive")
     if base_dir is None and path is not None:
         base_dir = Path(path).resolve().parent
-    kwargs: dict[str, Any] = {}
-    for key, value in table.items():
-        if key not in _TYPES:
-            raise ConfigError(f"{where}.{key}: unknown key (known: {', '.join(sorted(_TYPES))})", field=key)
-        expected = _TYPES[key]
-        ok = False if isinstance(value, bool) and bool not in expected else isinstance(value, expected)
-        if not ok:
-            names = " or ".join(t.__name__ for t in expected)
-            raise ConfigError(f"{where}.{key}: expected {names}, got {value!r}", field=key)
-        if key in ("lmtp", "smtp"):
-            value = parse_listen_address(value, base_dir=base_dir, where=f"{where}.{key}")
-        elif key in ("tls_cert", "tls_key") and base_dir is not None:
-            value = str(Path(base_dir, value))
-        elif key == "socket_mode" and isinstance(value, str):
-            text = value.strip().removeprefix("0o")
-            if not text or any(c not in "01234567" for c in text):
-                raise ConfigError(f"{where}.{key}: expected an octal mode such as '0660', got {value!r}", field=key)
-            value = int(text, 8)
-        elif key in ("mailboxes", "trusted_authserv_ids"):
-            bad = [v for v in value if not isinstance(v, str) or not v]
-            if bad:
-                raise ConfigError(f"{where}.{key}: expected non-empty strings, got {bad!r}", field=key)
-        kwargs[key] = value
+    kwargs = {key: _value(key, value, where, base_dir) for key, value in table.items()}
     try:
         return ReceiveSettings(**kwargs)
-    except (ValueError, TypeError) as exc:
+    except ConfigError as exc:  # a field validator: its message already names `receive.<key>`
+        message = f"{path}: {exc.message}" if path is not None else exc.message
+        raise ConfigError(message, field=exc.field) from exc
+    except (ValueError, TypeError) as exc:  # a check across fields: `<key>: <what is wrong>`
         text = str(exc)
         bad_key = text.split(":", 1)[0] if ":" in text else None
         raise ConfigError(f"{where}.{text}", field=bad_key) from exc
-    except ConfigError as exc:  # pragma: no cover - addresses are parsed above
-        raise ConfigError(f"{where}.{exc.message}", field=exc.field) from exc
+
+
+def _value(key: str, value: Any, where: str, base_dir: str | Path | None) -> Any:
+    """One `[receive]` value checked for its type and converted (addresses, paths, an octal mode)."""
+    if key not in _TYPES:
+        raise ConfigError(f"{where}.{key}: unknown key (known: {', '.join(sorted(_TYPES))})", field=key)
+    expected = _TYPES[key]
+    ok = False if isinstance(value, bool) and bool not in expected else isinstance(value, expected)
+    if not ok:
+        names = " or ".join(t.__name__ for t in expected)
+        raise ConfigError(f"{where}.{key}: expected {names}, got {value!r}", field=key)
+    if key in ("lmtp", "smtp"):
+        return parse_listen_address(value, base_dir=base_dir, where=f"{where}.{key}")
+    if key in ("tls_cert", "tls_key") and base_dir is not None:
+        return str(Path(base_dir, value))
+    if key == "socket_mode" and isinstance(value, str):
+        text = value.strip().removeprefix("0o")
+        if not text or any(c not in "01234567" for c in text):
+            raise ConfigError(f"{where}.{key}: expected an octal mode such as '0660', got {value!r}", field=key)
+        return int(text, 8)
+    if key in ("mailboxes", "trusted_authserv_ids"):
+        bad = [v for v in value if not isinstance(v, str) or not v]
+        if bad:
+            raise ConfigError(f"{where}.{key}: expected non-empty strings, got {bad!r}", field=key)
+    return value
 
 
 def load_receive_settings(path: str | Path) -> ReceiveSettings:

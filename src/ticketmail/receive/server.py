@@ -47,21 +47,15 @@ import threading
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
-
-import attrs
-from aiosmtpd.lmtp import LMTP
-from aiosmtpd.smtp import SMTP, Envelope, Session
+from typing import Any, Literal
 
 from ticketmail.errors import (
     BackendError,
     ConfigError,
-    InputError,
-    LimitExceededError,
-    PolicyRejectedError,
 )
 from ticketmail.model import Provenance
-from ticketmail.pipeline import Outcome
+from ticketmail.receive._replies import Delivery, Reply, clean, header_value, reply_for, sender_verified
+from ticketmail.receive._session import LMTPSession, SessionMixin, SmtpHandler, SMTPSession
 from ticketmail.receive.config import ListenAddress, ReceiveSettings
 from ticketmail.receive.router import RecipientRouter, Route
 from ticketmail.sources.config import MailboxConfig, SourcesConfig
@@ -73,321 +67,6 @@ log = logging.getLogger("ticketmail.receive")
 
 Protocol_ = Literal["lmtp", "smtp"]
 _IDENT = "ticketmail"
-
-
-@attrs.frozen
-class Reply:
-    """One SMTP/LMTP reply: `code` (`250`), enhanced `status` (`2.0.0`, RFC 3463) and `text`."""
-
-    code: int
-    status: str
-    text: str
-
-    @property
-    def temporary(self) -> bool:
-        """A 4xx reply: the client keeps the message and retries."""
-        return 400 <= self.code < 500
-
-    @property
-    def permanent(self) -> bool:
-        """A 5xx reply: the client bounces the message."""
-        return self.code >= 500
-
-    def __str__(self) -> str:
-        return f"{self.code} {self.status} {self.text}"
-
-
-@attrs.frozen
-class Delivery:
-    """What happened to one recipient's copy: the `reply` sent and the pipeline `outcome` (if it ran)."""
-
-    recipient: str
-    reply: Reply
-    outcome: Outcome | None = None
-    mailbox: str | None = None
-
-
-def _clean(text: str, limit: int = 200) -> str:
-    """Reply text: printable ASCII on one line, bounded (it ends up in bounce messages and logs)."""
-    out = "".join(c if " " <= c <= "~" else "?" for c in text.replace("\r", " ").replace("\n", " "))
-    return out[:limit].strip() or "-"
-
-
-def reply_for(outcome: Outcome, *, policy_refusal: str = "reject") -> Reply:
-    """The reply for one copy's pipeline outcome (see the module table)."""
-    ticket = f" ticket {outcome.ticket}" if outcome.ticket else ""
-    if outcome.action in ("created", "appended"):
-        return Reply(250, "2.0.0", f"Ok: {outcome.action}{ticket}")
-    if outcome.action == "ignored":
-        return Reply(250, "2.0.0", "Ok: accepted")
-    if outcome.action == "duplicate":
-        first = outcome.reasons[0].value if outcome.already_processed and outcome.reasons else None
-        if first == "rejected" and policy_refusal == "reject":
-            return Reply(550, "5.7.1", "Refused by policy (already decided)")
-        return Reply(250, "2.0.0", f"Ok: already delivered{ticket}")
-    if outcome.action == "rejected":
-        if any(reason.code == "identity.missing" for reason in outcome.reasons):
-            return Reply(554, "5.6.0", "Message has no usable sender")
-        if policy_refusal == "accept":
-            return Reply(250, "2.0.0", "Ok: accepted")
-        why = outcome.error.message if outcome.error else "refused by a rule"
-        return Reply(550, "5.7.1", _clean(f"Refused by policy: {why}"))
-    # failed: quarantined with its bytes; a bounce only for what no retry can fix.
-    error = outcome.error
-    if isinstance(error, LimitExceededError):
-        return Reply(552, "5.3.4", _clean(f"Message exceeds a limit: {error.message}"))
-    if isinstance(error, InputError):
-        return Reply(554, "5.6.0", _clean(f"Message cannot be used: {error.message}"))
-    if isinstance(error, PolicyRejectedError):
-        return Reply(550, "5.7.1", _clean(f"Refused by policy: {error.message}"))
-    return Reply(451, "4.3.0", "Processing failed, try again later")
-
-
-def _header_block(raw: bytes, limit: int = 256 * 1024) -> list[str]:
-    """The unfolded header fields of `raw` (bounded), decoded leniently."""
-    end = raw.find(b"\r\n\r\n", 0, limit)
-    if end < 0:
-        end = raw.find(b"\n\n", 0, limit)
-    head = raw[: end if end >= 0 else limit].decode("utf-8", "replace")
-    fields: list[str] = []
-    for line in head.replace("\r\n", "\n").split("\n"):
-        if line[:1] in (" ", "\t") and fields:
-            fields[-1] += " " + line.strip()
-        elif line:
-            fields.append(line)
-    return fields
-
-
-def sender_verified(raw: bytes, trusted_authserv_ids: Iterable[str]) -> bool:
-    """Whether a trusted `Authentication-Results` header (RFC 8601) says `spf`, `dkim` or `dmarc` passed.
-
-    Only headers whose authserv-id is in `trusted_authserv_ids` count (your own servers add them and
-    remove look-alikes that came from outside, as RFC 8601 section 5 requires of them).
-    """
-    trusted = {t.lower() for t in trusted_authserv_ids}
-    if not trusted:
-        return False
-    for field in _header_block(raw):
-        name, sep, value = field.partition(":")
-        if not sep or name.strip().lower() != "authentication-results":
-            continue
-        parts = [p.strip() for p in value.split(";")]
-        authserv = parts[0].split()[0].lower() if parts and parts[0].split() else ""
-        if authserv not in trusted:
-            continue
-        for part in parts[1:]:
-            method, eq, result = part.partition("=")
-            words = result.split()
-            if eq and method.strip().lower() in ("spf", "dkim", "dmarc") and words and words[0].lower() == "pass":
-                return True
-    return False
-
-
-def _multi(replies: Sequence[Reply]) -> Reply:
-    """The one SMTP reply for several copies: temporary wins (a retry is harmless), then success."""
-    for reply in replies:
-        if reply.temporary:
-            return reply
-    for reply in replies:
-        if reply.code < 300:
-            return reply
-    return replies[0]
-
-
-def _header_value(text: str) -> bytes:
-    return "".join(c for c in text if c >= " " and c != "\x7f").encode("utf-8", "replace")
-
-
-# -- the protocol sessions -----------------------------------------------------------------------------------
-
-
-class _Handler:
-    """aiosmtpd hooks: greeting extensions, `MAIL` checks, recipient routing."""
-
-    def __init__(self, receiver: Receiver) -> None:
-        self.receiver = receiver
-
-    async def handle_EHLO(
-        self, server: SMTP, session: Session, envelope: Envelope, hostname: str, responses: list[str]
-    ) -> list[str]:
-        session.host_name = hostname
-        settings = self.receiver.settings
-        # Rebuilt: PIPELINING (RFC 2033 requires it; aiosmtpd reads commands in order from a buffer, so a
-        # pipelined client is served correctly), SIZE (RFC 1870), ENHANCEDSTATUSCODES; no AUTH (nothing to log in to).
-        lines = [responses[0][4:], "PIPELINING", f"SIZE {settings.max_message_size}", "ENHANCEDSTATUSCODES"]
-        lines += [r[4:] for r in responses[1:-1] if not r[4:].upper().startswith("AUTH")]
-        return [f"250-{line}" for line in lines[:-1]] + [f"250 {lines[-1]}"]
-
-    async def handle_MAIL(
-        self, server: SMTP, session: Session, envelope: Envelope, address: str, mail_options: list[str]
-    ) -> str:
-        settings = self.receiver.settings
-        if settings.require_tls and isinstance(server, _SessionMixin) and server.tcp and session.ssl is None:
-            return "530 5.7.0 Must issue a STARTTLS command first"
-        for option in mail_options:
-            name, _, value = option.partition("=")
-            if name.upper() == "SIZE" and value.isdigit() and int(value) > settings.max_message_size:
-                return f"552 5.3.4 Message size exceeds the fixed limit of {settings.max_message_size} bytes"
-        envelope.mail_from = address
-        envelope.mail_options.extend(mail_options)
-        return "250 2.1.0 Ok"
-
-    async def handle_RCPT(
-        self, server: SMTP, session: Session, envelope: Envelope, address: str, rcpt_options: list[str]
-    ) -> str:
-        if len(envelope.rcpt_tos) >= self.receiver.settings.max_recipients:
-            return "452 4.5.3 Too many recipients"
-        route = self.receiver.router.route(address)
-        if route is None:
-            return f"550 5.1.1 <{_clean(address, 100)}>: Recipient address rejected: unknown recipient"
-        envelope.rcpt_tos.append(address)
-        envelope.rcpt_options.extend(rcpt_options)
-        return "250 2.1.5 Ok"
-
-    async def handle_exception(self, error: Exception) -> str:
-        log.error("unexpected error in a receiver session: %s", type(error).__name__, exc_info=error)
-        return "451 4.3.0 Internal error, try again later"
-
-
-if TYPE_CHECKING:
-    _Base = SMTP
-else:
-    _Base = object
-
-
-class _SessionMixin(_Base):
-    """Session limits, timeouts and the `DATA` phase, shared by the LMTP and SMTP sessions."""
-
-    lmtp: bool = False
-
-    def _init_session(self, receiver: Receiver, tcp: bool) -> None:
-        self.receiver = receiver
-        self.tcp = tcp
-        self.busy = False
-        self.expired = False
-        self._deadline: asyncio.TimerHandle | None = None
-
-    def _close_with(self, line: str) -> None:
-        transport = self.transport
-        if transport is None or transport.is_closing():
-            return
-        with contextlib.suppress(Exception):
-            self._writer.write(line.encode("ascii") + b"\r\n")
-        transport.close()
-
-    def _timeout_cb(self) -> None:
-        if self.busy:  # never while a delivery is being committed: its reply comes first
-            return
-        self._close_with("421 4.4.2 Idle timeout, closing connection")
-
-    def _session_expired(self) -> None:
-        self.expired = True
-        if not self.busy:
-            self._close_with("421 4.4.2 Session time limit reached, closing connection")
-
-    async def _handle_client(self) -> None:
-        receiver = self.receiver
-        if receiver.stopping or receiver.sessions >= receiver.settings.max_sessions:
-            why = "Service shutting down" if receiver.stopping else "Too many connections"
-            await self.push(f"421 4.3.2 {why}, try again later")
-            if self.transport is not None:
-                self.transport.close()
-            return
-        receiver.sessions += 1
-        receiver.protocols.add(self)
-        self._deadline = self.loop.call_later(receiver.settings.session_timeout, self._session_expired)
-        try:
-            await super()._handle_client()
-        finally:
-            receiver.sessions -= 1
-            receiver.protocols.discard(self)
-            self._deadline.cancel()
-
-    async def smtp_DATA(self, arg: str | None) -> None:
-        if await self.check_helo_needed("LHLO" if self.lmtp else "EHLO"):
-            return
-        envelope = self.envelope
-        assert envelope is not None  # noqa: S101 - set by aiosmtpd for every session
-        if not envelope.rcpt_tos:
-            await self.push("503 5.5.1 Error: need RCPT command")
-            return
-        if arg:
-            await self.push("501 5.5.4 Syntax: DATA")
-            return
-        await self.push("354 End data with <CR><LF>.<CR><LF>")
-        limit = self.receiver.settings.max_message_size
-        chunks: list[bytes] = []
-        size = 0
-        too_big = False
-        line_start = True
-        last_reset = self.loop.time()
-        while True:
-            # A connection that closes here cancels this coroutine (aiosmtpd's eof handling): nothing was
-            # processed, nothing is stored.
-            try:
-                line = await self._reader.readuntil(b"\r\n")
-            except asyncio.LimitOverrunError as exc:  # a long line: take it in pieces, the size limit bounds it
-                line = await self._reader.read(exc.consumed)
-            except asyncio.IncompleteReadError:
-                if self.transport is not None:
-                    self.transport.close()
-                return
-            now = self.loop.time()
-            if now - last_reset > 1.0:  # data keeps the session alive (not every line: timers cost)
-                self._reset_timeout()
-                last_reset = now
-            if line_start:
-                if line == b".\r\n":
-                    break
-                if line.startswith(b"."):
-                    line = line[1:]  # RFC 5321 section 4.5.2: dot-stuffing
-            line_start = line.endswith(b"\r\n")
-            size += len(line)
-            if too_big:
-                continue
-            if size > limit:
-                too_big = True
-                chunks.clear()
-                continue
-            chunks.append(line)
-        mail_from = envelope.mail_from or "<>"
-        recipients = list(envelope.rcpt_tos)
-        self.envelope = self._create_envelope()
-        count = len(recipients) if self.lmtp else 1
-        if too_big:
-            reply = Reply(552, "5.3.4", f"Message exceeds the fixed limit of {limit} bytes")
-            for _ in range(count):
-                await self.push(str(reply))
-            return
-        raw = b"".join(chunks)
-        del chunks
-        self.busy = True
-        if self._timeout_handle is not None:
-            self._timeout_handle.cancel()
-        try:
-            deliveries = await self.receiver.deliver_async(
-                raw, mail_from=mail_from, recipients=recipients, protocol="lmtp" if self.lmtp else "smtp"
-            )
-        finally:
-            self.busy = False
-        replies = [d.reply for d in deliveries]
-        if self.lmtp:
-            for reply in replies:
-                await self.push(str(reply))
-        else:
-            await self.push(str(_multi(replies)))
-        if self.expired:
-            self._close_with("421 4.4.2 Session time limit reached, closing connection")
-        else:
-            self._reset_timeout()
-
-
-class _LMTPSession(_SessionMixin, LMTP):
-    lmtp = True
-
-
-class _SMTPSession(_SessionMixin, SMTP):
-    lmtp = False
 
 
 # -- the receiver ---------------------------------------------------------------------------------------------
@@ -428,7 +107,7 @@ class Receiver:
         self.router = router
         self.settings = settings
         self.sessions = 0
-        self.protocols: set[_SessionMixin] = set()
+        self.protocols: set[SessionMixin] = set()
         self.stopping = False
         self.bound: dict[str, ListenAddress] = {}
         self._tls = tls_context(settings.tls_cert, settings.tls_key) if settings.tls_cert and settings.tls_key else None
@@ -484,12 +163,12 @@ class Receiver:
         for recipient in recipients:
             route = self.router.route(recipient)
             if route is None:  # routed at RCPT; a Python caller may pass anything
-                reply = Reply(550, "5.1.1", f"<{_clean(recipient, 100)}>: unknown recipient")
+                reply = Reply(550, "5.1.1", f"<{clean(recipient, 100)}>: unknown recipient")
                 results.append(Delivery(recipient, reply))
                 continue
             copy = (
-                b"Return-Path: <" + _header_value(sender) + b">\r\n"
-                b"Delivered-To: " + _header_value(recipient) + b"\r\n" + raw
+                b"Return-Path: <" + header_value(sender) + b">\r\n"
+                b"Delivered-To: " + header_value(recipient) + b"\r\n" + raw
             )
             provenance = self.provenance(raw, route, protocol, digest)
             try:
@@ -542,10 +221,10 @@ class Receiver:
 
     def _factory(self, kind: Protocol_, tcp: bool) -> Any:
         settings = self.settings
-        handler = _Handler(self)
-        cls = _LMTPSession if kind == "lmtp" else _SMTPSession
+        handler = SmtpHandler(self)
+        cls = LMTPSession if kind == "lmtp" else SMTPSession
 
-        def make() -> _SessionMixin:
+        def make() -> SessionMixin:
             session = cls(
                 handler,
                 data_size_limit=None,  # checked here, with enhanced status codes and per-recipient replies

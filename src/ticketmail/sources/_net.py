@@ -103,8 +103,9 @@ def _resolve(config: MailboxConfig) -> list[tuple[int, tuple[str, int]]]:
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError) as exc:
+        why = (exc.strerror if isinstance(exc, OSError) else None) or exc
         raise SourceError(
-            f"cannot resolve host {host!r}: {getattr(exc, 'strerror', None) or exc}; check the host name and DNS",
+            f"cannot resolve host {host!r}: {why}; check the host name and DNS",
             stage="dns",
             mailbox=config.name,
         ) from exc

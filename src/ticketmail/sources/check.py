@@ -157,7 +157,7 @@ def _check_credentials(mailbox: MailboxConfig) -> None:
     """
     if mailbox.protocol in ("imap", "pop3") and mailbox.auth == "password":
         mailbox.secret()
-    elif mailbox.auth == "oauth2" and mailbox.token_provider is None and getattr(mailbox, "provider", None) is None:
+    elif mailbox.auth == "oauth2" and mailbox.token_provider is None and mailbox.provider is None:
         raise ConfigError(f"mailbox {mailbox.name!r}: auth is 'oauth2' but no token provider is configured")
 
 
@@ -181,14 +181,14 @@ def check(
     started = clock()
     try:
         _check_credentials(mailbox)
-        if getattr(mailbox, "provider", None) is not None:  # built-in OAuth2: the token is its own stage
+        if mailbox.provider is not None:  # built-in OAuth2: the token is its own stage
             from ticketmail.oauth.diagnose import check_oauth
 
             mailbox = check_oauth(mailbox, state_dir)
         capabilities, count = _CHECKERS[mailbox.protocol](mailbox)
     except SourceError as exc:
         message = exc.message
-        if exc.stage == "auth" and getattr(mailbox, "provider", None) is not None:
+        if exc.stage == "auth" and mailbox.provider is not None:
             from ticketmail.oauth.diagnose import refusal_hint
 
             message += refusal_hint(mailbox)

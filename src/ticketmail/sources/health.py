@@ -38,6 +38,7 @@ from typing import Any, Literal
 import attrs
 
 from ticketmail.errors import BackendError, SourceError, TicketmailError
+from ticketmail.sources._retry import is_retryable
 
 __all__ = ["ErrorInfo", "HealthEvent", "HealthListener", "HealthStore", "MailboxHealth", "read_health"]
 
@@ -61,11 +62,16 @@ def _parse_time(value: object) -> _dt.datetime | None:
 
 @attrs.frozen
 class ErrorInfo:
-    """The last error of a mailbox: stable `code`, the failing `stage` and a human `message`."""
+    """The last error of a mailbox: stable `code`, the failing `stage` and a human `message`.
+
+    `retryable` is false for an error no retry can fix (a revoked OAuth2 refresh token, a wrong client
+    secret): a worker stops polling that mailbox until it is restarted, and the message says so.
+    """
 
     code: str
     stage: str
     message: str
+    retryable: bool = True
 
     @classmethod
     def from_error(cls, error: TicketmailError) -> ErrorInfo:
@@ -76,11 +82,14 @@ class ErrorInfo:
             stage = "backend"
         else:
             stage = "process"
-        return cls(code=error.code, stage=stage, message=error.message)
+        return cls(code=error.code, stage=stage, message=error.message, retryable=is_retryable(error))
 
-    def to_dict(self) -> dict[str, str]:
-        """JSON-ready mapping."""
-        return {"code": self.code, "stage": self.stage, "message": self.message}
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready mapping; `"retryable": false` is added only for an error no retry can fix."""
+        data: dict[str, Any] = {"code": self.code, "stage": self.stage, "message": self.message}
+        if not self.retryable:
+            data["retryable"] = False
+        return data
 
 
 @attrs.frozen
@@ -144,7 +153,10 @@ class MailboxHealth:
         error = None
         if isinstance(err, Mapping):
             error = ErrorInfo(
-                code=str(err.get("code", "")), stage=str(err.get("stage", "")), message=str(err.get("message", ""))
+                code=str(err.get("code", "")),
+                stage=str(err.get("stage", "")),
+                message=str(err.get("message", "")),
+                retryable=err.get("retryable") is not False,
             )
         reachable = data.get("reachable")
         waiting = data.get("waiting")
@@ -292,6 +304,20 @@ class HealthStore:
         elif before.reachable is False and after.reachable:
             self._emit(HealthEvent(kind="recovered", mailbox=name, at=at, health=after))
         return after
+
+    def record_stopped(self, name: str, *, at: _dt.datetime, error: TicketmailError) -> MailboxHealth:
+        """Record that a worker stopped polling `name` after `error`, which no retry can fix."""
+        base = ErrorInfo.from_error(error)
+        info = attrs.evolve(
+            base,
+            retryable=False,
+            message=f"{base.message} (not retried: polling of this mailbox stopped until the worker restarts)",
+        )
+
+        def change(h: MailboxHealth) -> MailboxHealth:
+            return attrs.evolve(h, last_error=info)
+
+        return self._update(name, change)[1]
 
     # -- internals -------------------------------------------------------------------------------------
 

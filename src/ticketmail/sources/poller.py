@@ -41,25 +41,38 @@ recovering server in lockstep.
 from __future__ import annotations
 
 import concurrent.futures
-import contextlib
 import datetime as _dt
-import importlib
 import logging
 import os
 import random
 import signal
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from types import FrameType
-from typing import Any, Literal, Protocol, cast
-
-import attrs
 
 from ticketmail.errors import BackendError, ConfigError, SourceError, TicketmailError
-from ticketmail.model import MailboxContext, Provenance
-from ticketmail.pipeline import Outcome
-from ticketmail.sources.base import RawItem, SkipCallback, Source, SourceSession, WaitableSession
+from ticketmail.sources._poll_values import (
+    DEFAULT_BATCH_BYTES,
+    DEFAULT_BATCH_SIZE,
+    Backoff,
+    Clock,
+    LeasedLock,
+    MailboxLocking,
+    MailboxRun,
+    OutcomeCallback,
+    PollReport,
+    PollTarget,
+    ProcessesBatches,
+    ProcessesEmail,
+    ReportsOversize,
+    ReportsPending,
+    Tally,
+)
+from ticketmail.sources._poll_work import ItemProcessor
+from ticketmail.sources._retry import is_retryable
+from ticketmail.sources.base import SkipCallback, Source, SourceSession, WaitableSession
+from ticketmail.sources.config import MailboxConfig
 from ticketmail.sources.health import HealthListener, HealthStore
 from ticketmail.sources.lock import MailboxLock
 
@@ -67,6 +80,8 @@ __all__ = [
     "DEFAULT_BATCH_BYTES",
     "DEFAULT_BATCH_SIZE",
     "Backoff",
+    "LeasedLock",
+    "MailboxLocking",
     "MailboxRun",
     "OutcomeCallback",
     "PollReport",
@@ -74,49 +89,14 @@ __all__ = [
     "Poller",
     "ProcessesBatches",
     "ProcessesEmail",
+    "ReportsOversize",
+    "ReportsPending",
     "default_state_dir",
     "source_for",
     "target_for",
 ]
 
 log = logging.getLogger(__name__)
-
-Clock = Callable[[], _dt.datetime]
-OutcomeCallback = Callable[[str, RawItem, Outcome], None]
-"""`on_outcome(mailbox_name, item, outcome)`, called after each processed item (e.g. to print a line)."""
-
-
-class ProcessesEmail(Protocol):
-    """What the poller needs of a `Pipeline`."""
-
-    def process_email(self, raw: bytes, *, provenance: Provenance, context: MailboxContext | None = None) -> Outcome:
-        """Process one raw message (raises `BackendError` when storage is unavailable)."""
-
-    def is_processed(self, provenance: Provenance) -> bool:
-        """Whether this mailbox item was already committed."""
-
-
-class ProcessesBatches(ProcessesEmail, Protocol):
-    """A pipeline that can also commit several messages in one unit of work (group commit).
-
-    The poller uses `process_batch` when the pipeline has it and `batch_size` is above 1; see
-    `ticketmail.pipeline.Pipeline.process_batch()` for the contract (outcomes in input order, each message
-    all-or-nothing, `BackendError` with nothing committed).
-    """
-
-    def process_batch(
-        self, items: Iterable[tuple[bytes, Provenance]], *, context: MailboxContext | None = None
-    ) -> list[Outcome]:
-        """Process `(raw, provenance)` pairs in one unit of work; one outcome per pair, in order."""
-
-
-BatchFunction = Callable[..., Any]
-
-DEFAULT_BATCH_SIZE = 50
-"""Messages per group commit when a mailbox does not say (`batch_size`)."""
-
-DEFAULT_BATCH_BYTES = 16 * 1024 * 1024
-"""Raw bytes one group may hold in memory before it is processed, whatever `batch_size` says."""
 
 
 def _utcnow() -> _dt.datetime:
@@ -131,167 +111,6 @@ def default_state_dir(db_path: str | os.PathLike[str]) -> Path:
     """
     path = Path(db_path)
     return path.with_name(path.name + ".state")
-
-
-def _positive(instance: object, attribute: attrs.Attribute[Any], value: float | None) -> None:
-    if value is not None and value <= 0:
-        raise ConfigError(f"{attribute.name} must be positive, got {value!r}", field=attribute.name)
-
-
-def _positive_int(instance: object, attribute: attrs.Attribute[int], value: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"{attribute.name} must be an integer >= 1, got {value!r}", field=attribute.name)
-
-
-def _non_negative(instance: object, attribute: attrs.Attribute[float], value: float) -> None:
-    if value < 0:
-        raise ConfigError(f"{attribute.name} must be >= 0, got {value!r}", field=attribute.name)
-
-
-def _fraction(instance: object, attribute: attrs.Attribute[float], value: float) -> None:
-    if not 0 <= value <= 1:
-        raise ConfigError(f"{attribute.name} must be between 0 and 1, got {value!r}", field=attribute.name)
-
-
-@attrs.frozen
-class Backoff:
-    """Jittered exponential backoff after consecutive errors.
-
-    `delay(n)` for the n-th consecutive failure is `min(cap, base * 2**(n-1))` minus up to `jitter` of
-    it at random (`jitter=0.5`: between half and all of the nominal delay).
-    """
-
-    base: float = attrs.field(default=5.0, validator=_positive)
-    cap: float = attrs.field(default=900.0, validator=_positive)
-    jitter: float = attrs.field(default=0.5, validator=_fraction)
-
-    def nominal(self, failures: int) -> float:
-        """The delay before jitter (0 for no failures)."""
-        if failures <= 0:
-            return 0.0
-        return float(min(self.cap, self.base * 2 ** min(failures - 1, 62)))
-
-    def delay(self, failures: int, rng: random.Random) -> float:
-        """The jittered delay for `failures` consecutive failures."""
-        nominal = self.nominal(failures)
-        return nominal * (1.0 - self.jitter * rng.random())
-
-
-@attrs.frozen
-class PollTarget:
-    """One mailbox as the poller serves it.
-
-    Attributes:
-        name: The mailbox name (health records, locks, output).
-        source: The `Source` to open.
-        context: The `MailboxContext` handed to the pipeline.
-        max_messages: Message cap per visit (`None`: no cap; the time budget still applies).
-        time_budget: Seconds one visit may spend before leaving the rest for the next one.
-        interval: Seconds between polls in `Poller.run()` (also the safety re-poll period under IDLE).
-        idle: Use the session's `wait_for_changes` (IMAP IDLE) in `Poller.run()` when it has one.
-        enabled: Disabled mailboxes are skipped (status `disabled`).
-        batch_size: Messages committed together in one unit of work (group commit, through the pipeline's
-            `process_batch`); 1 processes and commits each message on its own.
-        batch_bytes: Raw bytes a group may hold before it is processed even if it has fewer than
-            `batch_size` messages, so a run of large messages never sits in memory at once.
-    """
-
-    name: str
-    source: Source
-    context: MailboxContext | None = None
-    max_messages: int | None = attrs.field(default=100, validator=_positive)
-    time_budget: float = attrs.field(default=120.0, validator=_positive)
-    interval: float = attrs.field(default=300.0, validator=_positive)
-    idle: bool = False
-    enabled: bool = True
-    batch_size: int = attrs.field(default=DEFAULT_BATCH_SIZE, validator=_positive_int)
-    batch_bytes: int = attrs.field(default=DEFAULT_BATCH_BYTES, validator=_positive_int)
-
-
-RunStatus = Literal["ok", "busy", "error", "disabled"]
-
-
-@attrs.frozen
-class MailboxRun:
-    """What one visit of one mailbox did.
-
-    `status`: `ok`; `busy` (another run holds the lock; nothing done); `error` (see `error`; the
-    counters say what happened before it); `disabled`. `stopped` says why the visit ended early
-    (`cap`, `budget`, `backend`, `stop`), if it did; `waiting` is what the source reports as still
-    waiting (`None` when it cannot tell).
-    """
-
-    name: str
-    status: RunStatus
-    fetched: int = 0
-    acknowledged: int = 0
-    failed: int = 0
-    oversized: int = 0
-    actions: tuple[tuple[str, int], ...] = ()
-    stopped: str | None = None
-    waiting: int | None = None
-    error: TicketmailError | None = attrs.field(default=None, eq=False)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready summary."""
-        return {
-            "mailbox": self.name,
-            "status": self.status,
-            "fetched": self.fetched,
-            "acknowledged": self.acknowledged,
-            "failed": self.failed,
-            "oversized": self.oversized,
-            "actions": dict(self.actions),
-            "stopped": self.stopped,
-            "waiting": self.waiting,
-            "error": self.error.to_dict() if self.error else None,
-        }
-
-
-@attrs.frozen
-class PollReport:
-    """The result of `Poller.poll_once()`: one `MailboxRun` per mailbox, in configuration order."""
-
-    runs: tuple[MailboxRun, ...]
-
-    @property
-    def ok(self) -> bool:
-        """True when no mailbox ended in `error`."""
-        return all(run.status != "error" for run in self.runs)
-
-    def run(self, name: str) -> MailboxRun:
-        """The run of mailbox `name`."""
-        for run in self.runs:
-            if run.name == name:
-                return run
-        raise KeyError(name)
-
-
-class _Tally:
-    """Mutable counters of one visit (internal)."""
-
-    def __init__(self) -> None:
-        self.fetched = 0
-        self.acknowledged = 0
-        self.failed = 0
-        self.oversized = 0
-        self.actions: dict[str, int] = {}
-        self.stopped: str | None = None
-        self.waiting: int | None = None
-
-    def run(self, name: str, status: RunStatus, error: TicketmailError | None = None) -> MailboxRun:
-        return MailboxRun(
-            name=name,
-            status=status,
-            fetched=self.fetched,
-            acknowledged=self.acknowledged,
-            failed=self.failed,
-            oversized=self.oversized,
-            actions=tuple(sorted(self.actions.items())),
-            stopped=self.stopped,
-            waiting=self.waiting,
-            error=error,
-        )
 
 
 def _unexpected(exc: BaseException, target: str, stage: str) -> SourceError:
@@ -325,7 +144,7 @@ class Poller:
 
     def __init__(
         self,
-        mailboxes: Iterable[PollTarget | Any],
+        mailboxes: Iterable[PollTarget | MailboxConfig],
         pipeline: ProcessesEmail,
         *,
         clock: Clock = _utcnow,
@@ -335,8 +154,8 @@ class Poller:
         on_outcome: OutcomeCallback | None = None,
         backoff: Backoff | None = None,
         rng: random.Random | None = None,
-        target_factory: Callable[[Any, SkipCallback], PollTarget] | None = None,
-        lock_factory: Callable[[str], Any] | None = None,
+        target_factory: Callable[[MailboxConfig, SkipCallback], PollTarget] | None = None,
+        lock_factory: Callable[[str], MailboxLocking] | None = None,
     ) -> None:
         self.pipeline = pipeline
         self._clock = clock
@@ -345,7 +164,6 @@ class Poller:
         self.health = HealthStore(
             self.state_dir / "health.json" if self.state_dir is not None else None, listeners=tuple(events or ())
         )
-        self._on_outcome = on_outcome
         self.backoff = backoff or Backoff()
         self._rng = rng or random.Random()
         self._stop = threading.Event()
@@ -364,7 +182,8 @@ class Poller:
             raise ConfigError(f"mailbox names must be unique; repeated: {', '.join(dupes)}", field="name")
         self.targets: tuple[PollTarget, ...] = tuple(targets)
         make_lock = lock_factory or (lambda name: MailboxLock(self.state_dir, name))
-        self._locks = {t.name: make_lock(t.name) for t in targets}
+        self._locks: dict[str, MailboxLocking] = {t.name: make_lock(t.name) for t in targets}
+        self._work = ItemProcessor(pipeline, stop=self._stop, clock=clock, on_outcome=on_outcome)
 
     # -- one-shot ---------------------------------------------------------------------------------------
 
@@ -402,7 +221,7 @@ class Poller:
         try:
             acquired = lock.acquire()
         except TicketmailError as exc:  # the state directory is unusable: report, do not stop the others
-            return self._record_error(target, _Tally(), exc)
+            return self._record_error(target, Tally(), exc)
         if not acquired:
             log.info("mailbox %s is already being fetched elsewhere; skipping", name)
             return MailboxRun(name=name, status="busy")
@@ -492,17 +311,14 @@ class Poller:
             remaining -= step
         return self._stop.is_set()
 
-    def _elapsed(self, start: _dt.datetime) -> float:
-        return (self._clock() - start).total_seconds()
-
-    def _visit(self, target: PollTarget, keep_open: Callable[[SourceSession, _Tally], None] | None) -> MailboxRun:
+    def _visit(self, target: PollTarget, keep_open: Callable[[SourceSession, Tally], None] | None) -> MailboxRun:
         """Open a session, drain one batch, record health; `keep_open` may keep using the session."""
         start = self._clock()
         self.health.record_attempt(target.name, at=start)
-        tally = _Tally()
+        tally = Tally()
         try:
             with target.source.session() as session:
-                self._drain(target, session, tally, start)
+                self._work.drain(target, session, tally, start)
                 self._record_ok(target, tally)
                 if keep_open is not None and tally.stopped is None:
                     keep_open(session, tally)
@@ -514,7 +330,7 @@ class Poller:
             return self._record_error(target, tally, _unexpected(exc, target.name, stage))
         return tally.run(target.name, "ok")
 
-    def _record_ok(self, target: PollTarget, tally: _Tally) -> None:
+    def _record_ok(self, target: PollTarget, tally: Tally) -> None:
         self.health.record_success(
             target.name,
             at=self._clock(),
@@ -524,194 +340,17 @@ class Poller:
             oversized=tally.oversized,
         )
 
-    def _record_error(self, target: PollTarget, tally: _Tally, exc: TicketmailError) -> MailboxRun:
+    def _record_error(self, target: PollTarget, tally: Tally, exc: TicketmailError) -> MailboxRun:
         if isinstance(exc, SourceError) and exc.mailbox is None:
             exc.mailbox = target.name
-        log.warning("mailbox %s failed (%s): %s", target.name, getattr(exc, "stage", exc.code), exc.message)
+        where = exc.stage if isinstance(exc, SourceError) else exc.code
+        log.warning("mailbox %s failed (%s): %s", target.name, where, exc.message)
         self.health.record_failure(
             target.name, at=self._clock(), error=exc, processed=tally.acknowledged, failed=tally.failed
         )
         if isinstance(exc, BackendError):
             tally.stopped = tally.stopped or "backend"
         return tally.run(target.name, "error", exc)
-
-    def _batch_function(self) -> BatchFunction | None:
-        """The pipeline's `process_batch`, or `None` for a pipeline that only has `process_email`."""
-        function = getattr(self.pipeline, "process_batch", None)
-        return function if callable(function) else None
-
-    def _drain(self, target: PollTarget, session: SourceSession, tally: _Tally, start: _dt.datetime) -> None:
-        """Process items of an open session until the cap, the budget, a stop or a backend failure.
-
-        Items are gathered into groups of up to `target.batch_size` (and `target.batch_bytes`); a group is
-        processed when full, when the next item would overflow its bytes, when the visit stops early and when
-        the source has nothing more to hand over, so an IDLE wake-up with one new message commits it at once.
-        """
-        batch_function = self._batch_function()
-        size = target.batch_size if batch_function is not None else 1
-        items: Iterator[RawItem] = iter(session.fetch(limit=target.max_messages))
-        batch: list[RawItem] = []
-        held = 0
-        try:
-            while True:
-                try:
-                    item = next(items)
-                except StopIteration:
-                    if target.max_messages is not None and tally.fetched >= target.max_messages:
-                        tally.stopped = "cap"
-                    break
-                except Exception:
-                    # The source failed in the middle of the fetch (a connection drop, an unreadable file):
-                    # commit and acknowledge what it handed over before, as one-by-one processing would
-                    # have, so a message that always breaks the fetch cannot hold back the ones before it.
-                    self._flush(target, session, batch, tally, batch_function)
-                    raise
-                tally.fetched += 1
-                if self._stop.is_set() or self._elapsed(start) >= target.time_budget:
-                    tally.stopped = "stop" if self._stop.is_set() else "budget"
-                    tally.fetched -= 1
-                    session.release(item, failed=False)
-                    break
-                if batch and held + len(item.data) > target.batch_bytes:
-                    try:
-                        self._flush(target, session, batch, tally, batch_function)
-                    except BaseException:
-                        self._release_quietly(session, item)  # in hand, not yet in the group
-                        raise
-                    held = 0
-                batch.append(item)
-                held += len(item.data)
-                if len(batch) >= size or held >= target.batch_bytes:
-                    self._flush(target, session, batch, tally, batch_function)
-                    held = 0
-            # What was gathered before a stop, the budget or the end of the fetch is processed now: those
-            # items are in hand, and the group takes one commit.
-            self._flush(target, session, batch, tally, batch_function)
-        finally:
-            # Only after an exception can items be left here (never processed): leave them in place.
-            for leftover in batch:
-                self._release_quietly(session, leftover)
-            batch.clear()
-            close = getattr(items, "close", None)
-            if close is not None:
-                close()
-        tally.oversized = len(getattr(session, "oversized", ()) or ())
-        pending = getattr(session, "pending", None)
-        if callable(pending):
-            with contextlib.suppress(TicketmailError):
-                value = pending()
-                tally.waiting = value if isinstance(value, int) else None
-
-    def _flush(
-        self,
-        target: PollTarget,
-        session: SourceSession,
-        batch: list[RawItem],
-        tally: _Tally,
-        batch_function: BatchFunction | None,
-    ) -> None:
-        """Process the gathered items (emptying `batch`), then acknowledge or release each in order.
-
-        When this raises, every item of the group not yet handed to its own acknowledge/release has been
-        released with `failed=False` (left in place, not counted against it).
-        """
-        group = list(batch)
-        batch.clear()
-        if not group:
-            return
-        started = 0  # items before this index went to their own acknowledge/release path
-        try:
-            outcomes = self._process_group(target, group, batch_function)
-            if outcomes is None:  # one by one: each item settles (or raises) on its own
-                for item in group:
-                    started += 1
-                    self._process(target, session, item, tally)
-                return
-            for item, outcome in zip(group, outcomes, strict=True):
-                started += 1
-                self._settle(target, session, item, outcome, tally)
-        finally:
-            for item in group[started:]:
-                self._release_quietly(session, item)
-
-    def _process_group(
-        self, target: PollTarget, group: list[RawItem], batch_function: BatchFunction | None
-    ) -> list[Outcome] | None:
-        """One outcome per item from `process_batch`, or `None`: process the group one by one instead.
-
-        `BackendError` propagates (nothing committed; the caller releases the whole group).
-        """
-        if batch_function is None or len(group) == 1:
-            return None
-        try:
-            outcomes = batch_function([(item.data, item.provenance) for item in group], context=target.context)
-        except BackendError:
-            log.info(
-                "storage failed while committing %d messages of %s; leaving them in place", len(group), target.name
-            )
-            raise
-        except Exception:
-            # A bug in the pipeline on some message of the group: the one-by-one path counts it against that
-            # message only. Messages of the group that were committed come back as duplicates (acknowledged).
-            log.exception(
-                "pipeline raised on a group of %d from %s; processing them one by one", len(group), target.name
-            )
-            return None
-        if (
-            not isinstance(outcomes, list)
-            or len(outcomes) != len(group)
-            or not all(isinstance(o, Outcome) for o in outcomes)
-        ):
-            log.error(
-                "process_batch returned %s for %d messages of %s; processing them one by one",
-                type(outcomes).__name__,
-                len(group),
-                target.name,
-            )
-            return None
-        return outcomes
-
-    def _process(self, target: PollTarget, session: SourceSession, item: RawItem, tally: _Tally) -> None:
-        try:
-            outcome = self.pipeline.process_email(item.data, provenance=item.provenance, context=target.context)
-        except BackendError:
-            # Storage is down: leave the item untouched (not a failure of the message) and stop this visit.
-            session.release(item, failed=False)
-            raise
-        except Exception:
-            # A bug in the pipeline on this message: count it against the message (bounded retries, then
-            # quarantine) rather than stop the mailbox at the same poison message forever.
-            log.exception("pipeline raised on %s/%s; leaving it in place", target.name, item.provenance.key)
-            tally.failed += 1
-            tally.actions["error"] = tally.actions.get("error", 0) + 1
-            session.release(item, failed=True)
-            return
-        self._settle(target, session, item, outcome, tally)
-
-    def _settle(
-        self, target: PollTarget, session: SourceSession, item: RawItem, outcome: Outcome, tally: _Tally
-    ) -> None:
-        """Acknowledge or release one item from its own (committed) outcome; count it; tell `on_outcome`."""
-        tally.actions[outcome.action] = tally.actions.get(outcome.action, 0) + 1
-        if outcome.acknowledge:
-            session.acknowledge(item)
-            tally.acknowledged += 1
-        else:
-            session.release(item, failed=True)
-            tally.failed += 1
-        if self._on_outcome is not None:
-            try:
-                self._on_outcome(target.name, item, outcome)
-            except Exception:
-                log.exception("on_outcome callback failed")
-
-    @staticmethod
-    def _release_quietly(session: SourceSession, item: RawItem) -> None:
-        """Leave an unprocessed item in place while another error is on its way out (that one is reported)."""
-        try:
-            session.release(item, failed=False)
-        except Exception:
-            log.debug("could not release %s while handling another error", item.provenance.key, exc_info=True)
 
     def _serve(self, target: PollTarget, idle_slice: float) -> None:
         """The worker loop of one mailbox (one thread)."""
@@ -722,7 +361,7 @@ class Poller:
                 acquired = lock.acquire()
             except TicketmailError as exc:
                 failures += 1
-                self._record_error(target, _Tally(), exc)
+                self._record_error(target, Tally(), exc)
                 if self._wait(self.backoff.delay(failures, self._rng)):
                     return
                 continue
@@ -735,6 +374,9 @@ class Poller:
                 run = self._visit(target, keep_open=lambda s, t: self._idle_loop(target, s, t, idle_slice))
             finally:
                 lock.release()
+            if run.error is not None and not is_retryable(run.error):
+                self._give_up(target, run.error)
+                return
             if run.status == "error":
                 failures += 1
                 delay = self.backoff.delay(failures, self._rng)
@@ -745,40 +387,50 @@ class Poller:
             if self._wait(delay):
                 return
 
-    def _idle_loop(self, target: PollTarget, session: SourceSession, outer: _Tally, idle_slice: float) -> None:
+    def _give_up(self, target: PollTarget, error: TicketmailError) -> None:
+        """Stop serving a mailbox whose error no retry can fix (its health record says so)."""
+        log.error("mailbox %s: %s is not retried until the worker restarts: %s", target.name, error.code, error.message)
+        self.health.record_stopped(target.name, at=self._clock(), error=error)
+
+    def _idle_loop(self, target: PollTarget, session: SourceSession, outer: Tally, idle_slice: float) -> None:
         """Keep a session open while the mailbox supports IDLE: wait for changes, drain, repeat."""
         if not (target.idle and isinstance(session, WaitableSession)):
             return
         lock = self._locks[target.name]
-        while not self._stop.is_set() and getattr(lock, "valid", True):  # a lease lost or handed over ends it
+        while not self._stop.is_set() and _still_held(lock):  # a lease lost or handed over ends it
             waited = 0.0
             changed = False
             # Re-poll at least every `interval` even without a notification (missed EXISTS, NAT timeouts).
-            while not self._stop.is_set() and waited < target.interval and getattr(lock, "valid", True):
+            while not self._stop.is_set() and waited < target.interval and _still_held(lock):
                 step = min(idle_slice, target.interval - waited)
                 if session.wait_for_changes(step):
                     changed = True
                     break
                 waited += step
-            if self._stop.is_set() or not getattr(lock, "valid", True):
+            if self._stop.is_set() or not _still_held(lock):
                 return
             log.debug("mailbox %s: %s", target.name, "changes announced" if changed else "periodic re-poll")
             start = self._clock()
             self.health.record_attempt(target.name, at=start)
-            tally = _Tally()
-            self._drain(target, session, tally, start)
+            tally = Tally()
+            self._work.drain(target, session, tally, start)
             self._record_ok(target, tally)
             if tally.stopped is not None:
                 outer.stopped = tally.stopped
                 return  # leave the session; the serve loop reconnects at once for the rest
 
 
+def _still_held(lock: MailboxLocking) -> bool:
+    """False once a lease was lost or handed over (a plain lock is held until released)."""
+    return lock.valid if isinstance(lock, LeasedLock) else True
+
+
 def source_for(
-    config: Any, *, skip: SkipCallback | None = None, state_dir: str | os.PathLike[str] | None = None
+    config: MailboxConfig, *, skip: SkipCallback | None = None, state_dir: str | os.PathLike[str] | None = None
 ) -> Source:
     """The `Source` for a `MailboxConfig`."""
-    protocol = getattr(config, "protocol", None)
-    if getattr(config, "provider", None) is not None:  # built-in OAuth2: tokens kept under the state directory
+    protocol = config.protocol
+    if config.provider is not None:  # built-in OAuth2: tokens kept under the state directory
         from ticketmail.oauth import bind_state_dir
 
         config = bind_state_dir(config, state_dir)
@@ -795,20 +447,21 @@ def source_for(
 
         return MboxSource.from_config(config, skip=skip, state_dir=state_dir)
     if protocol == "imap":
-        imap = importlib.import_module("ticketmail.sources.imap")
-        return cast(Source, imap.ImapSource(config, skip=skip))
+        from ticketmail.sources.imap import ImapSource
+
+        return ImapSource(config, skip=skip)
     if protocol == "pop3":
-        pop3 = importlib.import_module("ticketmail.sources.pop3")
         from ticketmail.sources.maildir import RetryCounter
+        from ticketmail.sources.pop3 import Pop3Source
 
         retries = RetryCounter(Path(state_dir) / f"retries-{config.name}.json" if state_dir is not None else None)
         keep = RetryCounter(Path(state_dir) / f"kept-{config.name}.json" if state_dir is not None else None)
-        return cast(Source, pop3.Pop3Source(config, skip=skip, retries=retries, keep=keep))
-    raise ConfigError(f"mailbox {getattr(config, 'name', '?')!r}: unknown protocol {protocol!r}", field="protocol")
+        return Pop3Source(config, skip=skip, retries=retries, keep=keep)
+    raise ConfigError(f"mailbox {config.name!r}: unknown protocol {protocol!r}", field="protocol")
 
 
 def target_for(
-    config: Any,
+    config: MailboxConfig,
     *,
     skip: SkipCallback | None = None,
     state_dir: str | os.PathLike[str] | None = None,
@@ -817,11 +470,8 @@ def target_for(
 ) -> PollTarget:
     """A `PollTarget` from a mailbox configuration (cap `max_per_run`, `poll_interval`, `idle`).
 
-    `batch_size` overrides the configuration's `batch_size` (a configuration without one gets
-    `DEFAULT_BATCH_SIZE`).
+    `batch_size` overrides the configuration's `batch_size`.
     """
-    if batch_size is None:
-        batch_size = getattr(config, "batch_size", DEFAULT_BATCH_SIZE)
     return PollTarget(
         name=config.name,
         source=source_for(config, skip=skip, state_dir=state_dir),
@@ -831,5 +481,5 @@ def target_for(
         interval=config.poll_interval,
         idle=config.idle,
         enabled=config.enabled,
-        batch_size=batch_size,
+        batch_size=config.batch_size if batch_size is None else batch_size,
     )

@@ -55,7 +55,11 @@ log = logging.getLogger("ticketmail.sources.pop3")
 
 
 class _POP3(poplib.POP3):
-    """poplib on a socket that `_net.open_socket` already connected (and maybe TLS-wrapped)."""
+    """poplib on a socket that `_net.open_socket` already connected (and maybe TLS-wrapped).
+
+    `_create_socket` is poplib's only hook for the socket it talks on (no public `open()` as in imaplib;
+    stable from Python 3.9 to 3.14, and tests/sources/test_pop3.py fails loudly if it goes).
+    """
 
     def __init__(self, sock: socket.socket, host: str, port: int, timeout: float) -> None:
         self._tm_sock = sock
@@ -185,7 +189,10 @@ class Pop3Session:
                 token = cfg.access_token()
                 self._secrets = (token.reveal(), xoauth2_base64(user, token))
                 with self._guard("auth", "AUTH XOAUTH2"):
-                    raw: Any = client  # poplib has no AUTH; its private command helpers are stable since 2.x
+                    # poplib has no AUTH command nor a public way to send one: its private helpers `_shortcmd`,
+                    # `_putcmd` and `_getresp` are unchanged from Python 2 to 3.14 (tests/sources/test_pop3.py
+                    # fails loudly if they go).
+                    raw: Any = client
                     resp = raw._shortcmd("AUTH XOAUTH2 " + xoauth2_base64(user, token))
                     if resp.startswith(b"+ ") or resp == b"+":  # error challenge: answer empty, then -ERR
                         raw._putcmd("")
