@@ -73,6 +73,7 @@ __all__ = [
     "NestingTooDeepError",
     "NotFoundError",
     "OAuthError",
+    "PERMANENT_OAUTH_REASONS",
     "PayloadTooLargeError",
     "PolicyRejectedError",
     "SourceError",
@@ -96,7 +97,7 @@ class TicketmailError(Exception):
 
     code: ClassVar[str] = "ticketmail_error"
     status: int = 500
-    retryable: ClassVar[bool] = False
+    retryable: bool = False
 
     def __init__(self, message: str, *, field: str | None = None, status: int | None = None) -> None:
         super().__init__(message)
@@ -319,7 +320,9 @@ class OAuthError(SourceError):
     client secret, unknown client id), `invalid_grant` (refresh token revoked or expired: log in again),
     `consent` (permission or admin consent missing), `no_token` (nothing stored yet: log in),
     `store` (the token file cannot be read or written), `server` (another answer of the endpoint).
-    The stage is always `oauth`.
+    The stage is always `oauth`. `retryable` depends on the reason: `unreachable`, `server`, `store` (and
+    a reason this list does not know) may pass on a later try; the others (`PERMANENT_OAUTH_REASONS`)
+    need a person, so a worker stops polling that mailbox instead of hammering the endpoint.
     """
 
     code = "oauth_error"
@@ -328,12 +331,20 @@ class OAuthError(SourceError):
     def __init__(self, message: str, *, reason: str = "server", mailbox: str | None = None) -> None:
         super().__init__(message, stage="oauth", mailbox=mailbox)
         self.reason = reason
+        self.retryable = reason not in PERMANENT_OAUTH_REASONS
 
     def to_dict(self) -> dict[str, Any]:
         """Like `SourceError.to_dict`, plus `reason`."""
         data = super().to_dict()
         data["reason"] = self.reason
         return data
+
+
+PERMANENT_OAUTH_REASONS: frozenset[str] = frozenset(
+    {"invalid_grant", "invalid_client", "consent", "no_token", "missing_extra"}
+)
+"""The `OAuthError` reasons a retry cannot fix: a revoked or expired grant, a wrong client, missing consent,
+no stored token, a missing extra."""
 
 
 def error_classes() -> list[type[TicketmailError]]:

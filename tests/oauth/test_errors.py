@@ -94,3 +94,12 @@ print("ok")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"
+
+
+def test_oauth_errors_are_retryable_only_for_reasons_a_retry_can_fix() -> None:
+    from ticketmail.errors import PERMANENT_OAUTH_REASONS, OAuthError
+
+    for reason in ("unreachable", "server", "store", "something new"):
+        assert OAuthError("x", reason=reason).retryable, reason
+    for reason in sorted(PERMANENT_OAUTH_REASONS):
+        assert not OAuthError("x", reason=reason).retryable, reason

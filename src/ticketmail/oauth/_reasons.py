@@ -11,17 +11,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from ticketmail.errors import PERMANENT_OAUTH_REASONS
+
 __all__ = ["RETRYABLE_REASONS", "reason_retryable"]
 
 RETRYABLE_REASONS: Mapping[str, bool] = {
-    "unreachable": True,
-    "server": True,
-    "store": True,
-    "invalid_grant": False,
-    "invalid_client": False,
-    "consent": False,
-    "no_token": False,
-    "missing_extra": False,
+    **{reason: True for reason in ("unreachable", "server", "store")},
+    **{reason: False for reason in sorted(PERMANENT_OAUTH_REASONS)},
 }
 """`reason -> retryable` for every reason the library raises; an unknown reason counts as retryable."""
 
