@@ -35,14 +35,16 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from typing import IO, Final
+from typing import IO, TYPE_CHECKING, Final
 
 import attrs
 
 from ticketmail.errors import BackendError, InputError, PayloadTooLargeError, PolicyRejectedError, TicketmailError
 from ticketmail.model import MailboxContext, Provenance
 from ticketmail.pipeline import Outcome
-from ticketmail.sources.poller import ProcessesEmail
+
+if TYPE_CHECKING:  # the poller (and what it loads) is not needed to deliver one piped message
+    from ticketmail.sources.poller import ProcessesEmail
 
 __all__ = [
     "DEFAULT_MAX_SIZE",
