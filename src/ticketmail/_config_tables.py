@@ -16,7 +16,7 @@ from typing import Any
 
 import attrs
 
-from ticketmail._validators import Validator, at_least, fail, optional, positive
+from ticketmail._validators import at_least, at_most, optional, positive
 from ticketmail.errors import ConfigError
 
 __all__ = [
@@ -88,14 +88,6 @@ def resolve(base: Path, value: str) -> str:
     return value if value == ":memory:" else str(base / value)
 
 
-def _at_most(maximum: float, prefix: str) -> Validator:
-    def check(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
-        if value is not None and value > maximum:
-            raise fail(prefix, attribute, f"at most {maximum:g}", value)
-
-    return check
-
-
 @attrs.frozen
 class StorageConfig:
     """Where tickets are stored.
@@ -114,7 +106,7 @@ class StorageConfig:
     lease_ttl: float | None = attrs.field(
         default=None,
         validator=optional(
-            attrs.validators.and_(at_least(LEASE_TTL_RANGE[0], "storage", integer=False), _at_most(3600, "storage"))
+            attrs.validators.and_(at_least(LEASE_TTL_RANGE[0], "storage", integer=False), at_most(3600, "storage"))
         ),
     )
 
@@ -124,7 +116,7 @@ class StorageConfig:
         return self.url or self.path
 
 
-_PORT = attrs.validators.and_(at_least(0, "api"), _at_most(65535, "api"))
+_PORT = attrs.validators.and_(at_least(0, "api"), at_most(65535, "api"))
 
 
 @attrs.frozen

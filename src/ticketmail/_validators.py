@@ -24,7 +24,7 @@ from ticketmail.errors import ConfigError
 
 Validator = Callable[[Any, "attrs.Attribute[Any]", Any], None]
 
-__all__ = ["Validator", "at_least", "fail", "field_name", "one_of", "optional", "positive"]
+__all__ = ["Validator", "at_least", "at_most", "fail", "field_name", "one_of", "optional", "positive"]
 
 
 def field_name(prefix: str, attribute: attrs.Attribute[Any]) -> str:
@@ -51,6 +51,16 @@ def at_least(minimum: int | float, prefix: str = "", *, integer: bool = True) ->
     def check(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
         if not _is_number(value, integer=integer) or value < minimum:
             raise fail(prefix, attribute, f"{kind} >= {minimum}", value)
+
+    return check
+
+
+def at_most(maximum: int | float, prefix: str = "") -> Validator:
+    """A number that is `maximum` or less (combine with `at_least` for a range; the type is theirs to check)."""
+
+    def check(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+        if _is_number(value, integer=False) and value > maximum:
+            raise fail(prefix, attribute, f"at most {maximum:g}", value)
 
     return check
 
