@@ -312,8 +312,8 @@ def resolve_thread(
     ticket = chain[-1]
     if requester is not None and _is_untrusted(route, chain, requester, opts, automatic):
         return _untrusted(ticket, route, requester, opts.untrusted_match, may_open_ticket, reasons)
-    found_on = _Found(ticket, route, requester, opts, automatic, may_open_ticket, reasons)
-    return _closed_ticket(found_on) or _sender_policy(found_on)
+    trusted = _Found(ticket, route, requester, opts, automatic, may_open_ticket, reasons)
+    return _closed_ticket(trusted) or _sender_policy(trusted)
 
 
 def _unmatched(requester: Address | None, may_open_ticket: bool, reasons: list[Reason]) -> ThreadDecision:
