@@ -39,31 +39,27 @@ class _Run:
     decision: Decision | None = None
     thread: ThreadDecision | None = None
 
-    @property
-    def decided(self) -> Decision:
-        if self.decision is None:  # pragma: no cover - the rules gate runs before every later step
-            raise ProcessingError("the message was stored before the rules decided")
-        return self.decision
-
-    @property
-    def threaded(self) -> ThreadDecision:
-        if self.thread is None:  # pragma: no cover - the threading gate runs before every later step
-            raise ProcessingError("the message was stored before threading decided")
-        return self.thread
-
-    @property
-    def reasons(self) -> tuple[Reason, ...]:
-        """What the rules and threading said, then the attachment notes."""
-        return self.decided.reasons + self.threaded.reasons + self.item.notes
-
-    @property
-    def automatic(self) -> bool:
-        return self.decided.automatic is not None
+    reasons: tuple[Reason, ...] = ()
+    """What the rules and threading said, then the attachment notes (set by the threading gate)."""
+    automatic: bool = False
+    """Whether the rules classified the mail as automatic (set by the rules gate)."""
 
     def settle(self, outcome: Outcome, *, keep_raw: bool = False) -> Result:
         """End here with `outcome`; `keep_raw` keeps a refused mail's bytes in the quarantine."""
         finish(self.uow, outcome, self.item.key, (), self.now, raw=self.item.raw if keep_raw else None)
         return Result(outcome)
+
+
+def _decided(run: _Run) -> Decision:
+    if run.decision is None:  # pragma: no cover - the rules gate runs before every later step
+        raise ProcessingError("a step after the rules ran before them")
+    return run.decision
+
+
+def _threaded(run: _Run) -> ThreadDecision:
+    if run.thread is None:  # pragma: no cover - the threading gate runs before every later step
+        raise ProcessingError("a step after threading ran before it")
+    return run.thread
 
 
 def _redelivered(run: _Run) -> Result | None:
@@ -85,13 +81,14 @@ def _own_message(run: _Run) -> Result | None:
 
 
 def _rules(run: _Run) -> Result | None:
-    run.decision = run.config.evaluate(run.item.email, run.ctx, run.uow, run.now)
-    refused = verdict(run.decision, run.base)
+    run.decision = decision = run.config.evaluate(run.item.email, run.ctx, run.uow, run.now)
+    run.automatic = decision.automatic is not None
+    refused = verdict(decision, run.base)
     return None if refused is None else run.settle(refused, keep_raw=True)
 
 
 def _threading(run: _Run) -> Result | None:
-    config, decision = run.config, run.decided
+    config, decision = run.config, _decided(run)
     run.thread = thread = resolve_thread(
         run.item.email,
         run.uow,
@@ -102,6 +99,7 @@ def _threading(run: _Run) -> Result | None:
         may_open_ticket=decision.may_open_ticket,
         candidates=run.item.candidates,
     )
+    run.reasons = decision.reasons + thread.reasons + run.item.notes
     if thread.action == "quarantine":  # rolled back and kept in the quarantine (raw bytes) for an operator
         raise UntrustedReplyError(thread.reasons[-1].message, field="threading.untrusted_match")
     if thread.action not in ("ignore", "reject"):
@@ -118,7 +116,7 @@ def _threading(run: _Run) -> Result | None:
 
 
 def _sender(run: _Run) -> Result | None:
-    if run.threaded.requester is not None:
+    if _threaded(run).requester is not None:
         return None
     error = PolicyRejectedError("the message names no sender, so it cannot be threaded or open a ticket")
     return run.settle(attrs.evolve(run.base, action="rejected", reasons=run.reasons, error=error), keep_raw=True)
@@ -135,19 +133,22 @@ _GATES: tuple[Callable[[_Run], Result | None], ...] = (
 """In order; the first that settles the message ends its effect."""
 
 
-def _open(run: _Run, requester: Address) -> tuple[Ticket, Entry, OutcomeAction, bool]:
+def _open(
+    run: _Run, decision: Decision, thread: ThreadDecision, requester: Address
+) -> tuple[Ticket, Entry, OutcomeAction, bool]:
     """A new ticket (linked to a closed one for `new_linked`); a new ticket always concerns staff."""
-    thread = run.threaded
     linked = thread.ticket.number if thread.action == "new_linked" and thread.ticket else None
     email = run.item.email
-    ticket = create_ticket(run.config, run.uow, email, requester, run.decided, run.ctx, run.now, linked)
+    ticket = create_ticket(run.config, run.uow, email, requester, decision, run.ctx, run.now, linked)
     entry = run.uow.append_entry(ticket.number, email_entry(email, requester, "message", run.now))
     return ticket, entry, "created", True
 
 
-def _append(run: _Run, requester: Address) -> tuple[Ticket, Entry, OutcomeAction, bool]:
+def _append(
+    run: _Run, decision: Decision, thread: ThreadDecision, requester: Address
+) -> tuple[Ticket, Entry, OutcomeAction, bool]:
     """The reply on its ticket (reopened, the sender added, as threading said); no alert for auto-replies."""
-    thread, uow = run.threaded, run.uow
+    uow = run.uow
     if thread.ticket is None:  # pragma: no cover - append/reopen always carry the matched ticket
         raise ProcessingError("threading chose to append without naming a ticket")
     ticket = thread.ticket
@@ -170,10 +171,10 @@ def _keep_dropped_raw(run: _Run) -> None:
         run.uow.quarantine(QuarantineRecord(run.now, item.raw, "attachment_dropped", why, item.provenance))
 
 
-def _store(run: _Run, requester: Address) -> Result:
+def _store(run: _Run, decision: Decision, thread: ThreadDecision, requester: Address) -> Result:
     """Create the ticket or append the entry, then the participants, the kept raw bytes and the ledger."""
-    store = _open if run.threaded.action in ("new", "new_linked") else _append
-    ticket, entry, action, alert = store(run, requester)
+    store = _open if thread.action in ("new", "new_linked") else _append
+    ticket, entry, action, alert = store(run, decision, thread, requester)
     reasons = run.reasons
     if run.config.threading.recipients_as_participants and not run.automatic:
         reasons += add_recipients(run.config, run.uow, run.item.email, ticket, requester, run.ctx)
@@ -185,7 +186,7 @@ def _store(run: _Run, requester: Address) -> Result:
         message_id=run.item.email.message_id,
         reasons=reasons,
         alert=alert,
-        autorespond=run.decided.autorespond and not run.automatic,
+        autorespond=decision.autorespond and not run.automatic,
         provenance=run.item.provenance,
     )
     finish(run.uow, outcome, run.item.key, run.item.dup_keys, run.now)
@@ -201,7 +202,7 @@ def email_effect(config: Config, uow: UnitOfWork, item: Prepared, ctx: MailboxCo
         result = gate(run)
         if result is not None:
             return result
-    requester = run.threaded.requester
-    if requester is None:  # pragma: no cover - the sender gate settles a message without one
+    decision, thread = _decided(run), _threaded(run)
+    if thread.requester is None:  # pragma: no cover - the sender gate settles a message without one
         raise ProcessingError("a message without a sender reached the store")
-    return _store(run, requester)
+    return _store(run, decision, thread, thread.requester)

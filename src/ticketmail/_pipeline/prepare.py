@@ -6,9 +6,6 @@ lock during this CPU work would serialize workers for nothing.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
-
 import attrs
 
 from ticketmail._pipeline.config import Config
@@ -46,28 +43,17 @@ class Unprocessable:
     message_id: str | None = None
 
 
-class _Stop(Exception):
-    def __init__(self, error: TicketmailError) -> None:
-        super().__init__(error.message)
-        self.error = error
+_LOG_TEXT = {
+    "parsing": "parsing %s failed unexpectedly",
+    "processing": "duplicate keys of %s failed unexpectedly",
+    "checking the attachments of": "the attachment policy failed on %s",
+}
+"""What the log says when a stage fails with an exception that is not a ticketmail error."""
 
 
-@contextlib.contextmanager
-def _stage(config: Config, key: str, stage: str, log_text: str, *, contain_all: bool = False) -> Iterator[None]:
-    """A ticketmail error stops the message as it is; anything else stops it as a `ProcessingError` (logged).
-
-    A `BackendError` propagates (storage is down: retry later). With `contain_all` every exception is
-    contained: a failing attachment policy must not cost the message, which is kept, unprocessed, in quarantine.
-    """
-    try:
-        yield
-    except Exception as exc:
-        if not contain_all and isinstance(exc, BackendError):
-            raise
-        if not contain_all and isinstance(exc, TicketmailError):
-            raise _Stop(exc) from exc
-        config.log.exception(log_text, key)
-        raise _Stop(unexpected_error(exc, stage)) from exc
+def _unexpected(config: Config, key: str, stage: str, exc: Exception) -> TicketmailError:
+    config.log.exception(_LOG_TEXT[stage], key)
+    return unexpected_error(exc, stage)
 
 
 def _checked(raw: object, provenance: object) -> bytes:
@@ -82,22 +68,32 @@ def _checked(raw: object, provenance: object) -> bytes:
 
 
 def prepare(config: Config, raw: bytes, provenance: Provenance, ctx: MailboxContext) -> Prepared | Unprocessable:
-    """Check the arguments, parse, and compute what the unit of work will look up, outside any transaction."""
+    """Check the arguments, parse, and compute what the unit of work will look up, outside any transaction.
+
+    A ticketmail error makes the message `Unprocessable` as it is, any other exception as a `ProcessingError`
+    (logged); a `BackendError` propagates (storage is down: retry later). The attachment policy is contained
+    whatever it raises: a failing policy must not cost the message, which is kept, unprocessed, in quarantine.
+    """
     data = _checked(raw, provenance)
     key = ledger_key(provenance)
-    message_id: str | None = None
+    stage, message_id = "parsing", None
     try:
-        with _stage(config, key, "parsing", "parsing %s failed unexpectedly"):
-            email = config.parse(data)
-        message_id = email.message_id
-        with _stage(config, key, "processing", "duplicate keys of %s failed unexpectedly"):
-            dup_keys = config.duplicate_keys(email, ctx)
-            candidates = _thread_candidates(config, email, ctx)
-        log_text = "the attachment policy failed on %s"
-        with _stage(config, key, "checking the attachments of", log_text, contain_all=True):
-            email, notes = attachment_policy(config, email)
-    except _Stop as stop:
-        return Unprocessable(data, provenance, key, stop.error, message_id)
+        email = config.parse(data)
+        stage, message_id = "processing", email.message_id
+        dup_keys = config.duplicate_keys(email, ctx)
+        candidates = _thread_candidates(config, email, ctx)
+    except BackendError:
+        raise
+    except TicketmailError as exc:
+        return Unprocessable(data, provenance, key, exc, message_id)
+    except Exception as exc:
+        return Unprocessable(data, provenance, key, _unexpected(config, key, stage, exc), message_id)
+    try:
+        email, notes = attachment_policy(config, email)
+    except Exception as exc:
+        return Unprocessable(
+            data, provenance, key, _unexpected(config, key, "checking the attachments of", exc), message_id
+        )
     return Prepared(data, provenance, key, email, dup_keys, candidates, notes)
 
 
