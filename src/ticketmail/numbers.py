@@ -97,11 +97,12 @@ class RandomTicketNumbers:
         max_attempts: How many candidates `next_number()` tries before giving up.
         randbelow: The randomness source, `secrets.randbelow` unless a test injects a seeded one.
 
-    Example::
-
+    Example:
+        ```python
         numbers = RandomTicketNumbers(format="####-####", alphabet="0123456789")
         with backend.unit_of_work() as uow:
             number = numbers.next_number(uow)
+        ```
     """
 
     alphabet: str = attrs.field(default=DEFAULT_ALPHABET, validator=_check_alphabet)

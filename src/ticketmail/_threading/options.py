@@ -149,13 +149,15 @@ def load_threading(data: Mapping[str, Any], *, source: str = "<dict>") -> Thread
     """Threading options from plain data (e.g. the `[threading]` table of a TOML file).
 
     Every key is optional; an unknown key, a wrong type or a bad value raises
-    `ConfigError` naming `source` and the key::
+    `ConfigError` naming `source` and the key:
 
-        [threading]
-        subject_tag = "[Ticket #{number}]"
-        requester = "reply_to"
-        unknown_sender = "new_ticket"
-        closed_ticket = "new_linked"
+    ```toml
+    [threading]
+    subject_tag = "[Ticket #{number}]"
+    requester = "reply_to"
+    unknown_sender = "new_ticket"
+    closed_ticket = "new_linked"
+    ```
     """
     for key, value in data.items():
         expected = _OPTION_TYPES.get(key)
