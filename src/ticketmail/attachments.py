@@ -18,11 +18,13 @@ with a visible note naming the file and the reason appended to its text, a
 (for mail) the raw message is kept whole in the backend's quarantine with reason `attachment_dropped`.
 Inline `cid:` images follow the same policy as any other file.
 
-Use it from Python::
+Use it from Python:
 
-    policy = AttachmentPolicy(denied_types=("application/x-msdownload",), max_file_size=5 * 1024 * 1024)
-    result = policy.apply(email.attachments)
-    result.kept, result.rejected, result.note()
+```python
+policy = AttachmentPolicy(denied_types=("application/x-msdownload",), max_file_size=5 * 1024 * 1024)
+result = policy.apply(email.attachments)
+result.kept, result.rejected, result.note()
+```
 
 The `Pipeline` applies it when given `attachments=policy`; the CLI reads it
 from the `[attachments]` table of the configuration file (`docs/configuration.md`).
