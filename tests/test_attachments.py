@@ -142,8 +142,8 @@ def test_allow_all_keeps_everything() -> None:
     ("data", "message"),
     [
         ({"bogus": 1}, "[attachments] bogus: unknown key"),
-        ({"max_file_size": -1}, "max_file_size: expected a size"),
-        ({"max_file_size": True}, "max_file_size: expected a size"),
+        ({"max_file_size": -1}, "attachments.max_file_size must be an integer >= 0, got -1"),
+        ({"max_file_size": True}, "attachments.max_file_size must be an integer >= 0, got True"),
         ({"denied_types": ["exe"]}, "is not a media type pattern"),
         ({"denied_extensions": ["a/b"]}, "is not a file name extension"),
         ({"sniff_content": "yes"}, "expected true or false"),

@@ -37,6 +37,7 @@ from typing import Any
 
 import attrs
 
+from ticketmail._validators import at_least, positive
 from ticketmail.errors import ConfigError
 from ticketmail.hooks import HookEvent, Hooks
 from ticketmail.sources.health import HealthEvent
@@ -86,21 +87,15 @@ class AlertSettings:
     webhook: str | None = None
     command: tuple[str, ...] = attrs.field(default=(), converter=_command)
     events: tuple[str, ...] = attrs.field(default=ALERT_EVENTS, converter=_events)
-    timeout: float = 10.0
-    attempts: int = 5
-    backoff: float = 2.0
-    queue_size: int = 1000
+    timeout: float = attrs.field(default=10.0, validator=positive("alerts"))
+    attempts: int = attrs.field(default=5, validator=at_least(1, "alerts"))
+    backoff: float = attrs.field(default=2.0, validator=positive("alerts"))
+    queue_size: int = attrs.field(default=1000, validator=at_least(1, "alerts"))
     headers_env: str | None = None
 
     def __attrs_post_init__(self) -> None:
         if self.webhook is not None and not self.webhook.startswith(("http://", "https://")):
             raise ConfigError("alerts webhook must be an http:// or https:// URL", field="webhook")
-        for name in ("timeout", "backoff"):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"alerts {name} must be a positive number of seconds", field=name)
-        for name in ("attempts", "queue_size"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"alerts {name} must be at least 1", field=name)
 
 
 def alert_settings_from_table(table: Mapping[str, Any], *, source: str = "<config>") -> AlertSettings:

@@ -18,11 +18,13 @@ with a visible note naming the file and the reason appended to its text, a
 (for mail) the raw message is kept whole in the backend's quarantine with reason `attachment_dropped`.
 Inline `cid:` images follow the same policy as any other file.
 
-Use it from Python::
+Use it from Python:
 
-    policy = AttachmentPolicy(denied_types=("application/x-msdownload",), max_file_size=5 * 1024 * 1024)
-    result = policy.apply(email.attachments)
-    result.kept, result.rejected, result.note()
+```python
+policy = AttachmentPolicy(denied_types=("application/x-msdownload",), max_file_size=5 * 1024 * 1024)
+result = policy.apply(email.attachments)
+result.kept, result.rejected, result.note()
+```
 
 The `Pipeline` applies it when given `attachments=policy`; the CLI reads it
 from the `[attachments]` table of the configuration file (`docs/configuration.md`).
@@ -38,6 +40,7 @@ from typing import Any
 
 import attrs
 
+from ticketmail._validators import at_least, optional
 from ticketmail.decision import Reason
 from ticketmail.errors import ConfigError
 from ticketmail.model import Attachment
@@ -236,12 +239,8 @@ def _denied_extensions(value: object) -> tuple[str, ...]:
     return _extensions(value, where="attachments.denied_extensions")
 
 
-def _size(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
-        raise ConfigError(
-            f"attachments.{attribute.name}: expected a size in bytes (an integer >= 0), got {value!r}",
-            field=f"attachments.{attribute.name}",
-        )
+_SIZE = optional(at_least(0, "attachments"))
+"""A limit in bytes or files: an integer >= 0, or `None` for no limit."""
 
 
 def _matches(media: str, pattern: str) -> bool:
@@ -338,9 +337,9 @@ class AttachmentPolicy:
     denied_types: tuple[str, ...] = attrs.field(default=DEFAULT_DENIED_TYPES, converter=_denied_types)
     allowed_extensions: tuple[str, ...] = attrs.field(default=(), converter=_allowed_extensions)
     denied_extensions: tuple[str, ...] = attrs.field(default=DEFAULT_DENIED_EXTENSIONS, converter=_denied_extensions)
-    max_file_size: int | None = attrs.field(default=None, validator=_size)
-    max_message_size: int | None = attrs.field(default=None, validator=_size)
-    max_files: int | None = attrs.field(default=None, validator=_size)
+    max_file_size: int | None = attrs.field(default=None, validator=_SIZE)
+    max_message_size: int | None = attrs.field(default=None, validator=_SIZE)
+    max_files: int | None = attrs.field(default=None, validator=_SIZE)
     sniff_content: bool = True
     inspect_archives: bool = True
     keep_raw: bool = True

@@ -111,12 +111,18 @@ def describe_provenance(provenance: Provenance | None) -> str:
     return f"{where}: {provenance.label}" if provenance.label else where
 
 
+_WANTED = frozenset(AUDIT_HEADERS)
+
+
 def audit_headers(message: InboundEmail | TicketRequest) -> tuple[tuple[str, str], ...]:
     """The headers of `message` worth keeping with its decision (`AUDIT_HEADERS`), values truncated."""
+    return _kept_headers(message_view(message).headers)
+
+
+def _kept_headers(headers: Iterable[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
     kept: list[tuple[str, str]] = []
-    wanted = set(AUDIT_HEADERS)
-    for name, value in message_view(message).headers:
-        if name.lower() in wanted:
+    for name, value in headers:
+        if name.lower() in _WANTED:
             kept.append((name, _clip(value, _MAX_VALUE)))
             if len(kept) >= _MAX_HEADERS:
                 break
@@ -125,15 +131,16 @@ def audit_headers(message: InboundEmail | TicketRequest) -> tuple[tuple[str, str
 
 def describe_message(record: AuditRecord, message: InboundEmail | TicketRequest | None) -> AuditRecord:
     """`record` with its `origin` in words and, given the message, its `sender`, `subject` and `headers`."""
-    record = attrs.evolve(record, origin=record.origin or describe_provenance(record.provenance))
+    origin = record.origin or describe_provenance(record.provenance)
     if message is None:
-        return record
-    view = message_view(message)
+        return attrs.evolve(record, origin=origin)
+    view = message_view(message)  # one copy of the record, whatever is filled in (this runs for every message)
     return attrs.evolve(
         record,
+        origin=origin,
         sender=view.sender.email if view.sender is not None else None,
         subject=_clip(view.subject, _MAX_SUBJECT),
-        headers=audit_headers(message),
+        headers=_kept_headers(view.headers),
     )
 
 

@@ -20,10 +20,14 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
-from typing import Any
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
+from ticketmail._pipeline.capabilities import LedgerReader
 from ticketmail.backends.base import AuditRecord, Backend, Entry, QuarantineRecord, Ticket, UnitOfWork
-from ticketmail.sources.base import RawItem, Source, SourceSession
+from ticketmail.sources.base import OversizeNotice, RawItem, Source, SourceSession
+
+if TYPE_CHECKING:
+    from ticketmail.sources.config import MailboxConfig
 
 __all__ = ["DryRunBackend", "DryRunSource", "dry_run_source"]
 
@@ -59,9 +63,8 @@ class DryRunBackend:
 
     def is_processed(self, key: str) -> bool:
         """Whether the real ledger has `key` (read-only)."""
-        reader = getattr(self.inner, "is_processed", None)
-        if callable(reader):
-            return bool(reader(key))
+        if isinstance(self.inner, LedgerReader):
+            return bool(self.inner.is_processed(key))
         with self.inner.unit_of_work() as uow:
             return uow.processed(key) is not None
 
@@ -94,8 +97,28 @@ class DryRunBackend:
         self.inner.close()
 
 
+@runtime_checkable
+class _ReportsOversized(Protocol):
+    """A session that counts the messages it left on the server for their size (IMAP, Graph)."""
+
+    oversized: list[OversizeNotice]
+
+
+@runtime_checkable
+class _ReportsPending(Protocol):
+    """A session that can tell how many messages still wait in the mailbox."""
+
+    def pending(self) -> int | None:
+        """Messages not yet fetched, or `None` when it cannot tell."""
+        ...
+
+
 class _DryRunSession:
-    """A session that hands items over and acknowledges or releases nothing."""
+    """A session that hands items over and acknowledges or releases nothing.
+
+    It reports what the real session reports to the poller (`oversized`, `pending()`), and never waits for
+    changes or flushes (a dry run reads the mailbox once and changes nothing).
+    """
 
     def __init__(self, inner: SourceSession) -> None:
         self._inner = inner
@@ -114,11 +137,14 @@ class _DryRunSession:
         """Nothing happens at the mailbox (no retry counter either)."""
         self.released.append(item)
 
-    def __getattr__(self, name: str) -> Any:
-        # Read-only details the poller reports (`waiting`, `oversized`, capabilities).
-        if name in ("wait_for_changes", "flush"):
-            raise AttributeError(name)
-        return getattr(self._inner, name)
+    @property
+    def oversized(self) -> list[OversizeNotice]:
+        """The real session's oversize notices (none when it keeps no such list)."""
+        return self._inner.oversized if isinstance(self._inner, _ReportsOversized) else []
+
+    def pending(self) -> int | None:
+        """What the real session says still waits, or `None`."""
+        return self._inner.pending() if isinstance(self._inner, _ReportsPending) else None
 
 
 class DryRunSource:
@@ -138,7 +164,7 @@ class DryRunSource:
 class _ReadOnlyImapSource:
     """An IMAP mailbox opened with `EXAMINE` and never flushed: nothing on the server changes."""
 
-    def __init__(self, config: Any) -> None:
+    def __init__(self, config: MailboxConfig) -> None:
         self.config = config
         self.name = config.name
 
@@ -154,7 +180,7 @@ class _ReadOnlyImapSource:
             session.close()
 
 
-def dry_run_source(config: Any) -> DryRunSource:
+def dry_run_source(config: MailboxConfig) -> DryRunSource:
     """The dry-run source for a mailbox configuration: IMAP read-only, and every protocol acknowledges nothing.
 
     Items the ledger already has are fetched too (a real run would skip or acknowledge them unread), so the
@@ -162,9 +188,6 @@ def dry_run_source(config: Any) -> DryRunSource:
     """
     from ticketmail.sources.poller import source_for
 
-    inner: Source
-    if getattr(config, "protocol", None) == "imap":
-        inner = _ReadOnlyImapSource(config)
-    else:
-        inner = source_for(config, skip=None, state_dir=None)
-    return DryRunSource(inner)
+    if config.protocol == "imap":
+        return DryRunSource(_ReadOnlyImapSource(config))
+    return DryRunSource(source_for(config, skip=None, state_dir=None))

@@ -14,14 +14,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import attrs
 
+from ticketmail._pipeline.outcome import Outcome
 from ticketmail.backends.base import Entry, Ticket
-
-if TYPE_CHECKING:  # the pipeline imports this module; the outcome type is only needed for annotations
-    from ticketmail.pipeline import Outcome
 
 __all__ = ["HookEvent", "HookKind", "Hooks"]
 
@@ -76,19 +74,32 @@ class Hooks:
     message_rejected: tuple[Hook, ...] = attrs.field(default=(), converter=_callables)
     message_failed: tuple[Hook, ...] = attrs.field(default=(), converter=_callables)
 
+    def registered(self, kind: HookKind) -> tuple[Hook, ...]:
+        """The callables registered for `kind`, in registration order."""
+        return _BY_KIND[kind](self)
+
     def dispatch(self, event: HookEvent, *, logger: logging.Logger | None = None) -> int:
         """Call every hook registered for `event.kind`; return how many raised (each is logged)."""
         log = logger or _log
         failures = 0
-        for hook in getattr(self, event.kind):
+        for hook in self.registered(event.kind):
             try:
                 hook(event)
             except Exception:  # a hook must never undo or block the pipeline
                 failures += 1
                 log.exception(
                     "hook %s for %s failed (ticket %s); the message stays committed",
-                    getattr(hook, "__qualname__", repr(hook)),
+                    getattr(hook, "__qualname__", repr(hook)),  # a name for the log, not a capability
                     event.kind,
                     event.outcome.ticket,
                 )
         return failures
+
+
+_BY_KIND: dict[HookKind, Callable[[Hooks], tuple[Hook, ...]]] = {
+    "ticket_created": lambda hooks: hooks.ticket_created,
+    "entry_appended": lambda hooks: hooks.entry_appended,
+    "message_ignored": lambda hooks: hooks.message_ignored,
+    "message_rejected": lambda hooks: hooks.message_rejected,
+    "message_failed": lambda hooks: hooks.message_failed,
+}

@@ -30,6 +30,7 @@ from typing import Protocol, runtime_checkable
 
 import attrs
 
+from ticketmail._validators import at_least
 from ticketmail.errors import ConfigError
 
 __all__ = [
@@ -83,13 +84,6 @@ def _check_alphabet(instance: RandomTicketNumbers, attribute: attrs.Attribute[st
         )
 
 
-def _check_positive(instance: RandomTicketNumbers, attribute: attrs.Attribute[int], value: int) -> None:
-    if value < 1:
-        raise ConfigError(
-            f"numbers.{attribute.name} must be at least 1, got {value!r}", field=f"numbers.{attribute.name}"
-        )
-
-
 @attrs.frozen
 class RandomTicketNumbers:
     """The default generator: random characters in a fixed format.
@@ -103,18 +97,19 @@ class RandomTicketNumbers:
         max_attempts: How many candidates `next_number()` tries before giving up.
         randbelow: The randomness source, `secrets.randbelow` unless a test injects a seeded one.
 
-    Example::
-
+    Example:
+        ```python
         numbers = RandomTicketNumbers(format="####-####", alphabet="0123456789")
         with backend.unit_of_work() as uow:
             number = numbers.next_number(uow)
+        ```
     """
 
     alphabet: str = attrs.field(default=DEFAULT_ALPHABET, validator=_check_alphabet)
-    length: int = attrs.field(default=8, validator=_check_positive)
+    length: int = attrs.field(default=8, validator=at_least(1, "numbers"))
     format: str | None = None
     placeholder: str = "#"
-    max_attempts: int = attrs.field(default=32, validator=_check_positive)
+    max_attempts: int = attrs.field(default=32, validator=at_least(1, "numbers"))
     randbelow: Callable[[int], int] = attrs.field(default=secrets.randbelow, repr=False, eq=False)
 
     def __attrs_post_init__(self) -> None:

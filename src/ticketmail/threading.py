@@ -53,24 +53,43 @@ Then policies, each recorded as a reason:
 from __future__ import annotations
 
 import itertools
-import re
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import Any, Literal, Protocol
+from collections.abc import Callable, Iterable
+from typing import Literal, Protocol
 
 import attrs
 
+from ticketmail._threading.candidates import (
+    ThreadCandidates,
+    number_variants,
+    prefilter_candidates,
+    thread_candidates,
+)
+from ticketmail._threading.options import (
+    ClosedTicketPolicy,
+    RequesterHeader,
+    ThreadingOptions,
+    UnknownSenderPolicy,
+    UntrustedMatchPolicy,
+    find_subject_tags,
+    load_threading,
+    subject_tag,
+)
 from ticketmail.backends.base import Ticket, merge_chain
 from ticketmail.decision import Reason
-from ticketmail.errors import ConfigError, PolicyRejectedError
+from ticketmail.errors import PolicyRejectedError
 from ticketmail.model import Address, InboundEmail
 
 __all__ = [
+    "ClosedTicketPolicy",
+    "RequesterHeader",
     "ThreadAction",
     "ThreadCandidates",
     "ThreadDecision",
     "ThreadLookups",
     "ThreadRoute",
     "ThreadingOptions",
+    "UnknownSenderPolicy",
+    "UntrustedMatchPolicy",
     "UntrustedReplyError",
     "find_subject_tags",
     "load_threading",
@@ -83,10 +102,6 @@ __all__ = [
 
 ThreadRoute = Literal["token", "references", "subject", "plus_address"]
 ThreadAction = Literal["new", "append", "reopen", "new_linked", "ignore", "reject", "quarantine"]
-RequesterHeader = Literal["from", "reply_to"]
-UnknownSenderPolicy = Literal["participant", "new_ticket", "reject"]
-UntrustedMatchPolicy = Literal["new_ticket", "append", "quarantine", "reject"]
-ClosedTicketPolicy = Literal["reopen", "new_linked"]
 
 
 class UntrustedReplyError(PolicyRejectedError):
@@ -100,188 +115,6 @@ class UntrustedReplyError(PolicyRejectedError):
     code = "untrusted_reply"
 
 
-def _check_choice(allowed: tuple[str, ...]) -> Callable[[object, attrs.Attribute[str], str], None]:
-    def check(instance: object, attribute: attrs.Attribute[str], value: str) -> None:
-        if value not in allowed:
-            raise ConfigError(
-                f"threading.{attribute.name} must be one of {', '.join(allowed)}, got {value!r}",
-                field=f"threading.{attribute.name}",
-            )
-
-    return check
-
-
-def _check_tag_format(instance: object, attribute: attrs.Attribute[str], value: str) -> None:
-    if value.count("{number}") != 1 or not value.replace("{number}", "").strip():
-        raise ConfigError(
-            f"threading.subject_tag must contain '{{number}}' exactly once, with text around it, got {value!r}",
-            field="threading.subject_tag",
-        )
-
-
-def _check_separator(instance: object, attribute: attrs.Attribute[str], value: str) -> None:
-    if len(value) != 1 or value in '@ \t"':
-        raise ConfigError(
-            f"threading.plus_separator must be one character (not '@', a blank or a quote), got {value!r}",
-            field="threading.plus_separator",
-        )
-
-
-def _check_positive(instance: object, attribute: attrs.Attribute[int], value: int) -> None:
-    if value < 0:
-        raise ConfigError(
-            f"threading.{attribute.name} must be zero or more, got {value!r}", field=f"threading.{attribute.name}"
-        )
-
-
-@attrs.frozen
-class ThreadingOptions:
-    """How replies find their ticket, and what happens when the match is awkward.
-
-    Attributes:
-        subject_tag: The tag put in subjects of mail about a ticket; `{number}` marks the number.
-        number_pattern: A regular expression a ticket number matches (used to find tags and plus tokens);
-            the default accepts 4-32 letters, digits, `-` and `_`. `RandomTicketNumbers.regex` gives
-            the exact pattern of a configured generator.
-        plus_addressing: Whether the `support+NUMBER@` route is used.
-        plus_separator: The subaddress separator (`+`; some servers use `-`).
-        requester: Which header names the sender: `from` (default) or `reply_to`.
-        unknown_sender: A reply from an address not on the ticket: `participant`, `new_ticket` or
-            `reject`.
-        closed_ticket: A reply to a closed ticket: `reopen` or `new_linked`.
-        untrusted_match: A reply matched only by the subject tag or a plus address (guessable routes) from a
-            sender who is neither the requester nor a participant: `new_ticket` (default) opens a new
-            ticket for the sender, `quarantine` keeps the raw message in the quarantine for an operator
-            (`UntrustedReplyError`, outcome `failed`, not acknowledged) without changing a ticket,
-            `reject` refuses it, `append` treats it like any match (`unknown_sender` then decides; the
-            old behaviour). The reason is recorded either way.
-        max_references: At most this many ids of `In-Reply-To`/`References` are looked up (the
-            `In-Reply-To` ids, then the newest `References`).
-        max_subject_tags: At most this many distinct subject tags are looked up (the first ones).
-        max_plus_tokens: At most this many distinct plus-address tokens are looked up (the first ones).
-        subject_scan_chars: Only this many leading characters of the subject are searched for tags.
-        recipients_as_participants: Add the people in `To`/`Cc` of mail written by a person (not the
-            desk's own addresses, see `MailboxContext.addresses` and the rules' `own_addresses`) as
-            participants, as osTicket does with collaborators. Off by default: with the desk's addresses
-            unknown, the desk itself could become a participant and receive its own notifications.
-    """
-
-    subject_tag: str = attrs.field(default="[#{number}]", validator=_check_tag_format)
-    number_pattern: str = r"[A-Za-z0-9](?:[A-Za-z0-9_-]{2,30})[A-Za-z0-9]"
-    plus_addressing: bool = True
-    plus_separator: str = attrs.field(default="+", validator=_check_separator)
-    requester: RequesterHeader = attrs.field(default="from", validator=_check_choice(("from", "reply_to")))
-    unknown_sender: UnknownSenderPolicy = attrs.field(
-        default="participant", validator=_check_choice(("participant", "new_ticket", "reject"))
-    )
-    closed_ticket: ClosedTicketPolicy = attrs.field(default="reopen", validator=_check_choice(("reopen", "new_linked")))
-    untrusted_match: UntrustedMatchPolicy = attrs.field(
-        default="new_ticket", validator=_check_choice(("new_ticket", "append", "quarantine", "reject"))
-    )
-    max_references: int = attrs.field(default=32, validator=_check_positive)
-    max_subject_tags: int = attrs.field(default=3, validator=_check_positive)
-    max_plus_tokens: int = attrs.field(default=3, validator=_check_positive)
-    subject_scan_chars: int = attrs.field(default=4096, validator=_check_positive)
-    recipients_as_participants: bool = False
-    _tag_re: re.Pattern[str] = attrs.field(init=False, repr=False, eq=False)
-
-    def __attrs_post_init__(self) -> None:
-        try:
-            re.compile(self.number_pattern)
-        except re.error as exc:
-            raise ConfigError(
-                f"threading.number_pattern is not a valid regular expression: {exc}", field="threading.number_pattern"
-            ) from exc
-        before, _, after = self.subject_tag.partition("{number}")
-        object.__setattr__(
-            self,
-            "_tag_re",
-            re.compile(_loose(before) + r"\s*(" + self.number_pattern + r")\s*" + _loose(after), re.IGNORECASE),
-        )
-
-    @property
-    def tag_regex(self) -> re.Pattern[str]:
-        """The compiled pattern that finds tags in a subject (group 1 is the number)."""
-        return self._tag_re
-
-
-_OPTION_TYPES: dict[str, type] = {
-    "subject_tag": str,
-    "number_pattern": str,
-    "plus_addressing": bool,
-    "plus_separator": str,
-    "requester": str,
-    "unknown_sender": str,
-    "closed_ticket": str,
-    "untrusted_match": str,
-    "max_references": int,
-    "max_subject_tags": int,
-    "max_plus_tokens": int,
-    "subject_scan_chars": int,
-    "recipients_as_participants": bool,
-}
-
-
-def load_threading(data: Mapping[str, Any], *, source: str = "<dict>") -> ThreadingOptions:
-    """Threading options from plain data (e.g. the `[threading]` table of a TOML file).
-
-    Every key is optional; an unknown key, a wrong type or a bad value raises
-    `ConfigError` naming `source` and the key::
-
-        [threading]
-        subject_tag = "[Ticket #{number}]"
-        requester = "reply_to"
-        unknown_sender = "new_ticket"
-        closed_ticket = "new_linked"
-    """
-    for key, value in data.items():
-        expected = _OPTION_TYPES.get(key)
-        if expected is None:
-            raise ConfigError(
-                f"{source}: threading: unknown key {key!r}; expected one of {', '.join(sorted(_OPTION_TYPES))}",
-                field=f"threading.{key}",
-            )
-        if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
-            raise ConfigError(
-                f"{source}: threading.{key} must be {expected.__name__}, got {type(value).__name__} {value!r}",
-                field=f"threading.{key}",
-            )
-    try:
-        return ThreadingOptions(**dict(data))
-    except ConfigError as exc:
-        raise ConfigError(f"{source}: {exc.message}", field=exc.field) from exc
-
-
-def _loose(literal: str) -> str:
-    """A regex for `literal` with optional blanks between its characters (`[#` also matches `[ #`)."""
-    parts = [re.escape(ch) for ch in literal if not ch.isspace()]
-    return r"\s*".join(parts)
-
-
-def subject_tag(number: str, options: ThreadingOptions | None = None) -> str:
-    """The tag to put in the subject of mail about ticket `number` (`[#ABC123]` by default)."""
-    return (options or ThreadingOptions()).subject_tag.replace("{number}", number)
-
-
-def find_subject_tags(
-    subject: str, options: ThreadingOptions | None = None, *, limit: int | None = None
-) -> tuple[str, ...]:
-    """Ticket numbers tagged in `subject`, in order of appearance, without repeats.
-
-    Only the first `options.subject_scan_chars` characters are searched; with `limit`, at most that many
-    numbers are returned (the search stops there).
-    """
-    opts = options or ThreadingOptions()
-    found: dict[str, None] = {}
-    if limit is not None and limit <= 0:
-        return ()
-    for match in opts.tag_regex.finditer(subject, 0, opts.subject_scan_chars):
-        found.setdefault(match.group(1))
-        if limit is not None and len(found) >= limit:
-            break
-    return tuple(found)
-
-
 class ThreadLookups(Protocol):
     """What threading reads. A backend's unit of work satisfies it."""
 
@@ -290,67 +123,6 @@ class ThreadLookups(Protocol):
 
     def ticket_by_message_id(self, message_id: str) -> Ticket | None:
         """The ticket whose thread holds this message id, or `None`."""
-
-
-@attrs.frozen
-class ThreadCandidates:
-    """What a message offers threading, already capped (see `thread_candidates()`).
-
-    Attributes:
-        message_ids: `In-Reply-To` then `References` newest first, without repeats, at most
-            `max_references`.
-        subject_numbers: Ticket numbers tagged in the subject (at most `max_subject_tags`).
-        plus_tokens: Ticket numbers in plus addresses of the recipients (at most `max_plus_tokens`).
-        checked: True when the numbers were checked against the store already
-            (`prefilter_candidates()`): each one is then spelled as the existing ticket is.
-    """
-
-    message_ids: tuple[str, ...] = ()
-    subject_numbers: tuple[str, ...] = ()
-    plus_tokens: tuple[str, ...] = ()
-    checked: bool = False
-
-
-def thread_candidates(
-    message: InboundEmail, options: ThreadingOptions | None = None, own_addresses: Iterable[str] = ()
-) -> ThreadCandidates:
-    """The ids, tags and plus tokens threading looks up for `message`, capped per the options.
-
-    Linear in the message and bounded in output, whatever the message carries: 45,000 tags in a subject
-    cost one scan of its first `subject_scan_chars` characters and yield `max_subject_tags` numbers.
-    """
-    opts = options or ThreadingOptions()
-    tokens = _plus_tokens(message, opts, own_addresses) if opts.plus_addressing else ()
-    return ThreadCandidates(
-        _candidate_ids(message, opts.max_references),
-        find_subject_tags(message.subject, opts, limit=opts.max_subject_tags),
-        tokens,
-    )
-
-
-def prefilter_candidates(candidates: ThreadCandidates, exists: Callable[[str], bool]) -> ThreadCandidates:
-    """Keep the numbers naming an existing ticket (as spelled, or upper-cased), spelled as found.
-
-    `exists` should be a read-only lookup (the pipeline passes the backend's `get_ticket`, which takes no
-    write lock), so this runs before the write transaction. A ticket created between this check and the
-    transaction is missed, which is harmless: nobody can have a tag of a ticket that did not exist yet.
-    Message ids are not filtered (a reply may name a message recorded earlier in the same batch).
-    """
-    if candidates.checked:
-        return candidates
-
-    def keep(numbers: tuple[str, ...]) -> tuple[str, ...]:
-        found: dict[str, None] = {}
-        for number in numbers:
-            for variant in _number_variants(number):
-                if exists(variant):
-                    found.setdefault(variant)
-                    break
-        return tuple(found)
-
-    return ThreadCandidates(
-        candidates.message_ids, keep(candidates.subject_numbers), keep(candidates.plus_tokens), checked=True
-    )
 
 
 @attrs.frozen
@@ -376,19 +148,6 @@ class ThreadDecision:
     reasons: tuple[Reason, ...] = ()
 
 
-def _candidate_ids(message: InboundEmail, limit: int) -> tuple[str, ...]:
-    """In-Reply-To first, then References newest first; deduplicated; at most `limit`."""
-    seen: dict[str, None] = {}
-    if limit <= 0:
-        return ()
-    for mid in itertools.chain(message.in_reply_to, reversed(message.references)):
-        if mid and mid not in seen:
-            seen[mid] = None
-            if len(seen) >= limit:
-                break
-    return tuple(seen)
-
-
 _MERGE_REASONS = 16
 """Merge hops recorded one by one; a longer chain gets one summary reason for the rest."""
 
@@ -412,40 +171,12 @@ def _follow_merges(ticket: Ticket, lookups: ThreadLookups, reasons: list[Reason]
     return chain
 
 
-def _number_variants(number: str) -> Iterator[str]:
-    yield number
-    if number.upper() != number:
-        yield number.upper()
-
-
 def _by_number(lookups: ThreadLookups, number: str) -> Ticket | None:
-    for variant in _number_variants(number):
+    for variant in number_variants(number):
         ticket = lookups.ticket_by_number(variant)
         if ticket is not None:
             return ticket
     return None
-
-
-def _plus_tokens(message: InboundEmail, options: ThreadingOptions, own: Iterable[str]) -> tuple[str, ...]:
-    limit = options.max_plus_tokens
-    if limit <= 0:
-        return ()
-    own_addresses = {addr.lower() for addr in own}
-    full = re.compile(options.number_pattern)
-    tokens: dict[str, None] = {}
-    recipients = itertools.chain((a.email for a in message.to), (a.email for a in message.cc), message.delivered_to)
-    for email in recipients:
-        local, at, domain = email.rpartition("@")
-        if not at or options.plus_separator not in local:
-            continue
-        base, _, token = local.partition(options.plus_separator)
-        if own_addresses and f"{base}@{domain}".lower() not in own_addresses:
-            continue
-        if token not in tokens and len(token) <= 64 and full.fullmatch(token):
-            tokens[token] = None
-            if len(tokens) >= limit:
-                break
-    return tuple(tokens)
 
 
 def _lookup_number(lookups: ThreadLookups, number: str, checked: bool) -> Ticket | None:
@@ -574,64 +305,99 @@ def resolve_thread(
         candidates = thread_candidates(message, opts, own_addresses)
     found = _match(candidates, lookups, opts, verify_token)
     if found is None:
-        if not may_open_ticket:
-            reasons.append(Reason("thread.no_ticket", "threads onto no ticket and may not open one"))
-            return ThreadDecision("ignore", requester=requester, reasons=tuple(reasons))
-        reasons.append(Reason("thread.new", "no existing ticket matched: opening a new one"))
-        return ThreadDecision("new", requester=requester, reasons=tuple(reasons))
-
+        return _unmatched(requester, may_open_ticket, reasons)
     matched, route, why = found
     reasons.append(why)
     chain = _follow_merges(matched, lookups, reasons)
     ticket = chain[-1]
+    if requester is not None and _is_untrusted(route, chain, requester, opts, automatic):
+        return _untrusted(ticket, route, requester, opts.untrusted_match, may_open_ticket, reasons)
+    trusted = _Found(ticket, route, requester, opts, automatic, may_open_ticket, reasons)
+    return _closed_ticket(trusted) or _sender_policy(trusted)
 
-    untrusted = (
+
+def _unmatched(requester: Address | None, may_open_ticket: bool, reasons: list[Reason]) -> ThreadDecision:
+    if not may_open_ticket:
+        reasons.append(Reason("thread.no_ticket", "threads onto no ticket and may not open one"))
+        return ThreadDecision("ignore", requester=requester, reasons=tuple(reasons))
+    reasons.append(Reason("thread.new", "no existing ticket matched: opening a new one"))
+    return ThreadDecision("new", requester=requester, reasons=tuple(reasons))
+
+
+def _is_untrusted(
+    route: ThreadRoute, chain: tuple[Ticket, ...], requester: Address, opts: ThreadingOptions, automatic: bool
+) -> bool:
+    """A match by a guessable route only, from a person on no ticket of the merge chain."""
+    return (
         route in ("subject", "plus_address")
         and not automatic
-        and requester is not None
         and opts.untrusted_match != "append"
         and not any(_on_ticket(link, requester.email) for link in chain)
     )
-    if untrusted and requester is not None:
-        return _untrusted(ticket, route, requester, opts.untrusted_match, may_open_ticket, reasons)
 
-    if ticket.status == "closed":
-        if automatic:
-            reasons.append(
-                Reason("thread.closed_automatic", "automatic mail never changes a closed ticket", value=ticket.number)
-            )
-            return ThreadDecision("ignore", ticket, route, requester, reasons=tuple(reasons))
-        if opts.closed_ticket == "new_linked":
-            reasons.append(
-                Reason("thread.closed_new_linked", "the ticket is closed: opening a new linked one", ticket.number)
-            )
-            if not may_open_ticket:
-                return _cannot_open(ticket, route, requester, reasons)
-            return ThreadDecision("new_linked", ticket, route, requester, reasons=tuple(reasons))
 
+@attrs.define
+class _Found:
+    """A trusted match (after merge redirects), and what the policies need to decide on it."""
+
+    ticket: Ticket
+    route: ThreadRoute
+    requester: Address | None
+    opts: ThreadingOptions
+    automatic: bool
+    may_open_ticket: bool
+    reasons: list[Reason]
+
+    def decide(self, action: ThreadAction, reason: Reason | None = None, *, ticket: bool = True) -> ThreadDecision:
+        """`action` with `reason` recorded last; `ticket=False` names no ticket (a new one is opened)."""
+        if reason is not None:
+            self.reasons.append(reason)
+        matched = self.ticket if ticket else None
+        return ThreadDecision(action, matched, self.route, self.requester, reasons=tuple(self.reasons))
+
+
+def _closed_ticket(found: _Found) -> ThreadDecision | None:
+    """Automatic mail never changes a closed ticket; `new_linked` opens a linked one. `None`: go on."""
+    ticket = found.ticket
+    if ticket.status != "closed":
+        return None
+    if found.automatic:
+        why = Reason("thread.closed_automatic", "automatic mail never changes a closed ticket", value=ticket.number)
+        return found.decide("ignore", why)
+    if found.opts.closed_ticket != "new_linked":
+        return None
+    found.reasons.append(
+        Reason("thread.closed_new_linked", "the ticket is closed: opening a new linked one", ticket.number)
+    )
+    if not found.may_open_ticket:
+        return _cannot_open(ticket, found.route, found.requester, found.reasons)
+    return found.decide("new_linked")
+
+
+def _sender_policy(found: _Found) -> ThreadDecision:
+    """Append (or reopen and append); a sender not on the ticket per `unknown_sender`."""
+    ticket, requester = found.ticket, found.requester
     action: ThreadAction = "reopen" if ticket.status == "closed" else "append"
     add_participant = False
-    if automatic:
-        reasons.append(Reason("thread.automatic", "automatic mail is appended without other changes"))
+    if found.automatic:
+        found.reasons.append(Reason("thread.automatic", "automatic mail is appended without other changes"))
     elif requester is not None and not _on_ticket(ticket, requester.email):
-        if opts.unknown_sender == "reject":
-            reasons.append(
-                Reason("thread.unknown_sender_reject", "the sender is not on the ticket", value=requester.email)
-            )
-            return ThreadDecision("reject", ticket, route, requester, reasons=tuple(reasons))
-        if opts.unknown_sender == "new_ticket":
-            reasons.append(
+        if found.opts.unknown_sender == "reject":
+            why = Reason("thread.unknown_sender_reject", "the sender is not on the ticket", value=requester.email)
+            return found.decide("reject", why)
+        if found.opts.unknown_sender == "new_ticket":
+            found.reasons.append(
                 Reason(
                     "thread.unknown_sender_new", "the sender is not on the ticket: opening a new one", requester.email
                 )
             )
-            if not may_open_ticket:
-                return _cannot_open(ticket, route, requester, reasons)
-            return ThreadDecision("new", None, route, requester, reasons=tuple(reasons))
-        reasons.append(
+            if not found.may_open_ticket:
+                return _cannot_open(ticket, found.route, requester, found.reasons)
+            return found.decide("new", ticket=False)
+        found.reasons.append(
             Reason("thread.participant_added", "the sender joins the ticket as a participant", value=requester.email)
         )
         add_participant = True
     if action == "reopen":
-        reasons.append(Reason("thread.reopen", "a reply reopens the closed ticket", value=ticket.number))
-    return ThreadDecision(action, ticket, route, requester, add_participant, tuple(reasons))
+        found.reasons.append(Reason("thread.reopen", "a reply reopens the closed ticket", value=ticket.number))
+    return ThreadDecision(action, ticket, found.route, requester, add_participant, tuple(found.reasons))

@@ -6,9 +6,11 @@ a notification *names* the ticket and entry and is *signed*, threading can trust
 lookup, nobody can forge one to append to someone else's ticket, and a message whose own Message-ID is one
 of our tokens is our own notification come back (a loop).
 
-Shape (all of it `dot-atom-text`, so it is a valid RFC 5322 `id-left`, and URL-safe)::
+Shape (all of it `dot-atom-text`, so it is a valid RFC 5322 `id-left`, and URL-safe):
 
-    <tm1.KEYID.TICKET.ENTRY.NONCE.MAC@domain>
+```text
+<tm1.KEYID.TICKET.ENTRY.NONCE.MAC@domain>
+```
 
 * `tm1`: format version, so a later format can be told apart.
 * `KEYID`: which secret signed it; verification accepts any configured key, so a secret is rotated by

@@ -1,15 +1,17 @@
 # ruff: noqa: RUF001
 """Hypothesis strategies for raw email messages, built with the stdlib `email` API.
 
-Use them to test code that consumes `ticketmail.model.InboundEmail`::
+Use them to test code that consumes `ticketmail.model.InboundEmail`:
 
-    from hypothesis import given
-    from ticketmail.testing.emails import generated_emails
+```python
+from hypothesis import given
+from ticketmail.testing.emails import generated_emails
 
-    @given(generated_emails())
-    def test_round_trip(sample):
-        parsed = parse_email(sample.raw)
-        assert parsed.subject == sample.subject
+@given(generated_emails())
+def test_round_trip(sample):
+    parsed = parse_email(sample.raw)
+    assert parsed.subject == sample.subject
+```
 
 Every `GeneratedEmail` carries the raw bytes and the values a correct parser must recover from them
 (already normalized the way ticketmail normalizes: folded whitespace in the subject collapsed, the body's
