@@ -20,10 +20,11 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING
 
 from ticketmail._pipeline.capabilities import LedgerReader
 from ticketmail.backends.base import AuditRecord, Backend, Entry, QuarantineRecord, Ticket, UnitOfWork
+from ticketmail.sources._poll_values import ReportsOversize, ReportsPending
 from ticketmail.sources.base import OversizeNotice, RawItem, Source, SourceSession
 
 if TYPE_CHECKING:
@@ -97,22 +98,6 @@ class DryRunBackend:
         self.inner.close()
 
 
-@runtime_checkable
-class _ReportsOversized(Protocol):
-    """A session that counts the messages it left on the server for their size (IMAP, Graph)."""
-
-    oversized: list[OversizeNotice]
-
-
-@runtime_checkable
-class _ReportsPending(Protocol):
-    """A session that can tell how many messages still wait in the mailbox."""
-
-    def pending(self) -> int | None:
-        """Messages not yet fetched, or `None` when it cannot tell."""
-        ...
-
-
 class _DryRunSession:
     """A session that hands items over and acknowledges or releases nothing.
 
@@ -140,11 +125,11 @@ class _DryRunSession:
     @property
     def oversized(self) -> list[OversizeNotice]:
         """The real session's oversize notices (none when it keeps no such list)."""
-        return self._inner.oversized if isinstance(self._inner, _ReportsOversized) else []
+        return list(self._inner.oversized) if isinstance(self._inner, ReportsOversize) else []
 
     def pending(self) -> int | None:
         """What the real session says still waits, or `None`."""
-        return self._inner.pending() if isinstance(self._inner, _ReportsPending) else None
+        return self._inner.pending() if isinstance(self._inner, ReportsPending) else None
 
 
 class DryRunSource:
