@@ -214,28 +214,24 @@ def _read_headers(
     return headers, end
 
 
+def _delimiter_patterns(boundary: bytes) -> tuple[re.Pattern[bytes], re.Pattern[bytes]]:
+    """Delimiter lines of `boundary`: at a line start (after CR or LF), and at the very start of a body."""
+    line = b"--" + re.escape(boundary) + rb"(--)?[ \t]*(?=[\r\n]|\Z)"
+    return re.compile(rb"(?<=[\r\n])" + line), re.compile(line)
+
+
 def _find_boundaries(data: bytes, start: int, end: int, boundary: bytes) -> tuple[list[tuple[int, int]], bool, bool]:
-    """Ranges of the body parts between delimiter lines; (ranges, saw_close, saw_any)."""
-    marker = b"--" + boundary
+    """Ranges of the body parts between delimiter lines; (ranges, saw_close, saw_any).
+
+    One regular expression search per delimiter line: lines that only start like the boundary are skipped
+    by the search itself (in C), so a body full of near misses costs no Python work per line.
+    """
+    in_body, at_start = _delimiter_patterns(boundary)
     ranges: list[tuple[int, int]] = []
     part_start: int | None = None
-    pos = start
-    while True:
-        idx = data.find(marker, pos, end)
-        if idx < 0:
-            break
-        if idx != start and data[idx - 1] not in b"\r\n":
-            pos = idx + 1
-            continue
-        after = idx + len(marker)
-        close = data[after : after + 2] == b"--"
-        cursor = after + 2 if close else after
-        while cursor < end and data[cursor] in b" \t":
-            cursor += 1
-        if cursor < end and data[cursor] not in b"\r\n":
-            pos = idx + 1
-            continue
-        _line_end, next_line = _eol(data, cursor, end)
+    found = at_start.match(data, start, end) or in_body.search(data, start, end)
+    while found is not None:
+        idx = found.start()
         if part_start is not None:
             body_end = idx
             if body_end > part_start and data[body_end - 1] == 0x0A:
@@ -245,10 +241,10 @@ def _find_boundaries(data: bytes, start: int, end: int, boundary: bytes) -> tupl
             elif body_end > part_start and data[body_end - 1] == 0x0D:
                 body_end -= 1
             ranges.append((part_start, body_end))
-        if close:
+        if found.group(1):
             return ranges, True, True
-        part_start = next_line
-        pos = next_line if next_line > idx else idx + 1
+        part_start = _eol(data, found.end(), end)[1]
+        found = in_body.search(data, max(part_start, found.end()), end)
     if part_start is not None:
         ranges.append((part_start, end))
     return ranges, False, part_start is not None

@@ -30,8 +30,10 @@ returned: a helpdesk must never show an empty message for a non-empty mail.
 
 Cost: every step is a pass over the lines with plain string tests and short anchored patterns on lines
 of bounded length; the look-ahead after an attribution is precomputed in one backward pass, so the work is
-linear in the input. Only the first `MAX_SCAN_CHARS` characters are searched for history markers;
-beyond that a trailing `>` block is still removed (scanning back from the end), the rest is kept.
+linear in the input. Only the first `MAX_SCAN_CHARS` characters and `MAX_SCAN_LINES` lines are searched
+for history markers (a text of many short lines costs per line, not per character); beyond that a
+signature delimiter among those lines and a trailing `>` block of at most `MAX_SCAN_LINES` lines are still
+removed, the rest is kept.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ __all__ = [
     "FORWARD_MARKERS",
     "HEADER_LABELS",
     "MAX_SCAN_CHARS",
+    "MAX_SCAN_LINES",
     "MOBILE_LINES",
     "ORIGINAL_MARKERS",
     "extract_new_text",
@@ -53,6 +56,9 @@ __all__ = [
 
 MAX_SCAN_CHARS = 512 * 1024
 """Only this many characters at the start of a text are searched for history markers."""
+
+MAX_SCAN_LINES = 3000
+"""Only this many lines at the start of a text are searched for history markers."""
 
 _MAX_ATTRIBUTION = 400
 _ATTRIBUTION_LINES = 3  # an attribution wrapped by a client spans at most this many lines
@@ -591,9 +597,9 @@ def _strip_trailing_quote(lines: list[str]) -> list[str]:
 
 
 def _strip_signature(lines: list[str]) -> list[str]:
-    for index, line in enumerate(lines):
-        if (line in ("-- ", "--", "\u2014 ") or line.rstrip() == "-- ") and (index > 0 or len(lines) > 1):
-            return lines[:index]
+    index = _signature_line(lines)
+    if index is not None:
+        return lines[:index]
     end = len(lines)
     while end and not lines[end - 1].strip():
         end -= 1
@@ -602,19 +608,31 @@ def _strip_signature(lines: list[str]) -> list[str]:
     return lines
 
 
+def _signature_line(lines: list[str]) -> int | None:
+    """Index of the first signature delimiter line ("-- ", "--"), or `None`."""
+    for index, line in enumerate(lines):
+        if (line in ("-- ", "--", "\u2014 ") or line.rstrip() == "-- ") and (index > 0 or len(lines) > 1):
+            return index
+    return None
+
+
 def _trailing_quote_start(text: str) -> int:
-    """Offset where a trailing block of `>`-quoted and blank lines begins (scanning back from the end)."""
+    """Offset where a trailing block of `>`-quoted and blank lines begins (scanning back from the end).
+
+    At most `MAX_SCAN_LINES` lines are read back; a longer block is cut where the scan stopped.
+    """
     end = len(text)
-    while end > 0:
+    for _ in range(MAX_SCAN_LINES):
+        if end <= 0:
+            return 0
         start = text.rfind("\n", 0, end - 1) + 1 if end > 1 else 0
-        line = text[start:end]
-        stripped = line.strip()
+        stripped = text[start:end].strip()
         if stripped and not stripped.startswith(">"):
             return end
         if start == 0:
             return 0
         end = start
-    return 0
+    return end
 
 
 def _clean_result(lines: list[str], original: str) -> str:
@@ -649,7 +667,11 @@ def extract_with_verdict(text: str, separator: str | None = None, *, subject: st
         return "", False
     text = text.replace("\r\n", "\n").replace("\r", "\n")
     head = text if len(text) <= MAX_SCAN_CHARS else text[: text.rfind("\n", 0, MAX_SCAN_CHARS) + 1]
-    lines = head.split("\n")
+    lines = head.split("\n", MAX_SCAN_LINES)
+    partial = len(head) < len(text)
+    if len(lines) > MAX_SCAN_LINES:
+        lines.pop()  # the unsplit rest
+        partial = True
     if separator:
         for index, line in enumerate(lines):
             if separator in line:
@@ -664,10 +686,11 @@ def extract_with_verdict(text: str, separator: str | None = None, *, subject: st
         return text.strip("\n").rstrip(), True  # forwarded content is the request
     if cut is not None:
         return _clean_result(lines[:cut], text), True
-    if len(head) < len(text):
-        # Too long to search further: keep it, less a trailing quote block.
+    if partial:
+        # Too long to search further: keep it, less a signature among the lines read and a trailing quote block.
+        signature = _signature_line(lines)
+        if signature is not None:
+            return _clean_result(lines[:signature], text), False
         rest = text[: _trailing_quote_start(text)]
-        if len(rest) <= MAX_SCAN_CHARS:
-            return _clean_result(rest.split("\n"), text), False
         return rest.strip("\n").rstrip() or text.strip("\n").rstrip(), False
     return _clean_result(lines, text), False
