@@ -32,11 +32,12 @@ Bounded cost on hostile HTML (html5ever, inside nh3, is quadratic in the nesting
 
 from __future__ import annotations
 
-import html as _html
 import re
 
 import attrs
 import nh3
+
+from ticketmail.parsing._entities import unescape
 
 __all__ = [
     "MAX_FLATTENED",
@@ -163,6 +164,7 @@ _RAW_BLOCK_NAMES = (
     "script", "style", "title", "textarea", "xmp", "iframe", "noembed", "noframes", "noscript", "template",
 )  # fmt: skip
 _RAW_BLOCK = re.compile(rf"<({'|'.join(_RAW_BLOCK_NAMES)})\b[^>]*>.*?(?:</\1\s*>|\Z)", re.S | re.I)
+_RAW_BLOCK_START = re.compile(rf"<(?:{'|'.join(_RAW_BLOCK_NAMES)})", re.I)
 # Tags and comments in the flattened rest of a document (a simpler, faster cut than the tokenizer's).
 _FLAT_TAG = re.compile(r"<!--.*?(?:-->|\Z)|<[^<>]*>", re.S)
 _ATTRIBUTE = re.compile(r"""([^\s=/<>"']+)(?:\s*=\s*(?:"([^"]*)"?|'([^']*)'?|([^\s>]+)))?""")
@@ -175,7 +177,7 @@ def _attributes(text: str) -> dict[str, str]:
         value = match.group(2) if match.group(2) is not None else match.group(3)
         if value is None:
             value = match.group(4) or ""
-        found.setdefault(match.group(1).lower(), _html.unescape(value) if "&" in value else value)
+        found.setdefault(match.group(1).lower(), unescape(value) if "&" in value else value)
     return found
 
 
@@ -474,7 +476,7 @@ class _Scan:
                     if builder.has_text and not builder.current[-1].endswith(" "):
                         builder.add(" ")
                     continue
-                builder.handle_data(_html.unescape(text) if "&" in text else text)
+                builder.handle_data(unescape(text) if "&" in text else text)
                 continue
             name = match.group(2)
             if name is None:
@@ -495,7 +497,7 @@ class _Scan:
                 content_end = raw_end.start() if raw_end is not None else length
                 if builder is not None and tag in ("textarea", "xmp") and not builder.skip:
                     content = html[pos:content_end]
-                    builder.handle_data(_html.unescape(content) if "&" in content else content)
+                    builder.handle_data(unescape(content) if "&" in content else content)
                 pos = content_end
             elif tag in _BLOCK and tag != "hr" and attrs.rstrip().endswith("/") and builder is not None:
                 builder.handle_endtag(tag)  # "<div/>": XHTML-style empty element (html5ever keeps it open)
@@ -507,15 +509,14 @@ class _Scan:
         replaced by a space (a space, so that removing a tag cannot join "<" and a name into a new tag).
         """
         rest = self.html[pos:]
-        lowered = rest.lower()
-        if any(f"<{name}" in lowered for name in _RAW_BLOCK_NAMES):
+        if _RAW_BLOCK_START.search(rest) is not None:
             rest = _RAW_BLOCK.sub(" ", rest)
         rest = _FLAT_TAG.sub(" ", rest)
         self.flattened += 1
         self._cut(pos, len(self.html), rest)
         builder = self.builder
         if builder is not None and not builder.skip:
-            builder.handle_data(_html.unescape(rest) if "&" in rest else rest)
+            builder.handle_data(unescape(rest) if "&" in rest else rest)
 
     def limited(self) -> str:
         if self.out is None:
