@@ -26,7 +26,7 @@ import urllib.parse
 from collections.abc import Iterator
 
 from ticketmail.model import Address
-from ticketmail.parsing.charsets import decode_text
+from ticketmail.parsing.charsets import decode_text, normalize_charset
 
 __all__ = [
     "decode_8bit",
@@ -111,18 +111,44 @@ def decode_rfc2047(value: str) -> str:
         pos = match.end()
     if pos < len(value):
         segments.append(([value[pos:]], None))
+    return "".join(_decode_segments(segments))
+
+
+def _decode_segments(segments: list[tuple[list[str] | list[bytes], str | None]]) -> list[str]:
+    """Decode the segments of `decode_rfc2047`; adjacent words whose labels name one codec are decoded together.
+
+    An unknown label is resolved once, by decoding its first segment (the codec found is reused for the
+    rest), so words alternating between two unknown labels cost one decode, not one per word.
+    """
     out: list[str] = []
-    detected: dict[str, str] = {}  # unknown label -> codec detected for its first word, reused for the rest
+    resolved: dict[str, str] = {}  # label -> codec it is decoded with
+    pending: list[bytes] = []
+    pending_codec: str | None = None
+
+    def flush() -> None:
+        if pending_codec is not None:
+            out.append(decode_text(b"".join(pending), pending_codec)[0])
+        pending.clear()
+
     for items, charset in segments:
         if charset is None:
+            flush()
+            pending_codec = None
             out.append("".join(items))  # type: ignore[arg-type]
-        else:
-            label = detected.get(charset, charset)
-            text, used, trusted = decode_text(b"".join(items), label)  # type: ignore[arg-type]
-            if not trusted and label == charset:
-                detected[charset] = used
-            out.append(text)
-    return "".join(out)
+            continue
+        data = b"".join(items)  # type: ignore[arg-type]
+        codec = resolved.get(charset)
+        if codec is None:
+            known = normalize_charset(charset)
+            if known is None:
+                known = decode_text(data, charset)[1]  # detected (or fallback) codec for this label
+            resolved[charset] = codec = known
+        if codec != pending_codec:
+            flush()
+            pending_codec = codec
+        pending.append(data)
+    flush()
+    return out
 
 
 def _idna_domain(domain: str) -> str:

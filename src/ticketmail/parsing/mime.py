@@ -561,6 +561,7 @@ def _build_email(part: Part, raw: bytes, options: EmailOptions, ctx: ParseContex
     headers: list[tuple[str, str]] = []
     signals: dict[str, list[str]] = {}
     by_name: dict[str, list[str]] = {}
+    first_decoded: dict[str, str] = {}
     eight_bit = False
     hint: str | None = None
     for name, value in part.headers:
@@ -572,7 +573,9 @@ def _build_email(part: Part, raw: bytes, options: EmailOptions, ctx: ParseContex
         by_name.setdefault(lower, []).append(text)
         if lower in SIGNAL_HEADERS:
             signals.setdefault(lower, []).append(text.strip())
-        headers.append((name, decode_rfc2047(text)))
+        decoded = decode_rfc2047(text)
+        headers.append((name, decoded))
+        first_decoded.setdefault(lower, decoded)
     if eight_bit:
         ctx.defect("8bit_header", "raw 8-bit bytes in header fields (decoded as UTF-8 or detected)", part.path or None)
 
@@ -628,7 +631,7 @@ def _build_email(part: Part, raw: bytes, options: EmailOptions, ctx: ParseContex
             else a
             for a in attachments
         )
-    subject = " ".join(decode_rfc2047(first("subject")).split())
+    subject = " ".join(first_decoded.get("subject", "").split())
     senders = addresses("from")
     sender = addresses("sender")
     from_ = _usable_sender(senders, by_name.get("from", ()), sender, ctx, part.path)
