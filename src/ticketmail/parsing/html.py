@@ -20,7 +20,7 @@ Bounded cost on hostile HTML (html5ever, inside nh3, is quadratic in the nesting
 * the same scan tracks the stack of open elements (with the end tags HTML implies: `<li>`, `<p>`,
   `<td>`, ...) and drops the start and end tags of elements nested deeper than `MAX_TAG_DEPTH` (100),
   keeping their content: the HTML given to nh3 and the text are both *flattened* beyond that depth; after
-  `MAX_FLATTENED` (200) dropped tags the rest of the document is reduced to its text in one pass;
+  `MAX_FLATTENED` (50) dropped tags the rest of the document is reduced to its text in one pass;
 * quote prefixes stop growing at `MAX_QUOTE_DEPTH` (10) levels and list indentation at `MAX_LIST_DEPTH`
   (10), so no line gets a prefix longer than a few dozen characters;
 * the text is at most `TEXT_GROWTH` (2) times the HTML's length plus 4096 characters; beyond that it is
@@ -59,7 +59,7 @@ MAX_QUOTE_DEPTH = 10
 MAX_LIST_DEPTH = 10
 """Most indentation levels given to a list item."""
 TEXT_GROWTH = 2
-MAX_FLATTENED = 200
+MAX_FLATTENED = 50
 """After this many dropped tags the rest of the document is reduced to its text in one C-speed pass."""
 """The text of an HTML document is at most `TEXT_GROWTH * len(html) + 4096` characters."""
 
