@@ -346,7 +346,7 @@ class _Builder:
             out.html_segments.extend(html_source.html_segments)
 
     def _message(self, part: Part, out: _Collector) -> None:
-        data = bytes(part.body)
+        data = self.ctx.body_bytes(part)
         disposition, dparams = part.disposition()
         name = dparams.get("filename") or part.params.get("name")
         inner: InboundEmail | None = None
@@ -441,7 +441,7 @@ class _Builder:
 # -- message assembly ------------------------------------------------------------------------------------
 
 
-def _generated_id(raw: bytes) -> str:
+def _generated_id(raw: bytes | memoryview) -> str:
     return f"{hashlib.sha256(raw).hexdigest()[:32]}@ticketmail.invalid"
 
 
@@ -557,7 +557,9 @@ def _part_defects(ctx: ParseContext, path: str) -> tuple[Defect, ...]:
     return tuple(d for d in ctx.defects if d.part is not None and (d.part == path or d.part.startswith(prefix)))
 
 
-def _build_email(part: Part, raw: bytes, options: EmailOptions, ctx: ParseContext, depth_budget: int) -> InboundEmail:
+def _build_email(
+    part: Part, raw: bytes | memoryview, options: EmailOptions, ctx: ParseContext, depth_budget: int
+) -> InboundEmail:
     headers: list[tuple[str, str]] = []
     signals: dict[str, list[str]] = {}
     by_name: dict[str, list[str]] = {}
@@ -616,7 +618,7 @@ def _build_email(part: Part, raw: bytes, options: EmailOptions, ctx: ParseContex
         inner_part = wrapped.children[0]
         builder.walk(inner_part, collector)
         if depth_budget > 0:
-            collector.attached.append(_build_email(inner_part, bytes(wrapped.body), options, ctx, depth_budget - 1))
+            collector.attached.append(_build_email(inner_part, wrapped.body, options, ctx, depth_budget - 1))
         unwrapped = True
     else:
         builder.walk(part, collector)

@@ -66,10 +66,25 @@ class ParseContext:
     parts: int = 0
     defects: list[Defect] = attrs.field(factory=list)
     parts_capped: bool = False
+    copies: dict[tuple[int, int, int], tuple[object, bytes]] = attrs.field(factory=dict)
 
     def defect(self, code: str, message: str, part: str | None = None) -> None:
         """Record a recoverable problem."""
         self.defects.append(Defect(code=code, message=message, part=part))
+
+    def body_bytes(self, part: Part) -> bytes:
+        """`bytes(part.body)`, copied once per parse however often the same body is asked for.
+
+        An embedded message is both attached (as an `.eml` file) and parsed, and a forwarded wrapper's inner
+        message is read twice (unwrapped and attached): without this, every level of a nest of
+        `message/rfc822` parts would keep its own copy of the same bytes.
+        """
+        view = part.body
+        key = (id(view.obj), part.header_end, len(view))
+        found = self.copies.get(key)
+        if found is None:
+            found = self.copies[key] = (view.obj, bytes(view))
+        return found[1]
 
 
 @attrs.frozen
