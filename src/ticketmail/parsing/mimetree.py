@@ -229,24 +229,71 @@ def _read_headers(
     return headers, end
 
 
+_NEAR_MISSES = 64
+"""Lines starting like the boundary without being a delimiter, before the search switches to a regex."""
+
+
 def _delimiter_patterns(boundary: bytes) -> tuple[re.Pattern[bytes], re.Pattern[bytes]]:
-    """Delimiter lines of `boundary`: at a line start (after CR or LF), and at the very start of a body."""
+    """Delimiter lines of `boundary`: after a CR or LF, and at the very start of a body (group 1: the line)."""
     line = b"--" + re.escape(boundary) + rb"(--)?[ \t]*(?=[\r\n]|\Z)"
-    return re.compile(rb"(?<=[\r\n])" + line), re.compile(line)
+    return re.compile(rb"[\r\n](" + line + b")"), re.compile(b"(" + line + b")")
+
+
+class _Delimiters:
+    """Finds the delimiter lines of one boundary: `bytes.find` for the marker, then a check of the line.
+
+    After `_NEAR_MISSES` lines that only start like the boundary (hostile input), the rest is searched
+    with a regular expression that skips near misses in C; ordinary mail never compiles one.
+    """
+
+    def __init__(self, data: bytes, boundary: bytes, end: int) -> None:
+        self.data = data
+        self.boundary = boundary
+        self.marker = b"--" + boundary
+        self.end = end
+        self.misses = 0
+        self.pattern: re.Pattern[bytes] | None = None
+
+    def find(self, pos: int, at_start: bool) -> tuple[int, int, bool] | None:
+        """(start, end, is_close) of the next delimiter line from `pos`, or `None`."""
+        data, end = self.data, self.end
+        while self.pattern is None:
+            idx = data.find(self.marker, pos, end)
+            if idx < 0:
+                return None
+            if (idx == pos and at_start) or (idx > 0 and data[idx - 1] in b"\r\n"):
+                after = idx + len(self.marker)
+                close = data[after : after + 2] == b"--"
+                cursor = after + 2 if close else after
+                while cursor < end and data[cursor] in b" \t":
+                    cursor += 1
+                if cursor >= end or data[cursor] in b"\r\n":
+                    return idx, cursor, close
+            self.misses += 1
+            if self.misses >= _NEAR_MISSES:
+                self.pattern = _delimiter_patterns(self.boundary)[0]
+            pos = idx + 1
+            at_start = False
+        if at_start:
+            first = _delimiter_patterns(self.boundary)[1].match(data, pos, end)
+            if first is not None:
+                return first.start(), first.end(), bool(first.group(2))
+        # The line end before the delimiter is part of the match (a leading character class is searched
+        # for in C; a lookbehind would be tried at every position), so the search starts one byte back.
+        found = self.pattern.search(data, max(pos - 1, 0), end)
+        while found is not None and found.start(1) < pos:
+            found = self.pattern.search(data, found.start(1), end)
+        return None if found is None else (found.start(1), found.end(), bool(found.group(2)))
 
 
 def _find_boundaries(data: bytes, start: int, end: int, boundary: bytes) -> tuple[list[tuple[int, int]], bool, bool]:
-    """Ranges of the body parts between delimiter lines; (ranges, saw_close, saw_any).
-
-    One regular expression search per delimiter line: lines that only start like the boundary are skipped
-    by the search itself (in C), so a body full of near misses costs no Python work per line.
-    """
-    in_body, at_start = _delimiter_patterns(boundary)
+    """Ranges of the body parts between delimiter lines; (ranges, saw_close, saw_any)."""
+    delimiters = _Delimiters(data, boundary, end)
     ranges: list[tuple[int, int]] = []
     part_start: int | None = None
-    found = at_start.match(data, start, end) or in_body.search(data, start, end)
+    found = delimiters.find(start, True)
     while found is not None:
-        idx = found.start()
+        idx, line_end, close = found
         if part_start is not None:
             body_end = idx
             if body_end > part_start and data[body_end - 1] == 0x0A:
@@ -256,10 +303,10 @@ def _find_boundaries(data: bytes, start: int, end: int, boundary: bytes) -> tupl
             elif body_end > part_start and data[body_end - 1] == 0x0D:
                 body_end -= 1
             ranges.append((part_start, body_end))
-        if found.group(1):
+        if close:
             return ranges, True, True
-        part_start = _eol(data, found.end(), end)[1]
-        found = in_body.search(data, max(part_start, found.end()), end)
+        part_start = _eol(data, line_end, end)[1]
+        found = delimiters.find(max(part_start, line_end), False)
     if part_start is not None:
         ranges.append((part_start, end))
     return ranges, False, part_start is not None
