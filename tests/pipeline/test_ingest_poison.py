@@ -117,9 +117,11 @@ def test_unreadable_files_are_yielded_with_a_reason_and_the_walk_goes_on() -> No
             assert item.error.message.startswith(f"cannot read {item.source}")
             assert item.provenance.key.startswith("unreadable:")
         else:
-            assert item.error is None and item.data
+            assert item.error is None
+            assert item.data
     fifo = next(item for item in items if item.source.endswith("04-fifo.eml"))
-    assert fifo.error is not None and "not a regular file" in fifo.error.message
+    assert fifo.error is not None
+    assert "not a regular file" in fifo.error.message
     assert count_local([folder]) == len(items)
 
 
