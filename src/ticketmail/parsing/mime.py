@@ -35,6 +35,7 @@ from typing import Literal
 
 import attrs
 
+from ticketmail._validators import at_least, fail, one_of, positive
 from ticketmail.errors import MalformedEmailError, PayloadTooLargeError, TicketmailError, TypeMismatchError
 from ticketmail.model import Address, Attachment, Defect, InboundEmail, ReportPart
 from ticketmail.parsing.charsets import decode_text, detection_budget
@@ -94,24 +95,12 @@ _BARE_MAILBOX = re.compile(r"[A-Za-z0-9.!#$%&'*+/=^_`{|}~-]{1,64}@[A-Za-z0-9.-]{
 _HEADER_START = re.compile(rb"[!-9;-~]{1,76}[ \t]*:")
 
 
-def _positive(instance: object, attribute: attrs.Attribute[int], value: int) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"EmailOptions.{attribute.name} must be a positive integer, got {value!r}")
-
-
-def _non_negative(instance: object, attribute: attrs.Attribute[int], value: int) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise ValueError(f"EmailOptions.{attribute.name} must be a non-negative integer, got {value!r}")
-
-
-def _prefer(instance: object, attribute: attrs.Attribute[str], value: str) -> None:
-    if value not in ("text", "html"):
-        raise ValueError(f"EmailOptions.prefer must be 'text' or 'html', got {value!r}")
+_TABLE = "limits.email"
 
 
 def _separator(instance: object, attribute: attrs.Attribute[str | None], value: str | None) -> None:
     if value is not None and (not isinstance(value, str) or not value.strip()):
-        raise ValueError(f"EmailOptions.reply_separator must be a non-empty string or None, got {value!r}")
+        raise fail(_TABLE, attribute, "a non-empty string or None", value)
 
 
 @attrs.frozen
@@ -136,14 +125,14 @@ class EmailOptions:
         max_headers: Most header fields kept per entity (default 1000); later ones are ignored with a defect.
     """
 
-    prefer: Literal["text", "html"] = attrs.field(default="text", validator=_prefer)
+    prefer: Literal["text", "html"] = attrs.field(default="text", validator=one_of(("text", "html"), _TABLE))
     reply_separator: str | None = attrs.field(default=None, validator=_separator)
     allow_remote_images: bool = False
-    max_size: int = attrs.field(default=50 * 1024 * 1024, validator=_positive)
-    max_depth: int = attrs.field(default=20, validator=_positive)
-    max_attached_depth: int = attrs.field(default=3, validator=_non_negative)
-    max_parts: int = attrs.field(default=1000, validator=_positive)
-    max_headers: int = attrs.field(default=1000, validator=_positive)
+    max_size: int = attrs.field(default=50 * 1024 * 1024, validator=positive(_TABLE, integer=True))
+    max_depth: int = attrs.field(default=20, validator=positive(_TABLE, integer=True))
+    max_attached_depth: int = attrs.field(default=3, validator=at_least(0, _TABLE))
+    max_parts: int = attrs.field(default=1000, validator=positive(_TABLE, integer=True))
+    max_headers: int = attrs.field(default=1000, validator=positive(_TABLE, integer=True))
 
 
 _DEFAULT_OPTIONS = EmailOptions()
