@@ -45,6 +45,7 @@ __all__ = [
     "MAX_FLATTENED",
     "MAX_LIST_DEPTH",
     "MAX_QUOTE_DEPTH",
+    "MAX_TAGS",
     "MAX_TAG_DEPTH",
     "TEXT_GROWTH",
     "RenderedHTML",
@@ -57,6 +58,8 @@ __all__ = [
 MAX_TAG_DEPTH = 100
 """Open elements kept nested; deeper start/end tags are dropped (their content stays)."""
 TEXT_GROWTH = 2
+MAX_TAGS = 20_000
+"""Tags read as tags; from the next one on, the rest of the document is reduced to its text (flattened)."""
 MAX_FLATTENED = 50
 """After this many dropped tags the rest of the document is reduced to its text in one C-speed pass."""
 """The text of an HTML document is at most `TEXT_GROWTH * len(html) + 4096` characters."""
@@ -276,6 +279,7 @@ class _Scan:
         counts = self.open_counts
         dropped = self.dropped
         max_depth = self.max_depth
+        tags = 0
         while pos < length:
             match = search(html, pos)
             if match is None:
@@ -285,7 +289,8 @@ class _Scan:
             if name is None:
                 continue
             tag = name.lower()
-            if self.flattened >= self.flatten_after:
+            tags += 1
+            if self.flattened >= self.flatten_after or tags > MAX_TAGS:
                 if self.flatten_after == MAX_FLATTENED:
                     self.flatten_rest(start)
                 return
@@ -313,6 +318,7 @@ class _Scan:
             return
         length = len(html)
         pos = 0
+        tags = 0
         match_token = _TOKEN.match
         while pos < length:
             match = match_token(html, pos)
@@ -336,7 +342,8 @@ class _Scan:
                     builder.handle_data("<")
                 continue
             tag = name.lower()
-            if self.flattened >= MAX_FLATTENED:
+            tags += 1
+            if self.flattened >= MAX_FLATTENED or tags > MAX_TAGS:
                 self.flatten_rest(start)
                 return
             if match.group(1):
@@ -440,7 +447,7 @@ def render_html(
     # Spec tree builders (lexbor here, html5ever in nh3) are quadratic in the nesting depth: the depth
     # limiter runs first; a document it leaves as it is gets its text from lexbor's tree, a flattened one
     # from the scan (which reads the flattened rest as text, where a tree builder would read it again).
-    if not _nests_too_deep(html):
+    if html.count("<") <= MAX_TAGS and not _nests_too_deep(html):
         from_dom = dom_text(html, TEXT_GROWTH * len(html) + 4096, _DOM_DEPTH)
         if from_dom is not None:
             clean = _clean(html, allow_remote_images) if sanitize else None

@@ -40,7 +40,7 @@ from ticketmail.errors import MalformedEmailError, PayloadTooLargeError, Ticketm
 from ticketmail.model import Address, Attachment, Defect, InboundEmail
 from ticketmail.parsing._mimebody import BodyBuilder, Collector
 from ticketmail.parsing.charsets import detection_budget
-from ticketmail.parsing.html import MAX_TAG_DEPTH, RenderedHTML, html_to_text, render_html, sanitize_html
+from ticketmail.parsing.html import MAX_TAG_DEPTH, MAX_TAGS, RenderedHTML, html_to_text, render_html, sanitize_html
 from ticketmail.parsing.htmlquote import extract_reply
 from ticketmail.parsing.mailheaders import (
     decode_8bit,
@@ -173,7 +173,8 @@ def _render(collector: Collector, options: EmailOptions, ctx: ParseContext, path
             if result.flattened:
                 ctx.defect(
                     "html_too_deep",
-                    f"HTML nests deeper than {MAX_TAG_DEPTH} elements; {result.flattened} tags flattened",
+                    f"HTML nests deeper than {MAX_TAG_DEPTH} elements or holds more than {MAX_TAGS} tags; "
+                    f"{result.flattened} tags flattened",
                     path or None,
                 )
             if result.truncated:
