@@ -220,22 +220,25 @@ def _read_headers(
             ctx.defect("too_many_headers", f"more than {max_headers} header fields; rest ignored", path)
             return headers, _skip_header_block(data, pos, end)
         name = raw[:colon].rstrip(b" \t").decode("ascii")
-        value = raw[colon + 1 :]
-        if len(value) > MAX_FIELD_BYTES:
-            ctx.defect("header_too_long", f"header {name[:40]} longer than {MAX_FIELD_BYTES} bytes; cut", path)
-            if name.lower() == "references":
-                value = value[-MAX_FIELD_BYTES:].partition(b" ")[2]
-            else:
-                value = value[:MAX_FIELD_BYTES]
-        if b"\n" in value or b"\r" in value:
-            value = _EOL.sub(b"", value)
-        value = value.strip(b" \t")
-        if b"\x00" in value:
-            value = value.replace(b"\x00", b"")
-            ctx.defect("nul_in_header", f"NUL bytes removed from header {name}", path)
-        headers.append((name, value))
+        headers.append((name, _field_value(name, raw[colon + 1 :], ctx, path)))
         pos = nxt
     return headers, end
+
+
+def _field_value(name: str, value: bytes, ctx: ParseContext, path: str) -> bytes:
+    """A raw field value unfolded, cut at `MAX_FIELD_BYTES`, stripped, without NUL bytes."""
+    if len(value) > MAX_FIELD_BYTES:
+        ctx.defect("header_too_long", f"header {name[:40]} longer than {MAX_FIELD_BYTES} bytes; cut", path)
+        # `References` keeps its end (the most recent ids), other fields their start.
+        references = name.lower() == "references"
+        value = value[-MAX_FIELD_BYTES:].partition(b" ")[2] if references else value[:MAX_FIELD_BYTES]
+    if b"\n" in value or b"\r" in value:
+        value = _EOL.sub(b"", value)
+    value = value.strip(b" \t")
+    if b"\x00" in value:
+        value = value.replace(b"\x00", b"")
+        ctx.defect("nul_in_header", f"NUL bytes removed from header {name}", path)
+    return value
 
 
 _NEAR_MISSES = 64
@@ -387,59 +390,14 @@ def parse_entity(
     """
     ctx.parts += 1
     headers, body_start = _read_headers(data, start, end, ctx, path, is_message)
-    raw_type = next((value for key, value in headers if key.lower() == "content-type"), None)
-    content_type = default_type
-    params: dict[str, str] = {}
-    if raw_type is not None:
-        main, params = parse_params("content-type", decode_8bit(raw_type)[0])
-        if main.count("/") == 1 and all(main.split("/")):
-            content_type = main
-        else:
-            ctx.defect("invalid_content_type", f"unusable Content-Type {main[:60]!r}; using {default_type}", path)
-            params = {k: v for k, v in params.items() if k == "charset"}
+    content_type, params = _media_type(headers, default_type, ctx, path)
     view = memoryview(data)
-    children: tuple[Part, ...] = ()
     body = view[body_start:end]
+    children: tuple[Part, ...] = ()
     if content_type.startswith("multipart/"):
-        boundary = params.get("boundary", "").encode("utf-8", "replace")
-        if depth >= ctx.limits.max_depth:
-            ctx.defect("nesting_too_deep", f"MIME nesting deeper than {ctx.limits.max_depth}; kept as a file", path)
-            content_type = "application/octet-stream"
-        elif not boundary or len(boundary) > 200:
-            ctx.defect("missing_boundary", "multipart without a usable boundary; body read as text", path)
-            content_type = "text/plain"
-        else:
-            ranges, closed, found = _find_boundaries(data, body_start, end, boundary)
-            if not found:
-                ctx.defect("boundary_not_found", "no part delimiter found; body read as text", path)
-                content_type = "text/plain"
-                params = {}
-            else:
-                if not closed:
-                    ctx.defect("missing_close_boundary", "multipart has no close delimiter", path)
-                kids: list[Part] = []
-                child_default = "message/rfc822" if content_type == "multipart/digest" else "text/plain"
-                for index, (s, e) in enumerate(ranges, 1):
-                    if ctx.parts >= ctx.limits.max_parts:
-                        if not ctx.parts_capped:
-                            ctx.parts_capped = True
-                            ctx.defect("too_many_parts", f"more than {ctx.limits.max_parts} MIME parts; rest ignored")
-                        break
-                    child_path = f"{path}.{index}" if path else str(index)
-                    kids.append(
-                        parse_entity(
-                            data,
-                            s,
-                            e,
-                            ctx,
-                            depth=depth + 1,
-                            path=child_path,
-                            default_type=child_default,
-                            is_message=child_default == "message/rfc822",
-                        )
-                    )
-                children = tuple(kids)
-                body = view[0:0]
+        content_type, params, parts = _multipart(data, body_start, end, ctx, depth, path, content_type, params)
+        if parts is not None:
+            children, body = parts, view[0:0]
     elif content_type in ("message/rfc822", "message/global") and depth < ctx.limits.max_depth:
         leaf = Part(tuple(headers), content_type, params, body, (), path)
         inner_path = f"{path}.1" if path else "1"
@@ -456,3 +414,59 @@ def parse_entity(
                 children = (child,)
                 headers = [(k, v) for k, v in headers if k.lower() != "content-transfer-encoding"]
     return Part(tuple(headers), content_type, params, body, children, path, body_start, start)
+
+
+def _media_type(
+    headers: list[tuple[str, bytes]], default_type: str, ctx: ParseContext, path: str
+) -> tuple[str, dict[str, str]]:
+    """The entity's `type/subtype` and parameters (`default_type` when absent or unusable)."""
+    raw_type = next((value for key, value in headers if key.lower() == "content-type"), None)
+    if raw_type is None:
+        return default_type, {}
+    main, params = parse_params("content-type", decode_8bit(raw_type)[0])
+    if main.count("/") == 1 and all(main.split("/")):
+        return main, params
+    ctx.defect("invalid_content_type", f"unusable Content-Type {main[:60]!r}; using {default_type}", path)
+    return default_type, {k: v for k, v in params.items() if k == "charset"}
+
+
+def _multipart(
+    data: bytes,
+    body_start: int,
+    end: int,
+    ctx: ParseContext,
+    depth: int,
+    path: str,
+    content_type: str,
+    params: dict[str, str],
+) -> tuple[str, dict[str, str], tuple[Part, ...] | None]:
+    """The parts of a multipart body; `None` for one that cannot be split, read as a leaf of the new type."""
+    boundary = params.get("boundary", "").encode("utf-8", "replace")
+    if depth >= ctx.limits.max_depth:
+        ctx.defect("nesting_too_deep", f"MIME nesting deeper than {ctx.limits.max_depth}; kept as a file", path)
+        return "application/octet-stream", params, None
+    if not boundary or len(boundary) > 200:
+        ctx.defect("missing_boundary", "multipart without a usable boundary; body read as text", path)
+        return "text/plain", params, None
+    ranges, closed, found = _find_boundaries(data, body_start, end, boundary)
+    if not found:
+        ctx.defect("boundary_not_found", "no part delimiter found; body read as text", path)
+        return "text/plain", {}, None
+    if not closed:
+        ctx.defect("missing_close_boundary", "multipart has no close delimiter", path)
+    kids: list[Part] = []
+    child_default = "message/rfc822" if content_type == "multipart/digest" else "text/plain"
+    for index, (s, e) in enumerate(ranges, 1):
+        if ctx.parts >= ctx.limits.max_parts:
+            if not ctx.parts_capped:
+                ctx.parts_capped = True
+                ctx.defect("too_many_parts", f"more than {ctx.limits.max_parts} MIME parts; rest ignored")
+            break
+        child_path = f"{path}.{index}" if path else str(index)
+        is_message = child_default == "message/rfc822"
+        kids.append(
+            parse_entity(
+                data, s, e, ctx, depth=depth + 1, path=child_path, default_type=child_default, is_message=is_message
+            )
+        )
+    return content_type, params, tuple(kids)

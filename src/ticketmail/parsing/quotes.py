@@ -82,12 +82,13 @@ __all__ = [
 MAX_SCAN_CHARS = 512 * 1024
 """Only this many characters at the start of a text are searched for history markers."""
 
-MAX_SCAN_LINES = 3000
+MAX_SCAN_LINES = 1000
 """Only this many lines at the start of a text are searched for history markers."""
 
 _MAX_ATTRIBUTION = MAX_ATTRIBUTION
 _ATTRIBUTION_LINES = 3  # an attribution wrapped by a client spans at most this many lines
 _TOP_WORDS = 8  # words above an attribution that make a reply top-posted
+
 
 def _look_ahead(lines: list[str]) -> tuple[list[int], list[int]]:
     """For each index: the next non-blank unquoted line and the next `>`-quoted line at or after it.
@@ -158,35 +159,10 @@ def _followed_by_quote(start: int, ahead: tuple[list[int], list[int]]) -> bool:
     return start < len(next_plain) - 1 and next_quote[start] < next_plain[start]
 
 
-def _is_one_line_attribution(stripped: str) -> bool:
-    return (stripped[-1] in ":\uff1a-*" or stripped.lower().endswith("wrote")) and _is_attribution(stripped)
-
-
-def _line_verdicts(stripped: str) -> tuple[bool, bool, bool, bool]:
-    """The tests of `_cut_index` that read one (stripped, non-blank) line alone.
-
-    Forward marker, one-line attribution, mobile signature, "Original Message" marker: pure functions of
-    the line, so a text that repeats lines pays for each distinct line once.
-    """
-    return (
-        len(stripped) <= 120 and stripped[0] in "-_=*~<Bb" and _is_forward_marker(stripped),
-        len(stripped) <= _MAX_ATTRIBUTION and _is_one_line_attribution(stripped),
-        len(stripped) < 90 and _is_mobile_line(stripped),
-        len(stripped) < 80 and _is_original_marker(stripped),
-    )
-
-
-def _ends_with_colon_soon(lines: list[str], index: int) -> bool:
-    """Whether one of the next `_ATTRIBUTION_LINES - 1` lines ends with a colon (a wrapped attribution's end)."""
-    return any(line.rstrip()[-1:] in (":", "\uff1a") for line in lines[index + 1 : index + _ATTRIBUTION_LINES])
-
-
-def _attribution_at(lines: list[str], index: int, stripped: str, one_line: bool | None = None) -> int:
+def _attribution_at(lines: list[str], index: int, stripped: str) -> int:
     """How many lines (1-3) an attribution starting at `index` spans, or 0."""
-    if _is_one_line_attribution(stripped) if one_line is None else one_line:
+    if (stripped[-1] in ":\uff1a-*" or stripped.lower().endswith("wrote")) and _is_attribution(stripped):
         return 1
-    if not _ends_with_colon_soon(lines, index):
-        return 0
     joined = stripped
     for extra in range(1, _ATTRIBUTION_LINES):
         if index + extra >= len(lines):
@@ -221,36 +197,28 @@ def _cut_index(lines: list[str]) -> tuple[int | None, bool]:
     """
     ahead = _look_ahead(lines)
     header_kinds: dict[int, str | None] = {}
-    verdicts: dict[str, tuple[bool, bool, bool, bool]] = {}
     top = 0
     for index, line in enumerate(lines):
         stripped = line.strip()
         if not stripped or stripped[0] == ">":
             continue
-        found = verdicts.get(stripped)
-        if found is None:
-            found = verdicts[stripped] = _line_verdicts(stripped)
-        forward, one_line, mobile, original = found
-        if forward:
+        if len(stripped) <= 120 and stripped[0] in "-_=*~<Bb" and _is_forward_marker(stripped):
             return index, True
-        span = _attribution_at(lines, index, stripped, one_line) if len(stripped) <= _MAX_ATTRIBUTION else 0
+        span = _attribution_at(lines, index, stripped) if len(stripped) <= _MAX_ATTRIBUTION else 0
         if span and not _quote_then_answer(lines, index + span, ahead, top):
             return index, False
         if (
             not span
             and stripped[-1] in ":\uff1a"
             and len(stripped) <= 80
-            and (
-                _BARE_WROTE.match(_fold(stripped.lower())) is not None
-                or _is_attribution(stripped, loose=True)
-            )
+            and (_BARE_WROTE.match(_fold(stripped.lower())) is not None or _is_attribution(stripped, loose=True))
             and _followed_by_quote(index + 1, ahead)
             and not _quote_then_answer(lines, index + 1, ahead, top)
         ):
             return index, False  # "Bob Smith wrote:" right above a quote
-        if mobile:
+        if len(stripped) < 90 and _is_mobile_line(stripped):
             return index, False  # "Sent from my iPhone": mobile clients put the unquoted history below it
-        if original:
+        if len(stripped) < 80 and _is_original_marker(stripped):
             return index, False
         if stripped[0] == "_" and len(stripped) >= 20 and set(stripped) == {"_"} and _labelled_lines(lines, index + 1):
             return index, False  # Outlook's rule above a header block in a language without a table
