@@ -52,6 +52,7 @@ _OPEN_WORD = re.compile(r"=\?([^?\s<>]{1,75})\?([BbQq])\?([^?<>\",]{0,900}?)\s*(
 _MAILBOX = re.compile(r"[^\s<>()\[\],;:\\\"]+@[^\s<>()\],;:\\\"@]+")
 _MAX_ADDRESS_HEADER = 64 * 1024  # characters of one address field parsed; beyond is a defect, not a hang
 _MAX_ADDRESSES = 1000
+_MAX_UNKNOWN_LABELS = 8  # unknown charset labels of one field resolved by detection
 
 
 def decode_8bit(raw: bytes, hint: str | None = None) -> tuple[str, bool]:
@@ -124,6 +125,7 @@ def _decode_segments(segments: list[tuple[list[str] | list[bytes], str | None]])
     resolved: dict[str, str] = {}  # label -> codec it is decoded with
     pending: list[bytes] = []
     pending_codec: str | None = None
+    unknown = 0
 
     def flush() -> None:
         if pending_codec is not None:
@@ -139,8 +141,11 @@ def _decode_segments(segments: list[tuple[list[str] | list[bytes], str | None]])
         data = b"".join(items)  # type: ignore[arg-type]
         codec = resolved.get(charset)
         if codec is None:
-            known = normalize_charset(charset)
+            # Past a few unknown labels, a new label is read as Western text (cp1252, which also reads
+            # UTF-8) without a lookup or a guess: each costs microseconds, and a field can hold thousands.
+            known = normalize_charset(charset) if unknown < _MAX_UNKNOWN_LABELS else "cp1252"
             if known is None:
+                unknown += 1
                 known = decode_text(data, charset)[1]  # detected (or fallback) codec for this label
             resolved[charset] = codec = known
         if codec != pending_codec:
