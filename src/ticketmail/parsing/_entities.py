@@ -45,11 +45,7 @@ def unescape(text: str) -> str:
     """`html.unescape(text)`, decoded natively when the text holds many character references."""
     if "&" not in text:
         return text
-    if (
-        text.count("&") < _NATIVE_MIN_REFS
-        or _LITERAL.search(text) is not None
-        or _has_astral_noncharacter(text)
-    ):
+    if text.count("&") < _NATIVE_MIN_REFS or _LITERAL.search(text) is not None or _has_astral_noncharacter(text):
         return _html.unescape(text)
     tree = LexborHTMLParser("x" + text.replace("<", "&lt;"))
     body = tree.body

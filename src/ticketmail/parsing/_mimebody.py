@@ -171,32 +171,37 @@ class BodyBuilder:
         if subtype == "alternative":
             self._alternative(children, out)
         elif subtype == "related":
-            start = part.params.get("start", "").strip().strip("<>")
-            root = next((c for c in children if start and c.get_text("content-id").strip("<> ") == start), None)
-            root = root or children[0]
-            for child in children:
-                if child is root:
-                    self.walk(child, out)
-                else:
-                    self.walk(child, out, inline_resource=True)
+            self._related(part, out)
         elif subtype == "report":
-            out.report_type = out.report_type or (part.params.get("report-type") or "").lower() or None
-            for child in children:
-                if child.content_type in _REPORT_TYPES:
-                    data = decode_transfer(child, self.ctx)
-                    text = decode_text(data, child.params.get("charset"))[0]
-                    out.report_parts.append(ReportPart(child.content_type, clean_text(text, self.ctx, child.path)))
-                else:
-                    self.walk(child, out)
-        elif subtype == "signed":
-            self.walk(children[0], out)
-            for child in children[1:]:
-                self._leaf(child, out, force_attachment=True)
-        elif subtype == "encrypted":
-            for child in children:
+            self._report(part, out)
+        elif subtype in ("signed", "encrypted"):
+            # The signed content is read; signatures and encrypted parts are kept as files.
+            if subtype == "signed":
+                self.walk(children[0], out)
+            for child in children[1:] if subtype == "signed" else children:
                 self._leaf(child, out, force_attachment=True)
         else:
             for child in children:
+                self.walk(child, out)
+
+    def _related(self, part: Part, out: Collector) -> None:
+        """The root part (`start`, else the first) is the body; the others are its inline resources."""
+        start = part.params.get("start", "").strip().strip("<>")
+        children = part.children
+        root = next((c for c in children if start and c.get_text("content-id").strip("<> ") == start), None)
+        root = root or children[0]
+        for child in children:
+            self.walk(child, out, inline_resource=child is not root)
+
+    def _report(self, part: Part, out: Collector) -> None:
+        """RFC 6522: the machine-readable parts go to `report_parts`, the rest is read as usual."""
+        out.report_type = out.report_type or (part.params.get("report-type") or "").lower() or None
+        for child in part.children:
+            if child.content_type in _REPORT_TYPES:
+                data = decode_transfer(child, self.ctx)
+                text = decode_text(data, child.params.get("charset"))[0]
+                out.report_parts.append(ReportPart(child.content_type, clean_text(text, self.ctx, child.path)))
+            else:
                 self.walk(child, out)
 
     def _alternative(self, children: tuple[Part, ...], out: Collector) -> None:

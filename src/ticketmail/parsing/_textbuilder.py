@@ -122,15 +122,23 @@ class TextBuilder:
         elif tag in ("ul", "ol"):
             self.lists.append([tag == "ol", 0])
         elif tag == "li":
-            if self.lists and self.lists[-1][0]:
-                self.lists[-1][1] += 1
-                marker = f"{self.lists[-1][1]}. "
-            else:
-                marker = "- "
-            self.add("  " * min(max(len(self.lists) - 1, 0), MAX_LIST_DEPTH) + marker)
-        elif tag == "a":
-            href = _attribute(attrs, "href")
-            self.links.append((href, len(self.current)))
+            self._list_item()
+        else:
+            self._inline_start(tag, attrs)
+
+    def _list_item(self) -> None:
+        """The marker of a list item: `1. ` in an ordered list, `- ` otherwise, indented by the nesting."""
+        if self.lists and self.lists[-1][0]:
+            self.lists[-1][1] += 1
+            marker = f"{self.lists[-1][1]}. "
+        else:
+            marker = "- "
+        self.add("  " * min(max(len(self.lists) - 1, 0), MAX_LIST_DEPTH) + marker)
+
+    def _inline_start(self, tag: str, attrs: str | Mapping[str, str | None]) -> None:
+        """Links (their text is followed by the URL at the end tag), image alt texts, cells, rules."""
+        if tag == "a":
+            self.links.append((_attribute(attrs, "href"), len(self.current)))
         elif tag == "img":
             alt = _attribute(attrs, "alt").strip()
             if alt and not self.skip:

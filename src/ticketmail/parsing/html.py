@@ -106,7 +106,6 @@ def _clean(html: str, allow_remote_images: bool) -> str:
     return _CLEANERS[remote].clean(html)
 
 
-
 # Elements that never have content (HTML Living Standard 13.1.2), and elements whose content is raw text.
 _VOID = frozenset(
     {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "param", "source", "track",
@@ -183,6 +182,15 @@ class RenderedHTML:
     text: str
     flattened: int = 0
     truncated: bool = False
+
+
+def _text_token(builder: TextBuilder, text: str) -> None:
+    if not builder.pre and text.isspace():
+        # Whitespace between tags (most text tokens of real HTML): at most one space.
+        if builder.has_text and not builder.current[-1].endswith(" "):
+            builder.add(" ")
+        return
+    builder.handle_data(unescape(text) if "&" in text else text)
 
 
 class _Scan:
@@ -327,14 +335,8 @@ class _Scan:
             start, pos = pos, match.end()
             text = match.group(4)
             if text is not None:
-                if builder.skip:
-                    continue
-                if not builder.pre and text.isspace():
-                    # Whitespace between tags (most text tokens of real HTML): at most one space.
-                    if builder.has_text and not builder.current[-1].endswith(" "):
-                        builder.add(" ")
-                    continue
-                builder.handle_data(unescape(text) if "&" in text else text)
+                if not builder.skip:
+                    _text_token(builder, text)
                 continue
             name = match.group(2)
             if name is None:
@@ -352,14 +354,18 @@ class _Scan:
             attrs = match.group(3)
             self.start(tag, attrs, start, pos)
             if tag in _RAW_TEXT:
-                raw_end = _RAW_END[tag].search(html, pos)
-                content_end = raw_end.start() if raw_end is not None else length
-                if builder is not None and tag in ("textarea", "xmp") and not builder.skip:
-                    content = html[pos:content_end]
-                    builder.handle_data(unescape(content) if "&" in content else content)
-                pos = content_end
+                pos = self._raw_text(tag, pos, builder)
             elif tag in _BLOCK and tag != "hr" and attrs.rstrip().endswith("/") and builder is not None:
                 builder.handle_endtag(tag)  # "<div/>": XHTML-style empty element (html5ever keeps it open)
+
+    def _raw_text(self, tag: str, pos: int, builder: TextBuilder) -> int:
+        """Skip the content of a raw-text element (`<script>`, `<textarea>`...); where it ends."""
+        raw_end = _RAW_END[tag].search(self.html, pos)
+        content_end = raw_end.start() if raw_end is not None else len(self.html)
+        if tag in ("textarea", "xmp") and not builder.skip:
+            content = self.html[pos:content_end]
+            builder.handle_data(unescape(content) if "&" in content else content)
+        return content_end
 
     def flatten_rest(self, pos: int) -> None:
         """Past `MAX_FLATTENED` dropped tags: the rest of the document becomes text, at C speed.

@@ -366,6 +366,46 @@ def _split_extended(value: str) -> tuple[str | None, str]:
     return value[:first] or None, value[second + 1 :]
 
 
+def _add_param(name: str, raw: str, params: dict[str, str], sections: dict[str, list[tuple[int, bool, str]]]) -> None:
+    """One `name=value` of a parameter list: a continuation segment, an extended value or a plain one."""
+    section = _SECTION.fullmatch(name)
+    if section is not None:
+        parts = sections.setdefault(section.group(1), [])
+        if len(parts) < MAX_CONTINUATIONS:
+            parts.append((int(section.group(2)), bool(section.group(3)), _unquote(raw)))
+        return
+    if name.endswith("*"):
+        base = name[:-1]
+        if base not in params:
+            label, text = _split_extended(_unquote(raw))
+            params[base] = decode_text(_extended_bytes(text), label)[0][:MAX_PARAM_CHARS]
+        return
+    if name not in params:
+        params[name] = decode_rfc2047(_unquote(raw)[:MAX_PARAM_CHARS])
+
+
+def _join_continuations(parts: list[tuple[int, bool, str]]) -> str:
+    """The value of RFC 2231 continuations `name*0*=...; name*1=...` (a gap in the numbers ends it)."""
+    parts.sort(key=lambda item: item[0])
+    charset: str | None = None
+    chunks: list[bytes] = []
+    extended_any = False
+    for index, (number, extended, text) in enumerate(parts):
+        if index != number:
+            break  # RFC 2231 section 3: a gap ends the value
+        if extended:
+            extended_any = True
+            if number == 0:
+                charset, text = _split_extended(text)
+            chunks.append(_extended_bytes(text))
+        else:
+            chunks.append(text.encode("utf-8", "surrogatepass"))
+    joined = b"".join(chunks)
+    if extended_any:
+        return decode_text(joined, charset)[0][:MAX_PARAM_CHARS]
+    return decode_rfc2047(decode_text(joined, "utf-8")[0][:MAX_PARAM_CHARS])
+
+
 def parse_params(header_name: str, value: str) -> tuple[str, dict[str, str]]:
     """Split a `Content-Type`/`Content-Disposition` value into its lower-case main value and parameters.
 
@@ -386,44 +426,9 @@ def parse_params(header_name: str, value: str) -> tuple[str, dict[str, str]]:
     sections: dict[str, list[tuple[int, bool, str]]] = {}
     if sep:
         for raw_name, raw in _iter_params(rest):
-            name = raw_name.lower()
-            if not name or raw is None:
-                continue
-            section = _SECTION.fullmatch(name)
-            if section is not None:
-                base = section.group(1)
-                parts = sections.setdefault(base, [])
-                if len(parts) < MAX_CONTINUATIONS:
-                    parts.append((int(section.group(2)), bool(section.group(3)), _unquote(raw)))
-                continue
-            if name.endswith("*"):
-                base = name[:-1]
-                if base not in params:
-                    label, text = _split_extended(_unquote(raw))
-                    params[base] = decode_text(_extended_bytes(text), label)[0][:MAX_PARAM_CHARS]
-                continue
-            if name not in params:
-                params[name] = decode_rfc2047(_unquote(raw)[:MAX_PARAM_CHARS])
+            if raw_name and raw is not None:
+                _add_param(raw_name.lower(), raw, params, sections)
     for base, parts in sections.items():
-        if base in params:
-            continue
-        parts.sort(key=lambda item: item[0])
-        charset: str | None = None
-        chunks: list[bytes] = []
-        extended_any = False
-        for index, (number, extended, text) in enumerate(parts):
-            if index != number:
-                break  # RFC 2231 section 3: a gap ends the value
-            if extended:
-                extended_any = True
-                if number == 0:
-                    charset, text = _split_extended(text)
-                chunks.append(_extended_bytes(text))
-            else:
-                chunks.append(text.encode("utf-8", "surrogatepass"))
-        joined = b"".join(chunks)
-        if extended_any:
-            params[base] = decode_text(joined, charset)[0][:MAX_PARAM_CHARS]
-        else:
-            params[base] = decode_rfc2047(decode_text(joined, "utf-8")[0][:MAX_PARAM_CHARS])
+        if base not in params:
+            params[base] = _join_continuations(parts)
     return main.strip().lower(), params

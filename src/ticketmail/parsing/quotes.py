@@ -189,6 +189,19 @@ def _attribution_at(lines: list[str], index: int, stripped: str) -> int:
     return 0
 
 
+def _is_bare_attribution(
+    lines: list[str], index: int, stripped: str, ahead: tuple[list[int], list[int]], top: int
+) -> bool:
+    """A short "Name wrote:" line (no date, no address) right above a `>` quote that ends the message."""
+    return (
+        stripped[-1] in ":\uff1a"
+        and len(stripped) <= 80
+        and (_BARE_WROTE.match(_fold(stripped.lower())) is not None or _is_attribution(stripped, loose=True))
+        and _followed_by_quote(index + 1, ahead)
+        and not _quote_then_answer(lines, index + 1, ahead, top)
+    )
+
+
 def _cut_index(lines: list[str]) -> tuple[int | None, bool]:
     """Index of the first line of quoted history (or None), and whether forwarded content starts there.
 
@@ -207,14 +220,7 @@ def _cut_index(lines: list[str]) -> tuple[int | None, bool]:
         span = _attribution_at(lines, index, stripped) if len(stripped) <= _MAX_ATTRIBUTION else 0
         if span and not _quote_then_answer(lines, index + span, ahead, top):
             return index, False
-        if (
-            not span
-            and stripped[-1] in ":\uff1a"
-            and len(stripped) <= 80
-            and (_BARE_WROTE.match(_fold(stripped.lower())) is not None or _is_attribution(stripped, loose=True))
-            and _followed_by_quote(index + 1, ahead)
-            and not _quote_then_answer(lines, index + 1, ahead, top)
-        ):
+        if not span and _is_bare_attribution(lines, index, stripped, ahead, top):
             return index, False  # "Bob Smith wrote:" right above a quote
         if len(stripped) < 90 and _is_mobile_line(stripped):
             return index, False  # "Sent from my iPhone": mobile clients put the unquoted history below it
@@ -223,15 +229,20 @@ def _cut_index(lines: list[str]) -> tuple[int | None, bool]:
         if stripped[0] == "_" and len(stripped) >= 20 and set(stripped) == {"_"} and _labelled_lines(lines, index + 1):
             return index, False  # Outlook's rule above a header block in a language without a table
         if (":" in stripped or "\uff1a" in stripped) and _is_header_block(lines, index, header_kinds):
-            if index > 0 and _is_rule(lines[index - 1]):
-                return index - 1, False
-            if index > 1 and not lines[index - 1].strip() and _is_rule(lines[index - 2]):
-                return index - 2, False
-            if index > 0 and _is_original_marker(lines[index - 1].strip()):
-                return index - 1, False
-            return index, False
+            return _header_block_start(lines, index), False
         top += stripped.count(" ") + 1
     return None, False
+
+
+def _header_block_start(lines: list[str], index: int) -> int:
+    """Where the history of a quoted header block at `index` starts: the rule or marker line above it."""
+    if index > 0 and _is_rule(lines[index - 1]):
+        return index - 1
+    if index > 1 and not lines[index - 1].strip() and _is_rule(lines[index - 2]):
+        return index - 2
+    if index > 0 and _is_original_marker(lines[index - 1].strip()):
+        return index - 1
+    return index
 
 
 def _strip_trailing_quote(lines: list[str]) -> list[str]:
