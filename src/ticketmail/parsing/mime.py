@@ -280,18 +280,22 @@ def _decode_fields(part: Part, ctx: ParseContext) -> _Fields:
     fields = _Fields()
     eight_bit = False
     hint: str | None = None
+    by_name, first_decoded, headers = fields.by_name, fields.first_decoded, fields.headers
     for name, value in part.headers:
-        if hint is None and not value.isascii():
-            hint = _body_charset(part) or ""
-        text, was_8bit = decode_8bit(value, hint or None)
-        eight_bit = eight_bit or was_8bit
+        if value.isascii():
+            text = value.decode("ascii")
+        else:
+            if hint is None:
+                hint = _body_charset(part) or ""
+            text, was_8bit = decode_8bit(value, hint or None)
+            eight_bit = eight_bit or was_8bit
         lower = name.lower()
-        fields.by_name.setdefault(lower, []).append(text)
+        by_name.setdefault(lower, []).append(text)
         if lower in SIGNAL_HEADERS:
             fields.signals.setdefault(lower, []).append(text.strip())
-        decoded = decode_rfc2047(text)
-        fields.headers.append((name, decoded))
-        fields.first_decoded.setdefault(lower, decoded)
+        decoded = decode_rfc2047(text) if "=?" in text else text
+        headers.append((name, decoded))
+        first_decoded.setdefault(lower, decoded)
     if eight_bit:
         ctx.defect("8bit_header", "raw 8-bit bytes in header fields (decoded as UTF-8 or detected)", part.path or None)
     return fields
