@@ -424,6 +424,8 @@ def limit_html_depth(html: str, max_depth: int = MAX_TAG_DEPTH) -> tuple[str, in
     """
     if html.count("<") <= max_depth:
         return html, 0
+    if max_depth == MAX_TAG_DEPTH and html.count("<") <= MAX_TAGS and not _nests_too_deep(html):
+        return html, 0  # the estimate is never below the scan's depth: nothing would be dropped
     scan = _Scan(html, max_depth, want_text=False)
     scan.run()
     return scan.limited(), scan.flattened
