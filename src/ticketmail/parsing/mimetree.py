@@ -48,8 +48,6 @@ _FIELD_VALUE = rb"[^\r\n\x00]*(?:\r?\n[ \t][^\r\n\x00]*)*"
 _WELL_FORMED_BLOCK = re.compile(rb"(?:[\x21-\x39\x3b-\x7e]{1,200}:" + _FIELD_VALUE + rb"\r?\n)*")
 _BLOCK_FIELD = re.compile(rb"([\x21-\x39\x3b-\x7e]{1,200}):(" + _FIELD_VALUE + rb")\r?\n")
 _FAST_BLOCK_BYTES = 64 * 1024
-# An unfolded field on one line ending with CRLF or LF: name (group 1) and raw value (group 2).
-_SIMPLE_FIELD = re.compile(rb"([\x21-\x39\x3b-\x7e]{1,200}):([^\r\n\x00]*)(?:\r\n|\n)(?![ \t])")
 _B64_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
 _NOT_SPACE = re.compile(rb"[^ \t\r\n]")
 _IDENTITY_ENCODINGS = frozenset({"7bit", "8bit", "binary", "7-bit", "8-bit", "none"})
@@ -192,13 +190,6 @@ def _read_headers(
     pos = start
     index = 0
     while pos < end:
-        simple = _SIMPLE_FIELD.match(data, pos, limit)
-        if simple is not None and len(headers) < max_headers and simple.end(2) - simple.start(2) <= MAX_FIELD_BYTES:
-            # Most fields: one line, "Name: value", no NUL; the general path below reads the rest.
-            headers.append((simple.group(1).decode("ascii"), simple.group(2).strip(b" \t")))
-            pos = simple.end()
-            index += 1
-            continue
         if pos >= limit:
             ctx.defect("headers_truncated", f"header block longer than {MAX_HEADER_BYTES} bytes; rest skipped", path)
             return headers, _skip_header_block(data, pos, end)
