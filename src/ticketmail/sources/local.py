@@ -236,18 +236,29 @@ def iter_local(paths: Sequence[str | os.PathLike[str]], *, mailbox: str | None =
 
 
 def _count(path: Path) -> int:
+    """How many items `_walk(path)` yields: an input that cannot be read counts as the one item standing for it."""
     kind = local_kind(path)
-    if kind == "maildir":
-        return sum(1 for sub in ("new", "cur") for name in os.listdir(path / sub) if not name.startswith("."))
-    if kind == "directory":
-        return sum(_count(child) for child in path.iterdir() if _walkable(child))
-    if kind == "mbox":
-        box = mailbox.mbox(str(path), create=False)
-        try:
-            return len(box)
-        finally:
-            box.close()
+    try:
+        if kind == "maildir":
+            return sum(_count_maildir_sub(path / sub) for sub in ("new", "cur"))
+        if kind == "directory":
+            return sum(_count(child) for child in path.iterdir() if _walkable(child))
+        if kind == "mbox":
+            box = mailbox.mbox(str(path), create=False)
+            try:
+                return len(box)
+            finally:
+                box.close()
+    except (OSError, mailbox.Error):
+        return 1
     return 1 if kind is not None else 0
+
+
+def _count_maildir_sub(sub: Path) -> int:
+    try:
+        return sum(1 for name in os.listdir(sub) if not name.startswith("."))
+    except OSError:
+        return 1
 
 
 def count_local(paths: Sequence[str | os.PathLike[str]]) -> int:
