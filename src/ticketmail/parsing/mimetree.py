@@ -232,10 +232,15 @@ def _well_formed_block(
     Nothing to repair: at most `_FAST_BLOCK_BYTES` up to a blank line, every line a `Name: value` field or
     its continuation, CRLF or LF line ends, no NUL, at most `max_headers` fields. Most mail is like that.
     """
-    blank = _BLANK_LINE.search(data, start, min(end, start + _FAST_BLOCK_BYTES))
-    if blank is None or (data[blank.start()] == 0x0D and data[blank.start() + 1] != 0x0A):
+    limit = min(end, start + _FAST_BLOCK_BYTES)
+    lf = data.find(b"\n\n", start, limit)  # memchr-speed searches for the blank line
+    crlf = data.find(b"\n\r\n", start, lf if lf >= 0 else limit)
+    if crlf >= 0:
+        block_end, body_start = crlf + 1, crlf + 3
+    elif lf >= 0:
+        block_end, body_start = lf + 1, lf + 2
+    else:
         return None
-    block_end = blank.start() + (2 if data[blank.start()] == 0x0D else 1)
     if _WELL_FORMED_BLOCK.fullmatch(data, start, block_end) is None:
         return None
     fields = _BLOCK_FIELD.findall(data, start, block_end)
@@ -245,7 +250,7 @@ def _well_formed_block(
         (name.decode("ascii"), (_EOL.sub(b"", value) if b"\n" in value else value).strip(b" \t"))
         for name, value in fields
     ]
-    return headers, blank.end()
+    return headers, body_start
 
 
 def _field_value(name: str, value: bytes, ctx: ParseContext, path: str) -> bytes:
