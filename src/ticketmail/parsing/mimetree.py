@@ -43,11 +43,8 @@ MAX_FIELD_BYTES = 64 * 1024
 _FIELD_END = re.compile(rb"(?:\r\n|\n|\r(?!\n))(?![ \t])")
 _FIELD_START = re.compile(rb"[\x21-\x39\x3b-\x7e]{1,76}[ \t]*:")
 _FIELD_NAME = re.compile(rb"[\x21-\x39\x3b-\x7e]+")  # RFC 5322 ftext: printable ASCII except ":"
-# A header block of well-formed fields (folded or not), and one such field: name and raw value.
-_FIELD_VALUE = rb"[^\r\n\x00]*(?:\r?\n[ \t][^\r\n\x00]*)*"
-_WELL_FORMED_BLOCK = re.compile(rb"(?:[\x21-\x39\x3b-\x7e]{1,200}:" + _FIELD_VALUE + rb"\r?\n)*")
-_BLOCK_FIELD = re.compile(rb"([\x21-\x39\x3b-\x7e]{1,200}):(" + _FIELD_VALUE + rb")\r?\n")
-_FAST_BLOCK_BYTES = 64 * 1024
+# An unfolded field on one line ending with CRLF or LF: name (group 1) and raw value (group 2).
+_SIMPLE_FIELD = re.compile(rb"([\x21-\x39\x3b-\x7e]{1,200}):([^\r\n\x00]*)(?:\r\n|\n)(?![ \t])")
 _B64_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
 _NOT_SPACE = re.compile(rb"[^ \t\r\n]")
 _IDENTITY_ENCODINGS = frozenset({"7bit", "8bit", "binary", "7-bit", "8-bit", "none"})
@@ -183,13 +180,13 @@ def _read_headers(
     first = _EOL.match(data, start, end)
     if first is not None:
         return headers, first.end()
-    whole = _well_formed_block(data, start, end, max_headers)
-    if whole is not None:
-        return whole
     limit = min(end, start + MAX_HEADER_BYTES)
     pos = start
     index = 0
     while pos < end:
+        pos, index = _simple_fields(data, pos, limit, headers, max_headers, index)
+        if pos >= end:
+            break
         if pos >= limit:
             ctx.defect("headers_truncated", f"header block longer than {MAX_HEADER_BYTES} bytes; rest skipped", path)
             return headers, _skip_header_block(data, pos, end)
@@ -224,33 +221,22 @@ def _read_headers(
     return headers, end
 
 
-def _well_formed_block(
-    data: bytes, start: int, end: int, max_headers: int
-) -> tuple[list[tuple[str, bytes]], int] | None:
-    """The fields of a header block with nothing to repair, in two C passes; `None` sends it to the loop.
+def _simple_fields(
+    data: bytes, pos: int, limit: int, headers: list[tuple[str, bytes]], max_headers: int, index: int
+) -> tuple[int, int]:
+    """Read the one-line `Name: value` fields (no NUL) from `pos` on, most of a header block, one match each.
 
-    Nothing to repair: at most `_FAST_BLOCK_BYTES` up to a blank line, every line a `Name: value` field or
-    its continuation, CRLF or LF line ends, no NUL, at most `max_headers` fields. Most mail is like that.
+    Returns where the first other line starts and the line count so far; the caller reads that line.
     """
-    limit = min(end, start + _FAST_BLOCK_BYTES)
-    lf = data.find(b"\n\n", start, limit)  # memchr-speed searches for the blank line
-    crlf = data.find(b"\n\r\n", start, lf if lf >= 0 else limit)
-    if crlf >= 0:
-        block_end, body_start = crlf + 1, crlf + 3
-    elif lf >= 0:
-        block_end, body_start = lf + 1, lf + 2
-    else:
-        return None
-    if _WELL_FORMED_BLOCK.fullmatch(data, start, block_end) is None:
-        return None
-    fields = _BLOCK_FIELD.findall(data, start, block_end)
-    if len(fields) > max_headers:
-        return None
-    headers = [
-        (name.decode("ascii"), (_EOL.sub(b"", value) if b"\n" in value else value).strip(b" \t"))
-        for name, value in fields
-    ]
-    return headers, body_start
+    match = _SIMPLE_FIELD.match
+    while len(headers) < max_headers:
+        simple = match(data, pos, limit)
+        if simple is None or simple.end(2) - simple.start(2) > MAX_FIELD_BYTES:
+            break
+        headers.append((simple.group(1).decode("ascii"), simple.group(2).strip(b" \t")))
+        pos = simple.end()
+        index += 1
+    return pos, index
 
 
 def _field_value(name: str, value: bytes, ctx: ParseContext, path: str) -> bytes:
