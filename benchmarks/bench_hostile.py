@@ -31,7 +31,11 @@ Attack classes (``email`` ones go through ``parse_email``, ``json`` ones through
 * ``nested_rfc822``: 25 levels of ``message/rfc822``;
 * ``tag_soup``: unclosed tags and quotes;
 * ``json_deep``: deeply nested JSON arrays/objects;
-* ``json_email``: a megabytes-long ``email`` field.
+* ``json_email``: a megabytes-long ``email`` field;
+* ``flat_tags``: hundreds of thousands of sibling inline elements (no depth, all tags);
+* ``entity_attrs``: links whose ``href`` values are made of character references;
+* ``many_labels``: encoded words, each in its own unknown charset label;
+* ``midline_boundary``: lines that end with the boundary without starting with it.
 """
 
 from __future__ import annotations
@@ -191,6 +195,30 @@ def json_email(size: int) -> bytes:
     return json.dumps({"email": "a" * size + "@example.com", "name": "M", "subject": "s", "message": "m"}).encode()
 
 
+def flat_tags(size: int) -> bytes:
+    return _html_mail("<p>" + "<b>x</b><i>y</i> " * (size // 17) + "</p>")
+
+
+def entity_attrs(size: int) -> bytes:
+    unit = '<a href="' + "&#104;&amp;" * 20 + '">l</a> '
+    return _html_mail(unit * (size // len(unit)))
+
+
+def many_labels(size: int) -> bytes:
+    words = [f"=?x-label-{i}?Q?=E4=F6=FC?=" for i in range(size // 24)]
+    return (
+        "From: Mallory <m@example.com>\r\nTo: desk@example.com\r\nSubject: " + "\r\n ".join(words) + "\r\n\r\nbody\r\n"
+    ).encode()
+
+
+def midline_boundary(size: int) -> bytes:
+    noise = "x--b\r\n" * (size // 6)
+    return (
+        HEAD + 'Content-Type: multipart/mixed; boundary="b"\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\n'
+        + noise + "\r\n--b--\r\n"
+    ).encode()  # fmt: skip
+
+
 ATTACKS: dict[str, tuple[str, Callable[[int], bytes], tuple[int, int, int]]] = {
     "ul_nested": ("email", ul_nested, (20_000, 80_000, 160_000)),
     "div_nested": ("email", div_nested, (50_000, 100_000, 200_000)),
@@ -212,6 +240,10 @@ ATTACKS: dict[str, tuple[str, Callable[[int], bytes], tuple[int, int, int]]] = {
     "nested_rfc822": ("email", nested_rfc822, (200_000, 800_000, 2_000_000)),
     "json_deep": ("json", json_deep, (600_000, 2_000_000, 6_000_000)),
     "json_email": ("json", json_email, (1_000_000, 4_000_000, 10_000_000)),
+    "flat_tags": ("email", flat_tags, (100_000, 400_000, 1_600_000)),
+    "entity_attrs": ("email", entity_attrs, (100_000, 400_000, 1_600_000)),
+    "many_labels": ("email", many_labels, (45_000, 150_000, 450_000)),
+    "midline_boundary": ("email", midline_boundary, (400_000, 1_600_000, 4_000_000)),
 }
 
 

@@ -11,7 +11,13 @@ from pathlib import Path
 import attrs
 import pytest
 
-from ticketmail.errors import MalformedEmailError, PayloadTooLargeError, TicketmailError, TypeMismatchError
+from ticketmail.errors import (
+    ConfigError,
+    MalformedEmailError,
+    PayloadTooLargeError,
+    TicketmailError,
+    TypeMismatchError,
+)
 from ticketmail.model import InboundEmail
 from ticketmail.parsing.mime import EmailOptions, looks_like_email, parse_email
 
@@ -359,9 +365,9 @@ def test_deep_message_rfc822_nesting_is_bounded() -> None:
 
 
 def test_options_validation_and_type_errors() -> None:
-    with pytest.raises(ValueError, match="prefer"):
+    with pytest.raises(ConfigError, match=r"limits\.email\.prefer must be one of 'text', 'html', got 'rtf'"):
         EmailOptions(prefer="rtf")  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="max_depth"):
+    with pytest.raises(ConfigError, match=r"limits\.email\.max_depth must be an integer > 0, got 0"):
         EmailOptions(max_depth=0)
     with pytest.raises(TypeMismatchError):
         parse_email("text")  # type: ignore[arg-type]

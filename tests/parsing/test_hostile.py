@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import encodings.aliases
+import html
+import html.entities as html_entities
 import json
 
 from hypothesis import HealthCheck, given, settings
@@ -12,10 +14,12 @@ from hypothesis import strategies as st
 from ticketmail.errors import TicketmailError
 from ticketmail.model import InboundEmail, TicketRequest
 from ticketmail.parsing import parse_json, parse_xml
+from ticketmail.parsing._entities import unescape
 from ticketmail.parsing.charsets import decode_text, text_codec
 from ticketmail.parsing.html import (
     MAX_FLATTENED,
     MAX_TAG_DEPTH,
+    MAX_TAGS,
     html_to_text,
     limit_html_depth,
     render_html,
@@ -202,3 +206,67 @@ def test_nested_messages() -> None:
     message = parse_email(data)
     assert message.from_ is not None
     assert "nesting_too_deep" in {d.code for d in message.defects} or message.attached_messages
+
+
+ENTITY_PIECES = ["&", "&#", "&#x", ";", "<", ">", " ", "\n", "a", "1", "é", "\u00a0", "=", "&amp", "&lt",
+                 "&#0;", "&#1;", "&#x7f;", "&#x81;", "&#128;", "&#13;", "&#xD800;", "&#x110000;", "&#xFFFE;",
+                 "&#x10FFFF;", "&#1234567890123;", "\x01", "\x81", "\r", "\x00"]  # fmt: skip
+entity_text = st.lists(
+    st.one_of(
+        st.sampled_from(sorted(html_entities.html5)).map(lambda name: "&" + name),
+        st.integers(0, 0x11FFFF).map(lambda n: f"&#{n};"),
+        st.integers(0, 0x11FFFF).map(lambda n: f"&#x{n:x}"),
+        st.sampled_from(ENTITY_PIECES),
+    ),
+    min_size=10,
+    max_size=120,
+).map("".join)
+
+
+@SETTINGS
+@given(entity_text)
+def test_native_entity_decoding_gives_what_html_unescape_gives(text: str) -> None:
+    assert unescape(text) == html.unescape(text)
+
+
+def test_tag_count_cap_flattens_the_rest() -> None:
+    html_body = "<p>" + "<b>x</b> " * (MAX_TAGS // 2 + 10) + "<script>alert(1)</script>tail</p>"
+    rendered = render_html(html_body)
+    assert rendered.flattened
+    assert "alert" not in rendered.text
+    assert rendered.text.rstrip().endswith("tail")
+    message = parse_email(("From: a@example.com\r\nContent-Type: text/html\r\n\r\n" + html_body).encode())
+    assert "html_too_deep" in {d.code for d in message.defects}
+
+
+def test_near_miss_boundary_lines_are_body_text() -> None:
+    noise = "--bX\r\n" * 200  # past the near-miss count at which the delimiter search becomes a regex
+    raw = (
+        'From: a@example.com\r\nContent-Type: multipart/mixed; boundary="b"\r\n\r\npreamble\r\n'
+        "--b\r\nContent-Type: text/plain\r\n\r\nfirst\r\n" + noise + "--b  \r\n"
+        "Content-Type: text/plain\r\n\r\nsecond\r\nx--b\r\n--b--\r\nepilogue"
+    ).encode()
+    message = parse_email(raw)
+    assert message.text.startswith("first\n--bX")
+    assert message.text.rstrip().endswith("second\nx--b")
+    assert "missing_close_boundary" not in {d.code for d in message.defects}
+
+
+def test_nested_messages_share_one_copy_per_embedded_body() -> None:
+    inner = b"From: x@example.com\r\nSubject: inner\r\n\r\n" + b"payload line\r\n" * 1000
+    data = inner
+    for level in range(6):
+        data = (f"From: l{level}@example.com\r\nSubject: layer {level}\r\n"
+                "Content-Type: message/rfc822\r\n\r\n").encode() + data  # fmt: skip
+    message = parse_email(data)
+    seen: dict[bytes, int] = {}
+
+    def walk(mail: InboundEmail) -> None:
+        for attachment in mail.attachments:
+            seen.setdefault(attachment.data, id(attachment.data))
+            assert id(attachment.data) == seen[attachment.data]  # equal bodies are one object
+        for attached in mail.attached_messages:
+            walk(attached)
+
+    walk(message)
+    assert seen

@@ -56,7 +56,7 @@ def test_limits_from_mapping() -> None:
     assert limits == Limits(max_attachments=3, allowed_types=("image/*", "application/pdf"))
     with pytest.raises(ConfigError, match=r"ticketmail\.toml: unknown limit"):
         Limits.from_mapping({"max_attachment": 3}, source="ticketmail.toml")
-    with pytest.raises(ConfigError, match=r"ticketmail\.toml: Limits\.max_depth"):
+    with pytest.raises(ConfigError, match=r"ticketmail\.toml: limits\.max_depth must be an integer > 0, got 0"):
         Limits.from_mapping({"max_depth": 0}, source="ticketmail.toml")
 
 

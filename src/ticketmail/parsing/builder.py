@@ -193,22 +193,34 @@ def _attachment(item: object, index: int, limits: Limits, budget: _Budget) -> At
         raise TypeMismatchError(f"expected an object, got {describe(item)}", field=base)
     if len(item) == 0:
         raise MissingFieldError("an attachment needs a name and data", field=base)
-    data_field = f"{base}.data"
-    check_type = _type_checker(limits, f"{base}.type")
     if len(item) == 1 and next(iter(item)) not in LONG_FORM_KEYS:
-        # osTicket's JSON form: {"file.txt": "data:text/plain;charset=utf-8,content"}.
-        ((raw_name, raw_data),) = item.items()
-        if not isinstance(raw_data, str):
-            raise TypeMismatchError(f"expected a data: URL string, got {describe(raw_data)}", field=data_field)
-        url = parse_data_url(raw_data, field=data_field, check_size=budget.checker(data_field), check_type=check_type)
-        budget.used += len(url.data)
-        return Attachment(
-            filename=_filename(raw_name, field=f"{base}.name", content_type=url.media_type, index=index),
-            content_type=url.media_type,
-            data=url.data,
-            charset=url.charset,
-            sniffed_type=sniff_type(url.data),
-        )
+        return _short_form_attachment(item, index, limits, budget)
+    return _long_form_attachment(item, index, limits, budget)
+
+
+def _short_form_attachment(item: Mapping[Any, Any], index: int, limits: Limits, budget: _Budget) -> Attachment:
+    """The short form osTicket accepts: `{"file.txt": "data:text/plain;charset=utf-8,content"}`."""
+    base = f"attachments[{index}]"
+    data_field = f"{base}.data"
+    ((raw_name, raw_data),) = item.items()
+    if not isinstance(raw_data, str):
+        raise TypeMismatchError(f"expected a data: URL string, got {describe(raw_data)}", field=data_field)
+    check_type = _type_checker(limits, f"{base}.type")
+    url = parse_data_url(raw_data, field=data_field, check_size=budget.checker(data_field), check_type=check_type)
+    budget.used += len(url.data)
+    return Attachment(
+        filename=_filename(raw_name, field=f"{base}.name", content_type=url.media_type, index=index),
+        content_type=url.media_type,
+        data=url.data,
+        charset=url.charset,
+        sniffed_type=sniff_type(url.data),
+    )
+
+
+def _long_form_attachment(item: Mapping[Any, Any], index: int, limits: Limits, budget: _Budget) -> Attachment:
+    """`{"name": ..., "data": ..., "type": ..., "encoding": ..., "size": ...}`."""
+    base = f"attachments[{index}]"
+    data_field = f"{base}.data"
     for key in item:
         if key not in LONG_FORM_KEYS:
             raise UnsupportedFieldError(f"unknown attachment member {str(key)[:40]!r}", field=f"{base}.{key}")
@@ -224,28 +236,9 @@ def _attachment(item: object, index: int, limits: Limits, budget: _Budget) -> At
         if not isinstance(item["type"], str):
             raise TypeMismatchError("expected a media type string", field=f"{base}.type")
         content_type, charset = parse_media_type(item["type"], field=f"{base}.type")
-    check_type(content_type)
+    _type_checker(limits, f"{base}.type")(content_type)
     name = _filename(item["name"], field=f"{base}.name", content_type=content_type, index=index)
-    encoding = item.get("encoding")
-    if encoding is not None and not isinstance(encoding, str):
-        raise TypeMismatchError("expected a string such as 'base64'", field=f"{base}.encoding")
-    encoding = (encoding or "").strip().lower()
-    check = budget.checker(data_field)
-    if encoding == "base64":
-        data = decode_base64(raw_data, field=data_field, check_size=check)
-    elif encoding in ("", "7bit", "8bit", "binary"):
-        check(len(raw_data))
-        codec = text_codec(charset or "utf-8")
-        if codec is None:
-            message = f"unknown charset {str(charset)[:40]!r} (or not a text encoding)"
-            raise InvalidValueError(message, field=f"{base}.type")
-        try:
-            data = codec.encode(raw_data)[0]
-        except (UnicodeError, ValueError, TypeError, LookupError) as exc:
-            raise InvalidValueError(f"text cannot be encoded as {charset}", field=data_field) from exc
-        check(len(data))
-    else:
-        raise InvalidValueError(f"unknown encoding {encoding[:20]!r} (expected 'base64')", field=f"{base}.encoding")
+    data = _attachment_data(item, raw_data, charset, base, budget.checker(data_field))
     size = item.get("size")
     if size is not None and to_id(size, field=f"{base}.size") != len(data):
         raise InvalidValueError(f"declared size {size} but the data has {len(data)} bytes", field=f"{base}.size")
@@ -253,6 +246,32 @@ def _attachment(item: object, index: int, limits: Limits, budget: _Budget) -> At
     return Attachment(
         filename=name, content_type=content_type, data=data, charset=charset, sniffed_type=sniff_type(data)
     )
+
+
+def _attachment_data(
+    item: Mapping[Any, Any], raw_data: str, charset: str | None, base: str, check: Callable[[int], None]
+) -> bytes:
+    """The bytes of a long-form attachment: base64 decoded, or the text encoded in its charset."""
+    data_field = f"{base}.data"
+    encoding = item.get("encoding")
+    if encoding is not None and not isinstance(encoding, str):
+        raise TypeMismatchError("expected a string such as 'base64'", field=f"{base}.encoding")
+    encoding = (encoding or "").strip().lower()
+    if encoding == "base64":
+        return decode_base64(raw_data, field=data_field, check_size=check)
+    if encoding not in ("", "7bit", "8bit", "binary"):
+        raise InvalidValueError(f"unknown encoding {encoding[:20]!r} (expected 'base64')", field=f"{base}.encoding")
+    check(len(raw_data))
+    codec = text_codec(charset or "utf-8")
+    if codec is None:
+        message = f"unknown charset {str(charset)[:40]!r} (or not a text encoding)"
+        raise InvalidValueError(message, field=f"{base}.type")
+    try:
+        data: bytes = codec.encode(raw_data)[0]
+    except (UnicodeError, ValueError, TypeError, LookupError) as exc:
+        raise InvalidValueError(f"text cannot be encoded as {charset}", field=data_field) from exc
+    check(len(data))
+    return data
 
 
 def _type_checker(limits: Limits, field: str) -> Callable[[str], None]:
@@ -275,6 +294,63 @@ def _attachments(value: object, limits: Limits) -> tuple[Attachment, ...]:
     return tuple(_attachment(item, index, limits, budget) for index, item in enumerate(value))
 
 
+def _check_keys(raw: Mapping[str, Any], form: Form, ignore_unknown_fields: bool) -> None:
+    known = set(CORE_FIELDS) | {f.name for f in form.fields}
+    if form.get("phone") is not None:
+        known.add("phone_ext")
+    for key in raw:
+        if key not in known and not ignore_unknown_fields:
+            raise UnsupportedFieldError(f"unsupported field {str(key)[:60]!r}", field=str(key)[:60])
+
+
+def _ip(raw: Mapping[str, Any]) -> str | None:
+    if is_empty(raw.get("ip")):
+        return None
+    if not isinstance(raw["ip"], str):
+        raise TypeMismatchError(f"expected an IP address string, got {describe(raw['ip'])}", field="ip")
+    try:
+        return str(ipaddress.ip_address(raw["ip"].strip()))
+    except ValueError as exc:
+        raise InvalidValueError(f"not an IPv4 or IPv6 address: {raw['ip'][:60]!r}", field="ip") from exc
+
+
+def _priority(raw: Mapping[str, Any]) -> int | None:
+    priority: int | None = None
+    for key in ("priority", "priorityId"):
+        if not is_empty(raw.get(key)):
+            value = to_id(raw[key], field=key)
+            if priority is not None and value != priority:
+                raise InvalidValueError(f"priorityId {value} conflicts with priority {priority}", field=key)
+            priority = value
+    return priority
+
+
+def _source(raw: Mapping[str, Any]) -> str:
+    source = to_one_line(raw.get("source"), field="source") or "API"
+    if len(source) > _MAX_SOURCE:
+        raise InvalidValueError(f"at most {_MAX_SOURCE} characters", field="source")
+    return source
+
+
+def _form_fields(raw: Mapping[str, Any], form: Form) -> tuple[Phone | None, dict[str, CustomValue]]:
+    """The phone and the custom fields the form declares, converted."""
+    phone: Phone | None = None
+    custom: dict[str, CustomValue] = {}
+    for spec in form.fields:
+        if spec.name == "phone":
+            if not is_empty(raw.get("phone")):
+                phone = parse_phone(raw["phone"], field="phone", ext=raw.get("phone_ext"))
+            elif not is_empty(raw.get("phone_ext")):
+                raise MissingFieldError("phone_ext given without phone", field="phone")
+            elif spec.required:
+                raise MissingFieldError("phone is required", field="phone")
+            continue
+        converted = spec.convert(raw.get(spec.name), field=spec.name)
+        if converted is not None:
+            custom[spec.name] = converted
+    return phone, custom
+
+
 def build_request(
     raw: Mapping[str, Any],
     *,
@@ -290,60 +366,20 @@ def build_request(
     """
     form = Form.default() if form is None else form
     limits = Limits() if limits is None else limits
-    phone_field = form.get("phone")
-    known = set(CORE_FIELDS) | {f.name for f in form.fields}
-    if phone_field is not None:
-        known.add("phone_ext")
-    for key in raw:
-        if key not in known and not ignore_unknown_fields:
-            raise UnsupportedFieldError(f"unsupported field {str(key)[:60]!r}", field=str(key)[:60])
-
+    _check_keys(raw, form, ignore_unknown_fields)
     name = _required_text(raw, "name")
     if is_empty(raw.get("email")):
         raise MissingFieldError("email is required", field="email")
     address = validate_address(raw["email"], field="email", name=name, check_deliverability=check_deliverability)
     subject = _required_text(raw, "subject")
     message = _message(raw.get("message"))
-
     alert = True if raw.get("alert") is None else to_bool(raw["alert"], field="alert")
     autorespond = True if raw.get("autorespond") is None else to_bool(raw["autorespond"], field="autorespond")
-
-    ip: str | None = None
-    if not is_empty(raw.get("ip")):
-        if not isinstance(raw["ip"], str):
-            raise TypeMismatchError(f"expected an IP address string, got {describe(raw['ip'])}", field="ip")
-        try:
-            ip = str(ipaddress.ip_address(raw["ip"].strip()))
-        except ValueError as exc:
-            raise InvalidValueError(f"not an IPv4 or IPv6 address: {raw['ip'][:60]!r}", field="ip") from exc
-
-    priority: int | None = None
-    for key in ("priority", "priorityId"):
-        if not is_empty(raw.get(key)):
-            value = to_id(raw[key], field=key)
-            if priority is not None and value != priority:
-                raise InvalidValueError(f"priorityId {value} conflicts with priority {priority}", field=key)
-            priority = value
+    ip = _ip(raw)
+    priority = _priority(raw)
     topic_id = None if is_empty(raw.get("topicId")) else to_id(raw["topicId"], field="topicId")
-    source = to_one_line(raw.get("source"), field="source") or "API"
-    if len(source) > _MAX_SOURCE:
-        raise InvalidValueError(f"at most {_MAX_SOURCE} characters", field="source")
-
-    phone: Phone | None = None
-    custom: dict[str, CustomValue] = {}
-    for spec in form.fields:
-        if spec.name == "phone":
-            if not is_empty(raw.get("phone")):
-                phone = parse_phone(raw["phone"], field="phone", ext=raw.get("phone_ext"))
-            elif not is_empty(raw.get("phone_ext")):
-                raise MissingFieldError("phone_ext given without phone", field="phone")
-            elif spec.required:
-                raise MissingFieldError("phone is required", field="phone")
-            continue
-        converted = spec.convert(raw.get(spec.name), field=spec.name)
-        if converted is not None:
-            custom[spec.name] = converted
-
+    source = _source(raw)
+    phone, custom = _form_fields(raw, form)
     return TicketRequest(
         email=address,
         subject=subject,

@@ -184,6 +184,48 @@ def decode_base64(data: str | bytes, *, field: str, check_size: SizeCheck | None
         raise InvalidBase64Error("base64 data does not decode", field=field) from exc
 
 
+def _media_type(type_part: str, field: str) -> str:
+    main, slash, sub = type_part.partition("/")
+    if not slash or not _TOKEN_RE.fullmatch(main) or not _TOKEN_RE.fullmatch(sub):
+        raise InvalidDataURLError(f"invalid media type {type_part[:80]!r} (expected type/subtype)", field=field)
+    return type_part.lower()
+
+
+def _parameter(raw_param: str, field: str) -> tuple[str, str]:
+    """One `;name=value` of the media type: percent-decoded (strict UTF-8), unquoted; charsets lower case."""
+    name, eq, value = raw_param.partition("=")
+    name = name.strip().lower()
+    if not eq or not _TOKEN_RE.fullmatch(name):
+        raise InvalidDataURLError(f"invalid media type parameter {raw_param[:80]!r}", field=field)
+    if "%" in value and _BAD_PERCENT_RE.search(value):
+        raise InvalidDataURLError("'%' must be followed by two hex digits", field=field)
+    try:
+        value = unquote(value, errors="strict").strip() if "%" in value else value.strip()
+    except UnicodeDecodeError as exc:
+        raise InvalidDataURLError("a media type parameter is not valid UTF-8", field=field) from exc
+    if len(value) >= 2 and value[0] == value[-1] == '"':
+        value = value[1:-1]
+    return name, value.lower() if name == "charset" else value
+
+
+def _payload(payload: str, is_base64: bool, field: str, check_size: SizeCheck | None) -> bytes:
+    """The data of the URL, its decoded size checked before the work that decoding costs."""
+    escaped = "%" in payload
+    if is_base64:
+        encoded: str | bytes = payload
+        if escaped:
+            if check_size is not None:  # a lower bound, before percent-decoding copies the payload
+                check_size(max(0, (len(payload) - 2 * payload.count("%")) * 3 // 4 - 2))
+            encoded = percent_decode(payload, field=field)
+        return decode_base64(encoded, field=field, check_size=check_size)
+    if check_size is not None:
+        check_size(len(payload) - 2 * payload.count("%") if escaped else len(payload))
+    data = percent_decode(payload, field=field)
+    if check_size is not None:
+        check_size(len(data))
+    return data
+
+
 def parse_data_url(
     text: str,
     *,
@@ -217,46 +259,13 @@ def parse_data_url(
         parts = parts[:-1]
     type_part = parts[0].strip()
     type_omitted = not type_part
-    if type_omitted:
-        media_type = _DEFAULT_TYPE
-    else:
-        main, slash, sub = type_part.partition("/")
-        if not slash or not _TOKEN_RE.fullmatch(main) or not _TOKEN_RE.fullmatch(sub):
-            raise InvalidDataURLError(f"invalid media type {type_part[:80]!r} (expected type/subtype)", field=field)
-        media_type = type_part.lower()
-    params: list[tuple[str, str]] = []
-    for raw_param in parts[1:]:
-        name, eq, value = raw_param.partition("=")
-        name = name.strip().lower()
-        if not eq or not _TOKEN_RE.fullmatch(name):
-            raise InvalidDataURLError(f"invalid media type parameter {raw_param[:80]!r}", field=field)
-        if "%" in value and _BAD_PERCENT_RE.search(value):
-            raise InvalidDataURLError("'%' must be followed by two hex digits", field=field)
-        try:
-            value = unquote(value, errors="strict").strip() if "%" in value else value.strip()
-        except UnicodeDecodeError as exc:
-            raise InvalidDataURLError("a media type parameter is not valid UTF-8", field=field) from exc
-        if len(value) >= 2 and value[0] == value[-1] == '"':
-            value = value[1:-1]
-        params.append((name, value.lower() if name == "charset" else value))
+    media_type = _media_type(type_part, field) if not type_omitted else _DEFAULT_TYPE
+    params = [_parameter(raw_param, field) for raw_param in parts[1:]]
     if type_omitted and not any(name == "charset" for name, _ in params):
         params.insert(0, ("charset", _DEFAULT_CHARSET))
     if check_type is not None:
         check_type(media_type)
-    escaped = "%" in payload
-    if is_base64:
-        encoded: str | bytes = payload
-        if escaped:
-            if check_size is not None:  # a lower bound, before percent-decoding copies the payload
-                check_size(max(0, (len(payload) - 2 * payload.count("%")) * 3 // 4 - 2))
-            encoded = percent_decode(payload, field=field)
-        data = decode_base64(encoded, field=field, check_size=check_size)
-    else:
-        if check_size is not None:
-            check_size(len(payload) - 2 * payload.count("%") if escaped else len(payload))
-        data = percent_decode(payload, field=field)
-        if check_size is not None:
-            check_size(len(data))
+    data = _payload(payload, is_base64, field, check_size)
     return DataURL(media_type=media_type, params=tuple(params), base64=is_base64, data=data, type_omitted=type_omitted)
 
 

@@ -20,7 +20,7 @@ Bounded cost on hostile HTML (html5ever, inside nh3, is quadratic in the nesting
 * the same scan tracks the stack of open elements (with the end tags HTML implies: `<li>`, `<p>`,
   `<td>`, ...) and drops the start and end tags of elements nested deeper than `MAX_TAG_DEPTH` (100),
   keeping their content: the HTML given to nh3 and the text are both *flattened* beyond that depth; after
-  `MAX_FLATTENED` (200) dropped tags the rest of the document is reduced to its text in one pass;
+  `MAX_FLATTENED` (50) dropped tags the rest of the document is reduced to its text in one pass;
 * quote prefixes stop growing at `MAX_QUOTE_DEPTH` (10) levels and list indentation at `MAX_LIST_DEPTH`
   (10), so no line gets a prefix longer than a few dozen characters;
 * the text is at most `TEXT_GROWTH` (2) times the HTML's length plus 4096 characters; beyond that it is
@@ -32,16 +32,20 @@ Bounded cost on hostile HTML (html5ever, inside nh3, is quadratic in the nesting
 
 from __future__ import annotations
 
-import html as _html
 import re
 
 import attrs
 import nh3
 
+from ticketmail.parsing._domtext import dom_text
+from ticketmail.parsing._entities import unescape
+from ticketmail.parsing._textbuilder import _BLOCK, MAX_LIST_DEPTH, MAX_QUOTE_DEPTH, TextBuilder
+
 __all__ = [
     "MAX_FLATTENED",
     "MAX_LIST_DEPTH",
     "MAX_QUOTE_DEPTH",
+    "MAX_TAGS",
     "MAX_TAG_DEPTH",
     "TEXT_GROWTH",
     "RenderedHTML",
@@ -53,15 +57,14 @@ __all__ = [
 
 MAX_TAG_DEPTH = 100
 """Open elements kept nested; deeper start/end tags are dropped (their content stays)."""
-MAX_QUOTE_DEPTH = 10
-"""Most `> ` prefixes given to one line of text."""
-MAX_LIST_DEPTH = 10
-"""Most indentation levels given to a list item."""
 TEXT_GROWTH = 2
-MAX_FLATTENED = 200
+MAX_TAGS = 20_000
+"""Tags read as tags; from the next one on, the rest of the document is reduced to its text (flattened)."""
+MAX_FLATTENED = 50
 """After this many dropped tags the rest of the document is reduced to its text in one C-speed pass."""
 """The text of an HTML document is at most `TEXT_GROWTH * len(html) + 4096` characters."""
 
+_DOM_DEPTH = 2 * MAX_TAG_DEPTH  # the standard's tree can be a little deeper than the scan's (reopened formatting)
 _TAGS = frozenset(nh3.ALLOWED_TAGS) - {"img"} | {"img", "font", "center", "span", "div"}
 _ATTRIBUTES: dict[str, set[str]] = {tag: set(attrs) for tag, attrs in nh3.ALLOWED_ATTRIBUTES.items()}
 _ATTRIBUTES.setdefault("img", set()).update({"src", "alt", "width", "height", "title"})
@@ -92,21 +95,16 @@ def _cleaner(allow_remote_images: bool) -> nh3.Cleaner:
 # Built once: converting the allow-lists to Rust on every call costs more than cleaning a short message.
 # Cleaners are immutable, so sharing them is safe.
 _CLEANERS = {False: _cleaner(False), True: _cleaner(True)}
+# An `<img>` element only comes from an `<img` or `<image` tag (case-insensitive): without one, the image
+# filter (a Python call for every attribute of every element) has nothing to do.
+_IMAGE_TAG = re.compile(r"<im", re.I)
 
 
-_BLOCK = frozenset(
-    {
-        "address", "article", "aside", "blockquote", "center", "dd", "div", "dl", "dt", "fieldset",
-        "figcaption", "figure", "footer", "form", "h1", "h2", "h3", "h4", "h5", "h6", "header", "hr",
-        "li", "main", "nav", "ol", "p", "pre", "section", "table", "tbody", "thead", "tfoot", "tr", "ul",
-    }
-)  # fmt: skip
-_PARAGRAPH = frozenset({"p", "h1", "h2", "h3", "h4", "h5", "h6", "table", "ul", "ol", "pre", "hr", "dl"})
-_SKIP = frozenset({"script", "style", "head", "title", "template", "noscript", "object", "iframe"})
-_SPACES = re.compile(r"[ \t\r\n\f\u200b]+")
-_BLANKS = re.compile(r"\n{3,}")
-_TEXT_SCHEMES = frozenset(_SCHEMES - {"cid"})
-_SCHEME = re.compile(r"\s*([a-zA-Z][a-zA-Z0-9+.-]{0,30}):")
+def _clean(html: str, allow_remote_images: bool) -> str:
+    """`html` sanitized by the shared cleaners."""
+    remote = bool(allow_remote_images) or _IMAGE_TAG.search(html) is None
+    return _CLEANERS[remote].clean(html)
+
 
 # Elements that never have content (HTML Living Standard 13.1.2), and elements whose content is raw text.
 _VOID = frozenset(
@@ -164,153 +162,9 @@ _RAW_BLOCK_NAMES = (
 )  # fmt: skip
 _RAW_BLOCK = re.compile(rf"<({'|'.join(_RAW_BLOCK_NAMES)})\b[^>]*>.*?(?:</\1\s*>|\Z)", re.S | re.I)
 # Tags and comments in the flattened rest of a document (a simpler, faster cut than the tokenizer's).
+_TAG_NAME = re.compile(r"<(/?)([a-zA-Z][^\t\n\f\r />]*)")
 _FLAT_TAG = re.compile(r"<!--.*?(?:-->|\Z)|<[^<>]*>", re.S)
-_ATTRIBUTE = re.compile(r"""([^\s=/<>"']+)(?:\s*=\s*(?:"([^"]*)"?|'([^']*)'?|([^\s>]+)))?""")
 _RAW_END = {tag: re.compile(rf"</{tag}(?=[\s/>]|\Z)", re.I) for tag in _RAW_TEXT}
-
-
-def _attributes(text: str) -> dict[str, str]:
-    found: dict[str, str] = {}
-    for match in _ATTRIBUTE.finditer(text):
-        value = match.group(2) if match.group(2) is not None else match.group(3)
-        if value is None:
-            value = match.group(4) or ""
-        found.setdefault(match.group(1).lower(), _html.unescape(value) if "&" in value else value)
-    return found
-
-
-class _TextBuilder:
-    def __init__(self, budget: int) -> None:
-        self.lines: list[str] = []  # finished lines
-        self.current: list[str] = []  # pieces of the current line
-        self.quote = 0
-        self.pre = 0
-        self.skip = 0
-        self.lists: list[list[int]] = []  # per open list: [is_ordered, counter]
-        self.links: list[tuple[str, int]] = []  # open <a>: href, index of its first piece in `current`
-        self.has_text = False  # the current line holds non-blank text (kept so that work stays linear)
-        self.budget = budget  # characters still allowed in the text
-        self.truncated = False
-
-    def add(self, piece: str) -> None:
-        if self.budget <= 0:
-            self.truncated = True
-            return
-        if len(piece) > self.budget:
-            piece = piece[: self.budget]
-            self.truncated = True
-        self.budget -= len(piece)
-        self.current.append(piece)
-        if not self.has_text and piece.strip():
-            self.has_text = True
-
-    def _append_line(self, line: str) -> None:
-        self.budget -= 1  # the line end; the text itself was counted in add()
-        self.lines.append(line)
-
-    def newline(self, blank: bool = False) -> None:
-        line = "".join(self.current).rstrip()
-        if line or (self.lines and self.lines[-1] != ""):
-            if self.quote:
-                depth = min(self.quote, MAX_QUOTE_DEPTH)
-                prefix = "> " * depth if line else ">" * depth
-                self.budget -= len(prefix)
-                line = prefix + line
-            self._append_line(line)
-        self.current = []
-        self.has_text = False
-        if blank and self.lines and self.lines[-1] != "":
-            self._append_line("")
-
-    def handle_starttag(self, tag: str, attrs: str) -> None:
-        if tag in _SKIP:
-            self.skip += 1
-            return
-        if tag == "br":
-            self.newline()
-            return
-        paragraph = tag in _PARAGRAPH and not (tag in ("ul", "ol") and self.lists)  # nested lists stay tight
-        if tag in _BLOCK and self.has_text:
-            self.newline(blank=paragraph)
-        elif paragraph and self.lines and self.lines[-1] != "":
-            self._append_line("")
-        if tag == "blockquote":
-            self.quote += 1
-        elif tag == "pre":
-            self.pre += 1
-        elif tag in ("ul", "ol"):
-            self.lists.append([tag == "ol", 0])
-        elif tag == "li":
-            if self.lists and self.lists[-1][0]:
-                self.lists[-1][1] += 1
-                marker = f"{self.lists[-1][1]}. "
-            else:
-                marker = "- "
-            self.add("  " * min(max(len(self.lists) - 1, 0), MAX_LIST_DEPTH) + marker)
-        elif tag == "a":
-            href = _attributes(attrs).get("href", "") if attrs else ""
-            self.links.append((href, len(self.current)))
-        elif tag == "img":
-            alt = _attributes(attrs).get("alt", "").strip() if attrs else ""
-            if alt and not self.skip:
-                self.add(f"[{alt}]")
-        elif tag in ("td", "th") and self.current:
-            self.add("  ")
-        elif tag == "hr":
-            self._append_line("-" * 20)
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag in _SKIP:
-            self.skip = max(self.skip - 1, 0)
-            return
-        if tag == "a" and self.links:
-            href, start = self.links.pop()
-            if self.skip:
-                return
-            text = "".join(self.current[start:]).strip()
-            target = href.strip()
-            scheme = _SCHEME.match(target)
-            if scheme is not None and scheme.group(1).lower() not in _TEXT_SCHEMES:
-                target = ""  # javascript:, data: and other schemes the sanitizer drops
-            if target.lower().startswith("mailto:"):
-                target = target[7:]
-            if target and not target.startswith(("#", "cid:")) and target not in text and text not in target:
-                self.add(f" ({target})")
-            elif target and not text:
-                self.add(target)
-            return
-        if tag in _BLOCK:
-            self.newline(blank=tag in _PARAGRAPH and not (tag in ("ul", "ol") and len(self.lists) > 1))
-        if tag == "blockquote":
-            self.quote = max(self.quote - 1, 0)
-        elif tag == "pre":
-            self.pre = max(self.pre - 1, 0)
-        elif tag in ("ul", "ol") and self.lists:
-            self.lists.pop()
-
-    def handle_data(self, data: str) -> None:
-        if self.skip:
-            return
-        if self.pre:
-            first, *rest = data.split("\n")
-            self.add(first)
-            for line in rest:
-                if self.budget <= 0:
-                    self.truncated = True
-                    break
-                self.newline()
-                self.add(line)
-            return
-        text = _SPACES.sub(" ", data)
-        if not self.has_text or self.current[-1].endswith(" "):
-            text = text.lstrip(" ")
-        if text:
-            self.add(text)
-
-    def result(self) -> str:
-        self.newline()
-        text = "\n".join(line.replace("\u00a0", " ").rstrip() for line in self.lines)
-        return _BLANKS.sub("\n\n", text).strip("\n")
 
 
 @attrs.frozen
@@ -330,17 +184,27 @@ class RenderedHTML:
     truncated: bool = False
 
 
+def _text_token(builder: TextBuilder, text: str) -> None:
+    if not builder.pre and text.isspace():
+        # Whitespace between tags (most text tokens of real HTML): at most one space.
+        if builder.has_text and not builder.current[-1].endswith(" "):
+            builder.add(" ")
+        return
+    builder.handle_data(unescape(text) if "&" in text else text)
+
+
 class _Scan:
     """One pass over an HTML document: depth-limited copy (only built when needed) and text."""
 
     def __init__(self, html: str, max_depth: int, want_text: bool) -> None:
         self.html = html
         self.max_depth = max_depth
-        self.builder = _TextBuilder(TEXT_GROWTH * len(html) + 4096) if want_text else None
+        self.builder = TextBuilder(TEXT_GROWTH * len(html) + 4096) if want_text else None
         self.stack: list[str] = []
         self.open_counts: dict[str, int] = {}
         self.dropped: dict[str, int] = {}
         self.flattened = 0
+        self.flatten_after = MAX_FLATTENED  # 1 for a probe: stop at the first dropped tag
         self.out: list[str] | None = None  # pieces of the limited copy, once something was dropped
         self.last = 0  # end of the input already represented in `out`
 
@@ -423,6 +287,7 @@ class _Scan:
         counts = self.open_counts
         dropped = self.dropped
         max_depth = self.max_depth
+        tags = 0
         while pos < length:
             match = search(html, pos)
             if match is None:
@@ -432,8 +297,10 @@ class _Scan:
             if name is None:
                 continue
             tag = name.lower()
-            if self.flattened >= MAX_FLATTENED:
-                self.flatten_rest(start)
+            tags += 1
+            if self.flattened >= self.flatten_after or tags > MAX_TAGS:
+                if self.flatten_after == MAX_FLATTENED:
+                    self.flatten_rest(start)
                 return
             if match.group(1):
                 if stack and stack[-1] == tag and not dropped.get(tag):
@@ -459,6 +326,7 @@ class _Scan:
             return
         length = len(html)
         pos = 0
+        tags = 0
         match_token = _TOKEN.match
         while pos < length:
             match = match_token(html, pos)
@@ -467,14 +335,8 @@ class _Scan:
             start, pos = pos, match.end()
             text = match.group(4)
             if text is not None:
-                if builder.skip:
-                    continue
-                if not builder.pre and text.isspace():
-                    # Whitespace between tags (most text tokens of real HTML): at most one space.
-                    if builder.has_text and not builder.current[-1].endswith(" "):
-                        builder.add(" ")
-                    continue
-                builder.handle_data(_html.unescape(text) if "&" in text else text)
+                if not builder.skip:
+                    _text_token(builder, text)
                 continue
             name = match.group(2)
             if name is None:
@@ -482,7 +344,8 @@ class _Scan:
                     builder.handle_data("<")
                 continue
             tag = name.lower()
-            if self.flattened >= MAX_FLATTENED:
+            tags += 1
+            if self.flattened >= MAX_FLATTENED or tags > MAX_TAGS:
                 self.flatten_rest(start)
                 return
             if match.group(1):
@@ -491,14 +354,18 @@ class _Scan:
             attrs = match.group(3)
             self.start(tag, attrs, start, pos)
             if tag in _RAW_TEXT:
-                raw_end = _RAW_END[tag].search(html, pos)
-                content_end = raw_end.start() if raw_end is not None else length
-                if builder is not None and tag in ("textarea", "xmp") and not builder.skip:
-                    content = html[pos:content_end]
-                    builder.handle_data(_html.unescape(content) if "&" in content else content)
-                pos = content_end
+                pos = self._raw_text(tag, pos, builder)
             elif tag in _BLOCK and tag != "hr" and attrs.rstrip().endswith("/") and builder is not None:
                 builder.handle_endtag(tag)  # "<div/>": XHTML-style empty element (html5ever keeps it open)
+
+    def _raw_text(self, tag: str, pos: int, builder: TextBuilder) -> int:
+        """Skip the content of a raw-text element (`<script>`, `<textarea>`...); where it ends."""
+        raw_end = _RAW_END[tag].search(self.html, pos)
+        content_end = raw_end.start() if raw_end is not None else len(self.html)
+        if tag in ("textarea", "xmp") and not builder.skip:
+            content = self.html[pos:content_end]
+            builder.handle_data(unescape(content) if "&" in content else content)
+        return content_end
 
     def flatten_rest(self, pos: int) -> None:
         """Past `MAX_FLATTENED` dropped tags: the rest of the document becomes text, at C speed.
@@ -507,7 +374,7 @@ class _Scan:
         replaced by a space (a space, so that removing a tag cannot join "<" and a name into a new tag).
         """
         rest = self.html[pos:]
-        lowered = rest.lower()
+        lowered = rest.lower()  # substring tests beat one case-insensitive alternation by about 4x
         if any(f"<{name}" in lowered for name in _RAW_BLOCK_NAMES):
             rest = _RAW_BLOCK.sub(" ", rest)
         rest = _FLAT_TAG.sub(" ", rest)
@@ -515,13 +382,39 @@ class _Scan:
         self._cut(pos, len(self.html), rest)
         builder = self.builder
         if builder is not None and not builder.skip:
-            builder.handle_data(_html.unescape(rest) if "&" in rest else rest)
+            builder.handle_data(unescape(rest) if "&" in rest else rest)
 
     def limited(self) -> str:
         if self.out is None:
             return self.html
         self.out.append(self.html[self.last :])
         return "".join(self.out)
+
+
+def _nests_too_deep(html: str) -> bool:
+    """Whether `html` may nest deeper than `MAX_TAG_DEPTH` (a cheap over-estimate, one pass over the tags).
+
+    Every start tag of a non-void element counts one level; an end tag closes one only when an element of
+    its name is open. Implied end tags (`<li>`, `<p>`, `<td>`) are not modelled, so the estimate is never
+    below the depth the tree builder reaches (which `dom_text` checks again while walking).
+    """
+    if html.count("<") <= MAX_TAG_DEPTH:
+        return False
+    depth = 0
+    open_counts: dict[str, int] = {}
+    for match in _TAG_NAME.finditer(html):  # not findall: a deep nest is known after a hundred tags
+        slash, name = match.groups()
+        tag = name.lower()
+        if slash:
+            if open_counts.get(tag):
+                open_counts[tag] -= 1
+                depth -= 1
+        elif tag not in _VOID:
+            open_counts[tag] = open_counts.get(tag, 0) + 1
+            depth += 1
+            if depth > MAX_TAG_DEPTH:
+                return True
+    return False
 
 
 def limit_html_depth(html: str, max_depth: int = MAX_TAG_DEPTH) -> tuple[str, int]:
@@ -531,6 +424,8 @@ def limit_html_depth(html: str, max_depth: int = MAX_TAG_DEPTH) -> tuple[str, in
     """
     if html.count("<") <= max_depth:
         return html, 0
+    if max_depth == MAX_TAG_DEPTH and html.count("<") <= MAX_TAGS and not _nests_too_deep(html):
+        return html, 0  # the estimate is never below the scan's depth: nothing would be dropped
     scan = _Scan(html, max_depth, want_text=False)
     scan.run()
     return scan.limited(), scan.flattened
@@ -539,7 +434,7 @@ def limit_html_depth(html: str, max_depth: int = MAX_TAG_DEPTH) -> tuple[str, in
 def sanitize_html(html: str, *, allow_remote_images: bool = False) -> str:
     """Sanitize an HTML body for display (see the module docstring for what is kept and flattened)."""
     limited, _flattened = limit_html_depth(html)
-    return _CLEANERS[bool(allow_remote_images)].clean(limited)
+    return _clean(limited, allow_remote_images)
 
 
 def render_html(
@@ -555,14 +450,22 @@ def render_html(
     """
     if not text:
         limited, flattened = limit_html_depth(html)
-        clean = _CLEANERS[bool(allow_remote_images)].clean(limited) if sanitize else None
+        clean = _clean(limited, allow_remote_images) if sanitize else None
         return RenderedHTML(html=clean, text="", flattened=flattened)
+    # Spec tree builders (lexbor here, html5ever in nh3) are quadratic in the nesting depth: the depth
+    # limiter runs first; a document it leaves as it is gets its text from lexbor's tree, a flattened one
+    # from the scan (which reads the flattened rest as text, where a tree builder would read it again).
+    if html.count("<") <= MAX_TAGS and not _nests_too_deep(html):
+        from_dom = dom_text(html, TEXT_GROWTH * len(html) + 4096, _DOM_DEPTH)
+        if from_dom is not None:
+            clean = _clean(html, allow_remote_images) if sanitize else None
+            return RenderedHTML(html=clean, text=from_dom.result(), truncated=from_dom.truncated)
     scan = _Scan(html, MAX_TAG_DEPTH, want_text=True)
     scan.run()
     builder = scan.builder
     assert builder is not None  # noqa: S101 - want_text=True
     result = builder.result()
-    clean = _CLEANERS[bool(allow_remote_images)].clean(scan.limited()) if sanitize else None
+    clean = _clean(scan.limited(), allow_remote_images) if sanitize else None
     return RenderedHTML(html=clean, text=result, flattened=scan.flattened, truncated=builder.truncated)
 
 

@@ -33,14 +33,9 @@ from __future__ import annotations
 import html as _html
 import re
 
+from ticketmail.parsing._quote_lines import _header_kind, _is_forward_marker
 from ticketmail.parsing.html import html_to_text
-from ticketmail.parsing.quotes import (
-    _header_kind,
-    _is_forward_marker,
-    extract_new_text,
-    extract_with_verdict,
-    is_forward_subject,
-)
+from ticketmail.parsing.quotes import extract_new_text, extract_with_verdict, is_forward_subject
 
 __all__ = ["MAX_CANDIDATES", "MAX_HTML_SCAN", "MAX_PREFIX", "extract_reply", "quote_start"]
 

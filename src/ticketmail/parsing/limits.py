@@ -24,6 +24,7 @@ from typing import Any
 
 import attrs
 
+from ticketmail._validators import at_least, positive
 from ticketmail.errors import AttachmentTypeError, ConfigError
 
 __all__ = ["MEBIBYTE", "Limits", "media_type_matches"]
@@ -32,16 +33,6 @@ MEBIBYTE = 1024 * 1024
 
 _RFC2045_CHARS = r"[!#$%&'+\-.^_`|~0-9A-Za-z]+"
 _PATTERN_RE = re.compile(rf"(?:\*/\*|{_RFC2045_CHARS}/\*|{_RFC2045_CHARS}/{_RFC2045_CHARS})")
-
-
-def _positive(instance: object, attribute: attrs.Attribute[int], value: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"Limits.{attribute.name} must be a positive int, got {value!r}")
-
-
-def _non_negative(instance: object, attribute: attrs.Attribute[int], value: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ConfigError(f"Limits.{attribute.name} must be an int >= 0, got {value!r}")
 
 
 def _to_patterns(value: object) -> tuple[str, ...]:
@@ -88,12 +79,12 @@ class Limits:
         max_depth: Nesting depth of the JSON or XML document (default 16; the contract itself needs 3).
     """
 
-    max_payload_bytes: int = attrs.field(default=25 * MEBIBYTE, validator=_positive)
-    max_attachments: int = attrs.field(default=20, validator=_non_negative)
-    max_attachment_bytes: int = attrs.field(default=10 * MEBIBYTE, validator=_non_negative)
-    max_total_attachment_bytes: int = attrs.field(default=20 * MEBIBYTE, validator=_non_negative)
+    max_payload_bytes: int = attrs.field(default=25 * MEBIBYTE, validator=positive("limits", integer=True))
+    max_attachments: int = attrs.field(default=20, validator=at_least(0, "limits"))
+    max_attachment_bytes: int = attrs.field(default=10 * MEBIBYTE, validator=at_least(0, "limits"))
+    max_total_attachment_bytes: int = attrs.field(default=20 * MEBIBYTE, validator=at_least(0, "limits"))
     allowed_types: tuple[str, ...] = attrs.field(default=("*/*",), converter=_to_patterns, validator=_check_patterns)
-    max_depth: int = attrs.field(default=16, validator=_positive)
+    max_depth: int = attrs.field(default=16, validator=positive("limits", integer=True))
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any], *, source: str = "<dict>") -> Limits:

@@ -26,7 +26,7 @@ import urllib.parse
 from collections.abc import Iterator
 
 from ticketmail.model import Address
-from ticketmail.parsing.charsets import decode_text
+from ticketmail.parsing.charsets import decode_text, normalize_charset
 
 __all__ = [
     "decode_8bit",
@@ -52,6 +52,7 @@ _OPEN_WORD = re.compile(r"=\?([^?\s<>]{1,75})\?([BbQq])\?([^?<>\",]{0,900}?)\s*(
 _MAILBOX = re.compile(r"[^\s<>()\[\],;:\\\"]+@[^\s<>()\],;:\\\"@]+")
 _MAX_ADDRESS_HEADER = 64 * 1024  # characters of one address field parsed; beyond is a defect, not a hang
 _MAX_ADDRESSES = 1000
+_MAX_UNKNOWN_LABELS = 8  # unknown charset labels of one field resolved by detection
 
 
 def decode_8bit(raw: bytes, hint: str | None = None) -> tuple[str, bool]:
@@ -111,18 +112,48 @@ def decode_rfc2047(value: str) -> str:
         pos = match.end()
     if pos < len(value):
         segments.append(([value[pos:]], None))
+    return "".join(_decode_segments(segments))
+
+
+def _decode_segments(segments: list[tuple[list[str] | list[bytes], str | None]]) -> list[str]:
+    """Decode the segments of `decode_rfc2047`; adjacent words whose labels name one codec are decoded together.
+
+    An unknown label is resolved once, by decoding its first segment (the codec found is reused for the
+    rest), so words alternating between two unknown labels cost one decode, not one per word.
+    """
     out: list[str] = []
-    detected: dict[str, str] = {}  # unknown label -> codec detected for its first word, reused for the rest
+    resolved: dict[str, str] = {}  # label -> codec it is decoded with
+    pending: list[bytes] = []
+    pending_codec: str | None = None
+    unknown = 0
+
+    def flush() -> None:
+        if pending_codec is not None:
+            out.append(decode_text(b"".join(pending), pending_codec)[0])
+        pending.clear()
+
     for items, charset in segments:
         if charset is None:
+            flush()
+            pending_codec = None
             out.append("".join(items))  # type: ignore[arg-type]
-        else:
-            label = detected.get(charset, charset)
-            text, used, trusted = decode_text(b"".join(items), label)  # type: ignore[arg-type]
-            if not trusted and label == charset:
-                detected[charset] = used
-            out.append(text)
-    return "".join(out)
+            continue
+        data = b"".join(items)  # type: ignore[arg-type]
+        codec = resolved.get(charset)
+        if codec is None:
+            # Past a few unknown labels, a new label is read as Western text (cp1252, which also reads
+            # UTF-8) without a lookup or a guess: each costs microseconds, and a field can hold thousands.
+            known = normalize_charset(charset) if unknown < _MAX_UNKNOWN_LABELS else "cp1252"
+            if known is None:
+                unknown += 1
+                known = decode_text(data, charset)[1]  # detected (or fallback) codec for this label
+            resolved[charset] = codec = known
+        if codec != pending_codec:
+            flush()
+            pending_codec = codec
+        pending.append(data)
+    flush()
+    return out
 
 
 def _idna_domain(domain: str) -> str:
@@ -335,6 +366,46 @@ def _split_extended(value: str) -> tuple[str | None, str]:
     return value[:first] or None, value[second + 1 :]
 
 
+def _add_param(name: str, raw: str, params: dict[str, str], sections: dict[str, list[tuple[int, bool, str]]]) -> None:
+    """One `name=value` of a parameter list: a continuation segment, an extended value or a plain one."""
+    section = _SECTION.fullmatch(name)
+    if section is not None:
+        parts = sections.setdefault(section.group(1), [])
+        if len(parts) < MAX_CONTINUATIONS:
+            parts.append((int(section.group(2)), bool(section.group(3)), _unquote(raw)))
+        return
+    if name.endswith("*"):
+        base = name[:-1]
+        if base not in params:
+            label, text = _split_extended(_unquote(raw))
+            params[base] = decode_text(_extended_bytes(text), label)[0][:MAX_PARAM_CHARS]
+        return
+    if name not in params:
+        params[name] = decode_rfc2047(_unquote(raw)[:MAX_PARAM_CHARS])
+
+
+def _join_continuations(parts: list[tuple[int, bool, str]]) -> str:
+    """The value of RFC 2231 continuations `name*0*=...; name*1=...` (a gap in the numbers ends it)."""
+    parts.sort(key=lambda item: item[0])
+    charset: str | None = None
+    chunks: list[bytes] = []
+    extended_any = False
+    for index, (number, extended, text) in enumerate(parts):
+        if index != number:
+            break  # RFC 2231 section 3: a gap ends the value
+        if extended:
+            extended_any = True
+            if number == 0:
+                charset, text = _split_extended(text)
+            chunks.append(_extended_bytes(text))
+        else:
+            chunks.append(text.encode("utf-8", "surrogatepass"))
+    joined = b"".join(chunks)
+    if extended_any:
+        return decode_text(joined, charset)[0][:MAX_PARAM_CHARS]
+    return decode_rfc2047(decode_text(joined, "utf-8")[0][:MAX_PARAM_CHARS])
+
+
 def parse_params(header_name: str, value: str) -> tuple[str, dict[str, str]]:
     """Split a `Content-Type`/`Content-Disposition` value into its lower-case main value and parameters.
 
@@ -355,44 +426,9 @@ def parse_params(header_name: str, value: str) -> tuple[str, dict[str, str]]:
     sections: dict[str, list[tuple[int, bool, str]]] = {}
     if sep:
         for raw_name, raw in _iter_params(rest):
-            name = raw_name.lower()
-            if not name or raw is None:
-                continue
-            section = _SECTION.fullmatch(name)
-            if section is not None:
-                base = section.group(1)
-                parts = sections.setdefault(base, [])
-                if len(parts) < MAX_CONTINUATIONS:
-                    parts.append((int(section.group(2)), bool(section.group(3)), _unquote(raw)))
-                continue
-            if name.endswith("*"):
-                base = name[:-1]
-                if base not in params:
-                    label, text = _split_extended(_unquote(raw))
-                    params[base] = decode_text(_extended_bytes(text), label)[0][:MAX_PARAM_CHARS]
-                continue
-            if name not in params:
-                params[name] = decode_rfc2047(_unquote(raw)[:MAX_PARAM_CHARS])
+            if raw_name and raw is not None:
+                _add_param(raw_name.lower(), raw, params, sections)
     for base, parts in sections.items():
-        if base in params:
-            continue
-        parts.sort(key=lambda item: item[0])
-        charset: str | None = None
-        chunks: list[bytes] = []
-        extended_any = False
-        for index, (number, extended, text) in enumerate(parts):
-            if index != number:
-                break  # RFC 2231 section 3: a gap ends the value
-            if extended:
-                extended_any = True
-                if number == 0:
-                    charset, text = _split_extended(text)
-                chunks.append(_extended_bytes(text))
-            else:
-                chunks.append(text.encode("utf-8", "surrogatepass"))
-        joined = b"".join(chunks)
-        if extended_any:
-            params[base] = decode_text(joined, charset)[0][:MAX_PARAM_CHARS]
-        else:
-            params[base] = decode_rfc2047(decode_text(joined, "utf-8")[0][:MAX_PARAM_CHARS])
+        if base not in params:
+            params[base] = _join_continuations(parts)
     return main.strip().lower(), params

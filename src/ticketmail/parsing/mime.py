@@ -26,20 +26,21 @@ Only `TicketmailError` subclasses leave `parse_email()`:
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import html as _html
-import mimetypes
 import re
 from collections.abc import Iterable
 from typing import Literal
 
 import attrs
 
+from ticketmail._validators import at_least, fail, one_of, positive
 from ticketmail.errors import MalformedEmailError, PayloadTooLargeError, TicketmailError, TypeMismatchError
-from ticketmail.model import Address, Attachment, Defect, InboundEmail, ReportPart
-from ticketmail.parsing.charsets import decode_text, detection_budget
-from ticketmail.parsing.filenames import safe_filename, sniff_type
-from ticketmail.parsing.html import MAX_TAG_DEPTH, RenderedHTML, html_to_text, render_html, sanitize_html
+from ticketmail.model import Address, Attachment, Defect, InboundEmail
+from ticketmail.parsing._mimebody import BodyBuilder, Collector
+from ticketmail.parsing.charsets import detection_budget
+from ticketmail.parsing.html import MAX_TAG_DEPTH, MAX_TAGS, RenderedHTML, html_to_text, render_html, sanitize_html
 from ticketmail.parsing.htmlquote import extract_reply
 from ticketmail.parsing.mailheaders import (
     decode_8bit,
@@ -49,8 +50,7 @@ from ticketmail.parsing.mailheaders import (
     parse_date,
     parse_msgids,
 )
-from ticketmail.parsing.mimetree import Limits, ParseContext, Part, decode_transfer, parse_entity
-from ticketmail.parsing.tnef import is_tnef, unpack_tnef
+from ticketmail.parsing.mimetree import Limits, ParseContext, Part, parse_entity
 
 __all__ = ["SIGNAL_HEADERS", "EmailOptions", "looks_like_email", "parse_email"]
 
@@ -81,37 +81,17 @@ SIGNAL_HEADERS: tuple[str, ...] = (
 """Headers whose raw values are copied into `InboundEmail.signal_headers` (lower-case names)."""
 
 _ENVELOPE = ("delivered-to", "x-original-to", "envelope-to", "x-envelope-to")
-_REPORT_TYPES = frozenset(
-    {"message/delivery-status", "message/feedback-report", "message/disposition-notification", "text/rfc822-headers"}
-)
-_META_CHARSET = re.compile(rb"""<meta[^>]{0,200}?charset\s*=\s*["']?\s*([A-Za-z0-9_.:-]{1,40})""", re.I)
 _CID_REF = re.compile(r"""cid:([^"'\s>]{1,250})""", re.I)
-_BODY_TYPES = frozenset({"text/plain", "text/html", "text/enriched", "text/richtext"})
-_ENRICHED_PARAM = re.compile(r"<param>[^<]*</param>", re.I)
-_ENRICHED_TAG = re.compile(r"</?[A-Za-z0-9-]{1,60}>")
-_ENRICHED_BREAKS = re.compile(r"\n+")
 _BARE_MAILBOX = re.compile(r"[A-Za-z0-9.!#$%&'*+/=^_`{|}~-]{1,64}@[A-Za-z0-9.-]{1,255}\.[A-Za-z]{2,63}")
 _HEADER_START = re.compile(rb"[!-9;-~]{1,76}[ \t]*:")
 
 
-def _positive(instance: object, attribute: attrs.Attribute[int], value: int) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"EmailOptions.{attribute.name} must be a positive integer, got {value!r}")
-
-
-def _non_negative(instance: object, attribute: attrs.Attribute[int], value: int) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise ValueError(f"EmailOptions.{attribute.name} must be a non-negative integer, got {value!r}")
-
-
-def _prefer(instance: object, attribute: attrs.Attribute[str], value: str) -> None:
-    if value not in ("text", "html"):
-        raise ValueError(f"EmailOptions.prefer must be 'text' or 'html', got {value!r}")
+_TABLE = "limits.email"
 
 
 def _separator(instance: object, attribute: attrs.Attribute[str | None], value: str | None) -> None:
     if value is not None and (not isinstance(value, str) or not value.strip()):
-        raise ValueError(f"EmailOptions.reply_separator must be a non-empty string or None, got {value!r}")
+        raise fail(_TABLE, attribute, "a non-empty string or None", value)
 
 
 @attrs.frozen
@@ -136,14 +116,14 @@ class EmailOptions:
         max_headers: Most header fields kept per entity (default 1000); later ones are ignored with a defect.
     """
 
-    prefer: Literal["text", "html"] = attrs.field(default="text", validator=_prefer)
+    prefer: Literal["text", "html"] = attrs.field(default="text", validator=one_of(("text", "html"), _TABLE))
     reply_separator: str | None = attrs.field(default=None, validator=_separator)
     allow_remote_images: bool = False
-    max_size: int = attrs.field(default=50 * 1024 * 1024, validator=_positive)
-    max_depth: int = attrs.field(default=20, validator=_positive)
-    max_attached_depth: int = attrs.field(default=3, validator=_non_negative)
-    max_parts: int = attrs.field(default=1000, validator=_positive)
-    max_headers: int = attrs.field(default=1000, validator=_positive)
+    max_size: int = attrs.field(default=50 * 1024 * 1024, validator=positive(_TABLE, integer=True))
+    max_depth: int = attrs.field(default=20, validator=positive(_TABLE, integer=True))
+    max_attached_depth: int = attrs.field(default=3, validator=at_least(0, _TABLE))
+    max_parts: int = attrs.field(default=1000, validator=positive(_TABLE, integer=True))
+    max_headers: int = attrs.field(default=1000, validator=positive(_TABLE, integer=True))
 
 
 _DEFAULT_OPTIONS = EmailOptions()
@@ -157,291 +137,10 @@ def looks_like_email(body: bytes) -> bool:
     return _HEADER_START.match(head) is not None and (b"\n" in head or b"\r" in head)
 
 
-# -- body collection -------------------------------------------------------------------------------------
-
-Segment = tuple[Literal["plain", "html"], str]
-
-
-@attrs.define
-class _Collector:
-    text_segments: list[Segment] = attrs.field(factory=list)
-    html_segments: list[Segment] = attrs.field(factory=list)
-    attachments: list[Attachment] = attrs.field(factory=list)
-    attached: list[InboundEmail] = attrs.field(factory=list)
-    charsets: list[str] = attrs.field(factory=list)
-    report_parts: list[ReportPart] = attrs.field(factory=list)
-    report_type: str | None = None
-    tnef_text: str | None = None
-    tnef_html: str | None = None
-
-    def add_body(self, kind: Literal["plain", "html"], text: str) -> None:
-        self.text_segments.append((kind, text))
-        self.html_segments.append((kind, text))
-
-    def absorb_files(self, other: _Collector) -> None:
-        self.attachments.extend(other.attachments)
-        self.attached.extend(other.attached)
-        self.charsets.extend(other.charsets)
-        self.report_parts.extend(other.report_parts)
-        self.report_type = self.report_type or other.report_type
-        self.tnef_text = self.tnef_text or other.tnef_text
-        self.tnef_html = self.tnef_html or other.tnef_html
-
-
-def _clean_text(text: str, ctx: ParseContext, path: str) -> str:
-    if "\r" in text:
-        text = text.replace("\r\n", "\n").replace("\r", "\n")
-    if "\x00" in text:
-        text = text.replace("\x00", "")
-        ctx.defect("nul_in_body", "NUL characters removed from a text part", path)
-    return text
-
-
-def _unflow(text: str, delsp: bool) -> str:
-    """Undo RFC 3676 format=flowed: join soft-broken lines of the same quote depth, remove space-stuffing.
-
-    The pieces of a paragraph are collected in a list and joined once, so the work is linear in the text.
-    """
-    out: list[str] = []
-    pending: list[str] = []
-    pending_depth = 0
-
-    def flush() -> None:
-        out.append(">" * pending_depth + (" " if pending_depth else "") + "".join(pending))
-        pending.clear()
-
-    for line in text.split("\n"):
-        depth = len(line) - len(line.lstrip(">"))
-        content = line[depth:]
-        if content.startswith(" "):
-            content = content[1:]
-        flowed = content.endswith(" ") and content != "-- "
-        if flowed and delsp:
-            content = content[:-1]
-        if pending and depth != pending_depth:
-            flush()
-        if flowed:
-            if not pending:
-                pending_depth = depth
-            pending.append(content)
-            continue
-        if pending:
-            pending.append(content)
-            flush()
-            continue
-        out.append(">" * depth + (" " if depth and content else "") + content)
-    if pending:
-        flush()
-    return "\n".join(out)
-
-
-def _enriched_to_text(text: str) -> str:
-    """Plain text of RFC 1896 text/enriched (and the older text/richtext): commands dropped, lines unfolded.
-
-    In text/enriched a single line break is a space and n consecutive breaks are n-1 breaks; "<<" is "<".
-    """
-    text = text.replace("<<", "\x00")  # NUL never survives _clean_text, so it is free as a placeholder
-    text = _ENRICHED_PARAM.sub("", text)
-    text = _ENRICHED_TAG.sub("", text).replace("\x00", "<")
-    return _ENRICHED_BREAKS.sub(lambda m: " " if len(m.group(0)) == 1 else "\n" * (len(m.group(0)) - 1), text)
-
-
-class _Builder:
-    """Walks a `Part` tree once and collects bodies, files and reports (one per parse call)."""
-
-    def __init__(self, options: EmailOptions, ctx: ParseContext, depth_budget: int) -> None:
-        self.options = options
-        self.ctx = ctx
-        self.depth_budget = depth_budget
-        self.file_index = 0
-
-    def _next_index(self) -> int:
-        self.file_index += 1
-        return self.file_index
-
-    def text_of(self, part: Part, out: _Collector) -> str:
-        data = decode_transfer(part, self.ctx)
-        declared = part.params.get("charset")
-        if not declared and part.content_type == "text/html":
-            # HTML parts often carry their charset only in <meta charset> / http-equiv (HTML Living Standard).
-            meta = _META_CHARSET.search(data[:4096])
-            declared = meta.group(1).decode("ascii") if meta else None
-        text, used, trusted = decode_text(data, declared)
-        if declared and not trusted:
-            self.ctx.defect(
-                "charset_fallback", f"declared charset {declared[:40]!r} did not fit; used {used}", part.path
-            )
-        elif not declared and used not in ("us-ascii",):
-            self.ctx.defect("charset_missing", f"no charset declared; detected {used}", part.path)
-        out.charsets.append(used)
-        return _clean_text(text, self.ctx, part.path)
-
-    def walk(self, part: Part, out: _Collector, *, inline_resource: bool = False) -> None:
-        ctype = part.content_type
-        if ctype.startswith("multipart/"):
-            if part.children:  # none when the part limit was reached before its first child
-                self._multipart(part, out)
-        elif ctype in ("message/rfc822", "message/global"):
-            self._message(part, out)
-        else:
-            self._leaf(part, out, inline_resource=inline_resource)
-
-    def _multipart(self, part: Part, out: _Collector) -> None:
-        subtype = part.content_type.partition("/")[2]
-        children = part.children
-        if subtype == "alternative":
-            self._alternative(children, out)
-        elif subtype == "related":
-            start = part.params.get("start", "").strip().strip("<>")
-            root = next((c for c in children if start and c.get_text("content-id").strip("<> ") == start), None)
-            root = root or children[0]
-            for child in children:
-                if child is root:
-                    self.walk(child, out)
-                else:
-                    self.walk(child, out, inline_resource=True)
-        elif subtype == "report":
-            out.report_type = out.report_type or (part.params.get("report-type") or "").lower() or None
-            for child in children:
-                if child.content_type in _REPORT_TYPES:
-                    data = decode_transfer(child, self.ctx)
-                    text = decode_text(data, child.params.get("charset"))[0]
-                    out.report_parts.append(ReportPart(child.content_type, _clean_text(text, self.ctx, child.path)))
-                else:
-                    self.walk(child, out)
-        elif subtype == "signed":
-            self.walk(children[0], out)
-            for child in children[1:]:
-                self._leaf(child, out, force_attachment=True)
-        elif subtype == "encrypted":
-            for child in children:
-                self._leaf(child, out, force_attachment=True)
-        else:
-            for child in children:
-                self.walk(child, out)
-
-    def _alternative(self, children: tuple[Part, ...], out: _Collector) -> None:
-        subs: list[_Collector] = []
-        for child in children:
-            sub = _Collector()
-            self.walk(child, sub)
-            subs.append(sub)
-            out.absorb_files(sub)
-        with_html = [s for s in subs if any(kind == "html" for kind, _ in s.html_segments)]
-        with_plain = [
-            s for s in subs if s.text_segments and all(kind == "plain" for kind, _ in s.text_segments)
-            and any(text.strip() for _, text in s.text_segments)
-        ]  # fmt: skip
-        html_choice = with_html[-1] if with_html else None
-        if self.options.prefer == "html" and html_choice is not None:
-            text_choice: _Collector | None = html_choice
-        else:
-            text_choice = with_plain[-1] if with_plain else html_choice
-        if text_choice is None:
-            text_choice = next((s for s in reversed(subs) if s.text_segments), None)
-        if text_choice is not None:
-            out.text_segments.extend(text_choice.text_segments)
-        html_source = html_choice or text_choice
-        if html_source is not None:
-            out.html_segments.extend(html_source.html_segments)
-
-    def _message(self, part: Part, out: _Collector) -> None:
-        data = bytes(part.body)
-        disposition, dparams = part.disposition()
-        name = dparams.get("filename") or part.params.get("name")
-        inner: InboundEmail | None = None
-        if part.children and self.depth_budget > 0:
-            inner = _build_email(part.children[0], data, self.options, self.ctx, self.depth_budget - 1)
-            out.attached.append(inner)
-        if not name:
-            subject = inner.subject if inner is not None else ""
-            name = f"{subject[:80]}.eml" if subject.strip() else None
-        filename = safe_filename(name, "message/rfc822", self._next_index())
-        if not filename.lower().endswith(".eml"):
-            filename += ".eml"
-        out.attachments.append(
-            Attachment(
-                filename=filename,
-                content_type=part.content_type,
-                data=data,
-                disposition="inline" if disposition == "inline" else "attachment",
-                sniffed_type=sniff_type(data),
-            )
-        )
-        if out.report_type is not None and part.children:
-            child = part.children[0]
-            head = decode_text(data[: child.header_end - child.offset], None)[0]
-            out.report_parts.append(ReportPart(part.content_type, _clean_text(head, self.ctx, part.path).strip()))
-
-    def _leaf(
-        self, part: Part, out: _Collector, *, inline_resource: bool = False, force_attachment: bool = False
-    ) -> None:
-        ctype = part.content_type
-        disposition, dparams = part.disposition()
-        name = dparams.get("filename") or part.params.get("name") or None
-        if (
-            not force_attachment
-            and ctype in _BODY_TYPES
-            and disposition != "attachment"
-            and not name
-            and not inline_resource
-        ):
-            text = self.text_of(part, out)
-            if ctype in ("text/enriched", "text/richtext"):
-                text = _enriched_to_text(text)
-                if text.strip():
-                    out.add_body("plain", text)
-            elif ctype == "text/plain":
-                if part.params.get("format", "").lower() == "flowed":
-                    text = _unflow(text, part.params.get("delsp", "").lower() == "yes")
-                if text.strip():
-                    out.add_body("plain", text)
-            elif text.strip():
-                out.add_body("html", text)
-            return
-        data = decode_transfer(part, self.ctx)
-        if is_tnef(ctype, name, data):
-            content = unpack_tnef(data)
-            if content is not None and (content.files or content.text or content.html):
-                for file_name, payload in content.files:
-                    guessed = mimetypes.guess_type(file_name, strict=False)[0] or "application/octet-stream"
-                    out.attachments.append(self._attachment(file_name, guessed, payload, None))
-                out.tnef_text = out.tnef_text or content.text
-                out.tnef_html = out.tnef_html or content.html
-                return
-            self.ctx.defect(
-                "invalid_tnef", "winmail.dat could not be unpacked (or was empty); kept as it is", part.path
-            )
-        content_id = part.get_text("content-id").strip().strip("<>").strip() or None
-        inline = disposition == "inline" or (inline_resource and content_id is not None and disposition != "attachment")
-        charset = part.params.get("charset") if ctype.startswith("text/") else None
-        out.attachments.append(self._attachment(name, ctype, data, charset, content_id, inline))
-
-    def _attachment(
-        self,
-        name: str | None,
-        content_type: str,
-        data: bytes,
-        charset: str | None,
-        content_id: str | None = None,
-        inline: bool = False,
-    ) -> Attachment:
-        sniffed = sniff_type(data)
-        return Attachment(
-            filename=safe_filename(name, content_type, self._next_index()),
-            content_type=content_type,
-            data=data,
-            charset=charset.lower() if charset else None,
-            content_id=content_id,
-            disposition="inline" if inline else "attachment",
-            sniffed_type=sniffed,
-        )
-
-
 # -- message assembly ------------------------------------------------------------------------------------
 
 
-def _generated_id(raw: bytes) -> str:
+def _generated_id(raw: bytes | memoryview) -> str:
     return f"{hashlib.sha256(raw).hexdigest()[:32]}@ticketmail.invalid"
 
 
@@ -461,7 +160,7 @@ def _forwarded_inner(part: Part) -> Part | None:
     return messages[0]
 
 
-def _render(collector: _Collector, options: EmailOptions, ctx: ParseContext, path: str) -> tuple[str, str | None]:
+def _render(collector: Collector, options: EmailOptions, ctx: ParseContext, path: str) -> tuple[str, str | None]:
     """Sanitized HTML and text of the collected bodies; each HTML body is scanned once for both."""
     rendered: dict[int, RenderedHTML] = {}
     # Text is built only for the HTML bodies that give the text (no plain alternative): one scan for both.
@@ -474,7 +173,8 @@ def _render(collector: _Collector, options: EmailOptions, ctx: ParseContext, pat
             if result.flattened:
                 ctx.defect(
                     "html_too_deep",
-                    f"HTML nests deeper than {MAX_TAG_DEPTH} elements; {result.flattened} tags flattened",
+                    f"HTML nests deeper than {MAX_TAG_DEPTH} elements or holds more than {MAX_TAGS} tags; "
+                    f"{result.flattened} tags flattened",
                     path or None,
                 )
             if result.truncated:
@@ -504,7 +204,7 @@ def _render(collector: _Collector, options: EmailOptions, ctx: ParseContext, pat
     return text, html
 
 
-def _first_html(collector: _Collector) -> str | None:
+def _first_html(collector: Collector) -> str | None:
     """The first HTML body as received (its quote marks decide the new text of a reply)."""
     return next((value for kind, value in collector.html_segments if kind == "html"), None)
 
@@ -557,104 +257,150 @@ def _part_defects(ctx: ParseContext, path: str) -> tuple[Defect, ...]:
     return tuple(d for d in ctx.defects if d.part is not None and (d.part == path or d.part.startswith(prefix)))
 
 
-def _build_email(part: Part, raw: bytes, options: EmailOptions, ctx: ParseContext, depth_budget: int) -> InboundEmail:
-    headers: list[tuple[str, str]] = []
-    signals: dict[str, list[str]] = {}
-    by_name: dict[str, list[str]] = {}
+@attrs.define
+class _Fields:
+    """The header fields of one message, each decoded once."""
+
+    headers: list[tuple[str, str]] = attrs.field(factory=list)  # (name, value with encoded words decoded)
+    by_name: dict[str, list[str]] = attrs.field(factory=dict)  # lower-case name -> undecoded text values
+    first_decoded: dict[str, str] = attrs.field(factory=dict)  # lower-case name -> first decoded value
+    signals: dict[str, list[str]] = attrs.field(factory=dict)
+
+    def first(self, name: str) -> str:
+        values = self.by_name.get(name)
+        return values[0] if values else ""
+
+    def addresses(self, name: str) -> tuple[Address, ...]:
+        values = self.by_name.get(name)
+        return parse_addresses(values) if values else ()
+
+
+def _decode_fields(part: Part, ctx: ParseContext) -> _Fields:
+    """Header bytes to text (8-bit bytes by the body's charset, else UTF-8 or sniffed), names indexed."""
+    fields = _Fields()
     eight_bit = False
     hint: str | None = None
+    by_name, first_decoded, headers = fields.by_name, fields.first_decoded, fields.headers
     for name, value in part.headers:
-        if hint is None and not value.isascii():
-            hint = _body_charset(part) or ""
-        text, was_8bit = decode_8bit(value, hint or None)
-        eight_bit = eight_bit or was_8bit
+        if value.isascii():
+            text = value.decode("ascii")
+        else:
+            if hint is None:
+                hint = _body_charset(part) or ""
+            text, was_8bit = decode_8bit(value, hint or None)
+            eight_bit = eight_bit or was_8bit
         lower = name.lower()
         by_name.setdefault(lower, []).append(text)
         if lower in SIGNAL_HEADERS:
-            signals.setdefault(lower, []).append(text.strip())
-        headers.append((name, decode_rfc2047(text)))
+            fields.signals.setdefault(lower, []).append(text.strip())
+        decoded = decode_rfc2047(text) if "=?" in text else text
+        headers.append((name, decoded))
+        first_decoded.setdefault(lower, decoded)
     if eight_bit:
         ctx.defect("8bit_header", "raw 8-bit bytes in header fields (decoded as UTF-8 or detected)", part.path or None)
+    return fields
 
-    def first(name: str) -> str:
-        values = by_name.get(name)
-        return values[0] if values else ""
 
-    def addresses(name: str) -> tuple[Address, ...]:
-        values = by_name.get(name)
-        return parse_addresses(values) if values else ()
+def _message_id(fields: _Fields, raw: bytes | memoryview) -> tuple[str, bool]:
+    """The message id, and whether it was generated (none, or not one token) from the message's hash."""
+    ids = parse_msgids(fields.first("message-id"))
+    message_id = ids[0] if ids else fields.first("message-id").strip().strip("<>").strip()
+    if not message_id or len(message_id.split()) != 1:
+        return _generated_id(raw), True
+    return message_id, False
 
-    ids = parse_msgids(first("message-id"))
-    message_id = ids[0] if ids else first("message-id").strip().strip("<>").strip()
-    generated = not message_id or len(message_id.split()) != 1
-    if generated:
-        message_id = _generated_id(raw)
-    date = None
-    raw_date = first("date")
-    if raw_date:
-        date = parse_date(raw_date)
-        if date is None:
-            ctx.defect("invalid_date", f"unparseable Date {raw_date[:60]!r}", part.path or None)
+
+def _date(fields: _Fields, ctx: ParseContext, path: str) -> datetime.datetime | None:
+    raw_date = fields.first("date")
+    if not raw_date:
+        return None
+    date = parse_date(raw_date)
+    if date is None:
+        ctx.defect("invalid_date", f"unparseable Date {raw_date[:60]!r}", path or None)
+    return date
+
+
+def _envelope(fields: _Fields) -> tuple[tuple[str, ...], str | None]:
+    """Addresses of the delivery headers (`Delivered-To`, ...), deduplicated; the `Return-Path` address."""
     delivered: dict[str, None] = {}
     for env_name in _ENVELOPE:
-        for env_value in by_name.get(env_name, ()):
+        for env_value in fields.by_name.get(env_name, ()):
             for address in parse_addresses([env_value]):
                 delivered.setdefault(address.email, None)
     return_path: str | None = None
-    if "return-path" in by_name:
-        found = parse_addresses([first("return-path")])
+    if "return-path" in fields.by_name:
+        found = parse_addresses([fields.first("return-path")])
         return_path = found[0].email if found else ""
+    return tuple(delivered), return_path
 
-    builder = _Builder(options, ctx, depth_budget)
-    collector = _Collector()
+
+def _collect(part: Part, options: EmailOptions, ctx: ParseContext, depth_budget: int) -> tuple[Collector, bool]:
+    """The bodies and files of the message; a forwarded wrapper is unwrapped (second value true)."""
+
+    def build_inner(inner: Part, data: bytes | memoryview, budget: int) -> InboundEmail:
+        return _build_email(inner, data, options, ctx, budget)
+
+    builder = BodyBuilder(options.prefer, ctx, depth_budget, build_inner)
+    collector = Collector()
     wrapped = _forwarded_inner(part)
-    unwrapped = False
-    if wrapped is not None:
-        inner_part = wrapped.children[0]
-        builder.walk(inner_part, collector)
-        if depth_budget > 0:
-            collector.attached.append(_build_email(inner_part, bytes(wrapped.body), options, ctx, depth_budget - 1))
-        unwrapped = True
-    else:
+    if wrapped is None:
         builder.walk(part, collector)
+        return collector, False
+    inner_part = wrapped.children[0]
+    builder.walk(inner_part, collector)
+    if depth_budget > 0:
+        collector.attached.append(build_inner(inner_part, wrapped.body, depth_budget - 1))
+    return collector, True
+
+
+def _inline_referenced(attachments: tuple[Attachment, ...], html: str | None) -> tuple[Attachment, ...]:
+    """Images referenced from the HTML are inline even when a client put them in multipart/mixed."""
+    if html is None or "cid:" not in html.lower():
+        return attachments
+    referenced = {ref.lower() for ref in _CID_REF.findall(html)}
+    return tuple(
+        attrs.evolve(a, disposition="inline")
+        if a.disposition == "attachment" and a.content_id and a.content_id.lower() in referenced
+        else a
+        for a in attachments
+    )
+
+
+def _build_email(
+    part: Part, raw: bytes | memoryview, options: EmailOptions, ctx: ParseContext, depth_budget: int
+) -> InboundEmail:
+    fields = _decode_fields(part, ctx)
+    message_id, generated = _message_id(fields, raw)
+    date = _date(fields, ctx, part.path)
+    delivered, return_path = _envelope(fields)
+    collector, unwrapped = _collect(part, options, ctx, depth_budget)
     text, html = _render(collector, options, ctx, part.path)
-    attachments = tuple(collector.attachments)
-    if html is not None and "cid:" in html.lower():
-        # Images referenced from the HTML are inline even when a client put them in multipart/mixed.
-        referenced = {ref.lower() for ref in _CID_REF.findall(html)}
-        attachments = tuple(
-            attrs.evolve(a, disposition="inline")
-            if a.disposition == "attachment" and a.content_id and a.content_id.lower() in referenced
-            else a
-            for a in attachments
-        )
-    subject = " ".join(decode_rfc2047(first("subject")).split())
-    senders = addresses("from")
-    sender = addresses("sender")
-    from_ = _usable_sender(senders, by_name.get("from", ()), sender, ctx, part.path)
+    subject = " ".join(fields.first_decoded.get("subject", "").split())
+    sender = fields.addresses("sender")
+    from_ = _usable_sender(fields.addresses("from"), fields.by_name.get("from", ()), sender, ctx, part.path)
     return InboundEmail(
         message_id=message_id,
         subject=subject,
         from_=from_,
-        to=addresses("to"),
-        cc=addresses("cc"),
-        reply_to=addresses("reply-to"),
+        to=fields.addresses("to"),
+        cc=fields.addresses("cc"),
+        reply_to=fields.addresses("reply-to"),
         sender=sender[0] if sender else None,
-        delivered_to=tuple(delivered),
+        delivered_to=delivered,
         return_path=return_path,
         date=date,
-        in_reply_to=parse_msgids(first("in-reply-to")),
-        references=parse_msgids(" ".join(by_name.get("references", ()))),
+        in_reply_to=parse_msgids(fields.first("in-reply-to")),
+        references=parse_msgids(" ".join(fields.by_name.get("references", ()))),
         text=text,
         html=html,
         new_text=extract_reply(text, _first_html(collector), options.reply_separator, subject=subject),
-        attachments=attachments,
+        attachments=_inline_referenced(tuple(collector.attachments), html),
         attached_messages=tuple(collector.attached),
         content_type=part.content_type,
         report_type=collector.report_type,
         report_parts=tuple(collector.report_parts),
-        signal_headers={name: tuple(values) for name, values in signals.items()},
-        headers=tuple(headers),
+        signal_headers={name: tuple(values) for name, values in fields.signals.items()},
+        headers=tuple(fields.headers),
         charsets=tuple(collector.charsets),
         defects=_part_defects(ctx, part.path),
         message_id_generated=generated,

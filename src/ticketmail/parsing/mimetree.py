@@ -43,6 +43,8 @@ MAX_FIELD_BYTES = 64 * 1024
 _FIELD_END = re.compile(rb"(?:\r\n|\n|\r(?!\n))(?![ \t])")
 _FIELD_START = re.compile(rb"[\x21-\x39\x3b-\x7e]{1,76}[ \t]*:")
 _FIELD_NAME = re.compile(rb"[\x21-\x39\x3b-\x7e]+")  # RFC 5322 ftext: printable ASCII except ":"
+# An unfolded field on one line ending with CRLF or LF: name (group 1) and raw value (group 2).
+_SIMPLE_FIELD = re.compile(rb"([\x21-\x39\x3b-\x7e]{1,200}):([^\r\n\x00]*)(?:\r\n|\n)(?![ \t])")
 _B64_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
 _NOT_SPACE = re.compile(rb"[^ \t\r\n]")
 _IDENTITY_ENCODINGS = frozenset({"7bit", "8bit", "binary", "7-bit", "8-bit", "none"})
@@ -66,10 +68,25 @@ class ParseContext:
     parts: int = 0
     defects: list[Defect] = attrs.field(factory=list)
     parts_capped: bool = False
+    copies: dict[tuple[int, int, int], tuple[object, bytes]] = attrs.field(factory=dict)
 
     def defect(self, code: str, message: str, part: str | None = None) -> None:
         """Record a recoverable problem."""
         self.defects.append(Defect(code=code, message=message, part=part))
+
+    def body_bytes(self, part: Part) -> bytes:
+        """`bytes(part.body)`, copied once per parse however often the same body is asked for.
+
+        An embedded message is both attached (as an `.eml` file) and parsed, and a forwarded wrapper's inner
+        message is read twice (unwrapped and attached): without this, every level of a nest of
+        `message/rfc822` parts would keep its own copy of the same bytes.
+        """
+        view = part.body
+        key = (id(view.obj), part.header_end, len(view))
+        found = self.copies.get(key)
+        if found is None:
+            found = self.copies[key] = (view.obj, bytes(view))
+        return found[1]
 
 
 @attrs.frozen
@@ -167,6 +184,9 @@ def _read_headers(
     pos = start
     index = 0
     while pos < end:
+        pos, index = _simple_fields(data, pos, limit, headers, max_headers, index)
+        if pos >= end:
+            break
         if pos >= limit:
             ctx.defect("headers_truncated", f"header block longer than {MAX_HEADER_BYTES} bytes; rest skipped", path)
             return headers, _skip_header_block(data, pos, end)
@@ -196,46 +216,110 @@ def _read_headers(
             ctx.defect("too_many_headers", f"more than {max_headers} header fields; rest ignored", path)
             return headers, _skip_header_block(data, pos, end)
         name = raw[:colon].rstrip(b" \t").decode("ascii")
-        value = raw[colon + 1 :]
-        if len(value) > MAX_FIELD_BYTES:
-            ctx.defect("header_too_long", f"header {name[:40]} longer than {MAX_FIELD_BYTES} bytes; cut", path)
-            if name.lower() == "references":
-                value = value[-MAX_FIELD_BYTES:].partition(b" ")[2]
-            else:
-                value = value[:MAX_FIELD_BYTES]
-        if b"\n" in value or b"\r" in value:
-            value = _EOL.sub(b"", value)
-        value = value.strip(b" \t")
-        if b"\x00" in value:
-            value = value.replace(b"\x00", b"")
-            ctx.defect("nul_in_header", f"NUL bytes removed from header {name}", path)
-        headers.append((name, value))
+        headers.append((name, _field_value(name, raw[colon + 1 :], ctx, path)))
         pos = nxt
     return headers, end
 
 
+def _simple_fields(
+    data: bytes, pos: int, limit: int, headers: list[tuple[str, bytes]], max_headers: int, index: int
+) -> tuple[int, int]:
+    """Read the one-line `Name: value` fields (no NUL) from `pos` on, most of a header block, one match each.
+
+    Returns where the first other line starts and the line count so far; the caller reads that line.
+    """
+    match = _SIMPLE_FIELD.match
+    while len(headers) < max_headers:
+        simple = match(data, pos, limit)
+        if simple is None or simple.end(2) - simple.start(2) > MAX_FIELD_BYTES:
+            break
+        headers.append((simple.group(1).decode("ascii"), simple.group(2).strip(b" \t")))
+        pos = simple.end()
+        index += 1
+    return pos, index
+
+
+def _field_value(name: str, value: bytes, ctx: ParseContext, path: str) -> bytes:
+    """A raw field value unfolded, cut at `MAX_FIELD_BYTES`, stripped, without NUL bytes."""
+    if len(value) > MAX_FIELD_BYTES:
+        ctx.defect("header_too_long", f"header {name[:40]} longer than {MAX_FIELD_BYTES} bytes; cut", path)
+        # `References` keeps its end (the most recent ids), other fields their start.
+        references = name.lower() == "references"
+        value = value[-MAX_FIELD_BYTES:].partition(b" ")[2] if references else value[:MAX_FIELD_BYTES]
+    if b"\n" in value or b"\r" in value:
+        value = _EOL.sub(b"", value)
+    value = value.strip(b" \t")
+    if b"\x00" in value:
+        value = value.replace(b"\x00", b"")
+        ctx.defect("nul_in_header", f"NUL bytes removed from header {name}", path)
+    return value
+
+
+_NEAR_MISSES = 64
+"""Lines starting like the boundary without being a delimiter, before the search switches to a regex."""
+
+
+def _delimiter_patterns(boundary: bytes) -> tuple[re.Pattern[bytes], re.Pattern[bytes]]:
+    """Delimiter lines of `boundary`: after a CR or LF, and at the very start of a body (group 1: the line)."""
+    line = b"--" + re.escape(boundary) + rb"(--)?[ \t]*(?=[\r\n]|\Z)"
+    return re.compile(rb"[\r\n](" + line + b")"), re.compile(b"(" + line + b")")
+
+
+class _Delimiters:
+    """Finds the delimiter lines of one boundary: `bytes.find` for the marker, then a check of the line.
+
+    After `_NEAR_MISSES` lines that only start like the boundary (hostile input), the rest is searched
+    with a regular expression that skips near misses in C; ordinary mail never compiles one.
+    """
+
+    def __init__(self, data: bytes, boundary: bytes, end: int) -> None:
+        self.data = data
+        self.boundary = boundary
+        self.marker = b"--" + boundary
+        self.end = end
+        self.misses = 0
+        self.pattern: re.Pattern[bytes] | None = None
+
+    def find(self, pos: int, at_start: bool) -> tuple[int, int, bool] | None:
+        """(start, end, is_close) of the next delimiter line from `pos`, or `None`."""
+        data, end = self.data, self.end
+        while self.pattern is None:
+            idx = data.find(self.marker, pos, end)
+            if idx < 0:
+                return None
+            if (idx == pos and at_start) or (idx > 0 and data[idx - 1] in b"\r\n"):
+                after = idx + len(self.marker)
+                close = data[after : after + 2] == b"--"
+                cursor = after + 2 if close else after
+                while cursor < end and data[cursor] in b" \t":
+                    cursor += 1
+                if cursor >= end or data[cursor] in b"\r\n":
+                    return idx, cursor, close
+            self.misses += 1
+            if self.misses >= _NEAR_MISSES:
+                self.pattern = _delimiter_patterns(self.boundary)[0]
+            pos = idx + 1
+            at_start = False
+        if at_start:
+            first = _delimiter_patterns(self.boundary)[1].match(data, pos, end)
+            if first is not None:
+                return first.start(), first.end(), bool(first.group(2))
+        # The line end before the delimiter is part of the match (a leading character class is searched
+        # for in C; a lookbehind would be tried at every position), so the search starts one byte back.
+        found = self.pattern.search(data, max(pos - 1, 0), end)
+        while found is not None and found.start(1) < pos:
+            found = self.pattern.search(data, found.start(1), end)
+        return None if found is None else (found.start(1), found.end(), bool(found.group(2)))
+
+
 def _find_boundaries(data: bytes, start: int, end: int, boundary: bytes) -> tuple[list[tuple[int, int]], bool, bool]:
     """Ranges of the body parts between delimiter lines; (ranges, saw_close, saw_any)."""
-    marker = b"--" + boundary
+    delimiters = _Delimiters(data, boundary, end)
     ranges: list[tuple[int, int]] = []
     part_start: int | None = None
-    pos = start
-    while True:
-        idx = data.find(marker, pos, end)
-        if idx < 0:
-            break
-        if idx != start and data[idx - 1] not in b"\r\n":
-            pos = idx + 1
-            continue
-        after = idx + len(marker)
-        close = data[after : after + 2] == b"--"
-        cursor = after + 2 if close else after
-        while cursor < end and data[cursor] in b" \t":
-            cursor += 1
-        if cursor < end and data[cursor] not in b"\r\n":
-            pos = idx + 1
-            continue
-        _line_end, next_line = _eol(data, cursor, end)
+    found = delimiters.find(start, True)
+    while found is not None:
+        idx, line_end, close = found
         if part_start is not None:
             body_end = idx
             if body_end > part_start and data[body_end - 1] == 0x0A:
@@ -247,8 +331,8 @@ def _find_boundaries(data: bytes, start: int, end: int, boundary: bytes) -> tupl
             ranges.append((part_start, body_end))
         if close:
             return ranges, True, True
-        part_start = next_line
-        pos = next_line if next_line > idx else idx + 1
+        part_start = _eol(data, line_end, end)[1]
+        found = delimiters.find(max(part_start, line_end), False)
     if part_start is not None:
         ranges.append((part_start, end))
     return ranges, False, part_start is not None
@@ -320,59 +404,14 @@ def parse_entity(
     """
     ctx.parts += 1
     headers, body_start = _read_headers(data, start, end, ctx, path, is_message)
-    raw_type = next((value for key, value in headers if key.lower() == "content-type"), None)
-    content_type = default_type
-    params: dict[str, str] = {}
-    if raw_type is not None:
-        main, params = parse_params("content-type", decode_8bit(raw_type)[0])
-        if main.count("/") == 1 and all(main.split("/")):
-            content_type = main
-        else:
-            ctx.defect("invalid_content_type", f"unusable Content-Type {main[:60]!r}; using {default_type}", path)
-            params = {k: v for k, v in params.items() if k == "charset"}
+    content_type, params = _media_type(headers, default_type, ctx, path)
     view = memoryview(data)
-    children: tuple[Part, ...] = ()
     body = view[body_start:end]
+    children: tuple[Part, ...] = ()
     if content_type.startswith("multipart/"):
-        boundary = params.get("boundary", "").encode("utf-8", "replace")
-        if depth >= ctx.limits.max_depth:
-            ctx.defect("nesting_too_deep", f"MIME nesting deeper than {ctx.limits.max_depth}; kept as a file", path)
-            content_type = "application/octet-stream"
-        elif not boundary or len(boundary) > 200:
-            ctx.defect("missing_boundary", "multipart without a usable boundary; body read as text", path)
-            content_type = "text/plain"
-        else:
-            ranges, closed, found = _find_boundaries(data, body_start, end, boundary)
-            if not found:
-                ctx.defect("boundary_not_found", "no part delimiter found; body read as text", path)
-                content_type = "text/plain"
-                params = {}
-            else:
-                if not closed:
-                    ctx.defect("missing_close_boundary", "multipart has no close delimiter", path)
-                kids: list[Part] = []
-                child_default = "message/rfc822" if content_type == "multipart/digest" else "text/plain"
-                for index, (s, e) in enumerate(ranges, 1):
-                    if ctx.parts >= ctx.limits.max_parts:
-                        if not ctx.parts_capped:
-                            ctx.parts_capped = True
-                            ctx.defect("too_many_parts", f"more than {ctx.limits.max_parts} MIME parts; rest ignored")
-                        break
-                    child_path = f"{path}.{index}" if path else str(index)
-                    kids.append(
-                        parse_entity(
-                            data,
-                            s,
-                            e,
-                            ctx,
-                            depth=depth + 1,
-                            path=child_path,
-                            default_type=child_default,
-                            is_message=child_default == "message/rfc822",
-                        )
-                    )
-                children = tuple(kids)
-                body = view[0:0]
+        content_type, params, parts = _multipart(data, body_start, end, ctx, depth, path, content_type, params)
+        if parts is not None:
+            children, body = parts, view[0:0]
     elif content_type in ("message/rfc822", "message/global") and depth < ctx.limits.max_depth:
         leaf = Part(tuple(headers), content_type, params, body, (), path)
         inner_path = f"{path}.1" if path else "1"
@@ -389,3 +428,59 @@ def parse_entity(
                 children = (child,)
                 headers = [(k, v) for k, v in headers if k.lower() != "content-transfer-encoding"]
     return Part(tuple(headers), content_type, params, body, children, path, body_start, start)
+
+
+def _media_type(
+    headers: list[tuple[str, bytes]], default_type: str, ctx: ParseContext, path: str
+) -> tuple[str, dict[str, str]]:
+    """The entity's `type/subtype` and parameters (`default_type` when absent or unusable)."""
+    raw_type = next((value for key, value in headers if key.lower() == "content-type"), None)
+    if raw_type is None:
+        return default_type, {}
+    main, params = parse_params("content-type", decode_8bit(raw_type)[0])
+    if main.count("/") == 1 and all(main.split("/")):
+        return main, params
+    ctx.defect("invalid_content_type", f"unusable Content-Type {main[:60]!r}; using {default_type}", path)
+    return default_type, {k: v for k, v in params.items() if k == "charset"}
+
+
+def _multipart(
+    data: bytes,
+    body_start: int,
+    end: int,
+    ctx: ParseContext,
+    depth: int,
+    path: str,
+    content_type: str,
+    params: dict[str, str],
+) -> tuple[str, dict[str, str], tuple[Part, ...] | None]:
+    """The parts of a multipart body; `None` for one that cannot be split, read as a leaf of the new type."""
+    boundary = params.get("boundary", "").encode("utf-8", "replace")
+    if depth >= ctx.limits.max_depth:
+        ctx.defect("nesting_too_deep", f"MIME nesting deeper than {ctx.limits.max_depth}; kept as a file", path)
+        return "application/octet-stream", params, None
+    if not boundary or len(boundary) > 200:
+        ctx.defect("missing_boundary", "multipart without a usable boundary; body read as text", path)
+        return "text/plain", params, None
+    ranges, closed, found = _find_boundaries(data, body_start, end, boundary)
+    if not found:
+        ctx.defect("boundary_not_found", "no part delimiter found; body read as text", path)
+        return "text/plain", {}, None
+    if not closed:
+        ctx.defect("missing_close_boundary", "multipart has no close delimiter", path)
+    kids: list[Part] = []
+    child_default = "message/rfc822" if content_type == "multipart/digest" else "text/plain"
+    for index, (s, e) in enumerate(ranges, 1):
+        if ctx.parts >= ctx.limits.max_parts:
+            if not ctx.parts_capped:
+                ctx.parts_capped = True
+                ctx.defect("too_many_parts", f"more than {ctx.limits.max_parts} MIME parts; rest ignored")
+            break
+        child_path = f"{path}.{index}" if path else str(index)
+        is_message = child_default == "message/rfc822"
+        kids.append(
+            parse_entity(
+                data, s, e, ctx, depth=depth + 1, path=child_path, default_type=child_default, is_message=is_message
+            )
+        )
+    return content_type, params, tuple(kids)

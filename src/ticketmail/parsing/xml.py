@@ -159,6 +159,37 @@ def _attachments(element: Element) -> list[dict[str, Any]]:
     return files
 
 
+def _child_fields(child: Element, tag: str) -> list[tuple[str, Any]]:
+    """The raw fields one known child element of `<ticket>` gives (`<phone ext=...>` gives two)."""
+    if tag == "message":
+        _check_attrs(child, _MESSAGE_ATTRS, "message")
+        attrs = child.attrib
+        text = _no_children(child, "message")
+        message = XmlMessage(
+            body=text, type=attrs.get("type"), encoding=attrs.get("encoding"), charset=attrs.get("charset")
+        )
+        return [("message", message)]
+    if tag == "attachments":
+        return [("attachments", _attachments(child))]
+    if tag == "phone":
+        _check_attrs(child, frozenset({"ext"}), "phone")
+        fields: list[tuple[str, Any]] = [("phone", _no_children(child, "phone"))]
+        if "ext" in child.attrib:
+            fields.append(("phone_ext", child.attrib["ext"]))
+        return fields
+    _check_attrs(child, frozenset(), tag)
+    return [(tag, _no_children(child, tag))]
+
+
+def _ticket_root(data: bytes, limits: Limits) -> Element:
+    root = _parse_tree(data, limits)
+    if root.tag != "ticket":
+        raise MalformedXMLError(f"expected a <ticket> root element, got <{str(root.tag)[:40]}>")
+    if (root.text or "").strip():
+        raise TypeMismatchError("unexpected text directly inside <ticket>", field="ticket")
+    return root
+
+
 def load_xml_ticket(
     body: bytes | bytearray | memoryview | str, limits: Limits, form: Form, *, ignore_unknown_fields: bool = False
 ) -> dict[str, Any]:
@@ -170,11 +201,7 @@ def load_xml_ticket(
     data = body_bytes(body)
     if len(data) > limits.max_payload_bytes:
         raise PayloadTooLargeError(f"payload is {len(data)} bytes; the limit is {limits.max_payload_bytes}")
-    root = _parse_tree(data, limits)
-    if root.tag != "ticket":
-        raise MalformedXMLError(f"expected a <ticket> root element, got <{str(root.tag)[:40]}>")
-    if (root.text or "").strip():
-        raise TypeMismatchError("unexpected text directly inside <ticket>", field="ticket")
+    root = _ticket_root(data, limits)
     multiple = {f.name for f in form.fields if f.multiple}
     known = {*CORE_FIELDS, *(f.name for f in form.fields), "phone_ext"}
     raw: dict[str, Any] = dict(root.attrib)
@@ -195,29 +222,11 @@ def load_xml_ticket(
         tag = str(child.tag)
         if (child.tail or "").strip():
             raise TypeMismatchError(f"unexpected text after <{tag}>", field="ticket")
-        if tag == "message":
-            _check_attrs(child, _MESSAGE_ATTRS, "message")
-            attrs = child.attrib
-            text = _no_children(child, "message")
-            put(
-                "message",
-                XmlMessage(
-                    body=text, type=attrs.get("type"), encoding=attrs.get("encoding"), charset=attrs.get("charset")
-                ),
-            )
-        elif tag == "attachments":
-            put("attachments", _attachments(child))
-        elif tag == "phone":
-            _check_attrs(child, frozenset({"ext"}), "phone")
-            put("phone", _no_children(child, "phone"))
-            if "ext" in child.attrib:
-                put("phone_ext", child.attrib["ext"])
-        elif tag not in known:
-            if not ignore_unknown_fields:
-                raise UnsupportedFieldError(f"unsupported field {tag[:60]!r}", field=tag[:60])
-        else:
-            _check_attrs(child, frozenset(), tag)
-            put(tag, _no_children(child, tag))
+        if tag in known or tag in ("message", "attachments", "phone"):
+            for key, value in _child_fields(child, tag):
+                put(key, value)
+        elif not ignore_unknown_fields:
+            raise UnsupportedFieldError(f"unsupported field {tag[:60]!r}", field=tag[:60])
     return raw
 
 

@@ -24,6 +24,12 @@ processed twice.
 A directory that is not a Maildir is walked (sorted by name, so numbered example files are read in order):
 `*.eml` are messages, `*.json`/`*.xml` payloads, `*.mbox` and files named `mbox` are
 mboxes, and nested Maildirs are read as such. Hidden files and symlinked folders (cycles) are skipped.
+
+An input that cannot be read (permission denied, a broken symlink, a FIFO or device named like a mail
+file, a folder that cannot be listed, an mbox that does not open) does not end the walk: it is yielded
+as a `LocalItem` with empty `data` and `error` set to a `SourceError` saying why, and the walk goes
+on. Its provenance key is derived from its path (`unreadable:` and the path's sha256), since there are
+no bytes to hash. Only a path given explicitly that does not exist raises.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ from __future__ import annotations
 import hashlib
 import mailbox
 import os
+import stat
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Literal
@@ -55,16 +62,19 @@ class LocalItem:
     """One input item: its bytes, what it is, where it came from.
 
     Attributes:
-        data: The raw bytes (an RFC 5322 message or an API payload).
+        data: The raw bytes (an RFC 5322 message or an API payload); empty when `error` is set.
         kind: `email` (for `Pipeline.process_email()`) or `json`/`xml` (an API payload).
         provenance: Stable identity of the item (see the module docstring).
         source: A human-readable location: `path` or `path#key` for folder/mbox members.
+        error: Why the item could not be read (`None` when it was): record it as failed
+            (`Pipeline.quarantine(b"", provenance=item.provenance, error=item.error)`) and go on.
     """
 
     data: bytes = attrs.field(repr=lambda d: f"<{len(d)} bytes>")
     kind: LocalItemKind
     provenance: Provenance
     source: str
+    error: SourceError | None = None
 
     def raw_item(self) -> RawItem:
         """The item as a source's `RawItem`."""
@@ -94,15 +104,40 @@ def local_kind(path: Path) -> Literal["maildir", "mbox", "email", "json", "xml",
     return None
 
 
-def _read(path: Path) -> bytes:
+def _read(path: Path, mailbox_name: str | None = None) -> bytes:
+    """The bytes of the regular file `path`; `SourceError` (stage `fetch`) when it cannot be read.
+
+    The file is opened without blocking and checked to be a regular file before it is read, so that a
+    FIFO or a device named like a mail file is refused instead of waiting forever.
+    """
+    where = mailbox_name or str(path)
     try:
-        return path.read_bytes()
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0))
     except OSError as exc:
-        raise SourceError(f"cannot read {path}: {exc.strerror or exc}", stage="fetch", mailbox=str(path)) from exc
+        raise SourceError(f"cannot read {path}: {exc.strerror or exc}", stage="fetch", mailbox=where) from exc
+    with os.fdopen(fd, "rb") as handle:
+        mode = os.fstat(handle.fileno()).st_mode
+        if not stat.S_ISREG(mode):
+            raise SourceError(f"cannot read {path}: not a regular file", stage="fetch", mailbox=where)
+        try:
+            return handle.read()
+        except OSError as exc:
+            raise SourceError(f"cannot read {path}: {exc.strerror or exc}", stage="fetch", mailbox=where) from exc
+
+
+def _unreadable(path: Path, kind: LocalItemKind, error: SourceError, provenance: Provenance | None = None) -> LocalItem:
+    """The item standing for an input that could not be read (see the module docstring)."""
+    if provenance is None:
+        key = "unreadable:" + _sha256(str(path).encode("utf-8", "surrogateescape"))
+        provenance = Provenance("file", "file", key, label=str(path))
+    return LocalItem(b"", kind, provenance, str(path), error=error)
 
 
 def _file_item(path: Path, kind: LocalItemKind) -> LocalItem:
-    data = _read(path)
+    try:
+        data = _read(path)
+    except SourceError as exc:
+        return _unreadable(path, kind, exc)
     return LocalItem(data, kind, Provenance("file", "file", _sha256(data), label=str(path)), str(path))
 
 
@@ -112,23 +147,25 @@ def _maildir_items(path: Path, mailbox_name: str) -> Iterator[LocalItem]:
         try:
             entries = os.listdir(path / sub)
         except OSError as exc:
-            raise SourceError(
+            error = SourceError(
                 f"cannot list {path / sub}: {exc.strerror or exc}", stage="folder", mailbox=mailbox_name
-            ) from exc
+            )
+            yield _unreadable(path / sub, "email", error)
+            continue
         for name in entries:
             if not name.startswith("."):
                 names.append((name.split(":", 1)[0], path / sub / name))
     # Maildir unique names start with the delivery time, so name order is arrival order.
     for key, file in sorted(names):
+        provenance = Provenance(mailbox_name, "maildir", key)
         try:
-            data = file.read_bytes()
-        except FileNotFoundError:  # moved by a mail client between listing and reading
+            data = _read(file, mailbox_name)
+        except SourceError as exc:
+            if isinstance(exc.__cause__, FileNotFoundError):  # moved by a mail client between listing and reading
+                continue
+            yield _unreadable(file, "email", exc, provenance)
             continue
-        except OSError as exc:
-            raise SourceError(
-                f"cannot read {file}: {exc.strerror or exc}", stage="fetch", mailbox=mailbox_name
-            ) from exc
-        yield LocalItem(data, "email", Provenance(mailbox_name, "maildir", key), f"{path}#{key}")
+        yield LocalItem(data, "email", provenance, f"{path}#{key}")
 
 
 def _mbox_items(path: Path, mailbox_name: str) -> Iterator[LocalItem]:
@@ -147,7 +184,9 @@ def _mbox_items(path: Path, mailbox_name: str) -> Iterator[LocalItem]:
         finally:
             box.close()
     except (OSError, mailbox.Error) as exc:
-        raise SourceError(f"cannot read mbox {path}: {exc}", stage="fetch", mailbox=mailbox_name) from exc
+        yield _unreadable(
+            path, "email", SourceError(f"cannot read mbox {path}: {exc}", stage="fetch", mailbox=mailbox_name)
+        )
 
 
 def _walkable(child: Path) -> bool:
@@ -165,7 +204,9 @@ def _walk(path: Path, mailbox_name: str | None) -> Iterator[LocalItem]:
         try:
             children = sorted(path.iterdir(), key=lambda p: p.name)
         except OSError as exc:
-            raise SourceError(f"cannot list {path}: {exc.strerror or exc}", stage="folder", mailbox=str(path)) from exc
+            error = SourceError(f"cannot list {path}: {exc.strerror or exc}", stage="folder", mailbox=str(path))
+            yield _unreadable(path, "email", error)
+            return
         for child in children:
             if _walkable(child):
                 yield from _walk(child, mailbox_name)
@@ -181,7 +222,8 @@ def iter_local(paths: Sequence[str | os.PathLike[str]], *, mailbox: str | None =
     `mailbox` names the mailbox in the provenance of Maildir and mbox items (default: their path).
 
     A path given explicitly is read even when its name has no known suffix (as an email). Raises
-    `SourceError` (stage `folder`/`fetch`) for a missing or unreadable path.
+    `SourceError` (stage `folder`) for a path that does not exist; an input that exists but cannot be
+    read is yielded with `LocalItem.error` set.
     """
     for raw_path in paths:
         path = Path(raw_path)
@@ -194,18 +236,29 @@ def iter_local(paths: Sequence[str | os.PathLike[str]], *, mailbox: str | None =
 
 
 def _count(path: Path) -> int:
+    """How many items `_walk(path)` yields: an input that cannot be read counts as the one item standing for it."""
     kind = local_kind(path)
-    if kind == "maildir":
-        return sum(1 for sub in ("new", "cur") for name in os.listdir(path / sub) if not name.startswith("."))
-    if kind == "directory":
-        return sum(_count(child) for child in path.iterdir() if _walkable(child))
-    if kind == "mbox":
-        box = mailbox.mbox(str(path), create=False)
-        try:
-            return len(box)
-        finally:
-            box.close()
+    try:
+        if kind == "maildir":
+            return sum(_count_maildir_sub(path / sub) for sub in ("new", "cur"))
+        if kind == "directory":
+            return sum(_count(child) for child in path.iterdir() if _walkable(child))
+        if kind == "mbox":
+            box = mailbox.mbox(str(path), create=False)
+            try:
+                return len(box)
+            finally:
+                box.close()
+    except (OSError, mailbox.Error):
+        return 1
     return 1 if kind is not None else 0
+
+
+def _count_maildir_sub(sub: Path) -> int:
+    try:
+        return sum(1 for name in os.listdir(sub) if not name.startswith("."))
+    except OSError:
+        return 1
 
 
 def count_local(paths: Sequence[str | os.PathLike[str]]) -> int:
