@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
+import json
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from ticketmail.backends.base import (
     MAX_MERGE_CHAIN,
+    AuditRecord,
     CustomFieldValue,
     InvalidMergeError,
     MergeChainError,
@@ -17,7 +19,7 @@ from ticketmail.backends.base import (
     merge_chain,
 )
 from ticketmail.errors import InvalidValueError
-from ticketmail.model import Address
+from ticketmail.model import Address, Provenance
 
 QuarantineKey = tuple[str | None, str | None, str | None, str]
 
@@ -109,3 +111,66 @@ def check_status_change(
         raise InvalidMergeError(
             f"merging ticket {number} into {merged_into} would make a merge cycle", field="merged_into"
         )
+
+
+# --- audit and quarantine rows, in the column order both SQL schemas use ------------------------------------
+
+AUDIT_COLUMNS = (
+    "at, action, message_id, prov_mailbox, prov_kind, prov_key, ticket, entry_id, reasons, origin, sender, subject,"
+    " headers"
+)
+"""The `audit` columns `audit_params()` gives values for, in order."""
+
+QUARANTINE_COLUMNS = "id, at, raw, reason_code, reason, prov_mailbox, prov_kind, prov_key, attempts"
+"""The `quarantine` columns `quarantine_from_row()` reads, in order."""
+
+
+def audit_params(record: AuditRecord, at: object) -> tuple[object, ...]:
+    """The values of `AUDIT_COLUMNS` for `record`; `at` is its time as the database stores it."""
+    prov = record.provenance
+    return (
+        at,
+        record.action,
+        record.message_id,
+        None if prov is None else prov.mailbox,
+        None if prov is None else prov.kind,
+        None if prov is None else prov.key,
+        record.ticket,
+        record.entry_id,
+        json.dumps([list(r) for r in record.reasons], ensure_ascii=False),
+        record.origin,
+        record.sender,
+        record.subject,
+        json.dumps([list(h) for h in record.headers], ensure_ascii=False) if record.headers else None,
+    )
+
+
+def audit_from_row(row: Sequence[Any], at: _dt.datetime) -> AuditRecord:
+    """An audit row (`id`, then `AUDIT_COLUMNS`) as a record; `at` is its time, already converted."""
+    return AuditRecord(
+        at=at,
+        action=row[2],
+        message_id=row[3],
+        provenance=None if row[4] is None else Provenance(row[4], row[5], row[6]),
+        ticket=row[7],
+        reasons=tuple((r[0], r[1], r[2]) for r in json.loads(row[9])),
+        entry_id=row[8],
+        id=row[0],
+        origin=row[10],
+        sender=row[11],
+        subject=row[12],
+        headers=tuple((h[0], h[1]) for h in json.loads(row[13])) if row[13] else (),
+    )
+
+
+def quarantine_from_row(row: Sequence[Any], at: _dt.datetime) -> QuarantineRecord:
+    """A `quarantine` row (`QUARANTINE_COLUMNS`) as a record; `at` is its time, already converted."""
+    return QuarantineRecord(
+        at=at,
+        raw=bytes(row[2]),
+        reason_code=row[3],
+        reason=row[4],
+        provenance=None if row[5] is None else Provenance(row[5], row[6], row[7]),
+        id=row[0],
+        attempts=row[8],
+    )

@@ -257,6 +257,23 @@ MIGRATIONS: tuple[PgMigration, ...] = (
             )""",
         ),
     ),
+    PgMigration(
+        4,
+        "the lease check of a fenced commit as a function (sent with the COMMIT, no round trip of its own)",
+        (
+            """CREATE FUNCTION check_lease(p_mailbox TEXT, p_holder TEXT, p_token BIGINT) RETURNS VOID
+            LANGUAGE plpgsql AS $$
+            BEGIN
+                -- FOR SHARE keeps a takeover (an UPDATE of this row) waiting until the commit is done.
+                PERFORM 1 FROM leases WHERE mailbox = p_mailbox AND holder = p_holder AND token = p_token
+                    AND expires > clock_timestamp() FOR SHARE;
+                IF NOT FOUND THEN
+                    RAISE EXCEPTION USING ERRCODE = 'TM001', MESSAGE = 'the mailbox lease was lost';
+                END IF;
+            END
+            $$""",
+        ),
+    ),
 )
 """Every schema step, oldest first. `MIGRATIONS[-1].version` is the version this code writes."""
 
