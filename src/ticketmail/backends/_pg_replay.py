@@ -10,6 +10,7 @@ is restored before the next call.
 
 from __future__ import annotations
 
+import contextlib
 import random
 import time
 from collections.abc import Callable
@@ -112,6 +113,10 @@ class ReplayingUnit:
                         f"PostgreSQL kept aborting this unit of work ({cause}); gave up after {MAX_ATTEMPTS} tries"
                     ) from cause
                 time.sleep(random.uniform(0.0, 0.01 * 2**self.attempts))
+            if self.pipeline is not None:
+                # After an error the server skips everything up to the next sync: sync first, then roll back.
+                with contextlib.suppress(psycopg.Error):
+                    self.pipeline.sync()
             with translate_all("restart a transaction"):
                 self._conn.execute("ROLLBACK")
                 self._conn.execute("BEGIN")
@@ -138,9 +143,10 @@ class ReplayingUnit:
                 except TicketmailError as exc:
                     outcome = ("raise", (type(exc), exc.message))
                 if outcome != call.outcome:
+                    name = getattr(call.function, "__name__", "a call").lstrip("_")
                     raise BackendConflictError(
-                        "a concurrent transaction changed data this unit of work had already read; nothing was"
-                        " committed, retry later"
+                        f"a concurrent transaction changed data this unit of work had already read ({name} answered"
+                        f" {call.outcome[1]!r} before and {outcome[1]!r} now); nothing was committed, retry later"
                     )
         finally:
             self.replaying = False
