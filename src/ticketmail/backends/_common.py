@@ -10,12 +10,18 @@ from typing import Any
 
 from ticketmail.backends.base import (
     MAX_MERGE_CHAIN,
+    AttachmentRef,
     AuditRecord,
     CustomFieldValue,
+    Entry,
     InvalidMergeError,
     MergeChainError,
+    NewEntry,
+    NewTicket,
     QuarantineRecord,
     Ticket,
+    as_utc,
+    load_custom_value,
     merge_chain,
 )
 from ticketmail.errors import InvalidValueError
@@ -173,4 +179,71 @@ def quarantine_from_row(row: Sequence[Any], at: _dt.datetime) -> QuarantineRecor
         provenance=None if row[5] is None else Provenance(row[5], row[6], row[7]),
         id=row[0],
         attempts=row[8],
+    )
+
+
+# --- what a backend returns for what it was asked to store ---------------------------------------------------
+
+
+def opened_ticket(ticket: NewTicket, created: _dt.datetime, custom_texts: Sequence[tuple[str, str]]) -> Ticket:
+    """The `Ticket` a backend returns from `create_ticket()`: open, no entries, tags without repeats.
+
+    `custom_texts` are the custom fields as stored (`dump_custom_value()` text); the values come back
+    through `load_custom_value()`, as a later read would give them (copies, exactly the JSON types).
+    """
+    return Ticket(
+        number=ticket.number,
+        subject=ticket.subject,
+        requester=ticket.requester,
+        status="open",
+        created=created,
+        updated=created,
+        source=ticket.source,
+        mailbox=ticket.mailbox,
+        department=ticket.department,
+        team=ticket.team,
+        category=ticket.category,
+        priority=ticket.priority,
+        topic_id=ticket.topic_id,
+        assignee=ticket.assignee,
+        tags=tuple(dict.fromkeys(ticket.tags)),
+        custom_fields=tuple((name, load_custom_value(text)) for name, text in custom_texts),
+    )
+
+
+def ticket_params(ticket: NewTicket, created: object) -> tuple[object, ...]:
+    """The values the SQL backends insert into `tickets` (number ... assignee; `created` as stored, twice)."""
+    return (
+        ticket.number,
+        ticket.subject,
+        ticket.requester.email,
+        ticket.requester.name,
+        ticket.requester.email.casefold(),
+        created,
+        created,
+        ticket.source,
+        ticket.mailbox,
+        ticket.department,
+        ticket.team,
+        ticket.category,
+        ticket.priority,
+        ticket.topic_id,
+        ticket.assignee,
+    )
+
+
+def stored_entry(number: str, entry: NewEntry, entry_id: int, message_id: str | None) -> Entry:
+    """The `Entry` a backend returns from `append_entry()` (times in UTC, attachments by reference)."""
+    refs = tuple(AttachmentRef.from_attachment(a) for a in entry.attachments)
+    return Entry(
+        id=entry_id,
+        ticket=number,
+        kind=entry.kind,
+        author=entry.author,
+        body=entry.body,
+        created=as_utc(entry.created),
+        html=entry.html,
+        message_id=message_id,
+        attachments=tuple(r.sha256 for r in refs),
+        files=refs,
     )

@@ -30,7 +30,10 @@ from ticketmail.backends._common import (
     check_direction,
     check_kind,
     check_status_change,
+    opened_ticket,
     quarantine_key,
+    stored_entry,
+    ticket_params,
 )
 from ticketmail.backends._pg_replay import ReplayingUnit
 from ticketmail.backends.base import (
@@ -49,7 +52,6 @@ from ticketmail.backends.base import (
     TicketStatus,
     as_utc,
     dump_custom_value,
-    load_custom_value,
     normalize_message_id,
 )
 from ticketmail.backends.postgres_schema import LOCK_CLASS, lock_key, translate_errors
@@ -66,26 +68,6 @@ def _entry_values(entry: NewEntry, message_id: str | None) -> tuple[object, ...]
         entry.html,
         as_utc(entry.created),
         message_id,
-    )
-
-
-def _ticket_values(ticket: NewTicket, created: _dt.datetime) -> tuple[object, ...]:
-    return (
-        ticket.number,
-        ticket.subject,
-        ticket.requester.email,
-        ticket.requester.name,
-        ticket.requester.email.casefold(),
-        created,
-        created,
-        ticket.source,
-        ticket.mailbox,
-        ticket.department,
-        ticket.team,
-        ticket.category,
-        ticket.priority,
-        ticket.topic_id,
-        ticket.assignee,
     )
 
 
@@ -232,10 +214,10 @@ class PgUnitOfWork(ReplayingUnit):
         number = ticket.number
         with translate_errors("create a ticket"):
             if number in self._free:
-                self._conn.execute(q.TICKET_INSERT_FREE, _ticket_values(ticket, created))
+                self._conn.execute(q.TICKET_INSERT_FREE, ticket_params(ticket, created))
             else:
                 self._lock("number", number)
-                if self._conn.execute(q.TICKET_INSERT_CHECKED, _ticket_values(ticket, created)).fetchone() is None:
+                if self._conn.execute(q.TICKET_INSERT_CHECKED, ticket_params(ticket, created)).fetchone() is None:
                     self._known.add(number)
                     raise TicketNumberTakenError(f"ticket number {number!r} is already taken", field="number")
             self._free.discard(number)
@@ -246,24 +228,7 @@ class PgUnitOfWork(ReplayingUnit):
                     cur.executemany(q.TAGS_INSERT, [(number, tag, i) for i, tag in enumerate(tags)])
                 if stored:
                     cur.executemany(q.CUSTOM_INSERT, [(number, name, i, text) for i, (name, text) in enumerate(stored)])
-        return Ticket(
-            number=number,
-            subject=ticket.subject,
-            requester=ticket.requester,
-            status="open",
-            created=created,
-            updated=created,
-            source=ticket.source,
-            mailbox=ticket.mailbox,
-            department=ticket.department,
-            team=ticket.team,
-            category=ticket.category,
-            priority=ticket.priority,
-            topic_id=ticket.topic_id,
-            assignee=ticket.assignee,
-            tags=tags,
-            custom_fields=tuple((name, load_custom_value(text)) for name, text in stored),  # as read back
-        )
+        return opened_ticket(ticket, created, stored)
 
     def append_entry(self, number: str, entry: NewEntry) -> Entry:
         """Append an entry, storing attachments once and recording its message id."""
@@ -285,21 +250,10 @@ class PgUnitOfWork(ReplayingUnit):
                 if row is None:
                     raise TicketNotFoundError(f"no ticket with number {number!r}", field="number")
                 entry_id = int(row[0])
-            refs = self._store_attachments(entry, entry_id)
-        return Entry(
-            id=entry_id,
-            ticket=number,
-            kind=entry.kind,
-            author=entry.author,
-            body=entry.body,
-            created=as_utc(entry.created),
-            html=entry.html,
-            message_id=message_id,
-            attachments=tuple(r.sha256 for r in refs),
-            files=refs,
-        )
+            self._store_attachments(entry, entry_id)
+        return stored_entry(number, entry, entry_id, message_id)
 
-    def _store_attachments(self, entry: NewEntry, entry_id: int) -> tuple[AttachmentRef, ...]:
+    def _store_attachments(self, entry: NewEntry, entry_id: int) -> None:
         refs = tuple(AttachmentRef.from_attachment(a) for a in entry.attachments)
         if refs:
             with self._conn.cursor() as cur:
@@ -311,7 +265,6 @@ class PgUnitOfWork(ReplayingUnit):
                         for i, r in enumerate(refs)
                     ],
                 )
-        return refs
 
     def set_status(
         self, number: str, status: TicketStatus, *, merged_into: str | None = None, at: _dt.datetime | None = None
