@@ -49,7 +49,8 @@ AUDIT_INSERT = f"INSERT INTO audit ({AUDIT_COLUMNS}) VALUES ({', '.join(['%s'] *
 QUARANTINE_ALL = f"SELECT {QUARANTINE_COLUMNS} FROM quarantine ORDER BY id"  # noqa: S608
 QUARANTINE_DELETE = f"DELETE FROM quarantine WHERE id = %s RETURNING {QUARANTINE_COLUMNS}"  # noqa: S608
 
-LEDGER_READ = "SELECT key, action, at, ticket, entry_id, message_id FROM ledger WHERE key = ANY(%s)"
+# Locks every key (in one order for every unit, so two units never wait on each other), then reads them.
+LEDGER_LOOKUP = "SELECT key, action, at, ticket, entry_id, message_id FROM ledger_lookup(%s, %s, %s)"
 LEDGER_INSERT = "INSERT INTO ledger (key, action, at, ticket, entry_id, message_id) VALUES (%s, %s, %s, %s, %s, %s)"
 
 TICKET_INSERT = (

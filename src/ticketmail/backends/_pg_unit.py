@@ -121,10 +121,9 @@ class PgUnitOfWork(ReplayingUnit):
         return self._call(self._processed_many, tuple(keys))  # type: ignore[no-any-return]
 
     def _processed_many(self, keys: tuple[str, ...]) -> tuple[ProcessedRecord | None, ...]:
+        locks = [lock_key(self._schema, key) for key in keys]
         with translate_errors("read the ledger"):
-            for key in sorted(set(keys)):  # one order for every unit: two units never wait on each other
-                self._lock(key)
-            rows = self._conn.execute(q.LEDGER_READ, (list(keys),)).fetchall()
+            rows = self._conn.execute(q.LEDGER_LOOKUP, (LOCK_CLASS, locks, list(keys))).fetchall()
         found = {row[0]: ProcessedRecord(*row) for row in rows}
         for key in keys:
             if key in found:

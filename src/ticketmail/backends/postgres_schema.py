@@ -259,7 +259,7 @@ MIGRATIONS: tuple[PgMigration, ...] = (
     ),
     PgMigration(
         4,
-        "the lease check of a fenced commit as a function (sent with the COMMIT, no round trip of its own)",
+        "functions that save statements: the lease check of a fenced commit, the locked ledger lookup",
         (
             """CREATE FUNCTION check_lease(p_mailbox TEXT, p_holder TEXT, p_token BIGINT) RETURNS VOID
             LANGUAGE plpgsql AS $$
@@ -270,6 +270,15 @@ MIGRATIONS: tuple[PgMigration, ...] = (
                 IF NOT FOUND THEN
                     RAISE EXCEPTION USING ERRCODE = 'TM001', MESSAGE = 'the mailbox lease was lost';
                 END IF;
+            END
+            $$""",
+            # Each statement of a volatile PL/pgSQL function takes a new snapshot at READ COMMITTED, so the
+            # lookup after the locks sees a row that a unit holding one of them committed meanwhile.
+            """CREATE FUNCTION ledger_lookup(p_class INTEGER, p_locks INTEGER[], p_keys TEXT[]) RETURNS SETOF ledger
+            LANGUAGE plpgsql AS $$
+            BEGIN
+                PERFORM pg_advisory_xact_lock(p_class, k) FROM (SELECT DISTINCT unnest(p_locks) AS k) l ORDER BY k;
+                RETURN QUERY SELECT * FROM ledger WHERE key = ANY(p_keys);
             END
             $$""",
         ),
