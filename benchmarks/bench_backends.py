@@ -21,7 +21,8 @@ PostgreSQL's ``synchronous_commit=off`` is that trade (commits reach disk within
 the server default ``synchronous_commit=on`` flushes every commit, like SQLite's ``synchronous=FULL``. So
 the runs are: SQLite NORMAL and FULL, PostgreSQL ``off`` and ``on``, and the ratios printed pair them.
 PostgreSQL: a private server is started for the run (``ticketmail.testing.postgres``, fsync on), unless
-``--pg-url`` names one.
+``--pg-url`` names one. Each PostgreSQL run starts after a ``CHECKPOINT`` (each SQLite run has a fresh file),
+so no run pays for the dirty pages of the one before.
 
     .venv/bin/python benchmarks/bench_backends.py                  # 2,000 messages per writer, 10k vs 200k
     .venv/bin/python benchmarks/bench_backends.py --quick          # 500 per writer, 10k vs 50k
@@ -111,6 +112,14 @@ def _writer_process(kind: str, target: str, writer: int, n: int, batch: int, gat
         backend.close()
 
 
+def settle_postgres(url: str) -> None:
+    """Checkpoint the server, so that one run does not pay for the pages the previous run left dirty."""
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn, contextlib.suppress(psycopg.Error):
+        conn.execute("CHECKPOINT")  # a role on a server given with --pg-url may not be allowed to
+
+
 def run_writers(kind: str, target: str, writers: int, n: int, batch: int = 1) -> float:
     """msg/s of ``writers`` concurrent writers of ``n`` messages each on one store."""
     if kind == "memory":
@@ -131,6 +140,8 @@ def run_writers(kind: str, target: str, writers: int, n: int, batch: int = 1) ->
         for t in threads:
             t.join()
         return writers * n / (time.perf_counter() - started)
+    if kind == "postgres":
+        settle_postgres(target.partition("#")[0])
     ctx = multiprocessing.get_context("spawn")
     gate = ctx.Barrier(writers + 1)
     out = ctx.Queue()
@@ -266,10 +277,7 @@ def prefill_postgres(url: str, count: int) -> None:
         conn.commit()
         conn.autocommit = True
         conn.execute("VACUUM ANALYZE")
-        # Write the loaded pages out now, not during the timed probe (SQLite's close checkpoints too); a role
-        # on a server given with --pg-url may not be allowed to.
-        with contextlib.suppress(psycopg.Error):
-            conn.execute("CHECKPOINT")
+    settle_postgres(url)  # write the loaded pages out now, not during the timed probe (SQLite's close does too)
 
 
 def per_message_ms(kind: str, target: str, stored: int, probe: int) -> float:
