@@ -159,3 +159,39 @@ def test_leases_spread_evenly_and_rebalance_when_a_worker_joins(backend: Postgre
                 manager.close()
     finally:
         first.close()
+
+
+def test_expired_lease_cannot_commit_even_when_nobody_took_it(backend: PostgresBackend) -> None:
+    """A worker whose lease ran out (no heartbeat) is refused at commit, so it cannot acknowledge the mail."""
+    manager = LeaseManager(backend, BOXES, ttl=1, fair_share=False)
+    try:
+        lease = manager.lock("box2")
+
+        def late_commit() -> object:
+            assert lease.acquire()
+            manager._stop.set()  # heartbeats stop (a long pause); the lease row is left to expire
+            time.sleep(1.3)
+            with backend.unit_of_work() as uow:
+                uow.record_processed(ProcessedRecord("box2/imap/1", "created", T0))
+            return "committed"
+
+        result = _in_thread(late_commit)
+        assert isinstance(result, LeaseLostError), f"an expired lease must refuse the commit, got {result!r}"
+        assert result.code == "lease_lost"
+        assert not backend.is_processed("box2/imap/1"), "the refused unit must leave nothing behind"
+    finally:
+        manager.close()
+
+
+def test_lease_ttl_default_comes_from_the_backend() -> None:
+    server = PostgresServer.shared()
+    url = server.create_database()
+    store = PostgresBackend(url, schema=f"l_{uuid.uuid4().hex[:12]}", lease_ttl=7.5)
+    try:
+        with store.lease_manager(BOXES) as manager:
+            assert manager.ttl == 7.5
+        with store.lease_manager(BOXES, ttl=3) as manager:
+            assert manager.ttl == 3.0
+    finally:
+        store.close()
+        server.drop_database(url)

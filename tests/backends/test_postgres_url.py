@@ -94,3 +94,11 @@ def test_ingest_tickets_and_show_with_a_database_url(tmp_path: Path) -> None:
         assert "Hello" in cli("show", "--db", url, tickets[0]["number"])
     finally:
         server.drop_database(url)
+
+
+def test_durability_and_lease_options_come_from_the_url() -> None:
+    url, options = split_options("postgresql://u@h/db?synchronous_commit=off&lease_ttl=12.5&sslmode=require")
+    assert url == "postgresql://u@h/db?sslmode=require"
+    assert options == {"synchronous_commit": "off", "lease_ttl": 12.5}
+    with pytest.raises(ConfigError, match="lease_ttl"):
+        split_options("postgresql://u@h/db?lease_ttl=soon")

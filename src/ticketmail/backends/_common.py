@@ -4,20 +4,28 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
+import json
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from ticketmail.backends.base import (
     MAX_MERGE_CHAIN,
+    AttachmentRef,
+    AuditRecord,
     CustomFieldValue,
+    Entry,
     InvalidMergeError,
     MergeChainError,
+    NewEntry,
+    NewTicket,
     QuarantineRecord,
     Ticket,
+    as_utc,
+    load_custom_value,
     merge_chain,
 )
 from ticketmail.errors import InvalidValueError
-from ticketmail.model import Address
+from ticketmail.model import Address, Provenance
 
 QuarantineKey = tuple[str | None, str | None, str | None, str]
 
@@ -109,3 +117,133 @@ def check_status_change(
         raise InvalidMergeError(
             f"merging ticket {number} into {merged_into} would make a merge cycle", field="merged_into"
         )
+
+
+# --- audit and quarantine rows, in the column order both SQL schemas use ------------------------------------
+
+AUDIT_COLUMNS = (
+    "at, action, message_id, prov_mailbox, prov_kind, prov_key, ticket, entry_id, reasons, origin, sender, subject,"
+    " headers"
+)
+"""The `audit` columns `audit_params()` gives values for, in order."""
+
+QUARANTINE_COLUMNS = "id, at, raw, reason_code, reason, prov_mailbox, prov_kind, prov_key, attempts"
+"""The `quarantine` columns `quarantine_from_row()` reads, in order."""
+
+
+def audit_params(record: AuditRecord, at: object) -> tuple[object, ...]:
+    """The values of `AUDIT_COLUMNS` for `record`; `at` is its time as the database stores it."""
+    prov = record.provenance
+    return (
+        at,
+        record.action,
+        record.message_id,
+        None if prov is None else prov.mailbox,
+        None if prov is None else prov.kind,
+        None if prov is None else prov.key,
+        record.ticket,
+        record.entry_id,
+        json.dumps([list(r) for r in record.reasons], ensure_ascii=False),
+        record.origin,
+        record.sender,
+        record.subject,
+        json.dumps([list(h) for h in record.headers], ensure_ascii=False) if record.headers else None,
+    )
+
+
+def audit_from_row(row: Sequence[Any], at: _dt.datetime) -> AuditRecord:
+    """An audit row (`id`, then `AUDIT_COLUMNS`) as a record; `at` is its time, already converted."""
+    return AuditRecord(
+        at=at,
+        action=row[2],
+        message_id=row[3],
+        provenance=None if row[4] is None else Provenance(row[4], row[5], row[6]),
+        ticket=row[7],
+        reasons=tuple((r[0], r[1], r[2]) for r in json.loads(row[9])),
+        entry_id=row[8],
+        id=row[0],
+        origin=row[10],
+        sender=row[11],
+        subject=row[12],
+        headers=tuple((h[0], h[1]) for h in json.loads(row[13])) if row[13] else (),
+    )
+
+
+def quarantine_from_row(row: Sequence[Any], at: _dt.datetime) -> QuarantineRecord:
+    """A `quarantine` row (`QUARANTINE_COLUMNS`) as a record; `at` is its time, already converted."""
+    return QuarantineRecord(
+        at=at,
+        raw=bytes(row[2]),
+        reason_code=row[3],
+        reason=row[4],
+        provenance=None if row[5] is None else Provenance(row[5], row[6], row[7]),
+        id=row[0],
+        attempts=row[8],
+    )
+
+
+# --- what a backend returns for what it was asked to store ---------------------------------------------------
+
+
+def opened_ticket(ticket: NewTicket, created: _dt.datetime, custom_texts: Sequence[tuple[str, str]]) -> Ticket:
+    """The `Ticket` a backend returns from `create_ticket()`: open, no entries, tags without repeats.
+
+    `custom_texts` are the custom fields as stored (`dump_custom_value()` text); the values come back
+    through `load_custom_value()`, as a later read would give them (copies, exactly the JSON types).
+    """
+    return Ticket(
+        number=ticket.number,
+        subject=ticket.subject,
+        requester=ticket.requester,
+        status="open",
+        created=created,
+        updated=created,
+        source=ticket.source,
+        mailbox=ticket.mailbox,
+        department=ticket.department,
+        team=ticket.team,
+        category=ticket.category,
+        priority=ticket.priority,
+        topic_id=ticket.topic_id,
+        assignee=ticket.assignee,
+        tags=tuple(dict.fromkeys(ticket.tags)),
+        custom_fields=tuple((name, load_custom_value(text)) for name, text in custom_texts),
+    )
+
+
+def ticket_params(ticket: NewTicket, created: object) -> tuple[object, ...]:
+    """The values the SQL backends insert into `tickets` (number ... assignee; `created` as stored, twice)."""
+    return (
+        ticket.number,
+        ticket.subject,
+        ticket.requester.email,
+        ticket.requester.name,
+        ticket.requester.email.casefold(),
+        created,
+        created,
+        ticket.source,
+        ticket.mailbox,
+        ticket.department,
+        ticket.team,
+        ticket.category,
+        ticket.priority,
+        ticket.topic_id,
+        ticket.assignee,
+    )
+
+
+def stored_entry(number: str, entry: NewEntry, entry_id: int, message_id: str | None) -> Entry:
+    """The `Entry` a backend returns from `append_entry()` (times in UTC, attachments by reference)."""
+    refs = tuple(AttachmentRef.from_attachment(a) for a in entry.attachments)
+    return Entry(
+        id=entry_id,
+        ticket=number,
+        kind=entry.kind,
+        author=entry.author,
+        body=entry.body,
+        created=as_utc(entry.created),
+        html=entry.html,
+        message_id=message_id,
+        attachments=tuple(r.sha256 for r in refs),
+        files=refs,
+    )

@@ -20,9 +20,16 @@ from contextlib import contextmanager
 
 import attrs
 
-from ticketmail.backends._common import QuarantineKey, check_direction, check_kind, check_status_change, quarantine_key
+from ticketmail.backends._common import (
+    QuarantineKey,
+    check_direction,
+    check_kind,
+    check_status_change,
+    opened_ticket,
+    quarantine_key,
+    stored_entry,
+)
 from ticketmail.backends.base import (
-    AttachmentRef,
     AuditRecord,
     BaseBackend,
     Direction,
@@ -38,7 +45,6 @@ from ticketmail.backends.base import (
     TicketStatus,
     as_utc,
     dump_custom_value,
-    load_custom_value,
     normalize_message_id,
 )
 from ticketmail.errors import BackendError, InvalidValueError
@@ -141,26 +147,9 @@ class _MemoryUnitOfWork:
         if ticket.number in store.tickets:
             raise TicketNumberTakenError(f"ticket number {ticket.number!r} is already taken", field="number")
         created = as_utc(ticket.created)
-        stored = Ticket(
-            number=ticket.number,
-            subject=ticket.subject,
-            requester=ticket.requester,
-            status="open",
-            created=created,
-            updated=created,
-            source=ticket.source,
-            mailbox=ticket.mailbox,
-            department=ticket.department,
-            team=ticket.team,
-            category=ticket.category,
-            priority=ticket.priority,
-            topic_id=ticket.topic_id,
-            assignee=ticket.assignee,
-            tags=tuple(dict.fromkeys(ticket.tags)),
-            # A copy through the JSON form, as a database would store it: the caller's lists and mappings
-            # are not shared, and the values read back are exactly the JSON types.
-            custom_fields=tuple((name, load_custom_value(dump_custom_value(v))) for name, v in ticket.custom_fields),
-        )
+        # A copy through the JSON form, as a database would store it: the caller's lists and mappings are
+        # not shared, and the values read back are exactly the JSON types.
+        stored = opened_ticket(ticket, created, [(n, dump_custom_value(v)) for n, v in ticket.custom_fields])
         self._set(store.tickets, ticket.number, stored)
         entries = store.entries
         entries[ticket.number] = []
@@ -184,18 +173,7 @@ class _MemoryUnitOfWork:
         message_id = normalize_message_id(entry.message_id) if entry.message_id is not None else None
         created = as_utc(entry.created)
         entry_id = store.next_entry_id
-        stored = Entry(
-            id=entry_id,
-            ticket=number,
-            kind=entry.kind,
-            author=entry.author,
-            body=entry.body,
-            created=created,
-            html=entry.html,
-            message_id=message_id,
-            attachments=tuple(a.sha256 for a in entry.attachments),
-            files=tuple(AttachmentRef.from_attachment(a) for a in entry.attachments),
-        )
+        stored = stored_entry(number, entry, entry_id, message_id)
 
         def restore_counter() -> None:
             store.next_entry_id = entry_id

@@ -257,6 +257,32 @@ MIGRATIONS: tuple[PgMigration, ...] = (
             )""",
         ),
     ),
+    PgMigration(
+        4,
+        "functions that save statements: the lease check of a fenced commit, the locked ledger lookup",
+        (
+            """CREATE FUNCTION check_lease(p_mailbox TEXT, p_holder TEXT, p_token BIGINT) RETURNS VOID
+            LANGUAGE plpgsql AS $$
+            BEGIN
+                -- FOR SHARE keeps a takeover (an UPDATE of this row) waiting until the commit is done.
+                PERFORM 1 FROM leases WHERE mailbox = p_mailbox AND holder = p_holder AND token = p_token
+                    AND expires > clock_timestamp() FOR SHARE;
+                IF NOT FOUND THEN
+                    RAISE EXCEPTION USING ERRCODE = 'TM001', MESSAGE = 'the mailbox lease was lost';
+                END IF;
+            END
+            $$""",
+            # Each statement of a volatile PL/pgSQL function takes a new snapshot at READ COMMITTED, so the
+            # lookup after the locks sees a row that a unit holding one of them committed meanwhile.
+            """CREATE FUNCTION ledger_lookup(p_class INTEGER, p_locks INTEGER[], p_keys TEXT[]) RETURNS SETOF ledger
+            LANGUAGE plpgsql AS $$
+            BEGIN
+                PERFORM pg_advisory_xact_lock(p_class, k) FROM (SELECT DISTINCT unnest(p_locks) AS k) l ORDER BY k;
+                RETURN QUERY SELECT * FROM ledger WHERE key = ANY(p_keys);
+            END
+            $$""",
+        ),
+    ),
 )
 """Every schema step, oldest first. `MIGRATIONS[-1].version` is the version this code writes."""
 

@@ -4,9 +4,11 @@ Every command that takes `--db` (and the `[storage] url` setting) goes through `
 `--db tickets.sqlite3` keeps meaning SQLite while `--db postgresql://desk@db.internal/helpdesk` opens
 `PostgresBackend` (`pip install 'ticketmail[postgres]'`).
 
-Besides the libpq parameters, a PostgreSQL URL may carry two ticketmail options in its query string, which
-are removed before the URL reaches libpq: `schema` (default `ticketmail`) and `pool_size` (default 5),
-e.g. `postgresql://desk@db/helpdesk?schema=support&pool_size=10`.
+Besides the libpq parameters, a PostgreSQL URL may carry ticketmail options in its query string, which are
+removed before the URL reaches libpq: `schema` (default `ticketmail`), `pool_size` (default 5),
+`synchronous_commit` (default: the server's, normally `on`; `off` is the explicit, documented trade of
+the last moments of commits on a server crash for speed) and `lease_ttl` (seconds, default 30), e.g.
+`postgresql://desk@db/helpdesk?schema=support&pool_size=10`.
 """
 
 from __future__ import annotations
@@ -28,7 +30,6 @@ __all__ = ["is_database_url", "local_state_dir", "open_backend", "open_key_store
 
 POSTGRES_SCHEMES = ("postgresql", "postgres")
 _URL = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
-_OPTIONS = ("schema", "pool_size")
 
 
 def is_database_url(target: str | os.PathLike[str]) -> bool:
@@ -37,21 +38,30 @@ def is_database_url(target: str | os.PathLike[str]) -> bool:
     return bool(match) and match.group(1).lower() in POSTGRES_SCHEMES  # type: ignore[union-attr]
 
 
+def _number(name: str, value: str, kind: type[int] | type[float]) -> int | float:
+    try:
+        return kind(value)
+    except ValueError:
+        raise ConfigError(f"{name} in the database URL must be a number, got {value!r}", field="db") from None
+
+
+# The ticketmail options a URL may carry, and how each is read from its text.
+_READERS: dict[str, Any] = {
+    "schema": str,
+    "pool_size": lambda value: _number("pool_size", value, int),
+    "synchronous_commit": str,
+    "lease_ttl": lambda value: _number("lease_ttl", value, float),
+}
+
+
 def split_options(url: str) -> tuple[str, dict[str, Any]]:
-    """`url` without the ticketmail options (`schema`, `pool_size`), and those options."""
+    """`url` without the ticketmail options (`schema`, `pool_size`, `synchronous_commit`, `lease_ttl`), and those."""
     parts = urlsplit(url)
     kept: list[tuple[str, str]] = []
     options: dict[str, Any] = {}
     for name, value in parse_qsl(parts.query, keep_blank_values=True):
-        if name == "schema":
-            options["schema"] = value
-        elif name == "pool_size":
-            try:
-                options["pool_size"] = int(value)
-            except ValueError:
-                raise ConfigError(f"pool_size in the database URL must be a number, got {value!r}", field="db") from (
-                    None
-                )
+        if name in _READERS:
+            options[name] = _READERS[name](value)
         else:
             kept.append((name, value))
     return urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(kept), parts.fragment)), options
