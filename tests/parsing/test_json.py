@@ -48,7 +48,7 @@ def test_osticket_documented_example(osticket_json: bytes, gif_bytes: bytes) -> 
 def test_osticket_verbatim_example_fails_clearly(osticket_json_verbatim: bytes) -> None:
     # The documented example has a trailing comma (which the same page says JSON forbids) ... CPython 3.13
     # names the comma's own line (13) and says "trailing comma"; older versions name the next token's (14).
-    with pytest.raises(MalformedJSONError, match="line 1[34]"):
+    with pytest.raises(MalformedJSONError, match=r"line 1[34]"):
         parse_json(osticket_json_verbatim)
     # ... and an elided base64 string ("R0lGODdhMAA...").
     fixed = osticket_json_verbatim.replace(b"},\n    ]", b"}\n    ]")

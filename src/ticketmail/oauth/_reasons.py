@@ -16,8 +16,8 @@ from ticketmail.errors import PERMANENT_OAUTH_REASONS
 __all__ = ["RETRYABLE_REASONS", "reason_retryable"]
 
 RETRYABLE_REASONS: Mapping[str, bool] = {
-    **{reason: True for reason in ("unreachable", "server", "store")},
-    **{reason: False for reason in sorted(PERMANENT_OAUTH_REASONS)},
+    **dict.fromkeys(("unreachable", "server", "store"), True),
+    **dict.fromkeys(sorted(PERMANENT_OAUTH_REASONS), False),
 }
 """`reason -> retryable` for every reason the library raises; an unknown reason counts as retryable."""
 
