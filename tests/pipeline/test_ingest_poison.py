@@ -128,7 +128,7 @@ def test_unreadable_files_are_yielded_with_a_reason_and_the_walk_goes_on() -> No
 def test_an_unreadable_file_in_the_middle_does_not_stop_the_run(capsys: pytest.CaptureFixture[str]) -> None:
     folder, bad = _unreadable_folder()
     db = Path(tempfile.mkdtemp(prefix="tm-unreadable-db-")) / "tickets.sqlite3"
-    code = main(["ingest", "--db", str(db), str(folder)])
+    code = main(["ingest", "--json", "--db", str(db), str(folder)])
     out, err = capsys.readouterr()
     lines = {Path(line["source"]).name: line for line in map(json.loads, out.splitlines())}
     assert lines["01-first.eml"]["action"] == "created"
@@ -136,5 +136,7 @@ def test_an_unreadable_file_in_the_middle_does_not_stop_the_run(capsys: pytest.C
     assert lines["06-last.eml"]["action"] == "created"
     for name in bad:
         assert lines[name]["action"] == "failed", name
-        assert lines[name]["error"]["code"], name
+        assert lines[name]["error"]["code"] == "source_error", lines[name]
+        assert "cannot read" in lines[name]["error"]["message"], lines[name]
+        assert name in err, err  # reported on stderr too
     assert code == 1, err  # something failed; the run was not aborted (that is exit 2)

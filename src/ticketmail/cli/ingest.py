@@ -128,7 +128,7 @@ def _chunks(items: Iterable[LocalItem], size: int) -> Iterator[list[LocalItem]]:
     """Consecutive emails in groups of up to `size` (one unit of work each); payloads alone."""
     batch: list[LocalItem] = []
     for item in items:
-        if item.kind != "email":
+        if item.kind != "email" or item.error is not None:  # payloads and unreadable inputs go alone
             if batch:
                 yield batch
                 batch = []
@@ -196,7 +196,10 @@ def _prepare(args: argparse.Namespace, output: Output) -> _Job | int:
 
 
 def _outcomes(job: _Job, chunk: list[LocalItem]) -> list[Outcome]:
-    if chunk[0].kind == "email":
+    first = chunk[0]
+    if first.error is not None:  # recorded as failed with the reason it could not be read; the run goes on
+        return [job.pipeline.quarantine(b"", provenance=first.provenance, error=first.error)]
+    if first.kind == "email":
         return job.pipeline.process_batch([(i.data, i.provenance) for i in chunk], context=job.context)
     return [_process(job.pipeline, chunk[0], job.context, parse_options(job.config))]
 
