@@ -17,7 +17,7 @@ from ticketmail._pipeline.content import add_recipients, create_ticket, email_en
 from ticketmail._pipeline.ledger import Result, duplicate_of, finish, redelivery, verdict
 from ticketmail._pipeline.outcome import Outcome, OutcomeAction, ProcessingError
 from ticketmail._pipeline.prepare import Prepared
-from ticketmail.backends.base import Entry, QuarantineRecord, Ticket, UnitOfWork
+from ticketmail.backends.base import Entry, ProcessedRecord, QuarantineRecord, Ticket, UnitOfWork, processed_many
 from ticketmail.decision import Decision, Reason
 from ticketmail.errors import PolicyRejectedError
 from ticketmail.model import Address, MailboxContext
@@ -43,6 +43,8 @@ class _Run:
     """What the rules and threading said, then the attachment notes (set by the threading gate)."""
     automatic: bool = False
     """Whether the rules classified the mail as automatic (set by the rules gate)."""
+    dup_records: tuple[ProcessedRecord | None, ...] = ()
+    """The ledger rows of the duplicate keys, read with the message's own key (set by the redelivery gate)."""
 
     def settle(self, outcome: Outcome, *, keep_raw: bool = False) -> Result:
         """End here with `outcome`; `keep_raw` keeps a refused mail's bytes in the quarantine."""
@@ -63,12 +65,16 @@ def _threaded(run: _Run) -> ThreadDecision:
 
 
 def _redelivered(run: _Run) -> Result | None:
-    previous = run.uow.processed(run.item.key)
+    # The message's own key and its duplicate keys in one ledger read (one round trip where the unit batches).
+    records = processed_many(run.uow, (run.item.key, *run.item.dup_keys))
+    previous, run.dup_records = records[0], records[1:]
     return None if previous is None else Result(redelivery(previous, run.item.provenance))
 
 
 def _duplicate(run: _Run) -> Result | None:
-    duplicate = duplicate_of(run.uow, run.item.dup_keys, run.item.provenance, run.item.email.message_id)
+    duplicate = duplicate_of(
+        run.uow, run.item.dup_keys, run.item.provenance, run.item.email.message_id, records=run.dup_records
+    )
     return None if duplicate is None else run.settle(duplicate)
 
 

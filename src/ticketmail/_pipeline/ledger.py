@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import datetime as _dt
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import attrs
 
@@ -19,6 +19,7 @@ from ticketmail.backends.base import (
     QuarantineRecord,
     Ticket,
     UnitOfWork,
+    processed_many,
 )
 from ticketmail.decision import Decision, Reason
 from ticketmail.errors import PolicyRejectedError
@@ -138,11 +139,19 @@ def redelivery(record: ProcessedRecord, provenance: Provenance | None) -> Outcom
 
 
 def duplicate_of(
-    uow: UnitOfWork, dup_keys: tuple[str, ...], provenance: Provenance | None, message_id: str | None
+    uow: UnitOfWork,
+    dup_keys: tuple[str, ...],
+    provenance: Provenance | None,
+    message_id: str | None,
+    *,
+    records: Sequence[ProcessedRecord | None] = (),
 ) -> Outcome | None:
-    """The `duplicate` outcome when one of the message's duplicate keys is in the ledger, else `None`."""
-    for dup in dup_keys:
-        record = uow.processed(dup)
+    """The `duplicate` outcome when one of the message's duplicate keys is in the ledger, else `None`.
+
+    `records` are the keys' ledger rows when the caller already read them (in the order of `dup_keys`).
+    """
+    found = tuple(records) if len(records) == len(dup_keys) else processed_many(uow, dup_keys)
+    for dup, record in zip(dup_keys, found, strict=True):
         if record is not None:
             return Outcome(
                 "duplicate",

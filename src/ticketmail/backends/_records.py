@@ -50,10 +50,6 @@ def _utc_converter(value: _dt.datetime) -> _dt.datetime:
     return as_utc(value)
 
 
-def _optional_utc(value: _dt.datetime | None) -> _dt.datetime | None:
-    return None if value is None else as_utc(value)
-
-
 def _check_number(instance: object, attribute: attrs.Attribute[str], value: str) -> None:
     if not isinstance(value, str) or not value or value != value.strip():
         raise InvalidValueError(

@@ -80,6 +80,7 @@ from ticketmail.backends._records import (
 from ticketmail.errors import BackendError, InvalidValueError, NotFoundError, TicketmailError
 
 __all__ = [
+    "LedgerReader",
     "AttachmentRef",
     "AuditRecord",
     "Backend",
@@ -244,6 +245,19 @@ class UnitOfWork(Protocol):
 
         The same bytes from the same provenance are kept once (see `QuarantineRecord`).
         """
+
+
+@runtime_checkable
+class LedgerReader(Protocol):
+    """Optional capability of a backend: read the ledger without a unit of work.
+
+    `BaseBackend` provides it; SQLite reads the ledger without taking the write lock, so concurrent pollers
+    do not serialize on the check. Without it, the pipeline asks a short unit of work.
+    """
+
+    def is_processed(self, key: str) -> bool:
+        """Whether `key` is in the ledger."""
+        ...
 
 
 @runtime_checkable
