@@ -48,6 +48,30 @@ def _load_all_modules() -> None:
         importlib.import_module(info.name)
 
 
+def _public_home(cls: type) -> str:
+    """Where users import `cls` from: its own module, or (defined in a private one) the public module closest to it."""
+    if not any(part.startswith("_") for part in cls.__module__.split(".")):
+        return cls.__module__
+    homes = [
+        name
+        for name, module in sys.modules.items()
+        if name.startswith("ticketmail")
+        and not any(part.startswith("_") for part in name.split("."))
+        and getattr(module, cls.__name__, None) is cls
+    ]
+    assert homes, f"{cls.__module__}.{cls.__name__} is importable from no public module"
+
+    def closeness(name: str) -> tuple[int, int]:
+        shared = 0
+        for mine, theirs in zip(cls.__module__.split("."), name.split(".")):
+            if mine != theirs:
+                break
+            shared += 1
+        return (shared, name.count("."))
+
+    return max(homes, key=closeness)
+
+
 def render() -> str:
     """The Markdown page for every loaded TicketmailError subclass, depth first, siblings by name."""
     _load_all_modules()
@@ -56,7 +80,7 @@ def render() -> str:
     def walk(cls: type[TicketmailError], depth: int) -> None:
         doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
         name = "&nbsp;&nbsp;" * depth + f"`{cls.__name__}`"
-        where = cls.__module__
+        where = _public_home(cls)
         retry = "yes" if cls.retryable else "no"
         rows.append(
             f"| `{cls.code}` | {cls.status} | {retry} | {name} <small>({where})</small> | {doc.replace('|', '/')} |"
