@@ -63,7 +63,7 @@ def _public_home(cls: type) -> str:
 
     def closeness(name: str) -> tuple[int, int]:
         shared = 0
-        for mine, theirs in zip(cls.__module__.split("."), name.split(".")):
+        for mine, theirs in zip(cls.__module__.split("."), name.split("."), strict=False):
             if mine != theirs:
                 break
             shared += 1
