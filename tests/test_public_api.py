@@ -132,3 +132,38 @@ def test_api_answers_retry_after_only_for_retryable_errors() -> None:
     newer = ApiHandler.error_response(SchemaVersionError("schema 9 is newer than this code"))
     assert newer.status == 500
     assert all(name != "Retry-After" for name, _ in newer.headers)
+
+
+# Implementation modules whose names a package re-exports: internal, as docs/reference.md says.
+_INTERNAL_MODULES = {
+    "ticketmail.jsonify",
+    "ticketmail.tokens",
+    "ticketmail.backends.postgres_keys",
+    "ticketmail.backends.postgres_leases",
+    "ticketmail.backends.postgres_schema",
+    "ticketmail.backends.sqlite_schema",
+    "ticketmail.sources.lock",
+    "ticketmail.sources.oauth",
+}
+_INTERNAL_PACKAGES = ("ticketmail.cli.", "ticketmail.parsing.", "ticketmail.rules.", "ticketmail.oauth.")
+
+
+def test_every_public_module_is_in_the_reference_or_declared_internal() -> None:
+    import pkgutil
+    import re
+    from pathlib import Path
+
+    import ticketmail
+
+    page = (Path(__file__).resolve().parents[1] / "docs" / "reference.md").read_text(encoding="utf-8")
+    documented = set(re.findall(r"^::: (\S+)", page, flags=re.MULTILINE))
+    undeclared = []
+    for info in pkgutil.walk_packages(ticketmail.__path__, "ticketmail."):
+        name = info.name
+        if any(part.startswith("_") for part in name.split(".")) or info.ispkg or name in documented:
+            continue
+        if name in _INTERNAL_MODULES or name.startswith(_INTERNAL_PACKAGES):
+            continue
+        undeclared.append(name)
+    assert not undeclared, f"document these in docs/reference.md or declare them internal there: {undeclared}"
+    assert not (documented & _INTERNAL_MODULES), "a module cannot be both documented and internal"
