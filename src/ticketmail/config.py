@@ -407,8 +407,8 @@ def _poller(table: Mapping[str, Any], source: str) -> dict[str, float]:
     check_keys(table, list(settings), source, "poller")
     for key, value in table.items():
         if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-            raise ConfigError(f"{source}: [poller] {key}: expected a non-negative number, got {value!r}", field=key)
+            raise ConfigError(f"{source}: poller.{key} must be a number >= 0, got {value!r}", field=f"poller.{key}")
         if key == "concurrency" and (not isinstance(value, int) or value < 1):
-            raise ConfigError(f"{source}: [poller] {key}: expected an integer >= 1, got {value!r}", field=key)
+            raise ConfigError(f"{source}: poller.{key} must be an integer >= 1, got {value!r}", field=f"poller.{key}")
         settings[key] = float(value)
     return settings

@@ -225,7 +225,7 @@ def test_poller_table_is_validated(tmp_path: Path) -> None:
     cfg.write_text(base + '[poller]\ntime_budget = "soon"\n')
     proc = cli("fetch", "--config", str(cfg))
     assert proc.returncode == 2
-    assert "[poller] time_budget: expected a non-negative number" in proc.stderr
+    assert "poller.time_budget must be a number >= 0" in proc.stderr
     cfg.write_text(base + "[poller]\ntime_budget = 30\nbackoff_cap = 60\n")
     assert cli("fetch", "--config", str(cfg)).returncode == 0
 
