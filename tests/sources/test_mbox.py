@@ -166,6 +166,45 @@ def test_stale_dot_lock_is_removed(tmp_path: Path) -> None:
     assert drain(MboxSource("box", path, after="delete")) != []
 
 
+def test_an_empty_dot_lock_of_a_run_killed_before_writing_its_pid_is_stale_after_a_few_seconds(tmp_path: Path) -> None:
+    import os
+
+    path = tmp_path / "support"
+    write_mbox(path, [msg(1)])
+    dot = Path(f"{path}.lock")
+    dot.write_text("")  # killed between creating the dot lock and writing its pid
+    young = time.time() - 0.5
+    os.utime(dot, (young, young))
+    started = time.monotonic()
+    assert drain(MboxSource("box", path, after="delete", lock_timeout=5)) != []
+    assert 1.0 < time.monotonic() - started < 4  # waited until the grace period passed, then took it
+
+
+@pytest.mark.integration
+def test_an_empty_dot_lock_is_respected_while_the_kernel_lock_is_held(tmp_path: Path) -> None:
+    import os
+
+    path = tmp_path / "support"
+    write_mbox(path, [msg(1)])
+    holder = (  # a delivering MTA: the kernel lock, and an empty dot lock
+        "import fcntl, sys, time; f = open(sys.argv[1], 'r+'); fcntl.lockf(f, fcntl.LOCK_EX);"
+        "open(sys.argv[1] + '.lock', 'w').close(); print('locked', flush=True); time.sleep(30)"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", holder, str(path)], stdout=subprocess.PIPE)
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == b"locked"
+        old = time.time() - 10
+        os.utime(Path(f"{path}.lock"), (old, old))
+        with pytest.raises(SourceError) as info, MboxSource("box", path, lock_timeout=0.5).session():
+            pass
+        assert info.value.stage == "lock"
+        assert Path(f"{path}.lock").exists()
+    finally:
+        proc.kill()
+        proc.wait()
+
+
 def test_crash_before_flush_keeps_the_file_intact(tmp_path: Path) -> None:
     """Acknowledgements are applied only by the final flush; an exception still flushes what was acked."""
     path = tmp_path / "support"

@@ -74,6 +74,30 @@ def _status(data: bytes) -> str:
     return ""
 
 
+
+_EMPTY_DOT_GRACE = 2.0
+"""Seconds an empty dot lock may be young before it counts as left by a killed run."""
+
+
+def _kernel_locked(path: Path) -> bool:
+    """Whether another process holds a `lockf` lock on `path` (probed without blocking, then released)."""
+    import fcntl  # POSIX only, like the mbox locking itself
+
+    try:
+        fd = os.open(path, os.O_RDWR)
+    except OSError:
+        return False
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    else:
+        fcntl.lockf(fd, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(fd)
+
+
 class MboxSource(LocalFolderSource):
     """An mbox file read as a mailbox (see the module docstring for the semantics).
 
@@ -123,7 +147,7 @@ class MboxSource(LocalFolderSource):
             try:
                 box.lock()
             except mailbox.ExternalClashError as exc:
-                if self._stale(dot):
+                if self._stale(dot, path):
                     with contextlib.suppress(FileNotFoundError):
                         dot.unlink()
                     continue
@@ -143,8 +167,13 @@ class MboxSource(LocalFolderSource):
                     dot.write_text(f"{os.getpid()}\n", encoding="ascii")
                 return
 
-    def _stale(self, dot: Path) -> bool:
-        """A dot lock left by a dead process (its pid inside) or older than `stale_lock_after`."""
+    def _stale(self, dot: Path, path: Path) -> bool:
+        """A dot lock left by a dead process (its pid inside) or older than `stale_lock_after`.
+
+        An empty dot lock is what a run killed between creating it and writing its pid leaves: it is stale
+        once it is a few seconds old and nobody holds the mailbox's kernel lock (every locking MTA takes
+        both, so a delivery in progress still holds that one).
+        """
         try:
             age = time.time() - dot.stat().st_mtime
             text = dot.read_text(encoding="ascii", errors="replace").strip()
@@ -152,6 +181,8 @@ class MboxSource(LocalFolderSource):
             return False
         if age > self.stale_lock_after:
             return True
+        if not text:
+            return age > _EMPTY_DOT_GRACE and not _kernel_locked(path)
         if text.isdigit():
             try:
                 os.kill(int(text), 0)
