@@ -21,6 +21,9 @@ Bounded cost on hostile HTML (html5ever, inside nh3, is quadratic in the nesting
   `<td>`, ...) and drops the start and end tags of elements nested deeper than `MAX_TAG_DEPTH` (100),
   keeping their content: the HTML given to nh3 and the text are both *flattened* beyond that depth; after
   `MAX_FLATTENED` (50) dropped tags the rest of the document is reduced to its text in one pass;
+* a document of at least `DENSE_MIN_LENGTH` (32 KiB) characters holding a `<` or `&` every `DENSE_RATIO` (8)
+  characters or less (tags, attributes and references, hardly any text) is read as text at C speed and its
+  HTML is that text, escaped, in paragraphs (`html_too_deep` names every tag as flattened);
 * quote prefixes stop growing at `MAX_QUOTE_DEPTH` (10) levels and list indentation at `MAX_LIST_DEPTH`
   (10), so no line gets a prefix longer than a few dozen characters;
 * the text is at most `TEXT_GROWTH` (2) times the HTML's length plus 4096 characters; beyond that it is
@@ -39,9 +42,19 @@ import nh3
 
 from ticketmail.parsing._domtext import dom_text
 from ticketmail.parsing._entities import unescape
+from ticketmail.parsing._flathtml import (
+    DENSE_MIN_LENGTH,
+    DENSE_RATIO,
+    FLAT_TAG,
+    is_dense,
+    render_flat,
+    strip_raw_blocks,
+)
 from ticketmail.parsing._textbuilder import _BLOCK, MAX_LIST_DEPTH, MAX_QUOTE_DEPTH, TextBuilder
 
 __all__ = [
+    "DENSE_MIN_LENGTH",
+    "DENSE_RATIO",
     "MAX_FLATTENED",
     "MAX_LIST_DEPTH",
     "MAX_QUOTE_DEPTH",
@@ -157,13 +170,7 @@ _TAG_TOKEN = re.compile(
     r"|<(/?)([a-zA-Z][^\t\n\f\r />]*)((?:[^>=]|=\s*\"[^\"]*(?:\"|\Z)|=\s*'[^']*(?:'|\Z)|=)*)(?:>|\Z)",
     re.S,
 )
-_RAW_BLOCK_NAMES = (
-    "script", "style", "title", "textarea", "xmp", "iframe", "noembed", "noframes", "noscript", "template",
-)  # fmt: skip
-_RAW_BLOCK = re.compile(rf"<({'|'.join(_RAW_BLOCK_NAMES)})\b[^>]*>.*?(?:</\1\s*>|\Z)", re.S | re.I)
-# Tags and comments in the flattened rest of a document (a simpler, faster cut than the tokenizer's).
 _TAG_NAME = re.compile(r"<(/?)([a-zA-Z][^\t\n\f\r />]*)")
-_FLAT_TAG = re.compile(r"<!--.*?(?:-->|\Z)|<[^<>]*>", re.S)
 _RAW_END = {tag: re.compile(rf"</{tag}(?=[\s/>]|\Z)", re.I) for tag in _RAW_TEXT}
 
 
@@ -373,11 +380,8 @@ class _Scan:
         Raw-text elements (scripts, styles) are removed with their content, then every tag and comment is
         replaced by a space (a space, so that removing a tag cannot join "<" and a name into a new tag).
         """
-        rest = self.html[pos:]
-        lowered = rest.lower()  # substring tests beat one case-insensitive alternation by about 4x
-        if any(f"<{name}" in lowered for name in _RAW_BLOCK_NAMES):
-            rest = _RAW_BLOCK.sub(" ", rest)
-        rest = _FLAT_TAG.sub(" ", rest)
+        rest = strip_raw_blocks(self.html[pos:])
+        rest = FLAT_TAG.sub(" ", rest)
         self.flattened += 1
         self._cut(pos, len(self.html), rest)
         builder = self.builder
@@ -417,6 +421,18 @@ def _nests_too_deep(html: str) -> bool:
     return False
 
 
+_DEEP_PROBE = 4096  # characters of a dense document probed for deep nesting (see `_read_as_text`)
+
+
+def _read_as_text(html: str) -> bool:
+    """Whether `html` is markup-dense and does not nest deep from its start (see `is_dense`).
+
+    A document that nests deep right away costs the depth limiter only `MAX_FLATTENED` dropped tags
+    before the rest is flattened at C speed, which beats reading it all as text.
+    """
+    return is_dense(html) and not _nests_too_deep(html[:_DEEP_PROBE])
+
+
 def limit_html_depth(html: str, max_depth: int = MAX_TAG_DEPTH) -> tuple[str, int]:
     """`html` with the tags of elements nested deeper than `max_depth` removed, and how many were removed.
 
@@ -433,6 +449,8 @@ def limit_html_depth(html: str, max_depth: int = MAX_TAG_DEPTH) -> tuple[str, in
 
 def sanitize_html(html: str, *, allow_remote_images: bool = False) -> str:
     """Sanitize an HTML body for display (see the module docstring for what is kept and flattened)."""
+    if _read_as_text(html):
+        return render_flat(html)[0]
     limited, _flattened = limit_html_depth(html)
     return _clean(limited, allow_remote_images)
 
@@ -448,6 +466,10 @@ def render_html(
         sanitize: False to build the text only (`RenderedHTML.html` is then `None`).
         text: False to sanitize only (`RenderedHTML.text` is then `""`); the depth limit still applies.
     """
+    if _read_as_text(html):  # mostly markup: read as text, with escaped paragraphs as its HTML
+        flat_html, flat_text = render_flat(html)
+        tags = max(1, html.count("<"))
+        return RenderedHTML(html=flat_html if sanitize else None, text=flat_text if text else "", flattened=tags)
     if not text:
         limited, flattened = limit_html_depth(html)
         clean = _clean(limited, allow_remote_images) if sanitize else None
