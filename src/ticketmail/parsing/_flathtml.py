@@ -26,9 +26,6 @@ _RAW_BLOCK_NAMES = (
 _RAW_BLOCK = re.compile(rf"<({'|'.join(_RAW_BLOCK_NAMES)})\b[^>]*>.*?(?:</\1\s*>|\Z)", re.S | re.I)
 # Tags and comments in the flattened rest of a document (a simpler, faster cut than the tokenizer's).
 FLAT_TAG = re.compile(r"<!--.*?(?:-->|\Z)|<[^<>]*>", re.S)
-# Whitespace of a flattened dense document: runs within a line become one space, then blank lines go.
-_SPACES = re.compile(r"[^\S\n]{2,}|[^\S \n]")  # single spaces (most of them) are left alone
-_BLANK_LINES = re.compile(r" ?\n[ \n]*")
 # Tag starts that begin a new line in the text of a flattened dense document (a prefix may catch a few
 # more tags, such as "<pre": an extra line break, never lost text).
 _BREAK_STARTS = tuple(
@@ -65,6 +62,7 @@ def render_flat(html: str) -> tuple[str, str]:
     for start in _BREAK_STARTS:  # str.replace scans at C speed; one regex would cost a step per tag
         flat = flat.replace(start, "\n" + start)
     flat = unescape(FLAT_TAG.sub(" ", flat)).replace("\xa0", " ")
-    text = _BLANK_LINES.sub("\n", _SPACES.sub(" ", flat)).strip()
+    # Whitespace runs become one space and blank lines go (str.split beats a regex substitution here).
+    text = "\n".join(line for line in (" ".join(part.split()) for part in flat.split("\n")) if line)
     clean = "<p>" + _html.escape(text).replace("\n", "</p>\n<p>") + "</p>" if text else ""
     return clean, text
