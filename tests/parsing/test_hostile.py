@@ -162,6 +162,7 @@ def test_flattened_rest_keeps_text_and_drops_scripts() -> None:
     assert "bold" in rendered.text
     assert "alert" not in rendered.text
     assert "alert" not in (rendered.html or "")
+    assert (rendered.html or "").endswith("hello &amp; bye   bold ")  # the flattened rest, escaped
 
 
 def test_quote_and_list_prefixes_are_capped() -> None:

@@ -35,6 +35,7 @@ Bounded cost on hostile HTML (html5ever, inside nh3, is quadratic in the nesting
 
 from __future__ import annotations
 
+import html as _html
 import re
 
 import attrs
@@ -43,18 +44,14 @@ import nh3
 from ticketmail.parsing._domtext import dom_text
 from ticketmail.parsing._entities import unescape
 from ticketmail.parsing._flathtml import (
-    DENSE_MIN_LENGTH,
-    DENSE_RATIO,
     FLAT_TAG,
     is_dense,
     render_flat,
     strip_raw_blocks,
 )
-from ticketmail.parsing._textbuilder import _BLOCK, MAX_LIST_DEPTH, MAX_QUOTE_DEPTH, TextBuilder
+from ticketmail.parsing._textbuilder import _BLOCK, MAX_LIST_DEPTH, MAX_QUOTE_DEPTH, TextBuilder, text_token
 
 __all__ = [
-    "DENSE_MIN_LENGTH",
-    "DENSE_RATIO",
     "MAX_FLATTENED",
     "MAX_LIST_DEPTH",
     "MAX_QUOTE_DEPTH",
@@ -191,15 +188,6 @@ class RenderedHTML:
     truncated: bool = False
 
 
-def _text_token(builder: TextBuilder, text: str) -> None:
-    if not builder.pre and text.isspace():
-        # Whitespace between tags (most text tokens of real HTML): at most one space.
-        if builder.has_text and not builder.current[-1].endswith(" "):
-            builder.add(" ")
-        return
-    builder.handle_data(unescape(text) if "&" in text else text)
-
-
 class _Scan:
     """One pass over an HTML document: depth-limited copy (only built when needed) and text."""
 
@@ -214,6 +202,8 @@ class _Scan:
         self.flatten_after = MAX_FLATTENED  # 1 for a probe: stop at the first dropped tag
         self.out: list[str] | None = None  # pieces of the limited copy, once something was dropped
         self.last = 0  # end of the input already represented in `out`
+        self.rest = ""  # the flattened rest of the document (tags replaced by spaces), once cut
+        self.rest_text: str | None = None  # that rest with its character references decoded
 
     def _cut(self, start: int, end: int, replacement: str = "") -> None:
         if self.out is None:
@@ -343,7 +333,7 @@ class _Scan:
             text = match.group(4)
             if text is not None:
                 if not builder.skip:
-                    _text_token(builder, text)
+                    text_token(builder, text)
                 continue
             name = match.group(2)
             if name is None:
@@ -383,16 +373,25 @@ class _Scan:
         rest = strip_raw_blocks(self.html[pos:])
         rest = FLAT_TAG.sub(" ", rest)
         self.flattened += 1
-        self._cut(pos, len(self.html), rest)
+        self._cut(pos, len(self.html))
+        self.rest = rest
         builder = self.builder
         if builder is not None and not builder.skip:
-            builder.handle_data(unescape(rest) if "&" in rest else rest)
+            self.rest_text = unescape(rest)
+            builder.handle_data(self.rest_text)
+
+    def sanitized(self, allow_remote_images: bool) -> str:
+        """The limited copy sanitized: nh3 reads what precedes the flattened rest, which is escaped as text."""
+        if not self.rest or self.out is None:
+            return _clean(self.limited(), allow_remote_images)
+        rest = self.rest_text if self.rest_text is not None else unescape(self.rest)
+        return _clean("".join(self.out), allow_remote_images) + _html.escape(rest, quote=False)
 
     def limited(self) -> str:
         if self.out is None:
             return self.html
         self.out.append(self.html[self.last :])
-        return "".join(self.out)
+        return "".join(self.out) + self.rest
 
 
 def _nests_too_deep(html: str) -> bool:
@@ -425,10 +424,9 @@ _DEEP_PROBE = 4096  # characters of a dense document probed for deep nesting (se
 
 
 def _read_as_text(html: str) -> bool:
-    """Whether `html` is markup-dense and does not nest deep from its start (see `is_dense`).
+    """Whether `html` is markup-dense (`is_dense`) and does not nest deep from its start.
 
-    A document that nests deep right away costs the depth limiter only `MAX_FLATTENED` dropped tags
-    before the rest is flattened at C speed, which beats reading it all as text.
+    Deep nesting costs the depth limiter `MAX_FLATTENED` dropped tags, then the rest goes at C speed.
     """
     return is_dense(html) and not _nests_too_deep(html[:_DEEP_PROBE])
 
@@ -487,7 +485,7 @@ def render_html(
     builder = scan.builder
     assert builder is not None  # noqa: S101 - want_text=True
     result = builder.result()
-    clean = _clean(scan.limited(), allow_remote_images) if sanitize else None
+    clean = scan.sanitized(allow_remote_images) if sanitize else None
     return RenderedHTML(html=clean, text=result, flattened=scan.flattened, truncated=builder.truncated)
 
 
