@@ -7,6 +7,7 @@ import encodings.aliases
 import html
 import html.entities as html_entities
 import json
+import re
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -123,7 +124,7 @@ def test_tag_soup(html: str) -> None:
 
 
 def test_deep_html_is_flattened_with_a_defect() -> None:
-    html = "<ul><li>" * 20_000 + "x"
+    html = "<ul><li>an item text " * 20_000 + "x"  # more text than markup: not read as a dense document
     limited, dropped = limit_html_depth(html)
     assert dropped > MAX_FLATTENED
     assert limited.count("<ul>") <= MAX_TAG_DEPTH
@@ -136,6 +137,23 @@ def test_deep_html_is_flattened_with_a_defect() -> None:
     assert message.text.rstrip().endswith("x")
 
 
+def test_markup_dense_html_is_flattened_to_escaped_paragraphs() -> None:
+    unit = "<p>hello &amp; <b>w</b><i>x</i></p><div><a href='&#104;&#104;'>l</a></div><script>alert(1)</script>"
+    html = unit * 1_000
+    rendered = render_html(html)
+    assert rendered.flattened == html.count("<")
+    assert rendered.text.split("\n")[:2] == ["hello & w x", "l"]
+    assert "alert" not in rendered.text
+    assert rendered.html is not None
+    assert rendered.html.startswith("<p>hello &amp; w x</p>\n<p>l</p>")
+    assert set(re.findall(r"</?\w+", rendered.html)) == {"<p", "</p"}
+    assert sanitize_html(html) == rendered.html
+    assert html_to_text("<b>x</b><i>y</i> " * 5_000).startswith("x y x y")
+    message = parse_email(("From: a@example.com\r\nContent-Type: text/html\r\n\r\n" + html).encode())
+    assert "html_too_deep" in {d.code for d in message.defects}
+    assert message.text.startswith("hello & w x")
+
+
 def test_flattened_rest_keeps_text_and_drops_scripts() -> None:
     html = "<div>" * 400 + "<p>hello &amp; bye</p><script>alert(1)</script><b>bold</b>"
     rendered = render_html(html)
@@ -144,6 +162,7 @@ def test_flattened_rest_keeps_text_and_drops_scripts() -> None:
     assert "bold" in rendered.text
     assert "alert" not in rendered.text
     assert "alert" not in (rendered.html or "")
+    assert (rendered.html or "").endswith("hello &amp; bye   bold ")  # the flattened rest, escaped
 
 
 def test_quote_and_list_prefixes_are_capped() -> None:

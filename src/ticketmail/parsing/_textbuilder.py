@@ -16,7 +16,7 @@ import nh3
 
 from ticketmail.parsing._entities import unescape
 
-__all__ = ["ACTIVE_TAGS", "MAX_LIST_DEPTH", "MAX_QUOTE_DEPTH", "TextBuilder"]
+__all__ = ["ACTIVE_TAGS", "MAX_LIST_DEPTH", "MAX_QUOTE_DEPTH", "TextBuilder", "text_token"]
 
 MAX_QUOTE_DEPTH = 10
 """Most `> ` prefixes given to one line of text."""
@@ -200,3 +200,13 @@ class TextBuilder:
         self.newline()
         text = "\n".join(line.replace("\u00a0", " ").rstrip() for line in self.lines)
         return _BLANKS.sub("\n\n", text).strip("\n")
+
+
+def text_token(builder: TextBuilder, text: str) -> None:
+    """Feed `builder` a text token of the HTML (whitespace between tags is at most one space)."""
+    if not builder.pre and text.isspace():
+        # Whitespace between tags (most text tokens of real HTML): at most one space.
+        if builder.has_text and not builder.current[-1].endswith(" "):
+            builder.add(" ")
+        return
+    builder.handle_data(unescape(text) if "&" in text else text)

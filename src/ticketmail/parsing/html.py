@@ -21,6 +21,9 @@ Bounded cost on hostile HTML (html5ever, inside nh3, is quadratic in the nesting
   `<td>`, ...) and drops the start and end tags of elements nested deeper than `MAX_TAG_DEPTH` (100),
   keeping their content: the HTML given to nh3 and the text are both *flattened* beyond that depth; after
   `MAX_FLATTENED` (50) dropped tags the rest of the document is reduced to its text in one pass;
+* a document of at least `DENSE_MIN_LENGTH` (32 KiB) characters holding a `<` or `&` every `DENSE_RATIO` (8)
+  characters or less (tags, attributes and references, hardly any text) is read as text at C speed and its
+  HTML is that text, escaped, in paragraphs (`html_too_deep` names every tag as flattened);
 * quote prefixes stop growing at `MAX_QUOTE_DEPTH` (10) levels and list indentation at `MAX_LIST_DEPTH`
   (10), so no line gets a prefix longer than a few dozen characters;
 * the text is at most `TEXT_GROWTH` (2) times the HTML's length plus 4096 characters; beyond that it is
@@ -32,6 +35,7 @@ Bounded cost on hostile HTML (html5ever, inside nh3, is quadratic in the nesting
 
 from __future__ import annotations
 
+import html as _html
 import re
 
 import attrs
@@ -39,7 +43,13 @@ import nh3
 
 from ticketmail.parsing._domtext import dom_text
 from ticketmail.parsing._entities import unescape
-from ticketmail.parsing._textbuilder import _BLOCK, MAX_LIST_DEPTH, MAX_QUOTE_DEPTH, TextBuilder
+from ticketmail.parsing._flathtml import (
+    FLAT_TAG,
+    is_dense,
+    render_flat,
+    strip_raw_blocks,
+)
+from ticketmail.parsing._textbuilder import _BLOCK, MAX_LIST_DEPTH, MAX_QUOTE_DEPTH, TextBuilder, text_token
 
 __all__ = [
     "MAX_FLATTENED",
@@ -157,13 +167,7 @@ _TAG_TOKEN = re.compile(
     r"|<(/?)([a-zA-Z][^\t\n\f\r />]*)((?:[^>=]|=\s*\"[^\"]*(?:\"|\Z)|=\s*'[^']*(?:'|\Z)|=)*)(?:>|\Z)",
     re.S,
 )
-_RAW_BLOCK_NAMES = (
-    "script", "style", "title", "textarea", "xmp", "iframe", "noembed", "noframes", "noscript", "template",
-)  # fmt: skip
-_RAW_BLOCK = re.compile(rf"<({'|'.join(_RAW_BLOCK_NAMES)})\b[^>]*>.*?(?:</\1\s*>|\Z)", re.S | re.I)
-# Tags and comments in the flattened rest of a document (a simpler, faster cut than the tokenizer's).
 _TAG_NAME = re.compile(r"<(/?)([a-zA-Z][^\t\n\f\r />]*)")
-_FLAT_TAG = re.compile(r"<!--.*?(?:-->|\Z)|<[^<>]*>", re.S)
 _RAW_END = {tag: re.compile(rf"</{tag}(?=[\s/>]|\Z)", re.I) for tag in _RAW_TEXT}
 
 
@@ -184,15 +188,6 @@ class RenderedHTML:
     truncated: bool = False
 
 
-def _text_token(builder: TextBuilder, text: str) -> None:
-    if not builder.pre and text.isspace():
-        # Whitespace between tags (most text tokens of real HTML): at most one space.
-        if builder.has_text and not builder.current[-1].endswith(" "):
-            builder.add(" ")
-        return
-    builder.handle_data(unescape(text) if "&" in text else text)
-
-
 class _Scan:
     """One pass over an HTML document: depth-limited copy (only built when needed) and text."""
 
@@ -207,6 +202,8 @@ class _Scan:
         self.flatten_after = MAX_FLATTENED  # 1 for a probe: stop at the first dropped tag
         self.out: list[str] | None = None  # pieces of the limited copy, once something was dropped
         self.last = 0  # end of the input already represented in `out`
+        self.rest = ""  # the flattened rest of the document (tags replaced by spaces), once cut
+        self.rest_text: str | None = None  # that rest with its character references decoded
 
     def _cut(self, start: int, end: int, replacement: str = "") -> None:
         if self.out is None:
@@ -336,7 +333,7 @@ class _Scan:
             text = match.group(4)
             if text is not None:
                 if not builder.skip:
-                    _text_token(builder, text)
+                    text_token(builder, text)
                 continue
             name = match.group(2)
             if name is None:
@@ -373,22 +370,28 @@ class _Scan:
         Raw-text elements (scripts, styles) are removed with their content, then every tag and comment is
         replaced by a space (a space, so that removing a tag cannot join "<" and a name into a new tag).
         """
-        rest = self.html[pos:]
-        lowered = rest.lower()  # substring tests beat one case-insensitive alternation by about 4x
-        if any(f"<{name}" in lowered for name in _RAW_BLOCK_NAMES):
-            rest = _RAW_BLOCK.sub(" ", rest)
-        rest = _FLAT_TAG.sub(" ", rest)
+        rest = strip_raw_blocks(self.html[pos:])
+        rest = FLAT_TAG.sub(" ", rest)
         self.flattened += 1
-        self._cut(pos, len(self.html), rest)
+        self._cut(pos, len(self.html))
+        self.rest = rest
         builder = self.builder
         if builder is not None and not builder.skip:
-            builder.handle_data(unescape(rest) if "&" in rest else rest)
+            self.rest_text = unescape(rest)
+            builder.handle_data(self.rest_text)
+
+    def sanitized(self, allow_remote_images: bool) -> str:
+        """The limited copy sanitized: nh3 reads what precedes the flattened rest, which is escaped as text."""
+        if not self.rest or self.out is None:
+            return _clean(self.limited(), allow_remote_images)
+        rest = self.rest_text if self.rest_text is not None else unescape(self.rest)
+        return _clean("".join(self.out), allow_remote_images) + _html.escape(rest, quote=False)
 
     def limited(self) -> str:
         if self.out is None:
             return self.html
         self.out.append(self.html[self.last :])
-        return "".join(self.out)
+        return "".join(self.out) + self.rest
 
 
 def _nests_too_deep(html: str) -> bool:
@@ -417,6 +420,17 @@ def _nests_too_deep(html: str) -> bool:
     return False
 
 
+_DEEP_PROBE = 4096  # characters of a dense document probed for deep nesting (see `_read_as_text`)
+
+
+def _read_as_text(html: str) -> bool:
+    """Whether `html` is markup-dense (`is_dense`) and does not nest deep from its start.
+
+    Deep nesting costs the depth limiter `MAX_FLATTENED` dropped tags, then the rest goes at C speed.
+    """
+    return is_dense(html) and not _nests_too_deep(html[:_DEEP_PROBE])
+
+
 def limit_html_depth(html: str, max_depth: int = MAX_TAG_DEPTH) -> tuple[str, int]:
     """`html` with the tags of elements nested deeper than `max_depth` removed, and how many were removed.
 
@@ -433,6 +447,8 @@ def limit_html_depth(html: str, max_depth: int = MAX_TAG_DEPTH) -> tuple[str, in
 
 def sanitize_html(html: str, *, allow_remote_images: bool = False) -> str:
     """Sanitize an HTML body for display (see the module docstring for what is kept and flattened)."""
+    if _read_as_text(html):
+        return render_flat(html)[0]
     limited, _flattened = limit_html_depth(html)
     return _clean(limited, allow_remote_images)
 
@@ -448,6 +464,10 @@ def render_html(
         sanitize: False to build the text only (`RenderedHTML.html` is then `None`).
         text: False to sanitize only (`RenderedHTML.text` is then `""`); the depth limit still applies.
     """
+    if _read_as_text(html):  # mostly markup: read as text, with escaped paragraphs as its HTML
+        flat_html, flat_text = render_flat(html)
+        tags = max(1, html.count("<"))
+        return RenderedHTML(html=flat_html if sanitize else None, text=flat_text if text else "", flattened=tags)
     if not text:
         limited, flattened = limit_html_depth(html)
         clean = _clean(limited, allow_remote_images) if sanitize else None
@@ -465,7 +485,7 @@ def render_html(
     builder = scan.builder
     assert builder is not None  # noqa: S101 - want_text=True
     result = builder.result()
-    clean = _clean(scan.limited(), allow_remote_images) if sanitize else None
+    clean = scan.sanitized(allow_remote_images) if sanitize else None
     return RenderedHTML(html=clean, text=result, flattened=scan.flattened, truncated=builder.truncated)
 
 

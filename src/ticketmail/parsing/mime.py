@@ -173,8 +173,8 @@ def _render(collector: Collector, options: EmailOptions, ctx: ParseContext, path
             if result.flattened:
                 ctx.defect(
                     "html_too_deep",
-                    f"HTML nests deeper than {MAX_TAG_DEPTH} elements or holds more than {MAX_TAGS} tags; "
-                    f"{result.flattened} tags flattened",
+                    f"HTML nests deeper than {MAX_TAG_DEPTH} elements, holds more than {MAX_TAGS} tags or is "
+                    f"mostly markup; {result.flattened} tags flattened",
                     path or None,
                 )
             if result.truncated:
