@@ -16,7 +16,7 @@ from collections.abc import Iterator
 import pytest
 
 from ticketmail.backends._pg_unit import PgUnitOfWork
-from ticketmail.backends.base import NewEntry, NewTicket, ProcessedRecord
+from ticketmail.backends.base import AuditRecord, NewEntry, NewTicket, ProcessedRecord, TicketNumberTakenError
 from ticketmail.backends.postgres import BackendConflictError, PostgresBackend
 from ticketmail.backends.postgres_schema import RetryableError
 from ticketmail.model import Address
@@ -119,3 +119,26 @@ def test_a_replay_that_would_answer_differently_gives_up_without_committing(back
         unit()
     assert not backend.is_processed("box/imap/9"), "nothing of the refused unit may be committed"
     assert backend.get_ticket("RACE0001") is not None
+
+
+def _audit(action: str, ticket: str | None) -> AuditRecord:
+    return AuditRecord(at=T0, action=action, message_id=None, provenance=None, ticket=ticket, reasons=())
+
+
+def test_held_ledger_and_audit_rows_are_read_back_written_once_and_survive_a_replay(backend: PostgresBackend) -> None:
+    first = ProcessedRecord("INBOX/imap/1", "created", T0, "H-1")
+    second = ProcessedRecord("dup/<a@x>", "created", T0, "H-1")
+    with backend.unit_of_work() as uow:
+        uow.create_ticket(_ticket("H-1"))
+        assert uow.processed_many([first.key, second.key]) == (None, None)
+        uow.record_processed(first)
+        uow.record_processed(second)
+        uow.record_audit(_audit("created", "H-1"))
+        assert uow.processed(first.key) == first  # the held row is sent before the ledger is read
+        uow.record_processed(first)  # identical again: no-op, not a duplicate key at the commit
+        with pytest.raises(TicketNumberTakenError):
+            uow.create_ticket(_ticket("H-1"))  # a failed statement: the unit is replayed before going on
+        uow.record_audit(_audit("ignored", None))
+    assert backend.is_processed(first.key)
+    assert backend.is_processed(second.key)
+    assert [record.action for record in backend.audit_log()] == ["created", "ignored"]

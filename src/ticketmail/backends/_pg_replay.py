@@ -67,6 +67,9 @@ class ReplayingUnit:
     def _forget(self) -> None:
         """Drop what the unit learnt in its transaction (called before a replay); subclasses extend it."""
 
+    def _before_commit(self) -> None:
+        """Send what the unit still holds back (called before every try of the commit); subclasses extend it."""
+
     def _call(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         if not self.open:
             raise BackendError("this unit of work has ended; open a new one with backend.unit_of_work()")
@@ -164,6 +167,7 @@ class ReplayingUnit:
         fence = current_fence()
         while True:
             try:
+                self._before_commit()
                 with translate_errors("commit"):
                     try:
                         if fence is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -52,6 +53,25 @@ QUARANTINE_DELETE = f"DELETE FROM quarantine WHERE id = %s RETURNING {QUARANTINE
 # Locks every key (in one order for every unit, so two units never wait on each other), then reads them.
 LEDGER_LOOKUP = "SELECT key, action, at, ticket, entry_id, message_id FROM ledger_lookup(%s, %s, %s)"
 LEDGER_INSERT = "INSERT INTO ledger (key, action, at, ticket, entry_id, message_id) VALUES (%s, %s, %s, %s, %s, %s)"
+
+
+@functools.lru_cache(maxsize=64)
+def _with_clauses(statements: tuple[str, ...]) -> str:
+    """`statements` (inserts without `RETURNING`) as one: every one but the last as a `WITH` clause."""
+    clauses = ", ".join(f"w{i} AS ({statement})" for i, statement in enumerate(statements[:-1]))
+    return f"WITH {clauses} {statements[-1]}"
+
+
+def combined_inserts(held: Sequence[tuple[str, tuple[object, ...]]]) -> tuple[str, tuple[object, ...]]:
+    """Inserts and their parameters as one statement and its parameters.
+
+    The statement text of each combination is cached, so the server prepares it once per connection.
+    """
+    params: tuple[object, ...] = ()
+    for _statement, values in held:
+        params += values
+    return _with_clauses(tuple(statement for statement, _values in held)), params
+
 
 TICKET_INSERT = (
     "INSERT INTO tickets (number, subject, requester_email, requester_name, requester_key, status,"

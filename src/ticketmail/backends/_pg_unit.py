@@ -11,7 +11,10 @@ own transaction lets it skip waits that would only confirm what it knows:
   ticket's first entry, so `append_entry()` to a ticket created in this unit waits for nothing either
   (nobody else can append to that ticket before this unit commits, so the id keeps thread order);
 * tickets are never deleted, so a ticket the unit has seen needs no existence check before
-  `add_participant()` or `record_message_id()`.
+  `add_participant()` or `record_message_id()`;
+* inserts nothing in the unit reads back before it commits (ledger rows of keys it locked and found
+  unrecorded, audit rows) are held and sent as one statement (data-modifying `WITH` clauses) before the
+  next ledger read or with the commit, so a message's ledger and audit rows cost one statement, not three.
 
 Any error of a statement sent without waiting still ends the unit (at the next read or at the commit).
 """
@@ -88,11 +91,29 @@ class PgUnitOfWork(ReplayingUnit):
         self._known: set[str] = set()  # ticket numbers this unit has seen exist
         self._created: set[str] = set()  # ticket numbers this unit created
         self._entry_id: int | None = None  # an entry id drawn for a ticket this unit creates
+        self._held: list[tuple[str, tuple[object, ...]]] = []  # inserts not sent yet (see `_flush()`)
 
     def _forget(self) -> None:
         for learnt in (self._absent, self._free, self._known, self._created):
             learnt.clear()
         self._entry_id = None
+        self._held.clear()
+
+    def _hold(self, statement: str, params: tuple[object, ...]) -> None:
+        self._held.append((statement, params))
+
+    def _flush(self) -> None:
+        """Send the held inserts as one statement, without waiting for it."""
+        held = self._held
+        if not held:
+            return
+        statement, params = held[0] if len(held) == 1 else q.combined_inserts(held)
+        held.clear()
+        self._conn.execute(statement, params)
+
+    def _before_commit(self) -> None:
+        with translate_errors("write the ledger and the audit log"):
+            self._flush()
 
     def _lock(self, *parts: str) -> None:
         self._conn.execute(q.ADVISORY_LOCK, (LOCK_CLASS, lock_key(self._schema, *parts)))
@@ -123,6 +144,7 @@ class PgUnitOfWork(ReplayingUnit):
     def _processed_many(self, keys: tuple[str, ...]) -> tuple[ProcessedRecord | None, ...]:
         locks = [lock_key(self._schema, key) for key in keys]
         with translate_errors("read the ledger"):
+            self._flush()
             rows = self._conn.execute(q.LEDGER_LOOKUP, (LOCK_CLASS, locks, list(keys))).fetchall()
         found = {row[0]: ProcessedRecord(*row) for row in rows}
         for key in keys:
@@ -191,10 +213,10 @@ class PgUnitOfWork(ReplayingUnit):
             # This unit holds the key's advisory lock and saw no row: the insert cannot conflict, so it is
             # sent without waiting for its result (an unexpected failure still fails the commit).
             self._absent.discard(record.key)
-            with translate_errors("write the ledger"):
-                self._conn.execute(q.LEDGER_INSERT, values)
+            self._hold(q.LEDGER_INSERT, values)
             return
         with translate_errors("write the ledger"):
+            self._flush()
             cur = self._conn.execute(q.LEDGER_INSERT + " ON CONFLICT (key) DO NOTHING", values)
         if cur.rowcount == 1:
             return
@@ -312,8 +334,7 @@ class PgUnitOfWork(ReplayingUnit):
         self._call(self._record_audit, record)
 
     def _record_audit(self, record: AuditRecord) -> None:
-        with translate_errors("write the audit log"):
-            self._conn.execute(q.AUDIT_INSERT, audit_params(record, record.at))
+        self._hold(q.AUDIT_INSERT, audit_params(record, record.at))
 
     def remove_quarantined(self, quarantine_id: int) -> QuarantineRecord | None:
         """Delete quarantine row `quarantine_id` and return it, or `None` when there is no such row."""

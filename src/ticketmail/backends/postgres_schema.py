@@ -28,7 +28,8 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
+from types import TracebackType
 from typing import Any
 
 import attrs
@@ -336,23 +337,36 @@ def classify(exc: psycopg.Error, action: str) -> BackendError | InvalidValueErro
     return BackendError(message)
 
 
-@contextmanager
-def translate_errors(action: str) -> Iterator[None]:
+class _Translated:
+    """The context manager of `translate_errors()` (a class: it wraps every statement of a unit of work)."""
+
+    __slots__ = ("action",)
+
+    def __init__(self, action: str) -> None:
+        self.action = action
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        if isinstance(exc, psycopg.Error):
+            if _sqlstate(exc) in _RETRYABLE:
+                raise RetryableError(_sqlstate(exc), str(exc)) from exc
+            raise classify(exc, self.action) from exc
+        if isinstance(exc, UnicodeEncodeError):  # a lone surrogate (e.g. from surrogateescape) has no UTF-8 form
+            raise InvalidValueError(
+                f"PostgreSQL cannot store text with a lone surrogate (position {exc.start}) while trying to"
+                f" {self.action}"
+            ) from exc
+
+
+def translate_errors(action: str) -> AbstractContextManager[None]:
     """Map psycopg exceptions raised while doing `action` onto ticketmail errors.
 
     Serialization failures and deadlocks become the internal `RetryableError` so the unit of work
     can replay itself; outside a unit of work, wrap with `translate_all()` instead.
     """
-    try:
-        yield
-    except psycopg.Error as exc:
-        if _sqlstate(exc) in _RETRYABLE:
-            raise RetryableError(_sqlstate(exc), str(exc)) from exc
-        raise classify(exc, action) from exc
-    except UnicodeEncodeError as exc:  # a lone surrogate (e.g. from surrogateescape) has no UTF-8 form
-        raise InvalidValueError(
-            f"PostgreSQL cannot store text with a lone surrogate (position {exc.start}) while trying to {action}"
-        ) from exc
+    return _Translated(action)
 
 
 @contextmanager
