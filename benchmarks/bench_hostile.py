@@ -32,6 +32,8 @@ Attack classes (``email`` ones go through ``parse_email``, ``json`` ones through
 * ``tag_soup``: unclosed tags and quotes;
 * ``json_deep``: deeply nested JSON arrays/objects;
 * ``json_email``: a megabytes-long ``email`` field;
+* ``unclosed_raw``: a `<script` opening repeated with no `>` anywhere after it (each one must not rescan the
+  rest of the document);
 * ``flat_tags``: hundreds of thousands of sibling inline elements (no depth, all tags);
 * ``entity_attrs``: links whose ``href`` values are made of character references;
 * ``many_labels``: encoded words, each in its own unknown charset label;
@@ -211,6 +213,10 @@ def many_labels(size: int) -> bytes:
     ).encode()
 
 
+def unclosed_raw(size: int) -> bytes:
+    return _html_mail("<p>hello</p>" + "<script" * (size // 7))
+
+
 def midline_boundary(size: int) -> bytes:
     noise = "x--b\r\n" * (size // 6)
     return (
@@ -244,6 +250,7 @@ ATTACKS: dict[str, tuple[str, Callable[[int], bytes], tuple[int, int, int]]] = {
     "entity_attrs": ("email", entity_attrs, (100_000, 400_000, 1_600_000)),
     "many_labels": ("email", many_labels, (45_000, 150_000, 450_000)),
     "midline_boundary": ("email", midline_boundary, (400_000, 1_600_000, 4_000_000)),
+    "unclosed_raw": ("email", unclosed_raw, (100_000, 400_000, 1_600_000)),
 }
 
 

@@ -23,7 +23,7 @@ DENSE_RATIO = 8
 _RAW_BLOCK_NAMES = (
     "script", "style", "title", "textarea", "xmp", "iframe", "noembed", "noframes", "noscript", "template",
 )  # fmt: skip
-_RAW_BLOCK = re.compile(rf"<({'|'.join(_RAW_BLOCK_NAMES)})\b[^>]*>.*?(?:</\1\s*>|\Z)", re.S | re.I)
+_RAW_BLOCK = re.compile(rf"<({'|'.join(_RAW_BLOCK_NAMES)})\b[^>]*(?:>|\Z).*?(?:</\1\s*>|\Z)", re.S | re.I)
 # Tags and comments in the flattened rest of a document (a simpler, faster cut than the tokenizer's).
 FLAT_TAG = re.compile(r"<!--.*?(?:-->|\Z)|<[^<>]*>", re.S)
 # Tag starts that begin a new line in the text of a flattened dense document (a prefix may catch a few
